@@ -1,0 +1,21 @@
+//! chanto's core: the product's vocabulary (site, branch, deploy, blob, manifest)
+//! and the pure rules over it. Nothing here does IO or needs a runtime, so every
+//! rule can be tested with a table and reused by the edge, the control plane and
+//! the CLI alike.
+
+pub mod content;
+pub mod error;
+pub mod hash;
+pub mod host;
+pub mod manifest;
+pub mod names;
+pub mod path;
+pub mod state;
+
+pub use error::ValidationError;
+pub use hash::ContentHash;
+pub use host::{HostRoute, parse_host};
+pub use manifest::{Encoding, Manifest, ManifestEntry, Variant};
+pub use names::{BranchName, DeployId, SiteName};
+pub use path::{MAX_PATH_BYTES, normalize_manifest_path};
+pub use state::DeployState;

@@ -1,0 +1,141 @@
+//! A deploy's manifest: every path it serves and the blob behind it. Immutable
+//! once written, stored as a blob itself, and the only thing the edge needs to
+//! answer a request for a deploy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ContentHash;
+
+/// A precompressed encoding of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Brotli (`Content-Encoding: br`).
+    Br,
+    /// gzip (`Content-Encoding: gzip`).
+    Gzip,
+}
+
+impl Encoding {
+    /// Every encoding chanto precompresses, in order of preference.
+    pub const ALL: [Encoding; 2] = [Encoding::Br, Encoding::Gzip];
+
+    /// The `Content-Encoding` token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Br => "br",
+            Self::Gzip => "gzip",
+        }
+    }
+}
+
+/// A precompressed form of a file, itself a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    /// How the variant is encoded.
+    pub encoding: Encoding,
+    /// The variant blob's hash.
+    pub hash: ContentHash,
+    /// The variant's size in bytes.
+    pub size: u64,
+}
+
+/// One file of a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// The blob holding the file's bytes.
+    pub hash: ContentHash,
+    /// Size in bytes.
+    pub size: u64,
+    /// The `Content-Type` to serve it with.
+    pub content_type: String,
+    /// Precompressed variants smaller than the file, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+}
+
+/// A deploy's files, by manifest path (see [`crate::normalize_manifest_path`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version, for readers of stored manifests.
+    pub version: u32,
+    /// path → entry, sorted.
+    pub files: BTreeMap<String, ManifestEntry>,
+}
+
+/// What a request path resolves to in a manifest.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Serve this file.
+    File(&'a str, &'a ManifestEntry),
+    /// The path names a directory with an `index.html`: redirect to the path
+    /// with a trailing slash, so relative links resolve.
+    AddSlash,
+    /// Nothing here.
+    NotFound,
+}
+
+impl Manifest {
+    /// The current manifest format version.
+    pub const VERSION: u32 = 1;
+
+    /// Resolves an already decoded and normalised request path (starting with
+    /// `/`): exact file, then `index.html` for directories.
+    pub fn lookup<'a>(&'a self, request_path: &str) -> Lookup<'a> {
+        let rel = request_path.trim_start_matches('/');
+        let found = |key: &str| self.files.get_key_value(key).map(|(k, e)| Lookup::File(k.as_str(), e));
+        if rel.is_empty() {
+            return found("index.html").unwrap_or(Lookup::NotFound);
+        }
+        if let Some(dir) = rel.strip_suffix('/') {
+            return found(&format!("{dir}/index.html")).unwrap_or(Lookup::NotFound);
+        }
+        if let Some(file) = found(rel) {
+            return file;
+        }
+        if self.files.contains_key(&format!("{rel}/index.html")) {
+            return Lookup::AddSlash;
+        }
+        Lookup::NotFound
+    }
+
+    /// Total size of the files in bytes.
+    pub fn total_size(&self) -> u64 {
+        self.files.values().map(|e| e.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(b: &[u8]) -> ManifestEntry {
+        ManifestEntry {
+            hash: ContentHash::of(b),
+            size: b.len() as u64,
+            content_type: "text/html".into(),
+            variants: vec![],
+        }
+    }
+
+    #[test]
+    fn lookup_table() {
+        let mut m = Manifest::default();
+        for p in ["index.html", "docs/index.html", "a.css", "docs/page.html"] {
+            m.files.insert(p.into(), entry(p.as_bytes()));
+        }
+        let file = |p: &str| match m.lookup(p) {
+            Lookup::File(k, _) => Some(k.to_owned()),
+            _ => None,
+        };
+        assert_eq!(file("/").as_deref(), Some("index.html"));
+        assert_eq!(file("/docs/").as_deref(), Some("docs/index.html"));
+        assert_eq!(file("/a.css").as_deref(), Some("a.css"));
+        assert_eq!(m.lookup("/docs"), Lookup::AddSlash);
+        assert_eq!(m.lookup("/missing"), Lookup::NotFound);
+        assert_eq!(m.lookup("/a.css/"), Lookup::NotFound);
+        assert_eq!(m.total_size(), 10 + 15 + 5 + 14);
+    }
+}
