@@ -1,1 +1,35 @@
-//! placeholder
+//! chanto's storage layer: where blobs and metadata live. Every backend sits
+//! behind one trait per role ([`BlobStore`], [`MetaStore`]) and passes one
+//! conformance suite ([`conformance`]), so callers never know which engine runs.
+
+pub mod blob;
+pub mod conformance;
+pub mod error;
+pub mod meta;
+pub mod sqlite;
+
+pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
+pub use error::StoreError;
+pub use meta::{
+    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord,
+};
+pub use sqlite::SqliteMeta;
+
+/// Milliseconds since the Unix epoch: the one time type stored in metadata.
+/// Callers pass the clock in, so expiry and history are testable.
+pub type UnixMillis = i64;
+
+/// The current time as [`UnixMillis`].
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).expect("the operating system's random source failed");
+    out
+}

@@ -1,0 +1,247 @@
+//! The conformance suites every backend must pass: one for blob stores, one for
+//! metadata repositories. Each backend's tests call these with a fresh instance.
+
+use bytes::Bytes;
+use chanto_core::{BranchName, ContentHash, DeployId, DeployState, SiteName};
+use futures_util::StreamExt;
+
+use crate::{ActivationKind, BlobStore, ByteStream, DeployFile, MetaStore, NewDeploy, StoreError};
+
+fn stream_of(chunks: Vec<&'static [u8]>) -> ByteStream {
+    Box::pin(futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))))
+}
+
+async fn read_all(store: &dyn BlobStore, hash: &ContentHash) -> Vec<u8> {
+    let mut open = store.open(hash).await.expect("open");
+    let mut out = Vec::new();
+    while let Some(chunk) = open.body.next().await {
+        out.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(open.len, out.len() as u64);
+    out
+}
+
+/// Runs the blob-store suite against an empty store. Panics on the first failure.
+pub async fn blob_store(store: &dyn BlobStore) {
+    let hello = ContentHash::of(b"hello world");
+    assert!(!store.has(&hello).await.unwrap(), "empty store has nothing");
+    assert!(matches!(store.get(&hello).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.open(&hello).await, Err(StoreError::NotFound(_))));
+
+    // A streamed put in several chunks, verified against its hash.
+    let n = store.put(&hello, stream_of(vec![b"hello", b" ", b"world"]), 1024).await.unwrap();
+    assert_eq!(n, 11);
+    assert!(store.has(&hello).await.unwrap());
+    assert_eq!(&store.get(&hello).await.unwrap()[..], b"hello world");
+    assert_eq!(read_all(store, &hello).await, b"hello world");
+
+    // Putting the same blob again is harmless.
+    store.put(&hello, stream_of(vec![b"hello world"]), 1024).await.unwrap();
+
+    // Bytes that do not match the name are refused and never stored.
+    let claimed = ContentHash::of(b"something else");
+    match store.put(&claimed, stream_of(vec![b"evil bytes"]), 1024).await {
+        Err(StoreError::HashMismatch { expected, actual }) => {
+            assert_eq!(expected, claimed);
+            assert_eq!(actual, ContentHash::of(b"evil bytes"));
+        }
+        other => panic!("expected HashMismatch, got {other:?}"),
+    }
+    assert!(!store.has(&claimed).await.unwrap());
+    assert!(!store.has(&ContentHash::of(b"evil bytes")).await.unwrap());
+
+    // Over the size limit: refused, nothing stored.
+    let big = ContentHash::of(b"0123456789");
+    assert!(matches!(store.put(&big, stream_of(vec![b"01234", b"56789"]), 9).await, Err(StoreError::TooLarge { limit: 9 })));
+    assert!(!store.has(&big).await.unwrap());
+
+    // A body that fails mid-way stores nothing.
+    let broken: ByteStream = Box::pin(futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(b"0123")),
+        Err(std::io::Error::other("client went away")),
+    ]));
+    assert!(store.put(&big, broken, 100).await.is_err());
+    assert!(!store.has(&big).await.unwrap());
+
+    // The empty blob is a blob.
+    let empty = store.put_bytes(Bytes::new()).await.unwrap();
+    assert_eq!(empty, ContentHash::of(b""));
+    assert_eq!(store.get(&empty).await.unwrap().len(), 0);
+
+    // missing() answers in order; list() sees exactly what was stored.
+    let m = store.missing(&[big, hello, claimed]).await.unwrap();
+    assert_eq!(m, vec![big, claimed]);
+    let mut want = vec![hello, empty];
+    want.sort();
+    assert_eq!(store.list().await.unwrap(), want);
+
+    store.delete(&hello).await.unwrap();
+    store.delete(&hello).await.unwrap();
+    assert!(!store.has(&hello).await.unwrap());
+}
+
+fn file(path: &str, bytes: &[u8]) -> DeployFile {
+    DeployFile {
+        path: path.into(),
+        hash: ContentHash::of(bytes),
+        size: bytes.len() as u64,
+    }
+}
+
+fn new_deploy(id: u8, site: &SiteName, branch: &str, draft: bool, now: i64) -> NewDeploy {
+    NewDeploy {
+        id: DeployId::from_random([id; 8]),
+        site: site.clone(),
+        branch: branch.parse().unwrap(),
+        message: Some(format!("deploy {id}")),
+        draft,
+        source: "cli".into(),
+        files: vec![file("index.html", &[id]), file("a/b.css", b"shared")],
+        created_at: now,
+    }
+}
+
+/// Runs the metadata suite against an empty repository. Panics on the first failure.
+pub async fn meta_store(meta: &dyn MetaStore) {
+    let site: SiteName = "docs".parse().unwrap();
+    let main: BranchName = "main".parse().unwrap();
+
+    // Sites.
+    assert!(meta.list_sites().await.unwrap().is_empty());
+    let s = meta.create_site(&site, &main, 1).await.unwrap();
+    assert_eq!(s.name, site);
+    assert!(matches!(meta.create_site(&site, &main, 2).await, Err(StoreError::Conflict(_))));
+    meta.create_site(&"blog".parse().unwrap(), &main, 3).await.unwrap();
+    let names: Vec<String> = meta.list_sites().await.unwrap().into_iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, vec!["blog", "docs"]);
+    assert!(meta.get_site(&"nope".parse().unwrap()).await.unwrap().is_none());
+
+    // A deploy is created uploading, with its files, on an unknown site it fails.
+    let d1 = meta.create_deploy(new_deploy(1, &site, "main", false, 10)).await.unwrap();
+    assert_eq!(d1.state, DeployState::Uploading);
+    assert_eq!(d1.file_count, 2);
+    assert_eq!(d1.total_size, 7);
+    let mut files = meta.deploy_files(&d1.id).await.unwrap();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(files[0].path, "a/b.css");
+    assert!(matches!(
+        meta.create_deploy(new_deploy(9, &"ghost".parse().unwrap(), "main", false, 10)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(meta.create_deploy(new_deploy(1, &site, "main", false, 11)).await, Err(StoreError::Conflict(_))));
+
+    // Not complete: cannot be activated.
+    assert!(matches!(meta.activate(&d1.id, ActivationKind::Deploy, 12).await, Err(StoreError::Conflict(_))));
+    let manifest = ContentHash::of(b"manifest 1");
+    let r = meta.mark_ready(&d1.id, &manifest, 13).await.unwrap();
+    assert_eq!(r.state, DeployState::Ready);
+    assert_eq!(r.manifest, Some(manifest));
+    assert!(matches!(meta.mark_ready(&d1.id, &manifest, 14).await, Err(StoreError::Conflict(_))));
+    let prev = meta.activate(&d1.id, ActivationKind::Deploy, 15).await.unwrap();
+    assert_eq!(prev, None);
+    assert_eq!(meta.get_deploy(&d1.id).await.unwrap().unwrap().state, DeployState::Active);
+
+    // A second and third deploy; each activation supersedes the one before.
+    let d2 = meta.create_deploy(new_deploy(2, &site, "main", false, 20)).await.unwrap();
+    meta.mark_ready(&d2.id, &ContentHash::of(b"m2"), 21).await.unwrap();
+    assert_eq!(meta.activate(&d2.id, ActivationKind::Deploy, 22).await.unwrap(), Some(d1.id.clone()));
+    let d3 = meta.create_deploy(new_deploy(3, &site, "main", false, 30)).await.unwrap();
+    meta.mark_ready(&d3.id, &ContentHash::of(b"m3"), 31).await.unwrap();
+    meta.activate(&d3.id, ActivationKind::Deploy, 32).await.unwrap();
+    assert_eq!(meta.get_deploy(&d1.id).await.unwrap().unwrap().state, DeployState::Superseded);
+    assert_eq!(meta.get_deploy(&d2.id).await.unwrap().unwrap().state, DeployState::Superseded);
+
+    // Rollback walks back through history: 3 → 2 → 1, then there is nothing left.
+    assert_eq!(meta.rollback(&site, &main, 40).await.unwrap(), (d3.id.clone(), d2.id.clone()));
+    assert_eq!(meta.rollback(&site, &main, 41).await.unwrap(), (d2.id.clone(), d1.id.clone()));
+    assert!(matches!(meta.rollback(&site, &main, 42).await, Err(StoreError::Conflict(_))));
+    assert_eq!(meta.branch(&site, &main).await.unwrap().unwrap().active_deploy, Some(d1.id.clone()));
+    assert_eq!(meta.get_deploy(&d3.id).await.unwrap().unwrap().state, DeployState::Superseded);
+
+    // Publishing an older deploy is a rollback to it; a rollback then returns.
+    meta.activate(&d3.id, ActivationKind::Publish, 43).await.unwrap();
+    assert_eq!(meta.rollback(&site, &main, 44).await.unwrap(), (d3.id.clone(), d1.id.clone()));
+
+    // Drafts stay ready and are not on the branch.
+    let draft = meta.create_deploy(new_deploy(4, &site, "main", true, 50)).await.unwrap();
+    meta.mark_ready(&draft.id, &ContentHash::of(b"m4"), 51).await.unwrap();
+    assert!(meta.get_deploy(&draft.id).await.unwrap().unwrap().draft);
+    assert_eq!(meta.branch(&site, &main).await.unwrap().unwrap().active_deploy, Some(d1.id.clone()));
+
+    // Another branch gets its own label and pointer.
+    let feature: BranchName = "feature/Login".parse().unwrap();
+    let f1 = meta.create_deploy(new_deploy(5, &site, "feature/Login", false, 60)).await.unwrap();
+    meta.mark_ready(&f1.id, &ContentHash::of(b"m5"), 61).await.unwrap();
+    meta.activate(&f1.id, ActivationKind::Deploy, 62).await.unwrap();
+    let fb = meta.branch(&site, &feature).await.unwrap().unwrap();
+    assert_eq!(fb.label, "feature-login");
+    // A branch whose label collides gets a distinct one.
+    let f2 = meta.create_deploy(new_deploy(6, &site, "feature-login", false, 63)).await.unwrap();
+    let collide = meta.branch(&site, &f2.branch).await.unwrap().unwrap();
+    assert_ne!(collide.label, "feature-login");
+    assert!(collide.label.starts_with("feature-login-"));
+
+    // Routing rows: one per branch with an active deploy.
+    let rows = meta.routing_table().await.unwrap();
+    let docs: Vec<_> = rows.iter().filter(|r| r.site == site).collect();
+    assert_eq!(docs.len(), 2, "{rows:?}");
+    let main_row = docs.iter().find(|r| r.branch == main).unwrap();
+    assert!(main_row.production);
+    assert_eq!(main_row.deploy, d1.id);
+    assert_eq!(main_row.manifest, manifest);
+    let permalinks = meta.permalinks().await.unwrap();
+    assert!(permalinks.iter().any(|(s, id, _)| *s == site && *id == draft.id));
+    assert!(!permalinks.iter().any(|(_, id, _)| *id == f2.id), "uploading deploys have no permalink");
+
+    // Listing: newest first, filtered by branch.
+    let all = meta.list_deploys(&site, None).await.unwrap();
+    assert_eq!(all.first().unwrap().id, f2.id);
+    let only_main = meta.list_deploys(&site, Some(&main)).await.unwrap();
+    assert_eq!(only_main.len(), 4);
+
+    // Expiry: only uploading deploys older than the cutoff, and their upload
+    // sessions (file lists) are dropped.
+    let expired = meta.expire_uploads(64).await.unwrap();
+    assert_eq!(expired, vec![f2.id.clone()]);
+    assert_eq!(meta.get_deploy(&f2.id).await.unwrap().unwrap().state, DeployState::Expired);
+    assert!(meta.deploy_files(&f2.id).await.unwrap().is_empty());
+    assert!(matches!(meta.mark_ready(&f2.id, &manifest, 65).await, Err(StoreError::Conflict(_))));
+
+    // Failed deploys never activate.
+    let bad = meta.create_deploy(new_deploy(7, &site, "main", false, 70)).await.unwrap();
+    meta.mark_failed(&bad.id, "compression failed", 71).await.unwrap();
+    let bad = meta.get_deploy(&bad.id).await.unwrap().unwrap();
+    assert_eq!(bad.state, DeployState::Failed);
+    assert_eq!(bad.error.as_deref(), Some("compression failed"));
+    assert!(meta.activate(&bad.id, ActivationKind::Publish, 72).await.is_err());
+
+    // Variants are remembered per source blob, including "not worth it".
+    let src = ContentHash::of(b"source");
+    assert!(meta.variants(&[src]).await.unwrap().is_empty());
+    let v = chanto_core::Variant { encoding: chanto_core::Encoding::Br, hash: ContentHash::of(b"br"), size: 2 };
+    meta.put_variants(&[(src, chanto_core::Encoding::Br, Some(v.clone())), (src, chanto_core::Encoding::Gzip, None)])
+        .await
+        .unwrap();
+    let got = meta.variants(&[src]).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&(src, chanto_core::Encoding::Br, Some(v))));
+
+    // Blob references cover every non-expired deploy's files and manifests.
+    let refs = meta.referenced_blobs().await.unwrap();
+    assert!(refs.contains(&ContentHash::of(b"shared")));
+    assert!(refs.contains(&manifest));
+
+    // Tokens are looked up by hash only.
+    let th = ContentHash::of(b"token");
+    assert!(!meta.token_exists(&th).await.unwrap());
+    assert_eq!(meta.token_count().await.unwrap(), 0);
+    meta.add_token("admin", &th, 80).await.unwrap();
+    assert!(meta.token_exists(&th).await.unwrap());
+    assert_eq!(meta.token_count().await.unwrap(), 1);
+
+    // Deleting a site removes its deploys and branches.
+    meta.delete_site(&site).await.unwrap();
+    assert!(meta.get_deploy(&d1.id).await.unwrap().is_none());
+    assert!(meta.routing_table().await.unwrap().iter().all(|r| r.site != site));
+    assert!(matches!(meta.delete_site(&site).await, Err(StoreError::NotFound(_))));
+}

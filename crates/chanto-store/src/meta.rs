@@ -1,0 +1,193 @@
+//! The metadata repository: sites, deploys, branch pointers, activation history,
+//! variants and API tokens. One trait, so PostgreSQL can join SQLite without
+//! touching callers; every method is one transaction.
+
+use async_trait::async_trait;
+use chanto_core::{BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant};
+use serde::Serialize;
+
+use crate::{StoreError, UnixMillis};
+
+/// A site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteRecord {
+    /// Its name.
+    pub name: SiteName,
+    /// The branch served at `<site>.<base>`.
+    pub production_branch: BranchName,
+    /// When it was created.
+    pub created_at: UnixMillis,
+}
+
+/// One file of a deploy as the client declared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployFile {
+    /// Normalised manifest path.
+    pub path: String,
+    /// The blob's hash.
+    pub hash: ContentHash,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What it takes to record a new deploy.
+#[derive(Debug, Clone)]
+pub struct NewDeploy {
+    /// Its id.
+    pub id: DeployId,
+    /// The site it belongs to.
+    pub site: SiteName,
+    /// The branch it deploys.
+    pub branch: BranchName,
+    /// The author's message.
+    pub message: Option<String>,
+    /// Uploaded without activating: reachable only at its permalink.
+    pub draft: bool,
+    /// Where it came from (`cli`, later `git`, `zip`).
+    pub source: String,
+    /// Its files.
+    pub files: Vec<DeployFile>,
+    /// When it was created.
+    pub created_at: UnixMillis,
+}
+
+/// A deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRecord {
+    /// Its id.
+    pub id: DeployId,
+    /// Its site.
+    pub site: SiteName,
+    /// Its branch.
+    pub branch: BranchName,
+    /// Where it is in its life.
+    pub state: DeployState,
+    /// The manifest blob, once ready.
+    pub manifest: Option<ContentHash>,
+    /// Number of files.
+    pub file_count: u64,
+    /// Total bytes of the files.
+    pub total_size: u64,
+    /// The author's message.
+    pub message: Option<String>,
+    /// Uploaded without activating.
+    pub draft: bool,
+    /// Where it came from.
+    pub source: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was created.
+    pub created_at: UnixMillis,
+    /// When it became ready, failed or expired.
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// A branch environment: a site's branch and the deploy it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchRecord {
+    /// The site.
+    pub site: SiteName,
+    /// The branch.
+    pub branch: BranchName,
+    /// Its DNS label, unique within the site (`<label>--<site>.<base>`).
+    pub label: String,
+    /// The deploy it serves, if any.
+    pub active_deploy: Option<DeployId>,
+}
+
+/// One row of the routing table: a branch that serves a deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingRow {
+    /// The site.
+    pub site: SiteName,
+    /// The branch.
+    pub branch: BranchName,
+    /// Its DNS label.
+    pub label: String,
+    /// Whether it is the site's production branch.
+    pub production: bool,
+    /// The active deploy.
+    pub deploy: DeployId,
+    /// That deploy's manifest blob.
+    pub manifest: ContentHash,
+}
+
+/// Why a deploy was activated (kept in the activation history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationKind {
+    /// A new deploy finished and went live.
+    Deploy,
+    /// An operator published a ready deploy (possibly an old one).
+    Publish,
+}
+
+impl ActivationKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Publish => "publish",
+        }
+    }
+}
+
+/// The metadata repository. Every backend passes [`crate::conformance::meta_store`].
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Creates a site; `Conflict` if the name is taken.
+    async fn create_site(&self, name: &SiteName, production_branch: &BranchName, now: UnixMillis) -> Result<SiteRecord, StoreError>;
+    /// Every site, by name.
+    async fn list_sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
+    /// One site.
+    async fn get_site(&self, name: &SiteName) -> Result<Option<SiteRecord>, StoreError>;
+    /// Deletes a site with its branches, deploys and history; `NotFound` if absent.
+    async fn delete_site(&self, name: &SiteName) -> Result<(), StoreError>;
+
+    /// Records a new deploy in `uploading` state with its file list, creating
+    /// its branch environment if new. `NotFound` for an unknown site.
+    async fn create_deploy(&self, deploy: NewDeploy) -> Result<DeployRecord, StoreError>;
+    /// The files a deploy declared (empty once its upload session is gone).
+    async fn deploy_files(&self, id: &DeployId) -> Result<Vec<DeployFile>, StoreError>;
+    /// One deploy.
+    async fn get_deploy(&self, id: &DeployId) -> Result<Option<DeployRecord>, StoreError>;
+    /// A site's deploys, newest first, optionally of one branch.
+    async fn list_deploys(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployRecord>, StoreError>;
+    /// `uploading` → `ready` with its manifest; `Conflict` from any other state.
+    async fn mark_ready(&self, id: &DeployId, manifest: &ContentHash, now: UnixMillis) -> Result<DeployRecord, StoreError>;
+    /// `uploading` → `failed` with the reason.
+    async fn mark_failed(&self, id: &DeployId, error: &str, now: UnixMillis) -> Result<(), StoreError>;
+    /// Makes a complete deploy its branch's active deploy in one transaction:
+    /// the previous one becomes `superseded`, history records the change.
+    /// Returns the previously active deploy.
+    async fn activate(&self, id: &DeployId, kind: ActivationKind, now: UnixMillis) -> Result<Option<DeployId>, StoreError>;
+    /// Re-activates the deploy that was active before the current one, undoing
+    /// the current activation in history (so repeated rollbacks walk further
+    /// back). Returns (from, to); `Conflict` when there is nothing to go back to.
+    async fn rollback(&self, site: &SiteName, branch: &BranchName, now: UnixMillis) -> Result<(DeployId, DeployId), StoreError>;
+    /// Marks deploys still uploading that were created before `cutoff` as
+    /// expired and drops their upload sessions. Returns their ids.
+    async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError>;
+
+    /// One branch environment.
+    async fn branch(&self, site: &SiteName, branch: &BranchName) -> Result<Option<BranchRecord>, StoreError>;
+    /// Every branch that serves a deploy, with the deploy's manifest.
+    async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError>;
+    /// Every complete deploy as (site, id, manifest), for permalinks.
+    async fn permalinks(&self) -> Result<Vec<(SiteName, DeployId, ContentHash)>, StoreError>;
+
+    /// Known variants of the given source blobs; `None` records that the
+    /// encoding did not make the blob smaller.
+    async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError>;
+    /// Remembers variants (idempotent).
+    async fn put_variants(&self, variants: &[(ContentHash, Encoding, Option<Variant>)]) -> Result<(), StoreError>;
+    /// Every blob that a deploy (not expired or failed) still references: files,
+    /// manifests and their variants.
+    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<ContentHash>, StoreError>;
+
+    /// Number of API tokens.
+    async fn token_count(&self) -> Result<u64, StoreError>;
+    /// Stores a token's hash (never the token).
+    async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError>;
+    /// Whether a token with this hash exists.
+    async fn token_exists(&self, hash: &ContentHash) -> Result<bool, StoreError>;
+}

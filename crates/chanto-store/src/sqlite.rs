@@ -1,0 +1,604 @@
+//! The embedded metadata backend: SQLite in WAL mode in the data directory.
+//! One connection behind a mutex, used from blocking threads, so the async
+//! runtime never waits on disk.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chanto_core::{BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::meta::*;
+use crate::{StoreError, UnixMillis};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the ones done.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sites (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    production_branch TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE branches (
+    id INTEGER PRIMARY KEY,
+    site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    active_deploy TEXT,
+    UNIQUE (site_id, name),
+    UNIQUE (site_id, label)
+);
+CREATE TABLE deploys (
+    id TEXT PRIMARY KEY,
+    site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    branch_id INTEGER NOT NULL REFERENCES branches(id) ON DELETE CASCADE,
+    state TEXT NOT NULL,
+    manifest TEXT,
+    file_count INTEGER NOT NULL,
+    total_size INTEGER NOT NULL,
+    message TEXT,
+    draft INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX deploys_by_site ON deploys (site_id, created_at);
+CREATE INDEX deploys_by_state ON deploys (state, created_at);
+CREATE TABLE deploy_files (
+    deploy_id TEXT NOT NULL REFERENCES deploys(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (deploy_id, path)
+) WITHOUT ROWID;
+CREATE INDEX deploy_files_by_hash ON deploy_files (hash);
+CREATE TABLE activations (
+    id INTEGER PRIMARY KEY,
+    branch_id INTEGER NOT NULL REFERENCES branches(id) ON DELETE CASCADE,
+    deploy_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0,
+    at INTEGER NOT NULL
+);
+CREATE INDEX activations_by_branch ON activations (branch_id, id);
+CREATE TABLE variants (
+    source TEXT NOT NULL,
+    encoding TEXT NOT NULL,
+    hash TEXT,
+    size INTEGER,
+    PRIMARY KEY (source, encoding)
+) WITHOUT ROWID;
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+"#];
+
+/// Metadata in a SQLite database file.
+#[derive(Clone)]
+pub struct SqliteMeta {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteMeta {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::Db(format!("opening {}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Db(format!(
+                "the database has schema version {version}, newer than this chanto knows ({}); run a newer chanto",
+                MIGRATIONS.len()
+            )));
+        }
+        let tx = conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("metadata task failed: {e}")))?
+    }
+}
+
+fn parse<T: FromStr>(idx: usize, s: String) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, format!("stored value {s:?}: {e}").into())
+    })
+}
+
+const DEPLOY_COLUMNS: &str = "d.id, s.name, b.name, d.state, d.manifest, d.file_count, d.total_size, d.message, d.draft, d.source, d.error, d.created_at, d.finished_at";
+const DEPLOY_FROM: &str = "deploys d JOIN sites s ON s.id = d.site_id JOIN branches b ON b.id = d.branch_id";
+
+fn deploy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeployRecord> {
+    Ok(DeployRecord {
+        id: parse(0, r.get(0)?)?,
+        site: parse(1, r.get(1)?)?,
+        branch: parse(2, r.get(2)?)?,
+        state: parse(3, r.get(3)?)?,
+        manifest: r.get::<_, Option<String>>(4)?.map(|m| parse(4, m)).transpose()?,
+        file_count: r.get::<_, i64>(5)? as u64,
+        total_size: r.get::<_, i64>(6)? as u64,
+        message: r.get(7)?,
+        draft: r.get(8)?,
+        source: r.get(9)?,
+        error: r.get(10)?,
+        created_at: r.get(11)?,
+        finished_at: r.get(12)?,
+    })
+}
+
+fn get_deploy_tx(tx: &Connection, id: &str) -> Result<Option<DeployRecord>, StoreError> {
+    Ok(tx
+        .query_row(&format!("SELECT {DEPLOY_COLUMNS} FROM {DEPLOY_FROM} WHERE d.id = ?1"), [id], deploy_row)
+        .optional()?)
+}
+
+fn site_id(tx: &Connection, name: &SiteName) -> Result<i64, StoreError> {
+    tx.query_row("SELECT id FROM sites WHERE name = ?1", [name.as_str()], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("site {name}")))
+}
+
+fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRecord> {
+    Ok(SiteRecord {
+        name: parse(0, r.get(0)?)?,
+        production_branch: parse(1, r.get(1)?)?,
+        created_at: r.get(2)?,
+    })
+}
+
+/// Sets the active deploy of a branch and the states around it.
+fn flip(tx: &Transaction<'_>, branch_id: i64, from: Option<&str>, to: &str) -> Result<(), StoreError> {
+    if let Some(from) = from {
+        tx.execute("UPDATE deploys SET state = 'superseded' WHERE id = ?1", [from])?;
+    }
+    tx.execute("UPDATE deploys SET state = 'active' WHERE id = ?1", [to])?;
+    tx.execute("UPDATE branches SET active_deploy = ?1 WHERE id = ?2", params![to, branch_id])?;
+    Ok(())
+}
+
+fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ContentHash, Encoding, Option<Variant>)> {
+    let source: ContentHash = parse(0, r.get(0)?)?;
+    let encoding = match r.get::<_, String>(1)?.as_str() {
+        "br" => Encoding::Br,
+        _ => Encoding::Gzip,
+    };
+    let variant = match r.get::<_, Option<String>>(2)? {
+        Some(h) => Some(Variant {
+            encoding,
+            hash: parse(2, h)?,
+            size: r.get::<_, i64>(3)? as u64,
+        }),
+        None => None,
+    };
+    Ok((source, encoding, variant))
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn create_site(&self, name: &SiteName, production_branch: &BranchName, now: UnixMillis) -> Result<SiteRecord, StoreError> {
+        let (name, production_branch) = (name.clone(), production_branch.clone());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT INTO sites (name, production_branch, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![name.as_str(), production_branch.as_str(), now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("site {name} already exists; pick another name or deploy to it")));
+            }
+            Ok(SiteRecord { name, production_branch, created_at: now })
+        })
+        .await
+    }
+
+    async fn list_sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare("SELECT name, production_branch, created_at FROM sites ORDER BY name")?;
+            let rows = st.query_map([], site_row)?.collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn get_site(&self, name: &SiteName) -> Result<Option<SiteRecord>, StoreError> {
+        let name = name.clone();
+        self.call(move |c| {
+            Ok(c.query_row("SELECT name, production_branch, created_at FROM sites WHERE name = ?1", [name.as_str()], site_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_site(&self, name: &SiteName) -> Result<(), StoreError> {
+        let name = name.clone();
+        self.call(move |c| {
+            let n = c.execute("DELETE FROM sites WHERE name = ?1", [name.as_str()])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("site {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_deploy(&self, d: NewDeploy) -> Result<DeployRecord, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let site_id = site_id(&tx, &d.site)?;
+            let existing: Option<i64> = tx
+                .query_row("SELECT id FROM branches WHERE site_id = ?1 AND name = ?2", params![site_id, d.branch.as_str()], |r| r.get(0))
+                .optional()?;
+            let branch_id = match existing {
+                Some(id) => id,
+                None => {
+                    let taken = |label: &str| -> Result<bool, StoreError> {
+                        Ok(tx
+                            .query_row("SELECT 1 FROM branches WHERE site_id = ?1 AND label = ?2", params![site_id, label], |_| Ok(()))
+                            .optional()?
+                            .is_some())
+                    };
+                    let mut label = d.branch.label();
+                    if taken(&label)? {
+                        label = d.branch.label_with_suffix();
+                        if taken(&label)? {
+                            return Err(StoreError::Conflict(format!("branch {} has no free hostname label", d.branch)));
+                        }
+                    }
+                    tx.execute(
+                        "INSERT INTO branches (site_id, name, label) VALUES (?1, ?2, ?3)",
+                        params![site_id, d.branch.as_str(), label],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+            };
+            let total: u64 = d.files.iter().map(|f| f.size).sum();
+            let inserted = tx.execute(
+                "INSERT INTO deploys (id, site_id, branch_id, state, file_count, total_size, message, draft, source, created_at)
+                 VALUES (?1, ?2, ?3, 'uploading', ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+                params![d.id.as_str(), site_id, branch_id, d.files.len() as i64, total as i64, d.message, d.draft, d.source, d.created_at],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("deploy {} already exists", d.id)));
+            }
+            {
+                let mut st = tx.prepare("INSERT INTO deploy_files (deploy_id, path, hash, size) VALUES (?1, ?2, ?3, ?4)")?;
+                for f in &d.files {
+                    st.execute(params![d.id.as_str(), f.path, f.hash.to_hex(), f.size as i64])?;
+                }
+            }
+            let rec = get_deploy_tx(&tx, d.id.as_str())?.ok_or_else(|| StoreError::Db("deploy vanished".into()))?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn deploy_files(&self, id: &DeployId) -> Result<Vec<DeployFile>, StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT path, hash, size FROM deploy_files WHERE deploy_id = ?1 ORDER BY path")?;
+            let rows = st
+                .query_map([id.as_str()], |r| {
+                    Ok(DeployFile {
+                        path: r.get(0)?,
+                        hash: parse(1, r.get(1)?)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn get_deploy(&self, id: &DeployId) -> Result<Option<DeployRecord>, StoreError> {
+        let id = id.clone();
+        self.call(move |c| get_deploy_tx(c, id.as_str())).await
+    }
+
+    async fn list_deploys(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployRecord>, StoreError> {
+        let (site, branch) = (site.clone(), branch.cloned());
+        self.call(move |c| {
+            site_id(c, &site)?;
+            let sql = format!(
+                "SELECT {DEPLOY_COLUMNS} FROM {DEPLOY_FROM} WHERE s.name = ?1 AND (?2 IS NULL OR b.name = ?2) ORDER BY d.created_at DESC, d.rowid DESC"
+            );
+            let mut st = c.prepare(&sql)?;
+            let rows = st
+                .query_map(params![site.as_str(), branch.as_ref().map(|b| b.as_str())], deploy_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn mark_ready(&self, id: &DeployId, manifest: &ContentHash, now: UnixMillis) -> Result<DeployRecord, StoreError> {
+        let (id, manifest) = (id.clone(), *manifest);
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let cur = get_deploy_tx(&tx, id.as_str())?.ok_or_else(|| StoreError::NotFound(format!("deploy {id}")))?;
+            if cur.state != DeployState::Uploading {
+                return Err(StoreError::Conflict(format!("deploy {id} is {}, not uploading; start a new deploy", cur.state)));
+            }
+            tx.execute(
+                "UPDATE deploys SET state = 'ready', manifest = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id.as_str(), manifest.to_hex(), now],
+            )?;
+            let rec = get_deploy_tx(&tx, id.as_str())?.ok_or_else(|| StoreError::Db("deploy vanished".into()))?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn mark_failed(&self, id: &DeployId, error: &str, now: UnixMillis) -> Result<(), StoreError> {
+        let (id, error) = (id.clone(), error.to_owned());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE deploys SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'uploading'",
+                params![id.as_str(), error, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("deploy {id} is not uploading")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn activate(&self, id: &DeployId, kind: ActivationKind, now: UnixMillis) -> Result<Option<DeployId>, StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let d = get_deploy_tx(&tx, id.as_str())?.ok_or_else(|| StoreError::NotFound(format!("deploy {id}")))?;
+            if !d.state.is_complete() {
+                return Err(StoreError::Conflict(format!("deploy {id} is {}; only a ready deploy can be activated", d.state)));
+            }
+            let (branch_id, active): (i64, Option<String>) = tx.query_row(
+                "SELECT branch_id, b.active_deploy FROM deploys d JOIN branches b ON b.id = d.branch_id WHERE d.id = ?1",
+                [id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if active.as_deref() == Some(id.as_str()) {
+                return Ok(Some(id));
+            }
+            flip(&tx, branch_id, active.as_deref(), id.as_str())?;
+            tx.execute(
+                "INSERT INTO activations (branch_id, deploy_id, kind, at) VALUES (?1, ?2, ?3, ?4)",
+                params![branch_id, id.as_str(), kind.as_str(), now],
+            )?;
+            tx.commit()?;
+            active.map(|a| parse(0, a)).transpose().map_err(Into::into)
+        })
+        .await
+    }
+
+    async fn rollback(&self, site: &SiteName, branch: &BranchName, now: UnixMillis) -> Result<(DeployId, DeployId), StoreError> {
+        let (site, branch) = (site.clone(), branch.clone());
+        let _ = now;
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let site_id = site_id(&tx, &site)?;
+            let (branch_id, active): (i64, Option<String>) = tx
+                .query_row(
+                    "SELECT id, active_deploy FROM branches WHERE site_id = ?1 AND name = ?2",
+                    params![site_id, branch.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("branch {branch} of site {site}")))?;
+            let active = active.ok_or_else(|| StoreError::Conflict(format!("branch {branch} of site {site} has no active deploy")))?;
+            // The newest activation still in effect whose deploy is not the current one.
+            let target: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT a.id, a.deploy_id FROM activations a JOIN deploys d ON d.id = a.deploy_id
+                     WHERE a.branch_id = ?1 AND a.undone = 0 AND a.deploy_id != ?2
+                       AND d.state IN ('ready', 'active', 'superseded')
+                     ORDER BY a.id DESC LIMIT 1",
+                    params![branch_id, active],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (target_act, target) = target.ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "branch {branch} of site {site} has no earlier deploy to roll back to; `chanto publish ID` activates any ready deploy"
+                ))
+            })?;
+            tx.execute("UPDATE activations SET undone = 1 WHERE branch_id = ?1 AND id > ?2", params![branch_id, target_act])?;
+            flip(&tx, branch_id, Some(&active), &target)?;
+            tx.commit()?;
+            Ok((parse(0, active)?, parse(0, target)?))
+        })
+        .await
+    }
+
+    async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let ids: Vec<String> = {
+                let mut st = tx.prepare("SELECT id FROM deploys WHERE state = 'uploading' AND created_at < ?1 ORDER BY created_at")?;
+                st.query_map([cutoff], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            for id in &ids {
+                tx.execute("UPDATE deploys SET state = 'expired', finished_at = ?2 WHERE id = ?1", params![id, cutoff])?;
+                tx.execute("DELETE FROM deploy_files WHERE deploy_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            ids.into_iter().map(|id| parse(0, id).map_err(Into::into)).collect()
+        })
+        .await
+    }
+
+    async fn branch(&self, site: &SiteName, branch: &BranchName) -> Result<Option<BranchRecord>, StoreError> {
+        let (site, branch) = (site.clone(), branch.clone());
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT b.label, b.active_deploy FROM branches b JOIN sites s ON s.id = b.site_id WHERE s.name = ?1 AND b.name = ?2",
+                params![site.as_str(), branch.as_str()],
+                |r| {
+                    Ok(BranchRecord {
+                        site: site.clone(),
+                        branch: branch.clone(),
+                        label: r.get(0)?,
+                        active_deploy: r.get::<_, Option<String>>(1)?.map(|d| parse(1, d)).transpose()?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest
+                 FROM branches b JOIN sites s ON s.id = b.site_id JOIN deploys d ON d.id = b.active_deploy
+                 WHERE d.manifest IS NOT NULL ORDER BY s.name, b.name",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(RoutingRow {
+                        site: parse(0, r.get(0)?)?,
+                        branch: parse(1, r.get(1)?)?,
+                        label: r.get(2)?,
+                        production: r.get(3)?,
+                        deploy: parse(4, r.get(4)?)?,
+                        manifest: parse(5, r.get(5)?)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn permalinks(&self) -> Result<Vec<(SiteName, DeployId, ContentHash)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT s.name, d.id, d.manifest FROM deploys d JOIN sites s ON s.id = d.site_id
+                 WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL",
+            )?;
+            let rows = st
+                .query_map([], |r| Ok((parse(0, r.get(0)?)?, parse(1, r.get(1)?)?, parse(2, r.get(2)?)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError> {
+        let sources: Vec<String> = sources.iter().map(|h| h.to_hex()).collect();
+        self.call(move |c| {
+            let mut st = c.prepare_cached("SELECT source, encoding, hash, size FROM variants WHERE source = ?1")?;
+            let mut out = Vec::new();
+            for s in &sources {
+                for row in st.query_map([s], variant_row)? {
+                    out.push(row?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_variants(&self, variants: &[(ContentHash, Encoding, Option<Variant>)]) -> Result<(), StoreError> {
+        let variants = variants.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare("INSERT OR REPLACE INTO variants (source, encoding, hash, size) VALUES (?1, ?2, ?3, ?4)")?;
+                for (source, enc, v) in &variants {
+                    st.execute(params![
+                        source.to_hex(),
+                        enc.as_str(),
+                        v.as_ref().map(|v| v.hash.to_hex()),
+                        v.as_ref().map(|v| v.size as i64)
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn referenced_blobs(&self) -> Result<HashSet<ContentHash>, StoreError> {
+        self.call(|c| {
+            let mut out = HashSet::new();
+            let live = "SELECT id FROM deploys WHERE state NOT IN ('expired', 'failed')";
+            let queries = [
+                format!("SELECT DISTINCT hash FROM deploy_files WHERE deploy_id IN ({live})"),
+                format!("SELECT manifest FROM deploys WHERE manifest IS NOT NULL AND id IN ({live})"),
+                format!(
+                    "SELECT v.hash FROM variants v WHERE v.hash IS NOT NULL AND v.source IN
+                     (SELECT hash FROM deploy_files WHERE deploy_id IN ({live}))"
+                ),
+            ];
+            for q in queries {
+                let mut st = c.prepare(&q)?;
+                for h in st.query_map([], |r| parse::<ContentHash>(0, r.get(0)?))? {
+                    out.insert(h?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError> {
+        let (name, hash) = (name.to_owned(), hash.to_hex());
+        self.call(move |c| {
+            c.execute("INSERT INTO tokens (name, hash, created_at) VALUES (?1, ?2, ?3)", params![name, hash, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_exists(&self, hash: &ContentHash) -> Result<bool, StoreError> {
+        let hash = hash.to_hex();
+        self.call(move |c| Ok(c.query_row("SELECT 1 FROM tokens WHERE hash = ?1", [hash], |_| Ok(())).optional()?.is_some()))
+            .await
+    }
+}
