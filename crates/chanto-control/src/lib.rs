@@ -1,1 +1,15 @@
-//! placeholder
+//! chanto's control plane: the HTTP API, the deploy pipeline (manifest,
+//! upload-what-is-missing, precompression, finalize), activation and rollback,
+//! and the janitor that expires abandoned uploads. It is the only writer of
+//! metadata; it tells edges what to serve through [`chanto_store::RoutingSink`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod precompress;
+
+pub use api::{ApiDoc, router};
+pub use config::ControlConfig;
+pub use error::ApiError;
+pub use pipeline::Control;

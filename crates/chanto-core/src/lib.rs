@@ -10,6 +10,7 @@ pub mod host;
 pub mod manifest;
 pub mod names;
 pub mod path;
+pub mod request_path;
 pub mod state;
 
 pub use error::ValidationError;

@@ -6,6 +6,7 @@ pub mod blob;
 pub mod conformance;
 pub mod error;
 pub mod meta;
+pub mod routing;
 pub mod sqlite;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
@@ -13,6 +14,7 @@ pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord,
 };
+pub use routing::{RoutingSink, RoutingTable};
 pub use sqlite::SqliteMeta;
 
 /// Milliseconds since the Unix epoch: the one time type stored in metadata.

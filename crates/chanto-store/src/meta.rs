@@ -60,6 +60,10 @@ pub struct DeployRecord {
     pub site: SiteName,
     /// Its branch.
     pub branch: BranchName,
+    /// Its branch's DNS label (`<label>--<site>.<base>`).
+    pub branch_label: String,
+    /// Whether its branch is the site's production branch.
+    pub production: bool,
     /// Where it is in its life.
     pub state: DeployState,
     /// The manifest blob, once ready.

@@ -143,7 +143,7 @@ where
     })
 }
 
-const DEPLOY_COLUMNS: &str = "d.id, s.name, b.name, d.state, d.manifest, d.file_count, d.total_size, d.message, d.draft, d.source, d.error, d.created_at, d.finished_at";
+const DEPLOY_COLUMNS: &str = "d.id, s.name, b.name, b.label, b.name = s.production_branch, d.state, d.manifest, d.file_count, d.total_size, d.message, d.draft, d.source, d.error, d.created_at, d.finished_at";
 const DEPLOY_FROM: &str = "deploys d JOIN sites s ON s.id = d.site_id JOIN branches b ON b.id = d.branch_id";
 
 fn deploy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeployRecord> {
@@ -151,16 +151,18 @@ fn deploy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeployRecord> {
         id: parse(0, r.get(0)?)?,
         site: parse(1, r.get(1)?)?,
         branch: parse(2, r.get(2)?)?,
-        state: parse(3, r.get(3)?)?,
-        manifest: r.get::<_, Option<String>>(4)?.map(|m| parse(4, m)).transpose()?,
-        file_count: r.get::<_, i64>(5)? as u64,
-        total_size: r.get::<_, i64>(6)? as u64,
-        message: r.get(7)?,
-        draft: r.get(8)?,
-        source: r.get(9)?,
-        error: r.get(10)?,
-        created_at: r.get(11)?,
-        finished_at: r.get(12)?,
+        branch_label: r.get(3)?,
+        production: r.get(4)?,
+        state: parse(5, r.get(5)?)?,
+        manifest: r.get::<_, Option<String>>(6)?.map(|m| parse(6, m)).transpose()?,
+        file_count: r.get::<_, i64>(7)? as u64,
+        total_size: r.get::<_, i64>(8)? as u64,
+        message: r.get(9)?,
+        draft: r.get(10)?,
+        source: r.get(11)?,
+        error: r.get(12)?,
+        created_at: r.get(13)?,
+        finished_at: r.get(14)?,
     })
 }
 

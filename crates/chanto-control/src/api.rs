@@ -1,0 +1,409 @@
+//! The HTTP API under `/api/v1`: JSON in and out, bearer-token auth, errors as
+//! [`crate::error::ErrorBody`], and an OpenAPI document generated from these
+//! handlers at `/api/v1/openapi.json`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chanto_core::{BranchName, ContentHash, DeployId, DeployState, SiteName};
+use chanto_store::{DeployRecord, SiteRecord};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::error::ErrorBody;
+use crate::pipeline::{DeployRequest, FileSpec};
+use crate::{ApiError, Control};
+
+/// Largest JSON body the API accepts (a manifest of 100,000 files fits).
+pub const MAX_JSON_BYTES: usize = 64 << 20;
+
+/// The API router. Every route but the OpenAPI document needs a bearer token.
+pub fn router(control: Arc<Control>) -> Router {
+    let authed = Router::new()
+        .route("/sites", get(list_sites).post(create_site))
+        .route("/sites/{site}", get(get_site).delete(delete_site))
+        .route("/sites/{site}/deploys", get(list_deploys).post(create_deploy))
+        .route("/sites/{site}/rollback", post(rollback))
+        .route("/deploys/{id}", get(get_deploy))
+        .route("/deploys/{id}/blobs/{hash}", put(upload_blob).layer(DefaultBodyLimit::disable()))
+        .route("/deploys/{id}/finalize", post(finalize))
+        .route("/deploys/{id}/publish", post(publish))
+        .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .merge(authed)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json") });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn(server_timing))
+        .with_state(control)
+}
+
+/// Adds `Server-Timing: app;dur=<ms>` so clients and benchmarks can see the
+/// server's own share of a request.
+async fn server_timing(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    let dur = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={dur:.3}")) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    resp
+}
+
+async fn require_token(State(control): State<Arc<Control>>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(token) = value.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+        return Err(ApiError::unauthorized(
+            "missing API token: send `Authorization: Bearer <token>` (the CLI takes --token, CHANTO_TOKEN or `chanto login`)",
+        ));
+    };
+    if token.is_empty() || token.len() > 256 || !control.check_token(token).await? {
+        return Err(ApiError::unauthorized("unknown API token; the admin token is in DATA/admin.token on the server"));
+    }
+    Ok(next.run(req).await)
+}
+
+/// `axum::Json`, with rejections in chanto's error format (naming line and column).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_json", rejection.body_text())),
+        }
+    }
+}
+
+fn parse_path<T: std::str::FromStr<Err = chanto_core::ValidationError>>(raw: &str) -> Result<T, ApiError> {
+    raw.parse::<T>().map_err(ApiError::from)
+}
+
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+/// A site as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct SiteView {
+    /// Its name.
+    pub name: SiteName,
+    /// The branch served at its production URL.
+    pub production_branch: BranchName,
+    /// Its production URL.
+    pub url: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+impl SiteView {
+    fn new(control: &Control, s: SiteRecord) -> Self {
+        Self {
+            url: control.config.url_for(s.name.as_str()),
+            name: s.name,
+            production_branch: s.production_branch,
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+/// The URLs a deploy is reachable at.
+#[derive(Serialize, ToSchema)]
+pub struct DeployUrls {
+    /// This deploy, forever (`<deploy-id>--<site>.<base>`).
+    pub permalink: String,
+    /// Its branch (`<branch>--<site>.<base>`), which serves the branch's active deploy.
+    pub branch: String,
+    /// The site's production URL, when the deploy is on the production branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub production: Option<String>,
+}
+
+/// A deploy as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct DeployView {
+    /// Its id.
+    pub id: DeployId,
+    /// Its site.
+    pub site: SiteName,
+    /// Its branch.
+    pub branch: BranchName,
+    /// Where it is in its life.
+    pub state: DeployState,
+    /// Uploaded without activating.
+    pub draft: bool,
+    /// The author's message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Number of files.
+    pub file_count: u64,
+    /// Total size of the files in bytes.
+    pub total_size: u64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it became ready, failed or expired (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Where to see it.
+    pub urls: DeployUrls,
+}
+
+impl DeployView {
+    fn new(control: &Control, d: DeployRecord) -> Self {
+        let c = &control.config;
+        Self {
+            urls: DeployUrls {
+                permalink: c.url_for(&format!("{}--{}", d.id, d.site)),
+                branch: c.url_for(&format!("{}--{}", d.branch_label, d.site)),
+                production: d.production.then(|| c.url_for(d.site.as_str())),
+            },
+            id: d.id,
+            site: d.site,
+            branch: d.branch,
+            state: d.state,
+            draft: d.draft,
+            message: d.message,
+            file_count: d.file_count,
+            total_size: d.total_size,
+            error: d.error,
+            created_at: rfc3339(d.created_at),
+            finished_at: d.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// Body of `POST /sites`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSiteRequest {
+    /// The site's name: lowercase letters, digits and single hyphens.
+    pub name: SiteName,
+    /// The branch served at the production URL (default `main`).
+    pub production_branch: Option<BranchName>,
+}
+
+/// One file in a deploy request.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// BLAKE3 hash of the file's bytes.
+    pub hash: ContentHash,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Body of `POST /sites/{site}/deploys`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployRequest {
+    /// Branch to deploy (default: the site's production branch).
+    pub branch: Option<BranchName>,
+    /// A message describing the deploy.
+    pub message: Option<String>,
+    /// Upload without activating: reachable only at its permalink.
+    #[serde(default)]
+    pub draft: bool,
+    /// Path (relative, `/`-separated) → file.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// Answer to `POST /sites/{site}/deploys`.
+#[derive(Serialize, ToSchema)]
+pub struct CreateDeployResponse {
+    /// The new deploy, `uploading`.
+    pub deploy: DeployView,
+    /// Hashes the server lacks: upload each with `PUT /deploys/{id}/blobs/{hash}`, then finalize.
+    pub required: Vec<ContentHash>,
+}
+
+/// Answer to a blob upload.
+#[derive(Serialize, ToSchema)]
+pub struct UploadResponse {
+    /// The blob's hash.
+    pub hash: ContentHash,
+    /// Bytes stored.
+    pub size: u64,
+}
+
+/// Answer to `POST /deploys/{id}/publish`.
+#[derive(Serialize, ToSchema)]
+pub struct PublishResponse {
+    /// The deploy, now active.
+    pub deploy: DeployView,
+    /// The deploy it replaced on the branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<DeployId>,
+}
+
+/// Body of `POST /sites/{site}/rollback`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Branch to roll back (default: production).
+    pub branch: Option<BranchName>,
+}
+
+/// Answer to `POST /sites/{site}/rollback`.
+#[derive(Serialize, ToSchema)]
+pub struct RollbackResponse {
+    /// The deploy that was active.
+    pub from: DeployId,
+    /// The deploy active now.
+    pub deploy: DeployView,
+}
+
+/// Query of `GET /sites/{site}/deploys`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListDeploysQuery {
+    /// Only deploys of this branch.
+    pub branch: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/sites", tag = "sites", security(("token" = [])),
+    responses((status = 200, body = Vec<SiteView>), (status = 401, body = ErrorBody)))]
+async fn list_sites(State(c): State<Arc<Control>>) -> Result<Json<Vec<SiteView>>, ApiError> {
+    let sites = c.meta.list_sites().await?;
+    Ok(Json(sites.into_iter().map(|s| SiteView::new(&c, s)).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/sites", tag = "sites", security(("token" = [])), request_body = CreateSiteRequest,
+    responses((status = 201, body = SiteView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_site(State(c): State<Arc<Control>>, ApiJson(req): ApiJson<CreateSiteRequest>) -> Result<impl IntoResponse, ApiError> {
+    let branch = req.production_branch.unwrap_or_else(|| "main".parse().expect("main is a branch name"));
+    let site = c.create_site(&req.name, &branch).await?;
+    Ok((StatusCode::CREATED, Json(SiteView::new(&c, site))))
+}
+
+#[utoipa::path(get, path = "/api/v1/sites/{site}", tag = "sites", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name")),
+    responses((status = 200, body = SiteView), (status = 404, body = ErrorBody)))]
+async fn get_site(State(c): State<Arc<Control>>, Path(site): Path<String>) -> Result<Json<SiteView>, ApiError> {
+    let site = c.site(&parse_path(&site)?).await?;
+    Ok(Json(SiteView::new(&c, site)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/sites/{site}", tag = "sites", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name")),
+    responses((status = 204, description = "Deleted; its URLs answer 404 from now on"), (status = 404, body = ErrorBody)))]
+async fn delete_site(State(c): State<Arc<Control>>, Path(site): Path<String>) -> Result<StatusCode, ApiError> {
+    c.delete_site(&parse_path(&site)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/sites/{site}/deploys", tag = "deploys", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name"), ListDeploysQuery),
+    responses((status = 200, body = Vec<DeployView>), (status = 404, body = ErrorBody)))]
+async fn list_deploys(State(c): State<Arc<Control>>, Path(site): Path<String>, Query(q): Query<ListDeploysQuery>) -> Result<Json<Vec<DeployView>>, ApiError> {
+    let site: SiteName = parse_path(&site)?;
+    let branch: Option<BranchName> = q.branch.as_deref().map(parse_path).transpose()?;
+    let deploys = c.meta.list_deploys(&site, branch.as_ref()).await?;
+    Ok(Json(deploys.into_iter().map(|d| DeployView::new(&c, d)).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/sites/{site}/deploys", tag = "deploys", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name")), request_body = CreateDeployRequest,
+    responses((status = 201, body = CreateDeployResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn create_deploy(State(c): State<Arc<Control>>, Path(site): Path<String>, ApiJson(req): ApiJson<CreateDeployRequest>) -> Result<impl IntoResponse, ApiError> {
+    let site: SiteName = parse_path(&site)?;
+    let req = DeployRequest {
+        branch: req.branch,
+        message: req.message,
+        draft: req.draft,
+        files: req.files.into_iter().map(|(p, f)| (p, FileSpec { hash: f.hash, size: f.size })).collect(),
+    };
+    let (deploy, required) = c.create_deploy(&site, req).await?;
+    Ok((StatusCode::CREATED, Json(CreateDeployResponse { deploy: DeployView::new(&c, deploy), required })))
+}
+
+#[utoipa::path(get, path = "/api/v1/deploys/{id}", tag = "deploys", security(("token" = [])),
+    params(("id" = String, Path, description = "Deploy id")),
+    responses((status = 200, body = DeployView), (status = 404, body = ErrorBody)))]
+async fn get_deploy(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<DeployView>, ApiError> {
+    let d = c.deploy(&parse_path(&id)?).await?;
+    Ok(Json(DeployView::new(&c, d)))
+}
+
+#[utoipa::path(put, path = "/api/v1/deploys/{id}/blobs/{hash}", tag = "deploys", security(("token" = [])),
+    params(("id" = String, Path, description = "Deploy id"), ("hash" = String, Path, description = "BLAKE3 hash of the body")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody, description = "hash mismatch or not part of the deploy"),
+        (status = 409, body = ErrorBody, description = "the deploy is no longer uploading"), (status = 413, body = ErrorBody), (status = 507, body = ErrorBody)))]
+async fn upload_blob(State(c): State<Arc<Control>>, Path((id, hash)): Path<(String, String)>, body: axum::body::Body) -> Result<impl IntoResponse, ApiError> {
+    let id: DeployId = parse_path(&id)?;
+    let hash: ContentHash = parse_path(&hash)?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let size = c.upload(&id, &hash, Box::pin(stream)).await?;
+    Ok((StatusCode::CREATED, Json(UploadResponse { hash, size })))
+}
+
+#[utoipa::path(post, path = "/api/v1/deploys/{id}/finalize", tag = "deploys", security(("token" = [])),
+    params(("id" = String, Path, description = "Deploy id")),
+    responses((status = 200, body = DeployView, description = "Ready, and active unless a draft"),
+        (status = 409, body = ErrorBody, description = "blobs missing, or not uploading")))]
+async fn finalize(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<DeployView>, ApiError> {
+    let d = c.finalize(&parse_path(&id)?).await?;
+    Ok(Json(DeployView::new(&c, d)))
+}
+
+#[utoipa::path(post, path = "/api/v1/deploys/{id}/publish", tag = "deploys", security(("token" = [])),
+    params(("id" = String, Path, description = "Deploy id")),
+    responses((status = 200, body = PublishResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn publish(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<PublishResponse>, ApiError> {
+    let (d, previous) = c.publish(&parse_path(&id)?).await?;
+    Ok(Json(PublishResponse { deploy: DeployView::new(&c, d), previous }))
+}
+
+#[utoipa::path(post, path = "/api/v1/sites/{site}/rollback", tag = "deploys", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name")), request_body(content = RollbackRequest, description = "Optional; the production branch when absent"),
+    responses((status = 200, body = RollbackResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "nothing to roll back to")))]
+async fn rollback(State(c): State<Arc<Control>>, Path(site): Path<String>, body: bytes::Bytes) -> Result<Json<RollbackResponse>, ApiError> {
+    let site: SiteName = parse_path(&site)?;
+    let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("rollback body: {e}")))?
+    };
+    let (from, to) = c.rollback(&site, req.branch).await?;
+    Ok(Json(RollbackResponse { from, deploy: DeployView::new(&c, to) }))
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+struct TokenAuth;
+
+impl Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The OpenAPI document of the API, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`."),
+    paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, finalize, publish, rollback),
+    modifiers(&TokenAuth),
+    tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"))
+)]
+pub struct ApiDoc;

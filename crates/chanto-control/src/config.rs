@@ -1,0 +1,46 @@
+//! The control plane's settings, ready to use (validated by the binary).
+
+use std::time::Duration;
+
+/// Settings for [`crate::Control`].
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The base domain sites are served under (`<site>.<base>`).
+    pub base_domain: String,
+    /// How visitors reach the edge, appended to hostnames in URLs the API
+    /// prints: scheme and port, e.g. `http` and `:8080` (empty for 80).
+    pub edge_scheme: String,
+    /// The `:port` suffix of edge URLs, or empty.
+    pub edge_port_suffix: String,
+    /// Largest single file a deploy may hold, in bytes.
+    pub max_file_size: u64,
+    /// Most files one deploy may hold.
+    pub max_files: usize,
+    /// How long a deploy may stay unfinalized before it expires.
+    pub upload_ttl: Duration,
+    /// Brotli quality (0-11) for precompressed variants.
+    pub brotli_quality: u32,
+    /// gzip level (0-9) for precompressed variants.
+    pub gzip_level: u32,
+}
+
+impl ControlConfig {
+    /// Defaults for a server whose edge listens on `edge_port` over plain HTTP.
+    pub fn new(base_domain: impl Into<String>, edge_port: u16) -> Self {
+        Self {
+            base_domain: base_domain.into(),
+            edge_scheme: "http".into(),
+            edge_port_suffix: if edge_port == 80 { String::new() } else { format!(":{edge_port}") },
+            max_file_size: 256 << 20,
+            max_files: 100_000,
+            upload_ttl: Duration::from_secs(3600),
+            brotli_quality: 9,
+            gzip_level: 6,
+        }
+    }
+
+    /// The URL of a hostname label (`example`, `dev--example`) on the edge.
+    pub fn url_for(&self, label: &str) -> String {
+        format!("{}://{label}.{}{}/", self.edge_scheme, self.base_domain, self.edge_port_suffix)
+    }
+}

@@ -1,0 +1,429 @@
+//! The deploy pipeline and everything else that changes metadata: sites,
+//! deploys (create → upload what is missing → finalize), activation, rollback,
+//! expiry. Every change that affects serving ends by publishing a new routing
+//! table to the edges and waiting until they serve it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chanto_core::content::{COMPRESS_MIN_BYTES, content_type_for, is_compressible};
+use chanto_core::{BranchName, ContentHash, DeployId, Encoding, Manifest, ManifestEntry, SiteName, Variant, normalize_manifest_path};
+use chanto_store::{
+    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingSink, RoutingTable, SiteRecord,
+    StoreError, now_millis, random_bytes,
+};
+use futures_util::StreamExt;
+
+use crate::{ApiError, ControlConfig};
+
+/// What a client declares about one file of a new deploy.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSpec {
+    /// Hash of its bytes.
+    pub hash: ContentHash,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The request to start a deploy, as the API received it.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// Branch to deploy; the site's production branch when absent.
+    pub branch: Option<BranchName>,
+    /// The author's message.
+    pub message: Option<String>,
+    /// Upload without activating.
+    pub draft: bool,
+    /// Path → file, paths as the client sent them.
+    pub files: BTreeMap<String, FileSpec>,
+}
+
+/// Longest deploy message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// The blobs a deploy in progress may receive, with their declared sizes.
+struct UploadSession {
+    sizes: HashMap<ContentHash, u64>,
+}
+
+/// The control plane: owns metadata and blobs, tells edges what to serve.
+pub struct Control {
+    /// Metadata repository.
+    pub meta: Arc<dyn MetaStore>,
+    /// Blob store.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Settings.
+    pub config: ControlConfig,
+    sinks: Vec<Arc<dyn RoutingSink>>,
+    /// Serialises routing publications so versions only grow; holds the last version.
+    routing_version: tokio::sync::Mutex<u64>,
+    sessions: Mutex<HashMap<DeployId, Arc<UploadSession>>>,
+    known_tokens: Mutex<HashSet<ContentHash>>,
+}
+
+impl Control {
+    /// A control plane over these stores, publishing routing to `sinks`.
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, config: ControlConfig, sinks: Vec<Arc<dyn RoutingSink>>) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            blobs,
+            config,
+            sinks,
+            routing_version: tokio::sync::Mutex::new(0),
+            sessions: Mutex::new(HashMap::new()),
+            known_tokens: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Reads the routing table and hands it to every edge, returning once they
+    /// serve it. Returns the table's version.
+    pub async fn publish_routing(&self) -> Result<u64, StoreError> {
+        let mut version = self.routing_version.lock().await;
+        *version += 1;
+        let table = RoutingTable::load(self.meta.as_ref(), *version).await?;
+        for sink in &self.sinks {
+            sink.publish(table.clone()).await?;
+        }
+        Ok(*version)
+    }
+
+    /// Creates the first admin token if there is none; returns it (the only
+    /// time it exists in clear) so the caller can show and save it.
+    pub async fn ensure_admin_token(&self) -> Result<Option<String>, StoreError> {
+        if self.meta.token_count().await? > 0 {
+            return Ok(None);
+        }
+        let token = format!("chanto_{}", hex::encode(random_bytes::<32>()));
+        self.meta.add_token("admin", &token_hash(&token), now_millis()).await?;
+        Ok(Some(token))
+    }
+
+    /// Whether `token` is a valid API token. Tokens are 256-bit random, so a
+    /// fast hash is enough to store them safely; verified hashes are cached.
+    pub async fn check_token(&self, token: &str) -> Result<bool, StoreError> {
+        let hash = token_hash(token);
+        if self.known_tokens.lock().expect("token cache").contains(&hash) {
+            return Ok(true);
+        }
+        let ok = self.meta.token_exists(&hash).await?;
+        if ok {
+            self.known_tokens.lock().expect("token cache").insert(hash);
+        }
+        Ok(ok)
+    }
+
+    /// Creates a site.
+    pub async fn create_site(&self, name: &SiteName, production_branch: &BranchName) -> Result<SiteRecord, ApiError> {
+        let site = self.meta.create_site(name, production_branch, now_millis()).await?;
+        tracing::info!(site = %name, branch = %production_branch, "site created");
+        Ok(site)
+    }
+
+    /// A site, or 404.
+    pub async fn site(&self, name: &SiteName) -> Result<SiteRecord, ApiError> {
+        self.meta.get_site(name).await?.ok_or_else(|| ApiError::not_found(format!("site {name}")))
+    }
+
+    /// Deletes a site and stops serving it.
+    pub async fn delete_site(&self, name: &SiteName) -> Result<(), ApiError> {
+        self.meta.delete_site(name).await?;
+        self.publish_routing().await?;
+        tracing::info!(site = %name, "site deleted");
+        Ok(())
+    }
+
+    /// A deploy, or 404.
+    pub async fn deploy(&self, id: &DeployId) -> Result<DeployRecord, ApiError> {
+        self.meta.get_deploy(id).await?.ok_or_else(|| ApiError::not_found(format!("deploy {id}")))
+    }
+
+    /// Validates a deploy request, records the deploy and answers which blobs
+    /// the store lacks (invariant 5: upload only what is missing).
+    pub async fn create_deploy(&self, site: &SiteName, req: DeployRequest) -> Result<(DeployRecord, Vec<ContentHash>), ApiError> {
+        let site_rec = self.site(site).await?;
+        let branch = req.branch.unwrap_or(site_rec.production_branch);
+        if let Some(m) = &req.message
+            && m.len() > MAX_MESSAGE_BYTES
+        {
+            return Err(ApiError::from(chanto_core::ValidationError::new(
+                "message",
+                format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", m.len()),
+            )));
+        }
+        if req.files.is_empty() {
+            return Err(ApiError::from(chanto_core::ValidationError::new(
+                "files",
+                "the deploy has no files; deploy a directory that contains at least one file",
+            )));
+        }
+        if req.files.len() > self.config.max_files {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_files",
+                format!("the deploy has {} files; the limit is {}", req.files.len(), self.config.max_files),
+            )
+            .field("files"));
+        }
+        let mut files = Vec::with_capacity(req.files.len());
+        let mut seen = HashSet::with_capacity(req.files.len());
+        for (raw, spec) in &req.files {
+            let path = normalize_manifest_path(raw)?;
+            if spec.size > self.config.max_file_size {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "file_too_large",
+                    format!("{path} is {} bytes; the largest file a deploy may hold is {} bytes", spec.size, self.config.max_file_size),
+                )
+                .field(format!("files[{raw:?}]")));
+            }
+            if !seen.insert(path.clone()) {
+                return Err(ApiError::from(chanto_core::ValidationError::new(
+                    format!("files[{raw:?}]"),
+                    format!("path names the same file as another entry ({path})"),
+                )));
+            }
+            files.push(DeployFile { path, hash: spec.hash, size: spec.size });
+        }
+        let mut sizes = HashMap::with_capacity(files.len());
+        for f in &files {
+            if let Some(prev) = sizes.insert(f.hash, f.size)
+                && prev != f.size
+            {
+                return Err(ApiError::from(chanto_core::ValidationError::new(
+                    format!("files[{:?}]", f.path),
+                    format!("hash {} is declared with two sizes ({prev} and {})", f.hash, f.size),
+                )));
+            }
+        }
+        let id = DeployId::from_random(random_bytes());
+        let record = self
+            .meta
+            .create_deploy(NewDeploy {
+                id: id.clone(),
+                site: site.clone(),
+                branch,
+                message: req.message,
+                draft: req.draft,
+                source: "cli".into(),
+                files,
+                created_at: now_millis(),
+            })
+            .await?;
+        let unique: Vec<ContentHash> = sizes.keys().copied().collect();
+        let required = self.blobs.missing(&unique).await?;
+        self.sessions.lock().expect("sessions").insert(id.clone(), Arc::new(UploadSession { sizes }));
+        tracing::info!(site = %site, deploy = %id, branch = %record.branch, files = record.file_count, required = required.len(), "deploy created");
+        Ok((record, required))
+    }
+
+    async fn session(&self, id: &DeployId) -> Result<Arc<UploadSession>, ApiError> {
+        if let Some(s) = self.sessions.lock().expect("sessions").get(id) {
+            return Ok(s.clone());
+        }
+        // After a restart: rebuild the session from metadata.
+        let deploy = self.deploy(id).await?;
+        ensure_uploading(&deploy)?;
+        let sizes = self.meta.deploy_files(id).await?.into_iter().map(|f| (f.hash, f.size)).collect();
+        let session = Arc::new(UploadSession { sizes });
+        self.sessions.lock().expect("sessions").insert(id.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Receives one blob of a deploy in progress, verifying its hash and size.
+    pub async fn upload(&self, id: &DeployId, hash: &ContentHash, body: ByteStream) -> Result<u64, ApiError> {
+        let session = self.session(id).await?;
+        let Some(&size) = session.sizes.get(hash) else {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "not_in_deploy",
+                format!("blob {hash} is not part of deploy {id}; upload only hashes the deploy declared"),
+            )
+            .field("hash"));
+        };
+        Ok(self.blobs.put(hash, body, size).await?)
+    }
+
+    /// Completes a deploy: checks every blob arrived, makes precompressed
+    /// variants, writes the manifest, marks it ready and (unless a draft)
+    /// activates it. Nothing is live until the final pointer flip.
+    pub async fn finalize(&self, id: &DeployId) -> Result<DeployRecord, ApiError> {
+        let started = Instant::now();
+        let deploy = self.deploy(id).await?;
+        ensure_uploading(&deploy)?;
+        let files = self.meta.deploy_files(id).await?;
+        let mut unique: Vec<ContentHash> = files.iter().map(|f| f.hash).collect();
+        unique.sort();
+        unique.dedup();
+        let missing = self.blobs.missing(&unique).await?;
+        if !missing.is_empty() {
+            let shown: Vec<String> = missing.iter().take(100).map(|h| h.to_hex()).collect();
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "missing_blobs",
+                format!("{} blobs of this deploy were never uploaded; upload them, then finalize again", missing.len()),
+            )
+            .details(serde_json::json!({ "missing": shown, "count": missing.len() })));
+        }
+        let variants = self.precompress(&files).await?;
+        let mut manifest = Manifest {
+            version: Manifest::VERSION,
+            files: BTreeMap::new(),
+        };
+        for f in files {
+            let content_type = content_type_for(&f.path);
+            let mut vs: Vec<Variant> = Encoding::ALL.iter().filter_map(|e| variants.get(&(f.hash, *e)).cloned()).collect();
+            vs.sort_by_key(|v| v.encoding);
+            manifest.files.insert(
+                f.path,
+                ManifestEntry {
+                    hash: f.hash,
+                    size: f.size,
+                    content_type,
+                    variants: vs,
+                },
+            );
+        }
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let manifest_hash = self.blobs.put_bytes(Bytes::from(manifest_bytes)).await?;
+        let mut record = self.meta.mark_ready(id, &manifest_hash, now_millis()).await?;
+        self.sessions.lock().expect("sessions").remove(id);
+        if !record.draft {
+            self.meta.activate(id, ActivationKind::Deploy, now_millis()).await?;
+            record = self.deploy(id).await?;
+        }
+        self.publish_routing().await?;
+        tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, state = %record.state, ms = started.elapsed().as_millis() as u64, "deploy finalized");
+        Ok(record)
+    }
+
+    /// Makes brotli and gzip variants for compressible files that have none
+    /// recorded yet, in parallel on blocking threads. Returns every known
+    /// variant of the files' blobs.
+    async fn precompress(&self, files: &[DeployFile]) -> Result<HashMap<(ContentHash, Encoding), Variant>, ApiError> {
+        let mut candidates: Vec<ContentHash> = files
+            .iter()
+            .filter(|f| f.size >= COMPRESS_MIN_BYTES && is_compressible(&content_type_for(&f.path)))
+            .map(|f| f.hash)
+            .collect();
+        candidates.sort();
+        candidates.dedup();
+        let mut known: HashMap<(ContentHash, Encoding), Option<Variant>> = HashMap::new();
+        for (src, enc, v) in self.meta.variants(&candidates).await? {
+            known.insert((src, enc), v);
+        }
+        let todo: Vec<ContentHash> = candidates
+            .into_iter()
+            .filter(|h| Encoding::ALL.iter().any(|e| !known.contains_key(&(*h, *e))))
+            .collect();
+        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
+        let made: Vec<Result<Vec<(ContentHash, Encoding, Option<Variant>)>, ApiError>> = futures_util::stream::iter(todo)
+            .map(|src| async move {
+                let bytes = self.blobs.get(&src).await?;
+                let compressed = tokio::task::spawn_blocking(move || {
+                    Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
+                })
+                .await
+                .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("compression task failed: {e}")))?;
+                let mut out = Vec::new();
+                for (enc, data) in compressed {
+                    let variant = match data {
+                        Some(data) => {
+                            let size = data.len() as u64;
+                            let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
+                            Some(Variant { encoding: enc, hash, size })
+                        }
+                        None => None,
+                    };
+                    out.push((src, enc, variant));
+                }
+                Ok(out)
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        let mut fresh = Vec::new();
+        for r in made {
+            fresh.extend(r?);
+        }
+        if !fresh.is_empty() {
+            self.meta.put_variants(&fresh).await?;
+        }
+        for (src, enc, v) in fresh {
+            known.insert((src, enc), v);
+        }
+        Ok(known.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+    }
+
+    /// Activates any complete deploy on its branch (also "roll back to this deploy").
+    /// Returns the deploy and the one it replaced.
+    pub async fn publish(&self, id: &DeployId) -> Result<(DeployRecord, Option<DeployId>), ApiError> {
+        let previous = self.meta.activate(id, ActivationKind::Publish, now_millis()).await?;
+        self.publish_routing().await?;
+        let record = self.deploy(id).await?;
+        tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, previous = ?previous, "deploy published");
+        Ok((record, previous.filter(|p| p != id)))
+    }
+
+    /// Re-activates the deploy that was active before the current one.
+    /// Returns (the deploy rolled back from, the deploy now active).
+    pub async fn rollback(&self, site: &SiteName, branch: Option<BranchName>) -> Result<(DeployId, DeployRecord), ApiError> {
+        let branch = match branch {
+            Some(b) => b,
+            None => self.site(site).await?.production_branch,
+        };
+        let (from, to) = self.meta.rollback(site, &branch, now_millis()).await?;
+        self.publish_routing().await?;
+        tracing::info!(site = %site, branch = %branch, from = %from, to = %to, "rolled back");
+        Ok((from, self.deploy(&to).await?))
+    }
+
+    /// Expires deploys left unfinalized longer than the upload window and
+    /// drops their upload sessions. Returns how many expired.
+    pub async fn expire_uploads(&self, now: chanto_store::UnixMillis) -> Result<usize, StoreError> {
+        let cutoff = now - self.config.upload_ttl.as_millis() as i64;
+        let expired = self.meta.expire_uploads(cutoff).await?;
+        let mut sessions = self.sessions.lock().expect("sessions");
+        for id in &expired {
+            sessions.remove(id);
+            tracing::info!(deploy = %id, "unfinished deploy expired");
+        }
+        Ok(expired.len())
+    }
+
+    /// Runs the janitor forever: expiry every `interval`.
+    pub async fn run_janitor(self: Arc<Self>, interval: std::time::Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.expire_uploads(now_millis()).await {
+                tracing::warn!(error = %e, "janitor: expiring uploads failed; will retry");
+            }
+        }
+    }
+}
+
+fn ensure_uploading(deploy: &DeployRecord) -> Result<(), ApiError> {
+    if deploy.state == chanto_core::DeployState::Uploading {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "deploy_not_uploading",
+            format!("deploy {} is {}: it takes no more uploads; start a new deploy", deploy.id, deploy.state),
+        ))
+    }
+}
+
+fn compress_if_smaller(bytes: &[u8], enc: Encoding, bq: u32, gl: u32) -> Option<Vec<u8>> {
+    let out = crate::precompress::compress(bytes, enc, bq, gl);
+    // Keep a variant only when it saves at least 5%: less is not worth a Vary.
+    (out.len() as u64 * 100 <= bytes.len() as u64 * 95).then_some(out)
+}
+
+/// The stored hash of an API token.
+pub fn token_hash(token: &str) -> ContentHash {
+    ContentHash::from_blake3(blake3::Hasher::new_derive_key("chanto api token v1").update(token.as_bytes()).finalize())
+}

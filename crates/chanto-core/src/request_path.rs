@@ -1,0 +1,130 @@
+//! Request paths at the edge: percent-decoded, dot segments resolved, and
+//! anything that could reach outside a deploy refused (invariant 7).
+
+/// Longest request path accepted, in bytes (decoded).
+pub const MAX_REQUEST_PATH_BYTES: usize = 4096;
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadPath {
+    /// Not valid percent-encoded UTF-8.
+    Encoding,
+    /// Contains NUL, another control character or a backslash.
+    Forbidden,
+    /// `..` would climb above the deploy's root.
+    Escapes,
+    /// Longer than [`MAX_REQUEST_PATH_BYTES`].
+    TooLong,
+}
+
+/// Decodes and normalises the path of a request URI (without the query).
+/// Returns a path starting with `/`, without `.`/`..`/empty segments, that
+/// keeps a trailing slash if the request had one.
+pub fn normalize_request_path(raw: &str) -> Result<String, BadPath> {
+    if raw.len() > MAX_REQUEST_PATH_BYTES * 3 {
+        return Err(BadPath::TooLong);
+    }
+    let decoded = percent_decode(raw.as_bytes()).ok_or(BadPath::Encoding)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| BadPath::Encoding)?;
+    if decoded.len() > MAX_REQUEST_PATH_BYTES {
+        return Err(BadPath::TooLong);
+    }
+    if decoded.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(BadPath::Forbidden);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(BadPath::Escapes);
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            let hex = input.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn table() {
+        let ok = [
+            ("/", "/"),
+            ("", "/"),
+            ("/a/b.html", "/a/b.html"),
+            ("/a/", "/a/"),
+            ("/a//b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a/b/..", "/a/"),
+            ("/caf%C3%A9.html", "/café.html"),
+            ("/with%20space", "/with space"),
+            ("/a%2Fb", "/a/b"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(normalize_request_path(raw).as_deref(), Ok(want), "{raw:?}");
+        }
+        let bad = [
+            ("/../etc/passwd", BadPath::Escapes),
+            ("/%2e%2e/x", BadPath::Escapes),
+            ("/%2E./x", BadPath::Escapes),
+            ("/..%2fx", BadPath::Escapes),
+            ("/a/%2e%2e/%2e%2e/x", BadPath::Escapes),
+            ("/a%5c..%5cb", BadPath::Forbidden),
+            ("/a\\b", BadPath::Forbidden),
+            ("/a%00b", BadPath::Forbidden),
+            ("/a%0ab", BadPath::Forbidden),
+            ("/%zz", BadPath::Encoding),
+            ("/%c3", BadPath::Encoding),
+            ("/%", BadPath::Encoding),
+        ];
+        for (raw, want) in bad {
+            assert_eq!(normalize_request_path(raw), Err(want), "{raw:?}");
+        }
+        assert_eq!(normalize_request_path(&"/a".repeat(3000)), Err(BadPath::TooLong));
+    }
+
+    proptest! {
+        #[test]
+        fn output_never_escapes(raw in "[/a.%25250-9cfeEF\\\\]{0,40}") {
+            if let Ok(p) = normalize_request_path(&raw) {
+                prop_assert!(p.starts_with('/'));
+                prop_assert!(!p.split('/').any(|s| s == "." || s == ".."));
+                prop_assert!(!p.contains('\\') && !p.contains('\0') && !p.contains("//"));
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The routing table: which manifest each hostname serves. The control plane
+//! reads it from metadata after every activation and hands it to every
+//! [`RoutingSink`] (the edges); this is the only thing the two planes share.
+
+use async_trait::async_trait;
+use chanto_core::{ContentHash, DeployId, SiteName};
+
+use crate::{MetaStore, RoutingRow, StoreError};
+
+/// A versioned, complete picture of what every host serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingTable {
+    /// Increases with every table the control plane publishes.
+    pub version: u64,
+    /// Branches that serve a deploy.
+    pub branches: Vec<RoutingRow>,
+    /// Every complete deploy, for `<deploy-id>--<site>` permalinks.
+    pub permalinks: Vec<(SiteName, DeployId, ContentHash)>,
+}
+
+impl RoutingTable {
+    /// Reads the current table from metadata.
+    pub async fn load(meta: &dyn MetaStore, version: u64) -> Result<Self, StoreError> {
+        Ok(Self {
+            version,
+            branches: meta.routing_table().await?,
+            permalinks: meta.permalinks().await?,
+        })
+    }
+}
+
+/// Something that serves from routing tables: an edge. `publish` returns once
+/// the edge answers from the new table, so an API call that activates a deploy
+/// returns only when the deploy is live.
+#[async_trait]
+pub trait RoutingSink: Send + Sync + 'static {
+    /// Installs a new table. Tables arrive in increasing version order.
+    async fn publish(&self, table: RoutingTable) -> Result<(), StoreError>;
+}
