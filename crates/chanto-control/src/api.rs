@@ -98,7 +98,7 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// A site as the API shows it.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct SiteView {
     /// Its name.
     pub name: SiteName,
@@ -122,7 +122,7 @@ impl SiteView {
 }
 
 /// The URLs a deploy is reachable at.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeployUrls {
     /// This deploy, forever (`<deploy-id>--<site>.<base>`).
     pub permalink: String,
@@ -134,7 +134,7 @@ pub struct DeployUrls {
 }
 
 /// A deploy as the API shows it.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeployView {
     /// Its id.
     pub id: DeployId,
@@ -190,7 +190,7 @@ impl DeployView {
 }
 
 /// Body of `POST /sites`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSiteRequest {
     /// The site's name: lowercase letters, digits and single hyphens.
@@ -200,7 +200,7 @@ pub struct CreateSiteRequest {
 }
 
 /// One file in a deploy request.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
     /// BLAKE3 hash of the file's bytes.
@@ -210,7 +210,7 @@ pub struct FileEntry {
 }
 
 /// Body of `POST /sites/{site}/deploys`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployRequest {
     /// Branch to deploy (default: the site's production branch).
@@ -225,7 +225,7 @@ pub struct CreateDeployRequest {
 }
 
 /// Answer to `POST /sites/{site}/deploys`.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreateDeployResponse {
     /// The new deploy, `uploading`.
     pub deploy: DeployView,
@@ -234,7 +234,7 @@ pub struct CreateDeployResponse {
 }
 
 /// Answer to a blob upload.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct UploadResponse {
     /// The blob's hash.
     pub hash: ContentHash,
@@ -243,7 +243,7 @@ pub struct UploadResponse {
 }
 
 /// Answer to `POST /deploys/{id}/publish`.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct PublishResponse {
     /// The deploy, now active.
     pub deploy: DeployView,
@@ -253,7 +253,7 @@ pub struct PublishResponse {
 }
 
 /// Body of `POST /sites/{site}/rollback`.
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// Branch to roll back (default: production).
@@ -261,7 +261,7 @@ pub struct RollbackRequest {
 }
 
 /// Answer to `POST /sites/{site}/rollback`.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RollbackResponse {
     /// The deploy that was active.
     pub from: DeployId,

@@ -24,14 +24,14 @@ pub struct ApiError {
 }
 
 /// The JSON body of an error response.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// The error inside [`ErrorBody`].
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code.
     pub code: String,

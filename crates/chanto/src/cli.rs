@@ -1,0 +1,162 @@
+//! Command-line arguments. Parsing only: nothing here does anything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// chanto: self-hosted static-site hosting with instant deploys and rollbacks.
+#[derive(Parser, Debug)]
+#[command(name = "chanto", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the API is and how to authenticate: flags, then CHANTO_SERVER /
+/// CHANTO_TOKEN, then the file `chanto login` writes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Connection {
+    /// chanto API URL, e.g. http://127.0.0.1:8787 [env: CHANTO_SERVER]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// API token [env: CHANTO_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the API and the edge in one process on embedded defaults.
+    Serve(ServeArgs),
+    /// Run the server and deploy the bundled example site: the quickest look at chanto.
+    Demo(ServeArgs),
+    /// Save the server URL and a token for later commands.
+    Login(LoginArgs),
+    /// Manage sites.
+    #[command(subcommand)]
+    Sites(SitesCommand),
+    /// Deploy a directory to a site.
+    Deploy(DeployArgs),
+    /// Inspect deploys.
+    #[command(subcommand)]
+    Deploys(DeploysCommand),
+    /// Activate a ready deploy on its branch (also: roll back to that deploy).
+    Publish {
+        /// The deploy id (see `chanto deploys list`).
+        id: String,
+    },
+    /// Re-activate the deploy that was active before the current one.
+    Rollback {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The branch (default: the site's production branch).
+        #[arg(long)]
+        branch: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Data directory: metadata database, blobs, admin token.
+    #[arg(long, value_name = "DIR", default_value = "chanto-data", env = "CHANTO_DATA")]
+    pub data: PathBuf,
+    /// Address the edge (the sites) listens on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub edge: SocketAddr,
+    /// Address the API listens on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub api: SocketAddr,
+    /// Domain sites are served under: <site>.<domain>, <branch>--<site>.<domain>.
+    #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
+    pub base_domain: String,
+    /// How long a deploy may stay unfinalized before it expires (e.g. 30m, 2h).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub upload_ttl: std::time::Duration,
+    /// Largest file a deploy may hold, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub max_file_size: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Read the token from standard input instead of --token.
+    #[arg(long)]
+    pub token_stdin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SitesCommand {
+    /// Create a site.
+    Create {
+        /// Lowercase letters, digits and single hyphens.
+        name: String,
+        /// The branch served at the site's production URL.
+        #[arg(long, default_value = "main")]
+        production_branch: String,
+    },
+    /// List sites.
+    List,
+    /// Delete a site and all its deploys.
+    Delete {
+        /// The site.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The directory to deploy (the site's root).
+    pub dir: PathBuf,
+    /// The site to deploy to.
+    #[arg(long)]
+    pub site: String,
+    /// The branch (default: the site's production branch).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// A message describing the deploy.
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Upload without activating: reachable only at its permalink.
+    #[arg(long)]
+    pub draft: bool,
+    /// Parallel uploads.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeploysCommand {
+    /// List a site's deploys, newest first.
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Show one deploy.
+    Show {
+        /// The deploy id.
+        id: String,
+    },
+}

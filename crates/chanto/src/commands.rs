@@ -1,0 +1,272 @@
+//! Runs a parsed command: the glue between arguments, the API client and the
+//! terminal.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, anyhow, bail};
+use chanto_control::api::{CreateSiteRequest, DeployView, PublishResponse, RollbackRequest, RollbackResponse, SiteView};
+
+use crate::cli::{Cli, Command, DeploysCommand, LogFormat, SitesCommand};
+use crate::client::{self, Client, seg};
+use crate::deploy::{self, DeployPlan, human_bytes};
+
+fn init_logging(default: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHANTO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn parse<T: std::str::FromStr<Err = chanto_core::ValidationError>>(flag: &str, raw: &str) -> anyhow::Result<T> {
+    raw.parse().map_err(|e: chanto_core::ValidationError| anyhow!("{flag}: {}", e.message))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            init_logging("info", args.log_format);
+            let running = crate::serve::start(args).await?;
+            crate::serve::announce_token(&running);
+            println!("chanto is serving. Sites: http://<site>.{}:{}/   API: {}", args.base_domain, running.edge_addr.port(), running.api_url());
+            return running.run_until_signal().await;
+        }
+        Command::Demo(args) => {
+            init_logging("info", args.log_format);
+            return crate::demo::run(args, cli.json).await;
+        }
+        _ => init_logging("warn", LogFormat::Text),
+    }
+    let json = cli.json;
+    match cli.command {
+        Command::Serve(_) | Command::Demo(_) => unreachable!("handled above"),
+        Command::Login(args) => login(&cli.conn, args.token_stdin).await,
+        Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Deploy(args) => {
+            let client = Client::new(&cli.conn)?;
+            parse::<chanto_core::SiteName>("--site", &args.site)?;
+            let outcome = deploy::run(
+                &client,
+                DeployPlan {
+                    dir: &args.dir,
+                    site: &args.site,
+                    branch: args.branch.as_deref(),
+                    message: args.message.as_deref(),
+                    draft: args.draft,
+                    parallel: args.parallel as usize,
+                    progress: !json,
+                },
+            )
+            .await?;
+            if json {
+                return print_json(&outcome);
+            }
+            let d = &outcome.deploy;
+            println!(
+                "Deploy {} is {} on {}/{}: {} files ({}), uploaded {} blobs ({}) in {:.2}s",
+                d.id,
+                d.state,
+                d.site,
+                d.branch,
+                outcome.files,
+                human_bytes(d.total_size),
+                outcome.uploaded,
+                human_bytes(outcome.uploaded_bytes),
+                outcome.elapsed_ms as f64 / 1000.0
+            );
+            print_urls(d);
+            Ok(())
+        }
+        Command::Publish { id } => {
+            let client = Client::new(&cli.conn)?;
+            let id: chanto_core::DeployId = parse("deploy id", &id)?;
+            let r: PublishResponse = client.post(&format!("/deploys/{id}/publish"), &serde_json::json!({})).await?;
+            if json {
+                return print_json(&r);
+            }
+            match &r.previous {
+                Some(p) => println!("Deploy {} is active on {}/{} (was {p})", r.deploy.id, r.deploy.site, r.deploy.branch),
+                None => println!("Deploy {} is active on {}/{}", r.deploy.id, r.deploy.site, r.deploy.branch),
+            }
+            print_urls(&r.deploy);
+            Ok(())
+        }
+        Command::Rollback { site, branch } => {
+            let client = Client::new(&cli.conn)?;
+            parse::<chanto_core::SiteName>("--site", &site)?;
+            let branch = branch.map(|b| parse("--branch", &b)).transpose()?;
+            let r: RollbackResponse = client.post(&format!("/sites/{}/rollback", seg(&site)), &RollbackRequest { branch }).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!("Rolled back {}/{}: {} → {}", r.deploy.site, r.deploy.branch, r.from, r.deploy.id);
+            print_urls(&r.deploy);
+            Ok(())
+        }
+    }
+}
+
+fn print_urls(d: &DeployView) {
+    if let Some(p) = &d.urls.production
+        && d.state == chanto_core::DeployState::Active
+    {
+        println!("  URL:        {p}");
+    }
+    if d.state == chanto_core::DeployState::Active {
+        println!("  Branch URL: {}", d.urls.branch);
+    }
+    println!("  Permalink:  {}", d.urls.permalink);
+}
+
+async fn login(conn: &crate::cli::Connection, token_stdin: bool) -> anyhow::Result<()> {
+    let (server, token) = client::resolve(conn)?;
+    let token = if token_stdin || token.is_none() {
+        if std::io::stdin().is_terminal() {
+            eprint!("API token for {server}: ");
+            std::io::stderr().flush().ok();
+        }
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the token from standard input")?;
+        line.trim().to_owned()
+    } else {
+        token.unwrap_or_default()
+    };
+    if token.is_empty() {
+        bail!("no token given; pass --token, --token-stdin, or type it when asked (the admin token is in DATA/admin.token)");
+    }
+    let client = Client::with(server.clone(), Some(token.clone()))?;
+    let sites: Vec<SiteView> = client.get("/sites").await?;
+    let path = client::config_path().ok_or_else(|| anyhow!("cannot tell where to save the login: set HOME or CHANTO_CONFIG"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = toml::to_string(&client::UserConfig {
+        server: Some(server.clone()),
+        token: Some(token),
+    })?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(text.as_bytes())?;
+    }
+    println!("Logged in to {server} ({} sites); saved to {}", sites.len(), path.display());
+    Ok(())
+}
+
+async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        SitesCommand::Create { name, production_branch } => {
+            let req = CreateSiteRequest {
+                name: parse("site name", &name)?,
+                production_branch: Some(parse("--production-branch", &production_branch)?),
+            };
+            let site: SiteView = client.post("/sites", &req).await?;
+            if json {
+                return print_json(&site);
+            }
+            println!("Created site {} (production branch {}): {}", site.name, site.production_branch, site.url);
+        }
+        SitesCommand::List => {
+            let sites: Vec<SiteView> = client.get("/sites").await?;
+            if json {
+                return print_json(&sites);
+            }
+            if sites.is_empty() {
+                println!("No sites yet. Create one: chanto sites create NAME");
+            }
+            for s in sites {
+                println!("{:<24} {:<16} {}", s.name, s.production_branch, s.url);
+            }
+        }
+        SitesCommand::Delete { name, yes } => {
+            parse::<chanto_core::SiteName>("site name", &name)?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    bail!("refusing to delete site {name} without confirmation; pass --yes");
+                }
+                eprint!("Delete site {name} with all its deploys? Type its name to confirm: ");
+                std::io::stderr().flush().ok();
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                if line.trim() != name {
+                    bail!("not confirmed; nothing deleted");
+                }
+            }
+            client.delete(&format!("/sites/{}", seg(&name))).await?;
+            if json {
+                return print_json(&serde_json::json!({ "deleted": name }));
+            }
+            println!("Deleted site {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        DeploysCommand::List { site, branch } => {
+            parse::<chanto_core::SiteName>("--site", &site)?;
+            let mut path = format!("/sites/{}/deploys", seg(&site));
+            if let Some(b) = &branch {
+                parse::<chanto_core::BranchName>("--branch", b)?;
+                path.push_str(&format!("?branch={}", seg(b)));
+            }
+            let list: Vec<DeployView> = client.get(&path).await?;
+            if json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("No deploys yet. Deploy a directory: chanto deploy DIR --site {site}");
+            }
+            for d in list {
+                println!(
+                    "{}  {:<20} {:<10} {:>6} files {:>9}  {}  {}",
+                    d.id,
+                    d.branch.as_str(),
+                    d.state.as_str(),
+                    d.file_count,
+                    human_bytes(d.total_size),
+                    d.created_at,
+                    d.message.as_deref().unwrap_or("")
+                );
+            }
+        }
+        DeploysCommand::Show { id } => {
+            let id: chanto_core::DeployId = parse("deploy id", &id)?;
+            let d: DeployView = client.get(&format!("/deploys/{id}")).await?;
+            if json {
+                return print_json(&d);
+            }
+            println!("Deploy {}", d.id);
+            println!("  site:     {}", d.site);
+            println!("  branch:   {}", d.branch);
+            println!("  state:    {}{}", d.state, if d.draft { " (draft)" } else { "" });
+            println!("  files:    {} ({})", d.file_count, human_bytes(d.total_size));
+            println!("  created:  {}", d.created_at);
+            if let Some(f) = &d.finished_at {
+                println!("  finished: {f}");
+            }
+            if let Some(m) = &d.message {
+                println!("  message:  {m}");
+            }
+            if let Some(e) = &d.error {
+                println!("  error:    {e}");
+            }
+            print_urls(&d);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! `chanto deploy`: hash every file in parallel, send the manifest, upload
+//! only the blobs the server lacks (in parallel, with retries and backoff),
+//! then finalize. Re-running after any interruption resumes: blobs already
+//! stored are never sent again.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use chanto_control::api::{CreateDeployRequest, CreateDeployResponse, DeployView, FileEntry, UploadResponse};
+use chanto_core::ContentHash;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::client::{CallError, Client, seg};
+use crate::walk::{LocalFile, walk};
+
+/// What `chanto deploy` was asked to do.
+pub struct DeployPlan<'a> {
+    /// Directory to deploy.
+    pub dir: &'a std::path::Path,
+    /// Site.
+    pub site: &'a str,
+    /// Branch, or the production branch.
+    pub branch: Option<&'a str>,
+    /// Message.
+    pub message: Option<&'a str>,
+    /// Upload without activating.
+    pub draft: bool,
+    /// Parallel uploads.
+    pub parallel: usize,
+    /// Print progress (to stderr).
+    pub progress: bool,
+}
+
+/// The outcome, as `--json` prints it.
+#[derive(Serialize)]
+pub struct DeployOutcome {
+    /// The finished deploy.
+    pub deploy: DeployView,
+    /// Files in the deploy.
+    pub files: usize,
+    /// Blobs the server lacked.
+    pub required: usize,
+    /// Blobs uploaded by this run.
+    pub uploaded: usize,
+    /// Bytes uploaded by this run.
+    pub uploaded_bytes: u64,
+    /// Wall time of the whole deploy.
+    pub elapsed_ms: u64,
+}
+
+struct Hashed {
+    file: LocalFile,
+    hash: ContentHash,
+}
+
+/// Files at or above this size are hashed through a memory map, in parallel.
+const MMAP_MIN: u64 = 1 << 20;
+
+fn hash_file(f: &LocalFile) -> anyhow::Result<(ContentHash, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    if f.size >= MMAP_MIN {
+        hasher.update_mmap_rayon(&f.abs).with_context(|| format!("reading {}", f.abs.display()))?;
+    } else {
+        let bytes = std::fs::read(&f.abs).with_context(|| format!("reading {}", f.abs.display()))?;
+        hasher.update(&bytes);
+    }
+    Ok((ContentHash::from_blake3(hasher.finalize()), hasher.count()))
+}
+
+/// Runs a deploy end to end.
+pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<DeployOutcome> {
+    let started = Instant::now();
+    let dir = plan.dir.to_owned();
+    let say = |msg: String| {
+        if plan.progress {
+            eprintln!("{msg}");
+        }
+    };
+
+    let files = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Hashed>> {
+        let files = walk(&dir)?;
+        files
+            .into_par_iter()
+            .map(|file| {
+                let (hash, size) = hash_file(&file)?;
+                Ok(Hashed {
+                    file: LocalFile { size, ..file },
+                    hash,
+                })
+            })
+            .collect()
+    })
+    .await??;
+    let total: u64 = files.iter().map(|h| h.file.size).sum();
+    say(format!("hashed {} files ({}) in {:.2}s", files.len(), human_bytes(total), started.elapsed().as_secs_f64()));
+
+    let request = CreateDeployRequest {
+        branch: plan.branch.map(|b| b.parse()).transpose().map_err(|e: chanto_core::ValidationError| anyhow!("--branch: {}", e.message))?,
+        message: plan.message.map(str::to_owned),
+        draft: plan.draft,
+        files: files
+            .iter()
+            .map(|h| (h.file.path.clone(), FileEntry { hash: h.hash, size: h.file.size }))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let create_path = format!("/sites/{}/deploys", seg(plan.site));
+    let created: CreateDeployResponse = with_retries("creating the deploy", || client.post(&create_path, &request)).await?;
+    let id = created.deploy.id.clone();
+
+    // One upload per missing blob, from the first file that has it.
+    let mut by_hash: BTreeMap<ContentHash, &LocalFile> = BTreeMap::new();
+    for h in &files {
+        by_hash.entry(h.hash).or_insert(&h.file);
+    }
+    let todo: Vec<(ContentHash, LocalFile)> = created
+        .required
+        .iter()
+        .filter_map(|h| by_hash.get(h).map(|f| (*h, (*f).clone())))
+        .collect();
+    let todo_bytes: u64 = todo.iter().map(|(_, f)| f.size).sum();
+    say(format!(
+        "deploy {id}: {} of {} blobs to upload ({}), {} already on the server",
+        todo.len(),
+        by_hash.len(),
+        human_bytes(todo_bytes),
+        by_hash.len() - todo.len()
+    ));
+
+    let bar = if plan.progress && std::io::stderr().is_terminal() && !todo.is_empty() {
+        let bar = ProgressBar::new(todo_bytes);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let uploaded_bytes = Arc::new(AtomicU64::new(0));
+    let uploads = futures_util::stream::iter(todo.iter().cloned())
+        .map(|(hash, file)| {
+            let (client, bar, counter, id) = (client.clone(), bar.clone(), uploaded_bytes.clone(), id.clone());
+            async move {
+                let what = format!("uploading {}", file.path);
+                let _: UploadResponse = with_retries(&what, || async {
+                    let bytes = tokio::fs::read(&file.abs).await.map_err(|e| CallError {
+                        status: Some(0),
+                        code: None,
+                        message: format!("reading {}: {e}", file.abs.display()),
+                        retry_after: None,
+                    })?;
+                    client.put_bytes(&format!("/deploys/{id}/blobs/{hash}"), reqwest::Body::from(bytes)).await
+                })
+                .await
+                .map_err(|e| match e.downcast_ref::<CallError>() {
+                    Some(c) if c.code.as_deref() == Some("hash_mismatch") => {
+                        anyhow!("{} changed while deploying; run `chanto deploy` again", file.path)
+                    }
+                    _ => e,
+                })?;
+                counter.fetch_add(file.size, Ordering::Relaxed);
+                if let Some(bar) = &bar {
+                    bar.inc(file.size);
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(plan.parallel.max(1));
+    let results: Vec<anyhow::Result<()>> = uploads.collect().await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let failures: Vec<String> = results.into_iter().filter_map(|r| r.err()).map(|e| format!("{e:#}")).collect();
+    if !failures.is_empty() {
+        let shown = failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ");
+        return Err(anyhow!(
+            "{} of {} uploads failed; nothing went live, and running the same command again uploads only what is missing:\n  {shown}",
+            failures.len(),
+            todo.len()
+        ));
+    }
+    if !todo.is_empty() {
+        say(format!("uploaded {} blobs ({})", todo.len(), human_bytes(todo_bytes)));
+    }
+    let finalize_path = format!("/deploys/{id}/finalize");
+    let empty = serde_json::json!({});
+    let deploy: DeployView = with_retries("finalizing the deploy", || client.post(&finalize_path, &empty)).await?;
+    Ok(DeployOutcome {
+        deploy,
+        files: files.len(),
+        required: created.required.len(),
+        uploaded: todo.len(),
+        uploaded_bytes: uploaded_bytes.load(Ordering::Relaxed),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Calls `f` until it succeeds, a non-retryable error comes back, or five
+/// attempts failed; waits 250 ms × 2ⁿ (with jitter, or the server's
+/// `Retry-After`) between attempts.
+pub async fn with_retries<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && e.status != Some(0) && attempt < ATTEMPTS => {
+                let base = Duration::from_millis(250 << (attempt - 1));
+                let jitter = Duration::from_millis(u64::from(rand_u16()) % (base.as_millis() as u64 / 2 + 1));
+                let wait = e.retry_after.map(Duration::from_secs).unwrap_or(base + jitter).min(Duration::from_secs(30));
+                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "{what}: retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_owned())),
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let r: [u8; 2] = chanto_store::random_bytes();
+    u16::from_le_bytes(r)
+}
+
+/// `1234567` → `1.2 MB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}

@@ -1,0 +1,196 @@
+//! `chanto serve`: the control plane's API and the edge in one process, on
+//! embedded defaults (SQLite + a local blob directory under one data dir).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chanto_control::{Control, ControlConfig};
+use chanto_edge::Edge;
+use chanto_store::{BlobStore, LocalBlobStore, MetaStore, RoutingSink, SqliteMeta};
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+
+/// A server that is up: where it listens, and how to stop it.
+pub struct Running {
+    /// The edge's bound address.
+    pub edge_addr: SocketAddr,
+    /// The API's bound address.
+    pub api_addr: SocketAddr,
+    /// The admin token, if this start created it.
+    pub new_token: Option<String>,
+    /// The control plane (for in-process callers such as `demo`).
+    pub control: Arc<Control>,
+    /// The data directory.
+    pub data: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _lock: std::fs::File,
+}
+
+impl Running {
+    /// The API's URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Waits for Ctrl-C or SIGTERM, then stops accepting, finishes in-flight
+    /// requests (up to 30 s) and returns.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = self.stop.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
+        }
+        let _ = std::fs::remove_file(self.data.join("addresses.json"));
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Writes `bytes` to `path` atomically (temp file + rename) with `mode`.
+fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().ok();
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Validates the base domain: DNS labels of letters, digits and hyphens.
+fn validate_base_domain(d: &str) -> anyhow::Result<String> {
+    let d = d.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-'));
+    if !ok {
+        bail!("--base-domain {d:?} is not a domain name; use e.g. `localhost` or `sites.example.com`");
+    }
+    Ok(d)
+}
+
+/// Opens the data directory, binds both listeners and starts serving.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    let base_domain = validate_base_domain(&args.base_domain)?;
+    let data = args.data.clone();
+    std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data.join("lock"))
+        .with_context(|| format!("opening {}", data.join("lock").display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another chanto is already serving {}; stop it or pass another --data", data.display());
+    }
+    let _ = std::fs::remove_file(data.join("addresses.json"));
+
+    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db"))?);
+    let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open(data.join("blobs"))?);
+
+    let edge_listener = TcpListener::bind(args.edge).await.with_context(|| format!("binding the edge to {}", args.edge))?;
+    let api_listener = TcpListener::bind(args.api).await.with_context(|| format!("binding the API to {}", args.api))?;
+    let edge_addr = edge_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let mut config = ControlConfig::new(base_domain.clone(), edge_addr.port());
+    config.upload_ttl = args.upload_ttl;
+    config.max_file_size = args.max_file_size;
+
+    let edge = Edge::new(base_domain, blobs.clone());
+    let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
+    control.publish_routing().await.context("loading the routing table")?;
+
+    let new_token = control.ensure_admin_token().await?;
+    let token_path = data.join("admin.token");
+    if let Some(token) = &new_token {
+        write_file_atomic(&token_path, format!("{token}\n").as_bytes(), 0o600)?;
+    }
+
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = |listener: TcpListener, router: axum::Router, mut rx: tokio::sync::watch::Receiver<bool>, what: &'static str| {
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "{what} server failed");
+            }
+        })
+    };
+    let mut tasks = vec![
+        serve(edge_listener, chanto_edge::router(edge), stop_rx.clone(), "edge"),
+        serve(api_listener, chanto_control::router(control.clone()), stop_rx.clone(), "API"),
+    ];
+    let janitor = control.clone();
+    let mut janitor_stop = stop_rx;
+    tasks.push(tokio::spawn(async move {
+        tokio::select! {
+            _ = janitor.run_janitor(Duration::from_secs(60)) => {}
+            _ = janitor_stop.wait_for(|s| *s) => {}
+        }
+    }));
+
+    let addresses = serde_json::json!({
+        "edge": edge_addr.to_string(),
+        "api": api_addr.to_string(),
+        "api_url": format!("http://{api_addr}"),
+        "pid": std::process::id(),
+    });
+    write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
+    tracing::info!(edge = %edge_addr, api = %api_addr, data = %data.display(), "chanto is serving");
+    Ok(Running {
+        edge_addr,
+        api_addr,
+        new_token,
+        control,
+        data,
+        stop,
+        tasks,
+        _lock: lock,
+    })
+}
+
+/// Prints the one-time admin token notice.
+pub fn announce_token(running: &Running) {
+    if let Some(token) = &running.new_token {
+        println!(
+            "Created the admin API token (shown once, saved to {}):\n  {token}\nUse it with `chanto login --server {}` or CHANTO_TOKEN.\n",
+            running.data.join("admin.token").display(),
+            running.api_url()
+        );
+    }
+}

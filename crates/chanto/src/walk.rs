@@ -1,0 +1,143 @@
+//! Reading a directory to deploy: every regular file under it, with its
+//! manifest path. Symlinks inside the tree are followed; a symlink that points
+//! outside it is refused with its path named, as are names that are not UTF-8.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+
+/// One file to deploy.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    /// Its manifest path (relative, `/`-separated).
+    pub path: String,
+    /// Where to read it (symlinks resolved).
+    pub abs: PathBuf,
+    /// Its size when listed.
+    pub size: u64,
+}
+
+/// Names skipped wherever they appear: version-control internals never belong on a site.
+const SKIPPED: &[&str] = &[".git", ".hg", ".svn"];
+
+/// Lists the files under `root`, sorted by path.
+pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
+    let meta = std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory; `chanto deploy` takes the directory holding your site's files", root.display());
+    }
+    let canon_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+    let mut out = Vec::new();
+    // Each directory to read, with its manifest prefix and the real
+    // directories above it (to detect symlink loops).
+    let mut stack = vec![(canon_root.clone(), String::new(), vec![canon_root.clone()])];
+    while let Some((dir, prefix, chain)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("reading directory {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading directory {}", dir.display()))?;
+            let shown = root.join(&prefix).join(entry.file_name());
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                bail!(
+                    "{}: the file name is not valid UTF-8; rename it (sites are served under UTF-8 paths)",
+                    shown.display()
+                );
+            };
+            if SKIPPED.contains(&name.as_str()) {
+                continue;
+            }
+            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            chanto_core::normalize_manifest_path(&rel).map_err(|e| anyhow!("{}: {}", shown.display(), e.message))?;
+            let mut abs = entry.path();
+            let mut ft = entry.file_type().with_context(|| format!("reading {}", shown.display()))?;
+            if ft.is_symlink() {
+                let target = std::fs::canonicalize(&abs)
+                    .with_context(|| format!("{} is a symlink whose target does not exist", shown.display()))?;
+                if !target.starts_with(&canon_root) {
+                    bail!(
+                        "{} is a symlink to {}, outside the deployed directory; chanto deploys nothing outside {} (copy the file in or remove the link)",
+                        shown.display(),
+                        target.display(),
+                        root.display()
+                    );
+                }
+                ft = std::fs::metadata(&target).with_context(|| format!("reading {}", shown.display()))?.file_type();
+                abs = target;
+            }
+            if ft.is_dir() {
+                // A symlink to a directory we are already inside would loop forever: skip it.
+                if !chain.iter().any(|c| c.starts_with(&abs)) {
+                    let mut chain = chain.clone();
+                    chain.push(abs.clone());
+                    stack.push((abs, rel, chain));
+                }
+            } else if ft.is_file() {
+                let size = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?.len();
+                out.push(LocalFile { path: rel, abs, size });
+            } else {
+                bail!("{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory", shown.display());
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("{} contains no files to deploy", root.display());
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn paths(files: &[LocalFile]) -> Vec<&str> {
+        files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn lists_files_and_follows_inside_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), "x").unwrap();
+        std::fs::write(root.join("index.html"), "hi").unwrap();
+        std::fs::write(root.join("a/b/c.css"), "c").unwrap();
+        std::fs::write(root.join("ünï code.txt"), "u").unwrap();
+        std::os::unix::fs::symlink("index.html", root.join("alias.html")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("linked")).unwrap();
+        // A loop back to the root is read once, not forever.
+        std::os::unix::fs::symlink("..", root.join("a/up")).unwrap();
+        let files = walk(root).unwrap();
+        assert_eq!(paths(&files), vec!["a/b/c.css", "alias.html", "index.html", "linked/b/c.css", "ünï code.txt"]);
+        let alias = files.iter().find(|f| f.path == "alias.html").unwrap();
+        assert_eq!(alias.size, 2);
+    }
+
+    #[test]
+    fn refuses_links_outside_and_bad_names() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.html"), "ok").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("leak")).unwrap();
+        let err = walk(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("leak") && err.contains("outside the deployed directory"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
+        let err = walk(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not valid UTF-8") && err.contains("bad"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("back\\slash"), "x").unwrap();
+        let err = walk(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("backslash"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let err = walk(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("no files"), "{err}");
+        assert!(walk(&dir.path().join("nope")).is_err());
+    }
+}
