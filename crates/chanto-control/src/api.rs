@@ -75,16 +75,33 @@ async fn require_token(State(control): State<Arc<Control>>, req: Request, next: 
     Ok(next.run(req).await)
 }
 
-/// `axum::Json`, with rejections in chanto's error format (naming line and column).
+/// A JSON body, with errors in chanto's format: syntax errors are 400 and name
+/// line and column; well-formed JSON that breaks a rule is 422 and names the
+/// field (e.g. `files["a.html"].hash`).
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_json", rejection.body_text())),
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let (value, path) = match serde_path_to_error::deserialize(&mut de) {
+            Ok(v) => (Ok(v), String::new()),
+            Err(e) => {
+                let path = e.path().to_string();
+                (Err(e.into_inner()), path)
+            }
+        };
+        match value.and_then(|v| de.end().map(|()| v)) {
+            Ok(v) => Ok(Self(v)),
+            Err(inner) => {
+                let status = if inner.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+                let err = ApiError::new(status, "invalid_json", format!("invalid JSON body: {inner}"));
+                Err(if path.is_empty() || path == "." { err } else { err.field(path) })
+            }
         }
     }
 }

@@ -1,0 +1,430 @@
+//! The API in process (`oneshot`, no socket) over real stores: a SQLite
+//! database and a blob directory in a temp dir. Edges are represented by a
+//! sink that records every routing table it is handed.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chanto_control::{Control, ControlConfig, router};
+use chanto_core::ContentHash;
+use chanto_store::{BlobStore, LocalBlobStore, MetaStore, RoutingSink, RoutingTable, SqliteMeta, StoreError};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Records routing tables (stands in for an edge; the edge has its own tests).
+#[derive(Default)]
+struct RecordingSink(Mutex<Vec<RoutingTable>>);
+
+#[async_trait]
+impl RoutingSink for RecordingSink {
+    async fn publish(&self, table: RoutingTable) -> Result<(), StoreError> {
+        self.0.lock().unwrap().push(table);
+        Ok(())
+    }
+}
+
+struct Harness {
+    control: Arc<Control>,
+    sink: Arc<RecordingSink>,
+    blobs: Arc<LocalBlobStore>,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    async fn with_config(f: impl FnOnce(&mut ControlConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&dir.path().join("meta.db")).unwrap());
+        let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
+        let sink = Arc::new(RecordingSink::default());
+        let mut config = ControlConfig::new("localhost", 8080);
+        f(&mut config);
+        let control = Control::new(meta, blobs.clone() as Arc<dyn BlobStore>, config, vec![sink.clone() as Arc<dyn RoutingSink>]);
+        let token = control.ensure_admin_token().await.unwrap().unwrap();
+        assert!(control.ensure_admin_token().await.unwrap().is_none(), "only the first start creates a token");
+        Self { control, sink, blobs, token, _dir: dir }
+    }
+
+    async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Body, content_type: &str) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", content_type);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = router(self.control.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        (status, v)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let body = if body.is_null() { Body::empty() } else { Body::from(body.to_string()) };
+        self.raw(method, path, Some(&self.token), body, "application/json").await
+    }
+
+    async fn upload(&self, id: &str, bytes: &'static [u8]) -> (StatusCode, Value) {
+        let hash = ContentHash::of(bytes);
+        self.raw("PUT", &format!("/api/v1/deploys/{id}/blobs/{hash}"), Some(&self.token), Body::from(bytes), "application/octet-stream").await
+    }
+
+    /// Creates a deploy of `files`, uploads what is required and finalizes it.
+    async fn deploy(&self, site: &str, branch: Option<&str>, files: &[(&str, &'static [u8])], draft: bool) -> Value {
+        let manifest: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(p, b)| (p.to_string(), json!({"hash": ContentHash::of(b).to_hex(), "size": b.len()})))
+            .collect();
+        let (s, created) = self
+            .call("POST", &format!("/api/v1/sites/{site}/deploys"), json!({"branch": branch, "draft": draft, "files": manifest}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{created}");
+        let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+        let required: Vec<String> = serde_json::from_value(created["required"].clone()).unwrap();
+        for (_, b) in files {
+            if required.contains(&ContentHash::of(b).to_hex()) {
+                let (s, v) = self.upload(&id, b).await;
+                assert_eq!(s, StatusCode::CREATED, "{v}");
+            }
+        }
+        let (s, v) = self.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+
+    async fn site(&self, name: &str) {
+        let (s, v) = self.call("POST", "/api/v1/sites", json!({"name": name})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    fn last_table(&self) -> RoutingTable {
+        self.sink.0.lock().unwrap().last().cloned().expect("a routing table was published")
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let h = Harness::new().await;
+    let (s, v) = h.raw("GET", "/api/v1/sites", None, Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&v), "unauthorized");
+    assert!(v["error"]["message"].as_str().unwrap().contains("CHANTO_TOKEN"));
+    let (s, _) = h.raw("GET", "/api/v1/sites", Some("chanto_wrong"), Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let long = "x".repeat(10_000);
+    let (s, _) = h.raw("GET", "/api/v1/sites", Some(&long), Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = h.call("GET", "/api/v1/sites", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, json!([]));
+    // The token is stored only as a hash.
+    assert!(!h.control.meta.token_exists(&ContentHash::of(h.token.as_bytes())).await.unwrap());
+}
+
+#[tokio::test]
+async fn openapi_document_is_public_and_complete() {
+    let h = Harness::new().await;
+    let (s, v) = h.raw("GET", "/api/v1/openapi.json", None, Body::empty(), "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/sites",
+        "/api/v1/sites/{site}",
+        "/api/v1/sites/{site}/deploys",
+        "/api/v1/sites/{site}/rollback",
+        "/api/v1/deploys/{id}",
+        "/api/v1/deploys/{id}/blobs/{hash}",
+        "/api/v1/deploys/{id}/finalize",
+        "/api/v1/deploys/{id}/publish",
+    ] {
+        assert!(v["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+    assert!(v["components"]["schemas"]["DeployView"].is_object());
+    assert!(v["components"]["securitySchemes"]["token"].is_object());
+    let (s, v) = h.call("GET", "/api/v1/nope", Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(code(&v), "not_found");
+}
+
+#[tokio::test]
+async fn sites_are_validated() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    let (s, v) = h.call("POST", "/api/v1/sites", json!({"name": "docs"})).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"));
+    for bad in ["Docs", "a--b", "-x", "", "a.b", "x/y"] {
+        let (s, v) = h.call("POST", "/api/v1/sites", json!({"name": bad})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+        assert_eq!(code(&v), "invalid_json");
+        assert_eq!(v["error"]["field"], "name");
+        assert!(v["error"]["message"].as_str().unwrap().contains("site name"), "{v}");
+    }
+    let (s, v) = h.call("POST", "/api/v1/sites", json!({"name": "x", "surprise": 1})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("surprise"));
+    let (s, v) = h
+        .raw("POST", "/api/v1/sites", Some(&h.token), Body::from("{\"name\": "), "application/json")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("line 1"), "{v}");
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": "nothex", "size": 1}}})).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("files.a.html.hash")), "{v}");
+    let (s, v) = h.call("GET", "/api/v1/sites/nope", Value::Null).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, v) = h.call("GET", "/api/v1/sites/NOPE", Value::Null).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
+    let (s, v) = h.call("GET", "/api/v1/sites/docs", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["url"], "http://docs.localhost:8080/");
+}
+
+#[tokio::test]
+async fn a_deploy_uploads_only_what_is_missing_and_goes_live_on_finalize() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    let d1 = h.deploy("docs", None, &[("index.html", b"v1"), ("a/shared.css", b"body{}")], false).await;
+    assert_eq!(d1["state"], "active");
+    assert_eq!(d1["branch"], "main");
+    assert_eq!(d1["urls"]["production"], "http://docs.localhost:8080/");
+    assert_eq!(d1["urls"]["branch"], "http://main--docs.localhost:8080/");
+    let id1 = d1["id"].as_str().unwrap();
+    assert_eq!(d1["urls"]["permalink"], format!("http://{id1}--docs.localhost:8080/"));
+    let t = h.last_table();
+    assert_eq!(t.branches.len(), 1);
+    assert_eq!(t.branches[0].deploy.as_str(), id1);
+
+    // The second deploy shares a blob: only the changed one is required.
+    let files = json!({
+        "index.html": {"hash": ContentHash::of(b"v2").to_hex(), "size": 2},
+        "a/shared.css": {"hash": ContentHash::of(b"body{}").to_hex(), "size": 6},
+    });
+    let (s, created) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": files, "message": "two"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(created["required"], json!([ContentHash::of(b"v2").to_hex()]));
+    let id2 = created["deploy"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["deploy"]["state"], "uploading");
+
+    // Finalizing before the upload: refused, names what is missing, nothing changes.
+    let tables_before = h.sink.0.lock().unwrap().len();
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id2}/finalize"), Value::Null).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "missing_blobs"));
+    assert_eq!(v["error"]["details"]["missing"], json!([ContentHash::of(b"v2").to_hex()]));
+    assert_eq!(h.sink.0.lock().unwrap().len(), tables_before);
+
+    // Bytes that do not match the hash in the URL: 400, not stored.
+    let claimed = ContentHash::of(b"v2");
+    let (s, v) = h
+        .raw("PUT", &format!("/api/v1/deploys/{id2}/blobs/{claimed}"), Some(&h.token), Body::from("ev"), "application/octet-stream")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "hash_mismatch"));
+    assert!(!h.blobs.has(&claimed).await.unwrap());
+    // A blob the deploy never declared: refused.
+    let (s, v) = h.upload(&id2, b"stranger").await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "not_in_deploy"));
+    // A malformed hash in the URL.
+    let (s, v) = h
+        .raw("PUT", &format!("/api/v1/deploys/{id2}/blobs/..%2F..%2Fetc"), Some(&h.token), Body::from("x"), "application/octet-stream")
+        .await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("hash")));
+
+    let (s, _) = h.upload(&id2, b"v2").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, d2) = h.call("POST", &format!("/api/v1/deploys/{id2}/finalize"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{d2}");
+    assert_eq!(d2["state"], "active");
+    assert_eq!(d2["message"], "two");
+
+    // A finalized deploy takes no uploads and no second finalize.
+    let (s, v) = h.upload(&id2, b"v2").await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"));
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id2}/finalize"), Value::Null).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"));
+
+    let (s, v) = h.call("GET", &format!("/api/v1/deploys/{id1}"), Value::Null).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("superseded")));
+    let (s, v) = h.call("GET", "/api/v1/sites/docs/deploys", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["id"], id2.as_str());
+    let (s, v) = h.call("GET", "/api/v1/deploys/0000000000000000", Value::Null).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, _) = h.call("GET", "/api/v1/deploys/zz", Value::Null).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn bad_manifests_are_refused_with_the_path_named() {
+    let h = Harness::with_config(|c| {
+        c.max_file_size = 1000;
+        c.max_files = 3;
+    })
+    .await;
+    h.site("docs").await;
+    let hash = ContentHash::of(b"x").to_hex();
+    let cases = [
+        ("../etc/passwd", "\"../etc/passwd\""),
+        ("/abs.html", "\"/abs.html\""),
+        ("a\\b", "a\\\\b"),
+        ("a\u{0}b", "a\\0b"),
+        ("a//b", "a//b"),
+    ];
+    for (path, shown) in cases {
+        let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {path: {"hash": hash, "size": 1}}})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path:?}: {v}");
+        let field = v["error"]["field"].as_str().unwrap();
+        assert!(field.starts_with("files[") && field.contains(shown), "{path:?}: field {field}");
+    }
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {}})).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("files")));
+    assert!(v["error"]["message"].as_str().unwrap().contains("no files"));
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"big.bin": {"hash": hash, "size": 1001}}})).await;
+    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large"));
+    assert!(v["error"]["field"].as_str().unwrap().contains("big.bin"));
+    let four: serde_json::Map<String, Value> = (0..4).map(|i| (format!("f{i}"), json!({"hash": hash, "size": 1}))).collect();
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": four})).await;
+    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"));
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}, "./a.html": {"hash": hash, "size": 1}}})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": "nothex", "size": 1}}})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"branch": "bad..branch", "files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"message": "m".repeat(5000), "files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("message")));
+    let (s, _) = h.call("POST", "/api/v1/sites/ghost/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // An oversized JSON body is cut off, not buffered without bound.
+    let huge = format!("{{\"files\": {{\"a\": {{\"hash\": \"{}\", \"size\": 1}}}}}}", "a".repeat(chanto_control::api::MAX_JSON_BYTES + 10));
+    let (s, _) = h.raw("POST", "/api/v1/sites/docs/deploys", Some(&h.token), Body::from(huge), "application/json").await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // Nothing of this was recorded.
+    let (_, v) = h.call("GET", "/api/v1/sites/docs/deploys", Value::Null).await;
+    assert_eq!(v, json!([]));
+    // An upload larger than its declared size is refused.
+    let (_, created) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    let id = created["deploy"]["id"].as_str().unwrap();
+    let (s, v) = h
+        .raw("PUT", &format!("/api/v1/deploys/{id}/blobs/{hash}"), Some(&h.token), Body::from("xx"), "application/octet-stream")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+}
+
+#[tokio::test]
+async fn publish_and_rollback_flip_the_pointer_without_uploads() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    let d1 = h.deploy("docs", None, &[("index.html", b"one")], false).await;
+    let d2 = h.deploy("docs", None, &[("index.html", b"two")], false).await;
+    let d3 = h.deploy("docs", None, &[("index.html", b"three")], false).await;
+    let active = |t: &RoutingTable| t.branches.iter().find(|r| r.production).map(|r| r.deploy.to_string());
+    assert_eq!(active(&h.last_table()).as_deref(), d3["id"].as_str());
+
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/rollback", Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["from"], d3["id"]);
+    assert_eq!(v["deploy"]["id"], d2["id"]);
+    assert_eq!(v["deploy"]["state"], "active");
+    assert_eq!(active(&h.last_table()).as_deref(), d2["id"].as_str());
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/rollback", json!({"branch": "main"})).await;
+    assert_eq!((s, &v["deploy"]["id"]), (StatusCode::OK, &d1["id"]));
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/rollback", Value::Null).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("chanto publish"));
+    let (s, v) = h.call("POST", "/api/v1/sites/docs/rollback", json!({"branch": "nope"})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _) = h.call("POST", "/api/v1/sites/docs/rollback", json!({"bogus": 1})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Publishing the newest deploy again ("roll forward").
+    let id3 = d3["id"].as_str().unwrap();
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id3}/publish"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["previous"], d1["id"]);
+    assert_eq!(active(&h.last_table()).as_deref(), Some(id3));
+
+    // Drafts are ready, reachable by permalink only, and publishable.
+    let draft = h.deploy("docs", None, &[("index.html", b"draft")], true).await;
+    assert_eq!(draft["state"], "ready");
+    assert_eq!(draft["draft"], true);
+    let t = h.last_table();
+    assert_eq!(active(&t).as_deref(), Some(id3));
+    assert!(t.permalinks.iter().any(|(_, id, _)| id.as_str() == draft["id"].as_str().unwrap()));
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{}/publish", draft["id"].as_str().unwrap()), Value::Null).await;
+    assert_eq!((s, v["deploy"]["state"].as_str()), (StatusCode::OK, Some("active")));
+
+    // Branches are separate environments.
+    let dev = h.deploy("docs", Some("feature/Login"), &[("index.html", b"dev")], false).await;
+    assert_eq!(dev["urls"]["branch"], "http://feature-login--docs.localhost:8080/");
+    assert!(dev["urls"]["production"].is_null());
+    assert_eq!(h.last_table().branches.len(), 2);
+
+    // Publishing an unfinished deploy is refused.
+    let (_, created) = h
+        .call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"x": {"hash": ContentHash::of(b"q").to_hex(), "size": 1}}}))
+        .await;
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{}/publish", created["deploy"]["id"].as_str().unwrap()), Value::Null).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"));
+
+    // Deleting the site stops serving it.
+    let (s, _) = h.call("DELETE", "/api/v1/sites/docs", Value::Null).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(h.last_table().branches.is_empty());
+    let (s, _) = h.call("DELETE", "/api/v1/sites/docs", Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn compressible_files_get_variants_once() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    static HTML: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| "<p>chanto</p>\n".repeat(500).into_bytes());
+    static PNG: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| vec![0u8; 5000]);
+    let html: &'static [u8] = &HTML;
+    let png: &'static [u8] = &PNG;
+    h.deploy("docs", None, &[("index.html", html), ("img.png", png), ("tiny.css", b"a{}")], false).await;
+    let manifest_hash = h.last_table().branches[0].manifest;
+    let manifest: chanto_core::Manifest = serde_json::from_slice(&h.blobs.get(&manifest_hash).await.unwrap()).unwrap();
+    let entry = &manifest.files["index.html"];
+    assert_eq!(entry.content_type, "text/html; charset=utf-8");
+    let encodings: Vec<_> = entry.variants.iter().map(|v| v.encoding).collect();
+    assert_eq!(encodings, vec![chanto_core::Encoding::Br, chanto_core::Encoding::Gzip]);
+    for v in &entry.variants {
+        assert!(v.size < entry.size / 10);
+        assert_eq!(h.blobs.get(&v.hash).await.unwrap().len() as u64, v.size);
+    }
+    assert!(manifest.files["img.png"].variants.is_empty(), "images are not compressed");
+    assert!(manifest.files["tiny.css"].variants.is_empty(), "tiny files are not compressed");
+
+    // The same source in a later deploy reuses the recorded variant: delete the
+    // variant blob, deploy again, and it is not made again.
+    let br = entry.variants[0].hash;
+    h.blobs.delete(&br).await.unwrap();
+    h.deploy("docs", Some("other"), &[("copy.html", html)], false).await;
+    assert!(!h.blobs.has(&br).await.unwrap(), "variant was recomputed");
+}
+
+#[tokio::test]
+async fn unfinished_deploys_expire_and_take_no_more_uploads() {
+    let h = Harness::with_config(|c| c.upload_ttl = std::time::Duration::from_secs(60)).await;
+    h.site("docs").await;
+    let hash = ContentHash::of(b"late").to_hex();
+    let (_, created) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 4}}})).await;
+    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+    // Not yet expired.
+    assert_eq!(h.control.expire_uploads(chanto_store::now_millis()).await.unwrap(), 0);
+    assert_eq!(h.control.expire_uploads(chanto_store::now_millis() + 61_000).await.unwrap(), 1);
+    let (_, v) = h.call("GET", &format!("/api/v1/deploys/{id}"), Value::Null).await;
+    assert_eq!(v["state"], "expired");
+    let (s, v) = h.upload(&id, b"late").await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"));
+    let (s, _) = h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
