@@ -38,10 +38,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/deploys/{id}/finalize", post(finalize))
         .route("/deploys/{id}/publish", post(publish))
         .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
-    let api = Router::new()
-        .route("/openapi.json", get(openapi))
-        .merge(authed)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json") });
+    let api = Router::new().route("/openapi.json", get(openapi)).merge(authed).fallback(|| async {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json")
+    });
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -303,7 +302,10 @@ async fn list_sites(State(c): State<Arc<Control>>) -> Result<Json<Vec<SiteView>>
 
 #[utoipa::path(post, path = "/api/v1/sites", tag = "sites", security(("token" = [])), request_body = CreateSiteRequest,
     responses((status = 201, body = SiteView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn create_site(State(c): State<Arc<Control>>, ApiJson(req): ApiJson<CreateSiteRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn create_site(
+    State(c): State<Arc<Control>>,
+    ApiJson(req): ApiJson<CreateSiteRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     let branch = req.production_branch.unwrap_or_else(|| "main".parse().expect("main is a branch name"));
     let site = c.create_site(&req.name, &branch).await?;
     Ok((StatusCode::CREATED, Json(SiteView::new(&c, site))))
@@ -328,7 +330,11 @@ async fn delete_site(State(c): State<Arc<Control>>, Path(site): Path<String>) ->
 #[utoipa::path(get, path = "/api/v1/sites/{site}/deploys", tag = "deploys", security(("token" = [])),
     params(("site" = String, Path, description = "Site name"), ListDeploysQuery),
     responses((status = 200, body = Vec<DeployView>), (status = 404, body = ErrorBody)))]
-async fn list_deploys(State(c): State<Arc<Control>>, Path(site): Path<String>, Query(q): Query<ListDeploysQuery>) -> Result<Json<Vec<DeployView>>, ApiError> {
+async fn list_deploys(
+    State(c): State<Arc<Control>>,
+    Path(site): Path<String>,
+    Query(q): Query<ListDeploysQuery>,
+) -> Result<Json<Vec<DeployView>>, ApiError> {
     let site: SiteName = parse_path(&site)?;
     let branch: Option<BranchName> = q.branch.as_deref().map(parse_path).transpose()?;
     let deploys = c.meta.list_deploys(&site, branch.as_ref()).await?;
@@ -338,7 +344,11 @@ async fn list_deploys(State(c): State<Arc<Control>>, Path(site): Path<String>, Q
 #[utoipa::path(post, path = "/api/v1/sites/{site}/deploys", tag = "deploys", security(("token" = [])),
     params(("site" = String, Path, description = "Site name")), request_body = CreateDeployRequest,
     responses((status = 201, body = CreateDeployResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
-async fn create_deploy(State(c): State<Arc<Control>>, Path(site): Path<String>, ApiJson(req): ApiJson<CreateDeployRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn create_deploy(
+    State(c): State<Arc<Control>>,
+    Path(site): Path<String>,
+    ApiJson(req): ApiJson<CreateDeployRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     let site: SiteName = parse_path(&site)?;
     let req = DeployRequest {
         branch: req.branch,
@@ -363,7 +373,11 @@ async fn get_deploy(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Re
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody, description = "hash mismatch or not part of the deploy"),
         (status = 409, body = ErrorBody, description = "the deploy is no longer uploading"), (status = 413, body = ErrorBody), (status = 507, body = ErrorBody)))]
-async fn upload_blob(State(c): State<Arc<Control>>, Path((id, hash)): Path<(String, String)>, body: axum::body::Body) -> Result<impl IntoResponse, ApiError> {
+async fn upload_blob(
+    State(c): State<Arc<Control>>,
+    Path((id, hash)): Path<(String, String)>,
+    body: axum::body::Body,
+) -> Result<impl IntoResponse, ApiError> {
     let id: DeployId = parse_path(&id)?;
     let hash: ContentHash = parse_path(&hash)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
@@ -391,12 +405,17 @@ async fn publish(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Resul
 #[utoipa::path(post, path = "/api/v1/sites/{site}/rollback", tag = "deploys", security(("token" = [])),
     params(("site" = String, Path, description = "Site name")), request_body(content = RollbackRequest, description = "Optional; the production branch when absent"),
     responses((status = 200, body = RollbackResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "nothing to roll back to")))]
-async fn rollback(State(c): State<Arc<Control>>, Path(site): Path<String>, body: bytes::Bytes) -> Result<Json<RollbackResponse>, ApiError> {
+async fn rollback(
+    State(c): State<Arc<Control>>,
+    Path(site): Path<String>,
+    body: bytes::Bytes,
+) -> Result<Json<RollbackResponse>, ApiError> {
     let site: SiteName = parse_path(&site)?;
     let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("rollback body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("rollback body: {e}")))?
     };
     let (from, to) = c.rollback(&site, req.branch).await?;
     Ok(Json(RollbackResponse { from, deploy: DeployView::new(&c, to) }))
@@ -411,7 +430,10 @@ struct TokenAuth;
 impl Modify for TokenAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 

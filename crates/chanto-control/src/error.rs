@@ -49,13 +49,7 @@ pub struct ErrorDetail {
 impl ApiError {
     /// An error with no field.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            details: None,
-        }
+        Self { status, code, message: message.into(), field: None, details: None }
     }
 
     /// Names the offending field.

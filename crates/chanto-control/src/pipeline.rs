@@ -9,10 +9,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chanto_core::content::{COMPRESS_MIN_BYTES, content_type_for, is_compressible};
-use chanto_core::{BranchName, ContentHash, DeployId, Encoding, Manifest, ManifestEntry, SiteName, Variant, normalize_manifest_path};
+use chanto_core::{
+    BranchName, ContentHash, DeployId, Encoding, Manifest, ManifestEntry, SiteName, Variant, normalize_manifest_path,
+};
 use chanto_store::{
-    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingSink, RoutingTable, SiteRecord,
-    StoreError, now_millis, random_bytes,
+    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingSink, RoutingTable,
+    SiteRecord, StoreError, now_millis, random_bytes,
 };
 use futures_util::StreamExt;
 
@@ -65,7 +67,12 @@ pub struct Control {
 
 impl Control {
     /// A control plane over these stores, publishing routing to `sinks`.
-    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, config: ControlConfig, sinks: Vec<Arc<dyn RoutingSink>>) -> Arc<Self> {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        config: ControlConfig,
+        sinks: Vec<Arc<dyn RoutingSink>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             meta,
             blobs,
@@ -141,7 +148,11 @@ impl Control {
 
     /// Validates a deploy request, records the deploy and answers which blobs
     /// the store lacks (invariant 5: upload only what is missing).
-    pub async fn create_deploy(&self, site: &SiteName, req: DeployRequest) -> Result<(DeployRecord, Vec<ContentHash>), ApiError> {
+    pub async fn create_deploy(
+        &self,
+        site: &SiteName,
+        req: DeployRequest,
+    ) -> Result<(DeployRecord, Vec<ContentHash>), ApiError> {
         let site_rec = self.site(site).await?;
         let branch = req.branch.unwrap_or(site_rec.production_branch);
         if let Some(m) = &req.message
@@ -174,7 +185,10 @@ impl Control {
                 return Err(ApiError::new(
                     axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                     "file_too_large",
-                    format!("{path} is {} bytes; the largest file a deploy may hold is {} bytes", spec.size, self.config.max_file_size),
+                    format!(
+                        "{path} is {} bytes; the largest file a deploy may hold is {} bytes",
+                        spec.size, self.config.max_file_size
+                    ),
                 )
                 .field(format!("files[{raw:?}]")));
             }
@@ -267,25 +281,16 @@ impl Control {
             .details(serde_json::json!({ "missing": shown, "count": missing.len() })));
         }
         let variants = self.precompress(&files).await?;
-        let mut manifest = Manifest {
-            version: Manifest::VERSION,
-            files: BTreeMap::new(),
-        };
+        let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new() };
         for f in files {
             let content_type = content_type_for(&f.path);
-            let mut vs: Vec<Variant> = Encoding::ALL.iter().filter_map(|e| variants.get(&(f.hash, *e)).cloned()).collect();
+            let mut vs: Vec<Variant> =
+                Encoding::ALL.iter().filter_map(|e| variants.get(&(f.hash, *e)).cloned()).collect();
             vs.sort_by_key(|v| v.encoding);
-            manifest.files.insert(
-                f.path,
-                ManifestEntry {
-                    hash: f.hash,
-                    size: f.size,
-                    content_type,
-                    variants: vs,
-                },
-            );
+            manifest.files.insert(f.path, ManifestEntry { hash: f.hash, size: f.size, content_type, variants: vs });
         }
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let manifest_bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         let manifest_hash = self.blobs.put_bytes(Bytes::from(manifest_bytes)).await?;
         let mut record = self.meta.mark_ready(id, &manifest_hash, now_millis()).await?;
         self.sessions.lock().expect("sessions").remove(id);
@@ -313,37 +318,42 @@ impl Control {
         for (src, enc, v) in self.meta.variants(&candidates).await? {
             known.insert((src, enc), v);
         }
-        let todo: Vec<ContentHash> = candidates
-            .into_iter()
-            .filter(|h| Encoding::ALL.iter().any(|e| !known.contains_key(&(*h, *e))))
-            .collect();
+        let todo: Vec<ContentHash> =
+            candidates.into_iter().filter(|h| Encoding::ALL.iter().any(|e| !known.contains_key(&(*h, *e)))).collect();
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
-        let made: Vec<Result<Vec<(ContentHash, Encoding, Option<Variant>)>, ApiError>> = futures_util::stream::iter(todo)
-            .map(|src| async move {
-                let bytes = self.blobs.get(&src).await?;
-                let compressed = tokio::task::spawn_blocking(move || {
-                    Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
+        let made: Vec<Result<Vec<(ContentHash, Encoding, Option<Variant>)>, ApiError>> =
+            futures_util::stream::iter(todo)
+                .map(|src| async move {
+                    let bytes = self.blobs.get(&src).await?;
+                    let compressed = tokio::task::spawn_blocking(move || {
+                        Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
+                    })
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            format!("compression task failed: {e}"),
+                        )
+                    })?;
+                    let mut out = Vec::new();
+                    for (enc, data) in compressed {
+                        let variant = match data {
+                            Some(data) => {
+                                let size = data.len() as u64;
+                                let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
+                                Some(Variant { encoding: enc, hash, size })
+                            }
+                            None => None,
+                        };
+                        out.push((src, enc, variant));
+                    }
+                    Ok(out)
                 })
-                .await
-                .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("compression task failed: {e}")))?;
-                let mut out = Vec::new();
-                for (enc, data) in compressed {
-                    let variant = match data {
-                        Some(data) => {
-                            let size = data.len() as u64;
-                            let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
-                            Some(Variant { encoding: enc, hash, size })
-                        }
-                        None => None,
-                    };
-                    out.push((src, enc, variant));
-                }
-                Ok(out)
-            })
-            .buffer_unordered(parallel)
-            .collect()
-            .await;
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
         let mut fresh = Vec::new();
         for r in made {
             fresh.extend(r?);
@@ -369,7 +379,11 @@ impl Control {
 
     /// Re-activates the deploy that was active before the current one.
     /// Returns (the deploy rolled back from, the deploy now active).
-    pub async fn rollback(&self, site: &SiteName, branch: Option<BranchName>) -> Result<(DeployId, DeployRecord), ApiError> {
+    pub async fn rollback(
+        &self,
+        site: &SiteName,
+        branch: Option<BranchName>,
+    ) -> Result<(DeployId, DeployRecord), ApiError> {
         let branch = match branch {
             Some(b) => b,
             None => self.site(site).await?.production_branch,

@@ -21,7 +21,10 @@ pub fn compress(bytes: &[u8], encoding: Encoding, brotli_quality: u32, gzip_leve
             out
         }
         Encoding::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 3), flate2::Compression::new(gzip_level.min(9)));
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(bytes.len() / 3),
+                flate2::Compression::new(gzip_level.min(9)),
+            );
             enc.write_all(bytes).expect("compressing into memory cannot fail");
             enc.finish().expect("compressing into memory cannot fail")
         }

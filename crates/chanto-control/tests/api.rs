@@ -45,13 +45,21 @@ impl Harness {
         let sink = Arc::new(RecordingSink::default());
         let mut config = ControlConfig::new("localhost", 8080);
         f(&mut config);
-        let control = Control::new(meta, blobs.clone() as Arc<dyn BlobStore>, config, vec![sink.clone() as Arc<dyn RoutingSink>]);
+        let control =
+            Control::new(meta, blobs.clone() as Arc<dyn BlobStore>, config, vec![sink.clone() as Arc<dyn RoutingSink>]);
         let token = control.ensure_admin_token().await.unwrap().unwrap();
         assert!(control.ensure_admin_token().await.unwrap().is_none(), "only the first start creates a token");
         Self { control, sink, blobs, token, _dir: dir }
     }
 
-    async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Body, content_type: &str) -> (StatusCode, Value) {
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path).header("content-type", content_type);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -59,7 +67,11 @@ impl Harness {
         let resp = router(self.control.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         (status, v)
     }
 
@@ -70,7 +82,14 @@ impl Harness {
 
     async fn upload(&self, id: &str, bytes: &'static [u8]) -> (StatusCode, Value) {
         let hash = ContentHash::of(bytes);
-        self.raw("PUT", &format!("/api/v1/deploys/{id}/blobs/{hash}"), Some(&self.token), Body::from(bytes), "application/octet-stream").await
+        self.raw(
+            "PUT",
+            &format!("/api/v1/deploys/{id}/blobs/{hash}"),
+            Some(&self.token),
+            Body::from(bytes),
+            "application/octet-stream",
+        )
+        .await
     }
 
     /// Creates a deploy of `files`, uploads what is required and finalizes it.
@@ -80,7 +99,11 @@ impl Harness {
             .map(|(p, b)| (p.to_string(), json!({"hash": ContentHash::of(b).to_hex(), "size": b.len()})))
             .collect();
         let (s, created) = self
-            .call("POST", &format!("/api/v1/sites/{site}/deploys"), json!({"branch": branch, "draft": draft, "files": manifest}))
+            .call(
+                "POST",
+                &format!("/api/v1/sites/{site}/deploys"),
+                json!({"branch": branch, "draft": draft, "files": manifest}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{created}");
         let id = created["deploy"]["id"].as_str().unwrap().to_owned();
@@ -170,12 +193,11 @@ async fn sites_are_validated() {
     let (s, v) = h.call("POST", "/api/v1/sites", json!({"name": "x", "surprise": 1})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("surprise"));
-    let (s, v) = h
-        .raw("POST", "/api/v1/sites", Some(&h.token), Body::from("{\"name\": "), "application/json")
-        .await;
+    let (s, v) = h.raw("POST", "/api/v1/sites", Some(&h.token), Body::from("{\"name\": "), "application/json").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"]["message"].as_str().unwrap().contains("line 1"), "{v}");
-    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": "nothex", "size": 1}}})).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": "nothex", "size": 1}}})).await;
     assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("files.a.html.hash")), "{v}");
     let (s, v) = h.call("GET", "/api/v1/sites/nope", Value::Null).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
@@ -222,7 +244,13 @@ async fn a_deploy_uploads_only_what_is_missing_and_goes_live_on_finalize() {
     // Bytes that do not match the hash in the URL: 400, not stored.
     let claimed = ContentHash::of(b"v2");
     let (s, v) = h
-        .raw("PUT", &format!("/api/v1/deploys/{id2}/blobs/{claimed}"), Some(&h.token), Body::from("ev"), "application/octet-stream")
+        .raw(
+            "PUT",
+            &format!("/api/v1/deploys/{id2}/blobs/{claimed}"),
+            Some(&h.token),
+            Body::from("ev"),
+            "application/octet-stream",
+        )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "hash_mismatch"));
     assert!(!h.blobs.has(&claimed).await.unwrap());
@@ -231,7 +259,13 @@ async fn a_deploy_uploads_only_what_is_missing_and_goes_live_on_finalize() {
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "not_in_deploy"));
     // A malformed hash in the URL.
     let (s, v) = h
-        .raw("PUT", &format!("/api/v1/deploys/{id2}/blobs/..%2F..%2Fetc"), Some(&h.token), Body::from("x"), "application/octet-stream")
+        .raw(
+            "PUT",
+            &format!("/api/v1/deploys/{id2}/blobs/..%2F..%2Fetc"),
+            Some(&h.token),
+            Body::from("x"),
+            "application/octet-stream",
+        )
         .await;
     assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("hash")));
 
@@ -277,7 +311,8 @@ async fn bad_manifests_are_refused_with_the_path_named() {
         ("a//b", "a//b"),
     ];
     for (path, shown) in cases {
-        let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {path: {"hash": hash, "size": 1}}})).await;
+        let (s, v) =
+            h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {path: {"hash": hash, "size": 1}}})).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path:?}: {v}");
         let field = v["error"]["field"].as_str().unwrap();
         assert!(field.starts_with("files[") && field.contains(shown), "{path:?}: field {field}");
@@ -285,34 +320,67 @@ async fn bad_manifests_are_refused_with_the_path_named() {
     let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {}})).await;
     assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("files")));
     assert!(v["error"]["message"].as_str().unwrap().contains("no files"));
-    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"big.bin": {"hash": hash, "size": 1001}}})).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"big.bin": {"hash": hash, "size": 1001}}})).await;
     assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large"));
     assert!(v["error"]["field"].as_str().unwrap().contains("big.bin"));
-    let four: serde_json::Map<String, Value> = (0..4).map(|i| (format!("f{i}"), json!({"hash": hash, "size": 1}))).collect();
+    let four: serde_json::Map<String, Value> =
+        (0..4).map(|i| (format!("f{i}"), json!({"hash": hash, "size": 1}))).collect();
     let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": four})).await;
     assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"));
-    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}, "./a.html": {"hash": hash, "size": 1}}})).await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/sites/docs/deploys",
+            json!({"files": {"a.html": {"hash": hash, "size": 1}, "./a.html": {"hash": hash, "size": 1}}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": "nothex", "size": 1}}})).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": "nothex", "size": 1}}})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"branch": "bad..branch", "files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/sites/docs/deploys",
+            json!({"branch": "bad..branch", "files": {"a.html": {"hash": hash, "size": 1}}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (s, v) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"message": "m".repeat(5000), "files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/sites/docs/deploys",
+            json!({"message": "m".repeat(5000), "files": {"a.html": {"hash": hash, "size": 1}}}),
+        )
+        .await;
     assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("message")));
-    let (s, _) = h.call("POST", "/api/v1/sites/ghost/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    let (s, _) =
+        h.call("POST", "/api/v1/sites/ghost/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}}})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // An oversized JSON body is cut off, not buffered without bound.
-    let huge = format!("{{\"files\": {{\"a\": {{\"hash\": \"{}\", \"size\": 1}}}}}}", "a".repeat(chanto_control::api::MAX_JSON_BYTES + 10));
-    let (s, _) = h.raw("POST", "/api/v1/sites/docs/deploys", Some(&h.token), Body::from(huge), "application/json").await;
+    let huge = format!(
+        "{{\"files\": {{\"a\": {{\"hash\": \"{}\", \"size\": 1}}}}}}",
+        "a".repeat(chanto_control::api::MAX_JSON_BYTES + 10)
+    );
+    let (s, _) =
+        h.raw("POST", "/api/v1/sites/docs/deploys", Some(&h.token), Body::from(huge), "application/json").await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     // Nothing of this was recorded.
     let (_, v) = h.call("GET", "/api/v1/sites/docs/deploys", Value::Null).await;
     assert_eq!(v, json!([]));
     // An upload larger than its declared size is refused.
-    let (_, created) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}}})).await;
+    let (_, created) =
+        h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 1}}})).await;
     let id = created["deploy"]["id"].as_str().unwrap();
     let (s, v) = h
-        .raw("PUT", &format!("/api/v1/deploys/{id}/blobs/{hash}"), Some(&h.token), Body::from("xx"), "application/octet-stream")
+        .raw(
+            "PUT",
+            &format!("/api/v1/deploys/{id}/blobs/{hash}"),
+            Some(&h.token),
+            Body::from("xx"),
+            "application/octet-stream",
+        )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
 }
@@ -357,7 +425,8 @@ async fn publish_and_rollback_flip_the_pointer_without_uploads() {
     let t = h.last_table();
     assert_eq!(active(&t).as_deref(), Some(id3));
     assert!(t.permalinks.iter().any(|(_, id, _)| id.as_str() == draft["id"].as_str().unwrap()));
-    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{}/publish", draft["id"].as_str().unwrap()), Value::Null).await;
+    let (s, v) =
+        h.call("POST", &format!("/api/v1/deploys/{}/publish", draft["id"].as_str().unwrap()), Value::Null).await;
     assert_eq!((s, v["deploy"]["state"].as_str()), (StatusCode::OK, Some("active")));
 
     // Branches are separate environments.
@@ -368,9 +437,15 @@ async fn publish_and_rollback_flip_the_pointer_without_uploads() {
 
     // Publishing an unfinished deploy is refused.
     let (_, created) = h
-        .call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"x": {"hash": ContentHash::of(b"q").to_hex(), "size": 1}}}))
+        .call(
+            "POST",
+            "/api/v1/sites/docs/deploys",
+            json!({"files": {"x": {"hash": ContentHash::of(b"q").to_hex(), "size": 1}}}),
+        )
         .await;
-    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{}/publish", created["deploy"]["id"].as_str().unwrap()), Value::Null).await;
+    let (s, v) = h
+        .call("POST", &format!("/api/v1/deploys/{}/publish", created["deploy"]["id"].as_str().unwrap()), Value::Null)
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"));
 
     // Deleting the site stops serving it.
@@ -416,7 +491,8 @@ async fn unfinished_deploys_expire_and_take_no_more_uploads() {
     let h = Harness::with_config(|c| c.upload_ttl = std::time::Duration::from_secs(60)).await;
     h.site("docs").await;
     let hash = ContentHash::of(b"late").to_hex();
-    let (_, created) = h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 4}}})).await;
+    let (_, created) =
+        h.call("POST", "/api/v1/sites/docs/deploys", json!({"files": {"a.html": {"hash": hash, "size": 4}}})).await;
     let id = created["deploy"]["id"].as_str().unwrap().to_owned();
     // Not yet expired.
     assert_eq!(h.control.expire_uploads(chanto_store::now_millis()).await.unwrap(), 0);

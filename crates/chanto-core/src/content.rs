@@ -16,23 +16,22 @@ pub fn content_type_for(path: &str) -> String {
         "avif" => "image/avif".to_owned(),
         "md" => "text/markdown".to_owned(),
         "" => "application/octet-stream".to_owned(),
-        _ => mime_guess::from_ext(&ext)
-            .first_raw()
-            .unwrap_or("application/octet-stream")
-            .to_owned(),
+        _ => mime_guess::from_ext(&ext).first_raw().unwrap_or("application/octet-stream").to_owned(),
     };
-    if is_textual(&mime) {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime
-    }
+    if is_textual(&mime) { format!("{mime}; charset=utf-8") } else { mime }
 }
 
 fn is_textual(mime: &str) -> bool {
     mime.starts_with("text/")
         || matches!(
             mime,
-            "application/json" | "application/manifest+json" | "application/xml" | "image/svg+xml" | "application/ld+json" | "application/rss+xml" | "application/atom+xml"
+            "application/json"
+                | "application/manifest+json"
+                | "application/xml"
+                | "image/svg+xml"
+                | "application/ld+json"
+                | "application/rss+xml"
+                | "application/atom+xml"
         )
 }
 
@@ -44,7 +43,13 @@ pub fn is_compressible(content_type: &str) -> bool {
     is_textual(mime)
         || matches!(
             mime,
-            "application/wasm" | "font/ttf" | "font/otf" | "application/vnd.ms-fontobject" | "image/x-icon" | "image/vnd.microsoft.icon" | "image/bmp"
+            "application/wasm"
+                | "font/ttf"
+                | "font/otf"
+                | "application/vnd.ms-fontobject"
+                | "image/x-icon"
+                | "image/vnd.microsoft.icon"
+                | "image/bmp"
         )
 }
 

@@ -15,10 +15,7 @@ pub struct ValidationError {
 impl ValidationError {
     /// A validation error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 
     /// The same error, re-attributed to another field name (a caller that knows

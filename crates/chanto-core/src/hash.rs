@@ -53,10 +53,7 @@ impl FromStr for ContentHash {
         let bad = || {
             ValidationError::new(
                 "hash",
-                format!(
-                    "{:?} is not a content hash: expected 64 lowercase hex digits (BLAKE3)",
-                    truncate(s, 80)
-                ),
+                format!("{:?} is not a content hash: expected 64 lowercase hex digits (BLAKE3)", truncate(s, 80)),
             )
         };
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
@@ -115,10 +112,7 @@ mod tests {
         let h = ContentHash::of(b"hello");
         assert_eq!(h.to_hex().len(), 64);
         assert_eq!(h.to_hex().parse::<ContentHash>().unwrap(), h);
-        assert_eq!(
-            h.to_hex(),
-            "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
-        );
+        assert_eq!(h.to_hex(), "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
     }
 
     #[test]

@@ -41,10 +41,9 @@ pub fn parse_host(host: &str, base_domain: &str) -> Option<HostRoute> {
         return None;
     }
     match label.rsplit_once("--") {
-        Some((prefix, site)) if !prefix.is_empty() && !site.is_empty() => Some(HostRoute::Prefixed {
-            prefix: prefix.to_owned(),
-            site: site.to_owned(),
-        }),
+        Some((prefix, site)) if !prefix.is_empty() && !site.is_empty() => {
+            Some(HostRoute::Prefixed { prefix: prefix.to_owned(), site: site.to_owned() })
+        }
         Some(_) => None,
         None => Some(HostRoute::Production { site: label.to_owned() }),
     }

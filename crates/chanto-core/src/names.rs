@@ -37,7 +37,10 @@ impl FromStr for SiteName {
         let err = |why: &str| {
             ValidationError::new(
                 "name",
-                format!("site name {:?} {why}; use 1-{MAX_SITE_NAME} lowercase letters, digits and single hyphens, e.g. \"my-site\"", truncate(s, 80)),
+                format!(
+                    "site name {:?} {why}; use 1-{MAX_SITE_NAME} lowercase letters, digits and single hyphens, e.g. \"my-site\"",
+                    truncate(s, 80)
+                ),
             )
         };
         if s.is_empty() {
@@ -115,7 +118,10 @@ impl FromStr for BranchName {
         let err = |why: &str| {
             ValidationError::new(
                 "branch",
-                format!("branch name {:?} {why}; use a name git accepts, e.g. \"main\" or \"feature/login\"", truncate(s, 80)),
+                format!(
+                    "branch name {:?} {why}; use a name git accepts, e.g. \"main\" or \"feature/login\"",
+                    truncate(s, 80)
+                ),
             )
         };
         if s.is_empty() {
@@ -177,7 +183,11 @@ impl FromStr for DeployId {
         } else {
             Err(ValidationError::new(
                 "deploy",
-                format!("{:?} is not a deploy id: expected {} lowercase hex digits, as `chanto deploys list` shows", truncate(s, 80), Self::LEN),
+                format!(
+                    "{:?} is not a deploy id: expected {} lowercase hex digits, as `chanto deploys list` shows",
+                    truncate(s, 80),
+                    Self::LEN
+                ),
             ))
         }
     }
@@ -236,7 +246,10 @@ mod tests {
         for ok in ["main", "feature/login", "v1.2", "fix_bug", "Release-2026"] {
             assert!(ok.parse::<BranchName>().is_ok(), "{ok:?}");
         }
-        for bad in ["", "-x", "/x", "x/", "a..b", "a b", "a:b", "a~1", "x.lock", ".hidden", "a/.b", "a//b", "x.", "a@{1}", "a\0b", "a\\b"] {
+        for bad in [
+            "", "-x", "/x", "x/", "a..b", "a b", "a:b", "a~1", "x.lock", ".hidden", "a/.b", "a//b", "x.", "a@{1}",
+            "a\0b", "a\\b",
+        ] {
             assert!(bad.parse::<BranchName>().is_err(), "{bad:?}");
         }
     }

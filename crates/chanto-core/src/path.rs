@@ -75,7 +75,22 @@ mod tests {
         for (raw, want) in ok {
             assert_eq!(normalize_manifest_path(raw).as_deref(), Ok(want), "{raw:?}");
         }
-        let bad = ["", "/etc/passwd", "../x", "a/../../x", "a/..", "a\\b", "a\0b", "a\nb", "a//b", "a/", ".", "./", &"a".repeat(MAX_PATH_BYTES + 1), &"b".repeat(256)];
+        let bad = [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "a//b",
+            "a/",
+            ".",
+            "./",
+            &"a".repeat(MAX_PATH_BYTES + 1),
+            &"b".repeat(256),
+        ];
         for raw in bad {
             let e = normalize_manifest_path(raw).unwrap_err();
             assert!(e.field.starts_with("files["), "{raw:?}: {e}");

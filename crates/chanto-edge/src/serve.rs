@@ -29,16 +29,14 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
 async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
-        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "<!doctype html><title>Method not allowed</title><h1>405 Method not allowed</h1>\n");
+        let mut resp = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "<!doctype html><title>Method not allowed</title><h1>405 Method not allowed</h1>\n",
+        );
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
-        .unwrap_or("");
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
     let snapshot = edge.snapshot();
     let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
@@ -49,7 +47,10 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "permalink manifest unavailable");
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n",
+                );
             }
         },
     };
@@ -85,7 +86,10 @@ async fn send(edge: &Edge, entry: &ManifestEntry, status: StatusCode, head: bool
             Ok(open) => Body::from_stream(open.body),
             Err(e) => {
                 tracing::warn!(blob = %entry.hash, error = %e, "blob unavailable");
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n",
+                );
             }
         }
     };

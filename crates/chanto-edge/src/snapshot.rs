@@ -47,10 +47,7 @@ impl Snapshot {
         let mut sites: HashMap<String, SiteRoutes> = HashMap::new();
         for row in &table.branches {
             let Some(manifest) = manifests.get(&row.manifest) else { continue };
-            let target = Target::Loaded {
-                deploy: row.deploy.clone(),
-                manifest: manifest.clone(),
-            };
+            let target = Target::Loaded { deploy: row.deploy.clone(), manifest: manifest.clone() };
             let site = sites.entry(row.site.to_string()).or_default();
             if row.production {
                 site.production = Some(target.clone());
@@ -60,10 +57,7 @@ impl Snapshot {
         for (site, id, manifest) in &table.permalinks {
             sites.entry(site.to_string()).or_default().deploys.insert(id.to_string(), *manifest);
         }
-        Self {
-            version: table.version,
-            sites,
-        }
+        Self { version: table.version, sites }
     }
 
     /// Number of sites with anything to serve.
@@ -81,10 +75,7 @@ impl Snapshot {
                 if DeployId::looks_like(prefix)
                     && let Some(m) = routes.deploys.get(prefix)
                 {
-                    return Some(Target::Lazy {
-                        deploy: prefix.parse().ok()?,
-                        manifest: *m,
-                    });
+                    return Some(Target::Lazy { deploy: prefix.parse().ok()?, manifest: *m });
                 }
                 routes.labels.get(prefix).cloned()
             }

@@ -101,7 +101,13 @@ impl LocalBlobStore {
         self.tmp.join(format!("{:016x}", u64::from_le_bytes(r)))
     }
 
-    async fn write_verified(&self, tmp: &Path, hash: &ContentHash, mut body: ByteStream, max_size: u64) -> Result<u64, StoreError> {
+    async fn write_verified(
+        &self,
+        tmp: &Path,
+        hash: &ContentHash,
+        mut body: ByteStream,
+        max_size: u64,
+    ) -> Result<u64, StoreError> {
         let ctx = || format!("writing blob {hash}");
         let mut file = tokio::fs::File::create(tmp).await.map_err(|e| StoreError::io(ctx(), e))?;
         let mut hasher = blake3::Hasher::new();

@@ -52,7 +52,10 @@ pub async fn blob_store(store: &dyn BlobStore) {
 
     // Over the size limit: refused, nothing stored.
     let big = ContentHash::of(b"0123456789");
-    assert!(matches!(store.put(&big, stream_of(vec![b"01234", b"56789"]), 9).await, Err(StoreError::TooLarge { limit: 9 })));
+    assert!(matches!(
+        store.put(&big, stream_of(vec![b"01234", b"56789"]), 9).await,
+        Err(StoreError::TooLarge { limit: 9 })
+    ));
     assert!(!store.has(&big).await.unwrap());
 
     // A body that fails mid-way stores nothing.
@@ -81,11 +84,7 @@ pub async fn blob_store(store: &dyn BlobStore) {
 }
 
 fn file(path: &str, bytes: &[u8]) -> DeployFile {
-    DeployFile {
-        path: path.into(),
-        hash: ContentHash::of(bytes),
-        size: bytes.len() as u64,
-    }
+    DeployFile { path: path.into(), hash: ContentHash::of(bytes), size: bytes.len() as u64 }
 }
 
 fn new_deploy(id: u8, site: &SiteName, branch: &str, draft: bool, now: i64) -> NewDeploy {

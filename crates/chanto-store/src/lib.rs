@@ -11,9 +11,7 @@ pub mod sqlite;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use error::StoreError;
-pub use meta::{
-    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord,
-};
+pub use meta::{ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord};
 pub use routing::{RoutingSink, RoutingTable};
 pub use sqlite::SqliteMeta;
 
@@ -23,10 +21,7 @@ pub type UnixMillis = i64;
 
 /// The current time as [`UnixMillis`].
 pub fn now_millis() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// `n` random bytes from the operating system.

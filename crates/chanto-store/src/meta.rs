@@ -139,7 +139,12 @@ impl ActivationKind {
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// Creates a site; `Conflict` if the name is taken.
-    async fn create_site(&self, name: &SiteName, production_branch: &BranchName, now: UnixMillis) -> Result<SiteRecord, StoreError>;
+    async fn create_site(
+        &self,
+        name: &SiteName,
+        production_branch: &BranchName,
+        now: UnixMillis,
+    ) -> Result<SiteRecord, StoreError>;
     /// Every site, by name.
     async fn list_sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
     /// One site.
@@ -155,19 +160,35 @@ pub trait MetaStore: Send + Sync + 'static {
     /// One deploy.
     async fn get_deploy(&self, id: &DeployId) -> Result<Option<DeployRecord>, StoreError>;
     /// A site's deploys, newest first, optionally of one branch.
-    async fn list_deploys(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployRecord>, StoreError>;
+    async fn list_deploys(&self, site: &SiteName, branch: Option<&BranchName>)
+    -> Result<Vec<DeployRecord>, StoreError>;
     /// `uploading` → `ready` with its manifest; `Conflict` from any other state.
-    async fn mark_ready(&self, id: &DeployId, manifest: &ContentHash, now: UnixMillis) -> Result<DeployRecord, StoreError>;
+    async fn mark_ready(
+        &self,
+        id: &DeployId,
+        manifest: &ContentHash,
+        now: UnixMillis,
+    ) -> Result<DeployRecord, StoreError>;
     /// `uploading` → `failed` with the reason.
     async fn mark_failed(&self, id: &DeployId, error: &str, now: UnixMillis) -> Result<(), StoreError>;
     /// Makes a complete deploy its branch's active deploy in one transaction:
     /// the previous one becomes `superseded`, history records the change.
     /// Returns the previously active deploy.
-    async fn activate(&self, id: &DeployId, kind: ActivationKind, now: UnixMillis) -> Result<Option<DeployId>, StoreError>;
+    async fn activate(
+        &self,
+        id: &DeployId,
+        kind: ActivationKind,
+        now: UnixMillis,
+    ) -> Result<Option<DeployId>, StoreError>;
     /// Re-activates the deploy that was active before the current one, undoing
     /// the current activation in history (so repeated rollbacks walk further
     /// back). Returns (from, to); `Conflict` when there is nothing to go back to.
-    async fn rollback(&self, site: &SiteName, branch: &BranchName, now: UnixMillis) -> Result<(DeployId, DeployId), StoreError>;
+    async fn rollback(
+        &self,
+        site: &SiteName,
+        branch: &BranchName,
+        now: UnixMillis,
+    ) -> Result<(DeployId, DeployId), StoreError>;
     /// Marks deploys still uploading that were created before `cutoff` as
     /// expired and drops their upload sessions. Returns their ids.
     async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError>;
@@ -181,7 +202,10 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Known variants of the given source blobs; `None` records that the
     /// encoding did not make the blob smaller.
-    async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError>;
+    async fn variants(
+        &self,
+        sources: &[ContentHash],
+    ) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError>;
     /// Remembers variants (idempotent).
     async fn put_variants(&self, variants: &[(ContentHash, Encoding, Option<Variant>)]) -> Result<(), StoreError>;
     /// Every blob that a deploy (not expired or failed) still references: files,

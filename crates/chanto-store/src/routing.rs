@@ -21,11 +21,7 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// Reads the current table from metadata.
     pub async fn load(meta: &dyn MetaStore, version: u64) -> Result<Self, StoreError> {
-        Ok(Self {
-            version,
-            branches: meta.routing_table().await?,
-            permalinks: meta.permalinks().await?,
-        })
+        Ok(Self { version, branches: meta.routing_table().await?, permalinks: meta.permalinks().await? })
     }
 }
 

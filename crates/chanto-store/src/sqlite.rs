@@ -139,7 +139,11 @@ where
     T::Err: std::fmt::Display,
 {
     s.parse::<T>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, format!("stored value {s:?}: {e}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("stored value {s:?}: {e}").into(),
+        )
     })
 }
 
@@ -179,11 +183,7 @@ fn site_id(tx: &Connection, name: &SiteName) -> Result<i64, StoreError> {
 }
 
 fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRecord> {
-    Ok(SiteRecord {
-        name: parse(0, r.get(0)?)?,
-        production_branch: parse(1, r.get(1)?)?,
-        created_at: r.get(2)?,
-    })
+    Ok(SiteRecord { name: parse(0, r.get(0)?)?, production_branch: parse(1, r.get(1)?)?, created_at: r.get(2)? })
 }
 
 /// Sets the active deploy of a branch and the states around it.
@@ -203,11 +203,7 @@ fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ContentHash, Encoding
         _ => Encoding::Gzip,
     };
     let variant = match r.get::<_, Option<String>>(2)? {
-        Some(h) => Some(Variant {
-            encoding,
-            hash: parse(2, h)?,
-            size: r.get::<_, i64>(3)? as u64,
-        }),
+        Some(h) => Some(Variant { encoding, hash: parse(2, h)?, size: r.get::<_, i64>(3)? as u64 }),
         None => None,
     };
     Ok((source, encoding, variant))
@@ -215,7 +211,12 @@ fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ContentHash, Encoding
 
 #[async_trait]
 impl MetaStore for SqliteMeta {
-    async fn create_site(&self, name: &SiteName, production_branch: &BranchName, now: UnixMillis) -> Result<SiteRecord, StoreError> {
+    async fn create_site(
+        &self,
+        name: &SiteName,
+        production_branch: &BranchName,
+        now: UnixMillis,
+    ) -> Result<SiteRecord, StoreError> {
         let (name, production_branch) = (name.clone(), production_branch.clone());
         self.call(move |c| {
             let n = c.execute(
@@ -242,8 +243,12 @@ impl MetaStore for SqliteMeta {
     async fn get_site(&self, name: &SiteName) -> Result<Option<SiteRecord>, StoreError> {
         let name = name.clone();
         self.call(move |c| {
-            Ok(c.query_row("SELECT name, production_branch, created_at FROM sites WHERE name = ?1", [name.as_str()], site_row)
-                .optional()?)
+            Ok(c.query_row(
+                "SELECT name, production_branch, created_at FROM sites WHERE name = ?1",
+                [name.as_str()],
+                site_row,
+            )
+            .optional()?)
         })
         .await
     }
@@ -318,11 +323,7 @@ impl MetaStore for SqliteMeta {
             let mut st = c.prepare("SELECT path, hash, size FROM deploy_files WHERE deploy_id = ?1 ORDER BY path")?;
             let rows = st
                 .query_map([id.as_str()], |r| {
-                    Ok(DeployFile {
-                        path: r.get(0)?,
-                        hash: parse(1, r.get(1)?)?,
-                        size: r.get::<_, i64>(2)? as u64,
-                    })
+                    Ok(DeployFile { path: r.get(0)?, hash: parse(1, r.get(1)?)?, size: r.get::<_, i64>(2)? as u64 })
                 })?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
@@ -335,7 +336,11 @@ impl MetaStore for SqliteMeta {
         self.call(move |c| get_deploy_tx(c, id.as_str())).await
     }
 
-    async fn list_deploys(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployRecord>, StoreError> {
+    async fn list_deploys(
+        &self,
+        site: &SiteName,
+        branch: Option<&BranchName>,
+    ) -> Result<Vec<DeployRecord>, StoreError> {
         let (site, branch) = (site.clone(), branch.cloned());
         self.call(move |c| {
             site_id(c, &site)?;
@@ -351,13 +356,21 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn mark_ready(&self, id: &DeployId, manifest: &ContentHash, now: UnixMillis) -> Result<DeployRecord, StoreError> {
+    async fn mark_ready(
+        &self,
+        id: &DeployId,
+        manifest: &ContentHash,
+        now: UnixMillis,
+    ) -> Result<DeployRecord, StoreError> {
         let (id, manifest) = (id.clone(), *manifest);
         self.call(move |c| {
             let tx = c.transaction()?;
             let cur = get_deploy_tx(&tx, id.as_str())?.ok_or_else(|| StoreError::NotFound(format!("deploy {id}")))?;
             if cur.state != DeployState::Uploading {
-                return Err(StoreError::Conflict(format!("deploy {id} is {}, not uploading; start a new deploy", cur.state)));
+                return Err(StoreError::Conflict(format!(
+                    "deploy {id} is {}, not uploading; start a new deploy",
+                    cur.state
+                )));
             }
             tx.execute(
                 "UPDATE deploys SET state = 'ready', manifest = ?2, finished_at = ?3 WHERE id = ?1",
@@ -385,7 +398,12 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn activate(&self, id: &DeployId, kind: ActivationKind, now: UnixMillis) -> Result<Option<DeployId>, StoreError> {
+    async fn activate(
+        &self,
+        id: &DeployId,
+        kind: ActivationKind,
+        now: UnixMillis,
+    ) -> Result<Option<DeployId>, StoreError> {
         let id = id.clone();
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -412,7 +430,12 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn rollback(&self, site: &SiteName, branch: &BranchName, now: UnixMillis) -> Result<(DeployId, DeployId), StoreError> {
+    async fn rollback(
+        &self,
+        site: &SiteName,
+        branch: &BranchName,
+        now: UnixMillis,
+    ) -> Result<(DeployId, DeployId), StoreError> {
         let (site, branch) = (site.clone(), branch.clone());
         let _ = now;
         self.call(move |c| {
@@ -455,11 +478,16 @@ impl MetaStore for SqliteMeta {
         self.call(move |c| {
             let tx = c.transaction()?;
             let ids: Vec<String> = {
-                let mut st = tx.prepare("SELECT id FROM deploys WHERE state = 'uploading' AND created_at < ?1 ORDER BY created_at")?;
+                let mut st = tx.prepare(
+                    "SELECT id FROM deploys WHERE state = 'uploading' AND created_at < ?1 ORDER BY created_at",
+                )?;
                 st.query_map([cutoff], |r| r.get(0))?.collect::<Result<_, _>>()?
             };
             for id in &ids {
-                tx.execute("UPDATE deploys SET state = 'expired', finished_at = ?2 WHERE id = ?1", params![id, cutoff])?;
+                tx.execute(
+                    "UPDATE deploys SET state = 'expired', finished_at = ?2 WHERE id = ?1",
+                    params![id, cutoff],
+                )?;
                 tx.execute("DELETE FROM deploy_files WHERE deploy_id = ?1", [id])?;
             }
             tx.commit()?;
@@ -526,7 +554,10 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError> {
+    async fn variants(
+        &self,
+        sources: &[ContentHash],
+    ) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError> {
         let sources: Vec<String> = sources.iter().map(|h| h.to_hex()).collect();
         self.call(move |c| {
             let mut st = c.prepare_cached("SELECT source, encoding, hash, size FROM variants WHERE source = ?1")?;
@@ -546,7 +577,9 @@ impl MetaStore for SqliteMeta {
         self.call(move |c| {
             let tx = c.transaction()?;
             {
-                let mut st = tx.prepare("INSERT OR REPLACE INTO variants (source, encoding, hash, size) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut st = tx.prepare(
+                    "INSERT OR REPLACE INTO variants (source, encoding, hash, size) VALUES (?1, ?2, ?3, ?4)",
+                )?;
                 for (source, enc, v) in &variants {
                     st.execute(params![
                         source.to_hex(),
@@ -600,7 +633,9 @@ impl MetaStore for SqliteMeta {
 
     async fn token_exists(&self, hash: &ContentHash) -> Result<bool, StoreError> {
         let hash = hash.to_hex();
-        self.call(move |c| Ok(c.query_row("SELECT 1 FROM tokens WHERE hash = ?1", [hash], |_| Ok(())).optional()?.is_some()))
-            .await
+        self.call(move |c| {
+            Ok(c.query_row("SELECT 1 FROM tokens WHERE hash = ?1", [hash], |_| Ok(())).optional()?.is_some())
+        })
+        .await
     }
 }

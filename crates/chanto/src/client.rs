@@ -50,7 +50,8 @@ pub fn load_user_config() -> anyhow::Result<UserConfig> {
 pub fn resolve(conn: &Connection) -> anyhow::Result<(String, Option<String>)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let file = load_user_config()?;
-    let server = conn.server.clone().or_else(|| env("CHANTO_SERVER")).or(file.server).unwrap_or_else(|| DEFAULT_SERVER.into());
+    let server =
+        conn.server.clone().or_else(|| env("CHANTO_SERVER")).or(file.server).unwrap_or_else(|| DEFAULT_SERVER.into());
     let token = conn.token.clone().or_else(|| env("CHANTO_TOKEN")).or(file.token);
     Ok((server.trim_end_matches('/').to_owned(), token))
 }
@@ -104,7 +105,9 @@ impl Client {
     /// A client for an explicit server and token.
     pub fn with(server: String, token: Option<String>) -> anyhow::Result<Self> {
         if !(server.starts_with("http://") || server.starts_with("https://")) {
-            bail!("server URL {server:?} must start with http:// or https:// (from --server, CHANTO_SERVER or `chanto login`)");
+            bail!(
+                "server URL {server:?} must start with http:// or https:// (from --server, CHANTO_SERVER or `chanto login`)"
+            );
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -127,7 +130,11 @@ impl Client {
         let resp = rb.send().await.map_err(|e| CallError {
             status: None,
             code: None,
-            message: format!("cannot reach the chanto API at {}: {}; is `chanto serve` running? (--server, CHANTO_SERVER)", self.server, root_cause(&e)),
+            message: format!(
+                "cannot reach the chanto API at {}: {}; is `chanto serve` running? (--server, CHANTO_SERVER)",
+                self.server,
+                root_cause(&e)
+            ),
             retry_after: None,
         })?;
         let status = resp.status();
@@ -155,17 +162,14 @@ impl Client {
                 }
                 (Some(b.error.code), m)
             }
-            Err(_) => (None, format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).trim())),
+            Err(_) => {
+                (None, format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).trim()))
+            }
         };
         if status.as_u16() == 401 && self.token.is_none() {
             message = format!("{message}\nhint: no token given; pass --token, set CHANTO_TOKEN, or run `chanto login`");
         }
-        Err(CallError {
-            status: Some(status.as_u16()),
-            code,
-            message,
-            retry_after,
-        })
+        Err(CallError { status: Some(status.as_u16()), code, message, retry_after })
     }
 
     /// GET a JSON resource.
@@ -185,8 +189,10 @@ impl Client {
 
     /// PUT raw bytes.
     pub async fn put_bytes<T: DeserializeOwned>(&self, path: &str, body: reqwest::Body) -> Result<T, CallError> {
-        self.send(self.request(reqwest::Method::PUT, path).header("content-type", "application/octet-stream").body(body))
-            .await
+        self.send(
+            self.request(reqwest::Method::PUT, path).header("content-type", "application/octet-stream").body(body),
+        )
+        .await
     }
 }
 

@@ -4,14 +4,17 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, anyhow, bail};
-use chanto_control::api::{CreateSiteRequest, DeployView, PublishResponse, RollbackRequest, RollbackResponse, SiteView};
+use chanto_control::api::{
+    CreateSiteRequest, DeployView, PublishResponse, RollbackRequest, RollbackResponse, SiteView,
+};
 
 use crate::cli::{Cli, Command, DeploysCommand, LogFormat, SitesCommand};
 use crate::client::{self, Client, seg};
 use crate::deploy::{self, DeployPlan, human_bytes};
 
 fn init_logging(default: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CHANTO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHANTO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -37,7 +40,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("info", args.log_format);
             let running = crate::serve::start(args).await?;
             crate::serve::announce_token(&running);
-            println!("chanto is serving. Sites: http://<site>.{}:{}/   API: {}", args.base_domain, running.edge_addr.port(), running.api_url());
+            println!(
+                "chanto is serving. Sites: http://<site>.{}:{}/   API: {}",
+                args.base_domain,
+                running.edge_addr.port(),
+                running.api_url()
+            );
             return running.run_until_signal().await;
         }
         Command::Demo(args) => {
@@ -95,7 +103,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return print_json(&r);
             }
             match &r.previous {
-                Some(p) => println!("Deploy {} is active on {}/{} (was {p})", r.deploy.id, r.deploy.site, r.deploy.branch),
+                Some(p) => {
+                    println!("Deploy {} is active on {}/{} (was {p})", r.deploy.id, r.deploy.site, r.deploy.branch)
+                }
                 None => println!("Deploy {} is active on {}/{}", r.deploy.id, r.deploy.site, r.deploy.branch),
             }
             print_urls(&r.deploy);
@@ -105,7 +115,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &site)?;
             let branch = branch.map(|b| parse("--branch", &b)).transpose()?;
-            let r: RollbackResponse = client.post(&format!("/sites/{}/rollback", seg(&site)), &RollbackRequest { branch }).await?;
+            let r: RollbackResponse =
+                client.post(&format!("/sites/{}/rollback", seg(&site)), &RollbackRequest { branch }).await?;
             if json {
                 return print_json(&r);
             }
@@ -142,18 +153,18 @@ async fn login(conn: &crate::cli::Connection, token_stdin: bool) -> anyhow::Resu
         token.unwrap_or_default()
     };
     if token.is_empty() {
-        bail!("no token given; pass --token, --token-stdin, or type it when asked (the admin token is in DATA/admin.token)");
+        bail!(
+            "no token given; pass --token, --token-stdin, or type it when asked (the admin token is in DATA/admin.token)"
+        );
     }
     let client = Client::with(server.clone(), Some(token.clone()))?;
     let sites: Vec<SiteView> = client.get("/sites").await?;
-    let path = client::config_path().ok_or_else(|| anyhow!("cannot tell where to save the login: set HOME or CHANTO_CONFIG"))?;
+    let path = client::config_path()
+        .ok_or_else(|| anyhow!("cannot tell where to save the login: set HOME or CHANTO_CONFIG"))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let text = toml::to_string(&client::UserConfig {
-        server: Some(server.clone()),
-        token: Some(token),
-    })?;
+    let text = toml::to_string(&client::UserConfig { server: Some(server.clone()), token: Some(token) })?;
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()

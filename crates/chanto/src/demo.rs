@@ -26,7 +26,12 @@ pub async fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
     let token = match &running.new_token {
         Some(t) => t.clone(),
         None => std::fs::read_to_string(running.data.join("admin.token"))
-            .with_context(|| format!("reading {} (the admin token the first start wrote)", running.data.join("admin.token").display()))?
+            .with_context(|| {
+                format!(
+                    "reading {} (the admin token the first start wrote)",
+                    running.data.join("admin.token").display()
+                )
+            })?
             .trim()
             .to_owned(),
     };
@@ -40,7 +45,11 @@ pub async fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
     }
     let site: chanto_core::SiteName = SITE.parse().expect("valid site name");
     if running.control.meta.get_site(&site).await?.is_none() {
-        running.control.create_site(&site, &"main".parse().expect("valid branch")).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        running
+            .control
+            .create_site(&site, &"main".parse().expect("valid branch"))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
     let outcome = deploy::run(
         &client,

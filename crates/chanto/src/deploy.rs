@@ -90,10 +90,7 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
             .into_par_iter()
             .map(|file| {
                 let (hash, size) = hash_file(&file)?;
-                Ok(Hashed {
-                    file: LocalFile { size, ..file },
-                    hash,
-                })
+                Ok(Hashed { file: LocalFile { size, ..file }, hash })
             })
             .collect()
     })
@@ -102,7 +99,11 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     say(format!("hashed {} files ({}) in {:.2}s", files.len(), human_bytes(total), started.elapsed().as_secs_f64()));
 
     let request = CreateDeployRequest {
-        branch: plan.branch.map(|b| b.parse()).transpose().map_err(|e: chanto_core::ValidationError| anyhow!("--branch: {}", e.message))?,
+        branch: plan
+            .branch
+            .map(|b| b.parse())
+            .transpose()
+            .map_err(|e: chanto_core::ValidationError| anyhow!("--branch: {}", e.message))?,
         message: plan.message.map(str::to_owned),
         draft: plan.draft,
         files: files
@@ -111,7 +112,8 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
             .collect::<BTreeMap<_, _>>(),
     };
     let create_path = format!("/sites/{}/deploys", seg(plan.site));
-    let created: CreateDeployResponse = with_retries("creating the deploy", || client.post(&create_path, &request)).await?;
+    let created: CreateDeployResponse =
+        with_retries("creating the deploy", || client.post(&create_path, &request)).await?;
     let id = created.deploy.id.clone();
 
     // One upload per missing blob, from the first file that has it.
@@ -119,11 +121,8 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     for h in &files {
         by_hash.entry(h.hash).or_insert(&h.file);
     }
-    let todo: Vec<(ContentHash, LocalFile)> = created
-        .required
-        .iter()
-        .filter_map(|h| by_hash.get(h).map(|f| (*h, (*f).clone())))
-        .collect();
+    let todo: Vec<(ContentHash, LocalFile)> =
+        created.required.iter().filter_map(|h| by_hash.get(h).map(|f| (*h, (*f).clone()))).collect();
     let todo_bytes: u64 = todo.iter().map(|(_, f)| f.size).sum();
     say(format!(
         "deploy {id}: {} of {} blobs to upload ({}), {} already on the server",
@@ -136,9 +135,11 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     let bar = if plan.progress && std::io::stderr().is_terminal() && !todo.is_empty() {
         let bar = ProgressBar::new(todo_bytes);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         Some(bar)
     } else {

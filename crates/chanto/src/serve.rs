@@ -95,7 +95,13 @@ fn validate_base_domain(d: &str) -> anyhow::Result<String> {
     let d = d.trim_end_matches('.').to_ascii_lowercase();
     let ok = !d.is_empty()
         && d.len() <= 200
-        && d.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-'));
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
     if !ok {
         bail!("--base-domain {d:?} is not a domain name; use e.g. `localhost` or `sites.example.com`");
     }
@@ -121,7 +127,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db"))?);
     let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open(data.join("blobs"))?);
 
-    let edge_listener = TcpListener::bind(args.edge).await.with_context(|| format!("binding the edge to {}", args.edge))?;
+    let edge_listener =
+        TcpListener::bind(args.edge).await.with_context(|| format!("binding the edge to {}", args.edge))?;
     let api_listener = TcpListener::bind(args.api).await.with_context(|| format!("binding the API to {}", args.api))?;
     let edge_addr = edge_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
@@ -141,7 +148,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
 
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let serve = |listener: TcpListener, router: axum::Router, mut rx: tokio::sync::watch::Receiver<bool>, what: &'static str| {
+    let serve = |listener: TcpListener,
+                 router: axum::Router,
+                 mut rx: tokio::sync::watch::Receiver<bool>,
+                 what: &'static str| {
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -172,16 +182,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(edge = %edge_addr, api = %api_addr, data = %data.display(), "chanto is serving");
-    Ok(Running {
-        edge_addr,
-        api_addr,
-        new_token,
-        control,
-        data,
-        stop,
-        tasks,
-        _lock: lock,
-    })
+    Ok(Running { edge_addr, api_addr, new_token, control, data, stop, tasks, _lock: lock })
 }
 
 /// Prints the one-time admin token notice.

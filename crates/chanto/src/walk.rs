@@ -74,7 +74,10 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
                 let size = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?.len();
                 out.push(LocalFile { path: rel, abs, size });
             } else {
-                bail!("{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory", shown.display());
+                bail!(
+                    "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",
+                    shown.display()
+                );
             }
         }
     }

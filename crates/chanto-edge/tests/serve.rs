@@ -1,0 +1,221 @@
+//! The edge in process (`oneshot`) over a real blob directory: routing by
+//! host, index files, 404 pages, methods, hostile paths, snapshot swaps.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use chanto_core::{ContentHash, DeployId, Manifest, ManifestEntry};
+use chanto_edge::Edge;
+use chanto_store::{BlobStore, LocalBlobStore, RoutingRow, RoutingSink, RoutingTable};
+use tower::ServiceExt;
+
+struct Fixture {
+    edge: Arc<Edge>,
+    blobs: Arc<LocalBlobStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
+        let edge = Edge::new("localhost", blobs.clone() as Arc<dyn BlobStore>);
+        Self { edge, blobs, _dir: dir }
+    }
+
+    /// Stores the files and a manifest of them; returns the manifest's hash.
+    async fn manifest(&self, files: &[(&str, &str, &str)]) -> ContentHash {
+        let mut m = Manifest { version: Manifest::VERSION, ..Default::default() };
+        for (path, content_type, body) in files {
+            let hash = self.blobs.put_bytes(Bytes::from(body.to_string())).await.unwrap();
+            m.files.insert(
+                path.to_string(),
+                ManifestEntry {
+                    hash,
+                    size: body.len() as u64,
+                    content_type: content_type.to_string(),
+                    variants: vec![],
+                },
+            );
+        }
+        self.blobs.put_bytes(Bytes::from(serde_json::to_vec(&m).unwrap())).await.unwrap()
+    }
+
+    async fn get(&self, method: &str, host: &str, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let req = Request::builder().method(method).uri(path).header("host", host).body(Body::empty()).unwrap();
+        let resp = chanto_edge::router(self.edge.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn row(site: &str, branch: &str, production: bool, deploy: u8, manifest: ContentHash) -> RoutingRow {
+    let branch: chanto_core::BranchName = branch.parse().unwrap();
+    RoutingRow {
+        site: site.parse().unwrap(),
+        label: branch.label(),
+        branch,
+        production,
+        deploy: DeployId::from_random([deploy; 8]),
+        manifest,
+    }
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+#[tokio::test]
+async fn routes_by_host_and_serves_the_right_bytes() {
+    let f = Fixture::new();
+    let prod = f
+        .manifest(&[
+            ("index.html", HTML, "<h1>prod</h1>"),
+            ("docs/index.html", HTML, "docs index"),
+            ("style.css", "text/css; charset=utf-8", "body{}"),
+            ("404.html", HTML, "custom not found"),
+            ("café/ünï.txt", "text/plain; charset=utf-8", "unicode"),
+        ])
+        .await;
+    let dev = f.manifest(&[("index.html", HTML, "<h1>dev</h1>")]).await;
+    let draft = f.manifest(&[("index.html", HTML, "<h1>draft</h1>")]).await;
+    let table = RoutingTable {
+        version: 1,
+        branches: vec![row("docs", "main", true, 1, prod), row("docs", "feature/x", false, 2, dev)],
+        permalinks: vec![("docs".parse().unwrap(), DeployId::from_random([9; 8]), draft)],
+    };
+    f.edge.publish(table).await.unwrap();
+
+    let (s, h, body) = f.get("GET", "docs.localhost:8080", "/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "<h1>prod</h1>"));
+    assert_eq!(h["content-type"], HTML);
+    assert_eq!(h["content-length"], "13");
+    for host in ["DOCS.LocalHost", "docs.localhost.", "docs.localhost:1234", "main--docs.localhost"] {
+        let (s, _, body) = f.get("GET", host, "/").await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, "<h1>prod</h1>"), "{host}");
+    }
+    let (_, _, body) = f.get("GET", "feature-x--docs.localhost", "/index.html").await;
+    assert_eq!(body, "<h1>dev</h1>");
+    let (_, _, body) = f.get("GET", "0909090909090909--docs.localhost", "/").await;
+    assert_eq!(body, "<h1>draft</h1>", "permalink of a draft");
+    let (s, h, _) = f.get("GET", "docs.localhost", "/style.css").await;
+    assert_eq!((s, h["content-type"].to_str().unwrap()), (StatusCode::OK, "text/css; charset=utf-8"));
+    let (s, _, body) = f.get("GET", "docs.localhost", "/caf%C3%A9/%C3%BCn%C3%AF.txt").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "unicode"));
+
+    // Directories: index.html with a slash, a redirect without one.
+    let (s, _, body) = f.get("GET", "docs.localhost", "/docs/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "docs index"));
+    let (s, h, _) = f.get("GET", "docs.localhost", "/docs?x=1").await;
+    assert_eq!(s, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(h["location"], "/docs/?x=1");
+
+    // Missing paths: the site's 404.html, with status 404.
+    let (s, _, body) = f.get("GET", "docs.localhost", "/missing").await;
+    assert_eq!((s, body.as_str()), (StatusCode::NOT_FOUND, "custom not found"));
+    // A site without 404.html: the plain page.
+    let (s, _, body) = f.get("GET", "feature-x--docs.localhost", "/missing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body.contains("404"));
+
+    // HEAD: headers, no body.
+    let (s, h, body) = f.get("HEAD", "docs.localhost", "/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, ""));
+    assert_eq!(h["content-length"], "13");
+
+    // Other methods: 405 with Allow.
+    for m in ["POST", "PUT", "DELETE", "PATCH"] {
+        let (s, h, _) = f.get(m, "docs.localhost", "/").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m}");
+        assert_eq!(h["allow"], "GET, HEAD");
+    }
+}
+
+#[tokio::test]
+async fn unknown_hosts_reveal_nothing() {
+    let f = Fixture::new();
+    let m = f.manifest(&[("index.html", HTML, "secret site")]).await;
+    f.edge
+        .publish(RoutingTable { version: 1, branches: vec![row("docs", "main", true, 1, m)], permalinks: vec![] })
+        .await
+        .unwrap();
+    let (_, _, reference) = f.get("GET", "nope.localhost", "/").await;
+    for host in [
+        "nope.localhost",
+        "localhost",
+        "docs.example.com",
+        "x.docs.localhost",
+        "nobranch--docs.localhost",
+        "ffffffffffffffff--docs.localhost",
+        "",
+        "--docs.localhost",
+    ] {
+        let (s, _, body) = f.get("GET", host, "/").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{host:?}");
+        assert_eq!(body, reference, "{host:?}: every unknown host gets the same page");
+        assert!(!body.contains("docs") && !body.contains("secret"));
+    }
+}
+
+#[tokio::test]
+async fn nothing_outside_the_deploy_is_reachable() {
+    let f = Fixture::new();
+    let m = f.manifest(&[("index.html", HTML, "ok"), ("a/b.html", HTML, "b")]).await;
+    // A blob in the same store that this deploy does not list.
+    let other = f.blobs.put_bytes(Bytes::from_static(b"other site's secret")).await.unwrap();
+    f.edge
+        .publish(RoutingTable { version: 1, branches: vec![row("docs", "main", true, 1, m)], permalinks: vec![] })
+        .await
+        .unwrap();
+    let hex = other.to_hex();
+    let hostile = [
+        "/../../blobs".to_owned(),
+        "/%2e%2e/%2e%2e/etc/passwd".to_owned(),
+        "/%2E./x".to_owned(),
+        "/..%2fx".to_owned(),
+        "/a/..%5c..%5cx".to_owned(),
+        "/a%00.html".to_owned(),
+        format!("/{}/{}", &hex[..2], &hex[2..]),
+        format!("/../blobs/{}/{}", &hex[..2], &hex[2..]),
+        "/%".to_owned(),
+        format!("/{}", "a/".repeat(3000)),
+    ];
+    for path in &hostile {
+        let (s, _, body) = f.get("GET", "docs.localhost", path).await;
+        assert!(s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND, "{path}: {s}");
+        assert!(!body.contains("secret"), "{path}");
+    }
+    // Dot segments that stay inside resolve normally.
+    let (s, _, body) = f.get("GET", "docs.localhost", "/a/../a/b.html").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "b"));
+}
+
+#[tokio::test]
+async fn snapshots_swap_whole_and_never_go_back() {
+    let f = Fixture::new();
+    let v1 = f.manifest(&[("index.html", HTML, "one"), ("only-in-one.html", HTML, "1")]).await;
+    let v2 = f.manifest(&[("index.html", HTML, "two")]).await;
+    let table = |version, m| RoutingTable {
+        version,
+        branches: vec![row("docs", "main", true, version as u8, m)],
+        permalinks: vec![],
+    };
+    let (s, _, _) = f.get("GET", "docs.localhost", "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing before the first snapshot");
+    f.edge.publish(table(1, v1)).await.unwrap();
+    assert_eq!(f.get("GET", "docs.localhost", "/").await.2, "one");
+    f.edge.publish(table(2, v2)).await.unwrap();
+    assert_eq!(f.get("GET", "docs.localhost", "/").await.2, "two");
+    // The files of the old deploy went with it.
+    assert_eq!(f.get("GET", "docs.localhost", "/only-in-one.html").await.0, StatusCode::NOT_FOUND);
+    // A late, older table is ignored.
+    f.edge.publish(table(1, v1)).await.unwrap();
+    assert_eq!(f.get("GET", "docs.localhost", "/").await.2, "two");
+    assert_eq!(f.edge.snapshot().version, 2);
+    // A table whose manifest cannot be read is refused; the old snapshot stays.
+    let missing = ContentHash::of(b"no such manifest");
+    assert!(f.edge.publish(table(3, missing)).await.is_err());
+    assert_eq!(f.get("GET", "docs.localhost", "/").await.2, "two");
+}

@@ -1,0 +1,381 @@
+//! End to end: the real `chanto` binary serving on port 0, driven by the real
+//! CLI, deploying real directories, checked on the wire.
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+
+use util::{Cli, Server, write_tree};
+
+#[test]
+fn first_start_creates_the_admin_token_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &[]);
+    let token_file = data.join("admin.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token must be private");
+    assert!(server.token.starts_with("chanto_") && server.token.len() > 40);
+    assert!(server.stdout().contains(&server.token), "the token is printed once on first start");
+    assert!(server.stderr().contains("chanto is serving"), "{}", server.stderr());
+    // The database holds only a hash of it.
+    let db = std::fs::read(data.join("meta.db")).unwrap();
+    assert!(!db.windows(server.token.len()).any(|w| w == server.token.as_bytes()));
+
+    // A second server on the same data dir is refused.
+    let second =
+        Cli::new(&["serve", "--data", data.to_str().unwrap(), "--edge", "127.0.0.1:0", "--api", "127.0.0.1:0"]).fails();
+    assert!(second.stderr().contains("another chanto is already serving"), "{}", second.report());
+
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    let again = Server::start(&data, &[]);
+    assert!(!again.stdout().contains("chanto_"), "no new token on restart: {}", again.stdout());
+    assert_eq!(again.token, std::fs::read_to_string(&token_file).unwrap().trim());
+}
+
+#[test]
+fn deploy_branches_permalinks_publish_and_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let port = server.edge.rsplit(':').next().unwrap().to_owned();
+    let site = tmp.path().join("site");
+    write_tree(
+        &site,
+        &[
+            ("index.html", "<h1>v1</h1>"),
+            ("about/index.html", "about"),
+            ("css/app.css", "body{}"),
+            ("404.html", "gone"),
+        ],
+    );
+
+    let r = server.cli(&["sites", "create", "docs"]).ok();
+    assert!(r.stdout().contains(&format!("http://docs.localhost:{port}/")), "{}", r.report());
+    let r = server.cli(&["sites", "create", "docs"]).fails();
+    assert!(r.stderr().contains("already exists"), "{}", r.report());
+    let r = server.cli(&["sites", "create", "Bad_Name"]).fails();
+    assert!(r.stderr().contains("site name"), "{}", r.report());
+    let r = server.cli(&["sites", "list"]).ok();
+    assert!(r.stdout().contains("docs") && r.stdout().contains("main"), "{}", r.report());
+
+    // First deploy: everything is uploaded, and it is live when the command returns.
+    let d1 = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "first", "--json"]).ok().json();
+    assert_eq!(d1["files"], 4);
+    assert_eq!(d1["uploaded"], 4);
+    assert_eq!(d1["deploy"]["state"], "active");
+    let id1 = d1["deploy"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(d1["deploy"]["urls"]["production"], format!("http://docs.localhost:{port}/"));
+    let home = server.get("docs.localhost", "/");
+    assert_eq!((home.status, home.text().as_str()), (200, "<h1>v1</h1>"));
+    assert_eq!(home.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(server.get("docs.localhost", "/css/app.css").header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(server.get("docs.localhost", "/about/").text(), "about");
+    assert_eq!(server.get("docs.localhost", "/about").status, 301);
+    let missing = server.get("docs.localhost", "/nope");
+    assert_eq!((missing.status, missing.text().as_str()), (404, "gone"));
+    assert_eq!(server.get("nosuchsite.localhost", "/").status, 404);
+
+    // Redeploying the same tree uploads nothing.
+    let same = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--json"]).ok().json();
+    assert_eq!(same["uploaded"], 0);
+
+    // A change uploads exactly the changed file; the plain output names the URLs.
+    write_tree(&site, &[("index.html", "<h1>v2</h1>")]);
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "second"]).ok();
+    assert!(r.stdout().contains("uploaded 1 blobs"), "{}", r.report());
+    assert!(r.stdout().contains(&format!("URL:        http://docs.localhost:{port}/")), "{}", r.report());
+    assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v2</h1>");
+    // The first deploy stays reachable at its permalink.
+    assert_eq!(server.get(&format!("{id1}--docs.localhost"), "/").text(), "<h1>v1</h1>");
+
+    // Rollback: back to the deploy before, no upload.
+    let rb = server.cli(&["rollback", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(rb["deploy"]["state"], "active");
+    assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v1</h1>");
+    let r = server.cli(&["rollback", "--site", "docs"]).ok();
+    assert!(r.stdout().contains("Rolled back docs/main"), "{}", r.report());
+    assert_eq!(
+        server.get("docs.localhost", "/").text(),
+        "<h1>v1</h1>",
+        "the deploy before is v1 as well (same content)"
+    );
+    let r = server.cli(&["rollback", "--site", "docs"]).fails();
+    assert!(r.stderr().contains("no earlier deploy"), "{}", r.report());
+
+    // Publish any ready deploy: roll forward to the newest.
+    let list = server.cli(&["deploys", "list", "--site", "docs", "--json"]).ok().json();
+    let newest = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    server.cli(&["publish", &newest]).ok();
+    assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v2</h1>");
+    let show = server.cli(&["deploys", "show", &newest]).ok();
+    assert!(
+        show.stdout().contains("state:    active") && show.stdout().contains("message:  second"),
+        "{}",
+        show.report()
+    );
+    let text_list = server.cli(&["deploys", "list", "--site", "docs"]).ok();
+    assert_eq!(text_list.stdout().lines().count(), 3, "{}", text_list.report());
+
+    // A branch gets its own URL and leaves production alone.
+    let dev = tmp.path().join("dev");
+    write_tree(&dev, &[("index.html", "dev build")]);
+    let d = server
+        .cli(&["deploy", dev.to_str().unwrap(), "--site", "docs", "--branch", "feature/New", "--json"])
+        .ok()
+        .json();
+    assert_eq!(d["deploy"]["urls"]["branch"], format!("http://feature-new--docs.localhost:{port}/"));
+    assert_eq!(server.get("feature-new--docs.localhost", "/").text(), "dev build");
+    assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v2</h1>");
+    let only_dev = server.cli(&["deploys", "list", "--site", "docs", "--branch", "feature/New", "--json"]).ok().json();
+    assert_eq!(only_dev.as_array().unwrap().len(), 1);
+
+    // A draft is only at its permalink.
+    write_tree(&dev, &[("index.html", "draft build")]);
+    let draft = server
+        .cli(&["deploy", dev.to_str().unwrap(), "--site", "docs", "--branch", "feature/New", "--draft", "--json"])
+        .ok()
+        .json();
+    assert_eq!(draft["deploy"]["state"], "ready");
+    let draft_id = draft["deploy"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.get("feature-new--docs.localhost", "/").text(), "dev build");
+    assert_eq!(server.get(&format!("{draft_id}--docs.localhost"), "/").text(), "draft build");
+
+    // Unknown ids and sites are clear errors.
+    let r = server.cli(&["deploys", "show", "0123456789abcdef"]).fails();
+    assert!(r.stderr().contains("not found"), "{}", r.report());
+    let r = server.cli(&["publish", "nope"]).fails();
+    assert!(r.stderr().contains("not a deploy id"), "{}", r.report());
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "ghost"]).fails();
+    assert!(r.stderr().contains("site ghost not found"), "{}", r.report());
+
+    // Deleting asks first; with --yes the site's URLs stop answering.
+    let r = server.cli(&["sites", "delete", "docs"]).fails();
+    assert!(r.stderr().contains("--yes"), "{}", r.report());
+    assert_eq!(server.get("docs.localhost", "/").status, 200);
+    server.cli(&["sites", "delete", "docs", "--yes"]).ok();
+    assert_eq!(server.get("docs.localhost", "/").status, 404);
+    assert_eq!(server.get(&format!("{id1}--docs.localhost"), "/").status, 404);
+}
+
+#[test]
+fn bad_directories_are_refused_with_the_path_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--max-file-size", "1000"]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let deploy = |dir: &std::path::Path| server.cli(&["deploy", dir.to_str().unwrap(), "--site", "docs"]).fails();
+
+    let outside = tmp.path().join("outside");
+    write_tree(&outside, &[("secret.txt", "secret")]);
+    let leaky = tmp.path().join("leaky");
+    write_tree(&leaky, &[("index.html", "ok")]);
+    std::os::unix::fs::symlink(outside.join("secret.txt"), leaky.join("leak.txt")).unwrap();
+    let r = deploy(&leaky);
+    assert!(r.stderr().contains("leak.txt") && r.stderr().contains("outside the deployed directory"), "{}", r.report());
+
+    // Symlinks inside the tree are followed.
+    let linked = tmp.path().join("linked");
+    write_tree(&linked, &[("index.html", "real")]);
+    std::os::unix::fs::symlink("index.html", linked.join("alias.html")).unwrap();
+    server.cli(&["deploy", linked.to_str().unwrap(), "--site", "docs"]).ok();
+    assert_eq!(server.get("docs.localhost", "/alias.html").text(), "real");
+
+    let bad_name = tmp.path().join("badname");
+    std::fs::create_dir_all(&bad_name).unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::write(bad_name.join(std::ffi::OsStr::from_bytes(b"caf\xe9.html")), "latin-1").unwrap();
+    let r = deploy(&bad_name);
+    assert!(r.stderr().contains("not valid UTF-8") && r.stderr().contains("caf"), "{}", r.report());
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(empty.join("sub")).unwrap();
+    assert!(deploy(&empty).stderr().contains("contains no files"));
+    assert!(deploy(&tmp.path().join("missing")).stderr().contains("cannot read"));
+    assert!(deploy(&leaky.join("index.html")).stderr().contains("not a directory"));
+
+    let big = tmp.path().join("big");
+    write_tree(&big, &[("index.html", "ok"), ("huge.bin", &"x".repeat(1001))]);
+    let r = deploy(&big);
+    assert!(r.stderr().contains("huge.bin") && r.stderr().contains("1000 bytes"), "{}", r.report());
+
+    // None of that changed what is live.
+    assert_eq!(server.get("docs.localhost", "/").text(), "real");
+    let list = server.cli(&["deploys", "list", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn tokens_come_from_flags_env_or_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let config = tmp.path().join("config.toml");
+
+    let r = Cli::new(&["sites", "list"]).env("CHANTO_SERVER", &server.api_url).fails();
+    assert!(r.stderr().contains("missing API token") && r.stderr().contains("chanto login"), "{}", r.report());
+    let r = Cli::new(&["sites", "list", "--token", "chanto_wrong"]).env("CHANTO_SERVER", &server.api_url).fails();
+    assert!(r.stderr().contains("unknown API token"), "{}", r.report());
+    let r = Cli::new(&["sites", "list"]).env("CHANTO_SERVER", "http://127.0.0.1:1").env("CHANTO_TOKEN", "x").fails();
+    assert!(r.stderr().contains("cannot reach the chanto API"), "{}", r.report());
+
+    // A bad token at login is refused and nothing is saved.
+    let r = Cli::new(&["login", "--server", &server.api_url, "--token-stdin"])
+        .env("CHANTO_CONFIG", config.to_str().unwrap())
+        .stdin("chanto_bad\n")
+        .fails();
+    assert!(r.stderr().contains("unknown API token"), "{}", r.report());
+    assert!(!config.exists());
+
+    let r = Cli::new(&["login", "--server", &server.api_url, "--token-stdin"])
+        .env("CHANTO_CONFIG", config.to_str().unwrap())
+        .stdin(&format!("{}\n", server.token))
+        .ok();
+    assert!(r.stdout().contains("Logged in"), "{}", r.report());
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    Cli::new(&["sites", "create", "from-login"]).env("CHANTO_CONFIG", config.to_str().unwrap()).ok();
+    // A flag beats the file.
+    let r =
+        Cli::new(&["sites", "list", "--token", "chanto_wrong"]).env("CHANTO_CONFIG", config.to_str().unwrap()).fails();
+    assert!(r.stderr().contains("unknown API token"), "{}", r.report());
+    // The environment beats the file too.
+    let r = Cli::new(&["sites", "list"])
+        .env("CHANTO_CONFIG", config.to_str().unwrap())
+        .env("CHANTO_TOKEN", "chanto_env")
+        .fails();
+    assert!(r.stderr().contains("unknown API token"), "{}", r.report());
+
+    // A broken config file is named.
+    std::fs::write(&config, "server = 1\nsurprise = true\n").unwrap();
+    let r = Cli::new(&["sites", "list"]).env("CHANTO_CONFIG", config.to_str().unwrap()).fails();
+    assert!(r.stderr().contains(config.to_str().unwrap()), "{}", r.report());
+    let r = Cli::new(&["sites", "list", "--server", "ftp://x"]).fails();
+    assert!(r.stderr().contains("must start with http"), "{}", r.report());
+}
+
+#[test]
+fn an_interrupted_deploy_resumes_and_nothing_partial_is_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let site = tmp.path().join("site");
+    let files: Vec<(String, String)> =
+        (0..20).map(|i| (format!("page{i}.html"), format!("page {i} {}", "x".repeat(i * 100)))).collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, b)| (p.as_str(), b.as_str())).collect();
+    write_tree(&site, &refs);
+
+    let server = Server::start(&data, &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    // Start a deploy through the API and upload half of it, as a CLI would
+    // have before the server died.
+    let manifest: serde_json::Map<String, serde_json::Value> = files
+        .iter()
+        .map(|(p, b)| {
+            (p.clone(), serde_json::json!({"hash": blake3::hash(b.as_bytes()).to_hex().to_string(), "size": b.len()}))
+        })
+        .collect();
+    let created = curl(
+        &server,
+        "POST",
+        "/api/v1/sites/docs/deploys",
+        serde_json::json!({"files": manifest}).to_string().into_bytes(),
+    );
+    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+    for (_, body) in files.iter().take(10) {
+        let hash = blake3::hash(body.as_bytes()).to_hex().to_string();
+        curl(&server, "PUT", &format!("/api/v1/deploys/{id}/blobs/{hash}"), body.clone().into_bytes());
+    }
+    server.kill();
+
+    let server = Server::start(&data, &[]);
+    assert_eq!(server.get("docs.localhost", "/page0.html").status, 404, "nothing partial is live");
+    let d = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--json"]).ok().json();
+    assert_eq!(d["required"], 10, "only what never arrived is sent again: {d}");
+    assert_eq!(d["uploaded"], 10);
+    assert_eq!(server.get("docs.localhost", "/page19.html").text(), files[19].1);
+    // The abandoned deploy is still `uploading` until it expires; it was never live.
+    let shown = server.cli(&["deploys", "show", &id, "--json"]).ok().json();
+    assert_eq!(shown["state"], "uploading");
+}
+
+/// A raw API call with the admin token (for setting up states the CLI never leaves).
+fn curl(server: &Server, method: &str, path: &str, body: Vec<u8>) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.api_url_addr()).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.token,
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 2"), "{method} {path}: {raw}");
+    serde_json::from_str(body).unwrap()
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let server = Server::start(&data, &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let small = tmp.path().join("small");
+    write_tree(&small, &[("index.html", "fits")]);
+    server.cli(&["deploy", small.to_str().unwrap(), "--site", "docs"]).ok();
+
+    // 4 MB of incompressible bytes cannot fit in 3 MB.
+    let big = tmp.path().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let noise: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(big.join("video.bin"), noise).unwrap();
+    write_tree(&big, &[("index.html", "too big")]);
+    let r = server.cli(&["deploy", big.to_str().unwrap(), "--site", "docs"]).fails();
+    assert!(r.stderr().contains("no space left"), "{}", r.report());
+    assert_eq!(std::fs::read_dir(data.join("blobs/.tmp")).unwrap().count(), 0, "nothing half-written");
+    assert_eq!(server.get("docs.localhost", "/").text(), "fits", "what is live did not change");
+}
+
+#[test]
+fn demo_serves_the_example_site() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start_cmd("demo", &data, &[]);
+    let out = util::wait_for("demo output", std::time::Duration::from_secs(30), || {
+        let out = server.stdout();
+        out.contains("Press Ctrl-C").then_some(out)
+    });
+    let port = server.edge.rsplit(':').next().unwrap().to_owned();
+    assert!(out.contains(&format!("http://example.localhost:{port}/")), "{out}");
+    let home = server.get("example.localhost", "/");
+    assert_eq!(home.status, 200);
+    assert!(home.text().contains("it works"), "{}", home.text());
+    assert_eq!(
+        server.get("example.localhost", "/app.js").header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(server.get("example.localhost", "/nope").status, 404);
+    // The deploy went through the real API: it is listed like any other.
+    let list = server.cli(&["deploys", "list", "--site", "example", "--json"]).ok().json();
+    assert_eq!(list[0]["message"], "chanto demo: the bundled example site");
+    assert!(server.terminate().success());
+}
