@@ -14,7 +14,7 @@ use chanto_core::{
 };
 use chanto_store::{
     ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingSink, RoutingTable,
-    SiteRecord, StoreError, now_millis, random_bytes,
+    SiteRecord, StoreError, VariantRecord, now_millis, random_bytes,
 };
 use futures_util::StreamExt;
 
@@ -322,38 +322,37 @@ impl Control {
             candidates.into_iter().filter(|h| Encoding::ALL.iter().any(|e| !known.contains_key(&(*h, *e)))).collect();
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
-        let made: Vec<Result<Vec<(ContentHash, Encoding, Option<Variant>)>, ApiError>> =
-            futures_util::stream::iter(todo)
-                .map(|src| async move {
-                    let bytes = self.blobs.get(&src).await?;
-                    let compressed = tokio::task::spawn_blocking(move || {
-                        Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
-                    })
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            "internal",
-                            format!("compression task failed: {e}"),
-                        )
-                    })?;
-                    let mut out = Vec::new();
-                    for (enc, data) in compressed {
-                        let variant = match data {
-                            Some(data) => {
-                                let size = data.len() as u64;
-                                let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
-                                Some(Variant { encoding: enc, hash, size })
-                            }
-                            None => None,
-                        };
-                        out.push((src, enc, variant));
-                    }
-                    Ok(out)
+        let made: Vec<Result<Vec<VariantRecord>, ApiError>> = futures_util::stream::iter(todo)
+            .map(|src| async move {
+                let bytes = self.blobs.get(&src).await?;
+                let compressed = tokio::task::spawn_blocking(move || {
+                    Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
                 })
-                .buffer_unordered(parallel)
-                .collect()
-                .await;
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        format!("compression task failed: {e}"),
+                    )
+                })?;
+                let mut out = Vec::new();
+                for (enc, data) in compressed {
+                    let variant = match data {
+                        Some(data) => {
+                            let size = data.len() as u64;
+                            let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
+                            Some(Variant { encoding: enc, hash, size })
+                        }
+                        None => None,
+                    };
+                    out.push((src, enc, variant));
+                }
+                Ok(out)
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
         let mut fresh = Vec::new();
         for r in made {
             fresh.extend(r?);

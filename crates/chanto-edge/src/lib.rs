@@ -69,8 +69,8 @@ impl RoutingSink for Edge {
         }
         let mut manifests = HashMap::new();
         for row in &table.branches {
-            if !manifests.contains_key(&row.manifest) {
-                manifests.insert(row.manifest, self.manifest(&row.manifest).await?);
+            if let std::collections::hash_map::Entry::Vacant(slot) = manifests.entry(row.manifest) {
+                slot.insert(self.manifest(&row.manifest).await?);
             }
         }
         let snapshot = Snapshot::build(&table, &manifests);

@@ -11,7 +11,9 @@ pub mod sqlite;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use error::StoreError;
-pub use meta::{ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord};
+pub use meta::{
+    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord, VariantRecord,
+};
 pub use routing::{RoutingSink, RoutingTable};
 pub use sqlite::SqliteMeta;
 

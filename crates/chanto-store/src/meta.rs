@@ -116,6 +116,10 @@ pub struct RoutingRow {
     pub manifest: ContentHash,
 }
 
+/// What is known about one encoding of one source blob: the variant, or
+/// `None` when that encoding did not make the blob smaller.
+pub type VariantRecord = (ContentHash, Encoding, Option<Variant>);
+
 /// Why a deploy was activated (kept in the activation history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActivationKind {
@@ -202,12 +206,9 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Known variants of the given source blobs; `None` records that the
     /// encoding did not make the blob smaller.
-    async fn variants(
-        &self,
-        sources: &[ContentHash],
-    ) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError>;
+    async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<VariantRecord>, StoreError>;
     /// Remembers variants (idempotent).
-    async fn put_variants(&self, variants: &[(ContentHash, Encoding, Option<Variant>)]) -> Result<(), StoreError>;
+    async fn put_variants(&self, variants: &[VariantRecord]) -> Result<(), StoreError>;
     /// Every blob that a deploy (not expired or failed) still references: files,
     /// manifests and their variants.
     async fn referenced_blobs(&self) -> Result<std::collections::HashSet<ContentHash>, StoreError>;

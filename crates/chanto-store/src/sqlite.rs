@@ -196,7 +196,7 @@ fn flip(tx: &Transaction<'_>, branch_id: i64, from: Option<&str>, to: &str) -> R
     Ok(())
 }
 
-fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ContentHash, Encoding, Option<Variant>)> {
+fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VariantRecord> {
     let source: ContentHash = parse(0, r.get(0)?)?;
     let encoding = match r.get::<_, String>(1)?.as_str() {
         "br" => Encoding::Br,
@@ -554,10 +554,7 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn variants(
-        &self,
-        sources: &[ContentHash],
-    ) -> Result<Vec<(ContentHash, Encoding, Option<Variant>)>, StoreError> {
+    async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<VariantRecord>, StoreError> {
         let sources: Vec<String> = sources.iter().map(|h| h.to_hex()).collect();
         self.call(move |c| {
             let mut st = c.prepare_cached("SELECT source, encoding, hash, size FROM variants WHERE source = ?1")?;
@@ -572,7 +569,7 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn put_variants(&self, variants: &[(ContentHash, Encoding, Option<Variant>)]) -> Result<(), StoreError> {
+    async fn put_variants(&self, variants: &[VariantRecord]) -> Result<(), StoreError> {
         let variants = variants.to_vec();
         self.call(move |c| {
             let tx = c.transaction()?;

@@ -119,8 +119,7 @@ impl Server {
     /// Asks the server to stop (SIGTERM) and waits for it.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        let status = wait_for("server exit", Duration::from_secs(30), || self.child.try_wait().unwrap());
-        status
+        wait_for("server exit", Duration::from_secs(30), || self.child.try_wait().unwrap())
     }
 }
 
@@ -263,8 +262,7 @@ pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<HttpRespo
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             break;
