@@ -63,6 +63,10 @@ pub struct Control {
     routing_version: tokio::sync::Mutex<u64>,
     sessions: Mutex<HashMap<DeployId, Arc<UploadSession>>>,
     known_tokens: Mutex<HashSet<ContentHash>>,
+    /// Deploy operations hold it shared; garbage collection holds it alone, so
+    /// a blob a new deploy was just told it need not upload is never deleted
+    /// between that answer and the deploy's file list being recorded.
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl Control {
@@ -81,6 +85,7 @@ impl Control {
             routing_version: tokio::sync::Mutex::new(0),
             sessions: Mutex::new(HashMap::new()),
             known_tokens: Mutex::new(HashSet::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -247,6 +252,7 @@ impl Control {
 
     /// Receives one blob of a deploy in progress, verifying its hash and size.
     pub async fn upload(&self, id: &DeployId, hash: &ContentHash, body: ByteStream) -> Result<u64, ApiError> {
+        let _gc = self.gc_lock.read().await;
         let session = self.session(id).await?;
         let Some(&size) = session.sizes.get(hash) else {
             return Err(ApiError::new(
@@ -261,10 +267,16 @@ impl Control {
 
     /// Completes a deploy: checks every blob arrived, makes precompressed
     /// variants, writes the manifest, marks it ready and (unless a draft)
-    /// activates it. Nothing is live until the final pointer flip.
+    /// activates it. Nothing is live until the final pointer flip. Finalizing
+    /// a deploy that is already complete answers it unchanged, so a client
+    /// whose first finalize timed out can safely retry.
     pub async fn finalize(&self, id: &DeployId) -> Result<DeployRecord, ApiError> {
+        let _gc = self.gc_lock.read().await;
         let started = Instant::now();
         let deploy = self.deploy(id).await?;
+        if deploy.state.is_complete() {
+            return Ok(deploy);
+        }
         ensure_uploading(&deploy)?;
         let files = self.meta.deploy_files(id).await?;
         let mut unique: Vec<ContentHash> = files.iter().map(|f| f.hash).collect();
@@ -406,13 +418,42 @@ impl Control {
         Ok(expired.len())
     }
 
-    /// Runs the janitor forever: expiry every `interval`.
-    pub async fn run_janitor(self: Arc<Self>, interval: std::time::Duration) {
+    /// Deletes every blob no deploy references any more (expired uploads,
+    /// deleted sites), with the variants recorded for them. Blobs that any
+    /// uploading, ready, active or superseded deploy references are kept.
+    /// Returns how many blobs were deleted.
+    pub async fn collect_garbage(&self) -> Result<usize, StoreError> {
+        let _exclusive = self.gc_lock.write().await;
+        let referenced = self.meta.referenced_blobs().await?;
+        let garbage: Vec<ContentHash> =
+            self.blobs.list().await?.into_iter().filter(|h| !referenced.contains(h)).collect();
+        if garbage.is_empty() {
+            return Ok(0);
+        }
+        self.meta.forget_variants(&garbage).await?;
+        for h in &garbage {
+            self.blobs.delete(h).await?;
+        }
+        tracing::info!(blobs = garbage.len(), "garbage collected unreferenced blobs");
+        Ok(garbage.len())
+    }
+
+    /// Runs the janitor forever: expiry every `interval`, garbage collection
+    /// every `gc_every` intervals.
+    pub async fn run_janitor(self: Arc<Self>, interval: std::time::Duration, gc_every: u32) {
         let mut tick = tokio::time::interval(interval);
+        let mut n: u32 = 0;
         loop {
             tick.tick().await;
             if let Err(e) = self.expire_uploads(now_millis()).await {
                 tracing::warn!(error = %e, "janitor: expiring uploads failed; will retry");
+            }
+            n = n.wrapping_add(1);
+            if gc_every > 0
+                && n % gc_every == 0
+                && let Err(e) = self.collect_garbage().await
+            {
+                tracing::warn!(error = %e, "janitor: garbage collection failed; will retry");
             }
         }
     }

@@ -279,8 +279,9 @@ async fn a_deploy_uploads_only_what_is_missing_and_goes_live_on_finalize() {
     // A finalized deploy takes no uploads and no second finalize.
     let (s, v) = h.upload(&id2, b"v2").await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"));
+    // Finalizing again (a client retrying after a timeout) answers the deploy unchanged.
     let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id2}/finalize"), Value::Null).await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"));
+    assert_eq!((s, &v["state"], &v["id"]), (StatusCode::OK, &json!("active"), &json!(id2)));
 
     let (s, v) = h.call("GET", &format!("/api/v1/deploys/{id1}"), Value::Null).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("superseded")));
@@ -503,4 +504,47 @@ async fn unfinished_deploys_expire_and_take_no_more_uploads() {
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"));
     let (s, _) = h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
     assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn garbage_collection_keeps_every_referenced_blob() {
+    let h = Harness::new().await;
+    h.site("keep").await;
+    h.site("drop").await;
+    static BIG: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| "<p>shared page</p>\n".repeat(200).into_bytes());
+    let shared: &'static [u8] = &BIG;
+    h.deploy("keep", None, &[("index.html", shared), ("keep.css", b"keep")], false).await;
+    h.deploy("drop", None, &[("index.html", shared), ("only-drop.css", b"drop only")], false).await;
+    // An unfinished deploy's uploaded blob is referenced until it expires.
+    let (_, created) = h
+        .call(
+            "POST",
+            "/api/v1/sites/keep/deploys",
+            json!({"files": {"wip.html": {"hash": ContentHash::of(b"wip").to_hex(), "size": 3}}}),
+        )
+        .await;
+    let wip = created["deploy"]["id"].as_str().unwrap().to_owned();
+    h.upload(&wip, b"wip").await;
+    assert_eq!(h.control.collect_garbage().await.unwrap(), 0, "everything is referenced");
+
+    let (s, _) = h.call("DELETE", "/api/v1/sites/drop", Value::Null).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let deleted = h.control.collect_garbage().await.unwrap();
+    assert_eq!(deleted, 2, "the dropped site's own file and manifest");
+    assert!(!h.blobs.has(&ContentHash::of(b"drop only")).await.unwrap());
+    for kept in [ContentHash::of(shared), ContentHash::of(b"keep"), ContentHash::of(b"wip")] {
+        assert!(h.blobs.has(&kept).await.unwrap(), "{kept} is still referenced");
+    }
+    // The shared page's variants are still there, and the live site is whole.
+    let manifest: chanto_core::Manifest =
+        serde_json::from_slice(&h.blobs.get(&h.last_table().branches[0].manifest).await.unwrap()).unwrap();
+    for v in &manifest.files["index.html"].variants {
+        assert!(h.blobs.has(&v.hash).await.unwrap());
+    }
+
+    // Once the unfinished deploy expires, its blob goes too.
+    h.control.expire_uploads(chanto_store::now_millis() + 2 * 3600 * 1000).await.unwrap();
+    assert_eq!(h.control.collect_garbage().await.unwrap(), 1);
+    assert!(!h.blobs.has(&ContentHash::of(b"wip")).await.unwrap());
 }

@@ -229,6 +229,11 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     let refs = meta.referenced_blobs().await.unwrap();
     assert!(refs.contains(&ContentHash::of(b"shared")));
     assert!(refs.contains(&manifest));
+    assert!(!refs.contains(&src), "variants of unreferenced sources are not references");
+
+    // Forgetting a source's blobs forgets its variants.
+    meta.forget_variants(&[src]).await.unwrap();
+    assert!(meta.variants(&[src]).await.unwrap().is_empty());
 
     // Tokens are looked up by hash only.
     let th = ContentHash::of(b"token");

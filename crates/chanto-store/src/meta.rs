@@ -209,6 +209,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn variants(&self, sources: &[ContentHash]) -> Result<Vec<VariantRecord>, StoreError>;
     /// Remembers variants (idempotent).
     async fn put_variants(&self, variants: &[VariantRecord]) -> Result<(), StoreError>;
+    /// Forgets variants whose source or variant blob is among `blobs` (called
+    /// before those blobs are deleted, so no variant row points at nothing).
+    async fn forget_variants(&self, blobs: &[ContentHash]) -> Result<(), StoreError>;
     /// Every blob that a deploy (not expired or failed) still references: files,
     /// manifests and their variants.
     async fn referenced_blobs(&self) -> Result<std::collections::HashSet<ContentHash>, StoreError>;

@@ -592,6 +592,22 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn forget_variants(&self, blobs: &[ContentHash]) -> Result<(), StoreError> {
+        let blobs: Vec<String> = blobs.iter().map(|h| h.to_hex()).collect();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare("DELETE FROM variants WHERE source = ?1 OR hash = ?1")?;
+                for b in &blobs {
+                    st.execute([b])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn referenced_blobs(&self) -> Result<HashSet<ContentHash>, StoreError> {
         self.call(|c| {
             let mut out = HashSet::new();

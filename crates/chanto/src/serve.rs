@@ -169,7 +169,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let mut janitor_stop = stop_rx;
     tasks.push(tokio::spawn(async move {
         tokio::select! {
-            _ = janitor.run_janitor(Duration::from_secs(60)) => {}
+            _ = janitor.run_janitor(Duration::from_secs(60), 60) => {}
             _ = janitor_stop.wait_for(|s| *s) => {}
         }
     }));
