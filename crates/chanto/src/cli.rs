@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// Largest file a deploy may hold, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     pub max_file_size: u64,
+    /// Brotli quality (0-11) of precompressed variants; higher is smaller and slower.
+    #[arg(long, value_name = "0-11", default_value_t = chanto_control::config::DEFAULT_BROTLI_QUALITY, value_parser = clap::value_parser!(u32).range(0..=11))]
+    pub brotli_quality: u32,
+    /// gzip level (1-9) of precompressed variants.
+    #[arg(long, value_name = "1-9", default_value_t = chanto_control::config::DEFAULT_GZIP_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub gzip_level: u32,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

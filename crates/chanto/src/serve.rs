@@ -136,6 +136,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let mut config = ControlConfig::new(base_domain.clone(), edge_addr.port());
     config.upload_ttl = args.upload_ttl;
     config.max_file_size = args.max_file_size;
+    config.brotli_quality = args.brotli_quality;
+    config.gzip_level = args.gzip_level;
 
     let edge = Edge::new(base_domain, blobs.clone());
     let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
