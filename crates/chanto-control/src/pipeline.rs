@@ -450,7 +450,7 @@ impl Control {
             }
             n = n.wrapping_add(1);
             if gc_every > 0
-                && n % gc_every == 0
+                && n.is_multiple_of(gc_every)
                 && let Err(e) = self.collect_garbage().await
             {
                 tracing::warn!(error = %e, "janitor: garbage collection failed; will retry");

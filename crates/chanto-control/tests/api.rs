@@ -425,7 +425,7 @@ async fn publish_and_rollback_flip_the_pointer_without_uploads() {
     assert_eq!(draft["draft"], true);
     let t = h.last_table();
     assert_eq!(active(&t).as_deref(), Some(id3));
-    assert!(t.permalinks.iter().any(|(_, id, _)| id.as_str() == draft["id"].as_str().unwrap()));
+    assert!(t.permalinks.iter().any(|p| p.deploy.as_str() == draft["id"].as_str().unwrap()));
     let (s, v) =
         h.call("POST", &format!("/api/v1/deploys/{}/publish", draft["id"].as_str().unwrap()), Value::Null).await;
     assert_eq!((s, v["deploy"]["state"].as_str()), (StatusCode::OK, Some("active")));

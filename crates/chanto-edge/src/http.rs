@@ -164,7 +164,13 @@ pub enum RangePlan {
 /// which the RFC allows and every client handles. An `If-Range` that does not
 /// match the current representation, or a malformed `Range`, also gets the
 /// whole body.
-pub fn plan_range(range: Option<&str>, if_range: Option<&str>, etag: &str, last_modified: SystemTime, size: u64) -> RangePlan {
+pub fn plan_range(
+    range: Option<&str>,
+    if_range: Option<&str>,
+    etag: &str,
+    last_modified: SystemTime,
+    size: u64,
+) -> RangePlan {
     let Some(range) = range else { return RangePlan::Full };
     if let Some(ir) = if_range {
         let ir = ir.trim();
@@ -217,7 +223,8 @@ pub fn is_fingerprinted(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     let Some((stem, _ext)) = name.rsplit_once('.') else { return false };
     stem.split(['.', '-']).skip(1).any(|seg| {
-        let hex = seg.len() >= 8 && seg.bytes().all(|b| b.is_ascii_hexdigit()) && seg.bytes().any(|b| b.is_ascii_digit());
+        let hex =
+            seg.len() >= 8 && seg.bytes().all(|b| b.is_ascii_hexdigit()) && seg.bytes().any(|b| b.is_ascii_digit());
         let b64 = seg.len() == 8
             && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             && seg.bytes().any(|b| b.is_ascii_digit())
@@ -319,11 +326,17 @@ mod tests {
             (Conditionals { if_modified_since: Some(before), ..Default::default() }, Proceed),
             (Conditionals { if_modified_since: Some("not a date"), ..Default::default() }, Proceed),
             // If-None-Match takes precedence over If-Modified-Since.
-            (Conditionals { if_none_match: Some("\"other\""), if_modified_since: Some(after), ..Default::default() }, Proceed),
+            (
+                Conditionals { if_none_match: Some("\"other\""), if_modified_since: Some(after), ..Default::default() },
+                Proceed,
+            ),
             (Conditionals { if_unmodified_since: Some(before), ..Default::default() }, Failed),
             (Conditionals { if_unmodified_since: Some(lm_s), ..Default::default() }, Proceed),
             // If-Match takes precedence over If-Unmodified-Since.
-            (Conditionals { if_match: Some("\"abc\""), if_unmodified_since: Some(before), ..Default::default() }, Proceed),
+            (
+                Conditionals { if_match: Some("\"abc\""), if_unmodified_since: Some(before), ..Default::default() },
+                Proceed,
+            ),
             // A failed If-Match beats a matching If-None-Match.
             (Conditionals { if_match: Some("\"x\""), if_none_match: Some("\"abc\""), ..Default::default() }, Failed),
         ];
@@ -369,7 +382,16 @@ mod tests {
             assert!(is_fingerprinted(yes), "{yes}");
             assert_eq!(cache_control(yes), "public, max-age=31536000, immutable");
         }
-        for no in ["index.html", "app.js", "style.min.css", "logo-dark.svg", "deadbeef.js", "v1.2.3.js", "my-document.pdf", "photo-abcdefgh.jpg"] {
+        for no in [
+            "index.html",
+            "app.js",
+            "style.min.css",
+            "logo-dark.svg",
+            "deadbeef.js",
+            "v1.2.3.js",
+            "my-document.pdf",
+            "photo-abcdefgh.jpg",
+        ] {
             assert!(!is_fingerprinted(no), "{no}");
             assert_eq!(cache_control(no), "public, max-age=0, must-revalidate");
         }

@@ -3,6 +3,7 @@
 //! the database; a request resolves its deploy once, from one snapshot, so no
 //! response mixes two deploys (invariant 2).
 
+pub mod http;
 mod serve;
 mod snapshot;
 
@@ -11,16 +12,47 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use chanto_core::{ContentHash, Manifest};
 use chanto_store::{BlobStore, RoutingSink, RoutingTable, StoreError};
 
 pub use serve::router;
-pub use snapshot::{Snapshot, Target};
+pub use snapshot::{Snapshot, Target, TargetManifest};
+
+/// Settings of an edge.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Sites are served under this domain.
+    pub base_domain: String,
+    /// Byte budget of the in-memory cache of small blobs.
+    pub cache_bytes: u64,
+    /// Blobs up to this size are cached in memory; larger ones are streamed.
+    pub cache_max_blob: u64,
+}
+
+impl EdgeConfig {
+    /// Defaults: 32 MiB of cache for blobs up to 1 MiB.
+    pub fn new(base_domain: impl Into<String>) -> Self {
+        Self { base_domain: base_domain.into(), cache_bytes: 32 << 20, cache_max_blob: 1 << 20 }
+    }
+}
+
+#[derive(Clone)]
+struct BytesWeight;
+
+impl quick_cache::Weighter<ContentHash, Bytes> for BytesWeight {
+    fn weight(&self, _key: &ContentHash, val: &Bytes) -> u64 {
+        // Count a small overhead per entry so many tiny blobs still weigh something.
+        val.len() as u64 + 64
+    }
+}
 
 /// An edge node: the current snapshot, and the blob store it reads from.
 pub struct Edge {
     base_domain: String,
     blobs: Arc<dyn BlobStore>,
+    cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
+    cache_max_blob: u64,
     snapshot: ArcSwap<Snapshot>,
     /// Parsed manifests by hash. Manifests are immutable, so a cached one is
     /// never stale; only the snapshot decides which one a host serves.
@@ -28,11 +60,14 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// An edge serving sites under `base_domain`, with an empty snapshot.
-    pub fn new(base_domain: impl Into<String>, blobs: Arc<dyn BlobStore>) -> Arc<Self> {
+    /// An edge with an empty snapshot.
+    pub fn new(config: EdgeConfig, blobs: Arc<dyn BlobStore>) -> Arc<Self> {
+        let items = (config.cache_bytes / 4096).max(16) as usize;
         Arc::new(Self {
-            base_domain: base_domain.into().trim_end_matches('.').to_ascii_lowercase(),
+            base_domain: config.base_domain.trim_end_matches('.').to_ascii_lowercase(),
             blobs,
+            cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),
+            cache_max_blob: config.cache_max_blob,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             manifests: Mutex::new(HashMap::new()),
         })
@@ -41,6 +76,16 @@ impl Edge {
     /// The snapshot requests are answered from now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// A small blob's bytes, from memory or the store (then remembered).
+    async fn cached_blob(&self, hash: &ContentHash) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.cache.get(hash) {
+            return Ok(b);
+        }
+        let bytes = self.blobs.get(hash).await?;
+        self.cache.insert(*hash, bytes.clone());
+        Ok(bytes)
     }
 
     /// A manifest, from the cache or the blob store.

@@ -1,17 +1,20 @@
-//! Answering a request: host → target → path → blob bytes.
+//! Answering a request: host → target → path → representation → bytes, with
+//! the HTTP semantics of [`crate::http`].
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chanto_core::manifest::Lookup;
 use chanto_core::request_path::normalize_request_path;
 use chanto_core::{ManifestEntry, parse_host};
 
-use crate::{Edge, Target};
+use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
+use crate::{Edge, TargetManifest};
 
 /// The edge's router: every request goes to one handler.
 pub fn router(edge: Arc<Edge>) -> Router {
@@ -19,10 +22,13 @@ pub fn router(edge: Arc<Edge>) -> Router {
 }
 
 const NOT_FOUND_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not found</title>\n<h1>404 Not found</h1>\n<p>There is nothing here.</p>\n";
+const UNAVAILABLE_PAGE: &str = "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n";
 
 fn plain(status: StatusCode, body: &'static str) -> Response {
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -37,20 +43,18 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
         return resp;
     }
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+    // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
     let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
-    let manifest = match target {
-        Target::Loaded { manifest, .. } => manifest,
-        Target::Lazy { manifest, .. } => match edge.manifest(&manifest).await {
+    let manifest = match target.manifest {
+        TargetManifest::Loaded(m) => m,
+        TargetManifest::Lazy(hash) => match edge.manifest(&hash).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "permalink manifest unavailable");
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n",
-                );
+                tracing::warn!(error = %e, deploy = %target.deploy, "permalink manifest unavailable");
+                return plain(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_PAGE);
             }
         },
     };
@@ -58,7 +62,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
     match manifest.lookup(&path) {
-        Lookup::File(_, entry) => send(&edge, entry, StatusCode::OK, head).await,
+        Lookup::File(key, entry) => represent(&edge, req.headers(), key, entry, target.last_modified, head).await,
         Lookup::AddSlash => {
             let mut location = format!("{}/", req.uri().path());
             if let Some(q) = req.uri().query() {
@@ -72,25 +76,118 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
             resp
         }
         Lookup::NotFound => match manifest.files.get("404.html") {
-            Some(entry) => send(&edge, entry, StatusCode::NOT_FOUND, head).await,
+            Some(entry) => {
+                let rep = http::negotiate(accept_encoding(req.headers()), entry);
+                let mut resp = send(&edge, rep, entry, None, head, StatusCode::NOT_FOUND).await;
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            }
             None => plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE),
         },
     }
 }
 
-async fn send(edge: &Edge, entry: &ManifestEntry, status: StatusCode, head: bool) -> Response {
-    let body = if head {
-        Body::empty()
-    } else {
-        match edge.blobs.open(&entry.hash).await {
-            Ok(open) => Body::from_stream(open.body),
-            Err(e) => {
-                tracing::warn!(blob = %entry.hash, error = %e, "blob unavailable");
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n",
-                );
+fn accept_encoding(h: &HeaderMap) -> Option<&str> {
+    h.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok())
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A file's response: negotiation, validators, preconditions, ranges.
+async fn represent(
+    edge: &Edge,
+    req: &HeaderMap,
+    path: &str,
+    entry: &ManifestEntry,
+    last_modified: SystemTime,
+    head: bool,
+) -> Response {
+    let rep = http::negotiate(accept_encoding(req), entry);
+    let etag = http::etag(&rep.hash);
+    let conditionals = Conditionals {
+        if_match: header_str(req, header::IF_MATCH),
+        if_none_match: header_str(req, header::IF_NONE_MATCH),
+        if_modified_since: header_str(req, header::IF_MODIFIED_SINCE),
+        if_unmodified_since: header_str(req, header::IF_UNMODIFIED_SINCE),
+        if_range: header_str(req, header::IF_RANGE),
+    };
+    let validators = |resp: &mut Response| {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(http::cache_control(path)));
+        if !entry.variants.is_empty() {
+            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+    };
+    match http::evaluate(&conditionals, &etag, last_modified) {
+        Precondition::NotModified => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            validators(&mut resp);
+            return resp;
+        }
+        Precondition::Failed => {
+            let mut resp = plain(StatusCode::PRECONDITION_FAILED, "");
+            validators(&mut resp);
+            return resp;
+        }
+        Precondition::Proceed => {}
+    }
+    let plan = http::plan_range(header_str(req, header::RANGE), conditionals.if_range, &etag, last_modified, rep.size);
+    let mut resp = match plan {
+        RangePlan::Full => send(edge, rep, entry, None, head, StatusCode::OK).await,
+        RangePlan::Partial { start, end } => {
+            let mut resp =
+                send(edge, rep, entry, Some((start, end - start + 1)), head, StatusCode::PARTIAL_CONTENT).await;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", rep.size)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+            resp
+        }
+        RangePlan::Unsatisfiable => {
+            let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, "");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", rep.size)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+    };
+    validators(&mut resp);
+    resp
+}
+
+/// Sends a representation's bytes (or a range of them): small blobs from the
+/// memory cache, large ones streamed from the store.
+async fn send(
+    edge: &Edge,
+    rep: Representation,
+    entry: &ManifestEntry,
+    range: Option<(u64, u64)>,
+    head: bool,
+    status: StatusCode,
+) -> Response {
+    let (start, len) = range.unwrap_or((0, rep.size));
+    let body = if head {
+        Ok(Body::empty())
+    } else if rep.size <= edge.cache_max_blob {
+        edge.cached_blob(&rep.hash).await.map(|b| Body::from(b.slice(start as usize..(start + len) as usize)))
+    } else if range.is_some() {
+        edge.blobs.open_range(&rep.hash, start, len).await.map(Body::from_stream)
+    } else {
+        edge.blobs.open(&rep.hash).await.map(|o| Body::from_stream(o.body))
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(blob = %rep.hash, error = %e, "blob unavailable");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_PAGE);
         }
     };
     let mut resp = Response::new(body);
@@ -99,6 +196,10 @@ async fn send(edge: &Edge, entry: &ManifestEntry, status: StatusCode, head: bool
     if let Ok(ct) = HeaderValue::from_str(&entry.content_type) {
         h.insert(header::CONTENT_TYPE, ct);
     }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.size));
+    if let Some(enc) = rep.encoding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc.as_str()));
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     resp
 }

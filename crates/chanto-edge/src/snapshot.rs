@@ -3,34 +3,41 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use chanto_core::{ContentHash, DeployId, HostRoute, Manifest};
 use chanto_store::RoutingTable;
 
 /// What a host serves: one deploy's manifest.
 #[derive(Debug, Clone)]
-pub enum Target {
-    /// A branch's active deploy, manifest already loaded.
-    Loaded {
-        /// The deploy.
-        deploy: DeployId,
-        /// Its manifest.
-        manifest: Arc<Manifest>,
-    },
-    /// A permalink, whose manifest is loaded on first use.
-    Lazy {
-        /// The deploy.
-        deploy: DeployId,
-        /// Its manifest's hash.
-        manifest: ContentHash,
-    },
+pub struct Target {
+    /// The deploy.
+    pub deploy: DeployId,
+    /// Its manifest.
+    pub manifest: TargetManifest,
+    /// When the deploy became ready: the `Last-Modified` of its files.
+    pub last_modified: SystemTime,
+}
+
+/// A target's manifest: loaded with the snapshot for active branches, on first
+/// use for permalinks.
+#[derive(Debug, Clone)]
+pub enum TargetManifest {
+    /// Already parsed.
+    Loaded(Arc<Manifest>),
+    /// To load from the blob store.
+    Lazy(ContentHash),
+}
+
+fn time_of(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 #[derive(Debug, Default)]
 struct SiteRoutes {
     production: Option<Target>,
     labels: HashMap<String, Target>,
-    deploys: HashMap<String, ContentHash>,
+    deploys: HashMap<String, (ContentHash, SystemTime)>,
 }
 
 /// An immutable picture of what every host serves.
@@ -47,15 +54,20 @@ impl Snapshot {
         let mut sites: HashMap<String, SiteRoutes> = HashMap::new();
         for row in &table.branches {
             let Some(manifest) = manifests.get(&row.manifest) else { continue };
-            let target = Target::Loaded { deploy: row.deploy.clone(), manifest: manifest.clone() };
+            let target = Target {
+                deploy: row.deploy.clone(),
+                manifest: TargetManifest::Loaded(manifest.clone()),
+                last_modified: time_of(row.ready_at),
+            };
             let site = sites.entry(row.site.to_string()).or_default();
             if row.production {
                 site.production = Some(target.clone());
             }
             site.labels.insert(row.label.clone(), target);
         }
-        for (site, id, manifest) in &table.permalinks {
-            sites.entry(site.to_string()).or_default().deploys.insert(id.to_string(), *manifest);
+        for p in &table.permalinks {
+            let routes = sites.entry(p.site.to_string()).or_default();
+            routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at)));
         }
         Self { version: table.version, sites }
     }
@@ -73,9 +85,13 @@ impl Snapshot {
             HostRoute::Prefixed { prefix, site } => {
                 let routes = self.sites.get(site)?;
                 if DeployId::looks_like(prefix)
-                    && let Some(m) = routes.deploys.get(prefix)
+                    && let Some((m, at)) = routes.deploys.get(prefix)
                 {
-                    return Some(Target::Lazy { deploy: prefix.parse().ok()?, manifest: *m });
+                    return Some(Target {
+                        deploy: prefix.parse().ok()?,
+                        manifest: TargetManifest::Lazy(*m),
+                        last_modified: *at,
+                    });
                 }
                 routes.labels.get(prefix).cloned()
             }

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use chanto_core::{ContentHash, DeployId, Manifest, ManifestEntry};
 use chanto_edge::Edge;
-use chanto_store::{BlobStore, LocalBlobStore, RoutingRow, RoutingSink, RoutingTable};
+use chanto_store::{BlobStore, LocalBlobStore, Permalink, RoutingRow, RoutingSink, RoutingTable};
 use tower::ServiceExt;
 
 struct Fixture {
@@ -21,7 +21,7 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
-        let edge = Edge::new("localhost", blobs.clone() as Arc<dyn BlobStore>);
+        let edge = Edge::new(chanto_edge::EdgeConfig::new("localhost"), blobs.clone() as Arc<dyn BlobStore>);
         Self { edge, blobs, _dir: dir }
     }
 
@@ -62,6 +62,7 @@ fn row(site: &str, branch: &str, production: bool, deploy: u8, manifest: Content
         production,
         deploy: DeployId::from_random([deploy; 8]),
         manifest,
+        ready_at: 1_700_000_000_000,
     }
 }
 
@@ -84,7 +85,12 @@ async fn routes_by_host_and_serves_the_right_bytes() {
     let table = RoutingTable {
         version: 1,
         branches: vec![row("docs", "main", true, 1, prod), row("docs", "feature/x", false, 2, dev)],
-        permalinks: vec![("docs".parse().unwrap(), DeployId::from_random([9; 8]), draft)],
+        permalinks: vec![Permalink {
+            site: "docs".parse().unwrap(),
+            deploy: DeployId::from_random([9; 8]),
+            manifest: draft,
+            ready_at: 1_700_000_000_000,
+        }],
     };
     f.edge.publish(table).await.unwrap();
 
@@ -218,4 +224,142 @@ async fn snapshots_swap_whole_and_never_go_back() {
     let missing = ContentHash::of(b"no such manifest");
     assert!(f.edge.publish(table(3, missing)).await.is_err());
     assert_eq!(f.get("GET", "docs.localhost", "/").await.2, "two");
+}
+
+/// Sends a request with extra headers; returns status, headers and body bytes.
+async fn request(
+    edge: &Arc<Edge>,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().uri(path).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = chanto_edge::router(edge.clone()).oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn http_semantics_validators_ranges_and_encodings() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
+    let mut config = chanto_edge::EdgeConfig::new("localhost");
+    config.cache_max_blob = 100; // so the large file below is streamed from disk
+    let edge = Edge::new(config, blobs.clone() as Arc<dyn BlobStore>);
+
+    let page = b"<p>page</p>".repeat(20);
+    let gz = b"pretend-gzip".to_vec();
+    let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut m = Manifest { version: Manifest::VERSION, ..Default::default() };
+    let put = |b: Vec<u8>| {
+        let blobs = blobs.clone();
+        async move { blobs.put_bytes(Bytes::from(b)).await.unwrap() }
+    };
+    let page_hash = put(page.clone()).await;
+    let gz_hash = put(gz.clone()).await;
+    m.files.insert(
+        "index.html".into(),
+        ManifestEntry {
+            hash: page_hash,
+            size: page.len() as u64,
+            content_type: HTML.into(),
+            variants: vec![chanto_core::Variant {
+                encoding: chanto_core::Encoding::Gzip,
+                hash: gz_hash,
+                size: gz.len() as u64,
+            }],
+        },
+    );
+    m.files.insert(
+        "app.3f9a1c2b.js".into(),
+        ManifestEntry {
+            hash: page_hash,
+            size: page.len() as u64,
+            content_type: "text/javascript".into(),
+            variants: vec![],
+        },
+    );
+    m.files.insert(
+        "video.bin".into(),
+        ManifestEntry {
+            hash: put(big.clone()).await,
+            size: big.len() as u64,
+            content_type: "application/octet-stream".into(),
+            variants: vec![],
+        },
+    );
+    let mhash = put(serde_json::to_vec(&m).unwrap()).await;
+    // The same bytes under another deploy, on another branch.
+    let mut m2 = Manifest { version: Manifest::VERSION, ..Default::default() };
+    m2.files.insert("other.html".into(), m.files["index.html"].clone());
+    let m2hash = put(serde_json::to_vec(&m2).unwrap()).await;
+    edge.publish(RoutingTable {
+        version: 1,
+        branches: vec![row("s", "main", true, 1, mhash), row("s", "dev", false, 2, m2hash)],
+        permalinks: vec![],
+    })
+    .await
+    .unwrap();
+
+    // Validators and caching defaults.
+    let (s, h, body) = request(&edge, "s.localhost", "/", &[]).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, page.as_slice()));
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"'));
+    assert_eq!(h["last-modified"], "Tue, 14 Nov 2023 22:13:20 GMT");
+    assert_eq!(h["cache-control"], "public, max-age=0, must-revalidate");
+    assert_eq!(h["vary"], "Accept-Encoding");
+    assert_eq!(h["accept-ranges"], "bytes");
+    let (_, h2, _) = request(&edge, "dev--s.localhost", "/other.html", &[]).await;
+    assert_eq!(h2["etag"].to_str().unwrap(), etag, "same bytes, same ETag, in any deploy");
+    let (_, h, _) = request(&edge, "s.localhost", "/app.3f9a1c2b.js", &[]).await;
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert!(h.get("vary").is_none(), "nothing to negotiate");
+
+    // Conditional requests.
+    let (s, h, body) = request(&edge, "s.localhost", "/", &[("if-none-match", &etag)]).await;
+    assert_eq!((s, body.len()), (StatusCode::NOT_MODIFIED, 0));
+    assert_eq!(h["etag"].to_str().unwrap(), etag);
+    let (s, _, _) = request(&edge, "s.localhost", "/", &[("if-none-match", "\"stale\"")]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = request(&edge, "s.localhost", "/", &[("if-modified-since", "Wed, 15 Nov 2023 00:00:00 GMT")]).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    let (s, _, _) = request(&edge, "s.localhost", "/", &[("if-match", "\"stale\"")]).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+
+    // Encodings: the variant, with its own ETag; identity otherwise.
+    let (s, h, body) = request(&edge, "s.localhost", "/", &[("accept-encoding", "br;q=1, gzip;q=0.5")]).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, gz.as_slice()));
+    assert_eq!(h["content-encoding"], "gzip");
+    assert_eq!(h["content-length"], gz.len().to_string().as_str());
+    assert_ne!(h["etag"].to_str().unwrap(), etag);
+    let (_, h, body) = request(&edge, "s.localhost", "/", &[("accept-encoding", "gzip;q=0")]).await;
+    assert!(h.get("content-encoding").is_none());
+    assert_eq!(body, page);
+    // Ranges apply to the representation sent.
+    let (s, h, body) = request(&edge, "s.localhost", "/", &[("accept-encoding", "gzip"), ("range", "bytes=0-6")]).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::PARTIAL_CONTENT, &gz[..7]));
+    assert_eq!(h["content-range"], format!("bytes 0-6/{}", gz.len()).as_str());
+
+    // Ranges on a large, streamed file.
+    let (s, h, body) = request(&edge, "s.localhost", "/video.bin", &[("range", "bytes=5000-5099")]).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::PARTIAL_CONTENT, &big[5000..5100]));
+    assert_eq!(h["content-range"], "bytes 5000-5099/10000");
+    assert_eq!(h["content-length"], "100");
+    let (_, _, body) = request(&edge, "s.localhost", "/video.bin", &[("range", "bytes=-10")]).await;
+    assert_eq!(body, &big[9990..]);
+    let (s, _, body) = request(&edge, "s.localhost", "/video.bin", &[]).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 10_000));
+    assert_eq!(body, big);
+    let (s, h, _) = request(&edge, "s.localhost", "/video.bin", &[("range", "bytes=10000-")]).await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h["content-range"], "bytes */10000");
+    let (s, _, body) = request(&edge, "s.localhost", "/video.bin", &[("range", "bytes=0-1,5-6")]).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 10_000), "several ranges get the whole body");
+    let (s, _, body) =
+        request(&edge, "s.localhost", "/video.bin", &[("range", "bytes=0-9"), ("if-range", "\"old\"")]).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 10_000), "a stale If-Range gets the whole body");
 }

@@ -60,6 +60,30 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Opens a blob for streaming.
     async fn open(&self, hash: &ContentHash) -> Result<OpenBlob, StoreError>;
 
+    /// Opens `len` bytes of a blob starting at `start` (the caller checked
+    /// the bounds against the manifest). Backends override this to seek.
+    async fn open_range(&self, hash: &ContentHash, start: u64, len: u64) -> Result<ByteStream, StoreError> {
+        let open = self.open(hash).await?;
+        let mut skip = start;
+        let mut left = len;
+        let body = open.body.filter_map(move |chunk| {
+            let out = match chunk {
+                Err(e) => Some(Err(e)),
+                Ok(mut c) => {
+                    let drop_n = skip.min(c.len() as u64) as usize;
+                    skip -= drop_n as u64;
+                    let _ = c.split_to(drop_n);
+                    let keep = left.min(c.len() as u64) as usize;
+                    left -= keep as u64;
+                    c.truncate(keep);
+                    (!c.is_empty()).then_some(Ok(c))
+                }
+            };
+            std::future::ready(out)
+        });
+        Ok(Box::pin(body))
+    }
+
     /// Deletes a blob; deleting a missing blob is not an error.
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError>;
 
@@ -193,6 +217,20 @@ impl BlobStore for LocalBlobStore {
         let len = file.metadata().await.map_err(|e| StoreError::io(format!("opening blob {hash}"), e))?.len();
         let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
         Ok(OpenBlob { len, body: Box::pin(body) })
+    }
+
+    async fn open_range(&self, hash: &ContentHash, start: u64, len: u64) -> Result<ByteStream, StoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = match tokio::fs::File::open(self.path_of(hash)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(hash)),
+            Err(e) => return Err(StoreError::io(format!("opening blob {hash}"), e)),
+        };
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| StoreError::io(format!("reading blob {hash}"), e))?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
+        Ok(Box::pin(body))
     }
 
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError> {

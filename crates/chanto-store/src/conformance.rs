@@ -35,6 +35,16 @@ pub async fn blob_store(store: &dyn BlobStore) {
     assert_eq!(&store.get(&hello).await.unwrap()[..], b"hello world");
     assert_eq!(read_all(store, &hello).await, b"hello world");
 
+    // Ranges: any window of the bytes.
+    for (start, len, want) in [(0, 5, &b"hello"[..]), (6, 5, b"world"), (10, 1, b"d"), (3, 0, b"")] {
+        let mut body = store.open_range(&hello, start, len).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = body.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, want, "range {start}+{len}");
+    }
+
     // Putting the same blob again is harmless.
     store.put(&hello, stream_of(vec![b"hello world"]), 1024).await.unwrap();
 
@@ -188,9 +198,10 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(main_row.production);
     assert_eq!(main_row.deploy, d1.id);
     assert_eq!(main_row.manifest, manifest);
+    assert_eq!(main_row.ready_at, 13);
     let permalinks = meta.permalinks().await.unwrap();
-    assert!(permalinks.iter().any(|(s, id, _)| *s == site && *id == draft.id));
-    assert!(!permalinks.iter().any(|(_, id, _)| *id == f2.id), "uploading deploys have no permalink");
+    assert!(permalinks.iter().any(|p| p.site == site && p.deploy == draft.id && p.ready_at == 51));
+    assert!(!permalinks.iter().any(|p| p.deploy == f2.id), "uploading deploys have no permalink");
 
     // Listing: newest first, filtered by branch.
     let all = meta.list_deploys(&site, None).await.unwrap();

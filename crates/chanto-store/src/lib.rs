@@ -12,7 +12,8 @@ pub mod sqlite;
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use error::StoreError;
 pub use meta::{
-    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingRow, SiteRecord, VariantRecord,
+    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
+    VariantRecord,
 };
 pub use routing::{RoutingSink, RoutingTable};
 pub use sqlite::SqliteMeta;

@@ -114,6 +114,21 @@ pub struct RoutingRow {
     pub deploy: DeployId,
     /// That deploy's manifest blob.
     pub manifest: ContentHash,
+    /// When that deploy became ready (its files' `Last-Modified`).
+    pub ready_at: UnixMillis,
+}
+
+/// A complete deploy, reachable at `<deploy-id>--<site>.<base>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permalink {
+    /// The site.
+    pub site: SiteName,
+    /// The deploy.
+    pub deploy: DeployId,
+    /// Its manifest blob.
+    pub manifest: ContentHash,
+    /// When it became ready.
+    pub ready_at: UnixMillis,
 }
 
 /// What is known about one encoding of one source blob: the variant, or
@@ -201,8 +216,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn branch(&self, site: &SiteName, branch: &BranchName) -> Result<Option<BranchRecord>, StoreError>;
     /// Every branch that serves a deploy, with the deploy's manifest.
     async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError>;
-    /// Every complete deploy as (site, id, manifest), for permalinks.
-    async fn permalinks(&self) -> Result<Vec<(SiteName, DeployId, ContentHash)>, StoreError>;
+    /// Every complete deploy, for permalinks.
+    async fn permalinks(&self) -> Result<Vec<Permalink>, StoreError>;
 
     /// Known variants of the given source blobs; `None` records that the
     /// encoding did not make the blob smaller.

@@ -3,9 +3,8 @@
 //! [`RoutingSink`] (the edges); this is the only thing the two planes share.
 
 use async_trait::async_trait;
-use chanto_core::{ContentHash, DeployId, SiteName};
 
-use crate::{MetaStore, RoutingRow, StoreError};
+use crate::{MetaStore, Permalink, RoutingRow, StoreError};
 
 /// A versioned, complete picture of what every host serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,7 +14,7 @@ pub struct RoutingTable {
     /// Branches that serve a deploy.
     pub branches: Vec<RoutingRow>,
     /// Every complete deploy, for `<deploy-id>--<site>` permalinks.
-    pub permalinks: Vec<(SiteName, DeployId, ContentHash)>,
+    pub permalinks: Vec<Permalink>,
 }
 
 impl RoutingTable {

@@ -519,7 +519,7 @@ impl MetaStore for SqliteMeta {
     async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(
-                "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest
+                "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest, d.finished_at
                  FROM branches b JOIN sites s ON s.id = b.site_id JOIN deploys d ON d.id = b.active_deploy
                  WHERE d.manifest IS NOT NULL ORDER BY s.name, b.name",
             )?;
@@ -532,6 +532,7 @@ impl MetaStore for SqliteMeta {
                         production: r.get(3)?,
                         deploy: parse(4, r.get(4)?)?,
                         manifest: parse(5, r.get(5)?)?,
+                        ready_at: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -540,14 +541,21 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn permalinks(&self) -> Result<Vec<(SiteName, DeployId, ContentHash)>, StoreError> {
+    async fn permalinks(&self) -> Result<Vec<Permalink>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(
-                "SELECT s.name, d.id, d.manifest FROM deploys d JOIN sites s ON s.id = d.site_id
+                "SELECT s.name, d.id, d.manifest, d.finished_at FROM deploys d JOIN sites s ON s.id = d.site_id
                  WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL",
             )?;
             let rows = st
-                .query_map([], |r| Ok((parse(0, r.get(0)?)?, parse(1, r.get(1)?)?, parse(2, r.get(2)?)?)))?
+                .query_map([], |r| {
+                    Ok(Permalink {
+                        site: parse(0, r.get(0)?)?,
+                        deploy: parse(1, r.get(1)?)?,
+                        manifest: parse(2, r.get(2)?)?,
+                        ready_at: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    })
+                })?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })

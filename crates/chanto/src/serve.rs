@@ -139,7 +139,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
 
-    let edge = Edge::new(base_domain, blobs.clone());
+    let edge = Edge::new(chanto_edge::EdgeConfig::new(base_domain), blobs.clone());
     let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
 
