@@ -48,6 +48,22 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// The blobs a deploy in progress may receive, with their declared sizes.
 struct UploadSession {
     sizes: HashMap<ContentHash, u64>,
+    /// Blobs worth precompressing (by path and size).
+    compressible: HashSet<ContentHash>,
+}
+
+impl UploadSession {
+    fn new(files: &[DeployFile]) -> Self {
+        Self {
+            sizes: files.iter().map(|f| (f.hash, f.size)).collect(),
+            compressible: files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)).map(|f| f.hash).collect(),
+        }
+    }
+}
+
+/// Whether a file gets precompressed variants: a compressible type, not tiny.
+fn is_precompress_candidate(path: &str, size: u64) -> bool {
+    size >= COMPRESS_MIN_BYTES && is_compressible(&content_type_for(path))
 }
 
 /// The control plane: owns metadata and blobs, tells edges what to serve.
@@ -67,6 +83,10 @@ pub struct Control {
     /// a blob a new deploy was just told it need not upload is never deleted
     /// between that answer and the deploy's file list being recorded.
     gc_lock: tokio::sync::RwLock<()>,
+    /// Background precompressions in progress, by source blob.
+    inflight: Mutex<HashMap<ContentHash, tokio::sync::watch::Receiver<bool>>>,
+    /// Bounds background precompression to one task per core.
+    compress_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Control {
@@ -86,6 +106,10 @@ impl Control {
             sessions: Mutex::new(HashMap::new()),
             known_tokens: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            inflight: Mutex::new(HashMap::new()),
+            compress_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )),
         })
     }
 
@@ -216,6 +240,7 @@ impl Control {
                 )));
             }
         }
+        let session = UploadSession::new(&files);
         let id = DeployId::from_random(random_bytes());
         let record = self
             .meta
@@ -232,7 +257,7 @@ impl Control {
             .await?;
         let unique: Vec<ContentHash> = sizes.keys().copied().collect();
         let required = self.blobs.missing(&unique).await?;
-        self.sessions.lock().expect("sessions").insert(id.clone(), Arc::new(UploadSession { sizes }));
+        self.sessions.lock().expect("sessions").insert(id.clone(), Arc::new(session));
         tracing::info!(site = %site, deploy = %id, branch = %record.branch, files = record.file_count, required = required.len(), "deploy created");
         Ok((record, required))
     }
@@ -244,14 +269,18 @@ impl Control {
         // After a restart: rebuild the session from metadata.
         let deploy = self.deploy(id).await?;
         ensure_uploading(&deploy)?;
-        let sizes = self.meta.deploy_files(id).await?.into_iter().map(|f| (f.hash, f.size)).collect();
-        let session = Arc::new(UploadSession { sizes });
+        let session = Arc::new(UploadSession::new(&self.meta.deploy_files(id).await?));
         self.sessions.lock().expect("sessions").insert(id.clone(), session.clone());
         Ok(session)
     }
 
     /// Receives one blob of a deploy in progress, verifying its hash and size.
-    pub async fn upload(&self, id: &DeployId, hash: &ContentHash, body: ByteStream) -> Result<u64, ApiError> {
+    pub async fn upload(
+        self: &Arc<Self>,
+        id: &DeployId,
+        hash: &ContentHash,
+        body: ByteStream,
+    ) -> Result<u64, ApiError> {
         let _gc = self.gc_lock.read().await;
         let session = self.session(id).await?;
         let Some(&size) = session.sizes.get(hash) else {
@@ -262,7 +291,11 @@ impl Control {
             )
             .field("hash"));
         };
-        Ok(self.blobs.put(hash, body, size).await?)
+        let written = self.blobs.put(hash, body, size).await?;
+        if session.compressible.contains(hash) {
+            self.precompress_in_background(*hash);
+        }
+        Ok(written)
     }
 
     /// Completes a deploy: checks every blob arrived, makes precompressed
@@ -315,17 +348,87 @@ impl Control {
         Ok(record)
     }
 
+    /// Makes the missing brotli and gzip variants of one source blob and
+    /// stores them; returns what it learned (variants, or "not smaller").
+    async fn make_variants(&self, src: ContentHash) -> Result<Vec<VariantRecord>, ApiError> {
+        let bytes = self.blobs.get(&src).await?;
+        let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
+        let compressed = tokio::task::spawn_blocking(move || {
+            Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("compression task failed: {e}"),
+            )
+        })?;
+        let mut out = Vec::new();
+        for (enc, data) in compressed {
+            let variant = match data {
+                Some(data) => {
+                    let size = data.len() as u64;
+                    let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
+                    Some(Variant { encoding: enc, hash, size })
+                }
+                None => None,
+            };
+            out.push((src, enc, variant));
+        }
+        Ok(out)
+    }
+
+    /// Starts making a just-uploaded blob's variants in the background, so
+    /// compression overlaps the rest of the upload instead of waiting for
+    /// finalize. At most one task per blob; at most one per core at a time.
+    fn precompress_in_background(self: &Arc<Self>, src: ContentHash) {
+        let (done, rx) = tokio::sync::watch::channel(false);
+        {
+            let mut inflight = self.inflight.lock().expect("inflight");
+            if inflight.contains_key(&src) {
+                return;
+            }
+            inflight.insert(src, rx);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let _slot = this.compress_slots.acquire().await.map_err(|e| {
+                    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+                let _gc = this.gc_lock.read().await;
+                if this.meta.variants(&[src]).await?.len() < Encoding::ALL.len() {
+                    let made = this.make_variants(src).await?;
+                    this.meta.put_variants(&made).await?;
+                }
+                Ok::<(), ApiError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(blob = %src, error = %e, "background precompression failed; finalize will retry");
+            }
+            this.inflight.lock().expect("inflight").remove(&src);
+            let _ = done.send(true);
+        });
+    }
+
     /// Makes brotli and gzip variants for compressible files that have none
-    /// recorded yet, in parallel on blocking threads. Returns every known
-    /// variant of the files' blobs.
+    /// recorded yet (waiting for background tasks already on it), in parallel
+    /// on blocking threads. Returns every known variant of the files' blobs.
     async fn precompress(&self, files: &[DeployFile]) -> Result<HashMap<(ContentHash, Encoding), Variant>, ApiError> {
-        let mut candidates: Vec<ContentHash> = files
-            .iter()
-            .filter(|f| f.size >= COMPRESS_MIN_BYTES && is_compressible(&content_type_for(&f.path)))
-            .map(|f| f.hash)
-            .collect();
+        let mut candidates: Vec<ContentHash> =
+            files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)).map(|f| f.hash).collect();
         candidates.sort();
         candidates.dedup();
+        let waiting: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let inflight = self.inflight.lock().expect("inflight");
+            candidates.iter().filter_map(|h| inflight.get(h).cloned()).collect()
+        };
+        for mut rx in waiting {
+            // An error means the task is gone; whatever it did not record is made below.
+            let _ = rx.wait_for(|done| *done).await;
+        }
         let mut known: HashMap<(ContentHash, Encoding), Option<Variant>> = HashMap::new();
         for (src, enc, v) in self.meta.variants(&candidates).await? {
             known.insert((src, enc), v);
@@ -333,35 +436,8 @@ impl Control {
         let todo: Vec<ContentHash> =
             candidates.into_iter().filter(|h| Encoding::ALL.iter().any(|e| !known.contains_key(&(*h, *e)))).collect();
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
         let made: Vec<Result<Vec<VariantRecord>, ApiError>> = futures_util::stream::iter(todo)
-            .map(|src| async move {
-                let bytes = self.blobs.get(&src).await?;
-                let compressed = tokio::task::spawn_blocking(move || {
-                    Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
-                })
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        format!("compression task failed: {e}"),
-                    )
-                })?;
-                let mut out = Vec::new();
-                for (enc, data) in compressed {
-                    let variant = match data {
-                        Some(data) => {
-                            let size = data.len() as u64;
-                            let hash = self.blobs.put_bytes(Bytes::from(data)).await?;
-                            Some(Variant { encoding: enc, hash, size })
-                        }
-                        None => None,
-                    };
-                    out.push((src, enc, variant));
-                }
-                Ok(out)
-            })
+            .map(|src| self.make_variants(src))
             .buffer_unordered(parallel)
             .collect()
             .await;

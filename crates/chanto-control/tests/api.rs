@@ -548,3 +548,32 @@ async fn garbage_collection_keeps_every_referenced_blob() {
     assert_eq!(h.control.collect_garbage().await.unwrap(), 1);
     assert!(!h.blobs.has(&ContentHash::of(b"wip")).await.unwrap());
 }
+
+#[tokio::test]
+async fn uploads_are_precompressed_in_the_background_before_finalize() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    static PAGE: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| "<li>item</li>\n".repeat(400).into_bytes());
+    let page: &'static [u8] = &PAGE;
+    let hash = ContentHash::of(page);
+    let (_, created) = h
+        .call(
+            "POST",
+            "/api/v1/sites/docs/deploys",
+            json!({"files": {"index.html": {"hash": hash.to_hex(), "size": page.len()}}}),
+        )
+        .await;
+    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.upload(&id, page).await.0, StatusCode::CREATED);
+    // Compression starts when the blob arrives, not at finalize.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.control.meta.variants(&[hash]).await.unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no variants 10 s after the upload");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let manifest: chanto_core::Manifest =
+        serde_json::from_slice(&h.blobs.get(&h.last_table().branches[0].manifest).await.unwrap()).unwrap();
+    assert_eq!(manifest.files["index.html"].variants.len(), 2);
+}

@@ -8,7 +8,7 @@ mod serve;
 mod snapshot;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -37,6 +37,18 @@ impl EdgeConfig {
     }
 }
 
+/// How many manifest entries (files) the manifest cache holds, about 300 bytes each.
+const MANIFEST_CACHE_FILES: u64 = 100_000;
+
+#[derive(Clone)]
+struct ManifestWeight;
+
+impl quick_cache::Weighter<ContentHash, Arc<Manifest>> for ManifestWeight {
+    fn weight(&self, _key: &ContentHash, val: &Arc<Manifest>) -> u64 {
+        val.files.len() as u64 + 1
+    }
+}
+
 #[derive(Clone)]
 struct BytesWeight;
 
@@ -54,9 +66,12 @@ pub struct Edge {
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
     cache_max_blob: u64,
     snapshot: ArcSwap<Snapshot>,
-    /// Parsed manifests by hash. Manifests are immutable, so a cached one is
+    /// Recently used manifests by hash, weighed by file count. Manifests are
+    /// immutable, so a cached one is never stale; keeping recent ones makes a
+    /// rollback or a permalink visit cost no parse. Active branches' manifests
+    /// are also held by the snapshot itself.
     /// never stale; only the snapshot decides which one a host serves.
-    manifests: Mutex<HashMap<ContentHash, Arc<Manifest>>>,
+    manifests: quick_cache::sync::Cache<ContentHash, Arc<Manifest>, ManifestWeight>,
 }
 
 impl Edge {
@@ -69,7 +84,7 @@ impl Edge {
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),
             cache_max_blob: config.cache_max_blob,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            manifests: Mutex::new(HashMap::new()),
+            manifests: quick_cache::sync::Cache::with_weighter(64, MANIFEST_CACHE_FILES, ManifestWeight),
         })
     }
 
@@ -90,14 +105,14 @@ impl Edge {
 
     /// A manifest, from the cache or the blob store.
     pub async fn manifest(&self, hash: &ContentHash) -> Result<Arc<Manifest>, StoreError> {
-        if let Some(m) = self.manifests.lock().expect("manifest cache").get(hash) {
+        if let Some(m) = self.manifests.get(hash) {
             return Ok(m.clone());
         }
         let bytes = self.blobs.get(hash).await?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Db(format!("manifest {hash} is unreadable: {e}")))?;
         let manifest = Arc::new(manifest);
-        self.manifests.lock().expect("manifest cache").insert(*hash, manifest.clone());
+        self.manifests.insert(*hash, manifest.clone());
         Ok(manifest)
     }
 }
@@ -119,8 +134,6 @@ impl RoutingSink for Edge {
             }
         }
         let snapshot = Snapshot::build(&table, &manifests);
-        // Forget manifests no longer referenced by any branch (permalinks reload on demand).
-        self.manifests.lock().expect("manifest cache").retain(|h, _| manifests.contains_key(h));
         tracing::debug!(version = table.version, sites = snapshot.site_count(), "routing snapshot swapped");
         self.snapshot.store(Arc::new(snapshot));
         Ok(())

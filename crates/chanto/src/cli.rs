@@ -144,6 +144,10 @@ pub struct DeployArgs {
     /// Upload without activating: reachable only at its permalink.
     #[arg(long)]
     pub draft: bool,
+    /// Hash every file again instead of trusting the hashes of files
+    /// unchanged (same size, mtime, inode) since the last deploy of this directory.
+    #[arg(long)]
+    pub rehash: bool,
     /// Parallel uploads.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,

@@ -73,6 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     draft: args.draft,
                     parallel: args.parallel as usize,
                     progress: !json,
+                    hash_cache: !args.rehash,
                 },
             )
             .await?;

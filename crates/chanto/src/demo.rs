@@ -61,6 +61,7 @@ pub async fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
             draft: false,
             parallel: 8,
             progress: false,
+            hash_cache: false,
         },
     )
     .await?;

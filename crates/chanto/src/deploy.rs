@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::client::{CallError, Client, seg};
+use crate::hashcache::HashCache;
 use crate::walk::{LocalFile, walk};
 
 /// What `chanto deploy` was asked to do.
@@ -36,6 +37,8 @@ pub struct DeployPlan<'a> {
     pub parallel: usize,
     /// Print progress (to stderr).
     pub progress: bool,
+    /// Reuse hashes of files unchanged since the last deploy of this directory.
+    pub hash_cache: bool,
 }
 
 /// The outcome, as `--json` prints it.
@@ -84,19 +87,36 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
         }
     };
 
-    let files = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Hashed>> {
+    let use_cache = plan.hash_cache;
+    let (files, rehashed) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Hashed>, usize)> {
         let files = walk(&dir)?;
-        files
+        let mut cache = HashCache::load(&dir, use_cache);
+        let hashed: Vec<(Hashed, bool)> = files
             .into_par_iter()
             .map(|file| {
+                if let Some(hash) = cache.get(&file) {
+                    return Ok((Hashed { file, hash }, false));
+                }
                 let (hash, size) = hash_file(&file)?;
-                Ok(Hashed { file: LocalFile { size, ..file }, hash })
+                Ok((Hashed { file: LocalFile { size, ..file }, hash }, true))
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        let rehashed = hashed.iter().filter(|(_, fresh)| *fresh).count();
+        for (h, _) in &hashed {
+            cache.put(&h.file, h.hash);
+        }
+        cache.save();
+        Ok((hashed.into_iter().map(|(h, _)| h).collect(), rehashed))
     })
     .await??;
     let total: u64 = files.iter().map(|h| h.file.size).sum();
-    say(format!("hashed {} files ({}) in {:.2}s", files.len(), human_bytes(total), started.elapsed().as_secs_f64()));
+    say(format!(
+        "{} files ({}), {rehashed} hashed, {} unchanged since the last deploy, in {:.2}s",
+        files.len(),
+        human_bytes(total),
+        files.len() - rehashed,
+        started.elapsed().as_secs_f64()
+    ));
 
     let request = CreateDeployRequest {
         branch: plan

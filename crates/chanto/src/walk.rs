@@ -15,6 +15,12 @@ pub struct LocalFile {
     pub abs: PathBuf,
     /// Its size when listed.
     pub size: u64,
+    /// Its modification time (ns since the epoch) when listed.
+    pub mtime_ns: i128,
+    /// Its status-change time (ns): unlike mtime, no tool can set it back.
+    pub ctime_ns: i128,
+    /// Its inode and device, to notice a file replaced by another.
+    pub ino: (u64, u64),
 }
 
 /// Names skipped wherever they appear: version-control internals never belong on a site.
@@ -71,8 +77,17 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
                     stack.push((abs, rel, chain));
                 }
             } else if ft.is_file() {
-                let size = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?.len();
-                out.push(LocalFile { path: rel, abs, size });
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?;
+                let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+                out.push(LocalFile {
+                    path: rel,
+                    abs,
+                    size: meta.len(),
+                    mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+                    ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+                    ino: (meta.ino(), meta.dev()),
+                });
             } else {
                 bail!(
                     "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",

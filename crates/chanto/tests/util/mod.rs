@@ -170,7 +170,8 @@ impl Cli {
         cmd.args(args)
             .env_remove("CHANTO_SERVER")
             .env_remove("CHANTO_TOKEN")
-            .env("CHANTO_CONFIG", "/nonexistent/chanto-test-config.toml");
+            .env("CHANTO_CONFIG", "/nonexistent/chanto-test-config.toml")
+            .env("CHANTO_CACHE_DIR", std::env::temp_dir().join("chanto-e2e-hash-cache"));
         Cli { cmd, shown: format!("chanto {}", args.join(" ")), stdin: None }
     }
 
