@@ -5,6 +5,7 @@
 
 pub mod http;
 mod serve;
+pub mod server;
 mod snapshot;
 
 use std::collections::HashMap;

@@ -150,22 +150,23 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
 
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let serve = |listener: TcpListener,
-                 router: axum::Router,
-                 mut rx: tokio::sync::watch::Receiver<bool>,
-                 what: &'static str| {
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "{what} server failed");
-            }
-        })
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
+    let api_stop = stopped(stop_rx.clone());
+    let api_router = chanto_control::router(control.clone());
     let mut tasks = vec![
-        serve(edge_listener, chanto_edge::router(edge), stop_rx.clone(), "edge"),
-        serve(api_listener, chanto_control::router(control.clone()), stop_rx.clone(), "API"),
+        tokio::spawn(chanto_edge::server::serve(
+            edge_listener,
+            chanto_edge::router(edge),
+            chanto_edge::server::ServerLimits::default(),
+            stopped(stop_rx.clone()),
+        )),
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(api_listener, api_router).with_graceful_shutdown(api_stop).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }),
     ];
     let janitor = control.clone();
     let mut janitor_stop = stop_rx;

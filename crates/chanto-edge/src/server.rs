@@ -1,0 +1,85 @@
+//! The edge's HTTP server: HTTP/1.1 with keep-alive and HTTP/2 over cleartext
+//! (h2c with prior knowledge) on one port, with bounds on what a client can
+//! make it hold: header size and count, time to send the headers, and a
+//! graceful shutdown that lets in-flight requests finish.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// What one connection may cost the server.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A client must finish sending a request's headers within this time.
+    pub header_read_timeout: Duration,
+    /// Most bytes of request headers buffered per HTTP/1 connection
+    /// (hyper's minimum is 8 KiB).
+    pub max_header_bytes: usize,
+    /// Most header fields per request.
+    pub max_headers: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting and waits (up to `drain_timeout`) for open requests to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the drain timeout");
+    }
+}
