@@ -3,13 +3,16 @@
 //! the database; a request resolves its deploy once, from one snapshot, so no
 //! response mixes two deploys (invariant 2).
 
+pub mod access_log;
 pub mod http;
+pub mod metrics;
 mod serve;
 pub mod server;
 mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -17,7 +20,7 @@ use bytes::Bytes;
 use chanto_core::{ContentHash, Manifest};
 use chanto_store::{BlobStore, RoutingSink, RoutingTable, StoreError};
 
-pub use serve::router;
+pub use serve::{admin_router, router};
 pub use snapshot::{Snapshot, Target, TargetManifest};
 
 /// Settings of an edge.
@@ -66,6 +69,10 @@ pub struct Edge {
     blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
     cache_max_blob: u64,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
+    draining: AtomicBool,
+    access_log: std::sync::OnceLock<access_log::AccessLog>,
     snapshot: ArcSwap<Snapshot>,
     /// Recently used manifests by hash, weighed by file count. Manifests are
     /// immutable, so a cached one is never stale; keeping recent ones makes a
@@ -84,6 +91,9 @@ impl Edge {
             blobs,
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),
             cache_max_blob: config.cache_max_blob,
+            metrics: metrics::Metrics::default(),
+            draining: AtomicBool::new(false),
+            access_log: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             manifests: quick_cache::sync::Cache::with_weighter(64, MANIFEST_CACHE_FILES, ManifestWeight),
         })
@@ -94,11 +104,30 @@ impl Edge {
         self.snapshot.load_full()
     }
 
+    /// Sends one JSON line per request to `log` from now on.
+    pub fn set_access_log(&self, log: access_log::AccessLog) {
+        let _ = self.access_log.set(log);
+    }
+
+    /// Marks the edge as draining: `/readyz` answers 503 so load balancers
+    /// stop sending new traffic while in-flight requests finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the edge should receive traffic: a routing snapshot is loaded
+    /// and it is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.load().version > 0 && !self.draining.load(Ordering::Relaxed)
+    }
+
     /// A small blob's bytes, from memory or the store (then remembered).
     async fn cached_blob(&self, hash: &ContentHash) -> Result<Bytes, StoreError> {
         if let Some(b) = self.cache.get(hash) {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(b);
         }
+        self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
         let bytes = self.blobs.get(hash).await?;
         self.cache.insert(*hash, bytes.clone());
         Ok(bytes)

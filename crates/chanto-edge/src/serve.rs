@@ -16,9 +16,84 @@ use chanto_core::{ManifestEntry, parse_host};
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
 use crate::{Edge, TargetManifest};
 
-/// The edge's router: every request goes to one handler.
+/// The edge's router: every request goes to one handler, observed for
+/// metrics and the access log.
 pub fn router(edge: Arc<Edge>) -> Router {
-    Router::new().fallback(handle).with_state(edge)
+    Router::new().fallback(handle).layer(axum::middleware::from_fn_with_state(edge.clone(), observe)).with_state(edge)
+}
+
+/// The admin listener's router: `/healthz` (the process is alive), `/readyz`
+/// (routing loaded and not draining: send traffic) and `/metrics`.
+pub fn admin_router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|State(edge): State<Arc<Edge>>| async move {
+                if edge.is_ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(|State(edge): State<Arc<Edge>>| async move {
+                let body = edge.metrics.render(edge.snapshot().version);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+            }),
+        )
+        .with_state(edge)
+}
+
+/// Who a response was served for, read by [`observe`] for the access log.
+#[derive(Clone)]
+struct Served {
+    site: Arc<str>,
+    branch: Option<Arc<str>>,
+    deploy: chanto_core::DeployId,
+}
+
+/// Counts every response and writes its access-log line.
+async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let log = edge.access_log.get().cloned();
+    let host_path = log.as_ref().map(|_| {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+        (host, req.uri().path().to_owned())
+    });
+    let mut resp = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    edge.metrics.record(status, bytes, elapsed);
+    let served = resp.extensions_mut().remove::<Served>();
+    if let (Some(log), Some((host, path))) = (log, host_path) {
+        let line = crate::access_log::Line {
+            ts: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            host: &host,
+            path: &path,
+            status,
+            bytes,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            site: served.as_ref().map(|s| &*s.site),
+            branch: served.as_ref().and_then(|s| s.branch.as_deref()),
+            deploy: served.as_ref().map(|s| s.deploy.as_str()),
+        };
+        if !log.log(&line) {
+            edge.metrics.access_log_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    resp
 }
 
 const NOT_FOUND_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not found</title>\n<h1>404 Not found</h1>\n<p>There is nothing here.</p>\n";
@@ -48,6 +123,20 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
     let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
+    let served = Served { site: target.site.clone(), branch: target.branch.clone(), deploy: target.deploy.clone() };
+    let mut resp = answer(&edge, req.headers(), req.uri(), target, head).await;
+    resp.extensions_mut().insert(served);
+    resp
+}
+
+/// The response for a request whose host resolved to `target`.
+async fn answer(
+    edge: &Edge,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    target: crate::Target,
+    head: bool,
+) -> Response {
     let manifest = match target.manifest {
         TargetManifest::Loaded(m) => m,
         TargetManifest::Lazy(hash) => match edge.manifest(&hash).await {
@@ -58,14 +147,14 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
             }
         },
     };
-    let Ok(path) = normalize_request_path(req.uri().path()) else {
+    let Ok(path) = normalize_request_path(uri.path()) else {
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
     match manifest.lookup(&path) {
-        Lookup::File(key, entry) => represent(&edge, req.headers(), key, entry, target.last_modified, head).await,
+        Lookup::File(key, entry) => represent(edge, headers, key, entry, target.last_modified, head).await,
         Lookup::AddSlash => {
-            let mut location = format!("{}/", req.uri().path());
-            if let Some(q) = req.uri().query() {
+            let mut location = format!("{}/", uri.path());
+            if let Some(q) = uri.query() {
                 location.push('?');
                 location.push_str(q);
             }
@@ -77,8 +166,8 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
         }
         Lookup::NotFound => match manifest.files.get("404.html") {
             Some(entry) => {
-                let rep = http::negotiate(accept_encoding(req.headers()), entry);
-                let mut resp = send(&edge, rep, entry, None, head, StatusCode::NOT_FOUND).await;
+                let rep = http::negotiate(accept_encoding(headers), entry);
+                let mut resp = send(edge, rep, entry, None, head, StatusCode::NOT_FOUND).await;
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp
             }

@@ -11,6 +11,10 @@ use chanto_store::RoutingTable;
 /// What a host serves: one deploy's manifest.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The site.
+    pub site: Arc<str>,
+    /// The branch label, or `None` for a permalink.
+    pub branch: Option<Arc<str>>,
     /// The deploy.
     pub deploy: DeployId,
     /// Its manifest.
@@ -55,6 +59,8 @@ impl Snapshot {
         for row in &table.branches {
             let Some(manifest) = manifests.get(&row.manifest) else { continue };
             let target = Target {
+                site: Arc::from(row.site.as_str()),
+                branch: Some(Arc::from(row.label.as_str())),
                 deploy: row.deploy.clone(),
                 manifest: TargetManifest::Loaded(manifest.clone()),
                 last_modified: time_of(row.ready_at),
@@ -88,6 +94,8 @@ impl Snapshot {
                     && let Some((m, at)) = routes.deploys.get(prefix)
                 {
                     return Some(Target {
+                        site: Arc::from(site.as_str()),
+                        branch: None,
                         deploy: prefix.parse().ok()?,
                         manifest: TargetManifest::Lazy(*m),
                         last_modified: *at,

@@ -73,6 +73,12 @@ pub struct ServeArgs {
     /// Address the API listens on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub api: SocketAddr,
+    /// Address of the admin listener: /healthz, /readyz, /metrics; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8790")]
+    pub admin: SocketAddr,
+    /// Write an access log of the edge as JSON lines to this file (`-` for standard output).
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
     /// Domain sites are served under: <site>.<domain>, <branch>--<site>.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
     pub base_domain: String,

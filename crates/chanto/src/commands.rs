@@ -41,10 +41,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let running = crate::serve::start(args).await?;
             crate::serve::announce_token(&running);
             println!(
-                "chanto is serving. Sites: http://<site>.{}:{}/   API: {}",
+                "chanto is serving. Sites: http://<site>.{}:{}/   API: {}   Health and metrics: http://{}/metrics",
                 args.base_domain,
                 running.edge_addr.port(),
-                running.api_url()
+                running.api_url(),
+                running.admin_addr
             );
             return running.run_until_signal().await;
         }

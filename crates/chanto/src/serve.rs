@@ -20,6 +20,9 @@ pub struct Running {
     pub edge_addr: SocketAddr,
     /// The API's bound address.
     pub api_addr: SocketAddr,
+    /// The admin listener's bound address.
+    pub admin_addr: SocketAddr,
+    edge: Arc<Edge>,
     /// The admin token, if this start created it.
     pub new_token: Option<String>,
     /// The control plane (for in-process callers such as `demo`).
@@ -42,6 +45,7 @@ impl Running {
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
+        self.edge.start_draining();
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.tasks);
         if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
@@ -130,8 +134,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let edge_listener =
         TcpListener::bind(args.edge).await.with_context(|| format!("binding the edge to {}", args.edge))?;
     let api_listener = TcpListener::bind(args.api).await.with_context(|| format!("binding the API to {}", args.api))?;
+    let admin_listener =
+        TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin listener to {}", args.admin))?;
     let edge_addr = edge_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
 
     let mut config = ControlConfig::new(base_domain.clone(), edge_addr.port());
     config.upload_ttl = args.upload_ttl;
@@ -140,6 +147,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     config.gzip_level = args.gzip_level;
 
     let edge = Edge::new(chanto_edge::EdgeConfig::new(base_domain), blobs.clone());
+    if let Some(path) = &args.access_log {
+        let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
+            .with_context(|| format!("opening the access log {}", path.display()))?;
+        edge.set_access_log(log);
+    }
     let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
 
@@ -158,7 +170,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let mut tasks = vec![
         tokio::spawn(chanto_edge::server::serve(
             edge_listener,
-            chanto_edge::router(edge),
+            chanto_edge::router(edge.clone()),
             chanto_edge::server::ServerLimits::default(),
             stopped(stop_rx.clone()),
         )),
@@ -168,6 +180,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             }
         }),
     ];
+    // The admin listener stays up until the process exits, so /readyz can say
+    // "draining" while the edge finishes its requests.
+    let admin_router = chanto_edge::admin_router(edge.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, admin_router).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
     let janitor = control.clone();
     let mut janitor_stop = stop_rx;
     tasks.push(tokio::spawn(async move {
@@ -181,11 +201,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         "edge": edge_addr.to_string(),
         "api": api_addr.to_string(),
         "api_url": format!("http://{api_addr}"),
+        "admin": admin_addr.to_string(),
         "pid": std::process::id(),
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
-    tracing::info!(edge = %edge_addr, api = %api_addr, data = %data.display(), "chanto is serving");
-    Ok(Running { edge_addr, api_addr, new_token, control, data, stop, tasks, _lock: lock })
+    tracing::info!(edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
+    Ok(Running { edge_addr, api_addr, admin_addr, edge, new_token, control, data, stop, tasks, _lock: lock })
 }
 
 /// Prints the one-time admin token notice.

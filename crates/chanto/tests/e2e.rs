@@ -23,8 +23,9 @@ fn first_start_creates_the_admin_token_once() {
     assert!(!db.windows(server.token.len()).any(|w| w == server.token.as_bytes()));
 
     // A second server on the same data dir is refused.
-    let second =
-        Cli::new(&["serve", "--data", data.to_str().unwrap(), "--edge", "127.0.0.1:0", "--api", "127.0.0.1:0"]).fails();
+    let data_arg = data.to_str().unwrap();
+    let ports = ["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    let second = Cli::new(&[&["serve", "--data", data_arg][..], &ports[..]].concat()).fails();
     assert!(second.stderr().contains("another chanto is already serving"), "{}", second.report());
 
     let status = server.terminate();
@@ -378,4 +379,46 @@ fn demo_serves_the_example_site() {
     let list = server.cli(&["deploys", "list", "--site", "example", "--json"]).ok().json();
     assert_eq!(list[0]["message"], "chanto demo: the bundled example site");
     assert!(server.terminate().success());
+}
+
+#[test]
+fn health_metrics_and_the_access_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("access.log");
+    let server = Server::start(&tmp.path().join("data"), &["--access-log", log.to_str().unwrap()]);
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "hello")]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let d = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--json"]).ok().json();
+    let deploy = d["deploy"]["id"].as_str().unwrap().to_owned();
+
+    assert_eq!(util::http_get(&server.admin, "admin", "/healthz").unwrap().status, 200);
+    assert_eq!(util::http_get(&server.admin, "admin", "/readyz").unwrap().status, 200);
+    assert_eq!(server.get("docs.localhost", "/").status, 200);
+    assert_eq!(server.get("docs.localhost", "/").status, 200);
+    assert_eq!(server.get("docs.localhost", "/missing").status, 404);
+    assert_eq!(server.get("nobody.localhost", "/").status, 404);
+    let metrics = util::http_get(&server.admin, "admin", "/metrics").unwrap().text();
+    assert!(metrics.contains("chanto_edge_requests_total{class=\"2xx\"} 2"), "{metrics}");
+    assert!(metrics.contains("chanto_edge_requests_total{class=\"4xx\"} 2"), "{metrics}");
+    assert!(metrics.contains("chanto_edge_cache_hits_total 1"), "{metrics}");
+    assert!(metrics.contains("chanto_edge_cache_misses_total 1"), "{metrics}");
+    assert!(metrics.contains("chanto_edge_sent_bytes_total"), "{metrics}");
+
+    let lines = util::wait_for("4 access-log lines", std::time::Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.lines().count() >= 4).then_some(text)
+    });
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["host"], "docs.localhost");
+    assert_eq!(first["path"], "/");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes"], 5);
+    assert_eq!(first["site"], "docs");
+    assert_eq!(first["branch"], "main");
+    assert_eq!(first["deploy"], deploy.as_str());
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    let unknown: serde_json::Value = serde_json::from_str(lines.lines().nth(3).unwrap()).unwrap();
+    assert_eq!(unknown["status"], 404);
+    assert!(unknown.get("site").is_none());
 }

@@ -16,6 +16,7 @@ pub struct Server {
     pub data: PathBuf,
     pub edge: String,
     pub api_url: String,
+    pub admin: String,
     pub token: String,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
@@ -48,7 +49,7 @@ impl Server {
             .arg(cmd)
             .arg("--data")
             .arg(data)
-            .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(extra)
             .env("CHANTO_LOG", "info")
             .stdin(Stdio::null())
@@ -61,6 +62,7 @@ impl Server {
             data: data.to_owned(),
             edge: String::new(),
             api_url: String::new(),
+            admin: String::new(),
             token: String::new(),
             stdout_path,
             stderr_path,
@@ -79,6 +81,7 @@ impl Server {
         });
         server.edge = addresses["edge"].as_str().unwrap().to_owned();
         server.api_url = addresses["api_url"].as_str().unwrap().to_owned();
+        server.admin = addresses["admin"].as_str().unwrap().to_owned();
         server.token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
         wait_for("healthz", Duration::from_secs(10), || {
             http_get(&server.api_url_addr(), "127.0.0.1", "/healthz").ok().filter(|r| r.status == 200)
