@@ -85,8 +85,10 @@ pub struct Control {
     gc_lock: tokio::sync::RwLock<()>,
     /// Background precompressions in progress, by source blob.
     inflight: Mutex<HashMap<ContentHash, tokio::sync::watch::Receiver<bool>>>,
-    /// Bounds background precompression to one task per core.
+    /// Bounds compression to one blob per core at a time.
     compress_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds background precompression tasks holding a blob in memory.
+    background_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Control {
@@ -107,6 +109,7 @@ impl Control {
             known_tokens: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
             inflight: Mutex::new(HashMap::new()),
+            background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             compress_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             )),
@@ -353,17 +356,25 @@ impl Control {
     async fn make_variants(&self, src: ContentHash) -> Result<Vec<VariantRecord>, ApiError> {
         let bytes = self.blobs.get(&src).await?;
         let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
-        let compressed = tokio::task::spawn_blocking(move || {
-            Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
-        })
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("compression task failed: {e}"),
-            )
-        })?;
+        // Only the compression holds a slot: storing the variants waits on the
+        // disk (fsync), and other compressions may use the core meanwhile.
+        let compressed = {
+            let _slot =
+                self.compress_slots.acquire().await.map_err(|e| {
+                    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+            tokio::task::spawn_blocking(move || {
+                Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
+            })
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("compression task failed: {e}"),
+                )
+            })?
+        };
         let mut out = Vec::new();
         for (enc, data) in compressed {
             let variant = match data {
@@ -394,7 +405,7 @@ impl Control {
         let this = self.clone();
         tokio::spawn(async move {
             let result = async {
-                let _slot = this.compress_slots.acquire().await.map_err(|e| {
+                let _slot = this.background_slots.acquire().await.map_err(|e| {
                     ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
                 })?;
                 let _gc = this.gc_lock.read().await;

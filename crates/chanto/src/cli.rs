@@ -155,7 +155,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub rehash: bool,
     /// Parallel uploads.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
 }
 
