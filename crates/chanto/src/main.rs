@@ -14,7 +14,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Blocking work (SQLite, file IO, compression) runs on at most 32 threads:
+    // the default of 512 let each thread keep its own malloc arena, and a
+    // 10,000-file deploy grew the server to 1 GB resident (334 MB with 32).
+    let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(32).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
