@@ -22,8 +22,11 @@ pub struct Representation {
 /// The strong ETag of a representation: derived from its content hash, so the
 /// same bytes have the same ETag in every deploy.
 pub fn etag(hash: &ContentHash) -> String {
-    let hex = hash.to_hex();
-    format!("\"{}\"", &hex[..32])
+    let mut buf = [0u8; 34];
+    buf[0] = b'"';
+    buf[33] = b'"';
+    hex::encode_to_slice(&hash.as_bytes()[..16], &mut buf[1..33]).expect("16 bytes fill 32 hex digits");
+    String::from_utf8(buf.to_vec()).expect("hex is ASCII")
 }
 
 /// Picks the representation for an `Accept-Encoding` value (RFC 9110 §12.5.3):

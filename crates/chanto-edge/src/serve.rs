@@ -2,7 +2,6 @@
 //! the HTTP semantics of [`crate::http`].
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
@@ -123,9 +122,16 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
     let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
-    let served = Served { site: target.site.clone(), branch: target.branch.clone(), deploy: target.deploy.clone() };
+    // Only the access log needs to know who was served.
+    let served = edge.access_log.get().map(|_| Served {
+        site: target.site.clone(),
+        branch: target.branch.clone(),
+        deploy: target.deploy.clone(),
+    });
     let mut resp = answer(&edge, req.headers(), req.uri(), target, head).await;
-    resp.extensions_mut().insert(served);
+    if let Some(served) = served {
+        resp.extensions_mut().insert(served);
+    }
     resp
 }
 
@@ -137,9 +143,9 @@ async fn answer(
     target: crate::Target,
     head: bool,
 ) -> Response {
-    let manifest = match target.manifest {
-        TargetManifest::Loaded(m) => m,
-        TargetManifest::Lazy(hash) => match edge.manifest(&hash).await {
+    let manifest = match &target.manifest {
+        TargetManifest::Loaded(m) => m.clone(),
+        TargetManifest::Lazy(hash) => match edge.manifest(hash).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, deploy = %target.deploy, "permalink manifest unavailable");
@@ -151,7 +157,7 @@ async fn answer(
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
     match manifest.lookup(&path) {
-        Lookup::File(key, entry) => represent(edge, headers, key, entry, target.last_modified, head).await,
+        Lookup::File(key, entry) => represent(edge, headers, key, entry, &target, head).await,
         Lookup::AddSlash => {
             let mut location = format!("{}/", uri.path());
             if let Some(q) = uri.query() {
@@ -190,9 +196,10 @@ async fn represent(
     req: &HeaderMap,
     path: &str,
     entry: &ManifestEntry,
-    last_modified: SystemTime,
+    target: &crate::Target,
     head: bool,
 ) -> Response {
+    let last_modified = target.last_modified;
     let rep = http::negotiate(accept_encoding(req), entry);
     let etag = http::etag(&rep.hash);
     let conditionals = Conditionals {
@@ -207,9 +214,7 @@ async fn represent(
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(header::ETAG, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified)) {
-            h.insert(header::LAST_MODIFIED, v);
-        }
+        h.insert(header::LAST_MODIFIED, target.last_modified_header.clone());
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(http::cache_control(path)));
         if !entry.variants.is_empty() {
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));

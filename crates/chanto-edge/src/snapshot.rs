@@ -21,6 +21,12 @@ pub struct Target {
     pub manifest: TargetManifest,
     /// When the deploy became ready: the `Last-Modified` of its files.
     pub last_modified: SystemTime,
+    /// `last_modified` as an HTTP date, formatted once per snapshot.
+    pub last_modified_header: axum::http::HeaderValue,
+}
+
+fn http_date(t: SystemTime) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("HTTP dates are ASCII")
 }
 
 /// A target's manifest: loaded with the snapshot for active branches, on first
@@ -64,6 +70,7 @@ impl Snapshot {
                 deploy: row.deploy.clone(),
                 manifest: TargetManifest::Loaded(manifest.clone()),
                 last_modified: time_of(row.ready_at),
+                last_modified_header: http_date(time_of(row.ready_at)),
             };
             let site = sites.entry(row.site.to_string()).or_default();
             if row.production {
@@ -99,6 +106,7 @@ impl Snapshot {
                         deploy: prefix.parse().ok()?,
                         manifest: TargetManifest::Lazy(*m),
                         last_modified: *at,
+                        last_modified_header: http_date(*at),
                     });
                 }
                 routes.labels.get(prefix).cloned()

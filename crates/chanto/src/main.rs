@@ -12,6 +12,11 @@ mod walk;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the edge allocates per request, and glibc's
+/// malloc and free were 8% of its profile serving small files.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     // Blocking work (SQLite, file IO, compression) runs on at most 32 threads:
