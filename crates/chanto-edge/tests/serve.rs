@@ -363,3 +363,32 @@ async fn http_semantics_validators_ranges_and_encodings() {
         request(&edge, "s.localhost", "/video.bin", &[("range", "bytes=0-9"), ("if-range", "\"old\"")]).await;
     assert_eq!((s, body.len()), (StatusCode::OK, 10_000), "a stale If-Range gets the whole body");
 }
+
+#[tokio::test]
+async fn readiness_follows_routing_and_draining() {
+    let f = Fixture::new();
+    let admin = chanto_edge::admin_router(f.edge.clone());
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let resp = admin.oneshot(Request::builder().uri(path).body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "no routing loaded yet");
+    let m = f.manifest(&[("index.html", HTML, "x")]).await;
+    f.edge
+        .publish(RoutingTable { version: 1, branches: vec![row("docs", "main", true, 1, m)], permalinks: vec![] })
+        .await
+        .unwrap();
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    let (s, metrics) = get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(metrics.contains("chanto_edge_routing_version 1"), "{metrics}");
+    f.edge.start_draining();
+    assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "draining: stop sending traffic");
+    assert_eq!(get("/healthz").await.0, StatusCode::OK, "still alive while draining");
+}
