@@ -20,7 +20,7 @@ use bytes::Bytes;
 use chanto_core::{ContentHash, Manifest};
 use chanto_store::{BlobStore, RoutingSink, RoutingTable, StoreError};
 
-pub use serve::{admin_router, router};
+pub use serve::{EdgeService, admin_router, router};
 pub use snapshot::{Snapshot, Target, TargetManifest};
 
 /// Settings of an edge.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chanto_core::manifest::Lookup;
@@ -15,10 +15,36 @@ use chanto_core::{ManifestEntry, parse_host};
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
 use crate::{Edge, TargetManifest};
 
-/// The edge's router: every request goes to one handler, observed for
-/// metrics and the access log.
-pub fn router(edge: Arc<Edge>) -> Router {
-    Router::new().fallback(handle).layer(axum::middleware::from_fn_with_state(edge.clone(), observe)).with_state(edge)
+/// The edge as a service: every request goes to one handler, observed for
+/// metrics and the access log. A plain `tower::Service` with no routing
+/// layers: the edge answers every path the same way, and the layers were a
+/// fifth of its time serving small files.
+pub fn router(edge: Arc<Edge>) -> EdgeService {
+    EdgeService(edge)
+}
+
+/// See [`router`].
+#[derive(Clone)]
+pub struct EdgeService(pub Arc<Edge>);
+
+impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        // The edge reads no request bodies: only GET and HEAD are served.
+        let (parts, _body) = req.into_parts();
+        let edge = self.0.clone();
+        Box::pin(async move { Ok(observe(&edge, parts).await) })
+    }
 }
 
 /// The admin listener's router: `/healthz` (the process is alive), `/readyz`
@@ -54,15 +80,10 @@ struct Served {
     deploy: chanto_core::DeployId,
 }
 
-/// Counts every response and writes its access-log line.
-async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: axum::middleware::Next) -> Response {
+/// Answers a request, counts the response and writes its access-log line.
+async fn observe(edge: &Edge, req: axum::http::request::Parts) -> Response {
     let started = std::time::Instant::now();
-    let log = edge.access_log.get().cloned();
-    let host_path = log.as_ref().map(|_| {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
-        (host, req.uri().path().to_owned())
-    });
-    let mut resp = next.run(req).await;
+    let mut resp = handle(edge, &req).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
     let bytes = resp
@@ -73,14 +94,14 @@ async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: axum::middle
         .unwrap_or(0);
     edge.metrics.record(status, bytes, elapsed);
     let served = resp.extensions_mut().remove::<Served>();
-    if let (Some(log), Some((host, path))) = (log, host_path) {
+    if let Some(log) = edge.access_log.get() {
         let line = crate::access_log::Line {
             ts: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            host: &host,
-            path: &path,
+            host: req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+            path: req.uri.path(),
             status,
             bytes,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -106,9 +127,9 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
     resp
 }
 
-async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
-    let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
+async fn handle(edge: &Edge, req: &axum::http::request::Parts) -> Response {
+    let head = req.method == Method::HEAD;
+    if req.method != Method::GET && !head {
         let mut resp = plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "<!doctype html><title>Method not allowed</title><h1>405 Method not allowed</h1>\n",
@@ -116,7 +137,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()).unwrap_or("");
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
     let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
@@ -128,7 +149,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request) -> Response {
         branch: target.branch.clone(),
         deploy: target.deploy.clone(),
     });
-    let mut resp = answer(&edge, req.headers(), req.uri(), target, head).await;
+    let mut resp = answer(edge, &req.headers, &req.uri, target, head).await;
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
     }

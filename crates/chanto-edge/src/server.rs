@@ -40,7 +40,7 @@ impl Default for ServerLimits {
 /// accepting and waits (up to `drain_timeout`) for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    service: crate::serve::EdgeService,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -69,7 +69,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
