@@ -42,22 +42,36 @@ pub struct DeployRequest {
     pub files: BTreeMap<String, FileSpec>,
 }
 
+/// Variant records kept in memory (about 100 bytes each).
+const RECORDED_VARIANTS_CACHED: usize = 400_000;
+
 /// Longest deploy message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
-/// The blobs a deploy in progress may receive, with their declared sizes.
+/// A deploy in progress: its files, and the blobs it may receive.
 struct UploadSession {
+    files: Vec<DeployFile>,
+    /// Declared size of each blob.
     sizes: HashMap<ContentHash, u64>,
     /// Blobs worth precompressing (by path and size).
     compressible: HashSet<ContentHash>,
+    /// The blobs the store lacked when the deploy was created: the only ones
+    /// finalize must look for, since garbage collection keeps every blob an
+    /// uploading deploy references.
+    required: Vec<ContentHash>,
 }
 
 impl UploadSession {
-    fn new(files: &[DeployFile]) -> Self {
-        Self {
-            sizes: files.iter().map(|f| (f.hash, f.size)).collect(),
-            compressible: files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)).map(|f| f.hash).collect(),
-        }
+    fn new(files: Vec<DeployFile>, sizes: HashMap<ContentHash, u64>, required: Vec<ContentHash>) -> Self {
+        let compressible = files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)).map(|f| f.hash).collect();
+        Self { files, sizes, compressible, required }
+    }
+
+    /// A session rebuilt from metadata (after a restart): every blob is checked.
+    fn from_files(files: Vec<DeployFile>) -> Self {
+        let sizes: HashMap<ContentHash, u64> = files.iter().map(|f| (f.hash, f.size)).collect();
+        let required = sizes.keys().copied().collect();
+        Self::new(files, sizes, required)
     }
 }
 
@@ -85,6 +99,13 @@ pub struct Control {
     gc_lock: tokio::sync::RwLock<()>,
     /// Background precompressions in progress, by source blob.
     inflight: Mutex<HashMap<ContentHash, tokio::sync::watch::Receiver<bool>>>,
+    /// Variants made in the background whose blobs may not be durable yet:
+    /// they are recorded in metadata only by a finalize, after it synced the
+    /// blob store, so no record ever names a blob a crash could lose.
+    unrecorded: Mutex<HashMap<ContentHash, Vec<VariantRecord>>>,
+    /// Variant records already in metadata, so a redeploy of ten thousand
+    /// unchanged files does not look each one up again.
+    recorded: quick_cache::sync::Cache<(ContentHash, Encoding), Option<Variant>>,
     /// Bounds compression to one blob per core at a time.
     compress_slots: Arc<tokio::sync::Semaphore>,
     /// Bounds background precompression tasks holding a blob in memory.
@@ -109,6 +130,8 @@ impl Control {
             known_tokens: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
             inflight: Mutex::new(HashMap::new()),
+            unrecorded: Mutex::new(HashMap::new()),
+            recorded: quick_cache::sync::Cache::new(RECORDED_VARIANTS_CACHED),
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             compress_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -185,6 +208,7 @@ impl Control {
         site: &SiteName,
         req: DeployRequest,
     ) -> Result<(DeployRecord, Vec<ContentHash>), ApiError> {
+        let mut phases = Phases::new();
         let site_rec = self.site(site).await?;
         let branch = req.branch.unwrap_or(site_rec.production_branch);
         if let Some(m) = &req.message
@@ -243,7 +267,7 @@ impl Control {
                 )));
             }
         }
-        let session = UploadSession::new(&files);
+        phases.done("validate");
         let id = DeployId::from_random(random_bytes());
         let record = self
             .meta
@@ -254,14 +278,17 @@ impl Control {
                 message: req.message,
                 draft: req.draft,
                 source: "cli".into(),
-                files,
+                files: files.clone(),
                 created_at: now_millis(),
             })
             .await?;
+        phases.done("record");
         let unique: Vec<ContentHash> = sizes.keys().copied().collect();
         let required = self.blobs.missing(&unique).await?;
+        phases.done("missing");
+        let session = UploadSession::new(files, sizes, required.clone());
         self.sessions.lock().expect("sessions").insert(id.clone(), Arc::new(session));
-        tracing::info!(site = %site, deploy = %id, branch = %record.branch, files = record.file_count, required = required.len(), "deploy created");
+        tracing::info!(site = %site, deploy = %id, branch = %record.branch, files = record.file_count, required = required.len(), phases = %phases, "deploy created");
         Ok((record, required))
     }
 
@@ -272,7 +299,7 @@ impl Control {
         // After a restart: rebuild the session from metadata.
         let deploy = self.deploy(id).await?;
         ensure_uploading(&deploy)?;
-        let session = Arc::new(UploadSession::new(&self.meta.deploy_files(id).await?));
+        let session = Arc::new(UploadSession::from_files(self.meta.deploy_files(id).await?));
         self.sessions.lock().expect("sessions").insert(id.clone(), session.clone());
         Ok(session)
     }
@@ -314,11 +341,10 @@ impl Control {
             return Ok(deploy);
         }
         ensure_uploading(&deploy)?;
-        let files = self.meta.deploy_files(id).await?;
-        let mut unique: Vec<ContentHash> = files.iter().map(|f| f.hash).collect();
-        unique.sort();
-        unique.dedup();
-        let missing = self.blobs.missing(&unique).await?;
+        let mut phases = Phases::new();
+        let session = self.session(id).await?;
+        let missing = self.blobs.missing(&session.required).await?;
+        phases.done("missing");
         if !missing.is_empty() {
             let shown: Vec<String> = missing.iter().take(100).map(|h| h.to_hex()).collect();
             return Err(ApiError::new(
@@ -328,9 +354,10 @@ impl Control {
             )
             .details(serde_json::json!({ "missing": shown, "count": missing.len() })));
         }
-        let variants = self.precompress(&files).await?;
+        let (variants, fresh_variants) = self.precompress(&session.files).await?;
+        phases.done("variants");
         let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new() };
-        for f in files {
+        for f in session.files.iter().cloned() {
             let content_type = content_type_for(&f.path);
             let mut vs: Vec<Variant> =
                 Encoding::ALL.iter().filter_map(|e| variants.get(&(f.hash, *e)).cloned()).collect();
@@ -340,14 +367,26 @@ impl Control {
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         let manifest_hash = self.blobs.put_bytes(Bytes::from(manifest_bytes)).await?;
+        phases.done("manifest");
+        // Everything recorded from here on names blobs that must survive a crash.
+        self.blobs.sync().await?;
+        phases.done("sync");
+        if !fresh_variants.is_empty() {
+            self.meta.put_variants(&fresh_variants).await?;
+            for (src, enc, v) in fresh_variants {
+                self.recorded.insert((src, enc), v);
+            }
+        }
         let mut record = self.meta.mark_ready(id, &manifest_hash, now_millis()).await?;
         self.sessions.lock().expect("sessions").remove(id);
         if !record.draft {
             self.meta.activate(id, ActivationKind::Deploy, now_millis()).await?;
             record = self.deploy(id).await?;
         }
+        phases.done("activate");
         self.publish_routing().await?;
-        tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, state = %record.state, ms = started.elapsed().as_millis() as u64, "deploy finalized");
+        phases.done("routing");
+        tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, state = %record.state, ms = started.elapsed().as_millis() as u64, phases = %phases, "deploy finalized");
         Ok(record)
     }
 
@@ -357,7 +396,7 @@ impl Control {
         let bytes = self.blobs.get(&src).await?;
         let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
         // Only the compression holds a slot: storing the variants waits on the
-        // disk (fsync), and other compressions may use the core meanwhile.
+        // disk, and other compressions may use the core meanwhile.
         let compressed = {
             let _slot =
                 self.compress_slots.acquire().await.map_err(|e| {
@@ -411,7 +450,7 @@ impl Control {
                 let _gc = this.gc_lock.read().await;
                 if this.meta.variants(&[src]).await?.len() < Encoding::ALL.len() {
                     let made = this.make_variants(src).await?;
-                    this.meta.put_variants(&made).await?;
+                    this.unrecorded.lock().expect("unrecorded").insert(src, made);
                 }
                 Ok::<(), ApiError>(())
             }
@@ -426,8 +465,12 @@ impl Control {
 
     /// Makes brotli and gzip variants for compressible files that have none
     /// recorded yet (waiting for background tasks already on it), in parallel
-    /// on blocking threads. Returns every known variant of the files' blobs.
-    async fn precompress(&self, files: &[DeployFile]) -> Result<HashMap<(ContentHash, Encoding), Variant>, ApiError> {
+    /// on blocking threads. Returns every known variant of the files' blobs,
+    /// and the records to write once the blob store is synced.
+    async fn precompress(
+        &self,
+        files: &[DeployFile],
+    ) -> Result<(HashMap<(ContentHash, Encoding), Variant>, Vec<VariantRecord>), ApiError> {
         let mut candidates: Vec<ContentHash> =
             files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)).map(|f| f.hash).collect();
         candidates.sort();
@@ -441,8 +484,34 @@ impl Control {
             let _ = rx.wait_for(|done| *done).await;
         }
         let mut known: HashMap<(ContentHash, Encoding), Option<Variant>> = HashMap::new();
-        for (src, enc, v) in self.meta.variants(&candidates).await? {
+        let mut look_up = Vec::new();
+        for h in &candidates {
+            let mut all = true;
+            for enc in Encoding::ALL {
+                match self.recorded.get(&(*h, enc)) {
+                    Some(v) => drop(known.insert((*h, enc), v)),
+                    None => all = false,
+                }
+            }
+            if !all {
+                look_up.push(*h);
+            }
+        }
+        for (src, enc, v) in self.meta.variants(&look_up).await? {
+            self.recorded.insert((src, enc), v.clone());
             known.insert((src, enc), v);
+        }
+        let mut fresh = Vec::new();
+        {
+            let mut unrecorded = self.unrecorded.lock().expect("unrecorded");
+            for h in &candidates {
+                if let Some(made) = unrecorded.remove(h) {
+                    for (src, enc, v) in &made {
+                        known.insert((*src, *enc), v.clone());
+                    }
+                    fresh.extend(made);
+                }
+            }
         }
         let todo: Vec<ContentHash> =
             candidates.into_iter().filter(|h| Encoding::ALL.iter().any(|e| !known.contains_key(&(*h, *e)))).collect();
@@ -452,17 +521,13 @@ impl Control {
             .buffer_unordered(parallel)
             .collect()
             .await;
-        let mut fresh = Vec::new();
         for r in made {
-            fresh.extend(r?);
+            for (src, enc, v) in r? {
+                known.insert((src, enc), v.clone());
+                fresh.push((src, enc, v));
+            }
         }
-        if !fresh.is_empty() {
-            self.meta.put_variants(&fresh).await?;
-        }
-        for (src, enc, v) in fresh {
-            known.insert((src, enc), v);
-        }
-        Ok(known.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+        Ok((known.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect(), fresh))
     }
 
     /// Activates any complete deploy on its branch (also "roll back to this deploy").
@@ -511,13 +576,26 @@ impl Control {
     /// Returns how many blobs were deleted.
     pub async fn collect_garbage(&self) -> Result<usize, StoreError> {
         let _exclusive = self.gc_lock.write().await;
-        let referenced = self.meta.referenced_blobs().await?;
+        let mut referenced = self.meta.referenced_blobs().await?;
+        // Variants made for deploys still uploading are recorded only at finalize.
+        for made in self.unrecorded.lock().expect("unrecorded").values() {
+            referenced.extend(made.iter().filter_map(|(_, _, v)| v.as_ref().map(|v| v.hash)));
+        }
         let garbage: Vec<ContentHash> =
             self.blobs.list().await?.into_iter().filter(|h| !referenced.contains(h)).collect();
         if garbage.is_empty() {
             return Ok(0);
         }
         self.meta.forget_variants(&garbage).await?;
+        {
+            let mut unrecorded = self.unrecorded.lock().expect("unrecorded");
+            for h in &garbage {
+                unrecorded.remove(h);
+                for enc in Encoding::ALL {
+                    self.recorded.remove(&(*h, enc));
+                }
+            }
+        }
         for h in &garbage {
             self.blobs.delete(h).await?;
         }
@@ -543,6 +621,34 @@ impl Control {
                 tracing::warn!(error = %e, "janitor: garbage collection failed; will retry");
             }
         }
+    }
+}
+
+/// Milliseconds spent in each named phase of an operation, for its log line.
+struct Phases {
+    last: Instant,
+    spent: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Self { last: Instant::now(), spent: Vec::new() }
+    }
+
+    /// Ends the phase called `name` now.
+    fn done(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.spent.push((name, (now - self.last).as_millis()));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, ms)) in self.spent.iter().enumerate() {
+            write!(f, "{}{name}={ms}", if i == 0 { "" } else { " " })?;
+        }
+        Ok(())
     }
 }
 

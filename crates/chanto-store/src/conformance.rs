@@ -48,6 +48,14 @@ pub async fn blob_store(store: &dyn BlobStore) {
     // Putting the same blob again is harmless.
     store.put(&hello, stream_of(vec![b"hello world"]), 1024).await.unwrap();
 
+    // Syncing keeps every blob readable, and syncing again is harmless.
+    store.sync().await.unwrap();
+    store.sync().await.unwrap();
+    assert!(store.has(&hello).await.unwrap());
+    assert_eq!(read_all(store, &hello).await, b"hello world");
+    store.put(&hello, stream_of(vec![b"hello world"]), 1024).await.unwrap();
+    assert_eq!(store.list().await.unwrap().iter().filter(|h| **h == hello).count(), 1, "listed once");
+
     // Bytes that do not match the name are refused and never stored.
     let claimed = ContentHash::of(b"something else");
     match store.put(&claimed, stream_of(vec![b"evil bytes"]), 1024).await {

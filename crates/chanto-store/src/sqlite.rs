@@ -15,7 +15,8 @@ use crate::meta::*;
 use crate::{StoreError, UnixMillis};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the ones done.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sites (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -78,7 +79,11 @@ CREATE TABLE tokens (
     hash TEXT NOT NULL UNIQUE,
     created_at INTEGER NOT NULL
 );
-"#];
+"#,
+    // 2: no query looks deploy files up by hash; the index only slowed every
+    // deploy's file rows down.
+    "DROP INDEX deploy_files_by_hash;",
+];
 
 /// Metadata in a SQLite database file.
 #[derive(Clone)]
@@ -103,6 +108,9 @@ impl SqliteMeta {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 64 MiB of page cache (the default is 2 MiB): a deploy's file rows
+        // and the ones before it stay in memory.
+        conn.pragma_update(None, "cache_size", -65536)?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
         if version > MIGRATIONS.len() {
             return Err(StoreError::Db(format!(

@@ -88,27 +88,29 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     };
 
     let use_cache = plan.hash_cache;
-    let (files, rehashed) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Hashed>, usize)> {
-        let files = walk(&dir)?;
-        let mut cache = HashCache::load(&dir, use_cache);
-        let hashed: Vec<(Hashed, bool)> = files
-            .into_par_iter()
-            .map(|file| {
-                if let Some(hash) = cache.get(&file) {
-                    return Ok((Hashed { file, hash }, false));
-                }
-                let (hash, size) = hash_file(&file)?;
-                Ok((Hashed { file: LocalFile { size, ..file }, hash }, true))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let rehashed = hashed.iter().filter(|(_, fresh)| *fresh).count();
-        for (h, _) in &hashed {
-            cache.put(&h.file, h.hash);
-        }
-        cache.save();
-        Ok((hashed.into_iter().map(|(h, _)| h).collect(), rehashed))
-    })
-    .await??;
+    let (files, rehashed, cache) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Hashed>, usize, HashCache)> {
+            let files = walk(&dir)?;
+            let mut cache = HashCache::load(&dir, use_cache);
+            let hashed: Vec<(Hashed, bool)> = files
+                .into_par_iter()
+                .map(|file| {
+                    if let Some(hash) = cache.get(&file) {
+                        return Ok((Hashed { file, hash }, false));
+                    }
+                    let (hash, size) = hash_file(&file)?;
+                    Ok((Hashed { file: LocalFile { size, ..file }, hash }, true))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let rehashed = hashed.iter().filter(|(_, fresh)| *fresh).count();
+            for (h, _) in &hashed {
+                cache.put(&h.file, h.hash);
+            }
+            Ok((hashed.into_iter().map(|(h, _)| h).collect(), rehashed, cache))
+        })
+        .await??;
+    // Written while the server works; waited for before returning.
+    let cache_saved = tokio::task::spawn_blocking(move || cache.save());
     let total: u64 = files.iter().map(|h| h.file.size).sum();
     say(format!(
         "{} files ({}), {rehashed} hashed, {} unchanged since the last deploy, in {:.2}s",
@@ -214,6 +216,8 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     let finalize_path = format!("/deploys/{id}/finalize");
     let empty = serde_json::json!({});
     let deploy: DeployView = with_retries("finalizing the deploy", || client.post(&finalize_path, &empty)).await?;
+    // Best effort, like the cache itself: a failed save only means hashing again.
+    let _ = cache_saved.await;
     Ok(DeployOutcome {
         deploy,
         files: files.len(),

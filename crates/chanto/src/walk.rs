@@ -33,7 +33,8 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
         bail!("{} is not a directory; `chanto deploy` takes the directory holding your site's files", root.display());
     }
     let canon_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
-    let mut out = Vec::new();
+    // Files found, with the names shown in errors; stat'ed in parallel below.
+    let mut found: Vec<(String, PathBuf, PathBuf)> = Vec::new();
     // Each directory to read, with its manifest prefix and the real
     // directories above it (to detect symlink loops).
     let mut stack = vec![(canon_root.clone(), String::new(), vec![canon_root.clone()])];
@@ -77,17 +78,7 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
                     stack.push((abs, rel, chain));
                 }
             } else if ft.is_file() {
-                use std::os::unix::fs::MetadataExt;
-                let meta = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?;
-                let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-                out.push(LocalFile {
-                    path: rel,
-                    abs,
-                    size: meta.len(),
-                    mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-                    ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-                    ino: (meta.ino(), meta.dev()),
-                });
+                found.push((rel, abs, shown));
             } else {
                 bail!(
                     "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",
@@ -96,10 +87,27 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
             }
         }
     }
-    if out.is_empty() {
+    if found.is_empty() {
         bail!("{} contains no files to deploy", root.display());
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    use rayon::prelude::*;
+    let mut out: Vec<LocalFile> = found
+        .into_par_iter()
+        .map(|(path, abs, shown)| {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?;
+            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+            Ok(LocalFile {
+                path,
+                size: meta.len(),
+                mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+                ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+                ino: (meta.ino(), meta.dev()),
+                abs,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    out.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 

@@ -352,7 +352,12 @@ fn a_full_disk_is_a_clear_error_and_changes_nothing() {
     write_tree(&big, &[("index.html", "too big")]);
     let r = server.cli(&["deploy", big.to_str().unwrap(), "--site", "docs"]).fails();
     assert!(r.stderr().contains("no space left"), "{}", r.report());
-    assert_eq!(std::fs::read_dir(data.join("blobs/.tmp")).unwrap().count(), 0, "nothing half-written");
+    let half_written = std::fs::read_dir(data.join("blobs/.staged"))
+        .unwrap()
+        .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
+        .filter(|f| f.as_ref().unwrap().file_name().to_string_lossy().starts_with(".tmp"))
+        .count();
+    assert_eq!(half_written, 0, "nothing half-written");
     assert_eq!(server.get("docs.localhost", "/").text(), "fits", "what is live did not change");
 }
 
