@@ -106,8 +106,10 @@ pub struct Control {
     /// Variant records already in metadata, so a redeploy of ten thousand
     /// unchanged files does not look each one up again.
     recorded: quick_cache::sync::Cache<(ContentHash, Encoding), Option<Variant>>,
-    /// Bounds compression to one blob per core at a time.
-    compress_slots: Arc<tokio::sync::Semaphore>,
+    /// Compression threads, one per core. Dedicated rather than tokio's
+    /// blocking pool: the encoder's megabytes of tables then stay in a few
+    /// threads' allocator heaps instead of 32 (measured: 310 → 530 MB peak).
+    compressor: rayon::ThreadPool,
     /// Bounds background precompression tasks holding a blob in memory.
     background_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -133,9 +135,11 @@ impl Control {
             unrecorded: Mutex::new(HashMap::new()),
             recorded: quick_cache::sync::Cache::new(RECORDED_VARIANTS_CACHED),
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
-            compress_slots: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            )),
+            compressor: rayon::ThreadPoolBuilder::new()
+                .num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+                .thread_name(|i| format!("chanto-compress-{i}"))
+                .build()
+                .expect("starting compression threads"),
         })
     }
 
@@ -395,25 +399,15 @@ impl Control {
     async fn make_variants(&self, src: ContentHash) -> Result<Vec<VariantRecord>, ApiError> {
         let bytes = self.blobs.get(&src).await?;
         let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
-        // Only the compression holds a slot: storing the variants waits on the
-        // disk, and other compressions may use the core meanwhile.
-        let compressed = {
-            let _slot =
-                self.compress_slots.acquire().await.map_err(|e| {
-                    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                })?;
-            tokio::task::spawn_blocking(move || {
-                Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl)))
-            })
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("compression task failed: {e}"),
-                )
-            })?
-        };
+        // Only the compression runs on the compression threads: storing the
+        // variants waits on the disk while they compress the next blob.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.compressor.spawn(move || {
+            let _ = tx.send(Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl))));
+        });
+        let compressed = rx.await.map_err(|_| {
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "a compression thread failed")
+        })?;
         let mut out = Vec::new();
         for (enc, data) in compressed {
             let variant = match data {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use rayon::prelude::*;
 
 /// One file to deploy.
 #[derive(Debug, Clone)]
@@ -34,63 +35,23 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
     }
     let canon_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
     // Files found, with the names shown in errors; stat'ed in parallel below.
-    let mut found: Vec<(String, PathBuf, PathBuf)> = Vec::new();
-    // Each directory to read, with its manifest prefix and the real
-    // directories above it (to detect symlink loops).
-    let mut stack = vec![(canon_root.clone(), String::new(), vec![canon_root.clone()])];
-    while let Some((dir, prefix, chain)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).with_context(|| format!("reading directory {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("reading directory {}", dir.display()))?;
-            let shown = root.join(&prefix).join(entry.file_name());
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                bail!(
-                    "{}: the file name is not valid UTF-8; rename it (sites are served under UTF-8 paths)",
-                    shown.display()
-                );
-            };
-            if SKIPPED.contains(&name.as_str()) {
-                continue;
-            }
-            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-            chanto_core::normalize_manifest_path(&rel).map_err(|e| anyhow!("{}: {}", shown.display(), e.message))?;
-            let mut abs = entry.path();
-            let mut ft = entry.file_type().with_context(|| format!("reading {}", shown.display()))?;
-            if ft.is_symlink() {
-                let target = std::fs::canonicalize(&abs)
-                    .with_context(|| format!("{} is a symlink whose target does not exist", shown.display()))?;
-                if !target.starts_with(&canon_root) {
-                    bail!(
-                        "{} is a symlink to {}, outside the deployed directory; chanto deploys nothing outside {} (copy the file in or remove the link)",
-                        shown.display(),
-                        target.display(),
-                        root.display()
-                    );
-                }
-                ft = std::fs::metadata(&target).with_context(|| format!("reading {}", shown.display()))?.file_type();
-                abs = target;
-            }
-            if ft.is_dir() {
-                // A symlink to a directory we are already inside would loop forever: skip it.
-                if !chain.iter().any(|c| c.starts_with(&abs)) {
-                    let mut chain = chain.clone();
-                    chain.push(abs.clone());
-                    stack.push((abs, rel, chain));
-                }
-            } else if ft.is_file() {
-                found.push((rel, abs, shown));
-            } else {
-                bail!(
-                    "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",
-                    shown.display()
-                );
-            }
+    let mut found: Vec<Found> = Vec::new();
+    // The directories to read next, level by level (in parallel), each with
+    // its manifest prefix and the real directories above it (to detect
+    // symlink loops).
+    let mut level = vec![Dir { path: canon_root.clone(), prefix: String::new(), chain: vec![canon_root.clone()] }];
+    while !level.is_empty() {
+        let read: Vec<(Vec<Found>, Vec<Dir>)> =
+            level.into_par_iter().map(|d| read_dir(root, &canon_root, d)).collect::<anyhow::Result<_>>()?;
+        level = Vec::new();
+        for (files, dirs) in read {
+            found.extend(files);
+            level.extend(dirs);
         }
     }
     if found.is_empty() {
         bail!("{} contains no files to deploy", root.display());
     }
-    use rayon::prelude::*;
     let mut out: Vec<LocalFile> = found
         .into_par_iter()
         .map(|(path, abs, shown)| {
@@ -109,6 +70,73 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
         .collect::<anyhow::Result<_>>()?;
     out.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// A file found: its manifest path, real path, and the path errors show.
+type Found = (String, PathBuf, PathBuf);
+
+/// A directory still to read.
+struct Dir {
+    path: PathBuf,
+    /// Its manifest path ("" for the root).
+    prefix: String,
+    /// The real directories from the root down to it.
+    chain: Vec<PathBuf>,
+}
+
+/// Reads one directory: its files (manifest path, real path, path shown in
+/// errors) and the directories under it to read next.
+fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> anyhow::Result<(Vec<Found>, Vec<Dir>)> {
+    let Dir { path: dir, prefix, chain } = d;
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("reading directory {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading directory {}", dir.display()))?;
+        let shown = root.join(&prefix).join(entry.file_name());
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            bail!(
+                "{}: the file name is not valid UTF-8; rename it (sites are served under UTF-8 paths)",
+                shown.display()
+            );
+        };
+        if SKIPPED.contains(&name.as_str()) {
+            continue;
+        }
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        chanto_core::normalize_manifest_path(&rel).map_err(|e| anyhow!("{}: {}", shown.display(), e.message))?;
+        let mut abs = entry.path();
+        let mut ft = entry.file_type().with_context(|| format!("reading {}", shown.display()))?;
+        if ft.is_symlink() {
+            let target = std::fs::canonicalize(&abs)
+                .with_context(|| format!("{} is a symlink whose target does not exist", shown.display()))?;
+            if !target.starts_with(&canon_root) {
+                bail!(
+                    "{} is a symlink to {}, outside the deployed directory; chanto deploys nothing outside {} (copy the file in or remove the link)",
+                    shown.display(),
+                    target.display(),
+                    root.display()
+                );
+            }
+            ft = std::fs::metadata(&target).with_context(|| format!("reading {}", shown.display()))?.file_type();
+            abs = target;
+        }
+        if ft.is_dir() {
+            // A symlink to a directory we are already inside would loop forever: skip it.
+            if !chain.iter().any(|c| c.starts_with(&abs)) {
+                let mut chain = chain.clone();
+                chain.push(abs.clone());
+                dirs.push(Dir { path: abs, prefix: rel, chain });
+            }
+        } else if ft.is_file() {
+            files.push((rel, abs, shown));
+        } else {
+            bail!(
+                "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",
+                shown.display()
+            );
+        }
+    }
+    Ok((files, dirs))
 }
 
 #[cfg(test)]
