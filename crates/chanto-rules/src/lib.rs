@@ -1,0 +1,173 @@
+//! Redirect, rewrite and header rules.
+//!
+//! Every source (native `chanto.toml`, Netlify's `_redirects`, `_headers` and
+//! `netlify.toml`) is parsed into one typed model, [`RuleSet`], which travels
+//! inside a deploy's manifest, so rules change atomically with the files. The
+//! edge evaluates it through [`Matcher`], whose cost per request depends on the
+//! path's depth, not on the number of rules.
+//!
+//! Pure: no IO. Callers hand in file contents and get rules or errors that
+//! name the file, line and column.
+
+mod matcher;
+mod native;
+mod netlify;
+mod pattern;
+mod sources;
+
+pub use matcher::{Action, Matcher, RuleRequest};
+pub use pattern::{PathPattern, Segment};
+pub use sources::{RULE_FILES, compile};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a rule came from, for errors, warnings and conflicts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The rule file, as a path in the deploy (`_redirects`).
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A rule file that cannot be used: the deploy is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleError {
+    /// The rule file.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+    /// What is wrong, and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+impl RuleError {
+    pub(crate) fn new(file: &str, line: u32, column: u32, message: impl Into<String>) -> Self {
+        Self { file: file.to_owned(), line, column, message: message.into() }
+    }
+}
+
+/// Something in a rule file chanto accepts but does not act on as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// Where.
+    pub origin: Origin,
+    /// What, and what chanto does instead.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: warning: {}", self.origin, self.message)
+    }
+}
+
+/// Conditions a request must meet for a rule to apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conditions {
+    /// ISO 3166 country codes, lower case; any of them (from the header the
+    /// operator names as trusted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub country: Vec<String>,
+    /// Language tags, lower case; any of them, against `Accept-Language`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub language: Vec<String>,
+}
+
+impl Conditions {
+    /// No conditions at all.
+    pub fn is_empty(&self) -> bool {
+        self.country.is_empty() && self.language.is_empty()
+    }
+}
+
+/// A redirect, rewrite or status rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// Only for requests to this host (from `https://host/path` sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The request paths it matches.
+    pub from: PathPattern,
+    /// Query parameters that must be present: name → placeholder it binds
+    /// (`None`: present, value not used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<(String, Option<String>)>,
+    /// Where to: a path or an absolute URL, with `:name` and `:splat`.
+    pub to: String,
+    /// 301, 302, 303, 307, 308 (redirect), 200 (rewrite), 404 or 410.
+    pub status: u16,
+    /// Applies even when a file exists at the request path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// Country and language conditions.
+    #[serde(default, skip_serializing_if = "Conditions::is_empty")]
+    pub conditions: Conditions,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Headers added to every response whose path matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRule {
+    /// The paths it covers.
+    pub path: PathPattern,
+    /// Name → value, in order.
+    pub headers: Vec<(String, String)>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Every rule of a deploy, in evaluation order (first matching redirect wins).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RuleSet {
+    /// Redirects, rewrites and status rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirects: Vec<Redirect>,
+    /// Header rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderRule>,
+    /// What the deploy was told about its rules that it should know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+    /// Compiled on first use (the edge), never stored.
+    #[serde(skip)]
+    matcher: std::sync::OnceLock<std::sync::Arc<Matcher>>,
+}
+
+impl PartialEq for RuleSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.redirects == other.redirects && self.headers == other.headers && self.warnings == other.warnings
+    }
+}
+
+impl Eq for RuleSet {}
+
+impl RuleSet {
+    /// No rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.redirects.is_empty() && self.headers.is_empty()
+    }
+
+    /// The compiled matcher, built on first use.
+    pub fn matcher(&self) -> &Matcher {
+        self.matcher.get_or_init(|| std::sync::Arc::new(Matcher::new(&self.redirects, &self.headers)))
+    }
+}
+
+/// Statuses a redirect rule may carry.
+pub const STATUSES: [u16; 8] = [200, 301, 302, 303, 307, 308, 404, 410];

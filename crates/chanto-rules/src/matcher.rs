@@ -1,0 +1,387 @@
+//! The compiled form of a rule set: a trie over path segments, so a lookup
+//! walks the request path's segments once (following static, placeholder and
+//! splat branches) instead of trying every rule. Candidates that the trie
+//! finds are then checked in rule order against host, query and conditions.
+
+use std::collections::HashMap;
+
+use crate::pattern::{Segment, split_path, substitute};
+use crate::{HeaderRule, Origin, Redirect};
+
+#[derive(Debug, Default)]
+struct Node {
+    statics: HashMap<String, usize>,
+    param: Option<usize>,
+    /// Rules whose pattern ends in `*` here.
+    splat: Vec<u32>,
+    /// Rules whose pattern ends exactly here.
+    end: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Trie {
+    nodes: Vec<Node>,
+}
+
+impl Trie {
+    fn new() -> Self {
+        Self { nodes: vec![Node::default()] }
+    }
+
+    fn insert(&mut self, segments: &[Segment], rule: u32) {
+        let mut at = 0;
+        for seg in segments {
+            match seg {
+                Segment::Splat => {
+                    self.nodes[at].splat.push(rule);
+                    return;
+                }
+                Segment::Static(s) => {
+                    let next = self.nodes.len();
+                    at = match self.nodes[at].statics.get(s) {
+                        Some(&n) => n,
+                        None => {
+                            self.nodes.push(Node::default());
+                            self.nodes[at].statics.insert(s.clone(), next);
+                            next
+                        }
+                    };
+                }
+                Segment::Param(_) => {
+                    at = match self.nodes[at].param {
+                        Some(n) => n,
+                        None => {
+                            let next = self.nodes.len();
+                            self.nodes.push(Node::default());
+                            self.nodes[at].param = Some(next);
+                            next
+                        }
+                    };
+                }
+            }
+        }
+        self.nodes[at].end.push(rule);
+    }
+
+    /// Every rule whose pattern can match `path`, in rule order.
+    fn candidates(&self, path: &[&str]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut stack = vec![(0usize, 0usize)];
+        while let Some((node, depth)) = stack.pop() {
+            let n = &self.nodes[node];
+            out.extend_from_slice(&n.splat);
+            match path.get(depth) {
+                None => out.extend_from_slice(&n.end),
+                Some(seg) => {
+                    if let Some(&next) = n.statics.get(*seg) {
+                        stack.push((next, depth + 1));
+                    }
+                    if let Some(next) = n.param {
+                        stack.push((next, depth + 1));
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// A request, as far as rules care.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuleRequest<'a> {
+    /// Host name, lower case, without port.
+    pub host: &'a str,
+    /// The normalised, decoded path (`/a/b`).
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The client's country (from the operator's trusted header), any case.
+    pub country: Option<&'a str>,
+    /// The `Accept-Language` header.
+    pub accept_language: Option<&'a str>,
+}
+
+/// What a matching rule says to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Answer `status` with `Location: location`.
+    Redirect {
+        /// 301, 302, 303, 307 or 308.
+        status: u16,
+        /// The target, placeholders filled in.
+        location: String,
+    },
+    /// Serve the file at `path` with `status` (200, 404 or 410).
+    Rewrite {
+        /// The file to serve.
+        path: String,
+        /// The status to serve it with.
+        status: u16,
+    },
+    /// Fetch `url` from another origin (a 200 to an absolute URL).
+    Proxy {
+        /// The URL, placeholders filled in.
+        url: String,
+    },
+}
+
+/// A rule set compiled for lookups.
+#[derive(Debug)]
+pub struct Matcher {
+    redirects: Vec<Redirect>,
+    redirect_trie: Trie,
+    headers: Vec<HeaderRule>,
+    header_trie: Trie,
+}
+
+impl Matcher {
+    /// Compiles rules (in evaluation order).
+    pub fn new(redirects: &[Redirect], headers: &[HeaderRule]) -> Self {
+        let mut redirect_trie = Trie::new();
+        for (i, r) in redirects.iter().enumerate() {
+            redirect_trie.insert(r.from.segments(), i as u32);
+        }
+        let mut header_trie = Trie::new();
+        for (i, h) in headers.iter().enumerate() {
+            header_trie.insert(h.path.segments(), i as u32);
+        }
+        Self { redirects: redirects.to_vec(), redirect_trie, headers: headers.to_vec(), header_trie }
+    }
+
+    /// The first rule that applies to `req`, and what it says. A rule that is
+    /// not forced never applies where `file_exists(req.path)` (shadowing).
+    pub fn evaluate(&self, req: &RuleRequest<'_>, file_exists: impl Fn(&str) -> bool) -> Option<(Action, &Origin)> {
+        let segments = split_path(req.path);
+        let candidates = self.redirect_trie.candidates(&segments);
+        if candidates.is_empty() {
+            return None;
+        }
+        let shadowed = file_exists(req.path);
+        let params = req.query.map(parse_query).unwrap_or_default();
+        for i in candidates {
+            let rule = &self.redirects[i as usize];
+            if shadowed && !rule.force {
+                continue;
+            }
+            if rule.host.as_deref().is_some_and(|h| !h.eq_ignore_ascii_case(req.host)) {
+                continue;
+            }
+            if !conditions_hold(rule, req) {
+                continue;
+            }
+            let Some(mut bindings) = rule.from.captures(&segments) else { continue };
+            let mut query_ok = true;
+            for (name, bind) in &rule.query {
+                match params.iter().find(|(k, _)| k == name) {
+                    Some((_, v)) => {
+                        if let Some(b) = bind {
+                            bindings.push((b.as_str(), v.clone()));
+                        }
+                    }
+                    None => query_ok = false,
+                }
+            }
+            if !query_ok {
+                continue;
+            }
+            let target = substitute(&rule.to, &bindings);
+            let absolute = target.contains("://");
+            let action = match rule.status {
+                301 | 302 | 303 | 307 | 308 => {
+                    let mut location = target;
+                    // As on Netlify: the query goes along unless the rule matched on it.
+                    if rule.query.is_empty()
+                        && !location.contains('?')
+                        && let Some(q) = req.query.filter(|q| !q.is_empty())
+                    {
+                        location.push('?');
+                        location.push_str(q);
+                    }
+                    Action::Redirect { status: rule.status, location }
+                }
+                200 if absolute => Action::Proxy { url: target },
+                status => Action::Rewrite { path: target, status },
+            };
+            return Some((action, &rule.origin));
+        }
+        None
+    }
+
+    /// Every header the rules add to a response for `path`, in rule order.
+    pub fn headers_for(&self, path: &str) -> Vec<(&str, &str)> {
+        let segments = split_path(path);
+        let mut out = Vec::new();
+        for i in self.header_trie.candidates(&segments) {
+            let rule = &self.headers[i as usize];
+            if rule.path.captures(&segments).is_some() {
+                out.extend(rule.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+        }
+        out
+    }
+}
+
+fn conditions_hold(rule: &Redirect, req: &RuleRequest<'_>) -> bool {
+    let c = &rule.conditions;
+    if !c.country.is_empty() {
+        let Some(country) = req.country else { return false };
+        if !c.country.iter().any(|w| w.eq_ignore_ascii_case(country.trim())) {
+            return false;
+        }
+    }
+    if !c.language.is_empty() {
+        let Some(header) = req.accept_language else { return false };
+        let langs: Vec<String> = header
+            .split(',')
+            .filter_map(|part| {
+                let mut it = part.split(';');
+                let tag = it.next()?.trim().to_ascii_lowercase();
+                let refused = it.any(|p| p.trim().replace(' ', "") == "q=0");
+                (!tag.is_empty() && !refused).then_some(tag)
+            })
+            .collect();
+        let matches = |want: &str| {
+            langs.iter().any(|l| l == want || l.split('-').next() == Some(want) || want.split('-').next() == Some(l))
+        };
+        if !c.language.iter().any(|w| matches(w)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `a=1&b=2` → pairs, percent-decoded (`+` as space).
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Conditions, PathPattern};
+
+    fn rule(from: &str, to: &str, status: u16) -> Redirect {
+        Redirect {
+            host: None,
+            from: PathPattern::parse(from).unwrap(),
+            query: vec![],
+            to: to.into(),
+            status,
+            force: false,
+            conditions: Conditions::default(),
+            origin: Origin { file: "_redirects".into(), line: 1 },
+        }
+    }
+
+    fn eval(m: &Matcher, path: &str, query: Option<&str>) -> Option<Action> {
+        m.evaluate(&RuleRequest { host: "example.com", path, query, ..Default::default() }, |_| false).map(|(a, _)| a)
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let m = Matcher::new(
+            &[rule("/blog/:year/*", "/news/:year/:splat", 301), rule("/blog/*", "/other", 302), rule("/*", "/index.html", 200)],
+            &[],
+        );
+        assert_eq!(
+            eval(&m, "/blog/2024/a/b", None),
+            Some(Action::Redirect { status: 301, location: "/news/2024/a/b".into() })
+        );
+        assert_eq!(eval(&m, "/blog", None), Some(Action::Redirect { status: 302, location: "/other".into() }));
+        assert_eq!(eval(&m, "/x", None), Some(Action::Rewrite { path: "/index.html".into(), status: 200 }));
+        assert_eq!(
+            eval(&m, "/blog", Some("a=1")),
+            Some(Action::Redirect { status: 302, location: "/other?a=1".into() })
+        );
+    }
+
+    #[test]
+    fn files_shadow_unforced_rules() {
+        let mut forced = rule("/a", "/b", 301);
+        forced.force = true;
+        let m = Matcher::new(&[rule("/*", "/index.html", 200)], &[]);
+        let req = RuleRequest { path: "/app.js", ..Default::default() };
+        assert!(m.evaluate(&req, |p| p == "/app.js").is_none());
+        let m = Matcher::new(&[forced], &[]);
+        assert!(m.evaluate(&RuleRequest { path: "/a", ..Default::default() }, |_| true).is_some());
+    }
+
+    #[test]
+    fn query_host_and_conditions() {
+        let mut q = rule("/store", "/blog/:id", 301);
+        q.query = vec![("id".into(), Some("id".into()))];
+        let mut h = rule("/*", "https://new.example.com/:splat", 301);
+        h.host = Some("old.example.com".into());
+        let mut c = rule("/", "/fr/", 302);
+        c.conditions = Conditions { country: vec!["fr".into()], language: vec!["fr".into()] };
+        let m = Matcher::new(&[q, h, c], &[]);
+        assert_eq!(
+            eval(&m, "/store", Some("id=7&x=1")),
+            Some(Action::Redirect { status: 301, location: "/blog/7".into() })
+        );
+        assert_eq!(eval(&m, "/store", Some("x=1")), None);
+        let old = RuleRequest { host: "OLD.example.com", path: "/a/b", ..Default::default() };
+        assert_eq!(
+            m.evaluate(&old, |_| false).unwrap().0,
+            Action::Redirect { status: 301, location: "https://new.example.com/a/b".into() }
+        );
+        let fr = RuleRequest { path: "/", country: Some("FR"), accept_language: Some("fr-CA,en;q=0.5"), ..Default::default() };
+        assert!(m.evaluate(&fr, |_| false).is_some());
+        let en = RuleRequest { accept_language: Some("en"), ..fr };
+        assert!(m.evaluate(&en, |_| false).is_none());
+        let nowhere = RuleRequest { country: None, ..fr };
+        assert!(m.evaluate(&nowhere, |_| false).is_none());
+    }
+
+    #[test]
+    fn headers_accumulate_in_order() {
+        let h = |p: &str, k: &str, v: &str| HeaderRule {
+            path: PathPattern::parse(p).unwrap(),
+            headers: vec![(k.into(), v.into())],
+            origin: Origin { file: "_headers".into(), line: 1 },
+        };
+        let m = Matcher::new(&[], &[h("/*", "X-A", "1"), h("/docs/:page", "X-B", "2"), h("/other", "X-C", "3")]);
+        assert_eq!(m.headers_for("/docs/intro"), vec![("X-A", "1"), ("X-B", "2")]);
+        assert_eq!(m.headers_for("/"), vec![("X-A", "1")]);
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(parse_query("a=1+2&b=%41%zz&c"), vec![
+            ("a".into(), "1 2".into()),
+            ("b".into(), "A%zz".into()),
+            ("c".into(), String::new())
+        ]);
+    }
+}

@@ -1,0 +1,150 @@
+//! `chanto.toml`: chanto's own rule file.
+//!
+//! ```toml
+//! [[redirects]]
+//! from = "/blog/:year/*"      # or "https://old.example.com/*" for one host
+//! to = "/news/:year/:splat"
+//! status = 301                # 301 (default), 302, 303, 307, 308, 200, 404, 410
+//! force = false               # true: apply even where a file exists
+//! query = { id = ":id" }      # required query parameters, bound to placeholders
+//! conditions = { country = ["us", "ca"], language = ["en"] }
+//!
+//! [[headers]]
+//! for = "/assets/*"
+//! values = { Cache-Control = "public, max-age=31536000, immutable" }
+//! ```
+//!
+//! Unknown keys are errors, so a typo never silently disables a rule.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::sources::{Parsed, RawRedirect, line_col};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChantoToml {
+    #[serde(default)]
+    redirects: Vec<toml::Spanned<Redirect>>,
+    #[serde(default)]
+    headers: Vec<toml::Spanned<Headers>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Redirect {
+    from: String,
+    to: String,
+    status: Option<u16>,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    #[serde(default)]
+    conditions: Conditions,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Conditions {
+    #[serde(default)]
+    country: Vec<String>,
+    #[serde(default)]
+    language: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Headers {
+    #[serde(rename = "for")]
+    path: String,
+    values: BTreeMap<String, String>,
+}
+
+pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
+    let doc: ChantoToml = match toml::from_str(text) {
+        Ok(d) => d,
+        Err(e) => return crate::netlify::toml_error(file, text, &e, out),
+    };
+    for r in doc.redirects {
+        let (line, col) = line_col(text, r.span().start);
+        let r = r.into_inner();
+        let raw = RawRedirect {
+            from: &r.from,
+            to: &r.to,
+            status: r.status,
+            force: r.force,
+            query: r.query.into_iter().collect(),
+            country: r.conditions.country,
+            language: r.conditions.language,
+        };
+        out.redirect(file, line, col, raw);
+    }
+    for h in doc.headers {
+        let (line, _) = line_col(text, h.span().start);
+        let h = h.into_inner();
+        out.header_rule(file, line, &h.path, h.values.into_iter().collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Action, RuleRequest, compile};
+
+    #[test]
+    fn native_rules_and_precedence() {
+        let native = r#"
+[[redirects]]
+from = "/docs/*"
+to = "/manual/:splat"
+status = 308
+
+[[headers]]
+for = "/assets/*"
+values = { Cache-Control = "public, max-age=31536000, immutable" }
+"#;
+        let netlify = "/docs/*  /elsewhere  301\n/x /y\n";
+        let set = compile(&[("_redirects", netlify.as_bytes()), ("chanto.toml", native.as_bytes())]).unwrap();
+        let m = set.matcher();
+        let req = RuleRequest { path: "/docs/a", ..Default::default() };
+        assert_eq!(
+            m.evaluate(&req, |_| false).unwrap().0,
+            Action::Redirect { status: 308, location: "/manual/a".into() }
+        );
+        // The same match in two files: reported, and the chanto.toml rule wins.
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+        assert!(set.warnings[0].to_string().starts_with("_redirects:1: warning: conflict: chanto.toml:2"));
+        assert_eq!(m.headers_for("/assets/app.js"), vec![("Cache-Control", "public, max-age=31536000, immutable")]);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors_with_positions() {
+        for (text, want) in [
+            ("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nforce = \"yes\"\n", "chanto.toml:4:9"),
+            ("[[redirect]]\nfrom = \"/a\"\n", "chanto.toml:1:3"),
+            ("[[redirects]]\nfrom = \"a\"\nto = \"/b\"\n", "chanto.toml:1:1: from: \"a\" does not start with '/'"),
+            ("[[redirects]]\nfrom = \"/a\"\nto = \"b\"\n", "chanto.toml:1:1: to: \"b\" is neither"),
+            ("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nstatus = 418\n", "chanto.toml:1:1: status 418"),
+            ("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nquery = { id = \"7\" }\n", "chanto.toml:1:1: query id=7"),
+            ("[[redirects]]\nfrom = \"/a\"\nto = \"https://x/\"\nstatus = 404\n", "chanto.toml:1:1: to: a 404 rule"),
+        ] {
+            let errs = compile(&[("chanto.toml", text.as_bytes())]).unwrap_err();
+            assert!(errs[0].to_string().starts_with(want), "{text:?}: {}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn hostile_inputs_fail_cleanly() {
+        // Deep nesting, huge files, binary junk: errors, never panics or hangs.
+        let deep = format!("a = {}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(compile(&[("chanto.toml", deep.as_bytes())]).is_err());
+        let huge = vec![b'#'; (8 << 20) + 1];
+        let errs = compile(&[("_redirects", &huge)]).unwrap_err();
+        assert!(errs[0].message.contains("the limit is"), "{}", errs[0]);
+        let errs = compile(&[("_headers", b"/*\n  X: \xff\xfe\n")]).unwrap_err();
+        assert!(errs[0].message.contains("UTF-8"));
+        let long = format!("/{} /b\n", "a".repeat(5000));
+        assert!(compile(&[("_redirects", long.as_bytes())]).is_err());
+    }
+}
