@@ -179,6 +179,9 @@ pub struct DeployView {
     pub finished_at: Option<String>,
     /// Where to see it.
     pub urls: DeployUrls,
+    /// What its rule files drew (finalize only): file, line and the issue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl DeployView {
@@ -201,6 +204,7 @@ impl DeployView {
             error: d.error,
             created_at: rfc3339(d.created_at),
             finished_at: d.finished_at.map(rfc3339),
+            warnings: Vec::new(),
         }
     }
 }
@@ -390,8 +394,8 @@ async fn upload_blob(
     responses((status = 200, body = DeployView, description = "Ready, and active unless a draft"),
         (status = 409, body = ErrorBody, description = "blobs missing, or not uploading")))]
 async fn finalize(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<DeployView>, ApiError> {
-    let d = c.finalize(&parse_path(&id)?).await?;
-    Ok(Json(DeployView::new(&c, d)))
+    let (d, warnings) = c.finalize(&parse_path(&id)?).await?;
+    Ok(Json(DeployView { warnings, ..DeployView::new(&c, d) }))
 }
 
 #[utoipa::path(post, path = "/api/v1/deploys/{id}/publish", tag = "deploys", security(("token" = [])),

@@ -337,12 +337,14 @@ impl Control {
     /// activates it. Nothing is live until the final pointer flip. Finalizing
     /// a deploy that is already complete answers it unchanged, so a client
     /// whose first finalize timed out can safely retry.
-    pub async fn finalize(&self, id: &DeployId) -> Result<DeployRecord, ApiError> {
+    ///
+    /// Returns the deploy and the warnings its rule files drew.
+    pub async fn finalize(&self, id: &DeployId) -> Result<(DeployRecord, Vec<String>), ApiError> {
         let _gc = self.gc_lock.read().await;
         let started = Instant::now();
         let deploy = self.deploy(id).await?;
         if deploy.state.is_complete() {
-            return Ok(deploy);
+            return Ok((deploy, Vec::new()));
         }
         ensure_uploading(&deploy)?;
         let mut phases = Phases::new();
@@ -358,9 +360,12 @@ impl Control {
             )
             .details(serde_json::json!({ "missing": shown, "count": missing.len() })));
         }
+        let rules = self.compile_rules(id, &session.files).await?;
+        let warnings: Vec<String> = rules.iter().flat_map(|r| r.warnings.iter().map(|w| w.to_string())).collect();
+        phases.done("rules");
         let (variants, fresh_variants) = self.precompress(&session.files).await?;
         phases.done("variants");
-        let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new() };
+        let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new(), rules };
         for f in session.files.iter().cloned() {
             let content_type = content_type_for(&f.path);
             let mut vs: Vec<Variant> =
@@ -391,7 +396,46 @@ impl Control {
         self.publish_routing().await?;
         phases.done("routing");
         tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, state = %record.state, ms = started.elapsed().as_millis() as u64, phases = %phases, "deploy finalized");
-        Ok(record)
+        Ok((record, warnings))
+    }
+
+    /// Parses the deploy's rule files (see [`chanto_rules::RULE_FILES`]). A
+    /// file in error fails the deploy, naming every error's file, line and
+    /// column: nothing goes live with rules it cannot follow.
+    async fn compile_rules(
+        &self,
+        id: &DeployId,
+        files: &[DeployFile],
+    ) -> Result<Option<chanto_rules::RuleSet>, ApiError> {
+        let mut sources = Vec::new();
+        for f in files.iter().filter(|f| chanto_rules::RULE_FILES.contains(&f.path.as_str())) {
+            sources.push((f.path.as_str(), self.blobs.get(&f.hash).await?));
+        }
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let refs: Vec<(&str, &[u8])> = sources.iter().map(|(p, b)| (*p, &b[..])).collect();
+        match chanto_rules::compile(&refs) {
+            Ok(set) if set.is_empty() && set.warnings.is_empty() => Ok(None),
+            Ok(set) => Ok(Some(set)),
+            Err(errors) => {
+                let shown: Vec<String> = errors.iter().take(20).map(|e| e.to_string()).collect();
+                let more = errors.len().saturating_sub(shown.len());
+                let summary = format!(
+                    "the deploy's rule files have {} error{}; fix them and deploy again:\n  {}{}",
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" },
+                    shown.join("\n  "),
+                    if more > 0 { format!("\n  … and {more} more") } else { String::new() }
+                );
+                self.meta.mark_failed(id, &summary, now_millis()).await?;
+                self.sessions.lock().expect("sessions").remove(id);
+                tracing::info!(deploy = %id, errors = errors.len(), "deploy failed: invalid rule files");
+                Err(ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules", summary)
+                    .field(errors[0].file.clone())
+                    .details(serde_json::json!({ "errors": errors })))
+            }
+        }
     }
 
     /// Makes the missing brotli and gzip variants of one source blob and

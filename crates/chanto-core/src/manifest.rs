@@ -63,6 +63,9 @@ pub struct Manifest {
     pub version: u32,
     /// path → entry, sorted.
     pub files: BTreeMap<String, ManifestEntry>,
+    /// Redirects, rewrites and headers from the deploy's rule files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<chanto_rules::RuleSet>,
 }
 
 /// What a request path resolves to in a manifest.

@@ -32,12 +32,16 @@ pub struct EdgeConfig {
     pub cache_bytes: u64,
     /// Blobs up to this size are cached in memory; larger ones are streamed.
     pub cache_max_blob: u64,
+    /// The request header carrying the client's country (ISO 3166 code), set
+    /// by a load balancer the operator trusts; rules with country conditions
+    /// never match without it.
+    pub country_header: Option<axum::http::HeaderName>,
 }
 
 impl EdgeConfig {
     /// Defaults: 32 MiB of cache for blobs up to 1 MiB.
     pub fn new(base_domain: impl Into<String>) -> Self {
-        Self { base_domain: base_domain.into(), cache_bytes: 32 << 20, cache_max_blob: 1 << 20 }
+        Self { base_domain: base_domain.into(), cache_bytes: 32 << 20, cache_max_blob: 1 << 20, country_header: None }
     }
 }
 
@@ -66,6 +70,7 @@ impl quick_cache::Weighter<ContentHash, Bytes> for BytesWeight {
 /// An edge node: the current snapshot, and the blob store it reads from.
 pub struct Edge {
     base_domain: String,
+    pub(crate) country_header: Option<axum::http::HeaderName>,
     blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
     cache_max_blob: u64,
@@ -88,6 +93,7 @@ impl Edge {
         let items = (config.cache_bytes / 4096).max(16) as usize;
         Arc::new(Self {
             base_domain: config.base_domain.trim_end_matches('.').to_ascii_lowercase(),
+            country_header: config.country_header,
             blobs,
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),
             cache_max_blob: config.cache_max_blob,

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chanto_core::manifest::Lookup;
 use chanto_core::request_path::normalize_request_path;
-use chanto_core::{ManifestEntry, parse_host};
+use chanto_core::{Manifest, ManifestEntry, parse_host};
+use chanto_rules::{Action, RuleRequest};
 
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
 use crate::{Edge, TargetManifest};
@@ -149,7 +150,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts) -> Response {
         branch: target.branch.clone(),
         deploy: target.deploy.clone(),
     });
-    let mut resp = answer(edge, &req.headers, &req.uri, target, head).await;
+    let mut resp = answer(edge, host, &req.headers, &req.uri, target, head).await;
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
     }
@@ -159,6 +160,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts) -> Response {
 /// The response for a request whose host resolved to `target`.
 async fn answer(
     edge: &Edge,
+    host: &str,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     target: crate::Target,
@@ -177,8 +179,91 @@ async fn answer(
     let Ok(path) = normalize_request_path(uri.path()) else {
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
-    match manifest.lookup(&path) {
-        Lookup::File(key, entry) => represent(edge, headers, key, entry, &target, head).await,
+    let Some(matcher) = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher()) else {
+        return serve_path(edge, headers, uri, &manifest, &path, &target, head).await;
+    };
+    let request = RuleRequest {
+        host: host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h),
+        path: &path,
+        query: uri.query(),
+        country: edge.country_header.as_ref().and_then(|name| header_str(headers, name.clone())),
+        accept_language: header_str(headers, header::ACCEPT_LANGUAGE),
+    };
+    let mut resp = match matcher.evaluate(&request, |p| manifest.lookup(p) != Lookup::NotFound) {
+        Some((action, _)) => act(edge, headers, &manifest, action, &target, head).await,
+        None => serve_path(edge, headers, uri, &manifest, &path, &target, head).await,
+    };
+    // Header rules follow the path the visitor asked for, as on Netlify.
+    for (name, value) in matcher.headers_for(&path) {
+        if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp
+}
+
+/// Does what a matching rule says.
+async fn act(
+    edge: &Edge,
+    headers: &HeaderMap,
+    manifest: &Manifest,
+    action: Action,
+    target: &crate::Target,
+    head: bool,
+) -> Response {
+    match action {
+        Action::Redirect { status, location } => {
+            let mut resp = plain(StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY), "");
+            match HeaderValue::from_str(&location) {
+                Ok(v) => drop(resp.headers_mut().insert(header::LOCATION, v)),
+                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, UNAVAILABLE_PAGE),
+            }
+            resp
+        }
+        Action::Rewrite { path, status } => {
+            // The target's own query string (if any) does not name a file.
+            let file = path.split(['?', '#']).next().unwrap_or_default();
+            let Ok(file) = normalize_request_path(file) else {
+                return not_found(edge, headers, manifest, head).await;
+            };
+            match (manifest.lookup(&file), status) {
+                (Lookup::File(key, entry), 200) => represent(edge, headers, key, entry, target, head).await,
+                (Lookup::File(_, entry), status) => {
+                    let rep = http::negotiate(accept_encoding(headers), entry);
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
+                    let mut resp = send(edge, rep, entry, None, head, status).await;
+                    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    resp
+                }
+                // A rewrite to nothing: the site's 404.
+                _ => not_found(edge, headers, manifest, head).await,
+            }
+        }
+        Action::Proxy { url } => {
+            tracing::debug!(%url, "proxy rule answered 502: no proxy origins are allowed");
+            plain(
+                StatusCode::BAD_GATEWAY,
+                "<!doctype html><title>Bad gateway</title><h1>502 Bad gateway</h1><p>This site proxies to another origin, which this server does not allow.</p>\n",
+            )
+        }
+    }
+}
+
+/// A path served as the files say: the file, a slash redirect, or the 404.
+async fn serve_path(
+    edge: &Edge,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    manifest: &Manifest,
+    path: &str,
+    target: &crate::Target,
+    head: bool,
+) -> Response {
+    match manifest.lookup(path) {
+        Lookup::File(key, entry) => represent(edge, headers, key, entry, target, head).await,
         Lookup::AddSlash => {
             let mut location = format!("{}/", uri.path());
             if let Some(q) = uri.query() {
@@ -191,15 +276,20 @@ async fn answer(
             }
             resp
         }
-        Lookup::NotFound => match manifest.files.get("404.html") {
-            Some(entry) => {
-                let rep = http::negotiate(accept_encoding(headers), entry);
-                let mut resp = send(edge, rep, entry, None, head, StatusCode::NOT_FOUND).await;
-                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                resp
-            }
-            None => plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE),
-        },
+        Lookup::NotFound => not_found(edge, headers, manifest, head).await,
+    }
+}
+
+/// The site's `404.html` with status 404, or chanto's own page.
+async fn not_found(edge: &Edge, headers: &HeaderMap, manifest: &Manifest, head: bool) -> Response {
+    match manifest.files.get("404.html") {
+        Some(entry) => {
+            let rep = http::negotiate(accept_encoding(headers), entry);
+            let mut resp = send(edge, rep, entry, None, head, StatusCode::NOT_FOUND).await;
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        None => plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE),
     }
 }
 

@@ -311,7 +311,11 @@ mod tests {
     #[test]
     fn first_matching_rule_wins() {
         let m = Matcher::new(
-            &[rule("/blog/:year/*", "/news/:year/:splat", 301), rule("/blog/*", "/other", 302), rule("/*", "/index.html", 200)],
+            &[
+                rule("/blog/:year/*", "/news/:year/:splat", 301),
+                rule("/blog/*", "/other", 302),
+                rule("/*", "/index.html", 200),
+            ],
             &[],
         );
         assert_eq!(
@@ -356,7 +360,12 @@ mod tests {
             m.evaluate(&old, |_| false).unwrap().0,
             Action::Redirect { status: 301, location: "https://new.example.com/a/b".into() }
         );
-        let fr = RuleRequest { path: "/", country: Some("FR"), accept_language: Some("fr-CA,en;q=0.5"), ..Default::default() };
+        let fr = RuleRequest {
+            path: "/",
+            country: Some("FR"),
+            accept_language: Some("fr-CA,en;q=0.5"),
+            ..Default::default()
+        };
         assert!(m.evaluate(&fr, |_| false).is_some());
         let en = RuleRequest { accept_language: Some("en"), ..fr };
         assert!(m.evaluate(&en, |_| false).is_none());
@@ -378,10 +387,9 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        assert_eq!(parse_query("a=1+2&b=%41%zz&c"), vec![
-            ("a".into(), "1 2".into()),
-            ("b".into(), "A%zz".into()),
-            ("c".into(), String::new())
-        ]);
+        assert_eq!(
+            parse_query("a=1+2&b=%41%zz&c"),
+            vec![("a".into(), "1 2".into()), ("b".into(), "A%zz".into()), ("c".into(), String::new())]
+        );
     }
 }

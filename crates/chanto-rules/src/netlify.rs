@@ -52,7 +52,12 @@ pub(crate) fn parse_redirects(file: &str, text: &str, out: &mut Parsed) {
             continue;
         }
         let Some(&(_, to)) = fields.get(at) else {
-            out.error(file, line, col(from_col), format!("the rule for {from} has no target; write `{from} /new-path 301`"));
+            out.error(
+                file,
+                line,
+                col(from_col),
+                format!("the rule for {from} has no target; write `{from} /new-path 301`"),
+            );
             continue;
         };
         at += 1;
@@ -80,7 +85,12 @@ pub(crate) fn parse_redirects(file: &str, text: &str, out: &mut Parsed) {
         let mut inert = None;
         for &(c, field) in &fields[at..] {
             let Some((key, values)) = field.split_once('=') else {
-                out.error(file, line, col(c), format!("unexpected {field:?} after the status; conditions look like Country=us,ca"));
+                out.error(
+                    file,
+                    line,
+                    col(c),
+                    format!("unexpected {field:?} after the status; conditions look like Country=us,ca"),
+                );
                 bad = true;
                 break;
             };
@@ -90,7 +100,12 @@ pub(crate) fn parse_redirects(file: &str, text: &str, out: &mut Parsed) {
                 "language" => language.extend(values),
                 "role" | "cookie" => inert = Some(key.to_owned()),
                 _ => {
-                    out.error(file, line, col(c), format!("unknown condition {key:?}; chanto knows Country and Language"));
+                    out.error(
+                        file,
+                        line,
+                        col(c),
+                        format!("unknown condition {key:?}; chanto knows Country and Language"),
+                    );
                     bad = true;
                     break;
                 }
@@ -132,10 +147,13 @@ fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
     out
 }
 
+/// A `_headers` block: its line, path and headers.
+type Block = (u32, String, Vec<(String, String)>);
+
 /// `_headers`: a path on a line of its own, then its headers, indented.
 pub(crate) fn parse_headers(file: &str, text: &str, out: &mut Parsed) {
-    let mut current: Option<(u32, String, Vec<(String, String)>)> = None;
-    let flush = |cur: &mut Option<(u32, String, Vec<(String, String)>)>, out: &mut Parsed| {
+    let mut current: Option<Block> = None;
+    let flush = |cur: &mut Option<Block>, out: &mut Parsed| {
         if let Some((line, path, headers)) = cur.take() {
             if headers.is_empty() {
                 out.warn(file, line, format!("{path} lists no headers; it does nothing"));
@@ -271,7 +289,12 @@ pub(crate) fn parse_toml(file: &str, text: &str, out: &mut Parsed) {
         let (line, _) = line_col(text, h.span().start);
         let h = h.into_inner();
         if h.values.keys().any(|k| k.eq_ignore_ascii_case("basic-auth")) {
-            out.error(file, line, 1, "Basic-Auth headers are not supported yet; protect the site with `chanto access` instead");
+            out.error(
+                file,
+                line,
+                1,
+                "Basic-Auth headers are not supported yet; protect the site with `chanto access` instead",
+            );
             continue;
         }
         let headers = h
@@ -334,7 +357,8 @@ mod tests {
 
     #[test]
     fn redirect_errors_name_line_and_column() {
-        let files: [(&str, &[u8]); 1] = [("_redirects", b"/ok /fine\n\n  /a /b 999\n/c\n/d /e 301 Planet=mars\n/f nonsense /g\n")];
+        let files: [(&str, &[u8]); 1] =
+            [("_redirects", b"/ok /fine\n\n  /a /b 999\n/c\n/d /e 301 Planet=mars\n/f nonsense /g\n")];
         let errs = compile(&files).unwrap_err();
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(shown[0].starts_with("_redirects:3:3: status 999"), "{shown:?}");
@@ -368,12 +392,15 @@ mod tests {
 ";
         let set = compile(&[("_headers", text.as_bytes())]).unwrap();
         let m = set.matcher();
-        assert_eq!(m.headers_for("/templates/x.html"), vec![
-            ("X-Frame-Options", "DENY"),
-            ("X-XSS-Protection", "1; mode=block"),
-            ("Link", "</a.css>; rel=preload, </b.js>; rel=preload"),
-            ("Cache-Control", "no-cache"),
-        ]);
+        assert_eq!(
+            m.headers_for("/templates/x.html"),
+            vec![
+                ("X-Frame-Options", "DENY"),
+                ("X-XSS-Protection", "1; mode=block"),
+                ("Link", "</a.css>; rel=preload, </b.js>; rel=preload"),
+                ("Cache-Control", "no-cache"),
+            ]
+        );
         for (bad, want) in [
             ("  X-A: 1\n", "_headers:1:1: a header before any path"),
             ("/*\n  nonsense\n", "_headers:2:3: expected `Name: value`"),
@@ -417,9 +444,13 @@ mod tests {
         let set = compile(&files).unwrap();
         assert_eq!(set.redirects[1].origin.line, 9);
         assert_eq!(set.redirects[1].conditions.country, vec!["us", "ca"]);
-        assert_eq!(set.matcher().headers_for("/x"), vec![("Cache-Control", "public, max-age=60"), ("X-Frame-Options", "DENY")]);
+        assert_eq!(
+            set.matcher().headers_for("/x"),
+            vec![("Cache-Control", "public, max-age=60"), ("X-Frame-Options", "DENY")]
+        );
 
-        let errs = compile(&[("netlify.toml", b"[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nstatuss = 301\n")]).unwrap_err();
+        let errs =
+            compile(&[("netlify.toml", b"[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nstatuss = 301\n")]).unwrap_err();
         assert_eq!((errs[0].line, errs[0].column), (4, 1), "{}", errs[0]);
         assert!(errs[0].message.contains("statuss"), "{}", errs[0]);
         let errs = compile(&[("netlify.toml", b"[[redirects]\n")]).unwrap_err();

@@ -75,7 +75,7 @@ impl PathPattern {
 
     /// The bindings (`name` → value, `splat` → rest) when `path` (segments of
     /// a normalised request path) matches.
-    pub fn captures<'p>(&self, path: &[&'p str]) -> Option<Vec<(&str, String)>> {
+    pub fn captures(&self, path: &[&str]) -> Option<Vec<(&str, String)>> {
         let mut out = Vec::new();
         for (i, seg) in self.segments.iter().enumerate() {
             match seg {

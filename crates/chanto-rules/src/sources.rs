@@ -55,7 +55,12 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
     }
     let count = set.redirects.len() + set.headers.len();
     if count > MAX_RULES {
-        errors.push(RuleError::new(RULE_FILES[0], 1, 1, format!("the deploy has {count} rules; the limit is {MAX_RULES}")));
+        errors.push(RuleError::new(
+            RULE_FILES[0],
+            1,
+            1,
+            format!("the deploy has {count} rules; the limit is {MAX_RULES}"),
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -136,20 +141,38 @@ impl Parsed {
             );
         }
         if raw.to.is_empty() || raw.to.len() > 4096 || raw.to.chars().any(|c| c.is_control()) {
-            return self.error(file, line, column, "to: give a path starting with '/' or an absolute URL (at most 4096 bytes)");
+            return self.error(
+                file,
+                line,
+                column,
+                "to: give a path starting with '/' or an absolute URL (at most 4096 bytes)",
+            );
         }
         let absolute = raw.to.starts_with("http://") || raw.to.starts_with("https://");
         if !absolute && !raw.to.starts_with('/') {
-            return self.error(file, line, column, format!("to: {:?} is neither a path starting with '/' nor an http(s) URL", raw.to));
+            return self.error(
+                file,
+                line,
+                column,
+                format!("to: {:?} is neither a path starting with '/' nor an http(s) URL", raw.to),
+            );
         }
         if absolute && matches!(status, 404 | 410) {
-            return self.error(file, line, column, format!("to: a {status} rule serves a page of this site; give its path"));
+            return self.error(
+                file,
+                line,
+                column,
+                format!("to: a {status} rule serves a page of this site; give its path"),
+            );
         }
         if absolute && status == 200 {
             self.warn(
                 file,
                 line,
-                format!("{} proxies to another origin; this chanto's operator allows no proxy origins, so it answers 502", raw.to),
+                format!(
+                    "{} proxies to another origin; this chanto's operator allows no proxy origins, so it answers 502",
+                    raw.to
+                ),
             );
         }
         let mut query = Vec::new();

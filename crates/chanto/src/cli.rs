@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// Domain sites are served under: <site>.<domain>, <branch>--<site>.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
     pub base_domain: String,
+    /// Request header holding the client's country code, set by a load balancer
+    /// or CDN you trust (e.g. CloudFront-Viewer-Country); rules with country
+    /// conditions match only through it. Never set it without such a proxy:
+    /// clients could send any value.
+    #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
+    pub country_header: Option<axum::http::HeaderName>,
     /// How long a deploy may stay unfinalized before it expires (e.g. 30m, 2h).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub upload_ttl: std::time::Duration,
@@ -97,6 +103,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+fn parse_header_name(s: &str) -> Result<axum::http::HeaderName, String> {
+    axum::http::HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| format!("{s:?} is not a header name (letters, digits and '-', like X-Country)"))
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -82,6 +82,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return print_json(&outcome);
             }
             let d = &outcome.deploy;
+            for w in &d.warnings {
+                eprintln!("{w}");
+            }
             println!(
                 "Deploy {} is {} on {}/{}: {} files ({}), uploaded {} blobs ({}) in {:.2}s",
                 d.id,

@@ -146,7 +146,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
 
-    let edge = Edge::new(chanto_edge::EdgeConfig::new(base_domain), blobs.clone());
+    let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
+    edge_config.country_header = args.country_header.clone();
+    let edge = Edge::new(edge_config, blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
             .with_context(|| format!("opening the access log {}", path.display()))?;

@@ -109,7 +109,7 @@ fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> anyhow::Result<(Vec<Found
         if ft.is_symlink() {
             let target = std::fs::canonicalize(&abs)
                 .with_context(|| format!("{} is a symlink whose target does not exist", shown.display()))?;
-            if !target.starts_with(&canon_root) {
+            if !target.starts_with(canon_root) {
                 bail!(
                     "{} is a symlink to {}, outside the deployed directory; chanto deploys nothing outside {} (copy the file in or remove the link)",
                     shown.display(),

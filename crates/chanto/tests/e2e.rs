@@ -427,3 +427,73 @@ fn health_metrics_and_the_access_log() {
     assert_eq!(unknown["status"], 404);
     assert!(unknown.get("site").is_none());
 }
+
+#[test]
+fn rule_files_redirect_rewrite_and_add_headers_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--country-header", "X-Country"]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(
+        &site,
+        &[
+            ("index.html", "home"),
+            ("assets/app.js", "js"),
+            ("410.html", "gone for good"),
+            ("fr-home.html", "bonjour"),
+            ("404.html", "custom 404"),
+            (
+                "_redirects",
+                "# Netlify's format\n\
+                 /old/*      /new/:splat       301\n\
+                 /store id=:id  /items/:id     302\n\
+                 /fr         /fr-home.html     200  Country=fr\n\
+                 /gone       /410.html         410\n\
+                 /api/*      https://api.example.com/:splat  200\n\
+                 /index.html /elsewhere        301\n\
+                 /spa/*      /index.html       200\n",
+            ),
+            (
+                "_headers",
+                "/*\n  X-Frame-Options: DENY\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n",
+            ),
+            ("chanto.toml", "[[redirects]]\nfrom = \"/docs/*\"\nto = \"/manual/:splat\"\nstatus = 308\n"),
+        ],
+    );
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    assert!(r.stderr().contains("_redirects:6: warning: https://api.example.com/:splat proxies"), "{}", r.report());
+
+    let get = |path: &str| server.get("docs.localhost", path);
+    let moved = get("/old/a/b?utm=1");
+    assert_eq!((moved.status, moved.header("location")), (301, Some("/new/a/b?utm=1")));
+    let store = get("/store?id=7");
+    assert_eq!((store.status, store.header("location")), (302, Some("/items/7")));
+    let docs = get("/docs/intro");
+    assert_eq!((docs.status, docs.header("location")), (308, Some("/manual/intro")));
+    let spa = get("/spa/deep/link");
+    assert_eq!((spa.status, spa.text().as_str()), (200, "home"));
+    let gone = get("/gone");
+    assert_eq!((gone.status, gone.text().as_str()), (410, "gone for good"));
+    assert_eq!(get("/api/users").status, 502, "no proxy origin is allowed");
+    // A file shadows an unforced rule at its path.
+    assert_eq!(get("/index.html").status, 200);
+    // Country from the operator's trusted header only.
+    let fr = server.get_with("docs.localhost", "/fr", &[("X-Country", "FR")]);
+    assert_eq!((fr.status, fr.text().as_str()), (200, "bonjour"));
+    let elsewhere = get("/fr");
+    assert_eq!((elsewhere.status, elsewhere.text().as_str()), (404, "custom 404"));
+    // Header rules add to every matching response, rules and files alike.
+    let js = get("/assets/app.js");
+    assert_eq!(js.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(js.header("x-frame-options"), Some("DENY"));
+    assert_eq!(get("/store?id=7").header("x-frame-options"), Some("DENY"));
+
+    // A malformed rule file fails the deploy with file, line and column;
+    // nothing of it goes live.
+    write_tree(&site, &[("index.html", "v2"), ("_redirects", "/ok /fine\n/bad /x 999\n")]);
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).fails();
+    assert!(r.stderr().contains("_redirects:2:1: status 999"), "{}", r.report());
+    assert_eq!(get("/").text(), "home", "the live deploy did not change");
+    let list = server.cli(&["deploys", "list", "--site", "docs"]).ok();
+    assert!(list.stdout().contains("failed"), "{}", list.report());
+}

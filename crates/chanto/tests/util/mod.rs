@@ -113,6 +113,11 @@ impl Server {
         http_get(&self.edge, host, path).expect("edge request")
     }
 
+    /// GET with extra request headers.
+    pub fn get_with(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get_with(&self.edge, host, path, headers).expect("edge request")
+    }
+
     /// Kills the server at once (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -241,10 +246,16 @@ impl HttpResponse {
 /// A plain HTTP/1.1 GET over TCP (`Connection: close`), so tests see exactly
 /// what a client on the wire sees, with any Host header.
 pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<HttpResponse> {
+    http_get_with(addr, host, path, &[])
+}
+
+/// [`http_get`] with extra request headers.
+pub fn http_get_with(addr: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
