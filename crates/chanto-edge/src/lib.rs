@@ -147,6 +147,10 @@ impl Edge {
         let bytes = self.blobs.get(hash).await?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Db(format!("manifest {hash} is unreadable: {e}")))?;
+        // Compile the rules now, not on the first visitor's request.
+        if let Some(rules) = &manifest.rules {
+            rules.matcher();
+        }
         let manifest = Arc::new(manifest);
         self.manifests.insert(*hash, manifest.clone());
         Ok(manifest)

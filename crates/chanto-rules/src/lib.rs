@@ -9,13 +9,16 @@
 //! Pure: no IO. Callers hand in file contents and get rules or errors that
 //! name the file, line and column.
 
+mod amplify;
+mod firebase;
+mod glob;
 mod matcher;
 mod native;
 mod netlify;
 mod pattern;
 mod sources;
 
-pub use matcher::{Action, Matcher, RuleRequest};
+pub use matcher::{Action, Matcher, RuleRequest, compile_regex};
 pub use pattern::{PathPattern, Segment};
 pub use sources::{RULE_FILES, compile};
 
@@ -95,6 +98,27 @@ impl Conditions {
     }
 }
 
+/// What request paths a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Segments, placeholders and a final splat (`/blog/:year/*`).
+    Path(PathPattern),
+    /// A regular expression over the whole path (Amplify `</…/>`, Firebase
+    /// `regex` and globs); named groups bind placeholders. Look-around is
+    /// allowed, with a bounded backtracking budget.
+    Regex(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Path(p) => p.fmt(f),
+            Self::Regex(r) => write!(f, "regex {r:?}"),
+        }
+    }
+}
+
 /// A redirect, rewrite or status rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redirect {
@@ -102,7 +126,7 @@ pub struct Redirect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// The request paths it matches.
-    pub from: PathPattern,
+    pub from: Source,
     /// Query parameters that must be present: name → placeholder it binds
     /// (`None`: present, value not used).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -125,7 +149,7 @@ pub struct Redirect {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderRule {
     /// The paths it covers.
-    pub path: PathPattern,
+    pub path: Source,
     /// Name → value, in order.
     pub headers: Vec<(String, String)>,
     /// Where it was written.

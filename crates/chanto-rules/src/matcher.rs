@@ -1,12 +1,138 @@
 //! The compiled form of a rule set: a trie over path segments, so a lookup
 //! walks the request path's segments once (following static, placeholder and
-//! splat branches) instead of trying every rule. Candidates that the trie
-//! finds are then checked in rule order against host, query and conditions.
+//! splat branches) instead of trying every rule, plus one `RegexSet` pass for
+//! the regular-expression rules (those needing look-around are tried one by
+//! one; sites have a handful). Candidates are then checked in rule order
+//! against host, query and conditions.
 
 use std::collections::HashMap;
 
 use crate::pattern::{Segment, split_path, substitute};
-use crate::{HeaderRule, Origin, Redirect};
+use crate::{HeaderRule, Origin, Redirect, Source};
+
+/// Largest compiled regular expression (bytes of automaton).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Backtracking budget of a look-around expression, per match.
+const BACKTRACK_LIMIT: usize = 100_000;
+
+/// Compiles a rule's regular expression as the matcher will, or says why not.
+pub fn compile_regex(re: &str) -> Result<fancy_regex::Regex, String> {
+    if re.len() > 4096 {
+        return Err(format!("the expression is {} bytes; the limit is 4096", re.len()));
+    }
+    fancy_regex::RegexBuilder::new(re)
+        .delegate_size_limit(REGEX_SIZE_LIMIT)
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
+}
+
+/// Rules whose source is a regular expression.
+#[derive(Debug)]
+struct Regexes {
+    /// Every regex rule: its index and compiled form (for captures).
+    all: Vec<(u32, fancy_regex::Regex)>,
+    /// Rule index → position in `all`.
+    by_rule: HashMap<u32, usize>,
+    /// The ones the plain engine takes, as one set: position → `all` index.
+    set: Option<(regex::RegexSet, Vec<usize>)>,
+    /// `all` indexes the set could not take (look-around, backreferences).
+    fancy: Vec<usize>,
+}
+
+impl Regexes {
+    fn new(sources: impl Iterator<Item = (u32, String)>) -> Self {
+        let mut all = Vec::new();
+        let (mut plain, mut plain_at, mut fancy) = (Vec::new(), Vec::new(), Vec::new());
+        for (rule, re) in sources {
+            // Checked by `compile`; a stored rule that no longer compiles never matches.
+            let Ok(compiled) = compile_regex(&re) else { continue };
+            let at = all.len();
+            all.push((rule, compiled));
+            if regex::RegexBuilder::new(&re).size_limit(REGEX_SIZE_LIMIT).build().is_ok() {
+                plain.push(re);
+                plain_at.push(at);
+            } else {
+                fancy.push(at);
+            }
+        }
+        let set = regex::RegexSetBuilder::new(&plain)
+            .size_limit(REGEX_SIZE_LIMIT * 8)
+            .build()
+            .ok()
+            .map(|s| (s, plain_at.clone()));
+        // Too big as one set: try them one by one instead.
+        if set.is_none() {
+            fancy.extend(plain_at);
+        }
+        let by_rule = all.iter().enumerate().map(|(at, (rule, _))| (*rule, at)).collect();
+        Self { all, by_rule, set, fancy }
+    }
+
+    fn candidates(&self, path: &str, out: &mut Vec<u32>) {
+        if let Some((set, at)) = &self.set {
+            out.extend(set.matches(path).iter().map(|i| self.all[at[i]].0));
+        }
+        for &i in &self.fancy {
+            if self.all[i].1.is_match(path).unwrap_or(false) {
+                out.push(self.all[i].0);
+            }
+        }
+    }
+
+    fn captures(&self, rule: u32, path: &str) -> Option<Vec<(&str, String)>> {
+        let (_, re) = &self.all[*self.by_rule.get(&rule)?];
+        let caps = re.captures(path).ok()??;
+        Some(
+            re.capture_names()
+                .flatten()
+                .filter_map(|name| caps.name(name).map(|m| (name, m.as_str().to_owned())))
+                .collect(),
+        )
+    }
+}
+
+/// Path rules in a trie, regex rules in a set.
+#[derive(Debug)]
+struct Index {
+    trie: Trie,
+    regexes: Regexes,
+}
+
+impl Index {
+    fn new<'a>(sources: impl Iterator<Item = &'a Source>) -> Self {
+        let mut trie = Trie::new();
+        let mut res = Vec::new();
+        for (i, s) in sources.enumerate() {
+            match s {
+                Source::Path(p) => trie.insert(p.segments(), i as u32),
+                Source::Regex(r) => res.push((i as u32, r.clone())),
+            }
+        }
+        Self { trie, regexes: Regexes::new(res.into_iter()) }
+    }
+
+    fn candidates(&self, path: &str, segments: &[&str]) -> Vec<u32> {
+        let mut out = self.trie.candidates(segments);
+        self.regexes.candidates(path, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn captures<'s>(
+        &'s self,
+        source: &'s Source,
+        rule: u32,
+        path: &str,
+        segments: &[&str],
+    ) -> Option<Vec<(&'s str, String)>> {
+        match source {
+            Source::Path(p) => p.captures(segments),
+            Source::Regex(_) => self.regexes.captures(rule, path),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Node {
@@ -131,30 +257,27 @@ pub enum Action {
 #[derive(Debug)]
 pub struct Matcher {
     redirects: Vec<Redirect>,
-    redirect_trie: Trie,
+    redirect_index: Index,
     headers: Vec<HeaderRule>,
-    header_trie: Trie,
+    header_index: Index,
 }
 
 impl Matcher {
     /// Compiles rules (in evaluation order).
     pub fn new(redirects: &[Redirect], headers: &[HeaderRule]) -> Self {
-        let mut redirect_trie = Trie::new();
-        for (i, r) in redirects.iter().enumerate() {
-            redirect_trie.insert(r.from.segments(), i as u32);
+        Self {
+            redirect_index: Index::new(redirects.iter().map(|r| &r.from)),
+            header_index: Index::new(headers.iter().map(|h| &h.path)),
+            redirects: redirects.to_vec(),
+            headers: headers.to_vec(),
         }
-        let mut header_trie = Trie::new();
-        for (i, h) in headers.iter().enumerate() {
-            header_trie.insert(h.path.segments(), i as u32);
-        }
-        Self { redirects: redirects.to_vec(), redirect_trie, headers: headers.to_vec(), header_trie }
     }
 
     /// The first rule that applies to `req`, and what it says. A rule that is
     /// not forced never applies where `file_exists(req.path)` (shadowing).
     pub fn evaluate(&self, req: &RuleRequest<'_>, file_exists: impl Fn(&str) -> bool) -> Option<(Action, &Origin)> {
         let segments = split_path(req.path);
-        let candidates = self.redirect_trie.candidates(&segments);
+        let candidates = self.redirect_index.candidates(req.path, &segments);
         if candidates.is_empty() {
             return None;
         }
@@ -171,7 +294,9 @@ impl Matcher {
             if !conditions_hold(rule, req) {
                 continue;
             }
-            let Some(mut bindings) = rule.from.captures(&segments) else { continue };
+            let Some(mut bindings) = self.redirect_index.captures(&rule.from, i, req.path, &segments) else {
+                continue;
+            };
             let mut query_ok = true;
             for (name, bind) in &rule.query {
                 match params.iter().find(|(k, _)| k == name) {
@@ -213,9 +338,9 @@ impl Matcher {
     pub fn headers_for(&self, path: &str) -> Vec<(&str, &str)> {
         let segments = split_path(path);
         let mut out = Vec::new();
-        for i in self.header_trie.candidates(&segments) {
+        for i in self.header_index.candidates(path, &segments) {
             let rule = &self.headers[i as usize];
-            if rule.path.captures(&segments).is_some() {
+            if self.header_index.captures(&rule.path, i, path, &segments).is_some() {
                 out.extend(rule.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             }
         }
@@ -294,7 +419,7 @@ mod tests {
     fn rule(from: &str, to: &str, status: u16) -> Redirect {
         Redirect {
             host: None,
-            from: PathPattern::parse(from).unwrap(),
+            from: Source::Path(PathPattern::parse(from).unwrap()),
             query: vec![],
             to: to.into(),
             status,
@@ -376,13 +501,52 @@ mod tests {
     #[test]
     fn headers_accumulate_in_order() {
         let h = |p: &str, k: &str, v: &str| HeaderRule {
-            path: PathPattern::parse(p).unwrap(),
+            path: Source::Path(PathPattern::parse(p).unwrap()),
             headers: vec![(k.into(), v.into())],
             origin: Origin { file: "_headers".into(), line: 1 },
         };
         let m = Matcher::new(&[], &[h("/*", "X-A", "1"), h("/docs/:page", "X-B", "2"), h("/other", "X-C", "3")]);
         assert_eq!(m.headers_for("/docs/intro"), vec![("X-A", "1"), ("X-B", "2")]);
         assert_eq!(m.headers_for("/"), vec![("X-A", "1")]);
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// The trie finds exactly the rules whose pattern matches: never
+        /// misses one (a wrong answer), never adds one (wasted work).
+        #[test]
+        fn trie_candidates_are_exactly_the_matching_patterns(
+            patterns in proptest::collection::vec(
+                proptest::collection::vec(proptest::prop_oneof![
+                    proptest::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned),
+                    proptest::strategy::Just(":p".to_owned()),
+                ], 0..4).prop_flat_map(|segs| (proptest::strategy::Just(segs), proptest::bool::ANY)),
+                1..20,
+            ),
+            path in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c", "d"]), 0..5),
+        ) {
+            let rules: Vec<Redirect> = patterns
+                .iter()
+                .map(|(segs, splat)| {
+                    let mut p = format!("/{}", segs.join("/"));
+                    if *splat {
+                        p.push_str(if segs.is_empty() { "*" } else { "/*" });
+                    }
+                    rule(&p, "/x", 301)
+                })
+                .collect();
+            let m = Matcher::new(&rules, &[]);
+            let joined = format!("/{}", path.join("/"));
+            let got = m.redirect_index.candidates(&joined, &path);
+            let want: Vec<u32> = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| match &r.from { Source::Path(p) => p.captures(&path).is_some(), Source::Regex(_) => false })
+                .map(|(i, _)| i as u32)
+                .collect();
+            prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         let r = r.into_inner();
         let raw = RawRedirect {
             from: &r.from,
+            regex: None,
             to: &r.to,
             status: r.status,
             force: r.force,

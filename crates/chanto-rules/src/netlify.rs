@@ -119,7 +119,12 @@ pub(crate) fn parse_redirects(file: &str, text: &str, out: &mut Parsed) {
             out.warn(file, line, format!("{key}= conditions are not supported by chanto; this rule never applies"));
             continue;
         }
-        out.redirect(file, line, col(from_col), RawRedirect { from, to, status, force, query, country, language });
+        out.redirect(
+            file,
+            line,
+            col(from_col),
+            RawRedirect { from, regex: None, to, status, force, query, country, language },
+        );
     }
 }
 
@@ -276,6 +281,7 @@ pub(crate) fn parse_toml(file: &str, text: &str, out: &mut Parsed) {
         }
         let raw = RawRedirect {
             from: &r.from,
+            regex: None,
             to: &r.to,
             status: r.status,
             force: r.force,

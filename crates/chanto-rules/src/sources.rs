@@ -2,13 +2,15 @@
 //! the checks every source shares.
 
 use crate::pattern::PathPattern;
-use crate::{Conditions, HeaderRule, Origin, Redirect, RuleError, RuleSet, STATUSES, Warning};
+use crate::{Conditions, HeaderRule, Origin, Redirect, RuleError, RuleSet, STATUSES, Source, Warning};
 
 /// The rule files chanto reads at the root of a deploy, in precedence order:
 /// for redirects the first matching rule wins, so `chanto.toml` rules come
 /// first, then `_redirects`, then `netlify.toml` (Netlify's own order for its
-/// two files). Header rules from all of them apply together.
-pub const RULE_FILES: [&str; 4] = ["chanto.toml", "_redirects", "netlify.toml", "_headers"];
+/// two files), then Amplify's and Firebase's. Header rules from all of them
+/// apply together, later ones overriding a header an earlier one set.
+pub const RULE_FILES: [&str; 7] =
+    ["chanto.toml", "_redirects", "netlify.toml", "amplify-rules.json", "firebase.json", "_headers", "customHttp.yml"];
 
 /// Largest rule file, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 8 << 20;
@@ -46,6 +48,9 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
             "_redirects" => crate::netlify::parse_redirects(name, text, &mut out),
             "netlify.toml" => crate::netlify::parse_toml(name, text, &mut out),
             "_headers" => crate::netlify::parse_headers(name, text, &mut out),
+            "amplify-rules.json" => crate::amplify::parse_rules(name, text, &mut out),
+            "customHttp.yml" => crate::amplify::parse_custom_http(name, text, &mut out),
+            "firebase.json" => crate::firebase::parse(name, text, &mut out),
             _ => unreachable!("every rule file has a parser"),
         }
         errors.extend(out.errors);
@@ -79,7 +84,7 @@ fn report_conflicts(set: &mut RuleSet) {
             Some(first) if first.file != r.origin.file => warnings.push(Warning {
                 origin: r.origin.clone(),
                 message: format!(
-                    "conflict: {first} already matches {} the same way; that rule wins (precedence: chanto.toml, _redirects, netlify.toml)",
+                    "conflict: {first} already matches {} the same way; that rule wins (precedence: chanto.toml, _redirects, netlify.toml, amplify-rules.json, firebase.json)",
                     r.from
                 ),
             }),
@@ -103,7 +108,10 @@ pub(crate) struct Parsed {
 
 /// A redirect as a source wrote it, before checks.
 pub(crate) struct RawRedirect<'a> {
+    /// A path pattern, or `https://host/pattern`.
     pub from: &'a str,
+    /// Matches by this expression instead of `from`'s path (its host still counts).
+    pub regex: Option<String>,
     pub to: &'a str,
     pub status: Option<u16>,
     pub force: bool,
@@ -127,9 +135,15 @@ impl Parsed {
             Ok(v) => v,
             Err(e) => return self.error(file, line, column, e),
         };
-        let from = match PathPattern::parse(path) {
-            Ok(p) => p,
-            Err(e) => return self.error(file, line, column, format!("from: {e}")),
+        let from = match raw.regex {
+            Some(re) => match crate::compile_regex(&re) {
+                Ok(_) => Source::Regex(re),
+                Err(e) => return self.error(file, line, column, format!("from: {e}")),
+            },
+            None => match PathPattern::parse(path) {
+                Ok(p) => Source::Path(p),
+                Err(e) => return self.error(file, line, column, format!("from: {e}")),
+            },
         };
         let status = raw.status.unwrap_or(301);
         if !STATUSES.contains(&status) {
@@ -210,10 +224,19 @@ impl Parsed {
 
     /// Checks and adds a header rule.
     pub fn header_rule(&mut self, file: &str, line: u32, path: &str, headers: Vec<(String, String)>) {
-        let pattern = match PathPattern::parse(path) {
-            Ok(p) => p,
-            Err(e) => return self.error(file, line, 1, e),
-        };
+        match PathPattern::parse(path) {
+            Ok(p) => self.header_rule_for(file, line, Source::Path(p), headers),
+            Err(e) => self.error(file, line, 1, e),
+        }
+    }
+
+    /// Checks and adds a header rule whose source is already parsed.
+    pub fn header_rule_for(&mut self, file: &str, line: u32, pattern: Source, headers: Vec<(String, String)>) {
+        if let Source::Regex(re) = &pattern
+            && let Err(e) = crate::compile_regex(re)
+        {
+            return self.error(file, line, 1, e);
+        }
         for (name, value) in &headers {
             if let Err(e) = check_header(name, value) {
                 return self.error(file, line, 1, e);

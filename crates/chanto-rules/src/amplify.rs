@@ -1,0 +1,333 @@
+//! AWS Amplify Hosting: the custom rules JSON (`amplify-rules.json`: the
+//! array `aws amplify get-app --query app.customRules` prints, or the whole
+//! `{"customRules": […]}` object) and `customHttp.yml` (custom headers).
+//!
+//! Amplify applies rules top to bottom and, unlike Netlify, applies them even
+//! where a file exists, except the `404-200` and `404` rules, which only apply
+//! when no file matches. Placeholders are `<name>`, the splat `<*>`, and a
+//! source in `</…/>` is a regular expression.
+
+use serde::Deserialize;
+
+use crate::sources::{Parsed, RawRedirect, line_col};
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RulesFile {
+    List(Vec<serde_json::Value>),
+    App {
+        #[serde(rename = "customRules")]
+        custom_rules: Vec<serde_json::Value>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    source: String,
+    target: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    condition: Option<String>,
+}
+
+/// `amplify-rules.json`.
+pub(crate) fn parse_rules(file: &str, text: &str, out: &mut Parsed) {
+    let doc: RulesFile = match serde_json::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.to_string();
+            let shown = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            return out.error(
+                file,
+                e.line().max(1) as u32,
+                e.column().max(1) as u32,
+                format!("{shown} (expected a JSON array of {{\"source\", \"target\", \"status\", \"condition\"}})"),
+            );
+        }
+    };
+    let rules = match doc {
+        RulesFile::List(l) => l,
+        RulesFile::App { custom_rules } => custom_rules,
+    };
+    let starts = object_starts(text);
+    for (i, value) in rules.into_iter().enumerate() {
+        let (line, col) = starts.get(i).map(|&at| line_col(text, at)).unwrap_or((1, 1));
+        let rule: Rule = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => return out.error(file, line, col, format!("rule {}: {e}", i + 1)),
+        };
+        let (status, force) = match rule.status.as_deref().unwrap_or("200") {
+            "404-200" => (200, false),
+            "404" => (404, false),
+            s => match s.parse::<u16>() {
+                Ok(code) => (code, true),
+                Err(_) => {
+                    out.error(
+                        file,
+                        line,
+                        col,
+                        format!("status {s:?} is not an Amplify status (200, 301, 302, 404, 404-200)"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let country: Vec<String> = rule
+            .condition
+            .iter()
+            .flat_map(|c| c.trim_matches(|ch| ch == '<' || ch == '>').split(','))
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let to = placeholders_to_colons(&rule.target);
+        let (from, regex) = match rule.source.strip_prefix("</").and_then(|r| r.strip_suffix("/>")) {
+            Some(re) => ("/".to_owned(), Some(re.to_owned())),
+            None => match source_pattern(&rule.source) {
+                Ok(s) => s,
+                Err(e) => {
+                    out.error(file, line, col, e);
+                    continue;
+                }
+            },
+        };
+        let raw = RawRedirect {
+            from: &from,
+            regex,
+            to: &to,
+            status: Some(status),
+            force,
+            query: Vec::new(),
+            country,
+            language: Vec::new(),
+        };
+        out.redirect(file, line, col, raw);
+    }
+}
+
+/// `<name>` → `:name`, `<*>` → `:splat`.
+fn placeholders_to_colons(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('>') {
+            Some(close) if after[..close] == *"*" => out.push_str(":splat"),
+            Some(close)
+                if !after[..close].is_empty()
+                    && after[..close].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                out.push(':');
+                out.push_str(&after[..close]);
+            }
+            _ => {
+                out.push('<');
+                rest = after;
+                continue;
+            }
+        }
+        rest = &after[after.find('>').map_or(after.len(), |c| c + 1)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An Amplify source as a path pattern (whole-segment placeholders, `<*>`
+/// last) or, otherwise, a regular expression with named groups.
+fn source_pattern(source: &str) -> Result<(String, Option<String>), String> {
+    let (host, path) = match source.find("://") {
+        Some(at) => {
+            let rest = &source[at + 3..];
+            let slash = rest.find('/').unwrap_or(rest.len());
+            (Some(&source[..at + 3 + slash]), if slash == rest.len() { "/" } else { &rest[slash..] })
+        }
+        None => (None, source),
+    };
+    let colons = placeholders_to_colons(path);
+    let whole_segments = path.split('/').enumerate().all(|(i, seg)| {
+        let last = i + 1 == path.split('/').count();
+        !seg.contains('<')
+            || (seg.starts_with('<') && seg.ends_with('>') && (seg != "<*>" || last) && seg.matches('<').count() == 1)
+    });
+    let as_path = colons.replace(":splat", "*");
+    if whole_segments {
+        return Ok((format!("{}{as_path}", host.unwrap_or("")), None));
+    }
+    // Placeholders inside segments: a regular expression.
+    let mut re = String::from("^");
+    let mut rest = path;
+    while let Some(open) = rest.find('<') {
+        re.push_str(&regex::escape(&rest[..open]));
+        let after = &rest[open + 1..];
+        let close = after.find('>').ok_or_else(|| format!("source {source:?}: '<' is never closed"))?;
+        match &after[..close] {
+            "*" => re.push_str("(?P<splat>.*)"),
+            name if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.is_empty() => {
+                re.push_str(&format!("(?P<{name}>[^/]+)"))
+            }
+            other => return Err(format!("source {source:?}: <{other}> is not a placeholder (<name> or <*>)")),
+        }
+        rest = &after[close + 1..];
+    }
+    re.push_str(&regex::escape(rest));
+    re.push('$');
+    Ok((host.map_or("/".to_owned(), |h| format!("{h}/")), Some(re)))
+}
+
+/// Byte offsets of the objects in the rules array, for line numbers.
+fn object_starts(text: &str) -> Vec<usize> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut array_depth = None;
+    let mut out = Vec::new();
+    for (i, c) in text.char_indices() {
+        if in_str {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '[' => {
+                depth += 1;
+                array_depth.get_or_insert(depth);
+            }
+            '{' => {
+                if Some(depth) == array_depth {
+                    out.push(i);
+                }
+                depth += 1;
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomHttp {
+    #[serde(rename = "customHeaders")]
+    custom_headers: Vec<HeaderBlock>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderBlock {
+    pattern: String,
+    headers: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyValue {
+    key: String,
+    value: String,
+}
+
+/// `customHttp.yml`.
+pub(crate) fn parse_custom_http(file: &str, text: &str, out: &mut Parsed) {
+    let doc: CustomHttp = match serde_yaml_ng::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, col) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((1, 1));
+            let msg = e.to_string();
+            let shown = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            return out.error(file, line, col, shown);
+        }
+    };
+    // Line of each block: the n-th `pattern:` key.
+    let pattern_lines: Vec<u32> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().trim_start_matches("- ").trim_start().starts_with("pattern:"))
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    for (i, block) in doc.custom_headers.into_iter().enumerate() {
+        let line = pattern_lines.get(i).copied().unwrap_or(1);
+        match crate::glob::to_source(&block.pattern) {
+            Ok(source) => {
+                let headers = block.headers.into_iter().map(|kv| (kv.key, kv.value)).collect();
+                out.header_rule_for(file, line, source, headers);
+            }
+            Err(e) => out.error(file, line, 1, format!("pattern: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Action, RuleRequest, compile};
+
+    fn eval(text: &str, path: &str, exists: bool) -> Option<Action> {
+        let set = compile(&[("amplify-rules.json", text.as_bytes())]).unwrap();
+        set.matcher().evaluate(&RuleRequest { path, ..Default::default() }, |_| exists).map(|(a, _)| a)
+    }
+
+    /// Examples from Amplify's "Using redirects" documentation.
+    #[test]
+    fn documented_examples() {
+        let spa = r#"[{"source": "</^[^.]+$|\\.(?!(css|gif|ico|jpg|js|png|txt|svg|woff|woff2|ttf|map|json|webp)$)([^.]+$)/>", "target": "/index.html", "status": "200", "condition": null}]"#;
+        assert_eq!(
+            eval(spa, "/dashboard/settings", false),
+            Some(Action::Rewrite { path: "/index.html".into(), status: 200 })
+        );
+        assert_eq!(eval(spa, "/app.js", false), None);
+
+        let rules = r#"{"customRules": [
+  {"source": "/docs/<*>", "target": "/documents/<*>", "status": "301"},
+  {"source": "/blog/<year>/<slug>", "target": "/posts/<slug>?y=<year>", "status": "302"},
+  {"source": "/img-<id>.png", "target": "/images/<id>.png", "status": "301"},
+  {"source": "/<*>", "target": "/index.html", "status": "404-200"}
+]}"#;
+        assert_eq!(
+            eval(rules, "/docs/a/b", true),
+            Some(Action::Redirect { status: 301, location: "/documents/a/b".into() })
+        );
+        assert_eq!(
+            eval(rules, "/blog/2024/hi", false),
+            Some(Action::Redirect { status: 302, location: "/posts/hi?y=2024".into() })
+        );
+        assert_eq!(
+            eval(rules, "/img-7.png", false),
+            Some(Action::Redirect { status: 301, location: "/images/7.png".into() })
+        );
+        // 404-200 only where no file exists.
+        assert_eq!(eval(rules, "/app/route", false), Some(Action::Rewrite { path: "/index.html".into(), status: 200 }));
+        assert_eq!(eval(rules, "/app/route", true), None);
+    }
+
+    #[test]
+    fn errors_name_the_rule_line() {
+        let text = "[\n  {\"source\": \"/a\", \"target\": \"/b\"},\n  {\"source\": \"/c\", \"target\": \"/d\", \"status\": \"teapot\"}\n]";
+        let errs = compile(&[("amplify-rules.json", text.as_bytes())]).unwrap_err();
+        assert!(errs[0].to_string().starts_with("amplify-rules.json:3:3: status \"teapot\""), "{}", errs[0]);
+        let errs = compile(&[("amplify-rules.json", b"[{\"source\": \"/a\", \"targt\": \"/b\"}]")]).unwrap_err();
+        assert!(errs[0].message.contains("unknown field `targt`"), "{}", errs[0]);
+        let errs = compile(&[("amplify-rules.json", b"[{]")]).unwrap_err();
+        assert_eq!(errs[0].line, 1);
+        let errs = compile(&[("amplify-rules.json", b"[{\"source\": \"</(a/>\", \"target\": \"/b\"}]")]).unwrap_err();
+        assert!(errs[0].message.contains("invalid regular expression"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn custom_http_yml() {
+        let text = "customHeaders:\n  - pattern: '**'\n    headers:\n      - key: 'Strict-Transport-Security'\n        value: 'max-age=31536000'\n  - pattern: '*.json'\n    headers:\n      - key: 'Content-Type'\n        value: 'application/json'\n";
+        let set = compile(&[("customHttp.yml", text.as_bytes())]).unwrap();
+        assert_eq!(set.headers[1].origin.line, 6);
+        let m = set.matcher();
+        assert_eq!(
+            m.headers_for("/data.json"),
+            vec![("Strict-Transport-Security", "max-age=31536000"), ("Content-Type", "application/json")]
+        );
+        assert_eq!(m.headers_for("/a/data.json").len(), 1);
+        let errs = compile(&[("customHttp.yml", b"customHeaders:\n  - pattern: '**'\n    headerz: []\n")]).unwrap_err();
+        assert_eq!(errs[0].line, 3, "{}", errs[0]);
+    }
+}

@@ -1,0 +1,314 @@
+//! Firebase Hosting: the `hosting` block of `firebase.json` (`redirects`,
+//! `rewrites` to a path, `headers`).
+//!
+//! Firebase's order: redirects first (even where a file exists), then the
+//! files, then rewrites. So redirects are forced and rewrites are not.
+//! Sources are globs (`source` / `glob`) or RE2 expressions (`regex`, whose
+//! named groups feed `:name` in the destination).
+
+use serde::Deserialize;
+
+use crate::Source;
+use crate::sources::{Parsed, RawRedirect, line_col};
+
+#[derive(Deserialize)]
+struct FirebaseJson {
+    hosting: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Hosting {
+    #[serde(default)]
+    redirects: Vec<serde_json::Value>,
+    #[serde(default)]
+    rewrites: Vec<serde_json::Value>,
+    #[serde(default)]
+    headers: Vec<serde_json::Value>,
+    clean_urls: Option<bool>,
+    trailing_slash: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Redirect {
+    source: Option<String>,
+    glob: Option<String>,
+    regex: Option<String>,
+    destination: String,
+    #[serde(rename = "type")]
+    status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Rewrite {
+    source: Option<String>,
+    glob: Option<String>,
+    regex: Option<String>,
+    destination: Option<String>,
+    function: Option<serde_json::Value>,
+    run: Option<serde_json::Value>,
+    dynamic_links: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Headers {
+    source: Option<String>,
+    glob: Option<String>,
+    regex: Option<String>,
+    headers: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyValue {
+    key: String,
+    value: String,
+}
+
+/// The rule's source: `Ok(None)` when it names none.
+fn source_of(source: &Option<String>, glob: &Option<String>, regex: &Option<String>) -> Result<Source, String> {
+    match (source.as_ref().or(glob.as_ref()), regex) {
+        (Some(g), None) => crate::glob::to_source(g),
+        // Firebase matches the whole path.
+        (None, Some(r)) => Ok(Source::Regex(format!("^(?:{r})$"))),
+        (Some(_), Some(_)) => Err("give either source (a glob) or regex, not both".into()),
+        (None, None) => Err("the rule has no source; add \"source\": \"/path/**\"".into()),
+    }
+}
+
+/// `firebase.json`.
+pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
+    let doc: FirebaseJson = match serde_json::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.to_string();
+            let shown = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            return out.error(file, e.line().max(1) as u32, e.column().max(1) as u32, shown);
+        }
+    };
+    let hosting = match doc.hosting {
+        None => return,
+        Some(serde_json::Value::Array(mut sites)) => {
+            if sites.len() > 1 {
+                out.warn(file, 1, "hosting lists several sites; chanto reads the first (deploy each site separately)");
+            }
+            if sites.is_empty() {
+                return;
+            }
+            sites.swap_remove(0)
+        }
+        Some(v) => v,
+    };
+    let hosting: Hosting = match serde_json::from_value(hosting) {
+        Ok(h) => h,
+        Err(e) => return out.error(file, 1, 1, format!("hosting: {e}")),
+    };
+    if hosting.clean_urls.is_some() || hosting.trailing_slash.is_some() {
+        let line = find_line(text, "\"cleanUrls\"").or_else(|| find_line(text, "\"trailingSlash\"")).unwrap_or(1);
+        out.warn(file, line, "cleanUrls and trailingSlash are not supported yet; paths are served as written");
+    }
+    for (v, line) in hosting.redirects.into_iter().zip(rule_lines(text, "\"redirects\"")) {
+        let r: Redirect = match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(e) => {
+                out.error(file, line, 1, format!("redirects: {e}"));
+                continue;
+            }
+        };
+        let source = match source_of(&r.source, &r.glob, &r.regex) {
+            Ok(s) => s,
+            Err(e) => {
+                out.error(file, line, 1, format!("redirects: {e}"));
+                continue;
+            }
+        };
+        push(out, file, line, source, &r.destination, Some(r.status.unwrap_or(301)), true);
+    }
+    for (v, line) in hosting.rewrites.into_iter().zip(rule_lines(text, "\"rewrites\"")) {
+        let r: Rewrite = match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(e) => {
+                out.error(file, line, 1, format!("rewrites: {e}"));
+                continue;
+            }
+        };
+        let Some(destination) = r.destination else {
+            let what = if r.function.is_some() {
+                "Cloud Functions"
+            } else if r.run.is_some() {
+                "Cloud Run"
+            } else if r.dynamic_links.is_some() {
+                "Dynamic Links"
+            } else {
+                "nothing"
+            };
+            out.warn(file, line, format!("a rewrite to {what} is not supported by chanto; this rule never applies"));
+            continue;
+        };
+        let source = match source_of(&r.source, &r.glob, &r.regex) {
+            Ok(s) => s,
+            Err(e) => {
+                out.error(file, line, 1, format!("rewrites: {e}"));
+                continue;
+            }
+        };
+        push(out, file, line, source, &destination, Some(200), false);
+    }
+    for (v, line) in hosting.headers.into_iter().zip(rule_lines(text, "\"headers\"")) {
+        let h: Headers = match serde_json::from_value(v) {
+            Ok(h) => h,
+            Err(e) => {
+                out.error(file, line, 1, format!("headers: {e}"));
+                continue;
+            }
+        };
+        match source_of(&h.source, &h.glob, &h.regex) {
+            Ok(source) => {
+                out.header_rule_for(file, line, source, h.headers.into_iter().map(|kv| (kv.key, kv.value)).collect())
+            }
+            Err(e) => out.error(file, line, 1, format!("headers: {e}")),
+        }
+    }
+}
+
+fn push(out: &mut Parsed, file: &str, line: u32, source: Source, to: &str, status: Option<u16>, force: bool) {
+    let (from, regex) = match source {
+        Source::Path(p) => (p.to_string(), None),
+        Source::Regex(r) => ("/".to_owned(), Some(r)),
+    };
+    let raw = RawRedirect {
+        from: &from,
+        regex,
+        to,
+        status,
+        force,
+        query: Vec::new(),
+        country: Vec::new(),
+        language: Vec::new(),
+    };
+    out.redirect(file, line, 1, raw);
+}
+
+fn find_line(text: &str, needle: &str) -> Option<u32> {
+    text.find(needle).map(|at| line_col(text, at).0)
+}
+
+/// Lines of the objects in the array under `key` (the first such key).
+fn rule_lines(text: &str, key: &str) -> impl Iterator<Item = u32> {
+    let open = text.find(key).and_then(|start| text[start..].find('[').map(|o| start + o)).unwrap_or(text.len());
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut out = Vec::new();
+    for (i, c) in text[open..].char_indices() {
+        if in_str {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '[' | '{' => {
+                if c == '{' && depth == 1 {
+                    out.push(line_col(text, open + i).0);
+                }
+                depth += 1;
+            }
+            ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    // Never fewer lines than rules: unknown positions fall back to line 1.
+    out.into_iter().chain(std::iter::repeat(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Action, RuleRequest, compile};
+
+    /// Examples from Firebase's "Configure Hosting behavior" documentation.
+    const FIREBASE: &str = r#"{
+  "hosting": {
+    "public": "public",
+    "ignore": ["firebase.json", "**/.*"],
+    "redirects": [
+      {"source": "/foo", "destination": "/bar", "type": 301},
+      {"source": "/firebase/**", "destination": "https://firebase.google.com/", "type": 302},
+      {"regex": "/blog/(?P<post>.+)", "destination": "https://blog.myapp.com/:post", "type": 301}
+    ],
+    "rewrites": [
+      {"source": "/api/**", "function": "api"},
+      {"source": "**", "destination": "/index.html"}
+    ],
+    "headers": [
+      {"source": "**/*.@(eot|otf|ttf|ttc|woff|font.css)", "headers": [{"key": "Access-Control-Allow-Origin", "value": "*"}]},
+      {"source": "**/*.@(jpg|jpeg|gif|png)", "headers": [{"key": "Cache-Control", "value": "max-age=7200"}]}
+    ]
+  }
+}"#;
+
+    #[test]
+    fn documented_examples() {
+        let set = compile(&[("firebase.json", FIREBASE.as_bytes())]).unwrap();
+        let m = set.matcher();
+        let eval = |path: &str, exists: bool| {
+            m.evaluate(&RuleRequest { path, ..Default::default() }, |_| exists).map(|(a, _)| a)
+        };
+        // Redirects apply even where a file exists.
+        assert_eq!(eval("/foo", true), Some(Action::Redirect { status: 301, location: "/bar".into() }));
+        assert_eq!(
+            eval("/firebase/x/y", false),
+            Some(Action::Redirect { status: 302, location: "https://firebase.google.com/".into() })
+        );
+        assert_eq!(
+            eval("/blog/a/b", false),
+            Some(Action::Redirect { status: 301, location: "https://blog.myapp.com/a/b".into() })
+        );
+        // Rewrites only where no file does; the function rewrite never applies.
+        assert_eq!(eval("/app/x", false), Some(Action::Rewrite { path: "/index.html".into(), status: 200 }));
+        assert_eq!(eval("/app/x", true), None);
+        assert_eq!(eval("/api/x", false), Some(Action::Rewrite { path: "/index.html".into(), status: 200 }));
+        assert_eq!(set.warnings.len(), 1);
+        assert!(
+            set.warnings[0].to_string().starts_with("firebase.json:11: warning: a rewrite to Cloud Functions"),
+            "{}",
+            set.warnings[0]
+        );
+        assert_eq!(m.headers_for("/img/a.png"), vec![("Cache-Control", "max-age=7200")]);
+        assert_eq!(set.redirects[1].origin.line, 7);
+    }
+
+    #[test]
+    fn errors() {
+        for (text, want) in [
+            (
+                "{\"hosting\": {\"redirects\": [{\"source\": \"/a\"}]}}",
+                "firebase.json:1:1: redirects: missing field `destination`",
+            ),
+            (
+                "{\"hosting\": {\"redirects\": [{\"destination\": \"/a\"}]}}",
+                "firebase.json:1:1: redirects: the rule has no source",
+            ),
+            (
+                "{\"hosting\": {\"headers\": [{\"source\": \"/!(x)\", \"headers\": []}]}}",
+                "firebase.json:1:1: headers: \"/!(x)\"",
+            ),
+            ("{\"hosting\": ", "firebase.json:1:12: EOF while parsing"),
+        ] {
+            let errs = compile(&[("firebase.json", text.as_bytes())]).unwrap_err();
+            assert!(errs[0].to_string().starts_with(want), "{text}: {}", errs[0]);
+        }
+        // No hosting block: no rules.
+        assert!(compile(&[("firebase.json", b"{\"functions\": {}}")]).unwrap().is_empty());
+    }
+}
