@@ -33,6 +33,10 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/sites/{site}", get(get_site).delete(delete_site))
         .route("/sites/{site}/deploys", get(list_deploys).post(create_deploy))
         .route("/sites/{site}/rollback", post(rollback))
+        .route(
+            "/sites/{site}/access",
+            get(crate::access::list_access).put(crate::access::set_access).delete(crate::access::clear_access),
+        )
         .route("/deploys/{id}", get(get_deploy))
         .route("/deploys/{id}/blobs/{hash}", put(upload_blob).layer(DefaultBodyLimit::disable()))
         .route("/deploys/{id}/finalize", post(finalize))
@@ -445,8 +449,9 @@ impl Modify for TokenAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`."),
-    paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, finalize, publish, rollback),
+    paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, finalize, publish, rollback,
+        crate::access::list_access, crate::access::set_access, crate::access::clear_access),
     modifiers(&TokenAuth),
-    tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"))
+    tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"))
 )]
 pub struct ApiDoc;

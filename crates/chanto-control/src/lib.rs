@@ -3,6 +3,7 @@
 //! and the janitor that expires abandoned uploads. It is the only writer of
 //! metadata; it tells edges what to serve through [`chanto_store::RoutingSink`].
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod error;

@@ -3,6 +3,7 @@
 //! rule can be tested with a table and reused by the edge, the control plane and
 //! the CLI alike.
 
+pub mod access;
 pub mod content;
 pub mod error;
 pub mod hash;
@@ -13,6 +14,7 @@ pub mod path;
 pub mod request_path;
 pub mod state;
 
+pub use access::{AccessPolicy, AccessScope, AccessUser};
 pub use error::ValidationError;
 pub use hash::ContentHash;
 pub use host::{HostRoute, parse_host};

@@ -3,6 +3,7 @@
 //! the database; a request resolves its deploy once, from one snapshot, so no
 //! response mixes two deploys (invariant 2).
 
+pub mod access;
 pub mod access_log;
 pub mod http;
 pub mod metrics;
@@ -36,12 +37,21 @@ pub struct EdgeConfig {
     /// by a load balancer the operator trusts; rules with country conditions
     /// never match without it.
     pub country_header: Option<axum::http::HeaderName>,
+    /// Proxies whose `X-Forwarded-For` is believed for the client address
+    /// (access policies' network lists and password throttling).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl EdgeConfig {
     /// Defaults: 32 MiB of cache for blobs up to 1 MiB.
     pub fn new(base_domain: impl Into<String>) -> Self {
-        Self { base_domain: base_domain.into(), cache_bytes: 32 << 20, cache_max_blob: 1 << 20, country_header: None }
+        Self {
+            base_domain: base_domain.into(),
+            cache_bytes: 32 << 20,
+            cache_max_blob: 1 << 20,
+            country_header: None,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -71,6 +81,8 @@ impl quick_cache::Weighter<ContentHash, Bytes> for BytesWeight {
 pub struct Edge {
     base_domain: String,
     pub(crate) country_header: Option<axum::http::HeaderName>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) guard: access::Guard,
     blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
     cache_max_blob: u64,
@@ -94,6 +106,8 @@ impl Edge {
         Arc::new(Self {
             base_domain: config.base_domain.trim_end_matches('.').to_ascii_lowercase(),
             country_header: config.country_header,
+            trusted_proxies: config.trusted_proxies,
+            guard: access::Guard::default(),
             blobs,
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),
             cache_max_blob: config.cache_max_blob,

@@ -21,12 +21,23 @@ use crate::{Edge, TargetManifest};
 /// layers: the edge answers every path the same way, and the layers were a
 /// fifth of its time serving small files.
 pub fn router(edge: Arc<Edge>) -> EdgeService {
-    EdgeService(edge)
+    EdgeService { edge, peer: None }
 }
 
 /// See [`router`].
 #[derive(Clone)]
-pub struct EdgeService(pub Arc<Edge>);
+pub struct EdgeService {
+    edge: Arc<Edge>,
+    /// The connection's peer, for access policies.
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl EdgeService {
+    /// This service for one connection from `peer`.
+    pub fn with_peer(&self, peer: std::net::SocketAddr) -> Self {
+        Self { edge: self.edge.clone(), peer: Some(peer) }
+    }
+}
 
 impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
     type Response = Response;
@@ -43,8 +54,8 @@ impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         // The edge reads no request bodies: only GET and HEAD are served.
         let (parts, _body) = req.into_parts();
-        let edge = self.0.clone();
-        Box::pin(async move { Ok(observe(&edge, parts).await) })
+        let (edge, peer) = (self.edge.clone(), self.peer);
+        Box::pin(async move { Ok(observe(&edge, parts, peer).await) })
     }
 }
 
@@ -82,9 +93,9 @@ struct Served {
 }
 
 /// Answers a request, counts the response and writes its access-log line.
-async fn observe(edge: &Edge, req: axum::http::request::Parts) -> Response {
+async fn observe(edge: &Edge, req: axum::http::request::Parts, peer: Option<std::net::SocketAddr>) -> Response {
     let started = std::time::Instant::now();
-    let mut resp = handle(edge, &req).await;
+    let mut resp = handle(edge, &req, peer).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
     let bytes = resp
@@ -128,14 +139,15 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
     resp
 }
 
-async fn handle(edge: &Edge, req: &axum::http::request::Parts) -> Response {
+async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std::net::SocketAddr>) -> Response {
     let head = req.method == Method::HEAD;
-    if req.method != Method::GET && !head {
+    let preflight = req.method == Method::OPTIONS;
+    if req.method != Method::GET && !head && !preflight {
         let mut resp = plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "<!doctype html><title>Method not allowed</title><h1>405 Method not allowed</h1>\n",
         );
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
         return resp;
     }
     let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()).unwrap_or("");
@@ -144,6 +156,22 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts) -> Response {
     let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
+    if let Some(policy) = &target.access {
+        let peer_ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        let forwarded = header_str(&req.headers, header::HeaderName::from_static("x-forwarded-for"));
+        let ip = chanto_core::access::client_ip(peer_ip, forwarded, &edge.trusted_proxies);
+        if let crate::access::Verdict::Refuse(resp) =
+            edge.guard.check(policy, &target.site, ip, &req.headers, preflight).await
+        {
+            return resp;
+        }
+    }
+    if preflight {
+        let mut resp = plain(StatusCode::NO_CONTENT, "");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        return resp;
+    }
+    let protected = target.access.as_ref().is_some_and(|p| !p.users.is_empty());
     // Only the access log needs to know who was served.
     let served = edge.access_log.get().map(|_| Served {
         site: target.site.clone(),
@@ -151,6 +179,17 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts) -> Response {
         deploy: target.deploy.clone(),
     });
     let mut resp = answer(edge, host, &req.headers, &req.uri, target, head).await;
+    if protected {
+        // What a password protects must not sit in shared caches.
+        let private = match resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
+            Some(cc) if cc.contains("public") => HeaderValue::from_str(&cc.replace("public", "private")).ok(),
+            Some(_) => None,
+            None => Some(HeaderValue::from_static("private")),
+        };
+        if let Some(v) = private {
+            resp.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+    }
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chanto_core::{ContentHash, DeployId, HostRoute, Manifest};
+use chanto_core::{AccessPolicy, AccessScope, ContentHash, DeployId, HostRoute, Manifest};
 use chanto_store::RoutingTable;
 
 /// What a host serves: one deploy's manifest.
@@ -23,6 +23,8 @@ pub struct Target {
     pub last_modified: SystemTime,
     /// `last_modified` as an HTTP date, formatted once per snapshot.
     pub last_modified_header: axum::http::HeaderValue,
+    /// Who may see it; `None`: everyone.
+    pub access: Option<Arc<AccessPolicy>>,
 }
 
 fn http_date(t: SystemTime) -> axum::http::HeaderValue {
@@ -47,7 +49,7 @@ fn time_of(ms: i64) -> SystemTime {
 struct SiteRoutes {
     production: Option<Target>,
     labels: HashMap<String, Target>,
-    deploys: HashMap<String, (ContentHash, SystemTime)>,
+    deploys: HashMap<String, (ContentHash, SystemTime, Option<Arc<AccessPolicy>>)>,
 }
 
 /// An immutable picture of what every host serves.
@@ -62,6 +64,14 @@ impl Snapshot {
     /// Builds a snapshot from a table, with the branch manifests preloaded.
     pub fn build(table: &RoutingTable, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
         let mut sites: HashMap<String, SiteRoutes> = HashMap::new();
+        let mut policies: HashMap<&str, Vec<(AccessScope, Arc<AccessPolicy>)>> = HashMap::new();
+        for (site, scope, policy) in &table.access {
+            policies.entry(site.as_str()).or_default().push((scope.clone(), Arc::new(policy.clone())));
+        }
+        let access_for = |site: &str, branch: &chanto_core::BranchName, production: bool| {
+            let list = policies.get(site)?;
+            chanto_core::access::resolve(list, branch, production).filter(|p| !p.is_open()).cloned()
+        };
         for row in &table.branches {
             let Some(manifest) = manifests.get(&row.manifest) else { continue };
             let target = Target {
@@ -71,6 +81,7 @@ impl Snapshot {
                 manifest: TargetManifest::Loaded(manifest.clone()),
                 last_modified: time_of(row.ready_at),
                 last_modified_header: http_date(time_of(row.ready_at)),
+                access: access_for(row.site.as_str(), &row.branch, row.production),
             };
             let site = sites.entry(row.site.to_string()).or_default();
             if row.production {
@@ -80,7 +91,8 @@ impl Snapshot {
         }
         for p in &table.permalinks {
             let routes = sites.entry(p.site.to_string()).or_default();
-            routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at)));
+            let access = access_for(p.site.as_str(), &p.branch, p.production);
+            routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at), access));
         }
         Self { version: table.version, sites }
     }
@@ -98,7 +110,7 @@ impl Snapshot {
             HostRoute::Prefixed { prefix, site } => {
                 let routes = self.sites.get(site)?;
                 if DeployId::looks_like(prefix)
-                    && let Some((m, at)) = routes.deploys.get(prefix)
+                    && let Some((m, at, access)) = routes.deploys.get(prefix)
                 {
                     return Some(Target {
                         site: Arc::from(site.as_str()),
@@ -107,6 +119,7 @@ impl Snapshot {
                         manifest: TargetManifest::Lazy(*m),
                         last_modified: *at,
                         last_modified_header: http_date(*at),
+                        access: access.clone(),
                     });
                 }
                 routes.labels.get(prefix).cloned()

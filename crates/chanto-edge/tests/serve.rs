@@ -90,7 +90,10 @@ async fn routes_by_host_and_serves_the_right_bytes() {
             deploy: DeployId::from_random([9; 8]),
             manifest: draft,
             ready_at: 1_700_000_000_000,
+            branch: "main".parse().unwrap(),
+            production: true,
         }],
+        access: vec![],
     };
     f.edge.publish(table).await.unwrap();
 
@@ -135,8 +138,12 @@ async fn routes_by_host_and_serves_the_right_bytes() {
     for m in ["POST", "PUT", "DELETE", "PATCH"] {
         let (s, h, _) = f.get(m, "docs.localhost", "/").await;
         assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m}");
-        assert_eq!(h["allow"], "GET, HEAD");
+        assert_eq!(h["allow"], "GET, HEAD, OPTIONS");
     }
+    // OPTIONS: what is allowed, no body.
+    let (s, h, body) = f.get("OPTIONS", "docs.localhost", "/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    assert_eq!(h["allow"], "GET, HEAD, OPTIONS");
 }
 
 #[tokio::test]
@@ -144,7 +151,12 @@ async fn unknown_hosts_reveal_nothing() {
     let f = Fixture::new();
     let m = f.manifest(&[("index.html", HTML, "secret site")]).await;
     f.edge
-        .publish(RoutingTable { version: 1, branches: vec![row("docs", "main", true, 1, m)], permalinks: vec![] })
+        .publish(RoutingTable {
+            version: 1,
+            branches: vec![row("docs", "main", true, 1, m)],
+            permalinks: vec![],
+            access: vec![],
+        })
         .await
         .unwrap();
     let (_, _, reference) = f.get("GET", "nope.localhost", "/").await;
@@ -172,7 +184,12 @@ async fn nothing_outside_the_deploy_is_reachable() {
     // A blob in the same store that this deploy does not list.
     let other = f.blobs.put_bytes(Bytes::from_static(b"other site's secret")).await.unwrap();
     f.edge
-        .publish(RoutingTable { version: 1, branches: vec![row("docs", "main", true, 1, m)], permalinks: vec![] })
+        .publish(RoutingTable {
+            version: 1,
+            branches: vec![row("docs", "main", true, 1, m)],
+            permalinks: vec![],
+            access: vec![],
+        })
         .await
         .unwrap();
     let hex = other.to_hex();
@@ -207,6 +224,7 @@ async fn snapshots_swap_whole_and_never_go_back() {
         version,
         branches: vec![row("docs", "main", true, version as u8, m)],
         permalinks: vec![],
+        access: vec![],
     };
     let (s, _, _) = f.get("GET", "docs.localhost", "/").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing before the first snapshot");
@@ -300,6 +318,7 @@ async fn http_semantics_validators_ranges_and_encodings() {
         version: 1,
         branches: vec![row("s", "main", true, 1, mhash), row("s", "dev", false, 2, m2hash)],
         permalinks: vec![],
+        access: vec![],
     })
     .await
     .unwrap();
@@ -381,7 +400,12 @@ async fn readiness_follows_routing_and_draining() {
     assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "no routing loaded yet");
     let m = f.manifest(&[("index.html", HTML, "x")]).await;
     f.edge
-        .publish(RoutingTable { version: 1, branches: vec![row("docs", "main", true, 1, m)], permalinks: vec![] })
+        .publish(RoutingTable {
+            version: 1,
+            branches: vec![row("docs", "main", true, 1, m)],
+            permalinks: vec![],
+            access: vec![],
+        })
         .await
         .unwrap();
     assert_eq!(get("/readyz").await.0, StatusCode::OK);

@@ -52,7 +52,7 @@ async fn start(limits: ServerLimits) -> Running {
         manifest: mh,
         ready_at: 0,
     };
-    edge.publish(RoutingTable { version: 1, branches: vec![row], permalinks: vec![] }).await.unwrap();
+    edge.publish(RoutingTable { version: 1, branches: vec![row], permalinks: vec![], access: vec![] }).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();

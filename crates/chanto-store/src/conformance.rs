@@ -262,8 +262,35 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(meta.token_exists(&th).await.unwrap());
     assert_eq!(meta.token_count().await.unwrap(), 1);
 
-    // Deleting a site removes its deploys and branches.
+    // Access policies: set, replaced, listed, cleared; permalinks know their branch.
+    use chanto_core::{AccessPolicy, AccessScope, AccessUser};
+    let policy = AccessPolicy {
+        users: vec![AccessUser { user: "alice".into(), hash: "$argon2id$x".into() }],
+        allow: vec!["10.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    };
+    let feature = AccessScope::Branch("feature".parse().unwrap());
+    meta.set_access(&site, &AccessScope::Previews, &policy).await.unwrap();
+    meta.set_access(&site, &feature, &AccessPolicy::default()).await.unwrap();
+    meta.set_access(&site, &feature, &policy).await.unwrap();
+    let got = meta.access(&site).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&(feature.clone(), policy.clone())));
+    assert_eq!(meta.all_access().await.unwrap().len(), 2);
+    assert!(meta.clear_access(&site, &feature).await.unwrap());
+    assert!(!meta.clear_access(&site, &feature).await.unwrap());
+    assert_eq!(meta.access(&site).await.unwrap(), vec![(AccessScope::Previews, policy)]);
+    let nowhere: SiteName = "no-such-site".parse().unwrap();
+    assert!(matches!(
+        meta.set_access(&nowhere, &AccessScope::Site, &AccessPolicy::default()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let links = meta.permalinks().await.unwrap();
+    assert!(links.iter().any(|p| p.deploy == d1.id && p.production && p.branch.as_str() == "main"), "{links:?}");
+
+    // Deleting a site removes its deploys, branches and policies.
     meta.delete_site(&site).await.unwrap();
+    assert!(meta.all_access().await.unwrap().is_empty());
     assert!(meta.get_deploy(&d1.id).await.unwrap().is_none());
     assert!(meta.routing_table().await.unwrap().iter().all(|r| r.site != site));
     assert!(matches!(meta.delete_site(&site).await, Err(StoreError::NotFound(_))));

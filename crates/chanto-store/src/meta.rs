@@ -3,7 +3,9 @@
 //! touching callers; every method is one transaction.
 
 use async_trait::async_trait;
-use chanto_core::{BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant};
+use chanto_core::{
+    AccessPolicy, AccessScope, BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant,
+};
 use serde::Serialize;
 
 use crate::{StoreError, UnixMillis};
@@ -129,6 +131,10 @@ pub struct Permalink {
     pub manifest: ContentHash,
     /// When it became ready.
     pub ready_at: UnixMillis,
+    /// Its branch (whose access policy covers it).
+    pub branch: BranchName,
+    /// Whether that branch is the site's production branch.
+    pub production: bool,
 }
 
 /// What is known about one encoding of one source blob: the variant, or
@@ -233,6 +239,18 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Number of API tokens.
     async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// Sets (replaces) the access policy of a scope of a site.
+    async fn set_access(&self, site: &SiteName, scope: &AccessScope, policy: &AccessPolicy) -> Result<(), StoreError>;
+
+    /// Removes a scope's policy; false when it had none.
+    async fn clear_access(&self, site: &SiteName, scope: &AccessScope) -> Result<bool, StoreError>;
+
+    /// A site's policies, by scope.
+    async fn access(&self, site: &SiteName) -> Result<Vec<(AccessScope, AccessPolicy)>, StoreError>;
+
+    /// Every site's policies (for the routing table).
+    async fn all_access(&self) -> Result<Vec<(SiteName, AccessScope, AccessPolicy)>, StoreError>;
     /// Stores a token's hash (never the token).
     async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError>;
     /// Whether a token with this hash exists.

@@ -15,12 +15,19 @@ pub struct RoutingTable {
     pub branches: Vec<RoutingRow>,
     /// Every complete deploy, for `<deploy-id>--<site>` permalinks.
     pub permalinks: Vec<Permalink>,
+    /// Access policies: site, scope, policy.
+    pub access: Vec<(chanto_core::SiteName, chanto_core::AccessScope, chanto_core::AccessPolicy)>,
 }
 
 impl RoutingTable {
     /// Reads the current table from metadata.
     pub async fn load(meta: &dyn MetaStore, version: u64) -> Result<Self, StoreError> {
-        Ok(Self { version, branches: meta.routing_table().await?, permalinks: meta.permalinks().await? })
+        Ok(Self {
+            version,
+            branches: meta.routing_table().await?,
+            permalinks: meta.permalinks().await?,
+            access: meta.all_access().await?,
+        })
     }
 }
 

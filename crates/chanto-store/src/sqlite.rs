@@ -8,7 +8,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chanto_core::{BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant};
+use chanto_core::{
+    AccessPolicy, AccessScope, BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant,
+};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::meta::*;
@@ -83,6 +85,13 @@ CREATE TABLE tokens (
     // 2: no query looks deploy files up by hash; the index only slowed every
     // deploy's file rows down.
     "DROP INDEX deploy_files_by_hash;",
+    // 3: access policies (passwords as argon2id hashes, networks), by scope.
+    "CREATE TABLE access (
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        scope TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        PRIMARY KEY (site_id, scope)
+    );",
 ];
 
 /// Metadata in a SQLite database file.
@@ -552,7 +561,8 @@ impl MetaStore for SqliteMeta {
     async fn permalinks(&self) -> Result<Vec<Permalink>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(
-                "SELECT s.name, d.id, d.manifest, d.finished_at FROM deploys d JOIN sites s ON s.id = d.site_id
+                "SELECT s.name, d.id, d.manifest, d.finished_at, b.name, b.name = s.production_branch
+                 FROM deploys d JOIN sites s ON s.id = d.site_id JOIN branches b ON b.id = d.branch_id
                  WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL",
             )?;
             let rows = st
@@ -562,6 +572,8 @@ impl MetaStore for SqliteMeta {
                         deploy: parse(1, r.get(1)?)?,
                         manifest: parse(2, r.get(2)?)?,
                         ready_at: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                        branch: parse(4, r.get(4)?)?,
+                        production: r.get(5)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -649,6 +661,56 @@ impl MetaStore for SqliteMeta {
 
     async fn token_count(&self) -> Result<u64, StoreError> {
         self.call(|c| Ok(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn set_access(&self, site: &SiteName, scope: &AccessScope, policy: &AccessPolicy) -> Result<(), StoreError> {
+        let (site, scope) = (site.clone(), scope.to_string());
+        let policy = serde_json::to_string(policy).map_err(|e| StoreError::Db(e.to_string()))?;
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site_id(&tx, &site)?;
+            tx.execute(
+                "INSERT INTO access (site_id, scope, policy) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (site_id, scope) DO UPDATE SET policy = excluded.policy",
+                params![id, scope, policy],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_access(&self, site: &SiteName, scope: &AccessScope) -> Result<bool, StoreError> {
+        let (site, scope) = (site.clone(), scope.to_string());
+        self.call(move |c| {
+            let id = site_id(c, &site)?;
+            Ok(c.execute("DELETE FROM access WHERE site_id = ?1 AND scope = ?2", params![id, scope])? > 0)
+        })
+        .await
+    }
+
+    async fn access(&self, site: &SiteName) -> Result<Vec<(AccessScope, AccessPolicy)>, StoreError> {
+        let site = site.clone();
+        Ok(self.all_access().await?.into_iter().filter(|(s, _, _)| *s == site).map(|(_, sc, p)| (sc, p)).collect())
+    }
+
+    async fn all_access(&self) -> Result<Vec<(SiteName, AccessScope, AccessPolicy)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT s.name, a.scope, a.policy FROM access a JOIN sites s ON s.id = a.site_id ORDER BY s.name, a.scope",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    let policy: String = r.get(2)?;
+                    let policy: AccessPolicy = serde_json::from_str(&policy).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+                    })?;
+                    Ok((parse(0, r.get(0)?)?, parse(1, r.get(1)?)?, policy))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError> {

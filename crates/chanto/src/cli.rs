@@ -46,6 +46,9 @@ pub enum Command {
     /// Inspect deploys.
     #[command(subcommand)]
     Deploys(DeploysCommand),
+    /// Protect a site, a branch or every preview with passwords and network lists.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Activate a ready deploy on its branch (also: roll back to that deploy).
     Publish {
         /// The deploy id (see `chanto deploys list`).
@@ -88,6 +91,10 @@ pub struct ServeArgs {
     /// clients could send any value.
     #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
     pub country_header: Option<axum::http::HeaderName>,
+    /// A proxy (CIDR) whose X-Forwarded-For the edge believes for the client
+    /// address (network lists, password throttling); repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
     /// How long a deploy may stay unfinalized before it expires (e.g. 30m, 2h).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub upload_ttl: std::time::Duration,
@@ -121,6 +128,66 @@ pub struct LoginArgs {
     /// Read the token from standard input instead of --token.
     #[arg(long)]
     pub token_stdin: bool,
+}
+
+/// Which policy: one branch's, every preview's, or (neither) the whole site's.
+#[derive(Args, Debug)]
+pub struct ScopeArgs {
+    /// One branch.
+    #[arg(long, conflicts_with = "previews")]
+    pub branch: Option<String>,
+    /// The default for every branch except production (pull-request previews included).
+    #[arg(long)]
+    pub previews: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccessCommand {
+    /// Add a user or change a password (read from standard input), or change
+    /// the network lists, of one scope. Production stays public unless the
+    /// scope is the whole site or its branch.
+    Set {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The user to add, or whose password to change.
+        #[arg(long, requires = "password_stdin")]
+        user: Option<String>,
+        /// Read the password from standard input (one line). Passwords never go on the command line.
+        #[arg(long, requires = "user")]
+        password_stdin: bool,
+        /// Remove this user.
+        #[arg(long, value_name = "USER")]
+        remove_user: Option<String>,
+        /// Only clients in this network get in (CIDR, repeatable; replaces the list).
+        #[arg(long, value_name = "CIDR")]
+        allow: Vec<ipnet::IpNet>,
+        /// Clients in this network never get in (CIDR, repeatable; replaces the list).
+        #[arg(long, value_name = "CIDR")]
+        deny: Vec<ipnet::IpNet>,
+        /// Empty both network lists.
+        #[arg(long, conflicts_with_all = ["allow", "deny"])]
+        clear_networks: bool,
+        /// Let CORS preflight (OPTIONS) requests through without a password.
+        #[arg(long, value_name = "BOOL")]
+        allow_preflight: Option<bool>,
+    },
+    /// Remove one scope's policy.
+    Clear {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// Show a site's policies (user names, never passwords).
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

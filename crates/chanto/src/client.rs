@@ -182,6 +182,11 @@ impl Client {
         self.send(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
+    /// PUT a JSON body.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
+        self.send(self.request(reqwest::Method::PUT, path).json(body)).await
+    }
+
     /// DELETE a resource.
     pub async fn delete(&self, path: &str) -> Result<(), CallError> {
         self.send::<serde_json::Value>(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())

@@ -8,7 +8,7 @@ use chanto_control::api::{
     CreateSiteRequest, DeployView, PublishResponse, RollbackRequest, RollbackResponse, SiteView,
 };
 
-use crate::cli::{Cli, Command, DeploysCommand, LogFormat, SitesCommand};
+use crate::cli::{AccessCommand, Cli, Command, DeploysCommand, LogFormat, SitesCommand};
 use crate::client::{self, Client, seg};
 use crate::deploy::{self, DeployPlan, human_bytes};
 
@@ -61,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login(&cli.conn, args.token_stdin).await,
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Access(cmd) => access(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploy(args) => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &args.site)?;
@@ -182,6 +183,90 @@ async fn login(conn: &crate::cli::Connection, token_stdin: bool) -> anyhow::Resu
         f.write_all(text.as_bytes())?;
     }
     println!("Logged in to {server} ({} sites); saved to {}", sites.len(), path.display());
+    Ok(())
+}
+
+async fn access(client: &Client, cmd: AccessCommand, json: bool) -> anyhow::Result<()> {
+    use chanto_control::access::{AccessRequest, AccessView};
+    let show = |v: &AccessView| {
+        let list = |l: &[String]| if l.is_empty() { "-".to_owned() } else { l.join(",") };
+        println!(
+            "{:<24} users: {:<20} allow: {:<18} deny: {:<18} preflight: {}",
+            v.scope,
+            list(&v.users),
+            list(&v.allow),
+            list(&v.deny),
+            if v.allow_preflight { "open" } else { "password" }
+        );
+    };
+    match cmd {
+        AccessCommand::Set {
+            site,
+            scope,
+            user,
+            password_stdin,
+            remove_user,
+            allow,
+            deny,
+            clear_networks,
+            allow_preflight,
+        } => {
+            parse::<chanto_core::SiteName>("--site", &site)?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+                if pw.is_empty() {
+                    bail!(
+                        "--password-stdin read an empty password; pipe it in, e.g. `printf %s \"$PW\" | chanto access set …`"
+                    );
+                }
+                Some(pw)
+            } else {
+                None
+            };
+            let networks = |l: Vec<ipnet::IpNet>| (clear_networks || !l.is_empty()).then_some(l);
+            let req = AccessRequest {
+                branch: scope.branch,
+                previews: scope.previews,
+                user,
+                password,
+                remove_user,
+                allow: networks(allow),
+                deny: networks(deny),
+                allow_preflight,
+            };
+            let view: AccessView = client.put(&format!("/sites/{}/access", seg(&site)), &req).await?;
+            if json {
+                return print_json(&view);
+            }
+            show(&view);
+        }
+        AccessCommand::Clear { site, scope } => {
+            parse::<chanto_core::SiteName>("--site", &site)?;
+            let query = match (&scope.branch, scope.previews) {
+                (Some(b), _) => format!("?branch={}", seg(b)),
+                (None, true) => "?previews=true".to_owned(),
+                (None, false) => String::new(),
+            };
+            client.delete(&format!("/sites/{}/access{query}", seg(&site))).await?;
+            if json {
+                return print_json(&serde_json::json!({ "cleared": true }));
+            }
+            println!("Cleared the access policy; what it covered is public again unless a wider policy applies.");
+        }
+        AccessCommand::List { site } => {
+            parse::<chanto_core::SiteName>("--site", &site)?;
+            let views: Vec<AccessView> = client.get(&format!("/sites/{}/access", seg(&site))).await?;
+            if json {
+                return print_json(&views);
+            }
+            if views.is_empty() {
+                println!("{site} is public: no access policies.");
+            }
+            views.iter().for_each(show);
+        }
+    }
     Ok(())
 }
 

@@ -148,6 +148,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
     let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
     edge_config.country_header = args.country_header.clone();
+    edge_config.trusted_proxies = args.trusted_proxy.clone();
     let edge = Edge::new(edge_config, blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())

@@ -497,3 +497,76 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
     let list = server.cli(&["deploys", "list", "--site", "docs"]).ok();
     assert!(list.stdout().contains("failed"), "{}", list.report());
 }
+
+#[test]
+fn passwords_and_networks_protect_previews_branches_and_sites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "hello"), ("app.3f2a1b9c.js", "js")]);
+    let dir = site.to_str().unwrap();
+    server.cli(&["deploy", dir, "--site", "docs"]).ok();
+    server.cli(&["deploy", dir, "--site", "docs", "--branch", "feature"]).ok();
+    let preview = "feature--docs.localhost";
+    let basic = |user: &str, pw: &str| {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+    };
+
+    // Every preview asks for a password; production stays public.
+    let r = server
+        .cli(&["access", "set", "--site", "docs", "--previews", "--user", "alice", "--password-stdin"])
+        .stdin("s3cret pass\n")
+        .ok();
+    assert!(r.stdout().contains("previews") && r.stdout().contains("alice"), "{}", r.report());
+    assert_eq!(server.get("docs.localhost", "/").status, 200);
+    let denied = server.get(preview, "/");
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("www-authenticate"), Some("Basic realm=\"docs\", charset=\"UTF-8\""));
+    assert!(!denied.text().contains("hello"));
+    let ok = server.get_with(preview, "/", &[("Authorization", &basic("alice", "s3cret pass"))]);
+    assert_eq!((ok.status, ok.text().as_str()), (200, "hello"));
+    // Protected responses are never cached by shared caches.
+    let asset = server.get_with(preview, "/app.3f2a1b9c.js", &[("Authorization", &basic("alice", "s3cret pass"))]);
+    assert!(asset.header("cache-control").unwrap().starts_with("private"), "{:?}", asset.headers);
+    assert_eq!(server.get_with(preview, "/", &[("Authorization", &basic("alice", "wrong"))]).status, 401);
+    assert_eq!(server.get_with(preview, "/", &[("Authorization", &basic("bob", "s3cret pass"))]).status, 401);
+    // Permalinks of preview deploys are covered too.
+    let list = server.cli(&["deploys", "list", "--site", "docs", "--branch", "feature", "--json"]).ok().json();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.get(&format!("{id}--docs.localhost"), "/").status, 401);
+
+    // Passwords never come back: not from the CLI, not from the API.
+    let listed = server.cli(&["access", "list", "--site", "docs", "--json"]).ok();
+    assert!(
+        listed.stdout().contains("alice") && !listed.stdout().contains("argon2") && !listed.stdout().contains("s3cret"),
+        "{}",
+        listed.report()
+    );
+    assert!(!server.stderr().contains("s3cret"), "the password reached the server log");
+    let r =
+        server.cli(&["access", "set", "--site", "docs", "--user", "al:ice", "--password-stdin"]).stdin("x\n").fails();
+    assert!(r.stderr().contains("without ':'"), "{}", r.report());
+    let r = server.cli(&["access", "set", "--site", "docs", "--allow", "10.0.0.0/33"]).fails();
+    assert!(r.stderr().contains("10.0.0.0/33"), "{}", r.report());
+
+    // A branch's own policy wins over the previews default: here, a network list.
+    server.cli(&["access", "set", "--site", "docs", "--branch", "feature", "--deny", "127.0.0.0/8"]).ok();
+    assert_eq!(server.get(preview, "/").status, 403);
+    server.cli(&["access", "clear", "--site", "docs", "--branch", "feature"]).ok();
+    assert_eq!(server.get(preview, "/").status, 401);
+
+    // Wrong passwords are throttled per client address.
+    let mut last = 0;
+    for _ in 0..12 {
+        last = server.get_with(preview, "/", &[("Authorization", &basic("alice", "guess"))]).status;
+    }
+    assert_eq!(last, 429);
+
+    // Clearing the policy makes previews public again.
+    server.cli(&["access", "clear", "--site", "docs", "--previews"]).ok();
+    assert_eq!(server.get(preview, "/").status, 200);
+    let r = server.cli(&["access", "clear", "--site", "docs", "--previews"]).fails();
+    assert!(r.stderr().contains("no") || r.stderr().contains("not found"), "{}", r.report());
+}
