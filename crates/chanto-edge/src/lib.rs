@@ -40,6 +40,9 @@ pub struct EdgeConfig {
     /// Proxies whose `X-Forwarded-For` is believed for the client address
     /// (access policies' network lists and password throttling).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve this site's production branch to hosts that name no site
+    /// (`chanto dev`, where the site is just `localhost:PORT`).
+    pub fallback_site: Option<String>,
 }
 
 impl EdgeConfig {
@@ -51,6 +54,7 @@ impl EdgeConfig {
             cache_max_blob: 1 << 20,
             country_header: None,
             trusted_proxies: Vec::new(),
+            fallback_site: None,
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct Edge {
     base_domain: String,
     pub(crate) country_header: Option<axum::http::HeaderName>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) fallback_site: Option<String>,
     pub(crate) guard: access::Guard,
     blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
@@ -107,6 +112,7 @@ impl Edge {
             base_domain: config.base_domain.trim_end_matches('.').to_ascii_lowercase(),
             country_header: config.country_header,
             trusted_proxies: config.trusted_proxies,
+            fallback_site: config.fallback_site,
             guard: access::Guard::default(),
             blobs,
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),

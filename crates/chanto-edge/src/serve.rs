@@ -153,7 +153,9 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()).unwrap_or("");
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
-    let Some(target) = parse_host(host, &edge.base_domain).and_then(|route| snapshot.resolve(&route)) else {
+    let route = parse_host(host, &edge.base_domain)
+        .or_else(|| edge.fallback_site.clone().map(|site| chanto_core::HostRoute::Production { site }));
+    let Some(target) = route.and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
     if let Some(policy) = &target.access {

@@ -36,6 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the server and deploy the bundled example site: the quickest look at chanto.
     Demo(ServeArgs),
+    /// Serve a local folder exactly as a deploy of it would be served (rules,
+    /// headers, 404 page), reloading when files change.
+    Dev(DevArgs),
     /// Save the server URL and a token for later commands.
     Login(LoginArgs),
     /// Manage sites.
@@ -210,6 +213,18 @@ pub enum SitesCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// The folder to serve (the site's root).
+    pub dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Request header holding the client's country code, to try country rules.
+    #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
+    pub country_header: Option<axum::http::HeaderName>,
 }
 
 #[derive(Args, Debug)]

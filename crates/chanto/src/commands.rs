@@ -53,11 +53,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("info", args.log_format);
             return crate::demo::run(args, cli.json).await;
         }
+        Command::Dev(args) => {
+            init_logging("warn", LogFormat::Text);
+            return crate::dev::run(crate::dev::DevOptions {
+                dir: args.dir.clone(),
+                listen: args.listen,
+                country_header: args.country_header.clone(),
+            })
+            .await;
+        }
         _ => init_logging("warn", LogFormat::Text),
     }
     let json = cli.json;
     match cli.command {
-        Command::Serve(_) | Command::Demo(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Demo(_) | Command::Dev(_) => unreachable!("handled above"),
         Command::Login(args) => login(&cli.conn, args.token_stdin).await,
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod demo;
 mod deploy;
+mod dev;
 mod hashcache;
 mod serve;
 mod walk;

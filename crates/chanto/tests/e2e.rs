@@ -5,7 +5,7 @@ mod util;
 
 use std::os::unix::fs::PermissionsExt;
 
-use util::{Cli, Server, write_tree};
+use util::{Cli, Server, http_get, write_tree};
 
 #[test]
 fn first_start_creates_the_admin_token_once() {
@@ -569,4 +569,70 @@ fn passwords_and_networks_protect_previews_branches_and_sites() {
     assert_eq!(server.get(preview, "/").status, 200);
     let r = server.cli(&["access", "clear", "--site", "docs", "--previews"]).fails();
     assert!(r.stderr().contains("no") || r.stderr().contains("not found"), "{}", r.report());
+}
+
+/// `chanto dev` serves a folder through the edge, reloads on change, and
+/// keeps the last good version while a rule file has errors.
+#[test]
+fn dev_serves_a_folder_with_its_rules_and_reloads() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "home"), ("404.html", "lost"), ("_redirects", "/old /new 301\n")]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chanto"))
+        .args(["dev", site.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = child.stderr.take().unwrap();
+    let _guard = Kill(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr =
+        line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("{line}")).to_owned();
+    let get = |path: &str| http_get(&addr, "localhost", path).unwrap();
+    assert_eq!(get("/").text(), "home");
+    assert_eq!((get("/nope").status, get("/nope").text().as_str()), (404, "lost"));
+    assert_eq!(get("/old").header("location"), Some("/new"));
+
+    let wait_for_location = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if get("/old").header("location") == Some(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never served {want}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // A rule change is live within a moment.
+    std::fs::write(site.join("_redirects"), "/old /newer 302\n").unwrap();
+    wait_for_location("/newer");
+    // A broken rule file is reported with its position; the last good rules stay.
+    std::fs::write(site.join("_redirects"), "/old /newest 302\n/bad\n").unwrap();
+    let mut err = BufReader::new(stderr);
+    let mut report = String::new();
+    while !report.contains("_redirects:2:1") {
+        let mut l = String::new();
+        assert!(err.read_line(&mut l).unwrap() > 0, "dev exited; stderr so far: {report}");
+        report.push_str(&l);
+    }
+    assert_eq!(get("/old").header("location"), Some("/newer"));
+    std::fs::write(site.join("_redirects"), "/old /fixed 301\n").unwrap();
+    wait_for_location("/fixed");
+    std::fs::write(site.join("index.html"), "home v2").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while get("/").text() != "home v2" {
+        assert!(std::time::Instant::now() < deadline, "the edit never showed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
