@@ -366,7 +366,9 @@ impl Control {
         let (variants, fresh_variants) = self.precompress(&session.files).await?;
         phases.done("variants");
         let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new(), rules };
-        for f in session.files.iter().cloned() {
+        // Rule files configure the site; they are not part of it (a password
+        // or an internal path in them is nobody's business).
+        for f in session.files.iter().filter(|f| !chanto_rules::RULE_FILES.contains(&f.path.as_str())).cloned() {
             let content_type = content_type_for(&f.path);
             let mut vs: Vec<Variant> =
                 Encoding::ALL.iter().filter_map(|e| variants.get(&(f.hash, *e)).cloned()).collect();

@@ -123,6 +123,9 @@ impl Dev {
                 rule_sources.push((f.path.clone(), bytes));
             }
             seen.insert(f.path.clone(), (identity, hash));
+            if chanto_rules::RULE_FILES.contains(&f.path.as_str()) {
+                continue;
+            }
             let entry =
                 ManifestEntry { hash, size: f.size, content_type: content_type_for(&f.path), variants: Vec::new() };
             manifest.files.insert(f.path.clone(), entry);

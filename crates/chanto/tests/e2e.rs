@@ -487,6 +487,10 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
     assert_eq!(js.header("cache-control"), Some("public, max-age=31536000, immutable"));
     assert_eq!(js.header("x-frame-options"), Some("DENY"));
     assert_eq!(get("/store?id=7").header("x-frame-options"), Some("DENY"));
+    // Rule files configure the site and are not served as part of it.
+    for f in ["/_redirects", "/_headers", "/chanto.toml"] {
+        assert_eq!(get(f).text(), "custom 404", "{f}");
+    }
 
     // A malformed rule file fails the deploy with file, line and column;
     // nothing of it goes live.
