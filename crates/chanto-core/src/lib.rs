@@ -18,7 +18,7 @@ pub use access::{AccessPolicy, AccessScope, AccessUser};
 pub use error::ValidationError;
 pub use hash::ContentHash;
 pub use host::{HostRoute, parse_host};
-pub use manifest::{Encoding, Manifest, ManifestEntry, Variant};
+pub use manifest::{Encoding, Manifest, ManifestEntry, UrlStyle, Variant};
 pub use names::{BranchName, DeployId, SiteName};
 pub use path::{MAX_PATH_BYTES, normalize_manifest_path};
 pub use state::DeployState;

@@ -78,6 +78,18 @@ pub enum Lookup<'a> {
     AddSlash,
     /// Nothing here.
     NotFound,
+    /// Redirect (301) to this path: a clean or slash-less URL of the file.
+    RedirectTo(String),
+}
+
+/// How a site spells its URLs (from `clean_urls` / `trailing_slash` rules).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UrlStyle {
+    /// `/about` serves `about.html`, and `/about.html` redirects to `/about`.
+    pub clean_urls: bool,
+    /// `Some(false)`: `/dir/` redirects to `/dir`, which serves
+    /// `dir/index.html`. `Some(true)` and `None`: `/dir` redirects to `/dir/`.
+    pub trailing_slash: Option<bool>,
 }
 
 impl Manifest {
@@ -102,6 +114,45 @@ impl Manifest {
             return Lookup::AddSlash;
         }
         Lookup::NotFound
+    }
+
+    /// [`Manifest::lookup`], with the site's URL style applied.
+    pub fn resolve<'a>(&'a self, request_path: &str, style: UrlStyle) -> Lookup<'a> {
+        if style == UrlStyle::default() {
+            return self.lookup(request_path);
+        }
+        let rel = request_path.trim_start_matches('/');
+        let found = |key: &str| self.files.get_key_value(key).map(|(k, e)| Lookup::File(k.as_str(), e));
+        let no_slash = style.trailing_slash == Some(false);
+        if no_slash && let Some(bare) = rel.strip_suffix('/') {
+            let there = self.lookup(request_path) != Lookup::NotFound
+                || (style.clean_urls && self.files.contains_key(&format!("{bare}.html")));
+            return if there { Lookup::RedirectTo(format!("/{bare}")) } else { Lookup::NotFound };
+        }
+        if style.clean_urls
+            && let Some(stem) = rel.strip_suffix(".html")
+            && self.files.contains_key(rel)
+        {
+            let target = match stem.strip_suffix("index") {
+                Some("") => "/".to_owned(),
+                Some(dir) if dir.ends_with('/') => {
+                    if no_slash {
+                        format!("/{}", &dir[..dir.len() - 1])
+                    } else {
+                        format!("/{dir}")
+                    }
+                }
+                _ => format!("/{stem}"),
+            };
+            return Lookup::RedirectTo(target);
+        }
+        match self.lookup(request_path) {
+            Lookup::AddSlash if no_slash => found(&format!("{rel}/index.html")).unwrap_or(Lookup::NotFound),
+            Lookup::NotFound if style.clean_urls && !rel.is_empty() && !rel.ends_with('/') => {
+                found(&format!("{rel}.html")).unwrap_or(Lookup::NotFound)
+            }
+            other => other,
+        }
     }
 
     /// Total size of the files in bytes.
@@ -140,5 +191,38 @@ mod tests {
         assert_eq!(m.lookup("/missing"), Lookup::NotFound);
         assert_eq!(m.lookup("/a.css/"), Lookup::NotFound);
         assert_eq!(m.total_size(), 10 + 15 + 5 + 14);
+    }
+
+    #[test]
+    fn url_styles() {
+        let mut m = Manifest::default();
+        for p in ["index.html", "docs/index.html", "about.html", "docs/page.html"] {
+            m.files.insert(p.into(), entry(p.as_bytes()));
+        }
+        let go = |p: &str| Lookup::RedirectTo(p.to_owned());
+        let file = |style, p: &str| match m.resolve(p, style) {
+            Lookup::File(k, _) => k.to_owned(),
+            other => format!("{other:?}"),
+        };
+        let clean = UrlStyle { clean_urls: true, trailing_slash: None };
+        assert_eq!(file(clean, "/about"), "about.html");
+        assert_eq!(file(clean, "/docs/page"), "docs/page.html");
+        assert_eq!(m.resolve("/about.html", clean), go("/about"));
+        assert_eq!(m.resolve("/index.html", clean), go("/"));
+        assert_eq!(m.resolve("/docs/index.html", clean), go("/docs/"));
+        assert_eq!(m.resolve("/docs", clean), Lookup::AddSlash);
+        assert_eq!(m.resolve("/missing.html", clean), Lookup::NotFound);
+
+        let bare = UrlStyle { clean_urls: true, trailing_slash: Some(false) };
+        assert_eq!(m.resolve("/docs/", bare), go("/docs"));
+        assert_eq!(file(bare, "/docs"), "docs/index.html");
+        assert_eq!(m.resolve("/docs/index.html", bare), go("/docs"));
+        assert_eq!(m.resolve("/about/", bare), go("/about"));
+        assert_eq!(m.resolve("/nope/", bare), Lookup::NotFound);
+        assert_eq!(file(bare, "/"), "index.html");
+
+        // No style: exactly `lookup`.
+        assert_eq!(m.resolve("/docs", UrlStyle::default()), Lookup::AddSlash);
+        assert_eq!(m.resolve("/about", UrlStyle::default()), Lookup::NotFound);
     }
 }

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chanto_core::manifest::Lookup;
 use chanto_core::request_path::normalize_request_path;
-use chanto_core::{Manifest, ManifestEntry, parse_host};
+use chanto_core::{Manifest, ManifestEntry, UrlStyle, parse_host};
 use chanto_rules::{Action, RuleRequest};
 
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
@@ -303,8 +303,24 @@ async fn serve_path(
     target: &crate::Target,
     head: bool,
 ) -> Response {
-    match manifest.lookup(path) {
+    let style = manifest
+        .rules
+        .as_ref()
+        .map_or(UrlStyle::default(), |r| UrlStyle { clean_urls: r.clean_urls, trailing_slash: r.trailing_slash });
+    match manifest.resolve(path, style) {
         Lookup::File(key, entry) => represent(edge, headers, key, entry, target, head).await,
+        Lookup::RedirectTo(to) => {
+            let mut location = to;
+            if let Some(q) = uri.query() {
+                location.push('?');
+                location.push_str(q);
+            }
+            let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
         Lookup::AddSlash => {
             let mut location = format!("{}/", uri.path());
             if let Some(q) = uri.query() {

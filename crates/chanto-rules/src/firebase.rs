@@ -106,10 +106,9 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         Ok(h) => h,
         Err(e) => return out.error(file, 1, 1, format!("hosting: {e}")),
     };
-    if hosting.clean_urls.is_some() || hosting.trailing_slash.is_some() {
-        let line = find_line(text, "\"cleanUrls\"").or_else(|| find_line(text, "\"trailingSlash\"")).unwrap_or(1);
-        out.warn(file, line, "cleanUrls and trailingSlash are not supported yet; paths are served as written");
-    }
+    let origin = |key: &str| crate::Origin { file: file.to_owned(), line: find_line(text, key).unwrap_or(1) };
+    out.clean_urls = hosting.clean_urls.map(|v| (v, origin("\"cleanUrls\"")));
+    out.trailing_slash = hosting.trailing_slash.map(|v| (v, origin("\"trailingSlash\"")));
     for (v, line) in hosting.redirects.into_iter().zip(rule_lines(text, "\"redirects\"")) {
         let r: Redirect = match serde_json::from_value(v) {
             Ok(r) => r,

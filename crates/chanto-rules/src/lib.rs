@@ -165,9 +165,21 @@ pub struct RuleSet {
     /// Header rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderRule>,
+    /// `/about` serves `about.html`; `/about.html` redirects to `/about`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clean_urls: bool,
+    /// `Some(false)`: directories without the trailing slash; `Some(true)`
+    /// or absent: with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trailing_slash: Option<bool>,
     /// What the deploy was told about its rules that it should know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// Where the URL settings came from (for conflicts), never stored.
+    #[serde(skip)]
+    clean_urls_from: Option<(bool, Origin)>,
+    #[serde(skip)]
+    trailing_slash_from: Option<(bool, Origin)>,
     /// Compiled on first use (the edge), never stored.
     #[serde(skip)]
     matcher: std::sync::OnceLock<std::sync::Arc<Matcher>>,
@@ -175,7 +187,11 @@ pub struct RuleSet {
 
 impl PartialEq for RuleSet {
     fn eq(&self, other: &Self) -> bool {
-        self.redirects == other.redirects && self.headers == other.headers && self.warnings == other.warnings
+        self.redirects == other.redirects
+            && self.headers == other.headers
+            && self.clean_urls == other.clean_urls
+            && self.trailing_slash == other.trailing_slash
+            && self.warnings == other.warnings
     }
 }
 
@@ -184,7 +200,7 @@ impl Eq for RuleSet {}
 impl RuleSet {
     /// No rules at all.
     pub fn is_empty(&self) -> bool {
-        self.redirects.is_empty() && self.headers.is_empty()
+        self.redirects.is_empty() && self.headers.is_empty() && !self.clean_urls && self.trailing_slash.is_none()
     }
 
     /// The compiled matcher, built on first use.

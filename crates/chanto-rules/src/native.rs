@@ -1,6 +1,9 @@
 //! `chanto.toml`: chanto's own rule file.
 //!
 //! ```toml
+//! clean_urls = true            # /about serves about.html; /about.html redirects to /about
+//! trailing_slash = false       # /docs/ redirects to /docs, which serves docs/index.html
+//!
 //! [[redirects]]
 //! from = "/blog/:year/*"      # or "https://old.example.com/*" for one host
 //! to = "/news/:year/:splat"
@@ -25,6 +28,8 @@ use crate::sources::{Parsed, RawRedirect, line_col};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChantoToml {
+    clean_urls: Option<toml::Spanned<bool>>,
+    trailing_slash: Option<toml::Spanned<bool>>,
     #[serde(default)]
     redirects: Vec<toml::Spanned<Redirect>>,
     #[serde(default)]
@@ -67,6 +72,9 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         Ok(d) => d,
         Err(e) => return crate::netlify::toml_error(file, text, &e, out),
     };
+    let origin = |at: usize| crate::Origin { file: file.to_owned(), line: line_col(text, at).0 };
+    out.clean_urls = doc.clean_urls.map(|v| (*v.get_ref(), origin(v.span().start)));
+    out.trailing_slash = doc.trailing_slash.map(|v| (*v.get_ref(), origin(v.span().start)));
     for r in doc.redirects {
         let (line, col) = line_col(text, r.span().start);
         let r = r.into_inner();
@@ -117,6 +125,23 @@ values = { Cache-Control = "public, max-age=31536000, immutable" }
         assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
         assert!(set.warnings[0].to_string().starts_with("_redirects:1: warning: conflict: chanto.toml:2"));
         assert_eq!(m.headers_for("/assets/app.js"), vec![("Cache-Control", "public, max-age=31536000, immutable")]);
+    }
+
+    #[test]
+    fn url_settings_and_their_conflicts() {
+        let native = "clean_urls = true\ntrailing_slash = false\n";
+        let firebase = "{\"hosting\": {\n  \"cleanUrls\": false\n}}";
+        let set = compile(&[("chanto.toml", native.as_bytes()), ("firebase.json", firebase.as_bytes())]).unwrap();
+        assert!(set.clean_urls);
+        assert_eq!(set.trailing_slash, Some(false));
+        assert!(!set.is_empty());
+        assert_eq!(set.warnings.len(), 1);
+        assert_eq!(
+            set.warnings[0].to_string(),
+            "firebase.json:2: warning: conflict: chanto.toml:1 already sets clean_urls = true; that setting wins"
+        );
+        let set = compile(&[("firebase.json", b"{\"hosting\": {\"cleanUrls\": true}}")]).unwrap();
+        assert!(set.clean_urls && set.trailing_slash.is_none());
     }
 
     #[test]

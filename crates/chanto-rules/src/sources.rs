@@ -55,6 +55,12 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         }
         errors.extend(out.errors);
         set.warnings.extend(out.warnings);
+        if let Some((value, origin)) = out.clean_urls {
+            setting(&mut set.clean_urls_from, &mut set.warnings, "clean_urls", value, origin);
+        }
+        if let Some((value, origin)) = out.trailing_slash {
+            setting(&mut set.trailing_slash_from, &mut set.warnings, "trailing_slash", value, origin);
+        }
         set.redirects.extend(out.redirects);
         set.headers.extend(out.headers);
     }
@@ -71,7 +77,21 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         return Err(errors);
     }
     report_conflicts(&mut set);
+    set.clean_urls = set.clean_urls_from.as_ref().is_some_and(|(v, _)| *v);
+    set.trailing_slash = set.trailing_slash_from.as_ref().map(|(v, _)| *v);
     Ok(set)
+}
+
+/// The first source to set a URL setting wins; a later different value is a conflict.
+fn setting(slot: &mut Option<(bool, Origin)>, warnings: &mut Vec<Warning>, name: &str, value: bool, origin: Origin) {
+    match slot {
+        None => *slot = Some((value, origin)),
+        Some((first, at)) if *first != value => warnings.push(Warning {
+            message: format!("conflict: {at} already sets {name} = {first}; that setting wins"),
+            origin,
+        }),
+        Some(_) => {}
+    }
 }
 
 /// Two sources defining the same match: the later one never applies.
@@ -100,6 +120,8 @@ fn report_conflicts(set: &mut RuleSet) {
 /// What one file yielded.
 #[derive(Default)]
 pub(crate) struct Parsed {
+    pub clean_urls: Option<(bool, Origin)>,
+    pub trailing_slash: Option<(bool, Origin)>,
     pub redirects: Vec<Redirect>,
     pub headers: Vec<HeaderRule>,
     pub errors: Vec<RuleError>,

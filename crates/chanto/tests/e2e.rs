@@ -457,7 +457,10 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
                 "_headers",
                 "/*\n  X-Frame-Options: DENY\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n",
             ),
-            ("chanto.toml", "[[redirects]]\nfrom = \"/docs/*\"\nto = \"/manual/:splat\"\nstatus = 308\n"),
+            (
+                "chanto.toml",
+                "clean_urls = true\n[[redirects]]\nfrom = \"/docs/*\"\nto = \"/manual/:splat\"\nstatus = 308\n",
+            ),
         ],
     );
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
@@ -475,8 +478,13 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
     let gone = get("/gone");
     assert_eq!((gone.status, gone.text().as_str()), (410, "gone for good"));
     assert_eq!(get("/api/users").status, 502, "no proxy origin is allowed");
-    // A file shadows an unforced rule at its path.
-    assert_eq!(get("/index.html").status, 200);
+    // A file shadows an unforced rule at its path (here, clean URLs then
+    // send /index.html to /, not to /elsewhere).
+    let index = get("/index.html");
+    assert_eq!((index.status, index.header("location")), (301, Some("/")));
+    // Clean URLs: /fr-home serves fr-home.html.
+    assert_eq!(get("/fr-home").text(), "bonjour");
+    assert_eq!(get("/fr-home.html?x=1").header("location"), Some("/fr-home?x=1"));
     // Country from the operator's trusted header only.
     let fr = server.get_with("docs.localhost", "/fr", &[("X-Country", "FR")]);
     assert_eq!((fr.status, fr.text().as_str()), (200, "bonjour"));
