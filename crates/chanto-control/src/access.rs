@@ -89,8 +89,21 @@ impl AccessView {
     }
 }
 
+/// Replaces every clear password of a rule set's `Basic-Auth` users with its
+/// argon2id hash, before the set is stored anywhere.
+pub async fn seal_auth(set: &mut chanto_rules::RuleSet) -> Result<(), ApiError> {
+    for rule in &mut set.auth {
+        for user in &mut rule.users {
+            if let Some(pw) = user.password.take() {
+                user.hash = Some(hash_password(pw).await?);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Hashes a password with argon2id (off the async threads: it is slow on purpose).
-async fn hash_password(password: String) -> Result<String, ApiError> {
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
     let salt: [u8; 16] = chanto_store::random_bytes();
     tokio::task::spawn_blocking(move || {
         use argon2::PasswordHasher;

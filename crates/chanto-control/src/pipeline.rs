@@ -419,7 +419,10 @@ impl Control {
         let refs: Vec<(&str, &[u8])> = sources.iter().map(|(p, b)| (*p, &b[..])).collect();
         match chanto_rules::compile(&refs) {
             Ok(set) if set.is_empty() && set.warnings.is_empty() => Ok(None),
-            Ok(set) => Ok(Some(set)),
+            Ok(mut set) => {
+                crate::access::seal_auth(&mut set).await?;
+                Ok(Some(set))
+            }
             Err(errors) => {
                 let shown: Vec<String> = errors.iter().take(20).map(|e| e.to_string()).collect();
                 let more = errors.len().saturating_sub(shown.len());

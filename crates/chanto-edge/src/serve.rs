@@ -158,15 +158,14 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     let Some(target) = route.and_then(|route| snapshot.resolve(&route)) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
-    if let Some(policy) = &target.access {
-        let peer_ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
-        let forwarded = header_str(&req.headers, header::HeaderName::from_static("x-forwarded-for"));
-        let ip = chanto_core::access::client_ip(peer_ip, forwarded, &edge.trusted_proxies);
-        if let crate::access::Verdict::Refuse(resp) =
-            edge.guard.check(policy, &target.site, ip, &req.headers, preflight).await
-        {
-            return resp;
-        }
+    let peer_ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
+    let forwarded = header_str(&req.headers, header::HeaderName::from_static("x-forwarded-for"));
+    let client = chanto_core::access::client_ip(peer_ip, forwarded, &edge.trusted_proxies);
+    if let Some(policy) = &target.access
+        && let crate::access::Verdict::Refuse(resp) =
+            edge.guard.check(policy, &target.site, client, &req.headers, preflight).await
+    {
+        return resp;
     }
     if preflight {
         let mut resp = plain(StatusCode::NO_CONTENT, "");
@@ -180,17 +179,9 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         branch: target.branch.clone(),
         deploy: target.deploy.clone(),
     });
-    let mut resp = answer(edge, host, &req.headers, &req.uri, target, head).await;
+    let mut resp = answer(edge, host, client, &req.headers, &req.uri, target, head).await;
     if protected {
-        // What a password protects must not sit in shared caches.
-        let private = match resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
-            Some(cc) if cc.contains("public") => HeaderValue::from_str(&cc.replace("public", "private")).ok(),
-            Some(_) => None,
-            None => Some(HeaderValue::from_static("private")),
-        };
-        if let Some(v) = private {
-            resp.headers_mut().insert(header::CACHE_CONTROL, v);
-        }
+        make_private(&mut resp);
     }
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
@@ -199,9 +190,22 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
 }
 
 /// The response for a request whose host resolved to `target`.
+/// What a password protects must not sit in shared caches.
+fn make_private(resp: &mut Response) {
+    let private = match resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
+        Some(cc) if cc.contains("public") => HeaderValue::from_str(&cc.replace("public", "private")).ok(),
+        Some(_) => None,
+        None => Some(HeaderValue::from_static("private")),
+    };
+    if let Some(v) = private {
+        resp.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+}
+
 async fn answer(
     edge: &Edge,
     host: &str,
+    client: std::net::IpAddr,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     target: crate::Target,
@@ -223,22 +227,66 @@ async fn answer(
     let Some(matcher) = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher()) else {
         return serve_path(edge, headers, uri, &manifest, &path, &target, head).await;
     };
+    // Paths a rule file put behind a password (Netlify's `Basic-Auth`).
+    if let Some(users) = matcher.auth_for(&path) {
+        let policy = chanto_core::AccessPolicy {
+            users: users
+                .iter()
+                .filter_map(|u| Some(chanto_core::AccessUser { user: u.user.clone(), hash: u.hash.clone()? }))
+                .collect(),
+            ..Default::default()
+        };
+        let ip = client;
+        let mut refused = None;
+        if policy.users.is_empty() {
+            // Users without a stored hash can never sign in: refuse everyone.
+            refused =
+                Some(plain(StatusCode::FORBIDDEN, "<!doctype html><title>Forbidden</title><h1>403 Forbidden</h1>\n"));
+        } else if let crate::access::Verdict::Refuse(resp) =
+            edge.guard.check(&policy, &target.site, ip, headers, false).await
+        {
+            refused = Some(resp);
+        }
+        if let Some(resp) = refused {
+            return resp;
+        }
+        let mut resp = answer_with_rules(edge, host, headers, uri, &manifest, &path, matcher, &target, head).await;
+        make_private(&mut resp);
+        return resp;
+    }
+    answer_with_rules(edge, host, headers, uri, &manifest, &path, matcher, &target, head).await
+}
+
+/// The response when the deploy has rules: redirects and rewrites first, then
+/// the files, then header rules on top.
+#[allow(clippy::too_many_arguments)]
+async fn answer_with_rules(
+    edge: &Edge,
+    host: &str,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    manifest: &Manifest,
+    path: &str,
+    matcher: &chanto_rules::Matcher,
+    target: &crate::Target,
+    head: bool,
+) -> Response {
     let request = RuleRequest {
         host: host
             .rsplit_once(':')
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(h, _)| h),
-        path: &path,
+        path,
         query: uri.query(),
         country: edge.country_header.as_ref().and_then(|name| header_str(headers, name.clone())),
         accept_language: header_str(headers, header::ACCEPT_LANGUAGE),
     };
     let mut resp = match matcher.evaluate(&request, |p| manifest.lookup(p) != Lookup::NotFound) {
-        Some((action, _)) => act(edge, headers, &manifest, action, &target, head).await,
-        None => serve_path(edge, headers, uri, &manifest, &path, &target, head).await,
+        Some((action, _)) => act(edge, headers, manifest, action, target, head).await,
+        None => serve_path(edge, headers, uri, manifest, path, target, head).await,
     };
     // Header rules follow the path the visitor asked for, as on Netlify.
-    for (name, value) in matcher.headers_for(&path) {
+    for (name, value) in matcher.headers_for(path) {
         if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             resp.headers_mut().insert(n, v);
         }

@@ -156,6 +156,32 @@ pub struct HeaderRule {
     pub origin: Origin,
 }
 
+/// A user of a path's basic auth. Parsed with the password in clear; the
+/// control plane replaces it with an argon2id hash before anything is
+/// stored (`password` is never serialized).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthUser {
+    /// The user name.
+    pub user: String,
+    /// The password as the rule file wrote it: only between parse and hash.
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// `$argon2id$…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+/// Paths that need a password (Netlify's `Basic-Auth` in `_headers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRule {
+    /// The paths it covers.
+    pub path: Source,
+    /// Who may see them.
+    pub users: Vec<AuthUser>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
 /// Every rule of a deploy, in evaluation order (first matching redirect wins).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleSet {
@@ -165,6 +191,9 @@ pub struct RuleSet {
     /// Header rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderRule>,
+    /// Paths behind a password.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<AuthRule>,
     /// `/about` serves `about.html`; `/about.html` redirects to `/about`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clean_urls: bool,
@@ -189,6 +218,7 @@ impl PartialEq for RuleSet {
     fn eq(&self, other: &Self) -> bool {
         self.redirects == other.redirects
             && self.headers == other.headers
+            && self.auth == other.auth
             && self.clean_urls == other.clean_urls
             && self.trailing_slash == other.trailing_slash
             && self.warnings == other.warnings
@@ -200,12 +230,16 @@ impl Eq for RuleSet {}
 impl RuleSet {
     /// No rules at all.
     pub fn is_empty(&self) -> bool {
-        self.redirects.is_empty() && self.headers.is_empty() && !self.clean_urls && self.trailing_slash.is_none()
+        self.redirects.is_empty()
+            && self.headers.is_empty()
+            && self.auth.is_empty()
+            && !self.clean_urls
+            && self.trailing_slash.is_none()
     }
 
     /// The compiled matcher, built on first use.
     pub fn matcher(&self) -> &Matcher {
-        self.matcher.get_or_init(|| std::sync::Arc::new(Matcher::new(&self.redirects, &self.headers)))
+        self.matcher.get_or_init(|| std::sync::Arc::new(Matcher::new(&self.redirects, &self.headers, &self.auth)))
     }
 }
 

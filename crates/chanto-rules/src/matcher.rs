@@ -260,12 +260,16 @@ pub struct Matcher {
     redirect_index: Index,
     headers: Vec<HeaderRule>,
     header_index: Index,
+    auth: Vec<crate::AuthRule>,
+    auth_index: Index,
 }
 
 impl Matcher {
     /// Compiles rules (in evaluation order).
-    pub fn new(redirects: &[Redirect], headers: &[HeaderRule]) -> Self {
+    pub fn new(redirects: &[Redirect], headers: &[HeaderRule], auth: &[crate::AuthRule]) -> Self {
         Self {
+            auth_index: Index::new(auth.iter().map(|a| &a.path)),
+            auth: auth.to_vec(),
             redirect_index: Index::new(redirects.iter().map(|r| &r.from)),
             header_index: Index::new(headers.iter().map(|h| &h.path)),
             redirects: redirects.to_vec(),
@@ -332,6 +336,16 @@ impl Matcher {
             return Some((action, &rule.origin));
         }
         None
+    }
+
+    /// The users who may see `path`, if a rule puts it behind a password
+    /// (the first matching rule; its users' hashes).
+    pub fn auth_for(&self, path: &str) -> Option<&[crate::AuthUser]> {
+        let segments = split_path(path);
+        self.auth_index.candidates(path, &segments).into_iter().find_map(|i| {
+            let rule = &self.auth[i as usize];
+            self.auth_index.captures(&rule.path, i, path, &segments).map(|_| rule.users.as_slice())
+        })
     }
 
     /// Every header the rules add to a response for `path`, in rule order.
@@ -442,6 +456,7 @@ mod tests {
                 rule("/*", "/index.html", 200),
             ],
             &[],
+            &[],
         );
         assert_eq!(
             eval(&m, "/blog/2024/a/b", None),
@@ -459,10 +474,10 @@ mod tests {
     fn files_shadow_unforced_rules() {
         let mut forced = rule("/a", "/b", 301);
         forced.force = true;
-        let m = Matcher::new(&[rule("/*", "/index.html", 200)], &[]);
+        let m = Matcher::new(&[rule("/*", "/index.html", 200)], &[], &[]);
         let req = RuleRequest { path: "/app.js", ..Default::default() };
         assert!(m.evaluate(&req, |p| p == "/app.js").is_none());
-        let m = Matcher::new(&[forced], &[]);
+        let m = Matcher::new(&[forced], &[], &[]);
         assert!(m.evaluate(&RuleRequest { path: "/a", ..Default::default() }, |_| true).is_some());
     }
 
@@ -474,7 +489,7 @@ mod tests {
         h.host = Some("old.example.com".into());
         let mut c = rule("/", "/fr/", 302);
         c.conditions = Conditions { country: vec!["fr".into()], language: vec!["fr".into()] };
-        let m = Matcher::new(&[q, h, c], &[]);
+        let m = Matcher::new(&[q, h, c], &[], &[]);
         assert_eq!(
             eval(&m, "/store", Some("id=7&x=1")),
             Some(Action::Redirect { status: 301, location: "/blog/7".into() })
@@ -505,7 +520,7 @@ mod tests {
             headers: vec![(k.into(), v.into())],
             origin: Origin { file: "_headers".into(), line: 1 },
         };
-        let m = Matcher::new(&[], &[h("/*", "X-A", "1"), h("/docs/:page", "X-B", "2"), h("/other", "X-C", "3")]);
+        let m = Matcher::new(&[], &[h("/*", "X-A", "1"), h("/docs/:page", "X-B", "2"), h("/other", "X-C", "3")], &[]);
         assert_eq!(m.headers_for("/docs/intro"), vec![("X-A", "1"), ("X-B", "2")]);
         assert_eq!(m.headers_for("/"), vec![("X-A", "1")]);
     }
@@ -536,7 +551,7 @@ mod tests {
                     rule(&p, "/x", 301)
                 })
                 .collect();
-            let m = Matcher::new(&rules, &[]);
+            let m = Matcher::new(&rules, &[], &[]);
             let joined = format!("/{}", path.join("/"));
             let got = m.redirect_index.candidates(&joined, &path);
             let want: Vec<u32> = rules
@@ -547,6 +562,22 @@ mod tests {
                 .collect();
             prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn auth_rules_cover_their_paths() {
+        let set =
+            crate::compile(&[("_headers", b"/admin/*\n  Basic-Auth: ann:pw1 bob:pw2\n  X-Robots-Tag: noindex\n")])
+                .unwrap();
+        let m = set.matcher();
+        let users = m.auth_for("/admin/x").unwrap();
+        assert_eq!(users.iter().map(|u| u.user.as_str()).collect::<Vec<_>>(), ["ann", "bob"]);
+        assert_eq!(users[0].password.as_deref(), Some("pw1"));
+        assert!(m.auth_for("/public").is_none());
+        assert_eq!(m.headers_for("/admin/x"), vec![("X-Robots-Tag", "noindex")], "Basic-Auth is not a header");
+        // The password never reaches the stored form.
+        let stored = serde_json::to_string(&set).unwrap();
+        assert!(!stored.contains("pw1"), "{stored}");
     }
 
     #[test]

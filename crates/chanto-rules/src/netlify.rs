@@ -152,18 +152,22 @@ fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
     out
 }
 
-/// A `_headers` block: its line, path and headers.
-type Block = (u32, String, Vec<(String, String)>);
+/// A `_headers` block: its line, path, headers and Basic-Auth users.
+type Block = (u32, String, Vec<(String, String)>, Vec<(String, String)>);
 
 /// `_headers`: a path on a line of its own, then its headers, indented.
 pub(crate) fn parse_headers(file: &str, text: &str, out: &mut Parsed) {
     let mut current: Option<Block> = None;
     let flush = |cur: &mut Option<Block>, out: &mut Parsed| {
-        if let Some((line, path, headers)) = cur.take() {
-            if headers.is_empty() {
+        if let Some((line, path, headers, users)) = cur.take() {
+            if headers.is_empty() && users.is_empty() {
                 out.warn(file, line, format!("{path} lists no headers; it does nothing"));
-            } else {
+            }
+            if !headers.is_empty() {
                 out.header_rule(file, line, &path, headers);
+            }
+            if !users.is_empty() {
+                out.auth_rule(file, line, &path, users);
             }
         }
     };
@@ -175,10 +179,10 @@ pub(crate) fn parse_headers(file: &str, text: &str, out: &mut Parsed) {
         }
         if !raw_line.starts_with(char::is_whitespace) {
             flush(&mut current, out);
-            current = Some((line, trimmed.to_owned(), Vec::new()));
+            current = Some((line, trimmed.to_owned(), Vec::new(), Vec::new()));
             continue;
         }
-        let Some((_, _, headers)) = current.as_mut() else {
+        let Some((_, _, headers, users)) = current.as_mut() else {
             out.error(file, line, 1, "a header before any path; start with a path line such as /*");
             continue;
         };
@@ -189,14 +193,14 @@ pub(crate) fn parse_headers(file: &str, text: &str, out: &mut Parsed) {
         };
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("basic-auth") {
-            // Refused rather than ignored: serving the pages without the
-            // password would publish what the file meant to protect.
-            out.error(
-                file,
-                line,
-                1,
-                "Basic-Auth in _headers is not supported yet; protect the site with `chanto access` instead, then remove this line",
-            );
+            // `user:password` pairs separated by spaces; the passwords are
+            // hashed before the deploy's manifest is written.
+            for pair in value.split_whitespace() {
+                match pair.split_once(':') {
+                    Some((u, p)) if !u.is_empty() && !p.is_empty() => users.push((u.to_owned(), p.to_owned())),
+                    _ => out.error(file, line, 1, "Basic-Auth takes `user:password` pairs separated by spaces"),
+                }
+            }
             continue;
         }
         // Netlify joins repeated names into one comma-separated value.
@@ -410,7 +414,7 @@ mod tests {
         for (bad, want) in [
             ("  X-A: 1\n", "_headers:1:1: a header before any path"),
             ("/*\n  nonsense\n", "_headers:2:3: expected `Name: value`"),
-            ("/*\n  Basic-Auth: a:b\n", "_headers:2:1: Basic-Auth in _headers is not supported yet"),
+            ("/*\n  Basic-Auth: nopassword\n", "_headers:2:1: Basic-Auth takes `user:password` pairs"),
             ("/*\n  Content-Length: 5\n", "_headers:1:1: Content-Length is set by chanto"),
             ("/*\n  Bad Name: 5\n", "_headers:1:1: \"Bad Name\" is not a valid header name"),
             ("nopath\n  X: 1\n", "_headers:1:1: \"nopath\" does not start with '/'"),

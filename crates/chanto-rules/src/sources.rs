@@ -63,6 +63,7 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         }
         set.redirects.extend(out.redirects);
         set.headers.extend(out.headers);
+        set.auth.extend(out.auth);
     }
     let count = set.redirects.len() + set.headers.len();
     if count > MAX_RULES {
@@ -124,6 +125,7 @@ pub(crate) struct Parsed {
     pub trailing_slash: Option<(bool, Origin)>,
     pub redirects: Vec<Redirect>,
     pub headers: Vec<HeaderRule>,
+    pub auth: Vec<crate::AuthRule>,
     pub errors: Vec<RuleError>,
     pub warnings: Vec<Warning>,
 }
@@ -250,6 +252,30 @@ impl Parsed {
             Ok(p) => self.header_rule_for(file, line, Source::Path(p), headers),
             Err(e) => self.error(file, line, 1, e),
         }
+    }
+
+    /// Checks and adds a path's basic-auth users.
+    pub fn auth_rule(&mut self, file: &str, line: u32, path: &str, users: Vec<(String, String)>) {
+        let pattern = match PathPattern::parse(path) {
+            Ok(p) => p,
+            Err(e) => return self.error(file, line, 1, e),
+        };
+        if users.len() > 100 || users.iter().any(|(u, p)| u.len() > 128 || p.len() > 1024) {
+            return self.error(
+                file,
+                line,
+                1,
+                "Basic-Auth: at most 100 users, names up to 128 bytes, passwords up to 1024",
+            );
+        }
+        self.auth.push(crate::AuthRule {
+            path: Source::Path(pattern),
+            users: users
+                .into_iter()
+                .map(|(user, password)| crate::AuthUser { user, password: Some(password), hash: None })
+                .collect(),
+            origin: Origin { file: file.to_owned(), line },
+        });
     }
 
     /// Checks and adds a header rule whose source is already parsed.

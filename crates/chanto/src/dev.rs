@@ -132,7 +132,10 @@ impl Dev {
         }
         let refs: Vec<(&str, &[u8])> = rule_sources.iter().map(|(p, b)| (p.as_str(), &b[..])).collect();
         let rules = match chanto_rules::compile(&refs) {
-            Ok(set) => set,
+            Ok(mut set) => {
+                chanto_control::access::seal_auth(&mut set).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                set
+            }
             Err(errors) => {
                 self.signature = Some(sig);
                 self.seen = seen;

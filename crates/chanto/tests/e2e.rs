@@ -455,8 +455,10 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
             ),
             (
                 "_headers",
-                "/*\n  X-Frame-Options: DENY\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n",
+                "/*\n  X-Frame-Options: DENY\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n\
+                 /admin/*\n  Basic-Auth: ann:pw1 bob:pw2\n",
             ),
+            ("admin/index.html", "admin area"),
             (
                 "chanto.toml",
                 "clean_urls = true\n[[redirects]]\nfrom = \"/docs/*\"\nto = \"/manual/:splat\"\nstatus = 308\n",
@@ -495,6 +497,18 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
     assert_eq!(js.header("cache-control"), Some("public, max-age=31536000, immutable"));
     assert_eq!(js.header("x-frame-options"), Some("DENY"));
     assert_eq!(get("/store?id=7").header("x-frame-options"), Some("DENY"));
+    // Netlify's per-path Basic-Auth.
+    let admin = get("/admin/");
+    assert_eq!(admin.status, 401, "{}", admin.text());
+    assert!(!admin.text().contains("admin area"));
+    let basic = |user: &str, pw: &str| {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+    };
+    let ok = server.get_with("docs.localhost", "/admin/", &[("Authorization", &basic("bob", "pw2"))]);
+    assert_eq!((ok.status, ok.text().as_str()), (200, "admin area"));
+    assert!(ok.header("cache-control").unwrap().starts_with("private"), "{:?}", ok.headers);
+    assert_eq!(server.get_with("docs.localhost", "/admin/", &[("Authorization", &basic("bob", "pw1"))]).status, 401);
     // Rule files configure the site and are not served as part of it.
     for f in ["/_redirects", "/_headers", "/chanto.toml"] {
         assert_eq!(get(f).text(), "custom 404", "{f}");
