@@ -341,3 +341,84 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (u32, u32) {
     let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) as u32 + 1;
     (line, col)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostile_inputs_for_every_format() {
+        // Deep nesting in each structured format: an error, not a stack overflow.
+        let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for name in ["firebase.json", "amplify-rules.json"] {
+            assert!(compile(&[(name, deep_json.as_bytes())]).is_err(), "{name}");
+        }
+        let deep_yaml = format!("customHeaders: {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(compile(&[("customHttp.yml", deep_yaml.as_bytes())]).is_err());
+        let deep_toml = format!("x = {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(compile(&[("netlify.toml", deep_toml.as_bytes())]).is_err());
+        // YAML aliases that would expand exponentially ("billion laughs").
+        let mut laughs = String::from("a: &a [\"lol\"]\n");
+        for i in 1..30 {
+            laughs.push_str(&format!(
+                "a{i}: &a{i} [*a{}, *a{}]\n",
+                if i == 1 { String::new() } else { (i - 1).to_string() },
+                if i == 1 { String::new() } else { (i - 1).to_string() }
+            ));
+        }
+        let _ = compile(&[("customHttp.yml", laughs.as_bytes())]);
+        // Oversized: one rule past the limit.
+        let many = "/a /b\n".repeat(MAX_RULES + 1);
+        let errs = compile(&[("_redirects", many.as_bytes())]).unwrap_err();
+        assert!(errs.iter().any(|e| e.message.contains("the limit is 250000")), "{errs:?}");
+    }
+
+    #[test]
+    fn catastrophic_regexes_are_bounded() {
+        // Nested quantifiers with look-ahead force the backtracking engine;
+        // its budget turns the blow-up into a non-match, quickly.
+        let rules = r#"[{"source": "</^(a+)+(?=b)$/>", "target": "/x", "status": "301"}]"#;
+        let set = compile(&[("amplify-rules.json", rules.as_bytes())]).unwrap();
+        let path = format!("/{}", "a".repeat(40));
+        let started = std::time::Instant::now();
+        let got = set.matcher().evaluate(&crate::RuleRequest { path: &path, ..Default::default() }, |_| false);
+        assert!(got.is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        // Expressions too long, or whose automaton would be too big, are errors.
+        let long = format!(r#"[{{"source": "</{}/>", "target": "/x"}}]"#, "(a|b)".repeat(900));
+        let errs = compile(&[("amplify-rules.json", long.as_bytes())]).unwrap_err();
+        assert!(errs[0].message.contains("the limit is 4096"), "{}", errs[0]);
+        let huge = r#"[{"source": "</(?:[a-z]{500}){500}/>", "target": "/x"}]"#;
+        let errs = compile(&[("amplify-rules.json", huge.as_bytes())]).unwrap_err();
+        assert!(errs[0].message.contains("invalid regular expression"), "{}", errs[0]);
+    }
+
+    proptest! {
+        /// Whatever the bytes, every parser answers rules or errors (never
+        /// panics), and whatever it accepts compiles into a matcher.
+        #[test]
+        fn every_parser_takes_any_input(pick in 0usize..RULE_FILES.len(), text in ".{0,300}") {
+            let name = RULE_FILES[pick];
+            if let Ok(set) = compile(&[(name, text.as_bytes())]) {
+                let m = set.matcher();
+                let _ = m.evaluate(&crate::RuleRequest { path: "/a/b", ..Default::default() }, |_| false);
+                let _ = m.headers_for("/a/b");
+            }
+        }
+
+        /// Lines shaped like rules: valid ones compile, and each error names
+        /// a line of the file.
+        #[test]
+        fn redirect_lines_errors_point_into_the_file(
+            lines in proptest::collection::vec("(/[a-z:*]{0,6}){1,3} (/[a-z:]{0,6}|https://x\\.io/[a-z]{0,3}) ?(200|301|302|404|999|abc)?!?", 1..20)
+        ) {
+            let text = lines.join("\n");
+            if let Err(errs) = compile(&[("_redirects", text.as_bytes())]) {
+                for e in errs {
+                    prop_assert!(e.line >= 1 && e.line as usize <= lines.len(), "{e}");
+                }
+            }
+        }
+    }
+}
