@@ -7,6 +7,7 @@ pub mod access;
 pub mod access_log;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 mod serve;
 pub mod server;
 mod snapshot;
@@ -43,6 +44,8 @@ pub struct EdgeConfig {
     /// Serve this site's production branch to hosts that name no site
     /// (`chanto dev`, where the site is just `localhost:PORT`).
     pub fallback_site: Option<String>,
+    /// Origins that proxy rules (a 200 to an absolute URL) may reach.
+    pub proxy_origins: Vec<String>,
 }
 
 impl EdgeConfig {
@@ -55,6 +58,7 @@ impl EdgeConfig {
             country_header: None,
             trusted_proxies: Vec::new(),
             fallback_site: None,
+            proxy_origins: Vec::new(),
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct Edge {
     pub(crate) country_header: Option<axum::http::HeaderName>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) fallback_site: Option<String>,
+    pub(crate) proxy: Option<proxy::Proxy>,
     pub(crate) guard: access::Guard,
     blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
@@ -113,6 +118,13 @@ impl Edge {
             country_header: config.country_header,
             trusted_proxies: config.trusted_proxies,
             fallback_site: config.fallback_site,
+            proxy: if config.proxy_origins.is_empty() {
+                None
+            } else {
+                proxy::Proxy::new(&config.proxy_origins)
+                    .inspect_err(|e| tracing::error!(error = %e, "proxy rules will answer 502"))
+                    .ok()
+            },
             guard: access::Guard::default(),
             blobs,
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),

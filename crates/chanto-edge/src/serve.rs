@@ -250,11 +250,12 @@ async fn answer(
         if let Some(resp) = refused {
             return resp;
         }
-        let mut resp = answer_with_rules(edge, host, headers, uri, &manifest, &path, matcher, &target, head).await;
+        let mut resp =
+            answer_with_rules(edge, host, client, headers, uri, &manifest, &path, matcher, &target, head).await;
         make_private(&mut resp);
         return resp;
     }
-    answer_with_rules(edge, host, headers, uri, &manifest, &path, matcher, &target, head).await
+    answer_with_rules(edge, host, client, headers, uri, &manifest, &path, matcher, &target, head).await
 }
 
 /// The response when the deploy has rules: redirects and rewrites first, then
@@ -263,6 +264,7 @@ async fn answer(
 async fn answer_with_rules(
     edge: &Edge,
     host: &str,
+    client: std::net::IpAddr,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     manifest: &Manifest,
@@ -282,7 +284,10 @@ async fn answer_with_rules(
         accept_language: header_str(headers, header::ACCEPT_LANGUAGE),
     };
     let mut resp = match matcher.evaluate(&request, |p| manifest.lookup(p) != Lookup::NotFound) {
-        Some((action, _)) => act(edge, headers, manifest, action, target, head).await,
+        Some((action, _)) => {
+            let from = Visitor { host: request.host, client, query: uri.query() };
+            act(edge, headers, manifest, action, target, head, from).await
+        }
         None => serve_path(edge, headers, uri, manifest, path, target, head).await,
     };
     // Header rules follow the path the visitor asked for, as on Netlify.
@@ -294,6 +299,13 @@ async fn answer_with_rules(
     resp
 }
 
+/// Who asked, for proxied requests.
+struct Visitor<'a> {
+    host: &'a str,
+    client: std::net::IpAddr,
+    query: Option<&'a str>,
+}
+
 /// Does what a matching rule says.
 async fn act(
     edge: &Edge,
@@ -302,6 +314,7 @@ async fn act(
     action: Action,
     target: &crate::Target,
     head: bool,
+    from: Visitor<'_>,
 ) -> Response {
     match action {
         Action::Redirect { status, location } => {
@@ -331,12 +344,21 @@ async fn act(
                 _ => not_found(edge, headers, manifest, head).await,
             }
         }
-        Action::Proxy { url } => {
-            tracing::debug!(%url, "proxy rule answered 502: no proxy origins are allowed");
-            plain(
-                StatusCode::BAD_GATEWAY,
-                "<!doctype html><title>Bad gateway</title><h1>502 Bad gateway</h1><p>This site proxies to another origin, which this server does not allow.</p>\n",
-            )
+        Action::Proxy { mut url } => {
+            let Some(proxy) = &edge.proxy else { return crate::proxy::not_allowed() };
+            if !url.contains('?')
+                && let Some(q) = from.query
+            {
+                url.push('?');
+                url.push_str(q);
+            }
+            match url.parse::<axum::http::Uri>() {
+                Ok(uri) if proxy.allows(&uri) => {
+                    let method = if head { Method::HEAD } else { Method::GET };
+                    proxy.forward(&url, &method, headers, from.client, from.host).await
+                }
+                _ => crate::proxy::not_allowed(),
+            }
         }
     }
 }

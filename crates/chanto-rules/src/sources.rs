@@ -208,7 +208,7 @@ impl Parsed {
                 file,
                 line,
                 format!(
-                    "{} proxies to another origin; this chanto's operator allows no proxy origins, so it answers 502",
+                    "{} proxies to another origin; it answers 502 unless the operator allows that origin (chanto serve --proxy-origin)",
                     raw.to
                 ),
             );

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// clients could send any value.
     #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
     pub country_header: Option<axum::http::HeaderName>,
+    /// An origin (scheme://host[:port]) that rules rewriting to an absolute
+    /// URL may proxy to; repeatable. Others answer 502.
+    #[arg(long, value_name = "ORIGIN")]
+    pub proxy_origin: Vec<String>,
     /// A proxy (CIDR) whose X-Forwarded-For the edge believes for the client
     /// address (network lists, password throttling); repeatable.
     #[arg(long, value_name = "CIDR")]

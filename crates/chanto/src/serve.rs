@@ -115,6 +115,8 @@ fn validate_base_domain(d: &str) -> anyhow::Result<String> {
 /// Opens the data directory, binds both listeners and starts serving.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let base_domain = validate_base_domain(&args.base_domain)?;
+    // Checked before anything starts, so a typo stops the server with the flag named.
+    chanto_edge::proxy::Proxy::new(&args.proxy_origin).map_err(|e| anyhow::anyhow!(e))?;
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
     let lock = std::fs::OpenOptions::new()
@@ -149,6 +151,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
     edge_config.country_header = args.country_header.clone();
     edge_config.trusted_proxies = args.trusted_proxy.clone();
+    edge_config.proxy_origins = args.proxy_origin.clone();
     let edge = Edge::new(edge_config, blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())

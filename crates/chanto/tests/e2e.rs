@@ -467,6 +467,7 @@ fn rule_files_redirect_rewrite_and_add_headers_over_http() {
     );
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
     assert!(r.stderr().contains("_redirects:6: warning: https://api.example.com/:splat proxies"), "{}", r.report());
+    assert!(r.stderr().contains("unless the operator allows that origin"), "{}", r.report());
 
     let get = |path: &str| server.get("docs.localhost", path);
     let moved = get("/old/a/b?utm=1");
@@ -661,4 +662,61 @@ fn dev_serves_a_folder_with_its_rules_and_reloads() {
         assert!(std::time::Instant::now() < deadline, "the edit never showed");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A rule that rewrites to an absolute URL proxies to it, if the operator
+/// allows that origin; the origin sees the path, query and client address.
+#[test]
+fn proxy_rules_reach_only_allowed_origins() {
+    use std::io::{BufRead, BufReader, Write};
+    // A real upstream on port 0 that echoes what it was asked.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", upstream.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in upstream.incoming().take(4) {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                request.push_str(&line);
+            }
+            let first = request.lines().next().unwrap_or_default().to_owned();
+            let xff = request
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("x-forwarded-for:"))
+                .unwrap_or_default()
+                .to_owned();
+            let body = format!("{first}|{xff}");
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--proxy-origin", &origin]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    let rules = format!("/api/*  {origin}/v1/:splat  200\n/other/*  http://198.51.100.7/:splat  200\n");
+    write_tree(&site, &[("index.html", "home"), ("_redirects", rules.as_str())]);
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    let r = server.get("docs.localhost", "/api/users?page=2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("yes"));
+    let text = r.text();
+    assert!(text.starts_with("GET /v1/users?page=2 HTTP/1.1|"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-forwarded-for: 127.0.0.1"), "{text}");
+    // Not on the list: 502, and no request leaves.
+    assert_eq!(server.get("docs.localhost", "/other/x").status, 502);
+    // A malformed origin stops the server with the flag named.
+    let bad =
+        Cli::new(&["serve", "--data", tmp.path().join("d2").to_str().unwrap(), "--proxy-origin", "api.example.com"])
+            .fails();
+    assert!(bad.stderr().contains("--proxy-origin"), "{}", bad.report());
 }
