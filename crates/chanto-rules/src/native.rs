@@ -12,6 +12,10 @@
 //! query = { id = ":id" }      # required query parameters, bound to placeholders
 //! conditions = { country = ["us", "ca"], language = ["en"] }
 //!
+//! [[access]]                  # basic auth for some paths (whole sites: `chanto access`)
+//! for = "/admin/*"
+//! users = { ann = "$argon2id$v=19$…" }   # a hash, or a password (hashed at deploy)
+//!
 //! [[headers]]
 //! for = "/assets/*"
 //! values = { Cache-Control = "public, max-age=31536000, immutable" }
@@ -34,6 +38,18 @@ struct ChantoToml {
     redirects: Vec<toml::Spanned<Redirect>>,
     #[serde(default)]
     headers: Vec<toml::Spanned<Headers>>,
+    #[serde(default)]
+    access: Vec<toml::Spanned<Access>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Access {
+    #[serde(rename = "for")]
+    path: String,
+    /// user → password, or an argon2id PHC hash (`$argon2id$…`, e.g. from the
+    /// `argon2` command), so no clear password need sit in the repository.
+    users: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +111,15 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         let h = h.into_inner();
         out.header_rule(file, line, &h.path, h.values.into_iter().collect());
     }
+    for a in doc.access {
+        let (line, _) = line_col(text, a.span().start);
+        let a = a.into_inner();
+        if a.users.is_empty() {
+            out.error(file, line, 1, "access: list at least one user, like users = { ann = \"…\" }");
+            continue;
+        }
+        out.auth_rule(file, line, &a.path, a.users.into_iter().collect());
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +150,18 @@ values = { Cache-Control = "public, max-age=31536000, immutable" }
         assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
         assert!(set.warnings[0].to_string().starts_with("_redirects:1: warning: conflict: chanto.toml:2"));
         assert_eq!(m.headers_for("/assets/app.js"), vec![("Cache-Control", "public, max-age=31536000, immutable")]);
+    }
+
+    #[test]
+    fn access_tables() {
+        let text = "[[access]]\nfor = \"/admin/*\"\nusers = { ann = \"pw\", bob = \"$argon2id$v=19$m=19456,t=2,p=1$abc$def\" }\n";
+        let set = compile(&[("chanto.toml", text.as_bytes())]).unwrap();
+        let users = set.matcher().auth_for("/admin/x").unwrap();
+        assert_eq!(users[0].password.as_deref(), Some("pw"));
+        assert_eq!(users[1].hash.as_deref(), Some("$argon2id$v=19$m=19456,t=2,p=1$abc$def"));
+        assert!(users[1].password.is_none());
+        let errs = compile(&[("chanto.toml", b"[[access]]\nfor = \"/a\"\nusers = {}\n")]).unwrap_err();
+        assert!(errs[0].to_string().starts_with("chanto.toml:1:1: access: list at least one user"), "{}", errs[0]);
     }
 
     #[test]

@@ -272,7 +272,14 @@ impl Parsed {
             path: Source::Path(pattern),
             users: users
                 .into_iter()
-                .map(|(user, password)| crate::AuthUser { user, password: Some(password), hash: None })
+                .map(|(user, secret)| {
+                    // Already a hash: stored as is, never hashed twice.
+                    if secret.starts_with("$argon2id$") {
+                        crate::AuthUser { user, password: None, hash: Some(secret) }
+                    } else {
+                        crate::AuthUser { user, password: Some(secret), hash: None }
+                    }
+                })
                 .collect(),
             origin: Origin { file: file.to_owned(), line },
         });
