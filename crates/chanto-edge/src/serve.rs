@@ -52,7 +52,7 @@ impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        // The edge reads no request bodies: only GET and HEAD are served.
+        // The edge reads no request bodies: only GET, HEAD and OPTIONS are served.
         let (parts, _body) = req.into_parts();
         let (edge, peer) = (self.edge.clone(), self.peer);
         Box::pin(async move { Ok(observe(&edge, parts, peer).await) })
@@ -189,7 +189,6 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     resp
 }
 
-/// The response for a request whose host resolved to `target`.
 /// What a password protects must not sit in shared caches.
 fn make_private(resp: &mut Response) {
     let private = match resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
@@ -202,6 +201,7 @@ fn make_private(resp: &mut Response) {
     }
 }
 
+/// The response for a request whose host resolved to `target`.
 async fn answer(
     edge: &Edge,
     host: &str,
@@ -379,32 +379,23 @@ async fn serve_path(
         .map_or(UrlStyle::default(), |r| UrlStyle { clean_urls: r.clean_urls, trailing_slash: r.trailing_slash });
     match manifest.resolve(path, style) {
         Lookup::File(key, entry) => represent(edge, headers, key, entry, target, head).await,
-        Lookup::RedirectTo(to) => {
-            let mut location = to;
-            if let Some(q) = uri.query() {
-                location.push('?');
-                location.push_str(q);
-            }
-            let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "");
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
-        }
-        Lookup::AddSlash => {
-            let mut location = format!("{}/", uri.path());
-            if let Some(q) = uri.query() {
-                location.push('?');
-                location.push_str(q);
-            }
-            let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "");
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
-        }
+        Lookup::RedirectTo(to) => moved_permanently(to, uri.query()),
+        Lookup::AddSlash => moved_permanently(format!("{}/", uri.path()), uri.query()),
         Lookup::NotFound => not_found(edge, headers, manifest, head).await,
     }
+}
+
+/// A 301 to `location`, the request's query string kept.
+fn moved_permanently(mut location: String, query: Option<&str>) -> Response {
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 /// The site's `404.html` with status 404, or chanto's own page.

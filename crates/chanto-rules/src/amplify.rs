@@ -51,7 +51,7 @@ pub(crate) fn parse_rules(file: &str, text: &str, out: &mut Parsed) {
         RulesFile::List(l) => l,
         RulesFile::App { custom_rules } => custom_rules,
     };
-    let starts = object_starts(text);
+    let starts = crate::sources::array_object_offsets(text, 0);
     for (i, value) in rules.into_iter().enumerate() {
         let (line, col) = starts.get(i).map(|&at| line_col(text, at)).unwrap_or((1, 1));
         let rule: Rule = match serde_json::from_value(value) {
@@ -176,40 +176,6 @@ fn source_pattern(source: &str) -> Result<(String, Option<String>), String> {
     Ok((host.map_or("/".to_owned(), |h| format!("{h}/")), Some(re)))
 }
 
-/// Byte offsets of the objects in the rules array, for line numbers.
-fn object_starts(text: &str) -> Vec<usize> {
-    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    let mut array_depth = None;
-    let mut out = Vec::new();
-    for (i, c) in text.char_indices() {
-        if in_str {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '[' => {
-                depth += 1;
-                array_depth.get_or_insert(depth);
-            }
-            '{' => {
-                if Some(depth) == array_depth {
-                    out.push(i);
-                }
-                depth += 1;
-            }
-            ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    out
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomHttp {
@@ -224,11 +190,12 @@ struct HeaderBlock {
     headers: Vec<KeyValue>,
 }
 
+/// A header as `{key, value}` (Amplify's and Firebase's spelling).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyValue {
-    key: String,
-    value: String,
+pub(crate) struct KeyValue {
+    pub key: String,
+    pub value: String,
 }
 
 /// `customHttp.yml`.

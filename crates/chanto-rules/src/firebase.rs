@@ -61,12 +61,8 @@ struct Headers {
     headers: Vec<KeyValue>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyValue {
-    key: String,
-    value: String,
-}
+/// Header entries are written `{key, value}`, as in Amplify's `customHttp.yml`.
+use crate::amplify::KeyValue;
 
 /// The rule's source: `Ok(None)` when it names none.
 fn source_of(source: &Option<String>, glob: &Option<String>, regex: &Option<String>) -> Result<Source, String> {
@@ -195,40 +191,12 @@ fn find_line(text: &str, needle: &str) -> Option<u32> {
     text.find(needle).map(|at| line_col(text, at).0)
 }
 
-/// Lines of the objects in the array under `key` (the first such key).
+/// Lines of the objects in the array under `key` (the first such key), then
+/// line 1 for any the scan could not place.
 fn rule_lines(text: &str, key: &str) -> impl Iterator<Item = u32> {
-    let open = text.find(key).and_then(|start| text[start..].find('[').map(|o| start + o)).unwrap_or(text.len());
-    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    let mut out = Vec::new();
-    for (i, c) in text[open..].char_indices() {
-        if in_str {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '[' | '{' => {
-                if c == '{' && depth == 1 {
-                    out.push(line_col(text, open + i).0);
-                }
-                depth += 1;
-            }
-            ']' | '}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    // Never fewer lines than rules: unknown positions fall back to line 1.
-    out.into_iter().chain(std::iter::repeat(1))
+    let offsets = text.find(key).map(|at| crate::sources::array_object_offsets(text, at)).unwrap_or_default();
+    let lines: Vec<u32> = offsets.into_iter().map(|o| line_col(text, o).0).collect();
+    lines.into_iter().chain(std::iter::repeat(1))
 }
 
 #[cfg(test)]

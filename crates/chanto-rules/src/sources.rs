@@ -341,6 +341,42 @@ fn check_header(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Byte offsets of the objects directly inside the first JSON array that
+/// starts at or after `from` (for the line numbers of rules in JSON files).
+pub(crate) fn array_object_offsets(text: &str, from: usize) -> Vec<usize> {
+    let Some(open) = text.get(from..).and_then(|t| t.find('[')).map(|o| from + o) else { return Vec::new() };
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut out = Vec::new();
+    for (i, c) in text[open..].char_indices() {
+        if in_str {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '[' | '{' => {
+                if c == '{' && depth == 1 {
+                    out.push(open + i);
+                }
+                depth += 1;
+            }
+            ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 pub(crate) fn line_col(text: &str, offset: usize) -> (u32, u32) {
     let before = &text[..offset.min(text.len())];
