@@ -378,6 +378,11 @@ impl Control {
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         let manifest_hash = self.blobs.put_bytes(Bytes::from(manifest_bytes)).await?;
+        // In-process edges take it as built instead of reading it back.
+        let manifest = Arc::new(manifest);
+        for sink in &self.sinks {
+            sink.prime(&manifest_hash, &manifest);
+        }
         phases.done("manifest");
         // Everything recorded from here on names blobs that must survive a crash.
         self.blobs.sync().await?;

@@ -210,4 +210,11 @@ impl RoutingSink for Edge {
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
+
+    fn prime(&self, hash: &ContentHash, manifest: &Arc<Manifest>) {
+        if let Some(rules) = &manifest.rules {
+            rules.matcher();
+        }
+        self.manifests.insert(*hash, manifest.clone());
+    }
 }

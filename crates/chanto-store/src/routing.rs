@@ -38,4 +38,9 @@ impl RoutingTable {
 pub trait RoutingSink: Send + Sync + 'static {
     /// Installs a new table. Tables arrive in increasing version order.
     async fn publish(&self, table: RoutingTable) -> Result<(), StoreError>;
+
+    /// Offers a manifest the control plane just wrote (and `hash` names), so
+    /// an edge in the same process need not read and parse it back. A hint:
+    /// edges elsewhere ignore it and load from the blob store.
+    fn prime(&self, _hash: &chanto_core::ContentHash, _manifest: &std::sync::Arc<chanto_core::Manifest>) {}
 }
