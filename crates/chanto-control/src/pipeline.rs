@@ -368,7 +368,7 @@ impl Control {
         let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new(), rules };
         // Rule files configure the site; they are not part of it (a password
         // or an internal path in them is nobody's business).
-        for f in session.files.iter().filter(|f| !chanto_rules::RULE_FILES.contains(&f.path.as_str())).cloned() {
+        for f in session.files.iter().filter(|f| !chanto_rules::is_rule_file(&f.path)).cloned() {
             let content_type = content_type_for(&f.path);
             let mut vs: Vec<Variant> =
                 Encoding::ALL.iter().filter_map(|e| variants.get(&(f.hash, *e)).cloned()).collect();
@@ -415,7 +415,7 @@ impl Control {
         files: &[DeployFile],
     ) -> Result<Option<chanto_rules::RuleSet>, ApiError> {
         let mut sources = Vec::new();
-        for f in files.iter().filter(|f| chanto_rules::RULE_FILES.contains(&f.path.as_str())) {
+        for f in files.iter().filter(|f| chanto_rules::is_rule_file(&f.path)) {
             sources.push((f.path.as_str(), self.blobs.get(&f.hash).await?));
         }
         if sources.is_empty() {

@@ -159,11 +159,11 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
     let peer_ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
-    let forwarded = header_str(&req.headers, header::HeaderName::from_static("x-forwarded-for"));
-    let client = chanto_core::access::client_ip(peer_ip, forwarded, &edge.trusted_proxies);
     if let Some(policy) = &target.access
-        && let crate::access::Verdict::Refuse(resp) =
-            edge.guard.check(policy, &target.site, client, &req.headers, preflight).await
+        && let crate::access::Verdict::Refuse(resp) = edge
+            .guard
+            .check(policy, &target.site, client_ip(edge, peer_ip, &req.headers), &req.headers, preflight)
+            .await
     {
         return resp;
     }
@@ -179,7 +179,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         branch: target.branch.clone(),
         deploy: target.deploy.clone(),
     });
-    let mut resp = answer(edge, host, client, &req.headers, &req.uri, target, head).await;
+    let mut resp = answer(edge, host, peer_ip, &req.headers, &req.uri, target, head).await;
     if protected {
         make_private(&mut resp);
     }
@@ -187,6 +187,13 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.extensions_mut().insert(served);
     }
     resp
+}
+
+/// The client's address: the peer's, or from `X-Forwarded-For` when the peer
+/// is a trusted proxy. Only computed where a policy or a proxy needs it.
+fn client_ip(edge: &Edge, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
+    let forwarded = header_str(headers, header::HeaderName::from_static("x-forwarded-for"));
+    chanto_core::access::client_ip(peer, forwarded, &edge.trusted_proxies)
 }
 
 /// What a password protects must not sit in shared caches.
@@ -205,7 +212,7 @@ fn make_private(resp: &mut Response) {
 async fn answer(
     edge: &Edge,
     host: &str,
-    client: std::net::IpAddr,
+    peer: std::net::IpAddr,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     target: crate::Target,
@@ -236,7 +243,7 @@ async fn answer(
                 .collect(),
             ..Default::default()
         };
-        let ip = client;
+        let ip = client_ip(edge, peer, headers);
         let mut refused = None;
         if policy.users.is_empty() {
             // Users without a stored hash can never sign in: refuse everyone.
@@ -251,11 +258,11 @@ async fn answer(
             return resp;
         }
         let mut resp =
-            answer_with_rules(edge, host, client, headers, uri, &manifest, &path, matcher, &target, head).await;
+            answer_with_rules(edge, host, peer, headers, uri, &manifest, &path, matcher, &target, head).await;
         make_private(&mut resp);
         return resp;
     }
-    answer_with_rules(edge, host, client, headers, uri, &manifest, &path, matcher, &target, head).await
+    answer_with_rules(edge, host, peer, headers, uri, &manifest, &path, matcher, &target, head).await
 }
 
 /// The response when the deploy has rules: redirects and rewrites first, then
@@ -264,7 +271,7 @@ async fn answer(
 async fn answer_with_rules(
     edge: &Edge,
     host: &str,
-    client: std::net::IpAddr,
+    peer: std::net::IpAddr,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     manifest: &Manifest,
@@ -285,7 +292,7 @@ async fn answer_with_rules(
     };
     let mut resp = match matcher.evaluate(&request, |p| manifest.lookup(p) != Lookup::NotFound) {
         Some((action, _)) => {
-            let from = Visitor { host: request.host, client, query: uri.query() };
+            let from = Visitor { host: request.host, peer, query: uri.query() };
             act(edge, headers, manifest, action, target, head, from).await
         }
         None => serve_path(edge, headers, uri, manifest, path, target, head).await,
@@ -302,7 +309,7 @@ async fn answer_with_rules(
 /// Who asked, for proxied requests.
 struct Visitor<'a> {
     host: &'a str,
-    client: std::net::IpAddr,
+    peer: std::net::IpAddr,
     query: Option<&'a str>,
 }
 
@@ -355,7 +362,7 @@ async fn act(
             match url.parse::<axum::http::Uri>() {
                 Ok(uri) if proxy.allows(&uri) => {
                     let method = if head { Method::HEAD } else { Method::GET };
-                    proxy.forward(&url, &method, headers, from.client, from.host).await
+                    proxy.forward(&url, &method, headers, client_ip(edge, from.peer, headers), from.host).await
                 }
                 _ => crate::proxy::not_allowed(),
             }

@@ -53,6 +53,16 @@ impl Fixture {
     }
 }
 
+/// Version 1 of a table where `docs` serves `manifest` on `main`.
+fn docs_main(manifest: ContentHash) -> RoutingTable {
+    RoutingTable {
+        version: 1,
+        branches: vec![row("docs", "main", true, 1, manifest)],
+        permalinks: vec![],
+        access: vec![],
+    }
+}
+
 fn row(site: &str, branch: &str, production: bool, deploy: u8, manifest: ContentHash) -> RoutingRow {
     let branch: chanto_core::BranchName = branch.parse().unwrap();
     RoutingRow {
@@ -150,15 +160,7 @@ async fn routes_by_host_and_serves_the_right_bytes() {
 async fn unknown_hosts_reveal_nothing() {
     let f = Fixture::new();
     let m = f.manifest(&[("index.html", HTML, "secret site")]).await;
-    f.edge
-        .publish(RoutingTable {
-            version: 1,
-            branches: vec![row("docs", "main", true, 1, m)],
-            permalinks: vec![],
-            access: vec![],
-        })
-        .await
-        .unwrap();
+    f.edge.publish(docs_main(m)).await.unwrap();
     let (_, _, reference) = f.get("GET", "nope.localhost", "/").await;
     for host in [
         "nope.localhost",
@@ -183,15 +185,7 @@ async fn nothing_outside_the_deploy_is_reachable() {
     let m = f.manifest(&[("index.html", HTML, "ok"), ("a/b.html", HTML, "b")]).await;
     // A blob in the same store that this deploy does not list.
     let other = f.blobs.put_bytes(Bytes::from_static(b"other site's secret")).await.unwrap();
-    f.edge
-        .publish(RoutingTable {
-            version: 1,
-            branches: vec![row("docs", "main", true, 1, m)],
-            permalinks: vec![],
-            access: vec![],
-        })
-        .await
-        .unwrap();
+    f.edge.publish(docs_main(m)).await.unwrap();
     let hex = other.to_hex();
     let hostile = [
         "/../../blobs".to_owned(),
@@ -399,15 +393,7 @@ async fn readiness_follows_routing_and_draining() {
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
     assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "no routing loaded yet");
     let m = f.manifest(&[("index.html", HTML, "x")]).await;
-    f.edge
-        .publish(RoutingTable {
-            version: 1,
-            branches: vec![row("docs", "main", true, 1, m)],
-            permalinks: vec![],
-            access: vec![],
-        })
-        .await
-        .unwrap();
+    f.edge.publish(docs_main(m)).await.unwrap();
     assert_eq!(get("/readyz").await.0, StatusCode::OK);
     let (s, metrics) = get("/metrics").await;
     assert_eq!(s, StatusCode::OK);

@@ -37,14 +37,8 @@ pub(crate) fn parse_rules(file: &str, text: &str, out: &mut Parsed) {
     let doc: RulesFile = match serde_json::from_str(text) {
         Ok(d) => d,
         Err(e) => {
-            let msg = e.to_string();
-            let shown = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            return out.error(
-                file,
-                e.line().max(1) as u32,
-                e.column().max(1) as u32,
-                format!("{shown} (expected a JSON array of {{\"source\", \"target\", \"status\", \"condition\"}})"),
-            );
+            let hint = "(expected a JSON array of {\"source\", \"target\", \"status\", \"condition\"})";
+            return out.json_error(file, &e, hint);
         }
     };
     let rules = match doc {

@@ -79,11 +79,7 @@ fn source_of(source: &Option<String>, glob: &Option<String>, regex: &Option<Stri
 pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
     let doc: FirebaseJson = match serde_json::from_str(text) {
         Ok(d) => d,
-        Err(e) => {
-            let msg = e.to_string();
-            let shown = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            return out.error(file, e.line().max(1) as u32, e.column().max(1) as u32, shown);
-        }
+        Err(e) => return out.json_error(file, &e, ""),
     };
     let hosting = match doc.hosting {
         None => return,
@@ -106,30 +102,12 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
     out.clean_urls = hosting.clean_urls.map(|v| (v, origin("\"cleanUrls\"")));
     out.trailing_slash = hosting.trailing_slash.map(|v| (v, origin("\"trailingSlash\"")));
     for (v, line) in hosting.redirects.into_iter().zip(rule_lines(text, "\"redirects\"")) {
-        let r: Redirect = match serde_json::from_value(v) {
-            Ok(r) => r,
-            Err(e) => {
-                out.error(file, line, 1, format!("redirects: {e}"));
-                continue;
-            }
-        };
-        let source = match source_of(&r.source, &r.glob, &r.regex) {
-            Ok(s) => s,
-            Err(e) => {
-                out.error(file, line, 1, format!("redirects: {e}"));
-                continue;
-            }
-        };
+        let Some(r) = out.take::<Redirect>(file, line, "redirects", serde_json::from_value(v)) else { continue };
+        let Some(source) = out.take(file, line, "redirects", source_of(&r.source, &r.glob, &r.regex)) else { continue };
         push(out, file, line, source, &r.destination, Some(r.status.unwrap_or(301)), true);
     }
     for (v, line) in hosting.rewrites.into_iter().zip(rule_lines(text, "\"rewrites\"")) {
-        let r: Rewrite = match serde_json::from_value(v) {
-            Ok(r) => r,
-            Err(e) => {
-                out.error(file, line, 1, format!("rewrites: {e}"));
-                continue;
-            }
-        };
+        let Some(r) = out.take::<Rewrite>(file, line, "rewrites", serde_json::from_value(v)) else { continue };
         let Some(destination) = r.destination else {
             let what = if r.function.is_some() {
                 "Cloud Functions"
@@ -143,29 +121,13 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
             out.warn(file, line, format!("a rewrite to {what} is not supported by chanto; this rule never applies"));
             continue;
         };
-        let source = match source_of(&r.source, &r.glob, &r.regex) {
-            Ok(s) => s,
-            Err(e) => {
-                out.error(file, line, 1, format!("rewrites: {e}"));
-                continue;
-            }
-        };
+        let Some(source) = out.take(file, line, "rewrites", source_of(&r.source, &r.glob, &r.regex)) else { continue };
         push(out, file, line, source, &destination, Some(200), false);
     }
     for (v, line) in hosting.headers.into_iter().zip(rule_lines(text, "\"headers\"")) {
-        let h: Headers = match serde_json::from_value(v) {
-            Ok(h) => h,
-            Err(e) => {
-                out.error(file, line, 1, format!("headers: {e}"));
-                continue;
-            }
-        };
-        match source_of(&h.source, &h.glob, &h.regex) {
-            Ok(source) => {
-                out.header_rule_for(file, line, source, h.headers.into_iter().map(|kv| (kv.key, kv.value)).collect())
-            }
-            Err(e) => out.error(file, line, 1, format!("headers: {e}")),
-        }
+        let Some(h) = out.take::<Headers>(file, line, "headers", serde_json::from_value(v)) else { continue };
+        let Some(source) = out.take(file, line, "headers", source_of(&h.source, &h.glob, &h.regex)) else { continue };
+        out.header_rule_for(file, line, source, h.headers.into_iter().map(|kv| (kv.key, kv.value)).collect());
     }
 }
 

@@ -20,7 +20,7 @@ mod sources;
 
 pub use matcher::{Action, Matcher, RuleRequest, compile_regex};
 pub use pattern::{PathPattern, Segment};
-pub use sources::{RULE_FILES, compile};
+pub use sources::{RULE_FILES, compile, is_rule_file};
 
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,12 @@ use crate::{Conditions, HeaderRule, Origin, Redirect, RuleError, RuleSet, STATUS
 pub const RULE_FILES: [&str; 7] =
     ["chanto.toml", "_redirects", "netlify.toml", "amplify-rules.json", "firebase.json", "_headers", "customHttp.yml"];
 
+/// Whether a deploy path is one of the rule files (they configure the site
+/// and are not served as part of it).
+pub fn is_rule_file(path: &str) -> bool {
+    RULE_FILES.contains(&path)
+}
+
 /// Largest rule file, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 8 << 20;
 /// Most rules (redirects plus header rules) in one deploy.
@@ -147,6 +153,20 @@ pub(crate) struct RawRedirect<'a> {
 impl Parsed {
     pub fn error(&mut self, file: &str, line: u32, column: u32, message: impl Into<String>) {
         self.errors.push(RuleError::new(file, line, column, message));
+    }
+
+    /// A JSON syntax or shape error, at its position, without serde's own
+    /// "at line …" suffix; `hint` (may be empty) says what was expected.
+    pub fn json_error(&mut self, file: &str, e: &serde_json::Error, hint: &str) {
+        let msg = e.to_string();
+        let shown = msg.split(" at line ").next().unwrap_or(&msg);
+        let sep = if hint.is_empty() { "" } else { " " };
+        self.error(file, e.line().max(1) as u32, e.column().max(1) as u32, format!("{shown}{sep}{hint}"));
+    }
+
+    /// The value, or (recording `what: error` at `line`) nothing.
+    pub fn take<T>(&mut self, file: &str, line: u32, what: &str, r: Result<T, impl std::fmt::Display>) -> Option<T> {
+        r.map_err(|e| self.error(file, line, 1, format!("{what}: {e}"))).ok()
     }
 
     pub fn warn(&mut self, file: &str, line: u32, message: impl Into<String>) {

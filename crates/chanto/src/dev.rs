@@ -106,24 +106,21 @@ impl Dev {
         for f in &files {
             let identity = (f.size, f.mtime_ns, f.ino);
             let (hash, bytes) = match self.seen.get(&f.path) {
-                Some((id, hash)) if *id == identity && !chanto_rules::RULE_FILES.contains(&f.path.as_str()) => {
-                    (*hash, None)
-                }
+                Some((id, hash)) if *id == identity => (*hash, None),
                 _ => {
                     let bytes = read(f).await?;
                     let hash = self.blobs.put_bytes(bytes.clone()).await?;
                     (hash, Some(bytes))
                 }
             };
-            if chanto_rules::RULE_FILES.contains(&f.path.as_str()) {
+            seen.insert(f.path.clone(), (identity, hash));
+            // Rule files configure the site; they are not served as part of it.
+            if chanto_rules::is_rule_file(&f.path) {
                 let bytes = match bytes {
                     Some(b) => b,
                     None => self.blobs.get(&hash).await?,
                 };
                 rule_sources.push((f.path.clone(), bytes));
-            }
-            seen.insert(f.path.clone(), (identity, hash));
-            if chanto_rules::RULE_FILES.contains(&f.path.as_str()) {
                 continue;
             }
             let entry =
