@@ -59,27 +59,17 @@ fn to_regex(glob: &str) -> Result<String, String> {
             '?' if chars.get(i + 1) == Some(&'(') => return Err(unsupported(glob)),
             '?' => out.push_str("[^/]"),
             '@' if chars.get(i + 1) == Some(&'(') => {
-                let close = chars[i..]
-                    .iter()
-                    .position(|&c| c == ')')
-                    .ok_or_else(|| format!("{glob:?}: '@(' is never closed"))?;
-                let inner: String = chars[i + 2..i + close].iter().collect();
-                let alts: Result<Vec<String>, String> = inner.split('|').map(to_regex).collect();
-                out.push_str(&format!("(?:{})", alts?.join("|")));
-                i += close + 1;
+                let (group, used) = alternatives(glob, &chars[i + 2..], ')', '|')?;
+                out.push_str(&group);
+                i += 2 + used;
                 seg_start = false;
                 continue;
             }
             '!' | '+' if chars.get(i + 1) == Some(&'(') => return Err(unsupported(glob)),
             '{' => {
-                let close = chars[i..]
-                    .iter()
-                    .position(|&c| c == '}')
-                    .ok_or_else(|| format!("{glob:?}: '{{' is never closed"))?;
-                let inner: String = chars[i + 1..i + close].iter().collect();
-                let alts: Result<Vec<String>, String> = inner.split(',').map(to_regex).collect();
-                out.push_str(&format!("(?:{})", alts?.join("|")));
-                i += close + 1;
+                let (group, used) = alternatives(glob, &chars[i + 1..], '}', ',')?;
+                out.push_str(&group);
+                i += 1 + used;
                 seg_start = false;
                 continue;
             }
@@ -111,6 +101,18 @@ fn to_regex(glob: &str) -> Result<String, String> {
         i += 1;
     }
     Ok(out)
+}
+
+/// `a|b)` (or `a,b}`) at the start of `rest`: the group as `(?:a|b)` and how
+/// many characters it took, the closing one included.
+fn alternatives(glob: &str, rest: &[char], close: char, sep: char) -> Result<(String, usize), String> {
+    let end = rest
+        .iter()
+        .position(|&c| c == close)
+        .ok_or_else(|| format!("{glob:?}: a group is never closed with {close:?}"))?;
+    let inner: String = rest[..end].iter().collect();
+    let alts: Result<Vec<String>, String> = inner.split(sep).map(to_regex).collect();
+    Ok((format!("(?:{})", alts?.join("|")), end + 1))
 }
 
 fn unsupported(glob: &str) -> String {
