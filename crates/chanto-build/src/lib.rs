@@ -1,0 +1,1 @@
+//! Build logic without IO (being written).

@@ -1,0 +1,1 @@
+//! Git forge webhooks without IO (being written).
