@@ -19,6 +19,6 @@ pub use error::ValidationError;
 pub use hash::ContentHash;
 pub use host::{HostRoute, parse_host};
 pub use manifest::{Encoding, Manifest, ManifestEntry, UrlStyle, Variant};
-pub use names::{BranchName, DeployId, SiteName};
+pub use names::{BranchName, BuildId, DeployId, SiteName};
 pub use path::{MAX_PATH_BYTES, normalize_manifest_path};
-pub use state::DeployState;
+pub use state::{BuildState, DeployState};

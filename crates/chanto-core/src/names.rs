@@ -193,6 +193,42 @@ impl FromStr for DeployId {
     }
 }
 
+/// A build's id: 16 lowercase hex digits (64 random bits), as deploy ids.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct BuildId(String);
+
+impl BuildId {
+    /// A build id from 8 random bytes.
+    pub fn from_random(bytes: [u8; 8]) -> Self {
+        Self(hex::encode(bytes))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BuildId {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if DeployId::looks_like(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                "build",
+                format!(
+                    "{:?} is not a build id: expected {} lowercase hex digits, as `chanto builds list` shows",
+                    truncate(s, 80),
+                    DeployId::LEN
+                ),
+            ))
+        }
+    }
+}
+
 macro_rules! text_newtype_impls {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -224,7 +260,7 @@ macro_rules! text_newtype_impls {
         impl utoipa::ToSchema for $t {}
     )*};
 }
-text_newtype_impls!(SiteName, BranchName, DeployId);
+text_newtype_impls!(SiteName, BranchName, DeployId, BuildId);
 
 #[cfg(test)]
 mod tests {

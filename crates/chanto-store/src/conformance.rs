@@ -295,3 +295,153 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(meta.routing_table().await.unwrap().iter().all(|r| r.site != site));
     assert!(matches!(meta.delete_site(&site).await, Err(StoreError::NotFound(_))));
 }
+
+fn new_build(n: u8, site: &SiteName, branch: &str, at: crate::UnixMillis) -> crate::NewBuild {
+    crate::NewBuild {
+        id: chanto_core::BuildId::from_random([n; 8]),
+        site: site.clone(),
+        branch: branch.parse().unwrap(),
+        git_ref: branch.into(),
+        commit: None,
+        pull_request: None,
+        trigger: "manual".into(),
+        title: None,
+        author: None,
+        message: None,
+        retry_of: None,
+        untrusted: false,
+        created_at: at,
+    }
+}
+
+/// The suite every [`crate::BuildStore`] backend must pass (on an empty store).
+pub async fn build_store(meta: &dyn MetaStore) {
+    use crate::{BuildOutcome, EnvVar, GitConnection, WebhookDelivery};
+    use chanto_core::BuildState;
+    let site: SiteName = "app".parse().unwrap();
+    let main: BranchName = "main".parse().unwrap();
+    meta.create_site(&site, &main, 1).await.unwrap();
+
+    // Connections: set, replace, read, delete.
+    let conn = GitConnection {
+        site: site.clone(),
+        repository: "https://example.com/a.git".into(),
+        credential: Some(vec![1, 2, 3]),
+        webhook_secret: vec![9; 32],
+        settings: "{}".into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    meta.set_git(conn.clone()).await.unwrap();
+    meta.set_git(GitConnection { repository: "file:///r".into(), updated_at: 2, ..conn.clone() }).await.unwrap();
+    let got = meta.get_git(&site).await.unwrap().unwrap();
+    assert_eq!((got.repository.as_str(), got.created_at, got.updated_at), ("file:///r", 1, 2));
+    assert_eq!(meta.list_git().await.unwrap().len(), 1);
+
+    // The queue: first in, first out; a newer build of a branch supersedes a queued one.
+    let b1 = meta.enqueue_build(new_build(1, &site, "main", 10), true).await.unwrap();
+    assert_eq!(b1.state, BuildState::Queued);
+    let b2 = meta.enqueue_build(new_build(2, &site, "main", 11), true).await.unwrap();
+    assert_eq!(meta.get_build(&b1.id).await.unwrap().unwrap().state, BuildState::Superseded);
+    meta.enqueue_build(new_build(3, &site, "dev", 12), true).await.unwrap();
+    let claimed = meta.claim_build(20).await.unwrap().unwrap();
+    assert_eq!((claimed.id.clone(), claimed.state, claimed.started_at), (b2.id.clone(), BuildState::Running, Some(20)));
+    meta.set_build_commit(&claimed.id, "abc", Some("msg".into()), None).await.unwrap();
+    meta.set_build_phases(&claimed.id, "[1]").await.unwrap();
+    let done = meta
+        .finish_build(
+            &claimed.id,
+            BuildOutcome { state: BuildState::Succeeded, error: None, deploy: None, phases: "[2]".into() },
+            30,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.commit.as_deref(), done.message.as_deref(), done.phases.as_str()),
+        (Some("abc"), Some("msg"), "[2]")
+    );
+    let again = meta
+        .finish_build(
+            &claimed.id,
+            BuildOutcome { state: BuildState::Failed, error: None, deploy: None, phases: "[]".into() },
+            31,
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // The dev build runs, then the server "dies": it is interrupted.
+    let dev = meta.claim_build(40).await.unwrap().unwrap();
+    assert_eq!(dev.branch.as_str(), "dev");
+    assert!(meta.claim_build(41).await.unwrap().is_none());
+    let interrupted = meta.interrupt_running(50).await.unwrap();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(interrupted[0].state, BuildState::Interrupted);
+    let listed = meta.list_builds(&site, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].branch.as_str(), "dev");
+    assert_eq!(meta.list_builds(&site, Some(&main), 1).await.unwrap().len(), 1);
+
+    // Variables: site-wide and per branch, replace, remove.
+    let var = |branch: Option<&str>, value: &str| EnvVar {
+        branch: branch.map(|b| b.parse().unwrap()),
+        name: "API".into(),
+        value: value.as_bytes().to_vec(),
+        secret: false,
+        updated_at: 1,
+    };
+    meta.set_env(&site, var(None, "a")).await.unwrap();
+    meta.set_env(&site, var(None, "b")).await.unwrap();
+    meta.set_env(&site, var(Some("dev"), "c")).await.unwrap();
+    let vars = meta.list_env(&site).await.unwrap();
+    assert_eq!(vars.len(), 2);
+    assert_eq!((vars[0].branch.as_ref(), vars[0].value.as_slice()), (None, b"b".as_slice()));
+    assert!(meta.unset_env(&site, Some(&"dev".parse().unwrap()), "API").await.unwrap());
+    assert!(!meta.unset_env(&site, Some(&"dev".parse().unwrap()), "API").await.unwrap());
+
+    // Build hooks are found by their secret's hash.
+    let secret = ContentHash::of(b"secret");
+    let hook = crate::BuildHook {
+        id: "h1".into(),
+        site: site.clone(),
+        name: "cms".into(),
+        branch: None,
+        secret_hash: secret,
+        created_at: 1,
+    };
+    meta.add_hook(hook.clone()).await.unwrap();
+    assert_eq!(meta.find_hook(&secret).await.unwrap(), Some(hook));
+    assert_eq!(meta.list_hooks(&site).await.unwrap().len(), 1);
+    assert!(meta.delete_hook(&site, "h1").await.unwrap());
+    assert!(meta.find_hook(&secret).await.unwrap().is_none());
+
+    // Deliveries, newest first.
+    for i in 0..3 {
+        let d = WebhookDelivery {
+            source: "github".into(),
+            event: "push".into(),
+            outcome: "refused".into(),
+            detail: format!("n{i}"),
+            build: None,
+            at: i,
+        };
+        meta.record_delivery(&site, d).await.unwrap();
+    }
+    let ds = meta.list_deliveries(&site, 2).await.unwrap();
+    assert_eq!(ds.iter().map(|d| d.detail.as_str()).collect::<Vec<_>>(), ["n2", "n1"]);
+
+    // Polled heads, previews, branch removal, disconnect.
+    meta.set_polled_head(&site, "main", "a").await.unwrap();
+    meta.set_polled_head(&site, "main", "b").await.unwrap();
+    assert_eq!(meta.polled_heads(&site).await.unwrap(), vec![("main".to_string(), "b".to_string())]);
+    meta.set_preview_closed(&site, 7, Some(100)).await.unwrap();
+    assert_eq!(meta.closed_previews(101).await.unwrap(), vec![(site.clone(), 7)]);
+    assert!(meta.closed_previews(100).await.unwrap().is_empty());
+    meta.set_preview_closed(&site, 7, None).await.unwrap();
+    assert!(meta.closed_previews(1000).await.unwrap().is_empty());
+    meta.create_deploy(new_deploy(9, &site, "dev", false, 60)).await.unwrap();
+    assert!(meta.branch(&site, &"dev".parse().unwrap()).await.unwrap().is_some());
+    assert!(meta.delete_branch(&site, &"dev".parse().unwrap()).await.unwrap());
+    assert!(meta.branch(&site, &"dev".parse().unwrap()).await.unwrap().is_none());
+    assert!(!meta.delete_branch(&site, &"dev".parse().unwrap()).await.unwrap());
+    assert!(meta.delete_git(&site).await.unwrap());
+    assert!(meta.get_git(&site).await.unwrap().is_none());
+}

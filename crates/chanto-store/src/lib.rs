@@ -3,13 +3,16 @@
 //! conformance suite ([`conformance`]), so callers never know which engine runs.
 
 pub mod blob;
+pub mod builds;
 pub mod conformance;
 pub mod error;
 pub mod meta;
 pub mod routing;
 pub mod sqlite;
+mod sqlite_builds;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
+pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};
 pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,

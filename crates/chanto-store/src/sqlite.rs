@@ -92,6 +92,79 @@ CREATE TABLE tokens (
         policy TEXT NOT NULL,
         PRIMARY KEY (site_id, scope)
     );",
+    // 4: git-driven builds.
+    "CREATE TABLE git_connections (
+        site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+        repository TEXT NOT NULL,
+        credential BLOB,
+        webhook_secret BLOB NOT NULL,
+        settings TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE builds (
+        id TEXT PRIMARY KEY,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        git_ref TEXT NOT NULL,
+        commit_sha TEXT,
+        pull_request INTEGER,
+        state TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        title TEXT,
+        author TEXT,
+        message TEXT,
+        deploy_id TEXT,
+        error TEXT,
+        phases TEXT NOT NULL DEFAULT '[]',
+        retry_of TEXT,
+        untrusted INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER
+    );
+    CREATE INDEX builds_by_state ON builds (state, created_at);
+    CREATE INDEX builds_by_site ON builds (site_id, created_at);
+    CREATE TABLE env_vars (
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        secret INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (site_id, branch, name)
+    );
+    CREATE TABLE build_hooks (
+        id TEXT PRIMARY KEY,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        branch TEXT,
+        secret_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        event TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        build_id TEXT,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_by_site ON webhook_deliveries (site_id, id);
+    CREATE TABLE polled_heads (
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        PRIMARY KEY (site_id, branch)
+    );
+    CREATE TABLE previews (
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        closed_at INTEGER,
+        PRIMARY KEY (site_id, number)
+    );",
 ];
 
 /// Metadata in a SQLite database file.
@@ -136,7 +209,7 @@ impl SqliteMeta {
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -151,7 +224,7 @@ impl SqliteMeta {
     }
 }
 
-fn parse<T: FromStr>(idx: usize, s: String) -> rusqlite::Result<T>
+pub(crate) fn parse<T: FromStr>(idx: usize, s: String) -> rusqlite::Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -193,7 +266,7 @@ fn get_deploy_tx(tx: &Connection, id: &str) -> Result<Option<DeployRecord>, Stor
         .optional()?)
 }
 
-fn site_id(tx: &Connection, name: &SiteName) -> Result<i64, StoreError> {
+pub(crate) fn site_id(tx: &Connection, name: &SiteName) -> Result<i64, StoreError> {
     tx.query_row("SELECT id FROM sites WHERE name = ?1", [name.as_str()], |r| r.get(0))
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("site {name}")))

@@ -75,6 +75,11 @@ async fn sqlite_meta_conforms() {
 }
 
 #[tokio::test]
+async fn sqlite_build_store_conforms() {
+    conformance::build_store(&SqliteMeta::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn sqlite_meta_conforms_on_disk_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");

@@ -1,0 +1,248 @@
+//! The build side of the metadata repository: git connections, the build
+//! queue, environment variables, incoming build hooks, the webhook delivery
+//! log, polled branch heads and pull-request previews. Secrets arrive here
+//! already sealed by the control plane; the store never sees them in clear.
+
+use async_trait::async_trait;
+use chanto_core::{BranchName, BuildId, BuildState, ContentHash, DeployId, SiteName};
+use serde::Serialize;
+
+use crate::{StoreError, UnixMillis};
+
+/// A site's connection to its git repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitConnection {
+    /// The site.
+    pub site: SiteName,
+    /// Clone URL (https, ssh, `file://` or a local path).
+    pub repository: String,
+    /// The sealed credential (token or deploy key), if any.
+    pub credential: Option<Vec<u8>>,
+    /// The sealed secret that webhooks are signed with.
+    pub webhook_secret: Vec<u8>,
+    /// The control plane's settings for this connection, as JSON (branch
+    /// patterns, previews, polling, build settings, timeout).
+    pub settings: String,
+    /// When it was first connected.
+    pub created_at: UnixMillis,
+    /// When it was last changed.
+    pub updated_at: UnixMillis,
+}
+
+/// What it takes to queue a build.
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    /// Its id.
+    pub id: BuildId,
+    /// The site.
+    pub site: SiteName,
+    /// The branch environment it deploys to (`pr-<n>` for a pull request).
+    pub branch: BranchName,
+    /// The git ref to fetch (the branch itself, or the pull request's head branch).
+    pub git_ref: String,
+    /// The commit to build; `None` builds the ref's head at fetch time.
+    pub commit: Option<String>,
+    /// The pull request it previews.
+    pub pull_request: Option<u64>,
+    /// What started it (`github push`, `build hook deploy-main`, `poll`, `manual`, …).
+    pub trigger: String,
+    /// A title (pull request title, build hook title).
+    pub title: Option<String>,
+    /// The commit's author, when the trigger knew it.
+    pub author: Option<String>,
+    /// The commit message, when the trigger knew it.
+    pub message: Option<String>,
+    /// The build this one retries (after an interruption).
+    pub retry_of: Option<BuildId>,
+    /// Whether secret variables are withheld (a pull request from a fork).
+    pub untrusted: bool,
+    /// When it was queued.
+    pub created_at: UnixMillis,
+}
+
+/// A build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildRecord {
+    /// Its id.
+    pub id: BuildId,
+    /// The site.
+    pub site: SiteName,
+    /// The branch environment it deploys to.
+    pub branch: BranchName,
+    /// The git ref it fetches.
+    pub git_ref: String,
+    /// The commit built (known once fetched, if the trigger did not say).
+    pub commit: Option<String>,
+    /// The pull request it previews.
+    pub pull_request: Option<u64>,
+    /// Where it is in its life.
+    pub state: BuildState,
+    /// What started it.
+    pub trigger: String,
+    /// A title.
+    pub title: Option<String>,
+    /// The commit's author.
+    pub author: Option<String>,
+    /// The commit message.
+    pub message: Option<String>,
+    /// The deploy it made.
+    pub deploy: Option<DeployId>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Each phase's name, exit status and duration, as JSON.
+    pub phases: String,
+    /// The build this one retries.
+    pub retry_of: Option<BuildId>,
+    /// Whether secret variables are withheld.
+    pub untrusted: bool,
+    /// When it was queued.
+    pub created_at: UnixMillis,
+    /// When a runner took it.
+    pub started_at: Option<UnixMillis>,
+    /// When it ended.
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// How a build ended, as a runner reports it.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The final state.
+    pub state: BuildState,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// The deploy it made.
+    pub deploy: Option<DeployId>,
+    /// Phases as JSON.
+    pub phases: String,
+}
+
+/// A build environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    /// The branch it applies to; `None` for every branch of the site.
+    pub branch: Option<BranchName>,
+    /// Its name.
+    pub name: String,
+    /// Its value: sealed when secret, UTF-8 otherwise.
+    pub value: Vec<u8>,
+    /// Whether it is secret (sealed at rest, masked in output).
+    pub secret: bool,
+    /// When it was last set.
+    pub updated_at: UnixMillis,
+}
+
+/// An incoming build hook: a secret URL that starts a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildHook {
+    /// Its public id.
+    pub id: String,
+    /// The site.
+    pub site: SiteName,
+    /// Its name.
+    pub name: String,
+    /// The branch it builds; `None` means the production branch unless the request names one.
+    pub branch: Option<BranchName>,
+    /// Hash of the secret in its URL (the secret itself is never stored).
+    #[serde(skip)]
+    pub secret_hash: ContentHash,
+    /// When it was created.
+    pub created_at: UnixMillis,
+}
+
+/// One webhook request chanto received, and what it did with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookDelivery {
+    /// The forge (`github`, `gitlab`, `gitea`) or `build_hook`.
+    pub source: String,
+    /// The event, as the forge named it.
+    pub event: String,
+    /// `accepted`, `ignored` or `refused`.
+    pub outcome: String,
+    /// Why, in words.
+    pub detail: String,
+    /// The build it queued.
+    pub build: Option<BuildId>,
+    /// When it arrived.
+    pub at: UnixMillis,
+}
+
+/// The build side of the metadata repository. Every backend passes
+/// [`crate::conformance::build_store`].
+#[async_trait]
+pub trait BuildStore: Send + Sync + 'static {
+    /// Connects a site to a repository, or replaces its connection.
+    async fn set_git(&self, conn: GitConnection) -> Result<(), StoreError>;
+    /// A site's connection.
+    async fn get_git(&self, site: &SiteName) -> Result<Option<GitConnection>, StoreError>;
+    /// Every connection.
+    async fn list_git(&self) -> Result<Vec<GitConnection>, StoreError>;
+    /// Disconnects a site; false when it was not connected.
+    async fn delete_git(&self, site: &SiteName) -> Result<bool, StoreError>;
+
+    /// Queues a build. When `supersede`, queued builds of the same branch
+    /// become `superseded` in the same transaction.
+    async fn enqueue_build(&self, build: NewBuild, supersede: bool) -> Result<BuildRecord, StoreError>;
+    /// Takes the oldest queued build for a runner (`running`), if any.
+    async fn claim_build(&self, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError>;
+    /// Records the commit a running build resolved and its message and author.
+    async fn set_build_commit(
+        &self,
+        id: &BuildId,
+        commit: &str,
+        message: Option<String>,
+        author: Option<String>,
+    ) -> Result<(), StoreError>;
+    /// Records a running build's phases so far.
+    async fn set_build_phases(&self, id: &BuildId, phases: &str) -> Result<(), StoreError>;
+    /// Ends a queued or running build; `Conflict` if it has already ended.
+    async fn finish_build(
+        &self,
+        id: &BuildId,
+        outcome: BuildOutcome,
+        now: UnixMillis,
+    ) -> Result<BuildRecord, StoreError>;
+    /// One build.
+    async fn get_build(&self, id: &BuildId) -> Result<Option<BuildRecord>, StoreError>;
+    /// A site's builds, newest first, optionally of one branch, at most `limit`.
+    async fn list_builds(
+        &self,
+        site: &SiteName,
+        branch: Option<&BranchName>,
+        limit: u32,
+    ) -> Result<Vec<BuildRecord>, StoreError>;
+    /// Marks every running build `interrupted` (at start, after a crash) and returns them.
+    async fn interrupt_running(&self, now: UnixMillis) -> Result<Vec<BuildRecord>, StoreError>;
+
+    /// Sets a variable (replacing one of the same name and branch).
+    async fn set_env(&self, site: &SiteName, var: EnvVar) -> Result<(), StoreError>;
+    /// Removes a variable; false when there was none.
+    async fn unset_env(&self, site: &SiteName, branch: Option<&BranchName>, name: &str) -> Result<bool, StoreError>;
+    /// A site's variables, site-wide ones first.
+    async fn list_env(&self, site: &SiteName) -> Result<Vec<EnvVar>, StoreError>;
+
+    /// Adds a build hook.
+    async fn add_hook(&self, hook: BuildHook) -> Result<(), StoreError>;
+    /// A site's build hooks.
+    async fn list_hooks(&self, site: &SiteName) -> Result<Vec<BuildHook>, StoreError>;
+    /// Removes a build hook; false when there was none.
+    async fn delete_hook(&self, site: &SiteName, id: &str) -> Result<bool, StoreError>;
+    /// The hook whose secret hashes to `secret_hash`.
+    async fn find_hook(&self, secret_hash: &ContentHash) -> Result<Option<BuildHook>, StoreError>;
+
+    /// Records a webhook delivery (kept: the newest 1,000 per site).
+    async fn record_delivery(&self, site: &SiteName, delivery: WebhookDelivery) -> Result<(), StoreError>;
+    /// A site's webhook deliveries, newest first.
+    async fn list_deliveries(&self, site: &SiteName, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// The branch heads polling saw last.
+    async fn polled_heads(&self, site: &SiteName) -> Result<Vec<(String, String)>, StoreError>;
+    /// Remembers a branch head polling saw.
+    async fn set_polled_head(&self, site: &SiteName, branch: &str, commit: &str) -> Result<(), StoreError>;
+
+    /// Removes a branch environment with its deploys and history; false when absent.
+    async fn delete_branch(&self, site: &SiteName, branch: &BranchName) -> Result<bool, StoreError>;
+    /// Marks a pull request's preview closed at `at` (`None`: open again).
+    async fn set_preview_closed(&self, site: &SiteName, number: u64, at: Option<UnixMillis>) -> Result<(), StoreError>;
+    /// Previews closed before `cutoff`, to remove.
+    async fn closed_previews(&self, cutoff: UnixMillis) -> Result<Vec<(SiteName, u64)>, StoreError>;
+}
