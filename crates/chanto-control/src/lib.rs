@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod pipeline;
 pub mod precompress;
+pub mod walk;
 
 pub use api::{ApiDoc, router};
 pub use config::ControlConfig;

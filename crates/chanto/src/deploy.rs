@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::client::{CallError, Client, seg};
 use crate::hashcache::HashCache;
-use crate::walk::{LocalFile, walk};
+use chanto_control::walk::{LocalFile, walk};
 
 /// What `chanto deploy` was asked to do.
 pub struct DeployPlan<'a> {

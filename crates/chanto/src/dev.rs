@@ -17,7 +17,7 @@ use chanto_core::{ContentHash, DeployId, Manifest, ManifestEntry};
 use chanto_edge::{Edge, EdgeConfig};
 use chanto_store::{BlobStore, LocalBlobStore, RoutingRow, RoutingSink, RoutingTable};
 
-use crate::walk::{LocalFile, walk};
+use chanto_control::walk::{LocalFile, walk};
 
 /// How often the folder is checked for changes.
 const POLL: Duration = Duration::from_millis(300);

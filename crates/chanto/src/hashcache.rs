@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use chanto_core::ContentHash;
 use serde::{Deserialize, Serialize};
 
-use crate::walk::LocalFile;
+use chanto_control::walk::LocalFile;
 
 /// Entries modified this close (ns) to the cache's writing are rehashed.
 const RACY_NS: i128 = 2_000_000_000;

@@ -9,7 +9,6 @@ mod deploy;
 mod dev;
 mod hashcache;
 mod serve;
-mod walk;
 
 use clap::Parser;
 

@@ -4,8 +4,27 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
 use rayon::prelude::*;
+
+/// Why a directory cannot be deployed, naming the path and the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct WalkError(pub String);
+
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err(WalkError(format!($($arg)*))) };
+}
+
+/// Adds what was being done to an IO error.
+trait Context<T> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, WalkError>;
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, WalkError> {
+        self.map_err(|e| WalkError(format!("{}: {e}", what())))
+    }
+}
 
 /// One file to deploy.
 #[derive(Debug, Clone)]
@@ -28,7 +47,7 @@ pub struct LocalFile {
 const SKIPPED: &[&str] = &[".git", ".hg", ".svn"];
 
 /// Lists the files under `root`, sorted by path.
-pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
+pub fn walk(root: &Path) -> Result<Vec<LocalFile>, WalkError> {
     let meta = std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory; `chanto deploy` takes the directory holding your site's files", root.display());
@@ -42,7 +61,7 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
     let mut level = vec![Dir { path: canon_root.clone(), prefix: String::new(), chain: vec![canon_root.clone()] }];
     while !level.is_empty() {
         let read: Vec<(Vec<Found>, Vec<Dir>)> =
-            level.into_par_iter().map(|d| read_dir(root, &canon_root, d)).collect::<anyhow::Result<_>>()?;
+            level.into_par_iter().map(|d| read_dir(root, &canon_root, d)).collect::<Result<_, WalkError>>()?;
         level = Vec::new();
         for (files, dirs) in read {
             found.extend(files);
@@ -67,7 +86,7 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<LocalFile>> {
                 abs,
             })
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<Result<_, WalkError>>()?;
     out.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
@@ -86,7 +105,7 @@ struct Dir {
 
 /// Reads one directory: its files (manifest path, real path, path shown in
 /// errors) and the directories under it to read next.
-fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> anyhow::Result<(Vec<Found>, Vec<Dir>)> {
+fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<Found>, Vec<Dir>), WalkError> {
     let Dir { path: dir, prefix, chain } = d;
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     let entries = std::fs::read_dir(&dir).with_context(|| format!("reading directory {}", dir.display()))?;
@@ -103,7 +122,7 @@ fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> anyhow::Result<(Vec<Found
             continue;
         }
         let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        chanto_core::normalize_manifest_path(&rel).map_err(|e| anyhow!("{}: {}", shown.display(), e.message))?;
+        chanto_core::normalize_manifest_path(&rel).map_err(|e| WalkError(format!("{}: {}", shown.display(), e.message)))?;
         let mut abs = entry.path();
         let mut ft = entry.file_type().with_context(|| format!("reading {}", shown.display()))?;
         if ft.is_symlink() {
