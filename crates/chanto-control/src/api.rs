@@ -2,6 +2,7 @@
 //! [`crate::error::ErrorBody`], and an OpenAPI document generated from these
 //! handlers at `/api/v1/openapi.json`.
 
+use crate::builds::api as b;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -41,8 +42,22 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/deploys/{id}/blobs/{hash}", put(upload_blob).layer(DefaultBodyLimit::disable()))
         .route("/deploys/{id}/finalize", post(finalize))
         .route("/deploys/{id}/publish", post(publish))
+        .route("/sites/{site}/git", get(b::show).put(b::connect).delete(b::disconnect))
+        .route("/sites/{site}/env", get(b::list_env))
+        .route("/sites/{site}/env/{name}", put(b::set_env).delete(b::unset_env))
+        .route("/sites/{site}/build_hooks", get(b::list_hooks).post(b::create_hook))
+        .route("/sites/{site}/build_hooks/{id}", axum::routing::delete(b::delete_hook))
+        .route("/sites/{site}/builds", get(b::list_builds).post(b::start_build))
+        .route("/sites/{site}/webhook_deliveries", get(b::deliveries))
+        .route("/builds/{id}", get(b::get_build))
+        .route("/builds/{id}/cancel", post(b::cancel_build))
+        .route("/builds/{id}/log", get(b::build_log))
         .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
-    let api = Router::new().route("/openapi.json", get(openapi)).merge(authed).fallback(|| async {
+    let hooks = Router::new()
+        .route("/webhooks/{forge}/{site}", post(b::webhook))
+        .route("/build_hooks/{secret}", post(b::trigger_hook))
+        .layer(DefaultBodyLimit::max(b::MAX_WEBHOOK_BYTES));
+    let api = Router::new().route("/openapi.json", get(openapi)).merge(authed).merge(hooks).fallback(|| async {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json")
     });
     Router::new()
@@ -109,7 +124,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     }
 }
 
-fn parse_path<T: std::str::FromStr<Err = chanto_core::ValidationError>>(raw: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_path<T: std::str::FromStr<Err = chanto_core::ValidationError>>(raw: &str) -> Result<T, ApiError> {
     raw.parse::<T>().map_err(ApiError::from)
 }
 
@@ -362,6 +377,7 @@ async fn create_deploy(
         branch: req.branch,
         message: req.message,
         draft: req.draft,
+        source: "cli".into(),
         files: req.files.into_iter().map(|(p, f)| (p, FileSpec { hash: f.hash, size: f.size })).collect(),
     };
     let (deploy, required) = c.create_deploy(&site, req).await?;
@@ -450,8 +466,11 @@ impl Modify for TokenAuth {
 #[openapi(
     info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`."),
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, finalize, publish, rollback,
-        crate::access::list_access, crate::access::set_access, crate::access::clear_access),
+        crate::access::list_access, crate::access::set_access, crate::access::clear_access,
+        b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
+        b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook),
     modifiers(&TokenAuth),
-    tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"))
+    tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
+        (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"))
 )]
 pub struct ApiDoc;

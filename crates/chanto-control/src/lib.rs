@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod api;
+pub mod builds;
 pub mod config;
 pub mod error;
 pub mod pipeline;

@@ -38,6 +38,8 @@ pub struct DeployRequest {
     pub message: Option<String>,
     /// Upload without activating.
     pub draft: bool,
+    /// Where it comes from (`cli`, `build <id>`).
+    pub source: String,
     /// Path → file, paths as the client sent them.
     pub files: BTreeMap<String, FileSpec>,
 }
@@ -112,6 +114,8 @@ pub struct Control {
     compressor: rayon::ThreadPool,
     /// Bounds background precompression tasks holding a blob in memory.
     background_slots: Arc<tokio::sync::Semaphore>,
+    /// Git-driven builds, when this server runs them.
+    pub(crate) builds: std::sync::OnceLock<Arc<crate::builds::Builds>>,
 }
 
 impl Control {
@@ -135,6 +139,7 @@ impl Control {
             unrecorded: Mutex::new(HashMap::new()),
             recorded: quick_cache::sync::Cache::new(RECORDED_VARIANTS_CACHED),
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
+            builds: std::sync::OnceLock::new(),
             compressor: rayon::ThreadPoolBuilder::new()
                 .num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
                 .thread_name(|i| format!("chanto-compress-{i}"))
@@ -281,7 +286,7 @@ impl Control {
                 branch,
                 message: req.message,
                 draft: req.draft,
-                source: "cli".into(),
+                source: req.source,
                 files: files.clone(),
                 created_at: now_millis(),
             })

@@ -239,10 +239,18 @@ pub trait BuildStore: Send + Sync + 'static {
     /// Remembers a branch head polling saw.
     async fn set_polled_head(&self, site: &SiteName, branch: &str, commit: &str) -> Result<(), StoreError>;
 
+    /// Changes the branch a site serves at `<site>.<base>`.
+    async fn set_production_branch(&self, site: &SiteName, branch: &BranchName) -> Result<(), StoreError>;
     /// Removes a branch environment with its deploys and history; false when absent.
     async fn delete_branch(&self, site: &SiteName, branch: &BranchName) -> Result<bool, StoreError>;
-    /// Marks a pull request's preview closed at `at` (`None`: open again).
-    async fn set_preview_closed(&self, site: &SiteName, number: u64, at: Option<UnixMillis>) -> Result<(), StoreError>;
-    /// Previews closed before `cutoff`, to remove.
-    async fn closed_previews(&self, cutoff: UnixMillis) -> Result<Vec<(SiteName, u64)>, StoreError>;
+    /// Schedules the removal of a closed pull request's preview at `remove_at`
+    /// (`None`: the pull request is open again, keep it).
+    async fn set_preview_closed(
+        &self,
+        site: &SiteName,
+        number: u64,
+        remove_at: Option<UnixMillis>,
+    ) -> Result<(), StoreError>;
+    /// Previews due for removal at `now`.
+    async fn closed_previews(&self, now: UnixMillis) -> Result<Vec<(SiteName, u64)>, StoreError>;
 }

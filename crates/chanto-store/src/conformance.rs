@@ -433,8 +433,10 @@ pub async fn build_store(meta: &dyn MetaStore) {
     meta.set_polled_head(&site, "main", "b").await.unwrap();
     assert_eq!(meta.polled_heads(&site).await.unwrap(), vec![("main".to_string(), "b".to_string())]);
     meta.set_preview_closed(&site, 7, Some(100)).await.unwrap();
-    assert_eq!(meta.closed_previews(101).await.unwrap(), vec![(site.clone(), 7)]);
-    assert!(meta.closed_previews(100).await.unwrap().is_empty());
+    assert_eq!(meta.closed_previews(100).await.unwrap(), vec![(site.clone(), 7)]);
+    assert!(meta.closed_previews(99).await.unwrap().is_empty());
+    meta.set_production_branch(&site, &"trunk".parse().unwrap()).await.unwrap();
+    assert_eq!(meta.get_site(&site).await.unwrap().unwrap().production_branch.as_str(), "trunk");
     meta.set_preview_closed(&site, 7, None).await.unwrap();
     assert!(meta.closed_previews(1000).await.unwrap().is_empty());
     meta.create_deploy(new_deploy(9, &site, "dev", false, 60)).await.unwrap();

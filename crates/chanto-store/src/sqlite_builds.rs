@@ -451,6 +451,21 @@ impl BuildStore for SqliteMeta {
         .await
     }
 
+    async fn set_production_branch(&self, site: &SiteName, branch: &BranchName) -> Result<(), StoreError> {
+        let (site, branch) = (site.clone(), branch.clone());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sites SET production_branch = ?2 WHERE name = ?1",
+                params![site.as_str(), branch.as_str()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("site {site}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn delete_branch(&self, site: &SiteName, branch: &BranchName) -> Result<bool, StoreError> {
         let (site, branch) = (site.clone(), branch.clone());
         self.call(move |c| {
@@ -479,14 +494,14 @@ impl BuildStore for SqliteMeta {
         .await
     }
 
-    async fn closed_previews(&self, cutoff: UnixMillis) -> Result<Vec<(SiteName, u64)>, StoreError> {
+    async fn closed_previews(&self, now: UnixMillis) -> Result<Vec<(SiteName, u64)>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT s.name, p.number FROM previews p JOIN sites s ON s.id = p.site_id
-                 WHERE p.closed_at IS NOT NULL AND p.closed_at < ?1 ORDER BY s.name, p.number",
+                 WHERE p.closed_at IS NOT NULL AND p.closed_at <= ?1 ORDER BY s.name, p.number",
             )?;
             let rows = st
-                .query_map([cutoff], |r| Ok((parse(0, r.get(0)?)?, r.get::<_, i64>(1)? as u64)))?
+                .query_map([now], |r| Ok((parse(0, r.get(0)?)?, r.get::<_, i64>(1)? as u64)))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })

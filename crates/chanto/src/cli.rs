@@ -114,6 +114,17 @@ pub struct ServeArgs {
     /// gzip level (1-9) of precompressed variants.
     #[arg(long, value_name = "1-9", default_value_t = chanto_control::config::DEFAULT_GZIP_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
+    /// Builds that run at once; 0 runs no builds (webhooks then answer 503).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub build_concurrency: u32,
+    /// A build's time limit unless its site sets another (e.g. 30m, 2h).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub build_timeout: std::time::Duration,
+    /// The API's public URL, used in the webhook and build hook URLs chanto
+    /// shows (default: http://<api address>). Set it when a proxy or another
+    /// host name fronts the API.
+    #[arg(long, value_name = "URL")]
+    pub public_api_url: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -160,6 +160,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
+    if args.build_concurrency > 0 {
+        enable_builds(&control, args, &data, api_addr).await?;
+    }
 
     let new_token = control.ensure_admin_token().await?;
     let token_path = data.join("admin.token");
@@ -194,6 +197,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "admin server failed");
         }
     });
+    if args.build_concurrency > 0 {
+        tasks.push(tokio::spawn(control.clone().run_builders(stop_rx.clone())));
+        tasks.push(tokio::spawn(control.clone().run_poller(stop_rx.clone())));
+    }
     let janitor = control.clone();
     let mut janitor_stop = stop_rx;
     tasks.push(tokio::spawn(async move {
@@ -213,6 +220,64 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
     Ok(Running { edge_addr, api_addr, admin_addr, edge, new_token, control, data, stop, tasks, _lock: lock })
+}
+
+/// Turns on git-driven builds: the key that seals secrets, the runners'
+/// directories, isolation, and recovery of builds a stop interrupted.
+async fn enable_builds(control: &Arc<Control>, args: &ServeArgs, data: &Path, api_addr: SocketAddr) -> anyhow::Result<()> {
+    use chanto_control::builds::{Builds, BuildsConfig, Isolation, sealed::Sealer};
+    let key = data.join("secret.key");
+    let sealer = Sealer::load_or_create(&key).with_context(|| format!("reading the secret key {}", key.display()))?;
+    let root = data.join("builds");
+    let config = BuildsConfig {
+        work_dir: root.join("work"),
+        log_dir: root.join("logs"),
+        cache_dir: root.join("cache"),
+        hidden: vec![data.canonicalize().unwrap_or_else(|_| data.to_path_buf())],
+        concurrency: args.build_concurrency as usize,
+        default_timeout: args.build_timeout,
+        api_url: match &args.public_api_url {
+            Some(u) => validate_public_url(u)?,
+            None => format!("http://{api_addr}"),
+        },
+        isolation: Isolation::detect().await,
+    };
+    for dir in [&config.work_dir, &config.log_dir, &config.cache_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Isolation::User { .. } | Isolation::Bubblewrap { user: Some(_), .. } = &config.isolation {
+        // Builds run as another user: let it pass through the data directory
+        // to its work directory, but list and read nothing else there.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        for (p, m) in [(data, 0o711), (root.as_path(), 0o711), (config.work_dir.as_path(), 0o711)] {
+            mode(p, m).with_context(|| format!("restricting {}", p.display()))?;
+        }
+        for p in [data.join("blobs"), config.log_dir.clone(), config.cache_dir.clone()] {
+            mode(&p, 0o700).with_context(|| format!("restricting {}", p.display()))?;
+        }
+        for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+            let _ = mode(&data.join(f), 0o600);
+        }
+    }
+    if matches!(config.isolation, Isolation::None | Isolation::User { .. }) {
+        tracing::warn!(isolation = %config.isolation.describe(), "builds are not sandboxed");
+    }
+    control.enable_builds(Builds::new(config, sealer));
+    let retried = control.recover_builds().await.map_err(|e| anyhow::anyhow!(e.message))?;
+    if retried > 0 {
+        tracing::warn!(builds = retried, "builds interrupted by the last stop were queued again");
+    }
+    Ok(())
+}
+
+fn validate_public_url(u: &str) -> anyhow::Result<String> {
+    let u = u.trim_end_matches('/');
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(u.to_owned()),
+        _ => bail!("--public-api-url {u:?} is not an http(s) URL; give e.g. https://chanto.example.com"),
+    }
 }
 
 /// Prints the one-time admin token notice.

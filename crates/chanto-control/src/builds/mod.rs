@@ -1,0 +1,1051 @@
+//! Git-driven builds: a site connected to a repository builds every matching
+//! branch push and pull request, and deploys the output through the same
+//! pipeline as `chanto deploy`. Triggers (forge webhooks, build hooks,
+//! polling, the API) only queue builds; runners claim them from the database
+//! queue, so a queued build survives a restart and a build that was running
+//! when the server died is retried once.
+
+pub mod api;
+mod runner;
+pub mod sealed;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chanto_build::{BranchFilter, SiteBuildSettings};
+use chanto_core::{BranchName, BuildId, BuildState, ContentHash, SiteName, ValidationError};
+use chanto_store::{
+    BuildHook, BuildOutcome, BuildRecord, EnvVar, GitConnection, NewBuild, StoreError, WebhookDelivery, now_millis,
+    random_bytes,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use runner::Isolation;
+use sealed::Sealer;
+
+use crate::{ApiError, Control};
+
+/// Settings of the build runners.
+#[derive(Debug, Clone)]
+pub struct BuildsConfig {
+    /// Where builds check out and run (one fresh directory per build).
+    pub work_dir: PathBuf,
+    /// Where build logs are kept.
+    pub log_dir: PathBuf,
+    /// Where build caches are kept, per site and branch.
+    pub cache_dir: PathBuf,
+    /// Directories builds must never see (the data directory).
+    pub hidden: Vec<PathBuf>,
+    /// Builds that run at once.
+    pub concurrency: usize,
+    /// A build's time limit unless its site sets another.
+    pub default_timeout: Duration,
+    /// The API's public URL, for the webhook and build hook URLs it shows.
+    pub api_url: String,
+    /// How builds are kept from the host.
+    pub isolation: Isolation,
+}
+
+/// The build service inside a [`Control`]: settings, the sealer, and the
+/// runners' shared state.
+pub struct Builds {
+    config: BuildsConfig,
+    sealer: Sealer,
+    /// Wakes idle runners when a build is queued.
+    wake: tokio::sync::Notify,
+    /// Cancel switches of running builds.
+    running: Mutex<HashMap<BuildId, tokio::sync::watch::Sender<bool>>>,
+}
+
+impl Builds {
+    /// A build service with these settings and sealer.
+    pub fn new(config: BuildsConfig, sealer: Sealer) -> Self {
+        Self { config, sealer, wake: tokio::sync::Notify::new(), running: Mutex::new(HashMap::new()) }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &BuildsConfig {
+        &self.config
+    }
+}
+
+/// How a repository credential is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// An access token, sent over https.
+    Token,
+    /// An SSH deploy key (private key, OpenSSH format).
+    SshKey,
+}
+
+/// A connection's settings, stored as JSON beside the sealed secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GitSettings {
+    /// Branches built on push (globs: `*` within a path segment, `**` across);
+    /// empty: every branch. The production branch is always built.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Branches never built automatically, even when included.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Remove a branch's environment when the branch is deleted.
+    #[serde(default = "yes")]
+    pub delete_branches: bool,
+    /// Build pull requests into `pr-<n>` previews.
+    #[serde(default = "yes")]
+    pub pull_request_previews: bool,
+    /// Days a closed pull request's preview is kept (0: removed at once).
+    #[serde(default)]
+    pub preview_retention_days: u32,
+    /// Poll the remote with `git ls-remote` every this many seconds (for remotes without webhooks).
+    #[serde(default)]
+    pub poll_interval_secs: Option<u64>,
+    /// A build's time limit in seconds (default: the server's, 30 minutes).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// The site's own build settings, used when the repository has no build spec.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub build: SiteBuildSettings,
+    /// The kind of the stored credential.
+    #[serde(default)]
+    pub credential_kind: Option<CredentialKind>,
+    /// User name sent with a token over https (`x-access-token` if absent;
+    /// GitLab wants `oauth2`).
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            delete_branches: true,
+            pull_request_previews: true,
+            preview_retention_days: 0,
+            poll_interval_secs: None,
+            timeout_secs: None,
+            build: SiteBuildSettings::default(),
+            credential_kind: None,
+            username: None,
+        }
+    }
+}
+
+impl GitSettings {
+    fn filter(&self) -> Result<BranchFilter, ApiError> {
+        BranchFilter::new(self.include.clone(), self.exclude.clone())
+            .map_err(|e| ApiError::from(ValidationError::new("include", e.to_string())))
+    }
+}
+
+/// Longest time limit a site may set: a day.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Shortest polling interval.
+const MIN_POLL_SECS: u64 = 10;
+/// Largest credential (an SSH key is a few KiB).
+const MAX_CREDENTIAL_BYTES: usize = 64 << 10;
+
+/// Connects a site to a repository (or changes its connection).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// Clone URL: `https://…`, `ssh://…`, `git@host:path`, `file://…` or a local path.
+    pub repository: String,
+    /// An access token for https (stored encrypted, never shown back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// An SSH deploy key (stored encrypted, never shown back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// Keep the stored credential when none is given (default), or drop it.
+    #[serde(default)]
+    pub clear_credential: bool,
+    /// Make a new webhook secret (the old one stops working).
+    #[serde(default)]
+    pub rotate_webhook_secret: bool,
+    /// Change the site's production branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production_branch: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub settings: GitSettings,
+}
+
+/// A connection as the API shows it: never a credential.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GitView {
+    /// The site.
+    pub site: String,
+    /// The repository.
+    pub repository: String,
+    /// The site's production branch.
+    pub production_branch: String,
+    /// Which credential is stored, if any (never its value).
+    pub credential: Option<CredentialKind>,
+    /// The settings.
+    pub settings: GitSettings,
+    /// Where each forge should send webhooks.
+    pub webhooks: WebhookUrls,
+    /// The webhook secret: shown only when it was just made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// The webhook URL for each forge.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookUrls {
+    /// GitHub (`application/json`, the push, pull request and delete events).
+    pub github: String,
+    /// GitLab (push and merge request events).
+    pub gitlab: String,
+    /// Gitea and Forgejo.
+    pub gitea: String,
+}
+
+/// What queues a build, before it has an id.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The branch environment to deploy to.
+    pub branch: BranchName,
+    /// The ref to fetch.
+    pub git_ref: String,
+    /// The commit, if known.
+    pub commit: Option<String>,
+    /// The pull request.
+    pub pull_request: Option<u64>,
+    /// What started it.
+    pub trigger: String,
+    /// A title.
+    pub title: Option<String>,
+    /// The author.
+    pub author: Option<String>,
+    /// The commit message.
+    pub message: Option<String>,
+    /// Withhold secret variables.
+    pub untrusted: bool,
+}
+
+impl BuildRequest {
+    /// A build of a branch's head.
+    pub fn branch_head(branch: BranchName, trigger: impl Into<String>) -> Self {
+        Self {
+            git_ref: branch.to_string(),
+            branch,
+            commit: None,
+            pull_request: None,
+            trigger: trigger.into(),
+            title: None,
+            author: None,
+            message: None,
+            untrusted: false,
+        }
+    }
+}
+
+/// One phase of a build as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PhaseView {
+    /// `fetch`, `spec`, `preBuild`, `build`, `postBuild`, `deploy`, …
+    pub name: String,
+    /// `succeeded`, `failed`, `cancelled` or `timed_out`.
+    pub status: String,
+    /// The exit status of the command that ended it, if a command did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// A build as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BuildView {
+    /// Its id.
+    pub id: String,
+    /// The site.
+    pub site: String,
+    /// The branch environment it deploys to.
+    pub branch: String,
+    /// The commit (once known).
+    pub commit: Option<String>,
+    /// The pull request it previews.
+    pub pull_request: Option<u64>,
+    /// Its state.
+    pub state: BuildState,
+    /// What started it.
+    pub trigger: String,
+    /// A title.
+    pub title: Option<String>,
+    /// The commit's author.
+    pub author: Option<String>,
+    /// The commit message.
+    pub message: Option<String>,
+    /// The deploy it made.
+    pub deploy: Option<String>,
+    /// The branch environment's URL.
+    pub url: String,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// Its phases so far.
+    pub phases: Vec<PhaseView>,
+    /// The build it retries.
+    pub retry_of: Option<String>,
+    /// When it was queued, started and ended (ms since the epoch).
+    pub created_at: i64,
+    /// When a runner took it.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+}
+
+impl BuildView {
+    /// The view of a record.
+    pub fn new(c: &Control, b: BuildRecord) -> Self {
+        let label = b.branch.label();
+        let url = c.config.url_for(&format!("{label}--{}", b.site));
+        Self {
+            id: b.id.to_string(),
+            site: b.site.to_string(),
+            branch: b.branch.to_string(),
+            commit: b.commit,
+            pull_request: b.pull_request,
+            state: b.state,
+            trigger: b.trigger,
+            title: b.title,
+            author: b.author,
+            message: b.message,
+            deploy: b.deploy.map(|d| d.to_string()),
+            url,
+            error: b.error,
+            phases: serde_json::from_str(&b.phases).unwrap_or_default(),
+            retry_of: b.retry_of.map(|r| r.to_string()),
+            created_at: b.created_at,
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+        }
+    }
+}
+
+/// A variable as the API shows it: a secret's value is `***`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvView {
+    /// The branch it applies to (absent: every branch).
+    pub branch: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Its value, or `***` when secret.
+    pub value: String,
+    /// Whether it is secret.
+    pub secret: bool,
+}
+
+/// A build hook as the API shows it; `url` only when just created.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HookView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The branch it builds (absent: production unless the request names one).
+    pub branch: Option<String>,
+    /// The secret URL to POST to: shown once, at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// When it was created.
+    pub created_at: i64,
+}
+
+fn builds_disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "builds_disabled",
+        "this server does not run builds; start it with `chanto serve` (builds are on unless --build-concurrency 0)",
+    )
+}
+
+fn validate_repository(url: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| Err(ApiError::from(ValidationError::new("repository", why.to_string())));
+    if url.is_empty() || url.len() > 2048 {
+        return bad("give the repository's clone URL (at most 2048 bytes)");
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("the repository URL contains spaces or control characters");
+    }
+    if url.starts_with('-') {
+        return bad("a repository URL cannot start with '-'");
+    }
+    if url.contains("://") {
+        let scheme = url.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
+            return bad("use an https://, ssh://, git://, file:// URL, user@host:path or a local path");
+        }
+        if scheme.starts_with("http") && url.split("://").nth(1).is_some_and(|rest| rest.split('/').next().unwrap_or("").contains('@')) {
+            return bad("put the token in `token`, not in the URL (URLs are shown back; tokens are not)");
+        }
+    }
+    Ok(())
+}
+
+impl Control {
+    /// Turns git-driven builds on for this control plane (once, at start).
+    pub fn enable_builds(&self, builds: Builds) {
+        let isolation = builds.config.isolation.describe();
+        if self.builds.set(Arc::new(builds)).is_ok() {
+            tracing::info!(isolation = %isolation, "builds enabled");
+        }
+    }
+
+    /// The build service, or 503 when this server runs no builds.
+    pub fn builds(&self) -> Result<&Arc<Builds>, ApiError> {
+        self.builds.get().ok_or_else(builds_disabled)
+    }
+
+    fn git_view(&self, site: &SiteName, production: &BranchName, g: &GitConnection, secret: Option<String>) -> Result<GitView, ApiError> {
+        let settings: GitSettings = serde_json::from_str(&g.settings)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored git settings: {e}")))?;
+        let api = &self.builds()?.config.api_url;
+        let hook = |forge: &str| format!("{api}/api/v1/webhooks/{forge}/{site}");
+        Ok(GitView {
+            site: site.to_string(),
+            repository: g.repository.clone(),
+            production_branch: production.to_string(),
+            credential: if g.credential.is_some() { settings.credential_kind } else { None },
+            settings,
+            webhooks: WebhookUrls { github: hook("github"), gitlab: hook("gitlab"), gitea: hook("gitea") },
+            webhook_secret: secret,
+        })
+    }
+
+    /// Connects a site to its repository or changes the connection. The
+    /// webhook secret is made on first connect (and on rotation) and shown
+    /// only in that answer.
+    pub async fn connect_git(&self, site: &SiteName, req: ConnectRequest) -> Result<GitView, ApiError> {
+        let builds = self.builds()?.clone();
+        let mut site_rec = self.site(site).await?;
+        validate_repository(&req.repository)?;
+        let mut settings = req.settings;
+        settings.filter()?;
+        if settings.timeout_secs.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_SECS) {
+            return Err(ValidationError::new("timeout_secs", format!("give 1 to {MAX_TIMEOUT_SECS} seconds")).into());
+        }
+        if settings.poll_interval_secs.is_some_and(|p| p < MIN_POLL_SECS) {
+            return Err(ValidationError::new("poll_interval_secs", format!("poll at most every {MIN_POLL_SECS} seconds")).into());
+        }
+        if let Some(u) = &settings.username
+            && (u.is_empty() || u.len() > 128 || u.contains([':', '@']) || u.chars().any(char::is_control))
+        {
+            return Err(ValidationError::new("username", "a user name of 1-128 characters without ':' or '@'").into());
+        }
+        let credential = match (req.token, req.ssh_key) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::new("token", "give a token or an SSH key, not both").into());
+            }
+            (Some(t), None) => Some((CredentialKind::Token, t)),
+            (None, Some(k)) => Some((CredentialKind::SshKey, k)),
+            (None, None) => None,
+        };
+        if let Some((kind, value)) = &credential {
+            let field = if *kind == CredentialKind::Token { "token" } else { "ssh_key" };
+            if value.trim().is_empty() || value.len() > MAX_CREDENTIAL_BYTES || value.contains('\0') {
+                return Err(ValidationError::new(field, format!("give a non-empty value of at most {MAX_CREDENTIAL_BYTES} bytes")).into());
+            }
+            if *kind == CredentialKind::Token && value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(ValidationError::new(field, "a token has no spaces or control characters").into());
+            }
+        }
+        if let Some(p) = req.production_branch {
+            let branch: BranchName = p.parse()?;
+            if branch != site_rec.production_branch {
+                self.meta.set_production_branch(site, &branch).await?;
+                site_rec.production_branch = branch;
+                self.publish_routing().await?;
+            }
+        }
+        let existing = self.meta.get_git(site).await?;
+        let now = now_millis();
+        let (stored_credential, kind) = match (credential, &existing) {
+            (Some((kind, value)), _) => (Some(builds.sealer.seal(value.as_bytes())), Some(kind)),
+            (None, Some(e)) if !req.clear_credential => {
+                let old: Option<GitSettings> = serde_json::from_str(&e.settings).ok();
+                (e.credential.clone(), old.and_then(|o| o.credential_kind))
+            }
+            (None, _) => (None, None),
+        };
+        settings.credential_kind = kind.filter(|_| stored_credential.is_some());
+        let (webhook_secret, shown) = match &existing {
+            Some(e) if !req.rotate_webhook_secret => (e.webhook_secret.clone(), None),
+            _ => {
+                let secret = hex::encode(random_bytes::<24>());
+                (builds.sealer.seal(secret.as_bytes()), Some(secret))
+            }
+        };
+        let conn = GitConnection {
+            site: site.clone(),
+            repository: req.repository,
+            credential: stored_credential,
+            webhook_secret,
+            settings: serde_json::to_string(&settings).expect("settings serialize"),
+            created_at: existing.as_ref().map_or(now, |e| e.created_at),
+            updated_at: now,
+        };
+        self.meta.set_git(conn.clone()).await?;
+        tracing::info!(site = %site, repository = %conn.repository, "git repository connected");
+        builds.wake.notify_waiters();
+        self.git_view(site, &site_rec.production_branch, &conn, shown)
+    }
+
+    /// A site's connection.
+    pub async fn git(&self, site: &SiteName) -> Result<GitView, ApiError> {
+        let site_rec = self.site(site).await?;
+        let conn = self.meta.get_git(site).await?.ok_or_else(|| not_connected(site))?;
+        self.git_view(site, &site_rec.production_branch, &conn, None)
+    }
+
+    /// Disconnects a site (its deploys stay).
+    pub async fn disconnect_git(&self, site: &SiteName) -> Result<(), ApiError> {
+        self.site(site).await?;
+        if !self.meta.delete_git(site).await? {
+            return Err(not_connected(site));
+        }
+        Ok(())
+    }
+
+    /// Sets a build variable.
+    pub async fn set_env(
+        &self,
+        site: &SiteName,
+        branch: Option<BranchName>,
+        name: String,
+        value: String,
+        secret: bool,
+    ) -> Result<EnvView, ApiError> {
+        let builds = self.builds()?;
+        self.site(site).await?;
+        chanto_build::validate_var_name(&name).map_err(|e| ApiError::from(ValidationError::new("name", e.to_string())))?;
+        chanto_build::validate_var_value(&name, &value)
+            .map_err(|e| ApiError::from(ValidationError::new("value", e.to_string())))?;
+        let stored = if secret { builds.sealer.seal(value.as_bytes()) } else { value.clone().into_bytes() };
+        let var = EnvVar { branch: branch.clone(), name: name.clone(), value: stored, secret, updated_at: now_millis() };
+        self.meta.set_env(site, var).await?;
+        Ok(EnvView {
+            branch: branch.map(|b| b.to_string()),
+            name,
+            value: if secret { "***".into() } else { value },
+            secret,
+        })
+    }
+
+    /// A site's build variables, secrets masked.
+    pub async fn list_env(&self, site: &SiteName) -> Result<Vec<EnvView>, ApiError> {
+        self.site(site).await?;
+        Ok(self
+            .meta
+            .list_env(site)
+            .await?
+            .into_iter()
+            .map(|v| EnvView {
+                branch: v.branch.map(|b| b.to_string()),
+                name: v.name,
+                value: if v.secret { "***".into() } else { String::from_utf8_lossy(&v.value).into_owned() },
+                secret: v.secret,
+            })
+            .collect())
+    }
+
+    /// Removes a build variable.
+    pub async fn unset_env(&self, site: &SiteName, branch: Option<BranchName>, name: &str) -> Result<(), ApiError> {
+        self.site(site).await?;
+        if !self.meta.unset_env(site, branch.as_ref(), name).await? {
+            return Err(ApiError::not_found(format!("variable {name}")));
+        }
+        Ok(())
+    }
+
+    /// Creates a build hook; its secret URL is in this answer only.
+    pub async fn create_hook(&self, site: &SiteName, name: String, branch: Option<BranchName>) -> Result<HookView, ApiError> {
+        let builds = self.builds()?;
+        self.site(site).await?;
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(ValidationError::new("name", "give the hook a name of 1-100 characters").into());
+        }
+        let secret = hex::encode(random_bytes::<24>());
+        let hook = BuildHook {
+            id: hex::encode(random_bytes::<6>()),
+            site: site.clone(),
+            name,
+            branch,
+            secret_hash: ContentHash::of(secret.as_bytes()),
+            created_at: now_millis(),
+        };
+        self.meta.add_hook(hook.clone()).await?;
+        Ok(HookView {
+            id: hook.id,
+            name: hook.name,
+            branch: hook.branch.map(|b| b.to_string()),
+            url: Some(format!("{}/api/v1/build_hooks/{secret}", builds.config.api_url)),
+            created_at: hook.created_at,
+        })
+    }
+
+    /// A site's build hooks (without their URLs).
+    pub async fn list_hooks(&self, site: &SiteName) -> Result<Vec<HookView>, ApiError> {
+        self.site(site).await?;
+        Ok(self
+            .meta
+            .list_hooks(site)
+            .await?
+            .into_iter()
+            .map(|h| HookView {
+                id: h.id,
+                name: h.name,
+                branch: h.branch.map(|b| b.to_string()),
+                url: None,
+                created_at: h.created_at,
+            })
+            .collect())
+    }
+
+    /// Deletes a build hook.
+    pub async fn delete_hook(&self, site: &SiteName, id: &str) -> Result<(), ApiError> {
+        self.site(site).await?;
+        if !self.meta.delete_hook(site, id).await? {
+            return Err(ApiError::not_found(format!("build hook {id}")));
+        }
+        Ok(())
+    }
+
+    /// Queues a build of a connected site.
+    pub async fn queue_build(&self, site: &SiteName, req: BuildRequest) -> Result<BuildRecord, ApiError> {
+        let builds = self.builds()?;
+        self.meta.get_git(site).await?.ok_or_else(|| not_connected(site))?;
+        let record = self
+            .meta
+            .enqueue_build(
+                NewBuild {
+                    id: BuildId::from_random(random_bytes()),
+                    site: site.clone(),
+                    branch: req.branch,
+                    git_ref: req.git_ref,
+                    commit: req.commit,
+                    pull_request: req.pull_request,
+                    trigger: req.trigger,
+                    title: req.title,
+                    author: req.author,
+                    message: req.message,
+                    retry_of: None,
+                    untrusted: req.untrusted,
+                    created_at: now_millis(),
+                },
+                true,
+            )
+            .await?;
+        tracing::info!(site = %site, build = %record.id, branch = %record.branch, trigger = %record.trigger, "build queued");
+        builds.wake.notify_one();
+        Ok(record)
+    }
+
+    /// Records a build that its commit asked to skip (`[skip ci]`).
+    async fn skip_build(&self, site: &SiteName, req: BuildRequest) -> Result<BuildRecord, ApiError> {
+        let queued = self.queue_build(site, req).await?;
+        let outcome = BuildOutcome {
+            state: BuildState::Skipped,
+            error: Some("the commit message asks not to build it ([skip ci])".into()),
+            deploy: None,
+            phases: "[]".into(),
+        };
+        match self.meta.finish_build(&queued.id, outcome, now_millis()).await {
+            Ok(r) => Ok(r),
+            // A runner took it first: it builds, which is harmless.
+            Err(StoreError::Conflict(_)) => Ok(self.build(&queued.id).await?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One build.
+    pub async fn build(&self, id: &BuildId) -> Result<BuildRecord, ApiError> {
+        self.meta.get_build(id).await?.ok_or_else(|| ApiError::not_found(format!("build {id}")))
+    }
+
+    /// Cancels a queued or running build. A running build's processes are killed.
+    pub async fn cancel_build(&self, id: &BuildId) -> Result<BuildRecord, ApiError> {
+        let builds = self.builds()?;
+        let b = self.build(id).await?;
+        if b.state.is_final() {
+            return Err(ApiError::new(StatusCode::CONFLICT, "build_ended", format!("build {id} has already ended ({})", b.state)));
+        }
+        let switch = builds.running.lock().expect("running builds").get(id).cloned();
+        if let Some(switch) = switch {
+            let _ = switch.send(true);
+            // The runner records the end once its processes are gone.
+            for _ in 0..100 {
+                let now = self.build(id).await?;
+                if now.state.is_final() {
+                    return Ok(now);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return self.build(id).await;
+        }
+        let outcome = BuildOutcome {
+            state: BuildState::Cancelled,
+            error: Some("cancelled before it started".into()),
+            deploy: None,
+            phases: b.phases,
+        };
+        match self.meta.finish_build(id, outcome, now_millis()).await {
+            Ok(r) => Ok(r),
+            Err(StoreError::Conflict(m)) => Err(ApiError::new(StatusCode::CONFLICT, "build_ended", m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs at start: builds that were running when the server stopped are
+    /// marked interrupted and queued again once (a retry is not retried).
+    pub async fn recover_builds(&self) -> Result<usize, ApiError> {
+        let builds = self.builds()?;
+        let interrupted = self.meta.interrupt_running(now_millis()).await?;
+        let mut retried = 0;
+        for b in interrupted {
+            tracing::warn!(build = %b.id, site = %b.site, "build interrupted by a restart");
+            if b.retry_of.is_some() {
+                continue;
+            }
+            let retry = NewBuild {
+                id: BuildId::from_random(random_bytes()),
+                site: b.site.clone(),
+                branch: b.branch.clone(),
+                git_ref: b.git_ref.clone(),
+                commit: b.commit.clone(),
+                pull_request: b.pull_request,
+                trigger: format!("retry of {} (interrupted)", b.id),
+                title: b.title.clone(),
+                author: b.author.clone(),
+                message: b.message.clone(),
+                retry_of: Some(b.id.clone()),
+                untrusted: b.untrusted,
+                created_at: now_millis(),
+            };
+            self.meta.enqueue_build(retry, false).await?;
+            retried += 1;
+        }
+        builds.wake.notify_waiters();
+        Ok(retried)
+    }
+
+    /// Removes a branch environment (deleted branch, closed pull request) and
+    /// tells the edges. The production branch is never removed.
+    pub async fn remove_branch(&self, site: &SiteName, branch: &BranchName) -> Result<bool, ApiError> {
+        let site_rec = self.site(site).await?;
+        if *branch == site_rec.production_branch {
+            return Ok(false);
+        }
+        let removed = self.meta.delete_branch(site, branch).await?;
+        if removed {
+            self.publish_routing().await?;
+            tracing::info!(site = %site, branch = %branch, "branch environment removed");
+        }
+        Ok(removed)
+    }
+
+    /// Records a webhook delivery (best effort: a failure is logged, not returned).
+    async fn record(&self, site: &SiteName, source: &str, event: &str, outcome: &str, detail: String, build: Option<BuildId>) {
+        let d = WebhookDelivery {
+            source: source.into(),
+            event: event.into(),
+            outcome: outcome.into(),
+            detail,
+            build,
+            at: now_millis(),
+        };
+        if let Err(e) = self.meta.record_delivery(site, d).await {
+            tracing::warn!(site = %site, error = %e, "recording a webhook delivery failed");
+        }
+    }
+
+    /// Runs `n` build runners until `stop` turns true.
+    pub async fn run_builders(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let Ok(builds) = self.builds().cloned() else { return };
+        let n = builds.config.concurrency.max(1);
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (control, mut stop) = (self.clone(), stop.clone());
+            let builds = builds.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    match control.meta.claim_build(now_millis()).await {
+                        Ok(Some(b)) => runner::run(&control, &builds, b).await,
+                        Ok(None) => {
+                            tokio::select! {
+                                _ = builds.wake.notified() => {}
+                                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                                _ = stop.changed() => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming a build failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        futures_util::future::join_all(tasks).await;
+    }
+
+    /// Polls the remotes of sites that asked for it, and removes pull request
+    /// previews whose retention ended, until `stop` turns true.
+    pub async fn run_poller(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Ok(builds) = self.builds().cloned() else { return };
+        let mut last: HashMap<SiteName, std::time::Instant> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.remove_closed_previews().await {
+                tracing::warn!(error = %e.message, "removing closed previews failed; will retry");
+            }
+            let Ok(conns) = self.meta.list_git().await else { continue };
+            for conn in conns {
+                let Ok(settings) = serde_json::from_str::<GitSettings>(&conn.settings) else { continue };
+                let Some(every) = settings.poll_interval_secs else { continue };
+                if last.get(&conn.site).is_some_and(|t| t.elapsed() < Duration::from_secs(every)) {
+                    continue;
+                }
+                last.insert(conn.site.clone(), std::time::Instant::now());
+                if let Err(e) = self.poll(&builds, &conn, &settings).await {
+                    tracing::warn!(site = %conn.site, error = %e.message, "polling the repository failed; will retry");
+                }
+            }
+        }
+    }
+
+    async fn remove_closed_previews(&self) -> Result<(), ApiError> {
+        for (site, number) in self.meta.closed_previews(now_millis()).await? {
+            let branch: BranchName = chanto_build::preview_branch(number).parse()?;
+            self.remove_branch(&site, &branch).await?;
+            self.meta.set_preview_closed(&site, number, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn poll(&self, builds: &Builds, conn: &GitConnection, settings: &GitSettings) -> Result<(), ApiError> {
+        let site = self.site(&conn.site).await?;
+        let heads = runner::ls_remote(builds, conn, settings).await?;
+        let seen: HashMap<String, String> = self.meta.polled_heads(&conn.site).await?.into_iter().collect();
+        let filter = settings.filter()?;
+        for (branch, commit) in heads {
+            if seen.get(&branch) == Some(&commit) {
+                continue;
+            }
+            self.meta.set_polled_head(&conn.site, &branch, &commit).await?;
+            let Ok(name) = branch.parse::<BranchName>() else { continue };
+            if name != site.production_branch && !filter.matches(&branch) {
+                continue;
+            }
+            let mut req = BuildRequest::branch_head(name, "poll");
+            req.commit = Some(commit);
+            self.queue_build(&conn.site, req).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles a build hook request: queues a build of the hook's branch (or
+    /// the one the request names, or production).
+    pub async fn handle_build_hook(
+        &self,
+        secret: &str,
+        branch: Option<String>,
+        title: Option<String>,
+    ) -> Result<BuildRecord, ApiError> {
+        self.builds()?;
+        let unknown = || ApiError::not_found("build hook");
+        if secret.len() != 48 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let hook = self.meta.find_hook(&ContentHash::of(secret.as_bytes())).await?.ok_or_else(unknown)?;
+        let site = self.site(&hook.site).await?;
+        let branch = match branch {
+            Some(b) => b.parse::<BranchName>()?,
+            None => hook.branch.clone().unwrap_or(site.production_branch),
+        };
+        if let Some(t) = &title
+            && t.len() > crate::pipeline::MAX_MESSAGE_BYTES
+        {
+            return Err(ValidationError::new("title", "the title is too long").into());
+        }
+        let mut req = BuildRequest::branch_head(branch, format!("build hook {}", hook.name));
+        req.title = title;
+        let b = self.queue_build(&hook.site, req).await?;
+        self.record(&hook.site, "build_hook", &hook.name, "accepted", format!("queued a build of {}", b.branch), Some(b.id.clone()))
+            .await;
+        Ok(b)
+    }
+
+    /// Handles a forge webhook: verifies its signature with the site's
+    /// secret, then queues, skips or removes what the event asks. Every
+    /// delivery is recorded, refused ones with the reason.
+    pub async fn handle_webhook(
+        &self,
+        forge: chanto_forge::Forge,
+        site: &SiteName,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<WebhookAnswer, ApiError> {
+        let builds = self.builds()?;
+        let site_rec = self.site(site).await?;
+        let conn = self.meta.get_git(site).await?.ok_or_else(|| not_connected(site))?;
+        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let event_name = ["x-github-event", "x-gitlab-event", "x-gitea-event", "x-forgejo-event"]
+            .iter()
+            .find_map(|h| lookup(h))
+            .unwrap_or_else(|| "unknown".into());
+        let event_name: String = event_name.chars().take(64).collect();
+        let source = forge.as_str();
+        let secret = builds.sealer.open(&conn.webhook_secret).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+        let refuse = |e: chanto_forge::WebhookError| {
+            ApiError::new(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.code(), e.to_string())
+        };
+        if let Err(e) = chanto_forge::verify(forge, &lookup, body, &secret) {
+            tracing::warn!(site = %site, forge = source, error = %e, "webhook refused");
+            self.record(site, source, &event_name, "refused", e.to_string(), None).await;
+            return Err(refuse(e));
+        }
+        let event = match chanto_forge::parse(forge, &lookup, body) {
+            Ok(e) => e,
+            Err(e) => {
+                self.record(site, source, &event_name, "refused", e.to_string(), None).await;
+                return Err(refuse(e));
+            }
+        };
+        let settings: GitSettings = serde_json::from_str(&conn.settings).unwrap_or_default();
+        let filter = settings.filter()?;
+        let ignore = |why: String| WebhookAnswer { outcome: "ignored".into(), detail: why, build: None };
+        let answer = match event {
+            chanto_forge::Event::Ping => ignore("ping: the webhook is set up".into()),
+            chanto_forge::Event::Ignored { reason } => ignore(reason),
+            chanto_forge::Event::Push { branch, commit, message, author, .. } => {
+                match branch.parse::<BranchName>() {
+                    Err(e) => ignore(format!("branch {branch:?} cannot be served: {}", e.message)),
+                    Ok(name) if name != site_rec.production_branch && !filter.matches(&branch) => {
+                        ignore(format!("branch {branch} does not match the site's build patterns"))
+                    }
+                    Ok(name) => {
+                        let mut req = BuildRequest::branch_head(name, format!("{source} push"));
+                        req.commit = Some(commit);
+                        req.message = message.clone();
+                        req.author = author;
+                        let b = if message.as_deref().is_some_and(chanto_build::skip_requested) {
+                            self.skip_build(site, req).await?
+                        } else {
+                            self.queue_build(site, req).await?
+                        };
+                        WebhookAnswer { outcome: "accepted".into(), detail: format!("{} build of {}", b.state, b.branch), build: Some(b) }
+                    }
+                }
+            }
+            chanto_forge::Event::BranchDeleted { branch } => {
+                if !settings.delete_branches {
+                    ignore(format!("branch {branch} was deleted; the site keeps deleted branches' environments"))
+                } else {
+                    match branch.parse::<BranchName>() {
+                        Ok(name) if self.remove_branch(site, &name).await? => WebhookAnswer {
+                            outcome: "accepted".into(),
+                            detail: format!("removed the environment of deleted branch {branch}"),
+                            build: None,
+                        },
+                        _ => ignore(format!("branch {branch} had no environment to remove")),
+                    }
+                }
+            }
+            chanto_forge::Event::PullRequest { number, action, head_commit, title, author, from_fork, .. } => {
+                let branch: BranchName = chanto_build::preview_branch(number).parse()?;
+                if !settings.pull_request_previews {
+                    ignore("pull request previews are off for this site".into())
+                } else {
+                    match action {
+                        chanto_forge::PrAction::Opened | chanto_forge::PrAction::Updated => {
+                            self.meta.set_preview_closed(site, number, None).await?;
+                            let req = BuildRequest {
+                                branch,
+                                git_ref: pull_request_ref(forge, number),
+                                commit: Some(head_commit),
+                                pull_request: Some(number),
+                                trigger: format!("{source} pull request"),
+                                title: Some(title),
+                                author,
+                                message: None,
+                                untrusted: from_fork,
+                            };
+                            let b = self.queue_build(site, req).await?;
+                            WebhookAnswer { outcome: "accepted".into(), detail: format!("queued preview build of {}", b.branch), build: Some(b) }
+                        }
+                        chanto_forge::PrAction::Closed { .. } => {
+                            let days = settings.preview_retention_days;
+                            if days == 0 {
+                                self.remove_branch(site, &branch).await?;
+                                WebhookAnswer { outcome: "accepted".into(), detail: format!("removed preview {branch}"), build: None }
+                            } else {
+                                let at = now_millis() + i64::from(days) * 86_400_000;
+                                self.meta.set_preview_closed(site, number, Some(at)).await?;
+                                WebhookAnswer { outcome: "accepted".into(), detail: format!("preview {branch} is removed in {days} days"), build: None }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.record(site, source, &event_name, &answer.outcome, answer.detail.clone(), answer.build.as_ref().map(|b| b.id.clone()))
+            .await;
+        Ok(answer)
+    }
+
+    /// A site's webhook deliveries, newest first.
+    pub async fn deliveries(&self, site: &SiteName, limit: u32) -> Result<Vec<WebhookDelivery>, ApiError> {
+        self.site(site).await?;
+        Ok(self.meta.list_deliveries(site, limit).await?)
+    }
+}
+
+/// What a webhook did.
+#[derive(Debug, Clone)]
+pub struct WebhookAnswer {
+    /// `accepted` or `ignored`.
+    pub outcome: String,
+    /// Why, in words.
+    pub detail: String,
+    /// The build it queued (or skipped).
+    pub build: Option<BuildRecord>,
+}
+
+/// The ref under which a forge serves a pull request's head, also for forks.
+fn pull_request_ref(forge: chanto_forge::Forge, number: u64) -> String {
+    match forge {
+        chanto_forge::Forge::GitLab => format!("refs/merge-requests/{number}/head"),
+        _ => format!("refs/pull/{number}/head"),
+    }
+}
+
+pub(crate) fn not_connected(site: &SiteName) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_connected",
+        format!("site {site} is not connected to a repository; run `chanto git connect --site {site} <repository>`"),
+    )
+}

@@ -1,0 +1,760 @@
+//! One build, from claim to deploy: a fresh work directory, a shallow fetch
+//! of exactly the commit, the build spec, the cache, each command through
+//! `sh -c` in its own process group (killed whole on timeout or cancel), and
+//! the output through the deploy pipeline. Every line of output goes to the
+//! build's log with secrets masked.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chanto_build::{BuildVars, Context, Masker, SpecInput};
+use chanto_core::{BranchName, BuildState, ContentHash};
+use chanto_store::{BuildOutcome, BuildRecord, GitConnection, now_millis};
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use super::{Builds, CredentialKind, GitSettings, PhaseView};
+use crate::pipeline::{DeployRequest, FileSpec};
+use crate::{ApiError, Control};
+
+/// The user builds run as when the server runs as root: `nobody`.
+const NOBODY: (u32, u32) = (65534, 65534);
+/// Largest build spec file read from a repository.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+/// The PATH builds see.
+const BUILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How builds are kept from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Commands run as the server's user, with its view of the file system.
+    None,
+    /// Commands run as another (unprivileged) user.
+    User {
+        /// User id.
+        uid: u32,
+        /// Group id.
+        gid: u32,
+    },
+    /// Commands run inside bubblewrap: the file system read-only but for the
+    /// work directory, the data directory hidden, optionally as another user.
+    Bubblewrap {
+        /// The `bwrap` program.
+        bwrap: PathBuf,
+        /// The user to run as, if the server is root.
+        user: Option<(u32, u32)>,
+    },
+}
+
+impl Isolation {
+    /// What this machine allows: bubblewrap when it is installed and works,
+    /// and `nobody` instead of root.
+    pub async fn detect() -> Self {
+        let user = rustix::process::geteuid().is_root().then_some(NOBODY);
+        let bwrap = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join("bwrap"))
+            .find(|p| p.is_file());
+        if let Some(bwrap) = bwrap {
+            let mut probe = tokio::process::Command::new(&bwrap);
+            probe.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--die-with-parent"]);
+            probe.args(["--", "/bin/sh", "-c", "true"]).stdout(Stdio::null()).stderr(Stdio::null());
+            if let Some((uid, gid)) = user {
+                probe.uid(uid).gid(gid);
+            }
+            if probe.status().await.is_ok_and(|s| s.success()) {
+                return Self::Bubblewrap { bwrap, user };
+            }
+            tracing::warn!(bwrap = %bwrap.display(), "bubblewrap is installed but cannot create a sandbox here (user namespaces off?)");
+        }
+        match user {
+            Some((uid, gid)) => Self::User { uid, gid },
+            None => Self::None,
+        }
+    }
+
+    /// One line for the start-up log.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::None => "none: builds run as the server's user and can read its files; run the server as root to build as nobody, and install bubblewrap to hide the data directory".into(),
+            Self::User { uid, .. } => format!("builds run as uid {uid}; bubblewrap is not available, so the file system is not sandboxed (install bubblewrap)"),
+            Self::Bubblewrap { user, .. } => match user {
+                Some((uid, _)) => format!("bubblewrap, as uid {uid}"),
+                None => "bubblewrap".into(),
+            },
+        }
+    }
+
+    fn user(&self) -> Option<(u32, u32)> {
+        match self {
+            Self::None => None,
+            Self::User { uid, gid } => Some((*uid, *gid)),
+            Self::Bubblewrap { user, .. } => *user,
+        }
+    }
+
+    /// The command that runs `script` for a build.
+    fn command(&self, script: &str, cwd: &Path, writable: &[&Path], hidden: &[PathBuf]) -> tokio::process::Command {
+        let mut cmd = match self {
+            Self::Bubblewrap { bwrap, .. } => {
+                let mut c = tokio::process::Command::new(bwrap);
+                c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+                for h in hidden {
+                    c.arg("--tmpfs").arg(h);
+                }
+                for w in writable {
+                    c.arg("--bind").arg(w).arg(w);
+                }
+                c.args(["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--chdir"]).arg(cwd);
+                c.args(["--", "/bin/sh", "-c", script]);
+                c
+            }
+            _ => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.args(["-c", script]).current_dir(cwd);
+                c
+            }
+        };
+        if let Some((uid, gid)) = self.user() {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+}
+
+/// The build log: masked lines appended to a file that followers read.
+struct Log {
+    file: tokio::fs::File,
+    masker: Masker,
+}
+
+impl Log {
+    async fn line(&mut self, text: &str) {
+        let masked = self.masker.mask(text);
+        let mut bytes = masked.into_owned().into_bytes();
+        bytes.push(b'\n');
+        if let Err(e) = self.file.write_all(&bytes).await {
+            tracing::warn!(error = %e, "writing a build log failed");
+        }
+    }
+}
+
+/// Where a build stands while it runs.
+struct Run {
+    log: Log,
+    phases: Vec<PhaseView>,
+    cancel: tokio::sync::watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+/// Why a step stopped the build.
+enum Stop {
+    Failed(String),
+    Cancelled,
+    TimedOut,
+    Skipped,
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Failed(e.message)
+    }
+}
+
+impl Run {
+    fn phase(&mut self, name: &str, started: Instant, status: &str, exit_code: Option<i32>) {
+        self.phases.push(PhaseView {
+            name: name.into(),
+            status: status.into(),
+            exit_code,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn stopped(&self) -> Option<Stop> {
+        if *self.cancel.borrow() {
+            Some(Stop::Cancelled)
+        } else if tokio::time::Instant::now() >= self.deadline {
+            Some(Stop::TimedOut)
+        } else {
+            None
+        }
+    }
+
+    /// Runs one process to its end, its output into the log. Kills its whole
+    /// process group on cancel or timeout.
+    async fn exec(&mut self, mut cmd: tokio::process::Command) -> Result<(), (Stop, Option<i32>)> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| (Stop::Failed(format!("starting the command failed: {e}")), None))?;
+        let pid = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+        let pump = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::sync::mpsc::Sender<String>| {
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(r).split(b'\n');
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    if tx.send(String::from_utf8_lossy(&line).into_owned()).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let out = pump(Box::new(child.stdout.take().expect("piped")), tx.clone());
+        let err = pump(Box::new(child.stderr.take().expect("piped")), tx);
+        let mut cancel = self.cancel.clone();
+        let stop = loop {
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some(l) => self.log.line(&l).await,
+                    None => break None,
+                },
+                _ = tokio::time::sleep_until(self.deadline) => break Some(Stop::TimedOut),
+                _ = async { let _ = cancel.wait_for(|c| *c).await; } => break Some(Stop::Cancelled),
+            }
+        };
+        if let Some(stop) = stop {
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            let _ = child.kill().await;
+            out.abort();
+            err.abort();
+            while let Ok(l) = rx.try_recv() {
+                self.log.line(&l).await;
+            }
+            return Err((stop, None));
+        }
+        let status = child.wait().await.map_err(|e| (Stop::Failed(format!("waiting for the command: {e}")), None))?;
+        if status.success() {
+            Ok(())
+        } else {
+            let code = status.code();
+            Err((Stop::Failed(format!("the command exited with status {}", code.map_or("(killed)".into(), |c| c.to_string()))), code))
+        }
+    }
+
+    /// A git command (run as the server, never inside the sandbox).
+    async fn git(&mut self, dir: &Path, env: &[(String, String)], args: &[&str]) -> Result<(), Stop> {
+        let mut cmd = git_command(dir, env);
+        cmd.args(args);
+        self.log.line(&format!("$ git {}", args.join(" "))).await;
+        self.exec(cmd).await.map_err(|(s, _)| s)
+    }
+}
+
+fn git_command(dir: &Path, env: &[(String, String)]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| BUILD_PATH.into()))
+        .env("HOME", dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"])
+        .current_dir(dir);
+    cmd
+}
+
+/// The environment that hands git the site's credential, and the key file to delete afterwards.
+fn credential_env(
+    builds: &Builds,
+    conn: &GitConnection,
+    settings: &GitSettings,
+    key_file: &Path,
+) -> Result<Vec<(String, String)>, String> {
+    let Some(sealed) = &conn.credential else { return Ok(Vec::new()) };
+    let secret = builds.sealer.open_string(sealed).map_err(|e| e.to_string())?;
+    match settings.credential_kind {
+        Some(CredentialKind::SshKey) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(key_file)
+                .map_err(|e| format!("writing the deploy key: {e}"))?;
+            let mut key = secret.into_bytes();
+            if !key.ends_with(b"\n") {
+                key.push(b'\n');
+            }
+            f.write_all(&key).map_err(|e| format!("writing the deploy key: {e}"))?;
+            let known = builds.config.cache_dir.join("known_hosts");
+            Ok(vec![(
+                "GIT_SSH_COMMAND".into(),
+                format!(
+                    "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='{}'",
+                    key_file.display(),
+                    known.display()
+                ),
+            )])
+        }
+        _ => {
+            use base64::Engine;
+            let user = settings.username.as_deref().unwrap_or("x-access-token");
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+            Ok(vec![
+                ("GIT_CONFIG_COUNT".into(), "1".into()),
+                ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+                ("GIT_CONFIG_VALUE_0".into(), format!("Authorization: Basic {basic}")),
+            ])
+        }
+    }
+}
+
+/// The remote's branch heads (`git ls-remote --heads`), for polling.
+pub(super) async fn ls_remote(
+    builds: &Builds,
+    conn: &GitConnection,
+    settings: &GitSettings,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let key = builds.config.work_dir.join(format!("poll-{}.key", conn.site));
+    let fail = |m: String| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "git_failed", m);
+    let env = credential_env(builds, conn, settings, &key).map_err(fail)?;
+    let out = git_command(&builds.config.work_dir, &env)
+        .args(["ls-remote", "--heads", "--", &conn.repository])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await;
+    let _ = std::fs::remove_file(&key);
+    let out = out.map_err(|_| fail("git ls-remote took over 60 s".into()))?.map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!("git ls-remote failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (sha, r) = l.split_once('\t')?;
+            Some((r.strip_prefix("refs/heads/")?.to_owned(), sha.to_owned()))
+        })
+        .collect())
+}
+
+/// Runs a claimed build to its end and records how it ended.
+pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRecord) {
+    let (switch, cancel) = tokio::sync::watch::channel(false);
+    builds.running.lock().expect("running builds").insert(b.id.clone(), switch);
+    let work = builds.config.work_dir.join(b.id.as_str());
+    let started = Instant::now();
+    tracing::info!(build = %b.id, site = %b.site, branch = %b.branch, "build started");
+    let outcome = match execute(control, builds, &b, &work, cancel).await {
+        Ok(o) => o,
+        Err(e) => BuildOutcome {
+            state: BuildState::Failed,
+            error: Some(format!("the build could not start: {}", e.message)),
+            deploy: None,
+            phases: "[]".into(),
+        },
+    };
+    builds.running.lock().expect("running builds").remove(&b.id);
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
+    let _ = tokio::fs::remove_file(work.with_extension("key")).await;
+    match control.meta.finish_build(&b.id, outcome, now_millis()).await {
+        Ok(r) => tracing::info!(build = %b.id, site = %b.site, state = %r.state, seconds = started.elapsed().as_secs_f64(), deploy = ?r.deploy, "build ended"),
+        Err(e) => tracing::warn!(build = %b.id, error = %e, "recording the end of a build failed"),
+    }
+}
+
+/// The path of a build's log.
+pub(super) fn log_path(builds: &Builds, id: &chanto_core::BuildId) -> PathBuf {
+    builds.config.log_dir.join(format!("{id}.log"))
+}
+
+async fn execute(
+    control: &Arc<Control>,
+    builds: &Builds,
+    b: &BuildRecord,
+    work: &Path,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<BuildOutcome, ApiError> {
+    let site = control.site(&b.site).await?;
+    let conn = control.meta.get_git(&b.site).await?.ok_or_else(|| super::not_connected(&b.site))?;
+    let settings: GitSettings = serde_json::from_str(&conn.settings).unwrap_or_default();
+    let timeout = settings.timeout_secs.map_or(builds.config.default_timeout, Duration::from_secs);
+
+    // Variables: site-wide, then the branch's; secrets withheld from untrusted builds.
+    let mut user_vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut secrets = Vec::new();
+    let mut withheld = Vec::new();
+    let vars = control.meta.list_env(&b.site).await?;
+    for scope_is_branch in [false, true] {
+        for v in vars.iter().filter(|v| v.branch.is_some() == scope_is_branch) {
+            if v.branch.as_ref().is_some_and(|br| *br != b.branch) {
+                continue;
+            }
+            let value = if v.secret {
+                if b.untrusted {
+                    withheld.push(v.name.clone());
+                    continue;
+                }
+                let plain = builds.sealer.open_string(&v.value).map_err(|e| {
+                    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+                secrets.push(plain.clone());
+                plain
+            } else {
+                String::from_utf8_lossy(&v.value).into_owned()
+            };
+            user_vars.insert(v.name.clone(), value);
+        }
+    }
+    if let Some(c) = &conn.credential
+        && let Ok(plain) = builds.sealer.open_string(c)
+    {
+        secrets.push(plain);
+    }
+
+    tokio::fs::create_dir_all(&builds.config.log_dir).await.map_err(io_err)?;
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(builds, &b.id))
+        .await
+        .map_err(io_err)?;
+    let mut run = Run {
+        log: Log { file, masker: Masker::new(secrets) },
+        phases: Vec::new(),
+        cancel,
+        deadline: tokio::time::Instant::now() + timeout,
+        timeout,
+    };
+    let result = steps(control, builds, b, &site.production_branch, &conn, &settings, user_vars, withheld, work, &mut run).await;
+    let (state, error, deploy) = match result {
+        Ok(deploy) => (BuildState::Succeeded, None, Some(deploy)),
+        Err(Stop::Failed(why)) => (BuildState::Failed, Some(run.log.masker.mask(&why).into_owned()), None),
+        Err(Stop::Cancelled) => (BuildState::Cancelled, Some("cancelled".into()), None),
+        Err(Stop::TimedOut) => (
+            BuildState::TimedOut,
+            Some(format!("the build ran past its time limit of {} and was stopped", humantime::format_duration(run.timeout))),
+            None,
+        ),
+        Err(Stop::Skipped) => (BuildState::Skipped, Some("the commit message asks not to build it ([skip ci])".into()), None),
+    };
+    match &error {
+        Some(e) => run.log.line(&format!("build {state}: {e}")).await,
+        None => run.log.line("build succeeded").await,
+    }
+    let _ = run.log.file.flush().await;
+    Ok(BuildOutcome { state, error, deploy, phases: serde_json::to_string(&run.phases).expect("phases serialize") })
+}
+
+fn io_err(e: std::io::Error) -> ApiError {
+    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("build files: {e}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn steps(
+    control: &Arc<Control>,
+    builds: &Builds,
+    b: &BuildRecord,
+    production: &BranchName,
+    conn: &GitConnection,
+    settings: &GitSettings,
+    user_vars: BTreeMap<String, String>,
+    withheld: Vec<String>,
+    work: &Path,
+    run: &mut Run,
+) -> Result<chanto_core::DeployId, Stop> {
+    let failed = |m: String| Stop::Failed(m);
+    // Fetch exactly the commit, shallow.
+    let started = Instant::now();
+    let _ = tokio::fs::remove_dir_all(work).await;
+    tokio::fs::create_dir_all(work).await.map_err(|e| failed(format!("creating the work directory: {e}")))?;
+    let key = work.with_extension("key");
+    let env = credential_env(builds, conn, settings, &key).map_err(failed)?;
+    run.log.line(&format!("fetching {} from {}", b.commit.as_deref().unwrap_or(&b.git_ref), conn.repository)).await;
+    let fetched = async {
+        run.git(work, &env, &["init", "-q"]).await?;
+        run.git(work, &env, &["remote", "add", "origin", "--", &conn.repository]).await?;
+        let by_ref = if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
+        let wanted = b.commit.clone().unwrap_or_else(|| by_ref.clone());
+        if run.git(work, &env, &["fetch", "-q", "--depth", "1", "--no-tags", "origin", &wanted]).await.is_err() {
+            if b.commit.is_none() {
+                return Err(Stop::Failed(format!("fetching {by_ref} from {} failed; see the log", conn.repository)));
+            }
+            run.log.line("the remote does not serve commits by id; fetching the ref instead").await;
+            run.git(work, &env, &["fetch", "-q", "--depth", "50", "--no-tags", "origin", &by_ref]).await?;
+        }
+        let target = b.commit.clone().unwrap_or_else(|| "FETCH_HEAD".into());
+        run.git(work, &env, &["checkout", "-q", "--detach", &target]).await
+    }
+    .await;
+    let _ = std::fs::remove_file(&key);
+    if let Err(stop) = fetched {
+        run.phase("fetch", started, status_of(&stop), None);
+        return Err(stop);
+    }
+    let head = git_output(work, &["log", "-1", "--format=%H%x00%an%x00%B"]).await.map_err(failed)?;
+    let mut parts = head.splitn(3, '\0');
+    let commit = parts.next().unwrap_or_default().trim().to_owned();
+    let author = parts.next().map(str::to_owned);
+    let message = parts.next().map(|m| m.trim().to_owned());
+    run.log.line(&format!("checked out {commit}")).await;
+    run.phase("fetch", started, "succeeded", None);
+    if let Err(e) = control.meta.set_build_commit(&b.id, &commit, message.clone(), author).await {
+        tracing::warn!(build = %b.id, error = %e, "recording the build's commit failed");
+    }
+    if b.trigger == "poll" && message.as_deref().is_some_and(chanto_build::skip_requested) {
+        return Err(Stop::Skipped);
+    }
+    // Remove git's own files before anything else runs: the build sees a plain tree.
+    let _ = tokio::fs::remove_dir_all(work.join(".git")).await;
+
+    // The build spec.
+    let started = Instant::now();
+    let context = if b.pull_request.is_some() {
+        Context::DeployPreview
+    } else if b.branch == *production {
+        Context::Production
+    } else {
+        Context::BranchDeploy
+    };
+    let resolved = {
+        let read = |name: &str| read_spec_file(work, name);
+        chanto_build::resolve_spec(&SpecInput { read: &read, context, branch: b.branch.as_str(), settings: &settings.build })
+    };
+    let (spec, warnings) = match resolved {
+        Ok(s) => s,
+        Err(e) => {
+            run.phase("spec", started, "failed", None);
+            return Err(failed(e.to_string()));
+        }
+    };
+    run.log.line(&format!("build spec from {}: {} phase(s), publish {:?}", spec.source, spec.phases.len(), display_dir(&spec.publish))).await;
+    for w in &warnings {
+        run.log.line(&format!("warning: {w}")).await;
+    }
+    if !withheld.is_empty() {
+        run.log.line(&format!("secret variables withheld from this pull request from a fork: {}", withheld.join(", "))).await;
+    }
+    run.phase("spec", started, "succeeded", None);
+
+    // Restore the cache.
+    let cache_root = builds.config.cache_dir.join(b.site.as_str()).join(b.branch.label());
+    for p in &spec.cache_paths {
+        let (from, to) = (cache_root.join(p), work.join(p));
+        if from.exists() && !to.exists() {
+            if let Some(parent) = to.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let ok = tokio::process::Command::new("cp").arg("-a").arg("--").arg(&from).arg(&to).status().await;
+            if ok.is_ok_and(|s| s.success()) {
+                run.log.line(&format!("restored cache {p}")).await;
+            }
+        }
+    }
+
+    // Hand the tree to the build user.
+    let home = work.with_extension("home");
+    tokio::fs::create_dir_all(&home).await.map_err(|e| failed(format!("creating the build's home: {e}")))?;
+    if let Some((uid, gid)) = builds.config.isolation.user() {
+        for dir in [work, home.as_path()] {
+            let status = tokio::process::Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(dir).status().await;
+            if !status.is_ok_and(|s| s.success()) {
+                return Err(failed(format!("handing {} to uid {uid} failed", dir.display())));
+            }
+        }
+    }
+
+    // The environment: the spec's, the site's and branch's variables, then chanto's own.
+    let branch_url = control.config.url_for(&format!("{}--{}", b.branch.label(), b.site));
+    let vars = BuildVars {
+        site: b.site.as_str(),
+        branch: b.branch.as_str(),
+        commit: &commit,
+        build_id: b.id.as_str(),
+        pull_request: b.pull_request,
+        site_url: &control.config.url_for(b.site.as_str()),
+        url: &branch_url,
+        deploy_url: &branch_url,
+        context,
+        repository_url: &conn.repository,
+    };
+    let user_vars: Vec<(String, String)> = user_vars.into_iter().collect();
+    let base_env = [
+        ("PATH".to_string(), BUILD_PATH.to_string()),
+        ("HOME".to_string(), home.display().to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        ("TERM".to_string(), "dumb".to_string()),
+    ];
+    let env = chanto_build::merge_env(&[&base_env, &spec.env, &user_vars, &chanto_build::builtin_env(&vars)]);
+
+    // Run the phases.
+    let cwd = work.join(&spec.base);
+    if !cwd.is_dir() {
+        return Err(failed(format!("the base directory {:?} does not exist in the repository", spec.base)));
+    }
+    let hidden = builds.config.hidden.clone();
+    for phase in &spec.phases {
+        let started = Instant::now();
+        run.log.line(&format!("--- {} ---", phase.name)).await;
+        for command in &phase.commands {
+            if let Some(stop) = run.stopped() {
+                run.phase(&phase.name, started, status_of(&stop), None);
+                return Err(stop);
+            }
+            run.log.line(&format!("$ {command}")).await;
+            let mut cmd = builds.config.isolation.command(command, &cwd, &[work, &home], &hidden);
+            cmd.env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if let Err((stop, code)) = run.exec(cmd).await {
+                run.phase(&phase.name, started, status_of(&stop), code);
+                return Err(match stop {
+                    Stop::Failed(why) => Stop::Failed(format!("{} phase: `{command}`: {why}", phase.name)),
+                    other => other,
+                });
+            }
+        }
+        run.phase(&phase.name, started, "succeeded", Some(0));
+    }
+    if let Some(stop) = run.stopped() {
+        return Err(stop);
+    }
+
+    // Deploy the output through the same pipeline as `chanto deploy`.
+    let started = Instant::now();
+    let deployed = deploy_output(control, b, &commit, message.as_deref(), work, &spec).await;
+    match deployed {
+        Ok((deploy, files, uploaded)) => {
+            run.log.line(&format!("deployed {files} files ({uploaded} new blobs) as deploy {deploy}")).await;
+            run.phase("deploy", started, "succeeded", None);
+            // Save the cache.
+            for p in &spec.cache_paths {
+                let (from, to) = (work.join(p), cache_root.join(p));
+                if from.exists() {
+                    let _ = tokio::fs::remove_dir_all(&to).await;
+                    if let Some(parent) = to.parent() {
+                        let _ = tokio::fs::create_dir_all(parent).await;
+                    }
+                    if tokio::fs::rename(&from, &to).await.is_ok() {
+                        run.log.line(&format!("saved cache {p}")).await;
+                    }
+                }
+            }
+            Ok(deploy)
+        }
+        Err(why) => {
+            run.phase("deploy", started, "failed", None);
+            Err(failed(why))
+        }
+    }
+}
+
+fn status_of(stop: &Stop) -> &'static str {
+    match stop {
+        Stop::Failed(_) => "failed",
+        Stop::Cancelled => "cancelled",
+        Stop::TimedOut => "timed_out",
+        Stop::Skipped => "skipped",
+    }
+}
+
+fn display_dir(d: &str) -> &str {
+    if d.is_empty() { "." } else { d }
+}
+
+/// Reads a build spec file from the checkout: only a regular file (never a
+/// symlink, which could point anywhere on the server), at most 1 MiB.
+fn read_spec_file(work: &Path, name: &str) -> Option<String> {
+    let path = work.join(name);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_SPEC_BYTES {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = git_command(dir, &[]).args(args).output().await.map_err(|e| format!("running git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Walks the publish directory, hashes its files, uploads what the store
+/// lacks and finalizes (which activates). Returns the deploy, the file count
+/// and the number of blobs uploaded.
+async fn deploy_output(
+    control: &Arc<Control>,
+    b: &BuildRecord,
+    commit: &str,
+    message: Option<&str>,
+    work: &Path,
+    spec: &chanto_build::BuildSpec,
+) -> Result<(chanto_core::DeployId, usize, usize), String> {
+    let publish = work.join(&spec.publish);
+    let canon_work = work.canonicalize().map_err(|e| e.to_string())?;
+    let canon = publish.canonicalize().map_err(|_| {
+        format!(
+            "the publish directory {:?} does not exist after the build; check `publish` (or artifacts.baseDirectory) in {}",
+            display_dir(&spec.publish),
+            spec.source
+        )
+    })?;
+    if !canon.starts_with(&canon_work) {
+        return Err(format!("the publish directory {:?} points outside the repository", spec.publish));
+    }
+    let filter = chanto_build::BranchFilter::new(spec.files.clone(), Vec::new()).map_err(|e| format!("artifacts.files: {e}"))?;
+    let files = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PathBuf, ContentHash, u64)>, String> {
+        use rayon::prelude::*;
+        let listed = crate::walk::walk(&canon).map_err(|e| e.to_string())?;
+        listed
+            .into_par_iter()
+            .filter(|f| filter.matches(&f.path))
+            .map(|f| {
+                let bytes = std::fs::read(&f.abs).map_err(|e| format!("reading {}: {e}", f.path))?;
+                Ok((f.path, f.abs, ContentHash::of(&bytes), bytes.len() as u64))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if files.is_empty() {
+        return Err("the build produced no files to deploy (artifacts.files matched nothing)".into());
+    }
+    let first_line = message.and_then(|m| m.lines().next()).unwrap_or_default();
+    let short = &commit[..commit.len().min(12)];
+    let title = match &b.title {
+        Some(t) => format!("{t} ({short})"),
+        None => format!("{first_line} ({short})").trim().to_owned(),
+    };
+    let req = DeployRequest {
+        branch: Some(b.branch.clone()),
+        message: Some(title.chars().take(500).collect()),
+        draft: false,
+        source: format!("build {}", b.id),
+        files: files.iter().map(|(p, _, h, s)| (p.clone(), FileSpec { hash: *h, size: *s })).collect(),
+    };
+    let (deploy, required) = control.create_deploy(&b.site, req).await.map_err(|e| e.message)?;
+    let by_hash: std::collections::HashMap<ContentHash, PathBuf> = files.iter().map(|(_, a, h, _)| (*h, a.clone())).collect();
+    let mut uploads = tokio::task::JoinSet::new();
+    for h in &required {
+        // At most eight blobs in flight.
+        if uploads.len() >= 8
+            && let Some(done) = uploads.join_next().await
+        {
+            done.map_err(|e| e.to_string())??;
+        }
+        let path = by_hash.get(h).cloned().ok_or_else(|| format!("no file for blob {h}"))?;
+        let (control, id, h) = (control.clone(), deploy.id.clone(), *h);
+        uploads.spawn(async move {
+            let file = tokio::fs::File::open(&path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).boxed();
+            control.upload(&id, &h, stream).await.map(|_| ()).map_err(|e| e.message)
+        });
+    }
+    while let Some(done) = uploads.join_next().await {
+        done.map_err(|e| e.to_string())??;
+    }
+    let (record, warnings) = control.finalize(&deploy.id).await.map_err(|e| e.message)?;
+    for w in warnings {
+        tracing::info!(deploy = %record.id, warning = %w, "rule warning");
+    }
+    Ok((record.id, files.len(), required.len()))
+}
