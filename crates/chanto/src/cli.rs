@@ -52,6 +52,18 @@ pub enum Command {
     /// Protect a site, a branch or every preview with passwords and network lists.
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Connect a site to its git repository: every push builds and deploys.
+    #[command(subcommand)]
+    Git(GitCommand),
+    /// Builds: list, show, follow logs, start, cancel.
+    #[command(subcommand)]
+    Builds(BuildsCommand),
+    /// Build environment variables (site-wide or per branch; optionally secret).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Secret URLs that start a build when POSTed to (for a CMS, a cron job).
+    #[command(subcommand, name = "build-hooks")]
+    BuildHooks(HooksCommand),
     /// Activate a ready deploy on its branch (also: roll back to that deploy).
     Publish {
         /// The deploy id (see `chanto deploys list`).
@@ -281,6 +293,210 @@ pub enum DeploysCommand {
     /// Show one deploy.
     Show {
         /// The deploy id.
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Clone URL: https://…, ssh://…, git@host:path, file://… or a local path.
+    pub repository: String,
+    /// The site.
+    #[arg(long)]
+    pub site: String,
+    /// Read an access token (for https) from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["token_file", "ssh_key"])]
+    pub token_env: Option<String>,
+    /// Read an access token (for https) from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "ssh_key")]
+    pub token_file: Option<PathBuf>,
+    /// User name sent with the token (default x-access-token; GitLab: oauth2).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// An SSH deploy key (private key file) for ssh URLs.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Forget the stored credential.
+    #[arg(long, conflicts_with_all = ["token_env", "token_file", "ssh_key"])]
+    pub clear_credential: bool,
+    /// Change the site's production branch.
+    #[arg(long)]
+    pub production_branch: Option<String>,
+    /// Build pushes to branches matching this glob (repeatable; default: every branch).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never build branches matching this glob automatically (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Keep a branch's environment when the branch is deleted.
+    #[arg(long)]
+    pub keep_deleted_branches: bool,
+    /// Do not build pull requests into pr-<n> previews.
+    #[arg(long)]
+    pub no_pr_previews: bool,
+    /// Keep a closed pull request's preview this many days (default: remove at once).
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
+    pub preview_retention_days: u32,
+    /// Poll the remote for new commits at this interval (for remotes without webhooks), e.g. 1m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub poll: Option<std::time::Duration>,
+    /// A build's time limit (default: the server's, 30m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Build command when the repository has no build spec.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Publish directory when the repository has no build spec (relative to --base).
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// Directory the build runs in when the repository has no build spec.
+    #[arg(long)]
+    pub base: Option<String>,
+    /// The application's root in a monorepo (Amplify's appRoot).
+    #[arg(long)]
+    pub app_root: Option<String>,
+    /// Make a new webhook secret (the old one stops working).
+    #[arg(long)]
+    pub rotate_webhook_secret: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GitCommand {
+    /// Connect a site to a repository, or change its connection (settings not
+    /// given return to their defaults; the credential and webhook secret stay).
+    Connect(ConnectArgs),
+    /// Show a site's connection and its webhook URLs.
+    Show {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Disconnect a site (its deploys stay).
+    Disconnect {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// The latest webhook deliveries and what chanto did with each.
+    Deliveries {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuildsCommand {
+    /// List a site's builds, newest first.
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Only this branch environment (pr-<n> for a pull request).
+        #[arg(long)]
+        branch: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one build with its phases.
+    Show {
+        /// The build id.
+        id: String,
+    },
+    /// Print a build's log; --follow streams it until the build ends.
+    Logs {
+        /// The build id.
+        id: String,
+        /// Keep printing new lines until the build ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Queue a build of a branch (its head, or --commit).
+    Start {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The branch (default: production).
+        #[arg(long)]
+        branch: Option<String>,
+        /// A full commit id to build instead of the branch's head.
+        #[arg(long)]
+        commit: Option<String>,
+        /// Follow the build's log until it ends; exit non-zero unless it succeeds.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Cancel a queued or running build.
+    Cancel {
+        /// The build id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCommand {
+    /// Set a variable. The value comes from the argument, or from standard
+    /// input when omitted (use that for secrets: nothing on the command line).
+    Set {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Only for this branch (else every branch).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Keep it secret: encrypted at rest, `***` in output, masked in logs.
+        #[arg(long)]
+        secret: bool,
+        /// NAME
+        name: String,
+        /// VALUE (default: read from standard input)
+        value: Option<String>,
+    },
+    /// List a site's variables (secrets as ***).
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Remove a variable.
+    Unset {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The branch it was set for.
+        #[arg(long)]
+        branch: Option<String>,
+        /// NAME
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HooksCommand {
+    /// Create a build hook and print its secret URL (shown once).
+    Create {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The branch it builds (default: production, unless the request says).
+        #[arg(long)]
+        branch: Option<String>,
+        /// A name to recognise it by.
+        name: String,
+    },
+    /// List a site's build hooks.
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Delete a build hook.
+    Delete {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The hook id (see list).
         id: String,
     },
 }

@@ -127,7 +127,12 @@ impl Client {
 
     /// Sends a request and decodes a JSON answer (or `()` for 204).
     pub async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, CallError> {
-        let resp = rb.send().await.map_err(|e| CallError {
+        let resp = self.send_raw(rb).await?;
+        self.decode(resp).await
+    }
+
+    async fn send_raw(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+        rb.send().await.map_err(|e| CallError {
             status: None,
             code: None,
             message: format!(
@@ -136,7 +141,10 @@ impl Client {
                 root_cause(&e)
             ),
             retry_after: None,
-        })?;
+        })
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, CallError> {
         let status = resp.status();
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let bytes = resp.bytes().await.map_err(|e| CallError {
@@ -190,6 +198,21 @@ impl Client {
     /// DELETE a resource.
     pub async fn delete(&self, path: &str) -> Result<(), CallError> {
         self.send::<serde_json::Value>(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
+    }
+
+    /// GET a streamed body (a build log), after checking the status.
+    pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CallError> {
+        let resp = self.send_raw(self.request(reqwest::Method::GET, path)).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        Err(self.decode::<serde_json::Value>(resp).await.err().unwrap_or_else(|| CallError {
+            status: Some(status.as_u16()),
+            code: None,
+            message: format!("HTTP {status}"),
+            retry_after: None,
+        }))
     }
 
     /// PUT raw bytes.

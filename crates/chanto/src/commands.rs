@@ -25,12 +25,12 @@ fn init_logging(default: &str, format: LogFormat) {
     };
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn parse<T: std::str::FromStr<Err = chanto_core::ValidationError>>(flag: &str, raw: &str) -> anyhow::Result<T> {
+pub(crate) fn parse<T: std::str::FromStr<Err = chanto_core::ValidationError>>(flag: &str, raw: &str) -> anyhow::Result<T> {
     raw.parse().map_err(|e: chanto_core::ValidationError| anyhow!("{flag}: {}", e.message))
 }
 
@@ -71,6 +71,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Access(cmd) => access(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Git(cmd) => crate::builds::git(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Builds(cmd) => crate::builds::builds(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Env(cmd) => crate::builds::env(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::BuildHooks(cmd) => crate::builds::hooks(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploy(args) => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &args.site)?;
@@ -382,4 +386,10 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// A time from the API (ms since the epoch) as RFC 3339, to the second.
+pub(crate) fn when(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -259,6 +259,20 @@ async fn enable_builds(control: &Arc<Control>, args: &ServeArgs, data: &Path, ap
         for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
             let _ = mode(&data.join(f), 0o600);
         }
+        // Every directory above the work directory must let the build user through.
+        let work = config.work_dir.canonicalize().unwrap_or_else(|_| config.work_dir.clone());
+        for dir in work.ancestors().skip(1) {
+            let m = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
+            if m & 0o001 == 0 {
+                bail!(
+                    "builds run as an unprivileged user, who cannot reach {} because {} is not searchable by others (mode {:o}); run `chmod o+x {}` or put --data elsewhere, or pass --build-concurrency 0 to run no builds",
+                    config.work_dir.display(),
+                    dir.display(),
+                    m & 0o7777,
+                    dir.display()
+                );
+            }
+        }
     }
     if matches!(config.isolation, Isolation::None | Isolation::User { .. }) {
         tracing::warn!(isolation = %config.isolation.describe(), "builds are not sandboxed");

@@ -1,0 +1,471 @@
+//! End to end: git-driven builds. Real bare repositories and clones made by
+//! the test, real `chanto serve` with its build runner, webhooks signed the
+//! way each forge signs them, and the deployed output checked on the edge.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use util::{Server, http_request, wait_for, write_tree};
+
+/// A bare repository and a working clone that pushes to it.
+struct Repo {
+    bare: PathBuf,
+    work: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Repo {
+    fn new(root: &Path) -> Repo {
+        let bare = root.join("origin.git");
+        let work = root.join("work");
+        std::fs::create_dir_all(&bare).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        Repo { bare, work }
+    }
+
+    /// Commits `files` on `branch` (created from the current commit) and pushes; returns the commit id.
+    fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+        let current = git(&self.work, &["rev-parse", "--abbrev-ref", "HEAD"]);
+        if current != branch {
+            let exists = Command::new("git")
+                .args(["rev-parse", "--verify", "-q", branch])
+                .current_dir(&self.work)
+                .status()
+                .unwrap()
+                .success();
+            git(&self.work, &if exists { vec!["checkout", "-q", branch] } else { vec!["checkout", "-q", "-b", branch] });
+        }
+        write_tree(&self.work, files);
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(&self.work, &["push", "-q", "origin", branch]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+}
+
+/// A temporary directory builds can reach when the server runs them as `nobody`.
+fn reachable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    tmp
+}
+
+fn start(tmp: &Path) -> Server {
+    Server::start(&tmp.join("data"), &["--public-api-url", "http://chanto.test"])
+}
+
+/// Connects `site` to `repo` and returns the webhook secret.
+fn connect(server: &Server, site: &str, repo: &Repo, extra: &[&str]) -> String {
+    server.cli(&["sites", "create", site]).ok();
+    let url = repo.url();
+    let args = [&["git", "connect", url.as_str(), "--site", site, "--json"][..], extra].concat();
+    let v = server.cli(&args).ok().json();
+    assert_eq!(v["webhooks"]["github"], format!("http://chanto.test/api/v1/webhooks/github/{site}"));
+    assert!(v.get("credential").is_some_and(|c| c.is_null()), "{v}");
+    v["webhook_secret"].as_str().expect("the first connect shows the webhook secret").to_owned()
+}
+
+/// POSTs a webhook to the API.
+fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: &[u8]) -> util::HttpResponse {
+    http_request(&server.api_url_addr(), "POST", "127.0.0.1", path, headers, body).expect("API request")
+}
+
+fn github_push(branch: &str, commit: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0000000000000000000000000000000000000000",
+        "after": commit,
+        "deleted": false,
+        "head_commit": { "id": commit, "message": message, "author": { "name": "Ada Lovelace", "email": "ada@example.com" } },
+        "pusher": { "name": "ada" },
+        "repository": { "full_name": "ada/site", "clone_url": "https://github.com/ada/site.git" }
+    }))
+    .unwrap()
+}
+
+fn send_github(server: &Server, site: &str, secret: &str, event: &str, body: &[u8]) -> util::HttpResponse {
+    let sig = format!("sha256={}", chanto_forge::sign_hmac_sha256_hex(secret.as_bytes(), body));
+    post(
+        server,
+        &format!("/api/v1/webhooks/github/{site}"),
+        &[("X-GitHub-Event", event), ("X-Hub-Signature-256", &sig), ("Content-Type", "application/json")],
+        body,
+    )
+}
+
+/// Waits until build `id` has ended and returns it.
+fn wait_build(server: &Server, id: &str) -> serde_json::Value {
+    wait_for(&format!("build {id} to end"), Duration::from_secs(60), || {
+        let b = server.cli(&["builds", "show", id, "--json"]).ok().json();
+        let state = b["state"].as_str().unwrap().to_owned();
+        (state != "queued" && state != "running").then_some(b)
+    })
+}
+
+fn body_json(r: &util::HttpResponse) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+fn log_of(server: &Server, id: &str) -> String {
+    server.cli(&["builds", "logs", id]).ok().stdout()
+}
+
+const BUILD_TOML: &str = r#"
+[build]
+command = "mkdir -p out && printf '%s|%s|%s|%s' \"$GREETING\" \"$CHANTO_BRANCH\" \"$AWS_BRANCH\" \"$CONTEXT\" > out/index.html && echo \"the token is $API_TOKEN\" && id -un"
+publish = "out"
+"#;
+
+#[test]
+fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    let secret = connect(&server, "app", &repo, &["--include", "main", "--include", "feature/*"]);
+    server.cli(&["env", "set", "--site", "app", "GREETING", "hello"]).ok();
+    server.cli(&["env", "set", "--site", "app", "--secret", "API_TOKEN"]).stdin("s3cr3t-value\n").ok();
+    let listed = server.cli(&["env", "list", "--site", "app"]).ok().stdout();
+    assert!(listed.contains("API_TOKEN=***") && listed.contains("GREETING=hello"), "{listed}");
+    // The secret is not in the database in clear.
+    let db = std::fs::read(server.data.join("meta.db")).unwrap();
+    assert!(!db.windows(12).any(|w| w == b"s3cr3t-value"));
+
+    let c1 = repo.commit("main", &[("chanto.toml", BUILD_TOML), ("README.md", "hi")], "first");
+
+    // A bad signature is refused and recorded; nothing builds.
+    let body = github_push("main", &c1, "first");
+    let r = send_github(&server, "app", "not-the-secret", "push", &body);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("X-Hub-Signature-256"), "{}", r.text());
+    let r = post(&server, "/api/v1/webhooks/github/app", &[("X-GitHub-Event", "push")], &body);
+    assert_eq!(r.status, 401, "a missing signature is refused: {}", r.text());
+    let r = send_github(&server, "app", &secret, "push", b"{\"ref\": 7");
+    assert_eq!(r.status, 400, "a truncated payload is refused: {}", r.text());
+    assert_eq!(post(&server, "/api/v1/webhooks/bitbucket/app", &[], b"{}").status, 404);
+    assert_eq!(post(&server, "/api/v1/webhooks/github/nosuchsite", &[], b"{}").status, 404);
+    let builds = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
+    assert_eq!(builds.as_array().unwrap().len(), 0, "no build from refused webhooks: {builds}");
+    let deliveries = server.cli(&["git", "deliveries", "--site", "app", "--json"]).ok().json();
+    assert_eq!(deliveries.as_array().unwrap().iter().filter(|d| d["outcome"] == "refused").count(), 3, "{deliveries}");
+
+    // A GitHub ping is answered and does nothing.
+    let r = send_github(&server, "app", &secret, "ping", br#"{"zen":"Keep it logically awesome.","hook_id":1}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The signed push builds main and deploys it.
+    let r = send_github(&server, "app", &secret, "push", &body);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = body_json(&r)["build"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{}", log_of(&server, &id));
+    assert_eq!(b["commit"], c1.as_str());
+    assert_eq!(b["author"], "Ada Lovelace");
+    let phases: Vec<&str> = b["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["fetch", "spec", "build", "deploy"], "{b}");
+    assert_eq!(server.get("app.localhost", "/").text(), "hello|main|main|production");
+    let log = log_of(&server, &id);
+    assert!(log.contains("the token is ***"), "secrets are masked in the log:\n{log}");
+    assert!(!log.contains("s3cr3t-value"), "{log}");
+    assert!(log.contains("build spec from chanto.toml"), "{log}");
+    let show = server.cli(&["builds", "show", &id]).ok().stdout();
+    assert!(show.contains("succeeded") && show.contains("deploy:"), "{show}");
+
+    // A branch outside the patterns is ignored; a feature branch builds at its own URL.
+    let c2 = repo.commit("wip", &[], "wip");
+    let r = send_github(&server, "app", &secret, "push", &github_push("wip", &c2, "wip"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(body_json(&r)["outcome"], "ignored");
+    let c3 = repo.commit("feature/login", &[], "login page");
+    let r = send_github(&server, "app", &secret, "push", &github_push("feature/login", &c3, "login page"));
+    let b = wait_build(&server, body_json(&r)["build"].as_str().unwrap());
+    assert_eq!(b["state"], "succeeded", "{b}");
+    assert_eq!(server.get("feature-login--app.localhost", "/").text(), "hello|feature/login|feature/login|branch-deploy");
+    assert_eq!(server.get("app.localhost", "/").text(), "hello|main|main|production");
+
+    // [skip ci] records a skipped build and deploys nothing.
+    let c4 = repo.commit("feature/login", &[], "typo [skip ci]");
+    let r = send_github(&server, "app", &secret, "push", &github_push("feature/login", &c4, "typo [skip ci]"));
+    assert_eq!(body_json(&r)["outcome"], "accepted");
+    let skipped = server.cli(&["builds", "show", body_json(&r)["build"].as_str().unwrap(), "--json"]).ok().json();
+    assert_eq!(skipped["state"], "skipped");
+
+    // Deleting the branch removes its environment; production stays.
+    let del = serde_json::json!({"ref": "feature/login", "ref_type": "branch", "pusher_type": "user"});
+    let r = send_github(&server, "app", &secret, "delete", &serde_json::to_vec(&del).unwrap());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(server.get("feature-login--app.localhost", "/").status, 404);
+    assert_eq!(server.get("app.localhost", "/").status, 200);
+
+    // The connection shows no secret again.
+    let shown = server.cli(&["git", "show", "--site", "app", "--json"]).ok().json();
+    assert!(shown.get("webhook_secret").is_none(), "{shown}");
+}
+
+#[test]
+fn failures_timeouts_and_cancels_never_change_what_is_live() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &["--timeout", "2s"]);
+    let good = "[build]\ncommand = \"mkdir -p out && echo v1 > out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", good)], "v1");
+    let start = |server: &Server| -> String {
+        server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned()
+    };
+    let b = wait_build(&server, &start(&server));
+    assert_eq!(b["state"], "succeeded", "{b}");
+    assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
+
+    // A failing command: the phase records its exit status; v1 stays live.
+    let failing = "[build]\ncommand = \"mkdir -p out && echo v2 > out/index.html && exit 3\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", failing)], "v2 breaks");
+    let id = start(&server);
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "failed", "{b}");
+    let build = b["phases"].as_array().unwrap().iter().find(|p| p["name"] == "build").unwrap();
+    assert_eq!((build["status"].as_str(), build["exit_code"].as_i64()), (Some("failed"), Some(3)), "{b}");
+    assert!(b["error"].as_str().unwrap().contains("exited with status 3"), "{b}");
+    assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
+    let r = server.cli(&["builds", "start", "--site", "app", "--follow"]).fails();
+    assert!(r.stdout().contains("$ mkdir -p out") && r.stderr().contains("failed"), "{}", r.report());
+
+    // A build past its time limit is killed with everything it started.
+    let marker = tmp.path().join("pids");
+    std::fs::create_dir_all(&marker).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let slow = format!(
+        "[build]\ncommand = \"sleep 300 & echo $! > {}/child; sleep 300\"\npublish = \"out\"\n",
+        marker.display()
+    );
+    repo.commit("main", &[("chanto.toml", &slow)], "slow");
+    let b = wait_build(&server, &start(&server));
+    assert_eq!(b["state"], "timed_out", "{b}");
+    assert!(b["error"].as_str().unwrap().contains("time limit of 2s"), "{b}");
+    let child = std::fs::read_to_string(marker.join("child")).unwrap().trim().to_owned();
+    wait_for("the build's background process to be killed", Duration::from_secs(5), || {
+        (!Path::new(&format!("/proc/{child}")).exists()).then_some(())
+    });
+    assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
+
+    // Cancel a running build.
+    server.cli(&["git", "connect", &repo.url(), "--site", "app", "--timeout", "5m"]).ok();
+    let id = start(&server);
+    wait_for("the build to run its command", Duration::from_secs(20), || log_of(&server, &id).contains("$ sleep").then_some(()));
+    let r = server.cli(&["builds", "cancel", &id]).ok();
+    assert!(r.stdout().contains("cancelled"), "{}", r.report());
+    let r = server.cli(&["builds", "cancel", &id]).fails();
+    assert!(r.stderr().contains("already ended"), "{}", r.report());
+    assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
+
+    // A malformed build spec fails with the file and line named.
+    let bad = "version: 1\nfrontend:\n  phases:\n    build:\n      commands: 42\n  artifacts:\n    baseDirectory: out\n";
+    repo.commit("main", &[("chanto.toml", ""), ("amplify.yml", bad)], "amplify");
+    let b = wait_build(&server, &start(&server));
+    assert_eq!(b["state"], "failed", "{b}");
+    assert!(b["error"].as_str().unwrap().contains("amplify.yml:5:"), "{b}");
+    assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
+}
+
+#[test]
+fn pull_requests_get_previews_and_build_hooks_and_caches_work() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    let secret = connect(&server, "shop", &repo, &[]);
+    // Amplify's build spec, with a cache.
+    let amplify = r#"version: 1
+frontend:
+  phases:
+    preBuild:
+      commands:
+        - if [ -f node_modules/.stamp ]; then echo CACHE HIT; else mkdir -p node_modules && touch node_modules/.stamp; fi
+    build:
+      commands:
+        - mkdir -p dist && echo "$AWS_BRANCH $CHANTO_PULL_REQUEST $PULL_REQUEST" > dist/index.html
+  artifacts:
+    baseDirectory: dist
+    files:
+      - '**/*'
+  cache:
+    paths:
+      - node_modules/**/*
+"#;
+    let c1 = repo.commit("main", &[("amplify.yml", amplify)], "amplify");
+
+    // GitLab: a merge request opens a pr-<n> preview.
+    let mr = |action: &str, commit: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "object_kind": "merge_request",
+            "user": { "username": "ada" },
+            "project": { "id": 1 },
+            "object_attributes": {
+                "iid": 7, "action": action, "state": "opened", "title": "New checkout",
+                "source_branch": "checkout", "target_branch": "main",
+                "source_project_id": 1, "target_project_id": 1,
+                "last_commit": { "id": commit, "message": "checkout" }
+            }
+        }))
+        .unwrap()
+    };
+    let c2 = repo.commit("checkout", &[("x.txt", "x")], "checkout");
+    // GitHub-style refs don't exist in a plain bare repository: make the one GitLab serves.
+    git(&repo.bare, &["update-ref", "refs/merge-requests/7/head", &c2]);
+    let gitlab = |action: &str, token: &str| {
+        post(
+            &server,
+            "/api/v1/webhooks/gitlab/shop",
+            &[("X-Gitlab-Event", "Merge Request Hook"), ("X-Gitlab-Token", token)],
+            &mr(action, &c2),
+        )
+    };
+    assert_eq!(gitlab("open", "wrong").status, 401);
+    let r = gitlab("open", &secret);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let b = wait_build(&server, body_json(&r)["build"].as_str().unwrap());
+    assert_eq!((b["state"].as_str(), b["branch"].as_str(), b["pull_request"].as_u64()), (Some("succeeded"), Some("pr-7"), Some(7)), "{b}");
+    assert_eq!(server.get("pr-7--shop.localhost", "/").text(), "pr-7 7 true\n");
+
+    // Closing the merge request removes the preview.
+    let r = gitlab("close", &secret);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(server.get("pr-7--shop.localhost", "/").status, 404);
+
+    // Gitea: a signed push to main builds production; the second build hits the cache.
+    let push = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main", "before": c1, "after": c1,
+        "head_commit": { "id": c1, "message": "amplify", "author": { "name": "Ada" } },
+        "pusher": { "login": "ada", "username": "ada" },
+        "repository": { "clone_url": "https://gitea.example/ada/shop.git" }
+    }))
+    .unwrap();
+    let gitea = |body: &[u8]| {
+        let sig = chanto_forge::sign_hmac_sha256_hex(secret.as_bytes(), body);
+        post(&server, "/api/v1/webhooks/gitea/shop", &[("X-Gitea-Event", "push"), ("X-Gitea-Signature", &sig)], body)
+    };
+    let first = wait_build(&server, body_json(&gitea(&push))["build"].as_str().unwrap());
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(server.get("shop.localhost", "/").text(), "main  false\n");
+
+    // A build hook starts a build of the branch the request names.
+    let hook = server.cli(&["build-hooks", "create", "--site", "shop", "cms", "--json"]).ok().json();
+    let url = hook["url"].as_str().unwrap();
+    let path = url.strip_prefix("http://chanto.test").unwrap();
+    assert_eq!(post(&server, &format!("{}x", &path[..path.len() - 1]), &[], b"").status, 404, "a wrong secret is 404");
+    let r = post(&server, path, &[("Content-Type", "application/json")], br#"{"title": "content changed"}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let second = wait_build(&server, body_json(&r)["build"].as_str().unwrap());
+    assert_eq!(second["state"], "succeeded", "{second}");
+    assert_eq!(second["trigger"], "build hook cms");
+    let log = log_of(&server, second["id"].as_str().unwrap());
+    assert!(log.contains("CACHE HIT") && log.contains("restored cache"), "{log}");
+    let listed = server.cli(&["build-hooks", "list", "--site", "shop"]).ok().stdout();
+    assert!(listed.contains("cms") && !listed.contains(path), "{listed}");
+}
+
+#[test]
+fn a_build_interrupted_by_a_crash_is_retried_once_after_restart() {
+    let tmp = reachable_tempdir();
+    let data = tmp.path().join("data");
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &[]);
+    let slow = "[build]\ncommand = \"sleep 3 && mkdir -p out && echo done > out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", slow)], "slow");
+    let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    wait_for("the build to run", Duration::from_secs(20), || {
+        (server.cli(&["builds", "show", &id, "--json"]).ok().json()["state"] == "running").then_some(())
+    });
+    server.kill();
+
+    let server = Server::start(&data, &[]);
+    let first = server.cli(&["builds", "show", &id, "--json"]).ok().json();
+    assert_eq!(first["state"], "interrupted", "{first}");
+    let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
+    let retry = all.as_array().unwrap().iter().find(|b| b["retry_of"] == id.as_str()).expect("a retry was queued").clone();
+    let done = wait_build(&server, retry["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(server.get("app.localhost", "/").text(), "done\n");
+}
+
+#[test]
+fn polling_builds_remotes_without_webhooks() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    repo.commit("main", &[("site/index.html", "polled")], "static site");
+    server.cli(&["sites", "create", "blog"]).ok();
+    server.cli(&["git", "connect", &repo.url(), "--site", "blog", "--publish", "site", "--poll", "10s"]).ok();
+    let b = wait_for("a polled build", Duration::from_secs(30), || {
+        let all = server.cli(&["builds", "list", "--site", "blog", "--json"]).ok().json();
+        all.as_array().unwrap().first().cloned()
+    });
+    assert_eq!(b["trigger"], "poll");
+    let done = wait_build(&server, b["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(server.get("blog.localhost", "/").text(), "polled");
+}
+
+#[test]
+fn connecting_refuses_bad_input() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    server.cli(&["sites", "create", "app"]).ok();
+    for (args, expect) in [
+        (vec!["git", "connect", "https://tok@github.com/a/b.git", "--site", "app"], "put the token in `token`"),
+        (vec!["git", "connect", "--site", "app", "--", "-upload-pack=evil"], "cannot start with '-'"),
+        (vec!["git", "connect", "ftp://example.com/r.git", "--site", "app"], "use an https://"),
+        (vec!["git", "connect", "/r.git", "--site", "app", "--include", "has space"], "include"),
+        (vec!["git", "connect", "/r.git", "--site", "nosite"], "not found"),
+        (vec!["git", "show", "--site", "app"], "not connected"),
+        (vec!["builds", "start", "--site", "app"], "not connected"),
+        (vec!["builds", "show", "zz"], "not a build id"),
+        (vec!["env", "set", "--site", "app", "1BAD", "x"], "name"),
+    ] {
+        let r = server.cli(&args).fails();
+        assert!(r.stderr().contains(expect), "{args:?}: {}", r.report());
+    }
+    let r = server.cli(&["git", "connect", "/r.git", "--site", "app", "--token-env", "CHANTO_TEST_UNSET"]).fails();
+    assert!(r.stderr().contains("CHANTO_TEST_UNSET"), "{}", r.report());
+    // A token is stored sealed and never shown back.
+    let r = server
+        .cli(&["git", "connect", "https://example.com/r.git", "--site", "app", "--token-env", "TOK", "--json"])
+        .env("TOK", "glpat-very-secret")
+        .ok();
+    assert!(!r.stdout().contains("glpat-very-secret"), "{}", r.report());
+    assert_eq!(r.json()["credential"], "token");
+    let db = std::fs::read(server.data.join("meta.db")).unwrap();
+    assert!(!db.windows(17).any(|w| w == b"glpat-very-secret"));
+    // An oversized webhook body is refused before it is read whole.
+    let huge = vec![b' '; 26 << 20];
+    let r = post(&server, "/api/v1/webhooks/github/app", &[("X-GitHub-Event", "push")], &huge);
+    assert_eq!(r.status, 413, "{}", r.text());
+}
