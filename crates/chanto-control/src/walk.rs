@@ -122,7 +122,8 @@ fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<Found>, Vec<D
             continue;
         }
         let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        chanto_core::normalize_manifest_path(&rel).map_err(|e| WalkError(format!("{}: {}", shown.display(), e.message)))?;
+        chanto_core::normalize_manifest_path(&rel)
+            .map_err(|e| WalkError(format!("{}: {}", shown.display(), e.message)))?;
         let mut abs = entry.path();
         let mut ft = entry.file_type().with_context(|| format!("reading {}", shown.display()))?;
         if ft.is_symlink() {

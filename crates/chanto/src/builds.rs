@@ -68,7 +68,11 @@ fn show_git(v: &GitView) {
     println!("  production branch: {}", v.production_branch);
     let s = &v.settings;
     let list = |l: &[String]| if l.is_empty() { "-".to_string() } else { l.join(", ") };
-    println!("  build branches:    {} (except {})", if s.include.is_empty() { "all".into() } else { list(&s.include) }, list(&s.exclude));
+    println!(
+        "  build branches:    {} (except {})",
+        if s.include.is_empty() { "all".into() } else { list(&s.include) },
+        list(&s.exclude)
+    );
     println!(
         "  pull requests:     {}",
         if s.pull_request_previews { "previews at pr-<n>--<site>" } else { "not built" }
@@ -83,7 +87,9 @@ fn show_git(v: &GitView) {
     println!("                     Gitea/Forgejo {}", v.webhooks.gitea);
     if let Some(secret) = &v.webhook_secret {
         println!("  webhook secret:    {secret}");
-        println!("    (shown once: set it as the webhook's secret on the forge; `--rotate-webhook-secret` makes a new one)");
+        println!(
+            "    (shown once: set it as the webhook's secret on the forge; `--rotate-webhook-secret` makes a new one)"
+        );
     }
 }
 
@@ -134,7 +140,10 @@ pub async fn git(client: &Client, cmd: GitCommand, json: bool) -> anyhow::Result
 fn show_build(b: &BuildView) {
     println!("Build {} of {}/{}: {}", b.id, b.site, b.branch, b.state);
     if let Some(c) = &b.commit {
-        println!("  commit:   {c}{}", b.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!("  {m}")).unwrap_or_default());
+        println!(
+            "  commit:   {c}{}",
+            b.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!("  {m}")).unwrap_or_default()
+        );
     }
     if let Some(a) = &b.author {
         println!("  author:   {a}");
@@ -291,7 +300,8 @@ pub async fn env(client: &Client, cmd: EnvCommand, json: bool) -> anyhow::Result
 pub async fn hooks(client: &Client, cmd: HooksCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         HooksCommand::Create { site, branch, name } => {
-            let h: HookView = client.post(&format!("{}/build_hooks", site_path(&site)?), &HookRequest { name, branch }).await?;
+            let h: HookView =
+                client.post(&format!("{}/build_hooks", site_path(&site)?), &HookRequest { name, branch }).await?;
             if json {
                 return print_json(&h);
             }

@@ -30,7 +30,10 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn parse<T: std::str::FromStr<Err = chanto_core::ValidationError>>(flag: &str, raw: &str) -> anyhow::Result<T> {
+pub(crate) fn parse<T: std::str::FromStr<Err = chanto_core::ValidationError>>(
+    flag: &str,
+    raw: &str,
+) -> anyhow::Result<T> {
     raw.parse().map_err(|e: chanto_core::ValidationError| anyhow!("{flag}: {}", e.message))
 }
 

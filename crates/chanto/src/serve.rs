@@ -224,7 +224,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// Turns on git-driven builds: the key that seals secrets, the runners'
 /// directories, isolation, and recovery of builds a stop interrupted.
-async fn enable_builds(control: &Arc<Control>, args: &ServeArgs, data: &Path, api_addr: SocketAddr) -> anyhow::Result<()> {
+async fn enable_builds(
+    control: &Arc<Control>,
+    args: &ServeArgs,
+    data: &Path,
+    api_addr: SocketAddr,
+) -> anyhow::Result<()> {
     use chanto_control::builds::{Builds, BuildsConfig, Isolation, sealed::Sealer};
     let key = data.join("secret.key");
     let sealer = Sealer::load_or_create(&key).with_context(|| format!("reading the secret key {}", key.display()))?;

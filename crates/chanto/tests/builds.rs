@@ -46,7 +46,7 @@ impl Repo {
 
     /// Commits `files` on `branch` (created from the current commit) and pushes; returns the commit id.
     fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
-        let current = git(&self.work, &["rev-parse", "--abbrev-ref", "HEAD"]);
+        let current = git(&self.work, &["symbolic-ref", "--short", "HEAD"]);
         if current != branch {
             let exists = Command::new("git")
                 .args(["rev-parse", "--verify", "-q", branch])
@@ -54,7 +54,10 @@ impl Repo {
                 .status()
                 .unwrap()
                 .success();
-            git(&self.work, &if exists { vec!["checkout", "-q", branch] } else { vec!["checkout", "-q", "-b", branch] });
+            git(
+                &self.work,
+                &if exists { vec!["checkout", "-q", branch] } else { vec!["checkout", "-q", "-b", branch] },
+            );
         }
         write_tree(&self.work, files);
         git(&self.work, &["add", "-A"]);
@@ -205,7 +208,10 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     let r = send_github(&server, "app", &secret, "push", &github_push("feature/login", &c3, "login page"));
     let b = wait_build(&server, body_json(&r)["build"].as_str().unwrap());
     assert_eq!(b["state"], "succeeded", "{b}");
-    assert_eq!(server.get("feature-login--app.localhost", "/").text(), "hello|feature/login|feature/login|branch-deploy");
+    assert_eq!(
+        server.get("feature-login--app.localhost", "/").text(),
+        "hello|feature/login|feature/login|branch-deploy"
+    );
     assert_eq!(server.get("app.localhost", "/").text(), "hello|main|main|production");
 
     // [skip ci] records a skipped build and deploys nothing.
@@ -279,7 +285,9 @@ fn failures_timeouts_and_cancels_never_change_what_is_live() {
     // Cancel a running build.
     server.cli(&["git", "connect", &repo.url(), "--site", "app", "--timeout", "5m"]).ok();
     let id = start(&server);
-    wait_for("the build to run its command", Duration::from_secs(20), || log_of(&server, &id).contains("$ sleep").then_some(()));
+    wait_for("the build to run its command", Duration::from_secs(20), || {
+        log_of(&server, &id).contains("$ sleep").then_some(())
+    });
     let r = server.cli(&["builds", "cancel", &id]).ok();
     assert!(r.stdout().contains("cancelled"), "{}", r.report());
     let r = server.cli(&["builds", "cancel", &id]).fails();
@@ -287,7 +295,8 @@ fn failures_timeouts_and_cancels_never_change_what_is_live() {
     assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
 
     // A malformed build spec fails with the file and line named.
-    let bad = "version: 1\nfrontend:\n  phases:\n    build:\n      commands: 42\n  artifacts:\n    baseDirectory: out\n";
+    let bad =
+        "version: 1\nfrontend:\n  phases:\n    build:\n      commands: 42\n  artifacts:\n    baseDirectory: out\n";
     repo.commit("main", &[("chanto.toml", ""), ("amplify.yml", bad)], "amplify");
     let b = wait_build(&server, &start(&server));
     assert_eq!(b["state"], "failed", "{b}");
@@ -351,7 +360,11 @@ frontend:
     let r = gitlab("open", &secret);
     assert_eq!(r.status, 202, "{}", r.text());
     let b = wait_build(&server, body_json(&r)["build"].as_str().unwrap());
-    assert_eq!((b["state"].as_str(), b["branch"].as_str(), b["pull_request"].as_u64()), (Some("succeeded"), Some("pr-7"), Some(7)), "{b}");
+    assert_eq!(
+        (b["state"].as_str(), b["branch"].as_str(), b["pull_request"].as_u64()),
+        (Some("succeeded"), Some("pr-7"), Some(7)),
+        "{b}"
+    );
     assert_eq!(server.get("pr-7--shop.localhost", "/").text(), "pr-7 7 true\n");
 
     // Closing the merge request removes the preview.
@@ -410,7 +423,8 @@ fn a_build_interrupted_by_a_crash_is_retried_once_after_restart() {
     let first = server.cli(&["builds", "show", &id, "--json"]).ok().json();
     assert_eq!(first["state"], "interrupted", "{first}");
     let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
-    let retry = all.as_array().unwrap().iter().find(|b| b["retry_of"] == id.as_str()).expect("a retry was queued").clone();
+    let retry =
+        all.as_array().unwrap().iter().find(|b| b["retry_of"] == id.as_str()).expect("a retry was queued").clone();
     let done = wait_build(&server, retry["id"].as_str().unwrap());
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(server.get("app.localhost", "/").text(), "done\n");

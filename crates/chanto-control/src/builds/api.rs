@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use bytes::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chanto_core::{BranchName, BuildId, SiteName};
 use chanto_store::WebhookDelivery;
 use serde::{Deserialize, Serialize};
@@ -115,7 +115,10 @@ pub struct HookRequest {
 
 /// A site's build hooks (their URLs are shown only at creation).
 #[utoipa::path(get, path = "/api/v1/sites/{site}/build_hooks", tag = "builds", responses((status = 200, body = Vec<HookView>)), security(("token" = [])))]
-pub async fn list_hooks(State(c): State<Arc<Control>>, Path(site): Path<String>) -> Result<Json<Vec<HookView>>, ApiError> {
+pub async fn list_hooks(
+    State(c): State<Arc<Control>>,
+    Path(site): Path<String>,
+) -> Result<Json<Vec<HookView>>, ApiError> {
     Ok(Json(c.list_hooks(&parse_path(&site)?).await?))
 }
 
@@ -200,7 +203,10 @@ pub async fn start_build(
     if let Some(commit) = &req.commit
         && !(commit.len() == 40 || commit.len() == 64)
     {
-        return Err(ApiError::from(chanto_core::ValidationError::new("commit", "give a full commit id (40 hex digits)")));
+        return Err(ApiError::from(chanto_core::ValidationError::new(
+            "commit",
+            "give a full commit id (40 hex digits)",
+        )));
     }
     if let Some(commit) = &req.commit
         && !commit.bytes().all(|b| b.is_ascii_hexdigit())
@@ -253,26 +259,30 @@ pub async fn build_log(
     let id: BuildId = parse_path(&id)?;
     c.build(&id).await?;
     let path = super::runner::log_path(c.builds()?, &id);
-    let stream = futures_util::stream::unfold((c, id, path, q.offset, false), move |(c, id, path, offset, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            // Read what is there; the build's state is read first, so a
-            // build that ended has already written its last line.
-            let ended = c.build(&id).await.map(|b| b.state.is_final()).unwrap_or(true);
-            let chunk = read_from(&path, offset).await;
-            if !chunk.is_empty() {
-                let next = offset + chunk.len() as u64;
-                return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (c, id, path, next, false)));
-            }
-            if ended || !q.follow {
+    let stream =
+        futures_util::stream::unfold((c, id, path, q.offset, false), move |(c, id, path, offset, done)| async move {
+            if done {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
-    });
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], Body::from_stream(stream))
+            loop {
+                // Read what is there; the build's state is read first, so a
+                // build that ended has already written its last line.
+                let ended = c.build(&id).await.map(|b| b.state.is_final()).unwrap_or(true);
+                let chunk = read_from(&path, offset).await;
+                if !chunk.is_empty() {
+                    let next = offset + chunk.len() as u64;
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (c, id, path, next, false)));
+                }
+                if ended || !q.follow {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        Body::from_stream(stream),
+    )
         .into_response())
 }
 
@@ -317,7 +327,14 @@ pub struct DeliveryView {
 
 impl From<WebhookDelivery> for DeliveryView {
     fn from(d: WebhookDelivery) -> Self {
-        Self { source: d.source, event: d.event, outcome: d.outcome, detail: d.detail, build: d.build.map(|b| b.to_string()), at: d.at }
+        Self {
+            source: d.source,
+            event: d.event,
+            outcome: d.outcome,
+            detail: d.detail,
+            build: d.build.map(|b| b.to_string()),
+            at: d.at,
+        }
     }
 }
 
@@ -342,7 +359,11 @@ pub async fn webhook(
     body: Bytes,
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
     let forge: chanto_forge::Forge = forge.parse().map_err(|_| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no webhook endpoint for {forge:?}; use github, gitlab or gitea"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no webhook endpoint for {forge:?}; use github, gitlab or gitea"),
+        )
     })?;
     let site: SiteName = parse_path(&site)?;
     let a = c.handle_webhook(forge, &site, &headers, &body).await?;
@@ -380,6 +401,10 @@ pub async fn trigger_hook(
     let b = c.handle_build_hook(&secret, from_body.branch.or(q.branch), from_body.title.or(q.title)).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(HookAnswer { outcome: "accepted".into(), detail: format!("queued a build of {}", b.branch), build: Some(b.id.to_string()) }),
+        Json(HookAnswer {
+            outcome: "accepted".into(),
+            detail: format!("queued a build of {}", b.branch),
+            build: Some(b.id.to_string()),
+        }),
     ))
 }

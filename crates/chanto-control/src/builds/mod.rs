@@ -390,7 +390,9 @@ fn validate_repository(url: &str) -> Result<(), ApiError> {
         if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
             return bad("use an https://, ssh://, git://, file:// URL, user@host:path or a local path");
         }
-        if scheme.starts_with("http") && url.split("://").nth(1).is_some_and(|rest| rest.split('/').next().unwrap_or("").contains('@')) {
+        if scheme.starts_with("http")
+            && url.split("://").nth(1).is_some_and(|rest| rest.split('/').next().unwrap_or("").contains('@'))
+        {
             return bad("put the token in `token`, not in the URL (URLs are shown back; tokens are not)");
         }
     }
@@ -411,9 +413,16 @@ impl Control {
         self.builds.get().ok_or_else(builds_disabled)
     }
 
-    fn git_view(&self, site: &SiteName, production: &BranchName, g: &GitConnection, secret: Option<String>) -> Result<GitView, ApiError> {
-        let settings: GitSettings = serde_json::from_str(&g.settings)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored git settings: {e}")))?;
+    fn git_view(
+        &self,
+        site: &SiteName,
+        production: &BranchName,
+        g: &GitConnection,
+        secret: Option<String>,
+    ) -> Result<GitView, ApiError> {
+        let settings: GitSettings = serde_json::from_str(&g.settings).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored git settings: {e}"))
+        })?;
         let api = &self.builds()?.config.api_url;
         let hook = |forge: &str| format!("{api}/api/v1/webhooks/{forge}/{site}");
         Ok(GitView {
@@ -440,7 +449,11 @@ impl Control {
             return Err(ValidationError::new("timeout_secs", format!("give 1 to {MAX_TIMEOUT_SECS} seconds")).into());
         }
         if settings.poll_interval_secs.is_some_and(|p| p < MIN_POLL_SECS) {
-            return Err(ValidationError::new("poll_interval_secs", format!("poll at most every {MIN_POLL_SECS} seconds")).into());
+            return Err(ValidationError::new(
+                "poll_interval_secs",
+                format!("poll at most every {MIN_POLL_SECS} seconds"),
+            )
+            .into());
         }
         if let Some(u) = &settings.username
             && (u.is_empty() || u.len() > 128 || u.contains([':', '@']) || u.chars().any(char::is_control))
@@ -458,7 +471,11 @@ impl Control {
         if let Some((kind, value)) = &credential {
             let field = if *kind == CredentialKind::Token { "token" } else { "ssh_key" };
             if value.trim().is_empty() || value.len() > MAX_CREDENTIAL_BYTES || value.contains('\0') {
-                return Err(ValidationError::new(field, format!("give a non-empty value of at most {MAX_CREDENTIAL_BYTES} bytes")).into());
+                return Err(ValidationError::new(
+                    field,
+                    format!("give a non-empty value of at most {MAX_CREDENTIAL_BYTES} bytes"),
+                )
+                .into());
             }
             if *kind == CredentialKind::Token && value.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(ValidationError::new(field, "a token has no spaces or control characters").into());
@@ -532,11 +549,13 @@ impl Control {
     ) -> Result<EnvView, ApiError> {
         let builds = self.builds()?;
         self.site(site).await?;
-        chanto_build::validate_var_name(&name).map_err(|e| ApiError::from(ValidationError::new("name", e.to_string())))?;
+        chanto_build::validate_var_name(&name)
+            .map_err(|e| ApiError::from(ValidationError::new("name", e.to_string())))?;
         chanto_build::validate_var_value(&name, &value)
             .map_err(|e| ApiError::from(ValidationError::new("value", e.to_string())))?;
         let stored = if secret { builds.sealer.seal(value.as_bytes()) } else { value.clone().into_bytes() };
-        let var = EnvVar { branch: branch.clone(), name: name.clone(), value: stored, secret, updated_at: now_millis() };
+        let var =
+            EnvVar { branch: branch.clone(), name: name.clone(), value: stored, secret, updated_at: now_millis() };
         self.meta.set_env(site, var).await?;
         Ok(EnvView {
             branch: branch.map(|b| b.to_string()),
@@ -573,7 +592,12 @@ impl Control {
     }
 
     /// Creates a build hook; its secret URL is in this answer only.
-    pub async fn create_hook(&self, site: &SiteName, name: String, branch: Option<BranchName>) -> Result<HookView, ApiError> {
+    pub async fn create_hook(
+        &self,
+        site: &SiteName,
+        name: String,
+        branch: Option<BranchName>,
+    ) -> Result<HookView, ApiError> {
         let builds = self.builds()?;
         self.site(site).await?;
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
@@ -682,7 +706,11 @@ impl Control {
         let builds = self.builds()?;
         let b = self.build(id).await?;
         if b.state.is_final() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "build_ended", format!("build {id} has already ended ({})", b.state)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "build_ended",
+                format!("build {id} has already ended ({})", b.state),
+            ));
         }
         let switch = builds.running.lock().expect("running builds").get(id).cloned();
         if let Some(switch) = switch {
@@ -759,7 +787,15 @@ impl Control {
     }
 
     /// Records a webhook delivery (best effort: a failure is logged, not returned).
-    async fn record(&self, site: &SiteName, source: &str, event: &str, outcome: &str, detail: String, build: Option<BuildId>) {
+    async fn record(
+        &self,
+        site: &SiteName,
+        source: &str,
+        event: &str,
+        outcome: &str,
+        detail: String,
+        build: Option<BuildId>,
+    ) {
         let d = WebhookDelivery {
             source: source.into(),
             event: event.into(),
@@ -891,8 +927,15 @@ impl Control {
         let mut req = BuildRequest::branch_head(branch, format!("build hook {}", hook.name));
         req.title = title;
         let b = self.queue_build(&hook.site, req).await?;
-        self.record(&hook.site, "build_hook", &hook.name, "accepted", format!("queued a build of {}", b.branch), Some(b.id.clone()))
-            .await;
+        self.record(
+            &hook.site,
+            "build_hook",
+            &hook.name,
+            "accepted",
+            format!("queued a build of {}", b.branch),
+            Some(b.id.clone()),
+        )
+        .await;
         Ok(b)
     }
 
@@ -916,9 +959,10 @@ impl Control {
             .unwrap_or_else(|| "unknown".into());
         let event_name: String = event_name.chars().take(64).collect();
         let source = forge.as_str();
-        let secret = builds.sealer.open(&conn.webhook_secret).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
+        let secret = builds
+            .sealer
+            .open(&conn.webhook_secret)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         let refuse = |e: chanto_forge::WebhookError| {
             ApiError::new(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.code(), e.to_string())
         };
@@ -940,26 +984,28 @@ impl Control {
         let answer = match event {
             chanto_forge::Event::Ping => ignore("ping: the webhook is set up".into()),
             chanto_forge::Event::Ignored { reason } => ignore(reason),
-            chanto_forge::Event::Push { branch, commit, message, author, .. } => {
-                match branch.parse::<BranchName>() {
-                    Err(e) => ignore(format!("branch {branch:?} cannot be served: {}", e.message)),
-                    Ok(name) if name != site_rec.production_branch && !filter.matches(&branch) => {
-                        ignore(format!("branch {branch} does not match the site's build patterns"))
-                    }
-                    Ok(name) => {
-                        let mut req = BuildRequest::branch_head(name, format!("{source} push"));
-                        req.commit = Some(commit);
-                        req.message = message.clone();
-                        req.author = author;
-                        let b = if message.as_deref().is_some_and(chanto_build::skip_requested) {
-                            self.skip_build(site, req).await?
-                        } else {
-                            self.queue_build(site, req).await?
-                        };
-                        WebhookAnswer { outcome: "accepted".into(), detail: format!("{} build of {}", b.state, b.branch), build: Some(b) }
+            chanto_forge::Event::Push { branch, commit, message, author, .. } => match branch.parse::<BranchName>() {
+                Err(e) => ignore(format!("branch {branch:?} cannot be served: {}", e.message)),
+                Ok(name) if name != site_rec.production_branch && !filter.matches(&branch) => {
+                    ignore(format!("branch {branch} does not match the site's build patterns"))
+                }
+                Ok(name) => {
+                    let mut req = BuildRequest::branch_head(name, format!("{source} push"));
+                    req.commit = Some(commit);
+                    req.message = message.clone();
+                    req.author = author;
+                    let b = if message.as_deref().is_some_and(chanto_build::skip_requested) {
+                        self.skip_build(site, req).await?
+                    } else {
+                        self.queue_build(site, req).await?
+                    };
+                    WebhookAnswer {
+                        outcome: "accepted".into(),
+                        detail: format!("{} build of {}", b.state, b.branch),
+                        build: Some(b),
                     }
                 }
-            }
+            },
             chanto_forge::Event::BranchDeleted { branch } => {
                 if !settings.delete_branches {
                     ignore(format!("branch {branch} was deleted; the site keeps deleted branches' environments"))
@@ -994,25 +1040,44 @@ impl Control {
                                 untrusted: from_fork,
                             };
                             let b = self.queue_build(site, req).await?;
-                            WebhookAnswer { outcome: "accepted".into(), detail: format!("queued preview build of {}", b.branch), build: Some(b) }
+                            WebhookAnswer {
+                                outcome: "accepted".into(),
+                                detail: format!("queued preview build of {}", b.branch),
+                                build: Some(b),
+                            }
                         }
                         chanto_forge::PrAction::Closed { .. } => {
                             let days = settings.preview_retention_days;
                             if days == 0 {
                                 self.remove_branch(site, &branch).await?;
-                                WebhookAnswer { outcome: "accepted".into(), detail: format!("removed preview {branch}"), build: None }
+                                WebhookAnswer {
+                                    outcome: "accepted".into(),
+                                    detail: format!("removed preview {branch}"),
+                                    build: None,
+                                }
                             } else {
                                 let at = now_millis() + i64::from(days) * 86_400_000;
                                 self.meta.set_preview_closed(site, number, Some(at)).await?;
-                                WebhookAnswer { outcome: "accepted".into(), detail: format!("preview {branch} is removed in {days} days"), build: None }
+                                WebhookAnswer {
+                                    outcome: "accepted".into(),
+                                    detail: format!("preview {branch} is removed in {days} days"),
+                                    build: None,
+                                }
                             }
                         }
                     }
                 }
             }
         };
-        self.record(site, source, &event_name, &answer.outcome, answer.detail.clone(), answer.build.as_ref().map(|b| b.id.clone()))
-            .await;
+        self.record(
+            site,
+            source,
+            &event_name,
+            &answer.outcome,
+            answer.detail.clone(),
+            answer.build.as_ref().map(|b| b.id.clone()),
+        )
+        .await;
         Ok(answer)
     }
 

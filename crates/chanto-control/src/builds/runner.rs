@@ -61,7 +61,17 @@ impl Isolation {
             .find(|p| p.is_file());
         if let Some(bwrap) = bwrap {
             let mut probe = tokio::process::Command::new(&bwrap);
-            probe.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--die-with-parent"]);
+            probe.args([
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--unshare-pid",
+                "--die-with-parent",
+            ]);
             probe.args(["--", "/bin/sh", "-c", "true"]).stdout(Stdio::null()).stderr(Stdio::null());
             if let Some((uid, gid)) = user {
                 probe.uid(uid).gid(gid);
@@ -233,7 +243,13 @@ impl Run {
             Ok(())
         } else {
             let code = status.code();
-            Err((Stop::Failed(format!("the command exited with status {}", code.map_or("(killed)".into(), |c| c.to_string()))), code))
+            Err((
+                Stop::Failed(format!(
+                    "the command exited with status {}",
+                    code.map_or("(killed)".into(), |c| c.to_string())
+                )),
+                code,
+            ))
         }
     }
 
@@ -356,7 +372,9 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
     let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
     let _ = tokio::fs::remove_file(work.with_extension("key")).await;
     match control.meta.finish_build(&b.id, outcome, now_millis()).await {
-        Ok(r) => tracing::info!(build = %b.id, site = %b.site, state = %r.state, seconds = started.elapsed().as_secs_f64(), deploy = ?r.deploy, "build ended"),
+        Ok(r) => {
+            tracing::info!(build = %b.id, site = %b.site, state = %r.state, seconds = started.elapsed().as_secs_f64(), deploy = ?r.deploy, "build ended")
+        }
         Err(e) => tracing::warn!(build = %b.id, error = %e, "recording the end of a build failed"),
     }
 }
@@ -411,12 +429,8 @@ async fn execute(
     }
 
     tokio::fs::create_dir_all(&builds.config.log_dir).await.map_err(io_err)?;
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(builds, &b.id))
-        .await
-        .map_err(io_err)?;
+    let file =
+        tokio::fs::OpenOptions::new().create(true).append(true).open(log_path(builds, &b.id)).await.map_err(io_err)?;
     let mut run = Run {
         log: Log { file, masker: Masker::new(secrets) },
         phases: Vec::new(),
@@ -424,17 +438,23 @@ async fn execute(
         deadline: tokio::time::Instant::now() + timeout,
         timeout,
     };
-    let result = steps(control, builds, b, &site.production_branch, &conn, &settings, user_vars, withheld, work, &mut run).await;
+    let result =
+        steps(control, builds, b, &site.production_branch, &conn, &settings, user_vars, withheld, work, &mut run).await;
     let (state, error, deploy) = match result {
         Ok(deploy) => (BuildState::Succeeded, None, Some(deploy)),
         Err(Stop::Failed(why)) => (BuildState::Failed, Some(run.log.masker.mask(&why).into_owned()), None),
         Err(Stop::Cancelled) => (BuildState::Cancelled, Some("cancelled".into()), None),
         Err(Stop::TimedOut) => (
             BuildState::TimedOut,
-            Some(format!("the build ran past its time limit of {} and was stopped", humantime::format_duration(run.timeout))),
+            Some(format!(
+                "the build ran past its time limit of {} and was stopped",
+                humantime::format_duration(run.timeout)
+            )),
             None,
         ),
-        Err(Stop::Skipped) => (BuildState::Skipped, Some("the commit message asks not to build it ([skip ci])".into()), None),
+        Err(Stop::Skipped) => {
+            (BuildState::Skipped, Some("the commit message asks not to build it ([skip ci])".into()), None)
+        }
     };
     match &error {
         Some(e) => run.log.line(&format!("build {state}: {e}")).await,
@@ -472,7 +492,8 @@ async fn steps(
     let fetched = async {
         run.git(work, &env, &["init", "-q"]).await?;
         run.git(work, &env, &["remote", "add", "origin", "--", &conn.repository]).await?;
-        let by_ref = if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
+        let by_ref =
+            if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
         let wanted = b.commit.clone().unwrap_or_else(|| by_ref.clone());
         if run.git(work, &env, &["fetch", "-q", "--depth", "1", "--no-tags", "origin", &wanted]).await.is_err() {
             if b.commit.is_none() {
@@ -517,7 +538,12 @@ async fn steps(
     };
     let resolved = {
         let read = |name: &str| read_spec_file(work, name);
-        chanto_build::resolve_spec(&SpecInput { read: &read, context, branch: b.branch.as_str(), settings: &settings.build })
+        chanto_build::resolve_spec(&SpecInput {
+            read: &read,
+            context,
+            branch: b.branch.as_str(),
+            settings: &settings.build,
+        })
     };
     let (spec, warnings) = match resolved {
         Ok(s) => s,
@@ -526,18 +552,28 @@ async fn steps(
             return Err(failed(e.to_string()));
         }
     };
-    run.log.line(&format!("build spec from {}: {} phase(s), publish {:?}", spec.source, spec.phases.len(), display_dir(&spec.publish))).await;
+    run.log
+        .line(&format!(
+            "build spec from {}: {} phase(s), publish {:?}",
+            spec.source,
+            spec.phases.len(),
+            display_dir(&spec.publish)
+        ))
+        .await;
     for w in &warnings {
         run.log.line(&format!("warning: {w}")).await;
     }
     if !withheld.is_empty() {
-        run.log.line(&format!("secret variables withheld from this pull request from a fork: {}", withheld.join(", "))).await;
+        run.log
+            .line(&format!("secret variables withheld from this pull request from a fork: {}", withheld.join(", ")))
+            .await;
     }
     run.phase("spec", started, "succeeded", None);
 
     // Restore the cache.
     let cache_root = builds.config.cache_dir.join(b.site.as_str()).join(b.branch.label());
-    for p in &spec.cache_paths {
+    let cache_dirs: Vec<String> = spec.cache_paths.iter().filter_map(|p| cache_dir_of(p)).collect();
+    for p in &cache_dirs {
         let (from, to) = (cache_root.join(p), work.join(p));
         if from.exists() && !to.exists() {
             if let Some(parent) = to.parent() {
@@ -555,7 +591,8 @@ async fn steps(
     tokio::fs::create_dir_all(&home).await.map_err(|e| failed(format!("creating the build's home: {e}")))?;
     if let Some((uid, gid)) = builds.config.isolation.user() {
         for dir in [work, home.as_path()] {
-            let status = tokio::process::Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(dir).status().await;
+            let status =
+                tokio::process::Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(dir).status().await;
             if !status.is_ok_and(|s| s.success()) {
                 return Err(failed(format!("handing {} to uid {uid} failed", dir.display())));
             }
@@ -624,7 +661,7 @@ async fn steps(
             run.log.line(&format!("deployed {files} files ({uploaded} new blobs) as deploy {deploy}")).await;
             run.phase("deploy", started, "succeeded", None);
             // Save the cache.
-            for p in &spec.cache_paths {
+            for p in &cache_dirs {
                 let (from, to) = (work.join(p), cache_root.join(p));
                 if from.exists() {
                     let _ = tokio::fs::remove_dir_all(&to).await;
@@ -643,6 +680,15 @@ async fn steps(
             Err(failed(why))
         }
     }
+}
+
+/// The directory a cache path names: Amplify writes globs (`node_modules/**/*`),
+/// chanto caches the directory before the first wildcard. `None` for a path
+/// that names the whole tree.
+fn cache_dir_of(path: &str) -> Option<String> {
+    let dir: Vec<&str> =
+        path.split('/').take_while(|s| !s.contains(['*', '?', '['])).filter(|s| !s.is_empty() && *s != ".").collect();
+    (!dir.is_empty()).then(|| dir.join("/"))
 }
 
 fn status_of(stop: &Stop) -> &'static str {
@@ -700,7 +746,8 @@ async fn deploy_output(
     if !canon.starts_with(&canon_work) {
         return Err(format!("the publish directory {:?} points outside the repository", spec.publish));
     }
-    let filter = chanto_build::BranchFilter::new(spec.files.clone(), Vec::new()).map_err(|e| format!("artifacts.files: {e}"))?;
+    let filter =
+        chanto_build::BranchFilter::new(spec.files.clone(), Vec::new()).map_err(|e| format!("artifacts.files: {e}"))?;
     let files = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PathBuf, ContentHash, u64)>, String> {
         use rayon::prelude::*;
         let listed = crate::walk::walk(&canon).map_err(|e| e.to_string())?;
@@ -732,7 +779,8 @@ async fn deploy_output(
         files: files.iter().map(|(p, _, h, s)| (p.clone(), FileSpec { hash: *h, size: *s })).collect(),
     };
     let (deploy, required) = control.create_deploy(&b.site, req).await.map_err(|e| e.message)?;
-    let by_hash: std::collections::HashMap<ContentHash, PathBuf> = files.iter().map(|(_, a, h, _)| (*h, a.clone())).collect();
+    let by_hash: std::collections::HashMap<ContentHash, PathBuf> =
+        files.iter().map(|(_, a, h, _)| (*h, a.clone())).collect();
     let mut uploads = tokio::task::JoinSet::new();
     for h in &required {
         // At most eight blobs in flight.
@@ -757,4 +805,23 @@ async fn deploy_output(
         tracing::info!(deploy = %record.id, warning = %w, "rule warning");
     }
     Ok((record.id, files.len(), required.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_paths_name_directories() {
+        for (path, dir) in [
+            ("node_modules/**/*", Some("node_modules")),
+            ("node_modules", Some("node_modules")),
+            (".cache/gatsby/*", Some(".cache/gatsby")),
+            ("./vendor/", Some("vendor")),
+            ("**/*", None),
+            ("*", None),
+        ] {
+            assert_eq!(cache_dir_of(path).as_deref(), dir, "{path}");
+        }
+    }
 }

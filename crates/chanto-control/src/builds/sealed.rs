@@ -23,7 +23,9 @@ impl std::fmt::Debug for Sealer {
 
 /// A sealed secret that cannot be opened: the key changed or the bytes were altered.
 #[derive(Debug, thiserror::Error)]
-#[error("a stored secret cannot be decrypted: secret.key in the data directory is not the key it was sealed with; restore that file or set the secret again")]
+#[error(
+    "a stored secret cannot be decrypted: secret.key in the data directory is not the key it was sealed with; restore that file or set the secret again"
+)]
 pub struct OpenError;
 
 impl Sealer {
@@ -62,7 +64,9 @@ impl Sealer {
     pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
         let nonce: [u8; 12] = random_bytes();
         let mut out = nonce.to_vec();
-        out.extend(self.cipher.encrypt(Nonce::from_slice(&nonce), plain).expect("sealing never fails for in-memory data"));
+        out.extend(
+            self.cipher.encrypt(Nonce::from_slice(&nonce), plain).expect("sealing never fails for in-memory data"),
+        );
         out
     }
 
