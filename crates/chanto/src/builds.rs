@@ -97,7 +97,7 @@ pub async fn git(client: &Client, cmd: GitCommand, json: bool) -> anyhow::Result
     match cmd {
         GitCommand::Connect(args) => {
             let path = format!("{}/git", site_path(&args.site)?);
-            let v: GitView = client.put(&path, &connect_request(args)?).await?;
+            let v: GitView = client.put(&path, &connect_request(*args)?).await?;
             if json {
                 return print_json(&v);
             }

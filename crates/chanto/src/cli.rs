@@ -364,7 +364,7 @@ pub struct ConnectArgs {
 pub enum GitCommand {
     /// Connect a site to a repository, or change its connection (settings not
     /// given return to their defaults; the credential and webhook secret stay).
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
     /// Show a site's connection and its webhook URLs.
     Show {
         /// The site.
