@@ -141,7 +141,7 @@ fn log_of(server: &Server, id: &str) -> String {
 
 const BUILD_TOML: &str = r#"
 [build]
-command = "mkdir -p out && printf '%s|%s|%s|%s' \"$GREETING\" \"$CHANTO_BRANCH\" \"$AWS_BRANCH\" \"$CONTEXT\" > out/index.html && echo \"the token is $API_TOKEN\" && id -un"
+command = "mkdir -p out && printf '%s|%s|%s|%s' \"$GREETING\" \"$CHANTO_BRANCH\" \"$AWS_BRANCH\" \"$CONTEXT\" > out/index.html && echo \"the token is $API_TOKEN\" && echo \"user: $(id -un)\" && if cat \"$DATA_DIR/meta.db\" || cat \"$DATA_DIR/secret.key\"; then echo DATA-READABLE; else echo data-hidden; fi"
 publish = "out"
 "#;
 
@@ -152,6 +152,7 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     let repo = Repo::new(&tmp.path().join("repo"));
     let secret = connect(&server, "app", &repo, &["--include", "main", "--include", "feature/*"]);
     server.cli(&["env", "set", "--site", "app", "GREETING", "hello"]).ok();
+    server.cli(&["env", "set", "--site", "app", "DATA_DIR", server.data.to_str().unwrap()]).ok();
     server.cli(&["env", "set", "--site", "app", "--secret", "API_TOKEN"]).stdin("s3cr3t-value\n").ok();
     let listed = server.cli(&["env", "list", "--site", "app"]).ok().stdout();
     assert!(listed.contains("API_TOKEN=***") && listed.contains("GREETING=hello"), "{listed}");
@@ -196,6 +197,14 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     assert!(log.contains("the token is ***"), "secrets are masked in the log:\n{log}");
     assert!(!log.contains("s3cr3t-value"), "{log}");
     assert!(log.contains("build spec from chanto.toml"), "{log}");
+    // The build cannot read the server's data directory, and runs unprivileged when the server is root.
+    assert!(log.lines().any(|l| l == "data-hidden") && !log.lines().any(|l| l == "DATA-READABLE"), "{log}");
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root {
+        assert!(log.contains("user: nobody"), "{log}");
+    }
+    let isolation = if Path::new("/usr/bin/bwrap").exists() { "bubblewrap" } else { "not sandboxed" };
+    assert!(server.stderr().contains(isolation), "the server says how builds are isolated: {}", server.stderr());
     let show = server.cli(&["builds", "show", &id]).ok().stdout();
     assert!(show.contains("succeeded") && show.contains("deploy:"), "{show}");
 
@@ -261,24 +270,23 @@ fn failures_timeouts_and_cancels_never_change_what_is_live() {
     let r = server.cli(&["builds", "start", "--site", "app", "--follow"]).fails();
     assert!(r.stdout().contains("$ mkdir -p out") && r.stderr().contains("failed"), "{}", r.report());
 
-    // A build past its time limit is killed with everything it started.
-    let marker = tmp.path().join("pids");
-    std::fs::create_dir_all(&marker).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let slow = format!(
-        "[build]\ncommand = \"sleep 300 & echo $! > {}/child; sleep 300\"\npublish = \"out\"\n",
-        marker.display()
-    );
-    repo.commit("main", &[("chanto.toml", &slow)], "slow");
-    let b = wait_build(&server, &start(&server));
+    // A build past its time limit is killed with everything it started,
+    // including what it sent to the background.
+    let slow = "[build]\ncommand = \"sleep 7777 & sleep 7778\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", slow)], "slow");
+    let sleeping = |arg: &str| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|p| std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == format!("sleep\0{arg}\0").as_bytes()))
+    };
+    let id = start(&server);
+    wait_for("the build to start sleeping", Duration::from_secs(20), || sleeping("7777").then_some(()));
+    let b = wait_build(&server, &id);
     assert_eq!(b["state"], "timed_out", "{b}");
     assert!(b["error"].as_str().unwrap().contains("time limit of 2s"), "{b}");
-    let child = std::fs::read_to_string(marker.join("child")).unwrap().trim().to_owned();
-    wait_for("the build's background process to be killed", Duration::from_secs(5), || {
-        (!Path::new(&format!("/proc/{child}")).exists()).then_some(())
+    wait_for("the build's processes to be killed", Duration::from_secs(5), || {
+        (!sleeping("7777") && !sleeping("7778")).then_some(())
     });
     assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
 
