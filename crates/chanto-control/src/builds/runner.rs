@@ -155,6 +155,8 @@ impl Log {
 
 /// Where a build stands while it runs.
 struct Run {
+    id: chanto_core::BuildId,
+    meta: Arc<dyn chanto_store::MetaStore>,
     log: Log,
     phases: Vec<PhaseView>,
     cancel: tokio::sync::watch::Receiver<bool>,
@@ -177,13 +179,19 @@ impl From<ApiError> for Stop {
 }
 
 impl Run {
-    fn phase(&mut self, name: &str, started: Instant, status: &str, exit_code: Option<i32>) {
+    /// Records a finished phase, also in metadata, so `chanto builds show`
+    /// follows a running build.
+    async fn phase(&mut self, name: &str, started: Instant, status: &str, exit_code: Option<i32>) {
         self.phases.push(PhaseView {
             name: name.into(),
             status: status.into(),
             exit_code,
             duration_ms: started.elapsed().as_millis() as u64,
         });
+        let json = serde_json::to_string(&self.phases).expect("phases serialize");
+        if let Err(e) = self.meta.set_build_phases(&self.id, &json).await {
+            tracing::warn!(build = %self.id, error = %e, "recording a build phase failed");
+        }
     }
 
     fn stopped(&self) -> Option<Stop> {
@@ -432,6 +440,8 @@ async fn execute(
     let file =
         tokio::fs::OpenOptions::new().create(true).append(true).open(log_path(builds, &b.id)).await.map_err(io_err)?;
     let mut run = Run {
+        id: b.id.clone(),
+        meta: control.meta.clone(),
         log: Log { file, masker: Masker::new(secrets) },
         phases: Vec::new(),
         cancel,
@@ -508,7 +518,7 @@ async fn steps(
     .await;
     let _ = std::fs::remove_file(&key);
     if let Err(stop) = fetched {
-        run.phase("fetch", started, status_of(&stop), None);
+        run.phase("fetch", started, status_of(&stop), None).await;
         return Err(stop);
     }
     let head = git_output(work, &["log", "-1", "--format=%H%x00%an%x00%B"]).await.map_err(failed)?;
@@ -517,7 +527,7 @@ async fn steps(
     let author = parts.next().map(str::to_owned);
     let message = parts.next().map(|m| m.trim().to_owned());
     run.log.line(&format!("checked out {commit}")).await;
-    run.phase("fetch", started, "succeeded", None);
+    run.phase("fetch", started, "succeeded", None).await;
     if let Err(e) = control.meta.set_build_commit(&b.id, &commit, message.clone(), author).await {
         tracing::warn!(build = %b.id, error = %e, "recording the build's commit failed");
     }
@@ -548,7 +558,7 @@ async fn steps(
     let (spec, warnings) = match resolved {
         Ok(s) => s,
         Err(e) => {
-            run.phase("spec", started, "failed", None);
+            run.phase("spec", started, "failed", None).await;
             return Err(failed(e.to_string()));
         }
     };
@@ -568,7 +578,7 @@ async fn steps(
             .line(&format!("secret variables withheld from this pull request from a fork: {}", withheld.join(", ")))
             .await;
     }
-    run.phase("spec", started, "succeeded", None);
+    run.phase("spec", started, "succeeded", None).await;
 
     // Restore the cache.
     let cache_root = builds.config.cache_dir.join(b.site.as_str()).join(b.branch.label());
@@ -633,21 +643,21 @@ async fn steps(
         run.log.line(&format!("--- {} ---", phase.name)).await;
         for command in &phase.commands {
             if let Some(stop) = run.stopped() {
-                run.phase(&phase.name, started, status_of(&stop), None);
+                run.phase(&phase.name, started, status_of(&stop), None).await;
                 return Err(stop);
             }
             run.log.line(&format!("$ {command}")).await;
             let mut cmd = builds.config.isolation.command(command, &cwd, &[work, &home], &hidden);
             cmd.env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             if let Err((stop, code)) = run.exec(cmd).await {
-                run.phase(&phase.name, started, status_of(&stop), code);
+                run.phase(&phase.name, started, status_of(&stop), code).await;
                 return Err(match stop {
                     Stop::Failed(why) => Stop::Failed(format!("{} phase: `{command}`: {why}", phase.name)),
                     other => other,
                 });
             }
         }
-        run.phase(&phase.name, started, "succeeded", Some(0));
+        run.phase(&phase.name, started, "succeeded", Some(0)).await;
     }
     if let Some(stop) = run.stopped() {
         return Err(stop);
@@ -657,9 +667,12 @@ async fn steps(
     let started = Instant::now();
     let deployed = deploy_output(control, b, &commit, message.as_deref(), work, &spec).await;
     match deployed {
-        Ok((deploy, files, uploaded)) => {
+        Ok((deploy, files, uploaded, warnings)) => {
+            for w in warnings {
+                run.log.line(&format!("warning: {w}")).await;
+            }
             run.log.line(&format!("deployed {files} files ({uploaded} new blobs) as deploy {deploy}")).await;
-            run.phase("deploy", started, "succeeded", None);
+            run.phase("deploy", started, "succeeded", None).await;
             // Save the cache.
             for p in &cache_dirs {
                 let (from, to) = (work.join(p), cache_root.join(p));
@@ -676,7 +689,7 @@ async fn steps(
             Ok(deploy)
         }
         Err(why) => {
-            run.phase("deploy", started, "failed", None);
+            run.phase("deploy", started, "failed", None).await;
             Err(failed(why))
         }
     }
@@ -725,7 +738,7 @@ async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 /// Walks the publish directory, hashes its files, uploads what the store
 /// lacks and finalizes (which activates). Returns the deploy, the file count
-/// and the number of blobs uploaded.
+/// the number of blobs uploaded and the warnings its rule files drew.
 async fn deploy_output(
     control: &Arc<Control>,
     b: &BuildRecord,
@@ -733,7 +746,7 @@ async fn deploy_output(
     message: Option<&str>,
     work: &Path,
     spec: &chanto_build::BuildSpec,
-) -> Result<(chanto_core::DeployId, usize, usize), String> {
+) -> Result<(chanto_core::DeployId, usize, usize, Vec<String>), String> {
     let publish = work.join(&spec.publish);
     let canon_work = work.canonicalize().map_err(|e| e.to_string())?;
     let canon = publish.canonicalize().map_err(|_| {
@@ -801,10 +814,7 @@ async fn deploy_output(
         done.map_err(|e| e.to_string())??;
     }
     let (record, warnings) = control.finalize(&deploy.id).await.map_err(|e| e.message)?;
-    for w in warnings {
-        tracing::info!(deploy = %record.id, warning = %w, "rule warning");
-    }
-    Ok((record.id, files.len(), required.len()))
+    Ok((record.id, files.len(), required.len(), warnings))
 }
 
 #[cfg(test)]
