@@ -330,6 +330,52 @@ fn list_shards(dir: &Path) -> Result<Vec<(String, String)>, StoreError> {
 
 /// Flushes every dirty page and metadata change of the file system holding
 /// `path` (one `syncfs`, instead of an fsync per file).
+/// Up to this many staged blobs are flushed one by one (in parallel) rather
+/// than with one `syncfs`, which also waits for every other dirty file on the
+/// file system, such as the work tree a build just wrote. Measured by
+/// bench/builds (a 1,000-file build tree beside): a redeploy of one changed
+/// file goes live in 57 ms instead of 102 ms; but flushing ~2,000 fresh blobs
+/// one by one took 2.8 s where one `syncfs` took 0.54 s, so larger batches
+/// keep `syncfs`.
+const SYNC_EACH_UP_TO: usize = 64;
+
+/// Flushes each staged blob's data, then each shard directory holding one,
+/// from a few threads so the journal commits them together.
+fn sync_each(staged: &Path, names: &[(String, String)]) -> Result<(), StoreError> {
+    let ctx = |e| StoreError::io(format!("syncing blobs in {}", staged.display()), e);
+    let threads = 16.min(names.len()).max(1);
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || -> std::io::Result<()> {
+                    for (prefix, name) in part {
+                        match std::fs::File::open(staged.join(prefix).join(name)) {
+                            Ok(f) => f.sync_data()?,
+                            // Deleted meanwhile (garbage collection): nothing to flush.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked"))))
+    })
+    .map_err(ctx)?;
+    let mut shards: Vec<&str> = names.iter().map(|(p, _)| p.as_str()).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    for shard in shards {
+        std::fs::File::open(staged.join(shard)).and_then(|d| d.sync_all()).map_err(ctx)?;
+    }
+    Ok(())
+}
+
 fn sync_file_system(path: &Path) -> Result<(), StoreError> {
     let ctx = |e| StoreError::io(format!("syncing the file system of {}", path.display()), e);
     let dir = std::fs::File::open(path).map_err(ctx)?;
@@ -454,7 +500,11 @@ impl BlobStore for LocalBlobStore {
             if names.is_empty() {
                 return Ok(());
             }
-            sync_file_system(&root)?;
+            if names.len() <= SYNC_EACH_UP_TO {
+                sync_each(&staged, &names)?;
+            } else {
+                sync_file_system(&root)?;
+            }
             // Moving into place needs no second flush: until it is durable,
             // a crash leaves the blob staged, where readers look too.
             for (prefix, name) in names {

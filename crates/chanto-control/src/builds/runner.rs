@@ -376,8 +376,6 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
         },
     };
     builds.running.lock().expect("running builds").remove(&b.id);
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
     let _ = tokio::fs::remove_file(work.with_extension("key")).await;
     match control.meta.finish_build(&b.id, outcome, now_millis()).await {
         Ok(r) => {
@@ -385,6 +383,9 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
         }
         Err(e) => tracing::warn!(build = %b.id, error = %e, "recording the end of a build failed"),
     }
+    // The result is recorded first: removing a large work tree takes a while.
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
 }
 
 /// The path of a build's log.
@@ -736,6 +737,42 @@ async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Blobs uploaded at once from a build's output.
+const UPLOADS_IN_FLIGHT: usize = 32;
+/// Output files up to this size are kept in memory between hashing and upload.
+const KEEP_IN_MEMORY: u64 = 1 << 20;
+
+/// One file of a build's output, hashed.
+struct OutputFile {
+    path: String,
+    abs: PathBuf,
+    hash: ContentHash,
+    size: u64,
+    /// The bytes, for small files (read once: hashed, then uploaded).
+    bytes: Option<bytes::Bytes>,
+}
+
+impl OutputFile {
+    fn read(f: crate::walk::LocalFile) -> Result<Self, String> {
+        let fail = |e: std::io::Error| format!("reading {}: {e}", f.path);
+        if f.size <= KEEP_IN_MEMORY {
+            let bytes = bytes::Bytes::from(std::fs::read(&f.abs).map_err(fail)?);
+            return Ok(Self {
+                hash: ContentHash::of(&bytes),
+                size: bytes.len() as u64,
+                bytes: Some(bytes),
+                path: f.path,
+                abs: f.abs,
+            });
+        }
+        let mut hasher = blake3::Hasher::new();
+        let file = std::fs::File::open(&f.abs).map_err(fail)?;
+        hasher.update_reader(file).map_err(fail)?;
+        let size = std::fs::metadata(&f.abs).map_err(fail)?.len();
+        Ok(Self { hash: ContentHash::from_blake3(hasher.finalize()), size, bytes: None, path: f.path, abs: f.abs })
+    }
+}
+
 /// Walks the publish directory, hashes its files, uploads what the store
 /// lacks and finalizes (which activates). Returns the deploy, the file count
 /// the number of blobs uploaded and the warnings its rule files drew.
@@ -761,17 +798,10 @@ async fn deploy_output(
     }
     let filter =
         chanto_build::BranchFilter::new(spec.files.clone(), Vec::new()).map_err(|e| format!("artifacts.files: {e}"))?;
-    let files = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PathBuf, ContentHash, u64)>, String> {
+    let files = tokio::task::spawn_blocking(move || -> Result<Vec<OutputFile>, String> {
         use rayon::prelude::*;
         let listed = crate::walk::walk(&canon).map_err(|e| e.to_string())?;
-        listed
-            .into_par_iter()
-            .filter(|f| filter.matches(&f.path))
-            .map(|f| {
-                let bytes = std::fs::read(&f.abs).map_err(|e| format!("reading {}: {e}", f.path))?;
-                Ok((f.path, f.abs, ContentHash::of(&bytes), bytes.len() as u64))
-            })
-            .collect()
+        listed.into_par_iter().filter(|f| filter.matches(&f.path)).map(OutputFile::read).collect()
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -789,24 +819,28 @@ async fn deploy_output(
         message: Some(title.chars().take(500).collect()),
         draft: false,
         source: format!("build {}", b.id),
-        files: files.iter().map(|(p, _, h, s)| (p.clone(), FileSpec { hash: *h, size: *s })).collect(),
+        files: files.iter().map(|f| (f.path.clone(), FileSpec { hash: f.hash, size: f.size })).collect(),
     };
     let (deploy, required) = control.create_deploy(&b.site, req).await.map_err(|e| e.message)?;
-    let by_hash: std::collections::HashMap<ContentHash, PathBuf> =
-        files.iter().map(|(_, a, h, _)| (*h, a.clone())).collect();
+    let by_hash: std::collections::HashMap<ContentHash, &OutputFile> = files.iter().map(|f| (f.hash, f)).collect();
     let mut uploads = tokio::task::JoinSet::new();
     for h in &required {
-        // At most eight blobs in flight.
-        if uploads.len() >= 8
+        if uploads.len() >= UPLOADS_IN_FLIGHT
             && let Some(done) = uploads.join_next().await
         {
             done.map_err(|e| e.to_string())??;
         }
-        let path = by_hash.get(h).cloned().ok_or_else(|| format!("no file for blob {h}"))?;
-        let (control, id, h) = (control.clone(), deploy.id.clone(), *h);
+        let file = *by_hash.get(h).ok_or_else(|| format!("no file for blob {h}"))?;
+        let (control, id, h, abs, bytes) =
+            (control.clone(), deploy.id.clone(), *h, file.abs.clone(), file.bytes.clone());
         uploads.spawn(async move {
-            let file = tokio::fs::File::open(&path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).boxed();
+            let stream = match bytes {
+                Some(b) => futures_util::stream::once(async move { Ok(b) }).boxed(),
+                None => {
+                    let f = tokio::fs::File::open(&abs).await.map_err(|e| format!("reading {}: {e}", abs.display()))?;
+                    tokio_util::io::ReaderStream::with_capacity(f, 256 << 10).boxed()
+                }
+            };
             control.upload(&id, &h, stream).await.map(|_| ()).map_err(|e| e.message)
         });
     }
