@@ -580,3 +580,143 @@ async fn uploads_are_precompressed_in_the_background_before_finalize() {
     assert_eq!(manifest.files["index.html"].variants.len(), 2);
     assert_eq!(h.control.meta.variants(&[hash]).await.unwrap().len(), 2);
 }
+
+/// Turns builds on without starting runners: what is queued stays queued.
+fn enable_builds(h: &Harness) {
+    use chanto_control::builds::{Builds, BuildsConfig, Isolation, sealed::Sealer};
+    let root = h._dir.path().join("builds");
+    h.control.enable_builds(Builds::new(
+        BuildsConfig {
+            work_dir: root.join("work"),
+            log_dir: root.join("logs"),
+            cache_dir: root.join("cache"),
+            hidden: vec![],
+            concurrency: 1,
+            default_timeout: std::time::Duration::from_secs(60),
+            api_url: "https://chanto.example".into(),
+            isolation: Isolation::None,
+        },
+        Sealer::new([3; 32]),
+    ));
+}
+
+async fn webhook(h: &Harness, forge: &str, headers: &[(&str, &str)], body: &[u8]) -> (StatusCode, Value) {
+    let mut req = Request::builder().method("POST").uri(format!("/api/v1/webhooks/{forge}/app"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = router(h.control.clone()).oneshot(req.body(Body::from(body.to_vec())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn builds_api_validates_input_and_queues_from_signed_webhooks() {
+    let h = Harness::new().await;
+    h.call("POST", "/api/v1/sites", json!({"name": "app"})).await;
+    // Without runners configured, the builds API says so.
+    let (s, v) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "/r.git"})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("builds_disabled")), "{v}");
+    enable_builds(&h);
+
+    for (body, field) in [
+        (json!({"repository": "/r.git", "colour": "red"}), None),
+        (json!({"repository": 7}), Some("repository")),
+        (json!({"repository": ""}), Some("repository")),
+        (json!({"repository": "/r.git", "timeout_secs": 0}), Some("timeout_secs")),
+        (json!({"repository": "/r.git", "poll_interval_secs": 1}), Some("poll_interval_secs")),
+        (json!({"repository": "/r.git", "include": ["a b"]}), Some("include")),
+        (json!({"repository": "/r.git", "token": "a", "ssh_key": "b"}), Some("token")),
+        (json!({"repository": "/r.git", "token": "has space"}), Some("token")),
+        (json!({"repository": "/r.git", "username": "a:b"}), Some("username")),
+        (json!({"repository": "/r.git", "production_branch": "bad..name"}), None),
+    ] {
+        let (s, v) = h.call("PUT", "/api/v1/sites/app/git", body.clone()).await;
+        assert!(s.is_client_error(), "{body}: {s} {v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{body}: {v}");
+        }
+    }
+    let (s, v) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "/r.git", "token": "tok-123"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let secret = v["webhook_secret"].as_str().unwrap().to_owned();
+    assert_eq!(v["credential"], "token");
+    assert_eq!(v["webhooks"]["gitlab"], "https://chanto.example/api/v1/webhooks/gitlab/app");
+    assert!(!v.to_string().contains("tok-123"));
+    // Reconnecting keeps the secret and the credential, and shows neither.
+    let (_, again) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "/r2.git"})).await;
+    assert!(again.get("webhook_secret").is_none() && again["credential"] == "token", "{again}");
+
+    // Variables: secrets are masked; names and values are checked.
+    let (s, _) = h.call("PUT", "/api/v1/sites/app/env/KEY", json!({"value": "v4lue", "secret": true})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, vars) = h.call("GET", "/api/v1/sites/app/env", Value::Null).await;
+    assert_eq!(vars[0]["value"], "***", "{vars}");
+    let (s, v) = h.call("PUT", "/api/v1/sites/app/env/9X", json!({"value": "v"})).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("name")), "{v}");
+    let (s, _) = h.call("PUT", "/api/v1/sites/app/env/NUL", json!({"value": "a\u{0}b"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // A GitHub push, signed and not.
+    let c = "0123456789abcdef0123456789abcdef01234567";
+    let push = json!({"ref": "refs/heads/main", "after": c, "head_commit": {"id": c, "message": "m"}}).to_string();
+    let sig = format!("sha256={}", chanto_forge::sign_hmac_sha256_hex(secret.as_bytes(), push.as_bytes()));
+    let (s, v) =
+        webhook(&h, "github", &[("x-github-event", "push"), ("x-hub-signature-256", "sha256=00")], push.as_bytes())
+            .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("malformed_signature")), "{v}");
+    let (s, first) =
+        webhook(&h, "github", &[("x-github-event", "push"), ("x-hub-signature-256", &sig)], push.as_bytes()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    let (_, second) =
+        webhook(&h, "github", &[("x-github-event", "push"), ("x-hub-signature-256", &sig)], push.as_bytes()).await;
+    // The newer push replaces the queued build.
+    let (_, b1) = h.call("GET", &format!("/api/v1/builds/{}", first["build"].as_str().unwrap()), Value::Null).await;
+    assert_eq!(b1["state"], "superseded", "{b1}");
+    let id2 = second["build"].as_str().unwrap().to_owned();
+    let (_, b2) = h.call("GET", &format!("/api/v1/builds/{id2}"), Value::Null).await;
+    assert_eq!((b2["state"].as_str(), b2["commit"].as_str()), (Some("queued"), Some(c)), "{b2}");
+    // A GitLab hook with the wrong token, then Gitea with a body that is not JSON.
+    let (s, _) = webhook(&h, "gitlab", &[("x-gitlab-event", "Push Hook"), ("x-gitlab-token", "nope")], b"{}").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let junk = b"not json at all";
+    let gsig = chanto_forge::sign_hmac_sha256_hex(secret.as_bytes(), junk);
+    let (s, v) = webhook(&h, "gitea", &[("x-gitea-event", "push"), ("x-gitea-signature", &gsig)], junk).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (_, deliveries) = h.call("GET", "/api/v1/sites/app/webhook_deliveries", Value::Null).await;
+    let outcomes: Vec<&str> = deliveries.as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["refused", "refused", "accepted", "accepted", "refused"], "{deliveries}");
+
+    // Cancel the queued build; a second cancel conflicts.
+    let (s, v) = h.call("POST", &format!("/api/v1/builds/{id2}/cancel"), Value::Null).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("cancelled")), "{v}");
+    let (s, v) = h.call("POST", &format!("/api/v1/builds/{id2}/cancel"), Value::Null).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("build_ended")), "{v}");
+
+    // Manual builds check the commit id; build hooks need their exact secret.
+    let (s, v) = h.call("POST", "/api/v1/sites/app/builds", json!({"commit": "xyz"})).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("commit")), "{v}");
+    let (s, hook) = h.call("POST", "/api/v1/sites/app/build_hooks", json!({"name": "cms", "branch": "dev"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let path = hook["url"].as_str().unwrap().strip_prefix("https://chanto.example").unwrap().to_owned();
+    let (s, _) =
+        h.raw("POST", &path.replace(&path[path.len() - 4..], "0000"), None, Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.raw("POST", "/api/v1/build_hooks/..%2f..", None, Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.raw("POST", &path, None, Body::from("{\"title\": 5}"), "application/json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h.raw("POST", &path, None, Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (_, b) = h.call("GET", &format!("/api/v1/builds/{}", v["build"].as_str().unwrap()), Value::Null).await;
+    assert_eq!((b["branch"].as_str(), b["trigger"].as_str()), (Some("dev"), Some("build hook cms")), "{b}");
+    let (_, hooks) = h.call("GET", "/api/v1/sites/app/build_hooks", Value::Null).await;
+    assert!(hooks[0].get("url").is_none(), "{hooks}");
+
+    // The builds API is in the OpenAPI document.
+    let (_, doc) = h.raw("GET", "/api/v1/openapi.json", None, Body::empty(), "application/json").await;
+    for p in ["/api/v1/sites/{site}/git", "/api/v1/builds/{id}/log", "/api/v1/webhooks/{forge}/{site}"] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing from the OpenAPI document");
+    }
+}
