@@ -200,6 +200,9 @@ impl Control {
     /// Deletes a site and stops serving it.
     pub async fn delete_site(&self, name: &SiteName) -> Result<(), ApiError> {
         self.meta.delete_site(name).await?;
+        if let Some(builds) = self.builds.get() {
+            builds.forget_site(name).await;
+        }
         self.publish_routing().await?;
         tracing::info!(site = %name, "site deleted");
         Ok(())

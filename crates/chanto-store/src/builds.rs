@@ -56,6 +56,8 @@ pub struct NewBuild {
     pub retry_of: Option<BuildId>,
     /// Whether secret variables are withheld (a pull request from a fork).
     pub untrusted: bool,
+    /// Record it as already `skipped`, for this reason, instead of queuing it.
+    pub skip_reason: Option<String>,
     /// When it was queued.
     pub created_at: UnixMillis,
 }
@@ -179,9 +181,17 @@ pub trait BuildStore: Send + Sync + 'static {
     /// Disconnects a site; false when it was not connected.
     async fn delete_git(&self, site: &SiteName) -> Result<bool, StoreError>;
 
-    /// Queues a build. When `supersede`, queued builds of the same branch
-    /// become `superseded` in the same transaction.
+    /// Queues a build (or records it skipped, see [`NewBuild::skip_reason`]).
+    /// When `supersede`, queued builds of the same branch become `superseded`
+    /// in the same transaction.
     async fn enqueue_build(&self, build: NewBuild, supersede: bool) -> Result<BuildRecord, StoreError>;
+    /// Cancels a build only if it is still queued; `None` when it is not.
+    async fn cancel_queued(
+        &self,
+        id: &BuildId,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<Option<BuildRecord>, StoreError>;
     /// Takes the oldest queued build for a runner (`running`), if any.
     async fn claim_build(&self, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError>;
     /// Records the commit a running build resolved and its message and author.

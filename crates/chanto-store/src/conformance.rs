@@ -310,6 +310,7 @@ fn new_build(n: u8, site: &SiteName, branch: &str, at: crate::UnixMillis) -> cra
         message: None,
         retry_of: None,
         untrusted: false,
+        skip_reason: None,
         created_at: at,
     }
 }
@@ -368,6 +369,19 @@ pub async fn build_store(meta: &dyn MetaStore) {
         )
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // A skipped build is recorded ended; only a queued build can be cancelled this way.
+    let skipped = meta
+        .enqueue_build(
+            crate::NewBuild { skip_reason: Some("[skip ci]".into()), ..new_build(4, &site, "main", 13) },
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!((skipped.state, skipped.finished_at), (BuildState::Skipped, Some(13)));
+    let queued = meta.enqueue_build(new_build(5, &site, "other", 14), true).await.unwrap();
+    assert_eq!(meta.cancel_queued(&queued.id, "no", 15).await.unwrap().unwrap().state, BuildState::Cancelled);
+    assert!(meta.cancel_queued(&queued.id, "no", 16).await.unwrap().is_none());
+    assert!(meta.cancel_queued(&done.id, "no", 16).await.unwrap().is_none());
     // The dev build runs, then the server "dies": it is interrupted.
     let dev = meta.claim_build(40).await.unwrap().unwrap();
     assert_eq!(dev.branch.as_str(), "dev");
@@ -376,7 +390,7 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!(interrupted.len(), 1);
     assert_eq!(interrupted[0].state, BuildState::Interrupted);
     let listed = meta.list_builds(&site, None, 10).await.unwrap();
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 5);
     assert_eq!(listed[0].branch.as_str(), "dev");
     assert_eq!(meta.list_builds(&site, Some(&main), 1).await.unwrap().len(), 1);
 

@@ -129,7 +129,7 @@ impl BuildStore for SqliteMeta {
         self.call(move |c| {
             let tx = c.transaction()?;
             let sid = site_id(&tx, &b.site)?;
-            if supersede {
+            if supersede && b.skip_reason.is_none() {
                 tx.execute(
                     "UPDATE builds SET state = 'superseded', finished_at = ?3, error = ?4
                      WHERE site_id = ?1 AND branch = ?2 AND state = 'queued'",
@@ -138,8 +138,9 @@ impl BuildStore for SqliteMeta {
             }
             tx.execute(
                 "INSERT INTO builds (id, site_id, branch, git_ref, commit_sha, pull_request, state, trigger, title, author,
-                   message, retry_of, untrusted, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                   message, retry_of, untrusted, created_at, error, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?14 IS NULL THEN 'queued' ELSE 'skipped' END, ?7, ?8, ?9, ?10,
+                   ?11, ?12, ?13, ?14, CASE WHEN ?14 IS NULL THEN NULL ELSE ?13 END)",
                 params![
                     b.id.as_str(),
                     sid,
@@ -153,12 +154,33 @@ impl BuildStore for SqliteMeta {
                     b.message,
                     b.retry_of.as_ref().map(|r| r.as_str().to_owned()),
                     b.untrusted,
-                    b.created_at
+                    b.created_at,
+                    b.skip_reason
                 ],
             )?;
             let rec = get_build_tx(&tx, b.id.as_str())?.ok_or_else(|| StoreError::NotFound(format!("build {}", b.id)))?;
             tx.commit()?;
             Ok(rec)
+        })
+        .await
+    }
+
+    async fn cancel_queued(
+        &self,
+        id: &BuildId,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<Option<BuildRecord>, StoreError> {
+        let (id, reason) = (id.clone(), reason.to_owned());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE builds SET state = 'cancelled', error = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'queued'",
+                params![id.as_str(), reason, now],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            get_build_tx(c, id.as_str())
         })
         .await
     }

@@ -162,7 +162,7 @@ fn show_build(b: &BuildView) {
     }
 }
 
-/// Prints a build's log, following it while the build runs. Returns the build as it ended.
+/// Prints a build's log, following it while the build runs.
 async fn follow_log(client: &Client, id: &BuildId, follow: bool) -> anyhow::Result<()> {
     let resp = client.get_stream(&format!("/builds/{id}/log?follow={follow}")).await?;
     let mut body = resp.bytes_stream();
@@ -225,10 +225,16 @@ pub async fn builds(client: &Client, cmd: BuildsCommand, json: bool) -> anyhow::
                 return Ok(());
             }
             let id: BuildId = parse("build id", &b.id)?;
-            if !json {
+            if json {
+                // Wait for the end without printing the log: stdout is the JSON.
+                let mut log = client.get_stream(&format!("/builds/{id}/log?follow=true")).await?.bytes_stream();
+                while let Some(chunk) = log.next().await {
+                    chunk.context("reading the build log")?;
+                }
+            } else {
                 eprintln!("Queued build {} of {}/{}; following its log", b.id, b.site, b.branch);
+                follow_log(client, &id, true).await?;
             }
-            follow_log(client, &id, !json).await?;
             let done: BuildView = client.get(&format!("/builds/{id}")).await?;
             if json {
                 print_json(&done)?;

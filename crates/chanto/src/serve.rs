@@ -232,7 +232,9 @@ async fn enable_builds(
 ) -> anyhow::Result<()> {
     use chanto_control::builds::{Builds, BuildsConfig, Isolation, sealed::Sealer};
     let key = data.join("secret.key");
-    let sealer = Sealer::load_or_create(&key).with_context(|| format!("reading the secret key {}", key.display()))?;
+    let sealed_exist = !control.meta.list_git().await?.is_empty();
+    let sealer = Sealer::load_or_create(&key, !sealed_exist)
+        .with_context(|| format!("reading the secret key {}", key.display()))?;
     let root = data.join("builds");
     let config = BuildsConfig {
         work_dir: root.join("work"),

@@ -491,3 +491,44 @@ fn connecting_refuses_bad_input() {
     let r = post(&server, "/api/v1/webhooks/github/app", &[("X-GitHub-Event", "push")], &huge);
     assert_eq!(r.status, 413, "{}", r.text());
 }
+
+#[test]
+fn a_repository_cannot_make_the_server_run_its_code() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &[]);
+    let marker = tmp.path().join("pwned");
+    // A .gitconfig in the checkout (where a careless HOME would point) that
+    // makes `git log` run a program of the repository's when it meets a
+    // signed commit.
+    let script = format!("#!/bin/sh\ntouch {}\n", marker.display());
+    let toml = "[build]\ncommand = \"mkdir -p out && echo ok > out/index.html\"\npublish = \"out\"\n";
+    write_tree(
+        &repo.work,
+        &[
+            ("chanto.toml", toml),
+            (".gitconfig", "[log]\n\tshowSignature = true\n[gpg]\n\tprogram = ./x\n"),
+            ("x", &script),
+        ],
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(repo.work.join("x"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    git(&repo.work, &["add", "-A"]);
+    // A commit object with a gpgsig header, written by hand.
+    let tree = git(&repo.work, &["write-tree"]);
+    let commit_text = format!(
+        "tree {tree}\nauthor A <a@example.com> 1700000000 +0000\ncommitter A <a@example.com> 1700000000 +0000\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n -----END PGP SIGNATURE-----\n\nsigned\n"
+    );
+    let obj = tmp.path().join("commit.txt");
+    std::fs::write(&obj, commit_text).unwrap();
+    let commit = git(&repo.work, &["hash-object", "-t", "commit", "-w", obj.to_str().unwrap()]);
+    git(&repo.work, &["update-ref", "refs/heads/main", &commit]);
+    git(&repo.work, &["push", "-q", "origin", "main"]);
+    let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}");
+    assert!(!marker.exists(), "the repository's program ran on the server");
+}

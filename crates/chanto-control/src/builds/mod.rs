@@ -18,8 +18,7 @@ use axum::http::StatusCode;
 use chanto_build::{BranchFilter, SiteBuildSettings};
 use chanto_core::{BranchName, BuildId, BuildState, ContentHash, SiteName, ValidationError};
 use chanto_store::{
-    BuildHook, BuildOutcome, BuildRecord, EnvVar, GitConnection, NewBuild, StoreError, WebhookDelivery, now_millis,
-    random_bytes,
+    BuildHook, BuildRecord, EnvVar, GitConnection, NewBuild, WebhookDelivery, now_millis, random_bytes,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -57,14 +56,42 @@ pub struct Builds {
     sealer: Sealer,
     /// Wakes idle runners when a build is queued.
     wake: tokio::sync::Notify,
-    /// Cancel switches of running builds.
-    running: Mutex<HashMap<BuildId, tokio::sync::watch::Sender<bool>>>,
+    /// Cancel switches of running builds, with their site and branch.
+    running: Mutex<HashMap<BuildId, RunningBuild>>,
+    /// Refused webhooks recorded per site in the current minute (at most
+    /// [`REFUSED_RECORDED_PER_MINUTE`], so a flood of forgeries cannot push
+    /// real deliveries out of the log).
+    refused: Mutex<HashMap<SiteName, (std::time::Instant, u32)>>,
 }
+
+type RunningBuild = (SiteName, BranchName, tokio::sync::watch::Sender<bool>);
 
 impl Builds {
     /// A build service with these settings and sealer.
     pub fn new(config: BuildsConfig, sealer: Sealer) -> Self {
-        Self { config, sealer, wake: tokio::sync::Notify::new(), running: Mutex::new(HashMap::new()) }
+        Self {
+            config,
+            sealer,
+            wake: tokio::sync::Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After a site is deleted: stops its builds and removes its build caches.
+    pub(crate) async fn forget_site(&self, site: &SiteName) {
+        self.cancel_running(site, None);
+        let _ = tokio::fs::remove_dir_all(self.config.cache_dir.join(site.as_str())).await;
+    }
+
+    /// Signals every running build of a site (of one branch, if given) to stop.
+    fn cancel_running(&self, site: &SiteName, branch: Option<&BranchName>) {
+        for (id, (s, b, switch)) in self.running.lock().expect("running builds").iter() {
+            if s == site && branch.is_none_or(|br| br == b) {
+                tracing::info!(build = %id, site = %site, "cancelling a build whose site or branch is going away");
+                let _ = switch.send(true);
+            }
+        }
     }
 
     /// Its settings.
@@ -150,6 +177,8 @@ impl GitSettings {
     }
 }
 
+/// Refused webhooks recorded per site and minute.
+const REFUSED_RECORDED_PER_MINUTE: u32 = 20;
 /// Longest time limit a site may set: a day.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Shortest polling interval.
@@ -651,6 +680,15 @@ impl Control {
 
     /// Queues a build of a connected site.
     pub async fn queue_build(&self, site: &SiteName, req: BuildRequest) -> Result<BuildRecord, ApiError> {
+        self.add_build(site, req, None).await
+    }
+
+    async fn add_build(
+        &self,
+        site: &SiteName,
+        req: BuildRequest,
+        skip: Option<String>,
+    ) -> Result<BuildRecord, ApiError> {
         let builds = self.builds()?;
         self.meta.get_git(site).await?.ok_or_else(|| not_connected(site))?;
         let record = self
@@ -669,6 +707,7 @@ impl Control {
                     message: req.message,
                     retry_of: None,
                     untrusted: req.untrusted,
+                    skip_reason: skip,
                     created_at: now_millis(),
                 },
                 true,
@@ -681,19 +720,7 @@ impl Control {
 
     /// Records a build that its commit asked to skip (`[skip ci]`).
     async fn skip_build(&self, site: &SiteName, req: BuildRequest) -> Result<BuildRecord, ApiError> {
-        let queued = self.queue_build(site, req).await?;
-        let outcome = BuildOutcome {
-            state: BuildState::Skipped,
-            error: Some("the commit message asks not to build it ([skip ci])".into()),
-            deploy: None,
-            phases: "[]".into(),
-        };
-        match self.meta.finish_build(&queued.id, outcome, now_millis()).await {
-            Ok(r) => Ok(r),
-            // A runner took it first: it builds, which is harmless.
-            Err(StoreError::Conflict(_)) => Ok(self.build(&queued.id).await?),
-            Err(e) => Err(e.into()),
-        }
+        self.add_build(site, req, Some("the commit message asks not to build it ([skip ci])".into())).await
     }
 
     /// One build.
@@ -712,30 +739,37 @@ impl Control {
                 format!("build {id} has already ended ({})", b.state),
             ));
         }
-        let switch = builds.running.lock().expect("running builds").get(id).cloned();
-        if let Some(switch) = switch {
-            let _ = switch.send(true);
-            // The runner records the end once its processes are gone.
-            for _ in 0..100 {
-                let now = self.build(id).await?;
-                if now.state.is_final() {
-                    return Ok(now);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // A queued build is cancelled in the database; a running one through
+        // its runner, which kills its processes and records the end. Between
+        // a runner's claim and its switch there is a moment when neither
+        // works: try again briefly.
+        for _ in 0..100 {
+            if let Some(r) = self.meta.cancel_queued(id, "cancelled before it started", now_millis()).await? {
+                return Ok(r);
             }
-            return self.build(id).await;
+            let switch = builds.running.lock().expect("running builds").get(id).map(|r| r.2.clone());
+            if let Some(switch) = switch {
+                let _ = switch.send(true);
+                for _ in 0..200 {
+                    let now = self.build(id).await?;
+                    if now.state.is_final() {
+                        return Ok(now);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return self.build(id).await;
+            }
+            let now = self.build(id).await?;
+            if now.state.is_final() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "build_ended",
+                    format!("build {id} has already ended ({})", now.state),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let outcome = BuildOutcome {
-            state: BuildState::Cancelled,
-            error: Some("cancelled before it started".into()),
-            deploy: None,
-            phases: b.phases,
-        };
-        match self.meta.finish_build(id, outcome, now_millis()).await {
-            Ok(r) => Ok(r),
-            Err(StoreError::Conflict(m)) => Err(ApiError::new(StatusCode::CONFLICT, "build_ended", m)),
-            Err(e) => Err(e.into()),
-        }
+        self.build(id).await
     }
 
     /// Runs at start: builds that were running when the server stopped are
@@ -762,7 +796,9 @@ impl Control {
                 message: b.message.clone(),
                 retry_of: Some(b.id.clone()),
                 untrusted: b.untrusted,
-                created_at: now_millis(),
+                skip_reason: None,
+                // Its place in the queue: before builds of later pushes.
+                created_at: b.created_at,
             };
             self.meta.enqueue_build(retry, false).await?;
             retried += 1;
@@ -777,6 +813,9 @@ impl Control {
         let site_rec = self.site(site).await?;
         if *branch == site_rec.production_branch {
             return Ok(false);
+        }
+        if let Some(builds) = self.builds.get() {
+            builds.cancel_running(site, Some(branch));
         }
         let removed = self.meta.delete_branch(site, branch).await?;
         if removed {
@@ -967,8 +1006,19 @@ impl Control {
             ApiError::new(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.code(), e.to_string())
         };
         if let Err(e) = chanto_forge::verify(forge, &lookup, body, &secret) {
-            tracing::warn!(site = %site, forge = source, error = %e, "webhook refused");
-            self.record(site, source, &event_name, "refused", e.to_string(), None).await;
+            let record = {
+                let mut refused = builds.refused.lock().expect("refused webhooks");
+                let entry = refused.entry(site.clone()).or_insert((std::time::Instant::now(), 0));
+                if entry.0.elapsed() >= Duration::from_secs(60) {
+                    *entry = (std::time::Instant::now(), 0);
+                }
+                entry.1 += 1;
+                entry.1 <= REFUSED_RECORDED_PER_MINUTE
+            };
+            if record {
+                tracing::warn!(site = %site, forge = source, error = %e, "webhook refused");
+                self.record(site, source, &event_name, "refused", e.to_string(), None).await;
+            }
             return Err(refuse(e));
         }
         let event = match chanto_forge::parse(forge, &lookup, body) {

@@ -14,7 +14,7 @@ use chanto_build::{BuildVars, Context, Masker, SpecInput};
 use chanto_core::{BranchName, BuildState, ContentHash};
 use chanto_store::{BuildOutcome, BuildRecord, GitConnection, now_millis};
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{Builds, CredentialKind, GitSettings, PhaseView};
 use crate::pipeline::{DeployRequest, FileSpec};
@@ -119,7 +119,7 @@ impl Isolation {
                 for w in writable {
                     c.arg("--bind").arg(w).arg(w);
                 }
-                c.args(["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--chdir"]).arg(cwd);
+                c.args(["--unshare-pid", "--unshare-ipc", "--new-session", "--die-with-parent", "--chdir"]).arg(cwd);
                 c.args(["--", "/bin/sh", "-c", script]);
                 c
             }
@@ -136,20 +136,70 @@ impl Isolation {
     }
 }
 
+/// Longest line kept in a build log; longer output is cut into lines of this size.
+const MAX_LINE_BYTES: usize = 64 << 10;
+/// Largest build log; output beyond it is dropped (the build goes on).
+const MAX_LOG_BYTES: u64 = 64 << 20;
+
 /// The build log: masked lines appended to a file that followers read.
 struct Log {
     file: tokio::fs::File,
     masker: Masker,
+    written: u64,
 }
 
 impl Log {
     async fn line(&mut self, text: &str) {
+        if self.written >= MAX_LOG_BYTES {
+            return;
+        }
         let masked = self.masker.mask(text);
         let mut bytes = masked.into_owned().into_bytes();
         bytes.push(b'\n');
+        self.written += bytes.len() as u64;
+        if self.written >= MAX_LOG_BYTES {
+            bytes.extend_from_slice(
+                format!("[chanto: the log reached {} MiB; further output is not kept]\n", MAX_LOG_BYTES >> 20)
+                    .as_bytes(),
+            );
+        }
         if let Err(e) = self.file.write_all(&bytes).await {
             tracing::warn!(error = %e, "writing a build log failed");
         }
+    }
+}
+
+/// Reads a command's output into lines of at most [`MAX_LINE_BYTES`], so
+/// output without newlines cannot grow the server's memory.
+async fn pump_lines(r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::sync::mpsc::Sender<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut r = r;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
+            if tx.send(String::from_utf8_lossy(&pending[start..start + i]).into_owned()).await.is_err() {
+                return;
+            }
+            start += i + 1;
+        }
+        pending.drain(..start);
+        while pending.len() >= MAX_LINE_BYTES {
+            let rest = pending.split_off(MAX_LINE_BYTES);
+            if tx.send(String::from_utf8_lossy(&pending).into_owned()).await.is_err() {
+                return;
+            }
+            pending = rest;
+        }
+    }
+    if !pending.is_empty() {
+        let _ = tx.send(String::from_utf8_lossy(&pending).into_owned()).await;
     }
 }
 
@@ -167,6 +217,7 @@ struct Run {
 /// Why a step stopped the build.
 enum Stop {
     Failed(String),
+    Superseded(String),
     Cancelled,
     TimedOut,
     Skipped,
@@ -212,14 +263,7 @@ impl Run {
         let pid = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
         let pump = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::sync::mpsc::Sender<String>| {
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(r).split(b'\n');
-                while let Ok(Some(line)) = lines.next_segment().await {
-                    if tx.send(String::from_utf8_lossy(&line).into_owned()).await.is_err() {
-                        break;
-                    }
-                }
-            })
+            tokio::spawn(pump_lines(r, tx))
         };
         let out = pump(Box::new(child.stdout.take().expect("piped")), tx.clone());
         let err = pump(Box::new(child.stderr.take().expect("piped")), tx);
@@ -247,6 +291,10 @@ impl Run {
             return Err((stop, None));
         }
         let status = child.wait().await.map_err(|e| (Stop::Failed(format!("waiting for the command: {e}")), None))?;
+        // Whatever the command left running in the background goes with it.
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         if status.success() {
             Ok(())
         } else {
@@ -270,13 +318,17 @@ impl Run {
     }
 }
 
+/// git as the server runs it: no system or global configuration (HOME is
+/// `/nonexistent`, so a `.gitconfig` the repository checks out is never read),
+/// no hooks, no prompts.
 fn git_command(dir: &Path, env: &[(String, String)]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("git");
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| BUILD_PATH.into()))
-        .env("HOME", dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("HOME", "/nonexistent")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .args(["-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"])
         .current_dir(dir);
@@ -362,7 +414,7 @@ pub(super) async fn ls_remote(
 /// Runs a claimed build to its end and records how it ended.
 pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRecord) {
     let (switch, cancel) = tokio::sync::watch::channel(false);
-    builds.running.lock().expect("running builds").insert(b.id.clone(), switch);
+    builds.running.lock().expect("running builds").insert(b.id.clone(), (b.site.clone(), b.branch.clone(), switch));
     let work = builds.config.work_dir.join(b.id.as_str());
     let started = Instant::now();
     tracing::info!(build = %b.id, site = %b.site, branch = %b.branch, "build started");
@@ -375,7 +427,6 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
             phases: "[]".into(),
         },
     };
-    builds.running.lock().expect("running builds").remove(&b.id);
     let _ = tokio::fs::remove_file(work.with_extension("key")).await;
     match control.meta.finish_build(&b.id, outcome, now_millis()).await {
         Ok(r) => {
@@ -383,6 +434,8 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
         }
         Err(e) => tracing::warn!(build = %b.id, error = %e, "recording the end of a build failed"),
     }
+    // Only now: until the end is recorded, a cancel must find the switch.
+    builds.running.lock().expect("running builds").remove(&b.id);
     // The result is recorded first: removing a large work tree takes a while.
     let _ = tokio::fs::remove_dir_all(&work).await;
     let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
@@ -443,7 +496,7 @@ async fn execute(
     let mut run = Run {
         id: b.id.clone(),
         meta: control.meta.clone(),
-        log: Log { file, masker: Masker::new(secrets) },
+        log: Log { file, masker: Masker::new(secrets), written: 0 },
         phases: Vec::new(),
         cancel,
         deadline: tokio::time::Instant::now() + timeout,
@@ -466,6 +519,7 @@ async fn execute(
         Err(Stop::Skipped) => {
             (BuildState::Skipped, Some("the commit message asks not to build it ([skip ci])".into()), None)
         }
+        Err(Stop::Superseded(why)) => (BuildState::Superseded, Some(why), None),
     };
     match &error {
         Some(e) => run.log.line(&format!("build {state}: {e}")).await,
@@ -538,6 +592,12 @@ async fn steps(
     // Remove git's own files before anything else runs: the build sees a plain tree.
     let _ = tokio::fs::remove_dir_all(work.join(".git")).await;
 
+    if b.untrusted && !matches!(builds.config.isolation, Isolation::Bubblewrap { .. }) {
+        return Err(failed(
+            "this pull request comes from a fork, and this server builds untrusted code only inside bubblewrap; install bubblewrap (Debian: bubblewrap) and restart chanto".into(),
+        ));
+    }
+
     // The build spec.
     let started = Instant::now();
     let context = if b.pull_request.is_some() {
@@ -586,7 +646,9 @@ async fn steps(
     let cache_dirs: Vec<String> = spec.cache_paths.iter().filter_map(|p| cache_dir_of(p)).collect();
     for p in &cache_dirs {
         let (from, to) = (cache_root.join(p), work.join(p));
-        if from.exists() && !to.exists() {
+        // Only into a place the repository has not already taken, through
+        // real directories: a symlink in the tree must not send root's copy elsewhere.
+        if from.exists() && within_without_symlinks(work, p, false) {
             if let Some(parent) = to.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
@@ -603,7 +665,7 @@ async fn steps(
     if let Some((uid, gid)) = builds.config.isolation.user() {
         for dir in [work, home.as_path()] {
             let status =
-                tokio::process::Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(dir).status().await;
+                tokio::process::Command::new("chown").arg("-hR").arg(format!("{uid}:{gid}")).arg(dir).status().await;
             if !status.is_ok_and(|s| s.success()) {
                 return Err(failed(format!("handing {} to uid {uid} failed", dir.display())));
             }
@@ -664,6 +726,14 @@ async fn steps(
         return Err(stop);
     }
 
+    // A newer build of this branch that already went live wins: an older
+    // commit never replaces it (a retried or redelivered build).
+    if let Ok(recent) = control.meta.list_builds(&b.site, Some(&b.branch), 50).await
+        && let Some(newer) = recent.iter().find(|o| o.created_at > b.created_at && o.state == BuildState::Succeeded)
+    {
+        return Err(Stop::Superseded(format!("build {} of a newer push already went live", newer.id)));
+    }
+
     // Deploy the output through the same pipeline as `chanto deploy`.
     let started = Instant::now();
     let deployed = deploy_output(control, b, &commit, message.as_deref(), work, &spec).await;
@@ -677,7 +747,9 @@ async fn steps(
             // Save the cache.
             for p in &cache_dirs {
                 let (from, to) = (work.join(p), cache_root.join(p));
-                if from.exists() {
+                // Only a real directory reached through real directories: a
+                // symlink here could hand the server's own files to the next build.
+                if within_without_symlinks(work, p, true) && from.is_dir() {
                     let _ = tokio::fs::remove_dir_all(&to).await;
                     if let Some(parent) = to.parent() {
                         let _ = tokio::fs::create_dir_all(parent).await;
@@ -696,6 +768,29 @@ async fn steps(
     }
 }
 
+/// Whether `rel` under `root` is reached through real directories only (no
+/// symlink at any step) and, when `exists`, is itself there and no symlink;
+/// when not `exists`, that it is not there yet.
+fn within_without_symlinks(root: &Path, rel: &str, exists: bool) -> bool {
+    let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+    let mut at = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." || *part == "." {
+            return false;
+        }
+        at.push(part);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return false,
+            Ok(m) if last => return exists && m.is_dir(),
+            Ok(m) if !m.is_dir() => return false,
+            Ok(_) => {}
+            Err(_) => return !exists,
+        }
+    }
+    !parts.is_empty() && !exists
+}
+
 /// The directory a cache path names: Amplify writes globs (`node_modules/**/*`),
 /// chanto caches the directory before the first wildcard. `None` for a path
 /// that names the whole tree.
@@ -711,6 +806,7 @@ fn status_of(stop: &Stop) -> &'static str {
         Stop::Cancelled => "cancelled",
         Stop::TimedOut => "timed_out",
         Stop::Skipped => "skipped",
+        Stop::Superseded(_) => "superseded",
     }
 }
 
@@ -741,6 +837,8 @@ async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
 const UPLOADS_IN_FLIGHT: usize = 32;
 /// Output files up to this size are kept in memory between hashing and upload.
 const KEEP_IN_MEMORY: u64 = 1 << 20;
+/// At most this many bytes of one build's output are kept in memory at once.
+const MEMORY_BUDGET: u64 = 64 << 20;
 
 /// One file of a build's output, hashed.
 struct OutputFile {
@@ -753,9 +851,12 @@ struct OutputFile {
 }
 
 impl OutputFile {
-    fn read(f: crate::walk::LocalFile) -> Result<Self, String> {
+    fn read(f: crate::walk::LocalFile, budget: &std::sync::atomic::AtomicU64) -> Result<Self, String> {
+        use std::sync::atomic::Ordering;
         let fail = |e: std::io::Error| format!("reading {}: {e}", f.path);
-        if f.size <= KEEP_IN_MEMORY {
+        let kept = f.size <= KEEP_IN_MEMORY
+            && budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(f.size)).is_ok();
+        if kept {
             let bytes = bytes::Bytes::from(std::fs::read(&f.abs).map_err(fail)?);
             return Ok(Self {
                 hash: ContentHash::of(&bytes),
@@ -801,7 +902,8 @@ async fn deploy_output(
     let files = tokio::task::spawn_blocking(move || -> Result<Vec<OutputFile>, String> {
         use rayon::prelude::*;
         let listed = crate::walk::walk(&canon).map_err(|e| e.to_string())?;
-        listed.into_par_iter().filter(|f| filter.matches(&f.path)).map(OutputFile::read).collect()
+        let budget = std::sync::atomic::AtomicU64::new(MEMORY_BUDGET);
+        listed.into_par_iter().filter(|f| filter.matches(&f.path)).map(|f| OutputFile::read(f, &budget)).collect()
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -854,6 +956,45 @@ async fn deploy_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_paths_never_go_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("real/deep")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("real/inner")).unwrap();
+        std::fs::write(root.join("file"), "x").unwrap();
+        // Saving (it must exist, as a real directory, through real directories).
+        assert!(within_without_symlinks(root, "real", true));
+        assert!(within_without_symlinks(root, "real/deep", true));
+        for bad in ["link", "link/x", "real/inner", "real/inner/x", "file", "missing", "../real", "", "real/../real"] {
+            assert!(!within_without_symlinks(root, bad, true), "{bad}");
+        }
+        // Restoring (it must not exist yet, and its parents must be real directories).
+        assert!(within_without_symlinks(root, "new", false));
+        assert!(within_without_symlinks(root, "real/new/deeper", false));
+        for bad in ["real", "link", "link/new", "real/inner/new", "file/new", "..", ""] {
+            assert!(!within_without_symlinks(root, bad, false), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn output_without_newlines_is_cut_into_bounded_lines() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let mut input = vec![b'a'; MAX_LINE_BYTES * 3 + 10];
+        input.extend_from_slice(b"\nshort\nlast");
+        let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(std::io::Cursor::new(input));
+        pump_lines(reader, tx).await;
+        let mut lines = Vec::new();
+        while let Some(l) = rx.recv().await {
+            lines.push(l);
+        }
+        let lens: Vec<usize> = lines.iter().map(String::len).collect();
+        assert_eq!(lens, [MAX_LINE_BYTES, MAX_LINE_BYTES, MAX_LINE_BYTES, 10, 5, 4]);
+        assert_eq!(lines[4], "short");
+    }
 
     #[test]
     fn cache_paths_name_directories() {

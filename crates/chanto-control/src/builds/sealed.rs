@@ -34,8 +34,10 @@ impl Sealer {
         Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) }
     }
 
-    /// Reads the key at `path`, creating it (random, mode 0600) if absent.
-    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+    /// Reads the key at `path`, creating it (random, mode 0600) if absent
+    /// and `may_create`; otherwise a missing key is an error (secrets sealed
+    /// under it exist and a new key could not open them).
+    pub fn load_or_create(path: &Path, may_create: bool) -> std::io::Result<Self> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         match std::fs::read(path) {
@@ -49,6 +51,10 @@ impl Sealer {
                 })?;
                 Ok(Self::new(key))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => Err(std::io::Error::other(format!(
+                "{} is missing, but secrets sealed with it are stored; restore it from a backup (a new key could not open them)",
+                path.display()
+            ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = random_bytes();
                 let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
@@ -108,11 +114,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.key");
-        let sealed = Sealer::load_or_create(&path).unwrap().seal(b"x");
+        let err = Sealer::load_or_create(&path, false).unwrap_err().to_string();
+        assert!(err.contains("restore it from a backup"), "{err}");
+        let sealed = Sealer::load_or_create(&path, true).unwrap().seal(b"x");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(Sealer::load_or_create(&path).unwrap().open(&sealed).unwrap(), b"x");
+        assert_eq!(Sealer::load_or_create(&path, false).unwrap().open(&sealed).unwrap(), b"x");
         std::fs::write(&path, b"short").unwrap();
-        let err = Sealer::load_or_create(&path).unwrap_err().to_string();
+        let err = Sealer::load_or_create(&path, true).unwrap_err().to_string();
         assert!(err.contains("not a 32-byte key"), "{err}");
     }
 }
