@@ -436,9 +436,11 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
     }
     // Only now: until the end is recorded, a cancel must find the switch.
     builds.running.lock().expect("running builds").remove(&b.id);
-    // The result is recorded first: removing a large work tree takes a while.
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
+    // Removing a large work tree takes a while: the runner goes on meanwhile.
+    tokio::spawn(async move {
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
+    });
 }
 
 /// The path of a build's log.
