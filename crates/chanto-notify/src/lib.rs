@@ -1,0 +1,1 @@
+//! Notifications without IO (being written).
