@@ -223,6 +223,18 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     );
     assert_eq!(server.get("app.localhost", "/").text(), "hello|main|main|production");
 
+    // A replayed (or late) webhook of an older commit is signed all right,
+    // but deploys nothing: the branch has moved on.
+    let c3b = repo.commit("feature/login", &[("note.txt", "newer")], "newer");
+    let r = send_github(&server, "app", &secret, "push", &github_push("feature/login", &c3, "login page"));
+    let replay = wait_build(&server, body_json(&r)["build"].as_str().unwrap());
+    assert_eq!(replay["state"], "superseded", "{replay}");
+    assert!(replay["error"].as_str().unwrap().contains(&c3b), "{replay}");
+    assert_eq!(
+        server.get("feature-login--app.localhost", "/").text(),
+        "hello|feature/login|feature/login|branch-deploy"
+    );
+
     // [skip ci] records a skipped build and deploys nothing.
     let c4 = repo.commit("feature/login", &[], "typo [skip ci]");
     let r = send_github(&server, "app", &secret, "push", &github_push("feature/login", &c4, "typo [skip ci]"));

@@ -591,6 +591,41 @@ async fn steps(
     if b.trigger == "poll" && message.as_deref().is_some_and(chanto_build::skip_requested) {
         return Err(Stop::Skipped);
     }
+    // A webhook names a commit, but forges do not sign when they sent it: a
+    // replayed or late delivery of an old push must not deploy an old commit.
+    // Build it only while it is still the head of its ref.
+    if b.trigger.ends_with(" push") || b.trigger.ends_with(" pull request") {
+        let wanted =
+            if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
+        let key = work.with_extension("key");
+        let env = credential_env(builds, conn, settings, &key).map_err(failed)?;
+        let out =
+            git_command(work, &env).args(["ls-remote", "--", &conn.repository, &wanted]).kill_on_drop(true).output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out).await;
+        let _ = std::fs::remove_file(&key);
+        match out {
+            Ok(Ok(o)) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let head = text
+                    .lines()
+                    .find_map(|l| l.split_once('\t').filter(|(_, r)| *r == wanted).map(|(h, _)| h.to_owned()));
+                match head {
+                    Some(h) if h != commit => {
+                        return Err(Stop::Superseded(format!(
+                            "{wanted} has moved on to {h}; the push of that commit builds instead"
+                        )));
+                    }
+                    None => return Err(Stop::Superseded(format!("{wanted} no longer exists on the remote"))),
+                    Some(_) => {}
+                }
+            }
+            _ => {
+                run.log
+                    .line("warning: could not check that the commit is still the head of its ref; building it anyway")
+                    .await
+            }
+        }
+    }
     // Remove git's own files before anything else runs: the build sees a plain tree.
     let _ = tokio::fs::remove_dir_all(work.join(".git")).await;
 
