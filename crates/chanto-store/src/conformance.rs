@@ -391,7 +391,16 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!(interrupted[0].state, BuildState::Interrupted);
     let listed = meta.list_builds(&site, None, 10).await.unwrap();
     assert_eq!(listed.len(), 5);
-    assert_eq!(listed[0].branch.as_str(), "dev");
+    // Newest first: the cancelled "other", the skipped "main", then the interrupted "dev".
+    let order: Vec<_> = listed.iter().map(|b| (b.branch.as_str().to_owned(), b.state)).collect();
+    assert_eq!(
+        order[..3],
+        [
+            ("other".to_owned(), BuildState::Cancelled),
+            ("main".to_owned(), BuildState::Skipped),
+            ("dev".to_owned(), BuildState::Interrupted)
+        ]
+    );
     assert_eq!(meta.list_builds(&site, Some(&main), 1).await.unwrap().len(), 1);
 
     // Variables: site-wide and per branch, replace, remove.
