@@ -1,0 +1,266 @@
+//! Subscription filters: which events, on which branches (glob patterns), a site's subscriber wants to hear about.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::preview;
+use crate::{Error, Event, EventKind};
+
+/// Longest branch pattern accepted, in bytes (git refs are rarely longer than 255).
+pub const MAX_PATTERN_LEN: usize = 255;
+
+/// A validated subscription filter. Deserialises from `{"events": [...], "branches": [...]}` (both optional,
+/// unknown keys refused), validating like [`Filter::new`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawFilter")]
+pub struct Filter {
+    events: Vec<EventKind>,
+    branches: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    events: Vec<EventKind>,
+    #[serde(default)]
+    branches: Vec<String>,
+}
+
+impl TryFrom<RawFilter> for Filter {
+    type Error = Error;
+
+    fn try_from(raw: RawFilter) -> Result<Self, Error> {
+        Filter::new(raw.events, raw.branches)
+    }
+}
+
+impl Filter {
+    /// A filter for `events` (empty: every event) on branches matching any of `branches` (empty: every branch).
+    ///
+    /// Patterns are globs: `*` matches within one path segment (not `/`), `**` matches anything including `/`,
+    /// `?` matches one character other than `/`; everything else matches itself. So `feature/*` matches
+    /// `feature/login` but not `feature/a/b`, and `release/**` matches both `release/1.0` and `release/1/rc`.
+    /// Duplicate events are dropped and events are kept sorted.
+    pub fn new(mut events: Vec<EventKind>, branches: Vec<String>) -> Result<Self, Error> {
+        events.sort();
+        events.dedup();
+        for (index, pattern) in branches.iter().enumerate() {
+            if let Some(reason) = pattern_problem(pattern) {
+                return Err(Error::BadBranchPattern { index, pattern: preview(pattern), reason });
+            }
+        }
+        Ok(Filter { events, branches })
+    }
+
+    /// A filter matching every event on every branch.
+    pub fn all() -> Self {
+        Filter::default()
+    }
+
+    /// The events this filter lets through (empty: all).
+    pub fn events(&self) -> &[EventKind] {
+        &self.events
+    }
+
+    /// The branch patterns (empty: all branches).
+    pub fn branches(&self) -> &[String] {
+        &self.branches
+    }
+
+    /// Whether a subscriber with this filter is told about `e`.
+    pub fn matches(&self, e: &Event) -> bool {
+        let event_ok = self.events.is_empty() || self.events.contains(&e.kind);
+        event_ok && (self.branches.is_empty() || self.branches.iter().any(|p| glob_match(p, &e.branch)))
+    }
+}
+
+/// Why a branch pattern cannot be used, as the end of an error message, or `None` if it can.
+fn pattern_problem(pattern: &str) -> Option<&'static str> {
+    if pattern.is_empty() {
+        return Some("is empty; remove it (an empty `branches` list already means every branch)");
+    }
+    if pattern.len() > MAX_PATTERN_LEN {
+        return Some("is longer than 255 bytes; shorten it, using `*` or `**` for the varying part");
+    }
+    if pattern.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some("contains whitespace or a control character, which git branch names cannot; remove it");
+    }
+    if pattern.contains(['[', ']', '\\', '~', '^', ':']) {
+        return Some(
+            "contains one of `[ ] \\ ~ ^ :`, which git branch names cannot; only `*`, `**` and `?` are special",
+        );
+    }
+    if pattern.contains("***") {
+        return Some("has three `*` in a row; use `*` (within a segment) or `**` (across `/`)");
+    }
+    None
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Char(char),
+    One,
+    Star,
+    DoubleStar,
+}
+
+fn tokens(pattern: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                // Longer runs than `**` are refused by validation; here they simply mean `**`.
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                Token::DoubleStar
+            }
+            '*' => Token::Star,
+            '?' => Token::One,
+            c => Token::Char(c),
+        });
+    }
+    out
+}
+
+/// Whether `text` matches the glob `pattern` (syntax in [`Filter::new`]).
+///
+/// Table-filling over (pattern token, text position), two rows at a time: O(pattern × text) time, no
+/// backtracking, so hostile patterns cannot blow up.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let text: Vec<char> = text.chars().collect();
+    // row[j]: the tokens seen so far match text[..j].
+    let mut row = vec![false; text.len() + 1];
+    row[0] = true;
+    let mut next = vec![false; text.len() + 1];
+    for token in tokens(pattern) {
+        next[0] = matches!(token, Token::Star | Token::DoubleStar) && row[0];
+        for j in 1..=text.len() {
+            let c = text[j - 1];
+            next[j] = match token {
+                Token::Char(p) => row[j - 1] && p == c,
+                Token::One => row[j - 1] && c != '/',
+                Token::Star => row[j] || (next[j - 1] && c != '/'),
+                Token::DoubleStar => row[j] || next[j - 1],
+            };
+        }
+        std::mem::swap(&mut row, &mut next);
+    }
+    row[text.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::event;
+    use proptest::prelude::*;
+
+    #[test]
+    fn glob_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("main", "main", true),
+            ("main", "mainline", false),
+            ("*", "main", true),
+            ("*", "feature/x", false),
+            ("**", "feature/x/y", true),
+            ("**", "", true),
+            ("feature/*", "feature/login", true),
+            ("feature/*", "feature/a/b", false),
+            ("feature/*", "feature/", true),
+            ("release/**", "release/1/rc", true),
+            ("release/**", "release", false),
+            ("**/hotfix", "a/b/hotfix", true),
+            ("**/hotfix", "hotfix", false),
+            ("v?.?", "v1.2", true),
+            ("v?.?", "v1.23", false),
+            ("a?c", "a/c", false),
+            ("*-preview", "pr-12-preview", true),
+            ("dépôt-*", "dépôt-1", true),
+            ("a*b*c*d", "aXbYcZd", true),
+            ("a*b*c*d", "aXbYcZ", false),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(glob_match(pattern, text), *want, "{pattern:?} vs {text:?}");
+        }
+    }
+
+    #[test]
+    fn new_refuses_bad_patterns() {
+        let cases: &[(&str, &str)] = &[
+            ("", "is empty"),
+            ("feature x", "whitespace"),
+            ("[ab]", "`[ ] \\ ~ ^ :`"),
+            ("a***", "three `*`"),
+            (&"x".repeat(256), "longer than 255"),
+        ];
+        for (pattern, want) in cases {
+            let err = Filter::new(vec![], vec!["main".into(), pattern.to_string()]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("branches[1] "), "{msg}");
+            assert!(msg.contains(want), "{pattern:?}: {msg}");
+            assert_eq!(err.status(), 422);
+        }
+    }
+
+    #[test]
+    fn matches_events_and_branches() {
+        let f = Filter::new(
+            vec![EventKind::BuildFailed, EventKind::DeployActivated, EventKind::BuildFailed],
+            vec!["main".into(), "release/**".into()],
+        )
+        .unwrap();
+        assert_eq!(f.events(), &[EventKind::BuildFailed, EventKind::DeployActivated]);
+        let mut e = event(EventKind::BuildFailed);
+        assert!(f.matches(&e));
+        e.branch = "release/2/rc".into();
+        assert!(f.matches(&e));
+        e.branch = "feature/x".into();
+        assert!(!f.matches(&e));
+        e.branch = "main".into();
+        e.kind = EventKind::BuildSucceeded;
+        assert!(!f.matches(&e));
+        assert!(Filter::all().matches(&e));
+    }
+
+    #[test]
+    fn deserialises_with_validation() {
+        let f: Filter = serde_json::from_str(r#"{"events": ["build.failed"], "branches": ["main"]}"#).unwrap();
+        assert_eq!(f.events(), &[EventKind::BuildFailed]);
+        assert_eq!(serde_json::from_str::<Filter>("{}").unwrap(), Filter::all());
+        let err = serde_json::from_str::<Filter>(r#"{"branches": [""]}"#).unwrap_err().to_string();
+        assert!(err.contains("branches[0]"), "{err}");
+        let err = serde_json::from_str::<Filter>(r#"{"event": []}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `event`"), "{err}");
+        let err = serde_json::from_str::<Filter>(r#"{"events": ["build.exploded"]}"#).unwrap_err().to_string();
+        assert!(err.contains("build.exploded"), "{err}");
+        let back: Filter = serde_json::from_value(serde_json::to_value(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+
+    proptest! {
+        #[test]
+        fn glob_never_panics(pattern in "[a-z*?/.\\-é]{0,40}", text in "[a-z/.\\-é]{0,60}") {
+            let _ = glob_match(&pattern, &text);
+            let _ = Filter::new(vec![], vec![pattern]);
+        }
+
+        #[test]
+        fn double_star_matches_everything(text in "\\PC{0,80}") {
+            prop_assert!(glob_match("**", &text));
+        }
+
+        #[test]
+        fn literal_pattern_matches_itself_only(text in "[a-z/.\\-]{1,40}", other in "[a-z/.\\-]{1,40}") {
+            prop_assert!(glob_match(&text, &text));
+            prop_assert_eq!(glob_match(&text, &other), text == other);
+        }
+
+        #[test]
+        fn star_never_crosses_a_slash(a in "[a-z]{0,10}", b in "[a-z]{0,10}") {
+            let text = format!("{a}/{b}");
+            prop_assert!(!glob_match("*", &text));
+            prop_assert!(glob_match("*/*", &text));
+        }
+    }
+}
