@@ -470,3 +470,158 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert!(meta.delete_git(&site).await.unwrap());
     assert!(meta.get_git(&site).await.unwrap().is_none());
 }
+
+/// The notification contract: state changes write the outbox in their own transaction, fan-out happens once,
+/// a subscription's deliveries go out in order, attempts are kept, and pruning keeps what is pending.
+pub async fn notify_store(meta: &dyn MetaStore) {
+    use crate::{BuildOutcome, DeliveryAttempt, DeliveryNext, NewDelivery, Subscription};
+    use chanto_core::BuildState;
+    let site: SiteName = "app".parse().unwrap();
+    let main: BranchName = "main".parse().unwrap();
+    meta.create_site(&site, &main, 1).await.unwrap();
+    let kinds = |events: &[crate::OutboxEvent]| events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+
+    // Subscriptions.
+    let sub = |id: &str| Subscription {
+        id: id.into(),
+        site: site.clone(),
+        channel: "webhook".into(),
+        config: vec![1, 2],
+        display: "https://example.com/…".into(),
+        filter: "{}".into(),
+        created_at: 2,
+    };
+    meta.add_subscription(sub("sub_a")).await.unwrap();
+    meta.add_subscription(sub("sub_b")).await.unwrap();
+    assert!(meta.add_subscription(sub("sub_a")).await.is_err(), "ids are unique");
+    assert_eq!(meta.list_subscriptions(&site).await.unwrap().len(), 2);
+    assert_eq!(meta.get_subscription(&site, "sub_a").await.unwrap().unwrap().config, vec![1, 2]);
+    assert!(meta.get_subscription(&site, "sub_zz").await.unwrap().is_none());
+
+    // A build's life and a deploy's life write the outbox.
+    let b = meta.enqueue_build(new_build(1, &site, "main", 10), true).await.unwrap();
+    let replaced_by = meta.enqueue_build(new_build(2, &site, "main", 11), true).await.unwrap();
+    assert_eq!(meta.get_build(&b.id).await.unwrap().unwrap().state, BuildState::Superseded);
+    let running = meta.claim_build(12).await.unwrap().unwrap();
+    assert_eq!(running.id, replaced_by.id);
+    let d = meta.create_deploy(new_deploy(1, &site, "main", false, 13)).await.unwrap();
+    meta.mark_ready(&d.id, &ContentHash::of(b"m1"), 14).await.unwrap();
+    meta.activate(&d.id, ActivationKind::Deploy, 15).await.unwrap();
+    let outcome =
+        BuildOutcome { state: BuildState::Succeeded, error: None, deploy: Some(d.id.clone()), phases: "[]".into() };
+    meta.finish_build(&running.id, outcome, 16).await.unwrap();
+    let d2 = meta.create_deploy(new_deploy(2, &site, "main", false, 17)).await.unwrap();
+    meta.mark_ready(&d2.id, &ContentHash::of(b"m2"), 18).await.unwrap();
+    meta.activate(&d2.id, ActivationKind::Deploy, 19).await.unwrap();
+    meta.rollback(&site, &main, 20).await.unwrap();
+    // A skipped build reports nothing; a preview's activation and removal report as previews.
+    meta.enqueue_build(
+        crate::NewBuild { skip_reason: Some("[skip ci]".into()), ..new_build(3, &site, "main", 21) },
+        true,
+    )
+    .await
+    .unwrap();
+    meta.set_preview_closed(&site, 7, None).await.unwrap();
+    let p = meta.create_deploy(new_deploy(3, &site, "pr-7", false, 22)).await.unwrap();
+    meta.mark_ready(&p.id, &ContentHash::of(b"m3"), 23).await.unwrap();
+    meta.activate(&p.id, ActivationKind::Deploy, 24).await.unwrap();
+    assert!(meta.delete_branch(&site, &"pr-7".parse().unwrap()).await.unwrap());
+
+    let events = meta.pending_events(100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            "build.queued",
+            "build.cancelled",
+            "build.queued",
+            "build.started",
+            "deploy.ready",
+            "deploy.activated",
+            "build.succeeded",
+            "deploy.ready",
+            "deploy.activated",
+            "deploy.rolled_back",
+            "deploy.ready",
+            "preview.ready",
+            "preview.removed"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!((events[1].build.as_ref(), events[1].at), (Some(&b.id), 11));
+    assert_eq!(events[6].deploy.as_ref(), Some(&d.id), "a finished build names its deploy");
+    let rolled = &events[9];
+    assert_eq!((rolled.deploy.as_ref(), rolled.detail.as_deref()), (Some(&d.id), Some(d2.id.as_str())));
+    assert_eq!(events[12].branch, "pr-7");
+    assert_eq!(meta.pending_events(2).await.unwrap().len(), 2);
+
+    // Fan-out happens once; deliveries only for subscriptions that still exist.
+    let nd = |s: &str, key: Option<&str>| NewDelivery {
+        subscription: s.into(),
+        action: "send".into(),
+        key: key.map(Into::into),
+        event_kind: "build.queued".into(),
+        event_id: "evt".into(),
+        payload: "{}".into(),
+    };
+    let first = events[0].seq;
+    assert!(
+        meta.fan_out(first, vec![nd("sub_a", Some("k")), nd("sub_b", None), nd("sub_gone", None)], 30).await.unwrap()
+    );
+    assert!(!meta.fan_out(first, vec![nd("sub_a", None)], 31).await.unwrap(), "fanned out twice");
+    assert!(meta.fan_out(events[1].seq, vec![nd("sub_a", Some("k"))], 32).await.unwrap());
+    assert_eq!(meta.pending_events(100).await.unwrap().len(), events.len() - 2);
+    // One due delivery per subscription, oldest first.
+    let due = meta.due_deliveries(40, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.subscription.as_str()).collect::<Vec<_>>(), ["sub_a", "sub_b"]);
+    assert!(meta.due_deliveries(29, 10).await.unwrap().is_empty(), "not due yet");
+    let (a1, b1) = (due[0].clone(), due[1].clone());
+    assert_eq!((a1.state.as_str(), a1.attempts, a1.key.as_deref()), ("pending", 0, Some("k")));
+    let attempt = |n: u32, outcome: &str| DeliveryAttempt {
+        n,
+        at: 41,
+        duration_ms: 5,
+        status: Some(503),
+        outcome: outcome.into(),
+        response: "busy".into(),
+    };
+    meta.record_attempt(a1.id, attempt(1, "retry: 503"), DeliveryNext::Retry(100), 41).await.unwrap();
+    assert_eq!(meta.next_due().await.unwrap(), Some(30), "sub_b's delivery is still due");
+    meta.record_attempt(b1.id, attempt(1, "delivered"), DeliveryNext::Delivered, 42).await.unwrap();
+    assert_eq!(meta.next_due().await.unwrap(), Some(100));
+    assert!(meta.due_deliveries(99, 10).await.unwrap().is_empty(), "sub_a waits for its first delivery");
+    assert!(!meta.newer_delivered("sub_a", "k", a1.id).await.unwrap());
+    meta.record_attempt(a1.id, attempt(2, "delivered"), DeliveryNext::Delivered, 101).await.unwrap();
+    let a2 = meta.due_deliveries(200, 10).await.unwrap().remove(0);
+    assert!(a2.id > a1.id);
+    assert!(meta.newer_delivered("sub_a", "k", a1.id - 1).await.unwrap());
+    assert!(!meta.newer_delivered("sub_a", "other", a1.id - 1).await.unwrap());
+    meta.record_attempt(a2.id, attempt(1, "dead: 404"), DeliveryNext::Dead, 201).await.unwrap();
+    assert_eq!(meta.next_due().await.unwrap(), None);
+
+    let listed = meta.list_notify_deliveries(&site, None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|d| d.state.as_str()).collect::<Vec<_>>(), ["dead", "delivered", "delivered"]);
+    assert_eq!(meta.list_notify_deliveries(&site, Some("sub_b"), 10).await.unwrap().len(), 1);
+    let (d1, attempts) = meta.get_notify_delivery(&site, a1.id).await.unwrap().unwrap();
+    assert_eq!((d1.state.as_str(), d1.attempts, d1.last_error), ("delivered", 2, None));
+    assert_eq!(attempts.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(), ["retry: 503", "delivered"]);
+    assert_eq!(attempts[0].status, Some(503));
+    assert!(meta.get_notify_delivery(&"other".parse().unwrap(), a1.id).await.is_err(), "no such site");
+
+    // The one pull request comment.
+    assert_eq!(meta.forge_comment("sub_a", 7).await.unwrap(), None);
+    meta.set_forge_comment("sub_a", 7, "123").await.unwrap();
+    meta.set_forge_comment("sub_a", 7, "124").await.unwrap();
+    assert_eq!(meta.forge_comment("sub_a", 7).await.unwrap().as_deref(), Some("124"));
+
+    // Pruning keeps pending work; removing a subscription removes its deliveries.
+    meta.fan_out(events[2].seq, vec![nd("sub_b", None)], 300).await.unwrap();
+    assert!(meta.prune_notifications(1000).await.unwrap() >= 5);
+    assert_eq!(meta.list_notify_deliveries(&site, None, 10).await.unwrap().len(), 1);
+    assert_eq!(meta.pending_events(100).await.unwrap().len(), events.len() - 3);
+    assert!(meta.delete_subscription(&site, "sub_b").await.unwrap());
+    assert!(!meta.delete_subscription(&site, "sub_b").await.unwrap());
+    assert!(meta.list_notify_deliveries(&site, None, 10).await.unwrap().is_empty());
+    // Deleting the site takes everything with it.
+    meta.delete_site(&site).await.unwrap();
+    assert!(meta.pending_events(100).await.unwrap().is_empty());
+}

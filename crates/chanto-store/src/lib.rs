@@ -7,9 +7,11 @@ pub mod builds;
 pub mod conformance;
 pub mod error;
 pub mod meta;
+pub mod notify;
 pub mod routing;
 pub mod sqlite;
 mod sqlite_builds;
+mod sqlite_notify;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};
@@ -17,6 +19,9 @@ pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
     VariantRecord,
+};
+pub use notify::{
+    Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };
 pub use routing::{RoutingSink, RoutingTable};
 pub use sqlite::SqliteMeta;

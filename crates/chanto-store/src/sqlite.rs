@@ -14,6 +14,7 @@ use chanto_core::{
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::meta::*;
+use crate::sqlite_notify::{is_preview, record_event};
 use crate::{StoreError, UnixMillis};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the ones done.
@@ -164,6 +165,62 @@ CREATE TABLE tokens (
         number INTEGER NOT NULL,
         closed_at INTEGER,
         PRIMARY KEY (site_id, number)
+    );",
+    // 5: notifications: subscriptions, the outbox written by state changes, deliveries and their attempts.
+    "CREATE TABLE notify_subscriptions (
+        id TEXT PRIMARY KEY,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        channel TEXT NOT NULL,
+        config BLOB NOT NULL,
+        display TEXT NOT NULL,
+        filter TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE notify_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        build_id TEXT,
+        deploy_id TEXT,
+        detail TEXT,
+        at INTEGER NOT NULL,
+        fanned INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX notify_outbox_pending ON notify_outbox (fanned, seq);
+    CREATE TABLE notify_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscription_id TEXT NOT NULL REFERENCES notify_subscriptions(id) ON DELETE CASCADE,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        action TEXT NOT NULL,
+        coalesce_key TEXT,
+        event_kind TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at INTEGER NOT NULL,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX notify_deliveries_pending ON notify_deliveries (state, subscription_id, id);
+    CREATE INDEX notify_deliveries_by_site ON notify_deliveries (site_id, id);
+    CREATE TABLE notify_attempts (
+        delivery_id INTEGER NOT NULL REFERENCES notify_deliveries(id) ON DELETE CASCADE,
+        n INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status INTEGER,
+        outcome TEXT NOT NULL,
+        response TEXT NOT NULL,
+        PRIMARY KEY (delivery_id, n)
+    );
+    CREATE TABLE forge_comments (
+        subscription_id TEXT NOT NULL REFERENCES notify_subscriptions(id) ON DELETE CASCADE,
+        pull_request INTEGER NOT NULL,
+        comment_id TEXT NOT NULL,
+        PRIMARY KEY (subscription_id, pull_request)
     );",
 ];
 
@@ -466,6 +523,8 @@ impl MetaStore for SqliteMeta {
                 "UPDATE deploys SET state = 'ready', manifest = ?2, finished_at = ?3 WHERE id = ?1",
                 params![id.as_str(), manifest.to_hex(), now],
             )?;
+            let sid = site_id(&tx, &cur.site)?;
+            record_event(&tx, sid, "deploy.ready", cur.branch.as_str(), None, Some(id.as_str()), None, now)?;
             let rec = get_deploy_tx(&tx, id.as_str())?.ok_or_else(|| StoreError::Db("deploy vanished".into()))?;
             tx.commit()?;
             Ok(rec)
@@ -514,6 +573,9 @@ impl MetaStore for SqliteMeta {
                 "INSERT INTO activations (branch_id, deploy_id, kind, at) VALUES (?1, ?2, ?3, ?4)",
                 params![branch_id, id.as_str(), kind.as_str(), now],
             )?;
+            let sid = site_id(&tx, &d.site)?;
+            let event = if is_preview(&tx, sid, d.branch.as_str())? { "preview.ready" } else { "deploy.activated" };
+            record_event(&tx, sid, event, d.branch.as_str(), None, Some(id.as_str()), active.as_deref(), now)?;
             tx.commit()?;
             active.map(|a| parse(0, a)).transpose().map_err(Into::into)
         })
@@ -527,7 +589,6 @@ impl MetaStore for SqliteMeta {
         now: UnixMillis,
     ) -> Result<(DeployId, DeployId), StoreError> {
         let (site, branch) = (site.clone(), branch.clone());
-        let _ = now;
         self.call(move |c| {
             let tx = c.transaction()?;
             let site_id = site_id(&tx, &site)?;
@@ -558,6 +619,7 @@ impl MetaStore for SqliteMeta {
             })?;
             tx.execute("UPDATE activations SET undone = 1 WHERE branch_id = ?1 AND id > ?2", params![branch_id, target_act])?;
             flip(&tx, branch_id, Some(&active), &target)?;
+            record_event(&tx, site_id, "deploy.rolled_back", branch.as_str(), None, Some(&target), Some(&active), now)?;
             tx.commit()?;
             Ok((parse(0, active)?, parse(0, target)?))
         })

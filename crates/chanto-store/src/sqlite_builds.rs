@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::builds::*;
 use crate::sqlite::{SqliteMeta, parse, site_id};
+use crate::sqlite_notify::{is_preview, record_build_event, record_event};
 use crate::{StoreError, UnixMillis};
 
 /// Webhook deliveries kept per site.
@@ -130,11 +131,19 @@ impl BuildStore for SqliteMeta {
             let tx = c.transaction()?;
             let sid = site_id(&tx, &b.site)?;
             if supersede && b.skip_reason.is_none() {
+                let replaced: Vec<String> = {
+                    let mut st =
+                        tx.prepare("SELECT id FROM builds WHERE site_id = ?1 AND branch = ?2 AND state = 'queued'")?;
+                    st.query_map(params![sid, b.branch.as_str()], |r| r.get(0))?.collect::<Result<_, _>>()?
+                };
                 tx.execute(
                     "UPDATE builds SET state = 'superseded', finished_at = ?3, error = ?4
                      WHERE site_id = ?1 AND branch = ?2 AND state = 'queued'",
                     params![sid, b.branch.as_str(), b.created_at, format!("a newer build of {} replaced it", b.branch)],
                 )?;
+                for id in replaced {
+                    record_build_event(&tx, &id, b.created_at)?;
+                }
             }
             tx.execute(
                 "INSERT INTO builds (id, site_id, branch, git_ref, commit_sha, pull_request, state, trigger, title, author,
@@ -158,6 +167,7 @@ impl BuildStore for SqliteMeta {
                     b.skip_reason
                 ],
             )?;
+            record_build_event(&tx, b.id.as_str(), b.created_at)?;
             let rec = get_build_tx(&tx, b.id.as_str())?.ok_or_else(|| StoreError::NotFound(format!("build {}", b.id)))?;
             tx.commit()?;
             Ok(rec)
@@ -173,14 +183,18 @@ impl BuildStore for SqliteMeta {
     ) -> Result<Option<BuildRecord>, StoreError> {
         let (id, reason) = (id.clone(), reason.to_owned());
         self.call(move |c| {
-            let n = c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "UPDATE builds SET state = 'cancelled', error = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'queued'",
                 params![id.as_str(), reason, now],
             )?;
             if n == 0 {
                 return Ok(None);
             }
-            get_build_tx(c, id.as_str())
+            record_build_event(&tx, id.as_str(), now)?;
+            let rec = get_build_tx(&tx, id.as_str())?;
+            tx.commit()?;
+            Ok(rec)
         })
         .await
     }
@@ -195,6 +209,7 @@ impl BuildStore for SqliteMeta {
                 .optional()?;
             let Some(id) = next else { return Ok(None) };
             tx.execute("UPDATE builds SET state = 'running', started_at = ?2 WHERE id = ?1", params![id, now])?;
+            record_build_event(&tx, &id, now)?;
             let rec = get_build_tx(&tx, &id)?;
             tx.commit()?;
             Ok(rec)
@@ -249,6 +264,7 @@ impl BuildStore for SqliteMeta {
             if n == 0 {
                 return Err(StoreError::Conflict(format!("build {id} has already ended ({})", rec.state)));
             }
+            record_build_event(&tx, id.as_str(), now)?;
             tx.commit()?;
             Ok(rec)
         })
@@ -493,8 +509,12 @@ impl BuildStore for SqliteMeta {
         self.call(move |c| {
             let tx = c.transaction()?;
             let id = site_id(&tx, &site)?;
+            let preview = is_preview(&tx, id, branch.as_str())?;
             let n =
                 tx.execute("DELETE FROM branches WHERE site_id = ?1 AND name = ?2", params![id, branch.as_str()])?;
+            if n > 0 && preview {
+                record_event(&tx, id, "preview.removed", branch.as_str(), None, None, None, crate::now_millis())?;
+            }
             tx.execute("DELETE FROM polled_heads WHERE site_id = ?1 AND branch = ?2", params![id, branch.as_str()])?;
             tx.commit()?;
             Ok(n > 0)

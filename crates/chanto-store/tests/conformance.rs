@@ -132,3 +132,8 @@ async fn local_blob_store_on_a_full_disk() {
     let small = store.put_bytes(bytes::Bytes::from_static(b"fits")).await.unwrap();
     assert!(store.has(&small).await.unwrap());
 }
+
+#[tokio::test]
+async fn sqlite_notify_store_conforms() {
+    conformance::notify_store(&SqliteMeta::in_memory().unwrap()).await;
+}
