@@ -3,6 +3,7 @@
 //! handlers at `/api/v1/openapi.json`.
 
 use crate::builds::api as b;
+use crate::notify::api as n;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -52,17 +53,28 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/builds/{id}", get(b::get_build))
         .route("/builds/{id}/cancel", post(b::cancel_build))
         .route("/builds/{id}/log", get(b::build_log))
+        .route("/sites/{site}/notifications", get(n::list).post(n::subscribe))
+        .route("/sites/{site}/notifications/deliveries", get(n::deliveries))
+        .route("/sites/{site}/notifications/deliveries/{id}", get(n::delivery))
+        .route("/sites/{site}/notifications/{id}", axum::routing::delete(n::remove))
+        .route("/sites/{site}/notifications/{id}/test", post(n::test))
         .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
     let hooks = Router::new()
         .route("/webhooks/{forge}/{site}", post(b::webhook))
         .route("/build_hooks/{secret}", post(b::trigger_hook))
         .layer(DefaultBodyLimit::max(b::MAX_WEBHOOK_BYTES));
-    let api = Router::new().route("/openapi.json", get(openapi)).merge(authed).merge(hooks).fallback(|| async {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json")
-    });
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/notifications/schema.json", get(n::schema))
+        .merge(authed)
+        .merge(hooks)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json")
+        });
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/badge/{site}/{*branch}", get(n::badge))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn(server_timing))
         .with_state(control)
@@ -468,9 +480,11 @@ impl Modify for TokenAuth {
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
-        b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook),
+        b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
+        n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::schema, n::badge),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
-        (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"))
+        (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"),
+        (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"))
 )]
 pub struct ApiDoc;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod builds;
 pub mod config;
 pub mod error;
+pub mod notify;
 pub mod pipeline;
 pub mod precompress;
 pub mod walk;

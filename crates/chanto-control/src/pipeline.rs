@@ -116,6 +116,8 @@ pub struct Control {
     background_slots: Arc<tokio::sync::Semaphore>,
     /// Git-driven builds, when this server runs them.
     pub(crate) builds: std::sync::OnceLock<Arc<crate::builds::Builds>>,
+    /// Notifications, when this server sends them.
+    pub(crate) notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
 }
 
 impl Control {
@@ -140,6 +142,7 @@ impl Control {
             recorded: quick_cache::sync::Cache::new(RECORDED_VARIANTS_CACHED),
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             builds: std::sync::OnceLock::new(),
+            notifier: std::sync::OnceLock::new(),
             compressor: rayon::ThreadPoolBuilder::new()
                 .num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
                 .thread_name(|i| format!("chanto-compress-{i}"))
