@@ -154,6 +154,8 @@ impl Control {
     /// Reads the routing table and hands it to every edge, returning once they
     /// serve it. Returns the table's version.
     pub async fn publish_routing(&self) -> Result<u64, StoreError> {
+        // Every activation, rollback and branch removal ends here: their events are in the outbox.
+        self.poke_notifier();
         let mut version = self.routing_version.lock().await;
         *version += 1;
         let table = RoutingTable::load(self.meta.as_ref(), *version).await?;

@@ -64,6 +64,9 @@ pub enum Command {
     /// Secret URLs that start a build when POSTed to (for a CMS, a cron job).
     #[command(subcommand, name = "build-hooks")]
     BuildHooks(HooksCommand),
+    /// Notifications: email, Slack, Discord, signed webhooks, commit statuses and pull request comments.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Activate a ready deploy on its branch (also: roll back to that deploy).
     Publish {
         /// The deploy id (see `chanto deploys list`).
@@ -137,6 +140,18 @@ pub struct ServeArgs {
     /// host name fronts the API.
     #[arg(long, value_name = "URL")]
     pub public_api_url: Option<String>,
+    /// Send no notifications (subscriptions then answer 503; events still queue and go out on the next start).
+    #[arg(long)]
+    pub no_notifications: bool,
+    /// Attempts at a notification, the first included, before it is marked dead.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub notify_attempts: u32,
+    /// The wait before a notification's second attempt (doubled after each further one, with jitter, at most 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub notify_backoff: std::time::Duration,
+    /// How long one notification attempt may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub notify_timeout: std::time::Duration,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -499,4 +514,139 @@ pub enum HooksCommand {
         /// The hook id (see list).
         id: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCommand {
+    /// Subscribe a channel to a site's events.
+    ///
+    /// Examples:
+    ///   chanto notify add slack --site blog --url-env SLACK_URL --events build.failed,deploy.activated
+    ///   chanto notify add webhook --site blog --url https://ci.example.com/hook
+    ///   chanto notify add email --site blog --smtp-host smtp.example.com --smtp-user bot --smtp-password-env SMTP_PASS \
+    ///       --from chanto@example.com --to team@example.com
+    ///   chanto notify add github --site blog --token-env GITHUB_TOKEN
+    #[command(verbatim_doc_comment)]
+    Add(Box<NotifyAddArgs>),
+    /// List a site's subscriptions (secrets masked).
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Remove a subscription and its pending deliveries.
+    Remove {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The subscription id (see list).
+        id: String,
+    },
+    /// Send a sample event to one subscription now and show what the receiver answered (a forge: check the token
+    /// against the repository).
+    Test {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The subscription id (see list).
+        id: String,
+    },
+    /// The delivery log, newest first; with an id, one delivery and every attempt.
+    Deliveries {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Only this subscription's.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 30)]
+        limit: u32,
+        /// One delivery's id.
+        id: Option<i64>,
+    },
+}
+
+/// Where notifications go.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum NotifyChannel {
+    /// A generic webhook: JSON, signed with HMAC-SHA256 (X-Chanto-Signature, X-Chanto-Timestamp).
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Discord webhook.
+    Discord,
+    /// Email over SMTP.
+    Email,
+    /// GitHub commit statuses and one pull request comment.
+    Github,
+    /// GitLab commit statuses and one merge request note.
+    Gitlab,
+    /// Gitea/Forgejo commit statuses and one pull request comment.
+    Gitea,
+}
+
+#[derive(Args, Debug)]
+pub struct NotifyAddArgs {
+    /// The channel.
+    #[arg(value_enum)]
+    pub channel: NotifyChannel,
+    /// The site.
+    #[arg(long)]
+    pub site: String,
+    /// Events to send, comma-separated (default: all): build.queued, build.started, build.succeeded, build.failed,
+    /// build.cancelled, deploy.ready, deploy.activated, deploy.rolled_back, preview.ready, preview.removed.
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// Only these branches (globs; repeatable; default: all).
+    #[arg(long = "branch", value_name = "GLOB")]
+    pub branches: Vec<String>,
+    /// webhook, slack, discord: the URL to POST to.
+    #[arg(long, conflicts_with = "url_env")]
+    pub url: Option<String>,
+    /// webhook, slack, discord: read the URL from this environment variable (it carries a secret).
+    #[arg(long, value_name = "VAR")]
+    pub url_env: Option<String>,
+    /// webhook: read the signing secret from this environment variable (default: chanto makes one and shows it once).
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: Option<String>,
+    /// email: the SMTP server's host.
+    #[arg(long)]
+    pub smtp_host: Option<String>,
+    /// email: the SMTP port (default: 587 starttls, 465 tls, 25 none).
+    #[arg(long)]
+    pub smtp_port: Option<u16>,
+    /// email: starttls, tls or none.
+    #[arg(long, value_name = "MODE", default_value = "starttls")]
+    pub smtp_security: String,
+    /// email: the SMTP user name.
+    #[arg(long)]
+    pub smtp_user: Option<String>,
+    /// email: read the SMTP password from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub smtp_password_env: Option<String>,
+    /// email: the sender address.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// email: a recipient (repeatable).
+    #[arg(long)]
+    pub to: Vec<String>,
+    /// github, gitlab, gitea: read the access token from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "token_file")]
+    pub token_env: Option<String>,
+    /// github, gitlab, gitea: read the access token from this file.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// github, gitlab, gitea: owner/name (default: from the site's git connection).
+    #[arg(long)]
+    pub repository: Option<String>,
+    /// github, gitlab, gitea: the API base URL (GitHub Enterprise, self-hosted GitLab, Gitea).
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// github, gitlab, gitea: the commit status context (default: chanto/<site>).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// github, gitlab, gitea: commit statuses only, no pull request comment.
+    #[arg(long)]
+    pub no_comments: bool,
 }

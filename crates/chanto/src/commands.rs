@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Builds(cmd) => crate::builds::builds(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Env(cmd) => crate::builds::env(&Client::new(&cli.conn)?, cmd, json).await,
         Command::BuildHooks(cmd) => crate::builds::hooks(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Notify(cmd) => crate::notify::notify(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploy(args) => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &args.site)?;

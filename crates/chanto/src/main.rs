@@ -9,6 +9,7 @@ mod demo;
 mod deploy;
 mod dev;
 mod hashcache;
+mod notify;
 mod serve;
 
 use clap::Parser;

@@ -160,8 +160,22 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
-    if args.build_concurrency > 0 {
-        enable_builds(&control, args, &data, api_addr).await?;
+    let api_url = match &args.public_api_url {
+        Some(u) => validate_public_url(u)?,
+        None => format!("http://{api_addr}"),
+    };
+    if args.build_concurrency > 0 || !args.no_notifications {
+        let sealer = load_sealer(&control, &data).await?;
+        if args.build_concurrency > 0 {
+            enable_builds(&control, args, &data, &api_url, sealer.clone()).await?;
+        }
+        if !args.no_notifications {
+            let mut config = chanto_control::notify::NotifyConfig::new(api_url.clone());
+            config.retry.max_attempts = args.notify_attempts;
+            config.retry.base_ms = args.notify_backoff.as_millis().max(1) as u64;
+            config.timeout = args.notify_timeout;
+            control.enable_notifications(chanto_control::notify::Notifier::new(config, sealer));
+        }
     }
 
     let new_token = control.ensure_admin_token().await?;
@@ -197,6 +211,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "admin server failed");
         }
     });
+    if !args.no_notifications {
+        tasks.push(tokio::spawn(chanto_control::notify::run(control.clone(), stop_rx.clone())));
+    }
     if args.build_concurrency > 0 {
         tasks.push(tokio::spawn(control.clone().run_builders(stop_rx.clone())));
         tasks.push(tokio::spawn(control.clone().run_poller(stop_rx.clone())));
@@ -224,17 +241,24 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// Turns on git-driven builds: the key that seals secrets, the runners'
 /// directories, isolation, and recovery of builds a stop interrupted.
+async fn load_sealer(control: &Arc<Control>, data: &Path) -> anyhow::Result<chanto_control::builds::sealed::Sealer> {
+    let key = data.join("secret.key");
+    let mut sealed_exist = !control.meta.list_git().await?.is_empty();
+    for site in control.meta.list_sites().await? {
+        sealed_exist |= !control.meta.list_subscriptions(&site.name).await?.is_empty();
+    }
+    chanto_control::builds::sealed::Sealer::load_or_create(&key, !sealed_exist)
+        .with_context(|| format!("reading the secret key {}", key.display()))
+}
+
 async fn enable_builds(
     control: &Arc<Control>,
     args: &ServeArgs,
     data: &Path,
-    api_addr: SocketAddr,
+    api_url: &str,
+    sealer: chanto_control::builds::sealed::Sealer,
 ) -> anyhow::Result<()> {
-    use chanto_control::builds::{Builds, BuildsConfig, Isolation, sealed::Sealer};
-    let key = data.join("secret.key");
-    let sealed_exist = !control.meta.list_git().await?.is_empty();
-    let sealer = Sealer::load_or_create(&key, !sealed_exist)
-        .with_context(|| format!("reading the secret key {}", key.display()))?;
+    use chanto_control::builds::{Builds, BuildsConfig, Isolation};
     let root = data.join("builds");
     let config = BuildsConfig {
         work_dir: root.join("work"),
@@ -243,10 +267,7 @@ async fn enable_builds(
         hidden: vec![data.canonicalize().unwrap_or_else(|_| data.to_path_buf())],
         concurrency: args.build_concurrency as usize,
         default_timeout: args.build_timeout,
-        api_url: match &args.public_api_url {
-            Some(u) => validate_public_url(u)?,
-            None => format!("http://{api_addr}"),
-        },
+        api_url: api_url.to_owned(),
         isolation: Isolation::detect().await,
     };
     for dir in [&config.work_dir, &config.log_dir, &config.cache_dir] {

@@ -548,6 +548,7 @@ impl Control {
         self.meta.set_git(conn.clone()).await?;
         tracing::info!(site = %site, repository = %conn.repository, "git repository connected");
         builds.wake.notify_waiters();
+        self.poke_notifier();
         self.git_view(site, &site_rec.production_branch, &conn, shown)
     }
 
@@ -715,6 +716,7 @@ impl Control {
             .await?;
         tracing::info!(site = %site, build = %record.id, branch = %record.branch, trigger = %record.trigger, "build queued");
         builds.wake.notify_one();
+        self.poke_notifier();
         Ok(record)
     }
 
@@ -804,6 +806,7 @@ impl Control {
             retried += 1;
         }
         builds.wake.notify_waiters();
+        self.poke_notifier();
         Ok(retried)
     }
 
@@ -862,7 +865,10 @@ impl Control {
                         return;
                     }
                     match control.meta.claim_build(now_millis()).await {
-                        Ok(Some(b)) => runner::run(&control, &builds, b).await,
+                        Ok(Some(b)) => {
+                            control.poke_notifier();
+                            runner::run(&control, &builds, b).await
+                        }
                         Ok(None) => {
                             tokio::select! {
                                 _ = builds.wake.notified() => {}

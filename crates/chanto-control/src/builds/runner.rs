@@ -428,7 +428,9 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
         },
     };
     let _ = tokio::fs::remove_file(work.with_extension("key")).await;
-    match control.meta.finish_build(&b.id, outcome, now_millis()).await {
+    let finished = control.meta.finish_build(&b.id, outcome, now_millis()).await;
+    control.poke_notifier();
+    match finished {
         Ok(r) => {
             tracing::info!(build = %b.id, site = %b.site, state = %r.state, seconds = started.elapsed().as_secs_f64(), deploy = ?r.deploy, "build ended")
         }

@@ -419,6 +419,13 @@ impl Control {
         }
     }
 
+    /// Tells the dispatcher that a state change may have written events (a no-op without notifications).
+    pub(crate) fn poke_notifier(&self) {
+        if let Some(n) = self.notifier.get() {
+            n.poke();
+        }
+    }
+
     /// The notification service, or 503 when this server sends none.
     pub fn notifier(&self) -> Result<&Arc<Notifier>, ApiError> {
         self.notifier.get().ok_or_else(notifications_disabled)
