@@ -504,6 +504,9 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     assert_eq!(meta.get_build(&b.id).await.unwrap().unwrap().state, BuildState::Superseded);
     let running = meta.claim_build(12).await.unwrap().unwrap();
     assert_eq!(running.id, replaced_by.id);
+    assert_eq!(kinds(&meta.pending_events(100).await.unwrap()).len(), 3, "no start before the commit is known");
+    meta.set_build_commit(&running.id, "abc", None, None).await.unwrap();
+    meta.set_build_commit(&running.id, "abc", None, None).await.unwrap();
     let d = meta.create_deploy(new_deploy(1, &site, "main", false, 13)).await.unwrap();
     meta.mark_ready(&d.id, &ContentHash::of(b"m1"), 14).await.unwrap();
     meta.activate(&d.id, ActivationKind::Deploy, 15).await.unwrap();
@@ -575,6 +578,12 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     assert_eq!(due.iter().map(|d| d.subscription.as_str()).collect::<Vec<_>>(), ["sub_a", "sub_b"]);
     assert!(meta.due_deliveries(29, 10).await.unwrap().is_empty(), "not due yet");
     let (a1, b1) = (due[0].clone(), due[1].clone());
+    // A claim leases one attempt: a second claim, or a stale one, takes nothing.
+    assert!(meta.claim_delivery(a1.id, 0, 40, 45).await.unwrap());
+    assert!(!meta.claim_delivery(a1.id, 0, 40, 45).await.unwrap());
+    assert!(!meta.claim_delivery(b1.id, 3, 40, 45).await.unwrap(), "attempts differ");
+    assert_eq!(meta.due_deliveries(40, 10).await.unwrap().len(), 1, "sub_a's delivery is leased");
+    assert!(meta.claim_delivery(a1.id, 0, 45, 46).await.unwrap(), "a lease that ran out can be taken again");
     assert_eq!((a1.state.as_str(), a1.attempts, a1.key.as_deref()), ("pending", 0, Some("k")));
     let attempt = |n: u32, outcome: &str| DeliveryAttempt {
         n,

@@ -172,6 +172,16 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// Pending deliveries due at `now`, oldest first, at most one per subscription (so a subscription's deliveries
     /// are made in order).
     async fn due_deliveries(&self, now: UnixMillis, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// Takes a due delivery for one attempt: pushes its due time to `lease_until` if it is still pending with
+    /// `attempts` attempts and due at `now`. False when another worker (or an earlier pass) took it; a worker that
+    /// dies mid-attempt leaves it to be tried again once the lease ends.
+    async fn claim_delivery(
+        &self,
+        id: i64,
+        attempts: u32,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+    ) -> Result<bool, StoreError>;
     /// The earliest time a pending delivery is due, if any.
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
     /// Whether a delivery newer than `id` with the same subscription and key has been delivered.

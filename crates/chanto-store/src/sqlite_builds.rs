@@ -209,7 +209,13 @@ impl BuildStore for SqliteMeta {
                 .optional()?;
             let Some(id) = next else { return Ok(None) };
             tx.execute("UPDATE builds SET state = 'running', started_at = ?2 WHERE id = ?1", params![id, now])?;
-            record_build_event(&tx, &id, now)?;
+            // A build of a commit not known yet reports its start once it is (set_build_commit): a started event
+            // always names its commit, so forges can show it as pending.
+            let known: bool =
+                tx.query_row("SELECT commit_sha IS NOT NULL FROM builds WHERE id = ?1", [&id], |r| r.get(0))?;
+            if known {
+                record_build_event(&tx, &id, now)?;
+            }
             let rec = get_build_tx(&tx, &id)?;
             tx.commit()?;
             Ok(rec)
@@ -226,10 +232,23 @@ impl BuildStore for SqliteMeta {
     ) -> Result<(), StoreError> {
         let (id, commit) = (id.clone(), commit.to_owned());
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let unknown_while_running: bool = tx
+                .query_row(
+                    "SELECT commit_sha IS NULL AND state = 'running' FROM builds WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+            tx.execute(
                 "UPDATE builds SET commit_sha = ?2, message = coalesce(?3, message), author = coalesce(?4, author) WHERE id = ?1",
                 params![id.as_str(), commit, message, author],
             )?;
+            if unknown_while_running {
+                record_build_event(&tx, id.as_str(), crate::now_millis())?;
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

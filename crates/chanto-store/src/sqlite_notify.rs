@@ -205,6 +205,23 @@ impl NotifyStore for SqliteMeta {
         .await
     }
 
+    async fn claim_delivery(
+        &self,
+        id: i64,
+        attempts: u32,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE notify_deliveries SET next_at = ?4
+                 WHERE id = ?1 AND state = 'pending' AND attempts = ?2 AND next_at <= ?3",
+                params![id, attempts, now, lease_until],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError> {
         self.call(|c| {
             Ok(c.query_row(

@@ -764,7 +764,6 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
     let Some(notifier) = control.notifier.get().cloned() else { return };
     let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
     let slots = Arc::new(tokio::sync::Semaphore::new(notifier.config.concurrency.max(1)));
-    let in_flight = Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
     loop {
         if *shutdown.borrow() {
             return;
@@ -776,15 +775,20 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
         match control.meta.due_deliveries(now, 64).await {
             Ok(due) => {
                 for d in due {
-                    if !in_flight.lock().expect("in flight").insert(d.subscription.clone()) {
-                        continue;
-                    }
                     let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                    let (control, notifier, in_flight) = (control.clone(), notifier.clone(), in_flight.clone());
+                    // The lease covers the longest attempt: a comment search of every page, then the edit.
+                    let lease = now + notifier.config.timeout.as_millis() as i64 * 16 + 1000;
+                    match control.meta.claim_delivery(d.id, d.attempts, now, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(delivery = d.id, error = %e, "claiming a delivery failed");
+                            continue;
+                        }
+                    }
+                    let (control, notifier) = (control.clone(), notifier.clone());
                     tokio::spawn(async move {
-                        let sub = d.subscription.clone();
                         send::deliver(&control, &notifier, d).await;
-                        in_flight.lock().expect("in flight").remove(&sub);
                         drop(permit);
                         notifier.wake.notify_one();
                     });
@@ -803,11 +807,8 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
         }
         // Sleep until the next delivery is due, a state change pokes us, or at most a second (events written by
         // another process, e.g. a second control node, are picked up by this poll).
-        let busy = !in_flight.lock().expect("in flight").is_empty();
         let wait = match control.meta.next_due().await {
-            // A due delivery that is not being made is waiting for a free slot or its turn: check again soon.
-            Ok(Some(at)) if !busy => Duration::from_millis((at - chanto_store::now_millis()).clamp(10, 1000) as u64),
-            Ok(Some(at)) => Duration::from_millis((at - chanto_store::now_millis()).clamp(200, 1000) as u64),
+            Ok(Some(at)) => Duration::from_millis((at - chanto_store::now_millis()).clamp(10, 1000) as u64),
             _ => Duration::from_secs(1),
         };
         tokio::select! {

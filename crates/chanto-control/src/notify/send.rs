@@ -313,7 +313,7 @@ async fn email(
         builder = builder.credentials(Credentials::new(user.clone(), smtp.password.clone().unwrap_or_default()));
     }
     let mailer = builder.build();
-    let mut message = Message::builder().subject(mail.subject).header(lettre::message::header::ContentType::TEXT_PLAIN);
+    let mut message = Message::builder().subject(mail.subject);
     match from.parse::<Mailbox>() {
         Ok(m) => message = message.from(m),
         Err(err) => return Sent::failed(format!("from {from:?}: {err}")),

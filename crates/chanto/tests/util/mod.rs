@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod git;
+pub mod receiver;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
