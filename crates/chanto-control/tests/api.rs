@@ -720,3 +720,135 @@ async fn builds_api_validates_input_and_queues_from_signed_webhooks() {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from the OpenAPI document");
     }
 }
+
+#[tokio::test]
+async fn notifications_api_validates_subscriptions_and_masks_secrets() {
+    use chanto_control::notify::{Notifier, NotifyConfig};
+    let h = Harness::new().await;
+    h.site("app").await;
+    let (s, v) =
+        h.call("POST", "/api/v1/sites/app/notifications", json!({"channel": "slack", "url": "https://x.test/a"})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("notifications_disabled")),
+        "{v}"
+    );
+    h.control.enable_notifications(Notifier::new(
+        NotifyConfig::new("https://chanto.example"),
+        chanto_control::builds::sealed::Sealer::new([5; 32]),
+    ));
+
+    let long = "x".repeat(5000);
+    let smtp = json!({"host": "smtp.example.com"});
+    for (body, field) in [
+        (json!({}), Some("channel")),
+        (json!({"channel": "pager"}), None),
+        (json!({"channel": "slack", "url": "https://x.test/a", "colour": "red"}), None),
+        (json!({"channel": "slack"}), Some("url")),
+        (json!({"channel": "slack", "url": "ftp://x.test/a"}), Some("url")),
+        (json!({"channel": "slack", "url": "file:///etc/passwd"}), Some("url")),
+        (json!({"channel": "slack", "url": "not a url"}), Some("url")),
+        (json!({"channel": "slack", "url": format!("https://x.test/{long}")}), Some("url")),
+        (json!({"channel": "slack", "url": "https://x.test/a\n"}), Some("url")),
+        (json!({"channel": "slack", "url": "https://x.test/a", "secret": "0123456789abcdef"}), Some("secret")),
+        (json!({"channel": "slack", "url": "https://x.test/a", "token": "t"}), Some("token")),
+        (json!({"channel": "webhook", "url": "https://x.test/a", "secret": "short"}), Some("secret")),
+        (json!({"channel": "webhook", "url": "https://x.test/a", "events": ["build.exploded"]}), Some("events[0]")),
+        (json!({"channel": "webhook", "url": "https://x.test/a", "branches": [long]}), Some("branches[0]")),
+        (json!({"channel": "email", "from": "a@b.c", "to": ["d@e.f"]}), Some("smtp")),
+        (json!({"channel": "email", "smtp": smtp, "to": ["d@e.f"]}), Some("from")),
+        (json!({"channel": "email", "smtp": smtp, "from": "nobody", "to": ["d@e.f"]}), Some("from")),
+        (json!({"channel": "email", "smtp": smtp, "from": "a@b.c"}), Some("to")),
+        (json!({"channel": "email", "smtp": smtp, "from": "a@b.c", "to": ["d@e.f", "x\r\nBcc: e@vil"]}), Some("to[1]")),
+        (json!({"channel": "email", "smtp": {"host": "a b"}, "from": "a@b.c", "to": ["d@e.f"]}), Some("smtp.host")),
+        (
+            json!({"channel": "email", "smtp": {"host": "h", "password": "p"}, "from": "a@b.c", "to": ["d@e.f"]}),
+            Some("smtp.username"),
+        ),
+        (
+            json!({"channel": "email", "smtp": {"host": "h", "port": 0}, "from": "a@b.c", "to": ["d@e.f"]}),
+            Some("smtp.port"),
+        ),
+        (json!({"channel": "github", "repository": "a/b"}), Some("token")),
+        (json!({"channel": "github", "token": "t"}), Some("repository")),
+        (json!({"channel": "github", "token": "t", "repository": "../b"}), Some("repository")),
+        (json!({"channel": "github", "token": "t", "repository": "a/b/c"}), Some("repository")),
+        (json!({"channel": "gitea", "token": "t", "repository": "a/b"}), Some("api_url")),
+        (json!({"channel": "github", "token": "t", "repository": "a/b", "context": ""}), Some("context")),
+        (json!({"channel": "github", "token": "t", "repository": "a/b", "url": "https://x.test"}), Some("url")),
+    ] {
+        let (s, v) = h.call("POST", "/api/v1/sites/app/notifications", body.clone()).await;
+        assert!(s.is_client_error(), "{body}: {s} {v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{body}: {v}");
+        }
+    }
+    let (s, _) = h
+        .call("POST", "/api/v1/sites/ghost/notifications", json!({"channel": "slack", "url": "https://x.test/a"}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h
+        .raw("POST", "/api/v1/sites/app/notifications", Some(&h.token), Body::from("{\"channel\":"), "application/json")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Good subscriptions: secrets are sealed and never shown back.
+    let (s, slack) = h
+        .call(
+            "POST",
+            "/api/v1/sites/app/notifications",
+            json!({"channel": "slack", "url": "https://hooks.slack.test/services/T/B/SECRET"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{slack}");
+    assert_eq!(slack["target"], "https://hooks.slack.test/…");
+    let (_, mail) = h
+        .call(
+            "POST",
+            "/api/v1/sites/app/notifications",
+            json!({"channel": "email", "smtp": {"host": "smtp.example.com", "username": "u", "password": "PASSWORD"},
+                   "from": "chanto@example.com", "to": ["team@example.com"], "events": ["build.failed"], "branches": ["main"]}),
+        )
+        .await;
+    assert_eq!(mail["events"], json!(["build.failed"]));
+    let (_, gh) = h
+        .call(
+            "POST",
+            "/api/v1/sites/app/notifications",
+            json!({"channel": "github", "token": "ghp_TOKEN", "repository": "ada/app"}),
+        )
+        .await;
+    assert_eq!(gh["target"], "github ada/app at https://api.github.com (statuses and comments)");
+    let (s, list) = h.call("GET", "/api/v1/sites/app/notifications", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    let text = list.to_string();
+    for secret in ["SECRET", "PASSWORD", "ghp_TOKEN"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    let stored = h.control.meta.list_subscriptions(&"app".parse().unwrap()).await.unwrap();
+    assert!(stored.iter().all(|s| !String::from_utf8_lossy(&s.config).contains("SECRET")), "sealed at rest");
+
+    // Removing, the delivery log, and ids that don't exist.
+    let id = slack["id"].as_str().unwrap();
+    let (s, _) = h.call("DELETE", &format!("/api/v1/sites/app/notifications/{id}"), Value::Null).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = h.call("DELETE", &format!("/api/v1/sites/app/notifications/{id}"), Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.call("GET", "/api/v1/sites/app/notifications/deliveries?limit=5", Value::Null).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+    let (s, _) = h.call("GET", "/api/v1/sites/app/notifications/deliveries/abc", Value::Null).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h.call("GET", "/api/v1/sites/app/notifications/deliveries/99", Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.call("POST", "/api/v1/sites/app/notifications/sub_nope/test", Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Subscriptions need a token; the schema and badges do not.
+    let (s, _) = h.raw("GET", "/api/v1/sites/app/notifications", None, Body::empty(), "application/json").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, schema) = h.raw("GET", "/api/v1/notifications/schema.json", None, Body::empty(), "application/json").await;
+    assert_eq!((s, schema["type"].as_str()), (StatusCode::OK, Some("object")));
+    let (s, badge) = h.raw("GET", "/badge/app/main.svg", None, Body::empty(), "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(badge.as_str().unwrap().contains("unknown"), "no build, no deploy: {badge}");
+}
