@@ -186,7 +186,7 @@ pub struct Event {
     pub at_ms: i64,
     /// Name of the site.
     pub site: String,
-    /// The git branch (for previews, the pull request's head branch).
+    /// The branch environment: the git branch, or `pr-<n>` for a pull request's preview.
     pub branch: String,
     /// The full commit id built or deployed, when known.
     #[serde(default)]

@@ -66,7 +66,7 @@ pub fn webhook_schema() -> Value {
             "kind": { "type": "string", "enum": kinds, "description": "What happened." },
             "at_ms": { "type": "integer", "description": "When it happened, in milliseconds since the Unix epoch (UTC)." },
             "site": { "type": "string", "description": "Name of the site." },
-            "branch": { "type": "string", "description": "The git branch; for previews, the pull request's head branch." },
+            "branch": { "type": "string", "description": "The branch environment: the git branch, or pr-<n> for a pull request's preview." },
             "commit": nullable("string", "The full commit id built or deployed, when known."),
             "build_id": nullable("string", "Id of the build, for build events and deploys made by a build."),
             "deploy_id": nullable("string", "Id of the deploy, once there is one."),
