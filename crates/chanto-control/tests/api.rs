@@ -774,6 +774,16 @@ async fn notifications_api_validates_subscriptions_and_masks_secrets() {
         (json!({"channel": "github", "token": "t", "repository": "../b"}), Some("repository")),
         (json!({"channel": "github", "token": "t", "repository": "a/b/c"}), Some("repository")),
         (json!({"channel": "gitea", "token": "t", "repository": "a/b"}), Some("api_url")),
+        (
+            json!({"channel": "github", "token": "t", "repository": "a/b", "api_url": "https://u:p@x.test"}),
+            Some("api_url"),
+        ),
+        (
+            json!({"channel": "github", "token": "t", "repository": "a/b", "api_url": "https://x.test/?a=/x"}),
+            Some("api_url"),
+        ),
+        (json!({"channel": "github", "token": "a b", "repository": "a/b"}), Some("token")),
+        (json!({"channel": "github", "token": "tökén", "repository": "a/b"}), Some("token")),
         (json!({"channel": "github", "token": "t", "repository": "a/b", "context": ""}), Some("context")),
         (json!({"channel": "github", "token": "t", "repository": "a/b", "url": "https://x.test"}), Some("url")),
     ] {
@@ -819,9 +829,17 @@ async fn notifications_api_validates_subscriptions_and_masks_secrets() {
         )
         .await;
     assert_eq!(gh["target"], "github ada/app at https://api.github.com (statuses and comments)");
+    // One subscription keeps the pull request comment; a second forge subscription may add statuses only.
+    let second = json!({"channel": "gitlab", "token": "glpat", "repository": "ada/app"});
+    let (s, v) = h.call("POST", "/api/v1/sites/app/notifications", second.clone()).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("comments_taken")), "{v}");
+    let mut statuses_only = second;
+    statuses_only["comments"] = json!(false);
+    let (s, v) = h.call("POST", "/api/v1/sites/app/notifications", statuses_only).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, list) = h.call("GET", "/api/v1/sites/app/notifications", Value::Null).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert_eq!(list.as_array().unwrap().len(), 4);
     let text = list.to_string();
     for secret in ["SECRET", "PASSWORD", "ghp_TOKEN"] {
         assert!(!text.contains(secret), "{secret} shown: {text}");

@@ -194,13 +194,15 @@ pub trait BuildStore: Send + Sync + 'static {
     ) -> Result<Option<BuildRecord>, StoreError>;
     /// Takes the oldest queued build for a runner (`running`), if any.
     async fn claim_build(&self, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError>;
-    /// Records the commit a running build resolved and its message and author.
+    /// Records the commit a running build resolved and its message and author (at `now`: a build that did not know
+    /// its commit reports its start then).
     async fn set_build_commit(
         &self,
         id: &BuildId,
         commit: &str,
         message: Option<String>,
         author: Option<String>,
+        now: UnixMillis,
     ) -> Result<(), StoreError>;
     /// Records a running build's phases so far.
     async fn set_build_phases(&self, id: &BuildId, phases: &str) -> Result<(), StoreError>;
@@ -252,7 +254,7 @@ pub trait BuildStore: Send + Sync + 'static {
     /// Changes the branch a site serves at `<site>.<base>`.
     async fn set_production_branch(&self, site: &SiteName, branch: &BranchName) -> Result<(), StoreError>;
     /// Removes a branch environment with its deploys and history; false when absent.
-    async fn delete_branch(&self, site: &SiteName, branch: &BranchName) -> Result<bool, StoreError>;
+    async fn delete_branch(&self, site: &SiteName, branch: &BranchName, now: UnixMillis) -> Result<bool, StoreError>;
     /// Schedules the removal of a closed pull request's preview at `remove_at`
     /// (`None`: the pull request is open again, keep it).
     async fn set_preview_closed(

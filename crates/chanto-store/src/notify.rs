@@ -186,7 +186,8 @@ pub trait NotifyStore: Send + Sync + 'static {
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
     /// Whether a delivery newer than `id` with the same subscription and key has been delivered.
     async fn newer_delivered(&self, subscription: &str, key: &str, id: i64) -> Result<bool, StoreError>;
-    /// Records an attempt and moves the delivery on.
+    /// Records attempt `attempt.n` and moves the delivery on; `Conflict` unless the delivery is pending with
+    /// `n - 1` attempts recorded (another worker recorded this attempt).
     async fn record_attempt(
         &self,
         id: i64,
@@ -211,6 +212,6 @@ pub trait NotifyStore: Send + Sync + 'static {
     async fn forge_comment(&self, subscription: &str, pull_request: u64) -> Result<Option<String>, StoreError>;
     /// Remembers that comment.
     async fn set_forge_comment(&self, subscription: &str, pull_request: u64, id: &str) -> Result<(), StoreError>;
-    /// Drops fanned-out events and ended deliveries older than `before`. Returns how many rows went.
+    /// Drops events and ended deliveries older than `before`. Returns how many rows went.
     async fn prune_notifications(&self, before: UnixMillis) -> Result<u64, StoreError>;
 }

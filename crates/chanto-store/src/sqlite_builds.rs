@@ -229,6 +229,7 @@ impl BuildStore for SqliteMeta {
         commit: &str,
         message: Option<String>,
         author: Option<String>,
+        now: UnixMillis,
     ) -> Result<(), StoreError> {
         let (id, commit) = (id.clone(), commit.to_owned());
         self.call(move |c| {
@@ -246,7 +247,7 @@ impl BuildStore for SqliteMeta {
                 params![id.as_str(), commit, message, author],
             )?;
             if unknown_while_running {
-                record_build_event(&tx, id.as_str(), crate::now_millis())?;
+                record_build_event(&tx, id.as_str(), now)?;
             }
             tx.commit()?;
             Ok(())
@@ -330,6 +331,7 @@ impl BuildStore for SqliteMeta {
                        error = 'the server stopped while this build ran' WHERE id = ?1",
                     params![id, now],
                 )?;
+                record_build_event(&tx, &id, now)?;
                 out.extend(get_build_tx(&tx, &id)?);
             }
             tx.commit()?;
@@ -523,7 +525,7 @@ impl BuildStore for SqliteMeta {
         .await
     }
 
-    async fn delete_branch(&self, site: &SiteName, branch: &BranchName) -> Result<bool, StoreError> {
+    async fn delete_branch(&self, site: &SiteName, branch: &BranchName, now: UnixMillis) -> Result<bool, StoreError> {
         let (site, branch) = (site.clone(), branch.clone());
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -532,7 +534,7 @@ impl BuildStore for SqliteMeta {
             let n =
                 tx.execute("DELETE FROM branches WHERE site_id = ?1 AND name = ?2", params![id, branch.as_str()])?;
             if n > 0 && preview {
-                record_event(&tx, id, "preview.removed", branch.as_str(), None, None, None, crate::now_millis())?;
+                record_event(&tx, id, "preview.removed", branch.as_str(), None, None, None, now)?;
             }
             tx.execute("DELETE FROM polled_heads WHERE site_id = ?1 AND branch = ?2", params![id, branch.as_str()])?;
             tx.commit()?;

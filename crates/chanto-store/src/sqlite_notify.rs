@@ -8,7 +8,8 @@ use crate::notify::*;
 use crate::sqlite::{SqliteMeta, parse, site_id};
 use crate::{StoreError, UnixMillis};
 
-/// Records an event in the outbox. Called inside the transaction of the change it reports.
+/// Records an event in the outbox, when the site has a subscription to hear it. Called inside the transaction of
+/// the change it reports.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_event(
     c: &Connection,
@@ -22,7 +23,8 @@ pub(crate) fn record_event(
 ) -> rusqlite::Result<()> {
     debug_assert!(EVENT_KINDS.contains(&kind), "{kind}");
     c.execute(
-        "INSERT INTO notify_outbox (site_id, kind, branch, build_id, deploy_id, detail, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO notify_outbox (site_id, kind, branch, build_id, deploy_id, detail, at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM notify_subscriptions WHERE site_id = ?1)",
         params![site_id, kind, branch, build, deploy, detail, at],
     )?;
     Ok(())
@@ -34,7 +36,8 @@ pub(crate) fn build_event(state: &str) -> Option<&'static str> {
         "queued" => "build.queued",
         "running" => "build.started",
         "succeeded" => "build.succeeded",
-        "failed" | "timed_out" => "build.failed",
+        // An interrupted build ended without a result; if it is retried, the retry reports its own.
+        "failed" | "timed_out" | "interrupted" => "build.failed",
         "cancelled" | "superseded" => "build.cancelled",
         _ => return None,
     })
@@ -262,13 +265,15 @@ impl NotifyStore for SqliteMeta {
                 DeliveryNext::Dead => ("dead", now),
                 DeliveryNext::Superseded => ("superseded", now),
             };
+            // Only the attempt that follows the recorded ones, on a delivery still pending: a worker whose lease ran
+            // out and whose attempt another worker already recorded changes nothing.
             let n = tx.execute(
                 "UPDATE notify_deliveries SET state = ?2, attempts = ?3, next_at = ?4, last_error = ?5, updated_at = ?6
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'pending' AND attempts = ?3 - 1",
                 params![id, state, a.n, next_at, (state != "delivered").then_some(a.outcome.as_str()), now],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("delivery {id}")));
+                return Err(StoreError::Conflict(format!("delivery {id} is not waiting for attempt {}", a.n)));
             }
             tx.execute(
                 "INSERT OR REPLACE INTO notify_attempts (delivery_id, n, at, duration_ms, status, outcome, response)
@@ -362,7 +367,8 @@ impl NotifyStore for SqliteMeta {
     async fn prune_notifications(&self, before: UnixMillis) -> Result<u64, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            let mut n = tx.execute("DELETE FROM notify_outbox WHERE fanned = 1 AND at < ?1", [before])?;
+            // Events never fanned out (notifications were off) go too: sent that late they would mislead.
+            let mut n = tx.execute("DELETE FROM notify_outbox WHERE at < ?1", [before])?;
             n += tx.execute("DELETE FROM notify_deliveries WHERE state != 'pending' AND updated_at < ?1", [before])?;
             tx.commit()?;
             Ok(n as u64)

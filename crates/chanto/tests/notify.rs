@@ -335,13 +335,17 @@ fn a_receiver_that_is_down_gets_retries_a_4xx_is_not_retried_and_a_restart_loses
 #[derive(Default)]
 struct Forge {
     statuses: Vec<(String, serde_json::Value)>,
-    comments: BTreeMap<u64, (u64, String)>,
+    /// id → (pull request, body, author).
+    comments: BTreeMap<u64, (u64, String, String)>,
     next_id: u64,
     creates: u32,
     edits: u32,
     lose_next_create: bool,
     fail_everything: bool,
 }
+
+/// The account the token belongs to.
+const BOT: &str = "chanto-bot";
 
 fn forge_api(state: Arc<Mutex<Forge>>, gitlab: bool) -> impl Fn(&Recorded) -> Answer + Send + Sync + 'static {
     move |r: &Recorded| {
@@ -360,7 +364,13 @@ fn forge_api(state: Arc<Mutex<Forge>>, gitlab: bool) -> impl Fn(&Recorded) -> An
         let path = r.path.split('?').next().unwrap();
         let path = path.strip_prefix(if gitlab { "/api/v4" } else { "/api/v3" }).expect("the configured API base");
         let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let comment_json = |id: u64, body: &str| serde_json::json!({ "id": id, "body": body }).to_string();
+        // GitHub and Gitea name a comment's author `user.login`, GitLab `author.username`.
+        let account = |name: &str| {
+            if gitlab { serde_json::json!({ "username": name }) } else { serde_json::json!({ "login": name }) }
+        };
+        let who = if gitlab { "author" } else { "user" };
+        let comment_json =
+            |id: u64, body: &str, by: &str| serde_json::json!({ "id": id, "body": body, who: account(by) });
         match (r.method.as_str(), seg.as_slice()) {
             ("POST", ["repos", _, _, "statuses", sha]) | ("POST", ["projects", _, "statuses", sha]) => {
                 f.statuses.push((sha.to_string(), r.json()));
@@ -372,8 +382,8 @@ fn forge_api(state: Arc<Mutex<Forge>>, gitlab: bool) -> impl Fn(&Recorded) -> An
                 let list: Vec<_> = f
                     .comments
                     .iter()
-                    .filter(|(_, (pr, _))| *pr == n)
-                    .map(|(id, (_, b))| serde_json::json!({"id": id, "body": b}))
+                    .filter(|(_, (pr, _, _))| *pr == n)
+                    .map(|(id, (_, b, by))| comment_json(*id, b, by))
                     .collect();
                 (200, vec![], serde_json::Value::Array(list).to_string())
             }
@@ -382,26 +392,28 @@ fn forge_api(state: Arc<Mutex<Forge>>, gitlab: bool) -> impl Fn(&Recorded) -> An
                 f.next_id += 1;
                 let id = 1000 + f.next_id;
                 let body = r.json()["body"].as_str().unwrap().to_owned();
-                f.comments.insert(id, (n.parse().unwrap(), body.clone()));
+                f.comments.insert(id, (n.parse().unwrap(), body.clone(), BOT.into()));
                 f.creates += 1;
                 if std::mem::take(&mut f.lose_next_create) {
                     return (502, vec![], "bad gateway".into());
                 }
-                (201, vec![], comment_json(id, &body))
+                (201, vec![], comment_json(id, &body, BOT).to_string())
             }
             ("PATCH", ["repos", _, _, "issues", "comments", id])
             | ("PUT", ["projects", _, "merge_requests", _, "notes", id]) => {
                 let id: u64 = id.parse().unwrap();
                 let body = r.json()["body"].as_str().unwrap().to_owned();
                 match f.comments.get_mut(&id) {
+                    Some(c) if c.2 != BOT => (403, vec![], r#"{"message":"Forbidden"}"#.into()),
                     Some(c) => {
                         c.1 = body.clone();
                         f.edits += 1;
-                        (200, vec![], comment_json(id, &body))
+                        (200, vec![], comment_json(id, &body, BOT).to_string())
                     }
                     None => (404, vec![], r#"{"message":"Not Found"}"#.into()),
                 }
             }
+            ("GET", ["user"]) => (200, vec![], account(BOT).to_string()),
             ("GET", ["repos", _, _]) | ("GET", ["projects", _]) => {
                 (200, vec![], r#"{"id": 1, "full_name": "ada/shop"}"#.into())
             }
@@ -519,7 +531,14 @@ fn github_gets_commit_statuses_and_exactly_one_living_pull_request_comment() {
 
     // A pull request: statuses on its head, and one comment with the preview and the plan. The forge loses the
     // answer to the comment's creation, so chanto retries: it must find its comment, not post a second one.
-    state.lock().unwrap().lose_next_create = true;
+    {
+        // Someone else posts a comment that starts with chanto's marker: chanto must neither edit it nor take it for
+        // its own.
+        let mut f = state.lock().unwrap();
+        f.lose_next_create = true;
+        let forged = format!("{}\n**Preview ready** at http://evil.example/", chanto_notify::comment_marker("shop"));
+        f.comments.insert(1, (7, forged, "mallory".into()));
+    }
     let c1 = repo.commit("checkout", &[("index.html", "home v2"), ("pay.html", "pay")], "Add checkout");
     util::git::git(&repo.bare, &["update-ref", "refs/pull/7/head", &c1]);
     let r = signed_github(&server, "shop", &secret, "pull_request", &pull_request("opened", 7, "checkout", &c1));
@@ -528,12 +547,15 @@ fn github_gets_commit_statuses_and_exactly_one_living_pull_request_comment() {
     wait_for("the PR comment", LIMIT, || {
         let done = statuses(&c1).last().map(String::as_str) == Some("success");
         let f = state.lock().unwrap();
-        (done && f.comments.values().any(|(_, b)| b.contains("pr-7--shop") && b.contains("Deploy plan"))).then_some(())
+        (done && f.comments.values().any(|(_, b, _)| b.contains("pr-7--shop") && b.contains("Deploy plan")))
+            .then_some(())
     });
     {
         let f = state.lock().unwrap();
-        assert_eq!(f.comments.len(), 1, "one comment: {:?}", f.comments);
-        let body = &f.comments.values().next().unwrap().1;
+        let mine: Vec<_> = f.comments.values().filter(|c| c.2 == BOT).collect();
+        assert_eq!(mine.len(), 1, "one comment of chanto's: {:?}", f.comments);
+        assert!(f.comments[&1].1.contains("evil.example"), "the forged comment is untouched");
+        let body = &mine[0].1;
         assert!(body.starts_with(&chanto_notify::comment_marker("shop")), "{body}");
         assert!(body.contains("Deploy plan"), "{body}");
         assert!(body.contains("pay.html") && body.contains("index.html"), "added and changed files: {body}");
@@ -546,13 +568,13 @@ fn github_gets_commit_statuses_and_exactly_one_living_pull_request_comment() {
     assert_eq!(wait_build(&server, r["build"].as_str().unwrap())["state"], "succeeded");
     wait_for("the comment to show the second push", LIMIT, || {
         let f = state.lock().unwrap();
-        f.comments.values().next().is_some_and(|(_, b)| b.contains(&c2[..7])).then_some(())
+        f.comments.values().any(|(_, b, by)| by == BOT && b.contains(&c2[..7])).then_some(())
     });
     wait_for("the second push's statuses", LIMIT, || {
         (statuses(&c2).last().map(String::as_str) == Some("success")).then_some(())
     });
     let f = state.lock().unwrap();
-    assert_eq!(f.comments.len(), 1, "still one comment");
+    assert_eq!(f.comments.len(), 2, "still one comment of chanto's, beside the forged one");
     assert_eq!(f.creates, 1, "created once");
     assert!(f.edits >= 2, "edited in place on every push (building, then ready): {}", f.edits);
     let log = deliveries(&server, "shop");
@@ -643,11 +665,11 @@ fn gitlab_statuses_and_note_survive_a_crash_with_deliveries_pending() {
         .iter()
         .map(|(sha, s)| (sha.as_str(), s["state"].as_str().unwrap(), s["name"].as_str().unwrap()))
         .collect();
-    assert!(states.iter().all(|(sha, _, name)| *sha == c && *name == "chanto/docs"), "{states:?}");
+    assert!(states.iter().all(|(sha, _, name)| *sha == c && *name == "chanto/docs (preview)"), "{states:?}");
     assert_eq!(states.last().unwrap().1, "success", "{states:?}");
     assert_eq!(f.comments.len(), 1, "one merge request note: {:?}", f.comments);
     assert_eq!(f.creates, 1);
-    let (mr_iid, body) = f.comments.values().next().unwrap();
+    let (mr_iid, body, _) = f.comments.values().next().unwrap();
     assert_eq!(*mr_iid, 3);
     assert!(body.contains("pr-3--docs"), "{body}");
 }

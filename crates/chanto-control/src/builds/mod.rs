@@ -820,7 +820,7 @@ impl Control {
         if let Some(builds) = self.builds.get() {
             builds.cancel_running(site, Some(branch));
         }
-        let removed = self.meta.delete_branch(site, branch).await?;
+        let removed = self.meta.delete_branch(site, branch, now_millis()).await?;
         if removed {
             self.publish_routing().await?;
             tracing::info!(site = %site, branch = %branch, "branch environment removed");

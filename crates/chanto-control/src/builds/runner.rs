@@ -587,7 +587,7 @@ async fn steps(
     let message = parts.next().map(|m| m.trim().to_owned());
     run.log.line(&format!("checked out {commit}")).await;
     run.phase("fetch", started, "succeeded", None).await;
-    if let Err(e) = control.meta.set_build_commit(&b.id, &commit, message.clone(), author).await {
+    if let Err(e) = control.meta.set_build_commit(&b.id, &commit, message.clone(), author, now_millis()).await {
         tracing::warn!(build = %b.id, error = %e, "recording the build's commit failed");
     }
     if b.trigger == "poll" && message.as_deref().is_some_and(chanto_build::skip_requested) {

@@ -566,12 +566,18 @@ impl Control {
                     )
                 })?;
                 check_len("token", &token)?;
-                if token.is_empty() {
-                    return Err(invalid("token", "token is empty"));
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid("token", "token must be printable ASCII without spaces, as forges issue them"));
                 }
                 let api_url = match (req.api_url, channel) {
                     (Some(u), _) => {
-                        check_url("api_url", &u)?;
+                        let parsed = check_url("api_url", &u)?;
+                        if !parsed.username().is_empty() || parsed.password().is_some() {
+                            return Err(invalid("api_url", "api_url must not carry a user or password; give token"));
+                        }
+                        if parsed.query().is_some() || parsed.fragment().is_some() {
+                            return Err(invalid("api_url", "api_url must be a base URL without ? or #"));
+                        }
                         u.trim_end_matches('/').to_owned()
                     }
                     (None, Channel::Github) => "https://api.github.com".into(),
@@ -625,14 +631,27 @@ impl Control {
                 if context.is_empty() || context.len() > 100 {
                     return Err(invalid("context", "context must be 1-100 characters"));
                 }
-                ChannelConfig::Forge {
-                    forge: channel,
-                    api_url,
-                    repository,
-                    token,
-                    context,
-                    comments: req.comments.unwrap_or(true),
+                let comments = req.comments.unwrap_or(true);
+                if comments {
+                    // Two subscriptions keeping "the one comment" would edit each other's.
+                    for other in self.meta.list_subscriptions(site).await? {
+                        if matches!(other.channel.as_str(), "github" | "gitlab" | "gitea")
+                            && other.display.ends_with("(statuses and comments)")
+                        {
+                            return Err(ApiError::new(
+                                StatusCode::CONFLICT,
+                                "comments_taken",
+                                format!(
+                                    "subscription {} already keeps this site's pull request comment; add this one with \
+                                     comments: false (--no-comments) or remove that one",
+                                    other.id
+                                ),
+                            )
+                            .field("comments"));
+                        }
+                    }
                 }
+                ChannelConfig::Forge { forge: channel, api_url, repository, token, context, comments }
             }
         };
         Ok((config, filter, shown))
@@ -762,23 +781,40 @@ impl Notifier {
 /// Runs the dispatcher and the delivery workers until `shutdown` flips.
 pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(notifier) = control.notifier.get().cloned() else { return };
-    let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
+    let mut last_prune: Option<std::time::Instant> = None;
     let slots = Arc::new(tokio::sync::Semaphore::new(notifier.config.concurrency.max(1)));
+    // The lease covers the longest attempt (a comment search of every page, then the edit); an attempt that runs
+    // longer is abandoned before the lease ends, so no other worker can start the same attempt meanwhile.
+    let attempt_limit = notifier.config.timeout * 16;
+    let lease_ms = attempt_limit.as_millis() as i64 + 5_000;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        // Pruning first: after a long time with notifications off, stale events are dropped rather than sent.
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
+            let before = chanto_store::now_millis() - notifier.config.retention.as_millis() as i64;
+            match control.meta.prune_notifications(before).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old notifications"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning notifications failed"),
+            }
+        }
         if let Err(e) = dispatch::dispatch(&control, &notifier).await {
             tracing::warn!(error = %e.message, "dispatching notifications failed; retrying");
         }
-        let now = chanto_store::now_millis();
-        match control.meta.due_deliveries(now, 64).await {
+        let mut saturated = false;
+        match control.meta.due_deliveries(chanto_store::now_millis(), 64).await {
             Ok(due) => {
                 for d in due {
-                    let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                    // The lease covers the longest attempt: a comment search of every page, then the edit.
-                    let lease = now + notifier.config.timeout.as_millis() as i64 * 16 + 1000;
-                    match control.meta.claim_delivery(d.id, d.attempts, now, lease).await {
+                    // All workers busy: the rest wait for the next pass (a finishing worker wakes this loop).
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        saturated = true;
+                        break;
+                    };
+                    let now = chanto_store::now_millis();
+                    match control.meta.claim_delivery(d.id, d.attempts, now, now + lease_ms).await {
                         Ok(true) => {}
                         Ok(false) => continue,
                         Err(e) => {
@@ -788,7 +824,13 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
                     }
                     let (control, notifier) = (control.clone(), notifier.clone());
                     tokio::spawn(async move {
-                        send::deliver(&control, &notifier, d).await;
+                        let id = d.id;
+                        if tokio::time::timeout(attempt_limit, send::deliver(&control, &notifier, d)).await.is_err() {
+                            tracing::warn!(
+                                delivery = id,
+                                "a notification attempt ran past its limit; it will be retried"
+                            );
+                        }
                         drop(permit);
                         notifier.wake.notify_one();
                     });
@@ -796,19 +838,12 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
             }
             Err(e) => tracing::warn!(error = %e, "reading due deliveries failed; retrying"),
         }
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            last_prune = std::time::Instant::now();
-            let before = now - notifier.config.retention.as_millis() as i64;
-            match control.meta.prune_notifications(before).await {
-                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old notifications"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning notifications failed"),
-            }
-        }
         // Sleep until the next delivery is due, a state change pokes us, or at most a second (events written by
         // another process, e.g. a second control node, are picked up by this poll).
         let wait = match control.meta.next_due().await {
-            Ok(Some(at)) => Duration::from_millis((at - chanto_store::now_millis()).clamp(10, 1000) as u64),
+            Ok(Some(at)) if !saturated => {
+                Duration::from_millis((at - chanto_store::now_millis()).clamp(10, 1000) as u64)
+            }
             _ => Duration::from_secs(1),
         };
         tokio::select! {

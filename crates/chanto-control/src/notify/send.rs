@@ -38,12 +38,14 @@ struct Sent {
     result: DeliveryResult,
     status: Option<u16>,
     response: String,
+    /// Retrying cannot help (the stored settings or the event cannot make this delivery).
+    permanent: bool,
 }
 
 impl Sent {
     fn failed(why: impl Into<String>) -> Self {
         let why = why.into();
-        Self { result: DeliveryResult::ConnectError(why.clone()), status: None, response: why }
+        Self { result: DeliveryResult::ConnectError(why.clone()), status: None, response: why, permanent: true }
     }
 
     fn ok(&self) -> bool {
@@ -103,7 +105,12 @@ pub(crate) async fn deliver(control: &Control, notifier: &Notifier, d: Delivery)
         return;
     }
     let sent = send(control, notifier, &sub, &config, &d.action, &payload).await;
-    let (outcome, next) = match notifier.config.retry.decide(n, &sent.result, jitter()) {
+    let decision = if sent.permanent {
+        Attempt::Dead { reason: format!("{}; fix the subscription (chanto notify remove, then add)", sent.response) }
+    } else {
+        notifier.config.retry.decide(n, &sent.result, jitter())
+    };
+    let (outcome, next) = match decision {
         Attempt::Delivered => ("delivered".to_owned(), DeliveryNext::Delivered),
         Attempt::Retry { after_ms } => (
             format!(
@@ -122,7 +129,7 @@ pub(crate) async fn deliver(control: &Control, notifier: &Notifier, d: Delivery)
         _ => tracing::debug!(delivery = d.id, outcome = %outcome, "notification attempt"),
     }
     if let Err(e) = record(outcome, Some(&sent), next, started).await {
-        tracing::warn!(delivery = d.id, error = %e, "recording a delivery attempt failed");
+        tracing::warn!(delivery = d.id, error = %e, "recording a delivery attempt failed (another worker recorded it)");
     }
 }
 
@@ -210,26 +217,40 @@ async fn send(
                 req = req.header(name, value);
             }
             let req = req.header("X-Chanto-Event", e.kind.as_str()).header("X-Chanto-Delivery", &e.id).body(body);
-            http(req).await.0
+            http(req, RESPONSE_KEPT).await.0
         }
         (ChannelConfig::Slack { url }, "send") => {
-            http(notifier.http.post(url).json(&chanto_notify::slack_body(e))).await.0
+            http(notifier.http.post(url).json(&chanto_notify::slack_body(e)), RESPONSE_KEPT).await.0
         }
         (ChannelConfig::Discord { url }, "send") => {
-            http(notifier.http.post(url).json(&chanto_notify::discord_body(e))).await.0
+            http(notifier.http.post(url).json(&chanto_notify::discord_body(e)), RESPONSE_KEPT).await.0
         }
         (ChannelConfig::Email { smtp, from, to }, "send") => email(notifier, smtp, from, to, e).await,
         (ChannelConfig::Forge { forge, api_url, repository, token, context, .. }, "status") => {
             let Some(commit) = &e.commit else { return Sent::failed("the event has no commit") };
             let kind = forge_kind(*forge);
-            let Some(body) = chanto_notify::status_body(kind, e, context) else {
+            // A pull request's preview build and a branch build of the same commit each keep their own status.
+            let context = match e.pull_request {
+                Some(_) => format!("{context} (preview)"),
+                None => context.clone(),
+            };
+            let Some(body) = chanto_notify::status_body(kind, e, &context) else {
                 return Sent::failed("the event sets no commit status");
             };
             let url = match kind {
                 ForgeKind::GitLab => format!("{api_url}/projects/{}/statuses/{commit}", project(repository)),
                 _ => format!("{api_url}/repos/{repository}/statuses/{commit}"),
             };
-            http(auth(notifier.http.post(url), kind, token).json(&body)).await.0
+            let mut sent = http(auth(notifier.http.post(url), kind, token).json(&body), RESPONSE_KEPT).await.0;
+            // GitLab refuses to set the state a status already has ("Cannot transition status via :run from
+            // :running"): the status is what we wanted, so that is a success.
+            if kind == ForgeKind::GitLab
+                && sent.status == Some(400)
+                && sent.response.contains("Cannot transition status")
+            {
+                sent.result = DeliveryResult::Status { code: 200, retry_after_ms: None };
+            }
+            sent
         }
         (ChannelConfig::Forge { forge, api_url, repository, token, .. }, "comment") => {
             let (Some(pr), Some(body)) = (e.pull_request, &p.comment) else {
@@ -262,31 +283,51 @@ fn auth(req: reqwest::RequestBuilder, kind: ForgeKind, token: &str) -> reqwest::
     }
 }
 
-/// Sends a request; returns the result and, on success, the body.
-async fn http(req: reqwest::RequestBuilder) -> (Sent, Option<bytes::Bytes>) {
-    let resp = match req.send().await {
+/// Sends a request; returns the result and, on success, the body (at most `max_body` bytes are read: a receiver
+/// cannot make chanto buffer more).
+async fn http(req: reqwest::RequestBuilder, max_body: usize) -> (Sent, Option<bytes::Bytes>) {
+    let mut resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
             let timeout = e.is_timeout();
             // Without the URL: Slack and Discord URLs carry their secret in the path.
             let why = e.without_url().to_string();
             let result = if timeout { DeliveryResult::Timeout } else { DeliveryResult::ConnectError(why.clone()) };
-            return (Sent { result, status: None, response: why }, None);
+            return (Sent { result, status: None, response: why, permanent: false }, None);
         }
     };
-    let code = resp.status().as_u16();
-    let retry_after_ms = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chanto_notify::parse_retry_after(v, chanto_store::now_millis() / 1000));
-    let body = resp.bytes().await.unwrap_or_default();
+    let mut code = resp.status().as_u16();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let now_s = chanto_store::now_millis() / 1000;
+    let mut retry_after_ms = header("retry-after").and_then(|v| chanto_notify::parse_retry_after(&v, now_s));
+    // GitHub's rate limits answer 403 with `x-ratelimit-remaining: 0` (primary) or `retry-after` (secondary):
+    // that is "too many requests", to be retried when the limit resets, not a refusal.
+    if code == 403 && (header("x-ratelimit-remaining").as_deref() == Some("0") || retry_after_ms.is_some()) {
+        code = 429;
+        if retry_after_ms.is_none() {
+            retry_after_ms = header("x-ratelimit-reset")
+                .and_then(|v| v.parse::<i64>().ok())
+                .map(|reset| (reset - now_s).max(1) as u64 * 1000);
+        }
+    }
+    let mut body = Vec::new();
+    let mut truncated = false;
+    // A body cut short by the connection only shortens what is kept: the status has arrived.
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = max_body - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            truncated = true;
+            break;
+        }
+    }
     let mut response = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEPT)]).into_owned();
-    if body.len() > RESPONSE_KEPT {
+    if truncated || body.len() > RESPONSE_KEPT {
         response.push('…');
     }
-    let ok = (200..300).contains(&code);
-    (Sent { result: DeliveryResult::Status { code, retry_after_ms }, status: Some(code), response }, ok.then_some(body))
+    let ok = (200..300).contains(&code) && !truncated;
+    let result = DeliveryResult::Status { code, retry_after_ms };
+    (Sent { result, status: Some(code), response, permanent: false }, ok.then(|| bytes::Bytes::from(body)))
 }
 
 async fn email(
@@ -332,7 +373,12 @@ async fn email(
         Ok(resp) => {
             let code = resp.code().to_string().parse().ok();
             let text = resp.message().collect::<Vec<_>>().join(" ");
-            Sent { result: DeliveryResult::Status { code: 200, retry_after_ms: None }, status: code, response: text }
+            Sent {
+                result: DeliveryResult::Status { code: 200, retry_after_ms: None },
+                status: code,
+                response: text,
+                permanent: false,
+            }
         }
         Err(err) => {
             let code = err.status().and_then(|c| c.to_string().parse::<u16>().ok());
@@ -347,7 +393,7 @@ async fn email(
             } else {
                 DeliveryResult::ConnectError(why.clone())
             };
-            Sent { result, status: code, response: why }
+            Sent { result, status: code, response: why, permanent: false }
         }
     }
 }
@@ -382,7 +428,30 @@ struct Comment {
     id: serde_json::Value,
     #[serde(default)]
     body: Option<String>,
+    /// GitHub and Gitea.
+    #[serde(default)]
+    user: Option<Account>,
+    /// GitLab.
+    #[serde(default)]
+    author: Option<Account>,
 }
+
+#[derive(Deserialize)]
+struct Account {
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+impl Account {
+    fn name(&self) -> Option<&str> {
+        self.login.as_deref().or(self.username.as_deref())
+    }
+}
+
+/// Largest comment list page read (100 comments of up to 65,536 characters).
+const COMMENT_PAGE_MAX: usize = 16 << 20;
 
 fn comment_id(v: &serde_json::Value) -> Option<String> {
     match v {
@@ -422,14 +491,14 @@ async fn upsert_comment(
             ForgeKind::GitLab => notifier.http.put(url),
             _ => notifier.http.patch(url),
         };
-        let (sent, _) = http(auth(req, forge.kind, forge.token).json(&json)).await;
+        let (sent, _) = http(auth(req, forge.kind, forge.token).json(&json), RESPONSE_KEPT).await;
         if sent.status != Some(404) {
             return sent;
         }
         // Someone deleted it: make a new one.
     }
     let (sent, answer) =
-        http(auth(notifier.http.post(forge.comments_url(pr)), forge.kind, forge.token).json(&json)).await;
+        http(auth(notifier.http.post(forge.comments_url(pr)), forge.kind, forge.token).json(&json), 1 << 20).await;
     if let Some(answer) = answer {
         match serde_json::from_slice::<Comment>(&answer).ok().and_then(|c| comment_id(&c.id)) {
             Some(id) => {
@@ -443,21 +512,37 @@ async fn upsert_comment(
     sent
 }
 
+/// The comment on the pull request that starts with chanto's marker and was written by the token's own account
+/// (anyone can post a comment that starts with the marker; only chanto's own is chanto's).
 async fn find_comment(
     notifier: &Notifier,
     forge: &ForgeTarget<'_>,
     pr: u64,
     marker: &str,
 ) -> Result<Option<String>, Sent> {
+    let whoami = auth(notifier.http.get(format!("{}/user", forge.api_url)), forge.kind, forge.token);
+    let (sent, me) = http(whoami, 1 << 20).await;
+    let Some(me) = me else { return Err(sent) };
+    let me: Account = match serde_json::from_slice(&me) {
+        Ok(a) => a,
+        Err(e) => return Err(unparsable("the token's account", e)),
+    };
+    let Some(me) = me.name().map(str::to_owned) else {
+        return Err(unparsable("the token's account", "it has no login or username"));
+    };
     for page in 1..=COMMENT_PAGES {
         let url = format!("{}?per_page=100&limit=100&page={page}", forge.comments_url(pr));
-        let (sent, body) = http(auth(notifier.http.get(url), forge.kind, forge.token)).await;
+        let (sent, body) = http(auth(notifier.http.get(url), forge.kind, forge.token), COMMENT_PAGE_MAX).await;
         let Some(body) = body else { return Err(sent) };
         let comments: Vec<Comment> = match serde_json::from_slice(&body) {
             Ok(c) => c,
-            Err(e) => return Err(Sent::failed(format!("the forge's comment list does not parse: {e}"))),
+            Err(e) => return Err(unparsable("the comment list", e)),
         };
-        if let Some(c) = comments.iter().find(|c| c.body.as_deref().is_some_and(|b| b.starts_with(marker))) {
+        let mine = |c: &&Comment| {
+            let author = c.user.as_ref().or(c.author.as_ref()).and_then(Account::name);
+            author == Some(me.as_str()) && c.body.as_deref().is_some_and(|b| b.starts_with(marker))
+        };
+        if let Some(c) = comments.iter().find(mine) {
             return Ok(comment_id(&c.id));
         }
         if comments.len() < 100 {
@@ -465,6 +550,12 @@ async fn find_comment(
         }
     }
     Ok(None)
+}
+
+/// A forge answer that does not parse: retried (a proxy's error page, a forge hiccup), not fatal at once.
+fn unparsable(what: &str, e: impl std::fmt::Display) -> Sent {
+    let why = format!("the forge's answer for {what} does not parse: {e}");
+    Sent { result: DeliveryResult::ConnectError(why.clone()), status: None, response: why, permanent: false }
 }
 
 /// For `notify test` on a forge: reads the repository with the token, touching nothing.
@@ -477,7 +568,7 @@ async fn forge_check(notifier: &Notifier, config: &ChannelConfig) -> Sent {
         ForgeKind::GitLab => format!("{api_url}/projects/{}", project(repository)),
         _ => format!("{api_url}/repos/{repository}"),
     };
-    let (mut sent, _) = http(auth(notifier.http.get(url), kind, token)).await;
+    let (mut sent, _) = http(auth(notifier.http.get(url), kind, token), RESPONSE_KEPT).await;
     if sent.response.len() > 200 {
         sent.response = format!("{}…", sent.response.chars().take(200).collect::<String>());
     }
