@@ -101,7 +101,6 @@ fn pattern_problem(pattern: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::fixtures::event;
-    use proptest::prelude::*;
 
     #[test]
     fn glob_table() {
