@@ -347,13 +347,15 @@ struct Forge {
 /// The account the token belongs to.
 const BOT: &str = "chanto-bot";
 
-fn forge_api(state: Arc<Mutex<Forge>>, gitlab: bool) -> impl Fn(&Recorded) -> Answer + Send + Sync + 'static {
+/// `forge`: "github" (API under /api/v3, as GitHub Enterprise), "gitlab" (/api/v4) or "gitea" (/api/v1).
+fn forge_api(state: Arc<Mutex<Forge>>, forge: &'static str) -> impl Fn(&Recorded) -> Answer + Send + Sync + 'static {
+    let gitlab = forge == "gitlab";
     move |r: &Recorded| {
         let mut f = state.lock().unwrap();
-        let auth_ok = if gitlab {
-            r.header("private-token") == Some("glpat-token")
-        } else {
-            r.header("authorization") == Some("Bearer ghp-token")
+        let (auth_ok, base) = match forge {
+            "gitlab" => (r.header("private-token") == Some("glpat-token"), "/api/v4"),
+            "gitea" => (r.header("authorization") == Some("token gitea-token"), "/api/v1"),
+            _ => (r.header("authorization") == Some("Bearer ghp-token"), "/api/v3"),
         };
         if !auth_ok {
             return (401, vec![], r#"{"message":"Bad credentials"}"#.into());
@@ -362,7 +364,7 @@ fn forge_api(state: Arc<Mutex<Forge>>, gitlab: bool) -> impl Fn(&Recorded) -> An
             return (503, vec![], "maintenance".into());
         }
         let path = r.path.split('?').next().unwrap();
-        let path = path.strip_prefix(if gitlab { "/api/v4" } else { "/api/v3" }).expect("the configured API base");
+        let path = path.strip_prefix(base).expect("the configured API base");
         let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // GitHub and Gitea name a comment's author `user.login`, GitLab `author.username`.
         let account = |name: &str| {
@@ -469,7 +471,7 @@ fn github_gets_commit_statuses_and_exactly_one_living_pull_request_comment() {
     let tmp = reachable_tempdir();
     let server = start(&tmp.path().join("data"));
     let state = Arc::new(Mutex::new(Forge::default()));
-    let api = Receiver::start(forge_api(state.clone(), false));
+    let api = Receiver::start(forge_api(state.clone(), "github"));
     let repo = Repo::new(&tmp.path().join("repo"));
     server.cli(&["sites", "create", "shop"]).ok();
     let chanto_toml = "[build]\ncommand = \"mkdir -p out && cp *.html out/ && echo '/* X-Frame-Options: DENY' > out/_headers\"\npublish = \"out\"\n";
@@ -621,7 +623,7 @@ fn gitlab_statuses_and_note_survive_a_crash_with_deliveries_pending() {
     let data = tmp.path().join("data");
     let server = start(&data);
     let state = Arc::new(Mutex::new(Forge { fail_everything: true, ..Forge::default() }));
-    let api = Receiver::start(forge_api(state.clone(), true));
+    let api = Receiver::start(forge_api(state.clone(), "gitlab"));
     let repo = Repo::new(&tmp.path().join("repo"));
     server.cli(&["sites", "create", "docs"]).ok();
     repo.commit(
@@ -706,6 +708,42 @@ fn gitlab_statuses_and_note_survive_a_crash_with_deliveries_pending() {
     let (mr_iid, body, _) = f.comments.values().next().unwrap();
     assert_eq!(*mr_iid, 3);
     assert!(body.contains("pr-3--docs"), "{body}");
+}
+
+#[test]
+fn gitea_gets_commit_statuses_with_its_own_token_scheme() {
+    let tmp = reachable_tempdir();
+    let server = start(&tmp.path().join("data"));
+    let state = Arc::new(Mutex::new(Forge::default()));
+    let api = Receiver::start(forge_api(state.clone(), "gitea"));
+    let repo = Repo::new(&tmp.path().join("repo"));
+    server.cli(&["sites", "create", "wiki"]).ok();
+    let sha = repo.commit("main", &[("chanto.toml", "[build]\ncommand = \"exit 1\"\n")], "broken");
+    server.cli(&["git", "connect", &repo.url(), "--site", "wiki"]).ok();
+    // Gitea has no default API URL.
+    let e = server
+        .cli(&["notify", "add", "gitea", "--site", "wiki", "--token-env", "T", "--repository", "ada/wiki"])
+        .env("T", "gitea-token")
+        .fails();
+    assert!(e.stderr().contains("api_url"), "{}", e.stderr());
+    let args =
+        ["notify", "add", "gitea", "--site", "wiki", "--token-env", "T", "--repository", "ada/wiki", "--api-url"];
+    let url = api.url("/api/v1/");
+    server.cli(&[&args[..], &[url.as_str(), "--context", "ci/chanto"]].concat()).env("T", "gitea-token").ok();
+    let b = server.cli(&["builds", "start", "--site", "wiki", "--json"]).ok().json();
+    assert_eq!(wait_build(&server, b["id"].as_str().unwrap())["state"], "failed");
+    wait_for("the failure status", LIMIT, || {
+        state.lock().unwrap().statuses.last().is_some_and(|(_, s)| s["state"] == "failure").then_some(())
+    });
+    let f = state.lock().unwrap();
+    let got: Vec<_> =
+        f.statuses.iter().map(|(c, s)| (c.as_str(), s["state"].as_str(), s["context"].as_str())).collect();
+    assert_eq!(
+        got,
+        [(sha.as_str(), Some("pending"), Some("ci/chanto")), (sha.as_str(), Some("failure"), Some("ci/chanto"))]
+    );
+    let failure = &f.statuses[1].1;
+    assert!(failure["target_url"].as_str().unwrap().contains("/log"), "a failure links to the log: {failure}");
 }
 
 #[test]
