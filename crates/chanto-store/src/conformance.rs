@@ -587,7 +587,10 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     assert!(!meta.claim_delivery(a1.id, 0, 40, 45).await.unwrap());
     assert!(!meta.claim_delivery(b1.id, 3, 40, 45).await.unwrap(), "attempts differ");
     assert_eq!(meta.due_deliveries(40, 10).await.unwrap().len(), 1, "sub_a's delivery is leased");
-    assert!(meta.claim_delivery(a1.id, 0, 45, 46).await.unwrap(), "a lease that ran out can be taken again");
+    assert!(meta.claim_delivery(a1.id, 0, 45, 1000).await.unwrap(), "a lease that ran out can be taken again");
+    assert_eq!(meta.next_due().await.unwrap(), Some(30), "sub_b's delivery is due; sub_a's leased");
+    assert_eq!(meta.release_leases().await.unwrap(), 1, "a restarting node frees its leases");
+    assert!(meta.claim_delivery(a1.id, 0, 46, 47).await.unwrap());
     assert_eq!((a1.state.as_str(), a1.attempts, a1.key.as_deref()), ("pending", 0, Some("k")));
     let attempt = |n: u32, outcome: &str| DeliveryAttempt {
         n,

@@ -200,6 +200,7 @@ CREATE TABLE tokens (
         state TEXT NOT NULL,
         attempts INTEGER NOT NULL,
         next_at INTEGER NOT NULL,
+        lease_until INTEGER,
         last_error TEXT,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL

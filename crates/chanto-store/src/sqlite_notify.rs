@@ -200,7 +200,8 @@ impl NotifyStore for SqliteMeta {
             // The oldest pending delivery of each subscription, if it is due.
             let mut st = c.prepare(&format!(
                 "{DELIVERY_SELECT} WHERE d.id IN (SELECT min(id) FROM notify_deliveries WHERE state = 'pending'
-                   GROUP BY subscription_id) AND d.next_at <= ?1 ORDER BY d.next_at, d.id LIMIT ?2"
+                   GROUP BY subscription_id) AND d.next_at <= ?1 AND coalesce(d.lease_until, 0) <= ?1
+                 ORDER BY d.next_at, d.id LIMIT ?2"
             ))?;
             let rows = st.query_map(params![now, limit], delivery_row)?.collect::<Result<_, _>>()?;
             Ok(rows)
@@ -217,10 +218,21 @@ impl NotifyStore for SqliteMeta {
     ) -> Result<bool, StoreError> {
         self.call(move |c| {
             Ok(c.execute(
-                "UPDATE notify_deliveries SET next_at = ?4
-                 WHERE id = ?1 AND state = 'pending' AND attempts = ?2 AND next_at <= ?3",
+                "UPDATE notify_deliveries SET lease_until = ?4
+                 WHERE id = ?1 AND state = 'pending' AND attempts = ?2 AND next_at <= ?3
+                   AND coalesce(lease_until, 0) <= ?3",
                 params![id, attempts, now, lease_until],
             )? == 1)
+        })
+        .await
+    }
+
+    async fn release_leases(&self) -> Result<u64, StoreError> {
+        self.call(|c| {
+            Ok(c.execute(
+                "UPDATE notify_deliveries SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL",
+                [],
+            )? as u64)
         })
         .await
     }
@@ -228,7 +240,8 @@ impl NotifyStore for SqliteMeta {
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError> {
         self.call(|c| {
             Ok(c.query_row(
-                "SELECT min(next_at) FROM notify_deliveries WHERE id IN (SELECT min(id) FROM notify_deliveries
+                "SELECT min(max(next_at, coalesce(lease_until, 0))) FROM notify_deliveries
+                 WHERE id IN (SELECT min(id) FROM notify_deliveries
                    WHERE state = 'pending' GROUP BY subscription_id)",
                 [],
                 |r| r.get(0),
@@ -268,7 +281,8 @@ impl NotifyStore for SqliteMeta {
             // Only the attempt that follows the recorded ones, on a delivery still pending: a worker whose lease ran
             // out and whose attempt another worker already recorded changes nothing.
             let n = tx.execute(
-                "UPDATE notify_deliveries SET state = ?2, attempts = ?3, next_at = ?4, last_error = ?5, updated_at = ?6
+                "UPDATE notify_deliveries SET state = ?2, attempts = ?3, next_at = ?4, last_error = ?5, updated_at = ?6,
+                   lease_until = NULL
                  WHERE id = ?1 AND state = 'pending' AND attempts = ?3 - 1",
                 params![id, state, a.n, next_at, (state != "delivered").then_some(a.outcome.as_str()), now],
             )?;

@@ -781,6 +781,12 @@ impl Notifier {
 /// Runs the dispatcher and the delivery workers until `shutdown` flips.
 pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(notifier) = control.notifier.get().cloned() else { return };
+    // Attempts in flight when this node last stopped died with it: make them due again now.
+    match control.meta.release_leases().await {
+        Ok(n) if n > 0 => tracing::info!(deliveries = n, "retrying notifications interrupted by the last stop"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "releasing notification leases failed"),
+    }
     let mut last_prune: Option<std::time::Instant> = None;
     let slots = Arc::new(tokio::sync::Semaphore::new(notifier.config.concurrency.max(1)));
     // The lease covers the longest attempt (a comment search of every page, then the edit); an attempt that runs
