@@ -130,15 +130,12 @@ async fn event_for(control: &Control, notifier: &Notifier, o: &OutboxEvent, kind
         Some(id) => meta.get_deploy(id).await.ok().flatten(),
         None => None,
     };
-    // A deploy event of a build's output: the build tells the commit and its author.
+    // A deploy event of a build's output (its source is "build <id>", recorded before it went live): the build
+    // tells the commit and its author.
     if build.is_none()
-        && let (Some(d), Ok(branch)) = (&deploy, o.branch.parse::<BranchName>())
+        && let Some(id) = deploy.as_ref().and_then(|d| d.source.strip_prefix("build ")).and_then(|id| id.parse().ok())
     {
-        build = meta
-            .list_builds(&o.site, Some(&branch), 20)
-            .await
-            .ok()
-            .and_then(|bs| bs.into_iter().find(|b| b.deploy.as_ref() == Some(&d.id)));
+        build = meta.get_build(&id).await.ok().flatten();
     }
     let branch_url = branch_url(control, &o.site, &o.branch).await;
     let permalink = deploy_id.as_ref().map(|d| control.config.url_for(&format!("{d}--{}", o.site)));
