@@ -56,6 +56,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/sites/{site}/notifications", get(n::list).post(n::subscribe))
         .route("/sites/{site}/notifications/deliveries", get(n::deliveries))
         .route("/sites/{site}/notifications/deliveries/{id}", get(n::delivery))
+        .route("/sites/{site}/notifications/deliveries/{id}/redeliver", post(n::redeliver))
         .route("/sites/{site}/notifications/{id}", axum::routing::delete(n::remove))
         .route("/sites/{site}/notifications/{id}/test", post(n::test))
         .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
@@ -481,7 +482,7 @@ impl Modify for TokenAuth {
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
-        n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::schema, n::badge),
+        n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
         (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"),

@@ -859,6 +859,10 @@ async fn notifications_api_validates_subscriptions_and_masks_secrets() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = h.call("GET", "/api/v1/sites/app/notifications/deliveries/99", Value::Null).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.call("POST", "/api/v1/sites/app/notifications/deliveries/99/redeliver", Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.call("POST", "/api/v1/sites/app/notifications/deliveries/-x/redeliver", Value::Null).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = h.call("POST", "/api/v1/sites/app/notifications/sub_nope/test", Value::Null).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Subscriptions need a token; the schema and badges do not.

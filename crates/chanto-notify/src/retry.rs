@@ -61,7 +61,7 @@ fn refusal_hint(code: u16) -> &'static str {
         401 | 403 => "the receiver refused the credentials; check the webhook URL's token or the receiver's secret",
         404 | 410 => "the endpoint does not exist (any more); check the webhook URL or remove the subscription",
         413 => "the body was too large for the receiver; raise its limit",
-        _ => "the receiver refused the delivery; fix the endpoint or its configuration, then redeliver",
+        _ => "the receiver refused the delivery; fix the endpoint or its configuration, then `chanto notify redeliver`",
     }
 }
 
@@ -102,7 +102,7 @@ impl RetryPolicy {
             return Attempt::Dead {
                 reason: format!(
                     "gave up after {attempt} attempts, the last one: {last}; check that the receiver is up, then \
-                     redeliver"
+                     `chanto notify redeliver`"
                 ),
             };
         }

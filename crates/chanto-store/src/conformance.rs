@@ -625,6 +625,20 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     assert_eq!(attempts[0].status, Some(503));
     assert!(meta.get_notify_delivery(&"other".parse().unwrap(), a1.id).await.is_err(), "no such site");
 
+    // An ended delivery can be sent again (as a new delivery); a pending one cannot.
+    let again = meta.redeliver(&site, a2.id, 202).await.unwrap().expect("a2 exists");
+    assert!(again > a2.id);
+    let (copy, attempts) = meta.get_notify_delivery(&site, again).await.unwrap().unwrap();
+    assert_eq!((copy.state.as_str(), copy.attempts, copy.next_at, attempts.len()), ("pending", 0, 202, 0));
+    assert_eq!(
+        (copy.subscription, copy.key, copy.event_id),
+        (a2.subscription.clone(), a2.key.clone(), a2.event_id.clone())
+    );
+    assert!(matches!(meta.redeliver(&site, again, 203).await, Err(StoreError::Conflict(_))));
+    assert_eq!(meta.redeliver(&site, 999_999, 203).await.unwrap(), None);
+    meta.claim_delivery(again, 0, 203, 204).await.unwrap();
+    meta.record_attempt(again, attempt(1, "delivered"), DeliveryNext::Delivered, 204).await.unwrap();
+
     // The one pull request comment.
     assert_eq!(meta.forge_comment("sub_a", 7).await.unwrap(), None);
     meta.set_forge_comment("sub_a", 7, "123").await.unwrap();

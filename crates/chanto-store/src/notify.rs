@@ -211,6 +211,10 @@ pub trait NotifyStore: Send + Sync + 'static {
         site: &SiteName,
         id: i64,
     ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
+    /// Sends an ended delivery of a site again: a new pending delivery with the same subscription, action, key,
+    /// event and payload, due at `now`. Returns its id; `None` when there is no such delivery; `Conflict` while it
+    /// is still pending.
+    async fn redeliver(&self, site: &SiteName, id: i64, now: UnixMillis) -> Result<Option<i64>, StoreError>;
     /// The id of the comment a subscription keeps on a pull request.
     async fn forge_comment(&self, subscription: &str, pull_request: u64) -> Result<Option<String>, StoreError>;
     /// Remembers that comment.

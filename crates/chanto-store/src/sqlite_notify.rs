@@ -352,6 +352,37 @@ impl NotifyStore for SqliteMeta {
         .await
     }
 
+    async fn redeliver(&self, site: &SiteName, id: i64, now: UnixMillis) -> Result<Option<i64>, StoreError> {
+        let site = site.clone();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let sid = site_id(&tx, &site)?;
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM notify_deliveries WHERE id = ?1 AND site_id = ?2", params![id, sid], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match state.as_deref() {
+                None => return Ok(None),
+                Some("pending") => {
+                    return Err(StoreError::Conflict(format!("delivery {id} is still pending; it will be tried again")));
+                }
+                Some(_) => {}
+            }
+            tx.execute(
+                "INSERT INTO notify_deliveries (subscription_id, site_id, action, coalesce_key, event_kind, event_id,
+                   payload, state, attempts, next_at, created_at, updated_at)
+                 SELECT subscription_id, site_id, action, coalesce_key, event_kind, event_id, payload, 'pending', 0, ?2, ?2, ?2
+                 FROM notify_deliveries WHERE id = ?1",
+                params![id, now],
+            )?;
+            let new = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(Some(new))
+        })
+        .await
+    }
+
     async fn forge_comment(&self, subscription: &str, pull_request: u64) -> Result<Option<String>, StoreError> {
         let subscription = subscription.to_owned();
         self.call(move |c| {

@@ -551,6 +551,14 @@ pub enum NotifyCommand {
         /// The subscription id (see list).
         id: String,
     },
+    /// Send an ended delivery again (after fixing the receiver), as a new delivery.
+    Redeliver {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The delivery's id (see deliveries).
+        id: i64,
+    },
     /// The delivery log, newest first; with an id, one delivery and every attempt.
     Deliveries {
         /// The site.

@@ -144,6 +144,15 @@ pub async fn notify(client: &Client, cmd: NotifyCommand, json: bool) -> anyhow::
                 bail!("the test notification was not delivered");
             }
         }
+        NotifyCommand::Redeliver { site, id } => {
+            let d: DeliveryView = client
+                .post(&format!("{}/deliveries/{id}/redeliver", site_path(&site)?), &serde_json::json!({}))
+                .await?;
+            if json {
+                return print_json(&d);
+            }
+            println!("Delivery {id} queued again as delivery {} ({} to {})", d.id, d.event, d.subscription);
+        }
         NotifyCommand::Deliveries { site, subscription, limit, id } => {
             let base = format!("{}/deliveries", site_path(&site)?);
             if let Some(id) = id {

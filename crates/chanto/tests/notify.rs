@@ -298,6 +298,15 @@ fn a_receiver_that_is_down_gets_retries_a_4xx_is_not_retried_and_a_restart_loses
     assert!(refused.iter().all(|d| d["attempts"] == 1), "{refused:#?}");
     assert!(refused[0]["last_error"].as_str().unwrap().contains("HTTP 410"), "{refused:#?}");
     assert_eq!(refusing.requests().len(), 2, "ready and activated, once each");
+    // After fixing the receiver, a dead delivery can be sent again, as a new delivery of the same event.
+    let dead_id = refused[0]["id"].to_string();
+    let again = server.cli(&["notify", "redeliver", "--site", "app", &dead_id, "--json"]).ok().json();
+    assert_ne!(again["id"].to_string(), dead_id);
+    assert_eq!(again["event_id"], refused[0]["event_id"]);
+    let r = refusing.wait("the redelivery", LIMIT, |r| r.len() == 3);
+    assert_eq!(r[2].json()["event"]["id"], r[1].json()["event"]["id"], "the same event, so receivers can drop it");
+    let e = server.cli(&["notify", "redeliver", "--site", "app", "424242"]).fails().stderr();
+    assert!(e.contains("delivery 424242"), "{e}");
     // 429 with Retry-After: 1 s is honoured, then delivered.
     wait_for("the rate-limited deliveries", LIMIT, || {
         by_sub(&limited_sub).iter().all(|d| d["state"] == "delivered").then_some(())

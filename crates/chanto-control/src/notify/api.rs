@@ -84,10 +84,24 @@ pub async fn delivery(
     State(c): State<Arc<Control>>,
     Path((site, id)): Path<(String, String)>,
 ) -> Result<Json<DeliveryView>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| {
+    Ok(Json(c.notify_delivery(&parse_path(&site)?, delivery_id(&id)?).await?))
+}
+
+/// Sends an ended delivery again (a new delivery with the same event and payload, due now).
+#[utoipa::path(post, path = "/api/v1/sites/{site}/notifications/deliveries/{id}/redeliver", tag = "notifications",
+    responses((status = 201, body = DeliveryView), (status = 409, description = "the delivery is still pending")),
+    security(("token" = [])))]
+pub async fn redeliver(
+    State(c): State<Arc<Control>>,
+    Path((site, id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(c.redeliver(&parse_path(&site)?, delivery_id(&id)?).await?)))
+}
+
+fn delivery_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("delivery id {id:?} is not a number"))
-    })?;
-    Ok(Json(c.notify_delivery(&parse_path(&site)?, id).await?))
+    })
 }
 
 /// The JSON Schema of the generic webhook payload.

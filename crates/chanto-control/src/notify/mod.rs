@@ -712,6 +712,19 @@ impl Control {
         Ok(delivery_view(d, Some(attempts)))
     }
 
+    /// Sends an ended (delivered, dead or superseded) delivery again, as a new delivery due now.
+    pub async fn redeliver(&self, site: &SiteName, id: i64) -> Result<DeliveryView, ApiError> {
+        self.notifier()?;
+        self.site(site).await?;
+        let new = self
+            .meta
+            .redeliver(site, id, chanto_store::now_millis())
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("delivery {id} of site {site}")))?;
+        self.poke_notifier();
+        self.notify_delivery(site, new).await
+    }
+
     /// The status badge of a site's branch: its latest build (or, for a site deployed without builds, whether the
     /// branch serves a deploy). Unknown sites and branches get an "unknown" badge, so a badge reveals nothing.
     pub async fn badge(&self, site: &str, branch: &str) -> String {
