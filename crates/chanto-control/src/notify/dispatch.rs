@@ -140,10 +140,10 @@ async fn event_for(control: &Control, notifier: &Notifier, o: &OutboxEvent, kind
     let branch_url = branch_url(control, &o.site, &o.branch).await;
     let permalink = deploy_id.as_ref().map(|d| control.config.url_for(&format!("{d}--{}", o.site)));
     let log = build.as_ref().map(|b| format!("{}/api/v1/builds/{}/log", notifier.config.api_url, b.id));
-    let pull_request = build
-        .as_ref()
-        .and_then(|b| b.pull_request)
-        .or_else(|| o.branch.strip_prefix("pr-").and_then(|n| n.parse().ok()));
+    // A removed preview has no build to ask; its branch is `pr-<n>` (the store records the event only for previews).
+    let pull_request = build.as_ref().and_then(|b| b.pull_request).or_else(|| {
+        (kind == EventKind::PreviewRemoved).then(|| o.branch.strip_prefix("pr-").and_then(|n| n.parse().ok())).flatten()
+    });
     let duration_ms = match (kind, &build) {
         (EventKind::BuildSucceeded | EventKind::BuildFailed | EventKind::BuildCancelled, Some(b)) => {
             b.finished_at.map(|f| (f - b.started_at.unwrap_or(b.created_at)).max(0) as u64)
