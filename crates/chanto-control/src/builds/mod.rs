@@ -548,7 +548,6 @@ impl Control {
         self.meta.set_git(conn.clone()).await?;
         tracing::info!(site = %site, repository = %conn.repository, "git repository connected");
         builds.wake.notify_waiters();
-        self.poke_notifier();
         self.git_view(site, &site_rec.production_branch, &conn, shown)
     }
 

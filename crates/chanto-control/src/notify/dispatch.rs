@@ -31,10 +31,15 @@ pub(crate) async fn dispatch(control: &Arc<Control>, notifier: &Notifier) -> Res
             return Ok(());
         }
         let n = events.len();
+        // A batch is mostly one site's events (a build's life, a deploy's): read each site's subscriptions once.
+        let mut subscriptions: std::collections::HashMap<SiteName, Vec<Subscription>> = Default::default();
         for o in events {
-            let subs = control.meta.list_subscriptions(&o.site).await?;
+            if !subscriptions.contains_key(&o.site) {
+                subscriptions.insert(o.site.clone(), control.meta.list_subscriptions(&o.site).await?);
+            }
+            let subs = &subscriptions[&o.site];
             let deliveries =
-                if subs.is_empty() { Vec::new() } else { deliveries_for(control, notifier, &o, &subs).await };
+                if subs.is_empty() { Vec::new() } else { deliveries_for(control, notifier, &o, subs).await };
             control.meta.fan_out(o.seq, deliveries, chanto_store::now_millis()).await?;
         }
         if n < BATCH as usize {
