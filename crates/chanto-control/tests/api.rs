@@ -549,36 +549,94 @@ async fn garbage_collection_keeps_every_referenced_blob() {
     assert!(!h.blobs.has(&ContentHash::of(b"wip")).await.unwrap());
 }
 
+/// Reads a stored manifest.
+async fn manifest_of(h: &Harness, hash: &ContentHash) -> chanto_core::Manifest {
+    serde_json::from_slice(&h.blobs.get(hash).await.unwrap()).unwrap()
+}
+
+/// Waits (at most 30 s) until the served manifest is not `old`; returns it.
+async fn next_manifest(h: &Harness, old: ContentHash) -> ContentHash {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = h.last_table().branches[0].manifest;
+        if now != old {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new manifest within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
-async fn uploads_are_precompressed_in_the_background_before_finalize() {
+async fn a_large_deploy_goes_live_first_and_gets_its_variants_after() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    // More compressible source than finalize compresses itself.
+    static PAGES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+        (0..3).map(|i| format!("<li>page {i}, item</li>\n").repeat(25_000).into_bytes()).collect()
+    });
+    let total: usize = PAGES.iter().map(Vec::len).sum();
+    assert!(total as u64 > chanto_control::pipeline::VARIANTS_INLINE_MAX);
+    let files: Vec<(&str, &'static [u8])> =
+        vec![("a.html", &PAGES[0]), ("b.html", &PAGES[1]), ("c.html", &PAGES[2]), ("img.png", b"not compressed")];
+    let deployed = h.deploy("docs", None, &files, false).await;
+    assert_eq!(deployed["state"], "active");
+    // Live at once, before its variants exist.
+    let first = h.last_table().branches[0].manifest;
+    let before = manifest_of(&h, &first).await;
+    assert!(before.files.values().all(|e| e.variants.is_empty()), "finalize made no variants itself");
+    // Then the same deploy gets a manifest that adds them, and nothing else.
+    let second = next_manifest(&h, first).await;
+    let after = manifest_of(&h, &second).await;
+    assert_eq!(h.last_table().branches[0].deploy.as_str(), deployed["id"].as_str().unwrap());
+    for (path, entry) in &after.files {
+        let old = &before.files[path];
+        assert_eq!((entry.hash, entry.size, &entry.content_type), (old.hash, old.size, &old.content_type));
+        let want = if path.ends_with(".html") { 2 } else { 0 };
+        assert_eq!(entry.variants.len(), want, "{path}");
+        for v in &entry.variants {
+            assert_eq!(h.blobs.get(&v.hash).await.unwrap().len() as u64, v.size);
+        }
+    }
+    assert_eq!(after.files.len(), before.files.len());
+    assert!(h.control.meta.variants_pending().await.unwrap().is_empty());
+    let (_, v) = h.call("GET", &format!("/api/v1/deploys/{}", deployed["id"].as_str().unwrap()), Value::Null).await;
+    assert_eq!(v["state"], "active");
+    // The first manifest is garbage now; the variants are not.
+    assert_eq!(h.control.collect_garbage().await.unwrap(), 1);
+    assert!(!h.blobs.has(&first).await.unwrap());
+    for v in after.files.values().flat_map(|e| &e.variants) {
+        assert!(h.blobs.has(&v.hash).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_restart_finishes_the_variants_of_a_live_deploy() {
     let h = Harness::new().await;
     h.site("docs").await;
     static PAGE: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| "<li>item</li>\n".repeat(400).into_bytes());
-    let page: &'static [u8] = &PAGE;
-    let hash = ContentHash::of(page);
-    let (_, created) = h
-        .call(
-            "POST",
-            "/api/v1/sites/docs/deploys",
-            json!({"files": {"index.html": {"hash": hash.to_hex(), "size": page.len()}}}),
-        )
-        .await;
-    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(h.upload(&id, page).await.0, StatusCode::CREATED);
-    // Compression starts when the blob arrives, not at finalize: its two
-    // variants appear in the blob store. They are recorded in metadata only
-    // by finalize, once the store is synced.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while h.blobs.list().await.unwrap().len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "no variants 10 s after the upload");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let manifest: chanto_core::Manifest =
-        serde_json::from_slice(&h.blobs.get(&h.last_table().branches[0].manifest).await.unwrap()).unwrap();
-    assert_eq!(manifest.files["index.html"].variants.len(), 2);
-    assert_eq!(h.control.meta.variants(&[hash]).await.unwrap().len(), 2);
+    let deployed = h.deploy("docs", None, &[("index.html", &PAGE)], false).await;
+    let id: chanto_core::DeployId = deployed["id"].as_str().unwrap().parse().unwrap();
+    let made = h.last_table().branches[0].manifest;
+    assert_eq!(
+        manifest_of(&h, &made).await.files["index.html"].variants.len(),
+        2,
+        "a small deploy is compressed inline"
+    );
+    // As a stop would leave it: live without variants, marked as pending.
+    let mut bare = manifest_of(&h, &made).await;
+    bare.files.values_mut().for_each(|e| e.variants.clear());
+    let bare_hash = h.blobs.put_bytes(serde_json::to_vec(&bare).unwrap().into()).await.unwrap();
+    assert!(h.control.meta.replace_manifest(&id, &made, &bare_hash).await.unwrap());
+    h.control.meta.set_variants_pending(&id).await.unwrap();
+    h.control.publish_routing().await.unwrap();
+    assert_eq!(h.last_table().branches[0].manifest, bare_hash);
+
+    assert_eq!(h.control.resume_variants().await.unwrap(), 1);
+    let fixed = next_manifest(&h, bare_hash).await;
+    assert_eq!(manifest_of(&h, &fixed).await.files["index.html"].variants.len(), 2);
+    assert!(h.control.meta.variants_pending().await.unwrap().is_empty());
+    assert_eq!(h.control.resume_variants().await.unwrap(), 0, "nothing left to finish");
 }
 
 /// Turns builds on without starting runners: what is queued stays queued.

@@ -150,10 +150,24 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     // Not complete: cannot be activated.
     assert!(matches!(meta.activate(&d1.id, ActivationKind::Deploy, 12).await, Err(StoreError::Conflict(_))));
     let manifest = ContentHash::of(b"manifest 1");
+    // Going live before its variants: marked first, listed once complete.
+    meta.set_variants_pending(&d1.id).await.unwrap();
+    assert!(meta.variants_pending().await.unwrap().is_empty(), "an uploading deploy has nothing to finish");
+    let ghost: DeployId = "0123456789abcdef".parse().unwrap();
+    assert!(matches!(meta.set_variants_pending(&ghost).await, Err(StoreError::NotFound(_))));
     let r = meta.mark_ready(&d1.id, &manifest, 13).await.unwrap();
     assert_eq!(r.state, DeployState::Ready);
     assert_eq!(r.manifest, Some(manifest));
     assert!(matches!(meta.mark_ready(&d1.id, &manifest, 14).await, Err(StoreError::Conflict(_))));
+    assert_eq!(meta.variants_pending().await.unwrap(), vec![(d1.id.clone(), manifest)]);
+    // The manifest is swapped only if it is still the one expected.
+    let upgraded = ContentHash::of(b"manifest 1 with variants");
+    assert!(!meta.replace_manifest(&d1.id, &upgraded, &manifest).await.unwrap());
+    assert!(!meta.replace_manifest(&ghost, &manifest, &upgraded).await.unwrap());
+    assert!(meta.replace_manifest(&d1.id, &manifest, &upgraded).await.unwrap());
+    assert_eq!(meta.get_deploy(&d1.id).await.unwrap().unwrap().manifest, Some(upgraded));
+    assert!(meta.variants_pending().await.unwrap().is_empty(), "swapping clears the mark");
+    assert!(meta.replace_manifest(&d1.id, &upgraded, &manifest).await.unwrap());
     let prev = meta.activate(&d1.id, ActivationKind::Deploy, 15).await.unwrap();
     assert_eq!(prev, None);
     assert_eq!(meta.get_deploy(&d1.id).await.unwrap().unwrap().state, DeployState::Active);

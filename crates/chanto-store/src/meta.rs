@@ -194,6 +194,23 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
         manifest: &ContentHash,
         now: UnixMillis,
     ) -> Result<DeployRecord, StoreError>;
+    /// Notes that the deploy will go live before all its precompressed
+    /// variants exist (call it before [`MetaStore::mark_ready`]), so a restart
+    /// finishes them: see [`MetaStore::variants_pending`].
+    async fn set_variants_pending(&self, id: &DeployId) -> Result<(), StoreError>;
+    /// Swaps a complete deploy's manifest for one that adds precompressed
+    /// variants, if its manifest is still `expected` (compare and set), and
+    /// clears its pending mark. Returns whether it swapped. Nothing else of a
+    /// deploy ever changes: callers only add variants.
+    async fn replace_manifest(
+        &self,
+        id: &DeployId,
+        expected: &ContentHash,
+        manifest: &ContentHash,
+    ) -> Result<bool, StoreError>;
+    /// Complete deploys (ready, active or superseded) still marked as waiting
+    /// for variants, oldest first, with their current manifest.
+    async fn variants_pending(&self) -> Result<Vec<(DeployId, ContentHash)>, StoreError>;
     /// `uploading` → `failed` with the reason.
     async fn mark_failed(&self, id: &DeployId, error: &str, now: UnixMillis) -> Result<(), StoreError>;
     /// Makes a complete deploy its branch's active deploy in one transaction:

@@ -223,6 +223,8 @@ CREATE TABLE tokens (
         comment_id TEXT NOT NULL,
         PRIMARY KEY (subscription_id, pull_request)
     );",
+    // A deploy that went live before all its precompressed variants were made.
+    "ALTER TABLE deploys ADD COLUMN variants_pending INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Metadata in a SQLite database file.
@@ -529,6 +531,49 @@ impl MetaStore for SqliteMeta {
             let rec = get_deploy_tx(&tx, id.as_str())?.ok_or_else(|| StoreError::Db("deploy vanished".into()))?;
             tx.commit()?;
             Ok(rec)
+        })
+        .await
+    }
+
+    async fn set_variants_pending(&self, id: &DeployId) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            let n = c.execute("UPDATE deploys SET variants_pending = 1 WHERE id = ?1", params![id.as_str()])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("deploy {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_manifest(
+        &self,
+        id: &DeployId,
+        expected: &ContentHash,
+        manifest: &ContentHash,
+    ) -> Result<bool, StoreError> {
+        let (id, expected, manifest) = (id.clone(), *expected, *manifest);
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE deploys SET manifest = ?3, variants_pending = 0
+                 WHERE id = ?1 AND manifest = ?2 AND state IN ('ready', 'active', 'superseded')",
+                params![id.as_str(), expected.to_hex(), manifest.to_hex()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn variants_pending(&self) -> Result<Vec<(DeployId, ContentHash)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT id, manifest FROM deploys
+                 WHERE variants_pending = 1 AND manifest IS NOT NULL AND state IN ('ready', 'active', 'superseded')
+                 ORDER BY created_at",
+            )?;
+            let rows = st.query_map([], |r| Ok((parse(0, r.get(0)?)?, parse(1, r.get(1)?)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -160,6 +160,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
+    // Deploys that went live before their variants were made, and a stop came first.
+    if let Err(e) = control.resume_variants().await {
+        tracing::warn!(error = %e, "could not resume precompression of live deploys; they are served uncompressed");
+    }
     let api_url = match &args.public_api_url {
         Some(u) => validate_public_url(u)?,
         None => format!("http://{api_addr}"),
