@@ -16,7 +16,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chanto_core::{BranchName, ContentHash, DeployId, DeployState, SiteName};
 use chanto_store::{DeployRecord, SiteRecord};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -40,6 +40,7 @@ pub fn router(control: Arc<Control>) -> Router {
             get(crate::access::list_access).put(crate::access::set_access).delete(crate::access::clear_access),
         )
         .route("/deploys/{id}", get(get_deploy))
+        .route("/deploys/{id}/blobs", post(upload_blobs).layer(DefaultBodyLimit::disable()))
         .route("/deploys/{id}/blobs/{hash}", put(upload_blob).layer(DefaultBodyLimit::disable()))
         .route("/deploys/{id}/finalize", post(finalize))
         .route("/deploys/{id}/publish", post(publish))
@@ -422,6 +423,56 @@ async fn upload_blob(
     Ok((StatusCode::CREATED, Json(UploadResponse { hash, size })))
 }
 
+/// Answer to a batch of blobs.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// Blobs stored.
+    pub stored: u64,
+    /// Their bytes.
+    pub size: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/deploys/{id}/blobs", tag = "deploys", security(("token" = [])),
+    params(("id" = String, Path, description = "Deploy id")),
+    request_body(content = Vec<u8>, content_type = "application/vnd.chanto.blobs",
+        description = "Frames, each the blob's 32-byte BLAKE3 hash, its length as 8 bytes big-endian, then its bytes \
+            (at most 1 MiB a blob). Blobs before a bad frame stay stored; sending the batch again is safe."),
+    responses((status = 201, body = BatchResponse), (status = 400, body = ErrorBody, description = "hash mismatch, truncated frame, or not part of the deploy"),
+        (status = 409, body = ErrorBody, description = "the deploy is no longer uploading"), (status = 413, body = ErrorBody), (status = 507, body = ErrorBody)))]
+async fn upload_blobs(
+    State(c): State<Arc<Control>>,
+    Path(id): Path<String>,
+    body: axum::body::Body,
+) -> Result<impl IntoResponse, ApiError> {
+    use crate::batch::{BatchError, Decoder};
+    let id: DeployId = parse_path(&id)?;
+    let bad = |e: BatchError| {
+        let status = match e {
+            BatchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BatchError::Truncated { .. } => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, "bad_batch", e.to_string())
+    };
+    let mut body = body.into_data_stream();
+    let mut decoder = Decoder::default();
+    let (mut stored, mut size) = (0u64, 0u64);
+    loop {
+        while let Some((hash, bytes)) = decoder.next_frame().map_err(bad)? {
+            let one: chanto_store::ByteStream = Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+            size += c.upload(&id, &hash, one).await?;
+            stored += 1;
+        }
+        match body.next().await {
+            Some(chunk) => decoder.push(&chunk.map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the batch: {e}"))
+            })?),
+            None => break,
+        }
+    }
+    decoder.finish().map_err(bad)?;
+    Ok((StatusCode::CREATED, Json(BatchResponse { stored, size })))
+}
+
 #[utoipa::path(post, path = "/api/v1/deploys/{id}/finalize", tag = "deploys", security(("token" = [])),
     params(("id" = String, Path, description = "Deploy id")),
     responses((status = 200, body = DeployView, description = "Ready, and active unless a draft"),
@@ -478,7 +529,7 @@ impl Modify for TokenAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`."),
-    paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, finalize, publish, rollback,
+    paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, upload_blobs, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,

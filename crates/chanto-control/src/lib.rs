@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod api;
+pub mod batch;
 pub mod builds;
 pub mod config;
 pub mod error;

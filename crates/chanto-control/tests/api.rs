@@ -932,3 +932,67 @@ async fn notifications_api_validates_subscriptions_and_masks_secrets() {
     assert_eq!(s, StatusCode::OK);
     assert!(badge.as_str().unwrap().contains("unknown"), "no build, no deploy: {badge}");
 }
+
+/// A batch body: one frame per blob (see `chanto_control::batch`).
+fn batch(blobs: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for b in blobs {
+        body.extend_from_slice(&chanto_control::batch::encode_header(&ContentHash::of(b), b.len() as u64));
+        body.extend_from_slice(b);
+    }
+    body
+}
+
+#[tokio::test]
+async fn blobs_upload_in_batches_and_bad_batches_are_refused() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    let files: [(&str, &[u8]); 3] = [("a.html", b"<p>a</p>"), ("b.css", b"b{}"), ("c.js", b"let c")];
+    let manifest: serde_json::Map<String, Value> = files
+        .iter()
+        .map(|(p, b)| (p.to_string(), json!({"hash": ContentHash::of(b).to_hex(), "size": b.len()})))
+        .collect();
+    let (_, created) = h.call("POST", "/api/v1/sites/docs/deploys", json!({ "files": manifest })).await;
+    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/deploys/{id}/blobs");
+    let send =
+        |body: Vec<u8>| h.raw("POST", &path, Some(&h.token), Body::from(body), chanto_control::batch::CONTENT_TYPE);
+
+    // Unauthenticated: refused, nothing stored.
+    let (s, _) = h.raw("POST", &path, None, Body::from(batch(&[files[0].1])), "application/octet-stream").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A frame cut short.
+    let mut cut = batch(&[files[0].1]);
+    cut.pop();
+    let (s, v) = send(cut).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_batch"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("ends inside a frame"), "{v}");
+    // A header claiming more than a batch carries: refused before any byte of it.
+    let mut huge = chanto_control::batch::encode_header(&ContentHash::of(b"x"), 1 << 40).to_vec();
+    huge.extend_from_slice(b"x");
+    let (s, v) = send(huge).await;
+    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "bad_batch"), "{v}");
+    // Bytes that do not match their hash: the blobs before stay stored.
+    let mut lying = batch(&[files[0].1]);
+    lying.extend_from_slice(&chanto_control::batch::encode_header(&ContentHash::of(files[1].1), 3));
+    lying.extend_from_slice(b"b{{");
+    let (s, v) = send(lying).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "hash_mismatch"), "{v}");
+    assert!(h.blobs.has(&ContentHash::of(files[0].1)).await.unwrap());
+    assert!(!h.blobs.has(&ContentHash::of(files[1].1)).await.unwrap());
+    // A blob the deploy did not declare.
+    let (s, v) = send(batch(&[b"stranger"])).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "not_in_deploy"), "{v}");
+    // An empty batch stores nothing, and is fine.
+    let (s, v) = send(Vec::new()).await;
+    assert_eq!((s, &v["stored"]), (StatusCode::CREATED, &json!(0)));
+    // The whole batch again (a retry): every blob stored, the site goes live.
+    let (s, v) = send(batch(&files.map(|(_, b)| b))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v, json!({"stored": 3, "size": 16}));
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A finalized deploy takes no more.
+    let (s, v) = send(batch(&[files[0].1])).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"), "{v}");
+}

@@ -28,6 +28,11 @@ impl ContentHash {
         hex::encode(self.0)
     }
 
+    /// A hash from its raw bytes (as [`ContentHash::as_bytes`] gives them).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

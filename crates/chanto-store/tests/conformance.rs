@@ -64,6 +64,7 @@ async fn local_blob_store_drops_blobs_a_crash_left_incomplete() {
     assert_eq!(temporary_files(&root), 0);
     // After a sync everything is in place and nothing is left staged.
     store.sync().await.unwrap();
+    store.settle().await;
     assert_eq!(files_under(&root.join(".staged")), 0);
     assert_eq!(store.get(&ContentHash::of(&whole)).await.unwrap(), whole);
 }

@@ -215,7 +215,17 @@ impl Client {
         }))
     }
 
-    /// PUT raw bytes.
+    /// POST raw bytes of a given media type, decode a JSON answer.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<T, CallError> {
+        self.send(self.request(reqwest::Method::POST, path).header("content-type", content_type).body(body)).await
+    }
+
+    /// PUT raw bytes, decode a JSON answer.
     pub async fn put_bytes<T: DeserializeOwned>(&self, path: &str, body: reqwest::Body) -> Result<T, CallError> {
         self.send(
             self.request(reqwest::Method::PUT, path).header("content-type", "application/octet-stream").body(body),

@@ -168,30 +168,17 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
         None
     };
     let uploaded_bytes = Arc::new(AtomicU64::new(0));
-    let uploads = futures_util::stream::iter(todo.iter().cloned())
-        .map(|(hash, file)| {
+    let uploads = futures_util::stream::iter(batches(&todo))
+        .map(|unit| {
             let (client, bar, counter, id) = (client.clone(), bar.clone(), uploaded_bytes.clone(), id.clone());
             async move {
-                let what = format!("uploading {}", file.path);
-                let _: UploadResponse = with_retries(&what, || async {
-                    let bytes = tokio::fs::read(&file.abs).await.map_err(|e| CallError {
-                        status: Some(0),
-                        code: None,
-                        message: format!("reading {}: {e}", file.abs.display()),
-                        retry_after: None,
-                    })?;
-                    client.put_bytes(&format!("/deploys/{id}/blobs/{hash}"), reqwest::Body::from(bytes)).await
-                })
-                .await
-                .map_err(|e| match e.downcast_ref::<CallError>() {
-                    Some(c) if c.code.as_deref() == Some("hash_mismatch") => {
-                        anyhow!("{} changed while deploying; run `chanto deploy` again", file.path)
-                    }
-                    _ => e,
-                })?;
-                counter.fetch_add(file.size, Ordering::Relaxed);
+                let size = match unit {
+                    Upload::One(hash, file) => upload_one(&client, id.as_str(), hash, &file).await?,
+                    Upload::Batch(files) => upload_batch(&client, id.as_str(), files).await?,
+                };
+                counter.fetch_add(size, Ordering::Relaxed);
                 if let Some(bar) = &bar {
-                    bar.inc(file.size);
+                    bar.inc(size);
                 }
                 anyhow::Ok(())
             }
@@ -226,6 +213,106 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
         uploaded_bytes: uploaded_bytes.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// One request's worth of uploads.
+enum Upload {
+    /// A large file, streamed on its own.
+    One(ContentHash, LocalFile),
+    /// Small files, in one batch request.
+    Batch(Vec<(ContentHash, LocalFile)>),
+}
+
+/// Most files in one batch.
+const BATCH_FILES: usize = 128;
+/// Most bytes in one batch (so `--parallel` batches in flight stay small).
+const BATCH_BYTES: u64 = 2 << 20;
+
+/// Groups the blobs to upload: files up to [`chanto_control::batch::MAX_BLOB`]
+/// into batches, larger ones alone.
+fn batches(todo: &[(ContentHash, LocalFile)]) -> Vec<Upload> {
+    let mut out = Vec::new();
+    let (mut batch, mut bytes) = (Vec::new(), 0u64);
+    for (hash, file) in todo {
+        if file.size > chanto_control::batch::MAX_BLOB {
+            out.push(Upload::One(*hash, file.clone()));
+            continue;
+        }
+        if !batch.is_empty() && (batch.len() == BATCH_FILES || bytes + file.size > BATCH_BYTES) {
+            out.push(Upload::Batch(std::mem::take(&mut batch)));
+            bytes = 0;
+        }
+        bytes += file.size;
+        batch.push((*hash, file.clone()));
+    }
+    if !batch.is_empty() {
+        out.push(Upload::Batch(batch));
+    }
+    out
+}
+
+/// A local file that could not be read, as an error that is not retried.
+fn unreadable(path: &std::path::Path, e: std::io::Error) -> CallError {
+    CallError { status: Some(0), code: None, message: format!("reading {}: {e}", path.display()), retry_after: None }
+}
+
+/// Uploads one file; returns its size.
+async fn upload_one(client: &Client, id: &str, hash: ContentHash, file: &LocalFile) -> anyhow::Result<u64> {
+    let what = format!("uploading {}", file.path);
+    let _: UploadResponse = with_retries(&what, || async {
+        let bytes = tokio::fs::read(&file.abs).await.map_err(|e| unreadable(&file.abs, e))?;
+        client.put_bytes(&format!("/deploys/{id}/blobs/{hash}"), reqwest::Body::from(bytes)).await
+    })
+    .await
+    .map_err(|e| match e.downcast_ref::<CallError>() {
+        Some(c) if c.code.as_deref() == Some("hash_mismatch") => {
+            anyhow!("{} changed while deploying; run `chanto deploy` again", file.path)
+        }
+        _ => e,
+    })?;
+    Ok(file.size)
+}
+
+/// Uploads small files in one request (see [`chanto_control::batch`]);
+/// returns their size.
+async fn upload_batch(client: &Client, id: &str, files: Vec<(ContentHash, LocalFile)>) -> anyhow::Result<u64> {
+    use chanto_control::batch::{CONTENT_TYPE, encode_header};
+    let files = Arc::new(files);
+    let size: u64 = files.iter().map(|(_, f)| f.size).sum();
+    let first = files.first().map(|(_, f)| f.path.clone()).unwrap_or_default();
+    let what = format!("uploading {} files ({first}, …)", files.len());
+    let path = format!("/deploys/{id}/blobs");
+    let result: Result<chanto_control::api::BatchResponse, _> = with_retries(&what, || {
+        let files = files.clone();
+        async {
+            let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, CallError> {
+                let mut body = Vec::with_capacity(files.iter().map(|(_, f)| f.size as usize + 40).sum());
+                for (hash, file) in files.iter() {
+                    let bytes = std::fs::read(&file.abs).map_err(|e| unreadable(&file.abs, e))?;
+                    body.extend_from_slice(&encode_header(hash, bytes.len() as u64));
+                    body.extend_from_slice(&bytes);
+                }
+                Ok(body)
+            })
+            .await
+            .map_err(|e| unreadable(std::path::Path::new("the files to upload"), std::io::Error::other(e)))??;
+            client.post_bytes(&path, CONTENT_TYPE, reqwest::Body::from(body)).await
+        }
+    })
+    .await;
+    match result {
+        Ok(_) => Ok(size),
+        Err(e) if e.downcast_ref::<CallError>().and_then(|c| c.code.as_deref()) == Some("hash_mismatch") => {
+            // Name the file: the one whose bytes no longer hash to what was sent.
+            let changed =
+                files.iter().find(|(h, f)| std::fs::read(&f.abs).map(|b| ContentHash::of(&b) != *h).unwrap_or(true));
+            match changed {
+                Some((_, f)) => Err(anyhow!("{} changed while deploying; run `chanto deploy` again", f.path)),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Calls `f` until it succeeds, a non-retryable error comes back, or five
