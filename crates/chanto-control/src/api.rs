@@ -282,7 +282,8 @@ pub struct CreateDeployRequest {
 pub struct CreateDeployResponse {
     /// The new deploy, `uploading`.
     pub deploy: DeployView,
-    /// Hashes the server lacks: upload each with `PUT /deploys/{id}/blobs/{hash}`, then finalize.
+    /// Hashes the server lacks: upload them (small ones many at a time with
+    /// `POST /deploys/{id}/blobs`, any one with `PUT /deploys/{id}/blobs/{hash}`), then finalize.
     pub required: Vec<ContentHash>,
 }
 

@@ -104,9 +104,10 @@ pub trait BlobStore: Send + Sync + 'static {
 /// A write goes to a temporary file in `ROOT/.staged/ab/`, is verified, and
 /// is renamed to `ROOT/.staged/ab/cdef…` without waiting for the disk: one
 /// fsync per blob costs more than the write itself on most disks.
-/// [`BlobStore::sync`] flushes the whole file system once (`syncfs`) and then
-/// moves every staged blob into place, so a deploy of ten thousand files
-/// waits for the disk once, at finalize. Readers look in both places. After a
+/// [`BlobStore::sync`] flushes the whole file system once (`syncfs`), then a
+/// thread moves every staged blob into place, so a deploy of ten thousand
+/// files waits for the disk once, at finalize (and little even then: every
+/// 32 MiB staged starts a write-back early). Readers look in both places. After a
 /// crash, [`LocalBlobStore::open`] rehashes what is staged and drops whatever
 /// the crash left incomplete, so a blob that is present is always whole.
 pub struct LocalBlobStore {
