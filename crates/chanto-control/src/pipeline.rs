@@ -133,10 +133,14 @@ pub struct Control {
     /// Variant records already in metadata, so a redeploy of ten thousand
     /// unchanged files does not look each one up again.
     recorded: quick_cache::sync::Cache<(ContentHash, Encoding), Option<Variant>>,
-    /// Compression threads, one per core. Dedicated rather than tokio's
-    /// blocking pool: the encoder's megabytes of tables then stay in a few
-    /// threads' allocator heaps instead of 32 (measured: 310 → 530 MB peak).
+    /// Compression threads, one per core, for what finalize waits for.
+    /// Dedicated rather than tokio's blocking pool: the encoder's megabytes
+    /// of tables then stay in a few threads' allocator heaps instead of 32
+    /// (measured: 310 → 530 MB peak).
     compressor: rayon::ThreadPool,
+    /// The same at the lowest CPU priority, for variants made after a deploy
+    /// went live: they use only CPU time nothing else wants.
+    background_compressor: rayon::ThreadPool,
     /// Bounds background precompression tasks holding a blob in memory.
     background_slots: Arc<tokio::sync::Semaphore>,
     /// Git-driven builds, when this server runs them.
@@ -168,12 +172,8 @@ impl Control {
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             builds: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
-            compressor: rayon::ThreadPoolBuilder::new()
-                .num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-                .thread_name(|i| format!("chanto-compress-{i}"))
-                .start_handler(|_| background_priority())
-                .build()
-                .expect("starting compression threads"),
+            compressor: compression_threads("chanto-compress", false),
+            background_compressor: compression_threads("chanto-compress-bg", true),
         })
     }
 
@@ -523,20 +523,27 @@ impl Control {
 
     /// Finishes the variants of every deploy that went live without them
     /// before the last stop (see [`Control::finalize`]), in the background.
+    /// Returns how many it started; a deploy whose manifest cannot be read
+    /// is logged and left as it is (served without variants).
     pub async fn resume_variants(self: &Arc<Self>) -> Result<usize, ApiError> {
-        let pending = self.meta.variants_pending().await?;
-        for (id, hash) in &pending {
-            let manifest: Manifest = serde_json::from_slice(&self.blobs.get(hash).await?).map_err(|e| {
-                ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("manifest {hash} of deploy {id}: {e}"),
-                )
-            })?;
-            tracing::info!(deploy = %id, "finishing the precompressed variants of a deploy that went live without them");
-            self.finish_variants_later(id.clone(), *hash, Arc::new(manifest));
+        let mut started = 0;
+        for (id, hash) in self.meta.variants_pending().await? {
+            let manifest = match self.blobs.get(&hash).await {
+                Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match manifest {
+                Ok(manifest) => {
+                    tracing::info!(deploy = %id, "finishing the precompressed variants of a deploy that went live without them");
+                    self.finish_variants_later(id, hash, Arc::new(manifest));
+                    started += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(deploy = %id, manifest = %hash, error = %e, "cannot read the manifest of a deploy waiting for variants; it stays uncompressed")
+                }
+            }
         }
-        Ok(pending.len())
+        Ok(started)
     }
 
     /// Parses the deploy's rule files (see [`chanto_rules::RULE_FILES`]). A
@@ -583,13 +590,14 @@ impl Control {
 
     /// Makes the missing brotli and gzip variants of one source blob and
     /// stores them; returns what it learned (variants, or "not smaller").
-    async fn make_variants(&self, src: ContentHash) -> Result<Vec<VariantRecord>, ApiError> {
+    async fn make_variants(&self, src: ContentHash, background: bool) -> Result<Vec<VariantRecord>, ApiError> {
         let bytes = self.blobs.get(&src).await?;
         let (bq, gl) = (self.config.brotli_quality, self.config.gzip_level);
         // Only the compression runs on the compression threads: storing the
         // variants waits on the disk while they compress the next blob.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.compressor.spawn(move || {
+        let pool = if background { &self.background_compressor } else { &self.compressor };
+        pool.spawn(move || {
             let _ = tx.send(Encoding::ALL.map(|enc| (enc, compress_if_smaller(&bytes, enc, bq, gl))));
         });
         let compressed = rx.await.map_err(|_| {
@@ -631,7 +639,7 @@ impl Control {
                 })?;
                 let _gc = this.gc_lock.read().await;
                 if this.meta.variants(&[src]).await?.len() < Encoding::ALL.len() {
-                    let made = this.make_variants(src).await?;
+                    let made = this.make_variants(src, true).await?;
                     this.unrecorded.lock().expect("unrecorded").insert(src, made);
                 }
                 Ok::<(), ApiError>(())
@@ -699,7 +707,7 @@ impl Control {
         self.take_unrecorded(&todo, &mut known, &mut fresh);
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let made: Vec<Result<Vec<VariantRecord>, ApiError>> = futures_util::stream::iter(unmade(&known))
-            .map(|src| self.make_variants(src))
+            .map(|src| self.make_variants(src, false))
             .buffer_unordered(parallel)
             .collect()
             .await;
@@ -851,6 +859,18 @@ impl std::fmt::Display for Phases {
         }
         Ok(())
     }
+}
+
+/// One compression thread per core, named `name-<i>`; at the lowest CPU
+/// priority if `background`.
+fn compression_threads(name: &'static str, background: bool) -> rayon::ThreadPool {
+    let mut b = rayon::ThreadPoolBuilder::new()
+        .num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .thread_name(move |i| format!("{name}-{i}"));
+    if background {
+        b = b.start_handler(|_| background_priority());
+    }
+    b.build().expect("starting compression threads")
 }
 
 /// Lowers the calling thread's CPU priority to the lowest (nice 19), so

@@ -91,6 +91,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored blob's hash (for garbage collection and checks).
     async fn list(&self) -> Result<Vec<ContentHash>, StoreError>;
 
+    /// Starts making what is stored so far durable, without waiting: a hint
+    /// that a [`BlobStore::sync`] will come soon, so it finds less to do.
+    /// The default does nothing.
+    fn write_back(&self) {}
+
     /// Makes every blob stored so far durable. A backend may keep a fresh
     /// blob only in volatile memory until then, so a crash can lose it (it
     /// is never kept corrupt: it is then missing, and uploaded again). Call it
@@ -214,9 +219,15 @@ impl LocalBlobStore {
     /// on this project's machines, the sync went from 0.62 s to 0.03–0.12 s.
     fn write_back_early(&self, len: u64) {
         use std::sync::atomic::Ordering;
-        if self.unflushed.fetch_add(len, Ordering::Relaxed) + len < WRITE_BACK_EVERY
-            || self.flushing.swap(true, Ordering::AcqRel)
-        {
+        if self.unflushed.fetch_add(len, Ordering::Relaxed) + len >= WRITE_BACK_EVERY {
+            self.start_flush();
+        }
+    }
+
+    /// Flushes the file system on a thread of its own, unless one is at it.
+    fn start_flush(&self) {
+        use std::sync::atomic::Ordering;
+        if self.flushing.swap(true, Ordering::AcqRel) {
             return;
         }
         self.unflushed.store(0, Ordering::Relaxed);
@@ -535,6 +546,10 @@ impl BlobStore for LocalBlobStore {
         })
         .await
         .map_err(|e| StoreError::Db(format!("blob list task failed: {e}")))?
+    }
+
+    fn write_back(&self) {
+        self.start_flush();
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

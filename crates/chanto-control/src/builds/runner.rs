@@ -924,6 +924,11 @@ async fn deploy_output(
     work: &Path,
     spec: &chanto_build::BuildSpec,
 ) -> Result<(chanto_core::DeployId, usize, usize, Vec<String>), String> {
+    // The build just wrote its output (and git its checkout) to the disk
+    // the blob store is on; the sync at finalize waits for all of it, so
+    // start writing now, while the output is hashed and uploaded. Measured
+    // by bench/builds: the first build's sync took 454 ms without this.
+    control.blobs.write_back();
     let publish = work.join(&spec.publish);
     let canon_work = work.canonicalize().map_err(|e| e.to_string())?;
     let canon = publish.canonicalize().map_err(|_| {
