@@ -495,8 +495,14 @@ impl Control {
             .iter()
             .map(|(path, e)| DeployFile { path: path.clone(), hash: e.hash, size: e.size })
             .collect();
-        let candidates: Vec<ContentHash> =
-            files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)).map(|f| f.hash).collect();
+        // Blobs whose variants are remembered need no task (a redeploy that
+        // changed a few files of ten thousand).
+        let candidates: Vec<ContentHash> = files
+            .iter()
+            .filter(|f| is_precompress_candidate(&f.path, f.size))
+            .filter(|f| Encoding::ALL.iter().any(|e| self.recorded.get(&(f.hash, *e)).is_none()))
+            .map(|f| f.hash)
+            .collect();
         for h in &candidates {
             self.precompress_in_background(*h);
         }

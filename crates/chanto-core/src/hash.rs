@@ -41,7 +41,7 @@ impl ContentHash {
 
 impl fmt::Display for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(self.hex_in(&mut [0u8; 64]))
     }
 }
 
@@ -70,9 +70,18 @@ impl FromStr for ContentHash {
     }
 }
 
+impl ContentHash {
+    /// The hex form written into `buf`, without allocating (a manifest
+    /// holds tens of thousands of hashes).
+    fn hex_in<'a>(&self, buf: &'a mut [u8; 64]) -> &'a str {
+        hex::encode_to_slice(self.0, buf).expect("64 digits for 32 bytes");
+        std::str::from_utf8(buf).expect("hex digits are ASCII")
+    }
+}
+
 impl Serialize for ContentHash {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(self.hex_in(&mut [0u8; 64]))
     }
 }
 
