@@ -276,7 +276,7 @@ async fn upload_one(client: &Client, id: &str, hash: ContentHash, file: &LocalFi
 /// Uploads small files in one request (see [`chanto_control::batch`]);
 /// returns their size.
 async fn upload_batch(client: &Client, id: &str, files: Vec<(ContentHash, LocalFile)>) -> anyhow::Result<u64> {
-    use chanto_control::batch::{CONTENT_TYPE, encode_header};
+    use chanto_control::batch::{CONTENT_TYPE, HEADER_LEN, encode_header};
     let files = Arc::new(files);
     let size: u64 = files.iter().map(|(_, f)| f.size).sum();
     let first = files.first().map(|(_, f)| f.path.clone()).unwrap_or_default();
@@ -286,11 +286,16 @@ async fn upload_batch(client: &Client, id: &str, files: Vec<(ContentHash, LocalF
         let files = files.clone();
         async {
             let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, CallError> {
-                let mut body = Vec::with_capacity(files.iter().map(|(_, f)| f.size as usize + 40).sum());
+                use std::io::Read;
+                // Each file is read straight into the body: no buffer per file.
+                let mut body = Vec::with_capacity(files.iter().map(|(_, f)| f.size as usize + HEADER_LEN).sum());
                 for (hash, file) in files.iter() {
-                    let bytes = std::fs::read(&file.abs).map_err(|e| unreadable(&file.abs, e))?;
-                    body.extend_from_slice(&encode_header(hash, bytes.len() as u64));
-                    body.extend_from_slice(&bytes);
+                    let at = body.len();
+                    body.extend_from_slice(&[0; HEADER_LEN]);
+                    let read = std::fs::File::open(&file.abs)
+                        .and_then(|mut f| f.read_to_end(&mut body))
+                        .map_err(|e| unreadable(&file.abs, e))?;
+                    body[at..at + HEADER_LEN].copy_from_slice(&encode_header(hash, read as u64));
                 }
                 Ok(body)
             })
