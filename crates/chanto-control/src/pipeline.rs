@@ -506,13 +506,7 @@ impl Control {
         for h in &candidates {
             self.precompress_in_background(*h);
         }
-        let waiting: Vec<tokio::sync::watch::Receiver<bool>> = {
-            let inflight = self.inflight.lock().expect("inflight");
-            candidates.iter().filter_map(|h| inflight.get(h).cloned()).collect()
-        };
-        for mut rx in waiting {
-            let _ = rx.wait_for(|done| *done).await;
-        }
+        self.wait_inflight(&candidates).await;
         let _gc = self.gc_lock.read().await;
         let made = self.precompress(&files, u64::MAX).await?;
         let mut upgraded = manifest.clone();
@@ -702,14 +696,8 @@ impl Control {
         if todo.iter().map(|h| sizes[h]).sum::<u64>() > inline_max {
             return Ok(Precompressed { variants: only_made(known), fresh, complete: false });
         }
-        let waiting: Vec<tokio::sync::watch::Receiver<bool>> = {
-            let inflight = self.inflight.lock().expect("inflight");
-            todo.iter().filter_map(|h| inflight.get(h).cloned()).collect()
-        };
-        for mut rx in waiting {
-            // An error means the task is gone; whatever it did not record is made below.
-            let _ = rx.wait_for(|done| *done).await;
-        }
+        self.wait_inflight(&todo).await;
+        // Whatever a task did not leave in `unrecorded` is made below.
         self.take_unrecorded(&todo, &mut known, &mut fresh);
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let made: Vec<Result<Vec<VariantRecord>, ApiError>> = futures_util::stream::iter(unmade(&known))
@@ -724,6 +712,18 @@ impl Control {
             }
         }
         Ok(Precompressed { variants: only_made(known), fresh, complete: true })
+    }
+
+    /// Waits until no background task is making variants of `sources` (a
+    /// task that failed or vanished counts as done).
+    async fn wait_inflight(&self, sources: &[ContentHash]) {
+        let waiting: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let inflight = self.inflight.lock().expect("inflight");
+            sources.iter().filter_map(|h| inflight.get(h).cloned()).collect()
+        };
+        for mut rx in waiting {
+            let _ = rx.wait_for(|done| *done).await;
+        }
     }
 
     /// Moves the variants background tasks made of `sources` into `known`
