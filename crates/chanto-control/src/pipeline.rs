@@ -59,25 +59,60 @@ struct UploadSession {
     /// finalize must look for, since garbage collection keeps every blob an
     /// uploading deploy references.
     required: Vec<ContentHash>,
+    /// Blobs whose variants are made as soon as they arrive, so they are
+    /// ready (or nearly) when finalize wants them: those a small deploy
+    /// needs (see [`VARIANTS_INLINE_MAX`]).
+    compress_on_arrival: HashSet<ContentHash>,
 }
 
 impl UploadSession {
     fn new(files: Vec<DeployFile>, sizes: HashMap<ContentHash, u64>, required: Vec<ContentHash>) -> Self {
-        Self { files, sizes, required }
+        let mut compress_on_arrival = HashSet::new();
+        if required.iter().map(|h| sizes[h]).sum::<u64>() <= VARIANTS_INLINE_MAX {
+            let required: HashSet<&ContentHash> = required.iter().collect();
+            let mut types = ContentTypes::default();
+            for f in files.iter().filter(|f| required.contains(&f.hash) && !chanto_rules::is_rule_file(&f.path)) {
+                if is_precompress_candidate(types.of(&f.path), f.size) {
+                    compress_on_arrival.insert(f.hash);
+                }
+            }
+        }
+        Self { files, sizes, required, compress_on_arrival }
     }
 
     /// A session rebuilt from metadata (after a restart): every blob is checked.
     fn from_files(files: Vec<DeployFile>) -> Self {
         let sizes: HashMap<ContentHash, u64> = files.iter().map(|f| (f.hash, f.size)).collect();
         let required = sizes.keys().copied().collect();
-        Self::new(files, sizes, required)
+        Self { files, sizes, required, compress_on_arrival: HashSet::new() }
     }
 }
 
-/// Whether a file gets precompressed variants: a compressible type, not tiny.
-fn is_precompress_candidate(path: &str, size: u64) -> bool {
-    size >= COMPRESS_MIN_BYTES && is_compressible(&content_type_for(path))
+/// Whether a file of this type and size gets precompressed variants: a
+/// compressible type, not tiny.
+fn is_precompress_candidate(content_type: &str, size: u64) -> bool {
+    size >= COMPRESS_MIN_BYTES && is_compressible(content_type)
 }
+
+/// Content types worked out once per file extension: a deploy of 10,000
+/// files has a handful of extensions.
+#[derive(Default)]
+struct ContentTypes(HashMap<String, String>);
+
+impl ContentTypes {
+    /// The `Content-Type` of `path` ([`content_type_for`], which only looks at the extension).
+    fn of(&mut self, path: &str) -> &str {
+        let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+        if !self.0.contains_key(ext) {
+            self.0.insert(ext.to_owned(), content_type_for(path));
+        }
+        &self.0[ext]
+    }
+}
+
+/// Recently written manifests kept whole: a redeploy takes the variants of
+/// its unchanged files from the manifest it replaces.
+const RECENT_MANIFESTS: usize = 4;
 
 /// Finalize makes the variants still missing itself when they come from at
 /// most this many bytes of source (about 60 ms of brotli at the default
@@ -99,11 +134,17 @@ fn only_made(known: HashMap<(ContentHash, Encoding), Option<Variant>>) -> HashMa
     known.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
 }
 
+/// The variants known for blob `hash`, in the order manifests list them.
+fn variants_of(hash: ContentHash, variants: &HashMap<(ContentHash, Encoding), Variant>) -> Vec<Variant> {
+    let mut out: Vec<Variant> = Encoding::ALL.iter().filter_map(|e| variants.get(&(hash, *e)).cloned()).collect();
+    out.sort_by_key(|v| v.encoding);
+    out
+}
+
 /// Sets each manifest entry's variants to those known for its blob.
 fn add_variants(manifest: &mut Manifest, variants: &HashMap<(ContentHash, Encoding), Variant>) {
     for entry in manifest.files.values_mut() {
-        entry.variants = Encoding::ALL.iter().filter_map(|e| variants.get(&(entry.hash, *e)).cloned()).collect();
-        entry.variants.sort_by_key(|v| v.encoding);
+        entry.variants = variants_of(entry.hash, variants);
     }
 }
 
@@ -133,6 +174,8 @@ pub struct Control {
     /// Variant records already in metadata, so a redeploy of ten thousand
     /// unchanged files does not look each one up again.
     recorded: quick_cache::sync::Cache<(ContentHash, Encoding), Option<Variant>>,
+    /// Manifests written lately, by hash.
+    recent_manifests: quick_cache::sync::Cache<ContentHash, Arc<Manifest>>,
     /// Compression threads, one per core, for what finalize waits for.
     /// Dedicated rather than tokio's blocking pool: the encoder's megabytes
     /// of tables then stay in a few threads' allocator heaps instead of 32
@@ -169,6 +212,7 @@ impl Control {
             inflight: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(HashMap::new()),
             recorded: quick_cache::sync::Cache::new(RECORDED_VARIANTS_CACHED),
+            recent_manifests: quick_cache::sync::Cache::new(RECENT_MANIFESTS),
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             builds: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
@@ -364,10 +408,15 @@ impl Control {
             )
             .field("hash"));
         };
-        // Not compressed here: compression competing with the upload for the
-        // disk and the CPU made a 200 MB deploy 2.8× slower (bench/deploy);
-        // finalize makes the variants, or has them made after going live.
-        Ok(self.blobs.put(hash, body, size).await?)
+        // Only a small deploy's blobs are compressed as they arrive: for a
+        // large one, compression competing with the upload for the disk and
+        // the CPU made a 200 MB deploy 2.8× slower (bench/deploy); finalize
+        // has its variants made after going live.
+        let stored = self.blobs.put(hash, body, size).await?;
+        if session.compress_on_arrival.contains(hash) {
+            self.precompress_in_background(*hash, false);
+        }
+        Ok(stored)
     }
 
     /// Completes a deploy: checks every blob arrived, makes precompressed
@@ -401,16 +450,37 @@ impl Control {
         let rules = self.compile_rules(id, &session.files).await?;
         let warnings: Vec<String> = rules.iter().flat_map(|r| r.warnings.iter().map(|w| w.to_string())).collect();
         phases.done("rules");
-        let made = self.precompress(&session.files, VARIANTS_INLINE_MAX).await?;
-        phases.done("variants");
+        // A file the branch's live deploy has with the same bytes keeps the
+        // variants it has there; only the others are looked up (or made).
+        let base = self.live_manifest(&deploy).await?;
+        let mut types = ContentTypes::default();
         let mut manifest = Manifest { version: Manifest::VERSION, files: BTreeMap::new(), rules };
+        let mut look_up = Vec::new();
         // Rule files configure the site; they are not part of it (a password
         // or an internal path in them is nobody's business).
-        for f in session.files.iter().filter(|f| !chanto_rules::is_rule_file(&f.path)).cloned() {
-            let content_type = content_type_for(&f.path);
-            manifest.files.insert(f.path, ManifestEntry { hash: f.hash, size: f.size, content_type, variants: vec![] });
+        for f in session.files.iter().filter(|f| !chanto_rules::is_rule_file(&f.path)) {
+            let content_type = types.of(&f.path);
+            let carried = base.as_ref().and_then(|b| b.files.get(&f.path)).filter(|e| e.hash == f.hash);
+            let variants = match carried {
+                Some(e) if !e.variants.is_empty() => e.variants.clone(),
+                _ => {
+                    if is_precompress_candidate(content_type, f.size) {
+                        look_up.push((f.path.clone(), f.hash, f.size));
+                    }
+                    Vec::new()
+                }
+            };
+            let entry = ManifestEntry { hash: f.hash, size: f.size, content_type: content_type.to_owned(), variants };
+            manifest.files.insert(f.path.clone(), entry);
         }
-        add_variants(&mut manifest, &made.variants);
+        phases.done("files");
+        let made =
+            self.precompress(look_up.iter().map(|(_, h, size)| (*h, *size)).collect(), VARIANTS_INLINE_MAX).await?;
+        phases.done("variants");
+        for (path, _, _) in &look_up {
+            let entry = manifest.files.get_mut(path).expect("listed above");
+            entry.variants = variants_of(entry.hash, &made.variants);
+        }
         let (manifest_hash, manifest) = self.store_manifest(manifest).await?;
         phases.done("manifest");
         // Everything recorded from here on names blobs that must survive a crash.
@@ -446,7 +516,18 @@ impl Control {
         for sink in &self.sinks {
             sink.prime(&hash, &manifest);
         }
+        self.recent_manifests.insert(hash, manifest.clone());
         Ok((hash, manifest))
+    }
+
+    /// The manifest of the deploy live on `deploy`'s branch, if this process
+    /// wrote it lately.
+    async fn live_manifest(&self, deploy: &DeployRecord) -> Result<Option<Arc<Manifest>>, ApiError> {
+        let Some(live) = self.meta.branch(&deploy.site, &deploy.branch).await?.and_then(|b| b.active_deploy) else {
+            return Ok(None);
+        };
+        let manifest = self.meta.get_deploy(&live).await?.and_then(|d| d.manifest);
+        Ok(manifest.and_then(|h| self.recent_manifests.get(&h)))
     }
 
     /// Records variants made since the blob store was last synced (call it
@@ -490,25 +571,25 @@ impl Control {
         manifest_hash: ContentHash,
         manifest: &Manifest,
     ) -> Result<bool, ApiError> {
-        let files: Vec<DeployFile> = manifest
+        let sizes: HashMap<ContentHash, u64> = manifest
             .files
-            .iter()
-            .map(|(path, e)| DeployFile { path: path.clone(), hash: e.hash, size: e.size })
+            .values()
+            .filter(|e| is_precompress_candidate(&e.content_type, e.size))
+            .map(|e| (e.hash, e.size))
             .collect();
         // Blobs whose variants are remembered need no task (a redeploy that
         // changed a few files of ten thousand).
-        let candidates: Vec<ContentHash> = files
-            .iter()
-            .filter(|f| is_precompress_candidate(&f.path, f.size))
-            .filter(|f| Encoding::ALL.iter().any(|e| self.recorded.get(&(f.hash, *e)).is_none()))
-            .map(|f| f.hash)
+        let candidates: Vec<ContentHash> = sizes
+            .keys()
+            .filter(|h| Encoding::ALL.iter().any(|e| self.recorded.get(&(**h, *e)).is_none()))
+            .copied()
             .collect();
         for h in &candidates {
-            self.precompress_in_background(*h);
+            self.precompress_in_background(*h, true);
         }
         self.wait_inflight(&candidates).await;
         let _gc = self.gc_lock.read().await;
-        let made = self.precompress(&files, u64::MAX).await?;
+        let made = self.precompress(sizes, u64::MAX).await?;
         let mut upgraded = manifest.clone();
         add_variants(&mut upgraded, &made.variants);
         let (new_hash, _) = self.store_manifest(upgraded).await?;
@@ -618,11 +699,13 @@ impl Control {
         Ok(out)
     }
 
-    /// Starts making a blob's variants in the background (for a deploy that
-    /// went live without them); they wait in `unrecorded` until recorded
+    /// Starts making a blob's variants in a task of its own: for a deploy
+    /// that went live without them (`background`: at the lowest CPU
+    /// priority), or for a small deploy's blob as it arrives (on the
+    /// threads finalize uses). They wait in `unrecorded` until recorded
     /// after a sync. At most one task per blob; at most one compression per
-    /// core at a time, at the lowest CPU priority.
-    fn precompress_in_background(self: &Arc<Self>, src: ContentHash) {
+    /// core at a time.
+    fn precompress_in_background(self: &Arc<Self>, src: ContentHash, background: bool) {
         let (done, rx) = tokio::sync::watch::channel(false);
         {
             let mut inflight = self.inflight.lock().expect("inflight");
@@ -639,7 +722,7 @@ impl Control {
                 })?;
                 let _gc = this.gc_lock.read().await;
                 if this.meta.variants(&[src]).await?.len() < Encoding::ALL.len() {
-                    let made = this.make_variants(src, true).await?;
+                    let made = this.make_variants(src, background).await?;
                     this.unrecorded.lock().expect("unrecorded").insert(src, made);
                 }
                 Ok::<(), ApiError>(())
@@ -658,11 +741,7 @@ impl Control {
     /// left to make is at most `inline_max` bytes of source, waits for the
     /// background tasks already on it and makes the rest (in parallel);
     /// otherwise leaves it to them and answers `complete: false`.
-    async fn precompress(&self, files: &[DeployFile], inline_max: u64) -> Result<Precompressed, ApiError> {
-        let mut sizes: HashMap<ContentHash, u64> = HashMap::new();
-        for f in files.iter().filter(|f| is_precompress_candidate(&f.path, f.size)) {
-            sizes.insert(f.hash, f.size);
-        }
+    async fn precompress(&self, sizes: HashMap<ContentHash, u64>, inline_max: u64) -> Result<Precompressed, ApiError> {
         let mut known: HashMap<(ContentHash, Encoding), Option<Variant>> = HashMap::new();
         let mut look_up = Vec::new();
         for h in sizes.keys() {

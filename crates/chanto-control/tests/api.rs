@@ -487,6 +487,52 @@ async fn compressible_files_get_variants_once() {
     assert!(!h.blobs.has(&br).await.unwrap(), "variant was recomputed");
 }
 
+/// A small redeploy: the changed file is compressed as it arrives, before
+/// finalize asks for it, and unchanged files keep the variants they had.
+#[tokio::test]
+async fn a_small_redeploy_compresses_on_arrival_and_keeps_unchanged_variants() {
+    use chanto_control::precompress::compress;
+    use chanto_core::Encoding;
+    let h = Harness::new().await;
+    h.site("docs").await;
+    static PAGES: std::sync::LazyLock<[Vec<u8>; 3]> = std::sync::LazyLock::new(|| {
+        ["home", "about", "home, edited"].map(|w| format!("<p>{w}</p>\n").repeat(400).into_bytes())
+    });
+    let [home, about, edited]: [&'static [u8]; 3] = [&PAGES[0], &PAGES[1], &PAGES[2]];
+    h.deploy("docs", None, &[("index.html", home), ("about.html", about)], false).await;
+    let first = manifest_of(&h, &h.last_table().branches[0].manifest).await;
+    assert_eq!(first.files["about.html"].variants.len(), 2);
+
+    let (_, created) = h
+        .call(
+            "POST",
+            "/api/v1/sites/docs/deploys",
+            json!({"files": {
+                "index.html": {"hash": ContentHash::of(edited).to_hex(), "size": edited.len()},
+                "about.html": {"hash": ContentHash::of(about).to_hex(), "size": about.len()},
+            }}),
+        )
+        .await;
+    assert_eq!(created["required"], json!([ContentHash::of(edited).to_hex()]));
+    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+    h.upload(&id, edited).await;
+    // Its variants appear without a finalize.
+    let config = &h.control.config;
+    let br = ContentHash::of(&compress(edited, Encoding::Br, config.brotli_quality, config.gzip_level));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !h.blobs.has(&br).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the uploaded page was not compressed on arrival");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (s, v) = h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let second = manifest_of(&h, &h.last_table().branches[0].manifest).await;
+    let encodings: Vec<Encoding> = second.files["index.html"].variants.iter().map(|v| v.encoding).collect();
+    assert_eq!(encodings, vec![Encoding::Br, Encoding::Gzip], "live with its variants");
+    assert_eq!(second.files["index.html"].variants[0].hash, br);
+    assert_eq!(second.files["about.html"], first.files["about.html"]);
+}
+
 #[tokio::test]
 async fn unfinished_deploys_expire_and_take_no_more_uploads() {
     let h = Harness::with_config(|c| c.upload_ttl = std::time::Duration::from_secs(60)).await;

@@ -15,8 +15,7 @@ pub const MAX_SEGMENT_BYTES: usize = 255;
 /// backslashes, NUL and other control characters, empty segments and
 /// over-long paths are refused with the path named in the error.
 pub fn normalize_manifest_path(raw: &str) -> Result<String, ValidationError> {
-    let field = format!("files[{:?}]", truncate(raw, 200));
-    let err = |why: &str| ValidationError::new(field.clone(), format!("path {why}"));
+    let err = |why: &str| ValidationError::new(format!("files[{:?}]", truncate(raw, 200)), format!("path {why}"));
     if raw.is_empty() {
         return Err(err("is empty"));
     }

@@ -258,11 +258,16 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert_eq!(got.len(), 2);
     assert!(got.contains(&(src, chanto_core::Encoding::Br, Some(v))));
 
-    // Blob references cover every non-expired deploy's files and manifests.
+    // Blob references cover every non-expired deploy's files and manifests,
+    // and the variants of those files.
+    let shared_br =
+        chanto_core::Variant { encoding: chanto_core::Encoding::Br, hash: ContentHash::of(b"shared br"), size: 1 };
+    meta.put_variants(&[(ContentHash::of(b"shared"), chanto_core::Encoding::Br, Some(shared_br))]).await.unwrap();
     let refs = meta.referenced_blobs().await.unwrap();
     assert!(refs.contains(&ContentHash::of(b"shared")));
+    assert!(refs.contains(&ContentHash::of(b"shared br")));
     assert!(refs.contains(&manifest));
-    assert!(!refs.contains(&src), "variants of unreferenced sources are not references");
+    assert!(!refs.contains(&ContentHash::of(b"br")), "variants of unreferenced sources are not references");
 
     // Forgetting a source's blobs forgets its variants.
     meta.forget_variants(&[src]).await.unwrap();

@@ -90,8 +90,9 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     let use_cache = plan.hash_cache;
     let (files, rehashed, cache) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Hashed>, usize, HashCache)> {
-            let files = walk(&dir)?;
-            let mut cache = HashCache::load(&dir, use_cache);
+            // The cache (a few MB of JSON for a large site) is read while the tree is walked.
+            let (files, mut cache) = rayon::join(|| walk(&dir), || HashCache::load(&dir, use_cache));
+            let files = files?;
             let hashed: Vec<(Hashed, bool)> = files
                 .into_par_iter()
                 .map(|file| {
