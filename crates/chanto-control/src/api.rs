@@ -119,6 +119,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
         let bytes = bytes::Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
+        // The fast path; only a body that fails is read again to find where
+        // (tracking the path costs an allocation per key: a 10,000-file
+        // deploy's body has 30,000).
+        if let Ok(v) = serde_json::from_slice(&bytes) {
+            return Ok(Self(v));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let (value, path) = match serde_path_to_error::deserialize(&mut de) {
             Ok(v) => (Ok(v), String::new()),

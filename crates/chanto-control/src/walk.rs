@@ -53,46 +53,26 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>, WalkError> {
         bail!("{} is not a directory; `chanto deploy` takes the directory holding your site's files", root.display());
     }
     let canon_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
-    // Files found, with the names shown in errors; stat'ed in parallel below.
-    let mut found: Vec<Found> = Vec::new();
+    let mut out: Vec<LocalFile> = Vec::new();
     // The directories to read next, level by level (in parallel), each with
     // its manifest prefix and the real directories above it (to detect
     // symlink loops).
     let mut level = vec![Dir { path: canon_root.clone(), prefix: String::new(), chain: vec![canon_root.clone()] }];
     while !level.is_empty() {
-        let read: Vec<(Vec<Found>, Vec<Dir>)> =
+        let read: Vec<(Vec<LocalFile>, Vec<Dir>)> =
             level.into_par_iter().map(|d| read_dir(root, &canon_root, d)).collect::<Result<_, WalkError>>()?;
         level = Vec::new();
         for (files, dirs) in read {
-            found.extend(files);
+            out.extend(files);
             level.extend(dirs);
         }
     }
-    if found.is_empty() {
+    if out.is_empty() {
         bail!("{} contains no files to deploy", root.display());
     }
-    let mut out: Vec<LocalFile> = found
-        .into_par_iter()
-        .map(|(path, abs, shown)| {
-            use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(&abs).with_context(|| format!("reading {}", shown.display()))?;
-            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-            Ok(LocalFile {
-                path,
-                size: meta.len(),
-                mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-                ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-                ino: (meta.ino(), meta.dev()),
-                abs,
-            })
-        })
-        .collect::<Result<_, WalkError>>()?;
     out.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
-
-/// A file found: its manifest path, real path, and the path errors show.
-type Found = (String, PathBuf, PathBuf);
 
 /// A directory still to read.
 struct Dir {
@@ -103,60 +83,127 @@ struct Dir {
     chain: Vec<PathBuf>,
 }
 
-/// Reads one directory: its files (manifest path, real path, path shown in
-/// errors) and the directories under it to read next.
-fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<Found>, Vec<Dir>), WalkError> {
+fn nanos(s: i64, n: i64) -> i128 {
+    i128::from(s) * 1_000_000_000 + i128::from(n)
+}
+
+/// Reads one directory: its files and the directories under it to read
+/// next. Files are looked up relative to the open directory: a site of
+/// 10,000 files in 4,800 directories spent a tenth of a redeploy's CPU
+/// resolving full paths again for each.
+fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<LocalFile>, Vec<Dir>), WalkError> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use std::os::unix::ffi::OsStrExt;
     let Dir { path: dir, prefix, chain } = d;
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    let entries = std::fs::read_dir(&dir).with_context(|| format!("reading directory {}", dir.display()))?;
+    let reading = || format!("reading directory {}", dir.display());
+    let fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(std::io::Error::from)
+        .with_context(reading)?;
+    let mut listing = rustix::fs::Dir::new(fd).map_err(std::io::Error::from).with_context(reading)?;
+    let entries: Vec<rustix::fs::DirEntry> =
+        listing.by_ref().collect::<Result<_, _>>().map_err(std::io::Error::from).with_context(reading)?;
+    let fd = listing.fd().map_err(std::io::Error::from).with_context(reading)?;
     for entry in entries {
-        let entry = entry.with_context(|| format!("reading directory {}", dir.display()))?;
-        let shown = root.join(&prefix).join(entry.file_name());
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            bail!(
-                "{}: the file name is not valid UTF-8; rename it (sites are served under UTF-8 paths)",
-                shown.display()
-            );
-        };
-        if SKIPPED.contains(&name.as_str()) {
+        let raw = entry.file_name();
+        let bytes = raw.to_bytes();
+        if bytes == b"." || bytes == b".." {
             continue;
         }
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        chanto_core::normalize_manifest_path(&rel)
-            .map_err(|e| WalkError(format!("{}: {}", shown.display(), e.message)))?;
-        let mut abs = entry.path();
-        let mut ft = entry.file_type().with_context(|| format!("reading {}", shown.display()))?;
-        if ft.is_symlink() {
-            let target = std::fs::canonicalize(&abs)
-                .with_context(|| format!("{} is a symlink whose target does not exist", shown.display()))?;
-            if !target.starts_with(canon_root) {
-                bail!(
-                    "{} is a symlink to {}, outside the deployed directory; chanto deploys nothing outside {} (copy the file in or remove the link)",
-                    shown.display(),
-                    target.display(),
-                    root.display()
-                );
-            }
-            ft = std::fs::metadata(&target).with_context(|| format!("reading {}", shown.display()))?.file_type();
-            abs = target;
-        }
-        if ft.is_dir() {
-            // A symlink to a directory we are already inside would loop forever: skip it.
-            if !chain.iter().any(|c| c.starts_with(&abs)) {
-                let mut chain = chain.clone();
-                chain.push(abs.clone());
-                dirs.push(Dir { path: abs, prefix: rel, chain });
-            }
-        } else if ft.is_file() {
-            files.push((rel, abs, shown));
-        } else {
+        let os_name = std::ffi::OsStr::from_bytes(bytes);
+        let shown = || root.join(&prefix).join(os_name);
+        let Ok(name) = std::str::from_utf8(bytes) else {
             bail!(
-                "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",
-                shown.display()
+                "{}: the file name is not valid UTF-8; rename it (sites are served under UTF-8 paths)",
+                shown().display()
             );
+        };
+        if SKIPPED.contains(&name) {
+            continue;
+        }
+        let rel = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
+        chanto_core::normalize_manifest_path(&rel)
+            .map_err(|e| WalkError(format!("{}: {}", shown().display(), e.message)))?;
+        let stat = || {
+            rustix::fs::statat(fd, raw, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("reading {}", shown().display()))
+        };
+        let mut st = None;
+        let mut ft = entry.file_type();
+        if ft == FileType::Unknown {
+            // A file system that does not say in the listing.
+            let got = stat()?;
+            ft = FileType::from_raw_mode(got.st_mode);
+            st = Some(got);
+        }
+        match ft {
+            // `stat`'s field types differ between architectures.
+            #[allow(clippy::unnecessary_cast)]
+            FileType::RegularFile => {
+                let st = match st {
+                    Some(st) => st,
+                    None => stat()?,
+                };
+                files.push(LocalFile {
+                    path: rel,
+                    abs: dir.join(os_name),
+                    size: st.st_size as u64,
+                    mtime_ns: nanos(st.st_mtime as i64, st.st_mtime_nsec as i64),
+                    ctime_ns: nanos(st.st_ctime as i64, st.st_ctime_nsec as i64),
+                    ino: (st.st_ino as u64, st.st_dev as u64),
+                });
+            }
+            FileType::Directory => push_dir(&mut dirs, &chain, dir.join(os_name), rel),
+            FileType::Symlink => {
+                let link = dir.join(os_name);
+                let target = std::fs::canonicalize(&link)
+                    .with_context(|| format!("{} is a symlink whose target does not exist", shown().display()))?;
+                if !target.starts_with(canon_root) {
+                    bail!(
+                        "{} is a symlink to {}, outside the deployed directory; chanto deploys nothing outside {} (copy the file in or remove the link)",
+                        shown().display(),
+                        target.display(),
+                        root.display()
+                    );
+                }
+                let meta = std::fs::metadata(&target).with_context(|| format!("reading {}", shown().display()))?;
+                if meta.is_dir() {
+                    push_dir(&mut dirs, &chain, target, rel);
+                } else if meta.is_file() {
+                    use std::os::unix::fs::MetadataExt;
+                    files.push(LocalFile {
+                        path: rel,
+                        abs: target,
+                        size: meta.len(),
+                        mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+                        ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+                        ino: (meta.ino(), meta.dev()),
+                    });
+                } else {
+                    bail!(
+                        "{} links to something that is not a regular file or directory (a socket or device?); remove it from the directory",
+                        shown().display()
+                    );
+                }
+            }
+            _ => bail!(
+                "{} is not a regular file, directory or symlink (a socket or device?); remove it from the directory",
+                shown().display()
+            ),
         }
     }
     Ok((files, dirs))
+}
+
+/// Queues a directory to read, unless it is one we are already inside (a
+/// symlink to it would loop forever).
+fn push_dir(dirs: &mut Vec<Dir>, chain: &[PathBuf], abs: PathBuf, prefix: String) {
+    if !chain.iter().any(|c| c.starts_with(&abs)) {
+        let mut chain = chain.to_vec();
+        chain.push(abs.clone());
+        dirs.push(Dir { path: abs, prefix, chain });
+    }
 }
 
 #[cfg(test)]
