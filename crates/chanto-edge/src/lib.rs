@@ -11,6 +11,7 @@ pub mod proxy;
 mod serve;
 pub mod server;
 mod snapshot;
+mod zerocopy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct EdgeConfig {
     pub cache_bytes: u64,
     /// Blobs up to this size are cached in memory; larger ones are streamed.
     pub cache_max_blob: u64,
+    /// Bodies of at least this many bytes go from the page cache straight to
+    /// the socket (`sendfile`) on plain HTTP/1 connections, when the blob
+    /// store keeps files on this machine.
+    pub zerocopy_min: u64,
     /// The request header carrying the client's country (ISO 3166 code), set
     /// by a load balancer the operator trusts; rules with country conditions
     /// never match without it.
@@ -55,6 +60,7 @@ impl EdgeConfig {
             base_domain: base_domain.into(),
             cache_bytes: 32 << 20,
             cache_max_blob: 1 << 20,
+            zerocopy_min: ZEROCOPY_MIN,
             country_header: None,
             trusted_proxies: Vec::new(),
             fallback_site: None,
@@ -62,6 +68,12 @@ impl EdgeConfig {
         }
     }
 }
+
+/// Bodies from this size on are sent with `sendfile` (see [`EdgeConfig::zerocopy_min`]).
+pub const ZEROCOPY_MIN: u64 = 16 << 10;
+
+/// Open blob files kept for `sendfile`.
+const OPEN_FILES: usize = 1024;
 
 /// How many manifest entries (files) the manifest cache holds, about 300 bytes each.
 const MANIFEST_CACHE_FILES: u64 = 100_000;
@@ -96,6 +108,10 @@ pub struct Edge {
     blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
     cache_max_blob: u64,
+    zerocopy_min: u64,
+    /// Blob files open for `sendfile`, as nginx's `open_file_cache` keeps
+    /// them. Blobs are immutable, so an open file never goes stale.
+    open_files: quick_cache::sync::Cache<ContentHash, Arc<std::fs::File>>,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     draining: AtomicBool,
@@ -129,6 +145,8 @@ impl Edge {
             blobs,
             cache: quick_cache::sync::Cache::with_weighter(items, config.cache_bytes, BytesWeight),
             cache_max_blob: config.cache_max_blob,
+            zerocopy_min: config.zerocopy_min,
+            open_files: quick_cache::sync::Cache::new(OPEN_FILES),
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
             access_log: std::sync::OnceLock::new(),
@@ -169,6 +187,26 @@ impl Edge {
         let bytes = self.blobs.get(hash).await?;
         self.cache.insert(*hash, bytes.clone());
         Ok(bytes)
+    }
+
+    /// The blob as an open file on this machine, if the store keeps one
+    /// (`None` also when opening it failed: the caller reads it the usual way).
+    async fn local_file(&self, hash: &ContentHash) -> Option<Arc<std::fs::File>> {
+        if let Some(f) = self.open_files.get(hash) {
+            return Some(f);
+        }
+        match self.blobs.local_file(hash).await {
+            Ok(Some(f)) => {
+                let f = Arc::new(f);
+                self.open_files.insert(*hash, f.clone());
+                Some(f)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(blob = %hash, error = %e, "no local file to send");
+                None
+            }
+        }
     }
 
     /// A manifest, from the cache or the blob store.

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub cache_misses: AtomicU64,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: AtomicU64,
+    /// Responses whose body went from the page cache to the socket (`sendfile`).
+    pub sendfile_responses: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +67,8 @@ impl Metrics {
         let _ = writeln!(out, "chanto_edge_cache_hits_total {}", get(&self.cache_hits));
         out.push_str("# HELP chanto_edge_cache_misses_total Small-blob cache misses.\n# TYPE chanto_edge_cache_misses_total counter\n");
         let _ = writeln!(out, "chanto_edge_cache_misses_total {}", get(&self.cache_misses));
+        out.push_str("# HELP chanto_edge_sendfile_responses_total Responses whose body was sent from the page cache (sendfile).\n# TYPE chanto_edge_sendfile_responses_total counter\n");
+        let _ = writeln!(out, "chanto_edge_sendfile_responses_total {}", get(&self.sendfile_responses));
         out.push_str("# HELP chanto_edge_access_log_dropped_total Access-log lines dropped under load.\n# TYPE chanto_edge_access_log_dropped_total counter\n");
         let _ = writeln!(out, "chanto_edge_access_log_dropped_total {}", get(&self.access_log_dropped));
         out.push_str("# HELP chanto_edge_routing_version Version of the routing snapshot served.\n# TYPE chanto_edge_routing_version gauge\n");

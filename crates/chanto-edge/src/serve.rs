@@ -14,14 +14,14 @@ use chanto_core::{Manifest, ManifestEntry, UrlStyle, parse_host};
 use chanto_rules::{Action, RuleRequest};
 
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
-use crate::{Edge, TargetManifest};
+use crate::{Edge, TargetManifest, zerocopy};
 
 /// The edge as a service: every request goes to one handler, observed for
 /// metrics and the access log. A plain `tower::Service` with no routing
 /// layers: the edge answers every path the same way, and the layers were a
 /// fifth of its time serving small files.
 pub fn router(edge: Arc<Edge>) -> EdgeService {
-    EdgeService { edge, peer: None }
+    EdgeService { edge, peer: None, zerocopy: None }
 }
 
 /// See [`router`].
@@ -30,12 +30,20 @@ pub struct EdgeService {
     edge: Arc<Edge>,
     /// The connection's peer, for access policies.
     peer: Option<std::net::SocketAddr>,
+    /// The connection's queue of file sends, if it is plain TCP.
+    zerocopy: Option<crate::zerocopy::Jobs>,
 }
 
 impl EdgeService {
     /// This service for one connection from `peer`.
     pub fn with_peer(&self, peer: std::net::SocketAddr) -> Self {
-        Self { edge: self.edge.clone(), peer: Some(peer) }
+        self.for_connection(peer, None)
+    }
+
+    /// This service for one connection, which sends file bodies itself if
+    /// it has `zerocopy` (HTTP/1 requests only).
+    pub(crate) fn for_connection(&self, peer: std::net::SocketAddr, zerocopy: Option<crate::zerocopy::Jobs>) -> Self {
+        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy }
     }
 }
 
@@ -55,7 +63,13 @@ impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
         // The edge reads no request bodies: only GET, HEAD and OPTIONS are served.
         let (parts, _body) = req.into_parts();
         let (edge, peer) = (self.edge.clone(), self.peer);
-        Box::pin(async move { Ok(observe(&edge, parts, peer).await) })
+        match &self.zerocopy {
+            Some(jobs) if parts.version <= axum::http::Version::HTTP_11 => {
+                let jobs = jobs.clone();
+                Box::pin(crate::zerocopy::CONNECTION.scope(jobs, async move { Ok(observe(&edge, parts, peer).await) }))
+            }
+            _ => Box::pin(async move { Ok(observe(&edge, parts, peer).await) }),
+        }
     }
 }
 
@@ -504,8 +518,17 @@ async fn send(
     status: StatusCode,
 ) -> Response {
     let (start, len) = range.unwrap_or((0, rep.size));
+    let zerocopy =
+        if head || len < edge.zerocopy_min { None } else { zerocopy::CONNECTION.try_with(Clone::clone).ok() };
+    let file = match zerocopy {
+        Some(jobs) => edge.local_file(&rep.hash).await.map(|f| (jobs, f)),
+        None => None,
+    };
     let body = if head {
         Ok(Body::empty())
+    } else if let Some((jobs, file)) = file {
+        edge.metrics.sendfile_responses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Body::new(zerocopy::FileBody::new(jobs, file, start, len)))
     } else if rep.size <= edge.cache_max_blob {
         edge.cached_blob(&rep.hash).await.map(|b| Body::from(b.slice(start as usize..(start + len) as usize)))
     } else if range.is_some() {

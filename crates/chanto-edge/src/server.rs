@@ -49,6 +49,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // Body frames are written as they are, never copied into one buffer:
+        // zero-copy sends depend on it (see `crate::zerocopy`).
+        .writev(true)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
@@ -69,7 +72,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(service.with_peer(peer));
+        let (stream, jobs) = crate::zerocopy::ZerocopyStream::new(stream);
+        let service = TowerToHyperService::new(service.for_connection(peer, Some(jobs)));
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -85,6 +85,12 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(Box::pin(body))
     }
 
+    /// The blob as a file on this machine, for sending it without reading
+    /// it (`sendfile`); `None` from backends that keep no local files.
+    async fn local_file(&self, _hash: &ContentHash) -> Result<Option<std::fs::File>, StoreError> {
+        Ok(None)
+    }
+
     /// Deletes a blob; deleting a missing blob is not an error.
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError>;
 
@@ -518,6 +524,10 @@ impl BlobStore for LocalBlobStore {
             .map_err(|e| StoreError::io(format!("reading blob {hash}"), e))?;
         let body = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
         Ok(Box::pin(body))
+    }
+
+    async fn local_file(&self, hash: &ContentHash) -> Result<Option<std::fs::File>, StoreError> {
+        Ok(Some(self.open_file(hash).await?.into_std().await))
     }
 
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError> {
