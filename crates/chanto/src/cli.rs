@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Write an access log of the edge as JSON lines to this file (`-` for standard output).
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<PathBuf>,
+    /// Response bodies of at least this many bytes go from the page cache
+    /// straight to the socket (sendfile) on plain HTTP/1 connections; a size
+    /// larger than any file turns that off.
+    #[arg(long, value_name = "BYTES", default_value_t = chanto_edge::ZEROCOPY_MIN)]
+    pub sendfile_min: u64,
     /// Domain sites are served under: <site>.<domain>, <branch>--<site>.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
     pub base_domain: String,

@@ -152,6 +152,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     edge_config.country_header = args.country_header.clone();
     edge_config.trusted_proxies = args.trusted_proxy.clone();
     edge_config.proxy_origins = args.proxy_origin.clone();
+    edge_config.zerocopy_min = args.sendfile_min;
     let edge = Edge::new(edge_config, blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
