@@ -195,6 +195,8 @@ impl AsyncWrite for ZerocopyStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // Empty slices carry no bytes (and may point anywhere): skip them.
+        let bufs = &bufs[bufs.iter().take_while(|b| b.is_empty()).count()..];
         let plain = bufs.iter().take_while(|b| placeholder_offset(b.as_ptr()).is_none()).count();
         match plain {
             0 => match bufs.first() {
