@@ -86,7 +86,8 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// The blob as a file on this machine, for sending it without reading
-    /// it (`sendfile`); `None` from backends that keep no local files.
+    /// it (`sendfile`); `None` from backends that keep no local files, and
+    /// `NotFound` from those that do for a blob they lack.
     async fn local_file(&self, _hash: &ContentHash) -> Result<Option<std::fs::File>, StoreError> {
         Ok(None)
     }

@@ -45,6 +45,16 @@ pub async fn blob_store(store: &dyn BlobStore) {
         assert_eq!(got, want, "range {start}+{len}");
     }
 
+    // A backend that keeps local files hands out one holding exactly the
+    // bytes (the edge sends it with sendfile); a missing blob has none.
+    if let Some(file) = store.local_file(&hello).await.unwrap() {
+        use std::io::Read;
+        let mut got = Vec::new();
+        (&file).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello world");
+        assert!(store.local_file(&ContentHash::of(b"absent")).await.is_err());
+    }
+
     // Putting the same blob again is harmless.
     store.put(&hello, stream_of(vec![b"hello world"]), 1024).await.unwrap();
 
