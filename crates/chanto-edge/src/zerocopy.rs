@@ -133,18 +133,10 @@ impl ZerocopyStream {
                 _ => return Poll::Ready(Err(io::Error::other("zero-copy send out of step with the response body"))),
             }
         };
-        let n = loop {
-            ready!(self.inner.poll_write_ready(cx))?;
-            let sent = self.inner.try_io(Interest::WRITABLE, || {
-                let mut off = offset;
-                rustix::fs::sendfile(&self.inner, &*file, Some(&mut off), want).map_err(io::Error::from)
-            });
-            match sent {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        };
+        let n = ready!(self.poll_send_with(cx, || {
+            let mut off = offset;
+            rustix::fs::sendfile(&self.inner, &*file, Some(&mut off), want)
+        }))?;
         // 0 means the file ended early: hyper fails the connection (WriteZero).
         let mut jobs = self.jobs.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(job) = jobs.front_mut() {
@@ -160,18 +152,22 @@ impl ZerocopyStream {
     /// `MSG_MORE` so the kernel may hold them back to share a packet.
     fn poll_write_more(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         use rustix::net::{SendAncillaryBuffer, SendFlags};
+        self.poll_send_with(cx, || {
+            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+            rustix::net::sendmsg(&self.inner, bufs, &mut SendAncillaryBuffer::default(), flags)
+        })
+    }
+
+    /// Runs the non-blocking send `send` once the socket is writable, again
+    /// after each `EAGAIN`.
+    fn poll_send_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut send: impl FnMut() -> rustix::io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.inner.poll_write_ready(cx))?;
-            let sent = self.inner.try_io(Interest::WRITABLE, || {
-                rustix::net::sendmsg(
-                    &self.inner,
-                    bufs,
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::MORE | SendFlags::NOSIGNAL,
-                )
-                .map_err(io::Error::from)
-            });
-            match sent {
+            match self.inner.try_io(Interest::WRITABLE, || send().map_err(io::Error::from)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }

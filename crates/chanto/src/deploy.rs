@@ -265,13 +265,17 @@ async fn upload_one(client: &Client, id: &str, hash: ContentHash, file: &LocalFi
         client.put_bytes(&format!("/deploys/{id}/blobs/{hash}"), reqwest::Body::from(bytes)).await
     })
     .await
-    .map_err(|e| match e.downcast_ref::<CallError>() {
-        Some(c) if c.code.as_deref() == Some("hash_mismatch") => {
-            anyhow!("{} changed while deploying; run `chanto deploy` again", file.path)
-        }
-        _ => e,
-    })?;
+    .map_err(|e| if is_hash_mismatch(&e) { changed_while_deploying(&file.path) } else { e })?;
     Ok(file.size)
+}
+
+/// Whether the server refused a blob whose bytes did not hash to its name.
+fn is_hash_mismatch(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CallError>().and_then(|c| c.code.as_deref()) == Some("hash_mismatch")
+}
+
+fn changed_while_deploying(path: &str) -> anyhow::Error {
+    anyhow!("{path} changed while deploying; run `chanto deploy` again")
 }
 
 /// Uploads small files in one request (see [`chanto_control::batch`]);
@@ -308,12 +312,12 @@ async fn upload_batch(client: &Client, id: &str, files: Vec<(ContentHash, LocalF
     .await;
     match result {
         Ok(_) => Ok(size),
-        Err(e) if e.downcast_ref::<CallError>().and_then(|c| c.code.as_deref()) == Some("hash_mismatch") => {
+        Err(e) if is_hash_mismatch(&e) => {
             // Name the file: the one whose bytes no longer hash to what was sent.
             let changed =
                 files.iter().find(|(h, f)| std::fs::read(&f.abs).map(|b| ContentHash::of(&b) != *h).unwrap_or(true));
             match changed {
-                Some((_, f)) => Err(anyhow!("{} changed while deploying; run `chanto deploy` again", f.path)),
+                Some((_, f)) => Err(changed_while_deploying(&f.path)),
                 None => Err(e),
             }
         }
