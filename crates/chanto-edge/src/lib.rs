@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod access_log;
+mod fast;
 pub mod http;
 pub mod metrics;
 pub mod proxy;

@@ -27,7 +27,7 @@ pub fn router(edge: Arc<Edge>) -> EdgeService {
 /// See [`router`].
 #[derive(Clone)]
 pub struct EdgeService {
-    edge: Arc<Edge>,
+    pub(crate) edge: Arc<Edge>,
     /// The connection's peer, for access policies.
     peer: Option<std::net::SocketAddr>,
     /// The connection's queue of file sends, if it is plain TCP.
@@ -100,10 +100,16 @@ pub fn admin_router(edge: Arc<Edge>) -> Router {
 
 /// Who a response was served for, read by [`observe`] for the access log.
 #[derive(Clone)]
-struct Served {
-    site: Arc<str>,
-    branch: Option<Arc<str>>,
-    deploy: chanto_core::DeployId,
+pub(crate) struct Served {
+    pub(crate) site: Arc<str>,
+    pub(crate) branch: Option<Arc<str>>,
+    pub(crate) deploy: chanto_core::DeployId,
+}
+
+impl Served {
+    pub(crate) fn of(target: &crate::Target) -> Self {
+        Self { site: target.site.clone(), branch: target.branch.clone(), deploy: target.deploy.clone() }
+    }
 }
 
 /// Answers a request, counts the response and writes its access-log line.
@@ -120,26 +126,36 @@ async fn observe(edge: &Edge, req: axum::http::request::Parts, peer: Option<std:
         .unwrap_or(0);
     edge.metrics.record(status, bytes, elapsed);
     let served = resp.extensions_mut().remove::<Served>();
-    if let Some(log) = edge.access_log.get() {
-        let line = crate::access_log::Line {
-            ts: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            host: req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
-            path: req.uri.path(),
-            status,
-            bytes,
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            site: served.as_ref().map(|s| &*s.site),
-            branch: served.as_ref().and_then(|s| s.branch.as_deref()),
-            deploy: served.as_ref().map(|s| s.deploy.as_str()),
-        };
-        if !log.log(&line) {
-            edge.metrics.access_log_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    log_access(edge, host, req.uri.path(), status, bytes, elapsed, served.as_ref());
     resp
+}
+
+/// Writes a response's access-log line, if the log is on.
+pub(crate) fn log_access(
+    edge: &Edge,
+    host: &str,
+    path: &str,
+    status: u16,
+    bytes: u64,
+    elapsed: std::time::Duration,
+    served: Option<&Served>,
+) {
+    let Some(log) = edge.access_log.get() else { return };
+    let line = crate::access_log::Line {
+        ts: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        host,
+        path,
+        status,
+        bytes,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        site: served.map(|s| &*s.site),
+        branch: served.and_then(|s| s.branch.as_deref()),
+        deploy: served.map(|s| s.deploy.as_str()),
+    };
+    if !log.log(&line) {
+        edge.metrics.access_log_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 const NOT_FOUND_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not found</title>\n<h1>404 Not found</h1>\n<p>There is nothing here.</p>\n";
@@ -167,9 +183,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()).unwrap_or("");
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
-    let route = parse_host(host, &edge.base_domain)
-        .or_else(|| edge.fallback_site.clone().map(|site| chanto_core::HostRoute::Production { site }));
-    let Some(target) = route.and_then(|route| snapshot.resolve(&route)) else {
+    let Some(target) = resolve_target(edge, &snapshot, host) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
     let peer_ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
@@ -188,11 +202,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     }
     let protected = target.access.as_ref().is_some_and(|p| !p.users.is_empty());
     // Only the access log needs to know who was served.
-    let served = edge.access_log.get().map(|_| Served {
-        site: target.site.clone(),
-        branch: target.branch.clone(),
-        deploy: target.deploy.clone(),
-    });
+    let served = edge.access_log.get().map(|_| Served::of(&target));
     let mut resp = answer(edge, host, peer_ip, &req.headers, &req.uri, target, head).await;
     if protected {
         make_private(&mut resp);
@@ -201,6 +211,21 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.extensions_mut().insert(served);
     }
     resp
+}
+
+/// What `host` serves in `snapshot`.
+pub(crate) fn resolve_target(edge: &Edge, snapshot: &crate::Snapshot, host: &str) -> Option<crate::Target> {
+    let route = parse_host(host, &edge.base_domain)
+        .or_else(|| edge.fallback_site.clone().map(|site| chanto_core::HostRoute::Production { site }))?;
+    snapshot.resolve(&route)
+}
+
+/// How a deploy's paths map to files: its rules' URL style, or the default.
+pub(crate) fn url_style(manifest: &Manifest) -> UrlStyle {
+    manifest
+        .rules
+        .as_ref()
+        .map_or(UrlStyle::default(), |r| UrlStyle { clean_urls: r.clean_urls, trailing_slash: r.trailing_slash })
 }
 
 /// The client's address: the peer's, or from `X-Forwarded-For` when the peer
@@ -394,11 +419,7 @@ async fn serve_path(
     target: &crate::Target,
     head: bool,
 ) -> Response {
-    let style = manifest
-        .rules
-        .as_ref()
-        .map_or(UrlStyle::default(), |r| UrlStyle { clean_urls: r.clean_urls, trailing_slash: r.trailing_slash });
-    match manifest.resolve(path, style) {
+    match manifest.resolve(path, url_style(manifest)) {
         Lookup::File(key, entry) => represent(edge, headers, key, entry, target, head).await,
         Lookup::RedirectTo(to) => moved_permanently(to, uri.query()),
         Lookup::AddSlash => moved_permanently(format!("{}/", uri.path()), uri.query()),
@@ -441,7 +462,7 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 /// A file's response: negotiation, validators, preconditions, ranges.
-async fn represent(
+pub(crate) async fn represent(
     edge: &Edge,
     req: &HeaderMap,
     path: &str,

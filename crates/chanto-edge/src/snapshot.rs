@@ -58,6 +58,9 @@ pub struct Snapshot {
     /// The routing table version it was built from.
     pub version: u64,
     sites: HashMap<String, SiteRoutes>,
+    /// Answers the HTTP/1 fast path made from this snapshot ([`crate::fast`]):
+    /// they go when it goes.
+    pub(crate) responses: crate::fast::ResponseCache,
 }
 
 impl Snapshot {
@@ -94,7 +97,7 @@ impl Snapshot {
             let access = access_for(p.site.as_str(), &p.branch, p.production);
             routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at), access));
         }
-        Self { version: table.version, sites }
+        Self { version: table.version, sites, responses: Default::default() }
     }
 
     /// Number of sites with anything to serve.

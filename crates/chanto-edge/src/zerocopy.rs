@@ -113,12 +113,16 @@ impl http_body::Body for FileBody {
 pub(crate) struct ZerocopyStream {
     inner: TcpStream,
     jobs: Jobs,
+    /// Bytes already read from `inner` (by the fast path), read again first.
+    read: Bytes,
 }
 
 impl ZerocopyStream {
-    pub(crate) fn new(inner: TcpStream) -> (Self, Jobs) {
+    /// The stream, and the queue its file bodies go to; `read` are bytes
+    /// already taken from `inner`, which its reader sees first.
+    pub(crate) fn new(inner: TcpStream, read: Bytes) -> (Self, Jobs) {
         let jobs = Jobs::default();
-        (Self { inner, jobs: jobs.clone() }, jobs)
+        (Self { inner, jobs: jobs.clone(), read }, jobs)
     }
 
     /// Sends the front job's part that `slice` (a placeholder) stands for.
@@ -177,6 +181,11 @@ impl ZerocopyStream {
 
 impl AsyncRead for ZerocopyStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
