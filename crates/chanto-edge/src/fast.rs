@@ -332,6 +332,7 @@ pub(crate) async fn run(
                     let len = if plain.head || !ok { 0 } else { ready.body.len() };
                     let elapsed = started.elapsed();
                     edge.metrics.record(status.as_u16(), len, elapsed);
+                    edge.metrics.fast_responses.fetch_add(1, Ordering::Relaxed);
                     if edge.access_log.get().is_some() {
                         let path = plain.target.split('?').next().unwrap_or_default();
                         let s = status.as_u16();

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub access_log_dropped: AtomicU64,
     /// Responses whose body went from the page cache to the socket (`sendfile`).
     pub sendfile_responses: AtomicU64,
+    /// Responses the HTTP/1.1 fast path gave from ready-made answers.
+    pub fast_responses: AtomicU64,
 }
 
 impl Metrics {
@@ -69,6 +71,8 @@ impl Metrics {
         let _ = writeln!(out, "chanto_edge_cache_misses_total {}", get(&self.cache_misses));
         out.push_str("# HELP chanto_edge_sendfile_responses_total Responses whose body was sent from the page cache (sendfile).\n# TYPE chanto_edge_sendfile_responses_total counter\n");
         let _ = writeln!(out, "chanto_edge_sendfile_responses_total {}", get(&self.sendfile_responses));
+        out.push_str("# HELP chanto_edge_fast_path_responses_total Responses given from ready-made answers on the HTTP/1.1 fast path.\n# TYPE chanto_edge_fast_path_responses_total counter\n");
+        let _ = writeln!(out, "chanto_edge_fast_path_responses_total {}", get(&self.fast_responses));
         out.push_str("# HELP chanto_edge_access_log_dropped_total Access-log lines dropped under load.\n# TYPE chanto_edge_access_log_dropped_total counter\n");
         let _ = writeln!(out, "chanto_edge_access_log_dropped_total {}", get(&self.access_log_dropped));
         out.push_str("# HELP chanto_edge_routing_version Version of the routing snapshot served.\n# TYPE chanto_edge_routing_version gauge\n");

@@ -143,7 +143,10 @@ pub(crate) fn log_access(
 ) {
     let Some(log) = edge.access_log.get() else { return };
     let line = crate::access_log::Line {
-        ts: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        ts: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
         host,
         path,
         status,

@@ -15,6 +15,7 @@ use chanto_store::{BlobStore, LocalBlobStore, RoutingRow, RoutingSink, RoutingTa
 struct Running {
     addr: std::net::SocketAddr,
     edge: Arc<Edge>,
+    blobs: Arc<LocalBlobStore>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -57,6 +58,22 @@ async fn start(limits: ServerLimits) -> Running {
             variants: vec![],
         },
     );
+    // A script with a (pretend) gzip variant, to tell negotiated answers apart.
+    let js = blobs.put_bytes(Bytes::from_static(b"console.log(1)")).await.unwrap();
+    let gz = blobs.put_bytes(Bytes::from_static(b"gz!")).await.unwrap();
+    m.files.insert(
+        "app.js".into(),
+        ManifestEntry {
+            hash: js,
+            size: 14,
+            content_type: "text/javascript".into(),
+            variants: vec![chanto_core::Variant { encoding: chanto_core::Encoding::Gzip, hash: gz, size: 3 }],
+        },
+    );
+    m.files.insert(
+        "docs/index.html".into(),
+        ManifestEntry { hash: small, size: 5, content_type: "text/html".into(), variants: vec![] },
+    );
     for (name, bytes) in [("rand.bin", &RANDOM[..]), ("mid.bin", &RANDOM[..MID])] {
         let hash = blobs.put_bytes(Bytes::from_static(bytes)).await.unwrap();
         let entry = ManifestEntry {
@@ -85,7 +102,7 @@ async fn start(limits: ServerLimits) -> Running {
     let task = tokio::spawn(serve(listener, chanto_edge::router(edge.clone()), limits, async move {
         let _ = rx.await;
     }));
-    Running { addr, edge, stop: Some(stop), task, _dir: dir }
+    Running { addr, edge, blobs, stop: Some(stop), task, _dir: dir }
 }
 
 fn client(h2: bool) -> reqwest::Client {
@@ -278,4 +295,218 @@ async fn file_bodies_are_sent_from_the_page_cache_byte_for_byte() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert!(resp.bytes().await.unwrap() == rand);
     assert_eq!(sent_from_files(), 5);
+}
+
+/// A last request that asks the server to close the connection after it.
+const LAST: &[u8] = b"GET /last HTTP/1.1\r\nHost: s.localhost\r\nConnection: close\r\n\r\n";
+
+/// Sends `raw` and then [`LAST`] on a fresh connection, and reads what comes
+/// back until the server closes it.
+fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(&[raw, LAST].concat());
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A response with its `date` line taken out, so two can be compared.
+fn without_date(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("date: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A request that hands the connection to hyper, and the answer it gets.
+const TO_HYPER: &[u8] = b"OPTIONS / HTTP/1.1\r\nHost: s.localhost\r\n\r\n";
+
+/// What `raw` gets on a fresh connection (the fast path first) and after
+/// [`TO_HYPER`] (hyper's path), the latter without the OPTIONS answer.
+fn both_paths(addr: std::net::SocketAddr, raw: &[u8]) -> (String, String) {
+    let fast = exchange(addr, raw);
+    let mut second = TO_HYPER.to_vec();
+    second.extend_from_slice(raw);
+    let slow = exchange(addr, &second);
+    let options_end = slow.windows(4).position(|w| w == b"\r\n\r\n").expect("the OPTIONS answer") + 4;
+    (without_date(&fast), without_date(&slow[options_end..]))
+}
+
+fn fast_count(edge: &Edge) -> u64 {
+    edge.metrics.fast_responses.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Plain requests are answered on the fast path with exactly the bytes
+/// hyper's path gives them: status, every header but `date`, and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_answers_exactly_as_hyper_does() {
+    let r = start(ServerLimits::default()).await;
+    let etag = {
+        let resp = client(false).get(format!("http://s.localhost:{}/app.js", r.addr.port())).send().await.unwrap();
+        resp.headers()["etag"].to_str().unwrap().to_owned()
+    };
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: s.localhost\r\n{extra}\r\n");
+    // (request, answered on the fast path)
+    let cases = [
+        (get("/", ""), true),
+        (get("/index.html", ""), true),
+        (get("/docs/", ""), true),
+        (get("/app.js", "Accept-Encoding: gzip, br;q=0\r\nUser-Agent: t\r\nAccept: */*\r\n"), true),
+        (get("/app.js", "Accept-Encoding: gzip;q=0\r\n"), true),
+        (get("/app.js", &format!("If-None-Match: {etag}\r\n")), true),
+        (get("/app.js", "If-None-Match: \"other\"\r\n"), true),
+        (get("/app.js", "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), true),
+        (get("/app.js?v=2", "Connection: keep-alive\r\n"), true),
+        ("HEAD /app.js HTTP/1.1\r\nHost: S.LOCALHOST.\r\n\r\n".to_string(), true),
+        (get("/mid.bin", ""), true),
+        // hyper's path for all of these, on both connections.
+        (get("/docs", ""), false),
+        (get("/nope", ""), false),
+        (get("/app.js", "Range: bytes=0-3\r\n"), false),
+        (get("/app.js", "If-Match: \"x\"\r\n"), false),
+        (get("/big.bin", "Range: bytes=5-9\r\n"), false),
+        (get("/%2e%2e/etc/passwd", ""), false),
+        ("GET / HTTP/1.1\r\nHost: other.localhost\r\n\r\n".to_string(), false),
+        ("GET / HTTP/1.1\r\nHost: s.localhost\r\nHost: x.localhost\r\n\r\n".to_string(), false),
+        ("GET / HTTP/1.0\r\nHost: s.localhost\r\n\r\n".to_string(), false),
+        ("POST / HTTP/1.1\r\nHost: s.localhost\r\nContent-Length: 2\r\n\r\nhi".to_string(), false),
+        ("GET / HTTP/1.1\r\nHost: s.localhost\r\nConnection: close\r\n\r\n".to_string(), false),
+        ("GET http://s.localhost/ HTTP/1.1\r\nHost: s.localhost\r\n\r\n".to_string(), false),
+        ("GET /a|b HTTP/1.1\r\nHost: s.localhost\r\n\r\n".to_string(), false),
+        ("GET / HTTP/1.1\r\n\r\n".to_string(), false),
+        ("get / HTTP/1.1\r\nHost: s.localhost\r\n\r\n".to_string(), false),
+    ];
+    let addr = r.addr;
+    for (raw, fast) in cases {
+        let before = fast_count(&r.edge);
+        let (a, b) = tokio::task::spawn_blocking({
+            let raw = raw.clone();
+            move || both_paths(addr, raw.as_bytes())
+        })
+        .await
+        .unwrap();
+        assert!(a.starts_with("HTTP/1."), "{raw:?} got {a:?}");
+        assert_eq!(a, b, "{raw:?}: the fast path and hyper differ");
+        let answered_fast = fast_count(&r.edge) - before;
+        assert_eq!(answered_fast, u64::from(fast), "{raw:?}: answered on the fast path {answered_fast} times");
+    }
+}
+
+/// Pipelined requests keep their order across the move to hyper, and a
+/// deploy published while a connection is open is what its next request gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_moves_to_hyper_in_order_and_sees_new_deploys() {
+    let r = start(ServerLimits::default()).await;
+    let addr = r.addr;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: s.localhost\r\n{extra}\r\n");
+    let all =
+        [get("/", ""), get("/app.js", ""), get("/app.js", "Range: bytes=8-\r\n"), get("/", ""), get("/app.js", "")]
+            .concat();
+    // Byte by byte: every request arrives in pieces.
+    for b in all.as_bytes() {
+        s.write_all(&[*b]).unwrap();
+    }
+    let mut pending = Vec::new();
+    let bodies: Vec<Vec<u8>> = (0..5).map(|_| read_response(&mut s, &mut pending, true).1).collect();
+    assert_eq!(bodies, [&b"hello"[..], b"console.log(1)", b"log(1)", b"hello", b"console.log(1)"]);
+    assert_eq!(fast_count(&r.edge), 2, "the first two, before the range request");
+
+    // A fresh connection stays on the fast path; a new deploy reaches it.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(get("/", "").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s, &mut pending, true).1, b"hello");
+    publish_index(&r, b"fresh bytes", 2).await;
+    s.write_all(get("/", "").as_bytes()).unwrap();
+    let (head, body) = read_response(&mut s, &mut pending, true);
+    assert_eq!(body, b"fresh bytes", "{head}");
+    assert_eq!(fast_count(&r.edge), 4);
+}
+
+/// Publishes a deploy whose `index.html` is `bytes`, as routing version `version`.
+async fn publish_index(r: &Running, bytes: &'static [u8], version: u64) {
+    let (edge, blobs) = (&r.edge, &r.blobs);
+    let hash = blobs.put_bytes(Bytes::from_static(bytes)).await.unwrap();
+    let mut m = Manifest { version: Manifest::VERSION, ..Default::default() };
+    m.files.insert(
+        "index.html".into(),
+        ManifestEntry { hash, size: bytes.len() as u64, content_type: "text/html".into(), variants: vec![] },
+    );
+    let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(&m).unwrap())).await.unwrap();
+    let branch: chanto_core::BranchName = "main".parse().unwrap();
+    let row = RoutingRow {
+        site: "s".parse().unwrap(),
+        label: branch.label(),
+        branch,
+        production: true,
+        deploy: DeployId::from_random([version as u8; 8]),
+        manifest: mh,
+        ready_at: 0,
+    };
+    edge.publish(RoutingTable { version, branches: vec![row], permalinks: vec![], access: vec![] }).await.unwrap();
+}
+
+/// Random damage to plain requests (bytes flipped, cut, duplicated) never
+/// makes the fast path answer differently from hyper, nor stop the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_requests_get_hypers_answer() {
+    let r = start(ServerLimits::default()).await;
+    let addr = r.addr;
+    let seeds: &[&[u8]] = &[
+        b"GET /app.js HTTP/1.1\r\nHost: s.localhost\r\nAccept-Encoding: gzip\r\n\r\n",
+        b"HEAD /docs/ HTTP/1.1\r\nHost: s.localhost\r\nIf-None-Match: \"a\"\r\n\r\n",
+    ];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let bytes = [b'\0', b'\r', b'\n', b' ', b':', b'/', b'%', b'.', 0xff, b'\t', b'A', b'"'];
+    let mut cases = Vec::new();
+    for i in 0..200 {
+        let mut raw = seeds[i % seeds.len()].to_vec();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() as usize) % raw.len();
+            match next() % 4 {
+                0 => raw[at] = bytes[(next() as usize) % bytes.len()],
+                1 => drop(raw.remove(at)),
+                2 => raw.insert(at, bytes[(next() as usize) % bytes.len()]),
+                _ => {
+                    let piece = raw[at..(at + 8).min(raw.len())].to_vec();
+                    raw.splice(at..at, piece);
+                }
+            }
+        }
+        cases.push(raw);
+    }
+    let differ = tokio::task::spawn_blocking(move || {
+        cases
+            .into_iter()
+            .filter_map(|raw| {
+                let (a, b) = both_paths(addr, &raw);
+                // A request cut short gets no answer on either path.
+                (a != b && !(a.is_empty() && b.is_empty()))
+                    .then(|| format!("{:?}: {a:?} vs {b:?}", String::from_utf8_lossy(&raw)))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(differ.is_empty(), "{differ:#?}");
+    // Both kinds were compared: answers the fast path gave, and hyper's.
+    let fast = fast_count(&r.edge);
+    assert!((5..200).contains(&fast), "{fast} of 400 requests answered on the fast path");
+    let ok = client(false).get(format!("http://s.localhost:{}/", r.addr.port())).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
 }
