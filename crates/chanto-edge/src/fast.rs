@@ -6,8 +6,9 @@
 //! and no `Range`, and asks for nothing else of the connection (`Connection`
 //! is absent or `keep-alive`; no `Upgrade`, `Expect` or `Transfer-Encoding`).
 //! Its answer depends only on the `Host`, the target and `Accept-Encoding`
-//! when, in addition, its deploy has no access policy and no rules, and the
-//! file comes whole from the memory cache. Such an answer is rendered once,
+//! when, in addition, its deploy has no access policy, no rule but header
+//! rules applies to it (and none reads request headers), and the file comes
+//! whole from memory or from a local file. Such an answer is rendered once,
 //! by the same code as every other response ([`crate::serve::represent`]),
 //! and kept in the routing snapshot it was made from
 //! ([`crate::Snapshot::responses`]), keyed by those three: a new snapshot
@@ -213,17 +214,27 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
         TargetManifest::Loaded(m) => m.clone(),
         TargetManifest::Lazy(hash) => edge.manifest(hash).await.ok()?,
     };
-    if manifest.rules.is_some() {
-        return None;
-    }
     let path = normalize_request_path(uri.path()).ok()?;
-    let Lookup::File(file, entry) = manifest.resolve(&path, crate::serve::url_style(&manifest)) else { return None };
     let mut headers = HeaderMap::new();
     if let Some(ae) = req.accept_encoding {
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(ae).ok()?);
     }
+    // Rules may only add headers: a password, a redirect, a rewrite or a
+    // proxy is hyper's path, and so is a rule that reads request headers
+    // (country, language), which are not part of the key.
+    let matcher = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher());
+    if let Some(matcher) = matcher {
+        let request = crate::serve::rule_request(edge, req.host, &path, &uri, &headers);
+        if matcher.reads_request_headers()
+            || matcher.auth_for(&path).is_some()
+            || crate::serve::rule_action(matcher, &request, &manifest).is_some()
+        {
+            return None;
+        }
+    }
+    let Lookup::File(file, entry) = manifest.resolve(&path, crate::serve::url_style(&manifest)) else { return None };
     // The heads of a GET and a HEAD are the same; the HEAD reads no bytes.
-    let ok = crate::serve::represent(edge, &headers, file, entry, &target, true).await;
+    let mut ok = crate::serve::represent(edge, &headers, file, entry, &target, true).await;
     if ok.status() != StatusCode::OK {
         return None;
     }
@@ -238,9 +249,13 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
     };
     let etag = ok.headers().get(header::ETAG)?.to_str().ok()?.to_owned();
     headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&etag).ok()?);
-    let not_modified = crate::serve::represent(edge, &headers, file, entry, &target, true).await;
+    let mut not_modified = crate::serve::represent(edge, &headers, file, entry, &target, true).await;
     if not_modified.status() != StatusCode::NOT_MODIFIED {
         return None;
+    }
+    if let Some(matcher) = matcher {
+        crate::serve::apply_header_rules(&mut ok, matcher, &path);
+        crate::serve::apply_header_rules(&mut not_modified, matcher, &path);
     }
     Some(Ready {
         ok: render_head(&ok),

@@ -322,7 +322,27 @@ async fn answer_with_rules(
     target: &crate::Target,
     head: bool,
 ) -> Response {
-    let request = RuleRequest {
+    let request = rule_request(edge, host, path, uri, headers);
+    let mut resp = match rule_action(matcher, &request, manifest) {
+        Some(action) => {
+            let from = Visitor { host: request.host, peer, query: uri.query() };
+            act(edge, headers, manifest, action, target, head, from).await
+        }
+        None => serve_path(edge, headers, uri, manifest, path, target, head).await,
+    };
+    apply_header_rules(&mut resp, matcher, path);
+    resp
+}
+
+/// The request as rules see it.
+pub(crate) fn rule_request<'a>(
+    edge: &Edge,
+    host: &'a str,
+    path: &'a str,
+    uri: &'a axum::http::Uri,
+    headers: &'a HeaderMap,
+) -> RuleRequest<'a> {
+    RuleRequest {
         host: host
             .rsplit_once(':')
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
@@ -331,21 +351,26 @@ async fn answer_with_rules(
         query: uri.query(),
         country: edge.country_header.as_ref().and_then(|name| header_str(headers, name.clone())),
         accept_language: header_str(headers, header::ACCEPT_LANGUAGE),
-    };
-    let mut resp = match matcher.evaluate(&request, |p| manifest.lookup(p) != Lookup::NotFound) {
-        Some((action, _)) => {
-            let from = Visitor { host: request.host, peer, query: uri.query() };
-            act(edge, headers, manifest, action, target, head, from).await
-        }
-        None => serve_path(edge, headers, uri, manifest, path, target, head).await,
-    };
-    // Header rules follow the path the visitor asked for, as on Netlify.
+    }
+}
+
+/// What the first applicable redirect or rewrite rule says, if one applies.
+pub(crate) fn rule_action(
+    matcher: &chanto_rules::Matcher,
+    request: &RuleRequest<'_>,
+    manifest: &Manifest,
+) -> Option<Action> {
+    matcher.evaluate(request, |p| manifest.lookup(p) != Lookup::NotFound).map(|(action, _)| action)
+}
+
+/// Adds the headers rules give `path` (the path the visitor asked for, as
+/// on Netlify).
+pub(crate) fn apply_header_rules<B>(resp: &mut axum::http::Response<B>, matcher: &chanto_rules::Matcher, path: &str) {
     for (name, value) in matcher.headers_for(path) {
         if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             resp.headers_mut().insert(n, v);
         }
     }
-    resp
 }
 
 /// Who asked, for proxied requests.

@@ -95,7 +95,28 @@ async fn start(limits: ServerLimits) -> Running {
         manifest: mh,
         ready_at: 0,
     };
-    edge.publish(RoutingTable { version: 1, branches: vec![row], permalinks: vec![], access: vec![] }).await.unwrap();
+    // Two more sites: "r" with header rules and a redirect, "l" with a rule
+    // that reads Accept-Language.
+    let mut rows = vec![row];
+    for (site, redirects) in [("r", "/old /index.html 301\n"), ("l", "/fr/* /index.html 302 Language=fr\n")] {
+        let headers = b"/*\n  X-Frame-Options: DENY\n/app.js\n  Cache-Control: no-cache\n";
+        let files: [(&str, &[u8]); 2] = [("_headers", headers), ("_redirects", redirects.as_bytes())];
+        let rules = chanto_rules::compile(&files).unwrap();
+        let mut with_rules = m.clone();
+        with_rules.rules = Some(rules);
+        let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(&with_rules).unwrap())).await.unwrap();
+        let branch: chanto_core::BranchName = "main".parse().unwrap();
+        rows.push(RoutingRow {
+            site: site.parse().unwrap(),
+            label: branch.label(),
+            branch,
+            production: true,
+            deploy: DeployId::from_random([site.as_bytes()[0]; 8]),
+            manifest: mh,
+            ready_at: 0,
+        });
+    }
+    edge.publish(RoutingTable { version: 1, branches: rows, permalinks: vec![], access: vec![] }).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -352,6 +373,10 @@ async fn the_fast_path_answers_exactly_as_hyper_does() {
         let resp = client(false).get(format!("http://s.localhost:{}/app.js", r.addr.port())).send().await.unwrap();
         resp.headers()["etag"].to_str().unwrap().to_owned()
     };
+    let etag_index = {
+        let resp = client(false).get(format!("http://s.localhost:{}/", r.addr.port())).send().await.unwrap();
+        resp.headers()["etag"].to_str().unwrap().to_owned()
+    };
     let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: s.localhost\r\n{extra}\r\n");
     // (request, answered on the fast path)
     let cases = [
@@ -366,6 +391,11 @@ async fn the_fast_path_answers_exactly_as_hyper_does() {
         (get("/app.js?v=2", "Connection: keep-alive\r\n"), true),
         ("HEAD /app.js HTTP/1.1\r\nHost: S.LOCALHOST.\r\n\r\n".to_string(), true),
         (get("/mid.bin", ""), true),
+        // Header rules ride along; redirects and language rules are hyper's.
+        ("GET /app.js HTTP/1.1\r\nHost: r.localhost\r\n\r\n".to_string(), true),
+        (format!("GET / HTTP/1.1\r\nHost: r.localhost\r\nIf-None-Match: {etag_index}\r\n\r\n"), true),
+        ("GET /old HTTP/1.1\r\nHost: r.localhost\r\n\r\n".to_string(), false),
+        ("GET / HTTP/1.1\r\nHost: l.localhost\r\n\r\n".to_string(), false),
         // hyper's path for all of these, on both connections.
         (get("/docs", ""), false),
         (get("/nope", ""), false),
@@ -394,6 +424,9 @@ async fn the_fast_path_answers_exactly_as_hyper_does() {
         .unwrap();
         assert!(a.starts_with("HTTP/1."), "{raw:?} got {a:?}");
         assert_eq!(a, b, "{raw:?}: the fast path and hyper differ");
+        if raw.contains("Host: r.localhost") && !raw.contains("/old") {
+            assert!(a.contains("x-frame-options: DENY"), "{raw:?}: the header rule applies: {a}");
+        }
         let answered_fast = fast_count(&r.edge) - before;
         assert_eq!(answered_fast, u64::from(fast), "{raw:?}: answered on the fast path {answered_fast} times");
     }

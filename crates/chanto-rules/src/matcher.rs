@@ -262,6 +262,8 @@ pub struct Matcher {
     header_index: Index,
     auth: Vec<crate::AuthRule>,
     auth_index: Index,
+    /// Whether a redirect rule has country or language conditions.
+    conditional: bool,
 }
 
 impl Matcher {
@@ -274,7 +276,14 @@ impl Matcher {
             header_index: Index::new(headers.iter().map(|h| &h.path)),
             redirects: redirects.to_vec(),
             headers: headers.to_vec(),
+            conditional: redirects.iter().any(|r| !r.conditions.is_empty()),
         }
+    }
+
+    /// Whether [`Matcher::evaluate`] reads the request's country or
+    /// language: otherwise its answer depends on host, path and query alone.
+    pub fn reads_request_headers(&self) -> bool {
+        self.conditional
     }
 
     /// The first rule that applies to `req`, and what it says. A rule that is
