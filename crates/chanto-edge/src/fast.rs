@@ -45,6 +45,9 @@ use crate::http::{Conditionals, Precondition};
 use crate::serve::Served;
 use crate::{Edge, TargetManifest};
 
+/// Bytes a connection's read buffer starts with: most request heads fit.
+const INITIAL_BUF: usize = 4096;
+
 /// Most header fields the fast path parses; a request with more goes to
 /// hyper, which applies the configured limit.
 const MAX_HEADERS: usize = 64;
@@ -324,7 +327,9 @@ pub(crate) async fn run(
     limits: &crate::server::ServerLimits,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Outcome {
-    let mut buf = vec![0u8; limits.max_header_bytes.max(8192)];
+    // Grows (to the header size limit) only for requests that need it.
+    let max_buf = limits.max_header_bytes.max(8192);
+    let mut buf = vec![0u8; INITIAL_BUF.min(max_buf)];
     let (mut start, mut end) = (0usize, 0usize);
     let mut key = Vec::with_capacity(256);
     // The header-read timeout runs from the end of the previous response.
@@ -373,13 +378,14 @@ pub(crate) async fn run(
                         (start, end) = (0, 0);
                     }
                     waiting_since = Instant::now();
-                    if end == 0 && *shutdown.borrow() {
+                    // Shutting down: this was the last response, as on hyper's path.
+                    if *shutdown.borrow() {
                         return Outcome::Closed;
                     }
                     continue;
                 }
                 // Too large: hyper refuses it (431).
-                Ok(httparse::Status::Partial) if end - start >= limits.max_header_bytes => break,
+                Ok(httparse::Status::Partial) if end - start >= max_buf => break,
                 Ok(httparse::Status::Partial) => {}
                 // Malformed (hyper answers 400), too many headers (431), or
                 // not HTTP/1 at all (the h2c preface).
@@ -391,7 +397,10 @@ pub(crate) async fn run(
             (start, end) = (0, end - start);
         }
         if end == buf.len() {
-            break;
+            if buf.len() >= max_buf {
+                break;
+            }
+            buf.resize((buf.len() * 2).min(max_buf), 0);
         }
         let idle = end == 0;
         tokio::select! {

@@ -391,6 +391,8 @@ async fn the_fast_path_answers_exactly_as_hyper_does() {
         (get("/app.js?v=2", "Connection: keep-alive\r\n"), true),
         ("HEAD /app.js HTTP/1.1\r\nHost: S.LOCALHOST.\r\n\r\n".to_string(), true),
         (get("/mid.bin", ""), true),
+        // A head larger than the first read buffer.
+        (get("/", &format!("Cookie: {}\r\n", "c".repeat(10_000))), true),
         // Header rules ride along; redirects and language rules are hyper's.
         ("GET /app.js HTTP/1.1\r\nHost: r.localhost\r\n\r\n".to_string(), true),
         (format!("GET / HTTP/1.1\r\nHost: r.localhost\r\nIf-None-Match: {etag_index}\r\n\r\n"), true),
