@@ -71,7 +71,7 @@ impl EdgeConfig {
 }
 
 /// Bodies from this size on are sent with `sendfile` (see [`EdgeConfig::zerocopy_min`]).
-pub const ZEROCOPY_MIN: u64 = 64 << 10;
+pub const ZEROCOPY_MIN: u64 = 16 << 10;
 
 /// Open blob files kept for `sendfile`.
 const OPEN_FILES: usize = 1024;
