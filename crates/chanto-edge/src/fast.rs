@@ -4,7 +4,8 @@
 //! Every plain-TCP connection starts here. A request is *plain* when it is
 //! `GET` or `HEAD` over HTTP/1.1 with an origin-form target, carries no body
 //! and no `Range`, and asks for nothing else of the connection (`Connection`
-//! is absent or `keep-alive`; no `Upgrade`, `Expect` or `Transfer-Encoding`).
+//! is absent, `keep-alive` or `close`; no `Upgrade`, `Expect` or
+//! `Transfer-Encoding`).
 //! Its answer depends only on the `Host`, the target and `Accept-Encoding`
 //! when, in addition, its deploy has no access policy, no rule but header
 //! rules applies to it (and none reads request headers), and the file comes
@@ -131,6 +132,8 @@ enum Plan<'a> {
 /// A plain request's parts that its answer depends on.
 struct PlainRequest<'a> {
     head: bool,
+    /// `Connection: close`: the last request on this connection.
+    close: bool,
     host: &'a str,
     target: &'a str,
     accept_encoding: Option<&'a str>,
@@ -154,7 +157,7 @@ fn plan<'a>(req: &httparse::Request<'_, 'a>) -> Plan<'a> {
     if !target.starts_with('/') {
         return Plan::Handoff;
     }
-    let (mut host, mut accept_encoding) = (None, None);
+    let (mut host, mut accept_encoding, mut close) = (None, None, false);
     let mut c = Conditionals::default();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -167,10 +170,12 @@ fn plan<'a>(req: &httparse::Request<'_, 'a>) -> Plan<'a> {
             19 if name.eq_ignore_ascii_case(b"if-unmodified-since") => &mut c.if_unmodified_since,
             8 if name.eq_ignore_ascii_case(b"if-range") => &mut c.if_range,
             10 if name.eq_ignore_ascii_case(b"connection") => {
-                if h.value.eq_ignore_ascii_case(b"keep-alive") {
-                    continue;
+                if h.value.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                    return Plan::Handoff;
                 }
-                return Plan::Handoff;
+                continue;
             }
             // A body, a change of protocol or framing, or a part of the file.
             5 if name.eq_ignore_ascii_case(b"range") => return Plan::Handoff,
@@ -188,7 +193,7 @@ fn plan<'a>(req: &httparse::Request<'_, 'a>) -> Plan<'a> {
         *slot = Some(text);
     }
     let Some(host) = host else { return Plan::Handoff };
-    Plan::Plain(PlainRequest { head, host, target, accept_encoding, conditionals: c })
+    Plan::Plain(PlainRequest { head, close, host, target, accept_encoding, conditionals: c })
 }
 
 /// The cache key of a plain request.
@@ -345,10 +350,13 @@ pub(crate) async fn run(
                 Ok(httparse::Status::Complete(n)) => {
                     let started = Instant::now();
                     let Plan::Plain(plain) = plan(&req) else { break };
-                    let Some((ready, status)) = answer(edge, &plain, &mut key).await else { break };
+                    let Some((ready, status, fresh)) = answer(edge, &plain, &mut key).await else { break };
                     let date = date_line();
                     let ok = status == StatusCode::OK;
                     let head = if ok { &ready.ok } else { &ready.not_modified };
+                    // As hyper does, the last response says so.
+                    let close = plain.close || *shutdown.borrow();
+                    let connection: &[u8] = if close { b"connection: close\r\n" } else { b"" };
                     let len = if plain.head || !ok { 0 } else { ready.body.len() };
                     let elapsed = started.elapsed();
                     edge.metrics.record(status.as_u16(), len, elapsed);
@@ -358,19 +366,27 @@ pub(crate) async fn run(
                         let s = status.as_u16();
                         crate::serve::log_access(edge, plain.host, path, s, len, elapsed, Some(&ready.served));
                     }
+                    let parts = [IoSlice::new(head), IoSlice::new(connection), IoSlice::new(&date)];
                     let sent = match &ready.body {
-                        _ if len == 0 => write_all(&mut stream, &mut [IoSlice::new(head), IoSlice::new(&date)]).await,
+                        _ if len == 0 => write_all(&mut stream, &mut parts.clone()).await,
                         ReadyBody::Memory(body) => {
-                            edge.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-                            write_all(&mut stream, &mut [IoSlice::new(head), IoSlice::new(&date), IoSlice::new(body)])
-                                .await
+                            // The first answer's blob lookup was counted as it was made.
+                            if !fresh {
+                                edge.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let [h, c, d] = parts;
+                            write_all(&mut stream, &mut [h, c, d, IoSlice::new(body)]).await
                         }
                         ReadyBody::File(file, len) => {
                             edge.metrics.sendfile_responses.fetch_add(1, Ordering::Relaxed);
-                            send_file(&stream, &[head, &date], file, *len).await
+                            send_file(&stream, &[head, connection, &date], file, *len).await
                         }
                     };
                     if sent.is_err() {
+                        return Outcome::Closed;
+                    }
+                    if close {
+                        let _ = stream.shutdown().await;
                         return Outcome::Closed;
                     }
                     start += n;
@@ -378,10 +394,6 @@ pub(crate) async fn run(
                         (start, end) = (0, 0);
                     }
                     waiting_since = Instant::now();
-                    // Shutting down: this was the last response, as on hyper's path.
-                    if *shutdown.borrow() {
-                        return Outcome::Closed;
-                    }
                     continue;
                 }
                 // Too large: hyper refuses it (431).
@@ -427,11 +439,12 @@ pub(crate) async fn run(
     Outcome::Handoff(stream, Bytes::copy_from_slice(&buf[start..end]))
 }
 
-/// The ready-made answer to a plain request and the status it has, if the
-/// fast path may give it.
-async fn answer(edge: &Edge, req: &PlainRequest<'_>, key: &mut Vec<u8>) -> Option<(Arc<Ready>, StatusCode)> {
+/// The ready-made answer to a plain request, the status it has, and whether
+/// it was made just now, if the fast path may give it.
+async fn answer(edge: &Edge, req: &PlainRequest<'_>, key: &mut Vec<u8>) -> Option<(Arc<Ready>, StatusCode, bool)> {
     key_of(key, req);
     let hit = edge.snapshot.load().responses.0.get(key.as_slice());
+    let fresh = hit.is_none();
     let ready = match hit {
         Some(r) => r,
         None => {
@@ -456,7 +469,7 @@ async fn answer(edge: &Edge, req: &PlainRequest<'_>, key: &mut Vec<u8>) -> Optio
             Precondition::Failed => return None,
         }
     };
-    Some((ready, status))
+    Some((ready, status, fresh))
 }
 
 /// Writes `head` (held back with `MSG_MORE` to share the file's first

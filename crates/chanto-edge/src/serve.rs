@@ -118,12 +118,16 @@ async fn observe(edge: &Edge, req: axum::http::request::Parts, peer: Option<std:
     let mut resp = handle(edge, &req, peer).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
-    let bytes = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    // A HEAD answer names its length but sends no body.
+    let bytes = match req.method {
+        Method::HEAD => 0,
+        _ => resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    };
     edge.metrics.record(status, bytes, elapsed);
     let served = resp.extensions_mut().remove::<Served>();
     let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");

@@ -389,6 +389,9 @@ async fn the_fast_path_answers_exactly_as_hyper_does() {
         (get("/app.js", "If-None-Match: \"other\"\r\n"), true),
         (get("/app.js", "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), true),
         (get("/app.js?v=2", "Connection: keep-alive\r\n"), true),
+        (get("/", "Connection: close\r\n"), true),
+        (get("/mid.bin", "Connection: close\r\n"), true),
+        (get("/", "Connection: keep-alive, close\r\n"), false),
         ("HEAD /app.js HTTP/1.1\r\nHost: S.LOCALHOST.\r\n\r\n".to_string(), true),
         (get("/mid.bin", ""), true),
         // A head larger than the first read buffer.
@@ -409,7 +412,6 @@ async fn the_fast_path_answers_exactly_as_hyper_does() {
         ("GET / HTTP/1.1\r\nHost: s.localhost\r\nHost: x.localhost\r\n\r\n".to_string(), false),
         ("GET / HTTP/1.0\r\nHost: s.localhost\r\n\r\n".to_string(), false),
         ("POST / HTTP/1.1\r\nHost: s.localhost\r\nContent-Length: 2\r\n\r\nhi".to_string(), false),
-        ("GET / HTTP/1.1\r\nHost: s.localhost\r\nConnection: close\r\n\r\n".to_string(), false),
         ("GET http://s.localhost/ HTTP/1.1\r\nHost: s.localhost\r\n\r\n".to_string(), false),
         ("GET /a|b HTTP/1.1\r\nHost: s.localhost\r\n\r\n".to_string(), false),
         ("GET / HTTP/1.1\r\n\r\n".to_string(), false),
