@@ -1,5 +1,5 @@
-//! The HTTP/1.1 fast path: plain GET and HEAD requests for small files,
-//! answered from ready-made responses without going through hyper.
+//! The HTTP/1.1 fast path: plain GET and HEAD requests for files, answered
+//! from ready-made responses without going through hyper.
 //!
 //! Every plain-TCP connection starts here. A request is *plain* when it is
 //! `GET` or `HEAD` over HTTP/1.1 with an origin-form target, carries no body
@@ -19,7 +19,7 @@
 //! decides as for every request.
 //!
 //! Anything else — another method, a request hyper would refuse, `h2c`, a
-//! file that needs `sendfile`, a protected deploy — hands the connection,
+//! file streamed from a remote store, a protected deploy — hands the connection,
 //! with the bytes read so far, to hyper for good ([`crate::server`]). So the
 //! fast path only ever answers what hyper's path would answer the same way;
 //! it is an optimisation, not a second HTTP implementation of the edge.
