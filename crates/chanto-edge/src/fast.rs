@@ -454,20 +454,11 @@ async fn answer(edge: &Edge, req: &PlainRequest<'_>, key: &mut Vec<u8>) -> Optio
             r
         }
     };
-    let c = &req.conditionals;
-    let conditional = c.if_match.is_some()
-        || c.if_none_match.is_some()
-        || c.if_modified_since.is_some()
-        || c.if_unmodified_since.is_some();
-    let status = if !conditional {
-        StatusCode::OK
-    } else {
-        match crate::http::evaluate(c, &ready.etag, ready.last_modified) {
-            Precondition::Proceed => StatusCode::OK,
-            Precondition::NotModified => StatusCode::NOT_MODIFIED,
-            // 412: hyper's path answers it.
-            Precondition::Failed => return None,
-        }
+    let status = match crate::http::evaluate(&req.conditionals, &ready.etag, ready.last_modified) {
+        Precondition::Proceed => StatusCode::OK,
+        Precondition::NotModified => StatusCode::NOT_MODIFIED,
+        // 412: hyper's path answers it.
+        Precondition::Failed => return None,
     };
     Some((ready, status, fresh))
 }
@@ -477,29 +468,35 @@ async fn answer(edge: &Edge, req: &PlainRequest<'_>, key: &mut Vec<u8>) -> Optio
 async fn send_file(stream: &TcpStream, head: &[&[u8]], file: &std::fs::File, len: u64) -> std::io::Result<()> {
     use rustix::net::SendFlags;
     let head = head.concat();
-    let (mut head_sent, mut offset) = (0usize, 0u64);
-    while head_sent < head.len() || offset < len {
-        stream.writable().await?;
-        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            if head_sent < head.len() {
-                head_sent += rustix::net::send(stream, &head[head_sent..], SendFlags::MORE | SendFlags::NOSIGNAL)?;
-            } else {
-                let mut at = offset;
-                let want = (len - offset).min(1 << 30) as usize;
-                match rustix::fs::sendfile(stream, file, Some(&mut at), want)? {
-                    // The file is shorter than its manifest says.
-                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    n => offset += n as u64,
-                }
-            }
-            Ok(())
-        });
-        match sent {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => other?,
+    let mut head_sent = 0;
+    while head_sent < head.len() {
+        let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+        head_sent += send_when_writable(stream, || rustix::net::send(stream, &head[head_sent..], flags)).await?;
+    }
+    let mut offset = 0u64;
+    while offset < len {
+        let want = (len - offset).min(1 << 30) as usize;
+        let sendfile = || {
+            // The offset advances only by what the call reports sent.
+            let mut at = offset;
+            rustix::fs::sendfile(stream, file, Some(&mut at), want)
+        };
+        match send_when_writable(stream, sendfile).await? {
+            // The file is shorter than its manifest says.
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => offset += n as u64,
         }
     }
     Ok(())
+}
+
+/// Runs the non-blocking `send` once `stream` is writable, again after each
+/// `EAGAIN` (the zero-copy stream's loop).
+async fn send_when_writable(
+    stream: &TcpStream,
+    mut send: impl FnMut() -> rustix::io::Result<usize>,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| crate::zerocopy::poll_send_with(stream, cx, &mut send)).await
 }
 
 /// Writes every byte of `bufs`.

@@ -137,7 +137,7 @@ impl ZerocopyStream {
                 _ => return Poll::Ready(Err(io::Error::other("zero-copy send out of step with the response body"))),
             }
         };
-        let n = ready!(self.poll_send_with(cx, || {
+        let n = ready!(poll_send_with(&self.inner, cx, || {
             let mut off = offset;
             rustix::fs::sendfile(&self.inner, &*file, Some(&mut off), want)
         }))?;
@@ -156,25 +156,25 @@ impl ZerocopyStream {
     /// `MSG_MORE` so the kernel may hold them back to share a packet.
     fn poll_write_more(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         use rustix::net::{SendAncillaryBuffer, SendFlags};
-        self.poll_send_with(cx, || {
+        poll_send_with(&self.inner, cx, || {
             let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
             rustix::net::sendmsg(&self.inner, bufs, &mut SendAncillaryBuffer::default(), flags)
         })
     }
+}
 
-    /// Runs the non-blocking send `send` once the socket is writable, again
-    /// after each `EAGAIN`.
-    fn poll_send_with(
-        &self,
-        cx: &mut Context<'_>,
-        mut send: impl FnMut() -> rustix::io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.inner.poll_write_ready(cx))?;
-            match self.inner.try_io(Interest::WRITABLE, || send().map_err(io::Error::from)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
+/// Runs the non-blocking send `send` on `stream` once it is writable, again
+/// after each `EAGAIN`.
+pub(crate) fn poll_send_with(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    mut send: impl FnMut() -> rustix::io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_io(Interest::WRITABLE, || send().map_err(io::Error::from)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
         }
     }
 }

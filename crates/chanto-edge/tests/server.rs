@@ -84,37 +84,16 @@ async fn start(limits: ServerLimits) -> Running {
         };
         m.files.insert(name.into(), entry);
     }
-    let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(&m).unwrap())).await.unwrap();
-    let branch: chanto_core::BranchName = "main".parse().unwrap();
-    let row = RoutingRow {
-        site: "s".parse().unwrap(),
-        label: branch.label(),
-        branch,
-        production: true,
-        deploy: DeployId::from_random([1; 8]),
-        manifest: mh,
-        ready_at: 0,
-    };
     // Two more sites: "r" with header rules and a redirect, "l" with a rule
     // that reads Accept-Language.
-    let mut rows = vec![row];
+    let mut rows = vec![production_row(&blobs, "s", &m, 1).await];
     for (site, redirects) in [("r", "/old /index.html 301\n"), ("l", "/fr/* /index.html 302 Language=fr\n")] {
         let headers = b"/*\n  X-Frame-Options: DENY\n/app.js\n  Cache-Control: no-cache\n";
         let files: [(&str, &[u8]); 2] = [("_headers", headers), ("_redirects", redirects.as_bytes())];
         let rules = chanto_rules::compile(&files).unwrap();
         let mut with_rules = m.clone();
         with_rules.rules = Some(rules);
-        let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(&with_rules).unwrap())).await.unwrap();
-        let branch: chanto_core::BranchName = "main".parse().unwrap();
-        rows.push(RoutingRow {
-            site: site.parse().unwrap(),
-            label: branch.label(),
-            branch,
-            production: true,
-            deploy: DeployId::from_random([site.as_bytes()[0]; 8]),
-            manifest: mh,
-            ready_at: 0,
-        });
+        rows.push(production_row(&blobs, site, &with_rules, site.as_bytes()[0]).await);
     }
     edge.publish(RoutingTable { version: 1, branches: rows, permalinks: vec![], access: vec![] }).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -478,18 +457,24 @@ async fn publish_index(r: &Running, bytes: &'static [u8], version: u64) {
         "index.html".into(),
         ManifestEntry { hash, size: bytes.len() as u64, content_type: "text/html".into(), variants: vec![] },
     );
-    let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(&m).unwrap())).await.unwrap();
+    let row = production_row(blobs, "s", &m, version as u8).await;
+    edge.publish(RoutingTable { version, branches: vec![row], permalinks: vec![], access: vec![] }).await.unwrap();
+}
+
+/// Stores `manifest` and routes `site`'s production branch `main` to it, as
+/// the deploy whose id is made of `deploy` bytes.
+async fn production_row(blobs: &LocalBlobStore, site: &str, manifest: &Manifest, deploy: u8) -> RoutingRow {
+    let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(manifest).unwrap())).await.unwrap();
     let branch: chanto_core::BranchName = "main".parse().unwrap();
-    let row = RoutingRow {
-        site: "s".parse().unwrap(),
+    RoutingRow {
+        site: site.parse().unwrap(),
         label: branch.label(),
         branch,
         production: true,
-        deploy: DeployId::from_random([version as u8; 8]),
+        deploy: DeployId::from_random([deploy; 8]),
         manifest: mh,
         ready_at: 0,
-    };
-    edge.publish(RoutingTable { version, branches: vec![row], permalinks: vec![], access: vec![] }).await.unwrap();
+    }
 }
 
 /// Random damage to plain requests (bytes flipped, cut, duplicated) never
