@@ -314,3 +314,40 @@ pub fn write_tree(dir: &Path, files: &[(&str, &str)]) {
         std::fs::write(p, body).unwrap();
     }
 }
+
+/// Every regular file under `dir` (recursively, symlinks not followed).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts that `secret`'s bytes appear in no file under `dir` (the database,
+/// its write-ahead log, blobs, logs: everything), naming the file that holds
+/// them. Returns how many files were searched, so a caller can check the
+/// search saw something.
+pub fn assert_secret_nowhere(dir: &Path, secret: &[u8], what: &str) -> usize {
+    assert!(secret.len() >= 6, "a secret of {} bytes could match by chance", secret.len());
+    let files = files_under(dir);
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "{what} is stored in clear in {}",
+            f.display()
+        );
+    }
+    files.len()
+}
