@@ -289,8 +289,10 @@ mod tests {
         assert_eq!(v["unchanged"], 0);
     }
 
+    /// The plan at scale is exact; how long it takes is measured by
+    /// `cargo bench -p chanto-notify --bench plan`, not asserted here.
     #[test]
-    fn hundred_thousand_files_is_fast() {
+    fn hundred_thousand_files_are_planned_exactly() {
         let n = 100_000u64;
         let base: Vec<PlanFile> = (0..n).map(|i| file(&format!("dir{}/file{i}.html", i % 97), "h", i)).collect();
         let mut head: Vec<PlanFile> = base.iter().rev().cloned().collect();
@@ -302,10 +304,8 @@ mod tests {
         }
         head.retain(|f| f.size % 7 != 0);
         head.extend((0..1000).map(|i| file(&format!("new/{i}"), "n", 1)));
-        let start = std::time::Instant::now();
         let plan =
             deploy_plan(Some(&PlanSide { files: base, rules: vec![] }), &PlanSide { files: head, rules: vec![] });
-        assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
         assert_eq!(plan.added.len(), 1000);
         assert_eq!(plan.removed.len() as u64, n.div_ceil(7));
         assert_eq!(plan.added.len() + plan.changed.len() + plan.unchanged as usize, 100_000 - 14_286 + 1000);

@@ -42,6 +42,23 @@ struct Shared {
     handler: Handler,
 }
 
+/// A loopback port that is bound but not listening: connections to it are
+/// refused, as by a receiver that is down, and no other process can take it
+/// before [`Receiver::start_held`] brings a receiver up on it.
+pub struct HeldPort(tokio::net::TcpSocket);
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind a loopback port");
+        HeldPort(socket)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
+    }
+}
+
 /// A running receiver. Dropping it stops it.
 pub struct Receiver {
     pub addr: SocketAddr,
@@ -53,21 +70,21 @@ pub struct Receiver {
 impl Receiver {
     /// On a free loopback port.
     pub fn start(handler: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Receiver {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), handler)
+        Self::start_held(HeldPort::new(), handler)
     }
 
-    /// On `addr` (a port a test reserved and freed, to bring a receiver "back up").
-    pub fn start_on(addr: SocketAddr, handler: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Receiver {
+    /// On a port held until now by a receiver that was "down".
+    pub fn start_held(port: HeldPort, handler: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Receiver {
         let shared = Arc::new(Shared { log: Mutex::new(Vec::new()), handler: Arc::new(handler) });
-        let listener = std::net::TcpListener::bind(addr).expect("bind the receiver");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = port.addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (listening, is_listening) = std::sync::mpsc::channel::<()>();
         let app = axum::Router::new().fallback(record).with_state(shared.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let listener = port.0.listen(1024).expect("listen on the receiver's port");
+                let _ = listening.send(());
                 // No graceful shutdown: the server under test keeps idle connections open for a minute or more.
                 tokio::select! {
                     _ = axum::serve(listener, app) => {}
@@ -76,6 +93,7 @@ impl Receiver {
             });
             rt.shutdown_background();
         });
+        is_listening.recv().expect("the receiver started listening");
         Receiver { addr, shared, stop: Some(stop), thread: Some(thread) }
     }
 

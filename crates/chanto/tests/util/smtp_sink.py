@@ -4,13 +4,12 @@ Usage: smtp_sink.py OUT_DIR USER PASSWORD
 Requires AUTH (LOGIN/PLAIN) with USER/PASSWORD, writes each accepted message to OUT_DIR/NNNN.eml with its envelope
 in NNNN.json, prints the port it listens on, and stops when standard input closes.
 """
+import asyncio
 import json
 import os
-import socket
 import sys
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 out, user, password = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
 
@@ -34,13 +33,17 @@ def authenticate(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()
-controller = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=authenticate,
-                        auth_require_tls=False, auth_required=True)
-controller.start()
-print(port, flush=True)
-sys.stdin.read()
-controller.stop()
+async def main():
+    loop = asyncio.get_running_loop()
+    # Port 0, read back from the listening socket: no reserve-release-rebind race.
+    server = await loop.create_server(
+        lambda: SMTP(Handler(), hostname="127.0.0.1", authenticator=authenticate,
+                     auth_require_tls=False, auth_required=True),
+        host="127.0.0.1", port=0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+    await server.wait_closed()
+
+
+asyncio.run(main())
