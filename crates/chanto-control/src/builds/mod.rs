@@ -6,6 +6,8 @@
 //! when the server died is retried once.
 
 pub mod api;
+pub mod egress;
+pub mod init;
 mod runner;
 pub mod sealed;
 
@@ -23,7 +25,8 @@ use chanto_store::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use runner::Isolation;
+pub use egress::{AllowedDestination, EgressPolicy};
+pub use runner::{BUILD_UID_BASE, Isolation, Limits, Sandbox};
 use sealed::Sealer;
 
 use crate::{ApiError, Control};
@@ -47,6 +50,10 @@ pub struct BuildsConfig {
     pub api_url: String,
     /// How builds are kept from the host.
     pub isolation: Isolation,
+    /// Where builds may connect through their egress proxy.
+    pub egress: Arc<EgressPolicy>,
+    /// What one build may use.
+    pub limits: Limits,
 }
 
 /// The build service inside a [`Control`]: settings, the sealer, and the
@@ -855,7 +862,7 @@ impl Control {
         let Ok(builds) = self.builds().cloned() else { return };
         let n = builds.config.concurrency.max(1);
         let mut tasks = Vec::with_capacity(n);
-        for _ in 0..n {
+        for slot in 0..n {
             let (control, mut stop) = (self.clone(), stop.clone());
             let builds = builds.clone();
             tasks.push(tokio::spawn(async move {
@@ -866,7 +873,7 @@ impl Control {
                     match control.meta.claim_build(now_millis()).await {
                         Ok(Some(b)) => {
                             control.poke_notifier();
-                            runner::run(&control, &builds, b).await
+                            runner::run(&control, &builds, b, slot).await
                         }
                         Ok(None) => {
                             tokio::select! {
