@@ -392,6 +392,9 @@ pub struct ConnectArgs {
     /// Do not build pull requests into pr-<n> previews.
     #[arg(long)]
     pub no_pr_previews: bool,
+    /// Do not build pull requests from forks (default: build them, sandboxed, without secret variables).
+    #[arg(long)]
+    pub no_fork_prs: bool,
     /// Keep a closed pull request's preview this many days (default: remove at once).
     #[arg(long, value_name = "DAYS", default_value_t = 0)]
     pub preview_retention_days: u32,
@@ -537,9 +540,12 @@ pub enum HooksCommand {
         /// The site.
         #[arg(long)]
         site: String,
-        /// The branch it builds (default: production, unless the request says).
+        /// The only branch it builds (default: the production branch).
         #[arg(long)]
         branch: Option<String>,
+        /// Let each request name the branch to build (`{"branch": …}` or `?branch=`).
+        #[arg(long, conflicts_with = "branch")]
+        any_branch: bool,
         /// A name to recognise it by.
         name: String,
     },
