@@ -88,9 +88,8 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     server.cli(&["env", "set", "--site", "app", "--secret", "API_TOKEN"]).stdin("s3cr3t-value\n").ok();
     let listed = server.cli(&["env", "list", "--site", "app"]).ok().stdout();
     assert!(listed.contains("API_TOKEN=***") && listed.contains("GREETING=hello"), "{listed}");
-    // The secret is not in the database in clear.
-    let db = std::fs::read(server.data.join("meta.db")).unwrap();
-    assert!(!db.windows(12).any(|w| w == b"s3cr3t-value"));
+    // The secret is in no file of the data directory in clear (the database, its write-ahead log, …).
+    assert!(util::assert_secret_nowhere(&server.data, b"s3cr3t-value", "the secret variable") > 0);
 
     let c1 = repo.commit("main", &[("chanto.toml", BUILD_TOML), ("README.md", "hi")], "first");
 
@@ -129,14 +128,16 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     assert!(log.contains("the token is ***"), "secrets are masked in the log:\n{log}");
     assert!(!log.contains("s3cr3t-value"), "{log}");
     assert!(log.contains("build spec from chanto.toml"), "{log}");
-    // The build cannot read the server's data directory, and runs unprivileged when the server is root.
+    // The build cannot read the server's data directory, and runs in the
+    // sandbox (whose passwd names only its own user `build`).
     assert!(log.lines().any(|l| l == "data-hidden") && !log.lines().any(|l| l == "DATA-READABLE"), "{log}");
-    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    if root {
-        assert!(log.contains("user: nobody"), "{log}");
-    }
-    let isolation = if Path::new("/usr/bin/bwrap").exists() { "bubblewrap" } else { "not sandboxed" };
-    assert!(server.stderr().contains(isolation), "the server says how builds are isolated: {}", server.stderr());
+    assert!(log.lines().any(|l| l == "user: build"), "{log}");
+    assert!(
+        server.stderr().contains("bubblewrap sandbox") && server.stderr().contains("own network namespace"),
+        "the server says how builds are isolated: {}",
+        server.stderr()
+    );
+    assert!(util::assert_secret_nowhere(&server.data, b"s3cr3t-value", "the secret variable") > 0);
     let show = server.cli(&["builds", "show", &id]).ok().stdout();
     assert!(show.contains("succeeded") && show.contains("deploy:"), "{show}");
 
@@ -428,12 +429,29 @@ fn connecting_refuses_bad_input() {
         .ok();
     assert!(!r.stdout().contains("glpat-very-secret"), "{}", r.report());
     assert_eq!(r.json()["credential"], "token");
-    let db = std::fs::read(server.data.join("meta.db")).unwrap();
-    assert!(!db.windows(17).any(|w| w == b"glpat-very-secret"));
-    // An oversized webhook body is refused before it is read whole.
-    let huge = vec![b' '; 26 << 20];
-    let r = post(&server, "/api/v1/webhooks/github/app", &[("X-GitHub-Event", "push")], &huge);
-    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(util::assert_secret_nowhere(&server.data, b"glpat-very-secret", "the token") > 0);
+    // An oversized webhook body is refused before it is read: the answer
+    // comes while the client has sent only the head and a few bytes.
+    let partial = |path: &str, headers: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.api_url_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{{\"ref\"", 26 << 20).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).expect("an answer before the body was sent");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let unsigned = partial("/api/v1/webhooks/github/app", "X-GitHub-Event: push\r\n");
+    assert!(unsigned.starts_with("HTTP/1.1 401") && unsigned.contains("X-Hub-Signature-256"), "{unsigned}");
+    let signed = partial(
+        "/api/v1/webhooks/github/app",
+        &format!("X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={}\r\n", "0".repeat(64)),
+    );
+    assert!(signed.starts_with("HTTP/1.1 413"), "{signed}");
+    let gitlab = partial("/api/v1/webhooks/gitlab/app", "X-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: wrong\r\n");
+    assert!(gitlab.starts_with("HTTP/1.1 401"), "a wrong GitLab token is refused before the body: {gitlab}");
+    let hook = partial(&format!("/api/v1/build_hooks/{}", "ab".repeat(24)), "");
+    assert!(hook.starts_with("HTTP/1.1 404"), "an unknown build hook is refused before the body: {hook}");
 }
 
 #[test]
@@ -475,4 +493,201 @@ fn a_repository_cannot_make_the_server_run_its_code() {
     let b = wait_build(&server, &id);
     assert_eq!(b["state"], "succeeded", "{b}");
     assert!(!marker.exists(), "the repository's program ran on the server");
+}
+
+/// What a build tries from inside its sandbox; each attempt prints one line.
+const PROBE: &str = r#"
+import os, socket, urllib.request
+def direct(name, addr):
+    host, port = addr.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, int(port)))
+        print(f"DIRECT {name}: CONNECTED")
+    except OSError as e:
+        print(f"DIRECT {name}: failed ({e.__class__.__name__})")
+    finally:
+        s.close()
+def proxy(name, request):
+    host, port = os.environ["HTTP_PROXY"].removeprefix("http://").rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(request.encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    print(f"PROXY {name}: " + data.decode(errors="replace").replace("\r\n", " | "))
+for name in ["API", "ADMIN", "EDGE"]:
+    direct(name, os.environ[name])
+    proxy(name, f"GET http://{os.environ[name]}/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+direct("METADATA", "169.254.169.254:80")
+proxy("METADATA", "CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n")
+# The stand-in listens on loopback, which NO_PROXY keeps for the build's own servers.
+os.environ.pop("NO_PROXY"); os.environ.pop("no_proxy")
+print("ALLOWED: " + urllib.request.urlopen(f"http://{os.environ['ALLOWED']}/pkg", timeout=10).read().decode())
+try:
+    print("HOME FILE: " + open(os.environ["PLANTED"]).read())
+except OSError as e:
+    print(f"HOME FILE: unreadable ({e.__class__.__name__})")
+print("VISIBLE: " + " ".join(sorted(p for p in ["/root", "/home", "/run", "/var/lib", "/etc/shadow"] if os.path.exists(p))))
+found = []
+for pid in os.listdir("/proc"):
+    try:
+        if b"other-build-secret" in open(f"/proc/{pid}/environ", "rb").read():
+            found.append(pid)
+    except OSError:
+        pass
+print(f"OTHER ENV: {found or 'not found'}; processes visible: {sum(p.isdigit() for p in os.listdir('/proc'))}")
+print(f"UID: {os.getuid()}")
+os.makedirs("out", exist_ok=True)
+open("out/index.html", "w").write("probed")
+"#;
+
+/// A tiny HTTP server on loopback (port 0): the stand-in for a package registry.
+fn registry() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            use std::io::{Read, Write};
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\nregistry answer");
+        }
+    });
+    addr
+}
+
+#[test]
+#[ignore = "needs root; scripts/test runs ignored tests"]
+fn a_build_reaches_neither_the_host_nor_other_builds_but_reaches_allowed_destinations() {
+    assert_eq!(rustix_uid(), 0, "this test needs root: builds get a user each only when the server is root");
+    let tmp = reachable_tempdir();
+    // The server user's home, with what `chanto login` leaves there.
+    let home = tmp.path().join("home");
+    let planted = home.join(".config/chanto/config.toml");
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, "token = \"planted-admin-token\"\n").unwrap();
+    let allowed = registry();
+    let server = util::git::start_server_with_env(
+        &tmp.path().join("data"),
+        &["--public-api-url", "http://chanto.test", "--build-concurrency", "2", "--build-egress-allow", &allowed],
+        &[("HOME", &home)],
+    );
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "probe", &repo, &[]);
+    for (k, v) in [
+        ("API", server.api_url_addr()),
+        ("ADMIN", server.admin.clone()),
+        ("EDGE", server.edge.clone()),
+        ("ALLOWED", allowed.clone()),
+        ("PLANTED", planted.display().to_string()),
+    ] {
+        server.cli(&["env", "set", "--site", "probe", k, &v]).ok();
+    }
+    let toml = "[build]\ncommand = \"python3 probe.py\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml), ("probe.py", PROBE)], "probe");
+
+    // Another site's build holds a secret in its environment while the probe runs.
+    let other = Repo::new(&tmp.path().join("other"));
+    connect(&server, "other", &other, &[]);
+    server.cli(&["env", "set", "--site", "other", "--secret", "OTHER"]).stdin("other-build-secret-1234\n").ok();
+    other.commit(
+        "main",
+        &[("chanto.toml", "[build]\ncommand = \"echo holding && sleep 600\"\npublish = \"out\"\n")],
+        "hold",
+    );
+    let holding =
+        server.cli(&["builds", "start", "--site", "other", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    wait_for("the other build to run", Duration::from_secs(30), || {
+        log_of(&server, &holding).contains("holding").then_some(())
+    });
+
+    let id =
+        server.cli(&["builds", "start", "--site", "probe", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    let log = log_of(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    server.cli(&["builds", "cancel", &holding]).ok();
+    let line = |prefix: &str| -> String {
+        log.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in\n{log}")).to_owned()
+    };
+    for name in ["API", "ADMIN", "EDGE"] {
+        let direct = line(&format!("DIRECT {name}:"));
+        assert!(direct.contains("failed (ConnectionRefusedError)"), "{direct}");
+        let proxied = line(&format!("PROXY {name}:"));
+        assert!(
+            proxied.contains("HTTP/1.1 403 Forbidden") && proxied.contains("127.0.0.1 is a loopback address"),
+            "{proxied}"
+        );
+    }
+    let direct = line("DIRECT METADATA:");
+    assert!(direct.contains("failed (OSError)"), "no route out of the sandbox: {direct}");
+    let proxied = line("PROXY METADATA:");
+    assert!(
+        proxied.contains("HTTP/1.1 403 Forbidden") && proxied.contains("169.254.169.254 is a link-local address"),
+        "{proxied}"
+    );
+    assert_eq!(line("ALLOWED:"), "ALLOWED: registry answer");
+    assert_eq!(line("HOME FILE:"), "HOME FILE: unreadable (FileNotFoundError)");
+    assert_eq!(line("VISIBLE:"), "VISIBLE: ", "only /usr, /lib*, /bin, /sbin, a minimal /etc, the tree and /tmp");
+    let env = line("OTHER ENV:");
+    assert!(env.starts_with("OTHER ENV: not found;"), "{env}");
+    // Two builds ran at once, each with a user of its own.
+    let uid: u32 = line("UID:").trim_start_matches("UID: ").parse().unwrap();
+    assert!(uid >= 100_000, "{uid}");
+    assert!(!log.contains("planted-admin-token"));
+}
+
+fn rustix_uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap().stdout;
+    String::from_utf8_lossy(&out).trim().parse().unwrap()
+}
+
+#[test]
+fn without_a_working_sandbox_builds_are_refused_with_the_package_named() {
+    let tmp = reachable_tempdir();
+    let server = Server::start(&tmp.path().join("data"), &["--bwrap", "/nonexistent/bwrap"]);
+    assert!(server.stderr().contains("apt-get install bubblewrap"), "{}", server.stderr());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &[]);
+    let marker = tmp.path().join("ran");
+    let toml = format!(
+        "[build]\ncommand = \"touch {} && mkdir -p out && echo x > out/index.html\"\npublish = \"out\"\n",
+        marker.display()
+    );
+    repo.commit("main", &[("chanto.toml", &toml)], "v1");
+    let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "failed", "{b}");
+    let error = b["error"].as_str().unwrap();
+    assert!(error.contains("only inside its sandbox") && error.contains("apt-get install bubblewrap"), "{error}");
+    assert!(!marker.exists(), "the repository's command ran outside a sandbox");
+}
+
+#[test]
+fn a_build_is_held_to_its_limits() {
+    let tmp = reachable_tempdir();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--build-memory", "200M", "--build-disk", "64M", "--build-tmp", "16M"],
+    );
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &[]);
+    let command = "mkdir -p out && echo ok > out/index.html \
+        && (python3 -c 'bytearray(400 << 20)' 2>&1 | tail -1) \
+        && (head -c 100000000 /dev/zero > big 2>&1 || echo FILE-REFUSED) \
+        && (head -c 20000000 /dev/zero > /tmp/t 2>&1 || echo TMP-FULL)";
+    repo.commit(
+        "main",
+        &[("chanto.toml", &format!("[build]\ncommand = \"{command}\"\npublish = \"out\"\n"))],
+        "limits",
+    );
+    let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    let log = log_of(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    assert!(log.contains("MemoryError"), "{log}");
+    assert!(log.contains("FILE-REFUSED") && log.contains("TMP-FULL"), "{log}");
 }

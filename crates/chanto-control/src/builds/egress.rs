@@ -94,10 +94,9 @@ impl EgressPolicy {
     /// Why builds may not connect to `ip`, if they may not.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         let ip = chanto_core::access::canonical(ip);
-        if self.own.iter().any(|o| chanto_core::access::canonical(*o) == ip) {
-            return Some("an address of this host");
-        }
-        forbidden(ip)
+        forbidden(ip).or_else(|| {
+            self.own.iter().any(|o| chanto_core::access::canonical(*o) == ip).then_some("an address of this host")
+        })
     }
 }
 
