@@ -648,7 +648,10 @@ fn rustix_uid() -> u32 {
 #[test]
 fn without_a_working_sandbox_builds_are_refused_with_the_package_named() {
     let tmp = reachable_tempdir();
-    let server = Server::start(&tmp.path().join("data"), &["--bwrap", "/nonexistent/bwrap"]);
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--public-api-url", "http://chanto.test", "--bwrap", "/nonexistent/bwrap"],
+    );
     assert!(server.stderr().contains("apt-get install bubblewrap"), "{}", server.stderr());
     let repo = Repo::new(&tmp.path().join("repo"));
     connect(&server, "app", &repo, &[]);
@@ -671,23 +674,49 @@ fn a_build_is_held_to_its_limits() {
     let tmp = reachable_tempdir();
     let server = Server::start(
         &tmp.path().join("data"),
-        &["--build-memory", "200M", "--build-disk", "64M", "--build-tmp", "16M"],
+        &[
+            "--public-api-url",
+            "http://chanto.test",
+            "--build-memory",
+            "200M",
+            "--build-disk",
+            "64M",
+            "--build-tmp",
+            "16M",
+        ],
     );
     let repo = Repo::new(&tmp.path().join("repo"));
     connect(&server, "app", &repo, &[]);
-    let command = "mkdir -p out && echo ok > out/index.html \
-        && (python3 -c 'bytearray(400 << 20)' 2>&1 | tail -1) \
-        && (head -c 100000000 /dev/zero > big 2>&1 || echo FILE-REFUSED) \
-        && (head -c 20000000 /dev/zero > /tmp/t 2>&1 || echo TMP-FULL)";
-    repo.commit(
-        "main",
-        &[("chanto.toml", &format!("[build]\ncommand = \"{command}\"\npublish = \"out\"\n"))],
-        "limits",
-    );
+    let script = r#"
+import os
+try:
+    bytearray(400 << 20)
+    print("MEMORY: allocated")
+except MemoryError:
+    print("MEMORY: refused")
+try:
+    with open("big", "wb") as f:
+        f.write(b"0" * (100 << 20))
+    print("FILE: written")
+except OSError as e:
+    print(f"FILE: refused ({e.strerror})")
+os.remove("big")
+try:
+    with open("/tmp/t", "wb") as f:
+        f.write(b"0" * (20 << 20))
+    print("TMP: written")
+except OSError as e:
+    print(f"TMP: refused ({e.strerror})")
+os.makedirs("out", exist_ok=True)
+open("out/index.html", "w").write("ok")
+"#;
+    let toml = "[build]\ncommand = \"python3 limits.py\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml), ("limits.py", script)], "limits");
     let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
     let b = wait_build(&server, &id);
     let log = log_of(&server, &id);
     assert_eq!(b["state"], "succeeded", "{b}\n{log}");
-    assert!(log.contains("MemoryError"), "{log}");
-    assert!(log.contains("FILE-REFUSED") && log.contains("TMP-FULL"), "{log}");
+    assert!(log.lines().any(|l| l == "MEMORY: refused"), "--build-memory 200M: {log}");
+    assert!(log.lines().any(|l| l == "FILE: refused (File too large)"), "--build-disk 64M: {log}");
+    assert!(log.lines().any(|l| l == "TMP: refused (No space left on device)"), "--build-tmp 16M: {log}");
 }

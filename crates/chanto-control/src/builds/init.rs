@@ -1,8 +1,7 @@
 //! What runs first inside a build's sandbox (`chanto __build-init`): the
 //! sandbox has its own network namespace with only loopback, so this relays
 //! `127.0.0.1:<port>` (where `HTTP_PROXY` points) to the egress proxy's Unix
-//! socket bound into the sandbox, then runs the build's command and exits
-//! with its status. Plain threads, no async runtime: it must stay small and
+//! socket bound into the sandbox, then runs the build's command in its place. Plain threads, no async runtime: it must stay small and
 //! it never outlives the command (the sandbox's pid namespace ends with it).
 
 use std::ffi::OsString;
@@ -31,6 +30,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         ExitCode::from(125)
     };
     let mut relay: Option<PathBuf> = None;
+    let mut relay_only = false;
     let mut port = PROXY_PORT;
     let mut it = args.into_iter();
     let mut command = Vec::new();
@@ -51,6 +51,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
         match a.to_str() {
             Some("--relay") => relay = it.next().map(PathBuf::from),
+            Some("--relay-only") => relay_only = true,
             Some("--port") => match it.next().and_then(|p| p.to_str().and_then(|p| p.parse().ok())) {
                 Some(p) => port = p,
                 None => return fail("--port takes a port number".into()),
@@ -62,35 +63,82 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             _ => return fail(format!("unexpected argument {a:?}")),
         }
     }
+    if relay_only {
+        let Some(sock) = relay else { return fail("--relay-only needs --relay SOCK".into()) };
+        return serve_relay(&sock, port);
+    }
     let Some((program, rest)) = command.split_first() else {
         return fail("no command given after --".into());
     };
+    // The relay runs as a process of its own, started before the limits
+    // are set: under a small memory limit this process could not start a
+    // thread per connection. The command starts once it listens.
+    let _relay = match relay {
+        Some(sock) => match start_relay(&sock, port) {
+            Ok(child) => Some(child),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    // The command replaces this process (so its status is the sandbox's),
+    // and inherits limits it cannot raise. The command is made before the
+    // limits are set: under them this process may not allocate much more.
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
     for (resource, n) in limits {
         let limit = rustix::process::Rlimit { current: Some(n), maximum: Some(n) };
         if let Err(e) = rustix::process::setrlimit(resource, limit) {
             return fail(format!("setting the limit {resource:?} to {n}: {e}"));
         }
     }
-    if let Some(sock) = relay {
-        let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
-            Ok(l) => l,
-            Err(e) => return fail(format!("listening on 127.0.0.1:{port} for the proxy: {e}")),
-        };
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let sock = sock.clone();
-                std::thread::spawn(move || relay_one(conn, &sock));
-            }
-        });
+    use std::os::unix::process::CommandExt;
+    let e = cmd.exec();
+    fail(format!("starting {program:?}: {e}"))
+}
+
+/// Starts `__build-init --relay-only` and waits until it listens.
+fn start_relay(sock: &std::path::Path, port: u16) -> Result<std::process::Child, String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| format!("finding the init's own binary: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .arg(SUBCOMMAND)
+        .arg("--relay")
+        .arg(sock)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--relay-only")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the proxy relay: {e}"))?;
+    let mut line = String::new();
+    let out = child.stdout.take().expect("piped");
+    std::io::BufReader::new(out).read_line(&mut line).map_err(|e| format!("waiting for the proxy relay: {e}"))?;
+    if line.trim() != "listening" {
+        return Err("the proxy relay did not start (see above)".into());
     }
-    let status = match std::process::Command::new(program).args(rest).status() {
-        Ok(s) => s,
-        Err(e) => return fail(format!("starting {program:?}: {e}")),
+    Ok(child)
+}
+
+/// Listens on `127.0.0.1:port`, says so on stdout, and relays each
+/// connection to the proxy's socket, until killed.
+fn serve_relay(sock: &std::path::Path, port: u16) -> ExitCode {
+    let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ =
+                writeln!(std::io::stderr(), "chanto build sandbox: listening on 127.0.0.1:{port} for the proxy: {e}");
+            return ExitCode::from(125);
+        }
     };
-    use std::os::unix::process::ExitStatusExt;
-    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    println!("listening");
+    let _ = std::io::stdout().flush();
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let sock = sock.to_path_buf();
+        std::thread::spawn(move || relay_one(conn, &sock));
+    }
+    ExitCode::SUCCESS
 }
 
 /// Copies one connection both ways between loopback and the proxy's socket.
