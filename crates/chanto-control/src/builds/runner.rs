@@ -1328,7 +1328,7 @@ mod tests {
         let mut input = vec![b'a'; MAX_LINE_BYTES * 3 + 10];
         input.extend_from_slice(b"\nshort\nlast");
         let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(std::io::Cursor::new(input));
-        pump_lines(reader, tx).await;
+        pump_lines(reader, tx, Arc::new(Vec::new())).await;
         let mut lines = Vec::new();
         while let Some(l) = rx.recv().await {
             lines.push(l);
@@ -1336,6 +1336,44 @@ mod tests {
         let lens: Vec<usize> = lines.iter().map(String::len).collect();
         assert_eq!(lens, [MAX_LINE_BYTES, MAX_LINE_BYTES, MAX_LINE_BYTES, 10, 5, 4]);
         assert_eq!(lines[4], "short");
+    }
+
+    /// Lines are masked one at a time: a secret the 64 KiB cut splits in two
+    /// would reach the log in clear, half on each line.
+    #[tokio::test]
+    async fn a_secret_across_the_line_cut_is_still_masked() {
+        let secret = "s3cr3t-straddling-value";
+        for offset in [1, 5, secret.len() - 1] {
+            let mut input = vec![b'a'; MAX_LINE_BYTES - offset];
+            input.extend_from_slice(secret.as_bytes());
+            input.extend_from_slice(&vec![b'b'; MAX_LINE_BYTES]);
+            input.extend_from_slice(b"\n");
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(std::io::Cursor::new(input));
+            pump_lines(reader, tx, Arc::new(vec![secret.as_bytes().to_vec()])).await;
+            let masker = Masker::new([secret.to_string()]);
+            let mut lines = Vec::new();
+            while let Some(l) = rx.recv().await {
+                lines.push(masker.mask(&l).into_owned());
+            }
+            assert!(lines.len() >= 2, "the line was cut");
+            assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES + secret.len()), "lines stay bounded");
+            for part in ["s3cr3t", "straddling", "-value"] {
+                assert!(!lines.iter().any(|l| l.contains(part)), "{part:?} of the secret leaked at offset {offset}");
+            }
+            assert_eq!(lines.iter().filter(|l| l.contains("***")).count(), 1);
+        }
+    }
+
+    #[test]
+    fn cuts_avoid_every_secret() {
+        let text = b"xxabcdyy";
+        assert_eq!(cut_outside_secrets(text, 4, &[b"abcd".to_vec()]), 2);
+        assert_eq!(cut_outside_secrets(text, 2, &[b"abcd".to_vec()]), 2);
+        assert_eq!(cut_outside_secrets(text, 6, &[b"abcd".to_vec()]), 6);
+        assert_eq!(cut_outside_secrets(b"abcdzz", 2, &[b"abcd".to_vec()]), 4, "a secret at the start: cut after it");
+        // Moving the cut back lands in another secret: it moves again.
+        assert_eq!(cut_outside_secrets(b"..PQRSTUV..", 7, &[b"TUV".to_vec(), b"PQRST".to_vec()]), 2);
     }
 
     #[test]
