@@ -355,6 +355,113 @@ frontend:
     assert!(log.contains("CACHE HIT") && log.contains("restored cache"), "{log}");
     let listed = server.cli(&["build-hooks", "list", "--site", "shop"]).ok().stdout();
     assert!(listed.contains("cms") && !listed.contains(path), "{listed}");
+
+    // A hook builds only its own branch (production by default) ...
+    let builds_before =
+        server.cli(&["builds", "list", "--site", "shop", "--json"]).ok().json().as_array().unwrap().len();
+    let r = post(&server, path, &[("Content-Type", "application/json")], br#"{"branch": "checkout"}"#);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("builds only branch main") && r.text().contains("--any-branch"), "{}", r.text());
+    let r = post(&server, &format!("{path}?branch=checkout"), &[], b"");
+    assert_eq!(r.status, 403, "the query cannot name another branch either: {}", r.text());
+    let builds_after =
+        server.cli(&["builds", "list", "--site", "shop", "--json"]).ok().json().as_array().unwrap().len();
+    assert_eq!(builds_before, builds_after, "a refused hook request queues nothing");
+    // ... a hook for a branch builds that branch ...
+    let own =
+        server.cli(&["build-hooks", "create", "--site", "shop", "--branch", "checkout", "own", "--json"]).ok().json();
+    assert_eq!(own["branch"], "checkout");
+    let own_path = own["url"].as_str().unwrap().strip_prefix("http://chanto.test").unwrap().to_owned();
+    let r = post(&server, &own_path, &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(wait_build(&server, body_json(&r)["build"].as_str().unwrap())["branch"], "checkout");
+    assert_eq!(post(&server, &own_path, &[], br#"{"branch": "main"}"#).status, 403);
+    // ... and one made with --any-branch lets the request choose.
+    let any = server.cli(&["build-hooks", "create", "--site", "shop", "--any-branch", "any", "--json"]).ok().json();
+    assert!(any["branch"].is_null(), "{any}");
+    let any_path = any["url"].as_str().unwrap().strip_prefix("http://chanto.test").unwrap().to_owned();
+    let r = post(&server, &any_path, &[], br#"{"branch": "checkout"}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(wait_build(&server, body_json(&r)["build"].as_str().unwrap())["branch"], "checkout");
+}
+
+#[test]
+fn fork_pull_requests_build_without_secrets_behind_the_previews_password_or_not_at_all() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    let secret = connect(&server, "shop", &repo, &[]);
+    server.cli(&["env", "set", "--site", "shop", "--secret", "DEPLOY_KEY"]).stdin("fork-must-not-see-this\n").ok();
+    server
+        .cli(&["access", "set", "--site", "shop", "--previews", "--user", "reviewer", "--password-stdin"])
+        .stdin("preview-pass\n")
+        .ok();
+    let toml = "[build]\ncommand = \"mkdir -p out && echo \\\"key=[$DEPLOY_KEY]\\\" | tee out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml)], "site");
+    let head = repo.commit("fork-branch", &[("x.txt", "from a fork")], "fork change");
+    git(&repo.bare, &["update-ref", "refs/merge-requests/9/head", &head]);
+    let mr = serde_json::to_vec(&serde_json::json!({
+        "object_kind": "merge_request",
+        "user": { "username": "mallory" },
+        "project": { "id": 1 },
+        "object_attributes": {
+            "iid": 9, "action": "open", "state": "opened", "title": "Innocent change",
+            "source_branch": "fork-branch", "target_branch": "main",
+            "source_project_id": 2, "target_project_id": 1,
+            "last_commit": { "id": head, "message": "fork change" }
+        }
+    }))
+    .unwrap();
+    let send = || {
+        post(
+            &server,
+            "/api/v1/webhooks/gitlab/shop",
+            &[("X-Gitlab-Event", "Merge Request Hook"), ("X-Gitlab-Token", &secret)],
+            &mr,
+        )
+    };
+    // By default a fork's merge request builds, without the secret.
+    let r = send();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = body_json(&r)["build"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}");
+    let log = log_of(&server, &id);
+    assert!(log.contains("key=[]") && log.contains("withheld from this pull request from a fork: DEPLOY_KEY"), "{log}");
+    // Its preview asks for the previews password.
+    assert_eq!(server.get("pr-9--shop.localhost", "/").status, 401);
+    let auth = format!("Basic {}", base64_encode("reviewer:preview-pass"));
+    assert_eq!(server.get_with("pr-9--shop.localhost", "/", &[("Authorization", &auth)]).text(), "key=[]\n");
+
+    // With fork pull requests turned off, the same event builds nothing.
+    server.cli(&["git", "connect", &repo.url(), "--site", "shop", "--no-fork-prs"]).ok();
+    let shown = server.cli(&["git", "show", "--site", "shop", "--json"]).ok().json();
+    assert_eq!(shown["settings"]["fork_pull_requests"], false, "{shown}");
+    let r = send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = body_json(&r);
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("comes from a fork"), "{answer}");
+    assert!(answer["build"].is_null(), "{answer}");
+}
+
+fn base64_encode(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[test]
