@@ -517,12 +517,18 @@ fn connecting_refuses_bad_input() {
         (vec!["git", "connect", "https://tok@github.com/a/b.git", "--site", "app"], "put the token in `token`"),
         (vec!["git", "connect", "--site", "app", "--", "-upload-pack=evil"], "cannot start with '-'"),
         (vec!["git", "connect", "ftp://example.com/r.git", "--site", "app"], "use an https://"),
-        (vec!["git", "connect", "/r.git", "--site", "app", "--include", "has space"], "include"),
+        (
+            vec!["git", "connect", "/r.git", "--site", "app", "--include", "has space"],
+            "branch pattern \"has space\" contains whitespace or a control character, which no branch name has; remove it (field: include)",
+        ),
         (vec!["git", "connect", "/r.git", "--site", "nosite"], "not found"),
         (vec!["git", "show", "--site", "app"], "not connected"),
         (vec!["builds", "start", "--site", "app"], "not connected"),
         (vec!["builds", "show", "zz"], "not a build id"),
-        (vec!["env", "set", "--site", "app", "1BAD", "x"], "name"),
+        (
+            vec!["env", "set", "--site", "app", "1BAD", "x"],
+            "environment variable \"1BAD\": name starts with a digit; start it with a letter or _ (field: name)",
+        ),
     ] {
         let r = server.cli(&args).fails();
         assert!(r.stderr().contains(expect), "{args:?}: {}", r.report());
