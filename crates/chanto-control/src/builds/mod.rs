@@ -972,7 +972,7 @@ impl Control {
         if secret.len() != 48 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(unknown());
         }
-        Ok(self.meta.find_hook(&ContentHash::of(secret.as_bytes())).await?.ok_or_else(unknown)?)
+        self.meta.find_hook(&ContentHash::of(secret.as_bytes())).await?.ok_or_else(unknown)
     }
 
     /// Handles a build hook request: queues a build of the hook's branch. A
