@@ -235,6 +235,17 @@ fn failures_timeouts_and_cancels_never_change_what_is_live() {
     });
     assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
 
+    // A process that leaves the build's process group and session (setsid)
+    // still dies with the build's sandbox when the command ends.
+    let escaping = "[build]\ncommand = \"setsid sleep 7779 > /dev/null 2>&1 < /dev/null & mkdir -p out && echo v1 > out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", escaping)], "escape");
+    let b = wait_build(&server, &start(&server));
+    assert_eq!(b["state"], "succeeded", "{b}");
+    wait_for("the escaped process to be killed with the sandbox", Duration::from_secs(10), || {
+        (!sleeping("7779")).then_some(())
+    });
+    repo.commit("main", &[("chanto.toml", slow)], "slow again");
+
     // Cancel a running build.
     server.cli(&["git", "connect", &repo.url(), "--site", "app", "--timeout", "5m"]).ok();
     let id = start(&server);
@@ -543,27 +554,31 @@ fn connecting_refuses_bad_input() {
     assert!(!r.stdout().contains("glpat-very-secret"), "{}", r.report());
     assert_eq!(r.json()["credential"], "token");
     assert!(util::assert_secret_nowhere(&server.data, b"glpat-very-secret", "the token") > 0);
-    // An oversized webhook body is refused before it is read: the answer
-    // comes while the client has sent only the head and a few bytes.
-    let partial = |path: &str, headers: &str| -> String {
+    // What can be checked without the body is checked before it is read,
+    // and a body over the bound is refused from its declared length: the
+    // answer comes while the client has sent only the head and a few bytes
+    // (20 MiB declared is within the bound, 26 MiB over it).
+    let partial = |path: &str, headers: &str, length: usize| -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(server.api_url_addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{{\"ref\"", 26 << 20).unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {length}\r\n\r\n{{\"ref\"").unwrap();
         let mut buf = [0u8; 4096];
         let n = s.read(&mut buf).expect("an answer before the body was sent");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let unsigned = partial("/api/v1/webhooks/github/app", "X-GitHub-Event: push\r\n");
+    let unsigned = partial("/api/v1/webhooks/github/app", "X-GitHub-Event: push\r\n", 20 << 20);
     assert!(unsigned.starts_with("HTTP/1.1 401") && unsigned.contains("X-Hub-Signature-256"), "{unsigned}");
     let signed = partial(
         "/api/v1/webhooks/github/app",
         &format!("X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={}\r\n", "0".repeat(64)),
+        26 << 20,
     );
     assert!(signed.starts_with("HTTP/1.1 413"), "{signed}");
-    let gitlab = partial("/api/v1/webhooks/gitlab/app", "X-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: wrong\r\n");
+    let gitlab =
+        partial("/api/v1/webhooks/gitlab/app", "X-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: wrong\r\n", 20 << 20);
     assert!(gitlab.starts_with("HTTP/1.1 401"), "a wrong GitLab token is refused before the body: {gitlab}");
-    let hook = partial(&format!("/api/v1/build_hooks/{}", "ab".repeat(24)), "");
+    let hook = partial(&format!("/api/v1/build_hooks/{}", "ab".repeat(24)), "", 20 << 20);
     assert!(hook.starts_with("HTTP/1.1 404"), "an unknown build hook is refused before the body: {hook}");
 }
 
