@@ -33,6 +33,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         author: Some(next()),
         message: Some(next()),
         error: Some(next()),
+        from_fork: true,
     };
     let _ = chanto_notify::slack_body(&e);
     let _ = chanto_notify::discord_body(&e);

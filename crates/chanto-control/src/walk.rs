@@ -1,6 +1,9 @@
 //! Reading a directory to deploy: every regular file under it, with its
-//! manifest path. Symlinks inside the tree are followed; a symlink that points
-//! outside it is refused with its path named, as are names that are not UTF-8.
+//! manifest path. For `chanto deploy` ([`walk`]) symlinks inside the tree are
+//! followed and a symlink that points outside it is refused with its path
+//! named; for a build's output ([`walk_no_follow`], read as root from a tree
+//! an untrusted build wrote) no symlink is ever followed: each is skipped and
+//! named. Names that are not UTF-8 are refused.
 
 use std::path::{Path, PathBuf};
 
@@ -46,8 +49,19 @@ pub struct LocalFile {
 /// Names skipped wherever they appear: version-control internals never belong on a site.
 const SKIPPED: &[&str] = &[".git", ".hg", ".svn"];
 
-/// Lists the files under `root`, sorted by path.
+/// Lists the files under `root`, sorted by path, following symlinks that stay inside it.
 pub fn walk(root: &Path) -> Result<Vec<LocalFile>, WalkError> {
+    walk_mode(root, false).map(|(files, _)| files)
+}
+
+/// Lists the files under `root`, sorted by path, without following any
+/// symlink: directories are opened with `O_NOFOLLOW`, and symlinks are
+/// left out and returned (their manifest paths) so the caller can say so.
+pub fn walk_no_follow(root: &Path) -> Result<(Vec<LocalFile>, Vec<String>), WalkError> {
+    walk_mode(root, true)
+}
+
+fn walk_mode(root: &Path, no_follow: bool) -> Result<(Vec<LocalFile>, Vec<String>), WalkError> {
     let meta = std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory; `chanto deploy` takes the directory holding your site's files", root.display());
@@ -57,22 +71,30 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>, WalkError> {
     // The directories to read next, level by level (in parallel), each with
     // its manifest prefix and the real directories above it (to detect
     // symlink loops).
+    let mut skipped = Vec::new();
     let mut level = vec![Dir { path: canon_root.clone(), prefix: String::new(), chain: vec![canon_root.clone()] }];
     while !level.is_empty() {
-        let read: Vec<(Vec<LocalFile>, Vec<Dir>)> =
-            level.into_par_iter().map(|d| read_dir(root, &canon_root, d)).collect::<Result<_, WalkError>>()?;
+        let read: Vec<Listing> = level
+            .into_par_iter()
+            .map(|d| read_dir(root, &canon_root, d, no_follow))
+            .collect::<Result<_, WalkError>>()?;
         level = Vec::new();
-        for (files, dirs) in read {
+        for (files, dirs, links) in read {
             out.extend(files);
             level.extend(dirs);
+            skipped.extend(links);
         }
     }
     if out.is_empty() {
         bail!("{} contains no files to deploy", root.display());
     }
     out.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    skipped.sort();
+    Ok((out, skipped))
 }
+
+/// One directory's files, its subdirectories, and the symlinks left out.
+type Listing = (Vec<LocalFile>, Vec<Dir>, Vec<String>);
 
 /// A directory still to read.
 struct Dir {
@@ -91,13 +113,16 @@ fn nanos(s: i64, n: i64) -> i128 {
 /// next. Files are looked up relative to the open directory: a site of
 /// 10,000 files in 4,800 directories spent a tenth of a redeploy's CPU
 /// resolving full paths again for each.
-fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<LocalFile>, Vec<Dir>), WalkError> {
+fn read_dir(root: &Path, canon_root: &Path, d: Dir, no_follow: bool) -> Result<Listing, WalkError> {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     use std::os::unix::ffi::OsStrExt;
     let Dir { path: dir, prefix, chain } = d;
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let (mut files, mut dirs, mut links) = (Vec::new(), Vec::new(), Vec::new());
     let reading = || format!("reading directory {}", dir.display());
-    let fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+    // Without following: a directory swapped for a symlink after it was
+    // listed fails to open instead of leading elsewhere.
+    let flags = if no_follow && !prefix.is_empty() { OFlags::NOFOLLOW } else { OFlags::empty() };
+    let fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | flags, Mode::empty())
         .map_err(std::io::Error::from)
         .with_context(reading)?;
     let mut listing = rustix::fs::Dir::new(fd).map_err(std::io::Error::from).with_context(reading)?;
@@ -155,6 +180,7 @@ fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<LocalFile>, V
                 });
             }
             FileType::Directory => push_dir(&mut dirs, &chain, dir.join(os_name), rel),
+            FileType::Symlink if no_follow => links.push(rel),
             FileType::Symlink => {
                 let link = dir.join(os_name);
                 let target = std::fs::canonicalize(&link)
@@ -193,7 +219,7 @@ fn read_dir(root: &Path, canon_root: &Path, d: Dir) -> Result<(Vec<LocalFile>, V
             ),
         }
     }
-    Ok((files, dirs))
+    Ok((files, dirs, links))
 }
 
 /// Queues a directory to read, unless it is one we are already inside (a
@@ -233,6 +259,24 @@ mod tests {
         assert_eq!(paths(&files), vec!["a/b/c.css", "alias.html", "index.html", "linked/b/c.css", "ünï code.txt"]);
         let alias = files.iter().find(|f| f.path == "alias.html").unwrap();
         assert_eq!(alias.size, 2);
+    }
+
+    #[test]
+    fn the_no_follow_walk_never_follows_a_link() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("index.html"), "hi").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("leak")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("a/dir")).unwrap();
+        std::os::unix::fs::symlink("index.html", root.join("alias.html")).unwrap();
+        let (files, skipped) = walk_no_follow(root).unwrap();
+        assert_eq!(paths(&files), vec!["index.html"]);
+        assert_eq!(skipped, vec!["a/dir", "alias.html", "leak"]);
+        // The following walk still refuses the outside link (and would follow the inside one).
+        assert!(walk(root).unwrap_err().to_string().contains("outside the deployed directory"));
     }
 
     #[test]

@@ -710,7 +710,9 @@ fn enable_builds(h: &Harness) {
             concurrency: 1,
             default_timeout: std::time::Duration::from_secs(60),
             api_url: "https://chanto.example".into(),
-            isolation: Isolation::None,
+            isolation: Isolation::Unavailable("no runners in this test".into()),
+            egress: Default::default(),
+            limits: Default::default(),
         },
         Sealer::new([3; 32]),
     ));

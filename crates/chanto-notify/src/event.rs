@@ -215,6 +215,10 @@ pub struct Event {
     /// Why a build failed (the last lines of its log or the runner's error).
     #[serde(default)]
     pub error: Option<String>,
+    /// The build ran code from a fork's pull request (or one whose origin could not be told): it ran in the
+    /// sandbox without the site's secret variables.
+    #[serde(default)]
+    pub from_fork: bool,
 }
 
 impl Event {

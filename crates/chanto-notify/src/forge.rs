@@ -185,6 +185,9 @@ fn render_comment(e: &Event, plan: Option<&DeployPlan>, limit: usize) -> String 
         }
     }
 
+    if e.from_fork {
+        out.push_str(FORK_NOTE);
+    }
     if let Some(line) = e.error.as_deref().and_then(error_line) {
         out.push_str(&format!("\n**Error:** {}\n", code_span(&truncate(&line, 500))));
     }
@@ -194,6 +197,10 @@ fn render_comment(e: &Event, plan: Option<&DeployPlan>, limit: usize) -> String 
     }
     out
 }
+
+/// What a pull request from a fork gets, said in its comment (README, "Git-driven builds").
+const FORK_NOTE: &str = "\n**From a fork:** built in chanto's sandbox without the site's secret variables; \
+the preview is served behind the site's previews password when it has one.\n";
 
 /// The bold word(s) at the top of the comment.
 fn comment_heading(kind: EventKind) -> &'static str {
@@ -471,6 +478,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_fork_pull_requests_comment_says_how_it_was_built() {
+        let own = Event { pull_request: Some(7), branch: "pr-7".into(), ..event(EventKind::PreviewReady) };
+        let fork = Event { from_fork: true, ..own.clone() };
+        assert!(!pr_comment(&own, None).contains("From a fork"));
+        let text = pr_comment(&fork, None);
+        assert!(
+            text.contains("**From a fork:** built in chanto's sandbox without the site's secret variables")
+                && text.contains("behind the site's previews password"),
+            "{text}"
+        );
     }
 
     #[test]

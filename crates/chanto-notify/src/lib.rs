@@ -64,6 +64,7 @@ mod fixtures {
             author: Some("Ada Lovelace".into()),
             message: Some("Fix typo in about page\n\nLonger body.".into()),
             error: None,
+            from_fork: false,
         }
     }
 

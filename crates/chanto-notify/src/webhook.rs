@@ -58,7 +58,7 @@ pub fn webhook_schema() -> Value {
         "description": "One thing that happened to a site.",
         "required": [
             "id", "kind", "at_ms", "site", "branch", "commit", "build_id", "deploy_id", "pull_request", "urls",
-            "duration_ms", "author", "message", "error"
+            "duration_ms", "author", "message", "error", "from_fork"
         ],
         "properties": {
             "id": { "type": "string", "minLength": 1,
@@ -78,6 +78,8 @@ pub fn webhook_schema() -> Value {
             "author": nullable("string", "Author of the commit."),
             "message": nullable("string", "The commit message as written: untrusted, escape it before display."),
             "error": nullable("string", "Why a build failed: the last lines of its log or the runner's error."),
+            "from_fork": { "type": "boolean",
+                           "description": "The build ran a fork's pull request: sandboxed, without secret variables." },
         },
     });
     json!({

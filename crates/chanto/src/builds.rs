@@ -48,6 +48,7 @@ fn connect_request(a: ConnectArgs) -> anyhow::Result<ConnectRequest> {
             exclude: a.exclude,
             delete_branches: !a.keep_deleted_branches,
             pull_request_previews: !a.no_pr_previews,
+            fork_pull_requests: !a.no_fork_prs,
             preview_retention_days: a.preview_retention_days,
             poll_interval_secs: secs(a.poll),
             timeout_secs: secs(a.timeout),
@@ -305,9 +306,10 @@ pub async fn env(client: &Client, cmd: EnvCommand, json: bool) -> anyhow::Result
 
 pub async fn hooks(client: &Client, cmd: HooksCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        HooksCommand::Create { site, branch, name } => {
-            let h: HookView =
-                client.post(&format!("{}/build_hooks", site_path(&site)?), &HookRequest { name, branch }).await?;
+        HooksCommand::Create { site, branch, any_branch, name } => {
+            let h: HookView = client
+                .post(&format!("{}/build_hooks", site_path(&site)?), &HookRequest { name, branch, any_branch })
+                .await?;
             if json {
                 return print_json(&h);
             }

@@ -140,6 +140,28 @@ pub struct ServeArgs {
     /// A build's time limit unless its site sets another (e.g. 30m, 2h).
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
     pub build_timeout: std::time::Duration,
+    /// A destination (HOST:PORT) builds may reach through their egress proxy
+    /// although it is loopback, private or link-local (a registry mirror on
+    /// the local network); repeatable. Everything else on those addresses,
+    /// and this host's own, is refused.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub build_egress_allow: Vec<chanto_control::builds::AllowedDestination>,
+    /// The bubblewrap program builds run in (default: `bwrap` on PATH).
+    /// Without a working one, builds are refused.
+    #[arg(long, value_name = "PATH")]
+    pub bwrap: Option<PathBuf>,
+    /// Memory one build process may allocate (RLIMIT_DATA), e.g. 4G.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub build_memory: u64,
+    /// Processes one build may run at once (enforced per build user, so only when the server is root).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub build_processes: u64,
+    /// Disk one build's work tree and home may take, and its largest file, e.g. 10G.
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub build_disk: u64,
+    /// Size of one build's private /tmp (kept in memory), e.g. 1G.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub build_tmp: u64,
     /// The API's public URL, used in the webhook and build hook URLs chanto
     /// shows (default: http://<api address>). Set it when a proxy or another
     /// host name fronts the API.
@@ -160,6 +182,22 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size; give bytes or a number with K, M or G (e.g. 512M)"))
 }
 
 fn parse_header_name(s: &str) -> Result<axum::http::HeaderName, String> {
@@ -354,6 +392,9 @@ pub struct ConnectArgs {
     /// Do not build pull requests into pr-<n> previews.
     #[arg(long)]
     pub no_pr_previews: bool,
+    /// Do not build pull requests from forks (default: build them, sandboxed, without secret variables).
+    #[arg(long)]
+    pub no_fork_prs: bool,
     /// Keep a closed pull request's preview this many days (default: remove at once).
     #[arg(long, value_name = "DAYS", default_value_t = 0)]
     pub preview_retention_days: u32,
@@ -499,9 +540,12 @@ pub enum HooksCommand {
         /// The site.
         #[arg(long)]
         site: String,
-        /// The branch it builds (default: production, unless the request says).
+        /// The only branch it builds (default: the production branch).
         #[arg(long)]
         branch: Option<String>,
+        /// Let each request name the branch to build (`{"branch": …}` or `?branch=`).
+        #[arg(long, conflicts_with = "branch")]
+        any_branch: bool,
         /// A name to recognise it by.
         name: String,
     },

@@ -20,6 +20,12 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Inside a build's sandbox the binary is the sandbox's init and proxy
+    // relay: nothing else of the CLI, no async runtime.
+    let mut raw = std::env::args_os();
+    if raw.nth(1).is_some_and(|a| a == chanto_control::builds::init::SUBCOMMAND) {
+        return chanto_control::builds::init::main(raw.collect());
+    }
     let args = cli::Cli::parse();
     if !matches!(args.command, cli::Command::Serve(_) | cli::Command::Demo(_) | cli::Command::Dev(_)) {
         // The client commands are short-lived: each fresh 2 MB huge page the

@@ -263,7 +263,7 @@ async fn enable_builds(
     api_url: &str,
     sealer: chanto_control::builds::sealed::Sealer,
 ) -> anyhow::Result<()> {
-    use chanto_control::builds::{Builds, BuildsConfig, Isolation};
+    use chanto_control::builds::{Builds, BuildsConfig, EgressPolicy, Isolation, Limits};
     let root = data.join("builds");
     let config = BuildsConfig {
         work_dir: root.join("work"),
@@ -273,12 +273,25 @@ async fn enable_builds(
         concurrency: args.build_concurrency as usize,
         default_timeout: args.build_timeout,
         api_url: api_url.to_owned(),
-        isolation: Isolation::detect().await,
+        isolation: Isolation::detect(
+            args.bwrap.clone(),
+            std::env::current_exe().context("finding chanto's own binary")?,
+        )
+        .await,
+        egress: Arc::new(EgressPolicy::new(args.build_egress_allow.clone())),
+        limits: Limits {
+            memory: args.build_memory,
+            processes: args.build_processes,
+            disk: args.build_disk,
+            tmp: args.build_tmp,
+        },
     };
     for dir in [&config.work_dir, &config.log_dir, &config.cache_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if let Isolation::User { .. } | Isolation::Bubblewrap { user: Some(_), .. } = &config.isolation {
+    if let Isolation::Sandbox(s) = &config.isolation
+        && s.per_build_users
+    {
         // Builds run as another user: let it pass through the data directory
         // to its work directory, but list and read nothing else there.
         use std::os::unix::fs::PermissionsExt;
@@ -307,8 +320,14 @@ async fn enable_builds(
             }
         }
     }
-    if matches!(config.isolation, Isolation::None | Isolation::User { .. }) {
-        tracing::warn!(isolation = %config.isolation.describe(), "builds are not sandboxed");
+    match &config.isolation {
+        Isolation::Unavailable(_) => {
+            tracing::error!(isolation = %config.isolation.describe(), "builds will fail until the sandbox works")
+        }
+        Isolation::Sandbox(_) => {
+            let allowed: Vec<String> = config.egress.allow.iter().map(ToString::to_string).collect();
+            tracing::info!(isolation = %config.isolation.describe(), egress_allowed = ?allowed, "builds are sandboxed")
+        }
     }
     control.enable_builds(Builds::new(config, sealer));
     let retried = control.recover_builds().await.map_err(|e| anyhow::anyhow!(e.message))?;

@@ -88,9 +88,8 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     server.cli(&["env", "set", "--site", "app", "--secret", "API_TOKEN"]).stdin("s3cr3t-value\n").ok();
     let listed = server.cli(&["env", "list", "--site", "app"]).ok().stdout();
     assert!(listed.contains("API_TOKEN=***") && listed.contains("GREETING=hello"), "{listed}");
-    // The secret is not in the database in clear.
-    let db = std::fs::read(server.data.join("meta.db")).unwrap();
-    assert!(!db.windows(12).any(|w| w == b"s3cr3t-value"));
+    // The secret is in no file of the data directory in clear (the database, its write-ahead log, …).
+    assert!(util::assert_secret_nowhere(&server.data, b"s3cr3t-value", "the secret variable") > 0);
 
     let c1 = repo.commit("main", &[("chanto.toml", BUILD_TOML), ("README.md", "hi")], "first");
 
@@ -129,14 +128,16 @@ fn a_signed_push_builds_and_deploys_and_bad_webhooks_change_nothing() {
     assert!(log.contains("the token is ***"), "secrets are masked in the log:\n{log}");
     assert!(!log.contains("s3cr3t-value"), "{log}");
     assert!(log.contains("build spec from chanto.toml"), "{log}");
-    // The build cannot read the server's data directory, and runs unprivileged when the server is root.
+    // The build cannot read the server's data directory, and runs in the
+    // sandbox (whose passwd names only its own user `build`).
     assert!(log.lines().any(|l| l == "data-hidden") && !log.lines().any(|l| l == "DATA-READABLE"), "{log}");
-    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    if root {
-        assert!(log.contains("user: nobody"), "{log}");
-    }
-    let isolation = if Path::new("/usr/bin/bwrap").exists() { "bubblewrap" } else { "not sandboxed" };
-    assert!(server.stderr().contains(isolation), "the server says how builds are isolated: {}", server.stderr());
+    assert!(log.lines().any(|l| l == "user: build"), "{log}");
+    assert!(
+        server.stderr().contains("bubblewrap sandbox") && server.stderr().contains("own network namespace"),
+        "the server says how builds are isolated: {}",
+        server.stderr()
+    );
+    assert!(util::assert_secret_nowhere(&server.data, b"s3cr3t-value", "the secret variable") > 0);
     let show = server.cli(&["builds", "show", &id]).ok().stdout();
     assert!(show.contains("succeeded") && show.contains("deploy:"), "{show}");
 
@@ -233,6 +234,17 @@ fn failures_timeouts_and_cancels_never_change_what_is_live() {
         (!sleeping("7777") && !sleeping("7778")).then_some(())
     });
     assert_eq!(server.get("app.localhost", "/").text(), "v1\n");
+
+    // A process that leaves the build's process group and session (setsid)
+    // still dies with the build's sandbox when the command ends.
+    let escaping = "[build]\ncommand = \"setsid sleep 7779 > /dev/null 2>&1 < /dev/null & mkdir -p out && echo v1 > out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", escaping)], "escape");
+    let b = wait_build(&server, &start(&server));
+    assert_eq!(b["state"], "succeeded", "{b}");
+    wait_for("the escaped process to be killed with the sandbox", Duration::from_secs(10), || {
+        (!sleeping("7779")).then_some(())
+    });
+    repo.commit("main", &[("chanto.toml", slow)], "slow again");
 
     // Cancel a running build.
     server.cli(&["git", "connect", &repo.url(), "--site", "app", "--timeout", "5m"]).ok();
@@ -354,6 +366,113 @@ frontend:
     assert!(log.contains("CACHE HIT") && log.contains("restored cache"), "{log}");
     let listed = server.cli(&["build-hooks", "list", "--site", "shop"]).ok().stdout();
     assert!(listed.contains("cms") && !listed.contains(path), "{listed}");
+
+    // A hook builds only its own branch (production by default) ...
+    let builds_before =
+        server.cli(&["builds", "list", "--site", "shop", "--json"]).ok().json().as_array().unwrap().len();
+    let r = post(&server, path, &[("Content-Type", "application/json")], br#"{"branch": "checkout"}"#);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("builds only branch main") && r.text().contains("--any-branch"), "{}", r.text());
+    let r = post(&server, &format!("{path}?branch=checkout"), &[], b"");
+    assert_eq!(r.status, 403, "the query cannot name another branch either: {}", r.text());
+    let builds_after =
+        server.cli(&["builds", "list", "--site", "shop", "--json"]).ok().json().as_array().unwrap().len();
+    assert_eq!(builds_before, builds_after, "a refused hook request queues nothing");
+    // ... a hook for a branch builds that branch ...
+    let own =
+        server.cli(&["build-hooks", "create", "--site", "shop", "--branch", "checkout", "own", "--json"]).ok().json();
+    assert_eq!(own["branch"], "checkout");
+    let own_path = own["url"].as_str().unwrap().strip_prefix("http://chanto.test").unwrap().to_owned();
+    let r = post(&server, &own_path, &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(wait_build(&server, body_json(&r)["build"].as_str().unwrap())["branch"], "checkout");
+    assert_eq!(post(&server, &own_path, &[], br#"{"branch": "main"}"#).status, 403);
+    // ... and one made with --any-branch lets the request choose.
+    let any = server.cli(&["build-hooks", "create", "--site", "shop", "--any-branch", "any", "--json"]).ok().json();
+    assert!(any["branch"].is_null(), "{any}");
+    let any_path = any["url"].as_str().unwrap().strip_prefix("http://chanto.test").unwrap().to_owned();
+    let r = post(&server, &any_path, &[], br#"{"branch": "checkout"}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(wait_build(&server, body_json(&r)["build"].as_str().unwrap())["branch"], "checkout");
+}
+
+#[test]
+fn fork_pull_requests_build_without_secrets_behind_the_previews_password_or_not_at_all() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    let secret = connect(&server, "shop", &repo, &[]);
+    server.cli(&["env", "set", "--site", "shop", "--secret", "DEPLOY_KEY"]).stdin("fork-must-not-see-this\n").ok();
+    server
+        .cli(&["access", "set", "--site", "shop", "--previews", "--user", "reviewer", "--password-stdin"])
+        .stdin("preview-pass\n")
+        .ok();
+    let toml = "[build]\ncommand = \"mkdir -p out && echo \\\"key=[$DEPLOY_KEY]\\\" | tee out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml)], "site");
+    let head = repo.commit("fork-branch", &[("x.txt", "from a fork")], "fork change");
+    git(&repo.bare, &["update-ref", "refs/merge-requests/9/head", &head]);
+    let mr = serde_json::to_vec(&serde_json::json!({
+        "object_kind": "merge_request",
+        "user": { "username": "mallory" },
+        "project": { "id": 1 },
+        "object_attributes": {
+            "iid": 9, "action": "open", "state": "opened", "title": "Innocent change",
+            "source_branch": "fork-branch", "target_branch": "main",
+            "source_project_id": 2, "target_project_id": 1,
+            "last_commit": { "id": head, "message": "fork change" }
+        }
+    }))
+    .unwrap();
+    let send = || {
+        post(
+            &server,
+            "/api/v1/webhooks/gitlab/shop",
+            &[("X-Gitlab-Event", "Merge Request Hook"), ("X-Gitlab-Token", &secret)],
+            &mr,
+        )
+    };
+    // By default a fork's merge request builds, without the secret.
+    let r = send();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = body_json(&r)["build"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}");
+    let log = log_of(&server, &id);
+    assert!(log.contains("key=[]") && log.contains("withheld from this pull request from a fork: DEPLOY_KEY"), "{log}");
+    // Its preview asks for the previews password.
+    assert_eq!(server.get("pr-9--shop.localhost", "/").status, 401);
+    let auth = format!("Basic {}", base64_encode("reviewer:preview-pass"));
+    assert_eq!(server.get_with("pr-9--shop.localhost", "/", &[("Authorization", &auth)]).text(), "key=[]\n");
+
+    // With fork pull requests turned off, the same event builds nothing.
+    server.cli(&["git", "connect", &repo.url(), "--site", "shop", "--no-fork-prs"]).ok();
+    let shown = server.cli(&["git", "show", "--site", "shop", "--json"]).ok().json();
+    assert_eq!(shown["settings"]["fork_pull_requests"], false, "{shown}");
+    let r = send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = body_json(&r);
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("comes from a fork"), "{answer}");
+    assert!(answer["build"].is_null(), "{answer}");
+}
+
+fn base64_encode(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -409,12 +528,18 @@ fn connecting_refuses_bad_input() {
         (vec!["git", "connect", "https://tok@github.com/a/b.git", "--site", "app"], "put the token in `token`"),
         (vec!["git", "connect", "--site", "app", "--", "-upload-pack=evil"], "cannot start with '-'"),
         (vec!["git", "connect", "ftp://example.com/r.git", "--site", "app"], "use an https://"),
-        (vec!["git", "connect", "/r.git", "--site", "app", "--include", "has space"], "include"),
+        (
+            vec!["git", "connect", "/r.git", "--site", "app", "--include", "has space"],
+            "branch pattern \"has space\" contains whitespace or a control character, which no branch name has; remove it (field: include)",
+        ),
         (vec!["git", "connect", "/r.git", "--site", "nosite"], "not found"),
         (vec!["git", "show", "--site", "app"], "not connected"),
         (vec!["builds", "start", "--site", "app"], "not connected"),
         (vec!["builds", "show", "zz"], "not a build id"),
-        (vec!["env", "set", "--site", "app", "1BAD", "x"], "name"),
+        (
+            vec!["env", "set", "--site", "app", "1BAD", "x"],
+            "environment variable \"1BAD\": name starts with a digit; start it with a letter or _ (field: name)",
+        ),
     ] {
         let r = server.cli(&args).fails();
         assert!(r.stderr().contains(expect), "{args:?}: {}", r.report());
@@ -428,12 +553,33 @@ fn connecting_refuses_bad_input() {
         .ok();
     assert!(!r.stdout().contains("glpat-very-secret"), "{}", r.report());
     assert_eq!(r.json()["credential"], "token");
-    let db = std::fs::read(server.data.join("meta.db")).unwrap();
-    assert!(!db.windows(17).any(|w| w == b"glpat-very-secret"));
-    // An oversized webhook body is refused before it is read whole.
-    let huge = vec![b' '; 26 << 20];
-    let r = post(&server, "/api/v1/webhooks/github/app", &[("X-GitHub-Event", "push")], &huge);
-    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(util::assert_secret_nowhere(&server.data, b"glpat-very-secret", "the token") > 0);
+    // What can be checked without the body is checked before it is read,
+    // and a body over the bound is refused from its declared length: the
+    // answer comes while the client has sent only the head and a few bytes
+    // (20 MiB declared is within the bound, 26 MiB over it).
+    let partial = |path: &str, headers: &str, length: usize| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.api_url_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {length}\r\n\r\n{{\"ref\"").unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).expect("an answer before the body was sent");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let unsigned = partial("/api/v1/webhooks/github/app", "X-GitHub-Event: push\r\n", 20 << 20);
+    assert!(unsigned.starts_with("HTTP/1.1 401") && unsigned.contains("X-Hub-Signature-256"), "{unsigned}");
+    let signed = partial(
+        "/api/v1/webhooks/github/app",
+        &format!("X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={}\r\n", "0".repeat(64)),
+        26 << 20,
+    );
+    assert!(signed.starts_with("HTTP/1.1 413"), "{signed}");
+    let gitlab =
+        partial("/api/v1/webhooks/gitlab/app", "X-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: wrong\r\n", 20 << 20);
+    assert!(gitlab.starts_with("HTTP/1.1 401"), "a wrong GitLab token is refused before the body: {gitlab}");
+    let hook = partial(&format!("/api/v1/build_hooks/{}", "ab".repeat(24)), "", 20 << 20);
+    assert!(hook.starts_with("HTTP/1.1 404"), "an unknown build hook is refused before the body: {hook}");
 }
 
 #[test]
@@ -475,4 +621,230 @@ fn a_repository_cannot_make_the_server_run_its_code() {
     let b = wait_build(&server, &id);
     assert_eq!(b["state"], "succeeded", "{b}");
     assert!(!marker.exists(), "the repository's program ran on the server");
+}
+
+/// What a build tries from inside its sandbox; each attempt prints one line.
+const PROBE: &str = r#"
+import os, socket, urllib.request
+def direct(name, addr):
+    host, port = addr.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, int(port)))
+        print(f"DIRECT {name}: CONNECTED")
+    except OSError as e:
+        print(f"DIRECT {name}: failed ({e.__class__.__name__})")
+    finally:
+        s.close()
+def proxy(name, request):
+    host, port = os.environ["HTTP_PROXY"].removeprefix("http://").rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(request.encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    print(f"PROXY {name}: " + data.decode(errors="replace").replace("\r\n", " | "))
+for name in ["API", "ADMIN", "EDGE"]:
+    direct(name, os.environ[name])
+    proxy(name, f"GET http://{os.environ[name]}/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+direct("METADATA", "169.254.169.254:80")
+proxy("METADATA", "CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n")
+# The stand-in listens on loopback, which NO_PROXY keeps for the build's own servers.
+os.environ.pop("NO_PROXY"); os.environ.pop("no_proxy")
+print("ALLOWED: " + urllib.request.urlopen(f"http://{os.environ['ALLOWED']}/pkg", timeout=10).read().decode())
+try:
+    print("HOME FILE: " + open(os.environ["PLANTED"]).read())
+except OSError as e:
+    print(f"HOME FILE: unreadable ({e.__class__.__name__})")
+print("VISIBLE: " + " ".join(sorted(p for p in ["/root", "/home", "/run", "/var/lib", "/etc/shadow"] if os.path.exists(p))))
+found = []
+for pid in os.listdir("/proc"):
+    try:
+        if b"other-build-secret" in open(f"/proc/{pid}/environ", "rb").read():
+            found.append(pid)
+    except OSError:
+        pass
+print(f"OTHER ENV: {found or 'not found'}; processes visible: {sum(p.isdigit() for p in os.listdir('/proc'))}")
+print(f"UID: {os.getuid()}")
+os.makedirs("out", exist_ok=True)
+open("out/index.html", "w").write("probed")
+"#;
+
+/// A tiny HTTP server on loopback (port 0): the stand-in for a package registry.
+fn registry() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            use std::io::{Read, Write};
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\nregistry answer");
+        }
+    });
+    addr
+}
+
+#[test]
+#[ignore = "needs root; scripts/test runs ignored tests"]
+fn a_build_reaches_neither_the_host_nor_other_builds_but_reaches_allowed_destinations() {
+    assert_eq!(rustix_uid(), 0, "this test needs root: builds get a user each only when the server is root");
+    let tmp = reachable_tempdir();
+    // The server user's home, with what `chanto login` leaves there.
+    let home = tmp.path().join("home");
+    let planted = home.join(".config/chanto/config.toml");
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, "token = \"planted-admin-token\"\n").unwrap();
+    let allowed = registry();
+    let server = util::git::start_server_with_env(
+        &tmp.path().join("data"),
+        &["--public-api-url", "http://chanto.test", "--build-concurrency", "2", "--build-egress-allow", &allowed],
+        &[("HOME", &home)],
+    );
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "probe", &repo, &[]);
+    for (k, v) in [
+        ("API", server.api_url_addr()),
+        ("ADMIN", server.admin.clone()),
+        ("EDGE", server.edge.clone()),
+        ("ALLOWED", allowed.clone()),
+        ("PLANTED", planted.display().to_string()),
+    ] {
+        server.cli(&["env", "set", "--site", "probe", k, &v]).ok();
+    }
+    let toml = "[build]\ncommand = \"python3 probe.py\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml), ("probe.py", PROBE)], "probe");
+
+    // Another site's build holds a secret in its environment while the probe runs.
+    let other = Repo::new(&tmp.path().join("other"));
+    connect(&server, "other", &other, &[]);
+    server.cli(&["env", "set", "--site", "other", "--secret", "OTHER"]).stdin("other-build-secret-1234\n").ok();
+    other.commit(
+        "main",
+        &[("chanto.toml", "[build]\ncommand = \"echo holding && sleep 600\"\npublish = \"out\"\n")],
+        "hold",
+    );
+    let holding =
+        server.cli(&["builds", "start", "--site", "other", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    wait_for("the other build to run", Duration::from_secs(30), || {
+        log_of(&server, &holding).contains("holding").then_some(())
+    });
+
+    let id =
+        server.cli(&["builds", "start", "--site", "probe", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    let log = log_of(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    server.cli(&["builds", "cancel", &holding]).ok();
+    let line = |prefix: &str| -> String {
+        log.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in\n{log}")).to_owned()
+    };
+    for name in ["API", "ADMIN", "EDGE"] {
+        let direct = line(&format!("DIRECT {name}:"));
+        assert!(direct.contains("failed (ConnectionRefusedError)"), "{direct}");
+        let proxied = line(&format!("PROXY {name}:"));
+        assert!(
+            proxied.contains("HTTP/1.1 403 Forbidden") && proxied.contains("127.0.0.1 is a loopback address"),
+            "{proxied}"
+        );
+    }
+    let direct = line("DIRECT METADATA:");
+    assert!(direct.contains("failed (OSError)"), "no route out of the sandbox: {direct}");
+    let proxied = line("PROXY METADATA:");
+    assert!(
+        proxied.contains("HTTP/1.1 403 Forbidden") && proxied.contains("169.254.169.254 is a link-local address"),
+        "{proxied}"
+    );
+    assert_eq!(line("ALLOWED:"), "ALLOWED: registry answer");
+    assert_eq!(line("HOME FILE:"), "HOME FILE: unreadable (FileNotFoundError)");
+    assert_eq!(line("VISIBLE:"), "VISIBLE: ", "only /usr, /lib*, /bin, /sbin, a minimal /etc, the tree and /tmp");
+    let env = line("OTHER ENV:");
+    assert!(env.starts_with("OTHER ENV: not found;"), "{env}");
+    // Two builds ran at once, each with a user of its own.
+    let uid: u32 = line("UID:").trim_start_matches("UID: ").parse().unwrap();
+    assert!(uid >= 100_000, "{uid}");
+    assert!(!log.contains("planted-admin-token"));
+}
+
+fn rustix_uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap().stdout;
+    String::from_utf8_lossy(&out).trim().parse().unwrap()
+}
+
+#[test]
+fn without_a_working_sandbox_builds_are_refused_with_the_package_named() {
+    let tmp = reachable_tempdir();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--public-api-url", "http://chanto.test", "--bwrap", "/nonexistent/bwrap"],
+    );
+    assert!(server.stderr().contains("apt-get install bubblewrap"), "{}", server.stderr());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &[]);
+    let marker = tmp.path().join("ran");
+    let toml = format!(
+        "[build]\ncommand = \"touch {} && mkdir -p out && echo x > out/index.html\"\npublish = \"out\"\n",
+        marker.display()
+    );
+    repo.commit("main", &[("chanto.toml", &toml)], "v1");
+    let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    assert_eq!(b["state"], "failed", "{b}");
+    let error = b["error"].as_str().unwrap();
+    assert!(error.contains("only inside its sandbox") && error.contains("apt-get install bubblewrap"), "{error}");
+    assert!(!marker.exists(), "the repository's command ran outside a sandbox");
+}
+
+#[test]
+fn a_build_is_held_to_its_limits() {
+    let tmp = reachable_tempdir();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &[
+            "--public-api-url",
+            "http://chanto.test",
+            "--build-memory",
+            "200M",
+            "--build-disk",
+            "64M",
+            "--build-tmp",
+            "16M",
+        ],
+    );
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "app", &repo, &[]);
+    let script = r#"
+import os
+try:
+    bytearray(400 << 20)
+    print("MEMORY: allocated")
+except MemoryError:
+    print("MEMORY: refused")
+try:
+    with open("big", "wb") as f:
+        f.write(b"0" * (100 << 20))
+    print("FILE: written")
+except OSError as e:
+    print(f"FILE: refused ({e.strerror})")
+os.remove("big")
+try:
+    with open("/tmp/t", "wb") as f:
+        f.write(b"0" * (20 << 20))
+    print("TMP: written")
+except OSError as e:
+    print(f"TMP: refused ({e.strerror})")
+os.makedirs("out", exist_ok=True)
+open("out/index.html", "w").write("ok")
+"#;
+    let toml = "[build]\ncommand = \"python3 limits.py\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml), ("limits.py", script)], "limits");
+    let id = server.cli(&["builds", "start", "--site", "app", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+    let b = wait_build(&server, &id);
+    let log = log_of(&server, &id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    assert!(log.lines().any(|l| l == "MEMORY: refused"), "--build-memory 200M: {log}");
+    assert!(log.lines().any(|l| l == "FILE: refused (File too large)"), "--build-disk 64M: {log}");
+    assert!(log.lines().any(|l| l == "TMP: refused (No space left on device)"), "--build-tmp 16M: {log}");
 }

@@ -22,6 +22,26 @@ use crate::{ApiError, Control};
 
 /// Largest webhook body (GitHub caps its payloads at 25 MiB).
 pub const MAX_WEBHOOK_BYTES: usize = 25 << 20;
+/// Largest build hook body (a branch and a title).
+pub const MAX_HOOK_BODY_BYTES: usize = 64 << 10;
+
+/// Reads a body of at most `max` bytes: a declared `Content-Length` over it
+/// is refused before anything is read, and reading stops at the bound.
+async fn read_bounded(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over {} KiB, the most this endpoint takes", max >> 10),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|_| too_large())
+}
 
 /// Connects a site to a repository, or changes its connection.
 #[utoipa::path(put, path = "/api/v1/sites/{site}/git", tag = "builds", request_body = ConnectRequest,
@@ -108,9 +128,12 @@ pub async fn unset_env(
 pub struct HookRequest {
     /// A name to recognise it by (`cms`, `nightly`).
     pub name: String,
-    /// The branch it builds (absent: production, unless the request names one).
+    /// The only branch it builds (default: the production branch).
     #[serde(default)]
     pub branch: Option<String>,
+    /// Let each request name the branch to build (default: only `branch`).
+    #[serde(default)]
+    pub any_branch: bool,
 }
 
 /// A site's build hooks (their URLs are shown only at creation).
@@ -130,7 +153,10 @@ pub async fn create_hook(
     Path(site): Path<String>,
     ApiJson(req): ApiJson<HookRequest>,
 ) -> Result<(StatusCode, Json<HookView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(c.create_hook(&parse_path(&site)?, req.name, branch_of(req.branch)?).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(c.create_hook(&parse_path(&site)?, req.name, branch_of(req.branch)?, req.any_branch).await?),
+    ))
 }
 
 /// Deletes a build hook.
@@ -356,7 +382,7 @@ pub async fn webhook(
     State(c): State<Arc<Control>>,
     Path((forge, site)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
     let forge: chanto_forge::Forge = forge.parse().map_err(|_| {
         ApiError::new(
@@ -366,6 +392,9 @@ pub async fn webhook(
         )
     })?;
     let site: SiteName = parse_path(&site)?;
+    // Everything that can be checked without the body is checked first.
+    c.webhook_gate(forge, &site, &headers).await?;
+    let body = read_bounded(&headers, body, MAX_WEBHOOK_BYTES).await?;
     let a = c.handle_webhook(forge, &site, &headers, &body).await?;
     let status = if a.build.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(HookAnswer { outcome: a.outcome, detail: a.detail, build: a.build.map(|b| b.id.to_string()) })))
@@ -390,8 +419,12 @@ pub async fn trigger_hook(
     State(c): State<Arc<Control>>,
     Path(secret): Path<String>,
     Query(q): Query<TriggerRequest>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
+    // The secret URL is the credential: check it before reading anything.
+    c.find_build_hook(&secret).await?;
+    let body = read_bounded(&headers, body, MAX_HOOK_BODY_BYTES).await?;
     let from_body: TriggerRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerRequest::default()
     } else {

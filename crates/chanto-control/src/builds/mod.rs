@@ -6,6 +6,8 @@
 //! when the server died is retried once.
 
 pub mod api;
+pub mod egress;
+pub mod init;
 mod runner;
 pub mod sealed;
 
@@ -23,7 +25,8 @@ use chanto_store::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use runner::Isolation;
+pub use egress::{AllowedDestination, EgressPolicy};
+pub use runner::{BUILD_UID_BASE, Isolation, Limits, Sandbox};
 use sealed::Sealer;
 
 use crate::{ApiError, Control};
@@ -47,6 +50,10 @@ pub struct BuildsConfig {
     pub api_url: String,
     /// How builds are kept from the host.
     pub isolation: Isolation,
+    /// Where builds may connect through their egress proxy.
+    pub egress: Arc<EgressPolicy>,
+    /// What one build may use.
+    pub limits: Limits,
 }
 
 /// The build service inside a [`Control`]: settings, the sealer, and the
@@ -127,6 +134,11 @@ pub struct GitSettings {
     /// Build pull requests into `pr-<n>` previews.
     #[serde(default = "yes")]
     pub pull_request_previews: bool,
+    /// Also build pull requests from forks (always in the sandbox, never
+    /// with secret variables; their preview gets the site's previews
+    /// password like any other). Off: a fork's pull request is ignored.
+    #[serde(default = "yes")]
+    pub fork_pull_requests: bool,
     /// Days a closed pull request's preview is kept (0: removed at once).
     #[serde(default)]
     pub preview_retention_days: u32,
@@ -160,6 +172,7 @@ impl Default for GitSettings {
             exclude: Vec::new(),
             delete_branches: true,
             pull_request_previews: true,
+            fork_pull_requests: true,
             preview_retention_days: 0,
             poll_interval_secs: None,
             timeout_secs: None,
@@ -386,7 +399,7 @@ pub struct HookView {
     pub id: String,
     /// Its name.
     pub name: String,
-    /// The branch it builds (absent: production unless the request names one).
+    /// The only branch it builds (absent: any branch a request names, else production).
     pub branch: Option<String>,
     /// The secret URL to POST to: shown once, at creation.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -620,15 +633,23 @@ impl Control {
         Ok(())
     }
 
-    /// Creates a build hook; its secret URL is in this answer only.
+    /// Creates a build hook; its secret URL is in this answer only. It builds
+    /// `branch` (default: the production branch as it is now) and nothing
+    /// else, unless `any_branch` lets each request name its branch.
     pub async fn create_hook(
         &self,
         site: &SiteName,
         name: String,
         branch: Option<BranchName>,
+        any_branch: bool,
     ) -> Result<HookView, ApiError> {
         let builds = self.builds()?;
-        self.site(site).await?;
+        let site_rec = self.site(site).await?;
+        if any_branch && branch.is_some() {
+            return Err(ValidationError::new("any_branch", "give a branch or any_branch, not both").into());
+        }
+        // Stored without a branch means "any branch".
+        let branch = if any_branch { None } else { Some(branch.unwrap_or(site_rec.production_branch)) };
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err(ValidationError::new("name", "give the hook a name of 1-100 characters").into());
         }
@@ -855,7 +876,7 @@ impl Control {
         let Ok(builds) = self.builds().cloned() else { return };
         let n = builds.config.concurrency.max(1);
         let mut tasks = Vec::with_capacity(n);
-        for _ in 0..n {
+        for slot in 0..n {
             let (control, mut stop) = (self.clone(), stop.clone());
             let builds = builds.clone();
             tasks.push(tokio::spawn(async move {
@@ -866,7 +887,7 @@ impl Control {
                     match control.meta.claim_build(now_millis()).await {
                         Ok(Some(b)) => {
                             control.poke_notifier();
-                            runner::run(&control, &builds, b).await
+                            runner::run(&control, &builds, b, slot).await
                         }
                         Ok(None) => {
                             tokio::select! {
@@ -944,24 +965,42 @@ impl Control {
         Ok(())
     }
 
-    /// Handles a build hook request: queues a build of the hook's branch (or
-    /// the one the request names, or production).
+    /// The build hook a secret URL names (404 for any other secret).
+    pub async fn find_build_hook(&self, secret: &str) -> Result<BuildHook, ApiError> {
+        self.builds()?;
+        let unknown = || ApiError::not_found("build hook");
+        if secret.len() != 48 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        self.meta.find_hook(&ContentHash::of(secret.as_bytes())).await?.ok_or_else(unknown)
+    }
+
+    /// Handles a build hook request: queues a build of the hook's branch. A
+    /// hook made with `any_branch` (stored without a branch) builds the
+    /// branch the request names, else production; any other hook builds only
+    /// its own branch, and a request naming another is refused.
     pub async fn handle_build_hook(
         &self,
         secret: &str,
         branch: Option<String>,
         title: Option<String>,
     ) -> Result<BuildRecord, ApiError> {
-        self.builds()?;
-        let unknown = || ApiError::not_found("build hook");
-        if secret.len() != 48 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(unknown());
-        }
-        let hook = self.meta.find_hook(&ContentHash::of(secret.as_bytes())).await?.ok_or_else(unknown)?;
+        let hook = self.find_build_hook(secret).await?;
         let site = self.site(&hook.site).await?;
-        let branch = match branch {
-            Some(b) => b.parse::<BranchName>()?,
-            None => hook.branch.clone().unwrap_or(site.production_branch),
+        let asked = branch.map(|b| b.parse::<BranchName>()).transpose()?;
+        let branch = match (&hook.branch, asked) {
+            (Some(own), Some(asked)) if *own != asked => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "branch_not_allowed",
+                    format!(
+                        "build hook {} builds only branch {own}; create a hook for {asked}, or one with `--any-branch` to let requests choose",
+                        hook.name
+                    ),
+                ));
+            }
+            (Some(own), _) => own.clone(),
+            (None, asked) => asked.unwrap_or(site.production_branch),
         };
         if let Some(t) = &title
             && t.len() > crate::pipeline::MAX_MESSAGE_BYTES
@@ -983,6 +1022,59 @@ impl Control {
         Ok(b)
     }
 
+    /// The checks a webhook passes before its body is read: builds are on,
+    /// the site is connected, and the request carries the forge's signature
+    /// header in its form (GitLab's token, which does not depend on the
+    /// body, is verified here whole). So a request that can never be
+    /// accepted is answered without reading up to 25 MiB of it.
+    pub async fn webhook_gate(
+        &self,
+        forge: chanto_forge::Forge,
+        site: &SiteName,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let builds = self.builds()?;
+        self.site(site).await?;
+        let conn = self.meta.get_git(site).await?.ok_or_else(|| not_connected(site))?;
+        let secret = builds
+            .sealer
+            .open(&conn.webhook_secret)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        match chanto_forge::verify(forge, &lookup, b"", &secret) {
+            Err(e) if matches!(e.code(), "missing_signature" | "malformed_signature" | "bad_token") => {
+                Err(self.refuse_webhook(builds, site, forge.as_str(), &event_name_of(headers), e).await)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a refused webhook (at most [`REFUSED_RECORDED_PER_MINUTE`] a
+    /// minute per site) and makes its answer.
+    async fn refuse_webhook(
+        &self,
+        builds: &Builds,
+        site: &SiteName,
+        source: &str,
+        event_name: &str,
+        e: chanto_forge::WebhookError,
+    ) -> ApiError {
+        let record = {
+            let mut refused = builds.refused.lock().expect("refused webhooks");
+            let entry = refused.entry(site.clone()).or_insert((std::time::Instant::now(), 0));
+            if entry.0.elapsed() >= Duration::from_secs(60) {
+                *entry = (std::time::Instant::now(), 0);
+            }
+            entry.1 += 1;
+            entry.1 <= REFUSED_RECORDED_PER_MINUTE
+        };
+        if record {
+            tracing::warn!(site = %site, forge = source, error = %e, "webhook refused");
+            self.record(site, source, event_name, "refused", e.to_string(), None).await;
+        }
+        ApiError::new(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.code(), e.to_string())
+    }
+
     /// Handles a forge webhook: verifies its signature with the site's
     /// secret, then queues, skips or removes what the event asks. Every
     /// delivery is recorded, refused ones with the reason.
@@ -997,11 +1089,7 @@ impl Control {
         let site_rec = self.site(site).await?;
         let conn = self.meta.get_git(site).await?.ok_or_else(|| not_connected(site))?;
         let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let event_name = ["x-github-event", "x-gitlab-event", "x-gitea-event", "x-forgejo-event"]
-            .iter()
-            .find_map(|h| lookup(h))
-            .unwrap_or_else(|| "unknown".into());
-        let event_name: String = event_name.chars().take(64).collect();
+        let event_name = event_name_of(headers);
         let source = forge.as_str();
         let secret = builds
             .sealer
@@ -1011,20 +1099,7 @@ impl Control {
             ApiError::new(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.code(), e.to_string())
         };
         if let Err(e) = chanto_forge::verify(forge, &lookup, body, &secret) {
-            let record = {
-                let mut refused = builds.refused.lock().expect("refused webhooks");
-                let entry = refused.entry(site.clone()).or_insert((std::time::Instant::now(), 0));
-                if entry.0.elapsed() >= Duration::from_secs(60) {
-                    *entry = (std::time::Instant::now(), 0);
-                }
-                entry.1 += 1;
-                entry.1 <= REFUSED_RECORDED_PER_MINUTE
-            };
-            if record {
-                tracing::warn!(site = %site, forge = source, error = %e, "webhook refused");
-                self.record(site, source, &event_name, "refused", e.to_string(), None).await;
-            }
-            return Err(refuse(e));
+            return Err(self.refuse_webhook(builds, site, source, &event_name, e).await);
         }
         let event = match chanto_forge::parse(forge, &lookup, body) {
             Ok(e) => e,
@@ -1079,6 +1154,13 @@ impl Control {
                 let branch: BranchName = chanto_build::preview_branch(number).parse()?;
                 if !settings.pull_request_previews {
                     ignore("pull request previews are off for this site".into())
+                } else if from_fork
+                    && !settings.fork_pull_requests
+                    && matches!(action, chanto_forge::PrAction::Opened | chanto_forge::PrAction::Updated)
+                {
+                    ignore(format!(
+                        "pull request #{number} comes from a fork, and this site does not build pull requests from forks (`chanto git connect` without `--no-fork-prs` builds them)"
+                    ))
                 } else {
                     match action {
                         chanto_forge::PrAction::Opened | chanto_forge::PrAction::Updated => {
@@ -1152,6 +1234,15 @@ pub struct WebhookAnswer {
     pub detail: String,
     /// The build it queued (or skipped).
     pub build: Option<BuildRecord>,
+}
+
+/// The event a webhook names (its forge's event header), for the delivery log.
+fn event_name_of(headers: &axum::http::HeaderMap) -> String {
+    let name = ["x-github-event", "x-gitlab-event", "x-gitea-event", "x-forgejo-event"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or("unknown");
+    name.chars().take(64).collect()
 }
 
 /// The ref under which a forge serves a pull request's head, also for forks.

@@ -1,8 +1,9 @@
 //! One build, from claim to deploy: a fresh work directory, a shallow fetch
 //! of exactly the commit, the build spec, the cache, each command through
-//! `sh -c` in its own process group (killed whole on timeout or cancel), and
-//! the output through the deploy pipeline. Every line of output goes to the
-//! build's log with secrets masked.
+//! `sh -c` inside the bubblewrap sandbox (its own network, pid and mount
+//! namespaces; killed whole on timeout or cancel), and the output through the
+//! deploy pipeline. Every line of output goes to the build's log with secrets
+//! masked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,124 +17,300 @@ use chanto_store::{BuildOutcome, BuildRecord, GitConnection, now_millis};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Builds, CredentialKind, GitSettings, PhaseView};
+use super::{Builds, CredentialKind, GitSettings, PhaseView, init};
 use crate::pipeline::{DeployRequest, FileSpec};
 use crate::{ApiError, Control};
 
-/// The user builds run as when the server runs as root: `nobody`.
-const NOBODY: (u32, u32) = (65534, 65534);
+/// The first user id of builds when the server runs as root: build slot `n`
+/// runs as `BUILD_UID_BASE + n`, so concurrent builds never share a user (a
+/// process limit per user is a limit per build, and one build cannot signal
+/// or trace another's processes).
+pub const BUILD_UID_BASE: u32 = 100_000;
 /// Largest build spec file read from a repository.
 const MAX_SPEC_BYTES: u64 = 1 << 20;
 /// The PATH builds see.
 const BUILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How often a running build's disk use is measured.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Files of `/etc` a build sees (when the host has them): name resolution,
+/// CA certificates, the dynamic linker's cache, time zone, alternatives.
+const ETC_FILES: &[&str] = &[
+    "resolv.conf",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "gai.conf",
+    "services",
+    "protocols",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "localtime",
+    "timezone",
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "mime.types",
+    "os-release",
+    "debian_version",
+];
+
+/// What one build may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory per process (`RLIMIT_DATA`: heap and private
+    /// mappings; not address space, which JavaScript engines reserve by the
+    /// tens of gigabytes).
+    pub memory: u64,
+    /// Processes (`RLIMIT_NPROC` of the build's own user; only when the
+    /// server is root, since otherwise builds share the server's user).
+    pub processes: u64,
+    /// Bytes of the work tree and home together (measured every 5 s; the
+    /// build is stopped past it), and the largest file (`RLIMIT_FSIZE`).
+    pub disk: u64,
+    /// Size of the build's private `/tmp` (a tmpfs, so it is memory).
+    pub tmp: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory: 4 << 30, processes: 1024, disk: 10 << 30, tmp: 1 << 30 }
+    }
+}
 
 /// How builds are kept from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Isolation {
-    /// Commands run as the server's user, with its view of the file system.
-    None,
-    /// Commands run as another (unprivileged) user.
-    User {
-        /// User id.
-        uid: u32,
-        /// Group id.
-        gid: u32,
-    },
-    /// Commands run inside bubblewrap: the file system read-only but for the
-    /// work directory, the data directory hidden, optionally as another user.
-    Bubblewrap {
-        /// The `bwrap` program.
-        bwrap: PathBuf,
-        /// The user to run as, if the server is root.
-        user: Option<(u32, u32)>,
-    },
+    /// Builds run inside bubblewrap (see [`Sandbox`]).
+    Sandbox(Sandbox),
+    /// No working sandbox: every build fails with this reason. chanto never
+    /// runs a repository's commands outside the sandbox.
+    Unavailable(String),
+}
+
+/// A working bubblewrap sandbox: its own network (loopback only; out through
+/// the egress proxy), pid, IPC and UTS namespaces; a file system of `/usr`,
+/// `/lib*`, `/bin`, `/sbin`, a minimal `/etc`, the build's work tree and
+/// home, and a size-capped `/tmp`; as a user of its own when the server is root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// The `bwrap` program.
+    pub bwrap: PathBuf,
+    /// The chanto binary, run inside as the sandbox's init and proxy relay.
+    pub program: PathBuf,
+    /// Whether each build slot gets its own user id (the server is root).
+    pub per_build_users: bool,
 }
 
 impl Isolation {
-    /// What this machine allows: bubblewrap when it is installed and works,
-    /// and `nobody` instead of root.
-    pub async fn detect() -> Self {
-        let user = rustix::process::geteuid().is_root().then_some(NOBODY);
-        let bwrap = std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .map(|d| d.join("bwrap"))
-            .find(|p| p.is_file());
-        if let Some(bwrap) = bwrap {
-            let mut probe = tokio::process::Command::new(&bwrap);
-            probe.args([
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--unshare-pid",
-                "--die-with-parent",
-            ]);
-            probe.args(["--", "/bin/sh", "-c", "true"]).stdout(Stdio::null()).stderr(Stdio::null());
-            if let Some((uid, gid)) = user {
-                probe.uid(uid).gid(gid);
-            }
-            if probe.status().await.is_ok_and(|s| s.success()) {
-                return Self::Bubblewrap { bwrap, user };
-            }
-            tracing::warn!(bwrap = %bwrap.display(), "bubblewrap is installed but cannot create a sandbox here (user namespaces off?)");
-        }
-        match user {
-            Some((uid, gid)) => Self::User { uid, gid },
-            None => Self::None,
+    /// What this machine allows: the sandbox when `bwrap` (the given path,
+    /// else the first on `PATH`) works here, running `program` inside as its
+    /// init; else why not.
+    pub async fn detect(bwrap: Option<PathBuf>, program: PathBuf) -> Self {
+        let install = "install bubblewrap (Debian and Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`) and restart chanto";
+        let found = bwrap.or_else(|| {
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .map(|d| d.join("bwrap"))
+                .find(|p| p.is_file())
+        });
+        let Some(bwrap) = found.filter(|p| p.is_file()) else {
+            return Self::Unavailable(format!("bubblewrap (`bwrap`) is not installed; {install}"));
+        };
+        let sandbox = Sandbox { bwrap, program, per_build_users: rustix::process::geteuid().is_root() };
+        // The probe runs exactly what a build runs: the same mounts, the
+        // same user, the init with its relay, in a scratch work tree.
+        let scratch = std::env::temp_dir().join(format!("chanto-sandbox-probe-{}", std::process::id()));
+        let result = sandbox.probe(&scratch).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        match result {
+            Ok(()) => Self::Sandbox(sandbox),
+            Err(why) => Self::Unavailable(format!(
+                "bubblewrap ({}) cannot make the build sandbox here: {why}; check that user namespaces are enabled (sysctl kernel.unprivileged_userns_clone=1) or {install}",
+                sandbox.bwrap.display()
+            )),
         }
     }
 
     /// One line for the start-up log.
     pub fn describe(&self) -> String {
         match self {
-            Self::None => "none: builds run as the server's user and can read its files; run the server as root to build as nobody, and install bubblewrap to hide the data directory".into(),
-            Self::User { uid, .. } => format!("builds run as uid {uid}; bubblewrap is not available, so the file system is not sandboxed (install bubblewrap)"),
-            Self::Bubblewrap { user, .. } => match user {
-                Some((uid, _)) => format!("bubblewrap, as uid {uid}"),
-                None => "bubblewrap".into(),
-            },
+            Self::Sandbox(s) if s.per_build_users => format!(
+                "bubblewrap sandbox ({}), own network namespace with egress through chanto's proxy, a user per build slot (uid {BUILD_UID_BASE}+)",
+                s.bwrap.display()
+            ),
+            Self::Sandbox(s) => format!(
+                "bubblewrap sandbox ({}), own network namespace with egress through chanto's proxy, as the server's user (not root)",
+                s.bwrap.display()
+            ),
+            Self::Unavailable(why) => format!("no build sandbox, so builds are refused: {why}"),
         }
     }
+}
 
-    fn user(&self) -> Option<(u32, u32)> {
-        match self {
-            Self::None => None,
-            Self::User { uid, gid } => Some((*uid, *gid)),
-            Self::Bubblewrap { user, .. } => *user,
+/// The files one sandboxed command needs besides its script.
+struct SandboxRun<'a> {
+    cwd: &'a Path,
+    work: &'a Path,
+    home: &'a Path,
+    /// `passwd` and `group` for the build's user.
+    etc: &'a Path,
+    /// The egress proxy's socket.
+    socket: &'a Path,
+    hidden: &'a [PathBuf],
+    user: Option<(u32, u32)>,
+    limits: &'a Limits,
+}
+
+impl Sandbox {
+    async fn probe(&self, scratch: &Path) -> Result<(), String> {
+        let user = self.per_build_users.then_some((BUILD_UID_BASE, BUILD_UID_BASE));
+        let (work, home, etc) = (scratch.join("work"), scratch.join("home"), scratch.join("etc"));
+        for d in [&work, &home, &etc] {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
-    }
-
-    /// The command that runs `script` for a build.
-    fn command(&self, script: &str, cwd: &Path, writable: &[&Path], hidden: &[PathBuf]) -> tokio::process::Command {
-        let mut cmd = match self {
-            Self::Bubblewrap { bwrap, .. } => {
-                let mut c = tokio::process::Command::new(bwrap);
-                c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
-                for h in hidden {
-                    c.arg("--tmpfs").arg(h);
-                }
-                for w in writable {
-                    c.arg("--bind").arg(w).arg(w);
-                }
-                c.args(["--unshare-pid", "--unshare-ipc", "--new-session", "--die-with-parent", "--chdir"]).arg(cwd);
-                c.args(["--", "/bin/sh", "-c", script]);
-                c
-            }
-            _ => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.args(["-c", script]).current_dir(cwd);
-                c
-            }
+        write_identity(&etc, user, &home).map_err(|e| format!("writing {}: {e}", etc.display()))?;
+        chown_tree(&[scratch], user).await?;
+        let socket = scratch.join("egress.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).map_err(|e| e.to_string())?;
+        chown_tree(&[&socket], user).await?;
+        let limits = Limits::default();
+        let run = SandboxRun {
+            cwd: &work,
+            work: &work,
+            home: &home,
+            etc: &etc,
+            socket: &socket,
+            hidden: &[],
+            user,
+            limits: &limits,
         };
-        if let Some((uid, gid)) = self.user() {
-            cmd.uid(uid).gid(gid);
+        let mut cmd = self.command("test -w . && test ! -e /root/. && id -u", &run);
+        cmd.env_clear().env("PATH", BUILD_PATH).stdin(Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .map_err(|_| "the probe took over 30 s".to_string())?
+            .map_err(|e| format!("running it: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("it exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
         }
-        cmd
+        Ok(())
     }
+
+    /// The command that runs `script` in the sandbox.
+    fn command(&self, script: &str, r: &SandboxRun<'_>) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.bwrap);
+        c.args(["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "chanto-build"]);
+        c.args(["--ro-bind", "/usr", "/usr"]);
+        for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(dir) {
+                        c.arg("--symlink").arg(target).arg(dir);
+                    }
+                }
+                Ok(m) if m.is_dir() => {
+                    c.args(["--ro-bind", dir, dir]);
+                }
+                _ => {}
+            }
+        }
+        c.args(["--dir", "/etc"]);
+        for f in ETC_FILES {
+            let p = format!("/etc/{f}");
+            c.args(["--ro-bind-try", &p, &p]);
+        }
+        c.arg("--ro-bind").arg(r.etc.join("passwd")).arg("/etc/passwd");
+        c.arg("--ro-bind").arg(r.etc.join("group")).arg("/etc/group");
+        c.args(["--dev", "/dev", "--proc", "/proc"]);
+        c.arg("--size").arg(r.limits.tmp.to_string()).args([
+            "--tmpfs",
+            "/tmp",
+            "--dir",
+            "/var",
+            "--symlink",
+            "../tmp",
+            "/var/tmp",
+        ]);
+        for w in [r.work, r.home] {
+            c.arg("--bind").arg(w).arg(w);
+        }
+        // Whatever of the data directory lies under a bound path stays unseen.
+        for h in r.hidden {
+            if h.starts_with("/usr") || h.starts_with(r.work) || h.starts_with(r.home) {
+                c.arg("--tmpfs").arg(h);
+            }
+        }
+        c.arg("--ro-bind").arg(&self.program).arg(init::SANDBOX_PROGRAM);
+        c.arg("--bind").arg(r.socket).arg(init::SANDBOX_SOCKET);
+        c.arg("--chdir").arg(r.cwd);
+        c.args(["--", init::SANDBOX_PROGRAM, init::SUBCOMMAND, "--relay", init::SANDBOX_SOCKET, "--port"]);
+        c.arg(init::PROXY_PORT.to_string());
+        // The init lowers its own limits, which the command inherits and
+        // cannot raise again.
+        c.arg("--memory").arg(r.limits.memory.to_string()).arg("--file-size").arg(r.limits.disk.to_string());
+        if r.user.is_some() {
+            c.arg("--processes").arg(r.limits.processes.to_string());
+        }
+        c.args(["--", "/bin/sh", "-c", script]);
+        if let Some((uid, gid)) = r.user {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+}
+
+/// Writes `passwd` and `group` naming the build's user (`build`), so tools
+/// that look their user up (`id -un`, ssh, npm) find one.
+fn write_identity(etc: &Path, user: Option<(u32, u32)>, home: &Path) -> std::io::Result<()> {
+    let (uid, gid) = user.unwrap_or_else(|| (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw()));
+    let mut passwd = String::new();
+    let mut group = String::new();
+    if uid != 0 {
+        passwd.push_str("root:x:0:0:root:/root:/usr/sbin/nologin\n");
+        group.push_str("root:x:0:\n");
+    }
+    passwd.push_str(&format!("build:x:{uid}:{gid}:chanto build:{}:/bin/sh\n", home.display()));
+    group.push_str(&format!("build:x:{gid}:\n"));
+    if uid != 65534 {
+        passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+        group.push_str("nogroup:x:65534:\n");
+    }
+    std::fs::write(etc.join("passwd"), passwd)?;
+    std::fs::write(etc.join("group"), group)
+}
+
+/// Hands paths (recursively) to the build's user.
+async fn chown_tree(paths: &[&Path], user: Option<(u32, u32)>) -> Result<(), String> {
+    let Some((uid, gid)) = user else { return Ok(()) };
+    for p in paths {
+        let status = tokio::process::Command::new("chown").arg("-hR").arg(format!("{uid}:{gid}")).arg(p).status().await;
+        if !status.is_ok_and(|s| s.success()) {
+            return Err(format!("handing {} to uid {uid} failed", p.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes a directory tree takes on disk (symlinks not followed).
+fn disk_use(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    total
 }
 
 /// Longest line kept in a build log; longer output is cut into lines of this size.
@@ -169,11 +346,18 @@ impl Log {
     }
 }
 
-/// Reads a command's output into lines of at most [`MAX_LINE_BYTES`], so
-/// output without newlines cannot grow the server's memory.
-async fn pump_lines(r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::sync::mpsc::Sender<String>) {
+/// Reads a command's output into lines of about [`MAX_LINE_BYTES`], so
+/// output without newlines cannot grow the server's memory. A long line is
+/// never cut inside an occurrence of a secret (`secrets`), since the log
+/// masks a line at a time: a secret cut in two would be kept in clear.
+async fn pump_lines(
+    r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    tx: tokio::sync::mpsc::Sender<String>,
+    secrets: Arc<Vec<Vec<u8>>>,
+) {
     use tokio::io::AsyncReadExt;
     let mut r = r;
+    let longest = secrets.iter().map(Vec::len).max().unwrap_or(0);
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -190,8 +374,10 @@ async fn pump_lines(r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::
             start += i + 1;
         }
         pending.drain(..start);
-        while pending.len() >= MAX_LINE_BYTES {
-            let rest = pending.split_off(MAX_LINE_BYTES);
+        // Cut only once every secret that could cross the cut has fully arrived.
+        while pending.len() >= MAX_LINE_BYTES + longest {
+            let cut = cut_outside_secrets(&pending, MAX_LINE_BYTES, &secrets);
+            let rest = pending.split_off(cut);
             if tx.send(String::from_utf8_lossy(&pending).into_owned()).await.is_err() {
                 return;
             }
@@ -203,6 +389,26 @@ async fn pump_lines(r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::
     }
 }
 
+/// Where to cut `text` near `at` so that no occurrence of a secret spans the
+/// cut: before the occurrence, or after it when it starts the text.
+fn cut_outside_secrets(text: &[u8], at: usize, secrets: &[Vec<u8>]) -> usize {
+    let mut cut = at;
+    // Moving the cut back can land inside another occurrence: repeat until none spans it.
+    for _ in 0..64 {
+        let spanning = secrets.iter().filter(|s| !s.is_empty() && s.len() > 1).find_map(|s| {
+            let from = cut.saturating_sub(s.len() - 1);
+            let to = (cut + s.len() - 1).min(text.len());
+            text[from..to].windows(s.len()).position(|w| w == &s[..]).map(|i| (from + i, s.len()))
+        });
+        match spanning {
+            Some((0, len)) => return len,
+            Some((start, _)) => cut = start,
+            None => return cut,
+        }
+    }
+    cut
+}
+
 /// Where a build stands while it runs.
 struct Run {
     id: chanto_core::BuildId,
@@ -212,6 +418,11 @@ struct Run {
     cancel: tokio::sync::watch::Receiver<bool>,
     deadline: tokio::time::Instant,
     timeout: Duration,
+    /// Secret values (and each line of a multi-line one), for cutting long lines.
+    secrets: Arc<Vec<Vec<u8>>>,
+    /// While a sandboxed command runs: the directories whose size is
+    /// bounded, and the bound.
+    disk: Option<(Vec<PathBuf>, u64)>,
 }
 
 /// Why a step stopped the build.
@@ -256,18 +467,23 @@ impl Run {
     }
 
     /// Runs one process to its end, its output into the log. Kills its whole
-    /// process group on cancel or timeout.
+    /// process group on cancel or timeout (for a sandboxed command that is
+    /// bubblewrap, and with it the sandbox's pid namespace: nothing the
+    /// command started survives), and when the disk bound is passed.
     async fn exec(&mut self, mut cmd: tokio::process::Command) -> Result<(), (Stop, Option<i32>)> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| (Stop::Failed(format!("starting the command failed: {e}")), None))?;
         let pid = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+        let secrets = self.secrets.clone();
         let pump = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: tokio::sync::mpsc::Sender<String>| {
-            tokio::spawn(pump_lines(r, tx))
+            tokio::spawn(pump_lines(r, tx, secrets.clone()))
         };
         let out = pump(Box::new(child.stdout.take().expect("piped")), tx.clone());
         let err = pump(Box::new(child.stderr.take().expect("piped")), tx);
         let mut cancel = self.cancel.clone();
+        let mut disk_check = tokio::time::interval(DISK_CHECK_EVERY);
+        disk_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = loop {
             tokio::select! {
                 line = rx.recv() => match line {
@@ -276,6 +492,19 @@ impl Run {
                 },
                 _ = tokio::time::sleep_until(self.deadline) => break Some(Stop::TimedOut),
                 _ = async { let _ = cancel.wait_for(|c| *c).await; } => break Some(Stop::Cancelled),
+                _ = disk_check.tick(), if self.disk.is_some() => {
+                    let (dirs, limit) = self.disk.clone().expect("checked");
+                    let used = tokio::task::spawn_blocking(move || dirs.iter().map(|d| disk_use(d)).sum::<u64>())
+                        .await
+                        .unwrap_or(0);
+                    if used > limit {
+                        break Some(Stop::Failed(format!(
+                            "the build's files took {} MiB, over its disk limit of {} MiB (chanto serve --build-disk)",
+                            used >> 20,
+                            limit >> 20
+                        )));
+                    }
+                }
             }
         };
         if let Some(stop) = stop {
@@ -412,13 +641,13 @@ pub(super) async fn ls_remote(
 }
 
 /// Runs a claimed build to its end and records how it ended.
-pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRecord) {
+pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRecord, slot: usize) {
     let (switch, cancel) = tokio::sync::watch::channel(false);
     builds.running.lock().expect("running builds").insert(b.id.clone(), (b.site.clone(), b.branch.clone(), switch));
     let work = builds.config.work_dir.join(b.id.as_str());
     let started = Instant::now();
     tracing::info!(build = %b.id, site = %b.site, branch = %b.branch, "build started");
-    let outcome = match execute(control, builds, &b, &work, cancel).await {
+    let outcome = match execute(control, builds, &b, &work, cancel, slot).await {
         Ok(o) => o,
         Err(e) => BuildOutcome {
             state: BuildState::Failed,
@@ -442,6 +671,7 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
     tokio::spawn(async move {
         let _ = tokio::fs::remove_dir_all(&work).await;
         let _ = tokio::fs::remove_dir_all(work.with_extension("home")).await;
+        let _ = tokio::fs::remove_dir_all(work.with_extension("etc")).await;
     });
 }
 
@@ -456,6 +686,7 @@ async fn execute(
     b: &BuildRecord,
     work: &Path,
     cancel: tokio::sync::watch::Receiver<bool>,
+    slot: usize,
 ) -> Result<BuildOutcome, ApiError> {
     let site = control.site(&b.site).await?;
     let conn = control.meta.get_git(&b.site).await?.ok_or_else(|| super::not_connected(&b.site))?;
@@ -497,6 +728,13 @@ async fn execute(
     tokio::fs::create_dir_all(&builds.config.log_dir).await.map_err(io_err)?;
     let file =
         tokio::fs::OpenOptions::new().create(true).append(true).open(log_path(builds, &b.id)).await.map_err(io_err)?;
+    let mut patterns: Vec<Vec<u8>> = Vec::new();
+    for s in &secrets {
+        patterns.push(s.clone().into_bytes());
+        if s.contains('\n') {
+            patterns.extend(s.lines().map(|l| l.trim_end_matches('\r').as_bytes().to_vec()));
+        }
+    }
     let mut run = Run {
         id: b.id.clone(),
         meta: control.meta.clone(),
@@ -505,9 +743,26 @@ async fn execute(
         cancel,
         deadline: tokio::time::Instant::now() + timeout,
         timeout,
+        secrets: Arc::new(patterns),
+        disk: None,
     };
-    let result =
-        steps(control, builds, b, &site.production_branch, &conn, &settings, user_vars, withheld, work, &mut run).await;
+    let result = match &builds.config.isolation {
+        Isolation::Unavailable(why) => {
+            tracing::error!(build = %b.id, site = %b.site, reason = %why, "a build was refused: no build sandbox");
+            Err(Stop::Failed(format!(
+                "chanto runs builds only inside its sandbox, which this server does not have: {why}"
+            )))
+        }
+        Isolation::Sandbox(sandbox) => {
+            let user = sandbox.per_build_users.then(|| {
+                let id = BUILD_UID_BASE + slot as u32;
+                (id, id)
+            });
+            let ctx =
+                StepContext { production: &site.production_branch, conn: &conn, settings: &settings, sandbox, user };
+            steps(control, builds, b, &ctx, user_vars, withheld, work, &mut run).await
+        }
+    };
     let (state, error, deploy) = match result {
         Ok(deploy) => (BuildState::Succeeded, None, Some(deploy)),
         Err(Stop::Failed(why)) => (BuildState::Failed, Some(run.log.masker.mask(&why).into_owned()), None),
@@ -537,19 +792,28 @@ fn io_err(e: std::io::Error) -> ApiError {
     ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("build files: {e}"))
 }
 
+/// What a build's steps run with.
+struct StepContext<'a> {
+    production: &'a BranchName,
+    conn: &'a GitConnection,
+    settings: &'a GitSettings,
+    sandbox: &'a Sandbox,
+    /// The build's own user, when the server is root.
+    user: Option<(u32, u32)>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn steps(
     control: &Arc<Control>,
     builds: &Builds,
     b: &BuildRecord,
-    production: &BranchName,
-    conn: &GitConnection,
-    settings: &GitSettings,
+    ctx: &StepContext<'_>,
     user_vars: BTreeMap<String, String>,
     withheld: Vec<String>,
     work: &Path,
     run: &mut Run,
 ) -> Result<chanto_core::DeployId, Stop> {
+    let (production, conn, settings) = (ctx.production, ctx.conn, ctx.settings);
     let failed = |m: String| Stop::Failed(m);
     // Fetch exactly the commit, shallow.
     let started = Instant::now();
@@ -631,12 +895,6 @@ async fn steps(
     // Remove git's own files before anything else runs: the build sees a plain tree.
     let _ = tokio::fs::remove_dir_all(work.join(".git")).await;
 
-    if b.untrusted && !matches!(builds.config.isolation, Isolation::Bubblewrap { .. }) {
-        return Err(failed(
-            "this pull request comes from a fork, and this server builds untrusted code only inside bubblewrap; install bubblewrap (Debian: bubblewrap) and restart chanto".into(),
-        ));
-    }
-
     // The build spec.
     let started = Instant::now();
     let context = if b.pull_request.is_some() {
@@ -698,18 +956,19 @@ async fn steps(
         }
     }
 
-    // Hand the tree to the build user.
+    // Hand the tree to the build's user, with a passwd entry naming it.
     let home = work.with_extension("home");
-    tokio::fs::create_dir_all(&home).await.map_err(|e| failed(format!("creating the build's home: {e}")))?;
-    if let Some((uid, gid)) = builds.config.isolation.user() {
-        for dir in [work, home.as_path()] {
-            let status =
-                tokio::process::Command::new("chown").arg("-hR").arg(format!("{uid}:{gid}")).arg(dir).status().await;
-            if !status.is_ok_and(|s| s.success()) {
-                return Err(failed(format!("handing {} to uid {uid} failed", dir.display())));
-            }
-        }
+    let etc = work.with_extension("etc");
+    for dir in [&home, &etc] {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
     }
+    write_identity(&etc, ctx.user, &home).map_err(|e| failed(format!("writing the build's passwd: {e}")))?;
+    chown_tree(&[work, &home], ctx.user).await.map_err(failed)?;
+
+    // The build's only way out: its own proxy, on a socket only its user can open.
+    let socket = work.with_extension("sock");
+    let _egress = super::egress::Egress::start(&socket, builds.config.egress.clone(), ctx.user, b.id.to_string())
+        .map_err(|e| failed(format!("starting the build's egress proxy at {}: {e}", socket.display())))?;
 
     // The environment: the spec's, the site's and branch's variables, then chanto's own.
     let branch_url = control.config.url_for(&format!("{}--{}", b.branch.label(), b.site));
@@ -732,7 +991,15 @@ async fn steps(
         ("LANG".to_string(), "C.UTF-8".to_string()),
         ("TERM".to_string(), "dumb".to_string()),
     ];
-    let env = chanto_build::merge_env(&[&base_env, &spec.env, &user_vars, &chanto_build::builtin_env(&vars)]);
+    let proxy = format!("http://127.0.0.1:{}", init::PROXY_PORT);
+    let proxy_env: Vec<(String, String)> =
+        ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"]
+            .iter()
+            .map(|k| (k.to_string(), proxy.clone()))
+            .chain(["NO_PROXY", "no_proxy"].iter().map(|k| (k.to_string(), "localhost,127.0.0.1,::1".to_string())))
+            .collect();
+    let env =
+        chanto_build::merge_env(&[&base_env, &proxy_env, &spec.env, &user_vars, &chanto_build::builtin_env(&vars)]);
 
     // Run the phases.
     let cwd = work.join(&spec.base);
@@ -749,9 +1016,22 @@ async fn steps(
                 return Err(stop);
             }
             run.log.line(&format!("$ {command}")).await;
-            let mut cmd = builds.config.isolation.command(command, &cwd, &[work, &home], &hidden);
+            let sandboxed = SandboxRun {
+                cwd: &cwd,
+                work,
+                home: &home,
+                etc: &etc,
+                socket: &socket,
+                hidden: &hidden,
+                user: ctx.user,
+                limits: &builds.config.limits,
+            };
+            let mut cmd = ctx.sandbox.command(command, &sandboxed);
             cmd.env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            if let Err((stop, code)) = run.exec(cmd).await {
+            run.disk = Some((vec![work.to_path_buf(), home.clone()], builds.config.limits.disk));
+            let result = run.exec(cmd).await;
+            run.disk = None;
+            if let Err((stop, code)) = result {
                 run.phase(&phase.name, started, status_of(&stop), code).await;
                 return Err(match stop {
                     Stop::Failed(why) => Stop::Failed(format!("{} phase: `{command}`: {why}", phase.name)),
@@ -895,8 +1175,11 @@ impl OutputFile {
         let fail = |e: std::io::Error| format!("reading {}: {e}", f.path);
         let kept = f.size <= KEEP_IN_MEMORY
             && budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(f.size)).is_ok();
+        let mut file = open_no_follow(&f.abs).map_err(fail)?;
         if kept {
-            let bytes = bytes::Bytes::from(std::fs::read(&f.abs).map_err(fail)?);
+            let mut buf = Vec::with_capacity(f.size as usize);
+            std::io::Read::read_to_end(&mut file, &mut buf).map_err(fail)?;
+            let bytes = bytes::Bytes::from(buf);
             return Ok(Self {
                 hash: ContentHash::of(&bytes),
                 size: bytes.len() as u64,
@@ -906,11 +1189,17 @@ impl OutputFile {
             });
         }
         let mut hasher = blake3::Hasher::new();
-        let file = std::fs::File::open(&f.abs).map_err(fail)?;
-        hasher.update_reader(file).map_err(fail)?;
-        let size = std::fs::metadata(&f.abs).map_err(fail)?.len();
+        hasher.update_reader(&mut file).map_err(fail)?;
+        let size = file.metadata().map_err(fail)?.len();
         Ok(Self { hash: ContentHash::from_blake3(hasher.finalize()), size, bytes: None, path: f.path, abs: f.abs })
     }
+}
+
+/// Opens a file of a build's output, never through a symlink in its last
+/// component (the walk already refused symlinked directories).
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)
 }
 
 /// Walks the publish directory, hashes its files, uploads what the store
@@ -943,11 +1232,16 @@ async fn deploy_output(
     }
     let filter =
         chanto_build::BranchFilter::new(spec.files.clone(), Vec::new()).map_err(|e| format!("artifacts.files: {e}"))?;
-    let files = tokio::task::spawn_blocking(move || -> Result<Vec<OutputFile>, String> {
+    let (files, links) = tokio::task::spawn_blocking(move || -> Result<(Vec<OutputFile>, Vec<String>), String> {
         use rayon::prelude::*;
-        let listed = crate::walk::walk(&canon).map_err(|e| e.to_string())?;
+        let (listed, links) = crate::walk::walk_no_follow(&canon).map_err(|e| e.to_string())?;
         let budget = std::sync::atomic::AtomicU64::new(MEMORY_BUDGET);
-        listed.into_par_iter().filter(|f| filter.matches(&f.path)).map(|f| OutputFile::read(f, &budget)).collect()
+        let files = listed
+            .into_par_iter()
+            .filter(|f| filter.matches(&f.path))
+            .map(|f| OutputFile::read(f, &budget))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((files, links))
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -983,7 +1277,8 @@ async fn deploy_output(
             let stream = match bytes {
                 Some(b) => futures_util::stream::once(async move { Ok(b) }).boxed(),
                 None => {
-                    let f = tokio::fs::File::open(&abs).await.map_err(|e| format!("reading {}: {e}", abs.display()))?;
+                    let f = open_no_follow(&abs).map_err(|e| format!("reading {}: {e}", abs.display()))?;
+                    let f = tokio::fs::File::from_std(f);
                     tokio_util::io::ReaderStream::with_capacity(f, 256 << 10).boxed()
                 }
             };
@@ -993,7 +1288,10 @@ async fn deploy_output(
     while let Some(done) = uploads.join_next().await {
         done.map_err(|e| e.to_string())??;
     }
-    let (record, warnings) = control.finalize(&deploy.id).await.map_err(|e| e.message)?;
+    let (record, mut warnings) = control.finalize(&deploy.id).await.map_err(|e| e.message)?;
+    for link in links {
+        warnings.push(format!("{link} is a symlink; a build's output is read without following links, so it was not deployed (copy the file instead)"));
+    }
     Ok((record.id, files.len(), required.len(), warnings))
 }
 
@@ -1030,7 +1328,7 @@ mod tests {
         let mut input = vec![b'a'; MAX_LINE_BYTES * 3 + 10];
         input.extend_from_slice(b"\nshort\nlast");
         let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(std::io::Cursor::new(input));
-        pump_lines(reader, tx).await;
+        pump_lines(reader, tx, Arc::new(Vec::new())).await;
         let mut lines = Vec::new();
         while let Some(l) = rx.recv().await {
             lines.push(l);
@@ -1038,6 +1336,44 @@ mod tests {
         let lens: Vec<usize> = lines.iter().map(String::len).collect();
         assert_eq!(lens, [MAX_LINE_BYTES, MAX_LINE_BYTES, MAX_LINE_BYTES, 10, 5, 4]);
         assert_eq!(lines[4], "short");
+    }
+
+    /// Lines are masked one at a time: a secret the 64 KiB cut splits in two
+    /// would reach the log in clear, half on each line.
+    #[tokio::test]
+    async fn a_secret_across_the_line_cut_is_still_masked() {
+        let secret = "s3cr3t-straddling-value";
+        for offset in [1, 5, secret.len() - 1] {
+            let mut input = vec![b'a'; MAX_LINE_BYTES - offset];
+            input.extend_from_slice(secret.as_bytes());
+            input.extend_from_slice(&vec![b'b'; MAX_LINE_BYTES]);
+            input.extend_from_slice(b"\n");
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(std::io::Cursor::new(input));
+            pump_lines(reader, tx, Arc::new(vec![secret.as_bytes().to_vec()])).await;
+            let masker = Masker::new([secret.to_string()]);
+            let mut lines = Vec::new();
+            while let Some(l) = rx.recv().await {
+                lines.push(masker.mask(&l).into_owned());
+            }
+            assert!(lines.len() >= 2, "the line was cut");
+            assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES + secret.len()), "lines stay bounded");
+            for part in ["s3cr3t", "straddling", "-value"] {
+                assert!(!lines.iter().any(|l| l.contains(part)), "{part:?} of the secret leaked at offset {offset}");
+            }
+            assert_eq!(lines.iter().filter(|l| l.contains("***")).count(), 1);
+        }
+    }
+
+    #[test]
+    fn cuts_avoid_every_secret() {
+        let text = b"xxabcdyy";
+        assert_eq!(cut_outside_secrets(text, 4, &[b"abcd".to_vec()]), 2);
+        assert_eq!(cut_outside_secrets(text, 2, &[b"abcd".to_vec()]), 2);
+        assert_eq!(cut_outside_secrets(text, 6, &[b"abcd".to_vec()]), 6);
+        assert_eq!(cut_outside_secrets(b"abcdzz", 2, &[b"abcd".to_vec()]), 4, "a secret at the start: cut after it");
+        // Moving the cut back lands in another secret: it moves again.
+        assert_eq!(cut_outside_secrets(b"..PQRSTUV..", 7, &[b"TUV".to_vec(), b"PQRST".to_vec()]), 2);
     }
 
     #[test]

@@ -178,6 +178,7 @@ async fn event_for(control: &Control, notifier: &Notifier, o: &OutboxEvent, kind
             .and_then(|b| b.message.clone().or_else(|| b.title.clone()))
             .or_else(|| deploy.and_then(|d| d.message)),
         error,
+        from_fork: build.as_ref().is_some_and(|b| b.untrusted),
     }
 }
 

@@ -197,6 +197,7 @@ async fn sample_event(control: &Control, notifier: &Notifier, sub: &Subscription
         author: Some("chanto".into()),
         message: Some("A test notification from `chanto notify test`".into()),
         error: None,
+        from_fork: false,
     }
 }
 

@@ -73,3 +73,48 @@ pub fn reachable_tempdir() -> tempfile::TempDir {
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     tmp
 }
+
+/// `chanto serve` (port 0) with extra environment variables (a HOME of the
+/// test's), waited on like [`super::Server::start`].
+pub fn start_server_with_env(data: &Path, extra: &[&str], env: &[(&str, &Path)]) -> super::Server {
+    use std::process::Stdio;
+    use std::time::Duration;
+    std::fs::create_dir_all(data).unwrap();
+    let stdout_path = data.with_extension("stdout.env");
+    let stderr_path = data.with_extension("stderr.env");
+    let mut cmd = Command::new(super::BIN);
+    cmd.arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(extra)
+        .env("CHANTO_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn chanto serve");
+    let pid = child.id();
+    let mut server = super::Server {
+        child,
+        data: data.to_owned(),
+        edge: String::new(),
+        api_url: String::new(),
+        admin: String::new(),
+        token: String::new(),
+        stdout_path,
+        stderr_path,
+    };
+    let addresses: serde_json::Value = super::wait_for("addresses.json", Duration::from_secs(30), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(data.join("addresses.json")).ok()?).ok()?;
+        (v["pid"] == pid).then_some(v)
+    });
+    server.edge = addresses["edge"].as_str().unwrap().to_owned();
+    server.api_url = addresses["api_url"].as_str().unwrap().to_owned();
+    server.admin = addresses["admin"].as_str().unwrap().to_owned();
+    server.token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    server
+}
