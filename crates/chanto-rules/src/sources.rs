@@ -20,8 +20,17 @@ pub fn is_rule_file(path: &str) -> bool {
 
 /// Largest rule file, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 8 << 20;
-/// Most rules (redirects plus header rules) in one deploy.
+/// Most rules (redirects, header rules and password rules) in one deploy.
 pub const MAX_RULES: usize = 250_000;
+/// Most rules in one deploy whose expression needs look-around or
+/// backreferences (tried one by one on every request, within one budget:
+/// [`crate::LOOKUP_BUDGET`]).
+pub const MAX_LOOKAROUND_RULES: usize = 100;
+/// Most password users (`Basic-Auth` pairs, `[[access]]` users) in one
+/// deploy: each password in clear is hashed with argon2 at deploy.
+pub const MAX_PASSWORD_USERS: usize = 100;
+/// Most users of one password rule.
+pub const MAX_USERS_PER_RULE: usize = 100;
 
 /// Parses every rule file present (`(path, contents)`; files not in
 /// [`RULE_FILES`] are ignored) into one rule set, or every error found.
@@ -71,15 +80,18 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         set.headers.extend(out.headers);
         set.auth.extend(out.auth);
     }
-    let count = set.redirects.len() + set.headers.len();
+    let count = set.redirects.len() + set.headers.len() + set.auth.len();
     if count > MAX_RULES {
         errors.push(RuleError::new(
             RULE_FILES[0],
             1,
             1,
-            format!("the deploy has {count} rules; the limit is {MAX_RULES}"),
+            format!(
+                "the deploy has {count} rules (redirects, header and password rules together); the limit is {MAX_RULES}"
+            ),
         ));
     }
+    check_caps(&set, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -87,6 +99,53 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
     set.clean_urls = set.clean_urls_from.as_ref().is_some_and(|(v, _)| *v);
     set.trailing_slash = set.trailing_slash_from.as_ref().map(|(v, _)| *v);
     Ok(set)
+}
+
+/// The per-deploy caps on what costs work on every request (look-around
+/// expressions) or at deploy (passwords to hash): the first rule past a cap
+/// is named.
+fn check_caps(set: &RuleSet, errors: &mut Vec<RuleError>) {
+    let regexes = set
+        .redirects
+        .iter()
+        .map(|r| (&r.from, &r.origin))
+        .chain(set.headers.iter().map(|h| (&h.path, &h.origin)))
+        .chain(set.auth.iter().map(|a| (&a.path, &a.origin)));
+    let mut lookaround = 0;
+    for (source, origin) in regexes {
+        if let Source::Regex(re) = source
+            && crate::matcher::needs_backtracking(re)
+        {
+            lookaround += 1;
+            if lookaround == MAX_LOOKAROUND_RULES + 1 {
+                errors.push(RuleError::new(
+                    &origin.file,
+                    origin.line,
+                    1,
+                    format!(
+                        "this is look-around expression number {lookaround}; a deploy may have at most {MAX_LOOKAROUND_RULES} \
+                         (each is tried on every request): write the others without look-ahead, look-behind or backreferences"
+                    ),
+                ));
+            }
+        }
+    }
+    let mut users = 0;
+    for rule in &set.auth {
+        users += rule.users.len();
+        if users > MAX_PASSWORD_USERS {
+            errors.push(RuleError::new(
+                &rule.origin.file,
+                rule.origin.line,
+                1,
+                format!(
+                    "the deploy's password rules list {users} users so far; the limit is {MAX_PASSWORD_USERS}: \
+                     share users between paths with one rule on a common prefix, or use `chanto access` for whole sites"
+                ),
+            ));
+            break;
+        }
+    }
 }
 
 /// The first source to set a URL setting wins; a later different value is a conflict.
@@ -134,6 +193,15 @@ pub(crate) struct Parsed {
     pub auth: Vec<crate::AuthRule>,
     pub errors: Vec<RuleError>,
     pub warnings: Vec<Warning>,
+}
+
+/// A password user as a source wrote it, with where its secret starts.
+pub(crate) struct RawUser {
+    pub user: String,
+    /// A password in clear, or an argon2 PHC hash.
+    pub secret: String,
+    pub line: u32,
+    pub column: u32,
 }
 
 /// A redirect as a source wrote it, before checks.
@@ -274,33 +342,48 @@ impl Parsed {
         }
     }
 
-    /// Checks and adds a path's basic-auth users.
-    pub fn auth_rule(&mut self, file: &str, line: u32, path: &str, users: Vec<(String, String)>) {
+    /// Checks and adds a path's basic-auth users. A secret that is an argon2
+    /// hash must carry chanto's own parameters ([`crate::CHANTO_ARGON2`]):
+    /// the hash's writer would otherwise choose what each sign-in costs.
+    pub fn auth_rule(&mut self, file: &str, line: u32, path: &str, users: Vec<RawUser>) {
         let pattern = match PathPattern::parse(path) {
             Ok(p) => p,
             Err(e) => return self.error(file, line, 1, e),
         };
-        if users.len() > 100 || users.iter().any(|(u, p)| u.len() > 128 || p.len() > 1024) {
+        if users.len() > MAX_USERS_PER_RULE || users.iter().any(|u| u.user.len() > 128 || u.secret.len() > 1024) {
             return self.error(
                 file,
                 line,
                 1,
-                "Basic-Auth: at most 100 users, names up to 128 bytes, passwords up to 1024",
+                format!("Basic-Auth: at most {MAX_USERS_PER_RULE} users, names up to 128 bytes, passwords up to 1024"),
             );
+        }
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            if crate::password::looks_like_hash(&u.secret) {
+                if let Err(why) = crate::password::check_hash(&u.secret) {
+                    self.error(
+                        file,
+                        u.line,
+                        u.column,
+                        format!(
+                            "the password hash of {}: {why}. Give the password in clear (chanto hashes it at deploy), \
+                             or hash it with chanto's parameters: {}",
+                            u.user,
+                            crate::CHANTO_ARGON2
+                        ),
+                    );
+                    continue;
+                }
+                // Already a hash: stored as is, never hashed twice.
+                out.push(crate::AuthUser { user: u.user, password: None, hash: Some(u.secret) });
+            } else {
+                out.push(crate::AuthUser { user: u.user, password: Some(u.secret), hash: None });
+            }
         }
         self.auth.push(crate::AuthRule {
             path: Source::Path(pattern),
-            users: users
-                .into_iter()
-                .map(|(user, secret)| {
-                    // Already a hash: stored as is, never hashed twice.
-                    if secret.starts_with("$argon2id$") {
-                        crate::AuthUser { user, password: None, hash: Some(secret) }
-                    } else {
-                        crate::AuthUser { user, password: Some(secret), hash: None }
-                    }
-                })
-                .collect(),
+            users: out,
             origin: Origin { file: file.to_owned(), line },
         });
     }
