@@ -513,7 +513,29 @@ mod tests {
                 if i == 1 { String::new() } else { (i - 1).to_string() }
             ));
         }
-        let _ = compile(&[("customHttp.yml", laughs.as_bytes())]);
+        let errs = compile(&[("customHttp.yml", laughs.as_bytes())]).unwrap_err();
+        assert_eq!((errs.len(), errs[0].file.as_str()), (1, "customHttp.yml"), "{errs:?}");
+        assert!(errs[0].message.contains("repetition limit exceeded"), "{}", errs[0]);
+        // The same trick in a file of the right shape: one 8 KiB header,
+        // repeated by 5,000 five-byte aliases, would be 40 MB of rules.
+        let mut fanout = format!(
+            "customHeaders:\n  - &b\n    pattern: \"/*\"\n    headers:\n      - key: X-Big\n        value: \"{}\"\n",
+            "x".repeat(8000)
+        );
+        fanout.push_str(&"  - *b\n".repeat(5000));
+        assert!(fanout.len() < 100_000);
+        let errs = compile(&[("customHttp.yml", fanout.as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].to_string().starts_with("customHttp.yml:")
+                && errs[0].message.contains("the file expands to more than 16777216 bytes (YAML aliases"),
+            "{}",
+            errs[0]
+        );
+        // Sharing a header list between a few patterns is fine.
+        let shared = "customHeaders:\n  - pattern: \"/a\"\n    headers: &h\n      - key: X-A\n        value: \"1\"\n  - pattern: \"/b\"\n    headers: *h\n";
+        let set = compile(&[("customHttp.yml", shared.as_bytes())]).unwrap();
+        assert_eq!(set.headers.len(), 2);
         // Oversized: one rule past the limit.
         let many = "/a /b\n".repeat(MAX_RULES + 1);
         let errs = compile(&[("_redirects", many.as_bytes())]).unwrap_err();
