@@ -544,15 +544,35 @@ mod tests {
 
     #[test]
     fn catastrophic_regexes_are_bounded() {
-        // Nested quantifiers with look-ahead force the backtracking engine;
-        // its budget turns the blow-up into a non-match, quickly.
-        let rules = r#"[{"source": "</^(a+)+(?=b)$/>", "target": "/x", "status": "301"}]"#;
+        // A quantified group holding a look-ahead forces the backtracking
+        // engine to try every split of the `a`s: it runs out of each try's
+        // limit and the expression does not match, having cost the lookup
+        // exactly the sum of its tries' limits. (`(a+)+(?=b)` is no test:
+        // fancy-regex hands `(a+)+` to the linear engine.)
+        let rules = r#"[{"source": "</^/(?:(?=a)a+)+b$/>", "target": "/x", "status": "301"}]"#;
         let set = compile(&[("amplify-rules.json", rules.as_bytes())]).unwrap();
         let path = format!("/{}", "a".repeat(40));
-        let started = std::time::Instant::now();
-        let got = set.matcher().evaluate(&crate::RuleRequest { path: &path, ..Default::default() }, |_| false);
+        let mut budget = crate::RegexBudget::default();
+        let got = set.matcher().evaluate_within(
+            &crate::RuleRequest { path: &path, ..Default::default() },
+            |_| false,
+            &mut budget,
+        );
         assert!(got.is_none());
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(budget.tries(), 3, "tried with each limit in turn");
+        assert_eq!(budget.remaining(), crate::LOOKUP_BUDGET - 111_000);
+        assert!(!budget.exhausted());
+        // A cheap look-around expression costs one small try.
+        let rules = r#"[{"source": "</^/(?!private)(?<page>[a-z]+)$/>", "target": "/p/<page>", "status": "301"}]"#;
+        let set = compile(&[("amplify-rules.json", rules.as_bytes())]).unwrap();
+        let mut budget = crate::RegexBudget::default();
+        let got = set.matcher().evaluate_within(
+            &crate::RuleRequest { path: "/docs", ..Default::default() },
+            |_| false,
+            &mut budget,
+        );
+        assert!(got.is_some());
+        assert_eq!(crate::LOOKUP_BUDGET - budget.remaining(), 2_000, "one try to match, one to capture");
         // Expressions too long, or whose automaton would be too big, are errors.
         let long = format!(r#"[{{"source": "</{}/>", "target": "/x"}}]"#, "(a|b)".repeat(900));
         let errs = compile(&[("amplify-rules.json", long.as_bytes())]).unwrap_err();
@@ -560,6 +580,74 @@ mod tests {
         let huge = r#"[{"source": "</(?:[a-z]{500}){500}/>", "target": "/x"}]"#;
         let errs = compile(&[("amplify-rules.json", huge.as_bytes())]).unwrap_err();
         assert!(errs[0].message.contains("invalid regular expression"), "{}", errs[0]);
+    }
+
+    /// `n` Amplify rules whose look-ahead makes the engine backtrack
+    /// exponentially on a path of `a`s, then a catch-all rewrite.
+    fn adversarial(n: usize) -> String {
+        let mut rules: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"source": "</^/(?:(?=a)a+)+b{i}$/>", "target": "/trap{i}", "status": "301"}}"#))
+            .collect();
+        rules.push(r#"{"source": "/<*>", "target": "/index.html", "status": "200"}"#.into());
+        format!("[\n{}\n]", rules.join(",\n"))
+    }
+
+    #[test]
+    fn many_adversarial_lookaround_rules_share_one_budget() {
+        let set = compile(&[("amplify-rules.json", adversarial(MAX_LOOKAROUND_RULES).as_bytes())]).unwrap();
+        let path = format!("/{}", "a".repeat(40));
+        let req = crate::RuleRequest { path: &path, ..Default::default() };
+        let mut budget = crate::RegexBudget::default();
+        let got = set.matcher().evaluate_within(&req, |_| false, &mut budget).map(|(a, _)| a);
+        // The budget ran out long before the hundredth expression: nine
+        // cost their full 111,000 steps each, the tenth got its first
+        // 1,000-step try and no more, the rest were never run and count as
+        // not matching, so the catch-all answers.
+        assert!(budget.exhausted());
+        assert_eq!((budget.tries(), budget.remaining()), (9 * 3 + 1, 0), "{budget:?}");
+        assert_eq!(got, Some(crate::Action::Rewrite { path: "/index.html".into(), status: 200 }));
+        // Each lookup without a budget of its own gets a fresh one: header
+        // and password lookups are bounded the same way.
+        assert!(set.matcher().headers_for(&path).is_empty());
+    }
+
+    #[test]
+    fn deploys_over_a_cap_are_refused_naming_the_rule_and_the_limit() {
+        // Look-around rules: the first one past the cap is named.
+        let errs = compile(&[("amplify-rules.json", adversarial(MAX_LOOKAROUND_RULES + 1).as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string(),
+            format!(
+                "amplify-rules.json:{}:1: this is look-around expression number 101; a deploy may have at most 100 (each is tried on every request): write the others without look-ahead, look-behind or backreferences",
+                MAX_LOOKAROUND_RULES + 2
+            )
+        );
+        // Password rules count among the rules.
+        let redirects = "/a /b\n".repeat(MAX_RULES - 1);
+        let headers = "/p\n  Basic-Auth: ann:pw\n/q\n  Basic-Auth: bob:pw\n";
+        let errs = compile(&[("_redirects", redirects.as_bytes()), ("_headers", headers.as_bytes())]).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.message
+                == "the deploy has 250001 rules (redirects, header and password rules together); the limit is 250000"),
+            "{errs:?}"
+        );
+        // Password users: the rule that goes past the cap is named.
+        let users = |prefix: &str| (0..60).map(|i| format!(" {prefix}{i}:pw")).collect::<String>();
+        let text = format!("/a/*\n  Basic-Auth:{}\n/b/*\n  Basic-Auth:{}\n", users("u"), users("v"));
+        let errs = compile(&[("_headers", text.as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("_headers:3:1: the deploy's password rules list 120 users so far; the limit is 100"),
+            "{}",
+            errs[0]
+        );
+        // And one rule may list at most MAX_USERS_PER_RULE.
+        let text = format!("/a/*\n  Basic-Auth:{}{}\n", users("u"), users("v"));
+        let errs = compile(&[("_headers", text.as_bytes())]).unwrap_err();
+        assert!(errs[0].to_string().starts_with("_headers:1:1: Basic-Auth: at most 100 users"), "{}", errs[0]);
     }
 
     proptest! {
