@@ -2,7 +2,7 @@
 //! walks the request path's segments once (following static, placeholder and
 //! splat branches) instead of trying every rule, plus one `RegexSet` pass for
 //! the regular-expression rules (those needing look-around are tried one by
-//! one; sites have a handful). Candidates are then checked in rule order
+//! one, within one budget per lookup: `RegexBudget`). Candidates are then checked in rule order
 //! against host, query and conditions.
 
 use std::collections::HashMap;
