@@ -89,17 +89,54 @@ impl AccessView {
     }
 }
 
+/// Hashes at deploy running at once: a deploy's passwords (at most
+/// [`chanto_rules::MAX_PASSWORD_USERS`]) are hashed in parallel, but never
+/// take more than this many blocking threads from the API and the edge.
+pub const MAX_PARALLEL_HASHES: usize = 4;
+
 /// Replaces every clear password of a rule set's `Basic-Auth` users with its
-/// argon2id hash, before the set is stored anywhere.
+/// argon2id hash, before the set is stored anywhere. Each distinct user and
+/// password is hashed once, [`MAX_PARALLEL_HASHES`] at a time.
 pub async fn seal_auth(set: &mut chanto_rules::RuleSet) -> Result<(), ApiError> {
-    for rule in &mut set.auth {
-        for user in &mut rule.users {
-            if let Some(pw) = user.password.take() {
-                user.hash = Some(hash_password(pw).await?);
-            }
+    let mut distinct: Vec<(String, String)> = Vec::new();
+    for user in set.auth.iter().flat_map(|r| &r.users) {
+        if let Some(pw) = &user.password
+            && !distinct.iter().any(|(u, p)| *u == user.user && p == pw)
+        {
+            distinct.push((user.user.clone(), pw.clone()));
+        }
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_HASHES));
+    let mut hashing = tokio::task::JoinSet::new();
+    for (i, (_, pw)) in distinct.iter().enumerate() {
+        let (slots, pw) = (slots.clone(), pw.clone());
+        hashing.spawn(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string());
+            (i, hash_password(pw).await)
+        });
+    }
+    let mut hashes = vec![String::new(); distinct.len()];
+    while let Some(done) = hashing.join_next().await {
+        let (i, hash) = done.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("hashing a password failed: {e}"))
+        })?;
+        hashes[i] = hash?;
+    }
+    for user in set.auth.iter_mut().flat_map(|r| r.users.iter_mut()) {
+        if let Some(pw) = user.password.take() {
+            let at = distinct.iter().position(|(u, p)| *u == user.user && *p == pw);
+            user.hash = at.map(|i| hashes[i].clone());
         }
     }
     Ok(())
+}
+
+/// chanto's argon2 hasher: [`chanto_rules::CHANTO_ARGON2`], the only
+/// parameters the edge verifies.
+fn hasher() -> Result<argon2::Argon2<'static>, String> {
+    let p = chanto_rules::CHANTO_ARGON2;
+    let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(p.output_len)).map_err(|e| e.to_string())?;
+    Ok(argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params))
 }
 
 /// Hashes a password with argon2id (off the async threads: it is slow on purpose).
@@ -108,10 +145,7 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
         use argon2::PasswordHasher;
         let salt = argon2::password_hash::SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
+        hasher()?.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())
@@ -219,4 +253,37 @@ pub(crate) async fn clear_access(
     let scope = scope_of(q.branch.as_deref(), q.previews)?;
     c.clear_access(&site.parse()?, &scope).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chanto_writes_the_hashes_its_rules_accept() {
+        let hash = hash_password("pw".into()).await.unwrap();
+        assert_eq!(chanto_rules::check_password_hash(&hash), Ok(()), "{hash}");
+        // The shared constant is what the argon2 crate calls its default.
+        let d = argon2::Params::default();
+        let p = chanto_rules::CHANTO_ARGON2;
+        assert_eq!(
+            (d.m_cost(), d.t_cost(), d.p_cost(), d.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN)),
+            (p.m_cost, p.t_cost, p.p_cost, p.output_len)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deploys_passwords_are_hashed_once_each() {
+        let text = "/a/*\n  Basic-Auth: ann:pw1 bob:pw2\n/b/*\n  Basic-Auth: ann:pw1\n";
+        let mut set = chanto_rules::compile(&[("_headers", text.as_bytes())]).unwrap();
+        seal_auth(&mut set).await.unwrap();
+        let users: Vec<_> = set.auth.iter().flat_map(|r| &r.users).collect();
+        assert!(users.iter().all(|u| u.password.is_none()));
+        let hashes: Vec<&str> = users.iter().map(|u| u.hash.as_deref().unwrap()).collect();
+        assert_eq!(hashes[0], hashes[2], "ann's one password, hashed once");
+        assert_ne!(hashes[0], hashes[1]);
+        for h in hashes {
+            assert_eq!(chanto_rules::check_password_hash(h), Ok(()));
+        }
+    }
 }

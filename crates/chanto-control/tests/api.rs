@@ -1056,3 +1056,66 @@ async fn blobs_upload_in_batches_and_bad_batches_are_refused() {
     let (s, v) = send(batch(&[files[0].1])).await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "deploy_not_uploading"), "{v}");
 }
+
+/// Creates a deploy of `files`, uploads them and finalizes it, answering
+/// what finalize said.
+async fn finalize_of(h: &Harness, site: &str, files: &[(&str, Vec<u8>)]) -> (StatusCode, Value) {
+    let manifest: serde_json::Map<String, Value> = files
+        .iter()
+        .map(|(p, b)| (p.to_string(), json!({"hash": ContentHash::of(b).to_hex(), "size": b.len()})))
+        .collect();
+    let (s, created) = h.call("POST", &format!("/api/v1/sites/{site}/deploys"), json!({"files": manifest})).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["deploy"]["id"].as_str().unwrap().to_owned();
+    for (_, b) in files {
+        let hash = ContentHash::of(b).to_hex();
+        let (s, v) = h
+            .raw(
+                "PUT",
+                &format!("/api/v1/deploys/{id}/blobs/{hash}"),
+                Some(&h.token),
+                Body::from(b.clone()),
+                "application/octet-stream",
+            )
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {v}");
+    }
+    h.call("POST", &format!("/api/v1/deploys/{id}/finalize"), Value::Null).await
+}
+
+#[tokio::test]
+async fn finalize_refuses_rule_files_that_would_make_requests_expensive() {
+    let h = Harness::new().await;
+    h.site("docs").await;
+    let index = ("index.html", b"hi".to_vec());
+    // A password hash whose writer chose 4 GiB of memory per sign-in.
+    let hostile = "/admin/*\n  Basic-Auth: eve:$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vv2L9X3Kq2m0uJ8PZV1yKqg8x7hYgR8Gm1C0bSx1m1Q\n";
+    let (s, v) = finalize_of(&h, "docs", &[index.clone(), ("_headers", hostile.as_bytes().to_vec())]).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("_headers:2:19: the password hash of eve: its parameters are m=4194304,t=2,p=1"),
+        "{message}"
+    );
+    assert!(message.contains("m=19456,t=2,p=1"), "{message}");
+    // More password users than a deploy may hash.
+    let mut many = String::from("/a/*\n  Basic-Auth:");
+    for i in 0..=chanto_rules::MAX_USERS_PER_RULE / 2 {
+        many.push_str(&format!(" u{i}:pw{i}"));
+    }
+    many.push_str("\n/b/*\n  Basic-Auth:");
+    for i in 0..=chanto_rules::MAX_USERS_PER_RULE / 2 {
+        many.push_str(&format!(" v{i}:pw{i}"));
+    }
+    let (s, v) = finalize_of(&h, "docs", &[index.clone(), ("_headers", many.into_bytes())]).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("_headers:3:1: the deploy's password rules list 102 users so far; the limit is 100"),
+        "{message}"
+    );
+    // Nothing of either went live.
+    let (_, deploys) = h.call("GET", "/api/v1/sites/docs/deploys", Value::Null).await;
+    let states: Vec<&str> = deploys.as_array().unwrap().iter().map(|d| d["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["failed", "failed"], "{deploys}");
+}

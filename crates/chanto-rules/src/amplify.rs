@@ -192,9 +192,89 @@ pub(crate) struct KeyValue {
     pub value: String,
 }
 
+/// How big a YAML rule file may be once its aliases are expanded: bytes of
+/// scalars plus one per node. A file without aliases measures about its
+/// size, so this is twice the largest file.
+pub(crate) const MAX_EXPANDED_YAML: usize = 2 * crate::sources::MAX_RULE_FILE_BYTES;
+
+/// Walks a YAML document the way deserializing it would (each alias replays
+/// what it points to), keeping nothing, and stops once it has seen
+/// [`MAX_EXPANDED_YAML`]: a few bytes of aliases must not become gigabytes
+/// of header rules.
+struct Measure<'a>(&'a std::cell::Cell<usize>);
+
+impl Measure<'_> {
+    fn charge<E: serde::de::Error>(&self, n: usize) -> Result<(), E> {
+        let seen = self.0.get().saturating_add(n);
+        self.0.set(seen);
+        if seen > MAX_EXPANDED_YAML {
+            return Err(E::custom(format!(
+                "the file expands to more than {MAX_EXPANDED_YAML} bytes (YAML aliases repeat what they point to); write the repeated parts out or share fewer"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Measure<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Measure<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.charge(1)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.charge(1)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.charge(1)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.charge(1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.charge(1 + v.len())
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.charge(1 + v.len())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.charge(1)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.charge(1)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.charge(1)?;
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.charge(1)?;
+        while seq.next_element_seed(Measure(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.charge(1)?;
+        while map.next_key_seed(Measure(self.0))?.is_some() {
+            map.next_value_seed(Measure(self.0))?;
+        }
+        Ok(())
+    }
+}
+
 /// `customHttp.yml`.
 pub(crate) fn parse_custom_http(file: &str, text: &str, out: &mut Parsed) {
-    let doc: CustomHttp = match serde_yaml_ng::from_str(text) {
+    let seen = std::cell::Cell::new(0);
+    let measured = serde::de::DeserializeSeed::deserialize(Measure(&seen), serde_yaml_ng::Deserializer::from_str(text));
+    let doc: CustomHttp = match measured.and_then(|()| serde_yaml_ng::from_str(text)) {
         Ok(d) => d,
         Err(e) => {
             let (line, col) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((1, 1));

@@ -15,12 +15,16 @@ mod glob;
 mod matcher;
 mod native;
 mod netlify;
+mod password;
 mod pattern;
 mod sources;
 
-pub use matcher::{Action, Matcher, RuleRequest, compile_regex};
+pub use matcher::{Action, LOOKUP_BUDGET, Matcher, RegexBudget, RuleRequest, compile_regex};
+pub use password::{CHANTO_ARGON2, PasswordHashParams, check_hash as check_password_hash};
 pub use pattern::{PathPattern, Segment};
-pub use sources::{RULE_FILES, compile, is_rule_file};
+pub use sources::{
+    MAX_LOOKAROUND_RULES, MAX_PASSWORD_USERS, MAX_RULES, MAX_USERS_PER_RULE, RULE_FILES, compile, is_rule_file,
+};
 
 use serde::{Deserialize, Serialize};
 

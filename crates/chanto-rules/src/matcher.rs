@@ -2,7 +2,7 @@
 //! walks the request path's segments once (following static, placeholder and
 //! splat branches) instead of trying every rule, plus one `RegexSet` pass for
 //! the regular-expression rules (those needing look-around are tried one by
-//! one; sites have a handful). Candidates are then checked in rule order
+//! one, within one budget per lookup: `RegexBudget`). Candidates are then checked in rule order
 //! against host, query and conditions.
 
 use std::collections::HashMap;
@@ -12,84 +12,218 @@ use crate::{HeaderRule, Origin, Redirect, Source};
 
 /// Largest compiled regular expression (bytes of automaton).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Backtracking budget of a look-around expression, per match.
+/// Backtracking budget of one try of a look-around expression (the last of
+/// [`TIERS`]).
 const BACKTRACK_LIMIT: usize = 100_000;
+/// Backtracking steps one lookup may spend on the expressions tried one by
+/// one (look-around, backreferences), all of them together: a deploy's rules
+/// cannot make a request cost more than this, however many they are.
+pub const LOOKUP_BUDGET: usize = 1_000_000;
+/// The step limits a look-around expression is tried with, cheapest first.
+/// fancy-regex does not say how many steps a match used, so a try is charged
+/// its whole limit; retrying with a larger limit only after the smaller one
+/// ran out keeps the charge of a cheap expression small and the charge of a
+/// costly one within 1.11 times its true cost.
+const TIERS: [usize; 3] = [1_000, 10_000, BACKTRACK_LIMIT];
 
 /// Compiles a rule's regular expression as the matcher will, or says why not.
 pub fn compile_regex(re: &str) -> Result<fancy_regex::Regex, String> {
+    compile_with_limit(re, BACKTRACK_LIMIT)
+}
+
+fn compile_with_limit(re: &str, limit: usize) -> Result<fancy_regex::Regex, String> {
     if re.len() > 4096 {
         return Err(format!("the expression is {} bytes; the limit is 4096", re.len()));
     }
     fancy_regex::RegexBuilder::new(re)
         .delegate_size_limit(REGEX_SIZE_LIMIT)
-        .backtrack_limit(BACKTRACK_LIMIT)
+        .backtrack_limit(limit)
         .build()
         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
+}
+
+fn compile_plain(re: &str) -> Option<regex::Regex> {
+    regex::RegexBuilder::new(re).size_limit(REGEX_SIZE_LIMIT).build().ok()
+}
+
+/// Whether an expression needs the backtracking engine (look-around,
+/// backreferences), so it is tried one by one, within [`LOOKUP_BUDGET`].
+pub(crate) fn needs_backtracking(re: &str) -> bool {
+    re.len() <= 4096 && compile_plain(re).is_none()
+}
+
+/// What one lookup may still spend on expressions tried one by one. Every
+/// [`Matcher`] method without a budget argument starts a fresh one of
+/// [`LOOKUP_BUDGET`]; a caller that wants one budget across several lookups
+/// of one request passes the same budget to the `*_within` methods.
+#[derive(Debug, Clone)]
+pub struct RegexBudget {
+    remaining: usize,
+    tries: usize,
+    exhausted: bool,
+}
+
+impl Default for RegexBudget {
+    fn default() -> Self {
+        Self::new(LOOKUP_BUDGET)
+    }
+}
+
+impl RegexBudget {
+    /// A budget of `steps` backtracking steps.
+    pub fn new(steps: usize) -> Self {
+        Self { remaining: steps, tries: 0, exhausted: false }
+    }
+
+    /// Steps left.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Expression runs charged so far.
+    pub fn tries(&self) -> usize {
+        self.tries
+    }
+
+    /// Whether a run was refused for want of budget: the expressions not
+    /// run counted as not matching.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    /// Takes `steps` if they are left.
+    fn charge(&mut self, steps: usize) -> bool {
+        if self.remaining < steps {
+            self.exhausted = true;
+            return false;
+        }
+        self.remaining -= steps;
+        self.tries += 1;
+        true
+    }
+}
+
+/// A rule's expression, compiled for the engine it needs.
+#[derive(Debug)]
+enum Compiled {
+    /// Linear time: the `regex` crate.
+    Plain(regex::Regex),
+    /// Look-around or backreferences: fancy-regex, once per limit of [`TIERS`].
+    Backtracking(Box<[fancy_regex::Regex; 3]>),
 }
 
 /// Rules whose source is a regular expression.
 #[derive(Debug)]
 struct Regexes {
     /// Every regex rule: its index and compiled form (for captures).
-    all: Vec<(u32, fancy_regex::Regex)>,
+    all: Vec<(u32, Compiled)>,
     /// Rule index → position in `all`.
     by_rule: HashMap<u32, usize>,
     /// The ones the plain engine takes, as one set: position → `all` index.
     set: Option<(regex::RegexSet, Vec<usize>)>,
-    /// `all` indexes the set could not take (look-around, backreferences).
-    fancy: Vec<usize>,
+    /// `all` indexes tried one by one, within the lookup's budget.
+    one_by_one: Vec<usize>,
 }
 
 impl Regexes {
     fn new(sources: impl Iterator<Item = (u32, String)>) -> Self {
         let mut all = Vec::new();
-        let (mut plain, mut plain_at, mut fancy) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain, mut plain_at, mut one_by_one) = (Vec::new(), Vec::new(), Vec::new());
         for (rule, re) in sources {
-            // Checked by `compile`; a stored rule that no longer compiles never matches.
-            let Ok(compiled) = compile_regex(&re) else { continue };
             let at = all.len();
+            let compiled = match compile_plain(&re) {
+                Some(p) => {
+                    plain.push(re);
+                    plain_at.push(at);
+                    Compiled::Plain(p)
+                }
+                None => {
+                    // Checked by `compile`; a stored rule that no longer compiles never matches.
+                    let Ok(tiers) =
+                        TIERS.iter().map(|limit| compile_with_limit(&re, *limit)).collect::<Result<Vec<_>, _>>()
+                    else {
+                        continue;
+                    };
+                    let Ok(tiers) = <[fancy_regex::Regex; 3]>::try_from(tiers) else { continue };
+                    one_by_one.push(at);
+                    Compiled::Backtracking(Box::new(tiers))
+                }
+            };
             all.push((rule, compiled));
-            if regex::RegexBuilder::new(&re).size_limit(REGEX_SIZE_LIMIT).build().is_ok() {
-                plain.push(re);
-                plain_at.push(at);
-            } else {
-                fancy.push(at);
-            }
         }
         let set = regex::RegexSetBuilder::new(&plain)
             .size_limit(REGEX_SIZE_LIMIT * 8)
             .build()
             .ok()
             .map(|s| (s, plain_at.clone()));
-        // Too big as one set: try them one by one instead.
+        // Too big as one set: try them one by one instead (charged too).
         if set.is_none() {
-            fancy.extend(plain_at);
+            one_by_one.extend(plain_at);
+            one_by_one.sort_unstable();
         }
         let by_rule = all.iter().enumerate().map(|(at, (rule, _))| (*rule, at)).collect();
-        Self { all, by_rule, set, fancy }
+        Self { all, by_rule, set, one_by_one }
     }
 
-    fn candidates(&self, path: &str, out: &mut Vec<u32>) {
+    fn candidates(&self, path: &str, out: &mut Vec<u32>, budget: &mut RegexBudget) {
         if let Some((set, at)) = &self.set {
             out.extend(set.matches(path).iter().map(|i| self.all[at[i]].0));
         }
-        for &i in &self.fancy {
-            if self.all[i].1.is_match(path).unwrap_or(false) {
+        for &i in &self.one_by_one {
+            if budget.exhausted() {
+                break;
+            }
+            let matched = match &self.all[i].1 {
+                Compiled::Plain(re) => budget.charge(TIERS[0]) && re.is_match(path),
+                Compiled::Backtracking(tiers) => tiered(tiers, budget, |re| re.is_match(path).ok()).unwrap_or(false),
+            };
+            if matched {
                 out.push(self.all[i].0);
             }
         }
     }
 
-    fn captures(&self, rule: u32, path: &str) -> Option<Vec<(&str, String)>> {
-        let (_, re) = &self.all[*self.by_rule.get(&rule)?];
-        let caps = re.captures(path).ok()??;
-        Some(
-            re.capture_names()
-                .flatten()
-                .filter_map(|name| caps.name(name).map(|m| (name, m.as_str().to_owned())))
-                .collect(),
-        )
+    fn captures(&self, rule: u32, path: &str, budget: &mut RegexBudget) -> Option<Vec<(&str, String)>> {
+        match &self.all[*self.by_rule.get(&rule)?].1 {
+            Compiled::Plain(re) => {
+                let caps = re.captures(path)?;
+                Some(
+                    re.capture_names()
+                        .flatten()
+                        .filter_map(|name| caps.name(name).map(|m| (name, m.as_str().to_owned())))
+                        .collect(),
+                )
+            }
+            Compiled::Backtracking(tiers) => {
+                let (re, caps) = tiered(tiers, budget, |re| re.captures(path).ok().map(|c| c.map(|c| (re, c))))??;
+                Some(
+                    re.capture_names()
+                        .flatten()
+                        .filter_map(|name| caps.name(name).map(|m| (name, m.as_str().to_owned())))
+                        .collect(),
+                )
+            }
+        }
     }
+}
+
+/// Runs `f` with each limit of [`TIERS`] in turn, charging `budget` the
+/// limit before each run, until one finishes within its limit; `None` when
+/// every limit ran out or the budget did (counted as no match).
+fn tiered<'r, T>(
+    tiers: &'r [fancy_regex::Regex; 3],
+    budget: &mut RegexBudget,
+    mut f: impl FnMut(&'r fancy_regex::Regex) -> Option<T>,
+) -> Option<T> {
+    for (limit, re) in TIERS.iter().zip(tiers.iter()) {
+        if !budget.charge(*limit) {
+            return None;
+        }
+        if let Some(done) = f(re) {
+            return Some(done);
+        }
+    }
+    None
 }
 
 /// Path rules in a trie, regex rules in a set.
@@ -112,9 +246,9 @@ impl Index {
         Self { trie, regexes: Regexes::new(res.into_iter()) }
     }
 
-    fn candidates(&self, path: &str, segments: &[&str]) -> Vec<u32> {
+    fn candidates(&self, path: &str, segments: &[&str], budget: &mut RegexBudget) -> Vec<u32> {
         let mut out = self.trie.candidates(segments);
-        self.regexes.candidates(path, &mut out);
+        self.regexes.candidates(path, &mut out, budget);
         out.sort_unstable();
         out.dedup();
         out
@@ -126,10 +260,11 @@ impl Index {
         rule: u32,
         path: &str,
         segments: &[&str],
+        budget: &mut RegexBudget,
     ) -> Option<Vec<(&'s str, String)>> {
         match source {
             Source::Path(p) => p.captures(segments),
-            Source::Regex(_) => self.regexes.captures(rule, path),
+            Source::Regex(_) => self.regexes.captures(rule, path, budget),
         }
     }
 }
@@ -289,8 +424,19 @@ impl Matcher {
     /// The first rule that applies to `req`, and what it says. A rule that is
     /// not forced never applies where `file_exists(req.path)` (shadowing).
     pub fn evaluate(&self, req: &RuleRequest<'_>, file_exists: impl Fn(&str) -> bool) -> Option<(Action, &Origin)> {
+        self.evaluate_within(req, file_exists, &mut RegexBudget::default())
+    }
+
+    /// [`Matcher::evaluate`], spending `budget` on expressions tried one by
+    /// one; once it is exhausted they count as not matching.
+    pub fn evaluate_within(
+        &self,
+        req: &RuleRequest<'_>,
+        file_exists: impl Fn(&str) -> bool,
+        budget: &mut RegexBudget,
+    ) -> Option<(Action, &Origin)> {
         let segments = split_path(req.path);
-        let candidates = self.redirect_index.candidates(req.path, &segments);
+        let candidates = self.redirect_index.candidates(req.path, &segments, budget);
         if candidates.is_empty() {
             return None;
         }
@@ -307,7 +453,7 @@ impl Matcher {
             if !conditions_hold(rule, req) {
                 continue;
             }
-            let Some(mut bindings) = self.redirect_index.captures(&rule.from, i, req.path, &segments) else {
+            let Some(mut bindings) = self.redirect_index.captures(&rule.from, i, req.path, &segments, budget) else {
                 continue;
             };
             let mut query_ok = true;
@@ -349,21 +495,30 @@ impl Matcher {
 
     /// The users who may see `path`, if a rule puts it behind a password
     /// (the first matching rule; its users' hashes).
+    /// (Password rules are path patterns, never expressions: `compile` makes
+    /// no other kind, so no budget can leave a protected path unprotected.)
     pub fn auth_for(&self, path: &str) -> Option<&[crate::AuthUser]> {
         let segments = split_path(path);
-        self.auth_index.candidates(path, &segments).into_iter().find_map(|i| {
+        let budget = &mut RegexBudget::default();
+        self.auth_index.candidates(path, &segments, budget).into_iter().find_map(|i| {
             let rule = &self.auth[i as usize];
-            self.auth_index.captures(&rule.path, i, path, &segments).map(|_| rule.users.as_slice())
+            self.auth_index.captures(&rule.path, i, path, &segments, budget).map(|_| rule.users.as_slice())
         })
     }
 
     /// Every header the rules add to a response for `path`, in rule order.
     pub fn headers_for(&self, path: &str) -> Vec<(&str, &str)> {
+        self.headers_for_within(path, &mut RegexBudget::default())
+    }
+
+    /// [`Matcher::headers_for`], spending `budget` on expressions tried one
+    /// by one; once it is exhausted they count as not matching.
+    pub fn headers_for_within(&self, path: &str, budget: &mut RegexBudget) -> Vec<(&str, &str)> {
         let segments = split_path(path);
         let mut out = Vec::new();
-        for i in self.header_index.candidates(path, &segments) {
+        for i in self.header_index.candidates(path, &segments, budget) {
             let rule = &self.headers[i as usize];
-            if self.header_index.captures(&rule.path, i, path, &segments).is_some() {
+            if self.header_index.captures(&rule.path, i, path, &segments, budget).is_some() {
                 out.extend(rule.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             }
         }
@@ -562,7 +717,7 @@ mod tests {
                 .collect();
             let m = Matcher::new(&rules, &[], &[]);
             let joined = format!("/{}", path.join("/"));
-            let got = m.redirect_index.candidates(&joined, &path);
+            let got = m.redirect_index.candidates(&joined, &path, &mut RegexBudget::default());
             let want: Vec<u32> = rules
                 .iter()
                 .enumerate()

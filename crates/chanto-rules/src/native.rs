@@ -49,7 +49,7 @@ struct Access {
     path: String,
     /// user → password, or an argon2id PHC hash (`$argon2id$…`, e.g. from the
     /// `argon2` command), so no clear password need sit in the repository.
-    users: BTreeMap<String, String>,
+    users: BTreeMap<String, toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +118,16 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
             out.error(file, line, 1, "access: list at least one user, like users = { ann = \"…\" }");
             continue;
         }
-        out.auth_rule(file, line, &a.path, a.users.into_iter().collect());
+        let users = a
+            .users
+            .into_iter()
+            .map(|(user, secret)| {
+                // The span covers the quoted string: the secret starts after its quote.
+                let (line, column) = line_col(text, secret.span().start + 1);
+                crate::sources::RawUser { user, secret: secret.into_inner(), line, column }
+            })
+            .collect();
+        out.auth_rule(file, line, &a.path, users);
     }
 }
 
@@ -154,14 +163,29 @@ values = { Cache-Control = "public, max-age=31536000, immutable" }
 
     #[test]
     fn access_tables() {
-        let text = "[[access]]\nfor = \"/admin/*\"\nusers = { ann = \"pw\", bob = \"$argon2id$v=19$m=19456,t=2,p=1$abc$def\" }\n";
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vv2L9X3Kq2m0uJ8PZV1yKqg8x7hYgR8Gm1C0bSx1m1Q";
+        let text = format!("[[access]]\nfor = \"/admin/*\"\nusers = {{ ann = \"pw\", bob = \"{hash}\" }}\n");
         let set = compile(&[("chanto.toml", text.as_bytes())]).unwrap();
         let users = set.matcher().auth_for("/admin/x").unwrap();
         assert_eq!(users[0].password.as_deref(), Some("pw"));
-        assert_eq!(users[1].hash.as_deref(), Some("$argon2id$v=19$m=19456,t=2,p=1$abc$def"));
+        assert_eq!(users[1].hash.as_deref(), Some(hash));
         assert!(users[1].password.is_none());
         let errs = compile(&[("chanto.toml", b"[[access]]\nfor = \"/a\"\nusers = {}\n")]).unwrap_err();
         assert!(errs[0].to_string().starts_with("chanto.toml:1:1: access: list at least one user"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_hash_with_its_own_cost_is_refused_where_it_is_written() {
+        // A deploy must not choose what each sign-in costs the edge.
+        let hostile =
+            "$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vv2L9X3Kq2m0uJ8PZV1yKqg8x7hYgR8Gm1C0bSx1m1Q";
+        let text = format!("[[access]]\nfor = \"/admin/*\"\nusers = {{ ann = \"pw\",\n  eve = \"{hostile}\" }}\n");
+        let errs = compile(&[("chanto.toml", text.as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let shown = errs[0].to_string();
+        assert!(shown.starts_with("chanto.toml:4:10: the password hash of eve:"), "{shown}");
+        assert!(shown.contains("m=4194304,t=2,p=1; chanto verifies m=19456,t=2,p=1 only"), "{shown}");
+        assert!(shown.contains("Give the password in clear"), "{shown}");
     }
 
     #[test]

@@ -153,7 +153,7 @@ fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
 }
 
 /// A `_headers` block: its line, path, headers and Basic-Auth users.
-type Block = (u32, String, Vec<(String, String)>, Vec<(String, String)>);
+type Block = (u32, String, Vec<(String, String)>, Vec<crate::sources::RawUser>);
 
 /// `_headers`: a path on a line of its own, then its headers, indented.
 pub(crate) fn parse_headers(file: &str, text: &str, out: &mut Parsed) {
@@ -196,9 +196,17 @@ pub(crate) fn parse_headers(file: &str, text: &str, out: &mut Parsed) {
             // `user:password` pairs separated by spaces; the passwords are
             // hashed before the deploy's manifest is written.
             for pair in value.split_whitespace() {
+                // Where the pair starts on the line, for errors about its secret.
+                let at = pair.as_ptr() as usize - raw_line.as_ptr() as usize;
+                let column = raw_line[..at].chars().count() as u32 + 1;
                 match pair.split_once(':') {
-                    Some((u, p)) if !u.is_empty() && !p.is_empty() => users.push((u.to_owned(), p.to_owned())),
-                    _ => out.error(file, line, 1, "Basic-Auth takes `user:password` pairs separated by spaces"),
+                    Some((u, p)) if !u.is_empty() && !p.is_empty() => users.push(crate::sources::RawUser {
+                        user: u.to_owned(),
+                        secret: p.to_owned(),
+                        line,
+                        column: column + u.chars().count() as u32 + 1,
+                    }),
+                    _ => out.error(file, line, column, "Basic-Auth takes `user:password` pairs separated by spaces"),
                 }
             }
             continue;
@@ -414,7 +422,7 @@ mod tests {
         for (bad, want) in [
             ("  X-A: 1\n", "_headers:1:1: a header before any path"),
             ("/*\n  nonsense\n", "_headers:2:3: expected `Name: value`"),
-            ("/*\n  Basic-Auth: nopassword\n", "_headers:2:1: Basic-Auth takes `user:password` pairs"),
+            ("/*\n  Basic-Auth: nopassword\n", "_headers:2:15: Basic-Auth takes `user:password` pairs"),
             ("/*\n  Content-Length: 5\n", "_headers:1:1: Content-Length is set by chanto"),
             ("/*\n  Bad Name: 5\n", "_headers:1:1: \"Bad Name\" is not a valid header name"),
             ("nopath\n  X: 1\n", "_headers:1:1: \"nopath\" does not start with '/'"),
@@ -465,5 +473,27 @@ mod tests {
         assert!(errs[0].message.contains("statuss"), "{}", errs[0]);
         let errs = compile(&[("netlify.toml", b"[[redirects]\n")]).unwrap_err();
         assert_eq!(errs[0].line, 1, "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_headers_hash_with_a_hostile_memory_cost_is_refused_at_its_line() {
+        // 4 GiB per sign-in attempt, chosen by whoever wrote the file.
+        let text = "/admin/*\n  X-Robots-Tag: noindex\n  Basic-Auth: ann:pw eve:$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vv2L9X3Kq2m0uJ8PZV1yKqg8x7hYgR8Gm1C0bSx1m1Q\n";
+        let errs = compile(&[("_headers", text.as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let shown = errs[0].to_string();
+        assert!(
+            shown.starts_with("_headers:3:26: the password hash of eve: its parameters are m=4194304,t=2,p=1"),
+            "{shown}"
+        );
+        assert!(shown.contains("$argon2id$v=19$m=19456,t=2,p=1$<salt>$<32-byte hash>"), "{shown}");
+        // Other argon2 flavours are hashes too, never taken as a password in clear.
+        let text = "/a\n  Basic-Auth: eve:$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vv2L9X3Kq2m0uJ8PZV1yKqg8x7hYgR8Gm1C0bSx1m1Q\n";
+        let errs = compile(&[("_headers", text.as_bytes())]).unwrap_err();
+        assert!(errs[0].to_string().contains("its algorithm is argon2i"), "{}", errs[0]);
+        // chanto's own parameters pass, stored as written.
+        let good = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vv2L9X3Kq2m0uJ8PZV1yKqg8x7hYgR8Gm1C0bSx1m1Q";
+        let set = compile(&[("_headers", format!("/a\n  Basic-Auth: ann:{good}\n").as_bytes())]).unwrap();
+        assert_eq!(set.auth[0].users[0].hash.as_deref(), Some(good));
     }
 }

@@ -20,8 +20,17 @@ pub fn is_rule_file(path: &str) -> bool {
 
 /// Largest rule file, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 8 << 20;
-/// Most rules (redirects plus header rules) in one deploy.
+/// Most rules (redirects, header rules and password rules) in one deploy.
 pub const MAX_RULES: usize = 250_000;
+/// Most rules in one deploy whose expression needs look-around or
+/// backreferences (tried one by one on every request, within one budget:
+/// [`crate::LOOKUP_BUDGET`]).
+pub const MAX_LOOKAROUND_RULES: usize = 100;
+/// Most password users (`Basic-Auth` pairs, `[[access]]` users) in one
+/// deploy: each password in clear is hashed with argon2 at deploy.
+pub const MAX_PASSWORD_USERS: usize = 100;
+/// Most users of one password rule.
+pub const MAX_USERS_PER_RULE: usize = 100;
 
 /// Parses every rule file present (`(path, contents)`; files not in
 /// [`RULE_FILES`] are ignored) into one rule set, or every error found.
@@ -71,15 +80,18 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         set.headers.extend(out.headers);
         set.auth.extend(out.auth);
     }
-    let count = set.redirects.len() + set.headers.len();
+    let count = set.redirects.len() + set.headers.len() + set.auth.len();
     if count > MAX_RULES {
         errors.push(RuleError::new(
             RULE_FILES[0],
             1,
             1,
-            format!("the deploy has {count} rules; the limit is {MAX_RULES}"),
+            format!(
+                "the deploy has {count} rules (redirects, header and password rules together); the limit is {MAX_RULES}"
+            ),
         ));
     }
+    check_caps(&set, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -87,6 +99,53 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
     set.clean_urls = set.clean_urls_from.as_ref().is_some_and(|(v, _)| *v);
     set.trailing_slash = set.trailing_slash_from.as_ref().map(|(v, _)| *v);
     Ok(set)
+}
+
+/// The per-deploy caps on what costs work on every request (look-around
+/// expressions) or at deploy (passwords to hash): the first rule past a cap
+/// is named.
+fn check_caps(set: &RuleSet, errors: &mut Vec<RuleError>) {
+    let regexes = set
+        .redirects
+        .iter()
+        .map(|r| (&r.from, &r.origin))
+        .chain(set.headers.iter().map(|h| (&h.path, &h.origin)))
+        .chain(set.auth.iter().map(|a| (&a.path, &a.origin)));
+    let mut lookaround = 0;
+    for (source, origin) in regexes {
+        if let Source::Regex(re) = source
+            && crate::matcher::needs_backtracking(re)
+        {
+            lookaround += 1;
+            if lookaround == MAX_LOOKAROUND_RULES + 1 {
+                errors.push(RuleError::new(
+                    &origin.file,
+                    origin.line,
+                    1,
+                    format!(
+                        "this is look-around expression number {lookaround}; a deploy may have at most {MAX_LOOKAROUND_RULES} \
+                         (each is tried on every request): write the others without look-ahead, look-behind or backreferences"
+                    ),
+                ));
+            }
+        }
+    }
+    let mut users = 0;
+    for rule in &set.auth {
+        users += rule.users.len();
+        if users > MAX_PASSWORD_USERS {
+            errors.push(RuleError::new(
+                &rule.origin.file,
+                rule.origin.line,
+                1,
+                format!(
+                    "the deploy's password rules list {users} users so far; the limit is {MAX_PASSWORD_USERS}: \
+                     share users between paths with one rule on a common prefix, or use `chanto access` for whole sites"
+                ),
+            ));
+            break;
+        }
+    }
 }
 
 /// The first source to set a URL setting wins; a later different value is a conflict.
@@ -134,6 +193,15 @@ pub(crate) struct Parsed {
     pub auth: Vec<crate::AuthRule>,
     pub errors: Vec<RuleError>,
     pub warnings: Vec<Warning>,
+}
+
+/// A password user as a source wrote it, with where its secret starts.
+pub(crate) struct RawUser {
+    pub user: String,
+    /// A password in clear, or an argon2 PHC hash.
+    pub secret: String,
+    pub line: u32,
+    pub column: u32,
 }
 
 /// A redirect as a source wrote it, before checks.
@@ -274,33 +342,48 @@ impl Parsed {
         }
     }
 
-    /// Checks and adds a path's basic-auth users.
-    pub fn auth_rule(&mut self, file: &str, line: u32, path: &str, users: Vec<(String, String)>) {
+    /// Checks and adds a path's basic-auth users. A secret that is an argon2
+    /// hash must carry chanto's own parameters ([`crate::CHANTO_ARGON2`]):
+    /// the hash's writer would otherwise choose what each sign-in costs.
+    pub fn auth_rule(&mut self, file: &str, line: u32, path: &str, users: Vec<RawUser>) {
         let pattern = match PathPattern::parse(path) {
             Ok(p) => p,
             Err(e) => return self.error(file, line, 1, e),
         };
-        if users.len() > 100 || users.iter().any(|(u, p)| u.len() > 128 || p.len() > 1024) {
+        if users.len() > MAX_USERS_PER_RULE || users.iter().any(|u| u.user.len() > 128 || u.secret.len() > 1024) {
             return self.error(
                 file,
                 line,
                 1,
-                "Basic-Auth: at most 100 users, names up to 128 bytes, passwords up to 1024",
+                format!("Basic-Auth: at most {MAX_USERS_PER_RULE} users, names up to 128 bytes, passwords up to 1024"),
             );
+        }
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            if crate::password::looks_like_hash(&u.secret) {
+                if let Err(why) = crate::password::check_hash(&u.secret) {
+                    self.error(
+                        file,
+                        u.line,
+                        u.column,
+                        format!(
+                            "the password hash of {}: {why}. Give the password in clear (chanto hashes it at deploy), \
+                             or hash it with chanto's parameters: {}",
+                            u.user,
+                            crate::CHANTO_ARGON2
+                        ),
+                    );
+                    continue;
+                }
+                // Already a hash: stored as is, never hashed twice.
+                out.push(crate::AuthUser { user: u.user, password: None, hash: Some(u.secret) });
+            } else {
+                out.push(crate::AuthUser { user: u.user, password: Some(u.secret), hash: None });
+            }
         }
         self.auth.push(crate::AuthRule {
             path: Source::Path(pattern),
-            users: users
-                .into_iter()
-                .map(|(user, secret)| {
-                    // Already a hash: stored as is, never hashed twice.
-                    if secret.starts_with("$argon2id$") {
-                        crate::AuthUser { user, password: None, hash: Some(secret) }
-                    } else {
-                        crate::AuthUser { user, password: Some(secret), hash: None }
-                    }
-                })
-                .collect(),
+            users: out,
             origin: Origin { file: file.to_owned(), line },
         });
     }
@@ -430,7 +513,29 @@ mod tests {
                 if i == 1 { String::new() } else { (i - 1).to_string() }
             ));
         }
-        let _ = compile(&[("customHttp.yml", laughs.as_bytes())]);
+        let errs = compile(&[("customHttp.yml", laughs.as_bytes())]).unwrap_err();
+        assert_eq!((errs.len(), errs[0].file.as_str()), (1, "customHttp.yml"), "{errs:?}");
+        assert!(errs[0].message.contains("repetition limit exceeded"), "{}", errs[0]);
+        // The same trick in a file of the right shape: one 8 KiB header,
+        // repeated by 5,000 five-byte aliases, would be 40 MB of rules.
+        let mut fanout = format!(
+            "customHeaders:\n  - &b\n    pattern: \"/*\"\n    headers:\n      - key: X-Big\n        value: \"{}\"\n",
+            "x".repeat(8000)
+        );
+        fanout.push_str(&"  - *b\n".repeat(5000));
+        assert!(fanout.len() < 100_000);
+        let errs = compile(&[("customHttp.yml", fanout.as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].to_string().starts_with("customHttp.yml:")
+                && errs[0].message.contains("the file expands to more than 16777216 bytes (YAML aliases"),
+            "{}",
+            errs[0]
+        );
+        // Sharing a header list between a few patterns is fine.
+        let shared = "customHeaders:\n  - pattern: \"/a\"\n    headers: &h\n      - key: X-A\n        value: \"1\"\n  - pattern: \"/b\"\n    headers: *h\n";
+        let set = compile(&[("customHttp.yml", shared.as_bytes())]).unwrap();
+        assert_eq!(set.headers.len(), 2);
         // Oversized: one rule past the limit.
         let many = "/a /b\n".repeat(MAX_RULES + 1);
         let errs = compile(&[("_redirects", many.as_bytes())]).unwrap_err();
@@ -439,15 +544,35 @@ mod tests {
 
     #[test]
     fn catastrophic_regexes_are_bounded() {
-        // Nested quantifiers with look-ahead force the backtracking engine;
-        // its budget turns the blow-up into a non-match, quickly.
-        let rules = r#"[{"source": "</^(a+)+(?=b)$/>", "target": "/x", "status": "301"}]"#;
+        // A quantified group holding a look-ahead forces the backtracking
+        // engine to try every split of the `a`s: it runs out of each try's
+        // limit and the expression does not match, having cost the lookup
+        // exactly the sum of its tries' limits. (`(a+)+(?=b)` is no test:
+        // fancy-regex hands `(a+)+` to the linear engine.)
+        let rules = r#"[{"source": "</^/(?:(?=a)a+)+b$/>", "target": "/x", "status": "301"}]"#;
         let set = compile(&[("amplify-rules.json", rules.as_bytes())]).unwrap();
         let path = format!("/{}", "a".repeat(40));
-        let started = std::time::Instant::now();
-        let got = set.matcher().evaluate(&crate::RuleRequest { path: &path, ..Default::default() }, |_| false);
+        let mut budget = crate::RegexBudget::default();
+        let got = set.matcher().evaluate_within(
+            &crate::RuleRequest { path: &path, ..Default::default() },
+            |_| false,
+            &mut budget,
+        );
         assert!(got.is_none());
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(budget.tries(), 3, "tried with each limit in turn");
+        assert_eq!(budget.remaining(), crate::LOOKUP_BUDGET - 111_000);
+        assert!(!budget.exhausted());
+        // A cheap look-around expression costs one small try.
+        let rules = r#"[{"source": "</^/(?!private)(?<page>[a-z]+)$/>", "target": "/p/<page>", "status": "301"}]"#;
+        let set = compile(&[("amplify-rules.json", rules.as_bytes())]).unwrap();
+        let mut budget = crate::RegexBudget::default();
+        let got = set.matcher().evaluate_within(
+            &crate::RuleRequest { path: "/docs", ..Default::default() },
+            |_| false,
+            &mut budget,
+        );
+        assert!(got.is_some());
+        assert_eq!(crate::LOOKUP_BUDGET - budget.remaining(), 2_000, "one try to match, one to capture");
         // Expressions too long, or whose automaton would be too big, are errors.
         let long = format!(r#"[{{"source": "</{}/>", "target": "/x"}}]"#, "(a|b)".repeat(900));
         let errs = compile(&[("amplify-rules.json", long.as_bytes())]).unwrap_err();
@@ -455,6 +580,71 @@ mod tests {
         let huge = r#"[{"source": "</(?:[a-z]{500}){500}/>", "target": "/x"}]"#;
         let errs = compile(&[("amplify-rules.json", huge.as_bytes())]).unwrap_err();
         assert!(errs[0].message.contains("invalid regular expression"), "{}", errs[0]);
+    }
+
+    /// `n` Amplify rules whose look-ahead makes the engine backtrack
+    /// exponentially on a path of `a`s, then a catch-all rewrite.
+    fn adversarial(n: usize) -> String {
+        let mut rules: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"source": "</^/(?:(?=a)a+)+b{i}$/>", "target": "/trap{i}", "status": "301"}}"#))
+            .collect();
+        rules.push(r#"{"source": "/<*>", "target": "/index.html", "status": "200"}"#.into());
+        format!("[\n{}\n]", rules.join(",\n"))
+    }
+
+    #[test]
+    fn many_adversarial_lookaround_rules_share_one_budget() {
+        let set = compile(&[("amplify-rules.json", adversarial(MAX_LOOKAROUND_RULES).as_bytes())]).unwrap();
+        let path = format!("/{}", "a".repeat(40));
+        let req = crate::RuleRequest { path: &path, ..Default::default() };
+        let mut budget = crate::RegexBudget::default();
+        let got = set.matcher().evaluate_within(&req, |_| false, &mut budget).map(|(a, _)| a);
+        // The budget ran out long before the hundredth expression: nine
+        // cost their full 111,000 steps each, the tenth got its first
+        // 1,000-step try and no more, the rest were never run and count as
+        // not matching, so the catch-all answers.
+        assert!(budget.exhausted());
+        assert_eq!((budget.tries(), budget.remaining()), (9 * 3 + 1, 0), "{budget:?}");
+        assert_eq!(got, Some(crate::Action::Rewrite { path: "/index.html".into(), status: 200 }));
+    }
+
+    #[test]
+    fn deploys_over_a_cap_are_refused_naming_the_rule_and_the_limit() {
+        // Look-around rules: the first one past the cap is named.
+        let errs = compile(&[("amplify-rules.json", adversarial(MAX_LOOKAROUND_RULES + 1).as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string(),
+            format!(
+                "amplify-rules.json:{}:1: this is look-around expression number 101; a deploy may have at most 100 (each is tried on every request): write the others without look-ahead, look-behind or backreferences",
+                MAX_LOOKAROUND_RULES + 2
+            )
+        );
+        // Password rules count among the rules.
+        let redirects = "/a /b\n".repeat(MAX_RULES - 1);
+        let headers = "/p\n  Basic-Auth: ann:pw\n/q\n  Basic-Auth: bob:pw\n";
+        let errs = compile(&[("_redirects", redirects.as_bytes()), ("_headers", headers.as_bytes())]).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.message
+                == "the deploy has 250001 rules (redirects, header and password rules together); the limit is 250000"),
+            "{errs:?}"
+        );
+        // Password users: the rule that goes past the cap is named.
+        let users = |prefix: &str| (0..60).map(|i| format!(" {prefix}{i}:pw")).collect::<String>();
+        let text = format!("/a/*\n  Basic-Auth:{}\n/b/*\n  Basic-Auth:{}\n", users("u"), users("v"));
+        let errs = compile(&[("_headers", text.as_bytes())]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("_headers:3:1: the deploy's password rules list 120 users so far; the limit is 100"),
+            "{}",
+            errs[0]
+        );
+        // And one rule may list at most MAX_USERS_PER_RULE.
+        let text = format!("/a/*\n  Basic-Auth:{}{}\n", users("u"), users("v"));
+        let errs = compile(&[("_headers", text.as_bytes())]).unwrap_err();
+        assert!(errs[0].to_string().starts_with("_headers:1:1: Basic-Auth: at most 100 users"), "{}", errs[0]);
     }
 
     proptest! {
