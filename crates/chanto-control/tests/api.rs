@@ -160,7 +160,11 @@ async fn tokens_are_required_and_checked() {
     assert!(files.iter().any(|f| f.ends_with("meta.db-wal")), "the search covers the write-ahead log: {files:?}");
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        assert!(!bytes.windows(h.token.len()).any(|w| w == h.token.as_bytes()), "the token is in clear in {}", f.display());
+        assert!(
+            !bytes.windows(h.token.len()).any(|w| w == h.token.as_bytes()),
+            "the token is in clear in {}",
+            f.display()
+        );
     }
 }
 
