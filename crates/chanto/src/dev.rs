@@ -159,8 +159,13 @@ impl Dev {
             manifest: manifest_hash,
             ready_at: chanto_store::now_millis(),
         };
-        let table =
-            RoutingTable { version: self.version, branches: vec![row], permalinks: Vec::new(), access: Vec::new() };
+        let table = RoutingTable {
+            version: self.version,
+            branches: vec![row],
+            permalinks: Vec::new(),
+            access: Vec::new(),
+            proxy_origins: Vec::new(),
+        };
         self.edge.publish(table).await?;
         if self.version > 1 {
             println!("Reloaded: {} files, {redirects} redirect rules, {headers} header rules", files.len());

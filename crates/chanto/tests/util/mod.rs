@@ -343,11 +343,7 @@ pub fn assert_secret_nowhere(dir: &Path, secret: &[u8], what: &str) -> usize {
     let files = files_under(dir);
     for f in &files {
         let bytes = std::fs::read(f).unwrap_or_default();
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret),
-            "{what} is stored in clear in {}",
-            f.display()
-        );
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret), "{what} is stored in clear in {}", f.display());
     }
     files.len()
 }
