@@ -195,7 +195,9 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         return resp;
     }
     // Route.
-    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()).unwrap_or("");
+    let Some(host) = request_host(req) else {
+        return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
+    };
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
     let Some(target) = resolve_target(edge, &snapshot, host) else {
@@ -227,6 +229,23 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.extensions_mut().insert(served);
     }
     resp
+}
+
+/// The host a request is for: an absolute-form target's authority (RFC
+/// 9112 §3.2.2: it wins over `Host`; h2's `:authority` arrives the same
+/// way), else the one `Host` field. `None` for a request with more than one
+/// `Host` field, which the RFC says to refuse with 400: a proxy in front
+/// might route by one and the edge by the other.
+fn request_host(req: &axum::http::request::Parts) -> Option<&str> {
+    let mut fields = req.headers.get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return None;
+    }
+    if let Some(authority) = req.uri.authority() {
+        return Some(authority.as_str());
+    }
+    Some(field.and_then(|h| h.to_str().ok()).unwrap_or(""))
 }
 
 /// What `host` serves in `snapshot`.
