@@ -219,6 +219,10 @@ async fn path_passwords_guard_the_file_served() {
     };
     let r = start(EdgeConfig::new("localhost"), vec![spec]).await;
     assert_eq!(raw(r.addr, &get("s.localhost", "/blog/a.html")).await.text(), "post", "the rewrite works");
+    // A `..` smuggled as `%252e%252e` does not climb out of the rewrite's
+    // target: the splat is decoded once, and goes into the target encoded.
+    let out = raw(r.addr, &get("s.localhost", "/blog/%252e%252e/index.html")).await;
+    assert_eq!(out.status, 404, "{out:?}");
     // A `..` smuggled through the rewrite stays the literal text `%2e%2e`: no such file.
     for target in ["/blog/%252e%252e/admin/secret.html", "/blog/%252E%252E/admin/secret.html", "/blog/%2e%2e/admin/"] {
         let a = raw(r.addr, &get("s.localhost", target)).await;
