@@ -110,8 +110,8 @@ pub struct ServeArgs {
     pub base_domain: String,
     /// Request header holding the client's country code, set by a load balancer
     /// or CDN you trust (e.g. CloudFront-Viewer-Country); rules with country
-    /// conditions match only through it. Never set it without such a proxy:
-    /// clients could send any value.
+    /// conditions match only through it. It is read only from peers in
+    /// --trusted-proxy: anyone else could send any value.
     #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
     pub country_header: Option<axum::http::HeaderName>,
     /// An origin (scheme://host[:port]) that rules rewriting to an absolute

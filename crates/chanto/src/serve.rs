@@ -155,6 +155,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     // Checked before anything starts, so a typo stops the server with the flag named.
     chanto_edge::proxy::Proxy::new(&args.proxy_origin).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(h) = &args.country_header
+        && args.trusted_proxy.is_empty()
+    {
+        tracing::warn!(
+            header = %h,
+            "--country-header is believed only from a --trusted-proxy, and none is given: country rules will never match; pass the load balancer's address with --trusted-proxy CIDR"
+        );
+    }
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
     let lock = std::fs::OpenOptions::new()
