@@ -305,7 +305,12 @@ impl<'a> Visitor<'a> {
     ) -> Self {
         let peer = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
         let via_trusted_proxy = chanto_core::access::is_trusted_proxy(peer, &edge.trusted_proxies);
-        let ip = chanto_core::access::client_ip(peer, &forwarded_for(headers), &edge.trusted_proxies);
+        // `X-Forwarded-For` is read only from a trusted proxy.
+        let ip = if via_trusted_proxy {
+            chanto_core::access::client_ip(peer, &forwarded_for(headers), &edge.trusted_proxies)
+        } else {
+            chanto_core::access::canonical(peer)
+        };
         Self { ip, via_trusted_proxy, host: host_without_port(host), uri }
     }
 }
