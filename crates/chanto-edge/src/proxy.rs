@@ -5,7 +5,8 @@
 //! allow; anything else answers 502, so a fork preview cannot use an origin
 //! allowed for another site. The upstream path stays under the rule's
 //! target (no dot segments, however often it is decoded); the visitor's
-//! credentials (`Authorization`, `Cookie`) are not forwarded; requests time
+//! credentials (`Authorization`, `Cookie`) are not forwarded, and the
+//! origin's `Set-Cookie` loses its `Domain=`; requests time
 //! out; hop-by-hop headers are dropped both ways; the client's address goes
 //! along in `X-Forwarded-For`.
 
@@ -129,9 +130,14 @@ impl Proxy {
             if HOP_BY_HOP.contains(&name.as_str()) {
                 continue;
             }
-            if let (Ok(n), Ok(v)) =
-                (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
-            {
+            let Ok(n) = HeaderName::from_bytes(name.as_str().as_bytes()) else { continue };
+            // The origin's cookies are the site's host's alone, as a header rule's are.
+            let v = if n == header::SET_COOKIE {
+                value.to_str().ok().and_then(|c| HeaderValue::from_str(&crate::serve::host_only_cookie(c)).ok())
+            } else {
+                HeaderValue::from_bytes(value.as_bytes()).ok()
+            };
+            if let Some(v) = v {
                 out.append(n, v);
             }
         }

@@ -266,7 +266,7 @@ async fn upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
                 let head = String::from_utf8_lossy(&buf).into_owned();
                 let _ = seen.send(head.lines().next().unwrap_or_default().to_owned());
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\nConnection: close\r\n\r\n{head}",
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\nSet-Cookie: up=1; Domain=localhost; Secure\r\nConnection: close\r\n\r\n{head}",
                     head.len()
                 );
                 let _ = conn.write_all(resp.as_bytes()).await;
@@ -306,6 +306,7 @@ async fn proxy_rules_are_confined() {
     let a = raw(r.addr, &format!("{}\r\n{creds}", get("a.localhost", "/api/users?page=2"))).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.header("x-upstream"), Some("yes"));
+    assert_eq!(a.header("set-cookie"), Some("up=1; Secure"), "the origin's cookie stays on the site's host");
     let upstream_saw = a.text().to_ascii_lowercase();
     assert!(upstream_saw.starts_with("get /v1/users?page=2 http/1.1"), "{upstream_saw}");
     assert!(upstream_saw.contains("accept: text/plain"), "other headers go along: {upstream_saw}");
