@@ -433,6 +433,12 @@ async fn a_truncated_blob_is_an_error_not_a_panic() {
         let hyper = raw(r.addr, &format!("{}\r\nRange: bytes=0-", get("s.localhost", target))).await;
         assert!(hyper.status >= 500, "{target} with a range: {:?}", (hyper.status, &hyper.headers));
     }
+    // h2c: no sendfile, the blob is read (or streamed) from the store.
+    let h2 = reqwest::Client::builder().resolve("s.localhost", r.addr).http2_prior_knowledge().build().unwrap();
+    for target in ["/small.html", "/mid.html", "/big.html"] {
+        let resp = h2.get(format!("http://s.localhost:{}{target}", r.addr.port())).send().await.unwrap();
+        assert_eq!(resp.status(), 500, "{target} over h2c");
+    }
     assert_eq!(raw(r.addr, &get("s.localhost", "/")).await.text(), "ok");
     assert!(r.edge.is_ready());
 }
