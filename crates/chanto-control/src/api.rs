@@ -39,6 +39,10 @@ pub fn router(control: Arc<Control>) -> Router {
             "/sites/{site}/access",
             get(crate::access::list_access).put(crate::access::set_access).delete(crate::access::clear_access),
         )
+        .route(
+            "/sites/{site}/proxy_origins",
+            get(crate::site_settings::get_proxy_origins).put(crate::site_settings::put_proxy_origins),
+        )
         .route("/deploys/{id}", get(get_deploy))
         .route("/deploys/{id}/blobs", post(upload_blobs).layer(DefaultBodyLimit::disable()))
         .route("/deploys/{id}/blobs/{hash}", put(upload_blob).layer(DefaultBodyLimit::disable()))
@@ -538,6 +542,7 @@ impl Modify for TokenAuth {
     info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`."),
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, upload_blobs, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
+        crate::site_settings::get_proxy_origins, crate::site_settings::put_proxy_origins,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
         n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge),

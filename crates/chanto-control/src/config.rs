@@ -16,6 +16,9 @@ pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 pub struct ControlConfig {
     /// The base domain sites are served under (`<site>.<base>`).
     pub base_domain: String,
+    /// Where branches, previews and permalinks are served
+    /// (`<prefix>--<site>.<preview>`), if not under the base domain.
+    pub preview_domain: Option<String>,
     /// How visitors reach the edge, appended to hostnames in URLs the API
     /// prints: scheme and port, e.g. `http` and `:8080` (empty for 80).
     pub edge_scheme: String,
@@ -38,6 +41,7 @@ impl ControlConfig {
     pub fn new(base_domain: impl Into<String>, edge_port: u16) -> Self {
         Self {
             base_domain: base_domain.into(),
+            preview_domain: None,
             edge_scheme: "http".into(),
             edge_port_suffix: if edge_port == 80 { String::new() } else { format!(":{edge_port}") },
             max_file_size: 256 << 20,
@@ -48,8 +52,28 @@ impl ControlConfig {
         }
     }
 
-    /// The URL of a hostname label (`example`, `dev--example`) on the edge.
+    /// The URL of a hostname label (`example`, `dev--example`) on the edge:
+    /// a prefixed label (branch, preview, permalink) under the preview
+    /// domain when there is one, production under the base domain.
     pub fn url_for(&self, label: &str) -> String {
-        format!("{}://{label}.{}{}/", self.edge_scheme, self.base_domain, self.edge_port_suffix)
+        let domain = match &self.preview_domain {
+            Some(preview) if label.contains("--") => preview,
+            _ => &self.base_domain,
+        };
+        format!("{}://{label}.{domain}{}/", self.edge_scheme, self.edge_port_suffix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_get_urls_on_the_preview_domain() {
+        let mut c = ControlConfig::new("sites.example.com", 443);
+        c.edge_scheme = "https".into();
+        c.preview_domain = Some("previews.example.net".into());
+        assert_eq!(c.url_for("shop"), "https://shop.sites.example.com:443/");
+        assert_eq!(c.url_for("pr-7--shop"), "https://pr-7--shop.previews.example.net:443/");
     }
 }

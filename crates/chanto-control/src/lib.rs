@@ -12,6 +12,7 @@ pub mod error;
 pub mod notify;
 pub mod pipeline;
 pub mod precompress;
+pub mod site_settings;
 pub mod walk;
 
 pub use api::{ApiDoc, router};

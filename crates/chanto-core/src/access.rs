@@ -145,17 +145,26 @@ pub fn resolve<'a, P>(policies: &'a [(AccessScope, P)], branch: &BranchName, pro
         .or_else(|| if production { None } else { find(&AccessScope::Previews) })
 }
 
+/// Whether `ip` is one of the `trusted` proxies.
+pub fn is_trusted_proxy(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
 /// The client's address: the socket peer, or, when the peer is a trusted
-/// proxy, the nearest `X-Forwarded-For` entry that is not itself trusted.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
-    if !is_trusted(&peer) {
+/// proxy, the right-most `X-Forwarded-For` entry that is not itself trusted.
+///
+/// `forwarded_for` holds every `X-Forwarded-For` field line in the order
+/// they arrived: a proxy may add its own line instead of appending to the
+/// client's, and the hops are read as one list, right to left, so a line
+/// the client wrote (the left-most) is never believed over a proxy's.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted_proxy(peer, trusted) {
         return canonical(peer);
     }
-    let Some(header) = forwarded_for else { return canonical(peer) };
-    for hop in header.rsplit(',') {
+    for hop in forwarded_for.iter().rev().flat_map(|line| line.rsplit(',')) {
         match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) if is_trusted_proxy(ip, trusted) => continue,
             Ok(ip) => return canonical(ip),
             // A garbled hop: trust nothing further out.
             Err(_) => break,
@@ -211,15 +220,27 @@ mod tests {
     fn forwarded_for_only_from_trusted_proxies() {
         let trusted = [net("127.0.0.0/8"), net("10.0.0.0/8")];
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
-        assert_eq!(client_ip(ip("127.0.0.1"), Some("1.2.3.4, 10.0.0.5"), &trusted), ip("1.2.3.4"));
+        assert_eq!(client_ip(ip("203.0.113.9"), &["1.2.3.4"], &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &["1.2.3.4, 10.0.0.5"], &trusted), ip("1.2.3.4"));
         assert_eq!(
-            client_ip(ip("127.0.0.1"), Some("6.6.6.6, 1.2.3.4"), &trusted),
+            client_ip(ip("127.0.0.1"), &["6.6.6.6, 1.2.3.4"], &trusted),
             ip("1.2.3.4"),
             "a client-set hop is not believed"
         );
-        assert_eq!(client_ip(ip("127.0.0.1"), Some("garbage"), &trusted), ip("127.0.0.1"));
-        assert_eq!(client_ip(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &["garbage"], &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &[], &trusted), ip("127.0.0.1"));
+    }
+
+    /// A proxy that adds its own `X-Forwarded-For` line (instead of
+    /// appending to the client's) puts the real client in the last line:
+    /// the client's forged first line must not win.
+    #[test]
+    fn forwarded_for_reads_every_line() {
+        let trusted = [net("127.0.0.0/8")];
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(client_ip(ip("127.0.0.1"), &["10.1.2.3", "203.0.113.7"], &trusted), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &["10.1.2.3", "203.0.113.7, 127.0.0.5"], &trusted), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &["203.0.113.7", "127.0.0.9"], &trusted), ip("203.0.113.7"));
     }
 
     #[test]

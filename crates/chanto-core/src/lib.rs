@@ -17,7 +17,7 @@ pub mod state;
 pub use access::{AccessPolicy, AccessScope, AccessUser};
 pub use error::ValidationError;
 pub use hash::ContentHash;
-pub use host::{HostRoute, parse_host};
+pub use host::{HostRoute, is_known_public_suffix, normalize_origin, parse_host, route_host};
 pub use manifest::{Encoding, Manifest, ManifestEntry, UrlStyle, Variant};
 pub use names::{BranchName, BuildId, DeployId, SiteName};
 pub use path::{MAX_PATH_BYTES, normalize_manifest_path};

@@ -56,6 +56,39 @@ pub fn normalize_request_path(raw: &str) -> Result<String, BadPath> {
     Ok(out)
 }
 
+/// A normalised path (as [`normalize_request_path`] returns it) written
+/// back as a URL path for a `Location` header: percent-encoded (every byte
+/// but unreserved characters, sub-delimiters, `:`, `@` and `/`), and never
+/// starting with `//` or `/\`, which browsers read as another host. So a
+/// redirect chanto writes from a request path stays on the same site.
+pub fn location_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    out.push('/');
+    for &b in path.trim_start_matches(['/', '\\']).as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // Empty segments cannot come from a normalised path; collapse them
+    // anyway so no caller can make `//` appear at the start.
+    while out.starts_with("//") {
+        out.remove(0);
+    }
+    out
+}
+
+/// A `Location` value a rule wrote, made safe to send: a site-relative
+/// target (`/…`) is never sent as `//host` or `/\host` (scheme-relative,
+/// another host); absolute URLs and other forms are left as written.
+pub fn safe_location(location: &str) -> String {
+    match location.strip_prefix('/') {
+        Some(rest) if rest.starts_with(['/', '\\']) => format!("/{}", rest.trim_start_matches(['/', '\\'])),
+        _ => location.to_owned(),
+    }
+}
+
 fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -117,7 +150,30 @@ mod tests {
         assert_eq!(normalize_request_path(&"/a".repeat(3000)), Err(BadPath::TooLong));
     }
 
+    #[test]
+    fn locations_stay_on_the_site() {
+        assert_eq!(location_path("/docs/"), "/docs/");
+        assert_eq!(location_path("/café dir/"), "/caf%C3%A9%20dir/");
+        assert_eq!(location_path("//evil.com/"), "/evil.com/");
+        assert_eq!(location_path("/\\evil.com"), "/evil.com");
+        assert_eq!(location_path("/a?b#c%"), "/a%3Fb%23c%25");
+        assert_eq!(safe_location("//evil.com/x"), "/evil.com/x");
+        assert_eq!(safe_location("/\\evil.com"), "/evil.com");
+        assert_eq!(safe_location("/ok"), "/ok");
+        assert_eq!(safe_location("https://example.com/"), "https://example.com/");
+    }
+
     proptest! {
+        #[test]
+        fn locations_never_leave(raw in "[/a.%25250-9cfeEF\\\\]{0,40}") {
+            if let Ok(p) = normalize_request_path(&raw) {
+                let l = location_path(&p);
+                prop_assert!(l.starts_with('/') && !l.starts_with("//") && !l.contains('\\'));
+                prop_assert_eq!(normalize_request_path(&l), Ok(p));
+            }
+        }
+
+
         #[test]
         fn output_never_escapes(raw in "[/a.%25250-9cfeEF\\\\]{0,40}") {
             if let Ok(p) = normalize_request_path(&raw) {

@@ -232,7 +232,7 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
     // (country, language), which are not part of the key.
     let matcher = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher());
     if let Some(matcher) = matcher {
-        let request = crate::serve::rule_request(edge, req.host, &path, &uri, &headers);
+        let request = crate::serve::rule_request(edge, req.host, &path, &uri, &headers, false);
         if matcher.reads_request_headers()
             || matcher.auth_for(&path).is_some()
             || crate::serve::rule_action(matcher, &request, &manifest).is_some()
@@ -241,6 +241,12 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
         }
     }
     let Lookup::File(file, entry) = manifest.resolve(&path, crate::serve::url_style(&manifest)) else { return None };
+    // A password on the file served (a clean URL, `dir/index.html`) is the guard's too.
+    if let Some(matcher) = matcher
+        && crate::serve::password_for(matcher, &path, Some(&format!("/{file}"))).is_some()
+    {
+        return None;
+    }
     // The heads of a GET and a HEAD are the same; the HEAD reads no bytes.
     let mut ok = crate::serve::represent(edge, &headers, file, entry, &target, true).await;
     if ok.status() != StatusCode::OK {
@@ -249,9 +255,18 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
     // The body's source, chosen as `crate::serve::send` chooses it.
     let rep = crate::http::negotiate(req.accept_encoding, entry);
     let local = if rep.size >= edge.zerocopy_min { edge.local_file(&rep.hash).await } else { None };
+    // A blob that is not the size its manifest says goes to hyper's path,
+    // which answers 500 and logs it.
     let body = match local {
-        Some(f) => ReadyBody::File(f, rep.size),
-        None if rep.size <= edge.cache_max_blob => ReadyBody::Memory(edge.cached_blob(&rep.hash).await.ok()?),
+        Some((_, stored)) if stored != rep.size => return None,
+        Some((f, _)) => ReadyBody::File(f, rep.size),
+        None if rep.size <= edge.cache_max_blob => {
+            let bytes = edge.cached_blob(&rep.hash).await.ok()?;
+            if bytes.len() as u64 != rep.size {
+                return None;
+            }
+            ReadyBody::Memory(bytes)
+        }
         // Streamed from the store: hyper's path.
         None => return None,
     };

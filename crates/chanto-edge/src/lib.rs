@@ -50,8 +50,16 @@ pub struct EdgeConfig {
     /// Serve this site's production branch to hosts that name no site
     /// (`chanto dev`, where the site is just `localhost:PORT`).
     pub fallback_site: Option<String>,
-    /// Origins that proxy rules (a 200 to an absolute URL) may reach.
+    /// The operator's allowlist of origins that proxy rules (a 200 to an
+    /// absolute URL) may reach. A site's proxy rules reach an origin only
+    /// when both this list and the site's own list (its settings, carried
+    /// in the routing table) name it.
     pub proxy_origins: Vec<String>,
+    /// Branches, pull-request previews and permalinks are served under this
+    /// domain instead of the base domain (`<prefix>--<site>.<preview>`), so
+    /// they share no registrable domain, cookies or "same-site" with
+    /// production.
+    pub preview_domain: Option<String>,
 }
 
 impl EdgeConfig {
@@ -66,6 +74,7 @@ impl EdgeConfig {
             trusted_proxies: Vec::new(),
             fallback_site: None,
             proxy_origins: Vec::new(),
+            preview_domain: None,
         }
     }
 }
@@ -101,6 +110,7 @@ impl quick_cache::Weighter<ContentHash, Bytes> for BytesWeight {
 /// An edge node: the current snapshot, and the blob store it reads from.
 pub struct Edge {
     base_domain: String,
+    preview_domain: Option<String>,
     pub(crate) country_header: Option<axum::http::HeaderName>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) fallback_site: Option<String>,
@@ -112,7 +122,8 @@ pub struct Edge {
     zerocopy_min: u64,
     /// Blob files open for `sendfile`, as nginx's `open_file_cache` keeps
     /// them. Blobs are immutable, so an open file never goes stale.
-    open_files: quick_cache::sync::Cache<ContentHash, Arc<std::fs::File>>,
+    /// Each with its length when opened, checked against the manifest.
+    open_files: quick_cache::sync::Cache<ContentHash, (Arc<std::fs::File>, u64)>,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     draining: AtomicBool,
@@ -132,6 +143,7 @@ impl Edge {
         let items = (config.cache_bytes / 4096).max(16) as usize;
         Arc::new(Self {
             base_domain: config.base_domain.trim_end_matches('.').to_ascii_lowercase(),
+            preview_domain: config.preview_domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
             country_header: config.country_header,
             trusted_proxies: config.trusted_proxies,
             fallback_site: config.fallback_site,
@@ -190,15 +202,23 @@ impl Edge {
         Ok(bytes)
     }
 
-    /// The blob as an open file on this machine, if the store keeps one
-    /// (`None` also when opening it failed: the caller reads it the usual way).
-    async fn local_file(&self, hash: &ContentHash) -> Option<Arc<std::fs::File>> {
+    /// The blob as an open file on this machine, with its length, if the
+    /// store keeps one (`None` also when opening it failed: the caller reads
+    /// it the usual way).
+    async fn local_file(&self, hash: &ContentHash) -> Option<(Arc<std::fs::File>, u64)> {
         if let Some(f) = self.open_files.get(hash) {
             return Some(f);
         }
         match self.blobs.local_file(hash).await {
             Ok(Some(f)) => {
-                let f = Arc::new(f);
+                let len = match f.metadata() {
+                    Ok(m) => m.len(),
+                    Err(e) => {
+                        tracing::debug!(blob = %hash, error = %e, "no local file to send");
+                        return None;
+                    }
+                };
+                let f = (Arc::new(f), len);
                 self.open_files.insert(*hash, f.clone());
                 Some(f)
             }

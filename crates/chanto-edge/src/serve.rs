@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chanto_core::manifest::Lookup;
-use chanto_core::request_path::normalize_request_path;
-use chanto_core::{Manifest, ManifestEntry, UrlStyle, parse_host};
+use chanto_core::request_path::{location_path, normalize_request_path, safe_location};
+use chanto_core::{Manifest, ManifestEntry, UrlStyle, route_host};
 use chanto_rules::{Action, RuleRequest};
 
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
@@ -176,6 +176,13 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
     resp
 }
 
+/// Answers one request, phase by phase (see `DESIGN.md`, "The edge's
+/// request phases"): **route** (Host → site, branch, deploy), the site's
+/// access policy, **rules** ([`resolve_resource`]: redirects and rewrites,
+/// the resource is resolved), **guard** ([`guard_resource`]: path passwords
+/// on the request path *and* on the file that will be served), then
+/// **represent** and **send** ([`deliver`]). Each phase gets what the one
+/// before resolved, never the raw request text again.
 async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std::net::SocketAddr>) -> Response {
     let head = req.method == Method::HEAD;
     let preflight = req.method == Method::OPTIONS;
@@ -187,18 +194,20 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
         return resp;
     }
-    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()).unwrap_or("");
+    // Route.
+    let Some(host) = request_host(req) else {
+        return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
+    };
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
     let Some(target) = resolve_target(edge, &snapshot, host) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
-    let peer_ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
+    let visitor = Visitor::of(edge, peer, &req.headers, &req.uri, host);
+    // The branch's access policy covers every path: checked before any rule runs.
     if let Some(policy) = &target.access
-        && let crate::access::Verdict::Refuse(resp) = edge
-            .guard
-            .check(policy, &target.site, client_ip(edge, peer_ip, &req.headers), &req.headers, preflight)
-            .await
+        && let crate::access::Verdict::Refuse(resp) =
+            edge.guard.check(policy, &target.site, visitor.ip, &req.headers, preflight).await
     {
         return resp;
     }
@@ -207,11 +216,13 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
         return resp;
     }
-    let protected = target.access.as_ref().is_some_and(|p| !p.users.is_empty());
+    // Whatever a policy restricts (passwords, or only networks) is not for
+    // shared caches: one client's answer must not reach another.
+    let restricted = target.access.as_ref().is_some_and(|p| !p.is_open());
     // Only the access log needs to know who was served.
     let served = edge.access_log.get().map(|_| Served::of(&target));
-    let mut resp = answer(edge, host, peer_ip, &req.headers, &req.uri, target, head).await;
-    if protected {
+    let mut resp = answer(edge, &visitor, &req.headers, target, head).await;
+    if restricted {
         make_private(&mut resp);
     }
     if let Some(served) = served {
@@ -220,9 +231,26 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     resp
 }
 
+/// The host a request is for: an absolute-form target's authority (RFC
+/// 9112 §3.2.2: it wins over `Host`; h2's `:authority` arrives the same
+/// way), else the one `Host` field. `None` for a request with more than one
+/// `Host` field, which the RFC says to refuse with 400: a proxy in front
+/// might route by one and the edge by the other.
+fn request_host(req: &axum::http::request::Parts) -> Option<&str> {
+    let mut fields = req.headers.get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return None;
+    }
+    if let Some(authority) = req.uri.authority() {
+        return Some(authority.as_str());
+    }
+    Some(field.and_then(|h| h.to_str().ok()).unwrap_or(""))
+}
+
 /// What `host` serves in `snapshot`.
 pub(crate) fn resolve_target(edge: &Edge, snapshot: &crate::Snapshot, host: &str) -> Option<crate::Target> {
-    let route = parse_host(host, &edge.base_domain)
+    let route = route_host(host, &edge.base_domain, edge.preview_domain.as_deref())
         .or_else(|| edge.fallback_site.clone().map(|site| chanto_core::HostRoute::Production { site }))?;
     snapshot.resolve(&route)
 }
@@ -235,18 +263,17 @@ pub(crate) fn url_style(manifest: &Manifest) -> UrlStyle {
         .map_or(UrlStyle::default(), |r| UrlStyle { clean_urls: r.clean_urls, trailing_slash: r.trailing_slash })
 }
 
-/// The client's address: the peer's, or from `X-Forwarded-For` when the peer
-/// is a trusted proxy. Only computed where a policy or a proxy needs it.
-fn client_ip(edge: &Edge, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
-    let forwarded = header_str(headers, header::HeaderName::from_static("x-forwarded-for"));
-    chanto_core::access::client_ip(peer, forwarded, &edge.trusted_proxies)
+/// Every `X-Forwarded-For` field line, in the order they arrived.
+fn forwarded_for(headers: &HeaderMap) -> Vec<&str> {
+    headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect()
 }
 
 /// What a password protects must not sit in shared caches.
 fn make_private(resp: &mut Response) {
     let private = match resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
         Some(cc) if cc.contains("public") => HeaderValue::from_str(&cc.replace("public", "private")).ok(),
-        Some(_) => None,
+        Some(cc) if cc.contains("private") || cc.contains("no-store") => None,
+        Some(cc) => HeaderValue::from_str(&format!("private, {cc}")).ok(),
         None => Some(HeaderValue::from_static("private")),
     };
     if let Some(v) = private {
@@ -254,13 +281,50 @@ fn make_private(resp: &mut Response) {
     }
 }
 
+/// Who asked, as the phases after routing need it: the client's address
+/// (from a trusted proxy's `X-Forwarded-For`), whether the peer is such a
+/// proxy (then its country header is believed), the host without port.
+pub(crate) struct Visitor<'a> {
+    /// The client's address.
+    pub(crate) ip: std::net::IpAddr,
+    /// The socket peer is a trusted proxy.
+    pub(crate) via_trusted_proxy: bool,
+    /// The host the request named, without a port.
+    pub(crate) host: &'a str,
+    /// The request's target.
+    pub(crate) uri: &'a axum::http::Uri,
+}
+
+impl<'a> Visitor<'a> {
+    fn of(
+        edge: &Edge,
+        peer: Option<std::net::SocketAddr>,
+        headers: &'a HeaderMap,
+        uri: &'a axum::http::Uri,
+        host: &'a str,
+    ) -> Self {
+        let peer = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        let via_trusted_proxy = chanto_core::access::is_trusted_proxy(peer, &edge.trusted_proxies);
+        // `X-Forwarded-For` is read only from a trusted proxy.
+        let ip = if via_trusted_proxy {
+            chanto_core::access::client_ip(peer, &forwarded_for(headers), &edge.trusted_proxies)
+        } else {
+            chanto_core::access::canonical(peer)
+        };
+        Self { ip, via_trusted_proxy, host: host_without_port(host), uri }
+    }
+}
+
+/// `host` without a `:port`.
+fn host_without_port(host: &str) -> &str {
+    host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+}
+
 /// The response for a request whose host resolved to `target`.
 async fn answer(
     edge: &Edge,
-    host: &str,
-    peer: std::net::IpAddr,
+    visitor: &Visitor<'_>,
     headers: &HeaderMap,
-    uri: &axum::http::Uri,
     target: crate::Target,
     head: bool,
 ) -> Response {
@@ -274,86 +338,224 @@ async fn answer(
             }
         },
     };
-    let Ok(path) = normalize_request_path(uri.path()) else {
+    let Ok(path) = normalize_request_path(visitor.uri.path()) else {
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
-    let Some(matcher) = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher()) else {
-        return serve_path(edge, headers, uri, &manifest, &path, &target, head).await;
+    let matcher = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher());
+    // Rules.
+    let resource = resolve_resource(edge, visitor, headers, &manifest, &path, matcher);
+    // Guard.
+    let protected = match matcher {
+        Some(matcher) => match guard_resource(edge, matcher, &target, visitor, headers, &path, &resource).await {
+            Ok(protected) => protected,
+            Err(refused) => return refused,
+        },
+        None => false,
     };
-    // Paths a rule file put behind a password (Netlify's `Basic-Auth`).
-    if let Some(users) = matcher.auth_for(&path) {
-        let policy = chanto_core::AccessPolicy {
-            users: users
-                .iter()
-                .filter_map(|u| Some(chanto_core::AccessUser { user: u.user.clone(), hash: u.hash.clone()? }))
-                .collect(),
-            ..Default::default()
-        };
-        let ip = client_ip(edge, peer, headers);
-        let mut refused = None;
-        if policy.users.is_empty() {
-            // Users without a stored hash can never sign in: refuse everyone.
-            refused =
-                Some(plain(StatusCode::FORBIDDEN, "<!doctype html><title>Forbidden</title><h1>403 Forbidden</h1>\n"));
-        } else if let crate::access::Verdict::Refuse(resp) =
-            edge.guard.check(&policy, &target.site, ip, headers, false).await
-        {
-            refused = Some(resp);
-        }
-        if let Some(resp) = refused {
-            return resp;
-        }
-        let mut resp =
-            answer_with_rules(edge, host, peer, headers, uri, &manifest, &path, matcher, &target, head).await;
-        make_private(&mut resp);
-        return resp;
+    // Represent and send.
+    let mut resp = deliver(edge, headers, visitor, &manifest, resource, &target, head).await;
+    if let Some(matcher) = matcher {
+        apply_header_rules(&mut resp, matcher, &path);
     }
-    answer_with_rules(edge, host, peer, headers, uri, &manifest, &path, matcher, &target, head).await
-}
-
-/// The response when the deploy has rules: redirects and rewrites first, then
-/// the files, then header rules on top.
-#[allow(clippy::too_many_arguments)]
-async fn answer_with_rules(
-    edge: &Edge,
-    host: &str,
-    peer: std::net::IpAddr,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-    manifest: &Manifest,
-    path: &str,
-    matcher: &chanto_rules::Matcher,
-    target: &crate::Target,
-    head: bool,
-) -> Response {
-    let request = rule_request(edge, host, path, uri, headers);
-    let mut resp = match rule_action(matcher, &request, manifest) {
-        Some(action) => {
-            let from = Visitor { host: request.host, peer, query: uri.query() };
-            act(edge, headers, manifest, action, target, head, from).await
-        }
-        None => serve_path(edge, headers, uri, manifest, path, target, head).await,
-    };
-    apply_header_rules(&mut resp, matcher, path);
+    if protected {
+        make_private(&mut resp);
+    }
     resp
 }
 
-/// The request as rules see it.
+/// What a request resolved to once the rules have run: the hand-off from
+/// the rules phase to the guard and to representation.
+pub(crate) enum Resource<'m> {
+    /// A file of the deploy. `status` is `None` for an ordinary answer
+    /// (validators, conditionals, ranges) and a rewrite's 404 or 410 otherwise.
+    File { key: &'m str, entry: &'m ManifestEntry, status: Option<StatusCode> },
+    /// A redirect to `location` (a rule's, or a slash or clean-URL redirect).
+    Redirect { status: StatusCode, location: String },
+    /// A proxy rule's upstream URL.
+    Proxy { url: String },
+    /// Nothing here: the site's 404.
+    NotFound,
+}
+
+/// The rules phase: redirects and rewrites, else the files (clean URLs,
+/// `dir/index.html`, slash redirects).
+fn resolve_resource<'m>(
+    edge: &Edge,
+    visitor: &Visitor<'_>,
+    headers: &HeaderMap,
+    manifest: &'m Manifest,
+    path: &str,
+    matcher: Option<&chanto_rules::Matcher>,
+) -> Resource<'m> {
+    let action = matcher.and_then(|m| {
+        let request = rule_request(edge, visitor.host, path, visitor.uri, headers, visitor.via_trusted_proxy);
+        rule_action(m, &request, manifest)
+    });
+    let query = visitor.uri.query();
+    match action {
+        None => match manifest.resolve(path, url_style(manifest)) {
+            Lookup::File(key, entry) => Resource::File { key, entry, status: None },
+            Lookup::RedirectTo(to) => moved_permanently(location_path(&to), query),
+            Lookup::AddSlash => moved_permanently(location_path(&format!("{path}/")), query),
+            Lookup::NotFound => Resource::NotFound,
+        },
+        Some(Action::Redirect { status, location }) => Resource::Redirect {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+            location: safe_location(&location),
+        },
+        Some(Action::Rewrite { path: to, status }) => {
+            // The target's own query string (if any) does not name a file.
+            // Bindings went into it encoded, so this one decoding gives the
+            // path the rule meant, dot segments resolved after substitution.
+            let file = to.split(['?', '#']).next().unwrap_or_default();
+            let Ok(file) = normalize_request_path(file) else { return Resource::NotFound };
+            match manifest.lookup(&file) {
+                Lookup::File(key, entry) => {
+                    let status = (status != 200).then(|| StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND));
+                    Resource::File { key, entry, status }
+                }
+                // A rewrite to nothing: the site's 404.
+                _ => Resource::NotFound,
+            }
+        }
+        Some(Action::Proxy { mut url }) => {
+            if !url.contains('?')
+                && let Some(q) = query
+            {
+                url.push('?');
+                url.push_str(q);
+            }
+            Resource::Proxy { url }
+        }
+    }
+}
+
+/// A 301 to `location`, the request's query string kept.
+fn moved_permanently(mut location: String, query: Option<&str>) -> Resource<'static> {
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    Resource::Redirect { status: StatusCode::MOVED_PERMANENTLY, location }
+}
+
+/// The guard phase for path passwords (Netlify's `Basic-Auth`): a rule
+/// covering the request path *or* the file that will be served asks for
+/// its users, so neither a rewrite nor a clean URL nor `dir/index.html`
+/// reaches a protected file by another name. `Ok(true)`: let through, and
+/// the answer is private.
+async fn guard_resource(
+    edge: &Edge,
+    matcher: &chanto_rules::Matcher,
+    target: &crate::Target,
+    visitor: &Visitor<'_>,
+    headers: &HeaderMap,
+    path: &str,
+    resource: &Resource<'_>,
+) -> Result<bool, Response> {
+    let served = match resource {
+        Resource::File { key, .. } => Some(format!("/{key}")),
+        _ => None,
+    };
+    let Some(users) = password_for(matcher, path, served.as_deref()) else { return Ok(false) };
+    let policy = chanto_core::AccessPolicy {
+        users: users
+            .iter()
+            .filter_map(|u| Some(chanto_core::AccessUser { user: u.user.clone(), hash: u.hash.clone()? }))
+            .collect(),
+        ..Default::default()
+    };
+    if policy.users.is_empty() {
+        // Users without a stored hash can never sign in: refuse everyone.
+        return Err(plain(StatusCode::FORBIDDEN, "<!doctype html><title>Forbidden</title><h1>403 Forbidden</h1>\n"));
+    }
+    match edge.guard.check(&policy, &target.site, visitor.ip, headers, false).await {
+        crate::access::Verdict::Refuse(resp) => Err(resp),
+        _ => Ok(true),
+    }
+}
+
+/// The users a path-password rule wants for a request to `path` that
+/// serves the file at `served` (a URL path), if any rule covers either.
+pub(crate) fn password_for<'m>(
+    matcher: &'m chanto_rules::Matcher,
+    path: &str,
+    served: Option<&str>,
+) -> Option<&'m [chanto_rules::AuthUser]> {
+    matcher.auth_for(path).or_else(|| served.and_then(|s| matcher.auth_for(s)))
+}
+
+/// Represent and send: the resource's response.
+async fn deliver(
+    edge: &Edge,
+    headers: &HeaderMap,
+    visitor: &Visitor<'_>,
+    manifest: &Manifest,
+    resource: Resource<'_>,
+    target: &crate::Target,
+    head: bool,
+) -> Response {
+    match resource {
+        Resource::File { key, entry, status: None } => represent(edge, headers, key, entry, target, head).await,
+        Resource::File { entry, status: Some(status), .. } => {
+            let rep = http::negotiate(accept_encoding(headers), entry);
+            let mut resp = send(edge, rep, entry, None, head, status).await;
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Resource::Redirect { status, location } => {
+            let mut resp = plain(status, "");
+            match HeaderValue::from_str(&location) {
+                Ok(v) => drop(resp.headers_mut().insert(header::LOCATION, v)),
+                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, UNAVAILABLE_PAGE),
+            }
+            resp
+        }
+        Resource::Proxy { url } => proxy(edge, headers, visitor, target, &url, head).await,
+        Resource::NotFound => not_found(edge, headers, manifest, head).await,
+    }
+}
+
+/// Forwards a proxy rule's request, if the site may reach the upstream.
+async fn proxy(
+    edge: &Edge,
+    headers: &HeaderMap,
+    visitor: &Visitor<'_>,
+    target: &crate::Target,
+    url: &str,
+    head: bool,
+) -> Response {
+    let Some(proxy) = &edge.proxy else { return crate::proxy::not_allowed() };
+    let Ok(uri) = url.parse::<axum::http::Uri>() else { return crate::proxy::not_allowed() };
+    if !proxy.allows(&uri, target.proxy_origins.as_deref()) {
+        return crate::proxy::not_allowed();
+    }
+    if !crate::proxy::confined(&uri) {
+        return crate::proxy::not_confined();
+    }
+    let method = if head { Method::HEAD } else { Method::GET };
+    proxy.forward(url, &method, headers, visitor.ip, visitor.host).await
+}
+
+/// The request as rules see it. The country header is read only when the
+/// peer is a trusted proxy: anyone else could send any value.
 pub(crate) fn rule_request<'a>(
     edge: &Edge,
     host: &'a str,
     path: &'a str,
     uri: &'a axum::http::Uri,
     headers: &'a HeaderMap,
+    via_trusted_proxy: bool,
 ) -> RuleRequest<'a> {
     RuleRequest {
-        host: host
-            .rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h),
+        host: host_without_port(host),
         path,
         query: uri.query(),
-        country: edge.country_header.as_ref().and_then(|name| header_str(headers, name.clone())),
+        country: edge
+            .country_header
+            .as_ref()
+            .filter(|_| via_trusted_proxy)
+            .and_then(|name| header_str(headers, name.clone())),
         accept_language: header_str(headers, header::ACCEPT_LANGUAGE),
     }
 }
@@ -368,108 +570,32 @@ pub(crate) fn rule_action(
 }
 
 /// Adds the headers rules give `path` (the path the visitor asked for, as
-/// on Netlify).
+/// on Netlify). A `Set-Cookie` loses its `Domain` attribute: a deploy sets
+/// cookies for its own host only, never for the base domain and so for
+/// every other site under it.
 pub(crate) fn apply_header_rules<B>(resp: &mut axum::http::Response<B>, matcher: &chanto_rules::Matcher, path: &str) {
     for (name, value) in matcher.headers_for(path) {
-        if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        let Ok(n) = header::HeaderName::from_bytes(name.as_bytes()) else { continue };
+        let value = if n == header::SET_COOKIE { host_only_cookie(value) } else { value.to_owned() };
+        if let Ok(v) = HeaderValue::from_str(&value) {
             resp.headers_mut().insert(n, v);
         }
     }
 }
 
-/// Who asked, for proxied requests.
-struct Visitor<'a> {
-    host: &'a str,
-    peer: std::net::IpAddr,
-    query: Option<&'a str>,
-}
-
-/// Does what a matching rule says.
-async fn act(
-    edge: &Edge,
-    headers: &HeaderMap,
-    manifest: &Manifest,
-    action: Action,
-    target: &crate::Target,
-    head: bool,
-    from: Visitor<'_>,
-) -> Response {
-    match action {
-        Action::Redirect { status, location } => {
-            let mut resp = plain(StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY), "");
-            match HeaderValue::from_str(&location) {
-                Ok(v) => drop(resp.headers_mut().insert(header::LOCATION, v)),
-                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, UNAVAILABLE_PAGE),
-            }
-            resp
-        }
-        Action::Rewrite { path, status } => {
-            // The target's own query string (if any) does not name a file.
-            let file = path.split(['?', '#']).next().unwrap_or_default();
-            let Ok(file) = normalize_request_path(file) else {
-                return not_found(edge, headers, manifest, head).await;
-            };
-            match (manifest.lookup(&file), status) {
-                (Lookup::File(key, entry), 200) => represent(edge, headers, key, entry, target, head).await,
-                (Lookup::File(_, entry), status) => {
-                    let rep = http::negotiate(accept_encoding(headers), entry);
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
-                    let mut resp = send(edge, rep, entry, None, head, status).await;
-                    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    resp
-                }
-                // A rewrite to nothing: the site's 404.
-                _ => not_found(edge, headers, manifest, head).await,
-            }
-        }
-        Action::Proxy { mut url } => {
-            let Some(proxy) = &edge.proxy else { return crate::proxy::not_allowed() };
-            if !url.contains('?')
-                && let Some(q) = from.query
-            {
-                url.push('?');
-                url.push_str(q);
-            }
-            match url.parse::<axum::http::Uri>() {
-                Ok(uri) if proxy.allows(&uri) => {
-                    let method = if head { Method::HEAD } else { Method::GET };
-                    proxy.forward(&url, &method, headers, client_ip(edge, from.peer, headers), from.host).await
-                }
-                _ => crate::proxy::not_allowed(),
-            }
+/// A `Set-Cookie` value without its `Domain` attribute (so the cookie is
+/// host-only).
+pub(crate) fn host_only_cookie(value: &str) -> String {
+    let mut parts = value.split(';');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for attr in parts {
+        let name = attr.split('=').next().unwrap_or_default().trim();
+        if !name.eq_ignore_ascii_case("domain") {
+            out.push(';');
+            out.push_str(attr);
         }
     }
-}
-
-/// A path served as the files say: the file, a slash redirect, or the 404.
-async fn serve_path(
-    edge: &Edge,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-    manifest: &Manifest,
-    path: &str,
-    target: &crate::Target,
-    head: bool,
-) -> Response {
-    match manifest.resolve(path, url_style(manifest)) {
-        Lookup::File(key, entry) => represent(edge, headers, key, entry, target, head).await,
-        Lookup::RedirectTo(to) => moved_permanently(to, uri.query()),
-        Lookup::AddSlash => moved_permanently(format!("{}/", uri.path()), uri.query()),
-        Lookup::NotFound => not_found(edge, headers, manifest, head).await,
-    }
-}
-
-/// A 301 to `location`, the request's query string kept.
-fn moved_permanently(mut location: String, query: Option<&str>) -> Response {
-    if let Some(q) = query {
-        location.push('?');
-        location.push_str(q);
-    }
-    let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "");
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    out
 }
 
 /// The site's `404.html` with status 404, or chanto's own page.
@@ -579,15 +705,26 @@ async fn send(
     };
     let body = if head {
         Ok(Body::empty())
-    } else if let Some((jobs, file)) = file {
+    } else if let Some((jobs, (file, stored))) = file {
+        if stored != rep.size {
+            return damaged_blob(&rep, stored);
+        }
         edge.metrics.sendfile_responses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Body::new(zerocopy::FileBody::new(jobs, file, start, len)))
     } else if rep.size <= edge.cache_max_blob {
-        edge.cached_blob(&rep.hash).await.map(|b| Body::from(b.slice(start as usize..(start + len) as usize)))
+        match edge.cached_blob(&rep.hash).await {
+            Ok(b) if b.len() as u64 != rep.size => return damaged_blob(&rep, b.len() as u64),
+            Ok(b) => Ok(Body::from(b.slice(start as usize..(start + len) as usize))),
+            Err(e) => Err(e),
+        }
     } else if range.is_some() {
         edge.blobs.open_range(&rep.hash, start, len).await.map(Body::from_stream)
     } else {
-        edge.blobs.open(&rep.hash).await.map(|o| Body::from_stream(o.body))
+        match edge.blobs.open(&rep.hash).await {
+            Ok(o) if o.len != rep.size => return damaged_blob(&rep, o.len),
+            Ok(o) => Ok(Body::from_stream(o.body)),
+            Err(e) => Err(e),
+        }
     };
     let body = match body {
         Ok(b) => b,
@@ -608,4 +745,15 @@ async fn send(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     resp
+}
+
+/// The answer when a stored blob is not the size its manifest declares (a
+/// truncated or damaged store): an error an operator must look at, and a
+/// 500 for the visitor rather than a body that contradicts its length.
+fn damaged_blob(rep: &Representation, stored: u64) -> Response {
+    tracing::error!(blob = %rep.hash, declared = rep.size, stored, "blob size differs from its manifest; the store is damaged");
+    plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "<!doctype html><title>Server error</title><h1>500 Internal server error</h1>\n",
+    )
 }

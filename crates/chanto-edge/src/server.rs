@@ -1,12 +1,18 @@
 //! The edge's HTTP server: HTTP/1.1 with keep-alive and HTTP/2 over cleartext
 //! (h2c with prior knowledge) on one port, with bounds on what a client can
-//! make it hold: header size and count, time to send the headers, and a
+//! make it hold: header size and count, time to send the headers, an idle
+//! timeout for connections on hyper's path (HTTP/1 and h2c alike), and a
 //! graceful shutdown that lets in-flight requests finish. Plain HTTP/1.1
 //! requests for small files are answered on a fast path ([`crate::fast`]).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,6 +29,13 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
     /// Most header fields per request.
     pub max_headers: usize,
+    /// A connection on which no byte moved either way for this long is
+    /// closed: asked to finish (h2 `GOAWAY`), then dropped if it does not
+    /// within the same time again. hyper's HTTP/1 closes idle keep-alive
+    /// connections by the header-read timeout, but an h2c connection has no
+    /// such bound of its own: without this it stays open for as long as the
+    /// client likes, holding a task and a socket.
+    pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
@@ -33,6 +46,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 << 10,
             max_headers: 64,
+            idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -61,7 +75,12 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // No keep-alive pings: their answers would count as activity and
+        // keep an idle connection open past `idle_timeout` for ever.
+        .max_header_list_size(limits.max_header_bytes as u32);
     let shared = Arc::new(Shared { builder, service, limits });
     let (stop, stopping) = tokio::sync::watch::channel(false);
     // Every connection task holds a sender; all are gone when all ended.
@@ -95,6 +114,76 @@ pub async fn serve(
     }
 }
 
+/// Serves an ordinary router (the API, the admin listener) with the same
+/// bounds as the edge: headers within `header_read_timeout`, idle
+/// connections closed after `idle_timeout`, header size and count limits,
+/// and a graceful shutdown when `shutdown` resolves. `axum::serve` sets
+/// none of these, so a client could hold an API connection open for ever
+/// by sending its headers one byte a minute.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, router, mut stopping, open) = (builder.clone(), router.clone(), stopping.clone(), open.clone());
+        let idle = limits.idle_timeout;
+        tokio::spawn(async move {
+            let activity = Activity::default();
+            let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+            let conn = builder.serve_connection(io, TowerToHyperService::new(router));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = activity.idle_for(idle) => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(idle, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(open);
+    if tokio::time::timeout(limits.drain_timeout, all_closed.recv()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the drain timeout");
+    }
+}
+
 /// What every connection of one listener shares.
 struct Shared {
     builder: auto::Builder<TokioExecutor>,
@@ -115,9 +204,12 @@ async fn connection(
         crate::fast::Outcome::Handoff(stream, read) => (stream, read),
     };
     let (stream, jobs) = crate::zerocopy::ZerocopyStream::new(stream, read);
+    let activity = Activity::default();
+    let stream = Tracked { inner: stream, activity: activity.clone() };
     let service = TowerToHyperService::new(shared.service.for_connection(peer, Some(jobs)));
     let conn = shared.builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    let idle = shared.limits.idle_timeout;
     let result = if *stopping.borrow() {
         conn.as_mut().graceful_shutdown();
         conn.await
@@ -128,9 +220,101 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
+            () = activity.idle_for(idle) => {
+                tracing::debug!(peer = %peer, "closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(idle, conn.as_mut()).await {
+                    Ok(r) => r,
+                    // It would not finish: drop it.
+                    Err(_) => return,
+                }
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// When a connection last moved a byte, in milliseconds since it started.
+#[derive(Clone)]
+struct Activity(Arc<(Instant, AtomicU64)>);
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self(Arc::new((Instant::now(), AtomicU64::new(0))))
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.0.0.elapsed().as_millis() as u64;
+        self.0.1.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.0.0 + Duration::from_millis(self.0.1.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once no byte has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = self.last() + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// A stream that notes in its [`Activity`] each time bytes move.
+struct Tracked<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -25,6 +25,9 @@ pub struct Target {
     pub last_modified_header: axum::http::HeaderValue,
     /// Who may see it; `None`: everyone.
     pub access: Option<Arc<AccessPolicy>>,
+    /// Origins the site's proxy rules may reach (within the operator's
+    /// list); `None`: none.
+    pub proxy_origins: Option<Arc<[String]>>,
 }
 
 fn http_date(t: SystemTime) -> axum::http::HeaderValue {
@@ -50,6 +53,7 @@ struct SiteRoutes {
     production: Option<Target>,
     labels: HashMap<String, Target>,
     deploys: HashMap<String, (ContentHash, SystemTime, Option<Arc<AccessPolicy>>)>,
+    proxy_origins: Option<Arc<[String]>>,
 }
 
 /// An immutable picture of what every host serves.
@@ -75,6 +79,12 @@ impl Snapshot {
             let list = policies.get(site)?;
             chanto_core::access::resolve(list, branch, production).filter(|p| !p.is_open()).cloned()
         };
+        let origins: HashMap<&str, Arc<[String]>> = table
+            .proxy_origins
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(site, list)| (site.as_str(), Arc::from(list.as_slice())))
+            .collect();
         for row in &table.branches {
             let Some(manifest) = manifests.get(&row.manifest) else { continue };
             let target = Target {
@@ -85,6 +95,7 @@ impl Snapshot {
                 last_modified: time_of(row.ready_at),
                 last_modified_header: http_date(time_of(row.ready_at)),
                 access: access_for(row.site.as_str(), &row.branch, row.production),
+                proxy_origins: origins.get(row.site.as_str()).cloned(),
             };
             let site = sites.entry(row.site.to_string()).or_default();
             if row.production {
@@ -96,6 +107,9 @@ impl Snapshot {
             let routes = sites.entry(p.site.to_string()).or_default();
             let access = access_for(p.site.as_str(), &p.branch, p.production);
             routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at), access));
+        }
+        for (site, routes) in &mut sites {
+            routes.proxy_origins = origins.get(site.as_str()).cloned();
         }
         Self { version: table.version, sites, responses: Default::default() }
     }
@@ -123,6 +137,7 @@ impl Snapshot {
                         last_modified: *at,
                         last_modified_header: http_date(*at),
                         access: access.clone(),
+                        proxy_origins: routes.proxy_origins.clone(),
                     });
                 }
                 routes.labels.get(prefix).cloned()

@@ -60,6 +60,7 @@ fn docs_main(manifest: ContentHash) -> RoutingTable {
         branches: vec![row("docs", "main", true, 1, manifest)],
         permalinks: vec![],
         access: vec![],
+        proxy_origins: vec![],
     }
 }
 
@@ -104,6 +105,7 @@ async fn routes_by_host_and_serves_the_right_bytes() {
             production: true,
         }],
         access: vec![],
+        proxy_origins: vec![],
     };
     f.edge.publish(table).await.unwrap();
 
@@ -219,6 +221,7 @@ async fn snapshots_swap_whole_and_never_go_back() {
         branches: vec![row("docs", "main", true, version as u8, m)],
         permalinks: vec![],
         access: vec![],
+        proxy_origins: vec![],
     };
     let (s, _, _) = f.get("GET", "docs.localhost", "/").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing before the first snapshot");
@@ -313,6 +316,7 @@ async fn http_semantics_validators_ranges_and_encodings() {
         branches: vec![row("s", "main", true, 1, mhash), row("s", "dev", false, 2, m2hash)],
         permalinks: vec![],
         access: vec![],
+        proxy_origins: vec![],
     })
     .await
     .unwrap();

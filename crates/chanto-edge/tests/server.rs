@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chanto_core::{DeployId, Manifest, ManifestEntry};
@@ -95,7 +95,15 @@ async fn start(limits: ServerLimits) -> Running {
         with_rules.rules = Some(rules);
         rows.push(production_row(&blobs, site, &with_rules, site.as_bytes()[0]).await);
     }
-    edge.publish(RoutingTable { version: 1, branches: rows, permalinks: vec![], access: vec![] }).await.unwrap();
+    edge.publish(RoutingTable {
+        version: 1,
+        branches: rows,
+        permalinks: vec![],
+        access: vec![],
+        proxy_origins: vec![],
+    })
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -167,18 +175,100 @@ async fn oversized_headers_are_refused() {
     assert_eq!(ok.status(), 200);
 }
 
+/// A client that never finishes its headers is disconnected by the server,
+/// on the fast path (its first request) and on hyper's (after a request
+/// that hands the connection over). The check is that the server closed
+/// the connection: the client's own read timeout is only a safety net far
+/// beyond the server's, and hitting it fails the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let r = start(ServerLimits { header_read_timeout: Duration::from_millis(300), ..Default::default() }).await;
-    let mut s = std::net::TcpStream::connect(r.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: s.loc").unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(5), "a slow client held the connection for {waited:?}");
-    assert!(!String::from_utf8_lossy(&out).contains("hello"));
+    let addr = r.addr;
+    tokio::task::spawn_blocking(move || {
+        for before in [&b""[..], TO_HYPER] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            s.write_all(&[before, b"GET / HTTP/1.1\r\nHost: s.loc"].concat()).unwrap();
+            let mut out = Vec::new();
+            let closed = s.read_to_end(&mut out);
+            assert!(closed.is_ok(), "the server kept a slow client's connection open: {closed:?}");
+            assert!(!String::from_utf8_lossy(&out).contains("hello"));
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// An h2c connection on which nothing happens is closed after the idle
+/// timeout (with a GOAWAY), as idle HTTP/1 connections are; one that is
+/// busy sending a large body is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2c_connections_are_closed() {
+    let limits = ServerLimits { idle_timeout: Duration::from_millis(300), ..Default::default() };
+    let r = start(limits).await;
+    let addr = r.addr;
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(H2_PREFACE).unwrap();
+        let mut out = Vec::new();
+        let closed = s.read_to_end(&mut out);
+        assert!(closed.is_ok(), "an idle h2c connection stayed open: {closed:?}");
+        out
+    })
+    .await
+    .unwrap();
+    assert!(has_goaway(&seen), "the server said goodbye: {seen:?}");
+    // A transfer longer than the idle timeout keeps going while bytes move.
+    let c = client(true);
+    let resp = c.get(format!("http://s.localhost:{}/big.bin", r.addr.port())).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.bytes().await.unwrap().len(), BIG);
+}
+
+/// Whether the frames in `bytes` (after the server's preface) include a GOAWAY.
+fn has_goaway(mut bytes: &[u8]) -> bool {
+    while bytes.len() >= 9 {
+        let len = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+        if bytes[3] == 0x7 {
+            return true;
+        }
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    false
+}
+
+/// The API and admin listeners ([`chanto_edge::server::serve_router`]) cut
+/// off clients that are slow to send their headers, and close idle
+/// connections, as the edge does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_get_the_same_connection_bounds() {
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "api" }));
+    tokio::spawn(chanto_edge::server::serve_router(listener, router, limits, std::future::pending()));
+    let ok = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert_eq!(ok.text().await.unwrap(), "api");
+    tokio::task::spawn_blocking(move || {
+        for start in [&b"GET / HTTP/1.1\r\nHost: a"[..], H2_PREFACE, b""] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            s.write_all(start).unwrap();
+            let mut out = Vec::new();
+            let closed = s.read_to_end(&mut out);
+            assert!(closed.is_ok(), "{:?}: the connection stayed open: {closed:?}", String::from_utf8_lossy(start));
+        }
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,8 +343,9 @@ async fn file_bodies_are_sent_from_the_page_cache_byte_for_byte() {
         ];
         let all: String = requests.iter().map(|(r, _)| r.as_str()).collect();
         s.write_all(all.as_bytes()).unwrap();
-        // Let the server fill the socket before reading anything.
-        std::thread::sleep(Duration::from_millis(200));
+        // Let the server fill the socket before reading anything, so its
+        // sends meet a full socket.
+        wait_until_receive_queue_is_full(&s);
         let mut pending = Vec::new();
         let mut heads = Vec::new();
         let mut bodies = Vec::new();
@@ -295,6 +386,26 @@ async fn file_bodies_are_sent_from_the_page_cache_byte_for_byte() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert!(resp.bytes().await.unwrap() == rand);
     assert_eq!(sent_from_files(), 5);
+}
+
+/// Waits until the bytes waiting in `s`'s receive queue stop growing: the
+/// queue (and the server's send buffer) are full and the server's sends
+/// wait for the client. An observable event, not a guess at a duration.
+fn wait_until_receive_queue_is_full(s: &std::net::TcpStream) {
+    let (mut last, mut same) = (0u64, 0);
+    for _ in 0..10_000 {
+        let queued = rustix::io::ioctl_fionread(s).unwrap();
+        if queued > 0 && queued == last {
+            same += 1;
+            if same == 20 {
+                return;
+            }
+        } else {
+            (last, same) = (queued, 0);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the receive queue never filled: {last} bytes");
 }
 
 /// A last request that asks the server to close the connection after it.
@@ -458,7 +569,15 @@ async fn publish_index(r: &Running, bytes: &'static [u8], version: u64) {
         ManifestEntry { hash, size: bytes.len() as u64, content_type: "text/html".into(), variants: vec![] },
     );
     let row = production_row(blobs, "s", &m, version as u8).await;
-    edge.publish(RoutingTable { version, branches: vec![row], permalinks: vec![], access: vec![] }).await.unwrap();
+    edge.publish(RoutingTable {
+        version,
+        branches: vec![row],
+        permalinks: vec![],
+        access: vec![],
+        proxy_origins: vec![],
+    })
+    .await
+    .unwrap();
 }
 
 /// Stores `manifest` and routes `site`'s production branch `main` to it, as
@@ -531,4 +650,92 @@ async fn damaged_requests_get_hypers_answer() {
     assert!((5..200).contains(&fast), "{fast} of 400 requests answered on the fast path");
     let ok = client(false).get(format!("http://s.localhost:{}/", r.addr.port())).send().await.unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+/// Traversal and smuggling attempts get one answer, the same on the fast
+/// path (a fresh connection) and on hyper's (after a hand-over), and it is
+/// the safe one: nothing outside the deploy, no second request hidden in
+/// the first, no routing by a second `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_and_smuggling_corpus_gets_one_safe_answer_on_both_paths() {
+    let r = start(ServerLimits::default()).await;
+    let get = |target: &str, extra: &str| format!("GET {target} HTTP/1.1\r\nHost: s.localhost\r\n{extra}\r\n");
+    // (request, status line, body is the deploy's "hello" when 200)
+    let cases: Vec<(String, &str)> = vec![
+        // Encoded dots and slashes.
+        (get("/%2e%2e/etc/passwd", ""), "HTTP/1.1 400"),
+        (get("/%2E%2E%2Fetc%2Fpasswd", ""), "HTTP/1.1 400"),
+        (get("/..%2f..%2fetc/passwd", ""), "HTTP/1.1 400"),
+        (get("/docs/..%2f..%2fetc/passwd", ""), "HTTP/1.1 400"),
+        (get("/docs/%2e%2e/index.html", ""), "HTTP/1.1 200"),
+        (get("/docs%2findex.html", ""), "HTTP/1.1 200"),
+        (get("/%2e/index.html", ""), "HTTP/1.1 200"),
+        (get("//index.html", ""), "HTTP/1.1 200"),
+        (get("/%252e%252e/etc/passwd", ""), "HTTP/1.1 404"),
+        // Overlong UTF-8 for '.', '/' and '\'.
+        (get("/%c0%ae%c0%ae/etc/passwd", ""), "HTTP/1.1 400"),
+        (get("/%c0%af..%c0%afetc", ""), "HTTP/1.1 400"),
+        (get("/%e0%80%ae%e0%80%ae/x", ""), "HTTP/1.1 400"),
+        (get("/%c1%9c", ""), "HTTP/1.1 400"),
+        // NUL.
+        (get("/index.html%00.js", ""), "HTTP/1.1 400"),
+        ("GET /index.html\0 HTTP/1.1\r\nHost: s.localhost\r\n\r\n".into(), "HTTP/1.1 400"),
+        // Backslashes.
+        (get("/%5c..%5cetc%5cpasswd", ""), "HTTP/1.1 400"),
+        (get("/docs%5cindex.html", ""), "HTTP/1.1 400"),
+        ("GET /..\\etc\\passwd HTTP/1.1\r\nHost: s.localhost\r\n\r\n".into(), "HTTP/1.1 400"),
+        // Duplicate Host: refused, not routed by either one.
+        ("GET / HTTP/1.1\r\nHost: s.localhost\r\nHost: r.localhost\r\n\r\n".into(), "HTTP/1.1 400"),
+        ("GET / HTTP/1.1\r\nHost: other.localhost\r\nhost: s.localhost\r\n\r\n".into(), "HTTP/1.1 400"),
+        // Duplicate or conflicting framing.
+        (get("/", "Content-Length: 0\r\nContent-Length: 5\r\n"), "HTTP/1.1 400"),
+        (get("/", "Content-Length: 5, 0\r\n"), "HTTP/1.1 400"),
+        (get("/", "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"), "HTTP/1.1 400"),
+        (get("/", "Transfer-Encoding: gzip\r\n"), "HTTP/1.1 400"),
+        // Absolute-form targets: the target's authority is the host.
+        ("GET http://s.localhost/ HTTP/1.1\r\nHost: s.localhost\r\n\r\n".into(), "HTTP/1.1 200"),
+        ("GET http://other.localhost/ HTTP/1.1\r\nHost: s.localhost\r\n\r\n".into(), "HTTP/1.1 404"),
+        ("GET http://s.localhost/%2e%2e/etc/passwd HTTP/1.1\r\nHost: s.localhost\r\n\r\n".into(), "HTTP/1.1 400"),
+        ("GET http://s.localhost//evil.com/..%2fdocs HTTP/1.1\r\nHost: s.localhost\r\n\r\n".into(), "HTTP/1.1 301"),
+    ];
+    let addr = r.addr;
+    for (raw, want) in cases {
+        let (fast, hyper) = tokio::task::spawn_blocking({
+            let raw = raw.clone();
+            move || both_paths(addr, raw.as_bytes())
+        })
+        .await
+        .unwrap();
+        assert_eq!(fast, hyper, "{raw:?}: the fast path and hyper differ");
+        assert!(fast.starts_with(want), "{raw:?}: want {want}, got {fast:?}");
+        // At most one answer to the request (plus the closing one), never a smuggled second.
+        let answers = fast.matches("HTTP/1.1 ").count();
+        assert!(answers <= 2, "{raw:?}: {answers} answers: {fast}");
+        if want.ends_with("200") {
+            assert!(fast.contains("\n\nhello") || fast.contains("hello"), "{raw:?}: {fast}");
+        }
+        if want.ends_with("301") {
+            assert!(fast.to_ascii_lowercase().contains("location: /docs/"), "{raw:?}: {fast}");
+        }
+    }
+
+    // A request smuggled in the body of another (a body the edge must read
+    // past, whether it is framed by Content-Length or chunks) is never
+    // answered as a request of its own.
+    let smuggled = "GET /big.bin HTTP/1.1\r\nHost: s.localhost\r\n\r\n";
+    for framing in [
+        format!("Content-Length: {}\r\n\r\n{smuggled}", smuggled.len()),
+        format!("Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len()),
+        format!("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: s.localhost\r\n{framing}");
+        let (fast, hyper) = tokio::task::spawn_blocking({
+            let raw = raw.clone();
+            move || both_paths(addr, raw.as_bytes())
+        })
+        .await
+        .unwrap();
+        assert_eq!(fast, hyper, "{raw:?}: the fast path and hyper differ");
+        assert!(!fast.contains("application/octet-stream"), "{raw:?}: the smuggled request was answered: {fast}");
+    }
 }

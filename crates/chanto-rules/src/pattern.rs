@@ -131,6 +131,13 @@ pub fn split_path(path: &str) -> Vec<&str> {
 
 /// Replaces `:name` placeholders in `to` with their bindings; unknown ones
 /// (like a port, `:8080`) stay as written.
+///
+/// Bindings are decoded text (segments of a normalised path, query values)
+/// and `to` is a URL, so each value goes in percent-encoded: the edge
+/// decodes a rewrite target once, and a `%2e%2e` a visitor smuggled in as
+/// `%252e%252e` stays the literal text `%2e%2e`, never `..` (it cannot
+/// climb out of the rule's target or past a path password). `/` stays as
+/// is: a splat spans segments.
 pub fn substitute(to: &str, bindings: &[(&str, String)]) -> String {
     let mut out = String::with_capacity(to.len());
     let mut rest = to;
@@ -140,7 +147,7 @@ pub fn substitute(to: &str, bindings: &[(&str, String)]) -> String {
         let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
         let name = &after[..name_len];
         match bindings.iter().find(|(n, _)| *n == name) {
-            Some((_, value)) if !name.is_empty() => out.push_str(value),
+            Some((_, value)) if !name.is_empty() => encode_into(&mut out, value),
             _ => {
                 out.push(':');
                 out.push_str(name);
@@ -150,6 +157,18 @@ pub fn substitute(to: &str, bindings: &[(&str, String)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Appends `value` percent-encoded: every byte but unreserved characters,
+/// `/` and the sub-delimiters that mean nothing in a path or a query value.
+fn encode_into(out: &mut String, value: &str) {
+    for &b in value.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/!$'()*,;:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +207,13 @@ mod tests {
         assert_eq!(substitute("/news/:year/:splat", &b), "/news/2024/x/y");
         assert_eq!(substitute("https://h:8080/:splat?a=:nope", &b), "https://h:8080/x/y?a=:nope");
         assert_eq!(substitute("/a:", &b), "/a:");
+    }
+
+    /// A binding is decoded text: it goes into the target encoded, so
+    /// decoding the target once gives the binding back, never a `..`.
+    #[test]
+    fn bindings_are_encoded_once() {
+        let b = vec![("splat", "%2e%2e/admin/x y?#\\é".to_owned())];
+        assert_eq!(substitute("/posts/:splat", &b), "/posts/%252e%252e/admin/x%20y%3F%23%5C%C3%A9");
     }
 }

@@ -317,9 +317,21 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     let links = meta.permalinks().await.unwrap();
     assert!(links.iter().any(|p| p.deploy == d1.id && p.production && p.branch.as_str() == "main"), "{links:?}");
 
-    // Deleting a site removes its deploys, branches and policies.
+    // Proxy origins per site: replaced whole, listed sorted, per site.
+    assert!(meta.all_proxy_origins().await.unwrap().is_empty());
+    let (a, b) = ("https://b.example.com:443".to_owned(), "http://10.0.0.5:8080".to_owned());
+    meta.set_proxy_origins(&site, std::slice::from_ref(&a)).await.unwrap();
+    meta.set_proxy_origins(&site, &[a.clone(), b.clone(), a.clone()]).await.unwrap();
+    assert_eq!(meta.all_proxy_origins().await.unwrap(), vec![(site.clone(), vec![b.clone(), a.clone()])]);
+    meta.set_proxy_origins(&site, &[]).await.unwrap();
+    assert!(meta.all_proxy_origins().await.unwrap().is_empty());
+    meta.set_proxy_origins(&site, std::slice::from_ref(&a)).await.unwrap();
+    assert!(matches!(meta.set_proxy_origins(&nowhere, &[]).await, Err(StoreError::NotFound(_))));
+
+    // Deleting a site removes its deploys, branches, policies and proxy origins.
     meta.delete_site(&site).await.unwrap();
     assert!(meta.all_access().await.unwrap().is_empty());
+    assert!(meta.all_proxy_origins().await.unwrap().is_empty());
     assert!(meta.get_deploy(&d1.id).await.unwrap().is_none());
     assert!(meta.routing_table().await.unwrap().iter().all(|r| r.site != site));
     assert!(matches!(meta.delete_site(&site).await, Err(StoreError::NotFound(_))));

@@ -268,6 +268,15 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
 
     /// Every site's policies (for the routing table).
     async fn all_access(&self) -> Result<Vec<(SiteName, AccessScope, AccessPolicy)>, StoreError>;
+
+    /// Sets (replaces) the origins a site's proxy rules may reach
+    /// (`scheme://host:port`, as [`chanto_core`] callers normalise them);
+    /// empty: none.
+    async fn set_proxy_origins(&self, site: &SiteName, origins: &[String]) -> Result<(), StoreError>;
+
+    /// Every site's proxy origins (for the routing table), sites without
+    /// any left out, each list sorted.
+    async fn all_proxy_origins(&self) -> Result<Vec<(SiteName, Vec<String>)>, StoreError>;
     /// Stores a token's hash (never the token).
     async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError>;
     /// Whether a token with this hash exists.

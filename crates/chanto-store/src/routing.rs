@@ -17,6 +17,8 @@ pub struct RoutingTable {
     pub permalinks: Vec<Permalink>,
     /// Access policies: site, scope, policy.
     pub access: Vec<(chanto_core::SiteName, chanto_core::AccessScope, chanto_core::AccessPolicy)>,
+    /// Origins each site's proxy rules may reach (sites without any left out).
+    pub proxy_origins: Vec<(chanto_core::SiteName, Vec<String>)>,
 }
 
 impl RoutingTable {
@@ -27,6 +29,7 @@ impl RoutingTable {
             branches: meta.routing_table().await?,
             permalinks: meta.permalinks().await?,
             access: meta.all_access().await?,
+            proxy_origins: meta.all_proxy_origins().await?,
         })
     }
 }

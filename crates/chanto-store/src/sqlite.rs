@@ -235,6 +235,13 @@ CREATE TABLE tokens (
     INSERT INTO deploy_file_lists (deploy_id, files)
         SELECT deploy_id, json_group_array(json_array(path, hash, size)) FROM deploy_files GROUP BY deploy_id;
     DROP TABLE deploy_files;",
+    // 8: origins a site's proxy rules may reach (within the operator's
+    // `--proxy-origin` list), so one site's rules cannot use another's.
+    "CREATE TABLE site_proxy_origins (
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        origin TEXT NOT NULL,
+        PRIMARY KEY (site_id, origin)
+    );",
 ];
 
 /// A deploy's file list as stored: `[[path, hash, size], ...]`.
@@ -954,6 +961,44 @@ impl MetaStore for SqliteMeta {
                 })?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_proxy_origins(&self, site: &SiteName, origins: &[String]) -> Result<(), StoreError> {
+        let (site, origins) = (site.clone(), origins.to_vec());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site_id(&tx, &site)?;
+            tx.execute("DELETE FROM site_proxy_origins WHERE site_id = ?1", [id])?;
+            for o in &origins {
+                tx.execute(
+                    "INSERT OR IGNORE INTO site_proxy_origins (site_id, origin) VALUES (?1, ?2)",
+                    params![id, o],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn all_proxy_origins(&self) -> Result<Vec<(SiteName, Vec<String>)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT s.name, p.origin FROM site_proxy_origins p JOIN sites s ON s.id = p.site_id
+                 ORDER BY s.name, p.origin",
+            )?;
+            let rows: Vec<(SiteName, String)> =
+                st.query_map([], |r| Ok((parse(0, r.get(0)?)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let mut out: Vec<(SiteName, Vec<String>)> = Vec::new();
+            for (site, origin) in rows {
+                match out.last_mut() {
+                    Some((s, list)) if *s == site => list.push(origin),
+                    _ => out.push((site, vec![origin])),
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -110,14 +110,27 @@ pub struct ServeArgs {
     pub base_domain: String,
     /// Request header holding the client's country code, set by a load balancer
     /// or CDN you trust (e.g. CloudFront-Viewer-Country); rules with country
-    /// conditions match only through it. Never set it without such a proxy:
-    /// clients could send any value.
+    /// conditions match only through it. It is read only from peers in
+    /// --trusted-proxy: anyone else could send any value.
     #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
     pub country_header: Option<axum::http::HeaderName>,
     /// An origin (scheme://host[:port]) that rules rewriting to an absolute
-    /// URL may proxy to; repeatable. Others answer 502.
+    /// URL may proxy to; repeatable. The operator's ceiling: a site's rules
+    /// reach an origin only if it is here *and* in the site's own list
+    /// (`chanto sites proxy-origins SITE --set ORIGIN`). Others answer 502.
     #[arg(long, value_name = "ORIGIN")]
     pub proxy_origin: Vec<String>,
+    /// Serve branches, pull-request previews and permalinks under this domain
+    /// (<branch>--<site>.<domain>) instead of --base-domain, which then
+    /// serves production only. A registrable domain of its own keeps preview
+    /// pages (whose rule files a fork's author chose) from setting cookies
+    /// for production sites or counting as same-site with them.
+    #[arg(long, value_name = "DOMAIN")]
+    pub preview_domain: Option<String>,
+    /// The base domain (and --preview-domain) are on the Public Suffix
+    /// List: do not warn at start that sites under them share cookies.
+    #[arg(long)]
+    pub public_suffix_listed: bool,
     /// A proxy (CIDR) whose X-Forwarded-For the edge believes for the client
     /// address (network lists, password throttling); repeatable.
     #[arg(long, value_name = "CIDR")]
@@ -297,6 +310,19 @@ pub enum SitesCommand {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Show, or replace with --set / --clear, the origins this site's proxy
+    /// rules (a 200 to an absolute URL) may reach. The server's operator
+    /// must allow each one too (`chanto serve --proxy-origin`).
+    ProxyOrigins {
+        /// The site.
+        name: String,
+        /// An origin (scheme://host[:port]); repeatable; replaces the list.
+        #[arg(long, value_name = "ORIGIN", conflicts_with = "clear")]
+        set: Vec<String>,
+        /// Allow no origin.
+        #[arg(long)]
+        clear: bool,
     },
 }
 

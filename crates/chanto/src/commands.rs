@@ -332,6 +332,24 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
             }
             println!("Deleted site {name}");
         }
+        SitesCommand::ProxyOrigins { name, set, clear } => {
+            parse::<chanto_core::SiteName>("site name", &name)?;
+            let path = format!("/sites/{}/proxy_origins", seg(&name));
+            let view: chanto_control::site_settings::ProxyOrigins = if clear || !set.is_empty() {
+                client.put(&path, &chanto_control::site_settings::ProxyOrigins { origins: set }).await?
+            } else {
+                client.get(&path).await?
+            };
+            if json {
+                return print_json(&view);
+            }
+            if view.origins.is_empty() {
+                println!("Site {name}'s proxy rules may reach no origin.");
+            }
+            for o in view.origins {
+                println!("{o}");
+            }
+        }
     }
     Ok(())
 }

@@ -50,6 +50,11 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let blobs = Arc::new(LocalBlobStore::open(&scratch).with_context(|| format!("creating {}", scratch.display()))?);
     let mut config = EdgeConfig::new("localhost");
     config.fallback_site = Some("dev".into());
+    // The edge believes a country header only from trusted proxies; in
+    // `chanto dev` the developer on this machine plays that proxy.
+    if opts.country_header.is_some() {
+        config.trusted_proxies = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
+    }
     config.country_header = opts.country_header;
     let edge = Edge::new(config, blobs.clone() as Arc<dyn BlobStore>);
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -159,8 +164,13 @@ impl Dev {
             manifest: manifest_hash,
             ready_at: chanto_store::now_millis(),
         };
-        let table =
-            RoutingTable { version: self.version, branches: vec![row], permalinks: Vec::new(), access: Vec::new() };
+        let table = RoutingTable {
+            version: self.version,
+            branches: vec![row],
+            permalinks: Vec::new(),
+            access: Vec::new(),
+            proxy_origins: Vec::new(),
+        };
         self.edge.publish(table).await?;
         if self.version > 1 {
             println!("Reloaded: {} files, {redirects} redirect rules, {headers} header rules", files.len());

@@ -96,6 +96,11 @@ fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()>
 
 /// Validates the base domain: DNS labels of letters, digits and hyphens.
 fn validate_base_domain(d: &str) -> anyhow::Result<String> {
+    validate_domain("--base-domain", d)
+}
+
+/// Validates a domain flag: DNS labels of letters, digits and hyphens.
+fn validate_domain(flag: &str, d: &str) -> anyhow::Result<String> {
     let d = d.trim_end_matches('.').to_ascii_lowercase();
     let ok = !d.is_empty()
         && d.len() <= 200
@@ -107,16 +112,57 @@ fn validate_base_domain(d: &str) -> anyhow::Result<String> {
                 && !l.ends_with('-')
         });
     if !ok {
-        bail!("--base-domain {d:?} is not a domain name; use e.g. `localhost` or `sites.example.com`");
+        bail!("{flag} {d:?} is not a domain name; use e.g. `localhost` or `sites.example.com`");
     }
     Ok(d)
+}
+
+/// The preview domain, checked against the base domain: neither may be
+/// the other or under it, or previews would share cookies with production.
+fn validate_preview_domain(base: &str, preview: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(p) = preview else { return Ok(None) };
+    let p = validate_domain("--preview-domain", p)?;
+    if p == base || p.ends_with(&format!(".{base}")) || base.ends_with(&format!(".{p}")) {
+        bail!(
+            "--preview-domain {p} must not be --base-domain {base} or a domain above or under it: previews would share cookies with production; use a registrable domain of its own, e.g. example-previews.net"
+        );
+    }
+    Ok(Some(p))
+}
+
+/// Why sites under `domain` may be able to set cookies for each other, if
+/// chanto does not know it to be on the Public Suffix List.
+fn public_suffix_warning(flag: &str, domain: &str) -> Option<String> {
+    (!chanto_core::is_known_public_suffix(domain)).then(|| {
+        format!(
+            "{flag} {domain} is not known to be on the Public Suffix List: browsers treat every site under it as one site, so a page of one (a fork's preview, say) can set cookies for all the others. Add it at https://publicsuffix.org (then pass --public-suffix-listed), or give previews their own registrable domain with --preview-domain. chanto's built-in list knows only: {}",
+            chanto_core::host::KNOWN_PUBLIC_SUFFIXES.join(", ")
+        )
+    })
 }
 
 /// Opens the data directory, binds both listeners and starts serving.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let base_domain = validate_base_domain(&args.base_domain)?;
+    let preview_domain = validate_preview_domain(&base_domain, args.preview_domain.as_deref())?;
+    if !args.public_suffix_listed {
+        let domains = [("--base-domain", Some(&base_domain)), ("--preview-domain", preview_domain.as_ref())];
+        for (flag, domain) in domains {
+            if let Some(warning) = domain.and_then(|d| public_suffix_warning(flag, d)) {
+                tracing::warn!("{warning}");
+            }
+        }
+    }
     // Checked before anything starts, so a typo stops the server with the flag named.
     chanto_edge::proxy::Proxy::new(&args.proxy_origin).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(h) = &args.country_header
+        && args.trusted_proxy.is_empty()
+    {
+        tracing::warn!(
+            header = %h,
+            "--country-header is believed only from a --trusted-proxy, and none is given: country rules will never match; pass the load balancer's address with --trusted-proxy CIDR"
+        );
+    }
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
     let lock = std::fs::OpenOptions::new()
@@ -143,6 +189,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
 
     let mut config = ControlConfig::new(base_domain.clone(), edge_addr.port());
+    config.preview_domain = preview_domain.clone();
     config.upload_ttl = args.upload_ttl;
     config.max_file_size = args.max_file_size;
     config.brotli_quality = args.brotli_quality;
@@ -152,6 +199,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     edge_config.country_header = args.country_header.clone();
     edge_config.trusted_proxies = args.trusted_proxy.clone();
     edge_config.proxy_origins = args.proxy_origin.clone();
+    edge_config.preview_domain = preview_domain;
     edge_config.zerocopy_min = args.sendfile_min;
     let edge = Edge::new(edge_config, blobs.clone());
     if let Some(path) = &args.access_log {
@@ -202,20 +250,24 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             chanto_edge::server::ServerLimits::default(),
             stopped(stop_rx.clone()),
         )),
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(api_listener, api_router).with_graceful_shutdown(api_stop).await {
-                tracing::error!(error = %e, "API server failed");
-            }
-        }),
+        // The API gets the edge's connection bounds (header-read and idle
+        // timeouts, header limits): axum::serve has none.
+        tokio::spawn(chanto_edge::server::serve_router(
+            api_listener,
+            api_router,
+            chanto_edge::server::ServerLimits::default(),
+            api_stop,
+        )),
     ];
     // The admin listener stays up until the process exits, so /readyz can say
     // "draining" while the edge finishes its requests.
     let admin_router = chanto_edge::admin_router(edge.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_router).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    tokio::spawn(chanto_edge::server::serve_router(
+        admin_listener,
+        admin_router,
+        chanto_edge::server::ServerLimits::default(),
+        std::future::pending(),
+    ));
     if !args.no_notifications {
         tasks.push(tokio::spawn(chanto_control::notify::run(control.clone(), stop_rx.clone())));
     }

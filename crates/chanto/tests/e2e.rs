@@ -447,7 +447,9 @@ fn health_metrics_and_the_access_log() {
 #[test]
 fn rule_files_redirect_rewrite_and_add_headers_over_http() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"), &["--country-header", "X-Country"]);
+    // The country header is believed only from a trusted proxy (here the test itself, on loopback).
+    let server =
+        Server::start(&tmp.path().join("data"), &["--country-header", "X-Country", "--trusted-proxy", "127.0.0.0/8"]);
     server.cli(&["sites", "create", "docs"]).ok();
     let site = tmp.path().join("site");
     write_tree(
@@ -717,12 +719,15 @@ fn proxy_rules_reach_only_allowed_origins() {
         }
     });
     let tmp = tempfile::tempdir().unwrap();
-    // Another origin on this machine that nobody allowed: it must never be contacted.
+    // Another origin on this machine that the site did not allow: it must never be contacted.
     let forbidden = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     forbidden.set_nonblocking(true).unwrap();
     let forbidden_origin = format!("http://{}", forbidden.local_addr().unwrap());
-    let server = Server::start(&tmp.path().join("data"), &["--proxy-origin", &origin]);
+    // The operator allows both origins; the site only the first.
+    let server =
+        Server::start(&tmp.path().join("data"), &["--proxy-origin", &origin, "--proxy-origin", &forbidden_origin]);
     server.cli(&["sites", "create", "docs"]).ok();
+    server.cli(&["sites", "proxy-origins", "docs", "--set", &origin]).ok();
     let site = tmp.path().join("site");
     let rules = format!("/api/*  {origin}/v1/:splat  200\n/other/*  {forbidden_origin}/:splat  200\n");
     write_tree(&site, &[("index.html", "home"), ("_redirects", rules.as_str())]);
