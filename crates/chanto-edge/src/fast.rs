@@ -231,11 +231,13 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
     // proxy is hyper's path, and so is a rule that reads request headers
     // (country, language), which are not part of the key.
     let matcher = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher());
+    // The request's one regex budget, spent as hyper's path spends it.
+    let mut budget = chanto_rules::RegexBudget::default();
     if let Some(matcher) = matcher {
         let request = crate::serve::rule_request(edge, req.host, &path, &uri, &headers, false);
         if matcher.reads_request_headers()
             || matcher.auth_for(&path).is_some()
-            || crate::serve::rule_action(matcher, &request, &manifest).is_some()
+            || crate::serve::rule_action(matcher, &request, &manifest, &mut budget).is_some()
         {
             return None;
         }
@@ -277,8 +279,9 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
         return None;
     }
     if let Some(matcher) = matcher {
-        crate::serve::apply_header_rules(&mut ok, matcher, &path);
-        crate::serve::apply_header_rules(&mut not_modified, matcher, &path);
+        // Both answers get the headers one request would get.
+        crate::serve::apply_header_rules(&mut ok, matcher, &path, &mut budget.clone());
+        crate::serve::apply_header_rules(&mut not_modified, matcher, &path, &mut budget);
     }
     Some(Ready {
         ok: render_head(&ok),

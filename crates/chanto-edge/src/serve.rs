@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chanto_core::manifest::Lookup;
 use chanto_core::request_path::{location_path, normalize_request_path, safe_location};
 use chanto_core::{Manifest, ManifestEntry, UrlStyle, route_host};
-use chanto_rules::{Action, RuleRequest};
+use chanto_rules::{Action, RegexBudget, RuleRequest};
 
 use crate::http::{self, Conditionals, Precondition, RangePlan, Representation};
 use crate::{Edge, TargetManifest, zerocopy};
@@ -342,8 +342,11 @@ async fn answer(
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
     let matcher = manifest.rules.as_ref().filter(|r| !r.is_empty()).map(|r| r.matcher());
+    // One budget for every look-around expression this request tries, in
+    // its redirect and rewrite rules and in its header rules together.
+    let mut budget = RegexBudget::default();
     // Rules.
-    let resource = resolve_resource(edge, visitor, headers, &manifest, &path, matcher);
+    let resource = resolve_resource(edge, visitor, headers, &manifest, &path, matcher, &mut budget);
     // Guard.
     let protected = match matcher {
         Some(matcher) => match guard_resource(edge, matcher, &target, visitor, headers, &path, &resource).await {
@@ -355,7 +358,7 @@ async fn answer(
     // Represent and send.
     let mut resp = deliver(edge, headers, visitor, &manifest, resource, &target, head).await;
     if let Some(matcher) = matcher {
-        apply_header_rules(&mut resp, matcher, &path);
+        apply_header_rules(&mut resp, matcher, &path, &mut budget);
     }
     if protected {
         make_private(&mut resp);
@@ -386,10 +389,11 @@ fn resolve_resource<'m>(
     manifest: &'m Manifest,
     path: &str,
     matcher: Option<&chanto_rules::Matcher>,
+    budget: &mut RegexBudget,
 ) -> Resource<'m> {
     let action = matcher.and_then(|m| {
         let request = rule_request(edge, visitor.host, path, visitor.uri, headers, visitor.via_trusted_proxy);
-        rule_action(m, &request, manifest)
+        rule_action(m, &request, manifest, budget)
     });
     let query = visitor.uri.query();
     match action {
@@ -561,20 +565,27 @@ pub(crate) fn rule_request<'a>(
 }
 
 /// What the first applicable redirect or rewrite rule says, if one applies.
+/// `budget` is the request's one regex budget, shared with its header rules.
 pub(crate) fn rule_action(
     matcher: &chanto_rules::Matcher,
     request: &RuleRequest<'_>,
     manifest: &Manifest,
+    budget: &mut RegexBudget,
 ) -> Option<Action> {
-    matcher.evaluate(request, |p| manifest.lookup(p) != Lookup::NotFound).map(|(action, _)| action)
+    matcher.evaluate_within(request, |p| manifest.lookup(p) != Lookup::NotFound, budget).map(|(action, _)| action)
 }
 
 /// Adds the headers rules give `path` (the path the visitor asked for, as
 /// on Netlify). A `Set-Cookie` loses its `Domain` attribute: a deploy sets
 /// cookies for its own host only, never for the base domain and so for
 /// every other site under it.
-pub(crate) fn apply_header_rules<B>(resp: &mut axum::http::Response<B>, matcher: &chanto_rules::Matcher, path: &str) {
-    for (name, value) in matcher.headers_for(path) {
+pub(crate) fn apply_header_rules<B>(
+    resp: &mut axum::http::Response<B>,
+    matcher: &chanto_rules::Matcher,
+    path: &str,
+    budget: &mut RegexBudget,
+) {
+    for (name, value) in matcher.headers_for_within(path, budget) {
         let Ok(n) = header::HeaderName::from_bytes(name.as_bytes()) else { continue };
         let value = if n == header::SET_COOKIE { host_only_cookie(value) } else { value.to_owned() };
         if let Ok(v) = HeaderValue::from_str(&value) {
