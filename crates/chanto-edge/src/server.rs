@@ -64,54 +64,17 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // Body frames are written as they are, never copied into one buffer:
-        // zero-copy sends depend on it (see `crate::zerocopy`).
-        .writev(true)
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        // No keep-alive pings: their answers would count as activity and
-        // keep an idle connection open past `idle_timeout` for ever.
-        .max_header_list_size(limits.max_header_bytes as u32);
+    let mut builder = connection_builder(&limits);
+    // Body frames are written as they are, never copied into one buffer:
+    // zero-copy sends depend on it (see `crate::zerocopy`).
+    builder.http1().writev(true);
+    let drain_timeout = limits.drain_timeout;
     let shared = Arc::new(Shared { builder, service, limits });
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    // Every connection task holds a sender; all are gone when all ended.
-    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (shared, stopping, open) = (shared.clone(), stopping.clone(), open.clone());
-        tokio::spawn(async move {
-            connection(stream, peer, &shared, stopping).await;
-            drop(open);
-        });
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    drop(open);
-    if tokio::time::timeout(shared.limits.drain_timeout, all_closed.recv()).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within the drain timeout");
-    }
+    accept_until(listener, shutdown, drain_timeout, move |stream, peer, stopping| {
+        let shared = shared.clone();
+        async move { connection(stream, peer, &shared, stopping).await }
+    })
+    .await;
 }
 
 /// Serves an ordinary router (the API, the admin listener) with the same
@@ -126,35 +89,11 @@ pub async fn serve_router(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (builder, router, mut stopping, open) = (builder.clone(), router.clone(), stopping.clone(), open.clone());
-        let idle = limits.idle_timeout;
-        tokio::spawn(async move {
+    let builder = Arc::new(connection_builder(&limits));
+    let idle = limits.idle_timeout;
+    accept_until(listener, shutdown, limits.drain_timeout, move |stream, peer, mut stopping| {
+        let (builder, router) = (builder.clone(), router.clone());
+        async move {
             let activity = Activity::default();
             let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
             let conn = builder.serve_connection(io, TowerToHyperService::new(router));
@@ -173,13 +112,72 @@ pub async fn serve_router(
             if let Err(e) = result {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
+        }
+    })
+    .await;
+}
+
+/// hyper's connection builder with the bounds every listener shares.
+fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // No keep-alive pings: their answers would count as activity and
+        // keep an idle connection open past `idle_timeout` for ever.
+        .max_header_list_size(limits.max_header_bytes as u32);
+    builder
+}
+
+/// Accepts connections until `shutdown` resolves, running `handle` for each
+/// on a task of its own with a receiver that turns `true` at shutdown; then
+/// stops accepting and waits (up to `drain_timeout`) for every connection
+/// to end.
+async fn accept_until<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Every connection task holds a sender; all are gone when all ended.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let task = handle(stream, peer, stopping.clone());
+        let open = open.clone();
+        tokio::spawn(async move {
+            task.await;
             drop(open);
         });
     }
     drop(listener);
     let _ = stop.send(true);
     drop(open);
-    if tokio::time::timeout(limits.drain_timeout, all_closed.recv()).await.is_err() {
+    if tokio::time::timeout(drain_timeout, all_closed.recv()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the drain timeout");
     }
 }

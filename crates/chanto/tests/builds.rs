@@ -698,7 +698,8 @@ fn a_build_reaches_neither_the_host_nor_other_builds_but_reaches_allowed_destina
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     std::fs::write(&planted, "token = \"planted-admin-token\"\n").unwrap();
     let allowed = registry();
-    let server = util::git::start_server_with_env(
+    let server = Server::start_cmd_env(
+        "serve",
         &tmp.path().join("data"),
         &["--public-api-url", "http://chanto.test", "--build-concurrency", "2", "--build-egress-allow", &allowed],
         &[("HOME", &home)],

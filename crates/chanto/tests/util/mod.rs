@@ -44,6 +44,11 @@ impl Server {
     }
 
     pub fn start_cmd(cmd: &str, data: &Path, extra: &[&str]) -> Server {
+        Self::start_cmd_env(cmd, data, extra, &[])
+    }
+
+    /// [`Server::start_cmd`] with extra environment variables (a HOME of the test's).
+    pub fn start_cmd_env(cmd: &str, data: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let n = std::fs::read_dir(data).map(|d| d.count()).unwrap_or(0);
         let stdout_path = data.with_extension(format!("stdout.{n}"));
@@ -55,6 +60,7 @@ impl Server {
             .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(extra)
             .env("CHANTO_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
