@@ -34,32 +34,81 @@ impl FromStr for SiteName {
     type Err = ValidationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |why: &str| {
-            ValidationError::new(
-                "name",
-                format!(
-                    "site name {:?} {why}; use 1-{MAX_SITE_NAME} lowercase letters, digits and single hyphens, e.g. \"my-site\"",
-                    truncate(s, 80)
-                ),
-            )
+        let shown = truncate(s, 80);
+        let rule = format!("a site name is 1-{MAX_SITE_NAME} lowercase letters, digits and single hyphens");
+        let err = |why: String| {
+            let hint = match suggest_site_name(s) {
+                Some(good) => format!("; try \"{good}\" ({rule})"),
+                None => format!(" ({rule}, e.g. \"my-site\")"),
+            };
+            ValidationError::new("name", format!("{why}{hint}"))
         };
         if s.is_empty() {
-            return Err(err("is empty"));
+            return Err(err("a site name cannot be empty".into()));
+        }
+        let invalid = invalid_characters(s);
+        if !invalid.is_empty() {
+            return Err(err(format!("{shown:?} is not a valid site name: {invalid} not allowed")));
         }
         if s.len() > MAX_SITE_NAME {
-            return Err(err("is too long"));
-        }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-            return Err(err(&format!("contains {c:?}")));
+            return Err(err(format!(
+                "{shown:?} is too long for a site name ({} characters; at most {MAX_SITE_NAME})",
+                s.len()
+            )));
         }
         if s.starts_with('-') || s.ends_with('-') {
-            return Err(err("starts or ends with a hyphen"));
+            return Err(err(format!("{shown:?} is not a valid site name: it cannot start or end with a hyphen")));
         }
         if s.contains("--") {
-            return Err(err("contains \"--\", which separates branch and site in hostnames"));
+            return Err(err(format!(
+                "{shown:?} is not a valid site name: \"--\" separates branch and site in hostnames"
+            )));
         }
         Ok(Self(s.to_owned()))
     }
+}
+
+/// What is wrong with `s`'s characters, in words: "uppercase letters, `_`
+/// and `!` are" (empty when every character is allowed).
+fn invalid_characters(s: &str) -> String {
+    let mut kinds: Vec<String> = Vec::new();
+    let mut push = |k: String| {
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    };
+    for c in s.chars() {
+        match c {
+            'a'..='z' | '0'..='9' | '-' => {}
+            'A'..='Z' => push("uppercase letters".into()),
+            c if c.is_whitespace() => push("spaces".into()),
+            c if c.is_control() => push("control characters".into()),
+            c if !c.is_ascii() => push("letters outside a-z".into()),
+            c => push(format!("`{c}`")),
+        }
+    }
+    let verb = if kinds.len() == 1 && !kinds[0].ends_with('s') { "is" } else { "are" };
+    match kinds.as_slice() {
+        [] => String::new(),
+        [one] => format!("{one} {verb}"),
+        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
+    }
+}
+
+/// A valid site name close to `s` (lowercased, anything else turned into
+/// single hyphens, trimmed to the length limit), if one can be made.
+pub fn suggest_site_name(s: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(MAX_SITE_NAME);
+    let out = out.trim_end_matches('-').to_owned();
+    (!out.is_empty() && out != s).then_some(out)
 }
 
 /// A git branch name, validated by git's own rules for ref names
@@ -274,6 +323,33 @@ mod tests {
         for bad in ["", "-a", "a-", "a--b", "My", "a.b", "a_b", "a b", "ä", &"a".repeat(MAX_SITE_NAME + 1)] {
             let e = bad.parse::<SiteName>().unwrap_err();
             assert_eq!(e.field, "name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn site_name_errors_say_what_is_wrong_and_suggest_a_name() {
+        let msg = |s: &str| s.parse::<SiteName>().unwrap_err().message;
+        assert_eq!(
+            msg("Bad_Name!"),
+            "\"Bad_Name!\" is not a valid site name: uppercase letters, `_` and `!` are not allowed; \
+             try \"bad-name\" (a site name is 1-40 lowercase letters, digits and single hyphens)"
+        );
+        assert_eq!(
+            msg("my_site"),
+            "\"my_site\" is not a valid site name: `_` is not allowed; try \"my-site\" \
+             (a site name is 1-40 lowercase letters, digits and single hyphens)"
+        );
+        assert!(msg("-docs").contains("cannot start or end with a hyphen; try \"docs\""), "{}", msg("-docs"));
+        assert!(msg("a--b").contains("separates branch and site in hostnames; try \"a-b\""), "{}", msg("a--b"));
+        assert!(msg("").starts_with("a site name cannot be empty (a site name is 1-40"), "{}", msg(""));
+        let long = "a".repeat(45);
+        assert!(msg(&long).contains("(45 characters; at most 40); try"), "{}", msg(&long));
+        assert!(!msg("My Site").contains("site name \""), "the message does not repeat itself");
+        assert_eq!(suggest_site_name("!!!"), None);
+        assert_eq!(suggest_site_name("Ünïcode Site"), Some("n-code-site".into()));
+        for s in ["Bad_Name!", "-x-", "A  B", &"Ab".repeat(40)] {
+            let good = suggest_site_name(s).unwrap();
+            assert!(good.parse::<SiteName>().is_ok(), "{s:?} → {good:?}");
         }
     }
 

@@ -117,6 +117,29 @@ impl Client {
         Ok(Self { http, server, token })
     }
 
+    /// The API's base URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// What to say when the server answered with something that is not the
+    /// API's JSON: a web page most likely means `--server` names the edge.
+    fn not_the_api(&self, status: reqwest::StatusCode, bytes: &[u8]) -> String {
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim_start().to_ascii_lowercase();
+        if head.starts_with("<!doctype") || head.starts_with("<html") || head.starts_with('<') {
+            format!(
+                "{} answered with a web page (HTTP {status}), not the chanto API: this looks like the edge, not the API (default port 8787); check --server or CHANTO_SERVER",
+                self.server
+            )
+        } else {
+            format!(
+                "{} did not answer like the chanto API (HTTP {status}): {}",
+                self.server,
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).trim()
+            )
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, format!("{}/api/v1{path}", self.server));
         if let Some(t) = &self.token {
@@ -158,7 +181,11 @@ impl Client {
             return serde_json::from_slice(body).map_err(|e| CallError {
                 status: Some(status.as_u16()),
                 code: None,
-                message: format!("unexpected answer from {}: {e}", self.server),
+                message: if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+                    format!("unexpected answer from {}: {e}", self.server)
+                } else {
+                    self.not_the_api(status, &bytes)
+                },
                 retry_after: None,
             });
         }
@@ -170,12 +197,11 @@ impl Client {
                 }
                 (Some(b.error.code), m)
             }
-            Err(_) => {
-                (None, format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).trim()))
-            }
+            Err(_) => (None, self.not_the_api(status, &bytes)),
         };
-        if status.as_u16() == 401 && self.token.is_none() {
-            message = format!("{message}\nhint: no token given; pass --token, set CHANTO_TOKEN, or run `chanto login`");
+        if status.as_u16() == 401 && self.token.is_none() && code.as_deref() == Some("unauthorized") {
+            // The API's own text is written for API clients; a CLI user needs one line.
+            message = "no API token: pass --token, set CHANTO_TOKEN, or run `chanto login`".into();
         }
         Err(CallError { status: Some(status.as_u16()), code, message, retry_after })
     }

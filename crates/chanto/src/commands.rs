@@ -34,7 +34,15 @@ pub(crate) fn parse<T: std::str::FromStr<Err = chanto_core::ValidationError>>(
     flag: &str,
     raw: &str,
 ) -> anyhow::Result<T> {
-    raw.parse().map_err(|e: chanto_core::ValidationError| anyhow!("{flag}: {}", e.message))
+    raw.parse().map_err(|e: chanto_core::ValidationError| {
+        // A message that already names what it is about is not prefixed
+        // again ("site name: \"X\" is not a valid site name").
+        if e.message.to_ascii_lowercase().contains(flag) {
+            anyhow!("{}", e.message)
+        } else {
+            anyhow!("{flag}: {}", e.message)
+        }
+    })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -82,6 +90,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &args.site)?;
+            if let Some(branch) = &args.branch {
+                parse::<chanto_core::BranchName>("--branch", branch)?;
+            }
+            // Before hashing anything: a deploy to a site that does not exist
+            // fails at once, with what to do.
+            match client.get::<serde_json::Value>(&format!("/sites/{}", seg(&args.site))).await {
+                Err(e) if e.status == Some(404) => bail!(
+                    "site {:?} does not exist on {}; create it with `chanto sites create {}` (`chanto sites list` shows the sites there are)",
+                    args.site,
+                    client.server(),
+                    args.site
+                ),
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
             let outcome = deploy::run(
                 &client,
                 DeployPlan {

@@ -64,7 +64,7 @@ fn deploy_branches_permalinks_publish_and_rollback() {
     let r = server.cli(&["sites", "create", "docs"]).fails();
     assert!(r.stderr().contains("already exists"), "{}", r.report());
     let r = server.cli(&["sites", "create", "Bad_Name"]).fails();
-    assert!(r.stderr().contains("site name"), "{}", r.report());
+    assert!(r.stderr().contains("is not a valid site name"), "{}", r.report());
     let r = server.cli(&["sites", "list"]).ok();
     assert!(r.stdout().contains("docs") && r.stdout().contains("main"), "{}", r.report());
 
@@ -157,7 +157,7 @@ fn deploy_branches_permalinks_publish_and_rollback() {
     let r = server.cli(&["publish", "nope"]).fails();
     assert!(r.stderr().contains("not a deploy id"), "{}", r.report());
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "ghost"]).fails();
-    assert!(r.stderr().contains("site ghost not found"), "{}", r.report());
+    assert!(r.stderr().contains("site \"ghost\" does not exist"), "{}", r.report());
 
     // Deleting asks first; with --yes the site's URLs stop answering.
     let r = server.cli(&["sites", "delete", "docs"]).fails();
@@ -221,7 +221,7 @@ fn tokens_come_from_flags_env_or_login() {
     let config = tmp.path().join("config.toml");
 
     let r = Cli::new(&["sites", "list"]).env("CHANTO_SERVER", &server.api_url).fails();
-    assert!(r.stderr().contains("missing API token") && r.stderr().contains("chanto login"), "{}", r.report());
+    assert!(r.stderr().starts_with("error: no API token:") && r.stderr().contains("chanto login"), "{}", r.report());
     let r = Cli::new(&["sites", "list", "--token", "chanto_wrong"]).env("CHANTO_SERVER", &server.api_url).fails();
     assert!(r.stderr().contains("unknown API token"), "{}", r.report());
     let r = Cli::new(&["sites", "list"]).env("CHANTO_SERVER", "http://127.0.0.1:1").env("CHANTO_TOKEN", "x").fails();
@@ -750,4 +750,56 @@ fn proxy_rules_reach_only_allowed_origins() {
         Cli::new(&["serve", "--data", tmp.path().join("d2").to_str().unwrap(), "--proxy-origin", "api.example.com"])
             .fails();
     assert!(bad.stderr().contains("--proxy-origin"), "{}", bad.report());
+}
+
+/// What a newcomer meets first: each message says what is wrong in words and
+/// what to do, once, in one line.
+#[test]
+fn first_hour_messages_say_what_is_wrong_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "hi")]);
+    let dir = site.to_str().unwrap();
+
+    let r = server.cli(&["sites", "create", "Bad_Name!"]).fails();
+    assert_eq!(
+        r.stderr().trim(),
+        "error: \"Bad_Name!\" is not a valid site name: uppercase letters, `_` and `!` are not allowed; \
+         try \"bad-name\" (a site name is 1-40 lowercase letters, digits and single hyphens)",
+        "{}",
+        r.report()
+    );
+
+    // A deploy to a site that does not exist fails before hashing a file.
+    let r = server.cli(&["deploy", dir, "--site", "nope"]).fails();
+    assert_eq!(
+        r.stderr().trim(),
+        format!(
+            "error: site \"nope\" does not exist on {}; create it with `chanto sites create nope` \
+             (`chanto sites list` shows the sites there are)",
+            server.api_url
+        ),
+        "{}",
+        r.report()
+    );
+    server.cli(&["sites", "create", "docs"]).ok();
+    let r = server.cli(&["deploy", dir, "--site", "docs", "--branch", "bad..branch"]).fails();
+    assert!(r.stderr().starts_with("error: --branch: branch name \"bad..branch\""), "{}", r.report());
+    assert!(!r.stderr().contains("hashed"), "nothing was hashed: {}", r.report());
+
+    // No token: one line for a CLI user.
+    let r = server.cli(&["sites", "list"]).env_remove("CHANTO_TOKEN").fails();
+    assert_eq!(
+        r.stderr().trim(),
+        "error: no API token: pass --token, set CHANTO_TOKEN, or run `chanto login`",
+        "{}",
+        r.report()
+    );
+
+    // --server pointed at the edge.
+    let r = server.cli(&["sites", "list"]).env("CHANTO_SERVER", &format!("http://{}", server.edge)).fails();
+    let e = r.stderr();
+    assert!(e.contains("this looks like the edge, not the API (default port 8787)"), "{}", r.report());
+    assert!(!e.contains("<!doctype") && e.lines().count() == 1, "no HTML printed: {}", r.report());
 }
