@@ -141,8 +141,36 @@ fn public_suffix_warning(flag: &str, domain: &str) -> Option<String> {
     })
 }
 
-/// Opens the data directory, binds both listeners and starts serving.
+/// Opens the data directory, binds both listeners and starts serving. A
+/// first start that fails (a port in use, say) leaves no data directory
+/// behind, so the next try starts fresh.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    let fresh = !args.data.exists();
+    let started = start_in(args).await;
+    if started.is_err() && fresh {
+        let _ = std::fs::remove_dir_all(&args.data);
+    }
+    started
+}
+
+/// Binds `addr` for the listener that `flag` sets, naming the flag when the
+/// address is taken or not this machine's.
+async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "{what} cannot listen on {addr}: something else is using that port; stop it, or pass another address with {flag} (e.g. {flag} 127.0.0.1:0 picks a free port)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+            "{what} cannot listen on {addr}: that address is not this machine's; pass one of its addresses with {flag}"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "{what} cannot listen on {addr}: ports below 1024 need privileges; pass a higher port with {flag}"
+        ),
+        _ => anyhow::anyhow!("{what} cannot listen on {addr} ({flag}): {e}"),
+    })
+}
+
+async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     let base_domain = validate_base_domain(&args.base_domain)?;
     let preview_domain = validate_preview_domain(&base_domain, args.preview_domain.as_deref())?;
     if !args.public_suffix_listed {
@@ -179,11 +207,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db"))?);
     let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open(data.join("blobs"))?);
 
-    let edge_listener =
-        TcpListener::bind(args.edge).await.with_context(|| format!("binding the edge to {}", args.edge))?;
-    let api_listener = TcpListener::bind(args.api).await.with_context(|| format!("binding the API to {}", args.api))?;
-    let admin_listener =
-        TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin listener to {}", args.admin))?;
+    let edge_listener = bind("--edge", "the edge (sites)", args.edge).await?;
+    let api_listener = bind("--api", "the API", args.api).await?;
+    let admin_listener = bind("--admin", "the admin listener", args.admin).await?;
     let edge_addr = edge_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;

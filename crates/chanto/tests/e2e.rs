@@ -802,4 +802,27 @@ fn first_hour_messages_say_what_is_wrong_and_what_to_do() {
     let e = r.stderr();
     assert!(e.contains("this looks like the edge, not the API (default port 8787)"), "{}", r.report());
     assert!(!e.contains("<!doctype") && e.lines().count() == 1, "no HTML printed: {}", r.report());
+
+    // A port in use names the flag to change, and a failed first start
+    // leaves no half-made data directory.
+    let fresh = tmp.path().join("fresh-data");
+    let busy = Cli::new(&[
+        "serve",
+        "--data",
+        fresh.to_str().unwrap(),
+        "--edge",
+        &server.edge,
+        "--api",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .fails();
+    assert!(
+        busy.stderr().contains(&format!("the edge (sites) cannot listen on {}", server.edge))
+            && busy.stderr().contains("pass another address with --edge"),
+        "{}",
+        busy.report()
+    );
+    assert!(!fresh.exists(), "a failed first start left {}", fresh.display());
 }
