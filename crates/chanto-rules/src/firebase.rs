@@ -102,12 +102,12 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
     out.clean_urls = hosting.clean_urls.map(|v| (v, origin("\"cleanUrls\"")));
     out.trailing_slash = hosting.trailing_slash.map(|v| (v, origin("\"trailingSlash\"")));
     for (v, line) in hosting.redirects.into_iter().zip(rule_lines(text, "\"redirects\"")) {
-        let Some(r) = out.take::<Redirect>(file, line, "redirects", serde_json::from_value(v)) else { continue };
+        let Some(r) = out.take_json::<Redirect>(file, line, "redirects", v) else { continue };
         let Some(source) = out.take(file, line, "redirects", source_of(&r.source, &r.glob, &r.regex)) else { continue };
         push(out, file, line, source, &r.destination, Some(r.status.unwrap_or(301)), true);
     }
     for (v, line) in hosting.rewrites.into_iter().zip(rule_lines(text, "\"rewrites\"")) {
-        let Some(r) = out.take::<Rewrite>(file, line, "rewrites", serde_json::from_value(v)) else { continue };
+        let Some(r) = out.take_json::<Rewrite>(file, line, "rewrites", v) else { continue };
         let Some(destination) = r.destination else {
             let what = if r.function.is_some() {
                 "Cloud Functions"
@@ -125,7 +125,7 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         push(out, file, line, source, &destination, Some(200), false);
     }
     for (v, line) in hosting.headers.into_iter().zip(rule_lines(text, "\"headers\"")) {
-        let Some(h) = out.take::<Headers>(file, line, "headers", serde_json::from_value(v)) else { continue };
+        let Some(h) = out.take_json::<Headers>(file, line, "headers", v) else { continue };
         let Some(source) = out.take(file, line, "headers", source_of(&h.source, &h.glob, &h.regex)) else { continue };
         out.header_rule_for(file, line, source, h.headers.into_iter().map(|kv| (kv.key, kv.value)).collect());
     }
@@ -222,7 +222,11 @@ mod tests {
         for (text, want) in [
             (
                 "{\"hosting\": {\"redirects\": [{\"source\": \"/a\"}]}}",
-                "firebase.json:1:1: redirects: missing field `destination`",
+                "firebase.json:1:1: redirects: `destination` is missing; add it",
+            ),
+            (
+                "{\"hosting\": {\"redirects\": [{\"source\": \"/a\", \"destination\": \"/b\", \"type\": \"301\"}]}}",
+                "firebase.json:1:1: redirects: `type` must be a number such as 301, not the text \"301\"",
             ),
             (
                 "{\"hosting\": {\"redirects\": [{\"destination\": \"/a\"}]}}",

@@ -18,6 +18,7 @@ mod netlify;
 mod password;
 mod pattern;
 mod sources;
+mod words;
 
 pub use matcher::{Action, LOOKUP_BUDGET, Matcher, RegexBudget, RuleRequest, compile_regex};
 pub use password::{CHANTO_ARGON2, PasswordHashParams, check_hash as check_password_hash};

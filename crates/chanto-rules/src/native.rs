@@ -208,8 +208,15 @@ values = { Cache-Control = "public, max-age=31536000, immutable" }
     #[test]
     fn typos_and_bad_values_are_errors_with_positions() {
         for (text, want) in [
-            ("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nforce = \"yes\"\n", "chanto.toml:4:9"),
-            ("[[redirect]]\nfrom = \"/a\"\n", "chanto.toml:1:3"),
+            (
+                "[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nforce = \"yes\"\n",
+                "chanto.toml:4:9: `force` must be true or false, not the text \"yes\"",
+            ),
+            (
+                "[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nstatus = \"301\"\n",
+                "chanto.toml:4:10: `status` must be a number such as 301, not the text \"301\"",
+            ),
+            ("[[redirect]]\nfrom = \"/a\"\n", "chanto.toml:1:3: unknown key `redirect` (a typo?); the keys here are"),
             ("[[redirects]]\nfrom = \"a\"\nto = \"/b\"\n", "chanto.toml:1:1: from: \"a\" does not start with '/'"),
             ("[[redirects]]\nfrom = \"/a\"\nto = \"b\"\n", "chanto.toml:1:1: to: \"b\" is neither"),
             ("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nstatus = 418\n", "chanto.toml:1:1: status 418"),

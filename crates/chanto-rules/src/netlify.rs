@@ -329,7 +329,8 @@ pub(crate) fn parse_toml(file: &str, text: &str, out: &mut Parsed) {
 
 pub(crate) fn toml_error(file: &str, text: &str, e: &toml::de::Error, out: &mut Parsed) {
     let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-    out.error(file, line, col, e.message().to_owned());
+    let key = e.span().and_then(|s| crate::words::toml_key_at(text, s.start));
+    out.error(file, line, col, crate::words::plain(e.message(), key));
 }
 
 #[cfg(test)]

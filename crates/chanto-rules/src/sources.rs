@@ -227,7 +227,7 @@ impl Parsed {
     /// "at line …" suffix; `hint` (may be empty) says what was expected.
     pub fn json_error(&mut self, file: &str, e: &serde_json::Error, hint: &str) {
         let msg = e.to_string();
-        let shown = msg.split(" at line ").next().unwrap_or(&msg);
+        let shown = crate::words::plain(msg.split(" at line ").next().unwrap_or(&msg), None);
         let sep = if hint.is_empty() { "" } else { " " };
         self.error(file, e.line().max(1) as u32, e.column().max(1) as u32, format!("{shown}{sep}{hint}"));
     }
@@ -235,6 +235,25 @@ impl Parsed {
     /// The value, or (recording `what: error` at `line`) nothing.
     pub fn take<T>(&mut self, file: &str, line: u32, what: &str, r: Result<T, impl std::fmt::Display>) -> Option<T> {
         r.map_err(|e| self.error(file, line, 1, format!("{what}: {e}"))).ok()
+    }
+
+    /// A rule read from a JSON value, or (recording `what: error` at `line`,
+    /// in the file's own terms, naming the key) nothing.
+    pub fn take_json<T: serde::de::DeserializeOwned>(
+        &mut self,
+        file: &str,
+        line: u32,
+        what: &str,
+        v: serde_json::Value,
+    ) -> Option<T> {
+        serde_path_to_error::deserialize(v)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let key = path.rsplit('.').next().filter(|k| *k != "?" && !k.is_empty());
+                let message = crate::words::plain(&e.inner().to_string(), key);
+                self.error(file, line, 1, format!("{what}: {message}"))
+            })
+            .ok()
     }
 
     pub fn warn(&mut self, file: &str, line: u32, message: impl Into<String>) {
