@@ -320,7 +320,12 @@ fn passfile_password(host: &str, port: u16, db: &str, user: &str) -> Option<Stri
         tracing::warn!(path = %path.display(), "ignoring the password file: others can read it (chmod 0600 it)");
         return None;
     }
-    let text = std::fs::read_to_string(&path).ok()?;
+    passfile_lookup(&std::fs::read_to_string(&path).ok()?, host, port, db, user)
+}
+
+/// The password in a password file's `text` for this host, port, database
+/// and user: the first matching line wins.
+fn passfile_lookup(text: &str, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
     let port = port.to_string();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -1297,6 +1302,18 @@ impl MetaStore for PostgresMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_password_file_is_read_as_libpq_reads_it() {
+        let text = "# comment\n\
+                    other:5432:chanto:chanto:wrong-host\n\
+                    db:5432:chanto:chanto:p\\:ss\\\\word\n\
+                    *:*:*:chanto:fallback\n";
+        assert_eq!(passfile_lookup(text, "db", 5432, "chanto", "chanto").as_deref(), Some("p:ss\\word"));
+        assert_eq!(passfile_lookup(text, "db", 6543, "chanto", "chanto").as_deref(), Some("fallback"));
+        assert_eq!(passfile_lookup(text, "db", 5432, "chanto", "someone"), None);
+        assert_eq!(passfile_lookup("broken line\n", "db", 5432, "chanto", "chanto"), None);
+    }
 
     #[test]
     fn passwords_never_show_in_a_redacted_url() {
