@@ -88,3 +88,48 @@ fn serve_names_an_unreachable_database_without_its_password() {
     assert!(!stderr.contains("hunter2secret"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2secret"));
 }
+
+/// Runs `chanto serve` with `args` against a throwaway data dir, expecting it
+/// to refuse to start; returns its stderr.
+fn serve_fails(args: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(tmp.path().join("data"))
+        .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("CHANTO_META")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("chanto is serving"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn serve_refuses_a_meta_that_is_neither_sqlite_nor_a_postgres_url() {
+    let stderr = serve_fails(&["--meta", "mysql://root:topsecret@db/chanto"]);
+    assert!(stderr.contains("neither `sqlite` nor a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+    let stderr = serve_fails(&["--meta-password-file", "/nonexistent"]);
+    assert!(stderr.contains("--meta-password-file is for a PostgreSQL --meta URL"), "{stderr}");
+}
+
+/// The password from --meta-password-file is used, and shown nowhere.
+#[test]
+fn serve_keeps_the_password_file_secret_when_the_database_is_unreachable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pg.password");
+    std::fs::write(&file, "from-the-file-secret\n").unwrap();
+    let url = format!("postgres://chanto@127.0.0.1:{port}/chanto");
+    let stderr = serve_fails(&["--meta", &url, "--meta-password-file", file.to_str().unwrap()]);
+    assert!(stderr.contains(&url) && stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!stderr.contains("from-the-file-secret"), "{stderr}");
+    let empty = tmp.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let stderr = serve_fails(&["--meta", &url, "--meta-password-file", empty.to_str().unwrap()]);
+    assert!(stderr.contains("is empty; put the password on its first line"), "{stderr}");
+}
