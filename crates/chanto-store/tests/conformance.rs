@@ -386,14 +386,29 @@ mod postgres {
         assert!(!text.contains("hunter2secret"), "{text}");
     }
 
-    /// The routing version is a sequence every process shares.
+    /// The routing version is a sequence every process shares, and each new
+    /// version is announced with NOTIFY on `chanto_routing`.
     #[tokio::test]
     async fn postgres_routing_versions_grow_across_processes() {
+        use futures_util::StreamExt;
         let (a, url) = fresh("routing").await;
         let b = PostgresMeta::connect(&url, None).await.unwrap();
+        let (listener, mut conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                    let _ = heard_tx.send((n.channel().to_owned(), n.payload().to_owned()));
+                }
+            }
+        });
+        listener.batch_execute(&format!("LISTEN {}", chanto_store::postgres::ROUTING_CHANNEL)).await.unwrap();
+        let v0 = b.next_routing_version().await.unwrap();
+        assert_eq!(heard.recv().await.unwrap(), ("chanto_routing".to_owned(), v0.to_string()));
         let v1 = a.next_routing_version().await.unwrap();
         let v2 = b.next_routing_version().await.unwrap();
         let v3 = a.next_routing_version().await.unwrap();
-        assert!(v1 < v2 && v2 < v3, "{v1} {v2} {v3}");
+        assert!(v0 < v1 && v1 < v2 && v2 < v3, "{v0} {v1} {v2} {v3}");
     }
 }
