@@ -92,8 +92,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => "conflict",
             StoreError::Invalid(v) => return v.clone().into(),
             StoreError::Io { .. } | StoreError::Db(_) => "internal",
+            StoreError::Unavailable(_) => "unavailable",
         };
-        if code == "internal" || code == "storage_full" {
+        if code == "internal" || code == "storage_full" || code == "unavailable" {
             tracing::error!(error = %e, "storage error");
         }
         Self::new(status, code, e.to_string())

@@ -47,6 +47,11 @@ pub enum StoreError {
     /// The metadata database failed.
     #[error("metadata database: {0}")]
     Db(String),
+    /// A store on another machine (the metadata database) cannot be reached
+    /// or dropped the connection; nothing of the failed call was kept.
+    /// Retrying once it is back succeeds.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -69,12 +74,13 @@ impl StoreError {
             Self::Conflict(_) => 409,
             Self::Full { .. } => 507,
             Self::Io { .. } | Self::Db(_) => 500,
+            Self::Unavailable(_) => 503,
         }
     }
 
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Full { .. } | Self::Io { .. } | Self::Db(_))
+        matches!(self, Self::Full { .. } | Self::Io { .. } | Self::Db(_) | Self::Unavailable(_))
     }
 }
 

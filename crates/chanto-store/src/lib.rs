@@ -1,5 +1,6 @@
 //! chanto's storage layer: where blobs and metadata live. Every backend sits
-//! behind one trait per role ([`BlobStore`], [`MetaStore`]) and passes one
+//! behind one trait per role ([`BlobStore`], [`MetaStore`]; metadata on SQLite or
+//! PostgreSQL) and passes one
 //! conformance suite ([`conformance`]), so callers never know which engine runs.
 
 pub mod blob;
@@ -8,6 +9,9 @@ pub mod conformance;
 pub mod error;
 pub mod meta;
 pub mod notify;
+pub mod postgres;
+mod postgres_builds;
+mod postgres_notify;
 pub mod routing;
 pub mod sqlite;
 mod sqlite_builds;
@@ -23,6 +27,7 @@ pub use meta::{
 pub use notify::{
     Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };
+pub use postgres::PostgresMeta;
 pub use routing::{RoutingSink, RoutingTable};
 pub use sqlite::SqliteMeta;
 

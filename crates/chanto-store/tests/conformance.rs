@@ -140,3 +140,275 @@ async fn local_blob_store_on_a_full_disk() {
 async fn sqlite_notify_store_conforms() {
     conformance::notify_store(&SqliteMeta::in_memory().unwrap()).await;
 }
+
+// ---- PostgreSQL: the same suites on a real server (crates/chanto-testkit
+// starts one per test binary; each test has a database of its own), plus the
+// cases only a shared server has.
+
+mod postgres {
+    use std::collections::HashSet;
+
+    use chanto_core::{BranchName, BuildId, ContentHash, DeployId, SiteName};
+    use chanto_store::{
+        BuildStore, MetaStore, NewBuild, NewDelivery, NewDeploy, NotifyStore, PostgresMeta, StoreError, Subscription,
+        conformance,
+    };
+    use chanto_testkit::pg;
+
+    /// A store on a fresh database of the shared server, and the database's URL.
+    async fn fresh(name: &str) -> (PostgresMeta, String) {
+        let url = pg::shared().create_database(name);
+        (PostgresMeta::connect(&url, None).await.unwrap(), url)
+    }
+
+    fn db_name(url: &str) -> &str {
+        url.rsplit('/').next().unwrap()
+    }
+
+    fn build(n: u32, site: &SiteName, at: i64) -> NewBuild {
+        let mut id = [0u8; 8];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        NewBuild {
+            id: BuildId::from_random(id),
+            site: site.clone(),
+            branch: format!("b{n}").parse().unwrap(),
+            git_ref: "main".into(),
+            commit: Some("abc".into()),
+            pull_request: None,
+            trigger: "manual".into(),
+            title: None,
+            author: None,
+            message: None,
+            retry_of: None,
+            untrusted: false,
+            skip_reason: None,
+            created_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_meta_conforms_and_reconnects() {
+        let (meta, url) = fresh("meta").await;
+        conformance::meta_store(&meta).await;
+        // Connecting again to a migrated database changes nothing.
+        let again = PostgresMeta::connect(&url, None).await.unwrap();
+        assert_eq!(again.list_sites().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn postgres_build_store_conforms() {
+        conformance::build_store(&fresh("builds").await.0).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_notify_store_conforms() {
+        conformance::notify_store(&fresh("notify").await.0).await;
+    }
+
+    /// Two processes (two pools) on one database claim every queued build
+    /// between them, and no build twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_two_processes_claim_each_build_once() {
+        let (a, url) = fresh("claim_builds").await;
+        let b = PostgresMeta::connect(&url, None).await.unwrap();
+        let site: SiteName = "app".parse().unwrap();
+        a.create_site(&site, &"main".parse().unwrap(), 1).await.unwrap();
+        const N: u32 = 40;
+        let mut queued = HashSet::new();
+        for n in 0..N {
+            queued.insert(a.enqueue_build(build(n, &site, 10 + n as i64), true).await.unwrap().id);
+        }
+        let drain = |store: PostgresMeta| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(b) = store.claim_build(100).await.unwrap() {
+                    got.push(b.id);
+                }
+                got
+            })
+        };
+        let (from_a, from_b) = tokio::join!(drain(a.clone()), drain(b.clone()));
+        let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+        let mut all: Vec<BuildId> = from_a.iter().chain(&from_b).cloned().collect();
+        assert_eq!(all.len(), N as usize, "a: {from_a:?}, b: {from_b:?}");
+        all.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        all.dedup();
+        assert_eq!(all.into_iter().collect::<HashSet<_>>(), queued, "every build claimed exactly once");
+        assert!(b.claim_build(101).await.unwrap().is_none());
+    }
+
+    /// Two processes racing for the same due deliveries: each goes to exactly one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_two_processes_claim_each_delivery_once() {
+        let (a, url) = fresh("claim_deliveries").await;
+        let b = PostgresMeta::connect(&url, None).await.unwrap();
+        let site: SiteName = "app".parse().unwrap();
+        a.create_site(&site, &"main".parse().unwrap(), 1).await.unwrap();
+        const SUBS: usize = 12;
+        for i in 0..SUBS {
+            a.add_subscription(Subscription {
+                id: format!("sub_{i:02}"),
+                site: site.clone(),
+                channel: "webhook".into(),
+                config: vec![1],
+                display: "x".into(),
+                filter: "{}".into(),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        }
+        a.enqueue_build(build(1, &site, 5), true).await.unwrap();
+        let events = a.pending_events(10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        let deliveries: Vec<NewDelivery> = (0..SUBS)
+            .map(|i| NewDelivery {
+                subscription: format!("sub_{i:02}"),
+                action: "send".into(),
+                key: None,
+                event_kind: events[0].kind.clone(),
+                event_id: "e1".into(),
+                payload: "{}".into(),
+            })
+            .collect();
+        // Fanning out is once only too, whoever tries.
+        let (fa, fb) =
+            tokio::join!(a.fan_out(events[0].seq, deliveries.clone(), 6), b.fan_out(events[0].seq, deliveries, 6));
+        assert!(fa.unwrap() ^ fb.unwrap(), "exactly one fan-out");
+        let due = a.due_deliveries(10, 100).await.unwrap();
+        assert_eq!(due.len(), SUBS);
+        for d in due {
+            let (ca, cb) = tokio::join!(a.claim_delivery(d.id, 0, 10, 1_000), b.claim_delivery(d.id, 0, 10, 1_000));
+            let (ca, cb) = (ca.unwrap(), cb.unwrap());
+            assert!(ca ^ cb, "delivery {} claimed by a: {ca}, by b: {cb}", d.id);
+        }
+        assert!(a.due_deliveries(10, 100).await.unwrap().is_empty(), "all leased");
+    }
+
+    /// A connection cut in the middle of a transaction (the backend killed
+    /// with pg_terminate_backend while the call waits on a lock) fails the
+    /// call as unavailable (503), keeps nothing of it, and the next call works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_connection_dropped_mid_transaction() {
+        let (meta, url) = fresh("dropped").await;
+        let site: SiteName = "app".parse().unwrap();
+        meta.create_site(&site, &"main".parse().unwrap(), 1).await.unwrap();
+        let deploy = |n: u8| NewDeploy {
+            id: DeployId::from_random([n; 8]),
+            site: site.clone(),
+            branch: "feature".parse().unwrap(),
+            message: None,
+            draft: false,
+            source: "cli".into(),
+            files: vec![chanto_store::DeployFile { path: "index.html".into(), hash: ContentHash::of(b"x"), size: 1 }],
+            created_at: 2,
+        };
+        // Another session holds the deploys table: create_deploy inserts the
+        // new branch, then waits on the lock mid-transaction.
+        let (locker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        locker.batch_execute("BEGIN; LOCK TABLE deploys IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        let call = tokio::spawn({
+            let meta = meta.clone();
+            let d = deploy(1);
+            async move { meta.create_deploy(d).await }
+        });
+        // Wait (on the observable event) until the call waits on the lock, then cut its connection.
+        let db = db_name(&url).to_owned();
+        let terminated = loop {
+            let row = locker
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                    &[&db],
+                )
+                .await
+                .unwrap();
+            if row.get::<_, i64>(0) > 0 {
+                break true;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(terminated);
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert_eq!(err.http_status_code(), 503);
+        // Nothing half-written: neither the branch nor the deploy exists.
+        assert!(meta.branch(&site, &"feature".parse().unwrap()).await.unwrap().is_none());
+        assert!(meta.get_deploy(&DeployId::from_random([1; 8])).await.unwrap().is_none());
+        // And the same call now succeeds on a fresh connection.
+        let d = meta.create_deploy(deploy(1)).await.unwrap();
+        assert_eq!(d.branch_label, "feature");
+    }
+
+    /// The server stopped between calls: calls fail as unavailable (503)
+    /// naming the metadata store; once it is back the same store works
+    /// without being recreated.
+    #[tokio::test]
+    async fn postgres_restarted_between_calls() {
+        let server = pg::PgServer::start();
+        let url = server.create_database("restart");
+        let meta = PostgresMeta::connect(&url, None).await.unwrap();
+        let site: SiteName = "app".parse().unwrap();
+        let main: BranchName = "main".parse().unwrap();
+        meta.create_site(&site, &main, 1).await.unwrap();
+        server.stop();
+        let err = meta.list_sites().await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert_eq!(err.http_status_code(), 503);
+        assert!(err.to_string().contains("metadata store"), "{err}");
+        server.start_again();
+        assert_eq!(meta.list_sites().await.unwrap().len(), 1);
+        meta.create_site(&"two".parse().unwrap(), &main, 2).await.unwrap();
+        assert_eq!(meta.list_sites().await.unwrap().len(), 2);
+    }
+
+    /// A database migrated by a newer chanto is refused, with the versions named.
+    #[tokio::test]
+    async fn postgres_refuses_a_newer_schema() {
+        let (_meta, url) = fresh("newer").await;
+        pg::shared().psql(db_name(&url), "UPDATE chanto_schema SET version = 99");
+        let err = PostgresMeta::connect(&url, None).await.unwrap_err().to_string();
+        assert!(err.contains("schema version 99, newer than this chanto knows"), "{err}");
+    }
+
+    /// Nothing listening: the error names the URL without its password, and the cause.
+    #[tokio::test]
+    async fn postgres_unreachable_at_start_names_the_url_not_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("postgres://chanto:hunter2secret@127.0.0.1:{port}/chanto");
+        let err = PostgresMeta::connect(&url, None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(text.contains(&format!("postgres://chanto:***@127.0.0.1:{port}/chanto")), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(!text.contains("hunter2secret"), "{text}");
+    }
+
+    /// The routing version is a sequence every process shares, and each new
+    /// version is announced with NOTIFY on `chanto_routing`.
+    #[tokio::test]
+    async fn postgres_routing_versions_grow_across_processes() {
+        use futures_util::StreamExt;
+        let (a, url) = fresh("routing").await;
+        let b = PostgresMeta::connect(&url, None).await.unwrap();
+        let (listener, mut conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                    let _ = heard_tx.send((n.channel().to_owned(), n.payload().to_owned()));
+                }
+            }
+        });
+        listener.batch_execute(&format!("LISTEN {}", chanto_store::postgres::ROUTING_CHANNEL)).await.unwrap();
+        let v0 = b.next_routing_version().await.unwrap();
+        assert_eq!(heard.recv().await.unwrap(), ("chanto_routing".to_owned(), v0.to_string()));
+        let v1 = a.next_routing_version().await.unwrap();
+        let v2 = b.next_routing_version().await.unwrap();
+        let v3 = a.next_routing_version().await.unwrap();
+        assert!(v0 < v1 && v1 < v2 && v2 < v3, "{v0} {v1} {v2} {v3}");
+    }
+}

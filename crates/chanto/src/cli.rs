@@ -192,6 +192,15 @@ pub struct ServeArgs {
     /// How long one notification attempt may take.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub notify_timeout: std::time::Duration,
+    /// Where metadata lives: `sqlite` (DATA/meta.db) or a PostgreSQL URL,
+    /// `postgres://USER@HOST:PORT/DB`. The password comes from the URL,
+    /// --meta-password-file, $PGPASSWORD or the password file ($PGPASSFILE,
+    /// ~/.pgpass), in that order; it is never logged.
+    #[arg(long, value_name = "sqlite|URL", default_value = "sqlite", env = "CHANTO_META", hide_env_values = true)]
+    pub meta: String,
+    /// A file holding the PostgreSQL password (its first line), for --meta URLs without one.
+    #[arg(long, value_name = "PATH")]
+    pub meta_password_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

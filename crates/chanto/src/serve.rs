@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chanto_control::{Control, ControlConfig};
 use chanto_edge::Edge;
-use chanto_store::{BlobStore, LocalBlobStore, MetaStore, RoutingSink, SqliteMeta};
+use chanto_store::{BlobStore, LocalBlobStore, MetaStore, PostgresMeta, RoutingSink, SqliteMeta};
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
@@ -141,6 +141,44 @@ fn public_suffix_warning(flag: &str, domain: &str) -> Option<String> {
     })
 }
 
+/// Opens the metadata store `--meta` names: SQLite in the data directory, or
+/// PostgreSQL (migrated before anything starts). Errors name the URL with its
+/// password redacted, and the cause.
+async fn open_meta(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let meta = args.meta.trim();
+    if meta == "sqlite" {
+        if args.meta_password_file.is_some() {
+            bail!(
+                "--meta-password-file is for a PostgreSQL --meta URL; the default metadata store (sqlite) has no password"
+            );
+        }
+        return Ok(Arc::new(SqliteMeta::open(&data.join("meta.db"))?));
+    }
+    let redacted = chanto_store::postgres::redact_url(meta);
+    if !(meta.starts_with("postgres://") || meta.starts_with("postgresql://")) {
+        bail!(
+            "--meta {redacted:?} is neither `sqlite` nor a PostgreSQL URL; use e.g. postgres://chanto@db.internal:5432/chanto"
+        );
+    }
+    let password = match &args.meta_password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --meta-password-file {}", path.display()))?;
+            let first = text.lines().next().unwrap_or("").to_owned();
+            if first.is_empty() {
+                bail!("--meta-password-file {} is empty; put the password on its first line", path.display());
+            }
+            Some(first)
+        }
+        None => None,
+    };
+    let store = PostgresMeta::connect(meta, password)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the metadata store {redacted}: {e}"))?;
+    tracing::info!(url = %store.url(), "metadata on PostgreSQL");
+    Ok(Arc::new(store))
+}
+
 /// Opens the data directory, binds both listeners and starts serving. A
 /// first start that fails (a port in use, say) leaves no data directory
 /// behind, so the next try starts fresh.
@@ -204,7 +242,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let _ = std::fs::remove_file(data.join("addresses.json"));
 
-    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db"))?);
+    let meta = open_meta(args, &data).await?;
     let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open(data.join("blobs"))?);
 
     let edge_listener = bind("--edge", "the edge (sites)", args.edge).await?;

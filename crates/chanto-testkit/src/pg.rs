@@ -1,0 +1,252 @@
+//! A throwaway PostgreSQL server for tests: `initdb` in a temp dir, `postgres`
+//! on a free loopback port with `fsync=off`, trust authentication. One is
+//! shared per test binary ([`shared`]); each test makes its own database
+//! ([`PgServer::create_database`]) so tests never see each other's rows. A
+//! test that stops the server makes its own ([`PgServer::start`]).
+//!
+//! The server runs under a small `sh` watchdog that reads its standard input:
+//! when the test process exits, for whatever reason, that pipe closes and the
+//! watchdog stops the server, so no server outlives its tests. As root (CI,
+//! `scripts/test`) the server runs as the `postgres` user, as PostgreSQL
+//! refuses to run as root.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The superuser the tests connect as (trust authentication: no password).
+pub const USER: &str = "postgres";
+
+/// A running (or stopped) test server.
+pub struct PgServer {
+    /// The loopback port it listens on.
+    pub port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    /// Kept so the directory lives as long as the server (none for the
+    /// shared server, whose watchdog removes it).
+    _tmp: Option<tempfile::TempDir>,
+    as_root: bool,
+    running: Mutex<Option<(Child, ChildStdin)>>,
+    remove_dir_on_exit: bool,
+}
+
+/// The server shared by every test of this test binary, started on first use.
+pub fn shared() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(|| PgServer::init(true))
+}
+
+/// Where PostgreSQL's server binaries are: the highest version under
+/// /usr/lib/postgresql (Debian), else wherever `postgres` is on the PATH.
+fn find_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return bin;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("postgres").exists() && dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    panic!(
+        "these tests need a PostgreSQL server and none is installed: `apt-get install postgresql` \
+         (scripts/test installs it)"
+    );
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Single-quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl PgServer {
+    /// Starts a server of the caller's own (e.g. one the test stops and
+    /// starts again); it stops when dropped.
+    pub fn start() -> PgServer {
+        Self::init(false)
+    }
+
+    fn init(shared: bool) -> PgServer {
+        let bin = find_bin();
+        let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+        let tmp = tempfile::Builder::new().prefix("chanto-pg-").tempdir().expect("a temp dir for PostgreSQL");
+        let dir = tmp.path().to_path_buf();
+        if as_root {
+            run(Command::new("chown").args([USER, "--"]).arg(&dir), "chown of the PostgreSQL dir");
+        }
+        let mut initdb = Self::as_server_user(as_root, &bin.join("initdb"));
+        // The server user may not be allowed into the test's directory.
+        initdb.current_dir(&dir).arg("-D").arg(dir.join("data")).args([
+            "-U",
+            USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        run(&mut initdb, "initdb");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // The shared server is never dropped: its watchdog removes the dir.
+        let tmp = if shared {
+            std::mem::forget(tmp);
+            None
+        } else {
+            Some(tmp)
+        };
+        let server =
+            PgServer { port, bin, dir, _tmp: tmp, as_root, running: Mutex::new(None), remove_dir_on_exit: shared };
+        server.start_again();
+        server
+    }
+
+    fn as_server_user(as_root: bool, program: &Path) -> Command {
+        if as_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", USER, "--regid", USER, "--clear-groups", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Starts the (stopped) server again on the same port and data, and waits
+    /// until it accepts connections.
+    pub fn start_again(&self) {
+        let mut running = self.running.lock().unwrap();
+        assert!(running.is_none(), "the server is already running");
+        let prefix = if self.as_root {
+            format!("setpriv --reuid {USER} --regid {USER} --clear-groups -- ")
+        } else {
+            String::new()
+        };
+        let dir = sh_quote(&self.dir.to_string_lossy());
+        let postgres = sh_quote(&self.bin.join("postgres").to_string_lossy());
+        // The watchdog: runs the server until its standard input closes (the
+        // test process ended or `stop` was called), then stops it fast.
+        let script = format!(
+            "{prefix}{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+               -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+               >>{dir}/server.log 2>&1 &
+             pid=$!
+             read _
+             kill -INT $pid
+             wait $pid
+             {cleanup}",
+            port = self.port,
+            cleanup = if self.remove_dir_on_exit { format!("rm -rf {dir}") } else { String::new() }
+        );
+        let mut child = Command::new("sh")
+            .current_dir(&self.dir)
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting PostgreSQL");
+        let stdin = child.stdin.take().expect("the watchdog's stdin");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // pg_isready polls the observable event: the server answering.
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, "-d", "postgres"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("PostgreSQL exited at start ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start within 60 s: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *running = Some((child, stdin));
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut) and waits
+    /// until it has exited.
+    pub fn stop(&self) {
+        let Some((mut child, stdin)) = self.running.lock().unwrap().take() else { return };
+        drop(stdin);
+        let _ = child.wait();
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The URL of database `db` (no password: trust authentication).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates a fresh database named after `prefix` and returns its URL.
+    pub fn create_database(&self, prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{}_{}_{}",
+            prefix.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url(&name)
+    }
+
+    /// Runs SQL in database `db` with `psql` and returns what it printed
+    /// (unaligned, tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", USER, "-d", db, "-c", sql])
+            .output()
+            .expect("running psql");
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A plain-SQL dump of database `db` (`pg_dump`), to search for secrets.
+    pub fn dump(&self, db: &str) -> String {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, "-d", db])
+            .output()
+            .expect("running pg_dump");
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
