@@ -91,9 +91,10 @@ impl From<StoreError> for ApiError {
             StoreError::Full { .. } => "storage_full",
             StoreError::Conflict(_) => "conflict",
             StoreError::Invalid(v) => return v.clone().into(),
-            StoreError::Io { .. } | StoreError::Db(_) => "internal",
+            StoreError::Io { .. } | StoreError::Db(_) | StoreError::Config(_) => "internal",
+            StoreError::Unavailable(_) => "store_unavailable",
         };
-        if code == "internal" || code == "storage_full" {
+        if code == "internal" || code == "storage_full" || code == "store_unavailable" {
             tracing::error!(error = %e, "storage error");
         }
         Self::new(status, code, e.to_string())

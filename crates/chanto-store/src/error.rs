@@ -47,6 +47,14 @@ pub enum StoreError {
     /// The metadata database failed.
     #[error("metadata database: {0}")]
     Db(String),
+    /// A remote store (the object store) did not answer, or answered with an
+    /// error, after bounded retries; the message names it and, where known, the fix.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store's configuration is wrong (a bad URL, a refused option); the
+    /// message names the flag and the fix.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl StoreError {
@@ -68,13 +76,14 @@ impl StoreError {
             Self::TooLarge { .. } => 413,
             Self::Conflict(_) => 409,
             Self::Full { .. } => 507,
-            Self::Io { .. } | Self::Db(_) => 500,
+            Self::Io { .. } | Self::Db(_) | Self::Config(_) => 500,
+            Self::Unavailable(_) => 503,
         }
     }
 
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Full { .. } | Self::Io { .. } | Self::Db(_))
+        matches!(self, Self::Full { .. } | Self::Io { .. } | Self::Db(_) | Self::Unavailable(_))
     }
 }
 

@@ -4,17 +4,20 @@
 
 pub mod blob;
 pub mod builds;
+pub mod cached;
 pub mod conformance;
 pub mod error;
 pub mod meta;
 pub mod notify;
 pub mod routing;
+pub mod s3;
 pub mod sqlite;
 mod sqlite_builds;
 mod sqlite_notify;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};
+pub use cached::CachedBlobStore;
 pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
@@ -24,6 +27,7 @@ pub use notify::{
     Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };
 pub use routing::{RoutingSink, RoutingTable};
+pub use s3::{S3BlobStore, S3Location, S3Options};
 pub use sqlite::SqliteMeta;
 
 /// Milliseconds since the Unix epoch: the one time type stored in metadata.

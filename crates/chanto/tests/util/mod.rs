@@ -44,6 +44,11 @@ impl Server {
     }
 
     pub fn start_cmd(cmd: &str, data: &Path, extra: &[&str]) -> Server {
+        Self::start_cmd_env(cmd, data, extra, &[])
+    }
+
+    /// [`Server::start_cmd`] with extra environment variables for the server.
+    pub fn start_cmd_env(cmd: &str, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let n = std::fs::read_dir(data).map(|d| d.count()).unwrap_or(0);
         let stdout_path = data.with_extension(format!("stdout.{n}"));
@@ -54,6 +59,7 @@ impl Server {
             .arg(data)
             .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("CHANTO_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())

@@ -1,0 +1,2 @@
+//! Test servers.
+pub mod s3;
