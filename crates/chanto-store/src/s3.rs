@@ -214,9 +214,6 @@ impl S3BlobStore {
                     )));
                 }
                 builder = builder.with_endpoint(e).with_virtual_hosted_style_request(false);
-                if is_loopback_http(e) {
-                    builder = builder.with_allow_http(true);
-                }
                 e.clone()
             }
             None => std::env::var("AWS_ENDPOINT_URL")
@@ -235,13 +232,25 @@ impl S3BlobStore {
             max_retries: options.max_retries,
             retry_timeout: options.retry_timeout,
         };
-        let client = ClientOptions::new().with_timeout(options.timeout).with_connect_timeout(options.connect_timeout);
+        // Client options replace the builder's whole set, allow_http included.
+        let allow_http = options.endpoint.as_deref().is_some_and(is_loopback_http)
+            || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true");
+        let client = ClientOptions::new()
+            .with_timeout(options.timeout)
+            .with_connect_timeout(options.connect_timeout)
+            .with_allow_http(allow_http);
         let store = builder.with_retry(retry).with_client_options(client).build().map_err(|e| {
             StoreError::Config(format!(
                 "--blobs {location}: {e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and --s3-endpoint for a server other than AWS)"
             ))
         })?;
         let this = Self { store: Arc::new(store), location, endpoint };
+        // A listing answers NoSuchBucket for a missing bucket on every server
+        // (some create a bucket on the first PUT) and checks the credentials.
+        let prefix = this.location.key("blobs");
+        if let Err(e) = this.store.list_with_delimiter(Some(&prefix)).await {
+            return Err(this.error("listing the bucket", e));
+        }
         this.check_marker(&options.install_id, options.claim).await?;
         Ok(this)
     }
@@ -266,16 +275,21 @@ impl S3BlobStore {
     /// anything else to [`StoreError::Unavailable`].
     fn error(&self, what: impl std::fmt::Display, e: object_store::Error) -> StoreError {
         let text = e.to_string();
+        // Some errors (a listing's) arrive wrapped as Generic: the status and
+        // the S3 error code are in the text.
+        let refused =
+            matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+                || ["SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403 Forbidden", "401 Unauthorized"]
+                    .iter()
+                    .any(|code| text.contains(code));
         match e {
             object_store::Error::NotFound { .. } if !text.contains("NoSuchBucket") => {
                 StoreError::NotFound(what.to_string())
             }
-            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-                StoreError::Unavailable(format!(
-                    "blob store {}: {what}: the credentials were refused ({text}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SESSION_TOKEN) to a key allowed to read and write the bucket",
-                    self.describe()
-                ))
-            }
+            _ if refused => StoreError::Unavailable(format!(
+                "blob store {}: {what}: the credentials were refused ({text}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SESSION_TOKEN) to a key allowed to read and write the bucket",
+                self.describe()
+            )),
             _ if text.contains("NoSuchBucket") => StoreError::Unavailable(format!(
                 "blob store {}: bucket {:?} does not exist; create it or fix --blobs",
                 self.describe(),
