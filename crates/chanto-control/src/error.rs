@@ -91,7 +91,7 @@ impl From<StoreError> for ApiError {
             StoreError::Full { .. } => "storage_full",
             StoreError::Conflict(_) => "conflict",
             StoreError::Invalid(v) => return v.clone().into(),
-            StoreError::Io { .. } | StoreError::Db(_) => "internal",
+            StoreError::Io { .. } | StoreError::Db(_) | StoreError::Config(_) => "internal",
             StoreError::Unavailable(_) => "unavailable",
         };
         if code == "internal" || code == "storage_full" || code == "unavailable" {

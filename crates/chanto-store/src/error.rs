@@ -47,11 +47,17 @@ pub enum StoreError {
     /// The metadata database failed.
     #[error("metadata database: {0}")]
     Db(String),
-    /// A store on another machine (the metadata database) cannot be reached
-    /// or dropped the connection; nothing of the failed call was kept.
-    /// Retrying once it is back succeeds.
+    /// A store on another machine (the metadata database, the object store)
+    /// cannot be reached, dropped the connection, or kept failing after
+    /// bounded retries; nothing of the failed call was kept, and retrying
+    /// once it is back succeeds. The message names the store and, where
+    /// known, the fix.
     #[error("{0}")]
     Unavailable(String),
+    /// The store's configuration is wrong (a bad URL, a refused option); the
+    /// message names the flag and the fix.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl StoreError {
@@ -73,7 +79,7 @@ impl StoreError {
             Self::TooLarge { .. } => 413,
             Self::Conflict(_) => 409,
             Self::Full { .. } => 507,
-            Self::Io { .. } | Self::Db(_) => 500,
+            Self::Io { .. } | Self::Db(_) | Self::Config(_) => 500,
             Self::Unavailable(_) => 503,
         }
     }

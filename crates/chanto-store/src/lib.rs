@@ -5,6 +5,7 @@
 
 pub mod blob;
 pub mod builds;
+pub mod cached;
 pub mod conformance;
 pub mod error;
 pub mod meta;
@@ -13,12 +14,14 @@ pub mod postgres;
 mod postgres_builds;
 mod postgres_notify;
 pub mod routing;
+pub mod s3;
 pub mod sqlite;
 mod sqlite_builds;
 mod sqlite_notify;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};
+pub use cached::CachedBlobStore;
 pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
@@ -29,6 +32,7 @@ pub use notify::{
 };
 pub use postgres::PostgresMeta;
 pub use routing::{RoutingSink, RoutingTable};
+pub use s3::{S3BlobStore, S3Location, S3Options};
 pub use sqlite::SqliteMeta;
 
 /// Milliseconds since the Unix epoch: the one time type stored in metadata.

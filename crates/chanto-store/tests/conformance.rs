@@ -410,5 +410,277 @@ mod postgres {
         let v2 = b.next_routing_version().await.unwrap();
         let v3 = a.next_routing_version().await.unwrap();
         assert!(v0 < v1 && v1 < v2 && v2 < v3, "{v0} {v1} {v2} {v3}");
+
+// ---- S3 backend: the same suite on an S3-compatible server (s3s-fs, in
+// process on loopback, one per test binary, a fresh bucket per test), then
+// the cases only a shared server has.
+
+mod s3 {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use chanto_core::ContentHash;
+    use chanto_store::{BlobStore, ByteStream, CachedBlobStore, S3BlobStore, S3Options, StoreError, conformance};
+    use chanto_testkit::s3::{ACCESS_KEY, Fault, FaultProxy, S3Server, SECRET_KEY};
+    use futures_util::StreamExt;
+
+    /// Options for `s3://BUCKET/chanto` at `endpoint`, as install `install`.
+    fn options(endpoint: &str, bucket: &str, install: &str) -> S3Options {
+        let mut o = S3Options::new(format!("s3://{bucket}/chanto"), install);
+        o.endpoint = Some(endpoint.to_owned());
+        o.credentials = Some((ACCESS_KEY.to_owned(), SECRET_KEY.to_owned()));
+        o
+    }
+
+    /// A store on a fresh bucket of the shared server.
+    async fn fresh() -> (S3BlobStore, String) {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        (S3BlobStore::connect(options(&server.endpoint(), &bucket, "install-a")).await.unwrap(), bucket)
+    }
+
+    fn chunks_of(bytes: &Bytes, size: usize) -> ByteStream {
+        let parts: Vec<Result<Bytes, std::io::Error>> =
+            (0..bytes.len()).step_by(size).map(|i| Ok(bytes.slice(i..(i + size).min(bytes.len())))).collect();
+        Box::pin(futures_util::stream::iter(parts))
+    }
+
+    async fn read_stream(mut body: ByteStream) -> Result<Vec<u8>, std::io::Error> {
+        let mut out = Vec::new();
+        while let Some(c) = body.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    /// Fails a test that would otherwise hang (it is a guard, not a timing
+    /// assertion: the bounds under test are seconds, this is minutes).
+    async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(120), f).await.unwrap_or_else(|_| panic!("{what} hung"))
+    }
+
+    #[tokio::test]
+    async fn s3_blob_store_conforms() {
+        let (store, _) = fresh().await;
+        conformance::blob_store(&store).await;
+    }
+
+    #[tokio::test]
+    async fn cached_s3_blob_store_conforms() {
+        let (store, _) = fresh().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cached = CachedBlobStore::open(store, dir.path().join("cache"), 1 << 20).unwrap();
+        conformance::blob_store(&cached).await;
+    }
+
+    /// A blob larger than one PUT goes up as a multipart upload that becomes
+    /// visible only once its hash matched; a wrong one leaves nothing.
+    #[tokio::test]
+    async fn s3_large_blobs_go_up_in_parts_and_only_when_verified() {
+        let (store, _) = fresh().await;
+        let big = Bytes::from((0..20u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let hash = ContentHash::of(&big);
+        let claimed = ContentHash::of(b"not these bytes");
+        match store.put(&claimed, chunks_of(&big, 1 << 20), u64::MAX).await {
+            Err(StoreError::HashMismatch { actual, .. }) => assert_eq!(actual, hash),
+            other => panic!("expected HashMismatch, got {other:?}"),
+        }
+        assert!(!store.has(&claimed).await.unwrap());
+        assert!(store.list().await.unwrap().is_empty(), "nothing visible after a refused multipart upload");
+        assert_eq!(store.put(&hash, chunks_of(&big, 1 << 20), u64::MAX).await.unwrap(), big.len() as u64);
+        assert_eq!(store.get(&hash).await.unwrap(), big);
+        // Again: already there, verified and not uploaded twice.
+        assert_eq!(store.put(&hash, chunks_of(&big, 3 << 20), u64::MAX).await.unwrap(), big.len() as u64);
+        let range = read_stream(store.open_range(&hash, 9 << 20, 100).await.unwrap()).await.unwrap();
+        assert_eq!(range, &big[9 << 20..(9 << 20) + 100]);
+        // Over the limit mid-way through the parts: refused, nothing stored.
+        let other = Bytes::from(vec![3u8; 12 << 20]);
+        assert!(matches!(
+            store.put(&ContentHash::of(&other), chunks_of(&other, 1 << 20), 10 << 20).await,
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert_eq!(store.list().await.unwrap(), vec![hash]);
+    }
+
+    /// The marker object: a second install on the same prefix is refused with
+    /// the way out named, `claim` takes the prefix over.
+    #[tokio::test]
+    async fn s3_marker_refuses_a_second_install_unless_it_claims() {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        let endpoint = server.endpoint();
+        S3BlobStore::connect(options(&endpoint, &bucket, "install-a")).await.unwrap();
+        // The same install again: fine.
+        S3BlobStore::connect(options(&endpoint, &bucket, "install-a")).await.unwrap();
+        let err = S3BlobStore::connect(options(&endpoint, &bucket, "install-b")).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert!(msg.contains(&format!("s3://{bucket}/chanto")), "{msg}");
+        assert!(msg.contains("install-a") && msg.contains("--blobs-claim"), "{msg}");
+        // Another prefix of the same bucket is another store.
+        let mut elsewhere = options(&endpoint, &bucket, "install-b");
+        elsewhere.url = format!("s3://{bucket}/other");
+        S3BlobStore::connect(elsewhere).await.unwrap();
+        // Claiming takes it over; the first install is then the stranger.
+        let mut claim = options(&endpoint, &bucket, "install-b");
+        claim.claim = true;
+        S3BlobStore::connect(claim).await.unwrap();
+        S3BlobStore::connect(options(&endpoint, &bucket, "install-b")).await.unwrap();
+        let err = S3BlobStore::connect(options(&endpoint, &bucket, "install-a")).await.unwrap_err();
+        assert!(err.to_string().contains("install-b"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn s3_wrong_credentials_and_a_missing_bucket_are_clear_errors() {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        let mut wrong = options(&server.endpoint(), &bucket, "install-a");
+        wrong.credentials = Some((ACCESS_KEY.to_owned(), "not-the-secret".to_owned()));
+        let msg = bounded("connecting", S3BlobStore::connect(wrong)).await.unwrap_err().to_string();
+        assert!(msg.contains("credentials") && msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
+        assert!(msg.contains(&server.endpoint()), "names where: {msg}");
+        let missing = options(&server.endpoint(), "no-such-bucket-here", "install-a");
+        let msg = bounded("connecting", S3BlobStore::connect(missing)).await.unwrap_err().to_string();
+        assert!(msg.contains("\"no-such-bucket-here\" does not exist") && msg.contains("--blobs"), "{msg}");
+        let msg = S3BlobStore::connect(S3Options::new("s3://Bad_Bucket/x", "i")).await.unwrap_err().to_string();
+        assert!(msg.contains("s3://BUCKET/PREFIX"), "{msg}");
+        let mut plain = options("http://192.0.2.1:9000", &bucket, "install-a");
+        plain.url = format!("s3://{bucket}/x");
+        let msg = S3BlobStore::connect(plain).await.unwrap_err().to_string();
+        assert!(msg.contains("loopback") && msg.contains("https://"), "{msg}");
+    }
+
+    /// The object store answering 503: a bounded number of retries, then a
+    /// prompt error that maps to 503; nothing stored by a failed put; all
+    /// well again once the store is back.
+    #[tokio::test]
+    async fn s3_store_answering_503_fails_after_bounded_retries_and_recovers() {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        let proxy = FaultProxy::start(server.addr());
+        let store = S3BlobStore::connect(options(&proxy.endpoint(), &bucket, "install-a")).await.unwrap();
+        let kept = store.put_bytes(Bytes::from_static(b"stored before the outage")).await.unwrap();
+        proxy.set(Fault::Unavailable);
+        let err = bounded("a read from a 503ing store", store.get(&kept)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert_eq!(err.http_status_code(), 503);
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains(&format!("s3://{bucket}/chanto")), "{err}");
+        let attempts = proxy.faulted();
+        assert!((2..=4).contains(&attempts), "retried a bounded number of times: {attempts} attempts");
+        let lost = Bytes::from_static(b"uploaded during the outage");
+        assert!(bounded("a write", store.put_bytes(lost.clone())).await.is_err());
+        proxy.set(Fault::None);
+        assert_eq!(&store.get(&kept).await.unwrap()[..], b"stored before the outage");
+        assert!(!store.has(&ContentHash::of(&lost)).await.unwrap(), "a failed put stored nothing");
+    }
+
+    /// A store that accepts requests and never answers: the request timeout
+    /// turns it into an error instead of a hang.
+    #[tokio::test]
+    async fn s3_store_that_never_answers_times_out() {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        let proxy = FaultProxy::start(server.addr());
+        let mut o = options(&proxy.endpoint(), &bucket, "install-a");
+        o.timeout = Duration::from_millis(500);
+        o.max_retries = 1;
+        let store = S3BlobStore::connect(o).await.unwrap();
+        let kept = store.put_bytes(Bytes::from_static(b"slow")).await.unwrap();
+        proxy.set(Fault::Hang);
+        let err = bounded("a read from a silent store", store.get(&kept)).await.unwrap_err();
+        assert_eq!(err.http_status_code(), 503, "{err}");
+        assert!(proxy.faulted() >= 1);
+        proxy.set(Fault::None);
+        assert_eq!(&store.get(&kept).await.unwrap()[..], b"slow");
+    }
+
+    /// The disk cache in front of a store that goes down: what was read
+    /// before is served from disk (and as a local file, for sendfile); what
+    /// was not gets a prompt 503-mapped error.
+    #[tokio::test]
+    async fn cached_store_serves_cached_blobs_while_the_store_is_down() {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        let proxy = FaultProxy::start(server.addr());
+        let store = S3BlobStore::connect(options(&proxy.endpoint(), &bucket, "install-a")).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cached = CachedBlobStore::open(store, dir.path().join("cache"), 1 << 20).unwrap();
+        let hot = cached.put_bytes(Bytes::from_static(b"a hot page")).await.unwrap();
+        let cold = cached.put_bytes(Bytes::from_static(b"a page nobody read")).await.unwrap();
+        assert_eq!(&cached.get(&hot).await.unwrap()[..], b"a hot page");
+        assert!(cached.is_cached(&hot) && !cached.is_cached(&cold));
+        proxy.set(Fault::Unavailable);
+        assert_eq!(&cached.get(&hot).await.unwrap()[..], b"a hot page");
+        assert!(cached.local_file(&hot).await.unwrap().is_some());
+        assert_eq!(read_stream(cached.open_range(&hot, 2, 3).await.unwrap()).await.unwrap(), b"hot");
+        assert!(cached.has(&hot).await.unwrap());
+        let err = bounded("an uncached read", cached.get(&cold)).await.unwrap_err();
+        assert_eq!(err.http_status_code(), 503, "{err}");
+        assert!(bounded("an uncached open", cached.open(&cold)).await.is_err());
+        // The cache survives a restart of the node.
+        drop(cached);
+        let store = S3BlobStore::connect(options(&server.endpoint(), &bucket, "install-a")).await.unwrap();
+        let reopened = CachedBlobStore::open(store, dir.path().join("cache"), 1 << 20).unwrap();
+        assert!(reopened.is_cached(&hot));
+    }
+
+    /// The cache holds at most its capacity, least recently used out first.
+    #[tokio::test]
+    async fn cached_store_stays_within_its_capacity() {
+        let (store, _) = fresh().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cached = CachedBlobStore::open(store, dir.path().join("cache"), 8 * 1024).unwrap();
+        let blobs: Vec<ContentHash> = {
+            let mut v = Vec::new();
+            for i in 0..6u8 {
+                v.push(cached.put_bytes(Bytes::from(vec![i; 1000])).await.unwrap());
+            }
+            v
+        };
+        for h in &blobs {
+            cached.get(h).await.unwrap();
+            // The first stays hot.
+            cached.get(&blobs[0]).await.unwrap();
+        }
+        assert!(cached.cached_bytes() <= 8 * 1024);
+        assert!(cached.is_cached(&blobs[0]) && cached.is_cached(&blobs[5]));
+        let on_disk: u64 = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .flat_map(|s| std::fs::read_dir(s.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(on_disk, cached.cached_bytes());
+        // Too large to cache (over an eighth of the capacity): served, not kept.
+        let large = cached.put_bytes(Bytes::from(vec![9u8; 2000])).await.unwrap();
+        assert_eq!(cached.get(&large).await.unwrap().len(), 2000);
+        assert!(!cached.is_cached(&large));
+        assert!(cached.local_file(&large).await.unwrap().is_none());
+    }
+
+    /// An object damaged in the store (short, or other bytes) is an error on
+    /// read, never served as whole, and never enters the disk cache.
+    #[tokio::test]
+    async fn s3_damaged_objects_are_detected_on_read() {
+        let server = S3Server::shared();
+        let (store, bucket) = fresh().await;
+        let good = Bytes::from_static(b"the original bytes of this blob");
+        let hash = store.put_bytes(good.clone()).await.unwrap();
+        let file = server.object_file(&bucket, &store.key_of(&hash));
+        assert_eq!(std::fs::read(&file).unwrap(), good, "s3s-fs keeps the object at {}", file.display());
+        for damage in [&b"the original bytes of this blo"[..], b"THE original bytes of this blob"] {
+            std::fs::write(&file, damage).unwrap();
+            assert!(store.get(&hash).await.is_err(), "get served a damaged object");
+            if let Ok(open) = store.open(&hash).await {
+                assert!(read_stream(open.body).await.is_err(), "open streamed a damaged object to its end");
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let again = S3BlobStore::connect(options(&server.endpoint(), &bucket, "install-a")).await.unwrap();
+            let cached = CachedBlobStore::open(again, dir.path().join("cache"), 1 << 20).unwrap();
+            assert!(cached.get(&hash).await.is_err());
+            assert!(cached.local_file(&hash).await.is_err());
+            assert!(!cached.is_cached(&hash));
+            assert_eq!(cached.cached_bytes(), 0);
+        }
     }
 }

@@ -1,4 +1,6 @@
-//! Test servers for chanto's tests, started once per test binary: PostgreSQL
-//! ([`pg`]). Dev-only; never a dependency of a shipped crate.
+//! Test servers for chanto's tests, started once per test binary:
+//! PostgreSQL ([`pg`]) and an S3-compatible server ([`s3`]). Dev-only;
+//! never a dependency of a shipped crate.
 
 pub mod pg;
+pub mod s3;

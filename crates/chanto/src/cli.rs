@@ -201,6 +201,27 @@ pub struct ServeArgs {
     /// A file holding the PostgreSQL password (its first line), for --meta URLs without one.
     #[arg(long, value_name = "PATH")]
     pub meta_password_file: Option<PathBuf>,
+    /// Where blobs live: `file` (DATA/blobs) or `s3://BUCKET/PREFIX` (an
+    /// S3-compatible object store; credentials and region from the standard
+    /// AWS_* variables, e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+    #[arg(long, value_name = "URL", default_value = "file", env = "CHANTO_BLOBS")]
+    pub blobs: String,
+    /// The URL of an S3-compatible server (MinIO, Garage, Ceph…) for
+    /// `--blobs s3://…`; requests then use path-style addressing. Plain
+    /// http is allowed only to a loopback address.
+    #[arg(long, value_name = "URL", env = "CHANTO_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Take over an `s3://` prefix whose marker object names another chanto
+    /// install (after moving an install; never for two running installs).
+    #[arg(long)]
+    pub blobs_claim: bool,
+    /// Where the edge caches blobs read from a remote `--blobs` store
+    /// (default: DATA/blob-cache).
+    #[arg(long, value_name = "DIR")]
+    pub blob_cache_dir: Option<PathBuf>,
+    /// The most disk the blob cache may use, e.g. 1G (least recently used blobs go first).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub blob_cache_size: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chanto_control::{Control, ControlConfig};
 use chanto_edge::Edge;
-use chanto_store::{BlobStore, LocalBlobStore, MetaStore, PostgresMeta, RoutingSink, SqliteMeta};
+use chanto_store::{
+    BlobStore, CachedBlobStore, LocalBlobStore, MetaStore, PostgresMeta, RoutingSink, S3BlobStore, SqliteMeta,
+};
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
@@ -243,7 +245,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     let _ = std::fs::remove_file(data.join("addresses.json"));
 
     let meta = open_meta(args, &data).await?;
-    let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open(data.join("blobs"))?);
+    let blobs = open_blobs(args, &data).await?;
 
     let edge_listener = bind("--edge", "the edge (sites)", args.edge).await?;
     let api_listener = bind("--api", "the API", args.api).await?;
@@ -415,7 +417,9 @@ async fn enable_builds(
         for (p, m) in [(data, 0o711), (root.as_path(), 0o711), (config.work_dir.as_path(), 0o711)] {
             mode(p, m).with_context(|| format!("restricting {}", p.display()))?;
         }
-        for p in [data.join("blobs"), config.log_dir.clone(), config.cache_dir.clone()] {
+        // The local blob directory or the remote store's disk cache, whichever is used.
+        let blob_dirs = [data.join("blobs"), data.join("blob-cache")].into_iter().filter(|p| p.exists());
+        for p in blob_dirs.chain([config.log_dir.clone(), config.cache_dir.clone()]) {
             mode(&p, 0o700).with_context(|| format!("restricting {}", p.display()))?;
         }
         for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
@@ -471,4 +475,44 @@ pub fn announce_token(running: &Running) {
             running.api_url()
         );
     }
+}
+
+/// The blob store `--blobs` names: the local directory `DATA/blobs`, or an
+/// S3-compatible bucket behind a bounded disk cache (`--blob-cache-dir`,
+/// `--blob-cache-size`), so the edge serves cached blobs with `sendfile` and
+/// keeps serving them while the object store is down.
+async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match args.blobs.as_str() {
+        "file" => Ok(Arc::new(LocalBlobStore::open(data.join("blobs"))?)),
+        url if url.starts_with("s3://") => {
+            let mut options = chanto_store::S3Options::new(url, install_id(data)?);
+            options.endpoint = args.s3_endpoint.clone();
+            options.claim = args.blobs_claim;
+            let s3 = S3BlobStore::connect(options).await.with_context(|| format!("opening the blob store {url}"))?;
+            let cache_dir = args.blob_cache_dir.clone().unwrap_or_else(|| data.join("blob-cache"));
+            let cached = CachedBlobStore::open(s3, &cache_dir, args.blob_cache_size)
+                .with_context(|| format!("opening the blob cache {}", cache_dir.display()))?;
+            tracing::info!(store = %cached.inner().describe(), cache = %cache_dir.display(), cache_bytes = args.blob_cache_size, "blobs in an object store");
+            Ok(Arc::new(cached))
+        }
+        other => bail!("--blobs {other:?}: expected `file` (the data directory) or s3://BUCKET/PREFIX"),
+    }
+}
+
+/// This install's id (`DATA/install-id`, made on first use): the owner the
+/// blob store's marker object names, so a bucket prefix shared by mistake
+/// with another install is refused.
+fn install_id(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("install-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let id: String = chanto_store::random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data.join("install-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }

@@ -44,11 +44,12 @@ impl Server {
     }
 
     pub fn start_cmd(cmd: &str, data: &Path, extra: &[&str]) -> Server {
-        Self::start_cmd_env(cmd, data, extra, &[])
+        Self::start_cmd_env::<&str>(cmd, data, extra, &[])
     }
 
-    /// [`Server::start_cmd`] with extra environment variables (a HOME of the test's).
-    pub fn start_cmd_env(cmd: &str, data: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Server {
+    /// [`Server::start_cmd`] with extra environment variables for the server
+    /// (a HOME of the test's, the AWS_* variables of an S3 store).
+    pub fn start_cmd_env<V: AsRef<std::ffi::OsStr>>(cmd: &str, data: &Path, extra: &[&str], env: &[(&str, V)]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let n = std::fs::read_dir(data).map(|d| d.count()).unwrap_or(0);
         let stdout_path = data.with_extension(format!("stdout.{n}"));
@@ -60,7 +61,7 @@ impl Server {
             .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(extra)
             .env("CHANTO_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_ref())))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())

@@ -1,0 +1,400 @@
+//! A bounded local disk cache of blobs in front of a remote store, so a node
+//! serves its hot sites from its own disk (with `sendfile`) even when the
+//! object store is slow or down.
+//!
+//! Files live at `DIR/ab/cdef…`. A blob read through the cache is streamed
+//! from the remote store into a temporary file `DIR/ab/.tmp-…`, hashed as it
+//! arrives, flushed, and renamed into place only if its size and hash match,
+//! so a file in the cache is always a whole, verified blob (a crash leaves at
+//! most a temporary file, removed on the next open). The cache holds at most
+//! its capacity in bytes and evicts the least recently used blobs first; a
+//! blob larger than an eighth of the capacity is streamed through uncached.
+//! Writes go through to the remote store only: the cache fills on reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chanto_core::ContentHash;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::{BlobStore, ByteStream, OpenBlob, StoreError};
+
+/// Temporary files start with this (no blob name does).
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Which blobs the cache holds, their sizes, and their order of last use.
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<ContentHash, (u64, u64)>,
+    order: BTreeMap<u64, ContentHash>,
+    tick: u64,
+    total: u64,
+}
+
+impl Lru {
+    /// Marks `hash` used now; false if it is not held.
+    fn touch(&mut self, hash: &ContentHash) -> bool {
+        let Some((_, tick)) = self.entries.get_mut(hash) else { return false };
+        self.order.remove(tick);
+        self.tick += 1;
+        *tick = self.tick;
+        self.order.insert(self.tick, *hash);
+        true
+    }
+
+    /// Adds (or refreshes) `hash`, then returns the blobs to evict so the
+    /// total fits `capacity`.
+    fn insert(&mut self, hash: ContentHash, size: u64, capacity: u64) -> Vec<ContentHash> {
+        self.remove(&hash);
+        self.tick += 1;
+        self.entries.insert(hash, (size, self.tick));
+        self.order.insert(self.tick, hash);
+        self.total += size;
+        let mut evicted = Vec::new();
+        while self.total > capacity {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some((size, _)) = self.entries.remove(&oldest) {
+                self.total -= size;
+            }
+            evicted.push(oldest);
+        }
+        evicted
+    }
+
+    fn remove(&mut self, hash: &ContentHash) {
+        if let Some((size, tick)) = self.entries.remove(hash) {
+            self.order.remove(&tick);
+            self.total -= size;
+        }
+    }
+}
+
+/// A blob from [`CachedBlobStore::fetch`]: a verified file in the cache, or
+/// (too large to cache) the remote store's stream.
+enum Fetched {
+    Cached(std::fs::File),
+    Passthrough(OpenBlob),
+}
+
+/// A [`BlobStore`] that keeps a bounded, least-recently-used disk cache of the
+/// blobs read from `inner` (see the module docs).
+pub struct CachedBlobStore<S> {
+    inner: S,
+    dir: PathBuf,
+    capacity: u64,
+    /// Larger blobs are not cached (one would push out many hot small ones).
+    max_entry: u64,
+    lru: Mutex<Lru>,
+    /// One fill per blob at a time: concurrent readers of an uncached blob
+    /// wait for the first one's download instead of each starting their own.
+    filling: Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<S: BlobStore> CachedBlobStore<S> {
+    /// Opens (creating if needed) a cache of at most `capacity` bytes in
+    /// `dir` in front of `inner`: removes temporary files a crash left, keeps
+    /// the blobs already there (least recently written evicted first) up to
+    /// the capacity.
+    pub fn open(inner: S, dir: impl Into<PathBuf>, capacity: u64) -> Result<Self, StoreError> {
+        let dir = dir.into();
+        let ctx = |e| StoreError::io(format!("opening the blob cache {}", dir.display()), e);
+        std::fs::create_dir_all(&dir).map_err(ctx)?;
+        let mut found: Vec<(std::time::SystemTime, ContentHash, u64)> = Vec::new();
+        for shard in std::fs::read_dir(&dir).map_err(ctx)? {
+            let shard = shard.map_err(ctx)?;
+            let prefix = shard.file_name().to_string_lossy().into_owned();
+            if prefix.len() != 2 || !shard.file_type().map_err(ctx)?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(shard.path()).map_err(ctx)? {
+                let file = file.map_err(ctx)?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                match format!("{prefix}{name}").parse::<ContentHash>() {
+                    Ok(hash) if !name.starts_with(TMP_PREFIX) => {
+                        let meta = file.metadata().map_err(ctx)?;
+                        found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), hash, meta.len()));
+                    }
+                    // A download a crash interrupted, or a stray file.
+                    _ => std::fs::remove_file(file.path()).map_err(ctx)?,
+                }
+            }
+        }
+        found.sort();
+        let store = Self {
+            inner,
+            dir,
+            capacity,
+            max_entry: (capacity / 8).max(1),
+            lru: Mutex::default(),
+            filling: Mutex::default(),
+        };
+        for (_, hash, size) in found {
+            let evicted = store.lru.lock().expect("cache index").insert(hash, size, capacity);
+            store.remove_files(&evicted);
+        }
+        Ok(store)
+    }
+
+    /// The remote store behind the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Bytes the cache holds now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.lru.lock().expect("cache index").total
+    }
+
+    /// Whether `hash` is in the cache (without marking it used).
+    pub fn is_cached(&self, hash: &ContentHash) -> bool {
+        self.lru.lock().expect("cache index").entries.contains_key(hash)
+    }
+
+    /// The cache file of `hash`.
+    pub fn path_of(&self, hash: &ContentHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    fn remove_files(&self, evicted: &[ContentHash]) {
+        for h in evicted {
+            // A reader holding the file open keeps reading it: unlinking
+            // only drops the name.
+            if let Err(e) = std::fs::remove_file(self.path_of(h))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(blob = %h, error = %e, "could not evict a cached blob");
+            }
+        }
+    }
+
+    /// The cached file of `hash`, marked used; `None` if not cached (or its
+    /// file vanished behind the cache's back, which is then forgotten).
+    fn hit(&self, hash: &ContentHash) -> Option<std::fs::File> {
+        if !self.lru.lock().expect("cache index").touch(hash) {
+            return None;
+        }
+        match std::fs::File::open(self.path_of(hash)) {
+            Ok(f) => Some(f),
+            Err(_) => {
+                self.lru.lock().expect("cache index").remove(hash);
+                None
+            }
+        }
+    }
+
+    /// The blob from the cache, or fetched from the remote store into it.
+    async fn fetch(&self, hash: &ContentHash) -> Result<Fetched, StoreError> {
+        if let Some(f) = self.hit(hash) {
+            return Ok(Fetched::Cached(f));
+        }
+        let gate = self.filling.lock().expect("fill gates").entry(*hash).or_default().clone();
+        let result = {
+            let _one_fill = gate.lock().await;
+            match self.hit(hash) {
+                Some(f) => Ok(Fetched::Cached(f)),
+                None => self.fill(hash).await,
+            }
+        };
+        let mut gates = self.filling.lock().expect("fill gates");
+        // Ours and the map's: no one else waits on this gate.
+        if Arc::strong_count(&gate) <= 2 {
+            gates.remove(hash);
+        }
+        result
+    }
+
+    /// Downloads `hash` into a temporary file, verifies it, renames it into
+    /// place and records it; streams it through instead when too large.
+    async fn fill(&self, hash: &ContentHash) -> Result<Fetched, StoreError> {
+        let open = self.inner.open(hash).await?;
+        if open.len > self.max_entry {
+            return Ok(Fetched::Passthrough(open));
+        }
+        let path = self.path_of(hash);
+        let shard = path.parent().expect("a cache file has a shard folder").to_owned();
+        let r: [u8; 8] = crate::random_bytes();
+        let tmp = shard.join(format!("{TMP_PREFIX}{:016x}", u64::from_le_bytes(r)));
+        let result = self.download(hash, open, &shard, &tmp, &path).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        let (file, len) = result?;
+        let evicted = self.lru.lock().expect("cache index").insert(*hash, len, self.capacity);
+        self.remove_files(&evicted);
+        Ok(Fetched::Cached(file))
+    }
+
+    async fn download(
+        &self,
+        hash: &ContentHash,
+        mut open: OpenBlob,
+        shard: &Path,
+        tmp: &Path,
+        path: &Path,
+    ) -> Result<(std::fs::File, u64), StoreError> {
+        let ctx = || format!("caching blob {hash} in {}", self.dir.display());
+        tokio::fs::create_dir_all(shard).await.map_err(|e| StoreError::io(ctx(), e))?;
+        let mut file = tokio::fs::File::create(tmp).await.map_err(|e| StoreError::io(ctx(), e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut len = 0u64;
+        while let Some(chunk) = open.body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::io(format!("reading blob {hash} from the remote store"), e))?;
+            len += chunk.len() as u64;
+            if len > open.len {
+                break;
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(|e| StoreError::io(ctx(), e))?;
+        }
+        let actual = ContentHash::from_blake3(hasher.finalize());
+        if len != open.len || actual != *hash {
+            return Err(StoreError::io(
+                format!("reading blob {hash} from the remote store"),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{len} bytes hashing to {actual} arrived, of {} announced: the object is damaged",
+                        open.len
+                    ),
+                ),
+            ));
+        }
+        // Flushed before the rename: after a power cut a cache file is whole or absent.
+        file.sync_data().await.map_err(|e| StoreError::io(ctx(), e))?;
+        drop(file);
+        let reader = std::fs::File::open(tmp).map_err(|e| StoreError::io(ctx(), e))?;
+        tokio::fs::rename(tmp, path).await.map_err(|e| StoreError::io(ctx(), e))?;
+        Ok((reader, len))
+    }
+}
+
+/// Reads a whole file off the async threads.
+async fn read_file(file: std::fs::File, hash: ContentHash) -> Result<Bytes, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut out).map(|_| Bytes::from(out))
+    })
+    .await
+    .map_err(|e| StoreError::io(format!("reading cached blob {hash}"), std::io::Error::other(e)))?
+    .map_err(|e| StoreError::io(format!("reading cached blob {hash}"), e))
+}
+
+async fn collect(mut body: ByteStream, hash: &ContentHash) -> Result<Bytes, StoreError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.map_err(|e| StoreError::io(format!("reading blob {hash}"), e))?);
+    }
+    Ok(Bytes::from(out))
+}
+
+#[async_trait]
+impl<S: BlobStore> BlobStore for CachedBlobStore<S> {
+    async fn has(&self, hash: &ContentHash) -> Result<bool, StoreError> {
+        if self.is_cached(hash) {
+            return Ok(true);
+        }
+        self.inner.has(hash).await
+    }
+
+    async fn missing(&self, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, StoreError> {
+        let unknown: Vec<ContentHash> = hashes.iter().filter(|h| !self.is_cached(h)).copied().collect();
+        self.inner.missing(&unknown).await
+    }
+
+    async fn put(&self, hash: &ContentHash, body: ByteStream, max_size: u64) -> Result<u64, StoreError> {
+        self.inner.put(hash, body, max_size).await
+    }
+
+    async fn get(&self, hash: &ContentHash) -> Result<Bytes, StoreError> {
+        match self.fetch(hash).await? {
+            Fetched::Cached(f) => read_file(f, *hash).await,
+            Fetched::Passthrough(open) => collect(open.body, hash).await,
+        }
+    }
+
+    async fn open(&self, hash: &ContentHash) -> Result<OpenBlob, StoreError> {
+        match self.fetch(hash).await? {
+            Fetched::Cached(f) => {
+                let len = f.metadata().map_err(|e| StoreError::io(format!("opening cached blob {hash}"), e))?.len();
+                let body = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 64 * 1024);
+                Ok(OpenBlob { len, body: Box::pin(body) })
+            }
+            Fetched::Passthrough(open) => Ok(open),
+        }
+    }
+
+    async fn open_range(&self, hash: &ContentHash, start: u64, len: u64) -> Result<ByteStream, StoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        match self.fetch(hash).await? {
+            Fetched::Cached(f) => {
+                let mut file = tokio::fs::File::from_std(f);
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| StoreError::io(format!("reading cached blob {hash}"), e))?;
+                Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024)))
+            }
+            Fetched::Passthrough(open) => {
+                drop(open);
+                self.inner.open_range(hash, start, len).await
+            }
+        }
+    }
+
+    /// The cached file (fetched into the cache first if need be), so the
+    /// edge sends it with `sendfile`; `None` for a blob too large to cache.
+    async fn local_file(&self, hash: &ContentHash) -> Result<Option<std::fs::File>, StoreError> {
+        match self.fetch(hash).await? {
+            Fetched::Cached(f) => Ok(Some(f)),
+            Fetched::Passthrough(_) => Ok(None),
+        }
+    }
+
+    async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        self.lru.lock().expect("cache index").remove(hash);
+        self.remove_files(std::slice::from_ref(hash));
+        self.inner.delete(hash).await
+    }
+
+    async fn list(&self) -> Result<Vec<ContentHash>, StoreError> {
+        self.inner.list().await
+    }
+
+    fn write_back(&self) {
+        self.inner.write_back();
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u8) -> ContentHash {
+        ContentHash::of(&[n])
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first() {
+        let mut lru = Lru::default();
+        assert!(lru.insert(h(1), 40, 100).is_empty());
+        assert!(lru.insert(h(2), 40, 100).is_empty());
+        assert!(lru.touch(&h(1)));
+        // 1 was used after 2: 2 goes.
+        assert_eq!(lru.insert(h(3), 40, 100), vec![h(2)]);
+        assert_eq!(lru.total, 80);
+        assert!(!lru.touch(&h(2)));
+        // Re-inserting counts a blob once.
+        assert!(lru.insert(h(3), 40, 100).is_empty());
+        assert_eq!(lru.total, 80);
+        lru.remove(&h(1));
+        assert_eq!(lru.total, 40);
+    }
+}
