@@ -58,7 +58,8 @@ pub fn man(args: &ManArgs) -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            let mut cmd = command();
+            // As generate_to does: no `help` subcommand, which has no page.
+            let mut cmd = command().disable_help_subcommand(true);
             cmd.build();
             let mut out = std::io::stdout().lock();
             clap_mangen::Man::new(cmd).render(&mut out).context("writing the man page to standard output")?;

@@ -50,7 +50,7 @@ fn bash_completion_completes_real_subcommands_and_flags() {
 fn zsh_and_fish_completions_name_real_subcommands_and_flags() {
     let zsh = Cli::new(&["completions", "zsh"]).ok().stdout();
     assert!(zsh.starts_with("#compdef chanto"), "zsh: {}", &zsh[..zsh.len().min(200)]);
-    for word in ["'sites:Manage sites.'", "--production-branch", "rollback", "build-hooks"] {
+    for word in ["'sites:Manage sites'", "--production-branch", "rollback", "build-hooks"] {
         assert!(zsh.contains(word), "zsh completion lacks {word}");
     }
     let fish = Cli::new(&["completions", "fish"]).ok().stdout();
@@ -273,8 +273,11 @@ fn readme_tour_works_against_the_demo() {
     let site = repo_root().join("examples/site");
     cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "first"]).ok();
     assert_eq!(demo.get("docs.localhost", "/").status, 200);
-    // The demo's own site is there too, on the same edge.
-    assert_eq!(demo.get("example.localhost", "/").status, 200);
+    // The demo's own site is there too, on the same edge (its deploy runs
+    // after the server is up).
+    util::wait_for("the demo's example site", std::time::Duration::from_secs(30), || {
+        (demo.get("example.localhost", "/").status == 200).then_some(())
+    });
 }
 
 /// Every `chanto ...` line of the README's code blocks names a real command:
