@@ -158,10 +158,10 @@ fn dockerfile_problems(text: &str) -> Vec<String> {
         }
     }
     let runtime = &all[froms.last().copied().unwrap_or(0)..];
-    if let Some(from) = runtime.first() {
-        if !from.args.contains("slim") {
-            problems.push(format!("line {}: the runtime image should be a slim one", from.line));
-        }
+    if let Some(from) = runtime.first()
+        && !from.args.contains("slim")
+    {
+        problems.push(format!("line {}: the runtime image should be a slim one", from.line));
     }
     for i in all.iter().filter(|i| i.keyword == "RUN" && i.args.contains("apt-get install")) {
         if !i.args.contains("--no-install-recommends") {
