@@ -81,6 +81,10 @@ pub enum Command {
         #[arg(long)]
         branch: Option<String>,
     },
+    /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
+    Completions(crate::completions::CompletionsArgs),
+    /// Print the man page, or write one page per command with --out DIR.
+    Man(crate::completions::ManArgs),
 }
 
 #[derive(Args, Debug, Clone)]

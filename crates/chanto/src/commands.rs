@@ -73,11 +73,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await;
         }
+        // Generated from the clap definitions: no server, no logging.
+        Command::Completions(args) => return crate::completions::completions(args),
+        Command::Man(args) => return crate::completions::man(args),
         _ => init_logging("warn", LogFormat::Text),
     }
     let json = cli.json;
     match cli.command {
-        Command::Serve(_) | Command::Demo(_) | Command::Dev(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Demo(_) | Command::Dev(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled above")
+        }
         Command::Login(args) => login(&cli.conn, args.token_stdin).await,
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,

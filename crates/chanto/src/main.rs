@@ -5,6 +5,7 @@ mod builds;
 mod cli;
 mod client;
 mod commands;
+mod completions;
 mod demo;
 mod deploy;
 mod dev;
