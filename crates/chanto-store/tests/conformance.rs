@@ -410,6 +410,8 @@ mod postgres {
         let v2 = b.next_routing_version().await.unwrap();
         let v3 = a.next_routing_version().await.unwrap();
         assert!(v0 < v1 && v1 < v2 && v2 < v3, "{v0} {v1} {v2} {v3}");
+    }
+}
 
 // ---- S3 backend: the same suite on an S3-compatible server (s3s-fs, in
 // process on loopback, one per test binary, a fresh bucket per test), then

@@ -49,7 +49,12 @@ impl Server {
 
     /// [`Server::start_cmd`] with extra environment variables for the server
     /// (a HOME of the test's, the AWS_* variables of an S3 store).
-    pub fn start_cmd_env<V: AsRef<std::ffi::OsStr>>(cmd: &str, data: &Path, extra: &[&str], env: &[(&str, V)]) -> Server {
+    pub fn start_cmd_env<V: AsRef<std::ffi::OsStr>>(
+        cmd: &str,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, V)],
+    ) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let n = std::fs::read_dir(data).map(|d| d.count()).unwrap_or(0);
         let stdout_path = data.with_extension(format!("stdout.{n}"));
