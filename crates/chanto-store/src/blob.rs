@@ -188,21 +188,31 @@ impl LocalBlobStore {
         let (mut dropped, mut kept) = (0, 0);
         for (prefix, name) in list_shards(&self.staged)? {
             let path = self.staged.join(&prefix).join(&name);
+            // A file gone since the listing was moved into place by a store
+            // of the same directory that synced it (in this process, a store
+            // dropped just before), so it is whole: nothing to do.
+            let remove = |path: &Path| match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ctx(e)),
+                _ => Ok(()),
+            };
             if name.starts_with(TMP_PREFIX) {
-                std::fs::remove_file(&path).map_err(ctx)?;
+                remove(&path)?;
                 continue;
             }
             let intact = match format!("{prefix}{name}").parse::<ContentHash>() {
-                Ok(expected) => std::fs::File::open(&path)
-                    .and_then(|f| blake3::Hasher::new().update_reader(f).map(|h| h.finalize()))
-                    .is_ok_and(|actual| ContentHash::from_blake3(actual) == expected),
+                Ok(expected) => match std::fs::File::open(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    opened => opened
+                        .and_then(|f| blake3::Hasher::new().update_reader(f).map(|h| h.finalize()))
+                        .is_ok_and(|actual| ContentHash::from_blake3(actual) == expected),
+                },
                 Err(_) => false,
             };
             if intact {
                 kept += 1;
             } else {
                 tracing::warn!(path = %path.display(), "dropping a staged blob left incomplete by a crash; it will be uploaded again");
-                std::fs::remove_file(&path).map_err(ctx)?;
+                remove(&path)?;
                 dropped += 1;
             }
         }
