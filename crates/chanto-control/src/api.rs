@@ -320,8 +320,12 @@ pub struct PublishResponse {
 #[derive(Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
-    /// Branch to roll back (default: production).
+    /// Branch to roll back (default: production, or the branch of `to`).
     pub branch: Option<BranchName>,
+    /// Roll back to this deploy of the branch (default: the one that was
+    /// live before the current one; repeated rollbacks walk further back).
+    #[serde(default)]
+    pub to: Option<DeployId>,
 }
 
 /// Answer to `POST /sites/{site}/rollback`.
@@ -516,7 +520,7 @@ async fn rollback(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("rollback body: {e}")))?
     };
-    let (from, to) = c.rollback(&site, req.branch).await?;
+    let (from, to) = c.rollback(&site, req.branch, req.to).await?;
     Ok(Json(RollbackResponse { from, deploy: DeployView::new(&c, to) }))
 }
 

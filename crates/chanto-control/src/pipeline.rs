@@ -837,18 +837,26 @@ impl Control {
         Ok((record, previous.filter(|p| p != id)))
     }
 
-    /// Re-activates the deploy that was active before the current one.
+    /// Rolls a branch back: to `to`, or to the deploy that was live before
+    /// the current one (repeated rollbacks walk further back; the rule is
+    /// [`chanto_store::rollback::rollback_walk`]). Without `branch`: the
+    /// branch of `to`, else production.
     /// Returns (the deploy rolled back from, the deploy now active).
     pub async fn rollback(
         &self,
         site: &SiteName,
         branch: Option<BranchName>,
+        to: Option<DeployId>,
     ) -> Result<(DeployId, DeployRecord), ApiError> {
-        let branch = match branch {
-            Some(b) => b,
-            None => self.site(site).await?.production_branch,
+        let branch = match (branch, &to) {
+            (Some(b), _) => b,
+            (None, Some(id)) => match self.meta.get_deploy(id).await? {
+                Some(d) if &d.site == site => d.branch,
+                _ => return Err(StoreError::NotFound(format!("deploy {id} of site {site}")).into()),
+            },
+            (None, None) => self.site(site).await?.production_branch,
         };
-        let (from, to) = self.meta.rollback(site, &branch, now_millis()).await?;
+        let (from, to) = self.meta.rollback(site, &branch, to.as_ref(), now_millis()).await?;
         self.publish_routing().await?;
         tracing::info!(site = %site, branch = %branch, from = %from, to = %to, "rolled back");
         Ok((from, self.deploy(&to).await?))

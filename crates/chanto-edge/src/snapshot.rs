@@ -105,7 +105,11 @@ impl Snapshot {
         }
         for p in &table.permalinks {
             let routes = sites.entry(p.site.to_string()).or_default();
-            let access = access_for(p.site.as_str(), &p.branch, p.production);
+            // Only production's current deploy is production: a draft or an
+            // older production deploy, at its permalink, is a preview (what
+            // Netlify users expect of a preview password).
+            let current = routes.production.as_ref().is_some_and(|t| t.deploy == p.deploy);
+            let access = access_for(p.site.as_str(), &p.branch, p.production && current);
             routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at), access));
         }
         for (site, routes) in &mut sites {

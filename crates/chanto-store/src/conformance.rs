@@ -193,15 +193,38 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert_eq!(meta.get_deploy(&d2.id).await.unwrap().unwrap().state, DeployState::Superseded);
 
     // Rollback walks back through history: 3 → 2 → 1, then there is nothing left.
-    assert_eq!(meta.rollback(&site, &main, 40).await.unwrap(), (d3.id.clone(), d2.id.clone()));
-    assert_eq!(meta.rollback(&site, &main, 41).await.unwrap(), (d2.id.clone(), d1.id.clone()));
-    assert!(matches!(meta.rollback(&site, &main, 42).await, Err(StoreError::Conflict(_))));
+    assert_eq!(meta.rollback(&site, &main, None, 40).await.unwrap(), (d3.id.clone(), d2.id.clone()));
+    assert_eq!(meta.rollback(&site, &main, None, 41).await.unwrap(), (d2.id.clone(), d1.id.clone()));
+    assert!(matches!(meta.rollback(&site, &main, None, 42).await, Err(StoreError::Conflict(_))));
     assert_eq!(meta.branch(&site, &main).await.unwrap().unwrap().active_deploy, Some(d1.id.clone()));
     assert_eq!(meta.get_deploy(&d3.id).await.unwrap().unwrap().state, DeployState::Superseded);
 
-    // Publishing an older deploy is a rollback to it; a rollback then returns.
+    // After rollbacks and a publish, rollbacks walk back through what was
+    // live before the publish, most recently live first, each deploy once
+    // (#20: this used to stop after one with "no earlier deploy").
     meta.activate(&d3.id, ActivationKind::Publish, 43).await.unwrap();
-    assert_eq!(meta.rollback(&site, &main, 44).await.unwrap(), (d3.id.clone(), d1.id.clone()));
+    assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), vec![d1.id.clone(), d2.id.clone()]);
+    assert_eq!(meta.rollback(&site, &main, None, 44).await.unwrap(), (d3.id.clone(), d1.id.clone()));
+    assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), vec![d2.id.clone()]);
+    assert_eq!(meta.rollback(&site, &main, None, 45).await.unwrap(), (d1.id.clone(), d2.id.clone()));
+    assert!(meta.rollback_walk(&site, &main).await.unwrap().is_empty());
+    assert!(matches!(meta.rollback(&site, &main, None, 46).await, Err(StoreError::Conflict(_))));
+    assert_eq!(meta.branch(&site, &main).await.unwrap().unwrap().active_deploy, Some(d2.id.clone()));
+    // A deploy, a rollback, a new deploy: the next rollback goes to what was
+    // live just before the new one, not to the deploy rolled away from.
+    let d3b = meta.create_deploy(new_deploy(31, &site, "main", false, 47)).await.unwrap();
+    meta.mark_ready(&d3b.id, &ContentHash::of(b"m3b"), 47).await.unwrap();
+    meta.activate(&d3b.id, ActivationKind::Deploy, 47).await.unwrap();
+    assert_eq!(meta.rollback(&site, &main, None, 47).await.unwrap(), (d3b.id.clone(), d2.id.clone()));
+    assert_eq!(meta.rollback(&site, &main, None, 47).await.unwrap(), (d2.id.clone(), d1.id.clone()));
+    // --to: any complete deploy of the branch except the live one.
+    assert!(matches!(meta.rollback(&site, &main, Some(&d1.id), 48).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(meta.rollback(&site, &main, Some(&ghost), 48).await, Err(StoreError::NotFound(_))));
+    assert_eq!(meta.rollback(&site, &main, Some(&d3.id), 48).await.unwrap(), (d1.id.clone(), d3.id.clone()));
+    assert_eq!(meta.rollback(&site, &main, Some(&d1.id), 49).await.unwrap(), (d3.id.clone(), d1.id.clone()));
+    let ghost_branch: BranchName = "nowhere".parse().unwrap();
+    assert!(matches!(meta.rollback(&site, &ghost_branch, None, 49).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(meta.rollback_walk(&site, &ghost_branch).await, Err(StoreError::NotFound(_))));
 
     // Drafts stay ready and are not on the branch.
     let draft = meta.create_deploy(new_deploy(4, &site, "main", true, 50)).await.unwrap();
@@ -221,6 +244,9 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     let collide = meta.branch(&site, &f2.branch).await.unwrap().unwrap();
     assert_ne!(collide.label, "feature-login");
     assert!(collide.label.starts_with("feature-login-"));
+    // --to a deploy of another branch is refused.
+    assert!(matches!(meta.rollback(&site, &main, Some(&f1.id), 64).await, Err(StoreError::Conflict(_))));
+    assert!(meta.rollback_walk(&site, &feature).await.unwrap().is_empty());
 
     // Routing rows: one per branch with an active deploy.
     let rows = meta.routing_table().await.unwrap();
@@ -239,7 +265,7 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     let all = meta.list_deploys(&site, None).await.unwrap();
     assert_eq!(all.first().unwrap().id, f2.id);
     let only_main = meta.list_deploys(&site, Some(&main)).await.unwrap();
-    assert_eq!(only_main.len(), 4);
+    assert_eq!(only_main.len(), 5);
 
     // Expiry: only uploading deploys older than the cutoff, and their upload
     // sessions (file lists) are dropped.
@@ -561,7 +587,7 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     let d2 = meta.create_deploy(new_deploy(2, &site, "main", false, 17)).await.unwrap();
     meta.mark_ready(&d2.id, &ContentHash::of(b"m2"), 18).await.unwrap();
     meta.activate(&d2.id, ActivationKind::Deploy, 19).await.unwrap();
-    meta.rollback(&site, &main, 20).await.unwrap();
+    meta.rollback(&site, &main, None, 20).await.unwrap();
     // A skipped build reports nothing; a preview's activation and removal report as previews.
     meta.enqueue_build(
         crate::NewBuild { skip_reason: Some("[skip ci]".into()), ..new_build(3, &site, "main", 21) },

@@ -13,6 +13,7 @@ pub mod notify;
 pub mod postgres;
 mod postgres_builds;
 mod postgres_notify;
+pub mod rollback;
 pub mod routing;
 pub mod s3;
 pub mod sqlite;

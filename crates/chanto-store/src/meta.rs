@@ -148,6 +148,8 @@ pub enum ActivationKind {
     Deploy,
     /// An operator published a ready deploy (possibly an old one).
     Publish,
+    /// A rollback made an earlier deploy live again (see [`crate::rollback`]).
+    Rollback,
 }
 
 impl ActivationKind {
@@ -156,6 +158,7 @@ impl ActivationKind {
         match self {
             Self::Deploy => "deploy",
             Self::Publish => "publish",
+            Self::Rollback => "rollback",
         }
     }
 }
@@ -222,15 +225,23 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
         kind: ActivationKind,
         now: UnixMillis,
     ) -> Result<Option<DeployId>, StoreError>;
-    /// Re-activates the deploy that was active before the current one, undoing
-    /// the current activation in history (so repeated rollbacks walk further
-    /// back). Returns (from, to); `Conflict` when there is nothing to go back to.
+    /// Rolls a branch back: re-activates `to`, or (without it) the next
+    /// deploy of [`MetaStore::rollback_walk`], and records the rollback in
+    /// history, so repeated rollbacks walk further back. `to` must be a
+    /// complete deploy of that branch other than the live one. Returns
+    /// (from, to); `Conflict` when there is nothing to go back to.
     async fn rollback(
         &self,
         site: &SiteName,
         branch: &BranchName,
+        to: Option<&DeployId>,
         now: UnixMillis,
     ) -> Result<(DeployId, DeployId), StoreError>;
+    /// The deploys successive plain rollbacks of a branch would make live, in
+    /// that order (the rule: [`crate::rollback::rollback_walk`]). Empty when
+    /// the branch has no live deploy or nothing before it. Retention must keep
+    /// every deploy listed here.
+    async fn rollback_walk(&self, site: &SiteName, branch: &BranchName) -> Result<Vec<DeployId>, StoreError>;
     /// Marks deploys still uploading that were created before `cutoff` as
     /// expired and drops their upload sessions. Returns their ids.
     async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError>;

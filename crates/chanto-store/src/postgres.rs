@@ -640,6 +640,43 @@ fn site_row(r: &Row) -> Result<SiteRecord, StoreError> {
 }
 
 /// Sets the active deploy of a branch and the states around it.
+/// A branch's id and live deploy (`lock`: `FOR UPDATE`); `NotFound` names
+/// the branch and site.
+async fn branch_row(
+    tx: &Tx<'_>,
+    site_id: i64,
+    site: &SiteName,
+    branch: &BranchName,
+    lock: bool,
+) -> Result<(i64, Option<String>), StoreError> {
+    let sql = if lock {
+        "SELECT id, active_deploy FROM branches WHERE site_id = $1 AND name = $2 FOR UPDATE"
+    } else {
+        "SELECT id, active_deploy FROM branches WHERE site_id = $1 AND name = $2"
+    };
+    let row = opt(tx, sql, &[&site_id, &branch.as_str()])
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("branch {branch} of site {site}")))?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// A branch's activation history, oldest first, for [`crate::rollback::rollback_walk`].
+async fn branch_history(tx: &Tx<'_>, branch_id: i64) -> Result<Vec<crate::rollback::HistoryEntry>, StoreError> {
+    rows(
+        tx,
+        "SELECT a.deploy_id, a.kind = 'rollback', COALESCE(d.state IN ('ready', 'active', 'superseded'), false)
+         FROM activations a LEFT JOIN deploys d ON d.id = a.deploy_id
+         WHERE a.branch_id = $1 ORDER BY a.id",
+        &[&branch_id],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(crate::rollback::HistoryEntry { deploy: r.try_get(0)?, rollback: r.try_get(1)?, complete: r.try_get(2)? })
+    })
+    .collect()
+}
+
 async fn flip(tx: &Tx<'_>, branch_id: i64, from: Option<&str>, to: &str) -> Result<(), StoreError> {
     if let Some(from) = from {
         exec(tx, "UPDATE deploys SET state = 'superseded' WHERE id = $1", &[&from]).await?;
@@ -964,46 +1001,60 @@ impl MetaStore for PostgresMeta {
         &self,
         site: &SiteName,
         branch: &BranchName,
+        to: Option<&DeployId>,
         now: UnixMillis,
     ) -> Result<(DeployId, DeployId), StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let site_id = site_id(&tx, site).await?;
-        let row = opt(
-            &tx,
-            "SELECT id, active_deploy FROM branches WHERE site_id = $1 AND name = $2 FOR UPDATE",
-            &[&site_id, &branch.as_str()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("branch {branch} of site {site}")))?;
-        let branch_id: i64 = row.try_get(0)?;
-        let active: String = row
-            .try_get::<_, Option<String>>(1)?
+        // Lock the branch: activations and rollbacks of one branch take turns.
+        let (branch_id, active) = branch_row(&tx, site_id, site, branch, true).await?;
+        let active = active
             .ok_or_else(|| StoreError::Conflict(format!("branch {branch} of site {site} has no active deploy")))?;
-        // The newest activation still in effect whose deploy is not the current one.
-        let target = opt(
-            &tx,
-            "SELECT a.id, a.deploy_id FROM activations a JOIN deploys d ON d.id = a.deploy_id
-             WHERE a.branch_id = $1 AND NOT a.undone AND a.deploy_id != $2
-               AND d.state IN ('ready', 'active', 'superseded')
-             ORDER BY a.id DESC LIMIT 1",
-            &[&branch_id, &active],
-        )
-        .await?
-        .ok_or_else(|| {
-            StoreError::Conflict(format!(
-                "branch {branch} of site {site} has no earlier deploy to roll back to; `chanto publish ID` activates any ready deploy"
-            ))
-        })?;
-        let (target_act, target): (i64, String) = (target.try_get(0)?, target.try_get(1)?);
-        exec(&tx, "UPDATE activations SET undone = true WHERE branch_id = $1 AND id > $2", &[&branch_id, &target_act])
-            .await?;
+        let target = match to {
+            Some(to) => {
+                let d = get_deploy_tx(&tx, to.as_str())
+                    .await?
+                    .filter(|d| &d.site == site)
+                    .ok_or_else(|| StoreError::NotFound(format!("deploy {to} of site {site}")))?;
+                crate::rollback::check_target(&d, branch, &active)?;
+                to.to_string()
+            }
+            None => crate::rollback::rollback_walk(&branch_history(&tx, branch_id).await?, &active)
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "branch {branch} of site {site} has no earlier deploy to roll back to; `chanto publish ID` activates any ready deploy"
+                    ))
+                })?,
+        };
         flip(&tx, branch_id, Some(&active), &target).await?;
+        exec(
+            &tx,
+            "INSERT INTO activations (branch_id, deploy_id, kind, at) VALUES ($1, $2, $3, $4)",
+            &[&branch_id, &target, &ActivationKind::Rollback.as_str(), &now],
+        )
+        .await?;
         record_event(&tx, site_id, "deploy.rolled_back", branch.as_str(), None, Some(&target), Some(&active), now)
             .await?;
         tx.commit().await?;
         let parse = |s: &str| s.parse::<DeployId>().map_err(|e| StoreError::Db(format!("stored value {s:?}: {e}")));
         Ok((parse(&active)?, parse(&target)?))
+    }
+
+    async fn rollback_walk(&self, site: &SiteName, branch: &BranchName) -> Result<Vec<DeployId>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let site_id = site_id(&tx, site).await?;
+        let (branch_id, active) = branch_row(&tx, site_id, site, branch, false).await?;
+        let history = branch_history(&tx, branch_id).await?;
+        tx.commit().await?;
+        let Some(active) = active else { return Ok(Vec::new()) };
+        crate::rollback::rollback_walk(&history, &active)
+            .into_iter()
+            .map(|s| s.parse::<DeployId>().map_err(|e| StoreError::Db(format!("stored value {s:?}: {e}"))))
+            .collect()
     }
 
     async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError> {

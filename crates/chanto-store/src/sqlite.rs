@@ -410,6 +410,35 @@ fn flip(tx: &Transaction<'_>, branch_id: i64, from: Option<&str>, to: &str) -> R
     Ok(())
 }
 
+/// A branch's id and live deploy; `NotFound` names the branch and site.
+fn branch_row(
+    c: &Connection,
+    site_id: i64,
+    site: &SiteName,
+    branch: &BranchName,
+) -> Result<(i64, Option<String>), StoreError> {
+    c.query_row(
+        "SELECT id, active_deploy FROM branches WHERE site_id = ?1 AND name = ?2",
+        params![site_id, branch.as_str()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("branch {branch} of site {site}")))
+}
+
+/// A branch's activation history, oldest first, for [`crate::rollback::rollback_walk`].
+fn branch_history(c: &Connection, branch_id: i64) -> Result<Vec<crate::rollback::HistoryEntry>, StoreError> {
+    let mut st = c.prepare(
+        "SELECT a.deploy_id, a.kind = 'rollback', COALESCE(d.state IN ('ready', 'active', 'superseded'), 0)
+         FROM activations a LEFT JOIN deploys d ON d.id = a.deploy_id
+         WHERE a.branch_id = ?1 ORDER BY a.id",
+    )?;
+    let rows = st.query_map([branch_id], |r| {
+        Ok(crate::rollback::HistoryEntry { deploy: r.get(0)?, rollback: r.get(1)?, complete: r.get(2)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VariantRecord> {
     let source: ContentHash = parse(0, r.get(0)?)?;
     let encoding = match r.get::<_, String>(1)?.as_str() {
@@ -696,42 +725,49 @@ impl MetaStore for SqliteMeta {
         &self,
         site: &SiteName,
         branch: &BranchName,
+        to: Option<&DeployId>,
         now: UnixMillis,
     ) -> Result<(DeployId, DeployId), StoreError> {
-        let (site, branch) = (site.clone(), branch.clone());
+        let (site, branch, to) = (site.clone(), branch.clone(), to.cloned());
         self.call(move |c| {
             let tx = c.transaction()?;
             let site_id = site_id(&tx, &site)?;
-            let (branch_id, active): (i64, Option<String>) = tx
-                .query_row(
-                    "SELECT id, active_deploy FROM branches WHERE site_id = ?1 AND name = ?2",
-                    params![site_id, branch.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("branch {branch} of site {site}")))?;
+            let (branch_id, active) = branch_row(&tx, site_id, &site, &branch)?;
             let active = active.ok_or_else(|| StoreError::Conflict(format!("branch {branch} of site {site} has no active deploy")))?;
-            // The newest activation still in effect whose deploy is not the current one.
-            let target: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT a.id, a.deploy_id FROM activations a JOIN deploys d ON d.id = a.deploy_id
-                     WHERE a.branch_id = ?1 AND a.undone = 0 AND a.deploy_id != ?2
-                       AND d.state IN ('ready', 'active', 'superseded')
-                     ORDER BY a.id DESC LIMIT 1",
-                    params![branch_id, active],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let (target_act, target) = target.ok_or_else(|| {
-                StoreError::Conflict(format!(
-                    "branch {branch} of site {site} has no earlier deploy to roll back to; `chanto publish ID` activates any ready deploy"
-                ))
-            })?;
-            tx.execute("UPDATE activations SET undone = 1 WHERE branch_id = ?1 AND id > ?2", params![branch_id, target_act])?;
+            let target = match to {
+                Some(to) => {
+                    let d = get_deploy_tx(&tx, to.as_str())?
+                        .filter(|d| d.site == site)
+                        .ok_or_else(|| StoreError::NotFound(format!("deploy {to} of site {site}")))?;
+                    crate::rollback::check_target(&d, &branch, &active)?;
+                    to.to_string()
+                }
+                None => crate::rollback::rollback_walk(&branch_history(&tx, branch_id)?, &active).into_iter().next().ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "branch {branch} of site {site} has no earlier deploy to roll back to; `chanto publish ID` activates any ready deploy"
+                    ))
+                })?,
+            };
             flip(&tx, branch_id, Some(&active), &target)?;
+            tx.execute(
+                "INSERT INTO activations (branch_id, deploy_id, kind, at) VALUES (?1, ?2, ?3, ?4)",
+                params![branch_id, target, ActivationKind::Rollback.as_str(), now],
+            )?;
             record_event(&tx, site_id, "deploy.rolled_back", branch.as_str(), None, Some(&target), Some(&active), now)?;
             tx.commit()?;
             Ok((parse(0, active)?, parse(0, target)?))
+        })
+        .await
+    }
+
+    async fn rollback_walk(&self, site: &SiteName, branch: &BranchName) -> Result<Vec<DeployId>, StoreError> {
+        let (site, branch) = (site.clone(), branch.clone());
+        self.call(move |c| {
+            let site_id = site_id(c, &site)?;
+            let (branch_id, active) = branch_row(c, site_id, &site, &branch)?;
+            let Some(active) = active else { return Ok(Vec::new()) };
+            let walk = crate::rollback::rollback_walk(&branch_history(c, branch_id)?, &active);
+            walk.into_iter().map(|d| parse(0, d).map_err(Into::into)).collect()
         })
         .await
     }

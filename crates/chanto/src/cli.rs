@@ -72,14 +72,18 @@ pub enum Command {
         /// The deploy id (see `chanto deploys list`).
         id: String,
     },
-    /// Re-activate the deploy that was active before the current one.
+    /// Re-activate the deploy that was live before the current one; run it
+    /// again to keep walking back, or jump with --to.
     Rollback {
         /// The site.
         #[arg(long)]
         site: String,
-        /// The branch (default: the site's production branch).
+        /// The branch (default: the branch of --to, else the site's production branch).
         #[arg(long)]
         branch: Option<String>,
+        /// Roll back to this deploy of the branch (see `chanto deploys list`).
+        #[arg(long, value_name = "DEPLOY")]
+        to: Option<String>,
     },
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),

@@ -162,12 +162,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_urls(&r.deploy);
             Ok(())
         }
-        Command::Rollback { site, branch } => {
+        Command::Rollback { site, branch, to } => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &site)?;
             let branch = branch.map(|b| parse("--branch", &b)).transpose()?;
+            let to = to.map(|d| parse("--to", &d)).transpose()?;
             let r: RollbackResponse =
-                client.post(&format!("/sites/{}/rollback", seg(&site)), &RollbackRequest { branch }).await?;
+                client.post(&format!("/sites/{}/rollback", seg(&site)), &RollbackRequest { branch, to }).await?;
             if json {
                 return print_json(&r);
             }
