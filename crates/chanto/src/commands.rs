@@ -132,14 +132,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{w}");
             }
             println!(
-                "Deploy {} is {} on {}/{}: {} files ({}), uploaded {} blobs ({}) in {:.2}s",
+                "Deploy {} is {} on {}/{}: {} ({}), uploaded {} ({}) in {:.2}s",
                 d.id,
                 d.state,
                 d.site,
                 d.branch,
-                outcome.files,
+                count(outcome.files as u64, "file"),
                 human_bytes(d.total_size),
-                outcome.uploaded,
+                count(outcome.uploaded as u64, "blob"),
                 human_bytes(outcome.uploaded_bytes),
                 outcome.elapsed_ms as f64 / 1000.0
             );
@@ -299,7 +299,14 @@ async fn access(client: &Client, cmd: AccessCommand, json: bool) -> anyhow::Resu
             if json {
                 return print_json(&serde_json::json!({ "cleared": true }));
             }
-            println!("Cleared the access policy; what it covered is public again unless a wider policy applies.");
+            let scope = match (&scope.branch, scope.previews) {
+                (Some(b), _) => format!("branch {b}"),
+                (None, true) => "previews".to_owned(),
+                (None, false) => "whole-site".to_owned(),
+            };
+            println!(
+                "Cleared the {scope} access policy of {site}; what it covered is public again unless a wider policy applies."
+            );
         }
         AccessCommand::List { site } => {
             parse::<chanto_core::SiteName>("--site", &site)?;
@@ -437,6 +444,11 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// `1 file`, `2 files`: a count with its noun.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// A time from the API (ms since the epoch) as RFC 3339, to the second.

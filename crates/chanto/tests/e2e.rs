@@ -92,7 +92,7 @@ fn deploy_branches_permalinks_publish_and_rollback() {
     // A change uploads exactly the changed file; the plain output names the URLs.
     write_tree(&site, &[("index.html", "<h1>v2</h1>")]);
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "second"]).ok();
-    assert!(r.stdout().contains("uploaded 1 blobs"), "{}", r.report());
+    assert!(r.stdout().contains("uploaded 1 blob ("), "{}", r.report());
     assert!(r.stdout().contains(&format!("URL:        http://docs.localhost:{port}/")), "{}", r.report());
     assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v2</h1>");
     // The first deploy stays reachable at its permalink.

@@ -1,0 +1,110 @@
+//! What a newcomer meets (#20), through the real binary: rollbacks that walk
+//! back the way users expect, previews that cover drafts and old permalinks,
+//! and CLI wording.
+
+mod util;
+
+use util::*;
+
+/// The id of a `deploy --json` outcome.
+fn deploy(server: &Server, dir: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = vec!["deploy", dir.to_str().unwrap(), "--site", "docs", "--json"];
+    args.extend_from_slice(extra);
+    server.cli(&args).ok().json()["deploy"]["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn rollback_walks_back_after_a_publish_and_jumps_with_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    let live = || server.get("docs.localhost", "/").text();
+
+    write_tree(&site, &[("index.html", "A")]);
+    let a = deploy(&server, &site, &[]);
+    write_tree(&site, &[("index.html", "B")]);
+    let b = deploy(&server, &site, &[]);
+    let r = server.cli(&["rollback", "--site", "docs"]).ok();
+    assert!(r.stdout().contains(&format!("{b} → {a}")), "{}", r.report());
+    assert_eq!(live(), "A");
+    // A fix goes out, and is broken too: rollbacks walk back through what
+    // was live before it, one deploy each time (this stopped after one).
+    write_tree(&site, &[("index.html", "C")]);
+    let c = deploy(&server, &site, &[]);
+    server.cli(&["rollback", "--site", "docs"]).ok();
+    assert_eq!(live(), "A", "back to what was live just before C");
+    server.cli(&["rollback", "--site", "docs"]).ok();
+    assert_eq!(live(), "B", "then to what was live before A");
+    let r = server.cli(&["rollback", "--site", "docs"]).fails();
+    assert!(r.stderr().contains("no earlier deploy"), "{}", r.report());
+    assert_eq!(live(), "B", "a refused rollback changes nothing");
+
+    // --to jumps to any complete deploy of the branch.
+    let r = server.cli(&["rollback", "--site", "docs", "--to", &c]).ok();
+    assert!(r.stdout().contains(&format!("{b} → {c}")), "{}", r.report());
+    assert_eq!(live(), "C");
+    let r = server.cli(&["rollback", "--site", "docs", "--to", &c]).fails();
+    assert!(r.stderr().contains("already live"), "{}", r.report());
+    let r = server.cli(&["rollback", "--site", "docs", "--to", "not-a-deploy"]).fails();
+    assert!(r.stderr().contains("--to"), "the flag is named: {}", r.report());
+    let r = server.cli(&["rollback", "--site", "docs", "--to", "0123456789abcdef"]).fails();
+    assert!(r.stderr().contains("0123456789abcdef"), "{}", r.report());
+    // A deploy of another branch: named, with the flag that fits.
+    let f = deploy(&server, &site, &["--branch", "feature"]);
+    let r = server.cli(&["rollback", "--site", "docs", "--branch", "main", "--to", &f]).fails();
+    assert!(r.stderr().contains("branch feature") && r.stderr().contains("--branch feature"), "{}", r.report());
+    assert_eq!(live(), "C");
+    // Without --branch, --to rolls back the deploy's own branch.
+    let r = server.cli(&["rollback", "--site", "docs", "--to", &f]).fails();
+    assert!(r.stderr().contains("already live on feature"), "{}", r.report());
+}
+
+#[test]
+fn drafts_and_old_permalinks_are_previews_production_stays_public() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "old")]);
+    let old = deploy(&server, &site, &[]);
+    write_tree(&site, &[("index.html", "draft")]);
+    let draft = deploy(&server, &site, &["--draft"]);
+    write_tree(&site, &[("index.html", "current")]);
+    let current = deploy(&server, &site, &[]);
+    let permalink = |id: &str| server.get(&format!("{id}--docs.localhost"), "/").status;
+    // Before any policy, everything is public.
+    assert_eq!((permalink(&old), permalink(&draft)), (200, 200));
+
+    server
+        .cli(&["access", "set", "--site", "docs", "--previews", "--user", "alice", "--password-stdin"])
+        .stdin("pw\n")
+        .ok();
+    assert_eq!(server.get("docs.localhost", "/").status, 200, "production stays public");
+    assert_eq!(permalink(&current), 200, "production's current deploy is production");
+    assert_eq!(permalink(&draft), 401, "a draft is a preview");
+    assert_eq!(permalink(&old), 401, "an old production deploy is a preview");
+
+    // After a rollback, the deploy rolled back to is production; the other is a preview.
+    server.cli(&["rollback", "--site", "docs", "--to", &old]).ok();
+    assert_eq!(permalink(&old), 200);
+    assert_eq!(permalink(&current), 401);
+
+    let r = server.cli(&["access", "clear", "--site", "docs", "--previews"]).ok();
+    assert!(r.stdout().contains("Cleared the previews access policy of docs"), "{}", r.report());
+    assert_eq!(permalink(&draft), 200);
+}
+
+#[test]
+fn counts_are_plural_only_when_more_than_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "one")]);
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    assert!(r.stdout().contains(": 1 file (") && r.stdout().contains("uploaded 1 blob ("), "{}", r.report());
+    write_tree(&site, &[("a.html", "a"), ("b.html", "b")]);
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    assert!(r.stdout().contains(": 3 files (") && r.stdout().contains("uploaded 2 blobs ("), "{}", r.report());
+}
