@@ -69,15 +69,17 @@ fn show_git(v: &GitView) {
     println!("  production branch: {}", v.production_branch);
     let s = &v.settings;
     let list = |l: &[String]| if l.is_empty() { "-".to_string() } else { l.join(", ") };
-    println!(
-        "  build branches:    {} (except {})",
-        if s.include.is_empty() { "all".into() } else { list(&s.include) },
-        list(&s.exclude)
-    );
-    println!(
-        "  pull requests:     {}",
-        if s.pull_request_previews { "previews at pr-<n>--<site>" } else { "not built" }
-    );
+    let include = if s.include.is_empty() { "all".into() } else { list(&s.include) };
+    if s.exclude.is_empty() {
+        println!("  build branches:    {include}");
+    } else {
+        println!("  build branches:    {include} (except {})", list(&s.exclude));
+    }
+    if s.pull_request_previews {
+        println!("  pull requests:     previews at {}", v.preview_url);
+    } else {
+        println!("  pull requests:     not built");
+    }
     println!("  deleted branches:  {}", if s.delete_branches { "environment removed" } else { "environment kept" });
     if let Some(p) = s.poll_interval_secs {
         println!("  polling:           every {p}s");
@@ -190,16 +192,21 @@ pub async fn builds(client: &Client, cmd: BuildsCommand, json: bool) -> anyhow::
             if rows.is_empty() {
                 println!("No builds of {site} yet");
             }
-            for b in rows {
-                println!(
-                    "{}  {:<16} {:<11} {:<8} {}  {}",
-                    b.id,
-                    b.branch,
-                    b.state,
-                    b.commit.as_deref().map(|c| &c[..c.len().min(8)]).unwrap_or("-"),
-                    crate::commands::when(b.created_at),
-                    b.title.or(b.message.and_then(|m| m.lines().next().map(str::to_owned))).unwrap_or_default()
-                );
+            let table: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|b| {
+                    vec![
+                        b.id.to_string(),
+                        b.branch.to_string(),
+                        b.state.to_string(),
+                        b.commit.as_deref().map(|c| &c[..c.len().min(8)]).unwrap_or("-").to_owned(),
+                        crate::commands::when(b.created_at),
+                        b.title.or(b.message.and_then(|m| m.lines().next().map(str::to_owned))).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            if !table.is_empty() {
+                crate::table::print(&["BUILD", "BRANCH", "STATE", "COMMIT", "CREATED", "TITLE"], &table);
             }
         }
         BuildsCommand::Show { id } => {

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The help heading of the flags that only client commands read, so that
+/// `serve --help` and `demo --help` list the server's own flags first.
+const CLIENT: &str = "Client options (commands that talk to a server)";
+
 /// chanto: self-hosted static-site hosting with instant deploys and rollbacks.
 #[derive(Parser, Debug)]
 #[command(name = "chanto", version, about, long_about = None, propagate_version = true)]
@@ -12,7 +16,7 @@ pub struct Cli {
     #[command(flatten)]
     pub conn: Connection,
     /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = CLIENT)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -23,10 +27,10 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Connection {
     /// chanto API URL, e.g. http://127.0.0.1:8787 [env: CHANTO_SERVER]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = CLIENT)]
     pub server: Option<String>,
     /// API token [env: CHANTO_TOKEN]
-    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true, help_heading = CLIENT)]
     pub token: Option<String>,
 }
 

@@ -234,17 +234,8 @@ async fn login(conn: &crate::cli::Connection, token_stdin: bool) -> anyhow::Resu
 
 async fn access(client: &Client, cmd: AccessCommand, json: bool) -> anyhow::Result<()> {
     use chanto_control::access::{AccessRequest, AccessView};
-    let show = |v: &AccessView| {
-        let list = |l: &[String]| if l.is_empty() { "-".to_owned() } else { l.join(",") };
-        println!(
-            "{:<24} users: {:<20} allow: {:<18} deny: {:<18} preflight: {}",
-            v.scope,
-            list(&v.users),
-            list(&v.allow),
-            list(&v.deny),
-            if v.allow_preflight { "open" } else { "password" }
-        );
-    };
+    let list = |l: &[String], none: &str| if l.is_empty() { none.to_owned() } else { l.join(", ") };
+    let preflight = |v: &AccessView| if v.allow_preflight { "open" } else { "password" };
     match cmd {
         AccessCommand::Set {
             site,
@@ -286,7 +277,11 @@ async fn access(client: &Client, cmd: AccessCommand, json: bool) -> anyhow::Resu
             if json {
                 return print_json(&view);
             }
-            show(&view);
+            println!("Set the {} access policy of {site}:", view.scope);
+            println!("  users:     {}", list(&view.users, "none (no password asked)"));
+            println!("  allow:     {}", list(&view.allow, "any network"));
+            println!("  deny:      {}", list(&view.deny, "no network"));
+            println!("  preflight: {}", if view.allow_preflight { "let through" } else { "needs a password" });
         }
         AccessCommand::Clear { site, scope } => {
             parse::<chanto_core::SiteName>("--site", &site)?;
@@ -317,7 +312,21 @@ async fn access(client: &Client, cmd: AccessCommand, json: bool) -> anyhow::Resu
             if views.is_empty() {
                 println!("{site} is public: no access policies.");
             }
-            views.iter().for_each(show);
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.scope.clone(),
+                        list(&v.users, "-"),
+                        list(&v.allow, "any"),
+                        list(&v.deny, "-"),
+                        preflight(v).to_owned(),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                crate::table::print(&["SCOPE", "USERS", "ALLOW", "DENY", "PREFLIGHT"], &rows);
+            }
         }
     }
     Ok(())
@@ -344,8 +353,12 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
             if sites.is_empty() {
                 println!("No sites yet. Create one: chanto sites create NAME");
             }
-            for s in sites {
-                println!("{:<24} {:<16} {}", s.name, s.production_branch, s.url);
+            let rows: Vec<Vec<String>> = sites
+                .iter()
+                .map(|s| vec![s.name.to_string(), s.production_branch.to_string(), s.url.clone()])
+                .collect();
+            if !rows.is_empty() {
+                crate::table::print(&["NAME", "PRODUCTION BRANCH", "URL"], &rows);
             }
         }
         SitesCommand::Delete { name, yes } => {
@@ -406,17 +419,22 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
             if list.is_empty() {
                 println!("No deploys yet. Deploy a directory: chanto deploy DIR --site {site}");
             }
-            for d in list {
-                println!(
-                    "{}  {:<20} {:<10} {:>6} files {:>9}  {}  {}",
-                    d.id,
-                    d.branch.as_str(),
-                    d.state.as_str(),
-                    d.file_count,
-                    human_bytes(d.total_size),
-                    d.created_at,
-                    d.message.as_deref().unwrap_or("")
-                );
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.to_string(),
+                        d.branch.to_string(),
+                        crate::table::deploy_state(d.state, d.draft).to_owned(),
+                        d.file_count.to_string(),
+                        human_bytes(d.total_size),
+                        d.created_at.to_string(),
+                        d.message.as_deref().unwrap_or("").lines().next().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                crate::table::print(&["DEPLOY", "BRANCH", "STATE", "FILES", "SIZE", "CREATED", "MESSAGE"], &rows);
             }
         }
         DeploysCommand::Show { id } => {

@@ -12,6 +12,7 @@ mod dev;
 mod hashcache;
 mod notify;
 mod serve;
+mod table;
 
 use clap::Parser;
 

@@ -112,10 +112,16 @@ pub async fn notify(client: &Client, cmd: NotifyCommand, json: bool) -> anyhow::
             if subs.is_empty() {
                 println!("No subscriptions. Add one with `chanto notify add`.");
             }
-            for s in subs {
-                let events = if s.events.is_empty() { "all events".to_owned() } else { s.events.join(",") };
-                let branches = if s.branches.is_empty() { "all branches".to_owned() } else { s.branches.join(",") };
-                println!("{}  {:<8} {}  ({events}; {branches})", s.id, s.channel, s.target);
+            let rows: Vec<Vec<String>> = subs
+                .into_iter()
+                .map(|s| {
+                    let events = if s.events.is_empty() { "all".to_owned() } else { s.events.join(",") };
+                    let branches = if s.branches.is_empty() { "all".to_owned() } else { s.branches.join(",") };
+                    vec![s.id.to_string(), s.channel.to_string(), s.target, events, branches]
+                })
+                .collect();
+            if !rows.is_empty() {
+                crate::table::print(&["ID", "CHANNEL", "TARGET", "EVENTS", "BRANCHES"], &rows);
             }
         }
         NotifyCommand::Remove { site, id } => {

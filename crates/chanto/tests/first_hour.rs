@@ -108,3 +108,56 @@ fn counts_are_plural_only_when_more_than_one() {
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
     assert!(r.stdout().contains(": 3 files (") && r.stdout().contains("uploaded 2 blobs ("), "{}", r.report());
 }
+
+#[test]
+fn lists_are_aligned_tables_with_states_in_user_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "one")]);
+    deploy(&server, &site, &[]);
+    write_tree(&site, &[("index.html", "two")]);
+    let live = deploy(&server, &site, &["-m", "second\nwith a body"]);
+    let draft = deploy(&server, &site, &["--draft"]);
+    let check = |out: &str| {
+        assert!(!out.contains('\x1b'), "no colour off a terminal: {out:?}");
+        assert!(out.lines().all(|l| l == l.trim_end()), "trailing whitespace: {out:?}");
+    };
+    let r = server.cli(&["sites", "list"]).ok();
+    check(&r.stdout());
+    let stdout = r.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("PRODUCTION BRANCH"), "{}", r.report());
+    assert_eq!(lines[0].find("URL"), lines[1].find("http://"), "columns align: {}", r.report());
+
+    let r = server.cli(&["deploys", "list", "--site", "docs"]).ok();
+    check(&r.stdout());
+    let out = r.stdout();
+    let row = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
+    assert!(out.starts_with("DEPLOY"), "{}", r.report());
+    assert!(row(&live).contains(" live "), "{}", r.report());
+    assert!(row(&live).ends_with("second"), "first line of the message only: {}", r.report());
+    assert!(row(&draft).contains(" draft "), "{}", r.report());
+    assert!(out.contains(" previous "), "{}", r.report());
+
+    server
+        .cli(&["access", "set", "--site", "docs", "--previews", "--user", "alice", "--password-stdin"])
+        .stdin("pw\n")
+        .ok();
+    let r = server.cli(&["access", "list", "--site", "docs"]).ok();
+    check(&r.stdout());
+    assert!(r.stdout().starts_with("SCOPE") && r.stdout().contains("previews  alice"), "{}", r.report());
+}
+
+#[test]
+fn serve_help_lists_client_flags_apart() {
+    for cmd in ["serve", "demo"] {
+        let out = std::process::Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let heading = help.find("Client options").expect("a heading of their own");
+        let server_flag = help.find("--edge <ADDR>").unwrap();
+        let token = help.find("--token <TOKEN>").unwrap();
+        assert!(server_flag < heading && heading < token, "{help}");
+    }
+}

@@ -240,6 +240,10 @@ pub struct GitView {
     pub settings: GitSettings,
     /// Where each forge should send webhooks.
     pub webhooks: WebhookUrls,
+    /// Where a pull request's preview is served, with `<n>` for its number
+    /// (`http://pr-<n>--docs.localhost:8080/`).
+    #[serde(default)]
+    pub preview_url: String,
     /// The webhook secret: shown only when it was just made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
@@ -474,6 +478,7 @@ impl Control {
             credential: if g.credential.is_some() { settings.credential_kind } else { None },
             settings,
             webhooks: WebhookUrls { github: hook("github"), gitlab: hook("gitlab"), gitea: hook("gitea") },
+            preview_url: self.config.url_for(&format!("pr-<n>--{site}")),
             webhook_secret: secret,
         })
     }
