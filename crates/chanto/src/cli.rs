@@ -89,6 +89,17 @@ pub enum Command {
         #[arg(long, value_name = "DEPLOY")]
         to: Option<String>,
     },
+    /// Which server, whether it is healthy, and whether the token works.
+    Status,
+    /// Print a site's URL (or a branch's), and open it in a browser when run in a terminal.
+    Open {
+        /// The site (default: the only one there is).
+        #[arg(long)]
+        site: Option<String>,
+        /// A branch's URL instead of production's.
+        #[arg(long)]
+        branch: Option<String>,
+    },
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),
     /// Print the man page, or write one page per command with --out DIR.
@@ -345,6 +356,11 @@ pub enum SitesCommand {
     },
     /// List sites.
     List,
+    /// A site at a glance: URLs, live deploys, git, access, notifications.
+    Show {
+        /// The site.
+        name: String,
+    },
     /// Delete a site and all its deploys.
     Delete {
         /// The site.

@@ -84,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Login(args) => login(&cli.conn, args.token_stdin).await,
+        Command::Status => crate::glance::status(&Client::new(&cli.conn)?, json).await,
+        Command::Open { site, branch } => crate::glance::open(&Client::new(&cli.conn)?, site, branch).await,
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Access(cmd) => access(&Client::new(&cli.conn)?, cmd, json).await,
@@ -134,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "Deploy {} is {} on {}/{}: {} ({}), uploaded {} ({}) in {:.2}s",
                 d.id,
-                d.state,
+                crate::table::deploy_state(d.state, d.draft),
                 d.site,
                 d.branch,
                 count(outcome.files as u64, "file"),
@@ -155,9 +157,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             match &r.previous {
                 Some(p) => {
-                    println!("Deploy {} is active on {}/{} (was {p})", r.deploy.id, r.deploy.site, r.deploy.branch)
+                    println!("Deploy {} is live on {}/{} (was {p})", r.deploy.id, r.deploy.site, r.deploy.branch)
                 }
-                None => println!("Deploy {} is active on {}/{}", r.deploy.id, r.deploy.site, r.deploy.branch),
+                None => println!("Deploy {} is live on {}/{}", r.deploy.id, r.deploy.site, r.deploy.branch),
             }
             print_urls(&r.deploy);
             Ok(())
@@ -345,6 +347,7 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
             }
             println!("Created site {} (production branch {}): {}", site.name, site.production_branch, site.url);
         }
+        SitesCommand::Show { name } => return crate::glance::show_site(client, &name, json).await,
         SitesCommand::List => {
             let sites: Vec<SiteView> = client.get("/sites").await?;
             if json {
@@ -446,7 +449,7 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
             println!("Deploy {}", d.id);
             println!("  site:     {}", d.site);
             println!("  branch:   {}", d.branch);
-            println!("  state:    {}{}", d.state, if d.draft { " (draft)" } else { "" });
+            println!("  state:    {}", crate::table::deploy_state(d.state, d.draft));
             println!("  files:    {} ({})", d.file_count, human_bytes(d.total_size));
             println!("  created:  {}", d.created_at);
             if let Some(f) = &d.finished_at {

@@ -120,12 +120,12 @@ fn deploy_branches_permalinks_publish_and_rollback() {
     assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v2</h1>");
     let show = server.cli(&["deploys", "show", &newest]).ok();
     assert!(
-        show.stdout().contains("state:    active") && show.stdout().contains("message:  second"),
+        show.stdout().contains("state:    live") && show.stdout().contains("message:  second"),
         "{}",
         show.report()
     );
     let text_list = server.cli(&["deploys", "list", "--site", "docs"]).ok();
-    assert_eq!(text_list.stdout().lines().count(), 3, "{}", text_list.report());
+    assert_eq!(text_list.stdout().lines().count(), 4, "a header and three deploys: {}", text_list.report());
 
     // A branch gets its own URL and leaves production alone.
     let dev = tmp.path().join("dev");

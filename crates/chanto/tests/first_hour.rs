@@ -104,6 +104,7 @@ fn counts_are_plural_only_when_more_than_one() {
     write_tree(&site, &[("index.html", "one")]);
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
     assert!(r.stdout().contains(": 1 file (") && r.stdout().contains("uploaded 1 blob ("), "{}", r.report());
+    assert!(r.stdout().contains(" is live on docs/main"), "{}", r.report());
     write_tree(&site, &[("a.html", "a"), ("b.html", "b")]);
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
     assert!(r.stdout().contains(": 3 files (") && r.stdout().contains("uploaded 2 blobs ("), "{}", r.report());
@@ -160,4 +161,49 @@ fn serve_help_lists_client_flags_apart() {
         let token = help.find("--token <TOKEN>").unwrap();
         assert!(server_flag < heading && heading < token, "{help}");
     }
+}
+
+#[test]
+fn status_sites_show_and_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let port = server.edge.rsplit(':').next().unwrap().to_owned();
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "hi")]);
+    let live = deploy(&server, &site, &[]);
+    deploy(&server, &site, &["--branch", "feature"]);
+
+    let r = server.cli(&["status"]).ok();
+    assert!(r.stdout().contains("Health: ok") && r.stdout().contains("Token:  works (1 site)"), "{}", r.report());
+    let r = server.cli(&["status", "--token", "chanto_wrong"]).fails();
+    assert!(r.stdout().contains("Health: ok") && r.stderr().contains("not usable"), "{}", r.report());
+    assert!(!r.stdout().contains("works"), "{}", r.report());
+
+    server
+        .cli(&["access", "set", "--site", "docs", "--previews", "--user", "alice", "--password-stdin"])
+        .stdin("pw\n")
+        .ok();
+    let r = server.cli(&["sites", "show", "docs"]).ok();
+    let out = r.stdout();
+    assert!(out.contains(&format!("http://docs.localhost:{port}/")), "{}", r.report());
+    assert!(out.contains(&format!("production deploy: {live}")), "{}", r.report());
+    assert!(out.contains(&format!("branch feature: ")) && out.contains("feature--docs.localhost"), "{}", r.report());
+    assert!(out.contains("git:               not connected"), "{}", r.report());
+    assert!(out.contains("access:            previews (alice)"), "{}", r.report());
+    let r = server.cli(&["sites", "show", "nope"]).fails();
+    assert!(r.stderr().contains("nope"), "{}", r.report());
+    let r = server.cli(&["sites", "show", "Bad_Name"]).fails();
+    assert!(r.stderr().contains("not allowed"), "{}", r.report());
+
+    // Not a terminal: prints the URL and opens nothing.
+    let r = server.cli(&["open"]).ok();
+    assert_eq!(r.stdout().trim(), format!("http://docs.localhost:{port}/"), "{}", r.report());
+    let r = server.cli(&["open", "--site", "docs", "--branch", "feature"]).ok();
+    assert_eq!(r.stdout().trim(), format!("http://feature--docs.localhost:{port}/"), "{}", r.report());
+    let r = server.cli(&["open", "--site", "docs", "--branch", "nothing-here"]).fails();
+    assert!(r.stderr().contains("chanto deploy DIR --site docs --branch nothing-here"), "{}", r.report());
+    server.cli(&["sites", "create", "blog"]).ok();
+    let r = server.cli(&["open"]).fails();
+    assert!(r.stderr().contains("pass --site") && r.stderr().contains("blog"), "{}", r.report());
 }
