@@ -188,7 +188,7 @@ fn status_sites_show_and_open() {
     let out = r.stdout();
     assert!(out.contains(&format!("http://docs.localhost:{port}/")), "{}", r.report());
     assert!(out.contains(&format!("production deploy: {live}")), "{}", r.report());
-    assert!(out.contains(&format!("branch feature: ")) && out.contains("feature--docs.localhost"), "{}", r.report());
+    assert!(out.contains("branch feature: ") && out.contains("feature--docs.localhost"), "{}", r.report());
     assert!(out.contains("git:               not connected"), "{}", r.report());
     assert!(out.contains("access:            previews (alice)"), "{}", r.report());
     let r = server.cli(&["sites", "show", "nope"]).fails();
