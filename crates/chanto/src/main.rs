@@ -36,6 +36,22 @@ fn main() -> std::process::ExitCode {
         // CPU (perf). The servers keep them: the edge answered a 1 KB request
         // in 15.3 instead of 23.8 µs with them (bench/serve).
         let _ = rustix::thread::disable_transparent_huge_pages(true);
+        // `chanto deploys list | head`: a reader that went away ends the
+        // command quietly, as SIGPIPE would (Rust ignores SIGPIPE, and
+        // restoring it needs unsafe code), instead of a panic and a backtrace.
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            default(info)
+        }));
     }
     // Blocking work (SQLite, file IO, compression) runs on at most 32 threads:
     // the default of 512 let each thread keep its own malloc arena, and a

@@ -207,3 +207,24 @@ fn status_sites_show_and_open() {
     let r = server.cli(&["open"]).fails();
     assert!(r.stderr().contains("pass --site") && r.stderr().contains("blog"), "{}", r.report());
 }
+
+#[test]
+fn a_closed_pipe_ends_a_list_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    for i in 0..3 {
+        server.cli(&["sites", "create", &format!("site{i}")]).ok();
+    }
+    // stdout is a pipe whose reader is gone before the command writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["sites", "list", "--server", &server.api_url, "--token", &server.token])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
