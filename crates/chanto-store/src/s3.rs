@@ -341,7 +341,7 @@ impl S3BlobStore {
                 "refused"
             } else if text.contains("NoSuchBucket") {
                 "no_bucket"
-            } else if text.contains("timed out") || text.contains("timeout") {
+            } else if is_timeout(&e) {
                 "timeout"
             } else {
                 "unavailable"
@@ -502,6 +502,21 @@ impl S3BlobStore {
             }
         }
     }
+}
+
+/// Whether a request failed by taking too long (the client's timeout), as
+/// opposed to being refused or cut: found in the error's causes.
+fn is_timeout(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<reqwest_s3::Error>().is_some_and(|r| r.is_timeout())
+            || s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The error a short or corrupt object becomes: never served as whole.
