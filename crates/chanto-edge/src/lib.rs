@@ -6,6 +6,7 @@
 pub mod access;
 pub mod access_log;
 mod fast;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use chanto_core::{ContentHash, Manifest};
 use chanto_store::{BlobStore, RoutingSink, RoutingTable, StoreError};
 
-pub use serve::{EdgeService, admin_router, router};
+pub use serve::{EdgeService, admin_router, admin_router_with, router};
 pub use snapshot::{Snapshot, Target, TargetManifest};
 
 /// Settings of an edge.
@@ -116,7 +117,7 @@ pub struct Edge {
     pub(crate) fallback_site: Option<String>,
     pub(crate) proxy: Option<proxy::Proxy>,
     pub(crate) guard: access::Guard,
-    blobs: Arc<dyn BlobStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
     cache: quick_cache::sync::Cache<ContentHash, Bytes, BytesWeight>,
     cache_max_blob: u64,
     zerocopy_min: u64,
@@ -126,7 +127,7 @@ pub struct Edge {
     open_files: quick_cache::sync::Cache<ContentHash, (Arc<std::fs::File>, u64)>,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
-    draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     access_log: std::sync::OnceLock<access_log::AccessLog>,
     snapshot: ArcSwap<Snapshot>,
     /// Recently used manifests by hash, weighed by file count. Manifests are

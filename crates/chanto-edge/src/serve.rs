@@ -74,28 +74,40 @@ impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
 }
 
 /// The admin listener's router: `/healthz` (the process is alive), `/readyz`
-/// (routing loaded and not draining: send traffic) and `/metrics`.
+/// (send traffic? and each dependency's state: see [`crate::health`]) and
+/// `/metrics`, with no metadata store to report on (an edge alone).
 pub fn admin_router(edge: Arc<Edge>) -> Router {
+    admin_router_with(edge, None)
+}
+
+/// [`admin_router`] that also reports on `meta` (its state in `/readyz`, its
+/// pool and query counters in `/metrics`).
+pub fn admin_router_with(edge: Arc<Edge>, meta: Option<Arc<dyn chanto_store::MetaStore>>) -> Router {
+    type Admin = (Arc<Edge>, Option<Arc<dyn chanto_store::MetaStore>>);
     Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            axum::routing::get(|State(edge): State<Arc<Edge>>| async move {
-                if edge.is_ready() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }),
+            axum::routing::get(
+                |State((edge, meta)): State<Admin>,
+                 axum::extract::RawQuery(q): axum::extract::RawQuery,
+                 headers: HeaderMap| async move {
+                    crate::health::readyz(&edge, meta.as_ref(), q.as_deref(), &headers).await
+                },
+            ),
         )
         .route(
             "/metrics",
-            axum::routing::get(|State(edge): State<Arc<Edge>>| async move {
-                let body = edge.metrics.render(edge.snapshot().version);
+            axum::routing::get(|State((edge, meta)): State<Admin>| async move {
+                let mut body = edge.metrics.render(edge.snapshot().version);
+                edge.blobs.render_metrics(&mut body);
+                if let Some(meta) = &meta {
+                    meta.render_metrics(&mut body);
+                }
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
             }),
         )
-        .with_state(edge)
+        .with_state((edge, meta))
 }
 
 /// Who a response was served for, read by [`observe`] for the access log.

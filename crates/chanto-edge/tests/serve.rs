@@ -406,3 +406,59 @@ async fn readiness_follows_routing_and_draining() {
     assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "draining: stop sending traffic");
     assert_eq!(get("/healthz").await.0, StatusCode::OK, "still alive while draining");
 }
+
+/// `/readyz` names each dependency: the status code says whether the node
+/// can serve (503 only without routing or while draining); a dependency down
+/// is listed, with a 200, unless `?strict` asks otherwise.
+#[tokio::test]
+async fn readiness_names_each_dependency_and_a_broken_one_keeps_a_serving_node_in() {
+    let f = Fixture::new();
+    let meta_dir = tempfile::tempdir().unwrap();
+    let meta: Arc<dyn chanto_store::MetaStore> =
+        Arc::new(chanto_store::SqliteMeta::open(&meta_dir.path().join("meta.db")).unwrap());
+    let admin = chanto_edge::admin_router_with(f.edge.clone(), Some(meta));
+    let get = |uri: &'static str, accept: Option<&'static str>| {
+        let admin = admin.clone();
+        async move {
+            let mut req = Request::builder().uri(uri);
+            if let Some(a) = accept {
+                req = req.header("accept", a);
+            }
+            let resp = admin.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let (status, ctype) = (resp.status(), resp.headers()["content-type"].to_str().unwrap().to_owned());
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (status, ctype, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, _, text) = get("/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.starts_with("not ready\nrouting: down (snapshot): no routing snapshot loaded yet\n"), "{text}");
+    let m = f.manifest(&[("index.html", HTML, "x")]).await;
+    f.edge.publish(docs_main(m)).await.unwrap();
+    let (s, _, text) = get("/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert!(text.starts_with("ready\nrouting: up (snapshot): version 1, 1 sites\ndraining: up (node): no\n"), "{text}");
+    assert!(text.contains("\nmetadata: up (sqlite): answers\n"), "{text}");
+    assert!(text.contains("\nblobs: up (local "), "{text}");
+    // JSON by Accept or by query.
+    for (uri, accept) in [("/readyz", Some("application/json")), ("/readyz?format=json", None)] {
+        let (s, ctype, body) = get(uri, accept).await;
+        assert_eq!((s, ctype.as_str()), (StatusCode::OK, "application/json"), "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["ready"].as_bool(), v["status"].as_str()), (Some(true), Some("ready")), "{v}");
+        let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["routing", "draining", "metadata", "blobs"]);
+    }
+    // Served once, so the edge holds it in memory.
+    assert_eq!(request(&f.edge, "docs.localhost", "/", &[]).await.0, StatusCode::OK);
+    // The blob directory stops taking files: listed as down, node still in.
+    std::fs::remove_dir_all(f.blobs.path_of(&m).parent().unwrap().parent().unwrap().join(".staged")).unwrap();
+    let (s, _, text) = get("/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "the node still serves what it has: {text}");
+    assert!(text.starts_with("degraded\n") && text.contains("\nblobs: down (local "), "{text}");
+    assert!(text.contains("is not writable"), "{text}");
+    let (s, _, _) = get("/readyz?strict", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "strict: any dependency down is a 503");
+    let (s, _, body) = request(&f.edge, "docs.localhost", "/", &[]).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, &b"x"[..]));
+}

@@ -108,6 +108,17 @@ pub trait BlobStore: Send + Sync + 'static {
     /// is never kept corrupt: it is then missing, and uploaded again). Call it
     /// before recording anything that relies on blobs having been stored.
     async fn sync(&self) -> Result<(), StoreError>;
+
+    /// The store's state for `/readyz`, one check per part (the object store
+    /// and the disk cache in front of it), each probed within
+    /// [`crate::health::PROBE_TIMEOUT`]. The default has none.
+    async fn health(&self) -> Vec<crate::health::Check> {
+        Vec::new()
+    }
+
+    /// Writes the store's counters (request latency and errors, cache hits
+    /// and fill) as Prometheus text. The default has none.
+    fn render_metrics(&self, _out: &mut String) {}
 }
 
 /// Blobs as files in a local directory: `ROOT/ab/cdef…` (the first two hex
@@ -571,6 +582,20 @@ impl BlobStore for LocalBlobStore {
 
     fn write_back(&self) {
         self.start_flush();
+    }
+
+    /// The directory takes new files, and its file system has room.
+    async fn health(&self) -> Vec<crate::health::Check> {
+        use crate::health::{Check, LOW_SPACE, State, bytes, probe_dir};
+        let backend = format!("local {}", self.root.display());
+        let check = match probe_dir(&self.staged).await {
+            Ok(free) if free < LOW_SPACE => {
+                Check::new("blobs", backend, State::Degraded, format!("only {} free: uploads will fail", bytes(free)))
+            }
+            Ok(free) => Check::new("blobs", backend, State::Up, format!("writable, {} free", bytes(free))),
+            Err(e) => Check::new("blobs", backend, State::Down, e),
+        };
+        vec![check]
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -92,6 +93,20 @@ pub struct CachedBlobStore<S> {
     /// One fill per blob at a time: concurrent readers of an uncached blob
     /// wait for the first one's download instead of each starting their own.
     filling: Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>,
+    counters: Counters,
+    probe: crate::health::ProbeCache,
+}
+
+/// The cache's counters for `/metrics`.
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    /// Blobs too large to cache, streamed through.
+    passthrough: AtomicU64,
+    /// Fills that failed (the remote store, or the cache's own disk).
+    fill_errors: AtomicU64,
 }
 
 impl<S: BlobStore> CachedBlobStore<S> {
@@ -131,6 +146,8 @@ impl<S: BlobStore> CachedBlobStore<S> {
             max_entry: (capacity / 8).max(1),
             lru: Mutex::default(),
             filling: Mutex::default(),
+            counters: Counters::default(),
+            probe: crate::health::ProbeCache::default(),
         };
         for (_, hash, size) in found {
             let evicted = store.lru.lock().expect("cache index").insert(hash, size, capacity);
@@ -161,6 +178,7 @@ impl<S: BlobStore> CachedBlobStore<S> {
     }
 
     fn remove_files(&self, evicted: &[ContentHash]) {
+        self.counters.evictions.fetch_add(evicted.len() as u64, Ordering::Relaxed);
         for h in evicted {
             // A reader holding the file open keeps reading it: unlinking
             // only drops the name.
@@ -190,8 +208,10 @@ impl<S: BlobStore> CachedBlobStore<S> {
     /// The blob from the cache, or fetched from the remote store into it.
     async fn fetch(&self, hash: &ContentHash) -> Result<Fetched, StoreError> {
         if let Some(f) = self.hit(hash) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Fetched::Cached(f));
         }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let gate = self.filling.lock().expect("fill gates").entry(*hash).or_default().clone();
         let result = {
             let _one_fill = gate.lock().await;
@@ -211,8 +231,11 @@ impl<S: BlobStore> CachedBlobStore<S> {
     /// Downloads `hash` into a temporary file, verifies it, renames it into
     /// place and records it; streams it through instead when too large.
     async fn fill(&self, hash: &ContentHash) -> Result<Fetched, StoreError> {
-        let open = self.inner.open(hash).await?;
+        let open = self.inner.open(hash).await.inspect_err(|_| {
+            self.counters.fill_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
         if open.len > self.max_entry {
+            self.counters.passthrough.fetch_add(1, Ordering::Relaxed);
             return Ok(Fetched::Passthrough(open));
         }
         let path = self.path_of(hash);
@@ -221,6 +244,7 @@ impl<S: BlobStore> CachedBlobStore<S> {
         let tmp = shard.join(format!("{TMP_PREFIX}{:016x}", u64::from_le_bytes(r)));
         let result = self.download(hash, open, &shard, &tmp, &path).await;
         if result.is_err() {
+            self.counters.fill_errors.fetch_add(1, Ordering::Relaxed);
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         let (file, len) = result?;
@@ -370,6 +394,79 @@ impl<S: BlobStore> BlobStore for CachedBlobStore<S> {
 
     async fn sync(&self) -> Result<(), StoreError> {
         self.inner.sync().await
+    }
+
+    /// The remote store's checks, then the cache's: its directory takes
+    /// files, and how full it is. A cache that cannot be written is
+    /// `degraded`: what it holds is served, what it lacks is not.
+    async fn health(&self) -> Vec<crate::health::Check> {
+        use crate::health::{Check, LOW_SPACE, State, bytes, probe_dir};
+        let cache = async {
+            let backend = format!("disk {}", self.dir.display());
+            let fill = format!("{} of {} used", bytes(self.cached_bytes()), bytes(self.capacity));
+            match probe_dir(&self.dir).await {
+                Ok(free) if free < LOW_SPACE => Check::new(
+                    "blob-cache",
+                    backend,
+                    State::Degraded,
+                    format!("{fill}; only {} free on its disk: blobs not yet cached cannot be fetched", bytes(free)),
+                ),
+                Ok(_) => Check::new("blob-cache", backend, State::Up, format!("writable, {fill}")),
+                Err(e) => Check::new(
+                    "blob-cache",
+                    backend,
+                    State::Degraded,
+                    format!("{e}; {fill}: only cached blobs are served"),
+                ),
+            }
+        };
+        let timed_out = || {
+            let backend = format!("disk {}", self.dir.display());
+            let why = format!("no answer from its disk within {} s", crate::health::PROBE_TIMEOUT.as_secs());
+            Check::new("blob-cache", backend, State::Degraded, why)
+        };
+        let (mut checks, cache) = futures_util::join!(self.inner.health(), self.probe.get(cache, timed_out));
+        checks.push(cache);
+        checks
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        use crate::health::header;
+        use std::fmt::Write;
+        self.inner.render_metrics(out);
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counters = [
+            ("chanto_blob_cache_hits_total", "Blob reads answered from the disk cache.", get(&c.hits)),
+            (
+                "chanto_blob_cache_misses_total",
+                "Blob reads the disk cache had to fetch from the object store.",
+                get(&c.misses),
+            ),
+            (
+                "chanto_blob_cache_evictions_total",
+                "Blobs evicted from the disk cache to stay within its limit.",
+                get(&c.evictions),
+            ),
+            (
+                "chanto_blob_cache_passthrough_total",
+                "Blobs too large to cache, streamed from the object store.",
+                get(&c.passthrough),
+            ),
+            (
+                "chanto_blob_cache_fill_errors_total",
+                "Fetches into the disk cache that failed (object store or disk).",
+                get(&c.fill_errors),
+            ),
+        ];
+        for (name, help, v) in counters {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        header(out, "chanto_blob_cache_bytes", "gauge", "Bytes of blobs the disk cache holds.");
+        let _ = writeln!(out, "chanto_blob_cache_bytes {}", self.cached_bytes());
+        header(out, "chanto_blob_cache_limit_bytes", "gauge", "The disk cache's size limit (--blob-cache-size).");
+        let _ = writeln!(out, "chanto_blob_cache_limit_bytes {}", self.capacity);
     }
 }
 

@@ -292,4 +292,15 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
     async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError>;
     /// Whether a token with this hash exists.
     async fn token_exists(&self, hash: &ContentHash) -> Result<bool, StoreError>;
+
+    /// The store's state for `/readyz`, probed within
+    /// [`crate::health::PROBE_TIMEOUT`] (a hung database answers `down`, not
+    /// never). The default knows nothing and says so.
+    async fn health(&self) -> crate::health::Check {
+        crate::health::Check::new("metadata", "unknown", crate::health::State::Up, "no probe for this backend")
+    }
+
+    /// Writes the store's counters (pool use, query latency, errors) as
+    /// Prometheus text. The default has none.
+    fn render_metrics(&self, _out: &mut String) {}
 }

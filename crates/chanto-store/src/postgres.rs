@@ -25,6 +25,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::meta::*;
+use crate::postgres_health::timed;
 use crate::postgres_notify::{is_preview, record_event};
 use crate::{StoreError, UnixMillis};
 
@@ -266,6 +267,8 @@ pub struct PostgresMeta {
     pool: Pool,
     /// The URL with any password replaced, for messages.
     url: String,
+    /// The last `/readyz` probe (see [`crate::postgres_health`]).
+    probe: std::sync::Arc<crate::health::ProbeCache>,
 }
 
 impl std::fmt::Debug for PostgresMeta {
@@ -409,7 +412,7 @@ impl PostgresMeta {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Db(format!("PostgreSQL connection pool for {redacted}: {e}")))?;
-        let meta = Self { pool, url: redacted };
+        let meta = Self { pool, url: redacted, probe: Default::default() };
         let mut c = meta.pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {}", meta.url, pool_cause(&e)))
         })?;
@@ -453,12 +456,22 @@ impl PostgresMeta {
     /// A pooled connection.
     pub(crate) async fn conn(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| {
-            StoreError::Unavailable(format!(
+            let e = StoreError::Unavailable(format!(
                 "the metadata store (PostgreSQL at {}) is unreachable: {}",
                 self.url,
                 pool_cause(&e)
-            ))
+            ));
+            crate::postgres_health::count_error(&e);
+            e
         })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn probe_cache(&self) -> &crate::health::ProbeCache {
+        &self.probe
     }
 
     /// The next routing table version, from a sequence every process on this
@@ -544,26 +557,22 @@ impl From<tokio_postgres::Error> for StoreError {
 
 /// Runs a (cached) statement and returns its rows.
 pub(crate) async fn rows(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query(&st, params).await?)
+    timed(async { Ok(tx.query(&tx.prepare_cached(sql).await?, params).await?) }).await
 }
 
 /// Runs a (cached) statement that returns at most one row.
 pub(crate) async fn opt(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query_opt(&st, params).await?)
+    timed(async { Ok(tx.query_opt(&tx.prepare_cached(sql).await?, params).await?) }).await
 }
 
 /// Runs a (cached) statement that returns exactly one row.
 pub(crate) async fn one(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query_one(&st, params).await?)
+    timed(async { Ok(tx.query_one(&tx.prepare_cached(sql).await?, params).await?) }).await
 }
 
 /// Runs a (cached) statement and returns how many rows it changed.
 pub(crate) async fn exec(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.execute(&st, params).await?)
+    timed(async { Ok(tx.execute(&tx.prepare_cached(sql).await?, params).await?) }).await
 }
 
 /// Column `i` parsed into a chanto type.
@@ -1347,6 +1356,14 @@ impl MetaStore for PostgresMeta {
         let found = opt(&tx, "SELECT 1 FROM tokens WHERE hash = $1", &[&hash.to_hex()]).await?.is_some();
         tx.commit().await?;
         Ok(found)
+    }
+
+    async fn health(&self) -> crate::health::Check {
+        self.probe().await
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.render(out);
     }
 }
 

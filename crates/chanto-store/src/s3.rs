@@ -169,6 +169,46 @@ pub struct S3BlobStore {
     location: S3Location,
     /// Where requests go, for error messages.
     endpoint: String,
+    metrics: S3Metrics,
+    probe: crate::health::ProbeCache,
+}
+
+/// The kinds of request the store sends, a metric label each.
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Head,
+    Put,
+    Multipart,
+    Delete,
+    List,
+}
+
+const OPS: [(Op, &str); 6] = [
+    (Op::Get, "get"),
+    (Op::Head, "head"),
+    (Op::Put, "put"),
+    (Op::Multipart, "multipart"),
+    (Op::Delete, "delete"),
+    (Op::List, "list"),
+];
+
+/// Kinds of failure, a metric label each: what an operator would fix.
+const ERROR_KINDS: [&str; 5] = ["refused", "no_bucket", "timeout", "unavailable", "damaged"];
+
+/// Request latency by operation and failures by kind, for `/metrics`.
+#[derive(Default)]
+struct S3Metrics {
+    latency: [crate::health::Histogram; OPS.len()],
+    errors: [std::sync::atomic::AtomicU64; ERROR_KINDS.len()],
+}
+
+impl S3Metrics {
+    fn error(&self, kind: &str) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for S3BlobStore {
@@ -244,11 +284,17 @@ impl S3BlobStore {
                 "--blobs {location}: {e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and --s3-endpoint for a server other than AWS)"
             ))
         })?;
-        let this = Self { store: Arc::new(store), location, endpoint };
+        let this = Self {
+            store: Arc::new(store),
+            location,
+            endpoint,
+            metrics: S3Metrics::default(),
+            probe: crate::health::ProbeCache::default(),
+        };
         // A listing answers NoSuchBucket for a missing bucket on every server
         // (some create a bucket on the first PUT) and checks the credentials.
         let prefix = this.location.key("blobs");
-        if let Err(e) = this.store.list_with_delimiter(Some(&prefix)).await {
+        if let Err(e) = this.timed(Op::List, this.store.list_with_delimiter(Some(&prefix))).await {
             return Err(this.error("listing the bucket", e));
         }
         this.check_marker(&options.install_id, options.claim).await?;
@@ -263,6 +309,14 @@ impl S3BlobStore {
     /// The object key of a blob.
     pub fn key_of(&self, hash: &ContentHash) -> String {
         self.blob_key(hash).to_string()
+    }
+
+    /// Runs one request, counting its time (to the response's headers).
+    async fn timed<T>(&self, op: Op, request: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = request.await;
+        self.metrics.latency[op as usize].observe(started.elapsed());
+        out
     }
 
     fn blob_key(&self, hash: &ContentHash) -> Path {
@@ -282,6 +336,18 @@ impl S3BlobStore {
                 || ["SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403 Forbidden", "401 Unauthorized"]
                     .iter()
                     .any(|code| text.contains(code));
+        if !matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchBucket") {
+            let kind = if refused {
+                "refused"
+            } else if text.contains("NoSuchBucket") {
+                "no_bucket"
+            } else if is_timeout(&e) {
+                "timeout"
+            } else {
+                "unavailable"
+            };
+            self.metrics.error(kind);
+        }
         match e {
             object_store::Error::NotFound { .. } if !text.contains("NoSuchBucket") => {
                 StoreError::NotFound(what.to_string())
@@ -314,13 +380,13 @@ impl S3BlobStore {
         // Twice at most: a marker another process created between our read and
         // our create is read again.
         for _ in 0..2 {
-            let found = match self.store.get(&key).await {
+            let found = match self.timed(Op::Get, self.store.get(&key)).await {
                 Ok(r) => Some(r.bytes().await.map_err(|e| self.error(format!("reading {key}"), e))?),
                 Err(object_store::Error::NotFound { .. }) => None,
                 Err(e) => return Err(self.error(format!("reading the marker {key}"), e)),
             };
             let Some(bytes) = found else {
-                match self.store.put_opts(&key, ours(), PutMode::Create.into()).await {
+                match self.timed(Op::Put, self.store.put_opts(&key, ours(), PutMode::Create.into())).await {
                     Ok(_) => {
                         tracing::info!(store = %self.describe(), "claimed the blob store for this install");
                         return Ok(());
@@ -344,8 +410,7 @@ impl S3BlobStore {
                 )));
             }
             tracing::warn!(store = %self.describe(), previous = %whose, "--blobs-claim: taking over the blob store");
-            self.store
-                .put_opts(&key, ours(), PutMode::Overwrite.into())
+            self.timed(Op::Put, self.store.put_opts(&key, ours(), PutMode::Overwrite.into()))
                 .await
                 .map_err(|e| self.error(format!("writing the marker {key}"), e))?;
             return Ok(());
@@ -386,8 +451,7 @@ impl S3BlobStore {
                             continue;
                         }
                         let upload = self
-                            .store
-                            .put_multipart(&key)
+                            .timed(Op::Multipart, self.store.put_multipart(&key))
                             .await
                             .map_err(|e| self.error(format!("starting the upload of blob {hash}"), e))?;
                         let mut w = WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT_MAX as usize);
@@ -397,7 +461,7 @@ impl S3BlobStore {
                         sink = Sink::Multipart(w);
                     }
                     Sink::Multipart(w) => {
-                        w.wait_for_capacity(PARTS_IN_FLIGHT)
+                        self.timed(Op::Multipart, w.wait_for_capacity(PARTS_IN_FLIGHT))
                             .await
                             .map_err(|e| self.error(format!("uploading blob {hash}"), e))?;
                         w.put(chunk);
@@ -423,12 +487,14 @@ impl S3BlobStore {
             (Err(e), _) => Err(e),
             (Ok(()), Sink::Drain) => Ok(len),
             (Ok(()), Sink::Multipart(w)) => {
-                w.finish().await.map_err(|e| self.error(format!("completing the upload of blob {hash}"), e))?;
+                self.timed(Op::Multipart, w.finish())
+                    .await
+                    .map_err(|e| self.error(format!("completing the upload of blob {hash}"), e))?;
                 Ok(len)
             }
             (Ok(()), Sink::Held(held)) => {
                 let payload: PutPayload = held.into_iter().collect();
-                match self.store.put_opts(&key, payload, PutMode::Create.into()).await {
+                match self.timed(Op::Put, self.store.put_opts(&key, payload, PutMode::Create.into())).await {
                     // The key is the hash: what is there holds these bytes.
                     Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(len),
                     Err(e) => Err(self.error(format!("writing blob {hash}"), e)),
@@ -436,6 +502,21 @@ impl S3BlobStore {
             }
         }
     }
+}
+
+/// Whether a request failed by taking too long (the client's timeout), as
+/// opposed to being refused or cut: found in the error's causes.
+fn is_timeout(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<reqwest_s3::Error>().is_some_and(|r| r.is_timeout())
+            || s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The error a short or corrupt object becomes: never served as whole.
@@ -501,7 +582,7 @@ impl Stream for Verified {
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn has(&self, hash: &ContentHash) -> Result<bool, StoreError> {
-        match self.store.head(&self.blob_key(hash)).await {
+        match self.timed(Op::Head, self.store.head(&self.blob_key(hash))).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.error(format!("checking blob {hash}"), e)),
@@ -531,11 +612,12 @@ impl BlobStore for S3BlobStore {
 
     async fn get(&self, hash: &ContentHash) -> Result<Bytes, StoreError> {
         let what = || format!("blob {hash}");
-        let got = self.store.get(&self.blob_key(hash)).await.map_err(|e| self.error(what(), e))?;
+        let got = self.timed(Op::Get, self.store.get(&self.blob_key(hash))).await.map_err(|e| self.error(what(), e))?;
         let size = got.meta.size;
         let bytes = got.bytes().await.map_err(|e| self.error(what(), e))?;
         let actual = ContentHash::of(&bytes);
         if bytes.len() as u64 != size || actual != *hash {
+            self.metrics.error("damaged");
             let why = format!("{} bytes hashing to {actual}, of {size} announced", bytes.len());
             return Err(StoreError::io(format!("reading blob {hash}"), damaged(hash, why)));
         }
@@ -543,7 +625,10 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn open(&self, hash: &ContentHash) -> Result<OpenBlob, StoreError> {
-        let got = self.store.get(&self.blob_key(hash)).await.map_err(|e| self.error(format!("blob {hash}"), e))?;
+        let got = self
+            .timed(Op::Get, self.store.get(&self.blob_key(hash)))
+            .await
+            .map_err(|e| self.error(format!("blob {hash}"), e))?;
         let len = got.meta.size;
         let inner = got.into_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
         let body = Verified { inner, hasher: blake3::Hasher::new(), hash: *hash, len, seen: 0, done: false };
@@ -560,15 +645,14 @@ impl BlobStore for S3BlobStore {
         }
         let options = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..Default::default() };
         let got = self
-            .store
-            .get_opts(&self.blob_key(hash), options)
+            .timed(Op::Get, self.store.get_opts(&self.blob_key(hash), options))
             .await
             .map_err(|e| self.error(format!("blob {hash}"), e))?;
         Ok(Box::pin(got.into_stream().map(|r| r.map_err(std::io::Error::other))))
     }
 
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError> {
-        match self.store.delete(&self.blob_key(hash)).await {
+        match self.timed(Op::Delete, self.store.delete(&self.blob_key(hash))).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error(format!("deleting blob {hash}"), e)),
         }
@@ -576,7 +660,7 @@ impl BlobStore for S3BlobStore {
 
     async fn list(&self) -> Result<Vec<ContentHash>, StoreError> {
         let prefix = self.location.key("blobs");
-        let metas: Vec<_> = self.store.list(Some(&prefix)).collect().await;
+        let metas: Vec<_> = self.timed(Op::List, self.store.list(Some(&prefix)).collect()).await;
         let mut out = Vec::new();
         for m in metas {
             let m = m.map_err(|e| self.error("listing blobs", e))?;
@@ -595,6 +679,65 @@ impl BlobStore for S3BlobStore {
     /// A `PUT` that succeeded is durable: nothing to do.
     async fn sync(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// A `HEAD` of the marker object (cached for a few seconds): the bucket
+    /// answers, with these credentials, and still names this install's prefix.
+    async fn health(&self) -> Vec<crate::health::Check> {
+        use crate::health::{Check, PROBE_TIMEOUT, State};
+        let backend = || format!("s3 {}", self.describe());
+        let probe = async {
+            let key = self.location.key(MARKER);
+            let started = std::time::Instant::now();
+            match self.timed(Op::Head, self.store.head(&key)).await {
+                Ok(_) => {
+                    let ms = started.elapsed().as_millis();
+                    Check::new("blobs", backend(), State::Up, format!("the marker object answered in {ms} ms"))
+                }
+                Err(object_store::Error::NotFound { .. }) => Check::new(
+                    "blobs",
+                    backend(),
+                    State::Degraded,
+                    format!(
+                        "the marker object {key} is missing: was the prefix emptied? Restart chanto to write it again"
+                    ),
+                ),
+                Err(e) => {
+                    Check::new("blobs", backend(), State::Down, self.error(format!("checking {key}"), e).to_string())
+                }
+            }
+        };
+        let timed_out = || {
+            self.metrics.error("timeout");
+            let why = format!("no answer within {} s", PROBE_TIMEOUT.as_secs());
+            Check::new("blobs", backend(), State::Down, why)
+        };
+        vec![self.probe.get(probe, timed_out).await]
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        use crate::health::header;
+        use std::fmt::Write;
+        let name = "chanto_blob_store_request_duration_seconds";
+        header(
+            out,
+            name,
+            "histogram",
+            "Object-store requests by operation, time to the response's headers (retries included).",
+        );
+        for (op, label) in OPS {
+            self.metrics.latency[op as usize].render(out, name, &format!("op=\"{label}\""));
+        }
+        let name = "chanto_blob_store_errors_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Object-store requests that failed, by kind (refused credentials, missing bucket, timeout, unavailable, damaged object).",
+        );
+        for (kind, n) in ERROR_KINDS.iter().zip(&self.metrics.errors) {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", n.load(std::sync::atomic::Ordering::Relaxed));
+        }
     }
 }
 

@@ -1055,6 +1055,23 @@ impl MetaStore for SqliteMeta {
         })
         .await
     }
+
+    /// One trivial query, within [`crate::health::PROBE_TIMEOUT`]: the file
+    /// answers and no long call holds the connection.
+    async fn health(&self) -> crate::health::Check {
+        use crate::health::{Check, PROBE_TIMEOUT, State};
+        let query = self.call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?));
+        match tokio::time::timeout(PROBE_TIMEOUT, query).await {
+            Ok(Ok(())) => Check::new("metadata", "sqlite", State::Up, "answers"),
+            Ok(Err(e)) => Check::new("metadata", "sqlite", State::Down, e.to_string()),
+            Err(_) => Check::new(
+                "metadata",
+                "sqlite",
+                State::Degraded,
+                format!("busy: no answer within {} s", PROBE_TIMEOUT.as_secs()),
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

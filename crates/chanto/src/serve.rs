@@ -273,7 +273,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
             .with_context(|| format!("opening the access log {}", path.display()))?;
         edge.set_access_log(log);
     }
-    let control = Control::new(meta, blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
+    let control = Control::new(meta.clone(), blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
     // Deploys that went live before their variants were made, and a stop came first.
     if let Err(e) = control.resume_variants().await {
@@ -327,7 +327,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     ];
     // The admin listener stays up until the process exits, so /readyz can say
     // "draining" while the edge finishes its requests.
-    let admin_router = chanto_edge::admin_router(edge.clone());
+    let admin_router = chanto_edge::admin_router_with(edge.clone(), Some(meta));
     tokio::spawn(chanto_edge::server::serve_router(
         admin_listener,
         admin_router,

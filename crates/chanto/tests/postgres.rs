@@ -49,8 +49,35 @@ fn serve_on_postgres_deploys_serves_rolls_back_and_survives_the_database_restart
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("metadata store"), "{body}");
     assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v1</h1>");
+    // /readyz keeps the node in the load balancer (it serves) and names the
+    // metadata store as down; the failures are counted.
+    let ready = |want: &str| {
+        util::wait_for(
+            &format!("/readyz to report the metadata store {want}"),
+            std::time::Duration::from_secs(30),
+            || {
+                let r = util::http_get(&server.admin, "admin", "/readyz?format=json").unwrap();
+                let body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+                let meta =
+                    body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "metadata").cloned().unwrap();
+                (meta["state"] == want).then_some((r.status, body, meta))
+            },
+        )
+    };
+    let (code, body, meta) = ready("down");
+    assert_eq!((code, body["status"].as_str()), (200, Some("degraded")), "{body}");
+    assert!(meta["backend"].as_str().unwrap().starts_with("postgresql postgres://"), "{meta}");
+    let metrics = util::http_get(&server.admin, "admin", "/metrics").unwrap().text();
+    let unavailable = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chanto_metadata_errors_total{kind=\"unavailable\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(unavailable >= Some(1), "{metrics}");
+    assert!(metrics.contains("\nchanto_metadata_pool_max_connections 16\n"), "{metrics}");
     // Back up: the same server works again, without a restart.
     pg.start_again();
+    let (code, body, _) = ready("up");
+    assert_eq!((code, body["status"].as_str()), (200, Some("ready")), "{body}");
     let up = sites().unwrap();
     assert_eq!(up.status, 200, "{}", up.text());
     write_tree(&site, &[("index.html", "<h1>v3</h1>")]);

@@ -20,6 +20,19 @@ fn metric(server: &Server, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// `/readyz?format=json`: the status code and each dependency's state by name.
+fn readyz(server: &Server) -> (u16, std::collections::HashMap<String, String>, serde_json::Value) {
+    let r = util::http_get(&server.admin, "admin", "/readyz?format=json").unwrap();
+    let body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    let states = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_owned(), c["state"].as_str().unwrap().to_owned()))
+        .collect();
+    (r.status, states, body)
+}
+
 #[test]
 fn serve_on_s3_keeps_serving_cached_files_when_the_store_goes_down() {
     let mut s3 = S3Server::start();
@@ -61,6 +74,15 @@ fn serve_on_s3_keeps_serving_cached_files_when_the_store_goes_down() {
     let sent_with_sendfile = metric(&server, "chanto_edge_sendfile_responses_total");
     assert!(sent_with_sendfile >= 1, "big.txt was sent from the disk cache with sendfile");
     assert!(data.join("blob-cache").join(&hex[..2]).join(&hex[2..]).is_file());
+    let (code, states, body) = readyz(&server);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+    for dep in ["routing", "draining", "metadata", "blobs", "blob-cache"] {
+        assert_eq!(states.get(dep).map(String::as_str), Some("up"), "{dep}: {body}");
+    }
+    assert!(metric(&server, "chanto_blob_cache_misses_total") >= 1);
+    assert!(metric(&server, "chanto_blob_store_request_duration_seconds_count{op=\"get\"}") >= 1);
+    assert!(metric(&server, "chanto_blob_cache_bytes") >= large.len() as u64);
     let cold_hex = blob_hex(&cold);
     assert!(!data.join("blob-cache").join(&cold_hex[..2]).join(&cold_hex[2..]).exists(), "cold.png is not cached");
 
@@ -77,6 +99,22 @@ fn serve_on_s3_keeps_serving_cached_files_when_the_store_goes_down() {
     let missing = server.get("docs.localhost", "/cold.png");
     assert_eq!(missing.status, 503, "{}", missing.text());
     assert!(server.stderr().contains("blob unavailable") || server.stdout().contains("blob unavailable"));
+    // The node still serves, so it stays in the load balancer (200), and
+    // says which dependency is down; the errors are counted. The probe's
+    // answer is cached for a few seconds: wait for the fresh one.
+    let (code, _, body) =
+        util::wait_for("/readyz to report the blob store down", std::time::Duration::from_secs(30), || {
+            let (code, states, body) = readyz(&server);
+            (states.get("blobs").map(String::as_str) == Some("down")).then_some((code, states, body))
+        });
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let blobs = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "blobs").unwrap();
+    assert!(blobs["backend"].as_str().unwrap().contains(&url), "{body}");
+    let text = util::http_get(&server.admin, "admin", "/readyz").unwrap().text();
+    assert!(text.starts_with("degraded\n") && text.contains("\nblobs: down (s3 "), "{text}");
+    assert!(metric(&server, "chanto_blob_store_errors_total{kind=\"unavailable\"}") >= 1);
+    assert!(metric(&server, "chanto_blob_cache_hits_total") >= 1);
 }
 
 /// Bad configuration is refused at start, naming the flag and the fix.
