@@ -15,6 +15,7 @@ mod postgres_builds;
 mod postgres_notify;
 pub mod routing;
 pub mod s3;
+pub mod snapshot;
 pub mod sqlite;
 mod sqlite_builds;
 mod sqlite_notify;

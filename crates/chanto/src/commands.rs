@@ -83,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) | Command::Demo(_) | Command::Dev(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled above")
         }
+        Command::Backup(cmd) => crate::backup::run(cmd, json).await,
         Command::Login(args) => login(&cli.conn, args.token_stdin).await,
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploys(cmd) => deploys(&Client::new(&cli.conn)?, cmd, json).await,
