@@ -347,8 +347,12 @@ fn read_info(src: &Path) -> Result<BackupInfo, String> {
     }
     let mut text = Vec::new();
     file.take(MAX_INFO_BYTES).read_to_end(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let info: BackupInfo =
-        serde_json::from_slice(&text).map_err(|e| format!("{} is not a chanto backup.json: {e}", path.display()))?;
+    let mut de = serde_json::Deserializer::from_slice(&text);
+    let info: BackupInfo = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let field = if at == "." { String::new() } else { format!("field `{at}`: ") };
+        format!("{} is not a chanto backup.json: {field}{}", path.display(), e.inner())
+    })?;
     if info.format != FORMAT {
         return Err(format!(
             "{}: format {} is not {FORMAT}, the one this chanto reads; use the chanto that wrote it ({})",

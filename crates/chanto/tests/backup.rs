@@ -122,7 +122,8 @@ fn a_backup_taken_during_deploys_restores_byte_for_byte() {
     let active = active_deploys(&again, &sites);
     assert_eq!(active.len(), sites.len(), "{active:?}");
     for (site, id) in &active {
-        let (owner, files) = deployed.get(id).unwrap_or_else(|| panic!("deploy {id} of {site} is not one the CLI made"));
+        let (owner, files) =
+            deployed.get(id).unwrap_or_else(|| panic!("deploy {id} of {site} is not one the CLI made"));
         assert_eq!(owner, site);
         for (path, body) in files {
             let r = again.get(&format!("{site}.localhost"), &format!("/{path}"));
@@ -142,7 +143,10 @@ fn a_backup_taken_during_deploys_restores_byte_for_byte() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(restored.join("secret.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(std::fs::read(restored.join("secret.key")).unwrap(), std::fs::read(data.join("secret.key")).unwrap());
+        assert_eq!(
+            std::fs::read(restored.join("secret.key")).unwrap(),
+            std::fs::read(data.join("secret.key")).unwrap()
+        );
     }
 }
 
@@ -186,7 +190,11 @@ fn verify_names_a_missing_blob_a_corrupt_blob_a_truncated_snapshot_and_a_missing
     let gone = blob_files(&missing)[0].clone();
     std::fs::remove_file(&gone).unwrap();
     let r = backup(&["verify", missing.to_str().unwrap()]).fails();
-    assert!(r.stdout().contains(&format!("blob {} ", name_of(&gone))) && r.stdout().contains("missing"), "{}", r.report());
+    assert!(
+        r.stdout().contains(&format!("blob {} ", name_of(&gone))) && r.stdout().contains("missing"),
+        "{}",
+        r.report()
+    );
 
     let corrupt = copy("corrupt");
     let hit = blob_files(&corrupt)[1].clone();
@@ -194,7 +202,11 @@ fn verify_names_a_missing_blob_a_corrupt_blob_a_truncated_snapshot_and_a_missing
     bytes[0] ^= 0x01;
     std::fs::write(&hit, bytes).unwrap();
     let r = backup(&["verify", corrupt.to_str().unwrap()]).fails();
-    assert!(r.stdout().contains(&format!("blob {} ", name_of(&hit))) && r.stdout().contains("corrupt"), "{}", r.report());
+    assert!(
+        r.stdout().contains(&format!("blob {} ", name_of(&hit))) && r.stdout().contains("corrupt"),
+        "{}",
+        r.report()
+    );
     // Restore refuses it and writes nothing.
     let target = tmp.path().join("from-corrupt");
     let r = backup(&["restore", corrupt.to_str().unwrap(), "--data", target.to_str().unwrap()]).fails();
@@ -248,21 +260,33 @@ fn refusals_name_what_is_wrong_and_write_nothing() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("huge", vec![b' '; 2 << 20], "more than a backup.json ever is"),
         ("garbage", b"{\"format\": 1, [[[".to_vec(), "not a chanto backup.json"),
-        ("unknown", {
-            let mut v = info.clone();
-            v["blobs"] = serde_json::json!(["../../etc/passwd"]);
-            serde_json::to_vec(&v).unwrap()
-        }, "unknown field `blobs`"),
-        ("traversal", {
-            let mut v = info.clone();
-            v["files"]["../../outside"] = v["meta_hash"].clone();
-            serde_json::to_vec(&v).unwrap()
-        }, "\"../../outside\" is not a file a backup holds"),
-        ("bad-hash", {
-            let mut v = info.clone();
-            v["meta_hash"] = serde_json::json!("../meta");
-            serde_json::to_vec(&v).unwrap()
-        }, "meta_hash"),
+        (
+            "unknown",
+            {
+                let mut v = info.clone();
+                v["blobs"] = serde_json::json!(["../../etc/passwd"]);
+                serde_json::to_vec(&v).unwrap()
+            },
+            "unknown field `blobs`",
+        ),
+        (
+            "traversal",
+            {
+                let mut v = info.clone();
+                v["files"]["../../outside"] = v["meta_hash"].clone();
+                serde_json::to_vec(&v).unwrap()
+            },
+            "\"../../outside\" is not a file a backup holds",
+        ),
+        (
+            "bad-hash",
+            {
+                let mut v = info.clone();
+                v["meta_hash"] = serde_json::json!("../meta");
+                serde_json::to_vec(&v).unwrap()
+            },
+            "meta_hash",
+        ),
     ];
     for (name, bytes, expect) in cases {
         let bad = tmp.path().join(format!("hostile-{name}"));
@@ -292,11 +316,8 @@ fn postgres_and_s3_backed_up_by_the_documented_procedure_verify_and_a_removed_bl
     let bucket = s3.create_bucket();
     let blobs = format!("s3://{bucket}/live");
     let tmp = tempfile::tempdir().unwrap();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ];
+    let env =
+        [("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY), ("AWS_REGION", "us-east-1")];
     let data = tmp.path().join("data");
     let server = Server::start_cmd_env(
         "serve",
@@ -349,11 +370,8 @@ fn postgres_and_s3_backed_up_by_the_documented_procedure_verify_and_a_removed_bl
     // One blob removed from the copy: named.
     let shard = std::fs::read_dir(to.join("blobs")).unwrap().next().unwrap().unwrap().path();
     let object = std::fs::read_dir(&shard).unwrap().next().unwrap().unwrap().path();
-    let name = format!(
-        "{}{}",
-        shard.file_name().unwrap().to_string_lossy(),
-        object.file_name().unwrap().to_string_lossy()
-    );
+    let name =
+        format!("{}{}", shard.file_name().unwrap().to_string_lossy(), object.file_name().unwrap().to_string_lossy());
     std::fs::remove_file(&object).unwrap();
     let r = verify(&restored_url, &copy, false).fails();
     assert!(r.stdout().contains(&format!("blob {name} ")) && r.stdout().contains("missing"), "{}", r.report());
