@@ -269,6 +269,27 @@ impl LocalBlobStore {
         });
     }
 
+    /// Opens blob `hash` of the store rooted at `root` for reading wherever it
+    /// is (in place, or staged and not yet moved), without opening the store:
+    /// for a reader beside a running server (`chanto backup create`), which
+    /// must not do what [`LocalBlobStore::open`] does to a store (remove
+    /// temporary files of uploads in progress, rehash staged blobs).
+    /// `Ok(None)` when the blob is in neither place.
+    pub fn find_blob(root: &Path, hash: &ContentHash) -> Result<Option<std::fs::File>, StoreError> {
+        let hex = hash.to_hex();
+        let in_place = root.join(&hex[..2]).join(&hex[2..]);
+        let staged = root.join(".staged").join(&hex[..2]).join(&hex[2..]);
+        // In place, else staged, else in place again: a sync may move it between the looks.
+        for place in [&in_place, &staged, &in_place] {
+            match std::fs::File::open(place) {
+                Ok(f) => return Ok(Some(f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(format!("opening {}", place.display()), e)),
+            }
+        }
+        Ok(None)
+    }
+
     /// The file that holds `hash` once synced.
     pub fn path_of(&self, hash: &ContentHash) -> PathBuf {
         let hex = hash.to_hex();

@@ -18,6 +18,7 @@ mod postgres_notify;
 pub mod rollback;
 pub mod routing;
 pub mod s3;
+pub mod snapshot;
 pub mod sqlite;
 mod sqlite_builds;
 mod sqlite_notify;

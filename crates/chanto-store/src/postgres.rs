@@ -29,6 +29,9 @@ use crate::postgres_health::timed;
 use crate::postgres_notify::{is_preview, record_event};
 use crate::{StoreError, UnixMillis};
 
+/// The PostgreSQL schema version (migrations) this build of chanto knows.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
 /// Schema migrations, applied in order; `chanto_schema.version` counts the ones done.
 /// Text that is sorted or compared as a name uses the "C" collation, so
 /// orders match SQLite's (bytewise) whatever the database's locale.
@@ -368,6 +371,18 @@ impl PostgresMeta {
     /// (`$PGPASSFILE` or `~/.pgpass`). Errors name the URL without its
     /// password, and the cause.
     pub async fn connect(url: &str, password: Option<String>) -> Result<Self, StoreError> {
+        Self::connect_with(url, password, true).await
+    }
+
+    /// Connects to a database chanto already set up, changing nothing: no
+    /// migration. A database without chanto's schema, or with a schema of
+    /// another version than this chanto's, is refused with the version named
+    /// (for `chanto backup verify`, which checks a database as it is).
+    pub async fn connect_existing(url: &str, password: Option<String>) -> Result<Self, StoreError> {
+        Self::connect_with(url, password, false).await
+    }
+
+    async fn connect_with(url: &str, password: Option<String>, migrate: bool) -> Result<Self, StoreError> {
         let redacted = redact_url(url);
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
             StoreError::Db(format!("{redacted} is not a PostgreSQL URL: {e}; use postgres://USER@HOST:PORT/DB"))
@@ -416,8 +431,42 @@ impl PostgresMeta {
         let mut c = meta.pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {}", meta.url, pool_cause(&e)))
         })?;
-        meta.migrate(&mut c).await?;
-        Ok(meta)
+        if migrate {
+            meta.migrate(&mut c).await?;
+            return Ok(meta);
+        }
+        let has_schema = c
+            .query_opt(
+                "SELECT 1 FROM pg_tables WHERE tablename = 'chanto_schema' AND schemaname = current_schema()",
+                &[],
+            )
+            .await?
+            .is_some();
+        let version = match has_schema {
+            true => c
+                .query_opt("SELECT version FROM chanto_schema", &[])
+                .await?
+                .map(|r| r.try_get::<_, i32>(0))
+                .transpose()?,
+            false => None,
+        };
+        match version {
+            None => Err(StoreError::Db(format!(
+                "the database at {} holds no chanto metadata (no chanto_schema table); check the URL names the database chanto uses, or that the restore completed",
+                meta.url
+            ))),
+            Some(v) if v as usize != MIGRATIONS.len() => Err(StoreError::Db(format!(
+                "the database at {} has schema version {v}, this chanto knows {}: {}",
+                meta.url,
+                MIGRATIONS.len(),
+                if v as usize > MIGRATIONS.len() {
+                    "use a newer chanto"
+                } else {
+                    "start `chanto serve` on it once to migrate it, or use the chanto that wrote it"
+                }
+            ))),
+            Some(_) => Ok(meta),
+        }
     }
 
     /// The database's URL, password redacted.

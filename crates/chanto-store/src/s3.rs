@@ -234,6 +234,17 @@ impl S3BlobStore {
     /// (or writes) the marker object: a prefix whose marker names another
     /// install is refused unless [`S3Options::claim`] is set.
     pub async fn connect(options: S3Options) -> Result<Self, StoreError> {
+        Self::connect_with(options, true).await
+    }
+
+    /// Connects and checks the bucket answers, but neither reads nor writes
+    /// the marker object: for `chanto backup verify`, which only reads and
+    /// must not claim a prefix for an install that is not running.
+    pub async fn connect_read_only(options: S3Options) -> Result<Self, StoreError> {
+        Self::connect_with(options, false).await
+    }
+
+    async fn connect_with(options: S3Options, check_marker: bool) -> Result<Self, StoreError> {
         // object_store signs with ring, and its HTTP client speaks TLS with the
         // process's rustls provider: install ring's (aws-lc would be a second
         // C library to build for the same job). Losing a race to another
@@ -297,7 +308,9 @@ impl S3BlobStore {
         if let Err(e) = this.timed(Op::List, this.store.list_with_delimiter(Some(&prefix))).await {
             return Err(this.error("listing the bucket", e));
         }
-        this.check_marker(&options.install_id, options.claim).await?;
+        if check_marker {
+            this.check_marker(&options.install_id, options.claim).await?;
+        }
         Ok(this)
     }
 

@@ -244,6 +244,9 @@ CREATE TABLE tokens (
     );",
 ];
 
+/// How many migrations this build knows: the newest schema version.
+pub(crate) const MIGRATION_COUNT: usize = MIGRATIONS.len();
+
 /// A deploy's file list as stored: `[[path, hash, size], ...]`.
 fn encode_files(files: &[DeployFile]) -> Result<String, StoreError> {
     let rows: Vec<(&str, &ContentHash, u64)> = files.iter().map(|f| (f.path.as_str(), &f.hash, f.size)).collect();
@@ -302,6 +305,25 @@ impl SqliteMeta {
             })
             .map_err(|e| StoreError::Db(format!("starting the checkpoint thread: {e}")))?;
         Ok(())
+    }
+
+    /// Opens a database read-only for reading its records (a backup's
+    /// snapshot): no migration, no checkpoints, nothing written. A schema
+    /// newer than this chanto knows is refused; an older one is read as is
+    /// (the queries used on a snapshot exist since migration 7).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::Db(format!("opening {}: {e}", path.display())))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Db(format!(
+                "{} has schema version {version}, newer than this chanto knows ({}); use a newer chanto",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// An in-memory database, for tests.

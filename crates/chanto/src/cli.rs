@@ -100,6 +100,9 @@ pub enum Command {
         #[arg(long)]
         branch: Option<String>,
     },
+    /// Back up an install, check a backup, restore one into a new data directory.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),
     /// Print the man page, or write one page per command with --out DIR.
@@ -790,4 +793,70 @@ pub struct NotifyAddArgs {
     /// github, gitlab, gitea: commit statuses only, no pull request comment.
     #[arg(long)]
     pub no_comments: bool,
+}
+
+/// `chanto backup …` (README "Backups"; PostgreSQL and S3: docs/backup.md).
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Write a consistent backup of a data directory to DEST, also while
+    /// `chanto serve` runs on it: a metadata snapshot, every blob it
+    /// references (hash-checked as copied), secret.key (mode 0600: it
+    /// decrypts the stored secrets, so keep the backup private),
+    /// install-id and admin.token, and backup.json, written last.
+    Create(BackupCreateArgs),
+    /// Check a backup (SRC), or a PostgreSQL + S3 install (--meta, --blobs):
+    /// every blob the metadata references is present and whole.
+    Verify(BackupVerifyArgs),
+    /// Check a backup, then restore it into a new data directory (absent or
+    /// empty), which `chanto serve --data DIR` then serves.
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupCreateArgs {
+    /// Where to write the backup: a directory that does not exist yet (or is empty).
+    pub dest: PathBuf,
+    /// The data directory to back up (as `chanto serve --data`).
+    #[arg(long, value_name = "DIR", default_value = "chanto-data", env = "CHANTO_DATA")]
+    pub data: PathBuf,
+    /// The install's metadata store (as `chanto serve --meta`); for a
+    /// PostgreSQL URL this prints the backup procedure (docs/backup.md).
+    #[arg(long, value_name = "sqlite|URL", default_value = "sqlite", env = "CHANTO_META", hide_env_values = true)]
+    pub meta: String,
+    /// The install's blob store (as `chanto serve --blobs`); for s3://… this
+    /// prints the backup procedure (docs/backup.md).
+    #[arg(long, value_name = "URL", default_value = "file", env = "CHANTO_BLOBS")]
+    pub blobs: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupVerifyArgs {
+    /// The backup directory to check (omit it with --meta and --blobs).
+    #[arg(required_unless_present = "meta", conflicts_with_all = ["meta", "blobs"])]
+    pub src: Option<PathBuf>,
+    /// Check a PostgreSQL install instead: its URL (as `chanto serve --meta`).
+    #[arg(long, value_name = "URL", requires = "blobs")]
+    pub meta: Option<String>,
+    /// A file holding the PostgreSQL password (its first line).
+    #[arg(long, value_name = "PATH", requires = "meta")]
+    pub meta_password_file: Option<PathBuf>,
+    /// The install's blob store, s3://BUCKET/PREFIX (as `chanto serve --blobs`).
+    #[arg(long, value_name = "URL", requires = "meta")]
+    pub blobs: Option<String>,
+    /// The S3-compatible server's URL (as `chanto serve --s3-endpoint`).
+    #[arg(long, value_name = "URL", requires = "blobs")]
+    pub s3_endpoint: Option<String>,
+    /// With --meta/--blobs: also download every referenced blob and check it
+    /// hashes to its name (a backup directory is always checked this way).
+    #[arg(long)]
+    pub deep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupRestoreArgs {
+    /// The backup directory (written by `chanto backup create`).
+    pub src: PathBuf,
+    /// The new data directory: it must not exist, or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
 }

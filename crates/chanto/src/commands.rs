@@ -83,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) | Command::Demo(_) | Command::Dev(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled above")
         }
+        Command::Backup(cmd) => crate::backup::run(cmd, json).await,
         Command::Login(args) => login(&cli.conn, args.token_stdin).await,
         Command::Status => crate::glance::status(&Client::new(&cli.conn)?, json).await,
         Command::Open { site, branch } => crate::glance::open(&Client::new(&cli.conn)?, site, branch).await,

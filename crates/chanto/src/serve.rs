@@ -156,13 +156,24 @@ async fn open_meta(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Meta
         }
         return Ok(Arc::new(SqliteMeta::open(&data.join("meta.db"))?));
     }
+    Ok(Arc::new(postgres_meta(meta, args.meta_password_file.as_deref(), true).await?))
+}
+
+/// Connects to the PostgreSQL `--meta` URL, the password from
+/// `--meta-password-file` if given; `migrate: false` changes nothing and
+/// refuses a database whose schema is not this chanto's (`backup verify`).
+pub(crate) async fn postgres_meta(
+    meta: &str,
+    password_file: Option<&Path>,
+    migrate: bool,
+) -> anyhow::Result<PostgresMeta> {
     let redacted = chanto_store::postgres::redact_url(meta);
     if !(meta.starts_with("postgres://") || meta.starts_with("postgresql://")) {
         bail!(
             "--meta {redacted:?} is neither `sqlite` nor a PostgreSQL URL; use e.g. postgres://chanto@db.internal:5432/chanto"
         );
     }
-    let password = match &args.meta_password_file {
+    let password = match password_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading --meta-password-file {}", path.display()))?;
@@ -174,11 +185,14 @@ async fn open_meta(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Meta
         }
         None => None,
     };
-    let store = PostgresMeta::connect(meta, password)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening the metadata store {redacted}: {e}"))?;
+    let store = if migrate {
+        PostgresMeta::connect(meta, password).await
+    } else {
+        PostgresMeta::connect_existing(meta, password).await
+    };
+    let store = store.map_err(|e| anyhow::anyhow!("opening the metadata store {redacted}: {e}"))?;
     tracing::info!(url = %store.url(), "metadata on PostgreSQL");
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// Opens the data directory, binds both listeners and starts serving. A
@@ -485,10 +499,7 @@ async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Blo
     match args.blobs.as_str() {
         "file" => Ok(Arc::new(LocalBlobStore::open(data.join("blobs"))?)),
         url if url.starts_with("s3://") => {
-            let mut options = chanto_store::S3Options::new(url, install_id(data)?);
-            options.endpoint = args.s3_endpoint.clone();
-            options.claim = args.blobs_claim;
-            let s3 = S3BlobStore::connect(options).await.with_context(|| format!("opening the blob store {url}"))?;
+            let s3 = s3_store(url, args.s3_endpoint.clone(), install_id(data)?, args.blobs_claim, false).await?;
             let cache_dir = args.blob_cache_dir.clone().unwrap_or_else(|| data.join("blob-cache"));
             let cached = CachedBlobStore::open(s3, &cache_dir, args.blob_cache_size)
                 .with_context(|| format!("opening the blob cache {}", cache_dir.display()))?;
@@ -497,6 +508,23 @@ async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Blo
         }
         other => bail!("--blobs {other:?}: expected `file` (the data directory) or s3://BUCKET/PREFIX"),
     }
+}
+
+/// Connects to the `--blobs s3://…` store (`--s3-endpoint`); `read_only`
+/// leaves its marker object alone (`backup verify` claims nothing).
+pub(crate) async fn s3_store(
+    url: &str,
+    endpoint: Option<String>,
+    install_id: String,
+    claim: bool,
+    read_only: bool,
+) -> anyhow::Result<S3BlobStore> {
+    let mut options = chanto_store::S3Options::new(url, install_id);
+    options.endpoint = endpoint;
+    options.claim = claim;
+    let s3 =
+        if read_only { S3BlobStore::connect_read_only(options).await } else { S3BlobStore::connect(options).await };
+    s3.with_context(|| format!("opening the blob store {url}"))
 }
 
 /// This install's id (`DATA/install-id`, made on first use): the owner the
