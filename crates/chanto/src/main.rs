@@ -9,6 +9,7 @@ mod completions;
 mod demo;
 mod deploy;
 mod dev;
+mod gc;
 mod hashcache;
 mod notify;
 mod serve;
