@@ -380,7 +380,8 @@ mod tests {
     #[test]
     fn rollback_reach_follows_the_history_rollback_walks() {
         // (active, history newest first, depth, reachable)
-        let table: &[(Option<u8>, &[u8], u32, &[u8])] = &[
+        type Case<'a> = (Option<u8>, &'a [u8], u32, &'a [u8]);
+        let table: &[Case] = &[
             (Some(3), &[3, 2, 1], 0, &[]),
             (Some(3), &[3, 2, 1], 1, &[2]),
             (Some(3), &[3, 2, 1], 2, &[2, 1]),

@@ -549,7 +549,7 @@ async fn retention_prunes_only_what_nothing_needs(backend: Backend) {
     for page in [&PAGES[0], &PAGES[2], &PAGES[3]] {
         assert!(!has(&*stores.blobs, page).await);
     }
-    for page in [&PAGES[1], &PAGES[4], b"<svg/>".as_slice()] {
+    for page in [PAGES[1], PAGES[4], b"<svg/>".as_slice()] {
         assert!(has(&*stores.blobs, page).await);
     }
     let totals = &h.control.gc_state;
