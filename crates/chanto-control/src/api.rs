@@ -43,6 +43,8 @@ pub fn router(control: Arc<Control>) -> Router {
             "/sites/{site}/proxy_origins",
             get(crate::site_settings::get_proxy_origins).put(crate::site_settings::put_proxy_origins),
         )
+        .route("/sites/{site}/retention", get(crate::gc::get_retention).put(crate::gc::put_retention))
+        .route("/gc", post(crate::gc::run_gc))
         .route("/deploys/{id}", get(get_deploy))
         .route("/deploys/{id}/blobs", post(upload_blobs).layer(DefaultBodyLimit::disable()))
         .route("/deploys/{id}/blobs/{hash}", put(upload_blob).layer(DefaultBodyLimit::disable()))
@@ -547,11 +549,13 @@ impl Modify for TokenAuth {
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, upload_blobs, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         crate::site_settings::get_proxy_origins, crate::site_settings::put_proxy_origins,
+        crate::gc::run_gc, crate::gc::get_retention, crate::gc::put_retention,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
         n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
+        (name = "storage", description = "Retention and garbage collection: what is deleted, and when"),
         (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"),
         (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"))
 )]

@@ -34,7 +34,21 @@ pub struct ControlConfig {
     pub brotli_quality: u32,
     /// gzip level (0-9) for precompressed variants.
     pub gzip_level: u32,
+    /// How long a blob stays unreferenced (and how old it must be) before
+    /// garbage collection deletes it.
+    pub gc_grace: Duration,
+    /// How many successive rollbacks of a branch retention keeps possible:
+    /// the deploys they reach are never pruned.
+    pub rollback_depth: u32,
 }
+
+/// Default grace period of garbage collection: longer than the upload
+/// window, so a blob another process has made for a deploy it has not
+/// finalized yet is not deleted under it.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+
+/// Default rollback depth retention protects.
+pub const DEFAULT_ROLLBACK_DEPTH: u32 = 10;
 
 impl ControlConfig {
     /// Defaults for a server whose edge listens on `edge_port` over plain HTTP.
@@ -49,6 +63,8 @@ impl ControlConfig {
             upload_ttl: Duration::from_secs(3600),
             brotli_quality: DEFAULT_BROTLI_QUALITY,
             gzip_level: DEFAULT_GZIP_LEVEL,
+            gc_grace: DEFAULT_GC_GRACE,
+            rollback_depth: DEFAULT_ROLLBACK_DEPTH,
         }
     }
 

@@ -1,6 +1,7 @@
 //! chanto's control plane: the HTTP API, the deploy pipeline (manifest,
 //! upload-what-is-missing, precompression, finalize), activation and rollback,
-//! and the janitor that expires abandoned uploads. It is the only writer of
+//! and the janitor that expires abandoned uploads and collects garbage
+//! (retention and unreferenced blobs, `gc.rs`). It is the only writer of
 //! metadata; it tells edges what to serve through [`chanto_store::RoutingSink`].
 
 pub mod access;
@@ -9,6 +10,7 @@ pub mod batch;
 pub mod builds;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod notify;
 pub mod pipeline;
 pub mod precompress;

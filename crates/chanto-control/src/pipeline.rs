@@ -164,16 +164,18 @@ pub struct Control {
     /// Deploy operations hold it shared; garbage collection holds it alone, so
     /// a blob a new deploy was just told it need not upload is never deleted
     /// between that answer and the deploy's file list being recorded.
-    gc_lock: tokio::sync::RwLock<()>,
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// Garbage collection's memory between passes, and its totals.
+    pub gc_state: crate::gc::GcState,
     /// Background precompressions in progress, by source blob.
     inflight: Mutex<HashMap<ContentHash, tokio::sync::watch::Receiver<bool>>>,
     /// Variants made in the background whose blobs may not be durable yet:
     /// they are recorded in metadata only by a finalize, after it synced the
     /// blob store, so no record ever names a blob a crash could lose.
-    unrecorded: Mutex<HashMap<ContentHash, Vec<VariantRecord>>>,
+    pub(crate) unrecorded: Mutex<HashMap<ContentHash, Vec<VariantRecord>>>,
     /// Variant records already in metadata, so a redeploy of ten thousand
     /// unchanged files does not look each one up again.
-    recorded: quick_cache::sync::Cache<(ContentHash, Encoding), Option<Variant>>,
+    pub(crate) recorded: quick_cache::sync::Cache<(ContentHash, Encoding), Option<Variant>>,
     /// Manifests written lately, by hash.
     recent_manifests: quick_cache::sync::Cache<ContentHash, Arc<Manifest>>,
     /// Compression threads, one per core, for what finalize waits for.
@@ -209,6 +211,7 @@ impl Control {
             sessions: Mutex::new(HashMap::new()),
             known_tokens: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            gc_state: Default::default(),
             inflight: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(HashMap::new()),
             recorded: quick_cache::sync::Cache::new(RECORDED_VARIANTS_CACHED),
@@ -356,6 +359,9 @@ impl Control {
         }
         phases.done("validate");
         let id = DeployId::from_random(random_bytes());
+        // Garbage collection in this process waits; other processes' passes
+        // are handled by the marks read below.
+        let _gc = self.gc_lock.read().await;
         let record = self
             .meta
             .create_deploy(NewDeploy {
@@ -371,7 +377,15 @@ impl Control {
             .await?;
         phases.done("record");
         let unique: Vec<ContentHash> = sizes.keys().copied().collect();
-        let required = self.blobs.missing(&unique).await?;
+        // Read after the file list is recorded and before the store is
+        // asked (the order `gc.rs` relies on): a blob some garbage
+        // collection is deleting is uploaded again, as if missing.
+        let being_deleted = self.meta.blobs_being_deleted().await?;
+        let mut required = self.blobs.missing(&unique).await?;
+        if !being_deleted.is_empty() {
+            let known: HashSet<ContentHash> = required.iter().copied().collect();
+            required.extend(unique.iter().filter(|h| being_deleted.contains(h) && !known.contains(h)));
+        }
         phases.done("missing");
         let session = UploadSession::new(files, sizes, required.clone());
         self.sessions.lock().expect("sessions").insert(id.clone(), Arc::new(session));
@@ -875,41 +889,8 @@ impl Control {
         Ok(expired.len())
     }
 
-    /// Deletes every blob no deploy references any more (expired uploads,
-    /// deleted sites), with the variants recorded for them. Blobs that any
-    /// uploading, ready, active or superseded deploy references are kept.
-    /// Returns how many blobs were deleted.
-    pub async fn collect_garbage(&self) -> Result<usize, StoreError> {
-        let _exclusive = self.gc_lock.write().await;
-        let mut referenced = self.meta.referenced_blobs().await?;
-        // Variants made for deploys still uploading are recorded only at finalize.
-        for made in self.unrecorded.lock().expect("unrecorded").values() {
-            referenced.extend(made.iter().filter_map(|(_, _, v)| v.as_ref().map(|v| v.hash)));
-        }
-        let garbage: Vec<ContentHash> =
-            self.blobs.list().await?.into_iter().filter(|h| !referenced.contains(h)).collect();
-        if garbage.is_empty() {
-            return Ok(0);
-        }
-        self.meta.forget_variants(&garbage).await?;
-        {
-            let mut unrecorded = self.unrecorded.lock().expect("unrecorded");
-            for h in &garbage {
-                unrecorded.remove(h);
-                for enc in Encoding::ALL {
-                    self.recorded.remove(&(*h, enc));
-                }
-            }
-        }
-        for h in &garbage {
-            self.blobs.delete(h).await?;
-        }
-        tracing::info!(blobs = garbage.len(), "garbage collected unreferenced blobs");
-        Ok(garbage.len())
-    }
-
-    /// Runs the janitor forever: expiry every `interval`, garbage collection
-    /// every `gc_every` intervals.
+    /// Runs the janitor forever: expiry every `interval`, retention and
+    /// garbage collection ([`Control::collect_garbage`]) every `gc_every` intervals.
     pub async fn run_janitor(self: Arc<Self>, interval: std::time::Duration, gc_every: u32) {
         let mut tick = tokio::time::interval(interval);
         let mut n: u32 = 0;
@@ -921,7 +902,7 @@ impl Control {
             n = n.wrapping_add(1);
             if gc_every > 0
                 && n.is_multiple_of(gc_every)
-                && let Err(e) = self.collect_garbage().await
+                && let Err(e) = self.collect_garbage(now_millis(), false).await
             {
                 tracing::warn!(error = %e, "janitor: garbage collection failed; will retry");
             }

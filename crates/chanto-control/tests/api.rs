@@ -570,7 +570,8 @@ async fn unfinished_deploys_expire_and_take_no_more_uploads() {
 
 #[tokio::test]
 async fn garbage_collection_keeps_every_referenced_blob() {
-    let h = Harness::new().await;
+    // No grace period: this test is about references (tests/gc.rs has the grace).
+    let h = Harness::with_config(|c| c.gc_grace = std::time::Duration::ZERO).await;
     h.site("keep").await;
     h.site("drop").await;
     static BIG: std::sync::LazyLock<Vec<u8>> =
@@ -588,11 +589,11 @@ async fn garbage_collection_keeps_every_referenced_blob() {
         .await;
     let wip = created["deploy"]["id"].as_str().unwrap().to_owned();
     h.upload(&wip, b"wip").await;
-    assert_eq!(h.control.collect_garbage().await.unwrap(), 0, "everything is referenced");
+    assert_eq!(gc(&h).await, 0, "everything is referenced");
 
     let (s, _) = h.call("DELETE", "/api/v1/sites/drop", Value::Null).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let deleted = h.control.collect_garbage().await.unwrap();
+    let deleted = gc(&h).await;
     assert_eq!(deleted, 2, "the dropped site's own file and manifest");
     assert!(!h.blobs.has(&ContentHash::of(b"drop only")).await.unwrap());
     for kept in [ContentHash::of(shared), ContentHash::of(b"keep"), ContentHash::of(b"wip")] {
@@ -607,8 +608,13 @@ async fn garbage_collection_keeps_every_referenced_blob() {
 
     // Once the unfinished deploy expires, its blob goes too.
     h.control.expire_uploads(chanto_store::now_millis() + 2 * 3600 * 1000).await.unwrap();
-    assert_eq!(h.control.collect_garbage().await.unwrap(), 1);
+    assert_eq!(gc(&h).await, 1);
     assert!(!h.blobs.has(&ContentHash::of(b"wip")).await.unwrap());
+}
+
+/// Runs garbage collection now; returns how many blobs it deleted.
+async fn gc(h: &Harness) -> u64 {
+    h.control.collect_garbage(chanto_store::now_millis() + 1, false).await.unwrap().blobs_deleted
 }
 
 /// Reads a stored manifest.
@@ -631,7 +637,7 @@ async fn next_manifest(h: &Harness, old: ContentHash) -> ContentHash {
 
 #[tokio::test]
 async fn a_large_deploy_goes_live_first_and_gets_its_variants_after() {
-    let h = Harness::new().await;
+    let h = Harness::with_config(|c| c.gc_grace = std::time::Duration::ZERO).await;
     h.site("docs").await;
     // More compressible source than finalize compresses itself.
     static PAGES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
@@ -665,7 +671,7 @@ async fn a_large_deploy_goes_live_first_and_gets_its_variants_after() {
     let (_, v) = h.call("GET", &format!("/api/v1/deploys/{}", deployed["id"].as_str().unwrap()), Value::Null).await;
     assert_eq!(v["state"], "active");
     // The first manifest is garbage now; the variants are not.
-    assert_eq!(h.control.collect_garbage().await.unwrap(), 1);
+    assert_eq!(gc(&h).await, 1);
     assert!(!h.blobs.has(&first).await.unwrap());
     for v in after.files.values().flat_map(|e| &e.variants) {
         assert!(h.blobs.has(&v.hash).await.unwrap());

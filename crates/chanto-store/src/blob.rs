@@ -24,6 +24,17 @@ pub struct OpenBlob {
     pub body: ByteStream,
 }
 
+/// One stored blob, as [`BlobStore::list_sizes`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its hash.
+    pub hash: ContentHash,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was stored (the file's or object's modification time).
+    pub stored_at: crate::UnixMillis,
+}
+
 /// Where blobs live. Every backend passes [`crate::conformance::blob_store`].
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -97,6 +108,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every stored blob's hash (for garbage collection and checks).
     async fn list(&self) -> Result<Vec<ContentHash>, StoreError>;
+
+    /// Every stored blob with its size and when it was stored, sorted by
+    /// hash (garbage collection reports bytes, and leaves young blobs alone).
+    /// A blob stored or deleted while the listing runs may be left out.
+    async fn list_sizes(&self) -> Result<Vec<BlobInfo>, StoreError>;
 
     /// Starts making what is stored so far durable, without waiting: a hint
     /// that a [`BlobStore::sync`] will come soon, so it finds less to do.
@@ -595,6 +611,36 @@ impl BlobStore for LocalBlobStore {
                 .collect();
             out.sort();
             out.dedup();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("blob list task failed: {e}")))?
+    }
+
+    async fn list_sizes(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        let (root, staged) = (self.root.clone(), self.staged.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for dir in [&staged, &root] {
+                for (prefix, name) in list_shards(dir)? {
+                    let Ok(hash) = format!("{prefix}{name}").parse::<ContentHash>() else { continue };
+                    let meta = match std::fs::metadata(dir.join(&prefix).join(&name)) {
+                        Ok(m) => m,
+                        // Moved into place or deleted since the listing.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(StoreError::io(format!("reading blob {hash}'s size"), e)),
+                    };
+                    let stored_at = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    out.push(BlobInfo { hash, size: meta.len(), stored_at });
+                }
+            }
+            out.sort_by_key(|b| b.hash);
+            out.dedup_by_key(|b| b.hash);
             Ok(out)
         })
         .await

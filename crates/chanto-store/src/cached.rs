@@ -22,7 +22,7 @@ use chanto_core::ContentHash;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::{BlobStore, ByteStream, OpenBlob, StoreError};
+use crate::{BlobInfo, BlobStore, ByteStream, OpenBlob, StoreError};
 
 /// Temporary files start with this (no blob name does).
 const TMP_PREFIX: &str = ".tmp-";
@@ -386,6 +386,11 @@ impl<S: BlobStore> BlobStore for CachedBlobStore<S> {
 
     async fn list(&self) -> Result<Vec<ContentHash>, StoreError> {
         self.inner.list().await
+    }
+
+    /// The remote store's blobs: the cache holds copies, not blobs of its own.
+    async fn list_sizes(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        self.inner.list_sizes().await
     }
 
     fn write_back(&self) {

@@ -105,10 +105,24 @@ pub async fn blob_store(store: &dyn BlobStore) {
     let mut want = vec![hello, empty];
     want.sort();
     assert_eq!(store.list().await.unwrap(), want);
+    // list_sizes() sees the same blobs, each with its size and a time it was stored.
+    let sized = store.list_sizes().await.unwrap();
+    assert_eq!(sized.iter().map(|b| b.hash).collect::<Vec<_>>(), want);
+    let size_of = |h: &ContentHash| sized.iter().find(|b| b.hash == *h).map(|b| b.size);
+    assert_eq!((size_of(&hello), size_of(&empty)), (Some(11), Some(0)));
+    let now = crate::now_millis();
+    for b in &sized {
+        assert!(
+            b.stored_at > now - 3_600_000 && b.stored_at <= now + 60_000,
+            "stored_at {} is not about now",
+            b.stored_at
+        );
+    }
 
     store.delete(&hello).await.unwrap();
     store.delete(&hello).await.unwrap();
     assert!(!store.has(&hello).await.unwrap());
+    assert_eq!(store.list_sizes().await.unwrap().iter().map(|b| b.hash).collect::<Vec<_>>(), vec![empty]);
 }
 
 fn file(path: &str, bytes: &[u8]) -> DeployFile {
@@ -299,7 +313,7 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     let shared_br =
         chanto_core::Variant { encoding: chanto_core::Encoding::Br, hash: ContentHash::of(b"shared br"), size: 1 };
     meta.put_variants(&[(ContentHash::of(b"shared"), chanto_core::Encoding::Br, Some(shared_br))]).await.unwrap();
-    let refs = meta.referenced_blobs().await.unwrap();
+    let refs = meta.referenced_blobs(&[]).await.unwrap();
     assert!(refs.contains(&ContentHash::of(b"shared")));
     assert!(refs.contains(&ContentHash::of(b"shared br")));
     assert!(refs.contains(&manifest));
@@ -354,8 +368,59 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     meta.set_proxy_origins(&site, std::slice::from_ref(&a)).await.unwrap();
     assert!(matches!(meta.set_proxy_origins(&nowhere, &[]).await, Err(StoreError::NotFound(_))));
 
+    // Retention: deploys kept per branch, per site; 0 keeps all.
+    assert!(meta.all_keep_deploys().await.unwrap().is_empty());
+    meta.set_keep_deploys(&site, 3).await.unwrap();
+    meta.set_keep_deploys(&site, 2).await.unwrap();
+    assert_eq!(meta.all_keep_deploys().await.unwrap(), vec![(site.clone(), 2)]);
+    meta.set_keep_deploys(&site, 0).await.unwrap();
+    assert!(meta.all_keep_deploys().await.unwrap().is_empty());
+    meta.set_keep_deploys(&site, 5).await.unwrap();
+    assert!(matches!(meta.set_keep_deploys(&nowhere, 1).await, Err(StoreError::NotFound(_))));
+
+    // What retention keeps for rollbacks: the walk repeated rollbacks take.
+    let before = meta.rollback_walk(&site, &main).await.unwrap();
+    meta.activate(&d2.id, ActivationKind::Publish, 90).await.unwrap();
+    let walk = meta.rollback_walk(&site, &main).await.unwrap();
+    assert!(!walk.contains(&d2.id), "the live deploy is not a rollback target: {walk:?} (before {before:?})");
+    assert!(walk.contains(&d1.id), "{walk:?}");
+
+    // Pruning deletes deploys, but never an active or an uploading one.
+    let uploading = meta.create_deploy(new_deploy(8, &site, "main", false, 91)).await.unwrap();
+    assert!(meta.referenced_blobs(&[]).await.unwrap().contains(&ContentHash::of(b"m3")));
+    let without_d3 = meta.referenced_blobs(std::slice::from_ref(&d3.id)).await.unwrap();
+    assert!(!without_d3.contains(&ContentHash::of(b"m3")), "a deploy excluded counts as gone");
+    assert!(without_d3.contains(&ContentHash::of(b"m2")));
+    let mut pruned =
+        meta.prune_deploys(&[d2.id.clone(), d3.id.clone(), draft.id.clone(), uploading.id.clone()]).await.unwrap();
+    pruned.sort();
+    let mut want = vec![d3.id.clone(), draft.id.clone()];
+    want.sort();
+    assert_eq!(pruned, want);
+    assert!(meta.get_deploy(&d3.id).await.unwrap().is_none());
+    assert!(meta.get_deploy(&d2.id).await.unwrap().is_some());
+    assert_eq!(meta.get_deploy(&uploading.id).await.unwrap().unwrap().state, DeployState::Uploading);
+    assert!(meta.list_deploys(&site, None).await.unwrap().iter().all(|d| d.id != d3.id && d.id != draft.id));
+    assert!(meta.permalinks().await.unwrap().iter().all(|p| p.deploy != d3.id));
+    assert!(!meta.referenced_blobs(&[]).await.unwrap().contains(&ContentHash::of(b"m3")));
+    assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), walk, "pruning d3 leaves the walk alone");
+    assert!(meta.prune_deploys(std::slice::from_ref(&d3.id)).await.unwrap().is_empty());
+
+    // Blobs being deleted: marked, renewed, cleared.
+    let (x, y) = (ContentHash::of(b"x"), ContentHash::of(b"y"));
+    assert!(meta.blobs_being_deleted().await.unwrap().is_empty());
+    meta.mark_deleting(&[x, y], 100).await.unwrap();
+    meta.mark_deleting(&[x], 101).await.unwrap();
+    assert_eq!(meta.blobs_being_deleted().await.unwrap(), std::collections::HashSet::from([x, y]));
+    meta.clear_deleting(&[x]).await.unwrap();
+    assert_eq!(meta.blobs_being_deleted().await.unwrap(), std::collections::HashSet::from([y]));
+    meta.clear_deleting(&[y]).await.unwrap();
+    meta.clear_deleting(&[]).await.unwrap();
+    assert!(meta.blobs_being_deleted().await.unwrap().is_empty());
+
     // Deleting a site removes its deploys, branches, policies and proxy origins.
     meta.delete_site(&site).await.unwrap();
+    assert!(meta.all_keep_deploys().await.unwrap().is_empty());
     assert!(meta.all_access().await.unwrap().is_empty());
     assert!(meta.all_proxy_origins().await.unwrap().is_empty());
     assert!(meta.get_deploy(&d1.id).await.unwrap().is_none());

@@ -23,7 +23,7 @@ pub mod sqlite;
 mod sqlite_builds;
 mod sqlite_notify;
 
-pub use blob::{BlobStore, ByteStream, LocalBlobStore, OpenBlob};
+pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};
 pub use cached::CachedBlobStore;
 pub use error::StoreError;

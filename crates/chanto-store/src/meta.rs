@@ -262,8 +262,31 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
     /// before those blobs are deleted, so no variant row points at nothing).
     async fn forget_variants(&self, blobs: &[ContentHash]) -> Result<(), StoreError>;
     /// Every blob that a deploy (not expired or failed) still references: files,
-    /// manifests and their variants.
-    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<ContentHash>, StoreError>;
+    /// manifests and their variants. Deploys in `excluding` count as gone (a
+    /// dry run of garbage collection asks as if they were pruned).
+    async fn referenced_blobs(
+        &self,
+        excluding: &[DeployId],
+    ) -> Result<std::collections::HashSet<ContentHash>, StoreError>;
+
+    /// Notes that garbage collection is about to delete these blobs (or
+    /// renews the note), so a deploy created from now on uploads them again
+    /// instead of counting on them: see [`MetaStore::blobs_being_deleted`].
+    async fn mark_deleting(&self, blobs: &[ContentHash], now: UnixMillis) -> Result<(), StoreError>;
+    /// Drops the notes [`MetaStore::mark_deleting`] made for these blobs.
+    async fn clear_deleting(&self, blobs: &[ContentHash]) -> Result<(), StoreError>;
+    /// Every blob some garbage collection (of any process) is deleting: a
+    /// new deploy asks for these as if the store lacked them.
+    async fn blobs_being_deleted(&self) -> Result<std::collections::HashSet<ContentHash>, StoreError>;
+
+    /// Sets how many deploys per branch a site keeps (0: all).
+    async fn set_keep_deploys(&self, site: &SiteName, keep: u32) -> Result<(), StoreError>;
+    /// Every site that keeps a limited number of deploys per branch, by name.
+    async fn all_keep_deploys(&self) -> Result<Vec<(SiteName, u32)>, StoreError>;
+    /// Deletes deploys (retention), with their file lists and activation
+    /// history; a deploy that is active or uploading by then is left alone.
+    /// Returns the ids deleted.
+    async fn prune_deploys(&self, ids: &[DeployId]) -> Result<Vec<DeployId>, StoreError>;
 
     /// Number of API tokens.
     async fn token_count(&self) -> Result<u64, StoreError>;

@@ -35,7 +35,8 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Schema migrations, applied in order; `chanto_schema.version` counts the ones done.
 /// Text that is sorted or compared as a name uses the "C" collation, so
 /// orders match SQLite's (bytewise) whatever the database's locale.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sites (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name TEXT COLLATE "C" NOT NULL UNIQUE,
@@ -243,7 +244,21 @@ CREATE TABLE forge_comments (
 -- The routing table's version: one sequence every control process shares,
 -- so versions only grow whichever process publishes.
 CREATE SEQUENCE routing_version;
-"#];
+"#,
+    // 2: retention (deploys kept per branch) and the blobs a garbage
+    // collection is deleting, which new deploys must upload again.
+    r#"
+CREATE TABLE site_retention (
+    site_id BIGINT PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+    keep_deploys INTEGER NOT NULL
+);
+CREATE TABLE blob_deletions (
+    hash TEXT COLLATE "C" PRIMARY KEY,
+    at BIGINT NOT NULL
+);
+CREATE INDEX activations_by_deploy ON activations (deploy_id);
+"#,
+];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").
 const MIGRATION_LOCK: i64 = 0x6368_616e_746f;
@@ -1265,22 +1280,28 @@ impl MetaStore for PostgresMeta {
         Ok(())
     }
 
-    async fn referenced_blobs(&self) -> Result<HashSet<ContentHash>, StoreError> {
+    async fn referenced_blobs(&self, excluding: &[DeployId]) -> Result<HashSet<ContentHash>, StoreError> {
+        let excluding: Vec<&str> = excluding.iter().map(|d| d.as_str()).collect();
         let mut c = self.conn().await?;
         // One snapshot for all three reads: a deploy finishing in between
         // cannot leave a blob it references out.
         let tx = c.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
-        let live = "SELECT id FROM deploys WHERE state NOT IN ('expired', 'failed')";
+        let live = "SELECT id FROM deploys WHERE state NOT IN ('expired', 'failed') AND NOT (id = ANY($1))";
         let mut out = HashSet::new();
-        for r in rows(&tx, &format!("SELECT files FROM deploy_file_lists WHERE deploy_id IN ({live})"), &[]).await? {
+        for r in rows(&tx, &format!("SELECT files FROM deploy_file_lists WHERE deploy_id IN ({live})"), &[&excluding])
+            .await?
+        {
             out.extend(decode_files(&r.try_get::<_, String>(0)?)?.into_iter().map(|f| f.hash));
         }
-        let manifests: Vec<ContentHash> =
-            rows(&tx, &format!("SELECT manifest FROM deploys WHERE manifest IS NOT NULL AND id IN ({live})"), &[])
-                .await?
-                .iter()
-                .map(|r| col(r, 0))
-                .collect::<Result<_, _>>()?;
+        let manifests: Vec<ContentHash> = rows(
+            &tx,
+            &format!("SELECT manifest FROM deploys WHERE manifest IS NOT NULL AND id IN ({live})"),
+            &[&excluding],
+        )
+        .await?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect::<Result<_, _>>()?;
         let mut variants = Vec::new();
         for r in rows(&tx, "SELECT source, hash FROM variants WHERE hash IS NOT NULL", &[]).await? {
             let (source, hash): (ContentHash, ContentHash) = (col(&r, 0)?, col(&r, 1)?);
@@ -1292,6 +1313,91 @@ impl MetaStore for PostgresMeta {
         out.extend(manifests);
         out.extend(variants);
         Ok(out)
+    }
+
+    async fn mark_deleting(&self, blobs: &[ContentHash], now: UnixMillis) -> Result<(), StoreError> {
+        let hashes: Vec<String> = blobs.iter().map(|h| h.to_hex()).collect();
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(
+            &tx,
+            "INSERT INTO blob_deletions (hash, at) SELECT h, $2 FROM unnest($1::text[]) AS h
+             ON CONFLICT (hash) DO UPDATE SET at = excluded.at",
+            &[&hashes, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clear_deleting(&self, blobs: &[ContentHash]) -> Result<(), StoreError> {
+        let hashes: Vec<String> = blobs.iter().map(|h| h.to_hex()).collect();
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(&tx, "DELETE FROM blob_deletions WHERE hash = ANY($1)", &[&hashes]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn blobs_being_deleted(&self) -> Result<HashSet<ContentHash>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let found = rows(&tx, "SELECT hash FROM blob_deletions", &[]).await?;
+        tx.commit().await?;
+        found.iter().map(|r| col(r, 0)).collect()
+    }
+
+    async fn set_keep_deploys(&self, site: &SiteName, keep: u32) -> Result<(), StoreError> {
+        let keep = i32::try_from(keep).map_err(|_| StoreError::Db(format!("keep_deploys {keep} is out of range")))?;
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let id = site_id(&tx, site).await?;
+        if keep == 0 {
+            exec(&tx, "DELETE FROM site_retention WHERE site_id = $1", &[&id]).await?;
+        } else {
+            exec(
+                &tx,
+                "INSERT INTO site_retention (site_id, keep_deploys) VALUES ($1, $2)
+                 ON CONFLICT (site_id) DO UPDATE SET keep_deploys = excluded.keep_deploys",
+                &[&id, &keep],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn all_keep_deploys(&self) -> Result<Vec<(SiteName, u32)>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let found = rows(
+            &tx,
+            "SELECT s.name, r.keep_deploys FROM site_retention r JOIN sites s ON s.id = r.site_id ORDER BY s.name",
+            &[],
+        )
+        .await?;
+        tx.commit().await?;
+        found.iter().map(|r| Ok((col(r, 0)?, r.try_get::<_, i32>(1)?.max(0) as u32))).collect()
+    }
+
+    async fn prune_deploys(&self, ids: &[DeployId]) -> Result<Vec<DeployId>, StoreError> {
+        let ids: Vec<&str> = ids.iter().map(|d| d.as_str()).collect();
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // Checked again here, in the transaction that deletes: a deploy
+        // published or rolled back to meanwhile stays.
+        let gone = rows(
+            &tx,
+            "DELETE FROM deploys d WHERE d.id = ANY($1) AND d.state NOT IN ('active', 'uploading')
+               AND NOT EXISTS (SELECT 1 FROM branches b WHERE b.active_deploy = d.id)
+             RETURNING d.id",
+            &[&ids],
+        )
+        .await?;
+        let pruned: Vec<String> = gone.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        exec(&tx, "DELETE FROM activations WHERE deploy_id = ANY($1)", &[&pruned]).await?;
+        tx.commit().await?;
+        pruned.iter().map(|s| s.parse().map_err(|e| StoreError::Db(format!("stored value {s:?}: {e}")))).collect()
     }
 
     async fn token_count(&self) -> Result<u64, StoreError> {

@@ -46,7 +46,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{BlobStore, ByteStream, OpenBlob, StoreError};
+use crate::{BlobInfo, BlobStore, ByteStream, OpenBlob, StoreError};
 
 /// Blobs up to this size go up in one `PUT`; larger ones as a multipart upload
 /// of parts this size.
@@ -686,6 +686,24 @@ impl BlobStore for S3BlobStore {
         }
         out.sort();
         out.dedup();
+        Ok(out)
+    }
+
+    async fn list_sizes(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        let prefix = self.location.key("blobs");
+        let metas: Vec<_> = self.store.list(Some(&prefix)).collect().await;
+        let mut out = Vec::new();
+        for m in metas {
+            let m = m.map_err(|e| self.error("listing blobs", e))?;
+            let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_owned()).collect();
+            if let [.., shard, name] = parts.as_slice()
+                && let Ok(hash) = format!("{shard}{name}").parse::<ContentHash>()
+            {
+                out.push(BlobInfo { hash, size: m.size, stored_at: m.last_modified.timestamp_millis() });
+            }
+        }
+        out.sort_by_key(|b| b.hash);
+        out.dedup_by_key(|b| b.hash);
         Ok(out)
     }
 

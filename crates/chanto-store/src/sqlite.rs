@@ -242,6 +242,16 @@ CREATE TABLE tokens (
         origin TEXT NOT NULL,
         PRIMARY KEY (site_id, origin)
     );",
+    // 9: retention (deploys kept per branch) and the blobs a garbage
+    // collection is deleting, which new deploys must upload again.
+    "CREATE TABLE site_retention (
+        site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+        keep_deploys INTEGER NOT NULL
+    );
+    CREATE TABLE blob_deletions (
+        hash TEXT PRIMARY KEY,
+        at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// How many migrations this build knows: the newest schema version.
@@ -939,18 +949,28 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn referenced_blobs(&self) -> Result<HashSet<ContentHash>, StoreError> {
-        self.call(|c| {
+    async fn referenced_blobs(&self, excluding: &[DeployId]) -> Result<HashSet<ContentHash>, StoreError> {
+        let excluding: HashSet<String> = excluding.iter().map(|d| d.as_str().to_owned()).collect();
+        self.call(move |c| {
             let mut out = HashSet::new();
             let live = "SELECT id FROM deploys WHERE state NOT IN ('expired', 'failed')";
-            let mut st = c.prepare(&format!("SELECT files FROM deploy_file_lists WHERE deploy_id IN ({live})"))?;
-            for files in st.query_map([], |r| r.get::<_, String>(0))? {
-                out.extend(decode_files(&files?)?.into_iter().map(|f| f.hash));
+            let mut st =
+                c.prepare(&format!("SELECT deploy_id, files FROM deploy_file_lists WHERE deploy_id IN ({live})"))?;
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                let (id, files) = row?;
+                if !excluding.contains(&id) {
+                    out.extend(decode_files(&files)?.into_iter().map(|f| f.hash));
+                }
             }
             let mut st =
-                c.prepare(&format!("SELECT manifest FROM deploys WHERE manifest IS NOT NULL AND id IN ({live})"))?;
-            let manifests: Vec<ContentHash> =
-                st.query_map([], |r| parse::<ContentHash>(0, r.get(0)?))?.collect::<Result<_, _>>()?;
+                c.prepare(&format!("SELECT id, manifest FROM deploys WHERE manifest IS NOT NULL AND id IN ({live})"))?;
+            let mut manifests = Vec::new();
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, parse::<ContentHash>(1, r.get(1)?)?)))? {
+                let (id, manifest) = row?;
+                if !excluding.contains(&id) {
+                    manifests.push(manifest);
+                }
+            }
             // The variants of every referenced source blob.
             let mut st = c.prepare("SELECT source, hash FROM variants WHERE hash IS NOT NULL")?;
             let mut variants = Vec::new();
@@ -965,6 +985,104 @@ impl MetaStore for SqliteMeta {
             out.extend(manifests);
             out.extend(variants);
             Ok(out)
+        })
+        .await
+    }
+
+    async fn mark_deleting(&self, blobs: &[ContentHash], now: UnixMillis) -> Result<(), StoreError> {
+        let blobs: Vec<String> = blobs.iter().map(|h| h.to_hex()).collect();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare(
+                    "INSERT INTO blob_deletions (hash, at) VALUES (?1, ?2) ON CONFLICT (hash) DO UPDATE SET at = excluded.at",
+                )?;
+                for h in &blobs {
+                    st.execute(params![h, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_deleting(&self, blobs: &[ContentHash]) -> Result<(), StoreError> {
+        let blobs: Vec<String> = blobs.iter().map(|h| h.to_hex()).collect();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare("DELETE FROM blob_deletions WHERE hash = ?1")?;
+                for h in &blobs {
+                    st.execute([h])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blobs_being_deleted(&self) -> Result<HashSet<ContentHash>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare_cached("SELECT hash FROM blob_deletions")?;
+            let out = st.query_map([], |r| parse::<ContentHash>(0, r.get(0)?))?.collect::<Result<_, _>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_keep_deploys(&self, site: &SiteName, keep: u32) -> Result<(), StoreError> {
+        let site = site.clone();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site_id(&tx, &site)?;
+            if keep == 0 {
+                tx.execute("DELETE FROM site_retention WHERE site_id = ?1", [id])?;
+            } else {
+                tx.execute(
+                    "INSERT INTO site_retention (site_id, keep_deploys) VALUES (?1, ?2)
+                     ON CONFLICT (site_id) DO UPDATE SET keep_deploys = excluded.keep_deploys",
+                    params![id, keep],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn all_keep_deploys(&self) -> Result<Vec<(SiteName, u32)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT s.name, r.keep_deploys FROM site_retention r JOIN sites s ON s.id = r.site_id ORDER BY s.name",
+            )?;
+            let out = st.query_map([], |r| Ok((parse(0, r.get(0)?)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn prune_deploys(&self, ids: &[DeployId]) -> Result<Vec<DeployId>, StoreError> {
+        let ids = ids.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut pruned = Vec::new();
+            for id in ids {
+                // Checked again here, in the transaction that deletes: a
+                // deploy published or rolled back to meanwhile stays.
+                let n = tx.execute(
+                    "DELETE FROM deploys WHERE id = ?1 AND state NOT IN ('active', 'uploading')
+                       AND NOT EXISTS (SELECT 1 FROM branches WHERE active_deploy = ?1)",
+                    [id.as_str()],
+                )?;
+                if n > 0 {
+                    tx.execute("DELETE FROM activations WHERE deploy_id = ?1", [id.as_str()])?;
+                    pruned.push(id);
+                }
+            }
+            tx.commit()?;
+            Ok(pruned)
         })
         .await
     }
@@ -1131,7 +1249,7 @@ mod tests {
         let listed: Vec<(&str, ContentHash, u64)> = files.iter().map(|f| (f.path.as_str(), f.hash, f.size)).collect();
         assert_eq!(listed, vec![("a/index.html", b, 1), ("b.css", a, 1), ("z \"quoted\".html", a, 1)]);
         assert!(meta.deploy_files(&"fedcba9876543210".parse().unwrap()).await.unwrap().is_empty());
-        assert_eq!(meta.referenced_blobs().await.unwrap(), HashSet::from([a, b]));
+        assert_eq!(meta.referenced_blobs(&[]).await.unwrap(), HashSet::from([a, b]));
     }
 
     #[test]

@@ -666,7 +666,7 @@ async fn walk(meta: &dyn MetaStore, source: &mut Blobs<'_>) -> anyhow::Result<Wa
         }
     }
     let mut rest: Vec<ContentHash> =
-        meta.referenced_blobs().await.context("reading the referenced blobs")?.into_iter().collect();
+        meta.referenced_blobs(&[]).await.context("reading the referenced blobs")?.into_iter().collect();
     rest.sort();
     for hash in rest {
         if !done.insert(hash) {

@@ -76,6 +76,14 @@ pub enum Command {
         /// The deploy id (see `chanto deploys list`).
         id: String,
     },
+    /// Storage cleanup: prune deploys beyond each site's retention and
+    /// delete blobs no deploy has referenced for the grace period
+    /// (`chanto serve --gc-grace`). The server also does this every hour.
+    Gc {
+        /// Say what would go (deploys, blobs, bytes) without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Re-activate the deploy that was live before the current one; run it
     /// again to keep walking back, or jump with --to.
     Rollback {
@@ -164,6 +172,15 @@ pub struct ServeArgs {
     /// How long a deploy may stay unfinalized before it expires (e.g. 30m, 2h).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub upload_ttl: std::time::Duration,
+    /// How long a blob no deploy references stays before garbage
+    /// collection deletes it (e.g. 1h, 2d; 0s: at the next pass). Keep it at
+    /// least --upload-ttl when several chanto processes share one store.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub gc_grace: std::time::Duration,
+    /// Rollbacks per branch that retention (`chanto sites update --keep-deploys`)
+    /// keeps possible: the deploys they reach are never pruned.
+    #[arg(long, value_name = "N", default_value_t = chanto_control::config::DEFAULT_ROLLBACK_DEPTH, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub rollback_depth: u32,
     /// Largest file a deploy may hold, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     pub max_file_size: u64,
@@ -371,6 +388,17 @@ pub enum SitesCommand {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Change a site's settings; with no flag, show them.
+    Update {
+        /// The site.
+        name: String,
+        /// Keep the newest N deploys of each branch; older ones are pruned
+        /// (with their blobs, after the grace period) unless active,
+        /// uploading or within `chanto serve --rollback-depth` rollbacks.
+        /// 0 keeps every deploy.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(chanto_control::gc::MAX_KEEP_DEPLOYS)))]
+        keep_deploys: Option<u32>,
     },
     /// Show, or replace with --set / --clear, the origins this site's proxy
     /// rules (a 200 to an absolute URL) may reach. The server's operator

@@ -165,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_urls(&r.deploy);
             Ok(())
         }
+        Command::Gc { dry_run } => crate::gc::gc(&Client::new(&cli.conn)?, dry_run, json).await,
         Command::Rollback { site, branch, to } => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &site)?;
@@ -384,6 +385,9 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
                 return print_json(&serde_json::json!({ "deleted": name }));
             }
             println!("Deleted site {name}");
+        }
+        SitesCommand::Update { name, keep_deploys } => {
+            crate::gc::update_site(client, &name, keep_deploys, json).await?
         }
         SitesCommand::ProxyOrigins { name, set, clear } => {
             parse::<chanto_core::SiteName>("site name", &name)?;

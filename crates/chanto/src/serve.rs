@@ -271,6 +271,11 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     let mut config = ControlConfig::new(base_domain.clone(), edge_addr.port());
     config.preview_domain = preview_domain.clone();
     config.upload_ttl = args.upload_ttl;
+    config.gc_grace = args.gc_grace;
+    config.rollback_depth = args.rollback_depth;
+    if args.gc_grace < args.upload_ttl {
+        tracing::warn!(gc_grace = ?args.gc_grace, upload_ttl = ?args.upload_ttl, "--gc-grace is shorter than --upload-ttl: with several chanto processes on one store, a blob made for a deploy another process has not finalized yet may be deleted under it");
+    }
     config.max_file_size = args.max_file_size;
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
