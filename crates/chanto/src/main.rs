@@ -10,6 +10,7 @@ mod demo;
 mod deploy;
 mod dev;
 mod hashcache;
+mod migrate;
 mod notify;
 mod serve;
 

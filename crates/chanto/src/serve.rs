@@ -156,13 +156,27 @@ async fn open_meta(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Meta
         }
         return Ok(Arc::new(SqliteMeta::open(&data.join("meta.db"))?));
     }
+    let store = connect_postgres("--meta", meta, args.meta_password_file.as_deref()).await?;
+    tracing::info!(url = %store.url(), "metadata on PostgreSQL");
+    Ok(Arc::new(store))
+}
+
+/// Connects to the PostgreSQL database `url` (the value of `flag`), with the
+/// password from `password_file` if given (else the URL's, $PGPASSWORD or
+/// the password file). Shared by `serve` and `migrate`; errors name the URL
+/// with its password redacted.
+pub(crate) async fn connect_postgres(
+    flag: &str,
+    meta: &str,
+    password_file: Option<&Path>,
+) -> anyhow::Result<PostgresMeta> {
     let redacted = chanto_store::postgres::redact_url(meta);
     if !(meta.starts_with("postgres://") || meta.starts_with("postgresql://")) {
         bail!(
-            "--meta {redacted:?} is neither `sqlite` nor a PostgreSQL URL; use e.g. postgres://chanto@db.internal:5432/chanto"
+            "{flag} {redacted:?} is neither `sqlite` nor a PostgreSQL URL; use e.g. postgres://chanto@db.internal:5432/chanto"
         );
     }
-    let password = match &args.meta_password_file {
+    let password = match password_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading --meta-password-file {}", path.display()))?;
@@ -174,11 +188,9 @@ async fn open_meta(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Meta
         }
         None => None,
     };
-    let store = PostgresMeta::connect(meta, password)
+    PostgresMeta::connect(meta, password)
         .await
-        .map_err(|e| anyhow::anyhow!("opening the metadata store {redacted}: {e}"))?;
-    tracing::info!(url = %store.url(), "metadata on PostgreSQL");
-    Ok(Arc::new(store))
+        .map_err(|e| anyhow::anyhow!("opening the metadata store {redacted}: {e}"))
 }
 
 /// Opens the data directory, binds both listeners and starts serving. A
@@ -485,10 +497,7 @@ async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Blo
     match args.blobs.as_str() {
         "file" => Ok(Arc::new(LocalBlobStore::open(data.join("blobs"))?)),
         url if url.starts_with("s3://") => {
-            let mut options = chanto_store::S3Options::new(url, install_id(data)?);
-            options.endpoint = args.s3_endpoint.clone();
-            options.claim = args.blobs_claim;
-            let s3 = S3BlobStore::connect(options).await.with_context(|| format!("opening the blob store {url}"))?;
+            let s3 = connect_s3(url, args.s3_endpoint.clone(), args.blobs_claim, data).await?;
             let cache_dir = args.blob_cache_dir.clone().unwrap_or_else(|| data.join("blob-cache"));
             let cached = CachedBlobStore::open(s3, &cache_dir, args.blob_cache_size)
                 .with_context(|| format!("opening the blob cache {}", cache_dir.display()))?;
@@ -497,6 +506,21 @@ async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Blo
         }
         other => bail!("--blobs {other:?}: expected `file` (the data directory) or s3://BUCKET/PREFIX"),
     }
+}
+
+/// Connects to the bucket prefix `url` for the install whose data directory
+/// is `data` (its install id is the owner the marker names). Shared by
+/// `serve` and `migrate`.
+pub(crate) async fn connect_s3(
+    url: &str,
+    endpoint: Option<String>,
+    claim: bool,
+    data: &Path,
+) -> anyhow::Result<S3BlobStore> {
+    let mut options = chanto_store::S3Options::new(url, install_id(data)?);
+    options.endpoint = endpoint;
+    options.claim = claim;
+    S3BlobStore::connect(options).await.with_context(|| format!("opening the blob store {url}"))
 }
 
 /// This install's id (`DATA/install-id`, made on first use): the owner the
