@@ -7,6 +7,7 @@ pub mod blob;
 pub mod builds;
 pub mod cached;
 pub mod conformance;
+pub mod dump;
 pub mod error;
 pub mod health;
 pub mod meta;

@@ -513,7 +513,7 @@ async fn verify_remote(args: &BackupVerifyArgs, meta: &str, blobs: &str) -> anyh
             "--blobs {blobs:?}: expected s3://BUCKET/PREFIX (a backup directory is checked with `chanto backup verify DIR`)"
         );
     }
-    let pg = crate::serve::postgres_meta(meta, args.meta_password_file.as_deref(), false).await?;
+    let pg = crate::serve::postgres_meta("--meta", meta, args.meta_password_file.as_deref(), false).await?;
     // Read-only: the marker object is neither read nor written.
     let s3 = crate::serve::s3_store(blobs, args.s3_endpoint.clone(), String::new(), false, true).await?;
     let listed: BTreeSet<ContentHash> = s3.list().await?.into_iter().collect();

@@ -111,6 +111,11 @@ pub enum Command {
     /// Back up an install, check a backup, restore one into a new data directory.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Copy a stopped install's metadata and blobs (DATA/meta.db, DATA/blobs)
+    /// into PostgreSQL and an S3 bucket, verifying every blob's hash and every
+    /// table's row count; resumable. Then run `chanto serve --data DATA --meta
+    /// URL --blobs s3://…` on the same data directory (it keeps secret.key).
+    Migrate(crate::migrate::MigrateArgs),
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),
     /// Print the man page, or write one page per command with --out DIR.

@@ -76,11 +76,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // Generated from the clap definitions: no server, no logging.
         Command::Completions(args) => return crate::completions::completions(args),
         Command::Man(args) => return crate::completions::man(args),
+        Command::Migrate(args) => {
+            init_logging("warn", LogFormat::Text);
+            return crate::migrate::run(args.clone()).await;
+        }
         _ => init_logging("warn", LogFormat::Text),
     }
     let json = cli.json;
     match cli.command {
-        Command::Serve(_) | Command::Demo(_) | Command::Dev(_) | Command::Completions(_) | Command::Man(_) => {
+        Command::Serve(_)
+        | Command::Demo(_)
+        | Command::Dev(_)
+        | Command::Completions(_)
+        | Command::Man(_)
+        | Command::Migrate(_) => {
             unreachable!("handled above")
         }
         Command::Backup(cmd) => crate::backup::run(cmd, json).await,

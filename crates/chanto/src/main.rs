@@ -13,6 +13,7 @@ mod dev;
 mod gc;
 mod glance;
 mod hashcache;
+mod migrate;
 mod notify;
 mod serve;
 mod table;

@@ -156,13 +156,17 @@ async fn open_meta(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Meta
         }
         return Ok(Arc::new(SqliteMeta::open(&data.join("meta.db"))?));
     }
-    Ok(Arc::new(postgres_meta(meta, args.meta_password_file.as_deref(), true).await?))
+    Ok(Arc::new(postgres_meta("--meta", meta, args.meta_password_file.as_deref(), true).await?))
 }
 
-/// Connects to the PostgreSQL `--meta` URL, the password from
-/// `--meta-password-file` if given; `migrate: false` changes nothing and
-/// refuses a database whose schema is not this chanto's (`backup verify`).
+/// Connects to the PostgreSQL database `meta` (the value of `flag`), with the
+/// password from `password_file` if given (else the URL's, $PGPASSWORD or
+/// the password file); `migrate: false` changes nothing and refuses a
+/// database whose schema is not this chanto's (`backup verify`). Shared by
+/// `serve`, `backup` and `migrate`; errors name the URL with its password
+/// redacted.
 pub(crate) async fn postgres_meta(
+    flag: &str,
     meta: &str,
     password_file: Option<&Path>,
     migrate: bool,
@@ -170,7 +174,7 @@ pub(crate) async fn postgres_meta(
     let redacted = chanto_store::postgres::redact_url(meta);
     if !(meta.starts_with("postgres://") || meta.starts_with("postgresql://")) {
         bail!(
-            "--meta {redacted:?} is neither `sqlite` nor a PostgreSQL URL; use e.g. postgres://chanto@db.internal:5432/chanto"
+            "{flag} {redacted:?} is neither `sqlite` nor a PostgreSQL URL; use e.g. postgres://chanto@db.internal:5432/chanto"
         );
     }
     let password = match password_file {
@@ -535,7 +539,7 @@ pub(crate) async fn s3_store(
 /// This install's id (`DATA/install-id`, made on first use): the owner the
 /// blob store's marker object names, so a bucket prefix shared by mistake
 /// with another install is refused.
-fn install_id(data: &Path) -> anyhow::Result<String> {
+pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
     let path = data.join("install-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
