@@ -12,6 +12,7 @@ pub mod meta;
 pub mod notify;
 pub mod postgres;
 mod postgres_builds;
+mod postgres_listen;
 mod postgres_notify;
 pub mod routing;
 pub mod s3;

@@ -29,7 +29,6 @@
 //! so an unreachable store gives a prompt [`StoreError::Unavailable`], never a
 //! hang. A successful `PUT` is durable, so [`BlobStore::sync`] has nothing to do.
 
-use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -52,14 +51,6 @@ use crate::{BlobStore, ByteStream, OpenBlob, StoreError};
 /// Blobs up to this size go up in one `PUT`; larger ones as a multipart upload
 /// of parts this size.
 pub const SINGLE_PUT_MAX: u64 = 8 << 20;
-
-/// `missing` lists a shard (`blobs/ab/`) when asked about at least this many
-/// of its blobs, instead of sending one HEAD per blob.
-const SHARD_LIST_MIN: usize = 8;
-
-/// ... reading at most this many keys of it, or four per blob asked about if
-/// more: a shard far larger than the question is cheaper to ask blob by blob.
-const SHARD_LIST_KEYS: usize = 2000;
 
 /// Multipart parts uploaded at once per blob.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -272,28 +263,6 @@ impl S3BlobStore {
     /// The object key of a blob.
     pub fn key_of(&self, hash: &ContentHash) -> String {
         self.blob_key(hash).to_string()
-    }
-
-    /// The blobs under shard `shard` (`blobs/ab/`), or `None` if it holds
-    /// more than `cap` keys (the caller then asks blob by blob).
-    async fn list_shard(&self, shard: u8, cap: usize) -> Result<Option<HashSet<ContentHash>>, StoreError> {
-        let prefix = self.location.key(&format!("blobs/{shard:02x}"));
-        let mut listing = self.store.list(Some(&prefix));
-        let mut found = HashSet::new();
-        let mut seen = 0usize;
-        while let Some(m) = listing.next().await {
-            let m = m.map_err(|e| self.error(format!("listing blobs under {prefix}"), e))?;
-            seen += 1;
-            if seen > cap {
-                return Ok(None);
-            }
-            if let Some(name) = m.location.filename()
-                && let Ok(h) = format!("{shard:02x}{name}").parse::<ContentHash>()
-            {
-                found.insert(h);
-            }
-        }
-        Ok(Some(found))
     }
 
     fn blob_key(&self, hash: &ContentHash) -> Path {
@@ -540,39 +509,9 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn missing(&self, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, StoreError> {
-        // A shard asked about often enough is listed (one request per 1,000
-        // keys) instead of one HEAD per blob: a 10,000-file deploy asks twice
-        // (at create and at finalize), and the HEADs were most of the object
-        // store's work (bench/deploy). A shard holding many more keys than
-        // are asked about is not listed to the end: its blobs get HEADs.
-        let mut by_shard: HashMap<u8, usize> = HashMap::new();
-        for h in hashes {
-            *by_shard.entry(h.as_bytes()[0]).or_default() += 1;
-        }
-        let listed: Vec<Result<(u8, Option<HashSet<ContentHash>>), StoreError>> =
-            futures_util::stream::iter(by_shard.into_iter().filter(|(_, n)| *n >= SHARD_LIST_MIN))
-                .map(|(shard, asked)| async move {
-                    self.list_shard(shard, (asked * 4).max(SHARD_LIST_KEYS)).await.map(|found| (shard, found))
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-        let mut present: HashSet<ContentHash> = HashSet::new();
-        let mut complete: HashSet<u8> = HashSet::new();
-        for listing in listed {
-            if let (shard, Some(found)) = listing? {
-                complete.insert(shard);
-                present.extend(found);
-            }
-        }
-        // Every shard listed in full is known; the rest get one HEAD per
-        // blob, 32 at a time; `buffered` keeps the order.
+        // One HEAD per blob, 32 at a time; `buffered` keeps the order.
         let answers: Vec<Result<(ContentHash, bool), StoreError>> = futures_util::stream::iter(hashes.iter().copied())
-            .map(|h| {
-                let known = complete.contains(&h.as_bytes()[0]) || present.contains(&h);
-                let here = present.contains(&h);
-                async move { if known { Ok((h, here)) } else { self.has(&h).await.map(|has| (h, has)) } }
-            })
+            .map(|h| async move { self.has(&h).await.map(|has| (h, has)) })
             .buffered(32)
             .collect()
             .await;

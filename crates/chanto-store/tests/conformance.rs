@@ -504,50 +504,6 @@ mod s3 {
         assert_eq!(store.list().await.unwrap(), vec![hash]);
     }
 
-    /// `missing` over many blobs lists the shards asked about often (instead
-    /// of one HEAD per blob) and HEADs the rest: either way the answer is
-    /// what `has` says, in the order asked, also for an empty listed shard.
-    #[tokio::test]
-    async fn s3_missing_lists_busy_shards_and_answers_as_has_does() {
-        let (store, _) = fresh().await;
-        // 24 blobs in shard ab (listed), 6 elsewhere (asked blob by blob), and
-        // 10 in shard cd, none stored (a listed shard that is empty).
-        let (mut ab, mut cd, mut others) = (Vec::new(), Vec::new(), Vec::new());
-        let mut i = 0u32;
-        while ab.len() < 24 || cd.len() < 10 || others.len() < 6 {
-            let bytes = Bytes::from(format!("blob number {i}"));
-            let h = ContentHash::of(&bytes);
-            match h.as_bytes()[0] {
-                0xab if ab.len() < 24 => ab.push((h, bytes)),
-                0xcd if cd.len() < 10 => cd.push((h, bytes)),
-                0xab | 0xcd => {}
-                _ if others.len() < 6 => others.push((h, bytes)),
-                _ => {}
-            }
-            i += 1;
-        }
-        let mut asked = Vec::new();
-        let mut expected = Vec::new();
-        for (n, (h, bytes)) in ab.iter().chain(&others).chain(&cd).enumerate() {
-            if n % 2 == 0 && h.as_bytes()[0] != 0xcd {
-                let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(bytes.clone())]));
-                store.put(h, body, u64::MAX).await.unwrap();
-            } else {
-                expected.push(*h);
-            }
-            asked.push(*h);
-        }
-        // Asked in an order that is not the shards' order.
-        asked.reverse();
-        expected.reverse();
-        assert_eq!(store.missing(&asked).await.unwrap(), expected);
-        for h in &asked {
-            assert_eq!(store.has(h).await.unwrap(), !expected.contains(h));
-        }
-        // Nothing stored, nothing asked: both trivially right.
-        assert!(store.missing(&[]).await.unwrap().is_empty());
-    }
-
     /// The marker object: a second install on the same prefix is refused with
     /// the way out named, `claim` takes the prefix over.
     #[tokio::test]
