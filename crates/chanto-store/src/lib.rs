@@ -15,6 +15,7 @@ pub mod notify;
 pub mod postgres;
 mod postgres_builds;
 mod postgres_health;
+mod postgres_listen;
 mod postgres_notify;
 pub mod rollback;
 pub mod routing;

@@ -326,4 +326,20 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
     /// Writes the store's counters (pool use, query latency, errors) as
     /// Prometheus text. The default has none.
     fn render_metrics(&self, _out: &mut String) {}
+
+    /// The version of the next routing table this process publishes; `last`
+    /// is the last one it published. A store several processes share hands
+    /// out versions from one counter every process sees (PostgreSQL: a
+    /// sequence, announced with `NOTIFY`), always above `last`; a store only
+    /// this process uses counts on from `last`.
+    async fn routing_version_after(&self, last: u64) -> Result<u64, StoreError> {
+        Ok(last + 1)
+    }
+
+    /// For a store several processes share: the newest routing version any
+    /// of them published, kept current in the background (a hint to re-read
+    /// the routing table). `None` for a store only this process uses.
+    fn watch_routing_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

@@ -287,6 +287,8 @@ pub struct PostgresMeta {
     url: String,
     /// The last `/readyz` probe (see [`crate::postgres_health`]).
     probe: std::sync::Arc<crate::health::ProbeCache>,
+    /// How to connect, for the routing listener's own connection.
+    pub(crate) config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for PostgresMeta {
@@ -427,7 +429,7 @@ impl PostgresMeta {
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("chanto");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             // A pooled connection is checked with a round trip before reuse:
             // after a server restart every idle connection is dead, and the
@@ -442,7 +444,7 @@ impl PostgresMeta {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Db(format!("PostgreSQL connection pool for {redacted}: {e}")))?;
-        let meta = Self { pool, url: redacted, probe: Default::default() };
+        let meta = Self { pool, url: redacted, probe: Default::default(), config };
         let mut c = meta.pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {}", meta.url, pool_cause(&e)))
         })?;
@@ -778,6 +780,15 @@ fn hexes(hashes: &[ContentHash]) -> Vec<String> {
 
 #[async_trait]
 impl MetaStore for PostgresMeta {
+    async fn routing_version_after(&self, last: u64) -> Result<u64, StoreError> {
+        // Above `last` even if the sequence is behind (a restored database).
+        Ok(self.next_routing_version().await?.max(last + 1))
+    }
+
+    fn watch_routing_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.watch_routing())
+    }
+
     async fn create_site(
         &self,
         name: &SiteName,

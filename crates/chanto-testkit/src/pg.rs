@@ -204,6 +204,11 @@ impl PgServer {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// The directory of PostgreSQL's programs (psql, pg_dump, pg_isready).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
     /// The URL of database `db` (no password: trust authentication).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)

@@ -298,6 +298,8 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let control = Control::new(meta.clone(), blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
     control.publish_routing().await.context("loading the routing table")?;
+    // On PostgreSQL: deploys made through other processes reach this edge too.
+    control.follow_shared_routing();
     // Deploys that went live before their variants were made, and a stop came first.
     if let Err(e) = control.resume_variants().await {
         tracing::warn!(error = %e, "could not resume precompression of live deploys; they are served uncompressed");
