@@ -165,6 +165,22 @@ pub const TABLES: &[Table] = &[
         pg_order: "site_id, origin",
     },
     Table {
+        name: "site_retention",
+        columns: &[c("site_id", Int), c("keep_deploys", Int)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "site_id",
+        pg_order: "site_id",
+    },
+    Table {
+        name: "blob_deletions",
+        columns: &[c("hash", Text), c("at", Int)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "hash",
+        pg_order: "hash",
+    },
+    Table {
         name: "git_connections",
         columns: &[
             c("site_id", Int),

@@ -145,6 +145,44 @@ async fn sqlite_notify_store_conforms() {
 // starts one per test binary; each test has a database of its own), plus the
 // cases only a shared server has.
 
+/// `chanto migrate` copies the tables `dump::TABLES` names: it must name
+/// every table and column of the SQLite schema, so a migration that forgets
+/// dump.rs fails here. (`postgres::dump_tables_match_the_schema` checks the
+/// other side.)
+#[test]
+fn dump_tables_match_the_sqlite_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    drop(SqliteMeta::open(&path).unwrap());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let mut st = c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").unwrap();
+    let tables: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    let mut live = std::collections::BTreeMap::new();
+    for t in tables {
+        let mut st = c.prepare(&format!("SELECT name FROM pragma_table_info('{t}')")).unwrap();
+        let mut cols: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+        cols.sort();
+        live.insert(t, cols);
+    }
+    assert_eq!(live, dumped(&[]));
+}
+
+/// `dump::TABLES` as table → sorted column names, plus `extra` columns on
+/// every table that has them in PostgreSQL.
+fn dumped(extra: &[&str]) -> std::collections::BTreeMap<String, Vec<String>> {
+    chanto_store::dump::TABLES
+        .iter()
+        .map(|t| {
+            let mut cols: Vec<String> = t.columns.iter().map(|c| c.name.to_owned()).collect();
+            if t.pg_seq {
+                cols.extend(extra.iter().map(|e| e.to_string()));
+            }
+            cols.sort();
+            (t.name.to_owned(), cols)
+        })
+        .collect()
+}
+
 mod postgres {
     use std::collections::HashSet;
 
@@ -159,6 +197,30 @@ mod postgres {
     async fn fresh(name: &str) -> (PostgresMeta, String) {
         let url = pg::shared().create_database(name);
         (PostgresMeta::connect(&url, None).await.unwrap(), url)
+    }
+
+    /// `dump::TABLES` names every table and column of the PostgreSQL schema
+    /// (PostgreSQL's `seq` ordering columns aside, which `pg_seq` marks).
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL (scripts/test starts it)"]
+    async fn dump_tables_match_the_schema() {
+        let (_meta, url) = fresh("dump_tables").await;
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name <> 'chanto_schema'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut live: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in rows {
+            live.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        live.values_mut().for_each(|v| v.sort());
+        assert_eq!(live, super::dumped(&["seq"]));
     }
 
     fn db_name(url: &str) -> &str {
