@@ -63,11 +63,6 @@ struct UploadSession {
     /// ready (or nearly) when finalize wants them: those a small deploy
     /// needs (see [`VARIANTS_INLINE_MAX`]).
     compress_on_arrival: HashSet<ContentHash>,
-    /// Required blobs this process stored for the deploy: a put that
-    /// succeeded needs no second look at finalize (on an object store that
-    /// look was one request per blob, a third of a 10,000-file deploy's
-    /// requests: bench/deploy). Uploads through another process are looked up.
-    uploaded: Mutex<HashSet<ContentHash>>,
 }
 
 impl UploadSession {
@@ -82,14 +77,14 @@ impl UploadSession {
                 }
             }
         }
-        Self { files, sizes, required, compress_on_arrival, uploaded: Mutex::default() }
+        Self { files, sizes, required, compress_on_arrival }
     }
 
     /// A session rebuilt from metadata (after a restart): every blob is checked.
     fn from_files(files: Vec<DeployFile>) -> Self {
         let sizes: HashMap<ContentHash, u64> = files.iter().map(|f| (f.hash, f.size)).collect();
         let required = sizes.keys().copied().collect();
-        Self { files, sizes, required, compress_on_arrival: HashSet::new(), uploaded: Mutex::default() }
+        Self { files, sizes, required, compress_on_arrival: HashSet::new() }
     }
 }
 
@@ -481,7 +476,6 @@ impl Control {
         // the CPU made a 200 MB deploy 2.8× slower (bench/deploy); finalize
         // has its variants made after going live.
         let stored = self.blobs.put(hash, body, size).await?;
-        session.uploaded.lock().expect("uploaded blobs").insert(*hash);
         if session.compress_on_arrival.contains(hash) {
             self.precompress_in_background(*hash, false);
         }
@@ -505,11 +499,11 @@ impl Control {
         ensure_uploading(&deploy)?;
         let mut phases = Phases::new();
         let session = self.session(id).await?;
-        let unverified: Vec<ContentHash> = {
-            let uploaded = session.uploaded.lock().expect("uploaded blobs");
-            session.required.iter().filter(|h| !uploaded.contains(h)).copied().collect()
-        };
-        let missing = self.blobs.missing(&unverified).await?;
+        // Every required blob is looked up again, also those this process
+        // stored: a put of a blob that already existed stores nothing, and a
+        // garbage collection in another process may have deleted it since
+        // (crate::gc: the deletion marks send such a blob back to the client).
+        let missing = self.blobs.missing(&session.required).await?;
         phases.done("missing");
         if !missing.is_empty() {
             let shown: Vec<String> = missing.iter().take(100).map(|h| h.to_hex()).collect();
