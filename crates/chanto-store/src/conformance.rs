@@ -403,7 +403,8 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(meta.list_deploys(&site, None).await.unwrap().iter().all(|d| d.id != d3.id && d.id != draft.id));
     assert!(meta.permalinks().await.unwrap().iter().all(|p| p.deploy != d3.id));
     assert!(!meta.referenced_blobs(&[]).await.unwrap().contains(&ContentHash::of(b"m3")));
-    assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), walk, "pruning d3 leaves the walk alone");
+    let without_pruned: Vec<DeployId> = walk.iter().filter(|d| **d != d3.id).cloned().collect();
+    assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), without_pruned, "a pruned deploy leaves the walk");
     assert!(meta.prune_deploys(std::slice::from_ref(&d3.id)).await.unwrap().is_empty());
 
     // Blobs being deleted: marked, renewed, cleared.

@@ -36,7 +36,7 @@ fn a_deploy_through_one_node_is_served_by_the_other_also_after_a_database_restar
     // Node B is the same install: without A's install id the bucket's marker
     // refuses it (tested in s3.rs), without its key it could not open A's secrets.
     std::fs::create_dir_all(&data_b).unwrap();
-    for f in ["install-id", "secret.key"] {
+    for f in ["install-id", "secret.key", "admin.token"] {
         std::fs::copy(data_a.join(f), data_b.join(f)).unwrap();
     }
     let b = Server::start_cmd_env("serve", &data_b, &args, &env);
