@@ -72,15 +72,9 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
             meta_db.display()
         );
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(data.join("lock"))
-        .with_context(|| format!("opening {}", data.join("lock").display()))?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = crate::serve::lock_data_dir(data)? else {
         bail!("{} is being served: stop `chanto serve` on {} first", data.display(), data.display());
-    }
+    };
     let source_meta = SqliteMeta::open(&meta_db)
         .map_err(|e| anyhow::anyhow!("opening the source metadata {}: {e}", meta_db.display()))?;
     let source_blobs = LocalBlobStore::open(data.join("blobs"))

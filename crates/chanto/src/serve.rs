@@ -251,15 +251,9 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(data.join("lock"))
-        .with_context(|| format!("opening {}", data.join("lock").display()))?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = lock_data_dir(&data)? else {
         bail!("another chanto is already serving {}; stop it or pass another --data", data.display());
-    }
+    };
     let _ = std::fs::remove_file(data.join("addresses.json"));
 
     let meta = open_meta(args, &data).await?;
@@ -541,6 +535,20 @@ pub(crate) async fn s3_store(
 /// This install's id (`DATA/install-id`, made on first use): the owner the
 /// blob store's marker object names, so a bucket prefix shared by mistake
 /// with another install is refused.
+/// Takes the data directory's lock (`DATA/lock`, held for as long as the
+/// returned file is open); `None` when another process holds it. `serve`
+/// holds it while it runs, `migrate` while it copies.
+pub(crate) fn lock_data_dir(data: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let path = data.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(lock.try_lock().is_ok().then_some(lock))
+}
+
 pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
     let path = data.join("install-id");
     match std::fs::read_to_string(&path) {
