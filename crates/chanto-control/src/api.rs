@@ -207,6 +207,11 @@ pub struct DeployView {
     pub state: DeployState,
     /// Uploaded without activating.
     pub draft: bool,
+    /// Taken off the air by a rollback and not live since (its `state` is
+    /// `superseded`); the CLI shows it as "rolled back". Set in deploy
+    /// listings and `GET /deploys/{id}`; false elsewhere.
+    #[serde(default)]
+    pub rolled_back: bool,
     /// The author's message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -243,6 +248,7 @@ impl DeployView {
             branch: d.branch,
             state: d.state,
             draft: d.draft,
+            rolled_back: false,
             message: d.message,
             file_count: d.file_count,
             total_size: d.total_size,
@@ -392,7 +398,13 @@ async fn list_deploys(
     let site: SiteName = parse_path(&site)?;
     let branch: Option<BranchName> = q.branch.as_deref().map(parse_path).transpose()?;
     let deploys = c.meta.list_deploys(&site, branch.as_ref()).await?;
-    Ok(Json(deploys.into_iter().map(|d| DeployView::new(&c, d)).collect()))
+    let rolled_back = c.meta.rolled_back(&site, branch.as_ref()).await?;
+    Ok(Json(
+        deploys
+            .into_iter()
+            .map(|d| DeployView { rolled_back: rolled_back.contains(&d.id), ..DeployView::new(&c, d) })
+            .collect(),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/sites/{site}/deploys", tag = "deploys", security(("token" = [])),
@@ -420,7 +432,9 @@ async fn create_deploy(
     responses((status = 200, body = DeployView), (status = 404, body = ErrorBody)))]
 async fn get_deploy(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<DeployView>, ApiError> {
     let d = c.deploy(&parse_path(&id)?).await?;
-    Ok(Json(DeployView::new(&c, d)))
+    let rolled_back =
+        d.state == DeployState::Superseded && c.meta.rolled_back(&d.site, Some(&d.branch)).await?.contains(&d.id);
+    Ok(Json(DeployView { rolled_back, ..DeployView::new(&c, d) }))
 }
 
 #[utoipa::path(put, path = "/api/v1/deploys/{id}/blobs/{hash}", tag = "deploys", security(("token" = [])),

@@ -212,11 +212,25 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(matches!(meta.rollback(&site, &main, None, 42).await, Err(StoreError::Conflict(_))));
     assert_eq!(meta.branch(&site, &main).await.unwrap().unwrap().active_deploy, Some(d1.id.clone()));
     assert_eq!(meta.get_deploy(&d3.id).await.unwrap().unwrap().state, DeployState::Superseded);
+    // "Rolled back": taken off the air by a rollback and not live since.
+    let rolled = |ids: Vec<DeployId>| {
+        let mut ids: Vec<String> = ids.into_iter().map(|d| d.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let ids = |ds: &[&DeployId]| {
+        let mut ids: Vec<String> = ds.iter().map(|d| d.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(rolled(meta.rolled_back(&site, None).await.unwrap()), ids(&[&d2.id, &d3.id]));
+    assert_eq!(rolled(meta.rolled_back(&site, Some(&main)).await.unwrap()), ids(&[&d2.id, &d3.id]));
 
     // After rollbacks and a publish, rollbacks walk back through what was
     // live before the publish, most recently live first, each deploy once
     // (#20: this used to stop after one with "no earlier deploy").
     meta.activate(&d3.id, ActivationKind::Publish, 43).await.unwrap();
+    assert_eq!(rolled(meta.rolled_back(&site, None).await.unwrap()), ids(&[&d2.id]), "d3 is live again, d1 previous");
     assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), vec![d1.id.clone(), d2.id.clone()]);
     assert_eq!(meta.rollback(&site, &main, None, 44).await.unwrap(), (d3.id.clone(), d1.id.clone()));
     assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), vec![d2.id.clone()]);
@@ -231,6 +245,7 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     meta.activate(&d3b.id, ActivationKind::Deploy, 47).await.unwrap();
     assert_eq!(meta.rollback(&site, &main, None, 47).await.unwrap(), (d3b.id.clone(), d2.id.clone()));
     assert_eq!(meta.rollback(&site, &main, None, 47).await.unwrap(), (d2.id.clone(), d1.id.clone()));
+    assert_eq!(rolled(meta.rolled_back(&site, None).await.unwrap()), ids(&[&d2.id, &d3.id, &d3b.id]));
     // --to: any complete deploy of the branch except the live one.
     assert!(matches!(meta.rollback(&site, &main, Some(&d1.id), 48).await, Err(StoreError::Conflict(_))));
     assert!(matches!(meta.rollback(&site, &main, Some(&ghost), 48).await, Err(StoreError::NotFound(_))));
@@ -261,6 +276,11 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     // --to a deploy of another branch is refused.
     assert!(matches!(meta.rollback(&site, &main, Some(&f1.id), 64).await, Err(StoreError::Conflict(_))));
     assert!(meta.rollback_walk(&site, &feature).await.unwrap().is_empty());
+    // Per branch; another site's or an unknown branch's are none; an unknown site is NotFound.
+    assert!(meta.rolled_back(&site, Some(&feature)).await.unwrap().is_empty());
+    assert!(meta.rolled_back(&site, Some(&ghost_branch)).await.unwrap().is_empty());
+    assert!(meta.rolled_back(&"blog".parse().unwrap(), None).await.unwrap().is_empty());
+    assert!(matches!(meta.rolled_back(&"nope".parse().unwrap(), None).await, Err(StoreError::NotFound(_))));
 
     // Routing rows: one per branch with an active deploy.
     let rows = meta.routing_table().await.unwrap();

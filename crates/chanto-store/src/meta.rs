@@ -242,6 +242,11 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + Send + Sync + 'sta
     /// the branch has no live deploy or nothing before it. Retention must keep
     /// every deploy listed here.
     async fn rollback_walk(&self, site: &SiteName, branch: &BranchName) -> Result<Vec<DeployId>, StoreError>;
+    /// The deploys of a site (of one branch, if given) that a rollback took
+    /// off the air and that have not been live since (the rule:
+    /// [`crate::rollback::rolled_back`]), in no particular order. `NotFound`
+    /// for an unknown site; an unknown branch has none.
+    async fn rolled_back(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployId>, StoreError>;
     /// Marks deploys still uploading that were created before `cutoff` as
     /// expired and drops their upload sessions. Returns their ids.
     async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError>;

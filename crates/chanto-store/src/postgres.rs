@@ -1141,6 +1141,29 @@ impl MetaStore for PostgresMeta {
             .collect()
     }
 
+    async fn rolled_back(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployId>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let site_id = site_id(&tx, site).await?;
+        let branches: Vec<i64> = rows(
+            &tx,
+            "SELECT id FROM branches WHERE site_id = $1 AND ($2::text IS NULL OR name = $2::text)",
+            &[&site_id, &branch.map(|b| b.as_str())],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for b in branches {
+            out.extend(crate::rollback::rolled_back(&branch_history(&tx, b).await?));
+        }
+        tx.commit().await?;
+        out.into_iter()
+            .map(|s| s.parse::<DeployId>().map_err(|e| StoreError::Db(format!("stored value {s:?}: {e}"))))
+            .collect()
+    }
+
     async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;

@@ -42,6 +42,37 @@ pub fn rollback_walk(history: &[HistoryEntry], current: &str) -> Vec<String> {
     walk[from..].iter().filter(|e| e.complete && e.deploy != current).map(|e| e.deploy.clone()).collect()
 }
 
+/// The deploys of one branch that a rollback took off the air: each was live,
+/// the activation that replaced it was a rollback, and it has not been live
+/// since. `chanto deploys list` calls them "rolled back" (the rest of the
+/// deploys that were once live are "previous").
+///
+/// `history` is the branch's activations, oldest first: each row is the
+/// deploy that went live then, so the row after a deploy's last row is the
+/// activation that moved the branch away from it. The live deploy (the last
+/// row) is never listed. A deploy rolled away from and later published or
+/// rolled back to again counts from its newest time live: a later deploy
+/// superseding it makes it "previous", a later rollback "rolled back".
+/// Deploys retention pruned have no rows left (`prune_deploys` deletes them),
+/// so the row after a deploy can be a rollback away from a pruned deploy that
+/// replaced it; that deploy is then listed too (only possible when a newer
+/// deploy was pruned while an older one of the same branch was kept).
+pub fn rolled_back(history: &[HistoryEntry]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    // Newest first, so each deploy is judged by its newest row.
+    for (i, e) in history.iter().enumerate().rev() {
+        if seen.contains(&e.deploy.as_str()) {
+            continue;
+        }
+        seen.push(&e.deploy);
+        if e.complete && history.get(i + 1).is_some_and(|next| next.rollback) {
+            out.push(e.deploy.clone());
+        }
+    }
+    out
+}
+
 /// Checks that `rollback --to` may make `to` live on `branch`: a complete
 /// deploy of that branch that is not already live.
 pub(crate) fn check_target(
@@ -113,6 +144,31 @@ mod tests {
     fn a_jump_elsewhere_walks_from_the_start() {
         assert_eq!(walk("d1 d2 d3 d4 r:d2", "d2"), ["d1"], "--to d2 continues below it");
         assert_eq!(walk("d1 d2 d3 r:d9", "d9"), ["d2", "d1"], "a deploy off the list");
+    }
+
+    fn rolled(script: &str) -> Vec<String> {
+        let mut r = rolled_back(&h(script));
+        r.sort();
+        r
+    }
+
+    #[test]
+    fn rolled_back_is_what_a_rollback_left_and_nothing_revived() {
+        assert!(rolled("").is_empty());
+        assert!(rolled("d1 d2 d3").is_empty(), "superseded by deploys: previous, not rolled back");
+        assert_eq!(rolled("d1 d2 d3 r:d2"), ["d3"]);
+        assert_eq!(rolled("d1 d2 d3 r:d2 r:d1"), ["d2", "d3"]);
+        // Published again: live, then superseded by a deploy (previous).
+        assert_eq!(rolled("d1 d2 d3 r:d2 r:d1 d3"), ["d2"]);
+        assert_eq!(rolled("d1 d2 r:d1 d2"), Vec::<String>::new());
+        assert!(rolled("d1 d2 r:d1 d2 d3").is_empty());
+        // Rolled back to, then rolled away from again.
+        assert_eq!(rolled("d1 d2 r:d1 d3 r:d1"), ["d2", "d3"]);
+        assert_eq!(rolled("d1 d2 d3 r:d1 r:d3"), ["d1"], "--to forward: d1 was rolled away from");
+        // The live deploy is never "rolled back", whatever came before.
+        assert!(!rolled("d1 d2 r:d1").contains(&"d1".to_owned()));
+        // Deleted deploys are not listed.
+        assert!(rolled("d1 x:d2 r:d1").is_empty());
     }
 
     #[test]

@@ -804,6 +804,26 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn rolled_back(&self, site: &SiteName, branch: Option<&BranchName>) -> Result<Vec<DeployId>, StoreError> {
+        let (site, branch) = (site.clone(), branch.cloned());
+        self.call(move |c| {
+            let site_id = site_id(c, &site)?;
+            let branches: Vec<i64> = {
+                let mut st = c.prepare("SELECT id FROM branches WHERE site_id = ?1 AND (?2 IS NULL OR name = ?2)")?;
+                st.query_map(params![site_id, branch.as_ref().map(|b| b.as_str())], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::new();
+            for b in branches {
+                for d in crate::rollback::rolled_back(&branch_history(c, b)?) {
+                    out.push(parse(0, d)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn expire_uploads(&self, cutoff: UnixMillis) -> Result<Vec<DeployId>, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;

@@ -42,13 +42,16 @@ pub(crate) fn print(header: &[&str], rows: &[Vec<String>]) {
     print!("{}", render(header, rows, colour()));
 }
 
-/// A deploy's state in the words a user means: `live`, `draft`, `previous`.
-pub(crate) fn deploy_state(state: chanto_core::DeployState, draft: bool) -> &'static str {
+/// A deploy's state in the words a user means: `live`, `draft`, `previous`
+/// (was live, replaced by a newer deploy or publish), `rolled back` (was
+/// live, taken off the air by a rollback and not live since).
+pub(crate) fn deploy_state(d: &chanto_control::api::DeployView) -> &'static str {
     use chanto_core::DeployState::*;
-    match state {
+    match d.state {
         Active => "live",
-        Ready if draft => "draft",
+        Ready if d.draft => "draft",
         Ready => "ready",
+        Superseded if d.rolled_back => "rolled back",
         Superseded => "previous",
         Uploading => "uploading",
         Failed => "failed",

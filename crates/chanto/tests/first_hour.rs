@@ -39,11 +39,25 @@ fn rollback_walks_back_after_a_publish_and_jumps_with_to() {
     let r = server.cli(&["rollback", "--site", "docs"]).fails();
     assert!(r.stderr().contains("no earlier deploy"), "{}", r.report());
     assert_eq!(live(), "B", "a refused rollback changes nothing");
+    // States: C and A were rolled away from and not live since; B is live.
+    let state = |id: &str| {
+        let r = server.cli(&["deploys", "list", "--site", "docs"]).ok();
+        let row = r.stdout().lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{}", r.report())).to_owned();
+        row.split("  ").filter(|c| !c.trim().is_empty()).nth(2).unwrap().trim().to_owned()
+    };
+    assert_eq!((state(&a), state(&b), state(&c)), ("rolled back".into(), "live".into(), "rolled back".into()));
+    let r = server.cli(&["deploys", "show", &c]).ok();
+    assert!(r.stdout().contains("state:    rolled back"), "{}", r.report());
+    let r = server.cli(&["deploys", "show", &c, "--json"]).ok();
+    assert_eq!(r.json()["rolled_back"], true, "{}", r.report());
+    assert_eq!(r.json()["state"], "superseded", "the API's state stays as it was: {}", r.report());
 
     // --to jumps to any complete deploy of the branch.
     let r = server.cli(&["rollback", "--site", "docs", "--to", &c]).ok();
     assert!(r.stdout().contains(&format!("{b} → {c}")), "{}", r.report());
     assert_eq!(live(), "C");
+    // Live again: no longer "rolled back"; B, rolled away from, is.
+    assert_eq!((state(&c), state(&b), state(&a)), ("live".into(), "rolled back".into(), "rolled back".into()));
     let r = server.cli(&["rollback", "--site", "docs", "--to", &c]).fails();
     assert!(r.stderr().contains("already live"), "{}", r.report());
     let r = server.cli(&["rollback", "--site", "docs", "--to", "not-a-deploy"]).fails();
