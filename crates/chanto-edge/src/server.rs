@@ -89,14 +89,35 @@ pub async fn serve_router(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_per_peer(listener, move |_| router.clone(), limits, shutdown).await
+}
+
+/// Serves a service made for each connection from the peer's address (so
+/// it can check access policies and trusted proxies, as `chanto dev` does
+/// with the edge in front of its live reload), with the bounds of
+/// [`serve_router`]. Not the fast path: that is [`serve`]'s alone.
+pub async fn serve_per_peer<F, S>(
+    listener: TcpListener,
+    make: F,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(std::net::SocketAddr) -> S + Send + Sync + 'static,
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let builder = Arc::new(connection_builder(&limits));
     let idle = limits.idle_timeout;
     accept_until(listener, shutdown, limits.drain_timeout, move |stream, peer, mut stopping| {
-        let (builder, router) = (builder.clone(), router.clone());
+        let (builder, service) = (builder.clone(), make(peer));
         async move {
             let activity = Activity::default();
             let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
-            let conn = builder.serve_connection(io, TowerToHyperService::new(router));
+            let service = tower::ServiceExt::map_request(service, to_axum_request);
+            let conn = builder.serve_connection(io, TowerToHyperService::new(service));
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -115,6 +136,15 @@ pub async fn serve_router(
         }
     })
     .await;
+}
+
+/// hyper's request as axum's (the body boxed).
+fn to_axum_request<B>(req: axum::http::Request<B>) -> axum::extract::Request
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    req.map(axum::body::Body::new)
 }
 
 /// hyper's connection builder with the bounds every listener shares.

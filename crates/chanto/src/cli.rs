@@ -430,6 +430,18 @@ pub struct DevArgs {
     /// Request header holding the client's country code, to try country rules.
     #[arg(long, value_name = "HEADER", value_parser = parse_header_name)]
     pub country_header: Option<axum::http::HeaderName>,
+    /// Do not reload open pages on change, and add no script to HTML: every
+    /// response is then byte for byte what a deploy would send.
+    #[arg(long)]
+    pub no_reload: bool,
+    /// Most live-reload connections at once (one per open tab).
+    #[arg(long, hide = true, default_value_t = crate::reload::MAX_CLIENTS)]
+    pub reload_clients: usize,
+    /// How often an idle live-reload connection gets a keep-alive comment:
+    /// well inside the 30–60 s after which proxies cut a silent connection,
+    /// and the server's own idle timeout (60 s).
+    #[arg(long, hide = true, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub reload_keepalive: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

@@ -70,6 +70,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 dir: args.dir.clone(),
                 listen: args.listen,
                 country_header: args.country_header.clone(),
+                reload: !args.no_reload,
+                reload_clients: args.reload_clients.max(1),
+                reload_keepalive: args.reload_keepalive.max(std::time::Duration::from_millis(10)),
             })
             .await;
         }
@@ -146,7 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "Deploy {} is {} on {}/{}: {} ({}), uploaded {} ({}) in {:.2}s",
                 d.id,
-                crate::table::deploy_state(d.state, d.draft),
+                crate::table::deploy_state(d),
                 d.site,
                 d.branch,
                 count(outcome.files as u64, "file"),
@@ -442,7 +445,7 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
                     vec![
                         d.id.to_string(),
                         d.branch.to_string(),
-                        crate::table::deploy_state(d.state, d.draft).to_owned(),
+                        crate::table::deploy_state(d).to_owned(),
                         d.file_count.to_string(),
                         human_bytes(d.total_size),
                         d.created_at.to_string(),
@@ -463,7 +466,7 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
             println!("Deploy {}", d.id);
             println!("  site:     {}", d.site);
             println!("  branch:   {}", d.branch);
-            println!("  state:    {}", crate::table::deploy_state(d.state, d.draft));
+            println!("  state:    {}", crate::table::deploy_state(&d));
             println!("  files:    {} ({})", d.file_count, human_bytes(d.total_size));
             println!("  created:  {}", d.created_at);
             if let Some(f) = &d.finished_at {

@@ -1,6 +1,7 @@
 //! `chanto dev DIR`: serves a local folder through the edge itself (the same
 //! rules, headers, 404 page and HTTP semantics as a deploy), rebuilding
-//! whenever a file changes. A rule file with errors is reported with file,
+//! whenever a file changes, and reloading open pages once the new version is
+//! served (`crate::reload`). A rule file with errors is reported with file,
 //! line and column, and the last good version keeps serving, as a deploy
 //! with bad rules never goes live.
 
@@ -21,6 +22,12 @@ use chanto_control::walk::{LocalFile, walk};
 
 /// How often the folder is checked for changes.
 const POLL: Duration = Duration::from_millis(300);
+/// After a change is seen, the folder must stay unchanged this long before
+/// it is served, so an editor's save or a build writing many files becomes
+/// one reload of the finished state, not several of half-written ones.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A folder that never settles is served anyway after this long.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// What `chanto dev` was asked.
 pub struct DevOptions {
@@ -30,6 +37,12 @@ pub struct DevOptions {
     pub listen: SocketAddr,
     /// Request header with the client's country, for country rules.
     pub country_header: Option<axum::http::HeaderName>,
+    /// Reload open pages on change (`--no-reload` turns it off).
+    pub reload: bool,
+    /// Most live-reload streams at once.
+    pub reload_clients: usize,
+    /// How often an idle live-reload stream gets a keep-alive comment.
+    pub reload_keepalive: Duration,
 }
 
 /// A file as last read: its identity, and its hash.
@@ -63,26 +76,46 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut dev =
         Dev { dir: opts.dir.clone(), edge: edge.clone(), blobs, seen: HashMap::new(), signature: None, version: 0 };
-    dev.rebuild().await?;
+    let first = dev.scan().await?;
+    dev.rebuild(&first).await?;
+    let reload = opts.reload.then(|| crate::reload::Reload::new(opts.reload_clients, opts.reload_keepalive));
+    if let Some(r) = &reload {
+        r.served(dev.version);
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chanto_edge::server::serve(
+    let service = chanto_edge::router(edge);
+    let shared = reload.clone();
+    let server = tokio::spawn(chanto_edge::server::serve_per_peer(
         listener,
-        chanto_edge::router(edge),
+        move |peer| crate::reload::DevService { edge: service.with_peer(peer), reload: shared.clone() },
         chanto_edge::server::ServerLimits { drain_timeout: Duration::from_secs(1), ..Default::default() },
         async move {
             let _ = stop_rx.await;
         },
     ));
-    println!("Serving {} at http://{addr}/ (rules and headers as deployed; Ctrl-C stops)", opts.dir.display());
+    let reloading = if reload.is_some() { "; pages reload when files change" } else { "" };
+    println!(
+        "Serving {} at http://{addr}/ (rules and headers as deployed{reloading}; Ctrl-C stops)",
+        opts.dir.display()
+    );
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             () = tokio::time::sleep(POLL) => {
-                if let Err(e) = dev.rebuild().await {
-                    eprintln!("error: {e:#}");
+                match dev.settle().await {
+                    Ok(true) => {
+                        if let Some(r) = &reload {
+                            r.served(dev.version);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => eprintln!("error: {e:#}"),
                 }
             }
         }
+    }
+    if let Some(r) = &reload {
+        r.close();
     }
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -90,10 +123,16 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The folder's files as last listed, and their signature (names, sizes,
+/// times): equal signatures mean nothing changed.
+struct Scan {
+    files: Vec<LocalFile>,
+    signature: blake3::Hash,
+}
+
 impl Dev {
-    /// Reads the folder; if anything changed, stores new files, compiles the
-    /// rules and serves the new version. Errors leave the last version live.
-    async fn rebuild(&mut self) -> anyhow::Result<()> {
+    /// Lists the folder.
+    async fn scan(&self) -> anyhow::Result<Scan> {
         let dir = self.dir.clone();
         let files = tokio::task::spawn_blocking(move || walk(&dir)).await??;
         let mut sig = blake3::Hasher::new();
@@ -101,14 +140,42 @@ impl Dev {
             sig.update(f.path.as_bytes()).update(&f.size.to_le_bytes()).update(&f.mtime_ns.to_le_bytes());
             sig.update(&f.ctime_ns.to_le_bytes());
         }
-        let sig = sig.finalize();
+        Ok(Scan { files, signature: sig.finalize() })
+    }
+
+    /// If the folder changed, waits until it has stayed unchanged for
+    /// [`DEBOUNCE`] (at most [`MAX_SETTLE`]), then rebuilds. Returns whether
+    /// a new version is being served.
+    async fn settle(&mut self) -> anyhow::Result<bool> {
+        let mut scan = self.scan().await?;
+        if self.signature == Some(scan.signature) {
+            return Ok(false);
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(DEBOUNCE).await;
+            let again = self.scan().await?;
+            let settled = again.signature == scan.signature;
+            scan = again;
+            if settled || started.elapsed() >= MAX_SETTLE {
+                break;
+            }
+        }
+        self.rebuild(&scan).await
+    }
+
+    /// Stores new files, compiles the rules and serves the new version.
+    /// Errors leave the last version live. Returns whether a new version is
+    /// being served.
+    async fn rebuild(&mut self, scan: &Scan) -> anyhow::Result<bool> {
+        let (files, sig) = (&scan.files, scan.signature);
         if self.signature == Some(sig) {
-            return Ok(());
+            return Ok(false);
         }
         let mut seen = Seen::new();
         let mut manifest = Manifest { version: Manifest::VERSION, ..Default::default() };
         let mut rule_sources = Vec::new();
-        for f in &files {
+        for f in files {
             let identity = (f.size, f.mtime_ns, f.ino);
             let (hash, bytes) = match self.seen.get(&f.path) {
                 Some((id, hash)) if *id == identity => (*hash, None),
@@ -145,7 +212,7 @@ impl Dev {
                 for e in errors {
                     eprintln!("  {e}");
                 }
-                return Ok(());
+                return Ok(false);
             }
         };
         for w in &rules.warnings {
@@ -177,7 +244,7 @@ impl Dev {
         }
         self.signature = Some(sig);
         self.seen = seen;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -15,6 +15,7 @@ mod glance;
 mod hashcache;
 mod migrate;
 mod notify;
+mod reload;
 mod serve;
 mod table;
 

@@ -626,7 +626,8 @@ fn dev_serves_a_folder_with_its_rules_and_reloads() {
     let site = tmp.path().join("site");
     write_tree(&site, &[("index.html", "home"), ("404.html", "lost"), ("_redirects", "/old /new 301\n")]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chanto"))
-        .args(["dev", site.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        // Byte for byte what a deploy sends (live reload: tests/dev_reload.rs).
+        .args(["dev", site.to_str().unwrap(), "--listen", "127.0.0.1:0", "--no-reload"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
