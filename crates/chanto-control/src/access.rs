@@ -211,7 +211,13 @@ impl Control {
     pub async fn clear_access(&self, site: &SiteName, scope: &AccessScope) -> Result<(), ApiError> {
         self.site(site).await?;
         if !self.meta.clear_access(site, scope).await? {
-            return Err(ApiError::not_found(format!("a {scope} access policy for {site}")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "{site} has no {scope} access policy to clear; `chanto access list --site {site}` shows its policies"
+                ),
+            ));
         }
         self.publish_routing().await?;
         tracing::info!(site = %site, scope = %scope, "access policy cleared");

@@ -34,6 +34,47 @@ pub struct Connection {
     pub token: Option<String>,
 }
 
+/// Commands that never talk to a server, and whether they print `--json`.
+/// The client flags are hidden in their help (still accepted, and ignored),
+/// so `chanto serve --help` lists only what `serve` reads.
+const LOCAL_COMMANDS: [(&str, bool); 7] = [
+    ("serve", false),
+    ("demo", true),
+    ("dev", false),
+    ("backup", true),
+    ("migrate", false),
+    ("completions", false),
+    ("man", false),
+];
+
+/// The command tree the binary parses: [`Cli`]'s, with the client flags
+/// hidden on [`LOCAL_COMMANDS`]. A global flag that a subcommand already
+/// has is not propagated again, so a hidden copy there stands in for it.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut root = Cli::command();
+    let client: Vec<clap::Arg> = root.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    for (name, json) in LOCAL_COMMANDS {
+        root = root.mut_subcommand(name, |mut sc| {
+            for a in &client {
+                sc = sc.arg(if json && a.get_id() == "json" {
+                    a.clone().help_heading(None::<&str>)
+                } else {
+                    a.clone().hide(true)
+                });
+            }
+            sc
+        });
+    }
+    root
+}
+
+/// Parses the process's arguments (exits with clap's message on an error).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    Cli::from_arg_matches(&command().get_matches()).map_err(|e| e.format(&mut command())).unwrap_or_else(|e| e.exit())
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the API and the edge in one process on embedded defaults.
@@ -42,13 +83,24 @@ pub enum Command {
     Demo(ServeArgs),
     /// Serve a local folder exactly as a deploy of it would be served (rules,
     /// headers, 404 page), reloading when files change.
+    #[command(after_help = "Examples:\n  \
+        chanto dev ./public                          # http://127.0.0.1:8080/, pages reload on change\n  \
+        chanto dev ./public --listen 127.0.0.1:8081  # another port (8080 is also `chanto serve`'s edge)\n  \
+        chanto dev ./public --no-reload              # byte for byte what a deploy would send")]
     Dev(DevArgs),
     /// Save the server URL and a token for later commands.
+    #[command(after_help = "Examples:\n  \
+        chanto login --server http://127.0.0.1:8787 --token-stdin < chanto-data/admin.token\n  \
+        chanto status   # check it: which server, is it healthy, does the token work")]
     Login(LoginArgs),
     /// Manage sites.
     #[command(subcommand)]
     Sites(SitesCommand),
     /// Deploy a directory to a site.
+    #[command(after_help = "Examples:\n  \
+        chanto deploy ./public --site docs -m \"new pricing page\"   # live on production\n  \
+        chanto deploy ./public --site docs --branch feature/login   # http://feature-login--docs.localhost:8080/\n  \
+        chanto deploy ./public --site docs --draft                  # only at its permalink; `chanto publish ID` later")]
     Deploy(DeployArgs),
     /// Inspect deploys.
     #[command(subcommand)]
@@ -72,6 +124,9 @@ pub enum Command {
     #[command(subcommand)]
     Notify(NotifyCommand),
     /// Activate a ready deploy on its branch (also: roll back to that deploy).
+    #[command(after_help = "Examples:\n  \
+        chanto deploys list --site docs   # find the deploy's id\n  \
+        chanto publish 30fe4b3b2051d6ac")]
     Publish {
         /// The deploy id (see `chanto deploys list`).
         id: String,
@@ -86,6 +141,10 @@ pub enum Command {
     },
     /// Re-activate the deploy that was live before the current one; run it
     /// again to keep walking back, or jump with --to.
+    #[command(after_help = "Examples:\n  \
+        chanto rollback --site docs                        # back to what was live before; repeat to go further\n  \
+        chanto rollback --site docs --branch staging\n  \
+        chanto rollback --site docs --to 30fe4b3b2051d6ac  # straight to one deploy (`chanto deploys list --site docs`)")]
     Rollback {
         /// The site.
         #[arg(long)]
@@ -325,6 +384,10 @@ pub enum AccessCommand {
     /// Add a user or change a password (read from standard input), or change
     /// the network lists, of one scope. Production stays public unless the
     /// scope is the whole site or its branch.
+    #[command(after_help = "Examples:\n  \
+        printf %s \"$PW\" | chanto access set --site docs --previews --user alice --password-stdin\n  \
+        chanto access set --site docs --branch qa --allow 10.0.0.0/8\n  \
+        chanto access set --site docs --previews --remove-user alice")]
     Set {
         /// The site.
         #[arg(long)]
@@ -372,11 +435,14 @@ pub enum AccessCommand {
 #[derive(Subcommand, Debug)]
 pub enum SitesCommand {
     /// Create a site.
+    #[command(after_help = "Examples:\n  \
+        chanto sites create docs                                # served at http://docs.localhost:8080/\n  \
+        chanto sites create blog --production-branch master")]
     Create {
-        /// Lowercase letters, digits and single hyphens.
+        /// The site's name, also its host name: lowercase letters, digits and single hyphens (e.g. docs).
         name: String,
         /// The branch served at the site's production URL.
-        #[arg(long, default_value = "main")]
+        #[arg(long, value_name = "BRANCH", default_value = "main")]
         production_branch: String,
     },
     /// List sites.
@@ -464,8 +530,8 @@ pub struct DeployArgs {
     /// unchanged (same size, mtime, inode) since the last deploy of this directory.
     #[arg(long)]
     pub rehash: bool,
-    /// Parallel uploads.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Uploads at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
 }
 
@@ -641,9 +707,9 @@ pub enum EnvCommand {
         /// Keep it secret: encrypted at rest, `***` in output, masked in logs.
         #[arg(long)]
         secret: bool,
-        /// NAME
+        /// The variable's name, e.g. API_URL.
         name: String,
-        /// VALUE (default: read from standard input)
+        /// Its value (default: read from standard input, which keeps secrets off the command line).
         value: Option<String>,
     },
     /// List a site's variables (secrets as ***).
@@ -660,7 +726,7 @@ pub enum EnvCommand {
         /// The branch it was set for.
         #[arg(long)]
         branch: Option<String>,
-        /// NAME
+        /// The variable's name.
         name: String,
     },
 }

@@ -164,7 +164,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish { id } => {
             let client = Client::new(&cli.conn)?;
             let id: chanto_core::DeployId = parse("deploy id", &id)?;
-            let r: PublishResponse = client.post(&format!("/deploys/{id}/publish"), &serde_json::json!({})).await?;
+            let r: PublishResponse = client
+                .post(&format!("/deploys/{id}/publish"), &serde_json::json!({}))
+                .await
+                .map_err(|e| unknown_deploy(e, &id))?;
             if json {
                 return print_json(&r);
             }
@@ -413,7 +416,9 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
                 return print_json(&view);
             }
             if view.origins.is_empty() {
-                println!("Site {name}'s proxy rules may reach no origin.");
+                println!(
+                    "The proxy rules of {name} may reach no origin; allow one with `chanto sites proxy-origins {name} --set https://HOST`."
+                );
             }
             for o in view.origins {
                 println!("{o}");
@@ -459,7 +464,7 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
         }
         DeploysCommand::Show { id } => {
             let id: chanto_core::DeployId = parse("deploy id", &id)?;
-            let d: DeployView = client.get(&format!("/deploys/{id}")).await?;
+            let d: DeployView = client.get(&format!("/deploys/{id}")).await.map_err(|e| unknown_deploy(e, &id))?;
             if json {
                 return print_json(&d);
             }
@@ -482,6 +487,15 @@ async fn deploys(client: &Client, cmd: DeploysCommand, json: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// A 404 for a deploy id, with where to find the right one.
+fn unknown_deploy(e: client::CallError, id: &chanto_core::DeployId) -> anyhow::Error {
+    if e.status == Some(404) {
+        anyhow!("there is no deploy {id}; `chanto deploys list --site SITE` lists a site's deploys")
+    } else {
+        e.into()
+    }
 }
 
 /// `1 file`, `2 files`: a count with its noun.

@@ -6,9 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, CommandFactory};
-
-use crate::cli::Cli;
+use clap::Args;
 
 /// Arguments of `chanto completions`.
 #[derive(Args, Debug)]
@@ -30,7 +28,7 @@ pub struct ManArgs {
 /// The command tree as the binary parses it, named `chanto` whatever the
 /// executable is called (completions bind to the name users type).
 fn command() -> clap::Command {
-    Cli::command().bin_name("chanto")
+    crate::cli::command().bin_name("chanto")
 }
 
 /// Prints the completion script for one shell to standard output.

@@ -114,8 +114,8 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     let cache_saved = tokio::task::spawn_blocking(move || cache.save());
     let total: u64 = files.iter().map(|h| h.file.size).sum();
     say(format!(
-        "{} files ({}), {rehashed} hashed, {} unchanged since the last deploy, in {:.2}s",
-        files.len(),
+        "{} ({}), {rehashed} hashed, {} unchanged since the last deploy, in {:.2}s",
+        crate::commands::count(files.len() as u64, "file"),
         human_bytes(total),
         files.len() - rehashed,
         started.elapsed().as_secs_f64()
@@ -148,9 +148,9 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
         created.required.iter().filter_map(|h| by_hash.get(h).map(|f| (*h, (*f).clone()))).collect();
     let todo_bytes: u64 = todo.iter().map(|(_, f)| f.size).sum();
     say(format!(
-        "deploy {id}: {} of {} blobs to upload ({}), {} already on the server",
+        "deploy {id}: {} of {} to upload ({}), {} already on the server",
         todo.len(),
-        by_hash.len(),
+        crate::commands::count(by_hash.len() as u64, "blob"),
         human_bytes(todo_bytes),
         by_hash.len() - todo.len()
     ));
@@ -199,7 +199,7 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
         ));
     }
     if !todo.is_empty() {
-        say(format!("uploaded {} blobs ({})", todo.len(), human_bytes(todo_bytes)));
+        say(format!("uploaded {} ({})", crate::commands::count(todo.len() as u64, "blob"), human_bytes(todo_bytes)));
     }
     let finalize_path = format!("/deploys/{id}/finalize");
     let empty = serde_json::json!({});

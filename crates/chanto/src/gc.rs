@@ -26,13 +26,16 @@ pub async fn gc(client: &Client, dry_run: bool, json: bool) -> anyhow::Result<()
     );
     match r.next_deletable_at {
         Some(at) => println!(
-            "{} unreferenced blobs ({}) are within the {}s grace period; the first becomes deletable at {}",
-            r.blobs_waiting,
+            "{} ({}) within the {} grace period; the first becomes deletable at {}",
+            crate::commands::count(r.blobs_waiting, "unreferenced blob"),
             human_bytes(r.bytes_waiting),
-            r.grace_seconds,
+            humantime::format_duration(std::time::Duration::from_secs(r.grace_seconds)),
             when(at)
         ),
-        None => println!("No unreferenced blob is waiting out the grace period ({}s).", r.grace_seconds),
+        None => println!(
+            "No unreferenced blob is waiting out the grace period ({}).",
+            humantime::format_duration(std::time::Duration::from_secs(r.grace_seconds))
+        ),
     }
     if dry_run {
         println!("Dry run: nothing was changed. Run `chanto gc` to do it.");

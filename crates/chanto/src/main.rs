@@ -19,8 +19,6 @@ mod reload;
 mod serve;
 mod table;
 
-use clap::Parser;
-
 /// mimalloc instead of glibc malloc: the edge allocates per request, and glibc's
 /// malloc and free were 8% of its profile serving small files.
 #[global_allocator]
@@ -33,7 +31,7 @@ fn main() -> std::process::ExitCode {
     if raw.nth(1).is_some_and(|a| a == chanto_control::builds::init::SUBCOMMAND) {
         return chanto_control::builds::init::main(raw.collect());
     }
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     if !matches!(args.command, cli::Command::Serve(_) | cli::Command::Demo(_) | cli::Command::Dev(_)) {
         // The client commands are short-lived: each fresh 2 MB huge page the
         // allocator touches is zeroed whole, which was 35% of a redeploy's

@@ -613,7 +613,11 @@ fn passwords_and_networks_protect_previews_branches_and_sites() {
     server.cli(&["access", "clear", "--site", "docs", "--previews"]).ok();
     assert_eq!(server.get(preview, "/").status, 200);
     let r = server.cli(&["access", "clear", "--site", "docs", "--previews"]).fails();
-    assert!(r.stderr().contains("access policy for docs not found"), "{}", r.report());
+    assert!(
+        r.stderr().contains("docs has no previews access policy to clear; `chanto access list --site docs`"),
+        "{}",
+        r.report()
+    );
     assert!(r.stderr().contains("previews"), "the message names the scope: {}", r.report());
 }
 

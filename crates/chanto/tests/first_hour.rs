@@ -107,6 +107,14 @@ fn drafts_and_old_permalinks_are_previews_production_stays_public() {
     let r = server.cli(&["access", "clear", "--site", "docs", "--previews"]).ok();
     assert!(r.stdout().contains("Cleared the previews access policy of docs"), "{}", r.report());
     assert_eq!(permalink(&draft), 200);
+    let r = server.cli(&["access", "clear", "--site", "docs", "--previews"]).fails();
+    assert!(
+        r.stderr().contains(
+            "docs has no previews access policy to clear; `chanto access list --site docs` shows its policies"
+        ),
+        "{}",
+        r.report()
+    );
 }
 
 #[test]
@@ -118,10 +126,21 @@ fn counts_are_plural_only_when_more_than_one() {
     write_tree(&site, &[("index.html", "one")]);
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
     assert!(r.stdout().contains(": 1 file (") && r.stdout().contains("uploaded 1 blob ("), "{}", r.report());
+    // The progress lines on stderr too.
+    let e = r.stderr();
+    assert!(
+        e.starts_with("1 file (") && e.contains(": 1 of 1 blob to upload (") && e.contains("\nuploaded 1 blob ("),
+        "{e}"
+    );
     assert!(r.stdout().contains(" is live on docs/main"), "{}", r.report());
     write_tree(&site, &[("a.html", "a"), ("b.html", "b")]);
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
     assert!(r.stdout().contains(": 3 files (") && r.stdout().contains("uploaded 2 blobs ("), "{}", r.report());
+    let e = r.stderr();
+    assert!(
+        e.starts_with("3 files (") && e.contains(": 2 of 3 blobs to upload (") && e.contains("\nuploaded 2 blobs ("),
+        "{e}"
+    );
 }
 
 #[test]
@@ -165,16 +184,54 @@ fn lists_are_aligned_tables_with_states_in_user_words() {
     assert!(r.stdout().starts_with("SCOPE") && r.stdout().contains("previews  alice"), "{}", r.report());
 }
 
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN).args(args).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
-fn serve_help_lists_client_flags_apart() {
-    for cmd in ["serve", "demo"] {
-        let out = std::process::Command::new(BIN).args([cmd, "--help"]).output().unwrap();
-        let help = String::from_utf8(out.stdout).unwrap();
-        let heading = help.find("Client options").expect("a heading of their own");
-        let server_flag = help.find("--edge <ADDR>").unwrap();
-        let token = help.find("--token <TOKEN>").unwrap();
-        assert!(server_flag < heading && heading < token, "{help}");
+fn local_commands_hide_the_client_flags() {
+    // Commands that never talk to a server do not list --server/--token.
+    for cmd in ["serve", "demo", "dev", "migrate", "completions", "man"] {
+        let h = help(&[cmd]);
+        assert!(!h.contains("--token") && !h.contains("--server") && !h.contains("Client options"), "{cmd}: {h}");
     }
+    assert!(help(&["serve"]).contains("--edge <ADDR>"));
+    assert!(!help(&["serve"]).contains("--json"), "serve prints no JSON");
+    assert!(help(&["demo"]).contains("--json"), "demo prints its summary as JSON with --json");
+    assert!(!help(&["backup", "create"]).contains("--token"));
+    // Client commands keep them, under their own heading.
+    for cmd in [&["sites"][..], &["deploy"], &["deploys", "list"], &["status"]] {
+        let h = help(cmd);
+        assert!(h.contains("Client options") && h.contains("--token <TOKEN>") && h.contains("--server <URL>"), "{h}");
+    }
+    // Hidden is still accepted (a CHANTO_* environment or an alias does not break them).
+    let out = std::process::Command::new(BIN)
+        .args(["completions", "bash", "--server", "http://x", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn help_shows_examples_and_names_values() {
+    for (cmd, example) in [
+        (&["deploy"][..], "chanto deploy ./public --site docs --branch feature/login"),
+        (&["rollback"], "chanto rollback --site docs --to 30fe4b3b2051d6ac"),
+        (&["publish"], "chanto publish 30fe4b3b2051d6ac"),
+        (&["access", "set"], "chanto access set --site docs --branch qa --allow 10.0.0.0/8"),
+        (&["dev"], "chanto dev ./public --no-reload"),
+        (&["login"], "chanto login --server http://127.0.0.1:8787 --token-stdin < chanto-data/admin.token"),
+        (&["sites", "create"], "chanto sites create blog --production-branch master"),
+    ] {
+        let h = help(cmd);
+        assert!(h.contains("Examples:\n  ") && h.contains(example), "{cmd:?}: {h}");
+    }
+    assert!(help(&["deploy"]).contains("--parallel <N>"));
+    assert!(help(&["sites", "create"]).contains("--production-branch <BRANCH>"));
+    let h = help(&["env", "set"]);
+    assert!(h.contains("The variable's name, e.g. API_URL") && !h.contains("<NAME>   NAME"), "{h}");
 }
 
 #[test]
@@ -241,4 +298,32 @@ fn a_closed_pipe_ends_a_list_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+#[test]
+fn messages_a_newcomer_meets_on_the_tour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    // An id that is not there: where to find the right one.
+    for cmd in [&["publish", "0123456789abcdef"][..], &["deploys", "show", "0123456789abcdef"]] {
+        let r = server.cli(cmd).fails();
+        assert!(
+            r.stderr().contains(
+                "there is no deploy 0123456789abcdef; `chanto deploys list --site SITE` lists a site's deploys"
+            ),
+            "{}",
+            r.report()
+        );
+    }
+    let r = server.cli(&["sites", "proxy-origins", "docs"]).ok();
+    assert_eq!(
+        r.stdout().trim(),
+        "The proxy rules of docs may reach no origin; allow one with `chanto sites proxy-origins docs --set https://HOST`.",
+        "{}",
+        r.report()
+    );
+    // Durations as people write them (the flag's own format), not seconds.
+    let r = server.cli(&["gc", "--dry-run"]).ok();
+    assert!(r.stdout().contains("grace period (1h)"), "{}", r.report());
 }

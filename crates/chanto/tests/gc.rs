@@ -73,7 +73,7 @@ fn gc_dry_run_reports_what_gc_then_does() {
     assert_eq!(listed, vec![ids[2].as_str()]);
     assert_eq!(http_get(&server.edge, &permalink, "/").unwrap().status, 404);
     let r = server.cli(&["deploys", "show", &ids[0]]).fails();
-    assert!(r.stderr().contains("not found") || r.stderr().contains("404"), "{}", r.report());
+    assert!(r.stderr().contains(&format!("there is no deploy {}", ids[0])), "{}", r.report());
     let live = http_get(&server.edge, "docs.localhost", "/").unwrap();
     assert_eq!((live.status, live.text()), (200, "<h1>version 3</h1>".to_owned()));
     assert_eq!(http_get(&server.edge, "docs.localhost", "/logo.svg").unwrap().status, 200);
