@@ -328,9 +328,18 @@ pub async fn hooks(client: &Client, cmd: HooksCommand, json: bool) -> anyhow::Re
             if json {
                 return print_json(&rows);
             }
-            for h in rows {
-                println!("{}  {:<20} {}", h.id, h.name, h.branch.unwrap_or_else(|| "(production)".into()));
+            if rows.is_empty() {
+                println!("No build hooks for {site} yet. Make one: chanto build-hooks create --site {site} NAME");
+                return Ok(());
             }
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|h| {
+                    let branch = h.branch.unwrap_or_else(|| "any (each request names it)".to_owned());
+                    vec![h.id, h.name, branch]
+                })
+                .collect();
+            crate::table::print(&["ID", "NAME", "BRANCH"], &rows);
         }
         HooksCommand::Delete { site, id } => {
             client.delete(&format!("{}/build_hooks/{}", site_path(&site)?, seg(&id))).await?;

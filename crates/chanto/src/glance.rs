@@ -14,6 +14,18 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let server = client.server().to_owned();
     let health = match reqwest::get(format!("{server}/healthz")).await {
         Ok(r) if r.status().is_success() => Ok(()),
+        // The edge answers every path with a page: the usual wrong --server.
+        Ok(r)
+            if r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/html")) =>
+        {
+            Err(format!(
+                "answered with a web page (HTTP {}): this looks like the edge, not the API (default port 8787); check --server or CHANTO_SERVER",
+                r.status()
+            ))
+        }
         Ok(r) => Err(format!("answered HTTP {}", r.status())),
         Err(e) => Err(format!("unreachable ({e})")),
     };

@@ -167,8 +167,13 @@ pub async fn notify(client: &Client, cmd: NotifyCommand, json: bool) -> anyhow::
                     return print_json(&d);
                 }
                 println!(
-                    "Delivery {} of {} to {} ({}): {}, {} attempt(s)",
-                    d.id, d.event, d.subscription, d.action, d.state, d.attempts
+                    "Delivery {} of {} to {} ({}): {}, {}",
+                    d.id,
+                    d.event,
+                    d.subscription,
+                    d.action,
+                    d.state,
+                    crate::commands::count(d.attempts as u64, "attempt")
                 );
                 for a in d.attempt_log.unwrap_or_default() {
                     let status = a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
@@ -187,18 +192,25 @@ pub async fn notify(client: &Client, cmd: NotifyCommand, json: bool) -> anyhow::
             if json {
                 return print_json(&list);
             }
-            for d in list {
-                let note = d.last_error.map(|e| format!("  {e}")).unwrap_or_default();
-                println!(
-                    "{:>6}  {}  {:<18} {:<7} {:<10} {}×{note}",
-                    d.id,
-                    when(d.created_at),
-                    d.event,
-                    d.action,
-                    d.state,
-                    d.attempts
-                );
+            if list.is_empty() {
+                println!("No deliveries for {site} yet; `chanto notify test --site {site} ID` sends a sample event.");
+                return Ok(());
             }
+            let rows: Vec<Vec<String>> = list
+                .into_iter()
+                .map(|d| {
+                    vec![
+                        d.id.to_string(),
+                        when(d.created_at),
+                        d.event.to_string(),
+                        d.action.to_string(),
+                        d.state.to_string(),
+                        d.attempts.to_string(),
+                        d.last_error.unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            crate::table::print(&["ID", "CREATED", "EVENT", "ACTION", "STATE", "ATTEMPTS", "LAST ERROR"], &rows);
         }
     }
     Ok(())

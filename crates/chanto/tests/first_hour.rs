@@ -326,4 +326,18 @@ fn messages_a_newcomer_meets_on_the_tour() {
     // Durations as people write them (the flag's own format), not seconds.
     let r = server.cli(&["gc", "--dry-run"]).ok();
     assert!(r.stdout().contains("grace period (1h)"), "{}", r.report());
+    // `status` pointed at the edge says so.
+    let r = server.cli(&["status", "--server", &format!("http://{}", server.edge)]).fails();
+    assert!(r.stdout().contains("this looks like the edge, not the API (default port 8787)"), "{}", r.report());
+    // Empty lists say what to do; full ones are tables like the others.
+    let r = server.cli(&["build-hooks", "list", "--site", "docs"]).ok();
+    assert_eq!(r.stdout().trim(), "No build hooks for docs yet. Make one: chanto build-hooks create --site docs NAME");
+    server.cli(&["build-hooks", "create", "--site", "docs", "cms"]).ok();
+    server.cli(&["build-hooks", "create", "--site", "docs", "--any-branch", "anything"]).ok();
+    let out = server.cli(&["build-hooks", "list", "--site", "docs"]).ok().stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].ends_with("NAME      BRANCH"), "{out}");
+    assert!(out.contains(" cms       main\n") && out.contains(" anything  any (each request names it)\n"), "{out}");
+    let r = server.cli(&["notify", "deliveries", "--site", "docs"]).ok();
+    assert!(r.stdout().starts_with("No deliveries for docs yet"), "{}", r.report());
 }
