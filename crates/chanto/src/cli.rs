@@ -448,22 +448,25 @@ pub enum SitesCommand {
     /// List sites.
     List,
     /// A site at a glance: URLs, live deploys, git, access, notifications.
+    #[command(override_usage = "chanto sites show [OPTIONS] <NAME>")]
     Show {
-        /// The site.
-        name: String,
+        #[command(flatten)]
+        name: SiteArg,
     },
     /// Delete a site and all its deploys.
+    #[command(override_usage = "chanto sites delete [OPTIONS] <NAME>")]
     Delete {
-        /// The site.
-        name: String,
+        #[command(flatten)]
+        name: SiteArg,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
     },
     /// Change a site's settings; with no flag, show them.
+    #[command(override_usage = "chanto sites update [OPTIONS] <NAME>")]
     Update {
-        /// The site.
-        name: String,
+        #[command(flatten)]
+        name: SiteArg,
         /// Keep the newest N deploys of each branch; older ones are pruned
         /// (with their blobs, after the grace period) unless active,
         /// uploading or within `chanto serve --rollback-depth` rollbacks.
@@ -474,9 +477,10 @@ pub enum SitesCommand {
     /// Show, or replace with --set / --clear, the origins this site's proxy
     /// rules (a 200 to an absolute URL) may reach. The server's operator
     /// must allow each one too (`chanto serve --proxy-origin`).
+    #[command(override_usage = "chanto sites proxy-origins [OPTIONS] <NAME>")]
     ProxyOrigins {
-        /// The site.
-        name: String,
+        #[command(flatten)]
+        name: SiteArg,
         /// An origin (scheme://host[:port]); repeatable; replaces the list.
         #[arg(long, value_name = "ORIGIN", conflicts_with = "clear")]
         set: Vec<String>,
@@ -484,6 +488,25 @@ pub enum SitesCommand {
         #[arg(long)]
         clear: bool,
     },
+}
+
+/// The site a `sites` subcommand acts on: `NAME`, or `--site NAME` as every
+/// other command spells it (hidden: one way is shown, both work).
+#[derive(Args, Debug)]
+pub struct SiteArg {
+    /// The site.
+    #[arg(value_name = "NAME", required_unless_present = "site")]
+    name: Option<String>,
+    /// The site, as NAME.
+    #[arg(long = "site", value_name = "NAME", conflicts_with = "name", hide = true)]
+    site: Option<String>,
+}
+
+impl SiteArg {
+    /// The site's name as given.
+    pub fn get(&self) -> String {
+        self.name.clone().or_else(|| self.site.clone()).unwrap_or_default()
+    }
 }
 
 #[derive(Args, Debug)]

@@ -364,7 +364,7 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
             }
             println!("Created site {} (production branch {}): {}", site.name, site.production_branch, site.url);
         }
-        SitesCommand::Show { name } => return crate::glance::show_site(client, &name, json).await,
+        SitesCommand::Show { name } => return crate::glance::show_site(client, &name.get(), json).await,
         SitesCommand::List => {
             let sites: Vec<SiteView> = client.get("/sites").await?;
             if json {
@@ -382,6 +382,7 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
             }
         }
         SitesCommand::Delete { name, yes } => {
+            let name = name.get();
             parse::<chanto_core::SiteName>("site name", &name)?;
             if !yes {
                 if !std::io::stdin().is_terminal() {
@@ -402,9 +403,10 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
             println!("Deleted site {name}");
         }
         SitesCommand::Update { name, keep_deploys } => {
-            crate::gc::update_site(client, &name, keep_deploys, json).await?
+            crate::gc::update_site(client, &name.get(), keep_deploys, json).await?
         }
         SitesCommand::ProxyOrigins { name, set, clear } => {
+            let name = name.get();
             parse::<chanto_core::SiteName>("site name", &name)?;
             let path = format!("/sites/{}/proxy_origins", seg(&name));
             let view: chanto_control::site_settings::ProxyOrigins = if clear || !set.is_empty() {

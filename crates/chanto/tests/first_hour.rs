@@ -262,6 +262,14 @@ fn status_sites_show_and_open() {
     assert!(out.contains("branch feature: ") && out.contains("feature--docs.localhost"), "{}", r.report());
     assert!(out.contains("git:               not connected"), "{}", r.report());
     assert!(out.contains("access:            previews (alice)"), "{}", r.report());
+    // `--site` works here too, as in every other command.
+    let r = server.cli(&["sites", "show", "--site", "docs"]).ok();
+    assert!(r.stdout().contains(&format!("production deploy: {live}")), "{}", r.report());
+    let r = server.cli(&["sites", "update", "--site", "docs"]).ok();
+    assert!(r.stdout().contains("Site docs keeps every deploy"), "{}", r.report());
+    let r = server.cli(&["sites", "show", "docs", "--site", "blog"]).fails();
+    assert!(r.stderr().contains("cannot be used with"), "{}", r.report());
+    assert!(help(&["sites", "show"]).contains("Usage: chanto sites show [OPTIONS] <NAME>"));
     let r = server.cli(&["sites", "show", "nope"]).fails();
     assert!(r.stderr().contains("nope"), "{}", r.report());
     let r = server.cli(&["sites", "show", "Bad_Name"]).fails();
