@@ -124,6 +124,11 @@ pub async fn git(client: &Client, cmd: GitCommand, json: bool) -> anyhow::Result
             if json {
                 return print_json(&rows);
             }
+            if rows.is_empty() {
+                println!(
+                    "No webhook deliveries for {site} yet (`chanto git show --site {site}` shows the webhook URLs)."
+                );
+            }
             for d in rows {
                 println!(
                     "{}  {:<10} {:<20} {:<9} {}{}",
@@ -211,7 +216,7 @@ pub async fn builds(client: &Client, cmd: BuildsCommand, json: bool) -> anyhow::
         }
         BuildsCommand::Show { id } => {
             let id: BuildId = parse("build id", &id)?;
-            let b: BuildView = client.get(&format!("/builds/{id}")).await?;
+            let b: BuildView = client.get(&format!("/builds/{id}")).await.map_err(|e| unknown_build(e.into(), &id))?;
             if json {
                 return print_json(&b);
             }
@@ -219,7 +224,7 @@ pub async fn builds(client: &Client, cmd: BuildsCommand, json: bool) -> anyhow::
         }
         BuildsCommand::Logs { id, follow } => {
             let id: BuildId = parse("build id", &id)?;
-            follow_log(client, &id, follow).await?;
+            follow_log(client, &id, follow).await.map_err(|e| unknown_build(e, &id))?;
         }
         BuildsCommand::Start { site, branch, commit, follow } => {
             let req = StartRequest { branch, commit, title: None };
@@ -256,7 +261,10 @@ pub async fn builds(client: &Client, cmd: BuildsCommand, json: bool) -> anyhow::
         }
         BuildsCommand::Cancel { id } => {
             let id: BuildId = parse("build id", &id)?;
-            let b: BuildView = client.post(&format!("/builds/{id}/cancel"), &serde_json::json!({})).await?;
+            let b: BuildView = client
+                .post(&format!("/builds/{id}/cancel"), &serde_json::json!({}))
+                .await
+                .map_err(|e| unknown_build(e.into(), &id))?;
             if json {
                 return print_json(&b);
             }
@@ -264,6 +272,16 @@ pub async fn builds(client: &Client, cmd: BuildsCommand, json: bool) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// A 404 for a build id, with where to find the right one.
+fn unknown_build(e: anyhow::Error, id: &BuildId) -> anyhow::Error {
+    match e.downcast_ref::<crate::client::CallError>() {
+        Some(c) if c.status == Some(404) => {
+            anyhow::anyhow!("there is no build {id}; `chanto builds list --site SITE` lists a site's builds")
+        }
+        _ => e,
+    }
 }
 
 pub async fn env(client: &Client, cmd: EnvCommand, json: bool) -> anyhow::Result<()> {
@@ -292,6 +310,9 @@ pub async fn env(client: &Client, cmd: EnvCommand, json: bool) -> anyhow::Result
             let vars: Vec<EnvView> = client.get(&format!("{}/env", site_path(&site)?)).await?;
             if json {
                 return print_json(&vars);
+            }
+            if vars.is_empty() {
+                println!("No build variables for {site} yet. Set one: chanto env set --site {site} NAME VALUE");
             }
             for v in vars {
                 println!("{}={}{}", v.name, v.value, v.branch.map(|b| format!("   (branch {b})")).unwrap_or_default());

@@ -348,4 +348,17 @@ fn messages_a_newcomer_meets_on_the_tour() {
     assert!(out.contains(" cms       main\n") && out.contains(" anything  any (each request names it)\n"), "{out}");
     let r = server.cli(&["notify", "deliveries", "--site", "docs"]).ok();
     assert!(r.stdout().starts_with("No deliveries for docs yet"), "{}", r.report());
+    let r = server.cli(&["env", "list", "--site", "docs"]).ok();
+    assert_eq!(r.stdout().trim(), "No build variables for docs yet. Set one: chanto env set --site docs NAME VALUE");
+    let r = server.cli(&["git", "deliveries", "--site", "docs"]).ok();
+    assert!(r.stdout().starts_with("No webhook deliveries for docs yet"), "{}", r.report());
+    for cmd in ["show", "logs", "cancel"] {
+        let r = server.cli(&["builds", cmd, "0123456789abcdef"]).fails();
+        assert!(
+            r.stderr()
+                .contains("there is no build 0123456789abcdef; `chanto builds list --site SITE` lists a site's builds"),
+            "{cmd}: {}",
+            r.report()
+        );
+    }
 }
