@@ -153,7 +153,7 @@ fn deploy_branches_permalinks_publish_and_rollback() {
 
     // Unknown ids and sites are clear errors.
     let r = server.cli(&["deploys", "show", "0123456789abcdef"]).fails();
-    assert!(r.stderr().contains("not found"), "{}", r.report());
+    assert!(r.stderr().contains("there is no deploy 0123456789abcdef"), "{}", r.report());
     let r = server.cli(&["publish", "nope"]).fails();
     assert!(r.stderr().contains("not a deploy id"), "{}", r.report());
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "ghost"]).fails();
