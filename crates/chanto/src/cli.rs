@@ -97,6 +97,7 @@ pub enum Command {
     #[command(subcommand)]
     Sites(SitesCommand),
     /// Deploy a directory to a site.
+    #[command(override_usage = "chanto deploy [OPTIONS] --site <SITE> <DIR>")]
     #[command(after_help = "Examples:\n  \
         chanto deploy ./public --site docs -m \"new pricing page\"   # live on production\n  \
         chanto deploy ./public --site docs --branch feature/login   # http://feature-login--docs.localhost:8080/\n  \
@@ -536,7 +537,15 @@ pub struct DevArgs {
 #[derive(Args, Debug)]
 pub struct DeployArgs {
     /// The directory to deploy (the site's root).
-    pub dir: PathBuf,
+    #[arg(value_name = "DIR", required_unless_present = "dir_flag")]
+    pub dir: Option<PathBuf>,
+    /// The directory, as Netlify's `--dir` (hidden: DIR is the way shown).
+    #[arg(long = "dir", id = "dir_flag", value_name = "DIR", conflicts_with = "dir", hide = true)]
+    pub dir_flag: Option<PathBuf>,
+    /// Production, as Netlify's and Vercel's `--prod`: what a deploy without
+    /// --branch or --draft already does (hidden; accepted so it is not an error).
+    #[arg(long, hide = true, conflicts_with_all = ["branch", "draft"])]
+    pub prod: bool,
     /// The site to deploy to.
     #[arg(long)]
     pub site: String,

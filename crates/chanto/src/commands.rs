@@ -125,10 +125,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
                 Ok(_) => {}
             }
+            let dir = args.dir.clone().or_else(|| args.dir_flag.clone()).unwrap_or_default();
             let outcome = deploy::run(
                 &client,
                 DeployPlan {
-                    dir: &args.dir,
+                    dir: &dir,
                     site: &args.site,
                     branch: args.branch.as_deref(),
                     message: args.message.as_deref(),

@@ -143,6 +143,25 @@ fn counts_are_plural_only_when_more_than_one() {
     );
 }
 
+/// What Netlify's and Vercel's users type: `--dir` and `--prod` work (hidden).
+#[test]
+fn deploy_takes_the_flags_other_clis_taught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "netlify habits")]);
+    let r = server.cli(&["deploy", "--dir", site.to_str().unwrap(), "--site", "docs", "--prod"]).ok();
+    assert!(r.stdout().contains(" is live on docs/main"), "{}", r.report());
+    assert_eq!(server.get("docs.localhost", "/").text(), "netlify habits");
+    let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--prod", "--draft"]).fails();
+    assert!(r.stderr().contains("cannot be used with"), "{}", r.report());
+    let r = server.cli(&["deploy", "--site", "docs"]).fails();
+    assert!(r.stderr().contains("<DIR>"), "{}", r.report());
+    let h = help(&["deploy"]);
+    assert!(h.contains("Usage: chanto deploy [OPTIONS] --site <SITE> <DIR>") && !h.contains("--prod"), "{h}");
+}
+
 #[test]
 fn lists_are_aligned_tables_with_states_in_user_words() {
     let tmp = tempfile::tempdir().unwrap();
