@@ -82,7 +82,7 @@ pub enum Command {
     /// Run the server and deploy the bundled example site: the quickest look at chanto.
     Demo(ServeArgs),
     /// Serve a local folder exactly as a deploy of it would be served (rules,
-    /// headers, 404 page), reloading when files change.
+    /// headers, 404 page), and reload open pages when files change.
     #[command(after_help = "Examples:\n  \
         chanto dev ./public                          # http://127.0.0.1:8080/, pages reload on change\n  \
         chanto dev ./public --listen 127.0.0.1:8081  # another port (8080 is also `chanto serve`'s edge)\n  \
