@@ -371,6 +371,19 @@ fn messages_a_newcomer_meets_on_the_tour() {
     assert_eq!(r.stdout().trim(), "No build variables for docs yet. Set one: chanto env set --site docs NAME VALUE");
     let r = server.cli(&["git", "deliveries", "--site", "docs"]).ok();
     assert!(r.stdout().starts_with("No webhook deliveries for docs yet"), "{}", r.report());
+    let r = server.cli(&["env", "unset", "--site", "docs", "NOPE"]).fails();
+    assert!(
+        r.stderr().contains("docs has no variable NOPE (site-wide); `chanto env list --site docs` lists its variables"),
+        "{}",
+        r.report()
+    );
+    let r = server.cli(&["notify", "remove", "--site", "docs", "sub_nope"]).fails();
+    assert!(
+        r.stderr()
+            .contains("docs has no subscription sub_nope; `chanto notify list --site docs` lists its subscriptions"),
+        "{}",
+        r.report()
+    );
     for cmd in ["show", "logs", "cancel"] {
         let r = server.cli(&["builds", cmd, "0123456789abcdef"]).fails();
         assert!(

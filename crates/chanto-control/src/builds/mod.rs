@@ -633,7 +633,12 @@ impl Control {
     pub async fn unset_env(&self, site: &SiteName, branch: Option<BranchName>, name: &str) -> Result<(), ApiError> {
         self.site(site).await?;
         if !self.meta.unset_env(site, branch.as_ref(), name).await? {
-            return Err(ApiError::not_found(format!("variable {name}")));
+            let scope = branch.map_or_else(|| "site-wide".to_owned(), |b| format!("for branch {b}"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{site} has no variable {name} ({scope}); `chanto env list --site {site}` lists its variables"),
+            ));
         }
         Ok(())
     }

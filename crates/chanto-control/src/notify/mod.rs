@@ -667,7 +667,7 @@ impl Control {
     pub async fn unsubscribe(&self, site: &SiteName, id: &str) -> Result<(), ApiError> {
         self.site(site).await?;
         if !self.meta.delete_subscription(site, id).await? {
-            return Err(ApiError::not_found(format!("subscription {id} of site {site}")));
+            return Err(unknown_subscription(site, id));
         }
         Ok(())
     }
@@ -683,10 +683,7 @@ impl Control {
 
     async fn subscription(&self, site: &SiteName, id: &str) -> Result<Subscription, ApiError> {
         self.site(site).await?;
-        self.meta
-            .get_subscription(site, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("subscription {id} of site {site}")))
+        self.meta.get_subscription(site, id).await?.ok_or_else(|| unknown_subscription(site, id))
     }
 
     /// A site's deliveries, newest first.
@@ -871,4 +868,13 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// A 404 for a subscription id, with where to find the right one.
+fn unknown_subscription(site: &SiteName, id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{site} has no subscription {id}; `chanto notify list --site {site}` lists its subscriptions"),
+    )
 }
