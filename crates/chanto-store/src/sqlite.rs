@@ -252,6 +252,19 @@ CREATE TABLE tokens (
         hash TEXT PRIMARY KEY,
         at INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 10: claims name their owner (node and run, `builds::Owner`) and a
+    // running build its runner's heartbeat, so several processes can share
+    // one database (PostgreSQL migration 3 is the same). A build running now
+    // was claimed by a process that has ended (this one holds the data
+    // directory's lock): `runner_run = ''` marks it for recovery at start,
+    // and its notification leases are freed.
+    "ALTER TABLE builds ADD COLUMN runner_node TEXT;
+    ALTER TABLE builds ADD COLUMN runner_run TEXT;
+    ALTER TABLE builds ADD COLUMN heartbeat_at INTEGER;
+    UPDATE builds SET runner_run = '', heartbeat_at = coalesce(started_at, 0) WHERE state = 'running';
+    ALTER TABLE notify_deliveries ADD COLUMN lease_node TEXT;
+    ALTER TABLE notify_deliveries ADD COLUMN lease_run TEXT;
+    UPDATE notify_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL;",
 ];
 
 /// How many migrations this build knows: the newest schema version.
