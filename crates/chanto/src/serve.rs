@@ -575,10 +575,7 @@ fn node_name(data: &Path) -> anyhow::Result<String> {
         host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect();
     let id: String = random_id_file(data, "node-id")?.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
     if id.is_empty() {
-        bail!(
-            "{} holds no letters or digits; delete it and chanto makes a new one",
-            data.join("node-id").display()
-        );
+        bail!("{} holds no letters or digits; delete it and chanto makes a new one", data.join("node-id").display());
     }
     Ok(format!("{}/{id}", if host.is_empty() { "host" } else { &host }))
 }

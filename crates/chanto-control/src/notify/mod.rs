@@ -797,8 +797,7 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
     // Attempts in flight when this node last stopped died with it: make them due again now. Leases of other
     // processes sharing the database are theirs until they run out (a dead process's attempt is retried then).
     match control.meta.release_leases(&control.config.owner).await {
-        Ok(n) if n > 0 => tracing::info!(deliveries = n, "retrying notifications interrupted by the last stop"),
-        Ok(_) => {}
+        Ok(n) => tracing::info!(interrupted_by_last_stop = n, "notification dispatcher started"),
         Err(e) => tracing::warn!(error = %e, "releasing notification leases failed"),
     }
     let mut last_prune: Option<std::time::Instant> = None;
@@ -834,7 +833,11 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
                         break;
                     };
                     let now = chanto_store::now_millis();
-                    match control.meta.claim_delivery(d.id, d.attempts, &control.config.owner, now, now + lease_ms).await {
+                    match control
+                        .meta
+                        .claim_delivery(d.id, d.attempts, &control.config.owner, now, now + lease_ms)
+                        .await
+                    {
                         Ok(true) => {}
                         Ok(false) => continue,
                         Err(e) => {
