@@ -282,3 +282,25 @@ fn builds_and_notifications_resume_after_the_database_comes_back() {
         });
     }
 }
+
+/// The heartbeat timeout and the node id file are checked at start: a bad
+/// value stops the server with the flag or the file named and the fix.
+#[test]
+fn a_bad_heartbeat_timeout_or_node_id_stops_the_server_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let args =
+            [&["serve", "--data", data_arg, "--edge", "127.0.0.1:0", "--api", "127.0.0.1:0"][..], extra].concat();
+        util::Cli::new(&[&args[..], &["--admin", "127.0.0.1:0"]].concat()).fails().stderr()
+    };
+    for (value, want) in [("10ms", "at least 1s"), ("0s", "at least 1s"), ("soon", "--build-heartbeat-timeout")] {
+        let e = serve(&["--build-heartbeat-timeout", value]);
+        assert!(e.contains(want), "{value}: {e}");
+    }
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("node-id"), "../ ~~ \u{2603}\n").unwrap();
+    let e = serve(&[]);
+    assert!(e.contains("node-id") && e.contains("delete it"), "{e}");
+}
