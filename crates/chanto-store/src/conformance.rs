@@ -533,7 +533,7 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!(meta.get_build(&dev.id).await.unwrap().unwrap().heartbeat_at, Some(60));
     assert_eq!(
         meta.heartbeat_builds(&b, std::slice::from_ref(&dev.id), 20_000).await.unwrap(),
-        [dev.id.clone()],
+        std::slice::from_ref(&dev.id),
         "another node's heartbeat does not keep it"
     );
     assert!(meta.recover_builds(&b, 60, 20_000).await.unwrap().is_empty(), "a heartbeat at the limit is fresh");
@@ -544,7 +544,10 @@ pub async fn build_store(meta: &dyn MetaStore) {
     let why = interrupted[0].error.as_deref().unwrap_or_default();
     assert!(why.contains("node-a") && why.contains("no heartbeat for 20 s"), "{why}");
     assert!(meta.recover_builds(&b, i64::MAX, 20_061).await.unwrap().is_empty(), "interrupted once");
-    assert_eq!(meta.heartbeat_builds(&a, std::slice::from_ref(&dev.id), 20_100).await.unwrap(), [dev.id.clone()]);
+    assert_eq!(
+        meta.heartbeat_builds(&a, std::slice::from_ref(&dev.id), 20_100).await.unwrap(),
+        std::slice::from_ref(&dev.id)
+    );
     let listed = meta.list_builds(&site, None, 10).await.unwrap();
     assert_eq!(listed.len(), 5);
     // Newest first: the cancelled "other", the skipped "main", then the interrupted "dev".
