@@ -85,23 +85,29 @@ impl Owner {
     }
 }
 
-/// Why [`BuildStore::recover_builds`] interrupted a build, in words for its
-/// `error`: the same text on every backend.
+/// Why [`BuildStore::recover_builds`] interrupted a build claimed by
+/// (`node`, `run`), in words for its `error`: the same text on every backend.
 pub(crate) fn interrupted_because(
     owner: &Owner,
     node: Option<&str>,
-    before_owners: bool,
+    run: Option<&str>,
     heartbeat_at: Option<UnixMillis>,
     now: UnixMillis,
 ) -> String {
-    match node {
-        _ if before_owners => "the server stopped while this build ran".into(),
-        Some(n) if n == owner.node => "the server stopped while this build ran".into(),
-        Some(n) => format!(
-            "the server running this build ({n}) stopped answering: no heartbeat for {} s",
-            (now - heartbeat_at.unwrap_or(0)).max(0) / 1000
+    let silent = (now - heartbeat_at.unwrap_or(0)).max(0) / 1000;
+    match (node, run) {
+        // Claimed on SQLite before owners were recorded (one process per data directory: it has ended).
+        (_, Some("")) => "the server stopped while this build ran".into(),
+        (Some(n), Some(r)) if n == owner.node && r == owner.run => {
+            format!(
+                "its runner in this server ended without recording how the build ended (no heartbeat for {silent} s)"
+            )
+        }
+        (Some(n), _) if n == owner.node => "the server stopped while this build ran".into(),
+        (Some(n), _) => format!("the server running this build ({n}) stopped answering: no heartbeat for {silent} s"),
+        (None, _) => format!(
+            "the server running this build (a chanto that did not record its node) stopped answering: no heartbeat for {silent} s"
         ),
-        None => "the server running this build (a chanto that did not record its node) stopped answering".into(),
     }
 }
 
@@ -280,11 +286,13 @@ pub trait BuildStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<BuildRecord>, StoreError>;
     /// Marks `interrupted` (and returns) the running builds whose runner is
-    /// certainly gone, never one of `owner`'s own run: those claimed by an
-    /// earlier run of `owner.node` (one process per data directory, so that
-    /// run has ended), those claimed before owners were recorded on SQLite,
-    /// and those whose heartbeat is older than `stale_before` (pass
-    /// `i64::MIN` to judge no heartbeat).
+    /// certainly gone: those claimed by an earlier run of `owner.node` (one
+    /// process per data directory, so that run has ended), those claimed
+    /// before owners were recorded on SQLite, and those whose heartbeat is
+    /// older than `stale_before` (pass `i64::MIN` to judge no heartbeat) —
+    /// `owner`'s own run included: its live runners keep their heartbeat
+    /// fresh, so a stale one of its own is a runner that ended without
+    /// recording the end.
     async fn recover_builds(
         &self,
         owner: &Owner,

@@ -528,7 +528,7 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!((dev.runner.as_deref(), dev.heartbeat_at), (Some("node-a"), Some(40)));
     assert!(meta.claim_build(&b, 41).await.unwrap().is_none());
     assert!(meta.recover_builds(&b, 40, 45).await.unwrap().is_empty(), "a fresh heartbeat of another node");
-    assert!(meta.recover_builds(&a, i64::MAX, 45).await.unwrap().is_empty(), "never the claimant's own run");
+    assert!(meta.recover_builds(&a, 40, 45).await.unwrap().is_empty(), "its own run's fresh build");
     assert_eq!(meta.heartbeat_builds(&a, std::slice::from_ref(&dev.id), 60).await.unwrap(), []);
     assert_eq!(meta.get_build(&dev.id).await.unwrap().unwrap().heartbeat_at, Some(60));
     assert_eq!(
@@ -572,6 +572,15 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!(restarted.iter().map(|r| &r.id).collect::<Vec<_>>(), [&late.id]);
     assert_eq!(restarted[0].error.as_deref(), Some("the server stopped while this build ran"));
     assert_eq!(meta.get_build(&other.id).await.unwrap().unwrap().state, BuildState::Running);
+    // A build of the caller's own run whose heartbeat went stale lost its
+    // runner (live runners keep theirs fresh): recovered like any other.
+    let orphan = meta.enqueue_build(new_build(8, &site, "orphan", 52), true).await.unwrap();
+    assert_eq!(meta.claim_build(&a_again, 20_400).await.unwrap().unwrap().id, orphan.id);
+    meta.heartbeat_builds(&b, std::slice::from_ref(&other.id), 30_000).await.unwrap();
+    let stale = meta.recover_builds(&a_again, 30_000 - 1000, 30_001).await.unwrap();
+    assert_eq!(stale.iter().map(|r| &r.id).collect::<Vec<_>>(), [&orphan.id], "B's build is fresh");
+    let why = stale[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("ended without recording") && why.contains("no heartbeat for 9 s"), "{why}");
 
     // Variables: site-wide and per branch, replace, remove.
     let var = |branch: Option<&str>, value: &str| EnvVar {

@@ -356,9 +356,10 @@ impl BuildStore for PostgresMeta {
         // migrate` (which needs that server stopped).
         let found = rows(
             &tx,
-            "SELECT id, runner_node, coalesce(heartbeat_at, started_at, 0), coalesce(runner_run = '', false) FROM builds
-             WHERE state = 'running' AND NOT (coalesce(runner_node = $1 AND runner_run = $2, false))
-               AND (runner_run = '' OR runner_node = $1 OR coalesce(heartbeat_at, started_at, 0) < $3)
+            "SELECT id, runner_node, runner_run, coalesce(heartbeat_at, started_at, 0) FROM builds
+             WHERE state = 'running' AND (runner_run = ''
+                 OR (runner_node = $1 AND runner_run <> $2)
+                 OR coalesce(heartbeat_at, started_at, 0) < $3)
              ORDER BY seq FOR UPDATE SKIP LOCKED",
             &[&owner.node, &owner.run, &stale_before],
         )
@@ -366,8 +367,8 @@ impl BuildStore for PostgresMeta {
         let mut out = Vec::with_capacity(found.len());
         for r in found {
             let id: String = r.try_get(0)?;
-            let node: Option<String> = r.try_get(1)?;
-            let why = interrupted_because(owner, node.as_deref(), r.try_get(3)?, r.try_get(2)?, now);
+            let (node, run): (Option<String>, Option<String>) = (r.try_get(1)?, r.try_get(2)?);
+            let why = interrupted_because(owner, node.as_deref(), run.as_deref(), r.try_get(3)?, now);
             exec(
                 &tx,
                 "UPDATE builds SET state = 'interrupted', finished_at = $2, error = $3 WHERE id = $1",

@@ -362,21 +362,22 @@ impl BuildStore for SqliteMeta {
             let tx = c.transaction()?;
             // `runner_run = ''`: claimed before owners were recorded (migration 10); the data directory's lock
             // means that process has ended.
-            let found: Vec<(String, Option<String>, Option<i64>, bool)> = {
+            let found: Vec<(String, Option<String>, Option<String>, Option<i64>)> = {
                 let mut st = tx.prepare(
-                    "SELECT id, runner_node, coalesce(heartbeat_at, started_at, 0), coalesce(runner_run = '', 0) FROM builds
-                     WHERE state = 'running' AND NOT (coalesce(runner_node = ?1 AND runner_run = ?2, false))
-                       AND (runner_run = '' OR runner_node = ?1 OR coalesce(heartbeat_at, started_at, 0) < ?3)
+                    "SELECT id, runner_node, runner_run, coalesce(heartbeat_at, started_at, 0) FROM builds
+                     WHERE state = 'running' AND (runner_run = ''
+                         OR (runner_node = ?1 AND runner_run <> ?2)
+                         OR coalesce(heartbeat_at, started_at, 0) < ?3)
                      ORDER BY rowid",
                 )?;
                 st.query_map(params![owner.node, owner.run, stale_before], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
-                    .collect::<Result<_, _>>()?
+                .collect::<Result<_, _>>()?
             };
             let mut out = Vec::with_capacity(found.len());
-            for (id, node, heartbeat, before_owners) in found {
-                let why = interrupted_because(&owner, node.as_deref(), before_owners, heartbeat, now);
+            for (id, node, run, heartbeat) in found {
+                let why = interrupted_because(&owner, node.as_deref(), run.as_deref(), heartbeat, now);
                 tx.execute(
                     "UPDATE builds SET state = 'interrupted', finished_at = ?2, error = ?3 WHERE id = ?1",
                     params![id, now, why],

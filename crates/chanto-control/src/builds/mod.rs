@@ -933,7 +933,9 @@ impl Control {
     /// that died. Every quarter of the heartbeat timeout it refreshes the
     /// heartbeat of the builds it runs (and stops any that another process
     /// has meanwhile taken for dead), then recovers builds whose heartbeat is
-    /// older than the timeout. It judges other processes only once it has
+    /// older than the timeout (its own too: a build of this run that no
+    /// runner here holds any more, so nobody refreshed it, e.g. one whose end
+    /// could not be recorded). It judges heartbeats only once it has
     /// reached the database without a failure for a whole timeout: after an
     /// outage every runner's heartbeat is old, and live ones need one
     /// interval to refresh theirs.
