@@ -820,6 +820,9 @@ impl Control {
     async fn recover_builds_before(&self, stale_before: chanto_store::UnixMillis) -> Result<usize, ApiError> {
         let builds = self.builds()?;
         let interrupted = self.meta.recover_builds(&self.config.owner, stale_before, now_millis()).await?;
+        if interrupted.is_empty() {
+            return Ok(0);
+        }
         let mut retried = 0;
         for b in interrupted {
             tracing::warn!(build = %b.id, site = %b.site, reason = b.error.as_deref().unwrap_or_default(), "build interrupted; its runner is gone");
