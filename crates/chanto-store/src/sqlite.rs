@@ -1265,6 +1265,41 @@ mod tests {
         assert_eq!(meta.referenced_blobs(&[]).await.unwrap(), HashSet::from([a, b]));
     }
 
+    /// A build running under a chanto before migration 10 (no owner) is
+    /// recovered at the next start whatever node starts, and its leases are
+    /// freed: on SQLite the process that claimed them has ended.
+    #[tokio::test]
+    async fn claims_from_before_owners_are_recovered_at_once() {
+        use crate::{BuildStore, NotifyStore, Owner};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..9] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+            conn.execute_batch(
+                "INSERT INTO sites (id, name, production_branch, created_at) VALUES (1, 'docs', 'main', 1);
+                 INSERT INTO builds (id, site_id, branch, git_ref, state, trigger, created_at, started_at)
+                     VALUES ('00000000000000b1', 1, 'main', 'main', 'running', 'manual', 1, 2),
+                            ('00000000000000b2', 1, 'main', 'main', 'queued', 'manual', 3, NULL);
+                 INSERT INTO notify_subscriptions (id, site_id, channel, config, display, filter, created_at)
+                     VALUES ('sub', 1, 'webhook', x'01', 'x', '{}', 1);
+                 INSERT INTO notify_deliveries (subscription_id, site_id, action, event_kind, event_id, payload, state,
+                     attempts, next_at, lease_until, created_at, updated_at)
+                     VALUES ('sub', 1, 'send', 'build.queued', 'e', '{}', 'pending', 0, 1, 9999999999999, 1, 1);",
+            )
+            .unwrap();
+        }
+        let meta = SqliteMeta::open(&path).unwrap();
+        let me = Owner::new_run("host/new");
+        let recovered = meta.recover_builds(&me, i64::MIN, 10).await.unwrap();
+        assert_eq!(recovered.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["00000000000000b1"]);
+        assert_eq!(recovered[0].error.as_deref(), Some("the server stopped while this build ran"));
+        assert_eq!(meta.due_deliveries(10, 10).await.unwrap().len(), 1, "the old lease is gone");
+    }
+
     #[test]
     fn a_damaged_file_list_is_an_error_not_a_panic() {
         for stored in ["", "{}", "[[1,2,3]]", "[[\"a\",\"not a hash\",1]]", "[[\"a\",\"00\",-1]]"] {
