@@ -239,14 +239,17 @@ fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() 
 /// PostgreSQL goes away while a build runs and another waits; the running
 /// build ends during the outage. Once the database is back (no restart of
 /// chanto), that end is recorded, the queued build runs and the
-/// notifications of both go out.
+/// notifications of both go out. Then the node dies mid-build and restarts:
+/// on PostgreSQL as on SQLite, its last run's build is retried at once (the
+/// default heartbeat timeout, a minute, is not waited for).
 #[test]
 fn builds_and_notifications_resume_after_the_database_comes_back() {
     let pg = pg::PgServer::start();
     let url = pg.create_database("outage");
-    let stores = shared_stores(&url, &["--build-heartbeat-timeout", "2s", "--notify-backoff", "200ms"]);
+    let stores = shared_stores(&url, &["--notify-backoff", "200ms"]);
     let tmp = reachable_tempdir();
-    let server = stores.start(&tmp.path().join("data"), &[]);
+    let data = tmp.path().join("data");
+    let server = stores.start(&data, &[]);
     let receiver = Receiver::start(|_| (200, vec![], "ok".into()));
     let repo = Repo::new(&tmp.path().join("repo"));
     connect_slow_site(&server, &repo);
@@ -281,6 +284,22 @@ fn builds_and_notifications_resume_after_the_database_comes_back() {
             })
         });
     }
+
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "600"]).ok();
+    let third = start_build(&server, "main");
+    wait_state(&server, &third, &["running"]);
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "0"]).ok();
+    server.kill();
+    let restarted = Instant::now();
+    let server = stores.start(&data, &[]);
+    let gone = build(&server, &third);
+    assert_eq!(gone["state"], "interrupted", "recovered before the restarted server answers: {gone}");
+    assert_eq!(gone["error"], "the server stopped while this build ran", "{gone}");
+    let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
+    let retry = all.as_array().unwrap().iter().find(|r| r["retry_of"] == third.as_str()).expect("a retry").clone();
+    let retried = wait_state(&server, retry["id"].as_str().unwrap(), &["succeeded", "failed", "interrupted"]);
+    assert_eq!(retried["state"], "succeeded", "{retried}");
+    eprintln!("a restarted node's build was retried and done {:?} after the restart", restarted.elapsed());
 }
 
 /// The heartbeat timeout and the node id file are checked at start: a bad
