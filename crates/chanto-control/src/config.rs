@@ -40,7 +40,22 @@ pub struct ControlConfig {
     /// How many successive rollbacks of a branch retention keeps possible:
     /// the deploys they reach are never pruned.
     pub rollback_depth: u32,
+    /// This process, as the owner of the builds it claims and the
+    /// notification leases it takes. `chanto serve` names its node after the
+    /// host and the data directory, so a restart recovers its last run's
+    /// claims at once; the default is a node of its own (nothing of it is
+    /// ever taken for a dead earlier run).
+    pub owner: chanto_store::Owner,
+    /// How long a running build may go without its runner's heartbeat before
+    /// another process takes it for dead, marks it interrupted and retries
+    /// it. Heartbeats are sent every quarter of it.
+    pub build_heartbeat_timeout: Duration,
 }
+
+/// Default [`ControlConfig::build_heartbeat_timeout`]: a minute survives a
+/// database failover or a long garbage-collection pause of the runner's host,
+/// and a dead node's build is retried within about a minute and a quarter.
+pub const DEFAULT_BUILD_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default grace period of garbage collection: longer than the upload
 /// window, so a blob another process has made for a deploy it has not
@@ -65,6 +80,11 @@ impl ControlConfig {
             gzip_level: DEFAULT_GZIP_LEVEL,
             gc_grace: DEFAULT_GC_GRACE,
             rollback_depth: DEFAULT_ROLLBACK_DEPTH,
+            owner: chanto_store::Owner::new_run(format!(
+                "process-{}",
+                chanto_store::random_bytes::<6>().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )),
+            build_heartbeat_timeout: DEFAULT_BUILD_HEARTBEAT_TIMEOUT,
         }
     }
 

@@ -62,6 +62,55 @@ pub struct NewBuild {
     pub created_at: UnixMillis,
 }
 
+/// Who holds a claim (a running build, a delivery lease): one run of one
+/// `chanto serve`. Several processes may share one PostgreSQL; each claim
+/// names its owner, so a process recovers only claims that are certainly
+/// dead: those of an earlier run of its own node (its data directory's lock
+/// guarantees that run has ended), and builds whose heartbeat is older than
+/// the timeout (a node that died or lost the database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The node: the same across restarts of one data directory on one host
+    /// (the host name and `DATA/node-id`).
+    pub node: String,
+    /// This run of the node: fresh at every start.
+    pub run: String,
+}
+
+impl Owner {
+    /// An owner for `node`, with a fresh random run id.
+    pub fn new_run(node: impl Into<String>) -> Self {
+        let run: String = crate::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
+        Self { node: node.into(), run }
+    }
+}
+
+/// Why [`BuildStore::recover_builds`] interrupted a build claimed by
+/// (`node`, `run`), in words for its `error`: the same text on every backend.
+pub(crate) fn interrupted_because(
+    owner: &Owner,
+    node: Option<&str>,
+    run: Option<&str>,
+    heartbeat_at: Option<UnixMillis>,
+    now: UnixMillis,
+) -> String {
+    let silent = (now - heartbeat_at.unwrap_or(0)).max(0) / 1000;
+    match (node, run) {
+        // Claimed on SQLite before owners were recorded (one process per data directory: it has ended).
+        (_, Some("")) => "the server stopped while this build ran".into(),
+        (Some(n), Some(r)) if n == owner.node && r == owner.run => {
+            format!(
+                "its runner in this server ended without recording how the build ended (no heartbeat for {silent} s)"
+            )
+        }
+        (Some(n), _) if n == owner.node => "the server stopped while this build ran".into(),
+        (Some(n), _) => format!("the server running this build ({n}) stopped answering: no heartbeat for {silent} s"),
+        (None, _) => format!(
+            "the server running this build (a chanto that did not record its node) stopped answering: no heartbeat for {silent} s"
+        ),
+    }
+}
+
 /// A build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildRecord {
@@ -103,6 +152,10 @@ pub struct BuildRecord {
     pub started_at: Option<UnixMillis>,
     /// When it ended.
     pub finished_at: Option<UnixMillis>,
+    /// The node that claimed it (see [`Owner`]), once claimed.
+    pub runner: Option<String>,
+    /// When its runner last said it was still running it.
+    pub heartbeat_at: Option<UnixMillis>,
 }
 
 /// How a build ended, as a runner reports it.
@@ -192,8 +245,18 @@ pub trait BuildStore: Send + Sync + 'static {
         reason: &str,
         now: UnixMillis,
     ) -> Result<Option<BuildRecord>, StoreError>;
-    /// Takes the oldest queued build for a runner (`running`), if any.
-    async fn claim_build(&self, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError>;
+    /// Takes the oldest queued build for a runner of `owner` (`running`, its
+    /// heartbeat `now`), if any.
+    async fn claim_build(&self, owner: &Owner, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError>;
+    /// Refreshes the heartbeat of `owner`'s running builds `ids`. Returns those
+    /// of `ids` that are no longer running under `owner` (another process
+    /// recovered them, or they ended): their runner should stop.
+    async fn heartbeat_builds(
+        &self,
+        owner: &Owner,
+        ids: &[BuildId],
+        now: UnixMillis,
+    ) -> Result<Vec<BuildId>, StoreError>;
     /// Records the commit a running build resolved and its message and author (at `now`: a build that did not know
     /// its commit reports its start then).
     async fn set_build_commit(
@@ -222,8 +285,20 @@ pub trait BuildStore: Send + Sync + 'static {
         branch: Option<&BranchName>,
         limit: u32,
     ) -> Result<Vec<BuildRecord>, StoreError>;
-    /// Marks every running build `interrupted` (at start, after a crash) and returns them.
-    async fn interrupt_running(&self, now: UnixMillis) -> Result<Vec<BuildRecord>, StoreError>;
+    /// Marks `interrupted` (and returns) the running builds whose runner is
+    /// certainly gone: those claimed by an earlier run of `owner.node` (one
+    /// process per data directory, so that run has ended), those claimed
+    /// before owners were recorded on SQLite, and those whose heartbeat is
+    /// older than `stale_before` (pass `i64::MIN` to judge no heartbeat) —
+    /// `owner`'s own run included: its live runners keep their heartbeat
+    /// fresh, so a stale one of its own is a runner that ended without
+    /// recording the end.
+    async fn recover_builds(
+        &self,
+        owner: &Owner,
+        stale_before: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<BuildRecord>, StoreError>;
 
     /// Sets a variable (replacing one of the same name and branch).
     async fn set_env(&self, site: &SiteName, var: EnvVar) -> Result<(), StoreError>;

@@ -449,6 +449,11 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(matches!(meta.delete_site(&site).await, Err(StoreError::NotFound(_))));
 }
 
+/// A run of a node (see [`crate::Owner`]).
+fn owner(node: &str, run: &str) -> crate::Owner {
+    crate::Owner { node: node.into(), run: run.into() }
+}
+
 fn new_build(n: u8, site: &SiteName, branch: &str, at: crate::UnixMillis) -> crate::NewBuild {
     crate::NewBuild {
         id: chanto_core::BuildId::from_random([n; 8]),
@@ -498,7 +503,8 @@ pub async fn build_store(meta: &dyn MetaStore) {
     let b2 = meta.enqueue_build(new_build(2, &site, "main", 11), true).await.unwrap();
     assert_eq!(meta.get_build(&b1.id).await.unwrap().unwrap().state, BuildState::Superseded);
     meta.enqueue_build(new_build(3, &site, "dev", 12), true).await.unwrap();
-    let claimed = meta.claim_build(20).await.unwrap().unwrap();
+    let (a, a_again, b) = (owner("node-a", "run-1"), owner("node-a", "run-2"), owner("node-b", "run-1"));
+    let claimed = meta.claim_build(&a, 20).await.unwrap().unwrap();
     assert_eq!((claimed.id.clone(), claimed.state, claimed.started_at), (b2.id.clone(), BuildState::Running, Some(20)));
     meta.set_build_commit(&claimed.id, "abc", Some("msg".into()), None, 21).await.unwrap();
     meta.set_build_phases(&claimed.id, "[1]").await.unwrap();
@@ -535,13 +541,33 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!(meta.cancel_queued(&queued.id, "no", 15).await.unwrap().unwrap().state, BuildState::Cancelled);
     assert!(meta.cancel_queued(&queued.id, "no", 16).await.unwrap().is_none());
     assert!(meta.cancel_queued(&done.id, "no", 16).await.unwrap().is_none());
-    // The dev build runs, then the server "dies": it is interrupted.
-    let dev = meta.claim_build(40).await.unwrap().unwrap();
+    // The dev build runs on node A. Node B leaves it alone while A's
+    // heartbeat is fresh; nobody recovers a build of its own run.
+    let dev = meta.claim_build(&a, 40).await.unwrap().unwrap();
     assert_eq!(dev.branch.as_str(), "dev");
-    assert!(meta.claim_build(41).await.unwrap().is_none());
-    let interrupted = meta.interrupt_running(50).await.unwrap();
+    assert_eq!((dev.runner.as_deref(), dev.heartbeat_at), (Some("node-a"), Some(40)));
+    assert!(meta.claim_build(&b, 41).await.unwrap().is_none());
+    assert!(meta.recover_builds(&b, 40, 45).await.unwrap().is_empty(), "a fresh heartbeat of another node");
+    assert!(meta.recover_builds(&a, 40, 45).await.unwrap().is_empty(), "its own run's fresh build");
+    assert_eq!(meta.heartbeat_builds(&a, std::slice::from_ref(&dev.id), 60).await.unwrap(), []);
+    assert_eq!(meta.get_build(&dev.id).await.unwrap().unwrap().heartbeat_at, Some(60));
+    assert_eq!(
+        meta.heartbeat_builds(&b, std::slice::from_ref(&dev.id), 20_000).await.unwrap(),
+        std::slice::from_ref(&dev.id),
+        "another node's heartbeat does not keep it"
+    );
+    assert!(meta.recover_builds(&b, 60, 20_000).await.unwrap().is_empty(), "a heartbeat at the limit is fresh");
+    // A's heartbeat goes stale: B interrupts it, and A's runner learns it lost the build.
+    let interrupted = meta.recover_builds(&b, 61, 20_060).await.unwrap();
     assert_eq!(interrupted.len(), 1);
-    assert_eq!(interrupted[0].state, BuildState::Interrupted);
+    assert_eq!((&interrupted[0].id, interrupted[0].state), (&dev.id, BuildState::Interrupted));
+    let why = interrupted[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("node-a") && why.contains("no heartbeat for 20 s"), "{why}");
+    assert!(meta.recover_builds(&b, i64::MAX, 20_061).await.unwrap().is_empty(), "interrupted once");
+    assert_eq!(
+        meta.heartbeat_builds(&a, std::slice::from_ref(&dev.id), 20_100).await.unwrap(),
+        std::slice::from_ref(&dev.id)
+    );
     let listed = meta.list_builds(&site, None, 10).await.unwrap();
     assert_eq!(listed.len(), 5);
     // Newest first: the cancelled "other", the skipped "main", then the interrupted "dev".
@@ -555,6 +581,26 @@ pub async fn build_store(meta: &dyn MetaStore) {
         ]
     );
     assert_eq!(meta.list_builds(&site, Some(&main), 1).await.unwrap().len(), 1);
+    // Node A restarts (a new run of the same node): its last run's build is
+    // certainly dead (one process per data directory) and is recovered at
+    // once, whatever its heartbeat says; another node's fresh one is not.
+    let late = meta.enqueue_build(new_build(6, &site, "late", 50), true).await.unwrap();
+    let other = meta.enqueue_build(new_build(7, &site, "other2", 51), true).await.unwrap();
+    assert_eq!(meta.claim_build(&a, 20_200).await.unwrap().unwrap().id, late.id);
+    assert_eq!(meta.claim_build(&b, 20_200).await.unwrap().unwrap().id, other.id);
+    let restarted = meta.recover_builds(&a_again, i64::MIN, 20_300).await.unwrap();
+    assert_eq!(restarted.iter().map(|r| &r.id).collect::<Vec<_>>(), [&late.id]);
+    assert_eq!(restarted[0].error.as_deref(), Some("the server stopped while this build ran"));
+    assert_eq!(meta.get_build(&other.id).await.unwrap().unwrap().state, BuildState::Running);
+    // A build of the caller's own run whose heartbeat went stale lost its
+    // runner (live runners keep theirs fresh): recovered like any other.
+    let orphan = meta.enqueue_build(new_build(8, &site, "orphan", 52), true).await.unwrap();
+    assert_eq!(meta.claim_build(&a_again, 20_400).await.unwrap().unwrap().id, orphan.id);
+    meta.heartbeat_builds(&b, std::slice::from_ref(&other.id), 30_000).await.unwrap();
+    let stale = meta.recover_builds(&a_again, 30_000 - 1000, 30_001).await.unwrap();
+    assert_eq!(stale.iter().map(|r| &r.id).collect::<Vec<_>>(), [&orphan.id], "B's build is fresh");
+    let why = stale[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("ended without recording") && why.contains("no heartbeat for 9 s"), "{why}");
 
     // Variables: site-wide and per branch, replace, remove.
     let var = |branch: Option<&str>, value: &str| EnvVar {
@@ -659,7 +705,8 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     let b = meta.enqueue_build(new_build(1, &site, "main", 10), true).await.unwrap();
     let replaced_by = meta.enqueue_build(new_build(2, &site, "main", 11), true).await.unwrap();
     assert_eq!(meta.get_build(&b.id).await.unwrap().unwrap().state, BuildState::Superseded);
-    let running = meta.claim_build(12).await.unwrap().unwrap();
+    let (a, node_b, b_again) = (owner("node-a", "run-1"), owner("node-b", "run-1"), owner("node-b", "run-2"));
+    let running = meta.claim_build(&a, 12).await.unwrap().unwrap();
     assert_eq!(running.id, replaced_by.id);
     assert_eq!(kinds(&meta.pending_events(100).await.unwrap()).len(), 3, "no start before the commit is known");
     meta.set_build_commit(&running.id, "abc", None, None, 12).await.unwrap();
@@ -735,15 +782,23 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     assert_eq!(due.iter().map(|d| d.subscription.as_str()).collect::<Vec<_>>(), ["sub_a", "sub_b"]);
     assert!(meta.due_deliveries(29, 10).await.unwrap().is_empty(), "not due yet");
     let (a1, b1) = (due[0].clone(), due[1].clone());
-    // A claim leases one attempt: a second claim, or a stale one, takes nothing.
-    assert!(meta.claim_delivery(a1.id, 0, 40, 45).await.unwrap());
-    assert!(!meta.claim_delivery(a1.id, 0, 40, 45).await.unwrap());
-    assert!(!meta.claim_delivery(b1.id, 3, 40, 45).await.unwrap(), "attempts differ");
+    // A claim leases one attempt: a second claim (by any node), or a stale one, takes nothing.
+    assert!(meta.claim_delivery(a1.id, 0, &a, 40, 45).await.unwrap());
+    assert!(!meta.claim_delivery(a1.id, 0, &a, 40, 45).await.unwrap());
+    assert!(!meta.claim_delivery(a1.id, 0, &node_b, 44, 45).await.unwrap(), "another node's unexpired lease");
+    assert!(!meta.claim_delivery(b1.id, 3, &a, 40, 45).await.unwrap(), "attempts differ");
     assert_eq!(meta.due_deliveries(40, 10).await.unwrap().len(), 1, "sub_a's delivery is leased");
-    assert!(meta.claim_delivery(a1.id, 0, 45, 1000).await.unwrap(), "a lease that ran out can be taken again");
+    assert!(
+        meta.claim_delivery(a1.id, 0, &node_b, 45, 1000).await.unwrap(),
+        "a lease that ran out, taken by another node"
+    );
     assert_eq!(meta.next_due().await.unwrap(), Some(30), "sub_b's delivery is due; sub_a's leased");
-    assert_eq!(meta.release_leases().await.unwrap(), 1, "a restarting node frees its leases");
-    assert!(meta.claim_delivery(a1.id, 0, 46, 47).await.unwrap());
+    // A node starting frees only its own earlier runs' leases: never another node's, never its live run's.
+    assert_eq!(meta.release_leases(&owner("node-a", "run-2")).await.unwrap(), 0, "node B's lease stays");
+    assert_eq!(meta.release_leases(&node_b).await.unwrap(), 0, "the live run keeps its lease");
+    assert!(!meta.claim_delivery(a1.id, 0, &a, 46, 47).await.unwrap());
+    assert_eq!(meta.release_leases(&b_again).await.unwrap(), 1, "node B restarted: its last run's lease is freed");
+    assert!(meta.claim_delivery(a1.id, 0, &a, 46, 47).await.unwrap());
     assert_eq!((a1.state.as_str(), a1.attempts, a1.key.as_deref()), ("pending", 0, Some("k")));
     let attempt = |n: u32, outcome: &str| DeliveryAttempt {
         n,
@@ -789,7 +844,7 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     );
     assert!(matches!(meta.redeliver(&site, again, 203).await, Err(StoreError::Conflict(_))));
     assert_eq!(meta.redeliver(&site, 999_999, 203).await.unwrap(), None);
-    meta.claim_delivery(again, 0, 203, 204).await.unwrap();
+    meta.claim_delivery(again, 0, &a, 203, 204).await.unwrap();
     meta.record_attempt(again, attempt(1, "delivered"), DeliveryNext::Delivered, 204).await.unwrap();
 
     // The one pull request comment.

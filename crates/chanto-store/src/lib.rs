@@ -26,7 +26,9 @@ mod sqlite_builds;
 mod sqlite_notify;
 
 pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
-pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};
+pub use builds::{
+    BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, Owner, WebhookDelivery,
+};
 pub use cached::CachedBlobStore;
 pub use error::StoreError;
 pub use meta::{

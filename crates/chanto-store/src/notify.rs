@@ -172,19 +172,22 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// Pending deliveries due at `now`, oldest first, at most one per subscription (so a subscription's deliveries
     /// are made in order).
     async fn due_deliveries(&self, now: UnixMillis, limit: u32) -> Result<Vec<Delivery>, StoreError>;
-    /// Takes a due delivery for one attempt: leases it until `lease_until` if it is still pending with `attempts`
-    /// attempts, due at `now` and not leased. False when another worker (or an earlier pass) took it; a worker that
-    /// dies mid-attempt leaves it to be tried again once the lease ends (or at once after [`Self::release_leases`]).
+    /// Takes a due delivery for one attempt: leases it to `owner` until `lease_until` if it is still pending with
+    /// `attempts` attempts, due at `now` and not leased (or its lease ended before `now`). False when another worker
+    /// (or an earlier pass) took it; a worker that dies mid-attempt leaves it to be tried again once the lease ends
+    /// (or at once when its node restarts, [`Self::release_leases`]).
     async fn claim_delivery(
         &self,
         id: i64,
         attempts: u32,
+        owner: &crate::Owner,
         now: UnixMillis,
         lease_until: UnixMillis,
     ) -> Result<bool, StoreError>;
-    /// Frees every lease: for a control node starting up, whose attempts in flight died with its last run. (One
-    /// control node per database; several would need leases that name their node.) Returns how many were freed.
-    async fn release_leases(&self) -> Result<u64, StoreError>;
+    /// Frees the leases of earlier runs of `owner.node`, for a node starting up: their attempts in flight died with
+    /// that run (one process per data directory). Leases of other nodes, live or not, are left to run out. Returns
+    /// how many were freed.
+    async fn release_leases(&self, owner: &crate::Owner) -> Result<u64, StoreError>;
     /// The earliest time a pending delivery is due (or its lease ends), if any.
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
     /// Whether a delivery newer than `id` with the same subscription and key has been delivered.

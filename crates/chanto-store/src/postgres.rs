@@ -258,6 +258,16 @@ CREATE TABLE blob_deletions (
 );
 CREATE INDEX activations_by_deploy ON activations (deploy_id);
 "#,
+    // 3: claims name their owner (node and run, `builds::Owner`) and a
+    // running build its runner's heartbeat, so several processes can share
+    // this database. Builds running under an older chanto are judged by
+    // their start time (they may still run: other processes may be live);
+    // leases already taken simply run out.
+    r#"
+ALTER TABLE builds ADD COLUMN runner_node TEXT, ADD COLUMN runner_run TEXT, ADD COLUMN heartbeat_at BIGINT;
+UPDATE builds SET heartbeat_at = coalesce(started_at, 0) WHERE state = 'running';
+ALTER TABLE notify_deliveries ADD COLUMN lease_node TEXT, ADD COLUMN lease_run TEXT;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

@@ -15,7 +15,8 @@ use crate::{StoreError, UnixMillis};
 const DELIVERIES_KEPT: i64 = 1000;
 
 const BUILD_COLUMNS: &str = "b.id, s.name, b.branch, b.git_ref, b.commit_sha, b.pull_request, b.state, b.trigger, b.title, \
-     b.author, b.message, b.deploy_id, b.error, b.phases, b.retry_of, b.untrusted, b.created_at, b.started_at, b.finished_at";
+     b.author, b.message, b.deploy_id, b.error, b.phases, b.retry_of, b.untrusted, b.created_at, b.started_at, b.finished_at, \
+     b.runner_node, b.heartbeat_at";
 
 fn build_row(r: &Row) -> Result<BuildRecord, StoreError> {
     Ok(BuildRecord {
@@ -38,6 +39,8 @@ fn build_row(r: &Row) -> Result<BuildRecord, StoreError> {
         created_at: r.try_get(16)?,
         started_at: r.try_get(17)?,
         finished_at: r.try_get(18)?,
+        runner: r.try_get(19)?,
+        heartbeat_at: r.try_get(20)?,
     })
 }
 
@@ -193,7 +196,7 @@ impl BuildStore for PostgresMeta {
         Ok(rec)
     }
 
-    async fn claim_build(&self, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError> {
+    async fn claim_build(&self, owner: &Owner, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         // SKIP LOCKED: a build another process is claiming right now is not
@@ -207,7 +210,13 @@ impl BuildStore for PostgresMeta {
         .await?;
         let Some(next) = next else { return Ok(None) };
         let (id, known): (String, bool) = (next.try_get(0)?, next.try_get(1)?);
-        exec(&tx, "UPDATE builds SET state = 'running', started_at = $2 WHERE id = $1", &[&id, &now]).await?;
+        exec(
+            &tx,
+            "UPDATE builds SET state = 'running', started_at = $2, heartbeat_at = $2, runner_node = $3, runner_run = $4
+             WHERE id = $1",
+            &[&id, &now, &owner.node, &owner.run],
+        )
+        .await?;
         // A build of a commit not known yet reports its start once it is (set_build_commit).
         if known {
             record_build_event(&tx, &id, now).await?;
@@ -308,18 +317,62 @@ impl BuildStore for PostgresMeta {
         out.iter().map(build_row).collect()
     }
 
-    async fn interrupt_running(&self, now: UnixMillis) -> Result<Vec<BuildRecord>, StoreError> {
+    async fn heartbeat_builds(
+        &self,
+        owner: &Owner,
+        ids: &[BuildId],
+        now: UnixMillis,
+    ) -> Result<Vec<BuildId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let ids = rows(&tx, "SELECT id FROM builds WHERE state = 'running' ORDER BY seq FOR UPDATE", &[]).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for r in ids {
+        let wanted: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+        let kept = rows(
+            &tx,
+            "UPDATE builds SET heartbeat_at = $2
+             WHERE id = ANY($1) AND state = 'running' AND runner_node = $3 AND runner_run = $4 RETURNING id",
+            &[&wanted, &now, &owner.node, &owner.run],
+        )
+        .await?;
+        tx.commit().await?;
+        let kept: std::collections::HashSet<String> =
+            kept.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<_, _>>()?;
+        Ok(ids.iter().filter(|i| !kept.contains(i.as_str())).cloned().collect())
+    }
+
+    async fn recover_builds(
+        &self,
+        owner: &Owner,
+        stale_before: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<BuildRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // SKIP LOCKED: a build whose heartbeat or end is being written this
+        // instant is left for the next pass. `runner_run = ''`: claimed on
+        // SQLite before owners were recorded, then moved here by `chanto
+        // migrate` (which needs that server stopped).
+        let found = rows(
+            &tx,
+            "SELECT id, runner_node, runner_run, coalesce(heartbeat_at, started_at, 0) FROM builds
+             WHERE state = 'running' AND (runner_run = ''
+                 OR (runner_node = $1 AND runner_run <> $2)
+                 OR coalesce(heartbeat_at, started_at, 0) < $3)
+             ORDER BY seq FOR UPDATE SKIP LOCKED",
+            &[&owner.node, &owner.run, &stale_before],
+        )
+        .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for r in found {
             let id: String = r.try_get(0)?;
+            let (node, run): (Option<String>, Option<String>) = (r.try_get(1)?, r.try_get(2)?);
+            let why = interrupted_because(owner, node.as_deref(), run.as_deref(), r.try_get(3)?, now);
             exec(
                 &tx,
-                "UPDATE builds SET state = 'interrupted', finished_at = $2,
-                   error = 'the server stopped while this build ran' WHERE id = $1",
-                &[&id, &now],
+                "UPDATE builds SET state = 'interrupted', finished_at = $2, error = $3 WHERE id = $1",
+                &[&id, &now, &why],
             )
             .await?;
             record_build_event(&tx, &id, now).await?;

@@ -218,6 +218,7 @@ impl NotifyStore for PostgresMeta {
         &self,
         id: i64,
         attempts: u32,
+        owner: &crate::Owner,
         now: UnixMillis,
         lease_until: UnixMillis,
     ) -> Result<bool, StoreError> {
@@ -227,25 +228,26 @@ impl NotifyStore for PostgresMeta {
         // theirs; once they commit, the lease keeps it theirs.
         let n = exec(
             &tx,
-            "UPDATE notify_deliveries SET lease_until = $4
+            "UPDATE notify_deliveries SET lease_until = $4, lease_node = $5, lease_run = $6
              WHERE id = (SELECT id FROM notify_deliveries
                WHERE id = $1 AND state = 'pending' AND attempts = $2 AND next_at <= $3
                  AND coalesce(lease_until, 0) <= $3
                FOR UPDATE SKIP LOCKED)",
-            &[&id, &(attempts as i32), &now, &lease_until],
+            &[&id, &(attempts as i32), &now, &lease_until, &owner.node, &owner.run],
         )
         .await?;
         tx.commit().await?;
         Ok(n == 1)
     }
 
-    async fn release_leases(&self) -> Result<u64, StoreError> {
+    async fn release_leases(&self, owner: &crate::Owner) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let n = exec(
             &tx,
-            "UPDATE notify_deliveries SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL",
-            &[],
+            "UPDATE notify_deliveries SET lease_until = NULL, lease_node = NULL, lease_run = NULL
+             WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_node = $1 AND lease_run <> $2",
+            &[&owner.node, &owner.run],
         )
         .await?;
         tx.commit().await?;

@@ -252,6 +252,19 @@ CREATE TABLE tokens (
         hash TEXT PRIMARY KEY,
         at INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 10: claims name their owner (node and run, `builds::Owner`) and a
+    // running build its runner's heartbeat, so several processes can share
+    // one database (PostgreSQL migration 3 is the same). A build running now
+    // was claimed by a process that has ended (this one holds the data
+    // directory's lock): `runner_run = ''` marks it for recovery at start,
+    // and its notification leases are freed.
+    "ALTER TABLE builds ADD COLUMN runner_node TEXT;
+    ALTER TABLE builds ADD COLUMN runner_run TEXT;
+    ALTER TABLE builds ADD COLUMN heartbeat_at INTEGER;
+    UPDATE builds SET runner_run = '', heartbeat_at = coalesce(started_at, 0) WHERE state = 'running';
+    ALTER TABLE notify_deliveries ADD COLUMN lease_node TEXT;
+    ALTER TABLE notify_deliveries ADD COLUMN lease_run TEXT;
+    UPDATE notify_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL;",
 ];
 
 /// How many migrations this build knows: the newest schema version.
@@ -1270,6 +1283,41 @@ mod tests {
         assert_eq!(listed, vec![("a/index.html", b, 1), ("b.css", a, 1), ("z \"quoted\".html", a, 1)]);
         assert!(meta.deploy_files(&"fedcba9876543210".parse().unwrap()).await.unwrap().is_empty());
         assert_eq!(meta.referenced_blobs(&[]).await.unwrap(), HashSet::from([a, b]));
+    }
+
+    /// A build running under a chanto before migration 10 (no owner) is
+    /// recovered at the next start whatever node starts, and its leases are
+    /// freed: on SQLite the process that claimed them has ended.
+    #[tokio::test]
+    async fn claims_from_before_owners_are_recovered_at_once() {
+        use crate::{BuildStore, NotifyStore, Owner};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..9] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+            conn.execute_batch(
+                "INSERT INTO sites (id, name, production_branch, created_at) VALUES (1, 'docs', 'main', 1);
+                 INSERT INTO builds (id, site_id, branch, git_ref, state, trigger, created_at, started_at)
+                     VALUES ('00000000000000b1', 1, 'main', 'main', 'running', 'manual', 1, 2),
+                            ('00000000000000b2', 1, 'main', 'main', 'queued', 'manual', 3, NULL);
+                 INSERT INTO notify_subscriptions (id, site_id, channel, config, display, filter, created_at)
+                     VALUES ('sub', 1, 'webhook', x'01', 'x', '{}', 1);
+                 INSERT INTO notify_deliveries (subscription_id, site_id, action, event_kind, event_id, payload, state,
+                     attempts, next_at, lease_until, created_at, updated_at)
+                     VALUES ('sub', 1, 'send', 'build.queued', 'e', '{}', 'pending', 0, 1, 9999999999999, 1, 1);",
+            )
+            .unwrap();
+        }
+        let meta = SqliteMeta::open(&path).unwrap();
+        let me = Owner::new_run("host/new");
+        let recovered = meta.recover_builds(&me, i64::MIN, 10).await.unwrap();
+        assert_eq!(recovered.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["00000000000000b1"]);
+        assert_eq!(recovered[0].error.as_deref(), Some("the server stopped while this build ran"));
+        assert_eq!(meta.due_deliveries(10, 10).await.unwrap().len(), 1, "the old lease is gone");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use crate::{StoreError, UnixMillis};
 const DELIVERIES_KEPT: i64 = 1000;
 
 const BUILD_COLUMNS: &str = "b.id, s.name, b.branch, b.git_ref, b.commit_sha, b.pull_request, b.state, b.trigger, b.title, \
-     b.author, b.message, b.deploy_id, b.error, b.phases, b.retry_of, b.untrusted, b.created_at, b.started_at, b.finished_at";
+     b.author, b.message, b.deploy_id, b.error, b.phases, b.retry_of, b.untrusted, b.created_at, b.started_at, b.finished_at, \
+     b.runner_node, b.heartbeat_at";
 
 fn opt_parse<T: std::str::FromStr>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<T>>
 where
@@ -43,6 +44,8 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
         created_at: r.get(16)?,
         started_at: r.get(17)?,
         finished_at: r.get(18)?,
+        runner: r.get(19)?,
+        heartbeat_at: r.get(20)?,
     })
 }
 
@@ -199,7 +202,8 @@ impl BuildStore for SqliteMeta {
         .await
     }
 
-    async fn claim_build(&self, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError> {
+    async fn claim_build(&self, owner: &Owner, now: UnixMillis) -> Result<Option<BuildRecord>, StoreError> {
+        let owner = owner.clone();
         self.call(move |c| {
             let tx = c.transaction()?;
             let next: Option<String> = tx
@@ -208,7 +212,11 @@ impl BuildStore for SqliteMeta {
                 })
                 .optional()?;
             let Some(id) = next else { return Ok(None) };
-            tx.execute("UPDATE builds SET state = 'running', started_at = ?2 WHERE id = ?1", params![id, now])?;
+            tx.execute(
+                "UPDATE builds SET state = 'running', started_at = ?2, heartbeat_at = ?2, runner_node = ?3, runner_run = ?4
+                 WHERE id = ?1",
+                params![id, now, owner.node, owner.run],
+            )?;
             // A build of a commit not known yet reports its start once it is (set_build_commit): a started event
             // always names its commit, so forges can show it as pending.
             let known: bool =
@@ -317,19 +325,62 @@ impl BuildStore for SqliteMeta {
         .await
     }
 
-    async fn interrupt_running(&self, now: UnixMillis) -> Result<Vec<BuildRecord>, StoreError> {
+    async fn heartbeat_builds(
+        &self,
+        owner: &Owner,
+        ids: &[BuildId],
+        now: UnixMillis,
+    ) -> Result<Vec<BuildId>, StoreError> {
+        let (owner, ids) = (owner.clone(), ids.to_vec());
         self.call(move |c| {
             let tx = c.transaction()?;
-            let ids: Vec<String> = {
-                let mut st = tx.prepare("SELECT id FROM builds WHERE state = 'running'")?;
-                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-            };
-            let mut out = Vec::with_capacity(ids.len());
+            let mut lost = Vec::new();
             for id in ids {
+                let n = tx.execute(
+                    "UPDATE builds SET heartbeat_at = ?2
+                     WHERE id = ?1 AND state = 'running' AND runner_node = ?3 AND runner_run = ?4",
+                    params![id.as_str(), now, owner.node, owner.run],
+                )?;
+                if n == 0 {
+                    lost.push(id);
+                }
+            }
+            tx.commit()?;
+            Ok(lost)
+        })
+        .await
+    }
+
+    async fn recover_builds(
+        &self,
+        owner: &Owner,
+        stale_before: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<BuildRecord>, StoreError> {
+        let owner = owner.clone();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            // `runner_run = ''`: claimed before owners were recorded (migration 10); the data directory's lock
+            // means that process has ended.
+            let found: Vec<(String, Option<String>, Option<String>, Option<i64>)> = {
+                let mut st = tx.prepare(
+                    "SELECT id, runner_node, runner_run, coalesce(heartbeat_at, started_at, 0) FROM builds
+                     WHERE state = 'running' AND (runner_run = ''
+                         OR (runner_node = ?1 AND runner_run <> ?2)
+                         OR coalesce(heartbeat_at, started_at, 0) < ?3)
+                     ORDER BY rowid",
+                )?;
+                st.query_map(params![owner.node, owner.run, stale_before], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::with_capacity(found.len());
+            for (id, node, run, heartbeat) in found {
+                let why = interrupted_because(&owner, node.as_deref(), run.as_deref(), heartbeat, now);
                 tx.execute(
-                    "UPDATE builds SET state = 'interrupted', finished_at = ?2,
-                       error = 'the server stopped while this build ran' WHERE id = ?1",
-                    params![id, now],
+                    "UPDATE builds SET state = 'interrupted', finished_at = ?2, error = ?3 WHERE id = ?1",
+                    params![id, now, why],
                 )?;
                 record_build_event(&tx, &id, now)?;
                 out.extend(get_build_tx(&tx, &id)?);

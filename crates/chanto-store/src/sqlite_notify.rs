@@ -213,25 +213,29 @@ impl NotifyStore for SqliteMeta {
         &self,
         id: i64,
         attempts: u32,
+        owner: &crate::Owner,
         now: UnixMillis,
         lease_until: UnixMillis,
     ) -> Result<bool, StoreError> {
+        let owner = owner.clone();
         self.call(move |c| {
             Ok(c.execute(
-                "UPDATE notify_deliveries SET lease_until = ?4
+                "UPDATE notify_deliveries SET lease_until = ?4, lease_node = ?5, lease_run = ?6
                  WHERE id = ?1 AND state = 'pending' AND attempts = ?2 AND next_at <= ?3
                    AND coalesce(lease_until, 0) <= ?3",
-                params![id, attempts, now, lease_until],
+                params![id, attempts, now, lease_until, owner.node, owner.run],
             )? == 1)
         })
         .await
     }
 
-    async fn release_leases(&self) -> Result<u64, StoreError> {
-        self.call(|c| {
+    async fn release_leases(&self, owner: &crate::Owner) -> Result<u64, StoreError> {
+        let owner = owner.clone();
+        self.call(move |c| {
             Ok(c.execute(
-                "UPDATE notify_deliveries SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL",
-                [],
+                "UPDATE notify_deliveries SET lease_until = NULL, lease_node = NULL, lease_run = NULL
+                 WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_node = ?1 AND lease_run <> ?2",
+                params![owner.node, owner.run],
             )? as u64)
         })
         .await

@@ -283,7 +283,8 @@ mod postgres {
         let drain = |store: PostgresMeta| {
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                while let Some(b) = store.claim_build(100).await.unwrap() {
+                let me = chanto_store::Owner::new_run("node");
+                while let Some(b) = store.claim_build(&me, 100).await.unwrap() {
                     got.push(b.id);
                 }
                 got
@@ -296,7 +297,7 @@ mod postgres {
         all.sort_by(|x, y| x.as_str().cmp(y.as_str()));
         all.dedup();
         assert_eq!(all.into_iter().collect::<HashSet<_>>(), queued, "every build claimed exactly once");
-        assert!(b.claim_build(101).await.unwrap().is_none());
+        assert!(b.claim_build(&chanto_store::Owner::new_run("b"), 101).await.unwrap().is_none());
     }
 
     /// Two processes racing for the same due deliveries: each goes to exactly one.
@@ -340,7 +341,9 @@ mod postgres {
         let due = a.due_deliveries(10, 100).await.unwrap();
         assert_eq!(due.len(), SUBS);
         for d in due {
-            let (ca, cb) = tokio::join!(a.claim_delivery(d.id, 0, 10, 1_000), b.claim_delivery(d.id, 0, 10, 1_000));
+            let (oa, ob) = (chanto_store::Owner::new_run("a"), chanto_store::Owner::new_run("b"));
+            let (ca, cb) =
+                tokio::join!(a.claim_delivery(d.id, 0, &oa, 10, 1_000), b.claim_delivery(d.id, 0, &ob, 10, 1_000));
             let (ca, cb) = (ca.unwrap(), cb.unwrap());
             assert!(ca ^ cb, "delivery {} claimed by a: {ca}, by b: {cb}", d.id);
         }

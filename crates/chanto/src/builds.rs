@@ -157,6 +157,9 @@ fn show_build(b: &BuildView) {
         println!("  author:   {a}");
     }
     println!("  trigger:  {}", b.trigger);
+    if let Some(r) = &b.runner {
+        println!("  runner:   {r}");
+    }
     for p in &b.phases {
         let code = p.exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default();
         println!("  {:<10} {:<10} {:>8.1}s{code}", p.name, p.status, p.duration_ms as f64 / 1000.0);

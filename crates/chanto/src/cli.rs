@@ -283,6 +283,12 @@ pub struct ServeArgs {
     /// Size of one build's private /tmp (kept in memory), e.g. 1G.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub build_tmp: u64,
+    /// How long a running build may go without a heartbeat from its server
+    /// before another `chanto serve` on the same database takes that server
+    /// for dead, marks the build interrupted and retries it. Give every
+    /// server the same value, longer than a database failover takes.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub build_heartbeat_timeout: std::time::Duration,
     /// The API's public URL, used in the webhook and build hook URLs chanto
     /// shows (default: http://<api address>). Set it when a proxy or another
     /// host name fronts the API.

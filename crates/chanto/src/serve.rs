@@ -274,6 +274,15 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     if args.gc_grace < args.upload_ttl {
         tracing::warn!(gc_grace = ?args.gc_grace, upload_ttl = ?args.upload_ttl, "--gc-grace is shorter than --upload-ttl: with several chanto processes on one store, a blob made for a deploy another process has not finalized yet may be deleted under it");
     }
+    if args.build_heartbeat_timeout < Duration::from_secs(1) {
+        bail!(
+            "--build-heartbeat-timeout {} is too short: heartbeats go every quarter of it; give at least 1s (default 60s)",
+            humantime::format_duration(args.build_heartbeat_timeout)
+        );
+    }
+    config.build_heartbeat_timeout = args.build_heartbeat_timeout;
+    config.owner = chanto_store::Owner::new_run(node_name(&data)?);
+    tracing::info!(node = %config.owner.node, run = %config.owner.run, "this server's name in build claims and notification leases");
     config.max_file_size = args.max_file_size;
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
@@ -532,9 +541,6 @@ pub(crate) async fn s3_store(
     s3.with_context(|| format!("opening the blob store {url}"))
 }
 
-/// This install's id (`DATA/install-id`, made on first use): the owner the
-/// blob store's marker object names, so a bucket prefix shared by mistake
-/// with another install is refused.
 /// Takes the data directory's lock (`DATA/lock`, held for as long as the
 /// returned file is open); `None` when another process holds it. `serve`
 /// holds it while it runs, `migrate` while it copies.
@@ -549,8 +555,34 @@ pub(crate) fn lock_data_dir(data: &Path) -> anyhow::Result<Option<std::fs::File>
     Ok(lock.try_lock().is_ok().then_some(lock))
 }
 
+/// This install's id (`DATA/install-id`, made on first use): the owner the
+/// blob store's marker object names, so a bucket prefix shared by mistake
+/// with another install is refused.
 pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
-    let path = data.join("install-id");
+    random_id_file(data, "install-id")
+}
+
+/// This node's name in build claims and notification leases
+/// (`HOST/ID`, the host name and `DATA/node-id`, made on first use). One
+/// process serves a data directory at a time (its lock), so whatever an
+/// earlier run of this name claimed is certainly dead when it starts, and is
+/// recovered at once. The host name is part of it so that a data directory
+/// copied whole to another host (node-id included) names another node there:
+/// that node's claims are then judged by their heartbeat, never taken as dead.
+fn node_name(data: &Path) -> anyhow::Result<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect();
+    let id: String = random_id_file(data, "node-id")?.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+    if id.is_empty() {
+        bail!("{} holds no letters or digits; delete it and chanto makes a new one", data.join("node-id").display());
+    }
+    Ok(format!("{}/{id}", if host.is_empty() { "host" } else { &host }))
+}
+
+/// The id in `DATA/NAME`, made (16 random bytes, hex) on first use.
+fn random_id_file(data: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data.join(name);
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
         Ok(_) => {}
@@ -558,7 +590,7 @@ pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let id: String = chanto_store::random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data.join("install-id.tmp");
+    let tmp = data.join(format!("{name}.tmp"));
     std::fs::write(&tmp, format!("{id}\n")).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(id)

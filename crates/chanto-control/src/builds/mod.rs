@@ -353,6 +353,12 @@ pub struct BuildView {
     pub started_at: Option<i64>,
     /// When it ended.
     pub finished_at: Option<i64>,
+    /// The server that claimed it (`HOST/NODE-ID`), once claimed.
+    pub runner: Option<String>,
+    /// When that server last said it was running it (ms since the epoch):
+    /// another server retries it once this is older than the heartbeat
+    /// timeout.
+    pub heartbeat_at: Option<i64>,
 }
 
 impl BuildView {
@@ -379,6 +385,8 @@ impl BuildView {
             created_at: b.created_at,
             started_at: b.started_at,
             finished_at: b.finished_at,
+            runner: b.runner,
+            heartbeat_at: b.heartbeat_at,
         }
     }
 }
@@ -804,14 +812,25 @@ impl Control {
         self.build(id).await
     }
 
-    /// Runs at start: builds that were running when the server stopped are
-    /// marked interrupted and queued again once (a retry is not retried).
+    /// Runs at start: builds that an earlier run of this node was running
+    /// when it stopped are marked interrupted and queued again once (a retry
+    /// is not retried). Builds of other processes sharing the database are
+    /// left to [`Self::watch_builds`], which judges them by their heartbeat.
     pub async fn recover_builds(&self) -> Result<usize, ApiError> {
+        self.recover_builds_before(i64::MIN).await
+    }
+
+    /// [`Self::recover_builds`], also taking builds of any other process
+    /// whose heartbeat is older than `stale_before`.
+    async fn recover_builds_before(&self, stale_before: chanto_store::UnixMillis) -> Result<usize, ApiError> {
         let builds = self.builds()?;
-        let interrupted = self.meta.interrupt_running(now_millis()).await?;
+        let interrupted = self.meta.recover_builds(&self.config.owner, stale_before, now_millis()).await?;
+        if interrupted.is_empty() {
+            return Ok(0);
+        }
         let mut retried = 0;
         for b in interrupted {
-            tracing::warn!(build = %b.id, site = %b.site, "build interrupted by a restart");
+            tracing::warn!(build = %b.id, site = %b.site, reason = b.error.as_deref().unwrap_or_default(), "build interrupted; its runner is gone");
             if b.retry_of.is_some() {
                 continue;
             }
@@ -894,7 +913,7 @@ impl Control {
                     if *stop.borrow() {
                         return;
                     }
-                    match control.meta.claim_build(now_millis()).await {
+                    match control.meta.claim_build(&control.config.owner, now_millis()).await {
                         Ok(Some(b)) => {
                             control.poke_notifier();
                             runner::run(&control, &builds, b, slot).await
@@ -914,7 +933,66 @@ impl Control {
                 }
             }));
         }
+        tasks.push(tokio::spawn(self.clone().watch_builds(builds.clone(), stop.clone())));
         futures_util::future::join_all(tasks).await;
+    }
+
+    /// Keeps this process's build claims alive and notices other processes'
+    /// that died. Every quarter of the heartbeat timeout it refreshes the
+    /// heartbeat of the builds it runs (and stops any that another process
+    /// has meanwhile taken for dead), then recovers builds whose heartbeat is
+    /// older than the timeout (its own too: a build of this run that no
+    /// runner here holds any more, so nobody refreshed it, e.g. one whose end
+    /// could not be recorded). It judges heartbeats only once it has
+    /// reached the database without a failure for a whole timeout: after an
+    /// outage every runner's heartbeat is old, and live ones need one
+    /// interval to refresh theirs.
+    async fn watch_builds(self: Arc<Self>, builds: Arc<Builds>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let timeout = self.config.build_heartbeat_timeout;
+        let every = (timeout / 4).max(Duration::from_millis(50));
+        let mut reachable_since = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let ids: Vec<BuildId> = builds.running.lock().expect("running builds").keys().cloned().collect();
+            let lost = match self.meta.heartbeat_builds(&self.config.owner, &ids, now_millis()).await {
+                Ok(lost) => lost,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing the heartbeat of running builds failed; will retry");
+                    reachable_since = std::time::Instant::now();
+                    continue;
+                }
+            };
+            for id in lost {
+                // A build that ended normally leaves `running` just after its end is recorded: not lost.
+                let Ok(Some(rec)) = self.meta.get_build(&id).await else { continue };
+                if rec.state != BuildState::Interrupted {
+                    continue;
+                }
+                let switch = builds.running.lock().expect("running builds").get(&id).map(|r| r.2.clone());
+                if let Some(switch) = switch {
+                    tracing::warn!(build = %id, site = %rec.site, reason = rec.error.as_deref().unwrap_or_default(), "another server took this build for dead (its heartbeat was late) and retries it; stopping it here");
+                    let _ = switch.send(true);
+                }
+            }
+            if reachable_since.elapsed() < timeout {
+                continue;
+            }
+            let stale_before = now_millis() - timeout.as_millis() as i64;
+            match self.recover_builds_before(stale_before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(builds = n, "queued again builds whose server stopped sending heartbeats"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "recovering builds of stopped servers failed; will retry");
+                    reachable_since = std::time::Instant::now();
+                }
+            }
+        }
     }
 
     /// Polls the remotes of sites that asked for it, and removes pull request

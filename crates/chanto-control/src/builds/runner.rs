@@ -657,7 +657,18 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
         },
     };
     let _ = tokio::fs::remove_file(work.with_extension("key")).await;
-    let finished = control.meta.finish_build(&b.id, outcome, now_millis()).await;
+    // The end is recorded whatever happens meanwhile: while the metadata store
+    // is unreachable, this runner keeps trying (the build's heartbeat keeps
+    // it this process's), so a build never stays `running` after its end.
+    let finished = loop {
+        match control.meta.finish_build(&b.id, outcome.clone(), now_millis()).await {
+            Err(chanto_store::StoreError::Unavailable(e)) => {
+                tracing::warn!(build = %b.id, error = %e, "recording the end of a build failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => break other,
+        }
+    };
     control.poke_notifier();
     match finished {
         Ok(r) => {

@@ -791,10 +791,10 @@ impl Notifier {
 /// Runs the dispatcher and the delivery workers until `shutdown` flips.
 pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(notifier) = control.notifier.get().cloned() else { return };
-    // Attempts in flight when this node last stopped died with it: make them due again now.
-    match control.meta.release_leases().await {
-        Ok(n) if n > 0 => tracing::info!(deliveries = n, "retrying notifications interrupted by the last stop"),
-        Ok(_) => {}
+    // Attempts in flight when this node last stopped died with it: make them due again now. Leases of other
+    // processes sharing the database are theirs until they run out (a dead process's attempt is retried then).
+    match control.meta.release_leases(&control.config.owner).await {
+        Ok(n) => tracing::info!(interrupted_by_last_stop = n, "notification dispatcher started"),
         Err(e) => tracing::warn!(error = %e, "releasing notification leases failed"),
     }
     let mut last_prune: Option<std::time::Instant> = None;
@@ -830,7 +830,11 @@ pub async fn run(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiv
                         break;
                     };
                     let now = chanto_store::now_millis();
-                    match control.meta.claim_delivery(d.id, d.attempts, now, now + lease_ms).await {
+                    match control
+                        .meta
+                        .claim_delivery(d.id, d.attempts, &control.config.owner, now, now + lease_ms)
+                        .await
+                    {
                         Ok(true) => {}
                         Ok(false) => continue,
                         Err(e) => {

@@ -73,7 +73,7 @@ pub(crate) async fn deliver(control: &Control, notifier: &Notifier, d: Delivery)
         control.meta.record_attempt(d.id, attempt, next, chanto_store::now_millis())
     };
     let started = Instant::now();
-    let sub = match control.meta.get_subscription(&d.site, &d.subscription).await {
+    let sub = match while_unavailable(|| control.meta.get_subscription(&d.site, &d.subscription)).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
@@ -128,8 +128,28 @@ pub(crate) async fn deliver(control: &Control, notifier: &Notifier, d: Delivery)
         }
         _ => tracing::debug!(delivery = d.id, outcome = %outcome, "notification attempt"),
     }
-    if let Err(e) = record(outcome, Some(&sent), next, started).await {
+    if let Err(e) = while_unavailable(|| record(outcome.clone(), Some(&sent), next, started)).await {
         tracing::warn!(delivery = d.id, error = %e, "recording a delivery attempt failed (another worker recorded it)");
+    }
+}
+
+/// Retries a metadata call while the store is unavailable (PostgreSQL
+/// restarting), so an attempt made meanwhile is recorded once it is back
+/// rather than sent again when its lease runs out. The caller's time limit
+/// (shorter than the lease) bounds the wait.
+async fn while_unavailable<T, F, Fut>(mut call: F) -> Result<T, chanto_store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, chanto_store::StoreError>>,
+{
+    loop {
+        match call().await {
+            Err(chanto_store::StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "the metadata store is unavailable; a notification attempt waits for it");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
     }
 }
 
