@@ -16,12 +16,14 @@ pub mod postgres;
 mod postgres_builds;
 mod postgres_health;
 mod postgres_listen;
+pub mod postgres_tls;
 mod postgres_notify;
 pub mod rollback;
 pub mod routing;
 pub mod s3;
 pub mod snapshot;
 pub mod sqlite;
+mod tls;
 mod sqlite_builds;
 mod sqlite_notify;
 
