@@ -91,19 +91,18 @@ pub(crate) fn certificate_problem(e: &rustls::Error) -> Option<CertProblem> {
 }
 
 /// The rustls error somewhere in `e`'s chain of causes (looking inside IO
-/// errors, whose `source` skips the error they wrap).
+/// errors, whose `source` skips the error they wrap: the HTTP client's is
+/// an IO error inside an IO error).
 pub(crate) fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(r) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(r);
-        }
-        cur = err.source();
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
@@ -172,5 +171,12 @@ mod tests {
         let outer = Outer(io);
         let found = find_rustls_error(&outer).and_then(certificate_problem);
         assert_eq!(found, Some(CertProblem::UnknownIssuer));
+        // An IO error inside an IO error (as hyper's connector reports it).
+        let nested = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+        ));
+        let found = find_rustls_error(&nested).and_then(certificate_problem);
+        assert_eq!(found, Some(CertProblem::WrongName));
     }
 }
