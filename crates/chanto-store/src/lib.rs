@@ -16,16 +16,16 @@ pub mod postgres;
 mod postgres_builds;
 mod postgres_health;
 mod postgres_listen;
-pub mod postgres_tls;
 mod postgres_notify;
+pub mod postgres_tls;
 pub mod rollback;
 pub mod routing;
 pub mod s3;
 pub mod snapshot;
 pub mod sqlite;
-mod tls;
 mod sqlite_builds;
 mod sqlite_notify;
+mod tls;
 
 pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, WebhookDelivery};

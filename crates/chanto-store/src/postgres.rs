@@ -21,13 +21,13 @@ use chanto_core::{
     AccessPolicy, AccessScope, BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::meta::*;
 use crate::postgres_health::timed;
-use crate::postgres_tls::{PgTls, TlsSettings};
 use crate::postgres_notify::{is_preview, record_event};
+use crate::postgres_tls::{PgTls, TlsSettings};
 use crate::{StoreError, UnixMillis};
 
 /// The PostgreSQL schema version (migrations) this build of chanto knows.

@@ -430,7 +430,9 @@ fn describe_handshake_error(tls: &PgTls, host: &str, e: &std::io::Error) -> Stri
         Some(CertProblem::OutOfDate) => format!(
             "the PostgreSQL server at {host} presented a certificate that has expired or is not valid yet ({e}); renew the server's certificate, or check this machine's clock"
         ),
-        Some(CertProblem::Other) => format!("the PostgreSQL server at {host} presented a certificate that was rejected: {e}"),
+        Some(CertProblem::Other) => {
+            format!("the PostgreSQL server at {host} presented a certificate that was rejected: {e}")
+        }
         None => format!("the TLS handshake with the PostgreSQL server at {host} failed: {e}"),
     }
 }
@@ -692,7 +694,10 @@ mod tests {
             _ => None,
         };
         let (_, s) = split("postgres://u@h/db", &env).unwrap();
-        assert_eq!((s.mode, s.root_cert, s.mode_source), (SslMode::VerifyCa, Some(RootCerts::File("/env/ca.pem".into())), "PGSSLMODE"));
+        assert_eq!(
+            (s.mode, s.root_cert, s.mode_source),
+            (SslMode::VerifyCa, Some(RootCerts::File("/env/ca.pem".into())), "PGSSLMODE")
+        );
         // The URL wins.
         let (_, s) = split("postgres://u@h/db?sslmode=verify-full&sslrootcert=/url.pem", &env).unwrap();
         assert_eq!((s.mode, s.root_cert), (SslMode::VerifyFull, Some(RootCerts::File("/url.pem".into()))));
@@ -704,11 +709,17 @@ mod tests {
     #[test]
     fn bad_ssl_parameters_are_refused_with_the_fix() {
         let cases: &[(&str, &str)] = &[
-            ("postgres://u@h/db?sslmode=bogus", "sslmode=\"bogus\" is not an sslmode; use disable, prefer, require, verify-ca or verify-full"),
+            (
+                "postgres://u@h/db?sslmode=bogus",
+                "sslmode=\"bogus\" is not an sslmode; use disable, prefer, require, verify-ca or verify-full",
+            ),
             ("postgres://u@h/db?sslmode=VERIFY-FULL", "is not an sslmode"),
             ("postgres://u@h/db?sslmode=", "sslmode=\"\" is not an sslmode"),
             ("postgres://u@h/db?sslrootcert=", "sslrootcert is empty"),
-            ("postgres://u@h/db?sslrootcert=system&sslmode=require", "sslrootcert=system needs sslmode=verify-full, not sslmode=require"),
+            (
+                "postgres://u@h/db?sslrootcert=system&sslmode=require",
+                "sslrootcert=system needs sslmode=verify-full, not sslmode=require",
+            ),
             ("postgres://u@h/db?sslrootcert=system&sslmode=verify-ca", "needs sslmode=verify-full"),
             ("postgres://u@h/db?sslcert=/c.pem", "sslcert: client certificates are not supported"),
             ("host=h sslkey=/k.pem", "sslkey: client certificates are not supported"),
@@ -731,13 +742,61 @@ mod tests {
         assert!(s(SslMode::Require, file()).verifies_chain());
         assert!(s(SslMode::VerifyCa, None).verifies_chain());
         assert!(s(SslMode::VerifyFull, None).verifies_chain());
-        let hint = s(SslMode::Require, None).hint("error performing TLS handshake: server does not support TLS").unwrap();
+        let hint =
+            s(SslMode::Require, None).hint("error performing TLS handshake: server does not support TLS").unwrap();
         assert!(hint.contains("sslmode=require insists on it: turn `ssl` on"), "{hint}");
         let hint = TlsSettings { mode: SslMode::Prefer, root_cert: None, mode_source: "" }
             .hint("db error: FATAL: pg_hba.conf rejects connection for host \"127.0.0.1\", user \"u\", database \"d\", no encryption")
             .unwrap();
         assert!(hint.contains("only over TLS (sslmode=prefer (the default)): use sslmode=verify-full"), "{hint}");
         assert_eq!(s(SslMode::VerifyFull, None).hint("connection refused"), None);
+    }
+
+    fn percent_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever the string, `split` answers (and never panics), in both forms.
+        #[test]
+        fn split_never_panics(s in "\\PC{0,80}") {
+            let _ = split(&s, &no_env);
+            let _ = split(&format!("postgres://u@h/db?{s}"), &no_env);
+        }
+
+        /// Other parameters are kept in order and untouched; the root path
+        /// comes back whatever bytes it holds; the last sslmode wins.
+        #[test]
+        fn other_parameters_survive_and_the_root_path_round_trips(
+            kept in proptest::collection::vec(("[a-z_]{1,12}", "[A-Za-z0-9%._-]{0,12}"), 0..5),
+            path in "/\\PC{1,40}",
+            modes in proptest::collection::vec(0usize..5, 1..3),
+            at in 0usize..6,
+        ) {
+            let kept: Vec<String> = kept.into_iter().filter(|(k, _)| !is_ours(k)).map(|(k, v)| format!("{k}={v}")).collect();
+            let mut params = kept.clone();
+            let at = at.min(params.len());
+            let ours: Vec<String> = modes.iter().map(|m| format!("sslmode={}", SslMode::NAMES[*m].0))
+                .chain(std::iter::once(format!("sslrootcert={}", percent_encode(&path))))
+                .collect();
+            for (i, p) in ours.into_iter().enumerate() {
+                params.insert(at + i, p);
+            }
+            let url = format!("postgres://u@h/db?{}", params.join("&"));
+            let (rest, s) = split(&url, &no_env).unwrap();
+            let want = if kept.is_empty() { "postgres://u@h/db".to_owned() } else { format!("postgres://u@h/db?{}", kept.join("&")) };
+            proptest::prop_assert_eq!(rest, want);
+            proptest::prop_assert_eq!(s.root_cert, Some(RootCerts::File(PathBuf::from(&path))));
+            proptest::prop_assert_eq!(s.mode, SslMode::NAMES[*modes.last().unwrap()].1);
+        }
     }
 
     #[test]

@@ -92,9 +92,8 @@ async fn each_sslmode_checks_what_libpq_checks_and_says_what_failed() {
     let (ca, other) = (tls.ca.cert(), tls.other_ca.cert());
     let db = fresh_db(tls, "modes");
     let port = tls.server.port;
-    let at = |host: &str, query: &str| {
-        format!("postgres://{TLS_ONLY_USER}@{host}:{port}/{db}?hostaddr=127.0.0.1&{query}")
-    };
+    let at =
+        |host: &str, query: &str| format!("postgres://{TLS_ONLY_USER}@{host}:{port}/{db}?hostaddr=127.0.0.1&{query}");
 
     // A CA that did not sign the server's certificate.
     let url = tls.url(TLS_ONLY_USER, &db, &format!("sslmode=verify-full&sslrootcert={}", other.display()));
@@ -135,7 +134,10 @@ async fn each_sslmode_checks_what_libpq_checks_and_says_what_failed() {
     // Plain TCP to a server that takes this user only over TLS.
     let e = connect(&tls.url(TLS_ONLY_USER, &db, "sslmode=disable")).await.unwrap_err().to_string();
     assert!(e.contains("no encryption"), "{e}");
-    assert!(e.contains("accepts this user and database only over TLS (sslmode=disable): use sslmode=verify-full"), "{e}");
+    assert!(
+        e.contains("accepts this user and database only over TLS (sslmode=disable): use sslmode=verify-full"),
+        "{e}"
+    );
 }
 
 /// A SCRAM password over verify-full TLS with `channel_binding=require`: the
@@ -146,7 +148,8 @@ async fn a_scram_password_is_bound_to_the_tls_channel() {
     let tls = tls_pg();
     let db = fresh_db(tls, "scram");
     let ca = tls.ca.cert();
-    let url = tls.url(SCRAM_USER, &db, &format!("sslmode=verify-full&sslrootcert={}&channel_binding=require", ca.display()));
+    let url =
+        tls.url(SCRAM_USER, &db, &format!("sslmode=verify-full&sslrootcert={}&channel_binding=require", ca.display()));
     let meta = tokio::time::timeout(Duration::from_secs(30), PostgresMeta::connect(&url, Some(SCRAM_PASSWORD.into())))
         .await
         .unwrap()
@@ -175,7 +178,10 @@ async fn bad_tls_parameters_are_start_up_errors() {
     let not_pem = dir.path().join("ca.der");
     std::fs::write(&not_pem, [0x30u8, 0x82, 0x01, 0x0a, 0x02]).unwrap();
     let cases = [
-        ("sslmode=bogus".to_owned(), "sslmode=\"bogus\" is not an sslmode; use disable, prefer, require, verify-ca or verify-full"),
+        (
+            "sslmode=bogus".to_owned(),
+            "sslmode=\"bogus\" is not an sslmode; use disable, prefer, require, verify-ca or verify-full",
+        ),
         (format!("sslmode=verify-full&sslrootcert={}", missing.display()), "cannot be read: No such file"),
         (format!("sslmode=verify-ca&sslrootcert={}", not_pem.display()), "holds no PEM certificate"),
         (format!("sslmode=require&sslrootcert={}", dir.path().display()), "cannot be read"),

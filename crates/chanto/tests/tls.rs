@@ -94,10 +94,8 @@ fn serve_on_postgres_over_verify_full_tls_deploys_serves_and_refuses_an_unknown_
 
     // A CA that did not sign the server's certificate: refused at start,
     // naming the database (password redacted), what is wrong and the fix.
-    let with_password = format!(
-        "postgres://{TLS_ONLY_USER}:pw-never-shown@127.0.0.1:{}/{db}?sslmode=verify-full",
-        tls.server.port
-    );
+    let with_password =
+        format!("postgres://{TLS_ONLY_USER}:pw-never-shown@127.0.0.1:{}/{db}?sslmode=verify-full", tls.server.port);
     let other = tls.other_ca.cert();
     let env = [("SSL_CERT_FILE", other.to_str().unwrap()), ("SSL_CERT_DIR", "")];
     let err = serve_refuses(&["--meta", &with_password], &env);
@@ -105,11 +103,15 @@ fn serve_on_postgres_over_verify_full_tls_deploys_serves_and_refuses_an_unknown_
     assert!(err.contains("presented a certificate not signed by a root this system trusts (SSL_CERT_FILE"), "{err}");
     assert!(!err.contains("pw-never-shown"), "{err}");
     // And with the file named in the URL.
-    let err = serve_refuses(&["--meta", &format!("{plain_url}?sslmode=verify-full&sslrootcert={}", other.display())], &[]);
+    let err =
+        serve_refuses(&["--meta", &format!("{plain_url}?sslmode=verify-full&sslrootcert={}", other.display())], &[]);
     assert!(err.contains(&format!("not signed by the CA in sslrootcert={}", other.display())), "{err}");
     // A bad sslmode is a start-up error naming it.
     let err = serve_refuses(&["--meta", &format!("{plain_url}?sslmode=verify")], &[]);
-    assert!(err.contains("sslmode=\"verify\" is not an sslmode; use disable, prefer, require, verify-ca or verify-full"), "{err}");
+    assert!(
+        err.contains("sslmode=\"verify\" is not an sslmode; use disable, prefer, require, verify-ca or verify-full"),
+        "{err}"
+    );
 }
 
 #[test]
