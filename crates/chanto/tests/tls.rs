@@ -158,3 +158,75 @@ fn serve_on_s3_over_https_verifies_the_store_against_the_system_roots() {
     assert!(err.contains("add its CA to the system roots or SSL_CERT_FILE"), "{err}");
     assert!(!err.contains(SECRET_KEY), "{err}");
 }
+
+/// Both shared stores over verified TLS for the operator commands too: an
+/// embedded install moved by `chanto migrate` onto verify-full PostgreSQL and
+/// https s3s-fs, checked by `chanto backup verify`, then served from there.
+#[test]
+fn migrate_and_backup_verify_reach_both_stores_over_verified_tls() {
+    let tls = pg::shared_tls();
+    let db = tls.server.create_database("tls_migrate").rsplit('/').next().unwrap().to_owned();
+    let meta_url = tls.url(TLS_ONLY_USER, &db, &format!("sslmode=verify-full&sslrootcert={}", tls.ca.cert().display()));
+    let ca = TestCa::new("s3");
+    let s3 = S3Server::start_tls(ca.issue(&["127.0.0.1"]).server_config());
+    let endpoint = s3.endpoint();
+    let blobs_url = format!("s3://{}/moved", s3.create_bucket());
+    let ca_file = ca.cert();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        ("SSL_CERT_DIR", ""),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>moved over TLS</h1>")]);
+    let server = Server::start(&data, &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    server.terminate();
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).envs(env).stdin(Stdio::null()).output().unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = run(&[
+        "migrate",
+        "--from",
+        data.to_str().unwrap(),
+        "--to-meta",
+        &meta_url,
+        "--to-blobs",
+        &blobs_url,
+        "--s3-endpoint",
+        &endpoint,
+    ]);
+    assert!(ok && stdout.contains("migrated"), "{stdout}\n{stderr}");
+    let (ok, stdout, stderr) =
+        run(&["backup", "verify", "--meta", &meta_url, "--blobs", &blobs_url, "--s3-endpoint", &endpoint]);
+    assert!(ok, "{stdout}\n{stderr}");
+    // backup verify with a CA that did not sign the database's certificate.
+    let wrong =
+        tls.url(TLS_ONLY_USER, &db, &format!("sslmode=verify-full&sslrootcert={}", tls.other_ca.cert().display()));
+    let (ok, _, stderr) =
+        run(&["backup", "verify", "--meta", &wrong, "--blobs", &blobs_url, "--s3-endpoint", &endpoint]);
+    assert!(!ok && stderr.contains("not signed by the CA in sslrootcert="), "{stderr}");
+
+    std::fs::rename(data.join("blobs"), tmp.path().join("old-blobs")).unwrap();
+    for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+        let _ = std::fs::rename(data.join(f), tmp.path().join(f));
+    }
+    let moved = Server::start_cmd_env(
+        "serve",
+        &data,
+        &["--meta", &meta_url, "--blobs", &blobs_url, "--s3-endpoint", &endpoint],
+        &env,
+    );
+    assert_eq!(moved.get("docs.localhost", "/").text(), "<h1>moved over TLS</h1>");
+    let (n, all_tls, _) = chanto_connections(&db);
+    assert!(n >= 1 && all_tls, "{n} connections, all TLS: {all_tls}");
+}
