@@ -17,6 +17,7 @@ mod postgres_builds;
 mod postgres_health;
 mod postgres_listen;
 mod postgres_notify;
+pub mod postgres_tls;
 pub mod rollback;
 pub mod routing;
 pub mod s3;
@@ -24,6 +25,7 @@ pub mod snapshot;
 pub mod sqlite;
 mod sqlite_builds;
 mod sqlite_notify;
+mod tls;
 
 pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{

@@ -21,12 +21,13 @@ use chanto_core::{
     AccessPolicy, AccessScope, BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName, Variant,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::meta::*;
 use crate::postgres_health::timed;
 use crate::postgres_notify::{is_preview, record_event};
+use crate::postgres_tls::{PgTls, TlsSettings};
 use crate::{StoreError, UnixMillis};
 
 /// The PostgreSQL schema version (migrations) this build of chanto knows.
@@ -299,6 +300,9 @@ pub struct PostgresMeta {
     probe: std::sync::Arc<crate::health::ProbeCache>,
     /// How to connect, for the routing listener's own connection.
     pub(crate) config: tokio_postgres::Config,
+    /// The TLS every connection uses (the pool's and the listener's).
+    pub(crate) tls: PgTls,
+    tls_settings: TlsSettings,
 }
 
 impl std::fmt::Debug for PostgresMeta {
@@ -395,8 +399,10 @@ impl PostgresMeta {
     /// or libpq's `key=value` form), migrates it and returns the store. The
     /// password is, in order: the URL's, `password` (e.g. read from
     /// `--meta-password-file`), `$PGPASSWORD`, then the password file
-    /// (`$PGPASSFILE` or `~/.pgpass`). Errors name the URL without its
-    /// password, and the cause.
+    /// (`$PGPASSFILE` or `~/.pgpass`). TLS follows libpq's `sslmode` and
+    /// `sslrootcert` (or `$PGSSLMODE`, `$PGSSLROOTCERT`; see
+    /// [`crate::postgres_tls`]). Errors name the URL without its password,
+    /// and the cause.
     pub async fn connect(url: &str, password: Option<String>) -> Result<Self, StoreError> {
         Self::connect_with(url, password, true).await
     }
@@ -411,9 +417,20 @@ impl PostgresMeta {
 
     async fn connect_with(url: &str, password: Option<String>, migrate: bool) -> Result<Self, StoreError> {
         let redacted = redact_url(url);
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        // tokio-postgres knows neither verify-ca/verify-full nor sslrootcert:
+        // chanto takes them out and enforces them in its own connector.
+        let (url, tls_settings) = crate::postgres_tls::split(url, &|k| std::env::var(k).ok())
+            .map_err(|e| StoreError::Config(format!("{redacted}: {e}")))?;
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| {
             StoreError::Db(format!("{redacted} is not a PostgreSQL URL: {e}; use postgres://USER@HOST:PORT/DB"))
         })?;
+        config.ssl_mode(tls_settings.driver_mode());
+        // As libpq: no TLS over a Unix socket.
+        let hosts = config.get_hosts();
+        if !hosts.is_empty() && hosts.iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_))) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        let tls = PgTls::new(&tls_settings).map_err(|e| StoreError::Config(format!("{redacted}: {e}")))?;
         if config.get_user().is_none() {
             return Err(StoreError::Db(format!("{redacted} names no user; use postgres://USER@HOST:PORT/DB")));
         }
@@ -440,7 +457,7 @@ impl PostgresMeta {
         config.application_name("chanto");
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             // A pooled connection is checked with a round trip before reuse:
             // after a server restart every idle connection is dead, and the
             // first call must not be the one to find out.
@@ -454,9 +471,11 @@ impl PostgresMeta {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Db(format!("PostgreSQL connection pool for {redacted}: {e}")))?;
-        let meta = Self { pool, url: redacted, probe: Default::default(), config };
+        let meta = Self { pool, url: redacted, probe: Default::default(), config, tls, tls_settings };
         let mut c = meta.pool.get().await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {}", meta.url, pool_cause(&e)))
+            let cause = pool_cause(&e);
+            let hint = meta.tls_settings.hint(&cause).map(|h| format!("; {h}")).unwrap_or_default();
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {cause}{hint}", meta.url))
         })?;
         if migrate {
             meta.migrate(&mut c).await?;
@@ -499,6 +518,11 @@ impl PostgresMeta {
     /// The database's URL, password redacted.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The TLS its connections use (`sslmode`, `sslrootcert`).
+    pub fn tls_settings(&self) -> &TlsSettings {
+        &self.tls_settings
     }
 
     async fn migrate(&self, c: &mut Object) -> Result<(), StoreError> {
@@ -580,7 +604,7 @@ fn pool_cause(e: &PoolError) -> String {
 
 /// An error with its causes, one after the other ("error connecting to
 /// server: Connection refused (os error 111)").
-fn error_cause(e: &tokio_postgres::Error) -> String {
+pub(crate) fn error_cause(e: &tokio_postgres::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -3,13 +3,13 @@
 //! `chanto serve` reaches the edges of every other process on the database.
 //! A notification is a hint only: after every (re)connect the listener reads
 //! the routing version sequence itself, as notifications sent while it was
-//! disconnected are lost.
+//! disconnected are lost. It connects with the pool's TLS (`postgres_tls.rs`).
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::postgres::{PostgresMeta, ROUTING_CHANNEL};
 
@@ -23,12 +23,13 @@ impl PostgresMeta {
     pub fn watch_routing(&self) -> watch::Receiver<u64> {
         let (tx, rx) = watch::channel(0u64);
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let url = self.url().to_owned();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             let mut was_down = false;
             loop {
-                match listen(&config, &tx).await {
+                match listen(&config, &tls, &tx).await {
                     Ok(()) => return,
                     Err(e) => {
                         if !was_down {
@@ -51,8 +52,13 @@ impl PostgresMeta {
 /// One connection's life: LISTEN, then read the version now and after every
 /// notification. `Ok` when the receivers are gone, `Err` when the connection
 /// failed or ended.
-async fn listen(config: &tokio_postgres::Config, tx: &watch::Sender<u64>) -> Result<(), String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+async fn listen(
+    config: &tokio_postgres::Config,
+    tls: &crate::postgres_tls::PgTls,
+    tx: &watch::Sender<u64>,
+) -> Result<(), String> {
+    // The pool's TLS settings, so the listener is as protected as the pool.
+    let (client, mut connection) = config.connect(tls.clone()).await.map_err(|e| crate::postgres::error_cause(&e))?;
     let (note_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<()>();
     // The connection object delivers notifications; it runs until the socket closes.
     let driver = tokio::spawn(async move {

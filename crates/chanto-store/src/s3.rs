@@ -28,6 +28,11 @@
 //! Every request has a timeout and bounded retries with exponential backoff,
 //! so an unreachable store gives a prompt [`StoreError::Unavailable`], never a
 //! hang. A successful `PUT` is durable, so [`BlobStore::sync`] has nothing to do.
+//!
+//! An `https://` endpoint (and AWS) is verified against the system's roots
+//! (rustls-platform-verifier, which on Linux reads them with
+//! rustls-native-certs: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the
+//! OS store); a rejected certificate is an error saying so and the fix.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -194,7 +199,8 @@ const OPS: [(Op, &str); 6] = [
 ];
 
 /// Kinds of failure, a metric label each: what an operator would fix.
-const ERROR_KINDS: [&str; 5] = ["refused", "no_bucket", "timeout", "unavailable", "damaged"];
+/// `certificate`: the server's TLS certificate was rejected.
+const ERROR_KINDS: [&str; 6] = ["refused", "no_bucket", "timeout", "unavailable", "damaged", "certificate"];
 
 /// Request latency by operation and failures by kind, for `/metrics`.
 #[derive(Default)]
@@ -291,8 +297,15 @@ impl S3BlobStore {
             .with_connect_timeout(options.connect_timeout)
             .with_allow_http(allow_http);
         let store = builder.with_retry(retry).with_client_options(client).build().map_err(|e| {
+            let text = e.to_string();
+            // The HTTP client reads the system's roots when it is built.
+            if text.contains("CA certificates") || text.contains("CA root") {
+                return StoreError::Config(format!(
+                    "--blobs {location}: the object store's TLS client found no trusted roots ({text}); install the ca-certificates package, or point SSL_CERT_FILE at a PEM bundle of the CAs to trust"
+                ));
+            }
             StoreError::Config(format!(
-                "--blobs {location}: {e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and --s3-endpoint for a server other than AWS)"
+                "--blobs {location}: {text}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and --s3-endpoint for a server other than AWS)"
             ))
         })?;
         let this = Self {
@@ -342,6 +355,10 @@ impl S3BlobStore {
     /// anything else to [`StoreError::Unavailable`].
     fn error(&self, what: impl std::fmt::Display, e: object_store::Error) -> StoreError {
         let text = e.to_string();
+        if let Some(message) = self.certificate_error(&e, &text) {
+            self.metrics.error("certificate");
+            return StoreError::Unavailable(message);
+        }
         // Some errors (a listing's) arrive wrapped as Generic: the status and
         // the S3 error code are in the text.
         let refused =
@@ -376,6 +393,47 @@ impl S3BlobStore {
             )),
             _ => StoreError::Unavailable(format!("blob store {}: {what}: {text}", self.describe())),
         }
+    }
+
+    /// The words for a request that failed because the server's TLS
+    /// certificate was rejected (verified against the system's roots:
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the OS store), or
+    /// `None`.
+    fn certificate_error(&self, e: &object_store::Error, text: &str) -> Option<String> {
+        use crate::tls::{CertProblem, certificate_problem, find_rustls_error};
+        let (problem, detail) = match find_rustls_error(e) {
+            Some(r) => (certificate_problem(r)?, r.to_string()),
+            // In case a layer between keeps only the words.
+            None if text.contains("invalid peer certificate") => {
+                let detail = text[text.find("invalid peer certificate").unwrap_or(0)..].to_owned();
+                let problem = if detail.contains("UnknownIssuer") {
+                    CertProblem::UnknownIssuer
+                } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
+                    CertProblem::WrongName
+                } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+                    CertProblem::OutOfDate
+                } else {
+                    CertProblem::Other
+                };
+                (problem, detail)
+            }
+            None => return None,
+        };
+        let at = &self.endpoint;
+        Some(match problem {
+            CertProblem::UnknownIssuer => format!(
+                "the object store at {at} presented a certificate not signed by a trusted root: {detail}; add its CA to the system roots or SSL_CERT_FILE"
+            ),
+            CertProblem::WrongName => format!(
+                "the object store at {at} presented a certificate that is not valid for its host name: {detail}; use an --s3-endpoint whose host name (or address) the certificate holds"
+            ),
+            CertProblem::OutOfDate => format!(
+                "the object store at {at} presented a certificate that has expired or is not valid yet: {detail}; renew the server's certificate, or check this machine's clock"
+            ),
+            CertProblem::Other => {
+                format!("the object store at {at} presented a certificate that was rejected: {detail}")
+            }
+        })
     }
 
     /// Reads the marker; writes ours if there is none; refuses another

@@ -451,6 +451,17 @@ mod postgres {
         assert!(!text.contains("hunter2secret"), "{text}");
     }
 
+    /// The shared server has TLS off: the default (prefer) connects in
+    /// plain text, as libpq; `require` refuses to, saying how to fix it.
+    #[tokio::test]
+    async fn postgres_require_refuses_a_server_without_tls_and_prefer_falls_back() {
+        let (_meta, url) = fresh("no_tls").await;
+        PostgresMeta::connect(&format!("{url}?sslmode=prefer"), None).await.unwrap();
+        let err = PostgresMeta::connect(&format!("{url}?sslmode=require"), None).await.unwrap_err().to_string();
+        assert!(err.contains("server does not support TLS"), "{err}");
+        assert!(err.contains("sslmode=require insists on it: turn `ssl` on in the server's postgresql.conf"), "{err}");
+    }
+
     /// The routing version is a sequence every process shares, and each new
     /// version is announced with NOTIFY on `chanto_routing`.
     #[tokio::test]

@@ -6,7 +6,10 @@
 //!
 //! The server runs under a small `sh` watchdog that reads its standard input:
 //! when the test process exits, for whatever reason, that pipe closes and the
-//! watchdog stops the server, so no server outlives its tests. As root (CI,
+//! watchdog stops the server, so no server outlives its tests.
+//!
+//! [`shared_tls`] is a second server with TLS on (a certificate of a test CA,
+//! see [`crate::tls`]) and users that may connect only over TLS. As root (CI,
 //! `scripts/test`) the server runs as the `postgres` user, as PostgreSQL
 //! refuses to run as root.
 
@@ -38,6 +41,88 @@ pub struct PgServer {
 pub fn shared() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
     SERVER.get_or_init(|| PgServer::init(true))
+}
+
+/// A user of [`shared_tls`]'s server that may connect only over TLS
+/// (`hostnossl … reject`; trusted over TLS, superuser): a connection that
+/// silently fell back to plain TCP is refused.
+pub const TLS_ONLY_USER: &str = "chanto_tls_only";
+/// A user of [`shared_tls`]'s server that logs in with a SCRAM password
+/// over TLS only (superuser).
+pub const SCRAM_USER: &str = "chanto_scram";
+/// [`SCRAM_USER`]'s password.
+pub const SCRAM_PASSWORD: &str = "scram-secret-8c1f";
+/// The DNS name [`shared_tls`]'s certificate holds (with 127.0.0.1); it
+/// resolves nowhere: connect with `host=` it and `hostaddr=127.0.0.1`.
+pub const TLS_SERVER_NAME: &str = "pg.chanto.test";
+
+/// A PostgreSQL server with `ssl = on`, and the CAs to test it with.
+pub struct TlsPg {
+    /// The server (psql and `create_database` work as on any other).
+    pub server: PgServer,
+    /// The CA that signed the server's certificate (for
+    /// [`TLS_SERVER_NAME`] and 127.0.0.1).
+    pub ca: crate::tls::TestCa,
+    /// A CA that signed nothing the server shows.
+    pub other_ca: crate::tls::TestCa,
+}
+
+impl TlsPg {
+    /// `postgres://USER@127.0.0.1:PORT/DB?QUERY` (no `?` when `query` is empty).
+    pub fn url(&self, user: &str, db: &str, query: &str) -> String {
+        let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("postgres://{user}@127.0.0.1:{}/{db}{q}", self.server.port)
+    }
+}
+
+/// The TLS server shared by every test of this test binary, started on first
+/// use: `ssl = on` with a certificate of a fresh [`crate::tls::TestCa`],
+/// plain TCP still allowed except for [`TLS_ONLY_USER`] and [`SCRAM_USER`].
+/// Its files (certificates included) go when the process exits.
+pub fn shared_tls() -> &'static TlsPg {
+    static SERVER: OnceLock<TlsPg> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = PgServer::prepare(true);
+        let tls = server.dir.join("tls");
+        let ca = crate::tls::TestCa::in_dir(&tls, "ca");
+        let other_ca = crate::tls::TestCa::in_dir(&tls, "other-ca");
+        let leaf = ca.issue(&[TLS_SERVER_NAME, "127.0.0.1"]);
+        if server.as_root {
+            // PostgreSQL reads its key only if it owns it (mode 0600).
+            run(Command::new("chown").args([USER, "--"]).arg(&leaf.key), "chown of the server key");
+        }
+        let data = server.dir.join("data");
+        let mut conf = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(
+            &mut conf,
+            format!(
+                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                leaf.cert.display(),
+                leaf.key.display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!(
+                "local all all trust\n\
+                 hostnossl all {TLS_ONLY_USER} 127.0.0.1/32 reject\n\
+                 hostssl all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all {SCRAM_USER} 127.0.0.1/32 reject\n\
+                 host all all 127.0.0.1/32 trust\n"
+            ),
+        )
+        .unwrap();
+        server.start_again();
+        server.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {TLS_ONLY_USER} LOGIN SUPERUSER; CREATE ROLE {SCRAM_USER} LOGIN SUPERUSER PASSWORD '{SCRAM_PASSWORD}'"
+            ),
+        );
+        TlsPg { server, ca, other_ca }
+    })
 }
 
 /// Where PostgreSQL's server binaries are: the highest version under
@@ -91,6 +176,13 @@ impl PgServer {
     }
 
     fn init(shared: bool) -> PgServer {
+        let server = Self::prepare(shared);
+        server.start_again();
+        server
+    }
+
+    /// `initdb` in a temp dir and a free port; not started yet.
+    fn prepare(shared: bool) -> PgServer {
         let bin = find_bin();
         let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
         let tmp = tempfile::Builder::new().prefix("chanto-pg-").tempdir().expect("a temp dir for PostgreSQL");
@@ -117,10 +209,7 @@ impl PgServer {
         } else {
             Some(tmp)
         };
-        let server =
-            PgServer { port, bin, dir, _tmp: tmp, as_root, running: Mutex::new(None), remove_dir_on_exit: shared };
-        server.start_again();
-        server
+        PgServer { port, bin, dir, _tmp: tmp, as_root, running: Mutex::new(None), remove_dir_on_exit: shared }
     }
 
     fn as_server_user(as_root: bool, program: &Path) -> Command {

@@ -7,6 +7,7 @@
 //! other's objects. [`S3Server::start`] starts a private one a test may stop.
 //! Each server runs on a thread and runtime of its own, so it outlives the
 //! runtime of the test that started it and stops with the process.
+//! [`S3Server::start_tls`] serves the same over TLS (`https://`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub const SECRET_KEY: &str = "chanto-test-secret";
 /// A running s3s-fs server.
 pub struct S3Server {
     addr: SocketAddr,
+    /// Served over TLS (`https://`).
+    tls: bool,
     root: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -43,6 +46,17 @@ impl S3Server {
 
     /// Starts a server of its own on a free loopback port.
     pub fn start() -> S3Server {
+        Self::start_with(None)
+    }
+
+    /// Starts a server of its own that speaks only TLS, with `config` (e.g.
+    /// [`crate::tls::Leaf::server_config`]); [`S3Server::endpoint`] is then
+    /// `https://127.0.0.1:PORT`, so the certificate must hold 127.0.0.1.
+    pub fn start_tls(config: Arc<rustls::ServerConfig>) -> S3Server {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(config)))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> S3Server {
         let dir = tempfile::tempdir().expect("a temp directory for s3s-fs");
         let root = dir.path().to_owned();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port for s3s-fs");
@@ -50,16 +64,17 @@ impl S3Server {
         let addr = listener.local_addr().expect("the listener's address");
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let fs_root = root.clone();
+        let https = tls.is_some();
         let thread = std::thread::Builder::new()
             .name("s3s-fs".into())
-            .spawn(move || serve(listener, fs_root, stopped))
+            .spawn(move || serve(listener, fs_root, stopped, tls))
             .expect("starting the s3s-fs thread");
-        S3Server { addr, root, stop: Some(stop), thread: Some(thread), _dir: dir }
+        S3Server { addr, tls: https, root, stop: Some(stop), thread: Some(thread), _dir: dir }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` for a TLS server.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// The port it listens on.
@@ -103,7 +118,12 @@ impl Drop for S3Server {
     }
 }
 
-fn serve(listener: std::net::TcpListener, root: PathBuf, stopped: tokio::sync::oneshot::Receiver<()>) {
+fn serve(
+    listener: std::net::TcpListener,
+    root: PathBuf,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -125,10 +145,22 @@ fn serve(listener: std::net::TcpListener, root: PathBuf, stopped: tokio::sync::o
                     Err(_) => continue,
                 },
             };
-            let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let (http, service) = (http.clone(), service.clone());
+            match tls.clone() {
+                None => {
+                    tokio::spawn(async move {
+                        let _ = http.serve_connection(TokioIo::new(socket), service).await;
+                    });
+                }
+                Some(acceptor) => {
+                    // A client that rejects the certificate ends the handshake: nothing to serve.
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(socket).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    });
+                }
+            }
         }
     });
     // Drops every connection task with the runtime: clients see the store gone.

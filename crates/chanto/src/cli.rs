@@ -309,7 +309,10 @@ pub struct ServeArgs {
     /// Where metadata lives: `sqlite` (DATA/meta.db) or a PostgreSQL URL,
     /// `postgres://USER@HOST:PORT/DB`. The password comes from the URL,
     /// --meta-password-file, $PGPASSWORD or the password file ($PGPASSFILE,
-    /// ~/.pgpass), in that order; it is never logged.
+    /// ~/.pgpass), in that order; it is never logged. TLS as libpq:
+    /// `?sslmode=verify-full` (or $PGSSLMODE; default prefer) checks the
+    /// server's certificate against the system's roots (SSL_CERT_FILE) or
+    /// `sslrootcert=PATH`.
     #[arg(long, value_name = "sqlite|URL", default_value = "sqlite", env = "CHANTO_META", hide_env_values = true)]
     pub meta: String,
     /// A file holding the PostgreSQL password (its first line), for --meta URLs without one.
@@ -322,7 +325,8 @@ pub struct ServeArgs {
     pub blobs: String,
     /// The URL of an S3-compatible server (MinIO, Garage, Ceph…) for
     /// `--blobs s3://…`; requests then use path-style addressing. Plain
-    /// http is allowed only to a loopback address.
+    /// http is allowed only to a loopback address; https is verified
+    /// against the system's roots (SSL_CERT_FILE / SSL_CERT_DIR honoured).
     #[arg(long, value_name = "URL", env = "CHANTO_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     /// Take over an `s3://` prefix whose marker object names another chanto

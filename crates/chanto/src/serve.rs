@@ -195,7 +195,7 @@ pub(crate) async fn postgres_meta(
         PostgresMeta::connect_existing(meta, password).await
     };
     let store = store.map_err(|e| anyhow::anyhow!("opening the metadata store {redacted}: {e}"))?;
-    tracing::info!(url = %store.url(), "metadata on PostgreSQL");
+    tracing::info!(url = %store.url(), sslmode = store.tls_settings().mode.name(), "metadata on PostgreSQL");
     Ok(store)
 }
 
