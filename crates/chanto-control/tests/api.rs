@@ -744,21 +744,22 @@ async fn builds_api_validates_input_and_queues_from_signed_webhooks() {
     let h = Harness::new().await;
     h.call("POST", "/api/v1/sites", json!({"name": "app"})).await;
     // Without runners configured, the builds API says so.
-    let (s, v) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "/r.git"})).await;
+    let (s, v) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "https://example.com/r.git"})).await;
     assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("builds_disabled")), "{v}");
     enable_builds(&h);
 
     for (body, field) in [
-        (json!({"repository": "/r.git", "colour": "red"}), None),
+        (json!({"repository": "https://example.com/r.git", "colour": "red"}), None),
         (json!({"repository": 7}), Some("repository")),
         (json!({"repository": ""}), Some("repository")),
-        (json!({"repository": "/r.git", "timeout_secs": 0}), Some("timeout_secs")),
-        (json!({"repository": "/r.git", "poll_interval_secs": 1}), Some("poll_interval_secs")),
-        (json!({"repository": "/r.git", "include": ["a b"]}), Some("include")),
-        (json!({"repository": "/r.git", "token": "a", "ssh_key": "b"}), Some("token")),
-        (json!({"repository": "/r.git", "token": "has space"}), Some("token")),
-        (json!({"repository": "/r.git", "username": "a:b"}), Some("username")),
-        (json!({"repository": "/r.git", "production_branch": "bad..name"}), None),
+        (json!({"repository": "/nonexistent/chanto-test/r.git"}), Some("repository")),
+        (json!({"repository": "https://example.com/r.git", "timeout_secs": 0}), Some("timeout_secs")),
+        (json!({"repository": "https://example.com/r.git", "poll_interval_secs": 1}), Some("poll_interval_secs")),
+        (json!({"repository": "https://example.com/r.git", "include": ["a b"]}), Some("include")),
+        (json!({"repository": "https://example.com/r.git", "token": "a", "ssh_key": "b"}), Some("token")),
+        (json!({"repository": "https://example.com/r.git", "token": "has space"}), Some("token")),
+        (json!({"repository": "https://example.com/r.git", "username": "a:b"}), Some("username")),
+        (json!({"repository": "https://example.com/r.git", "production_branch": "bad..name"}), None),
     ] {
         let (s, v) = h.call("PUT", "/api/v1/sites/app/git", body.clone()).await;
         assert!(s.is_client_error(), "{body}: {s} {v}");
@@ -766,14 +767,16 @@ async fn builds_api_validates_input_and_queues_from_signed_webhooks() {
             assert_eq!(v["error"]["field"], f, "{body}: {v}");
         }
     }
-    let (s, v) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "/r.git", "token": "tok-123"})).await;
+    let (s, v) = h
+        .call("PUT", "/api/v1/sites/app/git", json!({"repository": "https://example.com/r.git", "token": "tok-123"}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let secret = v["webhook_secret"].as_str().unwrap().to_owned();
     assert_eq!(v["credential"], "token");
     assert_eq!(v["webhooks"]["gitlab"], "https://chanto.example/api/v1/webhooks/gitlab/app");
     assert!(!v.to_string().contains("tok-123"));
     // Reconnecting keeps the secret and the credential, and shows neither.
-    let (_, again) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "/r2.git"})).await;
+    let (_, again) = h.call("PUT", "/api/v1/sites/app/git", json!({"repository": "https://example.com/r2.git"})).await;
     assert!(again.get("webhook_secret").is_none() && again["credential"] == "token", "{again}");
 
     // Variables: secrets are masked; names and values are checked.

@@ -789,7 +789,7 @@ impl MetaStore for SqliteMeta {
                 }
                 None => crate::rollback::rollback_walk(&branch_history(&tx, branch_id)?, &active).into_iter().next().ok_or_else(|| {
                     StoreError::Conflict(format!(
-                        "branch {branch} of site {site} has no earlier deploy to roll back to; `chanto publish ID` activates any ready deploy"
+                        "branch {branch} of site {site} has no earlier deploy to roll back to; pick one with `chanto rollback --site {site} --to DEPLOY` (ids from `chanto deploys list --site {site} --branch {branch}`), or activate a ready deploy with `chanto publish ID`"
                     ))
                 })?,
             };

@@ -597,7 +597,7 @@ pub enum DeploysCommand {
 
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
-    /// Clone URL: https://…, ssh://…, git@host:path, file://… or a local path.
+    /// Clone URL: https://…, ssh://…, git@host:path, file://… or a repository's absolute path on the server.
     pub repository: String,
     /// The site.
     #[arg(long)]

@@ -94,10 +94,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         },
     ));
     let reloading = if reload.is_some() { "; pages reload when files change" } else { "" };
-    println!(
+    say(format_args!(
         "Serving {} at http://{addr}/ (rules and headers as deployed{reloading}; Ctrl-C stops)",
         opts.dir.display()
-    );
+    ));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -109,7 +109,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
                         }
                     }
                     Ok(false) => {}
-                    Err(e) => eprintln!("error: {e:#}"),
+                    Err(e) => complain(format_args!("error: {e:#}")),
                 }
             }
         }
@@ -208,15 +208,15 @@ impl Dev {
             Err(errors) => {
                 self.signature = Some(sig);
                 self.seen = seen;
-                eprintln!("The rule files have errors; still serving the last good version:");
+                complain(format_args!("The rule files have errors; still serving the last good version:"));
                 for e in errors {
-                    eprintln!("  {e}");
+                    complain(format_args!("  {e}"));
                 }
                 return Ok(false);
             }
         };
         for w in &rules.warnings {
-            eprintln!("  {w}");
+            complain(format_args!("  {w}"));
         }
         let (redirects, headers) = (rules.redirects.len(), rules.headers.len());
         manifest.rules = (!rules.is_empty()).then_some(rules);
@@ -240,12 +240,29 @@ impl Dev {
         };
         self.edge.publish(table).await?;
         if self.version > 1 {
-            println!("Reloaded: {} files, {redirects} redirect rules, {headers} header rules", files.len());
+            say(format_args!("Reloaded: {} files, {redirects} redirect rules, {headers} header rules", files.len()));
         }
         self.signature = Some(sig);
         self.seen = seen;
         Ok(true)
     }
+}
+
+/// Prints a line on stdout. A reader that went away (`chanto dev . | head -1`
+/// to grab the address, a closed terminal, a log pipe that died) does not
+/// stop the server: the browser tabs on it keep working, the line is
+/// dropped, and Ctrl-C stays the way to stop. `println!` would panic here
+/// (Rust ignores SIGPIPE), and `main`'s closed-pipe exit is for the
+/// short-lived commands only.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// [`say`] on stderr: errors and warnings about the folder.
+fn complain(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 async fn read(f: &LocalFile) -> anyhow::Result<Bytes> {

@@ -520,6 +520,53 @@ fn polling_builds_remotes_without_webhooks() {
 }
 
 #[test]
+fn a_local_repository_must_be_a_repository_on_the_server() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    server.cli(&["sites", "create", "app"]).ok();
+    let repo = Repo::new(&tmp.path().join("repo"));
+    let missing = tmp.path().join("typo.git").display().to_string();
+    let plain = tmp.path().join("plain");
+    write_tree(&plain, &[("index.html", "not a repository")]);
+    let file = plain.join("index.html").display().to_string();
+    let plain = plain.display().to_string();
+    for (repository, expect) in [
+        (
+            missing.clone(),
+            format!(
+                "{missing} does not exist on the server; give the path of a clone or bare repository there \
+                 (`git init --bare {missing}` makes one) or the repository's clone URL (field: repository)"
+            ),
+        ),
+        (format!("file://{missing}"), format!("{missing} does not exist on the server")),
+        (
+            plain.clone(),
+            format!(
+                "{plain} is not a git repository (no .git, and no HEAD, objects and refs); give the repository's \
+                 own directory, or run `git init` there and commit the site (field: repository)"
+            ),
+        ),
+        (file.clone(), format!("{file} is a file, not a git repository")),
+        ("repo/origin.git".into(), "\"repo/origin.git\" is a relative path".into()),
+        ("./repo".into(), "give the repository's absolute path on the server".into()),
+    ] {
+        let r = server.cli(&["git", "connect", &repository, "--site", "app"]).fails();
+        assert!(r.stderr().contains(&expect), "{repository}: {}", r.report());
+    }
+    let r = server.cli(&["git", "show", "--site", "app"]).fails();
+    assert!(r.stderr().contains("not connected"), "a refusal connects nothing: {}", r.report());
+    // Repositories that are there: bare by path and by file:// URL, and a clone.
+    let there = [repo.bare.display().to_string(), repo.url(), repo.work.display().to_string()];
+    // Remotes are not contacted on connect: accepted as given.
+    let remotes =
+        ["https://git.invalid/a/b.git", "ssh://git@git.invalid/a/b.git", "git@git.invalid:a/b.git", "host:b.git"];
+    for repository in there.iter().map(String::as_str).chain(remotes) {
+        let v = server.cli(&["git", "connect", repository, "--site", "app", "--json"]).ok().json();
+        assert_eq!(v["repository"], repository, "{v}");
+    }
+}
+
+#[test]
 fn connecting_refuses_bad_input() {
     let tmp = reachable_tempdir();
     let server = start(tmp.path());

@@ -39,7 +39,7 @@ fn dev(dir: &std::path::Path, extra: &[&str]) -> Dev {
     stdout.read_line(&mut line).unwrap();
     let addr =
         line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("{line}")).to_owned();
-    // Keep reading: a closed pipe would end `chanto dev` at its next line.
+    // Drain the rest (a closed pipe would drop the lines, not end `chanto dev`).
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     Dev { child, addr }
 }
@@ -362,4 +362,48 @@ fn a_real_browser_reloads_on_change() {
     // A change to a file that is not HTML reloads the page too.
     std::fs::write(site.join("style.css"), "h1 { color: red }").unwrap();
     assert_eq!(next("a reload after a stylesheet change"), "/loaded?second");
+}
+
+#[test]
+fn a_closed_stdout_stops_the_printing_not_the_server() {
+    // `chanto dev site | head -1` to grab the address: the reader goes
+    // away, and each later "Reloaded:" line meets a closed pipe. The server
+    // keeps serving (and reloading) until Ctrl-C, as before the pipe closed.
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "one")]);
+    let stderr = tmp.path().join("stderr");
+    let mut child = std::process::Command::new(BIN)
+        .args(["dev", site.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    {
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+    } // the read end closes here
+    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("{line}"));
+    let addr = addr.to_owned();
+    let page = || http_get(&addr, "localhost", "/").ok().map(|r| r.text());
+    assert!(page().is_some_and(|p| p.starts_with("one<script")), "{:?}", page());
+    // Two changes: the second is served only after the first one's line was
+    // written to the closed pipe.
+    for text in ["two", "three"] {
+        std::fs::write(site.join("index.html"), text).unwrap();
+        wait_for(&format!("{text:?} served"), Duration::from_secs(20), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("chanto dev ended ({status}): {}", std::fs::read_to_string(&stderr).unwrap());
+            }
+            page().filter(|p| p.starts_with(&format!("{text}<script")))
+        });
+    }
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    // Ctrl-C still stops it cleanly.
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = wait_for("chanto dev to stop", Duration::from_secs(10), || child.try_wait().unwrap());
+    assert!(status.success(), "{status}: {}", std::fs::read_to_string(&stderr).unwrap());
 }

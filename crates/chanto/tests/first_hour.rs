@@ -37,7 +37,15 @@ fn rollback_walks_back_after_a_publish_and_jumps_with_to() {
     server.cli(&["rollback", "--site", "docs"]).ok();
     assert_eq!(live(), "B", "then to what was live before A");
     let r = server.cli(&["rollback", "--site", "docs"]).fails();
-    assert!(r.stderr().contains("no earlier deploy"), "{}", r.report());
+    assert!(
+        r.stderr().contains(
+            "branch main of site docs has no earlier deploy to roll back to; pick one with \
+             `chanto rollback --site docs --to DEPLOY` (ids from `chanto deploys list --site docs --branch main`), \
+             or activate a ready deploy with `chanto publish ID`"
+        ),
+        "{}",
+        r.report()
+    );
     assert_eq!(live(), "B", "a refused rollback changes nothing");
     // States: C and A were rolled away from and not live since; B is live.
     let state = |id: &str| {

@@ -12,7 +12,7 @@ mod runner;
 pub mod sealed;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -203,7 +203,8 @@ const MAX_CREDENTIAL_BYTES: usize = 64 << 10;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectRequest {
-    /// Clone URL: `https://…`, `ssh://…`, `git@host:path`, `file://…` or a local path.
+    /// Clone URL: `https://…`, `ssh://…`, `git@host:path`, `file://…` or a
+    /// repository's absolute path on the server (checked to be one on connect).
     pub repository: String,
     /// An access token for https (stored encrypted, never shown back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,6 +454,61 @@ fn validate_repository(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The path a repository string names on this machine, if it names one: a
+/// `file://` URL, or what git itself takes for a path (no `://`, and no `:`
+/// before the first `/`, which would make it the scp-like `host:path`).
+/// `None` for remotes, and for `file://` URLs this does not read the way git
+/// does (percent-escapes, a host).
+fn local_repository_path(url: &str) -> Option<&str> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return (rest.starts_with('/') && !rest.contains('%')).then_some(rest);
+    }
+    if url.contains("://") {
+        return None;
+    }
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), Some(slash)) if colon < slash => None,
+        (Some(_), None) => None,
+        _ => Some(url),
+    }
+}
+
+/// A local repository must be there when it is connected: builds clone it on
+/// this server, and a typo would otherwise show only as a failed build later.
+/// Remotes are not contacted here.
+async fn check_local_repository(url: &str) -> Result<(), ApiError> {
+    let Some(path) = local_repository_path(url) else {
+        return Ok(());
+    };
+    let bad = |why: String| Err(ApiError::from(ValidationError::new("repository", why)));
+    if !path.starts_with('/') {
+        return bad(format!(
+            "{path:?} is a relative path, and builds run in their own directory; give the repository's absolute path on the server (e.g. /srv/git/site.git) or its clone URL"
+        ));
+    }
+    let dir = Path::new(path);
+    match tokio::fs::metadata(dir).await {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return bad(format!("{path} is a file, not a git repository; give the repository's directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return bad(format!(
+                "{path} does not exist on the server; give the path of a clone or bare repository there (`git init --bare {path}` makes one) or the repository's clone URL"
+            ));
+        }
+        Err(e) => return bad(format!("{path} cannot be read by the server ({e}); let its user read the repository")),
+    }
+    // What git checks to call a directory a repository: a work tree's .git,
+    // or a bare repository's HEAD, objects and refs.
+    let exists = |p: std::path::PathBuf| async move { tokio::fs::symlink_metadata(p).await.is_ok() };
+    let bare = exists(dir.join("HEAD")).await && exists(dir.join("objects")).await && exists(dir.join("refs")).await;
+    if !bare && !exists(dir.join(".git")).await {
+        return bad(format!(
+            "{path} is not a git repository (no .git, and no HEAD, objects and refs); give the repository's own directory, or run `git init` there and commit the site"
+        ));
+    }
+    Ok(())
+}
+
 impl Control {
     /// Turns git-driven builds on for this control plane (once, at start).
     pub fn enable_builds(&self, builds: Builds) {
@@ -536,6 +592,7 @@ impl Control {
                 return Err(ValidationError::new(field, "a token has no spaces or control characters").into());
             }
         }
+        check_local_repository(&req.repository).await?;
         if let Some(p) = req.production_branch {
             let branch: BranchName = p.parse()?;
             if branch != site_rec.production_branch {
