@@ -945,7 +945,12 @@ impl Control {
     async fn watch_builds(self: Arc<Self>, builds: Arc<Builds>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let timeout = self.config.build_heartbeat_timeout;
         let every = (timeout / 4).max(Duration::from_millis(50));
-        let mut reachable_since = std::time::Instant::now();
+        // When the database last became reachable: set at the first
+        // successful round trip after a failure (the heartbeat call below is
+        // a real round trip even when no build runs here), so a node judges
+        // others' heartbeats only after they had a whole timeout to refresh
+        // them since the database came back.
+        let mut reachable_since = Some(std::time::Instant::now());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -956,10 +961,13 @@ impl Control {
             }
             let ids: Vec<BuildId> = builds.running.lock().expect("running builds").keys().cloned().collect();
             let lost = match self.meta.heartbeat_builds(&self.config.owner, &ids, now_millis()).await {
-                Ok(lost) => lost,
+                Ok(lost) => {
+                    reachable_since.get_or_insert_with(std::time::Instant::now);
+                    lost
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing the heartbeat of running builds failed; will retry");
-                    reachable_since = std::time::Instant::now();
+                    reachable_since = None;
                     continue;
                 }
             };
@@ -975,7 +983,7 @@ impl Control {
                     let _ = switch.send(true);
                 }
             }
-            if reachable_since.elapsed() < timeout {
+            if reachable_since.is_none_or(|t| t.elapsed() < timeout) {
                 continue;
             }
             let stale_before = now_millis() - timeout.as_millis() as i64;
@@ -984,7 +992,7 @@ impl Control {
                 Ok(n) => tracing::warn!(builds = n, "queued again builds whose server stopped sending heartbeats"),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "recovering builds of stopped servers failed; will retry");
-                    reachable_since = std::time::Instant::now();
+                    reachable_since = None;
                 }
             }
         }
