@@ -823,31 +823,11 @@ impl Control {
         if interrupted.is_empty() {
             return Ok(0);
         }
+        // The store queued the retries in the same transaction.
         let mut retried = 0;
         for b in interrupted {
             tracing::warn!(build = %b.id, site = %b.site, reason = b.error.as_deref().unwrap_or_default(), "build interrupted; its runner is gone");
-            if b.retry_of.is_some() {
-                continue;
-            }
-            let retry = NewBuild {
-                id: BuildId::from_random(random_bytes()),
-                site: b.site.clone(),
-                branch: b.branch.clone(),
-                git_ref: b.git_ref.clone(),
-                commit: b.commit.clone(),
-                pull_request: b.pull_request,
-                trigger: format!("retry of {} (interrupted)", b.id),
-                title: b.title.clone(),
-                author: b.author.clone(),
-                message: b.message.clone(),
-                retry_of: Some(b.id.clone()),
-                untrusted: b.untrusted,
-                skip_reason: None,
-                // Its place in the queue: before builds of later pushes.
-                created_at: b.created_at,
-            };
-            self.meta.enqueue_build(retry, false).await?;
-            retried += 1;
+            retried += usize::from(b.retry_of.is_none());
         }
         builds.wake.notify_waiters();
         self.poke_notifier();
