@@ -274,9 +274,12 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     if args.gc_grace < args.upload_ttl {
         tracing::warn!(gc_grace = ?args.gc_grace, upload_ttl = ?args.upload_ttl, "--gc-grace is shorter than --upload-ttl: with several chanto processes on one store, a blob made for a deploy another process has not finalized yet may be deleted under it");
     }
-    if args.build_heartbeat_timeout < Duration::from_secs(1) {
+    // Heartbeats are stamped and judged with each node's own clock, so the
+    // timeout must stay well above the clock skew between nodes (and a
+    // loaded host's scheduling delays): 5 s is the floor.
+    if args.build_heartbeat_timeout < Duration::from_secs(5) {
         bail!(
-            "--build-heartbeat-timeout {} is too short: heartbeats go every quarter of it; give at least 1s (default 60s)",
+            "--build-heartbeat-timeout {} is too short: heartbeats go every quarter of it and are judged with each node's own clock, so it must exceed the clock skew between nodes by far; give at least 5s (default 60s)",
             humantime::format_duration(args.build_heartbeat_timeout)
         );
     }
