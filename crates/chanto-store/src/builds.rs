@@ -70,8 +70,8 @@ pub struct NewBuild {
 /// the timeout (a node that died or lost the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// The node: the same across restarts of one data directory on one host
-    /// (the host name and `DATA/node-id`).
+    /// The node: the same across restarts of one data directory
+    /// (`DATA/node-id`), whatever the host is called.
     pub node: String,
     /// This run of the node: fresh at every start.
     pub run: String,

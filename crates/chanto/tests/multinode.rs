@@ -304,6 +304,10 @@ fn builds_and_notifications_resume_after_the_database_comes_back() {
     let gone = build(&server, &third);
     assert_eq!(gone["state"], "interrupted", "recovered before the restarted server answers: {gone}");
     assert_eq!(gone["error"], "the server stopped while this build ran", "{gone}");
+    // The node is DATA/node-id alone (no host name: a container recreated
+    // with a new one on the same volume is the same node).
+    let node_id = std::fs::read_to_string(data.join("node-id")).unwrap();
+    assert_eq!(gone["runner"].as_str(), Some(node_id.trim()), "{gone}");
     let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
     let retry = all.as_array().unwrap().iter().find(|r| r["retry_of"] == third.as_str()).expect("a retry").clone();
     let retried = wait_state(&server, retry["id"].as_str().unwrap(), &["succeeded", "failed", "interrupted"]);
