@@ -315,6 +315,41 @@ fn builds_and_notifications_resume_after_the_database_comes_back() {
     eprintln!("a restarted node's build was retried and done {:?} after the restart", restarted.elapsed());
 }
 
+/// A build another server took over (marked interrupted in the database, as
+/// a node that judged its heartbeat late does) after its last heartbeat:
+/// its runner checks ownership before the deploy goes live, and does not
+/// activate it.
+#[test]
+fn a_build_taken_over_before_its_deploy_does_not_go_live() {
+    let pg = pg::shared();
+    let url = pg.create_database("lost");
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    // The default timeout: heartbeats every 15 s, so the runner's watch
+    // usually does not notice before the build's end.
+    let stores = shared_stores(&url, &[]);
+    let tmp = reachable_tempdir();
+    let server = stores.start(&tmp.path().join("data"), &[]);
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect_slow_site(&server, &repo);
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "3"]).ok();
+    let id = start_build(&server, "main");
+    wait_state(&server, &id, &["running"]);
+    pg.psql(
+        &db,
+        &format!(
+            "UPDATE builds SET state = 'interrupted', error = 'taken over by the test', finished_at = 1 WHERE id = '{id}'"
+        ),
+    );
+    util::wait_for("the runner to give the build up", Duration::from_secs(30), || {
+        let e = server.stderr();
+        (e.contains("not activating it") || e.contains("stopping it here")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let b = build(&server, &id);
+    assert_eq!((&b["state"], &b["deploy"]), (&"interrupted".into(), &serde_json::Value::Null), "{b}");
+    assert_ne!(server.get("app.localhost", "/").text(), "built\n", "the taken-over build went live");
+}
+
 /// The heartbeat timeout and the node id file are checked at start: a bad
 /// value stops the server with the flag or the file named and the fix.
 #[test]

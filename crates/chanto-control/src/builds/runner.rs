@@ -1299,6 +1299,18 @@ async fn deploy_output(
     while let Some(done) = uploads.join_next().await {
         done.map_err(|e| e.to_string())??;
     }
+    // Finalizing makes the deploy live. Another server may have taken this
+    // build for dead since the last heartbeat (and queued its retry): check
+    // it is still this server's, by refreshing its heartbeat now.
+    let lost = control
+        .meta
+        .heartbeat_builds(&control.config.owner, std::slice::from_ref(&b.id), now_millis())
+        .await
+        .map_err(|e| format!("checking that this server still runs the build failed: {e}"))?;
+    if !lost.is_empty() {
+        tracing::warn!(build = %b.id, deploy = %deploy.id, "another server took this build over before its deploy went live; not activating it");
+        return Err("another server took this build over (its heartbeat was late) before its deploy went live; the deploy was not activated".into());
+    }
     let (record, mut warnings) = control.finalize(&deploy.id).await.map_err(|e| e.message)?;
     for link in links {
         warnings.push(format!("{link} is a symlink; a build's output is read without following links, so it was not deployed (copy the file instead)"));
