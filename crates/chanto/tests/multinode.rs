@@ -203,6 +203,15 @@ fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() 
     assert_eq!((&still["state"], &still["runner"]), (&"running".into(), &running_on_a["runner"]), "{still}");
     let all = b.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
     assert!(all.as_array().unwrap().iter().all(|r| r["retry_of"].is_null()), "no retry of a live node's build: {all}");
+    // B cannot kill A's processes: cancelling there says where to cancel it, at once.
+    let r = b.cli(&["builds", "cancel", &slow]).fails();
+    let node_a = running_on_a["runner"].as_str().unwrap();
+    assert!(
+        r.stderr().contains(&format!("runs on node {node_a}")) && r.stderr().contains("cancel it there"),
+        "{}",
+        r.report()
+    );
+    assert_eq!(build(&b, &slow)["state"], "running");
 
     // The held notification is answered: it was sent once, by A, whatever B did meanwhile.
     hold.store(false, Ordering::SeqCst);

@@ -802,6 +802,18 @@ impl Control {
                     format!("build {id} has already ended ({})", now.state),
                 ));
             }
+            // Another server runs it: only its runner can kill its processes.
+            if now.state == BuildState::Running
+                && let Some(node) = now.runner.as_deref().filter(|n| *n != self.config.owner.node)
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "build_on_other_node",
+                    format!(
+                        "build {id} runs on node {node}, not on this server; cancel it there (through that server's API)"
+                    ),
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.build(id).await
@@ -891,7 +903,7 @@ impl Control {
                     match control.meta.claim_build(&control.config.owner, now_millis()).await {
                         Ok(Some(b)) => {
                             control.poke_notifier();
-                            runner::run(&control, &builds, b, slot).await
+                            runner::run(&control, &builds, b, slot, stop.clone()).await
                         }
                         Ok(None) => {
                             tokio::select! {
