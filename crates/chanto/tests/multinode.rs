@@ -359,6 +359,40 @@ fn a_build_taken_over_before_its_deploy_does_not_go_live() {
     assert_ne!(server.get("app.localhost", "/").text(), "built\n", "the taken-over build went live");
 }
 
+/// The server is asked to stop while PostgreSQL is away and a build's end
+/// waits for it: it stops without waiting out that retry loop, and its next
+/// start recovers the build (interrupted, retried).
+#[test]
+fn a_server_stopping_during_an_outage_gives_up_recording_a_builds_end() {
+    let pg = pg::PgServer::start();
+    let url = pg.create_database("stop_in_outage");
+    let stores = shared_stores(&url, &[]);
+    let tmp = reachable_tempdir();
+    let data = tmp.path().join("data");
+    let server = stores.start(&data, &[]);
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect_slow_site(&server, &repo);
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "5"]).ok();
+    let id = start_build(&server, "main");
+    wait_state(&server, &id, &["running"]);
+    pg.stop();
+    util::wait_for("the end of the build to wait for the database", Duration::from_secs(60), || {
+        server.stderr().contains("recording the end of a build failed; retrying").then_some(())
+    });
+    let asked = Instant::now();
+    server.terminate();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(15), "stopping took {took:?}");
+    pg.start_again();
+    let server = stores.start(&data, &[]);
+    let gone = build(&server, &id);
+    assert_eq!(gone["state"], "interrupted", "{gone}");
+    let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
+    let retry = all.as_array().unwrap().iter().find(|r| r["retry_of"] == id.as_str()).expect("a retry").clone();
+    let retried = wait_state(&server, retry["id"].as_str().unwrap(), &["succeeded", "failed", "interrupted"]);
+    assert_eq!(retried["state"], "succeeded", "{retried}");
+}
+
 /// The heartbeat timeout and the node id file are checked at start: a bad
 /// value stops the server with the flag or the file named and the fix.
 #[test]
