@@ -42,7 +42,7 @@ pub struct ControlConfig {
     pub rollback_depth: u32,
     /// This process, as the owner of the builds it claims and the
     /// notification leases it takes. `chanto serve` names its node after the
-    /// host and the data directory, so a restart recovers its last run's
+    /// data directory (`DATA/node-id`), so a restart recovers its last run's
     /// claims at once; the default is a node of its own (nothing of it is
     /// ever taken for a dead earlier run).
     pub owner: chanto_store::Owner,

@@ -70,8 +70,8 @@ pub struct NewBuild {
 /// the timeout (a node that died or lost the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// The node: the same across restarts of one data directory on one host
-    /// (the host name and `DATA/node-id`).
+    /// The node: the same across restarts of one data directory
+    /// (`DATA/node-id`), whatever the host is called.
     pub node: String,
     /// This run of the node: fresh at every start.
     pub run: String,
@@ -292,7 +292,10 @@ pub trait BuildStore: Send + Sync + 'static {
     /// older than `stale_before` (pass `i64::MIN` to judge no heartbeat) —
     /// `owner`'s own run included: its live runners keep their heartbeat
     /// fresh, so a stale one of its own is a runner that ended without
-    /// recording the end.
+    /// recording the end. In the same transaction it queues one retry of
+    /// each that is not itself a retry (`retry_of` the interrupted build,
+    /// its `created_at`: its place in the queue), so an interrupted build
+    /// never lacks its retry, whatever fails after.
     async fn recover_builds(
         &self,
         owner: &Owner,

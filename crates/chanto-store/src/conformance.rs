@@ -569,7 +569,20 @@ pub async fn build_store(meta: &dyn MetaStore) {
         std::slice::from_ref(&dev.id)
     );
     let listed = meta.list_builds(&site, None, 10).await.unwrap();
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), 6);
+    // The recovery queued dev's retry in the same transaction, in dev's place in the queue.
+    let retry = listed.iter().find(|r| r.retry_of.as_ref() == Some(&dev.id)).expect("dev's retry");
+    assert_eq!((retry.state, retry.created_at, retry.branch.as_str()), (BuildState::Queued, dev.created_at, "dev"));
+    assert_eq!(retry.trigger, format!("retry of {} (interrupted)", dev.id));
+    // It is the next build claimed.
+    let claimed_retry = meta.claim_build(&b, 20_150).await.unwrap().unwrap();
+    assert_eq!(claimed_retry.id, retry.id);
+    // A retry interrupted in turn is not retried again.
+    let again = meta.recover_builds(&a, i64::MAX, 20_160).await.unwrap();
+    assert_eq!(again.iter().map(|r| &r.id).collect::<Vec<_>>(), [&retry.id]);
+    let listed = meta.list_builds(&site, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 6, "no retry of a retry");
+    let listed: Vec<_> = listed.into_iter().filter(|r| r.retry_of.is_none()).collect();
     // Newest first: the cancelled "other", the skipped "main", then the interrupted "dev".
     let order: Vec<_> = listed.iter().map(|b| (b.branch.as_str().to_owned(), b.state)).collect();
     assert_eq!(
@@ -592,6 +605,16 @@ pub async fn build_store(meta: &dyn MetaStore) {
     assert_eq!(restarted.iter().map(|r| &r.id).collect::<Vec<_>>(), [&late.id]);
     assert_eq!(restarted[0].error.as_deref(), Some("the server stopped while this build ran"));
     assert_eq!(meta.get_build(&other.id).await.unwrap().unwrap().state, BuildState::Running);
+    // Its retry is queued first (the place of `late`); take it out of the way.
+    let late_retry = meta.claim_build(&b, 20_310).await.unwrap().unwrap();
+    assert_eq!(late_retry.retry_of.as_ref(), Some(&late.id));
+    meta.finish_build(
+        &late_retry.id,
+        BuildOutcome { state: BuildState::Failed, error: None, deploy: None, phases: "[]".into() },
+        20_320,
+    )
+    .await
+    .unwrap();
     // A build of the caller's own run whose heartbeat went stale lost its
     // runner (live runners keep theirs fresh): recovered like any other.
     let orphan = meta.enqueue_build(new_build(8, &site, "orphan", 52), true).await.unwrap();

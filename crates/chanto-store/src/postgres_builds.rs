@@ -323,9 +323,8 @@ impl BuildStore for PostgresMeta {
         ids: &[BuildId],
         now: UnixMillis,
     ) -> Result<Vec<BuildId>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
+        // No early return for an empty `ids`: the build watch uses this call
+        // as its round trip to the database, so it must reach it every time.
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let wanted: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
@@ -376,6 +375,23 @@ impl BuildStore for PostgresMeta {
             )
             .await?;
             record_build_event(&tx, &id, now).await?;
+            // Its retry, in the same transaction: no moment when the build
+            // is interrupted without one. In the original's place in the
+            // queue (before builds of later pushes); a retry is not retried.
+            let retry = BuildId::from_random(crate::random_bytes());
+            let n = exec(
+                &tx,
+                "INSERT INTO builds (id, site_id, branch, git_ref, commit_sha, pull_request, state, trigger, title,
+                   author, message, retry_of, untrusted, created_at)
+                 SELECT $2, site_id, branch, git_ref, commit_sha, pull_request, 'queued',
+                   'retry of ' || id || ' (interrupted)', title, author, message, id, untrusted, created_at
+                 FROM builds WHERE id = $1 AND retry_of IS NULL",
+                &[&id, &retry.as_str()],
+            )
+            .await?;
+            if n > 0 {
+                record_build_event(&tx, retry.as_str(), now).await?;
+            }
             out.extend(get_build_tx(&tx, &id).await?);
         }
         tx.commit().await?;

@@ -383,6 +383,19 @@ impl BuildStore for SqliteMeta {
                     params![id, now, why],
                 )?;
                 record_build_event(&tx, &id, now)?;
+                // Its retry, in the same transaction (see the PostgreSQL store).
+                let retry = BuildId::from_random(crate::random_bytes());
+                let n = tx.execute(
+                    "INSERT INTO builds (id, site_id, branch, git_ref, commit_sha, pull_request, state, trigger, title,
+                       author, message, retry_of, untrusted, created_at)
+                     SELECT ?2, site_id, branch, git_ref, commit_sha, pull_request, 'queued',
+                       'retry of ' || id || ' (interrupted)', title, author, message, id, untrusted, created_at
+                     FROM builds WHERE id = ?1 AND retry_of IS NULL",
+                    params![id, retry.as_str()],
+                )?;
+                if n > 0 {
+                    record_build_event(&tx, retry.as_str(), now)?;
+                }
                 out.extend(get_build_tx(&tx, &id)?);
             }
             tx.commit()?;

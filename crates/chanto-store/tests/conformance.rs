@@ -423,7 +423,14 @@ mod postgres {
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert_eq!(err.http_status_code(), 503);
         assert!(err.to_string().contains("metadata store"), "{err}");
+        // The build watch's round trip: a heartbeat of no builds must reach
+        // the database too, or an idle node would count the database as
+        // reachable during an outage.
+        let owner = chanto_store::Owner { node: "n".into(), run: "r".into() };
+        let err = meta.heartbeat_builds(&owner, &[], 5).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         server.start_again();
+        assert_eq!(meta.heartbeat_builds(&owner, &[], 6).await.unwrap(), []);
         assert_eq!(meta.list_sites().await.unwrap().len(), 1);
         meta.create_site(&"two".parse().unwrap(), &main, 2).await.unwrap();
         assert_eq!(meta.list_sites().await.unwrap().len(), 2);

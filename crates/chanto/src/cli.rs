@@ -287,6 +287,10 @@ pub struct ServeArgs {
     /// before another `chanto serve` on the same database takes that server
     /// for dead, marks the build interrupted and retries it. Give every
     /// server the same value, longer than a database failover takes.
+    /// Heartbeats are stamped and judged with each server's own clock: a
+    /// clock S ahead of the runner's takes its builds for dead S early, so
+    /// keep clocks in sync (NTP) and the timeout far above their skew; at
+    /// least 5s.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub build_heartbeat_timeout: std::time::Duration,
     /// The API's public URL, used in the webhook and build hook URLs chanto

@@ -274,15 +274,18 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     if args.gc_grace < args.upload_ttl {
         tracing::warn!(gc_grace = ?args.gc_grace, upload_ttl = ?args.upload_ttl, "--gc-grace is shorter than --upload-ttl: with several chanto processes on one store, a blob made for a deploy another process has not finalized yet may be deleted under it");
     }
-    if args.build_heartbeat_timeout < Duration::from_secs(1) {
+    // Heartbeats are stamped and judged with each node's own clock, so the
+    // timeout must stay well above the clock skew between nodes (and a
+    // loaded host's scheduling delays): 5 s is the floor.
+    if args.build_heartbeat_timeout < Duration::from_secs(5) {
         bail!(
-            "--build-heartbeat-timeout {} is too short: heartbeats go every quarter of it; give at least 1s (default 60s)",
+            "--build-heartbeat-timeout {} is too short: heartbeats go every quarter of it and are judged with each node's own clock, so it must exceed the clock skew between nodes by far; give at least 5s (default 60s)",
             humantime::format_duration(args.build_heartbeat_timeout)
         );
     }
     config.build_heartbeat_timeout = args.build_heartbeat_timeout;
     config.owner = chanto_store::Owner::new_run(node_name(&data)?);
-    tracing::info!(node = %config.owner.node, run = %config.owner.run, "this server's name in build claims and notification leases");
+    tracing::info!(node = %config.owner.node, host = %host_name(), run = %config.owner.run, "this server's name in build claims and notification leases (DATA/node-id)");
     config.max_file_size = args.max_file_size;
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
@@ -562,22 +565,25 @@ pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
     random_id_file(data, "install-id")
 }
 
-/// This node's name in build claims and notification leases
-/// (`HOST/ID`, the host name and `DATA/node-id`, made on first use). One
-/// process serves a data directory at a time (its lock), so whatever an
-/// earlier run of this name claimed is certainly dead when it starts, and is
-/// recovered at once. The host name is part of it so that a data directory
-/// copied whole to another host (node-id included) names another node there:
-/// that node's claims are then judged by their heartbeat, never taken as dead.
+/// This node's name in build claims and notification leases: `DATA/node-id`
+/// (made on first use) alone. One process serves a data directory at a time
+/// (its lock), so whatever an earlier run of this name claimed is certainly
+/// dead when it starts, and is recovered at once — also when the host name
+/// changed (a container recreated on the same data volume). A data
+/// directory copied to start another node must drop `node-id`, or both
+/// would take each other's claims for their own dead runs.
 fn node_name(data: &Path) -> anyhow::Result<String> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String =
-        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect();
-    let id: String = random_id_file(data, "node-id")?.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+    let id: String = random_id_file(data, "node-id")?.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
     if id.is_empty() {
         bail!("{} holds no letters or digits; delete it and chanto makes a new one", data.join("node-id").display());
     }
-    Ok(format!("{}/{id}", if host.is_empty() { "host" } else { &host }))
+    Ok(id)
+}
+
+/// The host name, for log lines only (it is no part of the node's identity).
+fn host_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect()
 }
 
 /// The id in `DATA/NAME`, made (16 random bytes, hex) on first use.

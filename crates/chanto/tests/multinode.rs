@@ -146,7 +146,7 @@ impl Shared {
 fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() {
     let pg = pg::shared();
     let url = pg.create_database("takeover");
-    let stores = shared_stores(&url, &["--build-heartbeat-timeout", "2s", "--notify-timeout", "20s"]);
+    let stores = shared_stores(&url, &["--build-heartbeat-timeout", "5s", "--notify-timeout", "20s"]);
     let tmp = reachable_tempdir();
     let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
     let a = stores.start(&data_a, &["--build-concurrency", "2"]);
@@ -179,12 +179,13 @@ fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() 
     let quick = start_build(&a, "main");
     let slow = start_build(&a, "slow");
     let running_on_a = wait_state(&a, &slow, &["running"]);
-    wait_state(&a, &quick, &["running"]);
+    wait_state(&a, &quick, &["running", "succeeded"]);
     util::wait_for("A's first notification to be in flight", Duration::from_secs(30), || {
         (arrived.load(Ordering::SeqCst) == 1).then_some(())
     });
 
     let b = stores.start(&data_b, &[]);
+    let b_started = Instant::now();
     util::wait_for("B's notification dispatcher to start", Duration::from_secs(30), || {
         b.stderr().contains("notification dispatcher started").then_some(())
     });
@@ -194,6 +195,22 @@ fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() 
     assert_eq!(done["runner"], running_on_a["runner"], "{done}");
     let all = b.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
     assert_eq!(all.as_array().unwrap().len(), 2, "no retry of a live node's build: {all}");
+    assert_eq!(build(&b, &slow)["state"], "running");
+    // B has judged heartbeats for more than a timeout (it waits one after
+    // its start): A's live build is still A's, and not retried.
+    std::thread::sleep((b_started + Duration::from_secs(11)).saturating_duration_since(Instant::now()));
+    let still = build(&b, &slow);
+    assert_eq!((&still["state"], &still["runner"]), (&"running".into(), &running_on_a["runner"]), "{still}");
+    let all = b.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
+    assert!(all.as_array().unwrap().iter().all(|r| r["retry_of"].is_null()), "no retry of a live node's build: {all}");
+    // B cannot kill A's processes: cancelling there says where to cancel it, at once.
+    let r = b.cli(&["builds", "cancel", &slow]).fails();
+    let node_a = running_on_a["runner"].as_str().unwrap();
+    assert!(
+        r.stderr().contains(&format!("runs on node {node_a}")) && r.stderr().contains("cancel it there"),
+        "{}",
+        r.report()
+    );
     assert_eq!(build(&b, &slow)["state"], "running");
 
     // The held notification is answered: it was sent once, by A, whatever B did meanwhile.
@@ -207,7 +224,7 @@ fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() 
         let d = a.cli(&["notify", "deliveries", "--site", "app", "--json"]).ok().json();
         d.as_array().unwrap().iter().all(|d| d["state"] == "delivered").then_some(())
     });
-    // A dies mid-build. B takes the build for dead once its heartbeat is 2 s old.
+    // A dies mid-build. B takes the build for dead once its heartbeat is 5 s old.
     a.cli(&["env", "set", "--site", "app", "--branch", "slow", "PAUSE", "0"]).ok();
     let killed = Instant::now();
     a.kill();
@@ -217,7 +234,7 @@ fn a_second_node_leaves_the_first_ones_work_alone_and_takes_over_when_it_dies() 
     let node_a = running_on_a["runner"].as_str().unwrap();
     let why = taken["error"].as_str().unwrap();
     assert!(why.contains(node_a) && why.contains("no heartbeat"), "{why}");
-    eprintln!("B noticed A's death after {noticed:?} (heartbeat timeout 2 s)");
+    eprintln!("B noticed A's death after {noticed:?} (heartbeat timeout 5 s)");
     assert!(noticed < Duration::from_secs(30), "{noticed:?}");
     let all = b.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
     let retry = all.as_array().unwrap().iter().find(|r| r["retry_of"] == slow.as_str()).expect("a retry").clone();
@@ -254,7 +271,8 @@ fn builds_and_notifications_resume_after_the_database_comes_back() {
     let repo = Repo::new(&tmp.path().join("repo"));
     connect_slow_site(&server, &repo);
     server.cli(&["notify", "add", "webhook", "--site", "app", "--url", &receiver.url("/hook")]).ok();
-    server.cli(&["env", "set", "--site", "app", "PAUSE", "2"]).ok();
+    // Long enough that the build cannot end before the database stops.
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "6"]).ok();
     let first = start_build(&server, "main");
     repo.commit("next", &[], "another branch");
     let second = start_build(&server, "next");
@@ -295,11 +313,84 @@ fn builds_and_notifications_resume_after_the_database_comes_back() {
     let gone = build(&server, &third);
     assert_eq!(gone["state"], "interrupted", "recovered before the restarted server answers: {gone}");
     assert_eq!(gone["error"], "the server stopped while this build ran", "{gone}");
+    // The node is DATA/node-id alone (no host name: a container recreated
+    // with a new one on the same volume is the same node).
+    let node_id = std::fs::read_to_string(data.join("node-id")).unwrap();
+    assert_eq!(gone["runner"].as_str(), Some(node_id.trim()), "{gone}");
     let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
     let retry = all.as_array().unwrap().iter().find(|r| r["retry_of"] == third.as_str()).expect("a retry").clone();
     let retried = wait_state(&server, retry["id"].as_str().unwrap(), &["succeeded", "failed", "interrupted"]);
     assert_eq!(retried["state"], "succeeded", "{retried}");
     eprintln!("a restarted node's build was retried and done {:?} after the restart", restarted.elapsed());
+}
+
+/// A build another server took over (marked interrupted in the database, as
+/// a node that judged its heartbeat late does) after its last heartbeat:
+/// its runner checks ownership before the deploy goes live, and does not
+/// activate it.
+#[test]
+fn a_build_taken_over_before_its_deploy_does_not_go_live() {
+    let pg = pg::shared();
+    let url = pg.create_database("lost");
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    // The default timeout: heartbeats every 15 s, so the runner's watch
+    // usually does not notice before the build's end.
+    let stores = shared_stores(&url, &[]);
+    let tmp = reachable_tempdir();
+    let server = stores.start(&tmp.path().join("data"), &[]);
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect_slow_site(&server, &repo);
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "3"]).ok();
+    let id = start_build(&server, "main");
+    wait_state(&server, &id, &["running"]);
+    pg.psql(
+        &db,
+        &format!(
+            "UPDATE builds SET state = 'interrupted', error = 'taken over by the test', finished_at = 1 WHERE id = '{id}'"
+        ),
+    );
+    util::wait_for("the runner to give the build up", Duration::from_secs(30), || {
+        let e = server.stderr();
+        (e.contains("not activating it") || e.contains("stopping it here")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let b = build(&server, &id);
+    assert_eq!((&b["state"], &b["deploy"]), (&"interrupted".into(), &serde_json::Value::Null), "{b}");
+    assert_ne!(server.get("app.localhost", "/").text(), "built\n", "the taken-over build went live");
+}
+
+/// The server is asked to stop while PostgreSQL is away and a build's end
+/// waits for it: it stops without waiting out that retry loop, and its next
+/// start recovers the build (interrupted, retried).
+#[test]
+fn a_server_stopping_during_an_outage_gives_up_recording_a_builds_end() {
+    let pg = pg::PgServer::start();
+    let url = pg.create_database("stop_in_outage");
+    let stores = shared_stores(&url, &[]);
+    let tmp = reachable_tempdir();
+    let data = tmp.path().join("data");
+    let server = stores.start(&data, &[]);
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect_slow_site(&server, &repo);
+    server.cli(&["env", "set", "--site", "app", "PAUSE", "5"]).ok();
+    let id = start_build(&server, "main");
+    wait_state(&server, &id, &["running"]);
+    pg.stop();
+    util::wait_for("the end of the build to wait for the database", Duration::from_secs(60), || {
+        server.stderr().contains("recording the end of a build failed; retrying").then_some(())
+    });
+    let asked = Instant::now();
+    server.terminate();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(15), "stopping took {took:?}");
+    pg.start_again();
+    let server = stores.start(&data, &[]);
+    let gone = build(&server, &id);
+    assert_eq!(gone["state"], "interrupted", "{gone}");
+    let all = server.cli(&["builds", "list", "--site", "app", "--json"]).ok().json();
+    let retry = all.as_array().unwrap().iter().find(|r| r["retry_of"] == id.as_str()).expect("a retry").clone();
+    let retried = wait_state(&server, retry["id"].as_str().unwrap(), &["succeeded", "failed", "interrupted"]);
+    assert_eq!(retried["state"], "succeeded", "{retried}");
 }
 
 /// The heartbeat timeout and the node id file are checked at start: a bad
@@ -314,7 +405,9 @@ fn a_bad_heartbeat_timeout_or_node_id_stops_the_server_with_the_fix() {
             [&["serve", "--data", data_arg, "--edge", "127.0.0.1:0", "--api", "127.0.0.1:0"][..], extra].concat();
         util::Cli::new(&[&args[..], &["--admin", "127.0.0.1:0"]].concat()).fails().stderr()
     };
-    for (value, want) in [("10ms", "at least 1s"), ("0s", "at least 1s"), ("soon", "--build-heartbeat-timeout")] {
+    for (value, want) in
+        [("10ms", "at least 5s"), ("0s", "at least 5s"), ("4s", "clock skew"), ("soon", "--build-heartbeat-timeout")]
+    {
         let e = serve(&["--build-heartbeat-timeout", value]);
         assert!(e.contains(want), "{value}: {e}");
     }

@@ -864,6 +864,18 @@ impl Control {
                     format!("build {id} has already ended ({})", now.state),
                 ));
             }
+            // Another server runs it: only its runner can kill its processes.
+            if now.state == BuildState::Running
+                && let Some(node) = now.runner.as_deref().filter(|n| *n != self.config.owner.node)
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "build_on_other_node",
+                    format!(
+                        "build {id} runs on node {node}, not on this server; cancel it there (through that server's API)"
+                    ),
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.build(id).await
@@ -885,31 +897,11 @@ impl Control {
         if interrupted.is_empty() {
             return Ok(0);
         }
+        // The store queued the retries in the same transaction.
         let mut retried = 0;
         for b in interrupted {
             tracing::warn!(build = %b.id, site = %b.site, reason = b.error.as_deref().unwrap_or_default(), "build interrupted; its runner is gone");
-            if b.retry_of.is_some() {
-                continue;
-            }
-            let retry = NewBuild {
-                id: BuildId::from_random(random_bytes()),
-                site: b.site.clone(),
-                branch: b.branch.clone(),
-                git_ref: b.git_ref.clone(),
-                commit: b.commit.clone(),
-                pull_request: b.pull_request,
-                trigger: format!("retry of {} (interrupted)", b.id),
-                title: b.title.clone(),
-                author: b.author.clone(),
-                message: b.message.clone(),
-                retry_of: Some(b.id.clone()),
-                untrusted: b.untrusted,
-                skip_reason: None,
-                // Its place in the queue: before builds of later pushes.
-                created_at: b.created_at,
-            };
-            self.meta.enqueue_build(retry, false).await?;
-            retried += 1;
+            retried += usize::from(b.retry_of.is_none());
         }
         builds.wake.notify_waiters();
         self.poke_notifier();
@@ -973,7 +965,7 @@ impl Control {
                     match control.meta.claim_build(&control.config.owner, now_millis()).await {
                         Ok(Some(b)) => {
                             control.poke_notifier();
-                            runner::run(&control, &builds, b, slot).await
+                            runner::run(&control, &builds, b, slot, stop.clone()).await
                         }
                         Ok(None) => {
                             tokio::select! {
@@ -1007,7 +999,12 @@ impl Control {
     async fn watch_builds(self: Arc<Self>, builds: Arc<Builds>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let timeout = self.config.build_heartbeat_timeout;
         let every = (timeout / 4).max(Duration::from_millis(50));
-        let mut reachable_since = std::time::Instant::now();
+        // When the database last became reachable: set at the first
+        // successful round trip after a failure (the heartbeat call below is
+        // a real round trip even when no build runs here), so a node judges
+        // others' heartbeats only after they had a whole timeout to refresh
+        // them since the database came back.
+        let mut reachable_since = Some(std::time::Instant::now());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -1018,10 +1015,13 @@ impl Control {
             }
             let ids: Vec<BuildId> = builds.running.lock().expect("running builds").keys().cloned().collect();
             let lost = match self.meta.heartbeat_builds(&self.config.owner, &ids, now_millis()).await {
-                Ok(lost) => lost,
+                Ok(lost) => {
+                    reachable_since.get_or_insert_with(std::time::Instant::now);
+                    lost
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing the heartbeat of running builds failed; will retry");
-                    reachable_since = std::time::Instant::now();
+                    reachable_since = None;
                     continue;
                 }
             };
@@ -1037,7 +1037,7 @@ impl Control {
                     let _ = switch.send(true);
                 }
             }
-            if reachable_since.elapsed() < timeout {
+            if reachable_since.is_none_or(|t| t.elapsed() < timeout) {
                 continue;
             }
             let stale_before = now_millis() - timeout.as_millis() as i64;
@@ -1046,7 +1046,7 @@ impl Control {
                 Ok(n) => tracing::warn!(builds = n, "queued again builds whose server stopped sending heartbeats"),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "recovering builds of stopped servers failed; will retry");
-                    reachable_since = std::time::Instant::now();
+                    reachable_since = None;
                 }
             }
         }

@@ -641,7 +641,13 @@ pub(super) async fn ls_remote(
 }
 
 /// Runs a claimed build to its end and records how it ended.
-pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRecord, slot: usize) {
+pub(super) async fn run(
+    control: &Arc<Control>,
+    builds: &Arc<Builds>,
+    b: BuildRecord,
+    slot: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let (switch, cancel) = tokio::sync::watch::channel(false);
     builds.running.lock().expect("running builds").insert(b.id.clone(), (b.site.clone(), b.branch.clone(), switch));
     let work = builds.config.work_dir.join(b.id.as_str());
@@ -660,8 +666,15 @@ pub(super) async fn run(control: &Arc<Control>, builds: &Arc<Builds>, b: BuildRe
     // The end is recorded whatever happens meanwhile: while the metadata store
     // is unreachable, this runner keeps trying (the build's heartbeat keeps
     // it this process's), so a build never stays `running` after its end.
+    // Unless the server is shutting down: then it gives up, and the next
+    // start of this node recovers the build (interrupted, retried).
     let finished = loop {
         match control.meta.finish_build(&b.id, outcome.clone(), now_millis()).await {
+            Err(chanto_store::StoreError::Unavailable(e)) if *shutdown.borrow() => {
+                break Err(chanto_store::StoreError::Unavailable(format!(
+                    "{e}; the server is shutting down, so its next start recovers the build"
+                )));
+            }
             Err(chanto_store::StoreError::Unavailable(e)) => {
                 tracing::warn!(build = %b.id, error = %e, "recording the end of a build failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1298,6 +1311,18 @@ async fn deploy_output(
     }
     while let Some(done) = uploads.join_next().await {
         done.map_err(|e| e.to_string())??;
+    }
+    // Finalizing makes the deploy live. Another server may have taken this
+    // build for dead since the last heartbeat (and queued its retry): check
+    // it is still this server's, by refreshing its heartbeat now.
+    let lost = control
+        .meta
+        .heartbeat_builds(&control.config.owner, std::slice::from_ref(&b.id), now_millis())
+        .await
+        .map_err(|e| format!("checking that this server still runs the build failed: {e}"))?;
+    if !lost.is_empty() {
+        tracing::warn!(build = %b.id, deploy = %deploy.id, "another server took this build over before its deploy went live; not activating it");
+        return Err("another server took this build over (its heartbeat was late) before its deploy went live; the deploy was not activated".into());
     }
     let (record, mut warnings) = control.finalize(&deploy.id).await.map_err(|e| e.message)?;
     for link in links {
