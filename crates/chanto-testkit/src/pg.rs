@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL server for tests: `initdb` in a temp dir, `postgres`
-//! on a free loopback port with `fsync=off`, trust authentication. One is
+//! on a free loopback port with `fsync=off` (or, for the benchmarks,
+//! [`Durability::LikeSqliteWal`]), trust authentication. One is
 //! shared per test binary ([`shared`]); each test makes its own database
 //! ([`PgServer::create_database`]) so tests never see each other's rows. A
 //! test that stops the server makes its own ([`PgServer::start`]).
@@ -23,6 +24,28 @@ use std::time::{Duration, Instant};
 /// The superuser the tests connect as (trust authentication: no password).
 pub const USER: &str = "postgres";
 
+/// How durable the server's writes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync=off`, `synchronous_commit=off`, `full_page_writes=off`: a crash
+    /// of the machine may corrupt the database. Fast; for tests.
+    Tests,
+    /// `fsync=on`, `synchronous_commit=off`, `full_page_writes=on`: the same
+    /// promise as chanto's SQLite (WAL, `synchronous=NORMAL`): never corrupt
+    /// after a power loss, though the last commits before it may roll back.
+    /// For benchmarks that compare PostgreSQL with SQLite.
+    LikeSqliteWal,
+}
+
+impl Durability {
+    fn settings(self) -> &'static str {
+        match self {
+            Durability::Tests => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::LikeSqliteWal => "-c fsync=on -c synchronous_commit=off -c full_page_writes=on",
+        }
+    }
+}
+
 /// A running (or stopped) test server.
 pub struct PgServer {
     /// The loopback port it listens on.
@@ -35,12 +58,13 @@ pub struct PgServer {
     as_root: bool,
     running: Mutex<Option<(Child, ChildStdin)>>,
     remove_dir_on_exit: bool,
+    durability: Durability,
 }
 
 /// The server shared by every test of this test binary, started on first use.
 pub fn shared() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(|| PgServer::init(true))
+    SERVER.get_or_init(|| PgServer::init(true, Durability::Tests))
 }
 
 /// A user of [`shared_tls`]'s server that may connect only over TLS
@@ -82,7 +106,7 @@ impl TlsPg {
 pub fn shared_tls() -> &'static TlsPg {
     static SERVER: OnceLock<TlsPg> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let server = PgServer::prepare(true);
+        let server = PgServer::prepare(true, Durability::Tests);
         let tls = server.dir.join("tls");
         let ca = crate::tls::TestCa::in_dir(&tls, "ca");
         let other_ca = crate::tls::TestCa::in_dir(&tls, "other-ca");
@@ -172,17 +196,22 @@ impl PgServer {
     /// Starts a server of the caller's own (e.g. one the test stops and
     /// starts again); it stops when dropped.
     pub fn start() -> PgServer {
-        Self::init(false)
+        Self::init(false, Durability::Tests)
     }
 
-    fn init(shared: bool) -> PgServer {
-        let server = Self::prepare(shared);
+    /// Like [`PgServer::start`], with the durability given.
+    pub fn start_with(durability: Durability) -> PgServer {
+        Self::init(false, durability)
+    }
+
+    fn init(shared: bool, durability: Durability) -> PgServer {
+        let server = Self::prepare(shared, durability);
         server.start_again();
         server
     }
 
     /// `initdb` in a temp dir and a free port; not started yet.
-    fn prepare(shared: bool) -> PgServer {
+    fn prepare(shared: bool, durability: Durability) -> PgServer {
         let bin = find_bin();
         let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
         let tmp = tempfile::Builder::new().prefix("chanto-pg-").tempdir().expect("a temp dir for PostgreSQL");
@@ -209,7 +238,16 @@ impl PgServer {
         } else {
             Some(tmp)
         };
-        PgServer { port, bin, dir, _tmp: tmp, as_root, running: Mutex::new(None), remove_dir_on_exit: shared }
+        PgServer {
+            port,
+            bin,
+            dir,
+            _tmp: tmp,
+            as_root,
+            running: Mutex::new(None),
+            remove_dir_on_exit: shared,
+            durability,
+        }
     }
 
     fn as_server_user(as_root: bool, program: &Path) -> Command {
@@ -238,7 +276,7 @@ impl PgServer {
         // test process ended or `stop` was called), then stops it fast.
         let script = format!(
             "{prefix}{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-               -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+               {durability} -c max_connections=300 \
                >>{dir}/server.log 2>&1 &
              pid=$!
              read _
@@ -246,6 +284,7 @@ impl PgServer {
              wait $pid
              {cleanup}",
             port = self.port,
+            durability = self.durability.settings(),
             cleanup = if self.remove_dir_on_exit { format!("rm -rf {dir}") } else { String::new() }
         );
         let mut child = Command::new("sh")

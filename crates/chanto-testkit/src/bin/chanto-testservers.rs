@@ -4,8 +4,9 @@
 //! part of the .deb.
 //!
 //! ```text
-//! chanto-testservers pg   # a throwaway PostgreSQL on a loopback port
-//! chanto-testservers s3   # an s3s-fs server on a loopback port
+//! chanto-testservers pg             # a throwaway PostgreSQL on a loopback port
+//! chanto-testservers pg --durable   # the same, as durable as chanto's SQLite
+//! chanto-testservers s3             # an s3s-fs server on a loopback port
 //! ```
 //!
 //! Each prints shell-sourceable `NAME=value` lines, then a line `READY`, and
@@ -17,10 +18,13 @@ use std::io::Write;
 
 use chanto_testkit::{pg, s3};
 
-const USAGE: &str = "usage: chanto-testservers pg|s3
+const USAGE: &str = "usage: chanto-testservers pg [--durable] | s3
 
   pg   start a throwaway PostgreSQL (initdb in a temp dir, fsync=off, trust
-       authentication, loopback only) with an empty database `chanto`; prints
+       authentication, loopback only) with an empty database `chanto`; with
+       --durable, fsync=on, full_page_writes=on and synchronous_commit=off:
+       as durable as chanto's SQLite (WAL, synchronous=NORMAL), for benchmarks
+       that compare the two; prints
        CHANTO_TEST_PG_URL (postgres://postgres@127.0.0.1:PORT/chanto),
        CHANTO_TEST_PG_ADMIN_URL (the `postgres` database, for CREATE DATABASE)
        and CHANTO_TEST_PG_BIN (the directory of psql/pg_dump)
@@ -34,14 +38,16 @@ Typical use: coproc SERVERS { chanto-testservers pg; }";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let durable = matches!(args.as_slice(), [a, d] if a == "pg" && d == "--durable");
     let which = match args.as_slice() {
         [a] if a == "pg" || a == "s3" => a.clone(),
+        [a, _] if durable => a.clone(),
         [a] if a == "-h" || a == "--help" => {
             println!("{USAGE}");
             return;
         }
         _ => {
-            eprintln!("chanto-testservers: expected exactly one of `pg` or `s3`, got {:?}\n\n{USAGE}", args.join(" "));
+            eprintln!("chanto-testservers: expected `pg`, `pg --durable` or `s3`, got {:?}\n\n{USAGE}", args.join(" "));
             std::process::exit(2);
         }
     };
@@ -49,7 +55,8 @@ fn main() {
     let mut _pg = None;
     let mut _s3 = None;
     let lines: Vec<(&str, String)> = if which == "pg" {
-        let server = pg::PgServer::start();
+        let server =
+            pg::PgServer::start_with(if durable { pg::Durability::LikeSqliteWal } else { pg::Durability::Tests });
         server.psql("postgres", "CREATE DATABASE chanto");
         let lines = vec![
             ("CHANTO_TEST_PG_URL", server.url("chanto")),
