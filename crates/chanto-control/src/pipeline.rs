@@ -430,7 +430,22 @@ impl Control {
         // asked (the order `gc.rs` relies on): a blob some garbage
         // collection is deleting is uploaded again, as if missing.
         let being_deleted = self.meta.blobs_being_deleted().await?;
-        let mut required = self.blobs.missing(&unique).await?;
+        // The blobs the branch's live deploy holds are in the store, so only
+        // the others are looked up (a one-file redeploy of a 10,000-file site
+        // asks a remote store about one blob, not 10,000). Why this is safe:
+        // a live deploy is ready, so finalize found each of its blobs in the
+        // store; garbage collection never deletes a blob a recorded deploy
+        // references (crate::gc), so they stayed there while it existed, and
+        // it existed when it was read here, after this deploy's own file
+        // list (which keeps them from then on) was recorded. A marked blob
+        // is still sent back below. Not the node's disk cache: a cached copy
+        // says nothing about the shared store.
+        let live = match self.meta.branch(site, &record.branch).await?.and_then(|b| b.active_deploy) {
+            Some(live) => self.meta.deploy_files(&live).await?.into_iter().map(|f| f.hash).collect(),
+            None => HashSet::new(),
+        };
+        let ask: Vec<ContentHash> = unique.iter().filter(|h| !live.contains(*h)).copied().collect();
+        let mut required = self.blobs.missing(&ask).await?;
         if !being_deleted.is_empty() {
             let known: HashSet<ContentHash> = required.iter().copied().collect();
             required.extend(unique.iter().filter(|h| being_deleted.contains(h) && !known.contains(h)));

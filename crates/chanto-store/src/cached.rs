@@ -326,8 +326,11 @@ impl<S: BlobStore> BlobStore for CachedBlobStore<S> {
     }
 
     async fn missing(&self, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, StoreError> {
-        let unknown: Vec<ContentHash> = hashes.iter().filter(|h| !self.is_cached(h)).copied().collect();
-        self.inner.missing(&unknown).await
+        // The remote store is asked about every blob, cached or not: a copy
+        // in this node's cache proves nothing about the shared store, where
+        // another node's garbage collection may have deleted the blob, and
+        // a deploy told "no need to upload" would go live without it there.
+        self.inner.missing(hashes).await
     }
 
     async fn put(&self, hash: &ContentHash, body: ByteStream, max_size: u64) -> Result<u64, StoreError> {

@@ -680,6 +680,24 @@ mod s3 {
         assert_eq!(&store.get(&kept).await.unwrap()[..], b"slow");
     }
 
+    /// A blob in one node's disk cache that another node's garbage
+    /// collection deleted from the shared store is missing: a deploy told
+    /// otherwise would go live without it everywhere but here.
+    #[tokio::test]
+    async fn cached_store_asks_the_shared_store_what_is_missing() {
+        let server = S3Server::shared();
+        let bucket = server.create_bucket();
+        let here = S3BlobStore::connect(options(&server.endpoint(), &bucket, "install-a")).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cached = CachedBlobStore::open(here, dir.path().join("cache"), 1 << 20).unwrap();
+        let page = cached.put_bytes(Bytes::from_static(b"a page both nodes served")).await.unwrap();
+        assert_eq!(&cached.get(&page).await.unwrap()[..], b"a page both nodes served");
+        assert!(cached.is_cached(&page));
+        let elsewhere = S3BlobStore::connect(options(&server.endpoint(), &bucket, "install-a")).await.unwrap();
+        elsewhere.delete(&page).await.unwrap();
+        assert_eq!(cached.missing(&[page]).await.unwrap(), vec![page], "a cached copy is not the shared store's");
+    }
+
     /// The disk cache in front of a store that goes down: what was read
     /// before is served from disk (and as a local file, for sendfile); what
     /// was not gets a prompt 503-mapped error.
