@@ -31,6 +31,19 @@ impl std::fmt::Display for AccessScope {
     }
 }
 
+impl Serialize for AccessScope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessScope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for AccessScope {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, ValidationError> {

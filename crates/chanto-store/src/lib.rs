@@ -11,6 +11,7 @@ pub mod dump;
 pub mod error;
 pub mod health;
 pub mod meta;
+pub mod node_wire;
 pub mod notify;
 pub mod postgres;
 mod postgres_builds;

@@ -102,7 +102,7 @@ pub struct BranchRecord {
 }
 
 /// One row of the routing table: a branch that serves a deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoutingRow {
     /// The site.
     pub site: SiteName,
@@ -121,7 +121,7 @@ pub struct RoutingRow {
 }
 
 /// A complete deploy, reachable at `<deploy-id>--<site>.<base>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Permalink {
     /// The site.
     pub site: SiteName,

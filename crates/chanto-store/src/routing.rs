@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::{MetaStore, Permalink, RoutingRow, StoreError};
 
 /// A versioned, complete picture of what every host serves.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoutingTable {
     /// Increases with every table the control plane publishes.
     pub version: u64,

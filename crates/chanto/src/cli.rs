@@ -347,6 +347,49 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// What this node runs: `all` (the API, builds, notifications and the
+    /// edge in one process), `control` (everything but the edge) or `edge`
+    /// (only the edge and its admin listener, fed by --control).
+    #[arg(long, value_enum, default_value = "all")]
+    pub role: Role,
+    /// The zone this node runs in (shown by `chanto nodes list`; an
+    /// operator's label such as `eu-west-1a`).
+    #[arg(long, value_name = "NAME", default_value = "local", value_parser = parse_zone)]
+    pub zone: String,
+}
+
+/// What `chanto serve` runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API, builds, notifications and the edge in one process.
+    All,
+    /// The API, builds and notifications; no edge.
+    Control,
+    /// Only the edge and its admin listener.
+    Edge,
+}
+
+impl Role {
+    /// The role as the node wire names it.
+    pub fn wire(self) -> chanto_store::node_wire::NodeRole {
+        match self {
+            Self::All => chanto_store::node_wire::NodeRole::All,
+            Self::Control => chanto_store::node_wire::NodeRole::Control,
+            Self::Edge => chanto_store::node_wire::NodeRole::Edge,
+        }
+    }
+}
+
+/// A zone name: 1 to 63 letters, digits, '-', '_' or '.'.
+fn parse_zone(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a zone name; use 1 to 63 letters, digits, '-', '_' or '.' (e.g. eu-west-1a)"))
+    }
 }
 
 /// A size in bytes, with an optional K, M or G suffix (powers of 1024).

@@ -229,6 +229,9 @@ async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Res
 }
 
 async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
+    if args.role != crate::cli::Role::All {
+        bail!("--role {:?} is being built and not available in this version; use --role all", args.role);
+    }
     let base_domain = validate_base_domain(&args.base_domain)?;
     let preview_domain = validate_preview_domain(&base_domain, args.preview_domain.as_deref())?;
     if !args.public_suffix_listed {

@@ -1,0 +1,181 @@
+//! What edge nodes and the control plane say to each other over HTTP
+//! (`/api/v1/nodes/*`, authenticated with a node token). Both sides use
+//! these types, so the wire cannot drift between them.
+//!
+//! - `GET /api/v1/nodes/routing?after=V&wait=S`: a [`RoutingSnapshot`] newer
+//!   than `V` (200), or `304 Not Modified` once `S` seconds (at most 60)
+//!   passed without one. `after=0` answers at once with the current table.
+//! - `POST /api/v1/nodes/heartbeat`: a [`Heartbeat`]; the answer is a
+//!   [`HeartbeatAck`].
+//!
+//! Activation answers (deploy finalize, publish, rollback) carry an
+//! [`EdgeRollout`] under `edges`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{RoutingTable, UnixMillis};
+
+/// The snapshot format this build writes and reads; an edge refuses any other.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Every node token starts with this, so a leaked one is recognisable.
+pub const NODE_TOKEN_PREFIX: &str = "chn_";
+
+/// A complete, self-contained routing snapshot as it travels to edges and as
+/// an edge keeps it on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingSnapshot {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: u32,
+    /// The table's version (same as `table.version`); never goes backwards.
+    pub version: u64,
+    /// When the control plane published it.
+    pub published_at: UnixMillis,
+    /// What every host serves.
+    pub table: RoutingTable,
+}
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Control plane and edge in one process.
+    All,
+    /// API, builds and notifications; no edge.
+    Control,
+    /// Only the edge (and its admin listener).
+    Edge,
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::All => "all",
+            Self::Control => "control",
+            Self::Edge => "edge",
+        })
+    }
+}
+
+/// A snapshot an edge would not load, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The refused snapshot's version.
+    pub version: u64,
+    /// What was wrong, in words (e.g. "blob b3… of site docs is missing").
+    pub error: String,
+}
+
+/// What an edge node reports every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Stable id of the node (kept in its data directory).
+    pub node_id: String,
+    /// Human name (host name unless set).
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its role.
+    pub role: NodeRole,
+    /// The routing version it serves (0: none yet).
+    pub routing_version: u64,
+    /// How long ago the snapshot it serves was published, if it has one.
+    pub snapshot_age_ms: Option<u64>,
+    /// Whether its `/readyz` answers 200.
+    pub ready: bool,
+    /// Whether it is draining.
+    pub draining: bool,
+    /// The newest snapshot it refused, if newer than what it serves.
+    pub refused: Option<Refusal>,
+    /// The chanto version it runs.
+    pub software: String,
+    /// Where its edge listens, as it sees it (for operators).
+    pub edge_addr: Option<String>,
+}
+
+/// The control plane's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The newest routing version published.
+    pub routing_version: u64,
+}
+
+/// One edge named in an [`EdgeRollout`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// The node's id.
+    pub node_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The version it last reported serving.
+    pub routing_version: u64,
+    /// Why it refused the version, for refusals.
+    pub error: Option<String>,
+}
+
+/// Where an activation's routing version is live, as the activation answer
+/// reports it: every healthy edge, or those that lag after the bounded wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeRollout {
+    /// The routing version the activation published.
+    pub version: u64,
+    /// Healthy edges serving it (or newer).
+    pub live: u32,
+    /// Healthy edges in all.
+    pub total: u32,
+    /// How long the activation waited for them.
+    pub waited_ms: u64,
+    /// Healthy edges still on an older version when the wait ended.
+    pub lagging: Vec<NodeRef>,
+    /// Edges that refused the version.
+    pub refused: Vec<NodeRef>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Permalink, RoutingRow};
+    use chanto_core::{AccessPolicy, AccessScope};
+
+    #[test]
+    fn a_snapshot_survives_json() {
+        let site: chanto_core::SiteName = "docs".parse().unwrap();
+        let branch: chanto_core::BranchName = "main".parse().unwrap();
+        let deploy: chanto_core::DeployId = chanto_core::DeployId::from_random([7; 8]);
+        let manifest = chanto_core::ContentHash::of(b"manifest");
+        let table = RoutingTable {
+            version: 9,
+            branches: vec![RoutingRow {
+                site: site.clone(),
+                branch: branch.clone(),
+                label: "main".into(),
+                production: true,
+                deploy: deploy.clone(),
+                manifest,
+                ready_at: 5,
+            }],
+            permalinks: vec![Permalink {
+                site: site.clone(),
+                deploy,
+                manifest,
+                ready_at: 5,
+                branch: branch.clone(),
+                production: true,
+            }],
+            access: vec![
+                (site.clone(), AccessScope::Site, AccessPolicy::default()),
+                (site.clone(), AccessScope::Branch(branch), AccessPolicy::default()),
+                (site.clone(), AccessScope::Previews, AccessPolicy::default()),
+            ],
+            proxy_origins: vec![(site, vec!["https://api.example.com".into()])],
+        };
+        let snap = RoutingSnapshot { format: SNAPSHOT_FORMAT, version: 9, published_at: 1, table };
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains("\"branch:main\""), "{json}");
+        let back: RoutingSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+        assert!(serde_json::from_str::<AccessScope>("\"branch:..\"").is_err());
+    }
+}
