@@ -136,7 +136,13 @@ pub struct Edge {
     /// are also held by the snapshot itself.
     /// never stale; only the snapshot decides which one a host serves.
     manifests: quick_cache::sync::Cache<ContentHash, Arc<Manifest>, ManifestWeight>,
+    /// More lines for `/metrics` from whoever runs this edge (an edge node's
+    /// routing puller).
+    extra_metrics: std::sync::OnceLock<ExtraMetrics>,
 }
+
+/// Renders more Prometheus lines into `/metrics`.
+pub type ExtraMetrics = Box<dyn Fn(&mut String) + Send + Sync>;
 
 impl Edge {
     /// An edge with an empty snapshot.
@@ -166,12 +172,24 @@ impl Edge {
             access_log: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             manifests: quick_cache::sync::Cache::with_weighter(64, MANIFEST_CACHE_FILES, ManifestWeight),
+            extra_metrics: std::sync::OnceLock::new(),
         })
     }
 
     /// The snapshot requests are answered from now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Adds `render`'s lines to `/metrics` from now on (once; later calls are ignored).
+    pub fn set_extra_metrics(&self, render: ExtraMetrics) {
+        let _ = self.extra_metrics.set(render);
+    }
+
+    pub(crate) fn render_extra_metrics(&self, out: &mut String) {
+        if let Some(render) = self.extra_metrics.get() {
+            render(out);
+        }
     }
 
     /// Sends one JSON line per request to `log` from now on.
@@ -183,6 +201,11 @@ impl Edge {
     /// stop sending new traffic while in-flight requests finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Edge::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Whether the edge should receive traffic: a routing snapshot is loaded

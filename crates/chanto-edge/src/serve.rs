@@ -100,6 +100,7 @@ pub fn admin_router_with(edge: Arc<Edge>, meta: Option<Arc<dyn chanto_store::Met
             "/metrics",
             axum::routing::get(|State((edge, meta)): State<Admin>| async move {
                 let mut body = edge.metrics.render(edge.snapshot().version);
+                edge.render_extra_metrics(&mut body);
                 edge.blobs.render_metrics(&mut body);
                 if let Some(meta) = &meta {
                     meta.render_metrics(&mut body);
@@ -177,6 +178,9 @@ pub(crate) fn log_access(
     }
 }
 
+/// What every host gets from an edge node that has no routing snapshot yet.
+const NO_ROUTING_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not ready</title>\n<h1>503 Not ready</h1>\n<p>This server is starting and does not know its sites yet. Try again in a moment.</p>\n";
+
 const NOT_FOUND_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not found</title>\n<h1>404 Not found</h1>\n<p>There is nothing here.</p>\n";
 const UNAVAILABLE_PAGE: &str = "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n";
 
@@ -212,6 +216,14 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     };
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
+    if snapshot.version == 0 {
+        // An edge node that has not loaded its first routing snapshot knows
+        // no site yet: a 404 would tell visitors (and caches) a site is gone.
+        let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, NO_ROUTING_PAGE);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return resp;
+    }
     let Some(target) = resolve_target(edge, &snapshot, host) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };

@@ -356,6 +356,22 @@ pub struct ServeArgs {
     /// operator's label such as `eu-west-1a`).
     #[arg(long, value_name = "NAME", default_value = "local", value_parser = parse_zone)]
     pub zone: String,
+    /// With --role edge: the control plane's API URL the edge pulls its
+    /// routing from and reports to (e.g. https://control.internal:8787).
+    #[arg(long, value_name = "URL", env = "CHANTO_CONTROL")]
+    pub control: Option<String>,
+    /// With --role edge: a file holding the node token (`chanto nodes token
+    /// create`); the edge never uses an API token.
+    #[arg(long, value_name = "FILE", env = "CHANTO_NODE_TOKEN_FILE")]
+    pub node_token: Option<PathBuf>,
+    /// With --role edge: how often the edge pulls the routing table even when
+    /// the long-poll says nothing (the safety net under the fast path).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub routing_poll: std::time::Duration,
+    /// With --role edge: do not hold a long-poll open for routing changes;
+    /// rely on the periodic pull (--routing-poll) alone.
+    #[arg(long)]
+    pub no_routing_stream: bool,
 }
 
 /// What `chanto serve` runs.

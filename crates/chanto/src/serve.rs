@@ -58,7 +58,7 @@ impl Running {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -79,7 +79,7 @@ async fn shutdown_signal() {
 }
 
 /// Writes `bytes` to `path` atomically (temp file + rename) with `mode`.
-fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -213,7 +213,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// Binds `addr` for the listener that `flag` sets, naming the flag when the
 /// address is taken or not this machine's.
-async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "{what} cannot listen on {addr}: something else is using that port; stop it, or pass another address with {flag} (e.g. {flag} 127.0.0.1:0 picks a free port)"
@@ -228,10 +228,9 @@ async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Res
     })
 }
 
-async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
-    if args.role != crate::cli::Role::All {
-        bail!("--role {:?} is being built and not available in this version; use --role all", args.role);
-    }
+/// Checks the flags the edge runs on (domains, proxy origins, the country
+/// header), warning where they are risky; gives the base and preview domains.
+pub(crate) fn check_edge_args(args: &ServeArgs) -> anyhow::Result<(String, Option<String>)> {
     let base_domain = validate_base_domain(&args.base_domain)?;
     let preview_domain = validate_preview_domain(&base_domain, args.preview_domain.as_deref())?;
     if !args.public_suffix_listed {
@@ -252,6 +251,32 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
             "--country-header is believed only from a --trusted-proxy, and none is given: country rules will never match; pass the load balancer's address with --trusted-proxy CIDR"
         );
     }
+    Ok((base_domain, preview_domain))
+}
+
+/// The edge's settings from the flags.
+pub(crate) fn edge_config(
+    args: &ServeArgs,
+    base_domain: String,
+    preview_domain: Option<String>,
+) -> chanto_edge::EdgeConfig {
+    let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
+    edge_config.country_header = args.country_header.clone();
+    edge_config.trusted_proxies = args.trusted_proxy.clone();
+    edge_config.proxy_origins = args.proxy_origin.clone();
+    edge_config.preview_domain = preview_domain;
+    edge_config.zerocopy_min = args.sendfile_min;
+    edge_config
+}
+
+async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
+    if args.role == crate::cli::Role::Control {
+        bail!("--role control is being built and not available in this version; use --role all");
+    }
+    if args.role == crate::cli::Role::Edge {
+        bail!("--role edge runs through `chanto serve`, not in-process here");
+    }
+    let (base_domain, preview_domain) = check_edge_args(args)?;
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
     let Some(lock) = lock_data_dir(&data)? else {
@@ -293,13 +318,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
 
-    let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
-    edge_config.country_header = args.country_header.clone();
-    edge_config.trusted_proxies = args.trusted_proxy.clone();
-    edge_config.proxy_origins = args.proxy_origin.clone();
-    edge_config.preview_domain = preview_domain;
-    edge_config.zerocopy_min = args.sendfile_min;
-    let edge = Edge::new(edge_config, blobs.clone());
+    let edge = Edge::new(edge_config(args, base_domain.clone(), preview_domain.clone()), blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
             .with_context(|| format!("opening the access log {}", path.display()))?;
@@ -575,7 +594,7 @@ pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
 /// changed (a container recreated on the same data volume). A data
 /// directory copied to start another node must drop `node-id`, or both
 /// would take each other's claims for their own dead runs.
-fn node_name(data: &Path) -> anyhow::Result<String> {
+pub(crate) fn node_name(data: &Path) -> anyhow::Result<String> {
     let id: String = random_id_file(data, "node-id")?.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
     if id.is_empty() {
         bail!("{} holds no letters or digits; delete it and chanto makes a new one", data.join("node-id").display());
@@ -584,7 +603,7 @@ fn node_name(data: &Path) -> anyhow::Result<String> {
 }
 
 /// The host name, for log lines only (it is no part of the node's identity).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect()
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod git;
 pub mod receiver;
 
