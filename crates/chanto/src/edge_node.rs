@@ -142,7 +142,7 @@ fn node_token(args: &ServeArgs) -> anyhow::Result<String> {
 
 /// The edge's blob store: the shared object store behind the bounded disk
 /// cache. No request is sent at start, so a node starts while the store is down.
-async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn BlobStore>> {
+async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<EdgeBlobs>> {
     let url = args.blobs.as_str();
     if !url.starts_with("s3://") {
         bail!(
@@ -165,6 +165,9 @@ async fn open_blobs(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Blo
         .with_context(|| format!("opening the blob cache {}", cache_dir.display()))?;
     Ok(Arc::new(cached))
 }
+
+/// The edge node's blob store: the object store behind the disk cache.
+type EdgeBlobs = CachedBlobStore<chanto_store::S3BlobStore>;
 
 /// Refuses flags that belong to the control plane, so an operator does not
 /// believe an edge does something it never will.
@@ -195,7 +198,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
     let _ = std::fs::remove_file(data.join("addresses.json"));
     let node_id = node_name(&data)?;
     let blobs = open_blobs(args, &data).await?;
-    let edge = Edge::new(edge_config(args, base_domain, preview_domain), blobs.clone());
+    let edge = Edge::new(edge_config(args, base_domain, preview_domain), blobs.clone() as Arc<dyn BlobStore>);
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
             .with_context(|| format!("opening the access log {}", path.display()))?;
@@ -309,7 +312,7 @@ struct PullState {
 
 struct Puller {
     edge: Arc<Edge>,
-    blobs: Arc<dyn BlobStore>,
+    blobs: Arc<EdgeBlobs>,
     disk: Disk,
     http: reqwest::Client,
     control: String,
@@ -344,6 +347,7 @@ impl Puller {
             self.edge.prime(hash, manifest);
         }
         let version = snap.version;
+        self.blobs.set_active(active_blobs(manifests.values()));
         self.edge.publish(snap.table).await.context("loading the routing snapshot kept on disk")?;
         self.state().published_at = Some(snap.published_at);
         Ok(Some(version))
@@ -456,6 +460,7 @@ impl Puller {
                     self.refuse(version, format!("loading the snapshot: {e}"));
                     return false;
                 }
+                self.blobs.set_active(active_blobs(manifests.values().map(|(_, m)| m)));
                 let mut state = self.state();
                 state.published_at = Some(published_at);
                 state.refusal_streak = 0;
@@ -678,6 +683,19 @@ impl Puller {
             None => out.push_str("chanto_edge_control_contact_age_seconds NaN\n"),
         }
     }
+}
+
+/// Every blob the active branches' deploys serve (files and their
+/// precompressed variants): the disk cache evicts these last.
+fn active_blobs<'a>(manifests: impl Iterator<Item = &'a Arc<Manifest>>) -> HashSet<ContentHash> {
+    let mut set = HashSet::new();
+    for m in manifests {
+        for entry in m.files.values() {
+            set.insert(entry.hash);
+            set.extend(entry.variants.iter().map(|v| v.hash));
+        }
+    }
+    set
 }
 
 /// Parsed manifests by hash.
