@@ -33,6 +33,8 @@ pub struct Running {
     pub data: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// How long a drain keeps serving before the listeners close (`--drain-grace`).
+    drain_grace: Duration,
     _lock: std::fs::File,
 }
 
@@ -42,12 +44,29 @@ impl Running {
         format!("http://{}", self.api_addr)
     }
 
-    /// Waits for Ctrl-C or SIGTERM, then stops accepting, finishes in-flight
-    /// requests (up to 30 s) and returns.
+    /// Waits for Ctrl-C, SIGTERM or `POST /drain` on the admin listener,
+    /// then drains: `/readyz` answers 503 at once, the node keeps serving
+    /// for `--drain-grace` (so load balancers see it and move traffic away;
+    /// a second signal cuts it short), then stops accepting, closes idle
+    /// keep-alive connections, finishes in-flight requests (up to 30 s) and
+    /// returns.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = self.edge.drain_requested() => {}
+        }
         self.edge.start_draining();
+        if !self.drain_grace.is_zero() {
+            tracing::info!(
+                grace = %humantime::format_duration(self.drain_grace),
+                "draining: /readyz answers 503; serving on for the grace period so load balancers move traffic away (signal again to stop now)"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(self.drain_grace) => {}
+                () = shutdown_signal() => tracing::warn!("stopping now: the grace period was cut short"),
+            }
+        }
+        tracing::info!("shutting down: closing idle connections, finishing in-flight requests");
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.tasks);
         if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
@@ -299,6 +318,22 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     edge_config.proxy_origins = args.proxy_origin.clone();
     edge_config.preview_domain = preview_domain;
     edge_config.zerocopy_min = args.sendfile_min;
+    edge_config.max_connections = args.max_connections as usize;
+    edge_config.sorry_page = match &args.sorry_page {
+        Some(path) => Some(read_sorry_page(path)?),
+        None => None,
+    };
+    if let Some(url) = &args.auth_request {
+        let on_error = args.auth_request_on_error.map(crate::cli::FilterOnError::edge).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--auth-request needs --auth-request-on-error open|closed: say what a failing auth service does"
+            )
+        })?;
+        let filter = chanto_edge::filter::AuthRequest::new(url, args.auth_request_timeout, on_error)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(url = %url, on_error = on_error.as_str(), "every site request is checked by --auth-request");
+        edge_config.filters.push(Arc::new(filter));
+    }
     let edge = Edge::new(edge_config, blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
@@ -393,7 +428,32 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
-    Ok(Running { edge_addr, api_addr, admin_addr, edge, new_token, control, data, stop, tasks, _lock: lock })
+    Ok(Running {
+        edge_addr,
+        api_addr,
+        admin_addr,
+        edge,
+        new_token,
+        control,
+        data,
+        stop,
+        tasks,
+        drain_grace: args.drain_grace,
+        _lock: lock,
+    })
+}
+
+/// The node's sorry page (`--sorry-page`): a file of at most 1 MiB.
+fn read_sorry_page(path: &Path) -> anyhow::Result<bytes::Bytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading --sorry-page {}", path.display()))?;
+    if bytes.is_empty() || bytes.len() > 1 << 20 {
+        bail!(
+            "--sorry-page {} is {} bytes; give an HTML file of 1 byte to 1 MiB (it is kept in memory)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(bytes::Bytes::from(bytes))
 }
 
 /// Turns on git-driven builds: the key that seals secrets, the runners'
