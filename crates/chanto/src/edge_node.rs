@@ -34,7 +34,7 @@ use chanto_store::{BlobStore, CachedBlobStore, RoutingSink, StoreError};
 use futures_util::StreamExt;
 
 use crate::cli::ServeArgs;
-use crate::serve::{bind, check_edge_args, edge_config, host_name, node_name, shutdown_signal, write_file_atomic};
+use crate::serve::{bind, check_edge_args, edge_config, host_name, node_name, write_file_atomic};
 
 /// How often the node reports to the control plane (and at once after every
 /// snapshot it loads or refuses).
@@ -57,6 +57,8 @@ pub struct EdgeNode {
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
     edge: Arc<Edge>,
+    puller: Arc<Puller>,
+    drain_grace: Duration,
     data: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -64,18 +66,12 @@ pub struct EdgeNode {
 }
 
 impl EdgeNode {
-    /// Waits for Ctrl-C or SIGTERM, then drains: `/readyz` turns 503, the
-    /// listener stops accepting, in-flight requests finish (up to 30 s).
+    /// Waits for Ctrl-C, SIGTERM or `POST /drain` on the admin listener,
+    /// then drains (`--drain-grace`) and stops; the heartbeat says so.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        self.edge.start_draining();
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
-            tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
-        }
-        let _ = std::fs::remove_file(self.data.join("addresses.json"));
+        crate::serve::drain(&self.edge, self.drain_grace).await;
+        self.puller.report.notify_one();
+        crate::serve::finish(self.stop, self.tasks, &self.data).await;
         Ok(())
     }
 }
@@ -198,7 +194,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
     let _ = std::fs::remove_file(data.join("addresses.json"));
     let node_id = node_name(&data)?;
     let blobs = open_blobs(args, &data).await?;
-    let edge = Edge::new(edge_config(args, base_domain, preview_domain), blobs.clone() as Arc<dyn BlobStore>);
+    let edge = Edge::new(edge_config(args, base_domain, preview_domain)?, blobs.clone() as Arc<dyn BlobStore>);
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
             .with_context(|| format!("opening the access log {}", path.display()))?;
@@ -285,7 +281,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(edge = %edge_addr, admin = %admin_addr, control = %puller.control, zone = %args.zone, data = %data.display(), "chanto edge node is serving");
-    Ok(EdgeNode { edge_addr, admin_addr, edge, data, stop, tasks, _lock: lock })
+    Ok(EdgeNode { edge_addr, admin_addr, edge, puller, drain_grace: args.drain_grace, data, stop, tasks, _lock: lock })
 }
 
 /// Who this node is, as its heartbeat says.

@@ -33,6 +33,8 @@ pub struct Running {
     pub data: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// How long a drain keeps serving before the listeners close (`--drain-grace`).
+    drain_grace: Duration,
     _lock: std::fs::File,
 }
 
@@ -42,20 +44,54 @@ impl Running {
         format!("http://{}", self.api_addr)
     }
 
-    /// Waits for Ctrl-C or SIGTERM, then stops accepting, finishes in-flight
-    /// requests (up to 30 s) and returns.
+    /// Waits for Ctrl-C, SIGTERM or `POST /drain` on the admin listener,
+    /// then drains: `/readyz` answers 503 at once, the node keeps serving
+    /// for `--drain-grace` (so load balancers see it and move traffic away;
+    /// a second signal cuts it short), then stops accepting, closes idle
+    /// keep-alive connections, finishes in-flight requests (up to 30 s) and
+    /// returns.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        self.edge.start_draining();
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
-            tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
-        }
-        let _ = std::fs::remove_file(self.data.join("addresses.json"));
+        drain(&self.edge, self.drain_grace).await;
+        finish(self.stop, self.tasks, &self.data).await;
         Ok(())
     }
+}
+
+/// Waits for SIGTERM, Ctrl-C or `POST /drain`, then drains: `/readyz`
+/// answers 503 at once and the edge serves on for `grace` (cut short by a
+/// second signal) so load balancers move traffic away.
+pub(crate) async fn drain(edge: &Edge, grace: Duration) {
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = edge.drain_requested() => {}
+    }
+    edge.start_draining();
+    if !grace.is_zero() {
+        tracing::info!(
+            grace = %humantime::format_duration(grace),
+            "draining: /readyz answers 503; serving on for the grace period so load balancers move traffic away (signal again to stop now)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = shutdown_signal() => tracing::warn!("stopping now: the grace period was cut short"),
+        }
+    }
+}
+
+/// Stops the listeners (idle connections closed, in-flight requests
+/// finished, up to 30 s) and the background tasks.
+pub(crate) async fn finish(
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    data: &Path,
+) {
+    tracing::info!("shutting down: closing idle connections, finishing in-flight requests");
+    let _ = stop.send(true);
+    let all = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
+    }
+    let _ = std::fs::remove_file(data.join("addresses.json"));
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -259,14 +295,30 @@ pub(crate) fn edge_config(
     args: &ServeArgs,
     base_domain: String,
     preview_domain: Option<String>,
-) -> chanto_edge::EdgeConfig {
+) -> anyhow::Result<chanto_edge::EdgeConfig> {
     let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
     edge_config.country_header = args.country_header.clone();
     edge_config.trusted_proxies = args.trusted_proxy.clone();
     edge_config.proxy_origins = args.proxy_origin.clone();
     edge_config.preview_domain = preview_domain;
     edge_config.zerocopy_min = args.sendfile_min;
-    edge_config
+    edge_config.max_connections = args.max_connections as usize;
+    edge_config.sorry_page = match &args.sorry_page {
+        Some(path) => Some(read_sorry_page(path)?),
+        None => None,
+    };
+    if let Some(url) = &args.auth_request {
+        let on_error = args.auth_request_on_error.map(crate::cli::FilterOnError::edge).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--auth-request needs --auth-request-on-error open|closed: say what a failing auth service does"
+            )
+        })?;
+        let filter = chanto_edge::filter::AuthRequest::new(url, args.auth_request_timeout, on_error)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(url = %url, on_error = on_error.as_str(), "every site request is checked by --auth-request");
+        edge_config.filters.push(Arc::new(filter));
+    }
+    Ok(edge_config)
 }
 
 async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
@@ -318,7 +370,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
 
-    let edge = Edge::new(edge_config(args, base_domain.clone(), preview_domain.clone()), blobs.clone());
+    let edge = Edge::new(edge_config(args, base_domain.clone(), preview_domain.clone())?, blobs.clone());
     if let Some(path) = &args.access_log {
         let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
             .with_context(|| format!("opening the access log {}", path.display()))?;
@@ -412,7 +464,32 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
-    Ok(Running { edge_addr, api_addr, admin_addr, edge, new_token, control, data, stop, tasks, _lock: lock })
+    Ok(Running {
+        edge_addr,
+        api_addr,
+        admin_addr,
+        edge,
+        new_token,
+        control,
+        data,
+        stop,
+        tasks,
+        drain_grace: args.drain_grace,
+        _lock: lock,
+    })
+}
+
+/// The node's sorry page (`--sorry-page`): a file of at most 1 MiB.
+fn read_sorry_page(path: &Path) -> anyhow::Result<bytes::Bytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading --sorry-page {}", path.display()))?;
+    if bytes.is_empty() || bytes.len() > 1 << 20 {
+        bail!(
+            "--sorry-page {} is {} bytes; give an HTML file of 1 byte to 1 MiB (it is kept in memory)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(bytes::Bytes::from(bytes))
 }
 
 /// Turns on git-driven builds: the key that seals secrets, the runners'
