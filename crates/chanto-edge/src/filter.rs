@@ -216,7 +216,7 @@ impl Filter for AuthRequest {
         let sent = self.client.get(&self.url).headers(headers).send();
         let resp = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => return Err(FilterError(format!("no answer within {}", humantime_like(self.timeout)))),
-            Ok(Err(e)) => return Err(FilterError(format!("{}", without_url(&e)))),
+            Ok(Err(e)) => return Err(FilterError(without_url(&e))),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();

@@ -463,7 +463,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         "pid": std::process::id(),
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
-    tracing::info!(edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
+    tracing::info!(role = ?args.role.wire(), edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
     Ok(Running {
         edge_addr,
         api_addr,

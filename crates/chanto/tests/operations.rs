@@ -390,6 +390,18 @@ fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
     let (status, _) = wait_exit(&mut drained, Duration::from_secs(20));
     assert!(status.success(), "{}", drained.stderr());
     let before: u64 = by_zone.lock().unwrap().get("zone 0").copied().unwrap_or(0);
+    // Zone 1's edge the other way: out of HAProxy at once through its
+    // runtime API (the README's admin socket), then SIGTERM.
+    let answer = haproxy_command(&sock, "set server edges/edge-b state drain");
+    assert!(answer.trim().is_empty(), "HAProxy refused the drain command: {answer}");
+    let state = haproxy_command(&sock, "show servers state edges");
+    assert!(state.contains("edge-b"), "{state}");
+    let mut zone1 = servers.remove(0);
+    let term = std::process::Command::new("kill").arg("-TERM").arg(zone1.child.id().to_string()).status();
+    assert!(term.unwrap().success());
+    let (status, _) = wait_exit(&mut zone1, Duration::from_secs(20));
+    assert!(status.success(), "{}", zone1.stderr());
+    let before1: u64 = by_zone.lock().unwrap().get("zone 1").copied().unwrap_or(0);
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, Ordering::SeqCst);
     for t in load {
@@ -401,5 +413,16 @@ fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
     assert!(failed.is_empty(), "{} failed requests: {:?}", failed.len(), &failed[..failed.len().min(5)]);
     assert!(before > 0, "zone 0 served nothing before its drain: {by_zone:?}");
     assert_eq!(by_zone.get("zone 0").copied().unwrap_or(0), before, "zone 0 served after it exited");
-    assert!(by_zone.get("zone 1").is_some_and(|n| *n > 0) && by_zone.get("zone 2").is_some_and(|n| *n > 0));
+    assert_eq!(by_zone.get("zone 1").copied().unwrap_or(0), before1, "zone 1 served after it exited");
+    assert!(before1 > 0 && by_zone.get("zone 2").is_some_and(|n| *n > 0), "{by_zone:?}");
+}
+
+/// One command to HAProxy's runtime API on `sock`; its answer.
+fn haproxy_command(sock: &Path, command: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("HAProxy's admin socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
