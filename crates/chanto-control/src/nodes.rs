@@ -183,10 +183,11 @@ impl Control {
                 tracing::debug!(token = %t.id, error = %e, "could not note a node token's use");
             }
         }
-        self.nodes.tokens.lock().expect("node token cache").insert(
-            hash,
-            CachedToken { id: t.id.clone(), revoked: t.revoked_at.is_some(), checked: Instant::now() },
-        );
+        self.nodes
+            .tokens
+            .lock()
+            .expect("node token cache")
+            .insert(hash, CachedToken { id: t.id.clone(), revoked: t.revoked_at.is_some(), checked: Instant::now() });
         Ok(if t.revoked_at.is_some() { Err(revoked(&t.id)) } else { Ok(t.id) })
     }
 
@@ -304,7 +305,9 @@ fn validate_token_name(name: &str) -> Result<(), ApiError> {
         Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
-            format!("{name:?} is not a node token name; use 1 to 64 letters, digits, '-', '_' or '.' (e.g. edge-zone-a)"),
+            format!(
+                "{name:?} is not a node token name; use 1 to 64 letters, digits, '-', '_' or '.' (e.g. edge-zone-a)"
+            ),
         )
         .field("name"))
     }
@@ -355,13 +358,17 @@ async fn require_node_token(
 /// `after` and `wait` of a routing long-poll.
 fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration), ApiError> {
     let (mut after, mut wait) = (0u64, DEFAULT_WAIT_SECS);
-    let bad = |name: &'static str, msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", msg).field(name);
+    let bad =
+        |name: &'static str, msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", msg).field(name);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "after" => {
                 after = v.parse().map_err(|_| {
-                    bad("after", format!("after={v:?} is not a routing version; give the version you serve (0 for none)"))
+                    bad(
+                        "after",
+                        format!("after={v:?} is not a routing version; give the version you serve (0 for none)"),
+                    )
                 })?
             }
             "wait" => {
@@ -466,7 +473,8 @@ async fn heartbeat(
     body: Bytes,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(&body);
-    let invalid = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid heartbeat: {msg}"));
+    let invalid =
+        |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid heartbeat: {msg}"));
     let mut hb: Heartbeat = match serde_path_to_error::deserialize(&mut de) {
         Ok(hb) => hb,
         Err(e) => {
@@ -811,9 +819,13 @@ mod tests {
         assert_eq!(parse_routing_query(None).unwrap(), (0, Duration::from_secs(25)));
         assert_eq!(parse_routing_query(Some("after=12&wait=0")).unwrap(), (12, Duration::ZERO));
         assert_eq!(parse_routing_query(Some("wait=60&x=1")).unwrap().1, Duration::from_secs(60));
-        for (q, field) in
-            [("after=abc", "after"), ("after=-1", "after"), ("wait=999", "wait"), ("wait=", "wait"), ("wait=1.5", "wait")]
-        {
+        for (q, field) in [
+            ("after=abc", "after"),
+            ("after=-1", "after"),
+            ("wait=999", "wait"),
+            ("wait=", "wait"),
+            ("wait=1.5", "wait"),
+        ] {
             let e = parse_routing_query(Some(q)).unwrap_err();
             assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{q}");
         }
