@@ -737,10 +737,10 @@ impl InProcessEdge {
     /// one saying it drains (so activations stop waiting for it).
     pub async fn run_heartbeats(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(LOCAL_HEARTBEAT_EVERY);
-        loop {
+        while !*stop.borrow() {
             tokio::select! {
                 _ = tick.tick() => self.beat().await,
-                _ = stop.wait_for(|s| *s) => break,
+                changed = stop.changed() => if changed.is_err() { break },
             }
         }
         self.beat().await;
