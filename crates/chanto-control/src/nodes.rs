@@ -178,10 +178,11 @@ impl Control {
             )));
         };
         let now = now_millis();
-        if t.revoked_at.is_none() && t.last_used_at.is_none_or(|at| now - at >= TOKEN_TOUCH_EVERY) {
-            if let Err(e) = self.meta.touch_node_token(&t.id, now).await {
-                tracing::debug!(token = %t.id, error = %e, "could not note a node token's use");
-            }
+        if t.revoked_at.is_none()
+            && t.last_used_at.is_none_or(|at| now - at >= TOKEN_TOUCH_EVERY)
+            && let Err(e) = self.meta.touch_node_token(&t.id, now).await
+        {
+            tracing::debug!(token = %t.id, error = %e, "could not note a node token's use");
         }
         self.nodes
             .tokens
