@@ -7,7 +7,8 @@
 //! is absent, `keep-alive` or `close`; no `Upgrade`, `Expect` or
 //! `Transfer-Encoding`).
 //! Its answer depends only on the `Host`, the target and `Accept-Encoding`
-//! when, in addition, its deploy has no access policy, no rule but header
+//! when, in addition, the node has no request filter, its deploy has no
+//! access policy and no concurrency cap, no rule but header
 //! rules applies to it (and none reads request headers), and the file comes
 //! whole from memory or from a local file. Such an answer is rendered once,
 //! by the same code as every other response ([`crate::serve::represent`]),
@@ -222,6 +223,10 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
         TargetManifest::Loaded(m) => m.clone(),
         TargetManifest::Lazy(hash) => edge.manifest(hash).await.ok()?,
     };
+    // A site's concurrency cap counts requests: hyper's path.
+    if manifest.rules.as_ref().is_some_and(|r| r.serve.max_concurrency.is_some()) {
+        return None;
+    }
     let path = normalize_request_path(uri.path()).ok()?;
     let mut headers = HeaderMap::new();
     if let Some(ae) = req.accept_encoding {
@@ -350,6 +355,10 @@ pub(crate) async fn run(
     limits: &crate::server::ServerLimits,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Outcome {
+    // Filters ask something outside the node about each request: hyper's path.
+    if !edge.filters.is_empty() {
+        return Outcome::Handoff(stream, Bytes::new());
+    }
     // Grows (to the header size limit) only for requests that need it.
     let max_buf = limits.max_header_bytes.max(8192);
     let mut buf = vec![0u8; INITIAL_BUF.min(max_buf)];

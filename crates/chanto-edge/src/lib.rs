@@ -6,6 +6,7 @@
 pub mod access;
 pub mod access_log;
 mod fast;
+pub mod filter;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod proxy;
 mod serve;
 pub mod server;
 mod snapshot;
+pub mod sorry;
 mod zerocopy;
 
 use std::collections::HashMap;
@@ -61,6 +63,16 @@ pub struct EdgeConfig {
     /// they share no registrable domain, cookies or "same-site" with
     /// production.
     pub preview_domain: Option<String>,
+    /// Most connections the edge listener keeps open at once; above it a new
+    /// connection gets the sorry page (`503`, `Retry-After`) at once and is
+    /// closed, never queued.
+    pub max_connections: usize,
+    /// The node's sorry page (HTML), for sites without one of their own;
+    /// `None`: [`sorry::DEFAULT_SORRY_PAGE`].
+    pub sorry_page: Option<Bytes>,
+    /// Request filters that depend on something outside the node (an
+    /// external auth check), run in order after the access policy.
+    pub filters: Vec<Arc<dyn filter::Filter>>,
 }
 
 impl EdgeConfig {
@@ -76,9 +88,15 @@ impl EdgeConfig {
             fallback_site: None,
             proxy_origins: Vec::new(),
             preview_domain: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            sorry_page: None,
+            filters: Vec::new(),
         }
     }
 }
+
+/// Connections the edge listener keeps open at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Bodies from this size on are sent with `sendfile` (see [`EdgeConfig::zerocopy_min`]).
 pub const ZEROCOPY_MIN: u64 = 16 << 10;
@@ -128,6 +146,12 @@ pub struct Edge {
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     pub(crate) draining: AtomicBool,
+    /// Turns `true` once when draining starts (`POST /drain`, SIGTERM).
+    drain: tokio::sync::watch::Sender<bool>,
+    /// The connection cap, per-site concurrency caps and the sorry page.
+    pub(crate) overload: sorry::Overload,
+    /// Filters that depend on something outside the node.
+    pub(crate) filters: Vec<Arc<dyn filter::Filter>>,
     access_log: std::sync::OnceLock<access_log::AccessLog>,
     snapshot: ArcSwap<Snapshot>,
     /// Recently used manifests by hash, weighed by file count. Manifests are
@@ -136,7 +160,13 @@ pub struct Edge {
     /// are also held by the snapshot itself.
     /// never stale; only the snapshot decides which one a host serves.
     manifests: quick_cache::sync::Cache<ContentHash, Arc<Manifest>, ManifestWeight>,
+    /// More lines for `/metrics` from whoever runs this edge (an edge node's
+    /// routing puller).
+    extra_metrics: std::sync::OnceLock<ExtraMetrics>,
 }
+
+/// Renders more Prometheus lines into `/metrics`.
+pub type ExtraMetrics = Box<dyn Fn(&mut String) + Send + Sync>;
 
 impl Edge {
     /// An edge with an empty snapshot.
@@ -163,15 +193,30 @@ impl Edge {
             open_files: quick_cache::sync::Cache::new(OPEN_FILES),
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
+            drain: tokio::sync::watch::channel(false).0,
+            overload: sorry::Overload::new(config.max_connections, config.sorry_page),
+            filters: config.filters,
             access_log: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             manifests: quick_cache::sync::Cache::with_weighter(64, MANIFEST_CACHE_FILES, ManifestWeight),
+            extra_metrics: std::sync::OnceLock::new(),
         })
     }
 
     /// The snapshot requests are answered from now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Adds `render`'s lines to `/metrics` from now on (once; later calls are ignored).
+    pub fn set_extra_metrics(&self, render: ExtraMetrics) {
+        let _ = self.extra_metrics.set(render);
+    }
+
+    pub(crate) fn render_extra_metrics(&self, out: &mut String) {
+        if let Some(render) = self.extra_metrics.get() {
+            render(out);
+        }
     }
 
     /// Sends one JSON line per request to `log` from now on.
@@ -183,6 +228,23 @@ impl Edge {
     /// stop sending new traffic while in-flight requests finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.drain.send_replace(true);
+    }
+
+    /// Resolves once draining has started (at once if it has).
+    pub async fn drain_requested(&self) {
+        let mut rx = self.drain.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// The connection cap and per-site caps, with their counters.
+    pub fn overload(&self) -> &sorry::Overload {
+        &self.overload
+    }
+
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Whether the edge should receive traffic: a routing snapshot is loaded

@@ -97,9 +97,29 @@ pub fn admin_router_with(edge: Arc<Edge>, meta: Option<Arc<dyn chanto_store::Met
             ),
         )
         .route(
+            "/drain",
+            axum::routing::post(|State((edge, _)): State<Admin>| async move {
+                let already = edge.is_draining();
+                edge.start_draining();
+                if !already {
+                    tracing::info!("draining (POST /drain): /readyz answers 503 from now on");
+                }
+                let mut resp = (
+                    StatusCode::ACCEPTED,
+                    "draining: /readyz answers 503 from now on; the node keeps serving for its --drain-grace, then finishes in-flight requests and exits\n",
+                )
+                    .into_response();
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            }),
+        )
+        .route(
             "/metrics",
             axum::routing::get(|State((edge, meta)): State<Admin>| async move {
                 let mut body = edge.metrics.render(edge.snapshot().version);
+                edge.render_extra_metrics(&mut body);
+                edge.overload.render_metrics(&mut body);
+                crate::filter::render_metrics(&edge.filters, &mut body);
                 edge.blobs.render_metrics(&mut body);
                 if let Some(meta) = &meta {
                     meta.render_metrics(&mut body);
@@ -177,6 +197,9 @@ pub(crate) fn log_access(
     }
 }
 
+/// What every host gets from an edge node that has no routing snapshot yet.
+const NO_ROUTING_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not ready</title>\n<h1>503 Not ready</h1>\n<p>This server is starting and does not know its sites yet. Try again in a moment.</p>\n";
+
 const NOT_FOUND_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Not found</title>\n<h1>404 Not found</h1>\n<p>There is nothing here.</p>\n";
 const UNAVAILABLE_PAGE: &str = "<!doctype html><title>Unavailable</title><h1>503 Service unavailable</h1>\n";
 
@@ -212,6 +235,14 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     };
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
+    if snapshot.version == 0 {
+        // An edge node that has not loaded its first routing snapshot knows
+        // no site yet: a 404 would tell visitors (and caches) a site is gone.
+        let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, NO_ROUTING_PAGE);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return resp;
+    }
     let Some(target) = resolve_target(edge, &snapshot, host) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
@@ -228,9 +259,15 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
         return resp;
     }
-    // Whatever a policy restricts (passwords, or only networks) is not for
-    // shared caches: one client's answer must not reach another.
-    let restricted = target.access.as_ref().is_some_and(|p| !p.is_open());
+    // Filter: checks that depend on something outside the node.
+    if !edge.filters.is_empty()
+        && let Err(refused) = filter_phase(edge, req, &visitor, &target).await
+    {
+        return refused;
+    }
+    // Whatever a policy or a filter restricts (passwords, or only networks)
+    // is not for shared caches: one client's answer must not reach another.
+    let restricted = target.access.as_ref().is_some_and(|p| !p.is_open()) || !edge.filters.is_empty();
     // Only the access log needs to know who was served.
     let served = edge.access_log.get().map(|_| Served::of(&target));
     let mut resp = answer(edge, &visitor, &req.headers, target, head).await;
@@ -241,6 +278,45 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.extensions_mut().insert(served);
     }
     resp
+}
+
+/// The filter phase: each filter in turn (see [`crate::filter`]); an error
+/// lets the request through or refuses it, as the filter declares.
+async fn filter_phase(
+    edge: &Edge,
+    req: &axum::http::request::Parts,
+    visitor: &Visitor<'_>,
+    target: &crate::Target,
+) -> Result<(), Response> {
+    let request = crate::filter::FilterRequest {
+        method: &req.method,
+        host: visitor.host,
+        uri: &req.uri,
+        headers: &req.headers,
+        client: visitor.ip,
+        site: &target.site,
+    };
+    for filter in &edge.filters {
+        match filter.check(&request).await {
+            Ok(crate::filter::Verdict::Allow) => {}
+            Ok(crate::filter::Verdict::Respond(resp)) => return Err(resp),
+            Err(e) => {
+                filter.count_error();
+                let on_error = filter.on_error();
+                tracing::warn!(filter = filter.name(), on_error = on_error.as_str(), site = %target.site, error = %e, "request filter failed");
+                if on_error == crate::filter::OnError::Closed {
+                    edge.overload.count(crate::sorry::Reason::FilterError);
+                    let manifest = match &target.manifest {
+                        TargetManifest::Loaded(m) => Some(m.clone()),
+                        TargetManifest::Lazy(_) => None,
+                    };
+                    let head = req.method == Method::HEAD;
+                    return Err(crate::sorry::response(edge, manifest.as_deref(), head).await);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The host a request is for: an absolute-form target's authority (RFC
@@ -350,6 +426,33 @@ async fn answer(
             }
         },
     };
+    // The site's concurrency cap: above it, the sorry page at once. The
+    // permit goes with the response body, so a long download counts until
+    // its last byte.
+    let permit = match manifest.rules.as_ref().and_then(|r| r.serve.max_concurrency) {
+        Some(max) => match edge.overload.site_permit(&target.site, max) {
+            Some(p) => Some(p),
+            None => return crate::sorry::response(edge, Some(&manifest), head).await,
+        },
+        None => None,
+    };
+    let mut resp = answer_with(edge, visitor, headers, target, head, manifest).await;
+    if let Some(permit) = permit {
+        let body = std::mem::take(resp.body_mut());
+        *resp.body_mut() = Body::new(crate::sorry::Permitted::new(body, permit));
+    }
+    resp
+}
+
+/// [`answer`] once the manifest is known and the site's cap passed.
+async fn answer_with(
+    edge: &Edge,
+    visitor: &Visitor<'_>,
+    headers: &HeaderMap,
+    target: crate::Target,
+    head: bool,
+    manifest: Arc<Manifest>,
+) -> Response {
     let Ok(path) = normalize_request_path(visitor.uri.path()) else {
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };

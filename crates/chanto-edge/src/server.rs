@@ -72,7 +72,18 @@ pub async fn serve(
     let shared = Arc::new(Shared { builder, service, limits });
     accept_until(listener, shutdown, drain_timeout, move |stream, peer, stopping| {
         let shared = shared.clone();
-        async move { connection(stream, peer, &shared, stopping).await }
+        // Counted here, in the accept loop, so the cap holds however fast
+        // connections arrive (see `crate::sorry`).
+        let admission = shared.service.edge.overload.admit();
+        async move {
+            match admission {
+                crate::sorry::Admission::Serve(_slot) => connection(stream, peer, &shared, stopping).await,
+                crate::sorry::Admission::Refuse(_slot) => {
+                    crate::sorry::refuse(stream, &shared.service.edge, &shared.limits).await
+                }
+                crate::sorry::Admission::Drop => drop(stream),
+            }
+        }
     })
     .await;
 }

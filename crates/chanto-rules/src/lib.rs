@@ -187,6 +187,26 @@ pub struct AuthRule {
     pub origin: Origin,
 }
 
+/// How the edge serves a deploy under load: `[serve]` in `chanto.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeSettings {
+    /// Most requests of the site one edge node answers at once; above it,
+    /// the sorry page with `503` and `Retry-After`, at once (never queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// The file (a URL path of the deploy, e.g. `/busy.html`) served as the
+    /// sorry page; default `/sorry.html` when the deploy has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_page: Option<String>,
+}
+
+impl ServeSettings {
+    /// Nothing set.
+    pub fn is_default(&self) -> bool {
+        self.max_concurrency.is_none() && self.sorry_page.is_none()
+    }
+}
+
 /// Every rule of a deploy, in evaluation order (first matching redirect wins).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleSet {
@@ -209,6 +229,9 @@ pub struct RuleSet {
     /// What the deploy was told about its rules that it should know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// How the edge serves the deploy under load (`[serve]` in `chanto.toml`).
+    #[serde(default, skip_serializing_if = "ServeSettings::is_default")]
+    pub serve: ServeSettings,
     /// Where the URL settings came from (for conflicts), never stored.
     #[serde(skip)]
     clean_urls_from: Option<(bool, Origin)>,
@@ -227,6 +250,7 @@ impl PartialEq for RuleSet {
             && self.clean_urls == other.clean_urls
             && self.trailing_slash == other.trailing_slash
             && self.warnings == other.warnings
+            && self.serve == other.serve
     }
 }
 
@@ -240,6 +264,7 @@ impl RuleSet {
             && self.auth.is_empty()
             && !self.clean_urls
             && self.trailing_slash.is_none()
+            && self.serve.is_default()
     }
 
     /// The compiled matcher, built on first use.

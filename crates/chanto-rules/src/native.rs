@@ -19,6 +19,10 @@
 //! [[headers]]
 //! for = "/assets/*"
 //! values = { Cache-Control = "public, max-age=31536000, immutable" }
+//!
+//! [serve]                     # how each edge node serves the site under load
+//! max_concurrency = 200       # requests at once per node; above: 503 + the sorry page
+//! sorry_page = "/busy.html"   # default: /sorry.html if the deploy has it
 //! ```
 //!
 //! Unknown keys are errors, so a typo never silently disables a rule.
@@ -40,7 +44,18 @@ struct ChantoToml {
     headers: Vec<toml::Spanned<Headers>>,
     #[serde(default)]
     access: Vec<toml::Spanned<Access>>,
+    serve: Option<toml::Spanned<Serve>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Serve {
+    max_concurrency: Option<i64>,
+    sorry_page: Option<String>,
+}
+
+/// The most a site may set `max_concurrency` to.
+const MAX_CONCURRENCY: i64 = 1_000_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +126,40 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         let h = h.into_inner();
         out.header_rule(file, line, &h.path, h.values.into_iter().collect());
     }
+    if let Some(serve) = doc.serve {
+        let (line, col) = line_col(text, serve.span().start);
+        let serve = serve.into_inner();
+        let mut settings = crate::ServeSettings::default();
+        match serve.max_concurrency {
+            Some(n) if !(1..=MAX_CONCURRENCY).contains(&n) => out.error(
+                file,
+                line,
+                col,
+                format!("serve.max_concurrency {n} is out of range; give 1 to {MAX_CONCURRENCY} requests at once per edge node, or leave it out for no cap"),
+            ),
+            Some(n) => settings.max_concurrency = Some(n as u32),
+            None => {}
+        }
+        if let Some(page) = serve.sorry_page {
+            let ok = page.starts_with('/')
+                && page.len() <= 1024
+                && !page.ends_with('/')
+                && !page.contains(['?', '#', '%', '\\'])
+                && !page.chars().any(char::is_control)
+                && !page[1..].split('/').any(|s| s.is_empty() || s == ".." || s == ".");
+            if ok {
+                settings.sorry_page = Some(page);
+            } else {
+                out.error(
+                    file,
+                    line,
+                    col,
+                    format!("serve.sorry_page {page:?} is not a file of the deploy; give its path from the site's root, e.g. \"/busy.html\""),
+                );
+            }
+        }
+        out.serve = Some(settings);
+    }
     for a in doc.access {
         let (line, _) = line_col(text, a.span().start);
         let a = a.into_inner();
@@ -134,6 +183,32 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
 #[cfg(test)]
 mod tests {
     use crate::{Action, RuleRequest, compile};
+
+    #[test]
+    fn serve_settings_and_their_errors() {
+        let set = compile(&[("chanto.toml", b"[serve]\nmax_concurrency = 50\nsorry_page = \"/busy.html\"\n")]).unwrap();
+        assert_eq!(set.serve.max_concurrency, Some(50));
+        assert_eq!(set.serve.sorry_page.as_deref(), Some("/busy.html"));
+        assert!(!set.is_empty(), "serve settings alone are kept with the deploy");
+        let json = serde_json::to_string(&set).unwrap();
+        let back: crate::RuleSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.serve, set.serve);
+        for (text, want) in [
+            ("[serve]\nmax_concurrency = 0\n", "chanto.toml:1:1: serve.max_concurrency 0 is out of range"),
+            ("[serve]\nmax_concurrency = -5\n", "chanto.toml:1:1: serve.max_concurrency -5 is out of range"),
+            ("[serve]\nmax_concurrency = 99999999999\n", "chanto.toml:1:1: serve.max_concurrency 99999999999"),
+            ("[serve]\nmax_concurrency = \"10\"\n", "chanto.toml:2:"),
+            ("[serve]\nsorry_page = \"busy.html\"\n", "chanto.toml:1:1: serve.sorry_page \"busy.html\" is not a file"),
+            ("[serve]\nsorry_page = \"/../x.html\"\n", "chanto.toml:1:1: serve.sorry_page"),
+            ("[serve]\nsorry_page = \"/a//b\"\n", "chanto.toml:1:1: serve.sorry_page"),
+            ("[serve]\nsorry_page = \"/dir/\"\n", "chanto.toml:1:1: serve.sorry_page"),
+            ("[serve]\nsorry_page = \"/a\\u0000\"\n", "chanto.toml:1:1: serve.sorry_page"),
+            ("[serve]\nmax_conncurrency = 5\n", "chanto.toml:2:1: unknown"),
+        ] {
+            let errs = compile(&[("chanto.toml", text.as_bytes())]).unwrap_err();
+            assert!(errs[0].to_string().starts_with(want), "{text:?}: {}", errs[0]);
+        }
+    }
 
     #[test]
     fn native_rules_and_precedence() {

@@ -79,6 +79,9 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         set.redirects.extend(out.redirects);
         set.headers.extend(out.headers);
         set.auth.extend(out.auth);
+        if let Some(serve) = out.serve {
+            set.serve = serve;
+        }
     }
     let count = set.redirects.len() + set.headers.len() + set.auth.len();
     if count > MAX_RULES {
@@ -191,6 +194,7 @@ pub(crate) struct Parsed {
     pub redirects: Vec<Redirect>,
     pub headers: Vec<HeaderRule>,
     pub auth: Vec<crate::AuthRule>,
+    pub serve: Option<crate::ServeSettings>,
     pub errors: Vec<RuleError>,
     pub warnings: Vec<Warning>,
 }

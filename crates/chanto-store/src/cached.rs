@@ -11,7 +11,7 @@
 //! blob larger than an eighth of the capacity is streamed through uncached.
 //! Writes go through to the remote store only: the cache fills on reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,36 +28,50 @@ use crate::{BlobInfo, BlobStore, ByteStream, OpenBlob, StoreError};
 const TMP_PREFIX: &str = ".tmp-";
 
 /// Which blobs the cache holds, their sizes, and their order of last use.
+/// Blobs of the deploys being served (`active`) have an order of their own
+/// and are evicted only once no other blob is left.
 #[derive(Default)]
 struct Lru {
     entries: HashMap<ContentHash, (u64, u64)>,
+    /// Blobs not in `active`, by last use.
     order: BTreeMap<u64, ContentHash>,
+    /// Blobs in `active`, by last use.
+    active_order: BTreeMap<u64, ContentHash>,
+    active: HashSet<ContentHash>,
     tick: u64,
     total: u64,
 }
 
 impl Lru {
+    fn order_for(&mut self, hash: &ContentHash) -> &mut BTreeMap<u64, ContentHash> {
+        if self.active.contains(hash) { &mut self.active_order } else { &mut self.order }
+    }
+
     /// Marks `hash` used now; false if it is not held.
     fn touch(&mut self, hash: &ContentHash) -> bool {
-        let Some((_, tick)) = self.entries.get_mut(hash) else { return false };
-        self.order.remove(tick);
+        let Some(&(size, tick)) = self.entries.get(hash) else { return false };
         self.tick += 1;
-        *tick = self.tick;
-        self.order.insert(self.tick, *hash);
+        let now = self.tick;
+        let order = self.order_for(hash);
+        order.remove(&tick);
+        order.insert(now, *hash);
+        self.entries.insert(*hash, (size, now));
         true
     }
 
     /// Adds (or refreshes) `hash`, then returns the blobs to evict so the
-    /// total fits `capacity`.
+    /// total fits `capacity`: the least recently used first, those of
+    /// active deploys last.
     fn insert(&mut self, hash: ContentHash, size: u64, capacity: u64) -> Vec<ContentHash> {
         self.remove(&hash);
         self.tick += 1;
-        self.entries.insert(hash, (size, self.tick));
-        self.order.insert(self.tick, hash);
+        let now = self.tick;
+        self.entries.insert(hash, (size, now));
+        self.order_for(&hash).insert(now, hash);
         self.total += size;
         let mut evicted = Vec::new();
         while self.total > capacity {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
+            let Some((_, oldest)) = self.order.pop_first().or_else(|| self.active_order.pop_first()) else { break };
             if let Some((size, _)) = self.entries.remove(&oldest) {
                 self.total -= size;
             }
@@ -68,9 +82,27 @@ impl Lru {
 
     fn remove(&mut self, hash: &ContentHash) {
         if let Some((size, tick)) = self.entries.remove(hash) {
-            self.order.remove(&tick);
+            self.order_for(hash).remove(&tick);
             self.total -= size;
         }
+    }
+
+    /// Makes `active` the set evicted last.
+    fn set_active(&mut self, active: HashSet<ContentHash>) {
+        for (hash, &(_, tick)) in &self.entries {
+            match (self.active.contains(hash), active.contains(hash)) {
+                (false, true) => {
+                    self.order.remove(&tick);
+                    self.active_order.insert(tick, *hash);
+                }
+                (true, false) => {
+                    self.active_order.remove(&tick);
+                    self.order.insert(tick, *hash);
+                }
+                _ => {}
+            }
+        }
+        self.active = active;
     }
 }
 
@@ -164,6 +196,13 @@ impl<S: BlobStore> CachedBlobStore<S> {
     /// Bytes the cache holds now.
     pub fn cached_bytes(&self) -> u64 {
         self.lru.lock().expect("cache index").total
+    }
+
+    /// Names the blobs of the deploys being served: the cache evicts them
+    /// only when nothing else is left to evict (an edge node calls this with
+    /// every file of its active branches after each routing change).
+    pub fn set_active(&self, active: HashSet<ContentHash>) {
+        self.lru.lock().expect("cache index").set_active(active);
     }
 
     /// Whether `hash` is in the cache (without marking it used).
@@ -501,5 +540,28 @@ mod tests {
         assert_eq!(lru.total, 80);
         lru.remove(&h(1));
         assert_eq!(lru.total, 40);
+    }
+
+    #[test]
+    fn blobs_of_active_deploys_go_last() {
+        let mut lru = Lru::default();
+        for n in 1..=3 {
+            assert!(lru.insert(h(n), 30, 100).is_empty());
+        }
+        // 1 is the oldest, but an active deploy holds it.
+        lru.set_active([h(1)].into());
+        assert_eq!(lru.insert(h(4), 30, 100), vec![h(2)]);
+        assert!(lru.touch(&h(1)));
+        assert_eq!(lru.insert(h(5), 30, 100), vec![h(3)]);
+        // Only active blobs left to evict: the oldest of them goes.
+        lru.set_active([h(1), h(4), h(5), h(6)].into());
+        assert_eq!(lru.insert(h(6), 30, 100), vec![h(4)]);
+        // A blob no active deploy holds goes before any that one does.
+        assert_eq!(lru.insert(h(8), 30, 100), vec![h(8)]);
+        // No longer active: back in the common order, by its last use.
+        lru.set_active(HashSet::new());
+        assert_eq!(lru.insert(h(7), 30, 100), vec![h(1)]);
+        assert_eq!(lru.total, 90);
+        assert_eq!(lru.order.len() + lru.active_order.len(), lru.entries.len());
     }
 }

@@ -250,7 +250,18 @@ impl S3BlobStore {
         Self::connect_with(options, false).await
     }
 
+    /// Builds the client without sending anything: for an edge node, which
+    /// must start (and serve from its disk) while the object store is down,
+    /// and never writes, so it has no marker to check.
+    pub async fn connect_unchecked(options: S3Options) -> Result<Self, StoreError> {
+        Self::connect_mode(options, false, false).await
+    }
+
     async fn connect_with(options: S3Options, check_marker: bool) -> Result<Self, StoreError> {
+        Self::connect_mode(options, true, check_marker).await
+    }
+
+    async fn connect_mode(options: S3Options, probe: bool, check_marker: bool) -> Result<Self, StoreError> {
         // object_store signs with ring, and its HTTP client speaks TLS with the
         // process's rustls provider: install ring's (aws-lc would be a second
         // C library to build for the same job). Losing a race to another
@@ -326,6 +337,9 @@ impl S3BlobStore {
         // A listing answers NoSuchBucket for a missing bucket on every server
         // (some create a bucket on the first PUT) and checks the credentials.
         let prefix = this.location.key("blobs");
+        if !probe {
+            return Ok(this);
+        }
         if let Err(e) = this.timed(Op::List, this.store.list_with_delimiter(Some(&prefix))).await {
             return Err(this.error("listing the bucket", e));
         }

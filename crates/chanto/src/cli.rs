@@ -212,6 +212,36 @@ pub struct ServeArgs {
     /// larger than any file turns that off.
     #[arg(long, value_name = "BYTES", default_value_t = chanto_edge::ZEROCOPY_MIN)]
     pub sendfile_min: u64,
+    /// After SIGTERM or `POST /drain` (admin listener), keep serving this
+    /// long with /readyz answering 503, so load balancers move traffic
+    /// away; then close idle connections, finish in-flight responses and
+    /// exit. A second SIGTERM or Ctrl-C ends the wait early.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_grace: std::time::Duration,
+    /// Most connections the edge keeps open at once; above it a new
+    /// connection gets the sorry page (503, Retry-After) at once and is closed.
+    #[arg(long, value_name = "N", default_value_t = chanto_edge::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// The node's sorry page (an HTML file, at most 1 MiB), shown above a cap
+    /// to sites without a sorry page of their own (default: a built-in page).
+    #[arg(long, value_name = "FILE")]
+    pub sorry_page: Option<PathBuf>,
+    /// Ask this URL about every request to a site before answering it, as
+    /// nginx's auth_request: a GET with the visitor's headers and
+    /// X-Original-Method, X-Original-Host, X-Original-URI. 2xx lets the
+    /// request through, 401 and 403 go to the visitor, anything else (or no
+    /// answer within --auth-request-timeout) is an error handled per
+    /// --auth-request-on-error.
+    #[arg(long, value_name = "URL", requires = "auth_request_on_error")]
+    pub auth_request: Option<String>,
+    /// How long the --auth-request service may take to answer.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub auth_request_timeout: std::time::Duration,
+    /// What an --auth-request error does: `open` lets the request through
+    /// (the site stays up, unchecked), `closed` answers 503 with the sorry
+    /// page (the site is down while the service is). Required with --auth-request.
+    #[arg(long, value_enum, value_name = "open|closed")]
+    pub auth_request_on_error: Option<FilterOnError>,
     /// Domain sites are served under: <site>.<domain>, <branch>--<site>.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
     pub base_domain: String,
@@ -373,6 +403,22 @@ pub struct ServeArgs {
     /// and still count as healthy: activations wait only for healthy edges.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub node_timeout: std::time::Duration,
+    /// With --role edge: the control plane's API URL the edge pulls its
+    /// routing from and reports to (e.g. https://control.internal:8787).
+    #[arg(long, value_name = "URL", env = "CHANTO_CONTROL")]
+    pub control: Option<String>,
+    /// With --role edge: a file holding the node token (`chanto nodes token
+    /// create`); the edge never uses an API token.
+    #[arg(long, value_name = "FILE", env = "CHANTO_NODE_TOKEN_FILE")]
+    pub node_token: Option<PathBuf>,
+    /// With --role edge: how often the edge pulls the routing table even when
+    /// the long-poll says nothing (the safety net under the fast path).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub routing_poll: std::time::Duration,
+    /// With --role edge: do not hold a long-poll open for routing changes;
+    /// rely on the periodic pull (--routing-poll) alone.
+    #[arg(long)]
+    pub no_routing_stream: bool,
 }
 
 /// `chanto nodes …`.
@@ -404,6 +450,25 @@ pub enum NodeTokenCommand {
         /// The token's id (`nt_…`, see `chanto nodes token list`).
         id: String,
     },
+}
+
+/// What a filter's error does (see chanto_edge::filter).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOnError {
+    /// Let the request through.
+    Open,
+    /// Answer 503 with the sorry page.
+    Closed,
+}
+
+impl FilterOnError {
+    /// The edge's value.
+    pub fn edge(self) -> chanto_edge::filter::OnError {
+        match self {
+            Self::Open => chanto_edge::filter::OnError::Open,
+            Self::Closed => chanto_edge::filter::OnError::Closed,
+        }
+    }
 }
 
 /// What `chanto serve` runs.

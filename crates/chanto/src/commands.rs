@@ -49,6 +49,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => {
             init_logging("info", args.log_format);
+            if args.role == crate::cli::Role::Edge {
+                let node = crate::edge_node::start(args).await?;
+                println!(
+                    "chanto edge node is serving. Sites: http://<site>.{}:{}/   Health and metrics: http://{}/metrics",
+                    args.base_domain,
+                    node.edge_addr.port(),
+                    node.admin_addr
+                );
+                return node.run_until_signal().await;
+            }
             let running = crate::serve::start(args).await?;
             crate::serve::announce_token(&running);
             match running.edge_addr {

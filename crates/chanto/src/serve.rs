@@ -33,6 +33,8 @@ pub struct Running {
     pub data: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// How long a drain keeps serving before the listeners close (`--drain-grace`).
+    drain_grace: Duration,
     _lock: std::fs::File,
 }
 
@@ -42,25 +44,61 @@ impl Running {
         format!("http://{}", self.api_addr)
     }
 
-    /// Waits for Ctrl-C or SIGTERM, then stops accepting, finishes in-flight
-    /// requests (up to 30 s) and returns.
+    /// Waits for Ctrl-C, SIGTERM or `POST /drain` on the admin listener,
+    /// then drains: `/readyz` answers 503 at once, the node keeps serving
+    /// for `--drain-grace` (so load balancers see it and move traffic away;
+    /// a second signal cuts it short), then stops accepting, closes idle
+    /// keep-alive connections, finishes in-flight requests (up to 30 s) and
+    /// returns.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        if let Some(edge) = &self.edge {
-            edge.start_draining();
+        match &self.edge {
+            Some(edge) => drain(edge, self.drain_grace).await,
+            // No edge to drain (`--role control`): stop on the signal.
+            None => shutdown_signal().await,
         }
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
-            tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
-        }
-        let _ = std::fs::remove_file(self.data.join("addresses.json"));
+        finish(self.stop, self.tasks, &self.data).await;
         Ok(())
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM, Ctrl-C or `POST /drain`, then drains: `/readyz`
+/// answers 503 at once and the edge serves on for `grace` (cut short by a
+/// second signal) so load balancers move traffic away.
+pub(crate) async fn drain(edge: &Edge, grace: Duration) {
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = edge.drain_requested() => {}
+    }
+    edge.start_draining();
+    if !grace.is_zero() {
+        tracing::info!(
+            grace = %humantime::format_duration(grace),
+            "draining: /readyz answers 503; serving on for the grace period so load balancers move traffic away (signal again to stop now)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = shutdown_signal() => tracing::warn!("stopping now: the grace period was cut short"),
+        }
+    }
+}
+
+/// Stops the listeners (idle connections closed, in-flight requests
+/// finished, up to 30 s) and the background tasks.
+pub(crate) async fn finish(
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    data: &Path,
+) {
+    tracing::info!("shutting down: closing idle connections, finishing in-flight requests");
+    let _ = stop.send(true);
+    let all = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
+    }
+    let _ = std::fs::remove_file(data.join("addresses.json"));
+}
+
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -81,7 +119,7 @@ async fn shutdown_signal() {
 }
 
 /// Writes `bytes` to `path` atomically (temp file + rename) with `mode`.
-fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -215,7 +253,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// Binds `addr` for the listener that `flag` sets, naming the flag when the
 /// address is taken or not this machine's.
-async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "{what} cannot listen on {addr}: something else is using that port; stop it, or pass another address with {flag} (e.g. {flag} 127.0.0.1:0 picks a free port)"
@@ -230,10 +268,9 @@ async fn bind(flag: &str, what: &str, addr: std::net::SocketAddr) -> anyhow::Res
     })
 }
 
-async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
-    if args.role == crate::cli::Role::Edge {
-        bail!("--role {:?} is being built and not available in this version; use --role all", args.role);
-    }
+/// Checks the flags the edge runs on (domains, proxy origins, the country
+/// header), warning where they are risky; gives the base and preview domains.
+pub(crate) fn check_edge_args(args: &ServeArgs) -> anyhow::Result<(String, Option<String>)> {
     let base_domain = validate_base_domain(&args.base_domain)?;
     let preview_domain = validate_preview_domain(&base_domain, args.preview_domain.as_deref())?;
     if !args.public_suffix_listed {
@@ -254,6 +291,45 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
             "--country-header is believed only from a --trusted-proxy, and none is given: country rules will never match; pass the load balancer's address with --trusted-proxy CIDR"
         );
     }
+    Ok((base_domain, preview_domain))
+}
+
+/// The edge's settings from the flags.
+pub(crate) fn edge_config(
+    args: &ServeArgs,
+    base_domain: String,
+    preview_domain: Option<String>,
+) -> anyhow::Result<chanto_edge::EdgeConfig> {
+    let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
+    edge_config.country_header = args.country_header.clone();
+    edge_config.trusted_proxies = args.trusted_proxy.clone();
+    edge_config.proxy_origins = args.proxy_origin.clone();
+    edge_config.preview_domain = preview_domain;
+    edge_config.zerocopy_min = args.sendfile_min;
+    edge_config.max_connections = args.max_connections as usize;
+    edge_config.sorry_page = match &args.sorry_page {
+        Some(path) => Some(read_sorry_page(path)?),
+        None => None,
+    };
+    if let Some(url) = &args.auth_request {
+        let on_error = args.auth_request_on_error.map(crate::cli::FilterOnError::edge).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--auth-request needs --auth-request-on-error open|closed: say what a failing auth service does"
+            )
+        })?;
+        let filter = chanto_edge::filter::AuthRequest::new(url, args.auth_request_timeout, on_error)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(url = %url, on_error = on_error.as_str(), "every site request is checked by --auth-request");
+        edge_config.filters.push(Arc::new(filter));
+    }
+    Ok(edge_config)
+}
+
+async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
+    if args.role == crate::cli::Role::Edge {
+        bail!("--role edge runs through `chanto serve`, not in-process here");
+    }
+    let (base_domain, preview_domain) = check_edge_args(args)?;
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("creating the data directory {}", data.display()))?;
     let Some(lock) = lock_data_dir(&data)? else {
@@ -296,11 +372,14 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         );
     }
     config.build_heartbeat_timeout = args.build_heartbeat_timeout;
-    if args.node_timeout < Duration::from_secs(6) {
+    if args.node_timeout < Duration::from_secs(1) {
         bail!(
-            "--node-timeout {} is too short: edges send a heartbeat every 5 s, so a healthy edge would count as gone between two; give at least 6s (default 15s)",
+            "--node-timeout {} is too short: edges send a heartbeat every 5 s and it is judged with this node's clock; give at least 1s (default 15s)",
             humantime::format_duration(args.node_timeout)
         );
+    }
+    if args.node_timeout < Duration::from_secs(10) {
+        tracing::warn!(node_timeout = ?args.node_timeout, "--node-timeout is under two heartbeats (edges send one every 5 s, and at once after each routing change): an edge whose heartbeat is late drops out of activations' count until its next one");
     }
     config.edge_wait = args.edge_wait;
     config.node_timeout = args.node_timeout;
@@ -312,13 +391,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     config.gzip_level = args.gzip_level;
 
     let (edge, sinks) = if let Some(edge_addr) = edge_addr {
-        let mut edge_config = chanto_edge::EdgeConfig::new(base_domain);
-        edge_config.country_header = args.country_header.clone();
-        edge_config.trusted_proxies = args.trusted_proxy.clone();
-        edge_config.proxy_origins = args.proxy_origin.clone();
-        edge_config.preview_domain = preview_domain;
-        edge_config.zerocopy_min = args.sendfile_min;
-        let edge = Edge::new(edge_config, blobs.clone());
+        let edge = Edge::new(edge_config(args, base_domain.clone(), preview_domain.clone())?, blobs.clone());
         if let Some(path) = &args.access_log {
             let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
                 .with_context(|| format!("opening the access log {}", path.display()))?;
@@ -454,7 +527,32 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(role = %args.role.wire(), edge = ?edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
-    Ok(Running { edge_addr, api_addr, admin_addr, edge, new_token, control, data, stop, tasks, _lock: lock })
+    Ok(Running {
+        edge_addr,
+        api_addr,
+        admin_addr,
+        edge,
+        new_token,
+        control,
+        data,
+        stop,
+        tasks,
+        drain_grace: args.drain_grace,
+        _lock: lock,
+    })
+}
+
+/// The node's sorry page (`--sorry-page`): a file of at most 1 MiB.
+fn read_sorry_page(path: &Path) -> anyhow::Result<bytes::Bytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading --sorry-page {}", path.display()))?;
+    if bytes.is_empty() || bytes.len() > 1 << 20 {
+        bail!(
+            "--sorry-page {} is {} bytes; give an HTML file of 1 byte to 1 MiB (it is kept in memory)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(bytes::Bytes::from(bytes))
 }
 
 /// The admin listener of a node without an edge (`--role control`):
@@ -670,7 +768,7 @@ pub(crate) fn install_id(data: &Path) -> anyhow::Result<String> {
 /// changed (a container recreated on the same data volume). A data
 /// directory copied to start another node must drop `node-id`, or both
 /// would take each other's claims for their own dead runs.
-fn node_name(data: &Path) -> anyhow::Result<String> {
+pub(crate) fn node_name(data: &Path) -> anyhow::Result<String> {
     let id: String = random_id_file(data, "node-id")?.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
     if id.is_empty() {
         bail!("{} holds no letters or digits; delete it and chanto makes a new one", data.join("node-id").display());
@@ -679,7 +777,7 @@ fn node_name(data: &Path) -> anyhow::Result<String> {
 }
 
 /// The host name, for log lines only (it is no part of the node's identity).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect()
 }

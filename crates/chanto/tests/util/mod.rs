@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod git;
 pub mod receiver;
 
@@ -59,11 +60,14 @@ impl Server {
         let n = std::fs::read_dir(data).map(|d| d.count()).unwrap_or(0);
         let stdout_path = data.with_extension(format!("stdout.{n}"));
         let stderr_path = data.with_extension(format!("stderr.{n}"));
+        // Tests stop servers at once unless they test draining.
+        let grace: &[&str] = if extra.contains(&"--drain-grace") { &[] } else { &["--drain-grace", "0s"] };
         let child = Command::new(BIN)
             .arg(cmd)
             .arg("--data")
             .arg(data)
             .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(grace)
             .args(extra)
             .env("CHANTO_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, v.as_ref())))
