@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -66,6 +66,14 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/sites/{site}/notifications/deliveries/{id}/redeliver", post(n::redeliver))
         .route("/sites/{site}/notifications/{id}", axum::routing::delete(n::remove))
         .route("/sites/{site}/notifications/{id}/test", post(n::test))
+        .route("/nodes", get(crate::nodes::list_nodes))
+        .route(
+            "/nodes/tokens",
+            get(crate::nodes::list_tokens)
+                .post(crate::nodes::create_token)
+                .layer(DefaultBodyLimit::max(crate::nodes::MAX_NODE_BODY)),
+        )
+        .route("/nodes/tokens/{id}", axum::routing::delete(crate::nodes::revoke_token))
         .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
     let hooks = Router::new()
         .route("/webhooks/{forge}/{site}", post(b::webhook))
@@ -75,6 +83,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/notifications/schema.json", get(n::schema))
         .merge(authed)
+        .merge(crate::nodes::node_router(control.clone()))
         .merge(hooks)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint; see /api/v1/openapi.json")
@@ -101,12 +110,18 @@ async fn server_timing(req: Request, next: Next) -> Response {
 }
 
 async fn require_token(State(control): State<Arc<Control>>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let Some(token) = value.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+    let Some(token) = crate::nodes::bearer(&req) else {
         return Err(ApiError::unauthorized(
             "missing API token: send `Authorization: Bearer <token>` (the CLI takes --token, CHANTO_TOKEN or `chanto login`)",
         ));
     };
+    if token.starts_with(chanto_store::node_wire::NODE_TOKEN_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_token_kind",
+            "a node token is accepted only by /api/v1/nodes/routing and /api/v1/nodes/heartbeat; use an API token here (DATA/admin.token on the server)",
+        ));
+    }
     if token.is_empty() || token.len() > 256 || !control.check_token(token).await? {
         return Err(ApiError::unauthorized("unknown API token; the admin token is in DATA/admin.token on the server"));
     }
@@ -232,6 +247,12 @@ pub struct DeployView {
     /// What its rule files drew (finalize only): file, line and the issue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Where the routing version this finalize published is live (finalize
+    /// only): the answer comes once every healthy edge serves it, or after
+    /// `chanto serve --edge-wait` with the edges that lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub edges: Option<chanto_store::node_wire::EdgeRollout>,
 }
 
 impl DeployView {
@@ -256,6 +277,7 @@ impl DeployView {
             created_at: rfc3339(d.created_at),
             finished_at: d.finished_at.map(rfc3339),
             warnings: Vec::new(),
+            edges: None,
         }
     }
 }
@@ -322,6 +344,10 @@ pub struct PublishResponse {
     /// The deploy it replaced on the branch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<DeployId>,
+    /// Where the new routing version is live (see [`DeployView::edges`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub edges: Option<chanto_store::node_wire::EdgeRollout>,
 }
 
 /// Body of `POST /sites/{site}/rollback`.
@@ -343,6 +369,10 @@ pub struct RollbackResponse {
     pub from: DeployId,
     /// The deploy active now.
     pub deploy: DeployView,
+    /// Where the new routing version is live (see [`DeployView::edges`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub edges: Option<chanto_store::node_wire::EdgeRollout>,
 }
 
 /// Query of `GET /sites/{site}/deploys`.
@@ -510,7 +540,8 @@ async fn upload_blobs(
         (status = 409, body = ErrorBody, description = "blobs missing, or not uploading")))]
 async fn finalize(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<DeployView>, ApiError> {
     let (d, warnings) = c.finalize(&parse_path(&id)?).await?;
-    Ok(Json(DeployView { warnings, ..DeployView::new(&c, d) }))
+    let edges = Some(c.edge_rollout(c.published_version()).await);
+    Ok(Json(DeployView { warnings, edges, ..DeployView::new(&c, d) }))
 }
 
 #[utoipa::path(post, path = "/api/v1/deploys/{id}/publish", tag = "deploys", security(("token" = [])),
@@ -518,7 +549,8 @@ async fn finalize(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Resu
     responses((status = 200, body = PublishResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn publish(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Result<Json<PublishResponse>, ApiError> {
     let (d, previous) = c.publish(&parse_path(&id)?).await?;
-    Ok(Json(PublishResponse { deploy: DeployView::new(&c, d), previous }))
+    let edges = Some(c.edge_rollout(c.published_version()).await);
+    Ok(Json(PublishResponse { deploy: DeployView::new(&c, d), previous, edges }))
 }
 
 #[utoipa::path(post, path = "/api/v1/sites/{site}/rollback", tag = "deploys", security(("token" = [])),
@@ -537,7 +569,8 @@ async fn rollback(
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("rollback body: {e}")))?
     };
     let (from, to) = c.rollback(&site, req.branch, req.to).await?;
-    Ok(Json(RollbackResponse { from, deploy: DeployView::new(&c, to) }))
+    let edges = Some(c.edge_rollout(c.published_version()).await);
+    Ok(Json(RollbackResponse { from, deploy: DeployView::new(&c, to), edges }))
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -553,6 +586,15 @@ impl Modify for TokenAuth {
             "token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "node_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A node token (chn_…, `chanto nodes token create`): only /nodes/routing and /nodes/heartbeat accept it"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -566,11 +608,14 @@ impl Modify for TokenAuth {
         crate::gc::run_gc, crate::gc::get_retention, crate::gc::put_retention,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
-        n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge),
+        n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge,
+        crate::nodes::routing, crate::nodes::heartbeat, crate::nodes::list_nodes, crate::nodes::create_token,
+        crate::nodes::list_tokens, crate::nodes::revoke_token),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
         (name = "storage", description = "Retention and garbage collection: what is deleted, and when"),
         (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"),
-        (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"))
+        (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"),
+        (name = "nodes", description = "Edge nodes: routing snapshots and heartbeats (node tokens), the node list, node tokens"))
 )]
 pub struct ApiDoc;

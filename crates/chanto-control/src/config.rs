@@ -50,7 +50,20 @@ pub struct ControlConfig {
     /// another process takes it for dead, marks it interrupted and retries
     /// it. Heartbeats are sent every quarter of it.
     pub build_heartbeat_timeout: Duration,
+    /// How long an activation (finalize, publish, rollback) waits for every
+    /// healthy edge to serve its routing version before answering with the
+    /// edges that lag (0: answer at once with where it is live).
+    pub edge_wait: Duration,
+    /// How long an edge may go without a heartbeat and still count as
+    /// healthy (edges send one every 5 s).
+    pub node_timeout: Duration,
 }
+
+/// Default [`ControlConfig::edge_wait`].
+pub const DEFAULT_EDGE_WAIT: Duration = Duration::from_secs(10);
+
+/// Default [`ControlConfig::node_timeout`]: three missed heartbeats.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Default [`ControlConfig::build_heartbeat_timeout`]: a minute survives a
 /// database failover or a long garbage-collection pause of the runner's host,
@@ -85,6 +98,8 @@ impl ControlConfig {
                 chanto_store::random_bytes::<6>().iter().map(|b| format!("{b:02x}")).collect::<String>()
             )),
             build_heartbeat_timeout: DEFAULT_BUILD_HEARTBEAT_TIMEOUT,
+            edge_wait: DEFAULT_EDGE_WAIT,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod builds;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod nodes;
 pub mod notify;
 pub mod pipeline;
 pub mod precompress;

@@ -192,6 +192,8 @@ pub struct Control {
     pub(crate) builds: std::sync::OnceLock<Arc<crate::builds::Builds>>,
     /// Notifications, when this server sends them.
     pub(crate) notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
+    /// Edge nodes: the snapshot long-polls answer with, token checks, the activation wait.
+    pub nodes: crate::nodes::NodeHub,
 }
 
 impl Control {
@@ -219,6 +221,7 @@ impl Control {
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             builds: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
+            nodes: Default::default(),
             compressor: compression_threads("chanto-compress", false),
             background_compressor: compression_threads("chanto-compress-bg", true),
         })
@@ -234,6 +237,8 @@ impl Control {
         // one counter, so another process's listener can tell a table is newer.
         *version = self.meta.routing_version_after(*version).await?;
         let table = RoutingTable::load(self.meta.as_ref(), *version).await?;
+        // Remote edges start pulling while in-process ones load it.
+        self.nodes.publish(&table);
         for sink in &self.sinks {
             sink.publish(table.clone()).await?;
         }
@@ -251,6 +256,7 @@ impl Control {
         }
         // Read after the version: the table holds at least what it announced.
         let table = RoutingTable::load(self.meta.as_ref(), version).await?;
+        self.nodes.publish(&table);
         for sink in &self.sinks {
             sink.publish(table.clone()).await?;
         }

@@ -890,3 +890,87 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     meta.delete_site(&site).await.unwrap();
     assert!(meta.pending_events(100).await.unwrap().is_empty());
 }
+
+/// Runs the node suite (tokens and heartbeats) against an empty repository.
+pub async fn node_store(meta: &dyn MetaStore) {
+    use crate::node_wire::{Heartbeat, NodeRole, Refusal};
+    // Tokens: stored by hash, listed oldest first, never confused.
+    let (h1, h2) = (ContentHash::of(b"chn_one"), ContentHash::of(b"chn_two"));
+    let t1 = meta.add_node_token("nt_01", "zone-a", &h1, 10).await.unwrap();
+    assert_eq!((t1.id.as_str(), t1.name.as_str(), t1.created_at, t1.revoked_at), ("nt_01", "zone-a", 10, None));
+    meta.add_node_token("nt_02", "zone-b", &h2, 11).await.unwrap();
+    assert!(matches!(
+        meta.add_node_token("nt_01", "again", &ContentHash::of(b"x"), 12).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(meta.add_node_token("nt_03", "same hash", &h1, 12).await, Err(StoreError::Conflict(_))));
+    let listed = meta.list_node_tokens().await.unwrap();
+    assert_eq!(listed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["nt_01", "nt_02"]);
+    assert_eq!(meta.node_token_by_hash(&h2).await.unwrap().unwrap().id, "nt_02");
+    assert!(meta.node_token_by_hash(&ContentHash::of(b"chn_unknown")).await.unwrap().is_none());
+    // An API token's hash is no node token, and the other way round.
+    meta.add_token("api", &ContentHash::of(b"chanto_api"), 13).await.unwrap();
+    assert!(meta.node_token_by_hash(&ContentHash::of(b"chanto_api")).await.unwrap().is_none());
+    assert!(!meta.token_exists(&h1).await.unwrap());
+    // Use is noted and never goes back in time.
+    meta.touch_node_token("nt_01", 20).await.unwrap();
+    meta.touch_node_token("nt_01", 15).await.unwrap();
+    assert_eq!(meta.node_token_by_hash(&h1).await.unwrap().unwrap().last_used_at, Some(20));
+    // Revocation: kept and listed, the first time stays.
+    let revoked = meta.revoke_node_token("nt_01", 30).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(30));
+    assert_eq!(meta.revoke_node_token("nt_01", 40).await.unwrap().unwrap().revoked_at, Some(30));
+    assert!(meta.revoke_node_token("nt_99", 40).await.unwrap().is_none());
+    assert_eq!(meta.node_token_by_hash(&h1).await.unwrap().unwrap().revoked_at, Some(30));
+    assert_eq!(meta.list_node_tokens().await.unwrap().len(), 2);
+    assert_eq!(meta.node_token_by_hash(&h2).await.unwrap().unwrap().revoked_at, None);
+
+    // Heartbeats: one record per node, replaced, first_seen kept.
+    let hb = |id: &str, zone: &str, version: u64| Heartbeat {
+        node_id: id.into(),
+        name: format!("edge-{id}"),
+        zone: zone.into(),
+        role: NodeRole::Edge,
+        routing_version: version,
+        snapshot_age_ms: Some(1500),
+        ready: true,
+        draining: false,
+        refused: None,
+        software: "0.1.0".into(),
+        edge_addr: Some("10.0.0.1:8080".into()),
+    };
+    let first = meta.record_heartbeat(&hb("n1", "b", 3), 100).await.unwrap();
+    assert_eq!((first.first_seen, first.last_heartbeat, first.routing_version), (100, 100, 3));
+    meta.record_heartbeat(&hb("n2", "a", 2), 110).await.unwrap();
+    let refusing = Heartbeat {
+        refused: Some(Refusal { version: 5, error: "blob b3… of site docs is missing".into() }),
+        draining: true,
+        ready: false,
+        snapshot_age_ms: None,
+        edge_addr: None,
+        role: NodeRole::All,
+        ..hb("n1", "c", 4)
+    };
+    let again = meta.record_heartbeat(&refusing, 200).await.unwrap();
+    assert_eq!((again.first_seen, again.last_heartbeat, again.routing_version), (100, 200, 4));
+    assert_eq!(again.refused, refusing.refused);
+    assert_eq!((again.role, again.ready, again.draining, again.zone.as_str()), (NodeRole::All, false, true, "c"));
+    assert_eq!((again.snapshot_age_ms, again.edge_addr.as_deref()), (None, None));
+    let nodes = meta.list_nodes(0).await.unwrap();
+    assert_eq!(nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), ["n2", "n1"], "by zone");
+    assert_eq!(nodes[1], again);
+    assert_eq!(nodes[0].snapshot_age_ms, Some(1500));
+    // A refusal that is over is cleared by the next heartbeat.
+    let cleared = meta.record_heartbeat(&hb("n1", "c", 5), 210).await.unwrap();
+    assert_eq!(cleared.refused, None);
+    // Silent nodes drop out of the list, and are pruned.
+    assert_eq!(meta.list_nodes(150).await.unwrap().len(), 1);
+    assert_eq!(meta.prune_nodes(150).await.unwrap(), 1);
+    assert_eq!(meta.list_nodes(0).await.unwrap().len(), 1);
+    // Large versions and ages survive.
+    let big = meta
+        .record_heartbeat(&Heartbeat { snapshot_age_ms: Some(1 << 40), ..hb("n3", "a", 1 << 53) }, 300)
+        .await
+        .unwrap();
+    assert_eq!((big.routing_version, big.snapshot_age_ms), (1 << 53, Some(1 << 40)));
+}

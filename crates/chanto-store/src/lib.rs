@@ -12,11 +12,13 @@ pub mod error;
 pub mod health;
 pub mod meta;
 pub mod node_wire;
+pub mod nodes;
 pub mod notify;
 pub mod postgres;
 mod postgres_builds;
 mod postgres_health;
 mod postgres_listen;
+mod postgres_nodes;
 mod postgres_notify;
 pub mod postgres_tls;
 pub mod rollback;
@@ -25,6 +27,7 @@ pub mod s3;
 pub mod snapshot;
 pub mod sqlite;
 mod sqlite_builds;
+mod sqlite_nodes;
 mod sqlite_notify;
 mod tls;
 
@@ -38,6 +41,7 @@ pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
     VariantRecord,
 };
+pub use nodes::{NodeRecord, NodeStore, NodeToken};
 pub use notify::{
     Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };

@@ -269,6 +269,34 @@ ALTER TABLE builds ADD COLUMN runner_node TEXT, ADD COLUMN runner_run TEXT, ADD 
 UPDATE builds SET heartbeat_at = coalesce(started_at, 0) WHERE state = 'running';
 ALTER TABLE notify_deliveries ADD COLUMN lease_node TEXT, ADD COLUMN lease_run TEXT;
 "#,
+    // 4: node tokens (keyed hashes, as API tokens, but apart from them) and
+    // each node's last heartbeat (SQLite migration 11 is the same).
+    r#"
+CREATE TABLE node_tokens (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE TABLE nodes (
+    node_id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    zone TEXT COLLATE "C" NOT NULL,
+    role TEXT NOT NULL,
+    routing_version BIGINT NOT NULL,
+    snapshot_age_ms BIGINT,
+    ready BOOLEAN NOT NULL,
+    draining BOOLEAN NOT NULL,
+    refused_version BIGINT,
+    refused_error TEXT,
+    software TEXT NOT NULL,
+    edge_addr TEXT,
+    last_heartbeat BIGINT NOT NULL,
+    first_seen BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

@@ -265,6 +265,32 @@ CREATE TABLE tokens (
     ALTER TABLE notify_deliveries ADD COLUMN lease_node TEXT;
     ALTER TABLE notify_deliveries ADD COLUMN lease_run TEXT;
     UPDATE notify_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL;",
+    // 11: node tokens (keyed hashes, as API tokens, but apart from them) and
+    // each node's last heartbeat (PostgreSQL migration 4 is the same).
+    "CREATE TABLE node_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        last_used_at INTEGER
+    );
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        role TEXT NOT NULL,
+        routing_version INTEGER NOT NULL,
+        snapshot_age_ms INTEGER,
+        ready INTEGER NOT NULL,
+        draining INTEGER NOT NULL,
+        refused_version INTEGER,
+        refused_error TEXT,
+        software TEXT NOT NULL,
+        edge_addr TEXT,
+        last_heartbeat INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.

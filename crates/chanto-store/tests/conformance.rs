@@ -141,6 +141,11 @@ async fn sqlite_notify_store_conforms() {
     conformance::notify_store(&SqliteMeta::in_memory().unwrap()).await;
 }
 
+#[tokio::test]
+async fn sqlite_node_store_conforms() {
+    conformance::node_store(&SqliteMeta::in_memory().unwrap()).await;
+}
+
 // ---- PostgreSQL: the same suites on a real server (crates/chanto-testkit
 // starts one per test binary; each test has a database of its own), plus the
 // cases only a shared server has.
@@ -265,6 +270,11 @@ mod postgres {
     #[tokio::test]
     async fn postgres_notify_store_conforms() {
         conformance::notify_store(&fresh("notify").await.0).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_node_store_conforms() {
+        conformance::node_store(&fresh("nodes").await.0).await;
     }
 
     /// Two processes (two pools) on one database claim every queued build

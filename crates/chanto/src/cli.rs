@@ -157,6 +157,14 @@ pub enum Command {
         #[arg(long, value_name = "DEPLOY")]
         to: Option<String>,
     },
+    /// Edge nodes: which ones the control plane hears from, in which zone,
+    /// at which routing version; the tokens they authenticate with.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        chanto nodes list                                         # zone, name, version, lag, last heartbeat\n  \
+        chanto nodes token create edge-zone-a --output edge.token # then: chanto serve --role edge --node-token edge.token\n  \
+        chanto nodes token revoke nt_0123456789abcdef")]
+    Nodes(NodesCommand),
     /// Which server, whether it is healthy, and whether the token works.
     Status,
     /// Print a site's URL (or a branch's), and open it in a browser when run in a terminal.
@@ -386,6 +394,15 @@ pub struct ServeArgs {
     /// operator's label such as `eu-west-1a`).
     #[arg(long, value_name = "NAME", default_value = "local", value_parser = parse_zone)]
     pub zone: String,
+    /// How long a deploy, publish or rollback waits for every healthy edge
+    /// to serve it before answering with the edges that lag (0s: answer at
+    /// once with where it is live).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub edge_wait: std::time::Duration,
+    /// How long an edge may go without a heartbeat (they send one every 5 s)
+    /// and still count as healthy: activations wait only for healthy edges.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub node_timeout: std::time::Duration,
     /// With --role edge: the control plane's API URL the edge pulls its
     /// routing from and reports to (e.g. https://control.internal:8787).
     #[arg(long, value_name = "URL", env = "CHANTO_CONTROL")]
@@ -402,6 +419,37 @@ pub struct ServeArgs {
     /// rely on the periodic pull (--routing-poll) alone.
     #[arg(long)]
     pub no_routing_stream: bool,
+}
+
+/// `chanto nodes …`.
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// Every node heard from in the last day: zone, name, role, routing
+    /// version, lag behind the newest, last heartbeat, readiness, refusals.
+    List,
+    /// Node tokens: what edge nodes authenticate with (never the admin token).
+    #[command(subcommand)]
+    Token(NodeTokenCommand),
+}
+
+/// `chanto nodes token …`.
+#[derive(Subcommand, Debug)]
+pub enum NodeTokenCommand {
+    /// Create a node token; it is shown (or written to --output) once.
+    Create {
+        /// What uses it, e.g. `edge-zone-a` (letters, digits, '-', '_', '.').
+        name: String,
+        /// Write the token to this new file (mode 600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List node tokens (never the tokens themselves).
+    List,
+    /// Revoke a node token: nodes using it are refused from now on.
+    Revoke {
+        /// The token's id (`nt_…`, see `chanto nodes token list`).
+        id: String,
+    },
 }
 
 /// What a filter's error does (see chanto_edge::filter).

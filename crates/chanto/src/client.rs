@@ -226,6 +226,11 @@ impl Client {
         self.send::<serde_json::Value>(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
     }
 
+    /// DELETE a resource that answers with what it deleted.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
     /// GET a streamed body (a build log), after checking the status.
     pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CallError> {
         let resp = self.send_raw(self.request(reqwest::Method::GET, path)).await?;

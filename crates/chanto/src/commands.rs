@@ -61,13 +61,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let running = crate::serve::start(args).await?;
             crate::serve::announce_token(&running);
-            println!(
-                "chanto is serving. Sites: http://<site>.{}:{}/   API: {}   Health and metrics: http://{}/metrics",
-                args.base_domain,
-                running.edge_addr.port(),
-                running.api_url(),
-                running.admin_addr
-            );
+            match running.edge_addr {
+                Some(edge) => println!(
+                    "chanto is serving. Sites: http://<site>.{}:{}/   API: {}   Health and metrics: http://{}/metrics",
+                    args.base_domain,
+                    edge.port(),
+                    running.api_url(),
+                    running.admin_addr
+                ),
+                None => println!(
+                    "chanto is serving as the control plane (no edge; edges pull routing from the API). API: {}   Health and metrics: http://{}/metrics",
+                    running.api_url(),
+                    running.admin_addr
+                ),
+            }
             return running.run_until_signal().await;
         }
         Command::Demo(args) => {
@@ -117,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(cmd) => crate::builds::env(&Client::new(&cli.conn)?, cmd, json).await,
         Command::BuildHooks(cmd) => crate::builds::hooks(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Notify(cmd) => crate::notify::notify(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Nodes(cmd) => crate::nodes::nodes(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploy(args) => {
             let client = Client::new(&cli.conn)?;
             parse::<chanto_core::SiteName>("--site", &args.site)?;
@@ -170,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.elapsed_ms as f64 / 1000.0
             );
             print_urls(d);
+            crate::nodes::print_rollout(d.edges.as_ref());
             Ok(())
         }
         Command::Publish { id } => {
@@ -189,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => println!("Deploy {} is live on {}/{}", r.deploy.id, r.deploy.site, r.deploy.branch),
             }
             print_urls(&r.deploy);
+            crate::nodes::print_rollout(r.edges.as_ref());
             Ok(())
         }
         Command::Gc { dry_run } => crate::gc::gc(&Client::new(&cli.conn)?, dry_run, json).await,
@@ -204,6 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("Rolled back {}/{}: {} → {}", r.deploy.site, r.deploy.branch, r.from, r.deploy.id);
             print_urls(&r.deploy);
+            crate::nodes::print_rollout(r.edges.as_ref());
             Ok(())
         }
     }

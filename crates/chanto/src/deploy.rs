@@ -56,6 +56,10 @@ pub struct DeployOutcome {
     pub uploaded_bytes: u64,
     /// Wall time of the whole deploy.
     pub elapsed_ms: u64,
+    /// Where it is live (the finalize answer's `deploy.edges`, also here as
+    /// in the publish and rollback answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edges: Option<chanto_store::node_wire::EdgeRollout>,
 }
 
 struct Hashed {
@@ -207,6 +211,7 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     // Best effort, like the cache itself: a failed save only means hashing again.
     let _ = cache_saved.await;
     Ok(DeployOutcome {
+        edges: deploy.edges.clone(),
         deploy,
         files: files.len(),
         required: created.required.len(),

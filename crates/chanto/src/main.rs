@@ -15,6 +15,7 @@ mod gc;
 mod glance;
 mod hashcache;
 mod migrate;
+mod nodes;
 mod notify;
 mod reload;
 mod serve;

@@ -18,13 +18,13 @@ use crate::cli::ServeArgs;
 
 /// A server that is up: where it listens, and how to stop it.
 pub struct Running {
-    /// The edge's bound address.
-    pub edge_addr: SocketAddr,
+    /// The edge's bound address (none in `--role control`).
+    pub edge_addr: Option<SocketAddr>,
     /// The API's bound address.
     pub api_addr: SocketAddr,
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
-    edge: Arc<Edge>,
+    edge: Option<Arc<Edge>>,
     /// The admin token, if this start created it.
     pub new_token: Option<String>,
     /// The control plane (for in-process callers such as `demo`).
@@ -51,7 +51,11 @@ impl Running {
     /// keep-alive connections, finishes in-flight requests (up to 30 s) and
     /// returns.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        drain(&self.edge, self.drain_grace).await;
+        match &self.edge {
+            Some(edge) => drain(edge, self.drain_grace).await,
+            // No edge to drain (`--role control`): stop on the signal.
+            None => shutdown_signal().await,
+        }
         finish(self.stop, self.tasks, &self.data).await;
         Ok(())
     }
@@ -322,9 +326,6 @@ pub(crate) fn edge_config(
 }
 
 async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
-    if args.role == crate::cli::Role::Control {
-        bail!("--role control is being built and not available in this version; use --role all");
-    }
     if args.role == crate::cli::Role::Edge {
         bail!("--role edge runs through `chanto serve`, not in-process here");
     }
@@ -339,14 +340,21 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     let meta = open_meta(args, &data).await?;
     let blobs = open_blobs(args, &data).await?;
 
-    let edge_listener = bind("--edge", "the edge (sites)", args.edge).await?;
+    // `--role control` runs no edge: remote edges pull routing from the API.
+    let with_edge = args.role == crate::cli::Role::All;
+    let edge_listener = match with_edge {
+        true => Some(bind("--edge", "the edge (sites)", args.edge).await?),
+        false => None,
+    };
     let api_listener = bind("--api", "the API", args.api).await?;
     let admin_listener = bind("--admin", "the admin listener", args.admin).await?;
-    let edge_addr = edge_listener.local_addr()?;
+    let edge_addr = edge_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let api_addr = api_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let mut config = ControlConfig::new(base_domain.clone(), edge_addr.port());
+    // URLs the API prints name the edges' port: this process's edge, or the
+    // port remote edges are assumed to listen on (--edge) behind their load balancer.
+    let mut config = ControlConfig::new(base_domain.clone(), edge_addr.map_or(args.edge.port(), |a| a.port()));
     config.preview_domain = preview_domain.clone();
     config.upload_ttl = args.upload_ttl;
     config.gc_grace = args.gc_grace;
@@ -364,19 +372,57 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         );
     }
     config.build_heartbeat_timeout = args.build_heartbeat_timeout;
-    config.owner = chanto_store::Owner::new_run(node_name(&data)?);
+    if args.node_timeout < Duration::from_secs(1) {
+        bail!(
+            "--node-timeout {} is too short: edges send a heartbeat every 5 s and it is judged with this node's clock; give at least 1s (default 15s)",
+            humantime::format_duration(args.node_timeout)
+        );
+    }
+    if args.node_timeout < Duration::from_secs(10) {
+        tracing::warn!(node_timeout = ?args.node_timeout, "--node-timeout is under two heartbeats (edges send one every 5 s, and at once after each routing change): an edge whose heartbeat is late drops out of activations' count until its next one");
+    }
+    config.edge_wait = args.edge_wait;
+    config.node_timeout = args.node_timeout;
+    let node_id = node_name(&data)?;
+    config.owner = chanto_store::Owner::new_run(node_id.clone());
     tracing::info!(node = %config.owner.node, host = %host_name(), run = %config.owner.run, "this server's name in build claims and notification leases (DATA/node-id)");
     config.max_file_size = args.max_file_size;
     config.brotli_quality = args.brotli_quality;
     config.gzip_level = args.gzip_level;
 
-    let edge = Edge::new(edge_config(args, base_domain.clone(), preview_domain.clone())?, blobs.clone());
-    if let Some(path) = &args.access_log {
-        let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
-            .with_context(|| format!("opening the access log {}", path.display()))?;
-        edge.set_access_log(log);
-    }
-    let control = Control::new(meta.clone(), blobs, config, vec![edge.clone() as Arc<dyn RoutingSink>]);
+    let (edge, sinks) = if let Some(edge_addr) = edge_addr {
+        let edge = Edge::new(edge_config(args, base_domain.clone(), preview_domain.clone())?, blobs.clone());
+        if let Some(path) = &args.access_log {
+            let (log, _writer) = chanto_edge::access_log::AccessLog::spawn(path.clone())
+                .with_context(|| format!("opening the access log {}", path.display()))?;
+            edge.set_access_log(log);
+        }
+        // The in-process edge is a node like any other: activations wait for it too.
+        let node = chanto_control::nodes::LocalNode {
+            node_id: node_id.clone(),
+            name: host_name(),
+            zone: args.zone.clone(),
+            edge_addr: Some(edge_addr.to_string()),
+        };
+        let status = {
+            let edge = edge.clone();
+            // Not ready with a snapshot loaded: draining (chanto_edge::Edge::is_ready).
+            move || {
+                let ready = edge.is_ready();
+                (ready, !ready && edge.snapshot().version > 0)
+            }
+        };
+        let local = chanto_control::nodes::InProcessEdge::new(edge.clone(), meta.clone(), node, status);
+        (Some(edge), vec![local])
+    } else {
+        (None, Vec::new())
+    };
+    let control = Control::new(
+        meta.clone(),
+        blobs.clone(),
+        config,
+        sinks.iter().map(|s| s.clone() as Arc<dyn RoutingSink>).collect(),
+    );
     control.publish_routing().await.context("loading the routing table")?;
     // On PostgreSQL: deploys made through other processes reach this edge too.
     control.follow_shared_routing();
@@ -414,13 +460,27 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     };
     let api_stop = stopped(stop_rx.clone());
     let api_router = chanto_control::router(control.clone());
-    let mut tasks = vec![
-        tokio::spawn(chanto_edge::server::serve(
+    let mut tasks = Vec::new();
+    if let (Some(edge_listener), Some(edge)) = (edge_listener, &edge) {
+        tasks.push(tokio::spawn(chanto_edge::server::serve(
             edge_listener,
             chanto_edge::router(edge.clone()),
             chanto_edge::server::ServerLimits::default(),
             stopped(stop_rx.clone()),
-        )),
+        )));
+    }
+    for local in sinks {
+        tasks.push(tokio::spawn(local.run_heartbeats(stop_rx.clone())));
+    }
+    // Stopping ends the edges' routing long-polls (and activation waits) at once.
+    tokio::spawn({
+        let (control, stop) = (control.clone(), stopped(stop_rx.clone()));
+        async move {
+            stop.await;
+            control.nodes.close();
+        }
+    });
+    tasks.extend([
         // The API gets the edge's connection bounds (header-read and idle
         // timeouts, header limits): axum::serve has none.
         tokio::spawn(chanto_edge::server::serve_router(
@@ -429,10 +489,13 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
             chanto_edge::server::ServerLimits::default(),
             api_stop,
         )),
-    ];
+    ]);
     // The admin listener stays up until the process exits, so /readyz can say
     // "draining" while the edge finishes its requests.
-    let admin_router = chanto_edge::admin_router_with(edge.clone(), Some(meta));
+    let admin_router = match &edge {
+        Some(edge) => chanto_edge::admin_router_with(edge.clone(), Some(meta)),
+        None => control_admin_router(meta, blobs),
+    };
     tokio::spawn(chanto_edge::server::serve_router(
         admin_listener,
         admin_router,
@@ -456,14 +519,14 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     }));
 
     let addresses = serde_json::json!({
-        "edge": edge_addr.to_string(),
+        "edge": edge_addr.map(|a| a.to_string()),
         "api": api_addr.to_string(),
         "api_url": format!("http://{api_addr}"),
         "admin": admin_addr.to_string(),
         "pid": std::process::id(),
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
-    tracing::info!(role = ?args.role.wire(), edge = %edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
+    tracing::info!(role = %args.role.wire(), edge = ?edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
     Ok(Running {
         edge_addr,
         api_addr,
@@ -490,6 +553,40 @@ fn read_sorry_page(path: &Path) -> anyhow::Result<bytes::Bytes> {
         );
     }
     Ok(bytes::Bytes::from(bytes))
+}
+
+/// The admin listener of a node without an edge (`--role control`):
+/// `/healthz`, `/readyz` (200 with the metadata and blob stores' state: a
+/// control is ready as long as it runs) and `/metrics`.
+fn control_admin_router(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> axum::Router {
+    use axum::http::header;
+    use axum::routing::get;
+    type Admin = (Arc<dyn MetaStore>, Arc<dyn BlobStore>);
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|axum::extract::State((meta, blobs)): axum::extract::State<Admin>| async move {
+                let (m, b) = futures_util::join!(meta.health(), blobs.health());
+                let checks: Vec<_> = std::iter::once(m).chain(b).collect();
+                let up = checks.iter().all(|c| c.state == chanto_store::health::State::Up);
+                let mut body = format!("{}\n", if up { "ready" } else { "degraded" });
+                for c in &checks {
+                    body.push_str(&format!("{}: {} ({}): {}\n", c.name, c.state.as_str(), c.backend, c.detail));
+                }
+                ([(header::CACHE_CONTROL, "no-store")], body)
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|axum::extract::State((meta, blobs)): axum::extract::State<Admin>| async move {
+                let mut body = String::new();
+                blobs.render_metrics(&mut body);
+                meta.render_metrics(&mut body);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+            }),
+        )
+        .with_state((meta, blobs))
 }
 
 /// Turns on git-driven builds: the key that seals secrets, the runners'

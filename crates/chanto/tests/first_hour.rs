@@ -251,6 +251,7 @@ fn help_shows_examples_and_names_values() {
         (&["dev"], "chanto dev ./public --no-reload"),
         (&["login"], "chanto login --server http://127.0.0.1:8787 --token-stdin < chanto-data/admin.token"),
         (&["sites", "create"], "chanto sites create blog --production-branch master"),
+        (&["nodes"], "chanto nodes token create edge-zone-a --output edge.token"),
     ] {
         let h = help(cmd);
         assert!(h.contains("Examples:\n  ") && h.contains(example), "{cmd:?}: {h}");

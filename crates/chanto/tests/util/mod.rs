@@ -98,7 +98,8 @@ impl Server {
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
             (v["pid"] == server.child.id()).then_some(v)
         });
-        server.edge = addresses["edge"].as_str().unwrap().to_owned();
+        // Empty for a node without an edge (`--role control`: "edge": null).
+        server.edge = addresses["edge"].as_str().unwrap_or_default().to_owned();
         server.api_url = addresses["api_url"].as_str().unwrap().to_owned();
         server.admin = addresses["admin"].as_str().unwrap().to_owned();
         server.token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
