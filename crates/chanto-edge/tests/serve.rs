@@ -223,8 +223,11 @@ async fn snapshots_swap_whole_and_never_go_back() {
         access: vec![],
         proxy_origins: vec![],
     };
-    let (s, _, _) = f.get("GET", "docs.localhost", "/").await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "nothing before the first snapshot");
+    // Before the first snapshot the node knows no site: it says so with a
+    // retryable 503, never a 404 a cache or a crawler would keep.
+    let (s, h, _) = f.get("GET", "docs.localhost", "/").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "nothing before the first snapshot");
+    assert_eq!(h.get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
     f.edge.publish(table(1, v1)).await.unwrap();
     assert_eq!(f.get("GET", "docs.localhost", "/").await.2, "one");
     f.edge.publish(table(2, v2)).await.unwrap();
