@@ -315,6 +315,21 @@ const POOL_SIZE: usize = 16;
 /// database is down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a call waits in all for a connection: the pool may try several
+/// idle connections (each check a round trip bounded by [`RECYCLE_TIMEOUT`])
+/// and then open one, and a frozen server (stopped, not gone: it accepts
+/// connections and never answers) would make those waits add up. A deploy
+/// with the database frozen fails in seconds, naming it.
+const CONN_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The check of a pooled connection before reuse: one round trip.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one statement may take before the call fails as unavailable. No
+/// statement chanto runs comes near it on a healthy server; a frozen one
+/// never answers, and `statement_timeout` (the server's own) cannot help.
+pub(crate) const STATEMENT_DEADLINE: Duration = Duration::from_secs(10);
+
 pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -496,7 +511,7 @@ impl PostgresMeta {
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Db(format!("PostgreSQL connection pool for {redacted}: {e}")))?;
         let meta = Self { pool, url: redacted, probe: Default::default(), config, tls, tls_settings };
@@ -583,15 +598,17 @@ impl PostgresMeta {
 
     /// A pooled connection.
     pub(crate) async fn conn(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            let e = StoreError::Unavailable(format!(
-                "the metadata store (PostgreSQL at {}) is unreachable: {}",
-                self.url,
-                pool_cause(&e)
-            ));
-            crate::postgres_health::count_error(&e);
-            e
-        })
+        let cause = match tokio::time::timeout(CONN_DEADLINE, self.pool.get()).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => pool_cause(&e),
+            Err(_) => {
+                format!("no connection within {} s (the server accepts but does not answer)", CONN_DEADLINE.as_secs())
+            }
+        };
+        let e =
+            StoreError::Unavailable(format!("the metadata store (PostgreSQL at {}) is unreachable: {cause}", self.url));
+        crate::postgres_health::count_error(&e);
+        Err(e)
     }
 
     pub(crate) fn pool(&self) -> &Pool {

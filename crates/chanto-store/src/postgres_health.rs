@@ -33,12 +33,19 @@ pub(crate) fn count_error(e: &StoreError) {
     ERRORS[kind].fetch_add(1, Ordering::Relaxed);
 }
 
-/// Runs one statement, counting its time and any failure.
+/// Runs one statement, counting its time and any failure; one that takes
+/// longer than [`crate::postgres::STATEMENT_DEADLINE`] fails as unavailable.
 pub(crate) async fn timed<T>(
     statement: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     let started = Instant::now();
-    let out = statement.await;
+    let deadline = crate::postgres::STATEMENT_DEADLINE;
+    let out = tokio::time::timeout(deadline, statement).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "the metadata store (PostgreSQL) did not answer a statement within {} s",
+            deadline.as_secs()
+        )))
+    });
     QUERY_SECONDS.observe(started.elapsed());
     if let Err(e) = &out {
         count_error(e);

@@ -446,6 +446,40 @@ mod postgres {
         assert_eq!(meta.list_sites().await.unwrap().len(), 2);
     }
 
+    /// A frozen server (stopped, not gone: connections are accepted and
+    /// nothing answers) fails calls within seconds, as unavailable, both on a
+    /// pooled connection and on a new one; after it thaws the same store works.
+    #[tokio::test]
+    async fn postgres_frozen_fails_fast_and_recovers() {
+        let server = pg::PgServer::start();
+        let url = server.create_database("frozen");
+        let meta = PostgresMeta::connect(&url, None).await.unwrap();
+        let main: BranchName = "main".parse().unwrap();
+        meta.create_site(&"app".parse().unwrap(), &main, 1).await.unwrap();
+        // Several idle connections, each of which the pool would check in turn.
+        let calls: Vec<_> = (0..4).map(|_| meta.list_sites()).collect();
+        for r in futures_util::future::join_all(calls).await {
+            r.unwrap();
+        }
+        let frozen = server.freeze();
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let err = meta.list_sites().await.unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+            assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+            assert!(err.to_string().contains("metadata store"), "{err}");
+        }
+        drop(frozen);
+        let started = std::time::Instant::now();
+        loop {
+            match meta.list_sites().await {
+                Ok(sites) => break assert_eq!(sites.len(), 1),
+                Err(e) => assert!(started.elapsed() < std::time::Duration::from_secs(20), "no recovery: {e}"),
+            }
+        }
+        meta.create_site(&"two".parse().unwrap(), &main, 2).await.unwrap();
+    }
+
     /// A database migrated by a newer chanto is refused, with the versions named.
     #[tokio::test]
     async fn postgres_refuses_a_newer_schema() {

@@ -327,6 +327,28 @@ impl PgServer {
         let _ = child.wait();
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and every backend): it
+    /// keeps its sockets, the kernel still accepts connections, and nothing
+    /// answers, as a server host that hangs. Thawed (SIGCONT) when the guard
+    /// drops.
+    pub fn freeze(&self) -> Frozen {
+        let pid_file = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
+        let master: u32 = pid_file.lines().next().and_then(|l| l.trim().parse().ok()).expect("the postmaster's pid");
+        let mut pids = vec![master];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the comm may hold spaces, so split after ')'.
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+            if ppid == Some(master) {
+                pids.push(pid);
+            }
+        }
+        let frozen = Frozen { pids };
+        frozen.signal("STOP");
+        frozen
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
@@ -375,6 +397,25 @@ impl PgServer {
             .expect("running pg_dump");
         assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A frozen server ([`PgServer::freeze`]); thawed on drop.
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    fn signal(&self, sig: &str) {
+        for p in &self.pids {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(p.to_string()).status();
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.signal("CONT");
     }
 }
 

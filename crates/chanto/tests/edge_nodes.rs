@@ -243,3 +243,171 @@ fn edge_role_flags_are_checked_with_the_fix_named() {
     .fails();
     assert!(run.stderr().contains("does not hold a node token"), "{}", run.stderr());
 }
+
+/// A control plane that answers the routing pull with what the test queues
+/// (then, once the queue is empty, `304 Not Modified` after a short wait, as
+/// an idle long-poll does) and every heartbeat with a plain ack. Counts the
+/// routing pulls it answered.
+struct FakeControl {
+    url: String,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeControl {
+    fn start(answers: Vec<Vec<u8>>) -> FakeControl {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(answers)));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = served.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (queue, counter) = (queue.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if h == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let answer = if line.contains("/api/v1/nodes/routing") {
+                            let next = queue.lock().unwrap().pop_front();
+                            match next {
+                                Some(a) => {
+                                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    a
+                                }
+                                None => {
+                                    std::thread::sleep(Duration::from_millis(200));
+                                    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 0\r\n\r\n".to_vec()
+                                }
+                            }
+                        } else {
+                            let body = br#"{"routing_version":1}"#;
+                            let mut a = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            a.extend_from_slice(body);
+                            a
+                        };
+                        if conn.write_all(&answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeControl { url, served }
+    }
+}
+
+/// A 200 answer with `body` as JSON.
+fn json_answer(body: &[u8]) -> Vec<u8> {
+    let mut a = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+        .into_bytes();
+    a.extend_from_slice(body);
+    a
+}
+
+/// A snapshot as the control plane sends it, with no site in it.
+fn empty_snapshot(format: u32, version: u64) -> Vec<u8> {
+    serde_json::json!({
+        "format": format,
+        "version": version,
+        "published_at": 1_700_000_000_000u64,
+        "table": {"version": version, "branches": [], "permalinks": [], "access": [], "proxy_origins": []},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The control plane is trusted, but what reaches the edge over the network
+/// is checked all the same: a broken, hostile or oversized answer is refused
+/// or counted as an error, the node keeps serving the snapshot it has and
+/// stays ready, and never crashes.
+#[test]
+fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("node.token");
+    write_token(&token, "chn_0123456789abcdef0123456789abcdef");
+    let deep = "[".repeat(100_000);
+    let answers = vec![
+        json_answer(&empty_snapshot(1, 5)),
+        json_answer(b"this is not JSON"),
+        json_answer(deep.as_bytes()),
+        json_answer(&empty_snapshot(99, 6)),
+        // A version that goes backwards: ignored.
+        json_answer(&empty_snapshot(1, 3)),
+        // The table says another version than the snapshot.
+        json_answer(
+            serde_json::json!({"format": 1, "version": 7, "published_at": 0,
+                "table": {"version": 8, "branches": [], "permalinks": [], "access": [], "proxy_origins": []}})
+            .to_string()
+            .as_bytes(),
+        ),
+        // A row whose manifest is no hash.
+        json_answer(
+            serde_json::json!({"format": 1, "version": 9, "published_at": 0,
+                "table": {"version": 9, "branches": [{"site": "docs", "branch": "main", "manifest": "../../etc/passwd"}],
+                    "permalinks": [], "access": [], "proxy_origins": []}})
+            .to_string()
+            .as_bytes(),
+        ),
+        // Far larger than any snapshot may be, by its length.
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4000000000\r\n\r\n{".to_vec(),
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\noops".to_vec(),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(),
+    ];
+    let n = answers.len();
+    let control = FakeControl::start(answers);
+    let edge = EdgeProc::start(
+        &tmp.path().join("edge"),
+        "a",
+        &control.url,
+        &token,
+        "s3://bucket/prefix",
+        "http://127.0.0.1:9",
+        &["--routing-poll", "1s"],
+    );
+    wait_for("the edge to pull every answer", Duration::from_secs(60), || {
+        (control.served.load(std::sync::atomic::Ordering::SeqCst) >= n).then_some(())
+    });
+    // Each answer is handled before the next pull; give the last a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(edge.ready_status(), 200, "{}", edge.stderr());
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(edge.data.join("edge/routing.json")).unwrap()).unwrap();
+    assert_eq!(snapshot["version"], 5, "the node kept the only good snapshot");
+    let refused = edge.metric("chanto_edge_routing_refused_total").unwrap();
+    assert!(refused >= 4.0, "refused {refused}\n{}", edge.stderr());
+    let errors = edge.metric("chanto_edge_control_errors_total").unwrap();
+    assert!(errors >= 2.0, "control errors {errors}\n{}", edge.stderr());
+    let stderr = edge.stderr();
+    for expected in ["format 99", "larger than"] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+    let r = edge.get("docs.localhost", "/");
+    assert_eq!(r.status, 404, "a known snapshot with no such site: {}", r.text());
+}

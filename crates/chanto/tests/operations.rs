@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use util::haproxy::HaProxy;
 use util::{Cli, Server, http_get, http_get_with, http_request, wait_for, write_tree};
 
 const BIG: usize = 6 << 20;
@@ -285,29 +286,6 @@ fn auth_request_fails_open_or_closed_as_the_operator_chose() {
     assert!(m.contains("chanto_edge_filter_errors_total{filter=\"auth_request\",on_error=\"open\"} 5"), "{m}");
 }
 
-/// The README's HAProxy configuration, ports and paths substituted.
-fn readme_haproxy_config(port: u16, sock: &Path, servers: &[(&str, &str)]) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let start = readme.find("<!-- haproxy.cfg begin").expect("README has the HAProxy configuration");
-    let end = readme.find("<!-- haproxy.cfg end").unwrap();
-    let block = &readme[start..end];
-    let cfg = block.split_once("```haproxy\n").unwrap().1.rsplit_once("```").unwrap().0;
-    let mut cfg = cfg
-        .replace("/run/haproxy/admin.sock", sock.to_str().unwrap())
-        .replace("bind :80", &format!("bind 127.0.0.1:{port}"));
-    for (i, (edge, admin)) in servers.iter().enumerate() {
-        let zone = format!("10.0.{}.10:8080 check port 8790", i + 1);
-        assert!(cfg.contains(&zone), "the README's config has no server line {zone:?}");
-        let admin_port = admin.rsplit_once(':').unwrap().1;
-        cfg = cfg.replace(&zone, &format!("{edge} check port {admin_port}"));
-    }
-    cfg
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 #[ignore = "needs haproxy (scripts/test installs it; --run-ignored all runs this)"]
 fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
@@ -319,40 +297,13 @@ fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
         let body = format!("zone {i}");
         deploy(s, &tmp.path().join(format!("site{i}")), "h", &[("index.html", &body)]);
     }
-    let port = free_port();
-    let sock = tmp.path().join("haproxy.sock");
     let addrs: Vec<(&str, &str)> = servers.iter().map(|s| (s.edge.as_str(), s.admin.as_str())).collect();
-    let cfg = readme_haproxy_config(port, &sock, &addrs);
-    let cfg_path = tmp.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, &cfg).unwrap();
-    let check = std::process::Command::new("haproxy").arg("-c").arg("-f").arg(&cfg_path).output().unwrap();
-    assert!(
-        check.status.success(),
-        "haproxy -c refused the README's config:\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut haproxy = std::process::Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("haproxy.log")).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let front = format!("127.0.0.1:{port}");
+    let mut haproxy = HaProxy::start_readme(&addrs);
+    let front = haproxy.addr.clone();
     // Up once every edge answers through it.
     let mut seen = std::collections::BTreeSet::new();
     wait_for("HAProxy to reach all three edges", Duration::from_secs(15), || {
-        if let Ok(Some(status)) = haproxy.try_wait() {
-            panic!("haproxy exited: {status}\n{}", std::fs::read_to_string(tmp.path().join("haproxy.log")).unwrap());
-        }
+        haproxy.check_running();
         if let Ok(r) = http_get(&front, "h.localhost", "/")
             && r.status == 200
         {
@@ -360,7 +311,6 @@ fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
         }
         (seen.len() == 3).then_some(())
     });
-    let _haproxy = Kill(haproxy);
     // A bounded constant load: 4 clients, a request every 10 ms each.
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -392,9 +342,9 @@ fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
     let before: u64 = by_zone.lock().unwrap().get("zone 0").copied().unwrap_or(0);
     // Zone 1's edge the other way: out of HAProxy at once through its
     // runtime API (the README's admin socket), then SIGTERM.
-    let answer = haproxy_command(&sock, "set server edges/edge-b state drain");
+    let answer = haproxy.command("set server edges/edge-b state drain");
     assert!(answer.trim().is_empty(), "HAProxy refused the drain command: {answer}");
-    let state = haproxy_command(&sock, "show servers state edges");
+    let state = haproxy.command("show servers state edges");
     assert!(state.contains("edge-b"), "{state}");
     let mut zone1 = servers.remove(0);
     let term = std::process::Command::new("kill").arg("-TERM").arg(zone1.child.id().to_string()).status();
@@ -415,14 +365,4 @@ fn haproxy_with_the_readme_config_drains_an_edge_with_zero_failed_requests() {
     assert_eq!(by_zone.get("zone 0").copied().unwrap_or(0), before, "zone 0 served after it exited");
     assert_eq!(by_zone.get("zone 1").copied().unwrap_or(0), before1, "zone 1 served after it exited");
     assert!(before1 > 0 && by_zone.get("zone 2").is_some_and(|n| *n > 0), "{by_zone:?}");
-}
-
-/// One command to HAProxy's runtime API on `sock`; its answer.
-fn haproxy_command(sock: &Path, command: &str) -> String {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("HAProxy's admin socket");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("{command}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

@@ -6,6 +6,7 @@
 
 pub mod edge;
 pub mod git;
+pub mod haproxy;
 pub mod receiver;
 
 use std::path::{Path, PathBuf};
@@ -66,7 +67,13 @@ impl Server {
             .arg(cmd)
             .arg("--data")
             .arg(data)
-            .args(["--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            // Port 0 for each listener the caller does not place itself.
+            .args(
+                ["--edge", "--api", "--admin"]
+                    .into_iter()
+                    .filter(|flag| !extra.contains(flag))
+                    .flat_map(|flag| [flag, "127.0.0.1:0"]),
+            )
             .args(grace)
             .args(extra)
             .env("CHANTO_LOG", "info")
