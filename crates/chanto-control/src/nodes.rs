@@ -85,7 +85,19 @@ pub struct NodeHub {
     closing: tokio::sync::watch::Sender<bool>,
     heartbeats: tokio::sync::Notify,
     tokens: Mutex<HashMap<ContentHash, CachedToken>>,
+    /// The last heartbeat of each node this process received (kept for
+    /// [`NODE_FORGET_AFTER`]): activations count from it as well as from the
+    /// store, so an edge that reported here while the store could not take
+    /// its heartbeat (an outage, or the minutes after one) is not left out
+    /// of "live on N of M" while it serves traffic.
+    recent: Mutex<HashMap<String, NodeRecord>>,
+    /// When this process started.
+    started: UnixMillis,
 }
+
+/// How long before a control process started a node must have reported to
+/// be waited for in its first node timeout (see [`NodeHub::judge`]).
+const START_WINDOW: Duration = Duration::from_secs(600);
 
 impl Default for NodeHub {
     fn default() -> Self {
@@ -94,6 +106,8 @@ impl Default for NodeHub {
             closing: tokio::sync::watch::channel(false).0,
             heartbeats: tokio::sync::Notify::new(),
             tokens: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            started: now_millis(),
         }
     }
 }
@@ -125,6 +139,58 @@ impl NodeHub {
     /// The snapshot long-polls hand out now.
     pub fn snapshot(&self) -> Option<Arc<RoutingSnapshot>> {
         self.routing.borrow().as_ref().map(|p| p.snapshot.clone())
+    }
+
+    /// Notes a heartbeat received now in this process's memory.
+    fn remember(&self, rec: &NodeRecord) {
+        let mut recent = self.recent.lock().expect("recent heartbeats");
+        let forget = rec.last_heartbeat - NODE_FORGET_AFTER.as_millis() as i64;
+        recent.retain(|_, r| r.last_heartbeat >= forget);
+        let first_seen = recent.get(&rec.node_id).map_or(rec.first_seen, |r| r.first_seen.min(rec.first_seen));
+        recent.insert(rec.node_id.clone(), NodeRecord { first_seen, ..rec.clone() });
+    }
+
+    /// `stored` (the store's nodes heard from since `since`) with this
+    /// process's newer heartbeats: per node, the newest record wins.
+    fn merge(&self, stored: Vec<NodeRecord>, since: UnixMillis) -> Vec<NodeRecord> {
+        let recent = self.recent.lock().expect("recent heartbeats");
+        let mut out: HashMap<String, NodeRecord> = stored.into_iter().map(|n| (n.node_id.clone(), n)).collect();
+        for r in recent.values().filter(|r| r.last_heartbeat >= since) {
+            match out.get_mut(&r.node_id) {
+                Some(n) if n.last_heartbeat >= r.last_heartbeat => {}
+                Some(n) => *n = NodeRecord { first_seen: n.first_seen.min(r.first_seen), ..r.clone() },
+                None => {
+                    out.insert(r.node_id.clone(), r.clone());
+                }
+            }
+        }
+        let mut out: Vec<NodeRecord> = out.into_values().collect();
+        out.sort_by(|a, b| (&a.zone, &a.name, &a.node_id).cmp(&(&b.zone, &b.name, &b.node_id)));
+        out
+    }
+
+    /// The nodes to judge at `now` from those heard since [`Self::since`]:
+    /// in its first node timeout a control process has had no chance to hear
+    /// from the nodes that reported before it started (it was down, or
+    /// another process was), so a node heard in the [`START_WINDOW`] before
+    /// the start is judged as heard at the start: it counts, and an
+    /// activation waits for it, until one node timeout after the start.
+    fn judge(&self, mut nodes: Vec<NodeRecord>, now: UnixMillis, timeout: Duration) -> Vec<NodeRecord> {
+        if now - self.started < timeout.as_millis() as i64 {
+            for n in &mut nodes {
+                if n.last_heartbeat < self.started && n.last_heartbeat >= self.started - START_WINDOW.as_millis() as i64
+                {
+                    n.last_heartbeat = self.started;
+                }
+            }
+        }
+        nodes
+    }
+
+    /// The oldest heartbeat that may still count at `now` (see [`Self::judge`]).
+    fn since(&self, now: UnixMillis, timeout: Duration) -> UnixMillis {
+        let t = timeout.as_millis() as i64;
+        if now - self.started < t { (self.started - START_WINDOW.as_millis() as i64).min(now - t) } else { now - t }
     }
 
     /// Ends every long-poll and activation wait now (the server is stopping).
@@ -214,10 +280,14 @@ impl Control {
     }
 
     /// Records a heartbeat received now and wakes activation waits.
+    /// The heartbeat counts here at once; if the store cannot take it (an
+    /// outage), the node still counts in this process's activations and the
+    /// error is returned (the node retries sooner).
     pub async fn record_heartbeat(&self, hb: &Heartbeat) -> Result<NodeRecord, StoreError> {
-        let rec = self.meta.record_heartbeat(hb, now_millis()).await?;
+        let now = now_millis();
+        self.nodes.remember(&NodeRecord::from_heartbeat(hb, now));
         self.nodes.heartbeats.notify_waiters();
-        Ok(rec)
+        self.meta.record_heartbeat(hb, now).await
     }
 
     /// Where routing version `version` is live: waits (at most
@@ -231,14 +301,17 @@ impl Control {
         loop {
             let woken = self.nodes.heartbeats.notified();
             let now = now_millis();
-            let since = now - self.config.node_timeout.as_millis() as i64;
-            match self.meta.list_nodes(since).await {
-                Ok(nodes) => last = rollout(version, &nodes, now, self.config.node_timeout),
+            let since = self.nodes.since(now, self.config.node_timeout);
+            let stored = match self.meta.list_nodes(since).await {
+                Ok(nodes) => nodes,
                 Err(e) => {
-                    tracing::warn!(version, error = %e, "could not read the nodes' state; answering without waiting for edges");
-                    break;
+                    // What this process heard itself still counts.
+                    tracing::warn!(version, error = %e, "could not read the nodes' state from the store; counting the heartbeats this process received");
+                    Vec::new()
                 }
-            }
+            };
+            let nodes = self.nodes.judge(self.nodes.merge(stored, since), now, self.config.node_timeout);
+            last = rollout(version, &nodes, now, self.config.node_timeout);
             if last.lagging.is_empty() || tokio::time::Instant::now() >= deadline || *closing.borrow() {
                 break;
             }
@@ -554,7 +627,7 @@ pub(crate) async fn list_nodes(State(c): State<Arc<Control>>) -> Result<Json<Nod
         tracing::debug!(error = %e, "could not prune silent nodes");
     }
     let current = c.nodes.version();
-    let nodes = c.meta.list_nodes(forget).await?;
+    let nodes = c.nodes.judge(c.nodes.merge(c.meta.list_nodes(forget).await?, forget), now, c.config.node_timeout);
     let nodes = nodes
         .into_iter()
         .map(|n| NodeView {
@@ -783,6 +856,45 @@ mod tests {
             last_heartbeat: heard,
             first_seen: 0,
         }
+    }
+
+    #[test]
+    fn heartbeats_this_process_heard_count_with_the_stores() {
+        let hub = NodeHub::default();
+        let now = 100_000;
+        // Heard here while the store could not take them.
+        hub.remember(&node("outage", 9, now));
+        hub.remember(&NodeRecord { first_seen: 50, ..node("both", 9, now) });
+        hub.remember(&node("old", 3, now - 60_000));
+        let stored =
+            vec![NodeRecord { first_seen: 10, ..node("both", 4, now - 6_000) }, node("stored", 8, now - 1_000)];
+        let merged = hub.merge(stored, now - 15_000);
+        let seen: Vec<(&str, u64, i64)> =
+            merged.iter().map(|n| (n.node_id.as_str(), n.routing_version, n.first_seen)).collect();
+        // The newest record per node; first seen the earliest; none older than `since`.
+        assert_eq!(seen, [("both", 9, 10), ("outage", 9, 0), ("stored", 8, 0)]);
+        // A stored record newer than the memory's wins.
+        let merged = hub.merge(vec![node("outage", 10, now + 1)], now - 15_000);
+        assert_eq!(merged.iter().find(|n| n.node_id == "outage").unwrap().routing_version, 10);
+    }
+
+    #[test]
+    fn a_control_that_just_started_waits_one_node_timeout_for_the_nodes_it_knew() {
+        let hub = NodeHub::default();
+        let t = Duration::from_secs(15);
+        let start = hub.started;
+        let nodes = || vec![node("before", 3, start - 60_000), node("long-gone", 1, start - 3_600_000)];
+        // Just after the start: the node heard a minute before counts (and lags).
+        let now = start + 1_000;
+        assert!(hub.since(now, t) <= start - 60_000);
+        let judged = hub.judge(nodes(), now, t);
+        let r = rollout(4, &judged, now, t);
+        assert_eq!((r.live, r.total, r.lagging.len()), (0, 1, 1), "{r:?}");
+        // One node timeout later, silence counts again.
+        let now = start + 16_000;
+        assert_eq!(hub.since(now, t), now - 15_000);
+        let r = rollout(4, &hub.judge(nodes(), now, t), now, t);
+        assert_eq!(r.total, 0, "{r:?}");
     }
 
     #[test]

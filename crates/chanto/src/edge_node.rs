@@ -39,6 +39,9 @@ use crate::serve::{bind, check_edge_args, edge_config, host_name, node_name, wri
 /// How often the node reports to the control plane (and at once after every
 /// snapshot it loads or refuses).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// The pause before resending a heartbeat that failed.
+const HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
 /// How long one long-poll waits for a change, in seconds.
 const LONG_POLL_WAIT: u64 = 25;
 /// The largest snapshot the node accepts.
@@ -647,7 +650,9 @@ impl Puller {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
                 _ = self.report.notified() => {}
-                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                // A heartbeat that did not land is sent again sooner: the
+                // control plane counts this node only while it hears from it.
+                _ = tokio::time::sleep(if failures == 0 { HEARTBEAT_EVERY } else { HEARTBEAT_RETRY }) => {}
             }
         }
     }

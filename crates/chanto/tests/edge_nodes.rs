@@ -389,7 +389,7 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
         &token,
         "s3://bucket/prefix",
         "http://127.0.0.1:9",
-        &["--routing-poll", "1s"],
+        &[],
     );
     wait_for("the edge to pull every answer", Duration::from_secs(60), || {
         (control.served.load(std::sync::atomic::Ordering::SeqCst) >= n).then_some(())

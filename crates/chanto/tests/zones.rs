@@ -66,6 +66,16 @@ struct Tally {
     /// (when sent, site index, deploy number seen)
     seen: Mutex<Vec<(Instant, usize, u64)>>,
     failures: Mutex<Vec<String>>,
+    /// The phase the run is in, to name in each failure.
+    phase: Mutex<&'static str>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let phase = *self.phase.lock().unwrap();
+        self.failures.lock().unwrap().push(format!("[{phase}] {what}"));
+    }
 }
 
 /// A constant-rate load through `addr` over every site's front page until `stop`.
@@ -94,23 +104,10 @@ fn load(addr: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) -> Vec<std::thre
                                 tally.ok.fetch_add(1, Ordering::Relaxed);
                                 tally.seen.lock().unwrap().push((sent, i, n));
                             }
-                            None => {
-                                tally.failed.fetch_add(1, Ordering::Relaxed);
-                                tally
-                                    .failures
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("{s}: a page that is not whole: {}", r.text()));
-                            }
+                            None => tally.fail(format!("{s}: a page that is not whole: {}", r.text())),
                         },
-                        Ok(r) => {
-                            tally.failed.fetch_add(1, Ordering::Relaxed);
-                            tally.failures.lock().unwrap().push(format!("{s}: {} {}", r.status, r.text()));
-                        }
-                        Err(e) => {
-                            tally.failed.fetch_add(1, Ordering::Relaxed);
-                            tally.failures.lock().unwrap().push(format!("{s}: {e}"));
-                        }
+                        Ok(r) => tally.fail(format!("{s}: {} {}", r.status, r.text())),
+                        Err(e) => tally.fail(format!("{s}: {e}")),
                     }
                 }
             })
@@ -123,6 +120,8 @@ struct Landed {
     site: usize,
     n: u64,
     answered: Instant,
+    /// The activation's `edges` report.
+    edges: serde_json::Value,
 }
 
 /// Deploys every 500 ms (the next site each time) until `stop`; records
@@ -150,7 +149,7 @@ impl Deployer {
             let answer = run.json();
             let edges = &answer["edges"];
             if edges["live"] == edges["total"] {
-                self.landed.lock().unwrap().push(Landed { site: i, n, answered: Instant::now() });
+                self.landed.lock().unwrap().push(Landed { site: i, n, answered: Instant::now(), edges: edges.clone() });
             }
             Ok(answer)
         } else {
@@ -212,8 +211,10 @@ impl Setup {
                 &endpoint,
                 "--edge-wait",
                 "3s",
+                // Over one heartbeat (5 s): an edge counts in every activation
+                // from one heartbeat to the next.
                 "--node-timeout",
-                "2s",
+                "7s",
                 "--build-concurrency",
                 "0",
                 "--no-notifications",
@@ -223,6 +224,14 @@ impl Setup {
     }
 
     fn start_edge(&self, zone: &str, control: &str) -> EdgeProc {
+        self.start_edge_at(zone, control, &[])
+    }
+
+    /// An edge node with extra flags (`--edge ADDR --admin ADDR` to restart
+    /// it where HAProxy knows it).
+    fn start_edge_at(&self, zone: &str, control: &str, extra: &[&str]) -> EdgeProc {
+        let mut args = vec!["--drain-grace", "1s"];
+        args.extend_from_slice(extra);
         EdgeProc::start(
             &self.tmp.path().join(format!("edge-{zone}")),
             zone,
@@ -230,7 +239,7 @@ impl Setup {
             &self.token,
             &self.blobs,
             &self.proxy.endpoint(),
-            &["--drain-grace", "1s"],
+            &args,
         )
     }
 }
@@ -239,8 +248,7 @@ impl Setup {
 fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_store_and_a_dead_control_plane() {
     let tmp = tempfile::tempdir().unwrap();
     let pg = PgServer::start();
-    let db = pg.create_database("zones");
-    let meta_url = pg.url(&db);
+    let meta_url = pg.create_database("zones");
     let s3 = S3Server::start();
     let bucket = s3.create_bucket();
     let proxy = FaultProxy::start(s3.addr());
@@ -283,6 +291,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
 
     // The load, and a deploy every 500 ms.
     let tally = Arc::new(Tally::default());
+    *tally.phase.lock().unwrap() = "steady";
     let stop = Arc::new(AtomicBool::new(false));
     let loaders = load(haproxy.addr.clone(), tally.clone(), stop.clone());
     let deploying = Arc::new(AtomicBool::new(true));
@@ -303,10 +312,12 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     };
     std::thread::sleep(phase());
 
+    *tally.phase.lock().unwrap() = "zone a killed";
     // 1. Zone a's edge dies at once.
     edges.remove("a").unwrap().kill();
     std::thread::sleep(phase());
 
+    *tally.phase.lock().unwrap() = "postgres stopped";
     // 2. PostgreSQL stops: edges serve on; deploys fail fast, naming the
     // metadata store; then it comes back and deploys work again.
     deploying.store(false, Ordering::Relaxed);
@@ -321,6 +332,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     deploying.store(true, Ordering::Relaxed);
     std::thread::sleep(phase());
 
+    *tally.phase.lock().unwrap() = "postgres frozen";
     // 3. PostgreSQL frozen (SIGSTOP): the same, no hang.
     deploying.store(false, Ordering::Relaxed);
     let frozen = setup.pg.freeze();
@@ -333,6 +345,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     wait_for("deploys to work again", Duration::from_secs(20), || deployer.deploy(&control_ref, &work, 3).ok());
     deploying.store(true, Ordering::Relaxed);
 
+    *tally.phase.lock().unwrap() = "object store down";
     // 4. The object store is down for the edges: what they hold is served;
     // a file none has read gets a prompt 503.
     let big = setup.tmp.path().join("big");
@@ -341,6 +354,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     write_tree(&big, &files.iter().map(|(p, b)| (p.as_str(), b.as_str())).collect::<Vec<_>>());
     deploying.store(false, Ordering::Relaxed);
     control_ref.cli(&["deploy", big.to_str().unwrap(), "--site", "s19", "--json"]).ok();
+    deployer.counter.lock().unwrap().insert(19, 1000);
     setup.proxy.set(Fault::Unavailable);
     let started = Instant::now();
     let r = http_get(&edges["b"].edge, "s19.localhost", "/big.bin").unwrap();
@@ -351,6 +365,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     deploying.store(true, Ordering::Relaxed);
     std::thread::sleep(phase());
 
+    *tally.phase.lock().unwrap() = "lost blob";
     // 5. A blob the store lost behind chanto's back: the snapshot that
     // needs it is refused by every edge, the deploy names them, and no
     // request fails; the next good deploy of the site heals it.
@@ -362,7 +377,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     let hex = blake3::hash(lost_page.as_bytes()).to_hex().to_string();
     std::fs::remove_file(setup.s3.object_file(&setup.bucket, &format!("prod/blobs/{}/{}", &hex[..2], &hex[2..])))
         .unwrap();
-    let answer = control_ref.cli(&["publish", draft["id"].as_str().unwrap(), "--json"]).ok().json();
+    let answer = control_ref.cli(&["publish", draft["deploy"]["id"].as_str().unwrap(), "--json"]).ok().json();
     assert_eq!(answer["edges"]["live"], 0, "{answer:#}");
     assert_eq!(answer["edges"]["refused"].as_array().map(Vec::len), Some(2), "{answer:#}");
     std::thread::sleep(phase());
@@ -371,12 +386,15 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     deploying.store(true, Ordering::Relaxed);
     std::thread::sleep(phase());
 
+    *tally.phase.lock().unwrap() = "control down, edge restarted";
     // 6. The control plane goes away; an edge restarts and serves from its disk.
     deploying.store(false, Ordering::Relaxed);
     control_ref.clear();
     control.kill();
-    edges.remove("b").unwrap().kill();
-    let b = setup.start_edge("b", &api);
+    let old_b = edges.remove("b").unwrap();
+    let (edge_addr, admin_addr) = (old_b.edge.clone(), old_b.admin.clone());
+    old_b.kill();
+    let b = setup.start_edge_at("b", &api, &["--edge", &edge_addr, "--admin", &admin_addr]);
     wait_for("edge b ready from its disk", Duration::from_secs(10), || (b.ready_status() == 200).then_some(()));
     let age = b.metric("chanto_edge_routing_age_seconds").unwrap();
     std::thread::sleep(phase());
@@ -387,6 +405,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     deploying.store(true, Ordering::Relaxed);
     std::thread::sleep(phase());
 
+    *tally.phase.lock().unwrap() = "drain";
     // 7. Zone c's edge is drained under load.
     let r = http_request(&edges["c"].admin, "POST", "admin", "/drain", &[], b"").unwrap();
     assert!(r.status < 300, "{} {}", r.status, r.text());
@@ -404,9 +423,13 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     let failed = tally.failed.load(Ordering::Relaxed);
     let failures = tally.failures.lock().unwrap();
     assert!(ok > RATE * 10, "the load ran: {ok} answers");
+    let mut by_phase = std::collections::BTreeMap::<&str, usize>::new();
+    for f in failures.iter() {
+        *by_phase.entry(f.split(']').next().unwrap_or_default().trim_start_matches('[')).or_default() += 1;
+    }
     assert!(
         failed * 10_000 < ok + failed,
-        "{failed} of {} requests failed (at most 0.01% may): {:?}",
+        "{failed} of {} requests failed (at most 0.01% may); by phase {by_phase:?}: {:?}",
         ok + failed,
         &failures[..failures.len().min(20)]
     );
@@ -418,7 +441,13 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     for l in landed.iter() {
         for (sent, i, n) in seen.iter() {
             if *i == l.site && *sent > l.answered + Duration::from_millis(50) && *n < l.n {
-                stale.push(format!("{} deploy {} answered live, then a request saw deploy {n}", site(*i), l.n));
+                stale.push(format!(
+                    "{} deploy {} answered live ({}), then a request {:?} later saw deploy {n}",
+                    site(*i),
+                    l.n,
+                    l.edges,
+                    *sent - l.answered
+                ));
             }
         }
     }

@@ -47,7 +47,10 @@ impl EdgeProc {
             .arg(token_file)
             .arg("--data")
             .arg(data)
-            .args(["--edge", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--blobs", blobs, "--s3-endpoint", endpoint])
+            // Port 0 for each listener the caller does not place itself (a
+            // node restarted where the load balancer knows it).
+            .args(["--edge", "--admin"].into_iter().filter(|f| !extra.contains(f)).flat_map(|f| [f, "127.0.0.1:0"]))
+            .args(["--blobs", blobs, "--s3-endpoint", endpoint])
             .args(["--routing-poll", "1s"])
             .args(extra)
             .env("CHANTO_LOG", "info")
