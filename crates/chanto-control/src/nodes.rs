@@ -297,8 +297,7 @@ impl Control {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.config.edge_wait;
         let mut closing = self.nodes.closing.subscribe();
-        let mut last = EdgeRollout { version, ..Default::default() };
-        loop {
+        let mut last = loop {
             let woken = self.nodes.heartbeats.notified();
             let now = now_millis();
             let since = self.nodes.since(now, self.config.node_timeout);
@@ -311,9 +310,9 @@ impl Control {
                 }
             };
             let nodes = self.nodes.judge(self.nodes.merge(stored, since), now, self.config.node_timeout);
-            last = rollout(version, &nodes, now, self.config.node_timeout);
-            if last.lagging.is_empty() || tokio::time::Instant::now() >= deadline || *closing.borrow() {
-                break;
+            let seen = rollout(version, &nodes, now, self.config.node_timeout);
+            if seen.lagging.is_empty() || tokio::time::Instant::now() >= deadline || *closing.borrow() {
+                break seen;
             }
             tokio::select! {
                 _ = woken => {}
@@ -321,7 +320,7 @@ impl Control {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = closing.changed() => {}
             }
-        }
+        };
         last.waited_ms = started.elapsed().as_millis() as u64;
         if !last.lagging.is_empty() || !last.refused.is_empty() {
             let lagging: Vec<String> = last.lagging.iter().map(|n| format!("{}/{}", n.zone, n.name)).collect();

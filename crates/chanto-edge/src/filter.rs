@@ -104,21 +104,11 @@ pub trait Filter: Send + Sync + fmt::Debug {
     fn count_error(&self);
 }
 
-/// Headers of the visitor's request that describe its connection, never
-/// sent to the auth service.
-const HOP_BY_HOP: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-];
+/// Headers of the visitor's request never sent to the auth service: those
+/// that describe its connection (as the proxy drops them) and its body's.
+fn never_sent(name: &str) -> bool {
+    crate::proxy::HOP_BY_HOP.contains(&name) || name == "content-length" || name == "expect"
+}
 
 /// `--auth-request URL`, as nginx's `auth_request`: a `GET` subrequest to
 /// the auth service with the visitor's headers (cookies, `Authorization`)
@@ -198,7 +188,7 @@ impl Filter for AuthRequest {
     async fn check(&self, req: &FilterRequest<'_>) -> Result<Verdict, FilterError> {
         let mut headers = HeaderMap::new();
         for (name, value) in req.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            if !never_sent(name.as_str()) {
                 headers.append(name.clone(), value.clone());
             }
         }

@@ -229,7 +229,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
             role: args.role.wire(),
             edge_addr: edge_addr.to_string(),
         },
-        apply: tokio::sync::Mutex::new(()),
+        served: tokio::sync::Mutex::new(HashMap::new()),
         state: std::sync::Mutex::new(PullState::default()),
         report: tokio::sync::Notify::new(),
         refused_total: AtomicU64::new(0),
@@ -317,8 +317,10 @@ struct Puller {
     control: String,
     token: String,
     node: NodeInfo,
-    /// One snapshot is checked and swapped at a time.
-    apply: tokio::sync::Mutex<()>,
+    /// One snapshot is checked and swapped at a time; the lock holds the
+    /// manifests of the snapshot served (checked when it was loaded: a new
+    /// snapshot reads, hashes and parses only the manifests it adds).
+    served: tokio::sync::Mutex<Manifests>,
     state: std::sync::Mutex<PullState>,
     /// Wakes the heartbeat loop (after a swap or a refusal).
     report: tokio::sync::Notify,
@@ -341,6 +343,7 @@ impl Puller {
 
     /// Loads DATA/edge/routing.json and its manifests, and serves them.
     async fn boot_from_disk(&self) -> anyhow::Result<Option<u64>> {
+        let mut served = self.served.lock().await;
         let Some((snap, manifests)) = self.disk.load()? else { return Ok(None) };
         for (hash, manifest) in &manifests {
             self.edge.prime(hash, manifest);
@@ -349,6 +352,7 @@ impl Puller {
         self.blobs.set_active(active_blobs(manifests.values()));
         self.edge.publish(snap.table).await.context("loading the routing snapshot kept on disk")?;
         self.state().published_at = Some(snap.published_at);
+        *served = manifests;
         Ok(Some(version))
     }
 
@@ -439,12 +443,12 @@ impl Puller {
     /// Checks `snap`, makes its manifests and hot blobs available, writes it
     /// to disk and swaps it in; or refuses it. Returns whether it was loaded.
     async fn apply(&self, snap: RoutingSnapshot) -> bool {
-        let _one = self.apply.lock().await;
+        let mut served = self.served.lock().await;
         let current = self.edge.snapshot().version;
         if snap.version <= current {
             return false; // Never backwards (also a snapshot the other loop loaded meanwhile).
         }
-        match self.prepare(&snap).await {
+        match self.prepare(&snap, &served).await {
             Ok(manifests) => {
                 for (hash, (_, manifest)) in &manifests {
                     self.edge.prime(hash, manifest);
@@ -460,6 +464,7 @@ impl Puller {
                     return false;
                 }
                 self.blobs.set_active(active_blobs(manifests.values().map(|(_, m)| m)));
+                *served = manifests.into_iter().map(|(hash, (_, m))| (hash, m)).collect();
                 let mut state = self.state();
                 state.published_at = Some(published_at);
                 state.refusal_streak = 0;
@@ -479,11 +484,9 @@ impl Puller {
     }
 
     /// Everything a snapshot needs before it may be served: its manifests
-    /// (with their bytes, to keep on disk) and its hot blobs in the cache.
-    async fn prepare(
-        &self,
-        snap: &RoutingSnapshot,
-    ) -> Result<HashMap<ContentHash, (bytes::Bytes, Arc<Manifest>)>, String> {
+    /// (with their bytes, to keep on disk, for those not in `served`) and its
+    /// hot blobs in the cache.
+    async fn prepare(&self, snap: &RoutingSnapshot, served: &Manifests) -> Result<Prepared, String> {
         if snap.format != SNAPSHOT_FORMAT {
             return Err(format!(
                 "snapshot format {} is unknown to this edge (it reads format {SNAPSHOT_FORMAT}); run the same chanto version on the edge as on the control plane",
@@ -501,6 +504,10 @@ impl Puller {
         let mut seen_blobs = HashSet::new();
         for row in &snap.table.branches {
             if manifests.contains_key(&row.manifest) {
+                continue;
+            }
+            if let Some(m) = served.get(&row.manifest).filter(|_| self.disk.has_manifest(&row.manifest)) {
+                manifests.insert(row.manifest, (None, m.clone()));
                 continue;
             }
             let what = format!("the manifest {} of site {} branch {}", row.manifest, row.site, row.branch);
@@ -527,7 +534,7 @@ impl Puller {
                     }
                 }
             }
-            manifests.insert(row.manifest, (bytes, Arc::new(manifest)));
+            manifests.insert(row.manifest, (Some(bytes), Arc::new(manifest)));
         }
         let blobs = self.blobs.clone();
         let mut fetches =
@@ -702,6 +709,10 @@ fn active_blobs<'a>(manifests: impl Iterator<Item = &'a Arc<Manifest>>) -> HashS
 /// Parsed manifests by hash.
 type Manifests = HashMap<ContentHash, Arc<Manifest>>;
 
+/// A snapshot's manifests by hash, with the bytes of those the node did not
+/// serve before (to keep on disk).
+type Prepared = HashMap<ContentHash, (Option<bytes::Bytes>, Arc<Manifest>)>;
+
 /// A page every deploy is likely asked for first.
 fn is_entry_page(path: &str) -> bool {
     path == "index.html" || path == "404.html" || path.ends_with("/index.html")
@@ -780,13 +791,11 @@ impl Disk {
     }
 
     /// Keeps `snap` and its manifests; removes manifests it no longer needs.
-    fn store(
-        &self,
-        snap: &RoutingSnapshot,
-        manifests: &HashMap<ContentHash, (bytes::Bytes, Arc<Manifest>)>,
-    ) -> anyhow::Result<()> {
+    fn store(&self, snap: &RoutingSnapshot, manifests: &Prepared) -> anyhow::Result<()> {
         for (hash, (bytes, _)) in manifests {
-            if !self.has_manifest(hash) {
+            if let Some(bytes) = bytes
+                && !self.has_manifest(hash)
+            {
                 write_file_atomic(&self.manifest_path(hash), bytes, 0o600)?;
             }
         }

@@ -427,6 +427,11 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     for f in failures.iter() {
         *by_phase.entry(f.split(']').next().unwrap_or_default().trim_start_matches('[')).or_default() += 1;
     }
+    let landed_n = deployer.landed.lock().unwrap().len();
+    let failed_deploys = deployer.failed.lock().unwrap().len();
+    eprintln!(
+        "chaos run: {ok} answered whole, {failed} failed ({by_phase:?}); {landed_n} deploys live on every edge, {failed_deploys} failed"
+    );
     assert!(
         failed * 10_000 < ok + failed,
         "{failed} of {} requests failed (at most 0.01% may); by phase {by_phase:?}: {:?}",
