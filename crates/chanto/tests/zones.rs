@@ -396,6 +396,10 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     old_b.kill();
     let b = setup.start_edge_at("b", &api, &["--edge", &edge_addr, "--admin", &admin_addr]);
     wait_for("edge b ready from its disk", Duration::from_secs(10), || (b.ready_status() == 200).then_some(()));
+    for i in 0..SITES {
+        let r = b.get(&format!("{}.localhost", site(i)), "/");
+        assert!(r.status == 200 && parse_page(&site(i), &r.text()).is_some(), "{} from disk: {}", site(i), r.status);
+    }
     let age = b.metric("chanto_edge_routing_age_seconds").unwrap();
     std::thread::sleep(phase());
     assert!(b.metric("chanto_edge_routing_age_seconds").unwrap() > age);
