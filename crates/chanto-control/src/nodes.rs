@@ -99,6 +99,10 @@ pub struct NodeHub {
 /// be waited for in its first node timeout (see [`NodeHub::judge`]).
 const START_WINDOW: Duration = Duration::from_secs(600);
 
+/// How many nodes' heartbeats a process keeps in memory (the oldest go
+/// first): a node token holder sending ever new node ids cannot grow it.
+const MAX_RECENT: usize = 10_000;
+
 impl Default for NodeHub {
     fn default() -> Self {
         Self {
@@ -144,8 +148,17 @@ impl NodeHub {
     /// Notes a heartbeat received now in this process's memory.
     fn remember(&self, rec: &NodeRecord) {
         let mut recent = self.recent.lock().expect("recent heartbeats");
-        let forget = rec.last_heartbeat - NODE_FORGET_AFTER.as_millis() as i64;
-        recent.retain(|_, r| r.last_heartbeat >= forget);
+        // Full (rare): the forgotten go, then the oldest. Stale entries below
+        // the cap are harmless: `merge` reads only those heard since.
+        if recent.len() >= MAX_RECENT && !recent.contains_key(&rec.node_id) {
+            let forget = rec.last_heartbeat - NODE_FORGET_AFTER.as_millis() as i64;
+            recent.retain(|_, r| r.last_heartbeat >= forget);
+            if recent.len() >= MAX_RECENT
+                && let Some(oldest) = recent.values().min_by_key(|r| r.last_heartbeat).map(|r| r.node_id.clone())
+            {
+                recent.remove(&oldest);
+            }
+        }
         let first_seen = recent.get(&rec.node_id).map_or(rec.first_seen, |r| r.first_seen.min(rec.first_seen));
         recent.insert(rec.node_id.clone(), NodeRecord { first_seen, ..rec.clone() });
     }
@@ -626,11 +639,14 @@ pub(crate) async fn list_nodes(State(c): State<Arc<Control>>) -> Result<Json<Nod
         tracing::debug!(error = %e, "could not prune silent nodes");
     }
     let current = c.nodes.version();
-    let nodes = c.nodes.judge(c.nodes.merge(c.meta.list_nodes(forget).await?, forget), now, c.config.node_timeout);
+    let nodes = c.nodes.merge(c.meta.list_nodes(forget).await?, forget);
+    // Health as activations judge it; the times shown are the real ones.
+    let judged = c.nodes.judge(nodes.clone(), now, c.config.node_timeout);
     let nodes = nodes
         .into_iter()
-        .map(|n| NodeView {
-            healthy: is_healthy(&n, now, c.config.node_timeout),
+        .zip(judged)
+        .map(|(n, judged)| NodeView {
+            healthy: is_healthy(&judged, now, c.config.node_timeout),
             lag: current.saturating_sub(n.routing_version),
             last_heartbeat_age_ms: (now - n.last_heartbeat).max(0) as u64,
             role: n.role.to_string(),
@@ -875,6 +891,19 @@ mod tests {
         // A stored record newer than the memory's wins.
         let merged = hub.merge(vec![node("outage", 10, now + 1)], now - 15_000);
         assert_eq!(merged.iter().find(|n| n.node_id == "outage").unwrap().routing_version, 10);
+    }
+
+    #[test]
+    fn heartbeats_kept_in_memory_are_bounded_oldest_first() {
+        let hub = NodeHub::default();
+        let now = 1_000_000;
+        for i in 0..MAX_RECENT + 5 {
+            hub.remember(&node(&format!("n{i}"), 1, now + i as i64));
+        }
+        let recent = hub.recent.lock().unwrap();
+        assert_eq!(recent.len(), MAX_RECENT);
+        assert!(!recent.contains_key("n0") && !recent.contains_key("n4") && recent.contains_key("n5"));
+        assert!(recent.contains_key(&format!("n{}", MAX_RECENT + 4)));
     }
 
     #[test]
