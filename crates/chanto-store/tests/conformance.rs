@@ -417,17 +417,23 @@ mod postgres {
         assert_eq!(d.branch_label, "feature");
     }
 
+    /// A server of the test's own (to stop or freeze), a store on it, and
+    /// site `app` on branch `main`.
+    async fn own_server_with_one_site(prefix: &str) -> (pg::PgServer, PostgresMeta) {
+        let server = pg::PgServer::start();
+        let url = server.create_database(prefix);
+        let meta = PostgresMeta::connect(&url, None).await.unwrap();
+        meta.create_site(&"app".parse().unwrap(), &"main".parse().unwrap(), 1).await.unwrap();
+        (server, meta)
+    }
+
     /// The server stopped between calls: calls fail as unavailable (503)
     /// naming the metadata store; once it is back the same store works
     /// without being recreated.
     #[tokio::test]
     async fn postgres_restarted_between_calls() {
-        let server = pg::PgServer::start();
-        let url = server.create_database("restart");
-        let meta = PostgresMeta::connect(&url, None).await.unwrap();
-        let site: SiteName = "app".parse().unwrap();
+        let (server, meta) = own_server_with_one_site("restart").await;
         let main: BranchName = "main".parse().unwrap();
-        meta.create_site(&site, &main, 1).await.unwrap();
         server.stop();
         let err = meta.list_sites().await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
@@ -451,11 +457,8 @@ mod postgres {
     /// pooled connection and on a new one; after it thaws the same store works.
     #[tokio::test]
     async fn postgres_frozen_fails_fast_and_recovers() {
-        let server = pg::PgServer::start();
-        let url = server.create_database("frozen");
-        let meta = PostgresMeta::connect(&url, None).await.unwrap();
+        let (server, meta) = own_server_with_one_site("frozen").await;
         let main: BranchName = "main".parse().unwrap();
-        meta.create_site(&"app".parse().unwrap(), &main, 1).await.unwrap();
         // Several idle connections, each of which the pool would check in turn.
         let calls: Vec<_> = (0..4).map(|_| meta.list_sites()).collect();
         for r in futures_util::future::join_all(calls).await {

@@ -303,14 +303,7 @@ impl FakeControl {
                                 }
                             }
                         } else {
-                            let body = br#"{"routing_version":1}"#;
-                            let mut a = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                                body.len()
-                            )
-                            .into_bytes();
-                            a.extend_from_slice(body);
-                            a
+                            json_answer(br#"{"routing_version":1}"#)
                         };
                         if conn.write_all(&answer).is_err() {
                             return;
@@ -394,8 +387,20 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
     wait_for("the edge to pull every answer", Duration::from_secs(60), || {
         (control.served.load(std::sync::atomic::Ordering::SeqCst) >= n).then_some(())
     });
-    // Each answer is handled before the next pull; give the last a moment.
-    std::thread::sleep(Duration::from_millis(500));
+    // The last answers are still being handled (a loaded machine is slow):
+    // wait, bounded, until the counters and the log say so, then check.
+    let settled = || {
+        let stderr = edge.stderr();
+        (edge.metric("chanto_edge_routing_refused_total").unwrap_or(0.0) >= 4.0
+            && edge.metric("chanto_edge_control_errors_total").unwrap_or(0.0) >= 2.0
+            && stderr.contains("format 99")
+            && stderr.contains("larger than"))
+        .then_some(())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while settled().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(edge.ready_status(), 200, "{}", edge.stderr());
     let snapshot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(edge.data.join("edge/routing.json")).unwrap()).unwrap();

@@ -185,12 +185,16 @@ struct Setup {
     meta_url: String,
     s3: S3Server,
     bucket: String,
-    blobs: String,
     proxy: FaultProxy,
     token: PathBuf,
 }
 
 impl Setup {
+    /// Where chanto keeps blobs: a prefix of the test bucket.
+    fn blobs(&self) -> String {
+        format!("s3://{}/prod", self.bucket)
+    }
+
     /// The control plane, on `api` (the same address when it restarts: the
     /// edges were told where it is).
     fn start_control(&self, api: &str) -> Server {
@@ -206,7 +210,7 @@ impl Setup {
                 "--meta",
                 &self.meta_url,
                 "--blobs",
-                &self.blobs,
+                &self.blobs(),
                 "--s3-endpoint",
                 &endpoint,
                 "--edge-wait",
@@ -237,7 +241,7 @@ impl Setup {
             zone,
             control,
             &self.token,
-            &self.blobs,
+            &self.blobs(),
             &self.proxy.endpoint(),
             &args,
         )
@@ -252,16 +256,7 @@ fn three_zones_keep_serving_through_a_dead_zone_a_dead_database_a_dead_object_st
     let s3 = S3Server::start();
     let bucket = s3.create_bucket();
     let proxy = FaultProxy::start(s3.addr());
-    let setup = Setup {
-        token: tmp.path().join("node.token"),
-        tmp,
-        pg,
-        meta_url,
-        blobs: format!("s3://{bucket}/prod"),
-        bucket,
-        s3,
-        proxy,
-    };
+    let setup = Setup { token: tmp.path().join("node.token"), tmp, pg, meta_url, bucket, s3, proxy };
     let api_addr =
         format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
     let control = setup.start_control(&api_addr);
