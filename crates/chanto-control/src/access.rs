@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::ApiJson;
+use chanto_store::RoutingChange;
+
 use crate::{ApiError, Control};
 
 /// Which policy a request is about: a branch's, the previews default, or
@@ -202,7 +204,7 @@ impl Control {
             }
         }
         self.meta.set_access(site, &scope, &policy).await?;
-        self.publish_routing().await?;
+        self.publish_routing(RoutingChange::site(site)).await?;
         tracing::info!(site = %site, scope = %scope, users = policy.users.len(), allow = policy.allow.len(), deny = policy.deny.len(), "access policy set");
         Ok(AccessView::new(&scope, &policy))
     }
@@ -219,7 +221,7 @@ impl Control {
                 ),
             ));
         }
-        self.publish_routing().await?;
+        self.publish_routing(RoutingChange::site(site)).await?;
         tracing::info!(site = %site, scope = %scope, "access policy cleared");
         Ok(())
     }

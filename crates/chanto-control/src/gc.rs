@@ -15,12 +15,12 @@
 //! (or, once the mark is gone, sees the blob gone), so no process's deploy
 //! is ever told "you need not upload X" for an X about to go.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chanto_core::{BranchName, ContentHash, DeployId, DeployState, Encoding, SiteName};
-use chanto_store::{BlobInfo, UnixMillis};
+use chanto_store::{BlobInfo, RoutingChange, UnixMillis};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -137,7 +137,12 @@ impl Control {
         } else {
             let done: HashSet<DeployId> = self.meta.prune_deploys(&planned_ids).await?.into_iter().collect();
             if !done.is_empty() {
-                self.publish_routing().await?;
+                let sites: BTreeSet<SiteName> = planned
+                    .iter()
+                    .filter(|(_, ids)| ids.iter().any(|d| done.contains(d)))
+                    .map(|((s, _), _)| s.clone())
+                    .collect();
+                self.publish_routing(RoutingChange::Sites(sites.into_iter().collect())).await?;
             }
             planned
                 .into_iter()

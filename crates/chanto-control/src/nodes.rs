@@ -23,8 +23,8 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use chanto_core::ContentHash;
 use chanto_store::node_wire::{
-    EdgeRollout, Heartbeat, HeartbeatAck, NODE_TOKEN_PREFIX, NodeRef, NodeRole, Refusal, RoutingSnapshot,
-    SNAPSHOT_FORMAT,
+    EdgeRollout, Heartbeat, HeartbeatAck, NODE_TOKEN_PREFIX, NodeRef, NodeRole, ROUTING_KIND_HEADER, Refusal,
+    RoutingDelta, RoutingSnapshot, SNAPSHOT_FORMAT,
 };
 use chanto_store::{MetaStore, NodeRecord, NodeToken, RoutingSink, RoutingTable, StoreError, UnixMillis, now_millis};
 use serde::{Deserialize, Serialize};
@@ -58,17 +58,76 @@ pub fn node_token_hash(token: &str) -> ContentHash {
     ContentHash::from_blake3(blake3::Hasher::new_derive_key("chanto node token v1").update(token.as_bytes()).finalize())
 }
 
-/// A published snapshot with its JSON, made once however many edges ask.
+/// A published snapshot with its JSON, made once however many edges ask,
+/// and what changed in the versions before it (for deltas).
 pub(crate) struct Published {
     snapshot: Arc<RoutingSnapshot>,
     json: OnceLock<Bytes>,
+    /// The versions published before it, newest first, each with the
+    /// version it followed and the sites it changed (at most [`DELTA_HISTORY`]).
+    history: Arc<std::collections::VecDeque<Step>>,
+    /// The delta from the version just before, made once.
+    delta_json: OnceLock<Option<Bytes>>,
 }
+
+/// One publication: from `base` to the next version, these sites changed.
+#[derive(Clone)]
+struct Step {
+    base: u64,
+    sites: Vec<chanto_core::SiteName>,
+}
+
+/// How many publications a control remembers the changes of: a node that
+/// fell further behind gets the whole snapshot.
+const DELTA_HISTORY: usize = 256;
+
+/// Changes to more sites than this are sent whole, not as a delta.
+const DELTA_MAX_SITES: usize = 1024;
 
 impl Published {
     fn json(&self) -> Bytes {
         self.json
             .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.snapshot).expect("a routing snapshot serialises")))
             .clone()
+    }
+
+    /// The delta from `base` to this version, if the history reaches back
+    /// to `base` and the change is small enough to be worth one.
+    fn delta_json(&self, base: u64) -> Option<Bytes> {
+        let make = || {
+            let mut sites = std::collections::BTreeSet::new();
+            let mut reached = false;
+            for step in self.history.iter() {
+                sites.extend(step.sites.iter());
+                if sites.len() > DELTA_MAX_SITES {
+                    return None;
+                }
+                if step.base == base {
+                    reached = true;
+                    break;
+                }
+                if step.base < base {
+                    return None;
+                }
+            }
+            if !reached {
+                return None;
+            }
+            let table = &self.snapshot.table;
+            let delta = RoutingDelta {
+                format: SNAPSHOT_FORMAT,
+                version: self.snapshot.version,
+                base,
+                published_at: self.snapshot.published_at,
+                sites: sites.into_iter().map(|s| (s.clone(), table.sites.get(s).map(|p| (**p).clone()))).collect(),
+            };
+            Some(Bytes::from(serde_json::to_vec(&delta).expect("a routing delta serialises")))
+        };
+        if self.history.front().is_some_and(|s| s.base == base) {
+            self.delta_json.get_or_init(make).clone()
+        } else {
+            make()
+        }
     }
 }
 
@@ -118,14 +177,29 @@ impl Default for NodeHub {
 
 impl NodeHub {
     /// Makes `table` the snapshot long-polls answer with; wakes them.
-    pub(crate) fn publish(&self, table: &RoutingTable) {
+    /// `previous` is the table published before it (for deltas).
+    pub(crate) fn publish(&self, table: &RoutingTable, previous: &RoutingTable) {
         let snapshot = RoutingSnapshot {
             format: SNAPSHOT_FORMAT,
             version: table.version,
             published_at: now_millis(),
             table: table.clone(),
         };
-        let published = Arc::new(Published { snapshot: Arc::new(snapshot), json: OnceLock::new() });
+        let mut history = match self.routing.borrow().as_ref() {
+            Some(p) if p.snapshot.version == previous.version => (*p.history).clone(),
+            _ => std::collections::VecDeque::new(),
+        };
+        if previous.version > 0 {
+            let sites = table.changed_since(previous).into_iter().map(|(s, _)| s.clone()).collect();
+            history.push_front(Step { base: previous.version, sites });
+            history.truncate(DELTA_HISTORY);
+        }
+        let published = Arc::new(Published {
+            snapshot: Arc::new(snapshot),
+            json: OnceLock::new(),
+            history: Arc::new(history),
+            delta_json: OnceLock::new(),
+        });
         self.routing.send_if_modified(|cur| {
             if cur.as_ref().is_some_and(|c| c.snapshot.version >= published.snapshot.version) {
                 return false;
@@ -441,9 +515,9 @@ async fn require_node_token(
     Ok(next.run(req).await)
 }
 
-/// `after` and `wait` of a routing long-poll.
-fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration), ApiError> {
-    let (mut after, mut wait) = (0u64, DEFAULT_WAIT_SECS);
+/// `after`, `wait` and `delta` of a routing long-poll.
+fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration, bool), ApiError> {
+    let (mut after, mut wait, mut delta) = (0u64, DEFAULT_WAIT_SECS, false);
     let bad =
         |name: &'static str, msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", msg).field(name);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -462,10 +536,17 @@ fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration), ApiError> {
                     bad("wait", format!("wait={v:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"))
                 })?
             }
+            "delta" => {
+                delta = match v {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err(bad("delta", format!("delta={v:?} is not 1 or 0"))),
+                }
+            }
             _ => {}
         }
     }
-    Ok((after, Duration::from_secs(wait)))
+    Ok((after, Duration::from_secs(wait), delta))
 }
 
 /// Query of `GET /nodes/routing`.
@@ -476,10 +557,14 @@ struct RoutingQuery {
     after: Option<u64>,
     /// Seconds to wait for a newer version (0 to 60, default 25) before answering 304.
     wait: Option<u64>,
+    /// 1: answer with a RoutingDelta from `after` when the control still
+    /// knows what changed since (header `chanto-routing: delta`), else the
+    /// whole snapshot (`chanto-routing: full`).
+    delta: Option<u8>,
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/routing", tag = "nodes", security(("node_token" = [])), params(RoutingQuery),
-    responses((status = 200, body = Object, description = "A RoutingSnapshot newer than `after` (chanto_store::node_wire)"),
+    responses((status = 200, body = Object, description = "A RoutingSnapshot newer than `after`, or with `delta=1` a RoutingDelta from it (chanto_store::node_wire)"),
         (status = 304, description = "No newer version within `wait`"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "not a node token")))]
 async fn routing(
@@ -487,7 +572,7 @@ async fn routing(
     Extension(_caller): Extension<NodeCaller>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (after, wait) = parse_routing_query(q.as_deref())?;
+    let (after, wait, delta) = parse_routing_query(q.as_deref())?;
     let mut rx = c.nodes.routing.subscribe();
     let mut closing = c.nodes.closing.subscribe();
     let deadline = tokio::time::sleep(wait);
@@ -495,8 +580,13 @@ async fn routing(
     loop {
         let current = rx.borrow_and_update().clone();
         if let Some(p) = current.filter(|p| p.snapshot.version > after) {
-            let mut resp = p.json().into_response();
+            let (body, kind) = match delta.then(|| p.delta_json(after)).flatten() {
+                Some(d) => (d, "delta"),
+                None => (p.json(), "full"),
+            };
+            let mut resp = body.into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(ROUTING_KIND_HEADER, HeaderValue::from_static(kind));
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return Ok(resp);
         }
@@ -957,8 +1047,12 @@ mod tests {
 
     #[test]
     fn routing_query_is_checked_by_name() {
-        assert_eq!(parse_routing_query(None).unwrap(), (0, Duration::from_secs(25)));
-        assert_eq!(parse_routing_query(Some("after=12&wait=0")).unwrap(), (12, Duration::ZERO));
+        assert_eq!(parse_routing_query(None).unwrap(), (0, Duration::from_secs(25), false));
+        assert_eq!(parse_routing_query(Some("after=12&wait=0")).unwrap(), (12, Duration::ZERO, false));
+        assert_eq!(
+            parse_routing_query(Some("after=1&delta=1")).unwrap(),
+            (1, Duration::from_secs(DEFAULT_WAIT_SECS), true)
+        );
         assert_eq!(parse_routing_query(Some("wait=60&x=1")).unwrap().1, Duration::from_secs(60));
         for (q, field) in [
             ("after=abc", "after"),
@@ -966,6 +1060,7 @@ mod tests {
             ("wait=999", "wait"),
             ("wait=", "wait"),
             ("wait=1.5", "wait"),
+            ("delta=yes", "delta"),
         ] {
             let e = parse_routing_query(Some(q)).unwrap_err();
             assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{q}");

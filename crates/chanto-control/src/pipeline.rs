@@ -13,8 +13,8 @@ use chanto_core::{
     BranchName, ContentHash, DeployId, Encoding, Manifest, ManifestEntry, SiteName, Variant, normalize_manifest_path,
 };
 use chanto_store::{
-    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingSink, RoutingTable,
-    SiteRecord, StoreError, VariantRecord, now_millis, random_bytes,
+    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingChange, RoutingSink,
+    RoutingTable, SiteRecord, StoreError, VariantRecord, now_millis, random_bytes,
 };
 use futures_util::StreamExt;
 
@@ -157,8 +157,9 @@ pub struct Control {
     /// Settings.
     pub config: ControlConfig,
     sinks: Vec<Arc<dyn RoutingSink>>,
-    /// Serialises routing publications so versions only grow; holds the last version.
-    routing_version: tokio::sync::Mutex<u64>,
+    /// Serialises routing publications so versions only grow; holds the
+    /// last table published (version 0, empty: none yet).
+    routing: tokio::sync::Mutex<RoutingTable>,
     sessions: Mutex<HashMap<DeployId, Arc<UploadSession>>>,
     known_tokens: Mutex<HashSet<ContentHash>>,
     /// Deploy operations hold it shared; garbage collection holds it alone, so
@@ -209,7 +210,7 @@ impl Control {
             blobs,
             config,
             sinks,
-            routing_version: tokio::sync::Mutex::new(0),
+            routing: tokio::sync::Mutex::new(RoutingTable::default()),
             sessions: Mutex::new(HashMap::new()),
             known_tokens: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
@@ -227,22 +228,38 @@ impl Control {
         })
     }
 
-    /// Reads the routing table and hands it to every edge, returning once they
-    /// serve it. Returns the table's version.
-    pub async fn publish_routing(&self) -> Result<u64, StoreError> {
+    /// Re-reads what `change` names of the routing table and hands the new
+    /// table to every edge, returning once they serve it. Returns the table's
+    /// version. Only the sites named are read again: every other site's part
+    /// is shared with the last table, so edges rebuild only what changed.
+    pub async fn publish_routing(&self, change: RoutingChange) -> Result<u64, StoreError> {
         // Every activation, rollback and branch removal ends here: their events are in the outbox.
         self.poke_notifier();
-        let mut version = self.routing_version.lock().await;
+        let mut current = self.routing.lock().await;
         // From the store: on a shared one every process's versions come from
         // one counter, so another process's listener can tell a table is newer.
-        *version = self.meta.routing_version_after(*version).await?;
-        let table = RoutingTable::load(self.meta.as_ref(), *version).await?;
-        // Remote edges start pulling while in-process ones load it.
-        self.nodes.publish(&table);
+        let version = self.meta.routing_version_after(current.version).await?;
+        // A version not right after ours: another process published in
+        // between (a shared store), and its changes are not in our table.
+        let change = if current.version == 0 || version != current.version + 1 { RoutingChange::All } else { change };
+        let mut table = current.reload(self.meta.as_ref(), version, &change).await?;
+        if change == RoutingChange::All {
+            table.share_unchanged(&current);
+        }
+        self.install_routing(&mut current, table).await?;
+        Ok(version)
+    }
+
+    /// Makes `table` the current one: remote edges start pulling while
+    /// in-process ones load it.
+    async fn install_routing(&self, current: &mut RoutingTable, table: RoutingTable) -> Result<(), StoreError> {
+        self.nodes.publish(&table, current);
+        // Before the sinks: a sink's failure must not make the next version reuse this one.
+        *current = table.clone();
         for sink in &self.sinks {
             sink.publish(table.clone()).await?;
         }
-        Ok(*version)
+        Ok(())
     }
 
     /// Re-reads the routing table and hands it to every edge as `version`,
@@ -250,17 +267,14 @@ impl Control {
     /// process on a shared store published it). Returns whether it did.
     /// Versions handed to the edges never go backwards.
     pub async fn publish_routing_if_newer(&self, version: u64) -> Result<bool, StoreError> {
-        let mut last = self.routing_version.lock().await;
-        if version <= *last {
+        let mut current = self.routing.lock().await;
+        if version <= current.version {
             return Ok(false);
         }
         // Read after the version: the table holds at least what it announced.
-        let table = RoutingTable::load(self.meta.as_ref(), version).await?;
-        self.nodes.publish(&table);
-        for sink in &self.sinks {
-            sink.publish(table.clone()).await?;
-        }
-        *last = version;
+        let mut table = RoutingTable::load(self.meta.as_ref(), version).await?;
+        table.share_unchanged(&current);
+        self.install_routing(&mut current, table).await?;
         Ok(true)
     }
 
@@ -336,7 +350,7 @@ impl Control {
         if let Some(builds) = self.builds.get() {
             builds.forget_site(name).await;
         }
-        self.publish_routing().await?;
+        self.publish_routing(RoutingChange::site(name)).await?;
         tracing::info!(site = %name, "site deleted");
         Ok(())
     }
@@ -585,7 +599,7 @@ impl Control {
             record = self.deploy(id).await?;
         }
         phases.done("activate");
-        self.publish_routing().await?;
+        self.publish_routing(RoutingChange::site(&record.site)).await?;
         phases.done("routing");
         tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, state = %record.state, ms = started.elapsed().as_millis() as u64, phases = %phases, variants_pending = !made.complete, "deploy finalized");
         if !made.complete {
@@ -689,7 +703,11 @@ impl Control {
         if !self.meta.replace_manifest(id, &manifest_hash, &new_hash).await? {
             return Ok(false);
         }
-        self.publish_routing().await?;
+        let change = match self.meta.get_deploy(id).await? {
+            Some(d) => RoutingChange::site(&d.site),
+            None => RoutingChange::All,
+        };
+        self.publish_routing(change).await?;
         Ok(true)
     }
 
@@ -919,8 +937,8 @@ impl Control {
     /// Returns the deploy and the one it replaced.
     pub async fn publish(&self, id: &DeployId) -> Result<(DeployRecord, Option<DeployId>), ApiError> {
         let previous = self.meta.activate(id, ActivationKind::Publish, now_millis()).await?;
-        self.publish_routing().await?;
         let record = self.deploy(id).await?;
+        self.publish_routing(RoutingChange::site(&record.site)).await?;
         tracing::info!(site = %record.site, deploy = %id, branch = %record.branch, previous = ?previous, "deploy published");
         Ok((record, previous.filter(|p| p != id)))
     }
@@ -945,7 +963,7 @@ impl Control {
             (None, None) => self.site(site).await?.production_branch,
         };
         let (from, to) = self.meta.rollback(site, &branch, to.as_ref(), now_millis()).await?;
-        self.publish_routing().await?;
+        self.publish_routing(RoutingChange::site(site)).await?;
         tracing::info!(site = %site, branch = %branch, from = %from, to = %to, "rolled back");
         Ok((from, self.deploy(&to).await?))
     }

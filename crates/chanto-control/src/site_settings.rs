@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::ApiJson;
+use chanto_store::RoutingChange;
+
 use crate::{ApiError, Control};
 
 /// Most proxy origins one site may list.
@@ -43,7 +45,7 @@ impl Control {
         normal.sort();
         normal.dedup();
         self.meta.set_proxy_origins(site, &normal).await?;
-        self.publish_routing().await?;
+        self.publish_routing(RoutingChange::site(site)).await?;
         tracing::info!(site = %site, origins = normal.len(), "proxy origins set");
         Ok(ProxyOrigins { origins: normal })
     }
@@ -51,7 +53,7 @@ impl Control {
     /// The origins a site's proxy rules may reach.
     pub async fn proxy_origins(&self, site: &SiteName) -> Result<ProxyOrigins, ApiError> {
         self.site(site).await?;
-        let all = self.meta.all_proxy_origins().await?;
+        let all = self.meta.proxy_origins(Some(site)).await?;
         let origins = all.into_iter().find(|(s, _)| s == site).map(|(_, o)| o).unwrap_or_default();
         Ok(ProxyOrigins { origins })
     }

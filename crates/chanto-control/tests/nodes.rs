@@ -54,7 +54,7 @@ impl Harness {
             sinks.push(InProcessEdge::new(Arc::new(RecordingSink::default()), meta.clone(), node, || (true, false)));
         }
         let control = Control::new(meta, blobs as Arc<dyn BlobStore>, config, sinks);
-        control.publish_routing().await.unwrap();
+        control.publish_routing(chanto_store::RoutingChange::All).await.unwrap();
         let token = control.ensure_admin_token().await.unwrap().unwrap();
         Self { control, token, _dir: Arc::new(dir) }
     }

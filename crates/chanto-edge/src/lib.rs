@@ -313,21 +313,27 @@ impl Edge {
 
 #[async_trait]
 impl RoutingSink for Edge {
-    /// Loads the manifests of every active branch first, then swaps the
-    /// snapshot in one atomic store: requests see the old table or the new
-    /// one, never a mix.
+    /// Loads the manifests of every active branch of the sites that changed
+    /// first, then swaps the snapshot in one atomic store: requests see the
+    /// old table or the new one, never a mix.
     async fn publish(&self, table: RoutingTable) -> Result<(), StoreError> {
         let current = self.snapshot.load();
         if table.version <= current.version && current.version != 0 {
             return Ok(());
         }
+        // Only the sites whose part changed are loaded and built again.
         let mut manifests = HashMap::new();
-        for row in &table.branches {
-            if let std::collections::hash_map::Entry::Vacant(slot) = manifests.entry(row.manifest) {
-                slot.insert(self.manifest(&row.manifest).await?);
+        for (site, part) in &table.sites {
+            if current.built_from(site.as_str(), part) {
+                continue;
+            }
+            for row in &part.branches {
+                if let std::collections::hash_map::Entry::Vacant(slot) = manifests.entry(row.manifest) {
+                    slot.insert(self.manifest(&row.manifest).await?);
+                }
             }
         }
-        let snapshot = Snapshot::build(&table, &manifests);
+        let snapshot = Snapshot::update(&current, &table, &manifests);
         tracing::debug!(version = table.version, sites = snapshot.site_count(), "routing snapshot swapped");
         self.snapshot.store(Arc::new(snapshot));
         Ok(())

@@ -1,12 +1,13 @@
 //! The routing snapshot: host label → deploy and manifest, built once per
-//! published routing table and swapped atomically.
+//! published routing table and swapped atomically. Built per site: a new
+//! table rebuilds only the sites whose part changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chanto_core::{AccessPolicy, AccessScope, ContentHash, DeployId, HostRoute, Manifest};
-use chanto_store::RoutingTable;
+use chanto_store::{RoutingTable, SiteRouting};
 
 /// What a host serves: one deploy's manifest.
 #[derive(Debug, Clone)]
@@ -56,12 +57,61 @@ struct SiteRoutes {
     proxy_origins: Option<Arc<[String]>>,
 }
 
+impl SiteRoutes {
+    /// One site's routes from its part of the table (branches whose manifest
+    /// is not in `manifests` are left out).
+    fn build(site: &str, part: &SiteRouting, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
+        let policies: Vec<(AccessScope, Arc<AccessPolicy>)> =
+            part.access.iter().map(|(scope, policy)| (scope.clone(), Arc::new(policy.clone()))).collect();
+        let access_for = |branch: &chanto_core::BranchName, production: bool| {
+            chanto_core::access::resolve(&policies, branch, production).filter(|p| !p.is_open()).cloned()
+        };
+        let proxy_origins: Option<Arc<[String]>> =
+            (!part.proxy_origins.is_empty()).then(|| Arc::from(part.proxy_origins.as_slice()));
+        let name: Arc<str> = Arc::from(site);
+        let mut routes = SiteRoutes { proxy_origins: proxy_origins.clone(), ..Default::default() };
+        for row in &part.branches {
+            let Some(manifest) = manifests.get(&row.manifest) else { continue };
+            let target = Target {
+                site: name.clone(),
+                branch: Some(Arc::from(row.label.as_str())),
+                deploy: row.deploy.clone(),
+                manifest: TargetManifest::Loaded(manifest.clone()),
+                last_modified: time_of(row.ready_at),
+                last_modified_header: http_date(time_of(row.ready_at)),
+                access: access_for(&row.branch, row.production),
+                proxy_origins: proxy_origins.clone(),
+            };
+            if row.production {
+                routes.production = Some(target.clone());
+            }
+            routes.labels.insert(row.label.clone(), target);
+        }
+        for p in &part.permalinks {
+            // Only production's current deploy is production: a draft or an
+            // older production deploy, at its permalink, is a preview (what
+            // Netlify users expect of a preview password).
+            let current = routes.production.as_ref().is_some_and(|t| t.deploy == p.deploy);
+            let access = access_for(&p.branch, p.production && current);
+            routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at), access));
+        }
+        routes
+    }
+}
+
+/// A site's routes with the part of the table they were built from.
+#[derive(Debug)]
+struct SiteEntry {
+    source: Arc<SiteRouting>,
+    routes: SiteRoutes,
+}
+
 /// An immutable picture of what every host serves.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// The routing table version it was built from.
     pub version: u64,
-    sites: HashMap<String, SiteRoutes>,
+    sites: HashMap<String, Arc<SiteEntry>>,
     /// Answers the HTTP/1 fast path made from this snapshot ([`crate::fast`]):
     /// they go when it goes.
     pub(crate) responses: crate::fast::ResponseCache,
@@ -70,52 +120,30 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds a snapshot from a table, with the branch manifests preloaded.
     pub fn build(table: &RoutingTable, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
-        let mut sites: HashMap<String, SiteRoutes> = HashMap::new();
-        let mut policies: HashMap<&str, Vec<(AccessScope, Arc<AccessPolicy>)>> = HashMap::new();
-        for (site, scope, policy) in &table.access {
-            policies.entry(site.as_str()).or_default().push((scope.clone(), Arc::new(policy.clone())));
-        }
-        let access_for = |site: &str, branch: &chanto_core::BranchName, production: bool| {
-            let list = policies.get(site)?;
-            chanto_core::access::resolve(list, branch, production).filter(|p| !p.is_open()).cloned()
-        };
-        let origins: HashMap<&str, Arc<[String]>> = table
-            .proxy_origins
-            .iter()
-            .filter(|(_, list)| !list.is_empty())
-            .map(|(site, list)| (site.as_str(), Arc::from(list.as_slice())))
-            .collect();
-        for row in &table.branches {
-            let Some(manifest) = manifests.get(&row.manifest) else { continue };
-            let target = Target {
-                site: Arc::from(row.site.as_str()),
-                branch: Some(Arc::from(row.label.as_str())),
-                deploy: row.deploy.clone(),
-                manifest: TargetManifest::Loaded(manifest.clone()),
-                last_modified: time_of(row.ready_at),
-                last_modified_header: http_date(time_of(row.ready_at)),
-                access: access_for(row.site.as_str(), &row.branch, row.production),
-                proxy_origins: origins.get(row.site.as_str()).cloned(),
+        Self::update(&Self::default(), table, manifests)
+    }
+
+    /// Builds the snapshot of `table` from `previous`: the routes of every
+    /// site whose part `previous` was built from (the same [`Arc`]) are
+    /// shared; only the others are built, from `manifests`.
+    pub fn update(previous: &Snapshot, table: &RoutingTable, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
+        let mut sites = HashMap::with_capacity(table.sites.len());
+        for (name, part) in &table.sites {
+            let entry = match previous.sites.get(name.as_str()) {
+                Some(e) if Arc::ptr_eq(&e.source, part) => e.clone(),
+                _ => Arc::new(SiteEntry {
+                    source: part.clone(),
+                    routes: SiteRoutes::build(name.as_str(), part, manifests),
+                }),
             };
-            let site = sites.entry(row.site.to_string()).or_default();
-            if row.production {
-                site.production = Some(target.clone());
-            }
-            site.labels.insert(row.label.clone(), target);
-        }
-        for p in &table.permalinks {
-            let routes = sites.entry(p.site.to_string()).or_default();
-            // Only production's current deploy is production: a draft or an
-            // older production deploy, at its permalink, is a preview (what
-            // Netlify users expect of a preview password).
-            let current = routes.production.as_ref().is_some_and(|t| t.deploy == p.deploy);
-            let access = access_for(p.site.as_str(), &p.branch, p.production && current);
-            routes.deploys.insert(p.deploy.to_string(), (p.manifest, time_of(p.ready_at), access));
-        }
-        for (site, routes) in &mut sites {
-            routes.proxy_origins = origins.get(site.as_str()).cloned();
+            sites.insert(name.to_string(), entry);
         }
         Self { version: table.version, sites, responses: Default::default() }
+    }
+
+    /// Whether this snapshot's routes of `site` were built from `part`.
+    pub fn built_from(&self, site: &str, part: &Arc<SiteRouting>) -> bool {
+        self.sites.get(site).is_some_and(|e| Arc::ptr_eq(&e.source, part))
     }
 
     /// Number of sites with anything to serve.
@@ -127,9 +155,9 @@ impl Snapshot {
     /// of this site is a permalink; otherwise it is a branch label.
     pub fn resolve(&self, route: &HostRoute) -> Option<Target> {
         match route {
-            HostRoute::Production { site } => self.sites.get(site)?.production.clone(),
+            HostRoute::Production { site } => self.sites.get(site)?.routes.production.clone(),
             HostRoute::Prefixed { prefix, site } => {
-                let routes = self.sites.get(site)?;
+                let routes = &self.sites.get(site)?.routes;
                 if DeployId::looks_like(prefix)
                     && let Some((m, at, access)) = routes.deploys.get(prefix)
                 {

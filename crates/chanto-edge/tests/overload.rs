@@ -75,7 +75,7 @@ async fn start(max_connections: usize, limits: ServerLimits) -> Running {
     let toml = b"[serve]\nmax_concurrency = 1\nsorry_page = \"/busy.html\"\n";
     c.rules = Some(chanto_rules::compile(&[("chanto.toml", toml)]).unwrap());
     let rows = vec![row(&blobs, "s", &s, 1).await, row(&blobs, "n", &base, 2).await, row(&blobs, "c", &c, 3).await];
-    let table = RoutingTable { version: 1, branches: rows, permalinks: vec![], access: vec![], proxy_origins: vec![] };
+    let table = RoutingTable::from_rows(1, rows, vec![], vec![], vec![]);
     edge.publish(table).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

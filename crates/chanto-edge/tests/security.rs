@@ -50,7 +50,7 @@ async fn start(config: EdgeConfig, sites: Vec<SiteSpec>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
     let edge = Edge::new(config, blobs.clone() as Arc<dyn BlobStore>);
-    let mut table = RoutingTable { version: 1, ..Default::default() };
+    let (mut branches, mut access, mut proxy_origins) = (Vec::new(), Vec::new(), Vec::new());
     for (n, spec) in sites.into_iter().enumerate() {
         let mut m = Manifest { version: Manifest::VERSION, ..Default::default() };
         for (path, body) in &spec.files {
@@ -71,7 +71,7 @@ async fn start(config: EdgeConfig, sites: Vec<SiteSpec>) -> Running {
         }
         let mh = blobs.put_bytes(Bytes::from(serde_json::to_vec(&m).unwrap())).await.unwrap();
         let branch: chanto_core::BranchName = spec.branch.unwrap_or("main").parse().unwrap();
-        table.branches.push(RoutingRow {
+        branches.push(RoutingRow {
             site: spec.site.parse().unwrap(),
             label: branch.label(),
             branch,
@@ -81,13 +81,13 @@ async fn start(config: EdgeConfig, sites: Vec<SiteSpec>) -> Running {
             ready_at: 1_700_000_000_000,
         });
         if let Some(policy) = spec.access {
-            table.access.push((spec.site.parse().unwrap(), AccessScope::Site, policy));
+            access.push((spec.site.parse().unwrap(), AccessScope::Site, policy));
         }
         if !spec.proxy_origins.is_empty() {
-            table.proxy_origins.push((spec.site.parse().unwrap(), spec.proxy_origins));
+            proxy_origins.push((spec.site.parse().unwrap(), spec.proxy_origins));
         }
     }
-    edge.publish(table).await.unwrap();
+    edge.publish(RoutingTable::from_rows(1, branches, Vec::new(), access, proxy_origins)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();

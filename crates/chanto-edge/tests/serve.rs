@@ -55,13 +55,7 @@ impl Fixture {
 
 /// Version 1 of a table where `docs` serves `manifest` on `main`.
 fn docs_main(manifest: ContentHash) -> RoutingTable {
-    RoutingTable {
-        version: 1,
-        branches: vec![row("docs", "main", true, 1, manifest)],
-        permalinks: vec![],
-        access: vec![],
-        proxy_origins: vec![],
-    }
+    RoutingTable::from_rows(1, vec![row("docs", "main", true, 1, manifest)], vec![], vec![], vec![])
 }
 
 fn row(site: &str, branch: &str, production: bool, deploy: u8, manifest: ContentHash) -> RoutingRow {
@@ -93,10 +87,10 @@ async fn routes_by_host_and_serves_the_right_bytes() {
         .await;
     let dev = f.manifest(&[("index.html", HTML, "<h1>dev</h1>")]).await;
     let draft = f.manifest(&[("index.html", HTML, "<h1>draft</h1>")]).await;
-    let table = RoutingTable {
-        version: 1,
-        branches: vec![row("docs", "main", true, 1, prod), row("docs", "feature/x", false, 2, dev)],
-        permalinks: vec![Permalink {
+    let table = RoutingTable::from_rows(
+        1,
+        vec![row("docs", "main", true, 1, prod), row("docs", "feature/x", false, 2, dev)],
+        vec![Permalink {
             site: "docs".parse().unwrap(),
             deploy: DeployId::from_random([9; 8]),
             manifest: draft,
@@ -104,9 +98,9 @@ async fn routes_by_host_and_serves_the_right_bytes() {
             branch: "main".parse().unwrap(),
             production: true,
         }],
-        access: vec![],
-        proxy_origins: vec![],
-    };
+        vec![],
+        vec![],
+    );
     f.edge.publish(table).await.unwrap();
 
     let (s, h, body) = f.get("GET", "docs.localhost:8080", "/").await;
@@ -216,12 +210,8 @@ async fn snapshots_swap_whole_and_never_go_back() {
     let f = Fixture::new();
     let v1 = f.manifest(&[("index.html", HTML, "one"), ("only-in-one.html", HTML, "1")]).await;
     let v2 = f.manifest(&[("index.html", HTML, "two")]).await;
-    let table = |version, m| RoutingTable {
-        version,
-        branches: vec![row("docs", "main", true, version as u8, m)],
-        permalinks: vec![],
-        access: vec![],
-        proxy_origins: vec![],
+    let table = |version, m| {
+        RoutingTable::from_rows(version, vec![row("docs", "main", true, version as u8, m)], vec![], vec![], vec![])
     };
     // Before the first snapshot the node knows no site: it says so with a
     // retryable 503, never a 404 a cache or a crawler would keep.
@@ -314,13 +304,13 @@ async fn http_semantics_validators_ranges_and_encodings() {
     let mut m2 = Manifest { version: Manifest::VERSION, ..Default::default() };
     m2.files.insert("other.html".into(), m.files["index.html"].clone());
     let m2hash = put(serde_json::to_vec(&m2).unwrap()).await;
-    edge.publish(RoutingTable {
-        version: 1,
-        branches: vec![row("s", "main", true, 1, mhash), row("s", "dev", false, 2, m2hash)],
-        permalinks: vec![],
-        access: vec![],
-        proxy_origins: vec![],
-    })
+    edge.publish(RoutingTable::from_rows(
+        1,
+        vec![row("s", "main", true, 1, mhash), row("s", "dev", false, 2, m2hash)],
+        vec![],
+        vec![],
+        vec![],
+    ))
     .await
     .unwrap();
 

@@ -95,15 +95,7 @@ async fn start(limits: ServerLimits) -> Running {
         with_rules.rules = Some(rules);
         rows.push(production_row(&blobs, site, &with_rules, site.as_bytes()[0]).await);
     }
-    edge.publish(RoutingTable {
-        version: 1,
-        branches: rows,
-        permalinks: vec![],
-        access: vec![],
-        proxy_origins: vec![],
-    })
-    .await
-    .unwrap();
+    edge.publish(RoutingTable::from_rows(1, rows, vec![], vec![], vec![])).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -569,15 +561,7 @@ async fn publish_index(r: &Running, bytes: &'static [u8], version: u64) {
         ManifestEntry { hash, size: bytes.len() as u64, content_type: "text/html".into(), variants: vec![] },
     );
     let row = production_row(blobs, "s", &m, version as u8).await;
-    edge.publish(RoutingTable {
-        version,
-        branches: vec![row],
-        permalinks: vec![],
-        access: vec![],
-        proxy_origins: vec![],
-    })
-    .await
-    .unwrap();
+    edge.publish(RoutingTable::from_rows(version, vec![row], vec![], vec![], vec![])).await.unwrap();
 }
 
 /// Stores `manifest` and routes `site`'s production branch `main` to it, as

@@ -104,6 +104,26 @@ impl Lru {
         }
         self.active = active;
     }
+
+    /// Adds `added` to the set evicted last and takes `removed` out of it.
+    fn change_active(&mut self, added: &[ContentHash], removed: &[ContentHash]) {
+        for hash in removed {
+            if self.active.remove(hash)
+                && let Some(&(_, tick)) = self.entries.get(hash)
+            {
+                self.active_order.remove(&tick);
+                self.order.insert(tick, *hash);
+            }
+        }
+        for hash in added {
+            if self.active.insert(*hash)
+                && let Some(&(_, tick)) = self.entries.get(hash)
+            {
+                self.order.remove(&tick);
+                self.active_order.insert(tick, *hash);
+            }
+        }
+    }
 }
 
 /// A blob from [`CachedBlobStore::fetch`]: a verified file in the cache, or
@@ -203,6 +223,12 @@ impl<S: BlobStore> CachedBlobStore<S> {
     /// every file of its active branches after each routing change).
     pub fn set_active(&self, active: HashSet<ContentHash>) {
         self.lru.lock().expect("cache index").set_active(active);
+    }
+
+    /// Changes the set [`Self::set_active`] made by what one routing change
+    /// added and removed (the cost grows with the change, not the cache).
+    pub fn change_active(&self, added: &[ContentHash], removed: &[ContentHash]) {
+        self.lru.lock().expect("cache index").change_active(added, removed);
     }
 
     /// Whether `hash` is in the cache (without marking it used).
@@ -562,6 +588,21 @@ mod tests {
         lru.set_active(HashSet::new());
         assert_eq!(lru.insert(h(7), 30, 100), vec![h(1)]);
         assert_eq!(lru.total, 90);
+        assert_eq!(lru.order.len() + lru.active_order.len(), lru.entries.len());
+    }
+
+    #[test]
+    fn a_change_to_the_active_set_moves_only_its_blobs() {
+        let mut lru = Lru::default();
+        for n in 1..=3 {
+            assert!(lru.insert(h(n), 30, 100).is_empty());
+        }
+        lru.change_active(&[h(1), h(9)], &[]);
+        assert_eq!(lru.insert(h(4), 30, 100), vec![h(2)]);
+        // 1 no longer active, 3 now is: 1 (the oldest) goes next.
+        lru.change_active(&[h(3)], &[h(1), h(9)]);
+        assert_eq!(lru.insert(h(5), 30, 100), vec![h(1)]);
+        assert_eq!(lru.active, [h(3)].into());
         assert_eq!(lru.order.len() + lru.active_order.len(), lru.entries.len());
     }
 }

@@ -283,16 +283,27 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(matches!(meta.rolled_back(&"nope".parse().unwrap(), None).await, Err(StoreError::NotFound(_))));
 
     // Routing rows: one per branch with an active deploy.
-    let rows = meta.routing_table().await.unwrap();
+    let rows = meta.routing_table(None).await.unwrap();
     let docs: Vec<_> = rows.iter().filter(|r| r.site == site).collect();
     assert_eq!(docs.len(), 2, "{rows:?}");
+    // One site's rows alone are the same rows.
+    assert_eq!(meta.routing_table(Some(&site)).await.unwrap().iter().collect::<Vec<_>>(), docs);
+    assert!(meta.routing_table(Some(&"no-such-site".parse().unwrap())).await.unwrap().is_empty());
     let main_row = docs.iter().find(|r| r.branch == main).unwrap();
     assert!(main_row.production);
     assert_eq!(main_row.deploy, d1.id);
     assert_eq!(main_row.manifest, manifest);
     assert_eq!(main_row.ready_at, 13);
-    let permalinks = meta.permalinks().await.unwrap();
+    let permalinks = meta.permalinks(None).await.unwrap();
     assert!(permalinks.iter().any(|p| p.site == site && p.deploy == draft.id && p.ready_at == 51));
+    let by_id = |mut v: Vec<crate::Permalink>| {
+        v.sort_by_key(|p| p.deploy.to_string());
+        v
+    };
+    assert_eq!(
+        by_id(meta.permalinks(Some(&site)).await.unwrap()),
+        by_id(permalinks.iter().filter(|p| p.site == site).cloned().collect())
+    );
     assert!(!permalinks.iter().any(|p| p.deploy == f2.id), "uploading deploys have no permalink");
 
     // Listing: newest first, filtered by branch.
@@ -374,18 +385,29 @@ pub async fn meta_store(meta: &dyn MetaStore) {
         meta.set_access(&nowhere, &AccessScope::Site, &AccessPolicy::default()).await,
         Err(StoreError::NotFound(_))
     ));
-    let links = meta.permalinks().await.unwrap();
+    let links = meta.permalinks(None).await.unwrap();
     assert!(links.iter().any(|p| p.deploy == d1.id && p.production && p.branch.as_str() == "main"), "{links:?}");
 
     // Proxy origins per site: replaced whole, listed sorted, per site.
-    assert!(meta.all_proxy_origins().await.unwrap().is_empty());
+    assert!(meta.proxy_origins(None).await.unwrap().is_empty());
     let (a, b) = ("https://b.example.com:443".to_owned(), "http://10.0.0.5:8080".to_owned());
     meta.set_proxy_origins(&site, std::slice::from_ref(&a)).await.unwrap();
     meta.set_proxy_origins(&site, &[a.clone(), b.clone(), a.clone()]).await.unwrap();
-    assert_eq!(meta.all_proxy_origins().await.unwrap(), vec![(site.clone(), vec![b.clone(), a.clone()])]);
+    assert_eq!(meta.proxy_origins(None).await.unwrap(), vec![(site.clone(), vec![b.clone(), a.clone()])]);
+    assert_eq!(meta.proxy_origins(Some(&site)).await.unwrap(), vec![(site.clone(), vec![b.clone(), a.clone()])]);
+    assert!(meta.proxy_origins(Some(&nowhere)).await.unwrap().is_empty());
     meta.set_proxy_origins(&site, &[]).await.unwrap();
-    assert!(meta.all_proxy_origins().await.unwrap().is_empty());
+    assert!(meta.proxy_origins(None).await.unwrap().is_empty());
     meta.set_proxy_origins(&site, std::slice::from_ref(&a)).await.unwrap();
+    // A site's part of the routing table, read alone, is the part the whole table has.
+    let whole = crate::RoutingTable::load(meta, 1).await.unwrap();
+    let mut alone = crate::SiteRouting::load(meta, &site).await.unwrap();
+    let mut part = (*whole.sites[&site]).clone();
+    for p in [&mut alone, &mut part] {
+        p.permalinks.sort_by_key(|l| l.deploy.to_string());
+    }
+    assert_eq!(alone, part);
+    assert!(crate::SiteRouting::load(meta, &nowhere).await.unwrap().is_empty());
     assert!(matches!(meta.set_proxy_origins(&nowhere, &[]).await, Err(StoreError::NotFound(_))));
 
     // Retention: deploys kept per branch, per site; 0 keeps all.
@@ -421,7 +443,7 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert!(meta.get_deploy(&d2.id).await.unwrap().is_some());
     assert_eq!(meta.get_deploy(&uploading.id).await.unwrap().unwrap().state, DeployState::Uploading);
     assert!(meta.list_deploys(&site, None).await.unwrap().iter().all(|d| d.id != d3.id && d.id != draft.id));
-    assert!(meta.permalinks().await.unwrap().iter().all(|p| p.deploy != d3.id));
+    assert!(meta.permalinks(None).await.unwrap().iter().all(|p| p.deploy != d3.id));
     assert!(!meta.referenced_blobs(&[]).await.unwrap().contains(&ContentHash::of(b"m3")));
     let without_pruned: Vec<DeployId> = walk.iter().filter(|d| **d != d3.id).cloned().collect();
     assert_eq!(meta.rollback_walk(&site, &main).await.unwrap(), without_pruned, "a pruned deploy leaves the walk");
@@ -443,9 +465,10 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     meta.delete_site(&site).await.unwrap();
     assert!(meta.all_keep_deploys().await.unwrap().is_empty());
     assert!(meta.all_access().await.unwrap().is_empty());
-    assert!(meta.all_proxy_origins().await.unwrap().is_empty());
+    assert!(meta.proxy_origins(None).await.unwrap().is_empty());
     assert!(meta.get_deploy(&d1.id).await.unwrap().is_none());
-    assert!(meta.routing_table().await.unwrap().iter().all(|r| r.site != site));
+    assert!(meta.routing_table(None).await.unwrap().iter().all(|r| r.site != site));
+    assert!(crate::SiteRouting::load(meta, &site).await.unwrap().is_empty());
     assert!(matches!(meta.delete_site(&site).await, Err(StoreError::NotFound(_))));
 }
 

@@ -253,10 +253,11 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + crate::NodeStore +
 
     /// One branch environment.
     async fn branch(&self, site: &SiteName, branch: &BranchName) -> Result<Option<BranchRecord>, StoreError>;
-    /// Every branch that serves a deploy, with the deploy's manifest.
-    async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError>;
-    /// Every complete deploy, for permalinks.
-    async fn permalinks(&self) -> Result<Vec<Permalink>, StoreError>;
+    /// Every branch that serves a deploy, with the deploy's manifest (of
+    /// `site` only, when given), by site and branch.
+    async fn routing_table(&self, site: Option<&SiteName>) -> Result<Vec<RoutingRow>, StoreError>;
+    /// Every complete deploy, for permalinks (of `site` only, when given).
+    async fn permalinks(&self, site: Option<&SiteName>) -> Result<Vec<Permalink>, StoreError>;
 
     /// Known variants of the given source blobs; `None` records that the
     /// encoding did not make the blob smaller.
@@ -313,9 +314,9 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + crate::NodeStore +
     /// empty: none.
     async fn set_proxy_origins(&self, site: &SiteName, origins: &[String]) -> Result<(), StoreError>;
 
-    /// Every site's proxy origins (for the routing table), sites without
-    /// any left out, each list sorted.
-    async fn all_proxy_origins(&self) -> Result<Vec<(SiteName, Vec<String>)>, StoreError>;
+    /// Every site's proxy origins (of `site` only, when given; for the
+    /// routing table), sites without any left out, each list sorted.
+    async fn proxy_origins(&self, site: Option<&SiteName>) -> Result<Vec<(SiteName, Vec<String>)>, StoreError>;
     /// Stores a token's hash (never the token).
     async fn add_token(&self, name: &str, hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError>;
     /// Whether a token with this hash exists.

@@ -2,9 +2,12 @@
 //! (`/api/v1/nodes/*`, authenticated with a node token). Both sides use
 //! these types, so the wire cannot drift between them.
 //!
-//! - `GET /api/v1/nodes/routing?after=V&wait=S`: a [`RoutingSnapshot`] newer
-//!   than `V` (200), or `304 Not Modified` once `S` seconds (at most 60)
-//!   passed without one. `after=0` answers at once with the current table.
+//! - `GET /api/v1/nodes/routing?after=V&wait=S[&delta=1]`: a
+//!   [`RoutingSnapshot`] newer than `V` (200), or `304 Not Modified` once `S`
+//!   seconds (at most 60) passed without one. `after=0` answers at once with
+//!   the current table. With `delta=1`, when the control plane still knows
+//!   what changed since `V`, the answer is a [`RoutingDelta`] instead (header
+//!   [`ROUTING_KIND_HEADER`]` = delta`): only the sites that changed.
 //! - `POST /api/v1/nodes/heartbeat`: a [`Heartbeat`]; the answer is a
 //!   [`HeartbeatAck`].
 //!
@@ -13,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{RoutingTable, UnixMillis};
+use crate::{RoutingTable, SiteRouting, UnixMillis};
 
 /// The snapshot format this build writes and reads; an edge refuses any other.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -33,6 +36,52 @@ pub struct RoutingSnapshot {
     pub published_at: UnixMillis,
     /// What every host serves.
     pub table: RoutingTable,
+}
+
+/// The answer header that says what a routing answer's body is: `full` (a
+/// [`RoutingSnapshot`]) or `delta` (a [`RoutingDelta`]).
+pub const ROUTING_KIND_HEADER: &str = "chanto-routing";
+
+/// The sites that changed between two routing versions: applied to a table
+/// of version `base`, it makes the table of `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingDelta {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: u32,
+    /// The version it makes.
+    pub version: u64,
+    /// The version it applies to (the `after` the node asked with).
+    pub base: u64,
+    /// When the control plane published `version`.
+    pub published_at: UnixMillis,
+    /// Each changed site with its whole new part; `None`: it serves nothing now.
+    pub sites: Vec<(chanto_core::SiteName, Option<SiteRouting>)>,
+}
+
+impl RoutingDelta {
+    /// `base` with the delta applied, or why it does not apply (a base of
+    /// another version, a part whose rows name another site).
+    pub fn apply(&self, base: &RoutingTable) -> Result<RoutingTable, String> {
+        if self.format != SNAPSHOT_FORMAT {
+            return Err(format!("a delta of format {} (this node reads {SNAPSHOT_FORMAT})", self.format));
+        }
+        if base.version != self.base || self.version <= self.base {
+            return Err(format!(
+                "a delta from version {} to {} does not apply to version {}",
+                self.base, self.version, base.version
+            ));
+        }
+        let mut next = RoutingTable { version: self.version, sites: base.sites.clone() };
+        for (site, part) in &self.sites {
+            if let Some(p) = part
+                && !p.rows_name(site)
+            {
+                return Err(format!("the delta's part for site {site} has rows of another site"));
+            }
+            next = next.with_site(self.version, site, part.clone());
+        }
+        Ok(next)
+    }
 }
 
 /// What a node is.
@@ -145,9 +194,9 @@ mod tests {
         let branch: chanto_core::BranchName = "main".parse().unwrap();
         let deploy: chanto_core::DeployId = chanto_core::DeployId::from_random([7; 8]);
         let manifest = chanto_core::ContentHash::of(b"manifest");
-        let table = RoutingTable {
-            version: 9,
-            branches: vec![RoutingRow {
+        let table = RoutingTable::from_rows(
+            9,
+            vec![RoutingRow {
                 site: site.clone(),
                 branch: branch.clone(),
                 label: "main".into(),
@@ -156,7 +205,7 @@ mod tests {
                 manifest,
                 ready_at: 5,
             }],
-            permalinks: vec![Permalink {
+            vec![Permalink {
                 site: site.clone(),
                 deploy,
                 manifest,
@@ -164,18 +213,42 @@ mod tests {
                 branch: branch.clone(),
                 production: true,
             }],
-            access: vec![
+            vec![
                 (site.clone(), AccessScope::Site, AccessPolicy::default()),
                 (site.clone(), AccessScope::Branch(branch), AccessPolicy::default()),
                 (site.clone(), AccessScope::Previews, AccessPolicy::default()),
             ],
-            proxy_origins: vec![(site, vec!["https://api.example.com".into()])],
-        };
+            vec![(site.clone(), vec!["https://api.example.com".into()])],
+        );
         let snap = RoutingSnapshot { format: SNAPSHOT_FORMAT, version: 9, published_at: 1, table };
         let json = serde_json::to_string(&snap).unwrap();
         assert!(json.contains("\"branch:main\""), "{json}");
         let back: RoutingSnapshot = serde_json::from_str(&json).unwrap();
         assert_eq!(back, snap);
         assert!(serde_json::from_str::<AccessScope>("\"branch:..\"").is_err());
+
+        // A delta applies to its base only, and only with rows of the site it names.
+        let blog: chanto_core::SiteName = "blog".parse().unwrap();
+        let part = SiteRouting {
+            branches: vec![RoutingRow { site: blog.clone(), ..back.table.sites[&site].branches[0].clone() }],
+            ..Default::default()
+        };
+        let delta = RoutingDelta {
+            format: SNAPSHOT_FORMAT,
+            version: 10,
+            base: 9,
+            published_at: 2,
+            sites: vec![(blog.clone(), Some(part.clone())), (site.clone(), None)],
+        };
+        let json = serde_json::to_string(&delta).unwrap();
+        let delta: RoutingDelta = serde_json::from_str(&json).unwrap();
+        let next = delta.apply(&snap.table).unwrap();
+        assert_eq!(next.version, 10);
+        assert_eq!(next.sites.keys().map(|s| s.as_str()).collect::<Vec<_>>(), vec!["blog"]);
+        let err = delta.apply(&next).unwrap_err();
+        assert!(err.contains("does not apply to version 10"), "{err}");
+        let lying = RoutingDelta { sites: vec![(site.clone(), Some(part))], ..delta };
+        let err = lying.apply(&snap.table).unwrap_err();
+        assert!(err.contains("rows of another site"), "{err}");
     }
 }

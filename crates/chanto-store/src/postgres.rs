@@ -729,6 +729,12 @@ where
     s.parse::<T>().map_err(|e| StoreError::Db(format!("stored value {s:?}: {e}")))
 }
 
+/// A stored access policy (JSON) in column `i`.
+fn policy_col(r: &Row, i: usize) -> Result<AccessPolicy, StoreError> {
+    let policy: String = r.try_get(i)?;
+    serde_json::from_str(&policy).map_err(|e| StoreError::Db(format!("stored access policy: {e}")))
+}
+
 /// Column `i`, if not NULL, parsed into a chanto type.
 pub(crate) fn opt_col<T: FromStr>(r: &Row, i: usize) -> Result<Option<T>, StoreError>
 where
@@ -1289,57 +1295,88 @@ impl MetaStore for PostgresMeta {
         .transpose()
     }
 
-    async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError> {
+    async fn routing_table(&self, site: Option<&SiteName>) -> Result<Vec<RoutingRow>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let out = rows(
-            &tx,
-            "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest, d.finished_at
-             FROM branches b JOIN sites s ON s.id = b.site_id JOIN deploys d ON d.id = b.active_deploy
-             WHERE d.manifest IS NOT NULL ORDER BY s.name, b.name",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(RoutingRow {
-                site: col(r, 0)?,
-                branch: col(r, 1)?,
-                label: r.try_get(2)?,
-                production: r.try_get(3)?,
-                deploy: col(r, 4)?,
-                manifest: col(r, 5)?,
-                ready_at: r.try_get::<_, Option<i64>>(6)?.unwrap_or(0),
+        let found = match site {
+            Some(site) => {
+                rows(
+                    &tx,
+                    "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest, d.finished_at
+                     FROM sites s JOIN branches b ON b.site_id = s.id JOIN deploys d ON d.id = b.active_deploy
+                     WHERE s.name = $1 AND d.manifest IS NOT NULL ORDER BY b.name",
+                    &[&site.as_str()],
+                )
+                .await?
+            }
+            None => {
+                rows(
+                    &tx,
+                    "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest, d.finished_at
+                     FROM branches b JOIN sites s ON s.id = b.site_id JOIN deploys d ON d.id = b.active_deploy
+                     WHERE d.manifest IS NOT NULL ORDER BY s.name, b.name",
+                    &[],
+                )
+                .await?
+            }
+        };
+        let out = found
+            .iter()
+            .map(|r| {
+                Ok(RoutingRow {
+                    site: col(r, 0)?,
+                    branch: col(r, 1)?,
+                    label: r.try_get(2)?,
+                    production: r.try_get(3)?,
+                    deploy: col(r, 4)?,
+                    manifest: col(r, 5)?,
+                    ready_at: r.try_get::<_, Option<i64>>(6)?.unwrap_or(0),
+                })
             })
-        })
-        .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, StoreError>>()?;
         tx.commit().await?;
         Ok(out)
     }
 
-    async fn permalinks(&self) -> Result<Vec<Permalink>, StoreError> {
+    async fn permalinks(&self, site: Option<&SiteName>) -> Result<Vec<Permalink>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let out = rows(
-            &tx,
-            "SELECT s.name, d.id, d.manifest, d.finished_at, b.name, b.name = s.production_branch
-             FROM deploys d JOIN sites s ON s.id = d.site_id JOIN branches b ON b.id = d.branch_id
-             WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL ORDER BY d.seq",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(Permalink {
-                site: col(r, 0)?,
-                deploy: col(r, 1)?,
-                manifest: col(r, 2)?,
-                ready_at: r.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
-                branch: col(r, 4)?,
-                production: r.try_get(5)?,
+        let found = match site {
+            Some(site) => {
+                rows(
+                    &tx,
+                    "SELECT s.name, d.id, d.manifest, d.finished_at, b.name, b.name = s.production_branch
+                     FROM sites s JOIN deploys d ON d.site_id = s.id JOIN branches b ON b.id = d.branch_id
+                     WHERE s.name = $1 AND d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL
+                     ORDER BY d.seq",
+                    &[&site.as_str()],
+                )
+                .await?
+            }
+            None => {
+                rows(
+                    &tx,
+                    "SELECT s.name, d.id, d.manifest, d.finished_at, b.name, b.name = s.production_branch
+                     FROM deploys d JOIN sites s ON s.id = d.site_id JOIN branches b ON b.id = d.branch_id
+                     WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL ORDER BY d.seq",
+                    &[],
+                )
+                .await?
+            }
+        };
+        let out = found
+            .iter()
+            .map(|r| {
+                Ok(Permalink {
+                    site: col(r, 0)?,
+                    deploy: col(r, 1)?,
+                    manifest: col(r, 2)?,
+                    ready_at: r.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    branch: col(r, 4)?,
+                    production: r.try_get(5)?,
+                })
             })
-        })
-        .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, StoreError>>()?;
         tx.commit().await?;
         Ok(out)
     }
@@ -1547,7 +1584,19 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn access(&self, site: &SiteName) -> Result<Vec<(AccessScope, AccessPolicy)>, StoreError> {
-        Ok(self.all_access().await?.into_iter().filter(|(s, _, _)| s == site).map(|(_, sc, p)| (sc, p)).collect())
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let out = rows(
+            &tx,
+            "SELECT a.scope, a.policy FROM sites s JOIN access a ON a.site_id = s.id WHERE s.name = $1 ORDER BY a.scope",
+            &[&site.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, policy_col(r, 1)?)))
+        .collect::<Result<_, StoreError>>()?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn all_access(&self) -> Result<Vec<(SiteName, AccessScope, AccessPolicy)>, StoreError> {
@@ -1560,12 +1609,7 @@ impl MetaStore for PostgresMeta {
         )
         .await?
         .iter()
-        .map(|r| {
-            let policy: String = r.try_get(2)?;
-            let policy: AccessPolicy =
-                serde_json::from_str(&policy).map_err(|e| StoreError::Db(format!("stored access policy: {e}")))?;
-            Ok((col(r, 0)?, col(r, 1)?, policy))
-        })
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?, policy_col(r, 2)?)))
         .collect::<Result<_, StoreError>>()?;
         tx.commit().await?;
         Ok(out)
@@ -1588,15 +1632,28 @@ impl MetaStore for PostgresMeta {
         Ok(())
     }
 
-    async fn all_proxy_origins(&self) -> Result<Vec<(SiteName, Vec<String>)>, StoreError> {
+    async fn proxy_origins(&self, site: Option<&SiteName>) -> Result<Vec<(SiteName, Vec<String>)>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let found = rows(
-            &tx,
-            "SELECT s.name, p.origin FROM site_proxy_origins p JOIN sites s ON s.id = p.site_id ORDER BY s.name, p.origin",
-            &[],
-        )
-        .await?;
+        let found = match site {
+            Some(site) => {
+                rows(
+                    &tx,
+                    "SELECT s.name, p.origin FROM sites s JOIN site_proxy_origins p ON p.site_id = s.id
+                     WHERE s.name = $1 ORDER BY p.origin",
+                    &[&site.as_str()],
+                )
+                .await?
+            }
+            None => {
+                rows(
+                    &tx,
+                    "SELECT s.name, p.origin FROM site_proxy_origins p JOIN sites s ON s.id = p.site_id ORDER BY s.name, p.origin",
+                    &[],
+                )
+                .await?
+            }
+        };
         tx.commit().await?;
         let mut out: Vec<(SiteName, Vec<String>)> = Vec::new();
         for r in found {

@@ -1,36 +1,234 @@
 //! The routing table: which manifest each hostname serves. The control plane
 //! reads it from metadata after every activation and hands it to every
 //! [`RoutingSink`] (the edges); this is the only thing the two planes share.
+//!
+//! The table is kept per site, each site's part behind an [`Arc`]: an
+//! activation re-reads only the site it changed ([`RoutingTable::with_site`])
+//! and every other site's part is shared, not copied, with the previous
+//! table. So a sink can tell which sites changed by pointer
+//! ([`RoutingTable::changed_since`]) and rebuild only those: the cost of a
+//! change grows with the change, not with the platform.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use chanto_core::{AccessPolicy, AccessScope, SiteName};
+use serde::{Deserialize, Serialize};
 
 use crate::{MetaStore, Permalink, RoutingRow, StoreError};
 
-/// A versioned, complete picture of what every host serves.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RoutingTable {
-    /// Increases with every table the control plane publishes.
-    pub version: u64,
+/// What one site serves: its branches, its permalinks, its access policies
+/// and the origins its proxy rules may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRouting {
     /// Branches that serve a deploy.
     pub branches: Vec<RoutingRow>,
     /// Every complete deploy, for `<deploy-id>--<site>` permalinks.
     pub permalinks: Vec<Permalink>,
-    /// Access policies: site, scope, policy.
-    pub access: Vec<(chanto_core::SiteName, chanto_core::AccessScope, chanto_core::AccessPolicy)>,
-    /// Origins each site's proxy rules may reach (sites without any left out).
-    pub proxy_origins: Vec<(chanto_core::SiteName, Vec<String>)>,
+    /// Access policies by scope.
+    pub access: Vec<(AccessScope, AccessPolicy)>,
+    /// Origins its proxy rules may reach, sorted.
+    pub proxy_origins: Vec<String>,
+}
+
+impl SiteRouting {
+    /// Whether the site has nothing an edge needs (it is left out of tables).
+    pub fn is_empty(&self) -> bool {
+        self.branches.is_empty()
+            && self.permalinks.is_empty()
+            && self.access.is_empty()
+            && self.proxy_origins.is_empty()
+    }
+
+    /// Reads one site's part from metadata.
+    pub async fn load(meta: &dyn MetaStore, site: &SiteName) -> Result<Self, StoreError> {
+        Ok(Self {
+            branches: meta.routing_table(Some(site)).await?,
+            permalinks: meta.permalinks(Some(site)).await?,
+            access: meta.access(site).await?,
+            proxy_origins: meta.proxy_origins(Some(site)).await?.into_iter().next().map(|(_, o)| o).unwrap_or_default(),
+        })
+    }
+
+    /// Whether every row names `site` (a part from elsewhere is checked
+    /// before it is trusted).
+    pub fn rows_name(&self, site: &SiteName) -> bool {
+        self.branches.iter().all(|r| r.site == *site) && self.permalinks.iter().all(|p| p.site == *site)
+    }
+}
+
+/// A versioned, complete picture of what every host serves.
+///
+/// On the wire and on disk it keeps the flat form it always had
+/// (`branches`, `permalinks`, `access`, `proxy_origins` of every site), so
+/// edges and controls of neighbouring releases understand each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingTable {
+    /// Increases with every table the control plane publishes.
+    pub version: u64,
+    /// Each site with anything to serve, and what it serves.
+    pub sites: BTreeMap<SiteName, Arc<SiteRouting>>,
+}
+
+/// What an activation changed in the routing table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutingChange {
+    /// These sites' parts (re-read only them).
+    Sites(Vec<SiteName>),
+    /// Anything (re-read the whole table).
+    All,
+}
+
+impl RoutingChange {
+    /// One site's part.
+    pub fn site(site: &SiteName) -> Self {
+        Self::Sites(vec![site.clone()])
+    }
 }
 
 impl RoutingTable {
-    /// Reads the current table from metadata.
+    /// Reads the whole current table from metadata.
     pub async fn load(meta: &dyn MetaStore, version: u64) -> Result<Self, StoreError> {
-        Ok(Self {
-            version,
-            branches: meta.routing_table().await?,
-            permalinks: meta.permalinks().await?,
-            access: meta.all_access().await?,
-            proxy_origins: meta.all_proxy_origins().await?,
-        })
+        let access = meta.all_access().await?;
+        let origins = meta.proxy_origins(None).await?;
+        Ok(Self::from_rows(version, meta.routing_table(None).await?, meta.permalinks(None).await?, access, origins))
+    }
+
+    /// A table from flat rows of any number of sites.
+    pub fn from_rows(
+        version: u64,
+        branches: Vec<RoutingRow>,
+        permalinks: Vec<Permalink>,
+        access: Vec<(SiteName, AccessScope, AccessPolicy)>,
+        proxy_origins: Vec<(SiteName, Vec<String>)>,
+    ) -> Self {
+        let mut sites: BTreeMap<SiteName, SiteRouting> = BTreeMap::new();
+        for r in branches {
+            sites.entry(r.site.clone()).or_default().branches.push(r);
+        }
+        for p in permalinks {
+            sites.entry(p.site.clone()).or_default().permalinks.push(p);
+        }
+        for (site, scope, policy) in access {
+            sites.entry(site).or_default().access.push((scope, policy));
+        }
+        for (site, origins) in proxy_origins {
+            sites.entry(site).or_default().proxy_origins.extend(origins);
+        }
+        let sites = sites.into_iter().filter(|(_, s)| !s.is_empty()).map(|(n, s)| (n, Arc::new(s))).collect();
+        Self { version, sites }
+    }
+
+    /// This table as `version` with `site`'s part replaced (`None` or an
+    /// empty part: the site serves nothing). Every other site's part is shared.
+    pub fn with_site(&self, version: u64, site: &SiteName, part: Option<SiteRouting>) -> Self {
+        let mut sites = self.sites.clone();
+        match part.filter(|p| !p.is_empty()) {
+            Some(p) => sites.insert(site.clone(), Arc::new(p)),
+            None => sites.remove(site),
+        };
+        Self { version, sites }
+    }
+
+    /// Reads `change` from metadata into a copy of this table, as `version`.
+    pub async fn reload(&self, meta: &dyn MetaStore, version: u64, change: &RoutingChange) -> Result<Self, StoreError> {
+        match change {
+            RoutingChange::All => Self::load(meta, version).await,
+            RoutingChange::Sites(list) => {
+                let mut next = Self { version, sites: self.sites.clone() };
+                for site in list {
+                    let part = SiteRouting::load(meta, site).await?;
+                    next = next.with_site(version, site, Some(part));
+                }
+                Ok(next)
+            }
+        }
+    }
+
+    /// Shares `older`'s part of every site whose part is equal (after a
+    /// whole re-read, so the sites that did not change stay unchanged by
+    /// pointer, as [`Self::changed_since`] sees them).
+    pub fn share_unchanged(&mut self, older: &RoutingTable) {
+        for (name, part) in self.sites.iter_mut() {
+            if let Some(o) = older.sites.get(name)
+                && **o == **part
+            {
+                *part = o.clone();
+            }
+        }
+    }
+
+    /// Sites whose part differs from `older`'s (by pointer: parts shared
+    /// with `older` are unchanged), with their new part (`None`: removed).
+    pub fn changed_since<'a>(&'a self, older: &'a RoutingTable) -> Vec<(&'a SiteName, Option<&'a Arc<SiteRouting>>)> {
+        let mut out = Vec::new();
+        for (name, part) in &self.sites {
+            if !older.sites.get(name).is_some_and(|o| Arc::ptr_eq(o, part)) {
+                out.push((name, Some(part)));
+            }
+        }
+        for name in older.sites.keys() {
+            if !self.sites.contains_key(name) {
+                out.push((name, None));
+            }
+        }
+        out
+    }
+
+    /// Every branch row, site by site.
+    pub fn branches(&self) -> impl Iterator<Item = &RoutingRow> {
+        self.sites.values().flat_map(|s| s.branches.iter())
+    }
+
+    /// Every permalink, site by site.
+    pub fn permalinks(&self) -> impl Iterator<Item = &Permalink> {
+        self.sites.values().flat_map(|s| s.permalinks.iter())
+    }
+}
+
+/// The flat form, as it is written.
+#[derive(Serialize)]
+struct FlatOut<'a> {
+    version: u64,
+    branches: Vec<&'a RoutingRow>,
+    permalinks: Vec<&'a Permalink>,
+    access: Vec<(&'a SiteName, &'a AccessScope, &'a AccessPolicy)>,
+    proxy_origins: Vec<(&'a SiteName, &'a [String])>,
+}
+
+/// The flat form, as it is read.
+#[derive(Deserialize)]
+struct FlatIn {
+    version: u64,
+    branches: Vec<RoutingRow>,
+    permalinks: Vec<Permalink>,
+    access: Vec<(SiteName, AccessScope, AccessPolicy)>,
+    proxy_origins: Vec<(SiteName, Vec<String>)>,
+}
+
+impl Serialize for RoutingTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FlatOut {
+            version: self.version,
+            branches: self.branches().collect(),
+            permalinks: self.permalinks().collect(),
+            access: self.sites.iter().flat_map(|(n, p)| p.access.iter().map(move |(sc, po)| (n, sc, po))).collect(),
+            proxy_origins: self
+                .sites
+                .iter()
+                .filter(|(_, p)| !p.proxy_origins.is_empty())
+                .map(|(n, p)| (n, p.proxy_origins.as_slice()))
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoutingTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = FlatIn::deserialize(d)?;
+        Ok(Self::from_rows(f.version, f.branches, f.permalinks, f.access, f.proxy_origins))
     }
 }
 
@@ -39,11 +237,67 @@ impl RoutingTable {
 /// returns only when the deploy is live.
 #[async_trait]
 pub trait RoutingSink: Send + Sync + 'static {
-    /// Installs a new table. Tables arrive in increasing version order.
+    /// Installs a new table. Tables arrive in increasing version order; a
+    /// site's part shared (same [`Arc`]) with the table before is unchanged.
     async fn publish(&self, table: RoutingTable) -> Result<(), StoreError>;
 
     /// Offers a manifest the control plane just wrote (and `hash` names), so
     /// an edge in the same process need not read and parse it back. A hint:
     /// edges elsewhere ignore it and load from the blob store.
     fn prime(&self, _hash: &chanto_core::ContentHash, _manifest: &std::sync::Arc<chanto_core::Manifest>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chanto_core::{BranchName, ContentHash, DeployId};
+
+    fn row(site: &str, n: u8) -> RoutingRow {
+        RoutingRow {
+            site: site.parse().unwrap(),
+            branch: "main".parse::<BranchName>().unwrap(),
+            label: "main".into(),
+            production: true,
+            deploy: DeployId::from_random([n; 8]),
+            manifest: ContentHash::of(&[n]),
+            ready_at: n as i64,
+        }
+    }
+
+    #[test]
+    fn a_change_to_one_site_shares_every_other_part() {
+        let t1 = RoutingTable::from_rows(1, vec![row("a", 1), row("b", 2), row("c", 3)], vec![], vec![], vec![]);
+        let b: SiteName = "b".parse().unwrap();
+        let t2 = t1.with_site(2, &b, Some(SiteRouting { branches: vec![row("b", 9)], ..Default::default() }));
+        let changed: Vec<_> = t2.changed_since(&t1).into_iter().map(|(n, p)| (n.to_string(), p.is_some())).collect();
+        assert_eq!(changed, vec![("b".to_string(), true)]);
+        assert!(Arc::ptr_eq(
+            &t1.sites[&"a".parse::<SiteName>().unwrap()],
+            &t2.sites[&"a".parse::<SiteName>().unwrap()]
+        ));
+        // A site left with nothing goes; the change names it as removed.
+        let t3 = t2.with_site(3, &b, Some(SiteRouting::default()));
+        assert_eq!(t3.sites.len(), 2);
+        let changed: Vec<_> = t3.changed_since(&t2).into_iter().map(|(n, p)| (n.to_string(), p.is_some())).collect();
+        assert_eq!(changed, vec![("b".to_string(), false)]);
+    }
+
+    #[test]
+    fn the_flat_form_round_trips_and_groups_by_site() {
+        let site: SiteName = "docs".parse().unwrap();
+        let t = RoutingTable::from_rows(
+            4,
+            vec![row("docs", 1), row("blog", 2)],
+            vec![],
+            vec![(site.clone(), AccessScope::Site, AccessPolicy::default())],
+            vec![(site.clone(), vec!["https://api.example.com".into()])],
+        );
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["branches"].as_array().unwrap().len(), 2);
+        assert_eq!(json["proxy_origins"][0][0], "docs");
+        assert_eq!(json["access"][0][1], "site");
+        let back: RoutingTable = serde_json::from_value(json).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.sites[&site].proxy_origins, vec!["https://api.example.com".to_string()]);
+    }
 }

@@ -419,6 +419,13 @@ impl SqliteMeta {
     }
 }
 
+/// A stored access policy (JSON) in column `idx`.
+fn policy_col(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<AccessPolicy> {
+    let policy: String = r.get(idx)?;
+    serde_json::from_str(&policy)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into()))
+}
+
 pub(crate) fn parse<T: FromStr>(idx: usize, s: String) -> rusqlite::Result<T>
 where
     T::Err: std::fmt::Display,
@@ -905,15 +912,20 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn routing_table(&self) -> Result<Vec<RoutingRow>, StoreError> {
-        self.call(|c| {
-            let mut st = c.prepare(
+    async fn routing_table(&self, site: Option<&SiteName>) -> Result<Vec<RoutingRow>, StoreError> {
+        let site = site.map(|s| s.to_string());
+        self.call(move |c| {
+            let mut st = c.prepare_cached(if site.is_some() {
+                "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest, d.finished_at
+                 FROM sites s JOIN branches b ON b.site_id = s.id JOIN deploys d ON d.id = b.active_deploy
+                 WHERE s.name = ?1 AND d.manifest IS NOT NULL ORDER BY b.name"
+            } else {
                 "SELECT s.name, b.name, b.label, b.name = s.production_branch, d.id, d.manifest, d.finished_at
                  FROM branches b JOIN sites s ON s.id = b.site_id JOIN deploys d ON d.id = b.active_deploy
-                 WHERE d.manifest IS NOT NULL ORDER BY s.name, b.name",
-            )?;
+                 WHERE d.manifest IS NOT NULL ORDER BY s.name, b.name"
+            })?;
             let rows = st
-                .query_map([], |r| {
+                .query_map(rusqlite::params_from_iter(site.iter()), |r| {
                     Ok(RoutingRow {
                         site: parse(0, r.get(0)?)?,
                         branch: parse(1, r.get(1)?)?,
@@ -930,15 +942,20 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn permalinks(&self) -> Result<Vec<Permalink>, StoreError> {
-        self.call(|c| {
-            let mut st = c.prepare(
+    async fn permalinks(&self, site: Option<&SiteName>) -> Result<Vec<Permalink>, StoreError> {
+        let site = site.map(|s| s.to_string());
+        self.call(move |c| {
+            let mut st = c.prepare_cached(if site.is_some() {
+                "SELECT s.name, d.id, d.manifest, d.finished_at, b.name, b.name = s.production_branch
+                 FROM sites s JOIN deploys d ON d.site_id = s.id JOIN branches b ON b.id = d.branch_id
+                 WHERE s.name = ?1 AND d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL"
+            } else {
                 "SELECT s.name, d.id, d.manifest, d.finished_at, b.name, b.name = s.production_branch
                  FROM deploys d JOIN sites s ON s.id = d.site_id JOIN branches b ON b.id = d.branch_id
-                 WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL",
-            )?;
+                 WHERE d.state IN ('ready', 'active', 'superseded') AND d.manifest IS NOT NULL"
+            })?;
             let rows = st
-                .query_map([], |r| {
+                .query_map(rusqlite::params_from_iter(site.iter()), |r| {
                     Ok(Permalink {
                         site: parse(0, r.get(0)?)?,
                         deploy: parse(1, r.get(1)?)?,
@@ -1177,8 +1194,17 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn access(&self, site: &SiteName) -> Result<Vec<(AccessScope, AccessPolicy)>, StoreError> {
-        let site = site.clone();
-        Ok(self.all_access().await?.into_iter().filter(|(s, _, _)| *s == site).map(|(_, sc, p)| (sc, p)).collect())
+        let site = site.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT a.scope, a.policy FROM sites s JOIN access a ON a.site_id = s.id WHERE s.name = ?1 ORDER BY a.scope",
+            )?;
+            let rows = st
+                .query_map([site], |r| Ok((parse(0, r.get(0)?)?, policy_col(r, 1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn all_access(&self) -> Result<Vec<(SiteName, AccessScope, AccessPolicy)>, StoreError> {
@@ -1187,13 +1213,7 @@ impl MetaStore for SqliteMeta {
                 "SELECT s.name, a.scope, a.policy FROM access a JOIN sites s ON s.id = a.site_id ORDER BY s.name, a.scope",
             )?;
             let rows = st
-                .query_map([], |r| {
-                    let policy: String = r.get(2)?;
-                    let policy: AccessPolicy = serde_json::from_str(&policy).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
-                    })?;
-                    Ok((parse(0, r.get(0)?)?, parse(1, r.get(1)?)?, policy))
-                })?
+                .query_map([], |r| Ok((parse(0, r.get(0)?)?, parse(1, r.get(1)?)?, policy_col(r, 2)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -1218,14 +1238,19 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn all_proxy_origins(&self) -> Result<Vec<(SiteName, Vec<String>)>, StoreError> {
-        self.call(|c| {
-            let mut st = c.prepare(
+    async fn proxy_origins(&self, site: Option<&SiteName>) -> Result<Vec<(SiteName, Vec<String>)>, StoreError> {
+        let site = site.map(|s| s.to_string());
+        self.call(move |c| {
+            let mut st = c.prepare_cached(if site.is_some() {
+                "SELECT s.name, p.origin FROM sites s JOIN site_proxy_origins p ON p.site_id = s.id
+                 WHERE s.name = ?1 ORDER BY p.origin"
+            } else {
                 "SELECT s.name, p.origin FROM site_proxy_origins p JOIN sites s ON s.id = p.site_id
-                 ORDER BY s.name, p.origin",
-            )?;
-            let rows: Vec<(SiteName, String)> =
-                st.query_map([], |r| Ok((parse(0, r.get(0)?)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                 ORDER BY s.name, p.origin"
+            })?;
+            let rows: Vec<(SiteName, String)> = st
+                .query_map(rusqlite::params_from_iter(site.iter()), |r| Ok((parse(0, r.get(0)?)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             let mut out: Vec<(SiteName, Vec<String>)> = Vec::new();
             for (site, origin) in rows {
                 match out.last_mut() {

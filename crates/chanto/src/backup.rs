@@ -615,7 +615,7 @@ async fn walk(meta: &dyn MetaStore, source: &mut Blobs<'_>) -> anyhow::Result<Wa
     let mut w = Walked { blobs: 0, bytes: 0, manifests: 0, skipped: 0, missing_required: 0, problems: Vec::new() };
     let mut done = BTreeSet::new();
     let mut required: BTreeMap<ContentHash, (DeployId, String)> = BTreeMap::new();
-    let mut permalinks = meta.permalinks().await.context("reading the deploys")?;
+    let mut permalinks = meta.permalinks(None).await.context("reading the deploys")?;
     permalinks.sort_by_key(|p| p.deploy.to_string());
     for p in &permalinks {
         let who = format!("the manifest of deploy {} of site {}", p.deploy, p.site);

@@ -231,13 +231,7 @@ impl Dev {
             manifest: manifest_hash,
             ready_at: chanto_store::now_millis(),
         };
-        let table = RoutingTable {
-            version: self.version,
-            branches: vec![row],
-            permalinks: Vec::new(),
-            access: Vec::new(),
-            proxy_origins: Vec::new(),
-        };
+        let table = RoutingTable::from_rows(self.version, vec![row], Vec::new(), Vec::new(), Vec::new());
         self.edge.publish(table).await?;
         if self.version > 1 {
             say(format_args!("Reloaded: {} files, {redirects} redirect rules, {headers} header rules", files.len()));

@@ -10,12 +10,15 @@
 //! 503) until its first snapshot arrives, never a 404 for a site it does not
 //! know yet.
 //!
-//! Distribution: a long-poll (`GET /api/v1/nodes/routing?after=V&wait=25`)
-//! is the fast path, a pull every `--routing-poll` the safety net. A new
-//! snapshot is checked (format, version only forward), every active
-//! branch's manifest is loaded and hash-checked, the blobs of its hot files
-//! are fetched into the disk cache; only then is it written to disk and
-//! swapped in. A snapshot that fails any of this is refused: the node keeps
+//! Distribution: a long-poll (`GET /api/v1/nodes/routing?after=V&wait=25&delta=1`)
+//! is the fast path, a pull every `--routing-poll` the safety net. The
+//! control plane answers with a delta (only the sites that changed since V)
+//! when it can, else the whole snapshot. A new version is checked (format,
+//! version only forward, a delta only on its base), the manifest of every
+//! active branch of the sites that changed is loaded and hash-checked, the
+//! blobs of its hot files are fetched into the disk cache; only then is it
+//! written to disk (a delta appended to a journal, the whole snapshot
+//! rewritten every [`JOURNAL_MAX`] deltas) and swapped in. A snapshot that fails any of this is refused: the node keeps
 //! serving the one it has, reports the refusal in its heartbeat (so the
 //! activation that published it names this node) and tries again later.
 
@@ -29,8 +32,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chanto_core::{ContentHash, Manifest};
 use chanto_edge::Edge;
-use chanto_store::node_wire::{Heartbeat, NodeRole, Refusal, RoutingSnapshot, SNAPSHOT_FORMAT};
-use chanto_store::{BlobStore, CachedBlobStore, RoutingSink, StoreError};
+use chanto_store::node_wire::{
+    Heartbeat, NodeRole, ROUTING_KIND_HEADER, Refusal, RoutingDelta, RoutingSnapshot, SNAPSHOT_FORMAT,
+};
+use chanto_store::{BlobStore, CachedBlobStore, RoutingSink, RoutingTable, StoreError};
 use futures_util::StreamExt;
 
 use crate::cli::ServeArgs;
@@ -52,6 +57,8 @@ const HOT_BLOBS: usize = 4096;
 const HOT_MAX_SIZE: u64 = 256 << 10;
 /// Blob fetches in flight while a snapshot is checked.
 const FETCH_CONCURRENCY: usize = 16;
+/// Deltas journaled before the whole snapshot is written again.
+const JOURNAL_MAX: usize = 256;
 
 /// A running edge node.
 pub struct EdgeNode {
@@ -229,7 +236,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
             role: args.role.wire(),
             edge_addr: edge_addr.to_string(),
         },
-        served: tokio::sync::Mutex::new(HashMap::new()),
+        served: tokio::sync::Mutex::new(Served::default()),
         state: std::sync::Mutex::new(PullState::default()),
         report: tokio::sync::Notify::new(),
         refused_total: AtomicU64::new(0),
@@ -317,15 +324,110 @@ struct Puller {
     control: String,
     token: String,
     node: NodeInfo,
-    /// One snapshot is checked and swapped at a time; the lock holds the
-    /// manifests of the snapshot served (checked when it was loaded: a new
-    /// snapshot reads, hashes and parses only the manifests it adds).
-    served: tokio::sync::Mutex<Manifests>,
+    /// One snapshot is checked and swapped at a time; the lock holds what
+    /// is served (a new version reads, hashes and parses only the manifests
+    /// of the sites it changes).
+    served: tokio::sync::Mutex<Served>,
     state: std::sync::Mutex<PullState>,
     /// Wakes the heartbeat loop (after a swap or a refusal).
     report: tokio::sync::Notify,
     refused_total: AtomicU64,
     control_errors: AtomicU64,
+}
+
+/// What a pull brought.
+enum Update {
+    /// A whole snapshot.
+    Full(RoutingSnapshot),
+    /// The sites that changed since the version served.
+    Delta(RoutingDelta),
+}
+
+impl Update {
+    fn version(&self) -> u64 {
+        match self {
+            Self::Full(s) => s.version,
+            Self::Delta(d) => d.version,
+        }
+    }
+}
+
+/// What became of an update.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Swapped in.
+    Loaded,
+    /// Not newer than what is served, or a delta from another version: pull again.
+    Stale,
+    /// Refused (the node keeps what it serves).
+    Refused,
+}
+
+/// What the node serves: the table, the manifests of its active branches
+/// (with how many branches use each) and their blobs (with how many of
+/// those manifests use each), kept up to date change by change.
+#[derive(Default)]
+struct Served {
+    table: RoutingTable,
+    manifests: HashMap<ContentHash, (Arc<Manifest>, u32)>,
+    blobs: HashMap<ContentHash, u32>,
+    /// Deltas in the journal since the whole snapshot was last written.
+    journaled: usize,
+}
+
+impl Served {
+    /// Makes `table` the one served, counting manifests and blobs of the
+    /// sites that changed (a manifest new to the node comes from `prepared`).
+    /// Returns the blobs that became active and those no longer active.
+    fn advance(&mut self, table: RoutingTable, prepared: &Prepared) -> (Vec<ContentHash>, Vec<ContentHash>) {
+        let mut gained = Vec::new();
+        let mut lost = Vec::new();
+        for (site, part) in table.changed_since(&self.table) {
+            for row in part.map(|p| p.branches.as_slice()).unwrap_or_default() {
+                match self.manifests.get_mut(&row.manifest) {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        if let Some((_, m)) = prepared.get(&row.manifest) {
+                            self.manifests.insert(row.manifest, (m.clone(), 1));
+                            gained.push(m.clone());
+                        }
+                    }
+                }
+            }
+            for row in self.table.sites.get(site).map(|p| p.branches.as_slice()).unwrap_or_default() {
+                if let Some((m, n)) = self.manifests.get_mut(&row.manifest) {
+                    *n -= 1;
+                    if *n == 0 {
+                        lost.push(m.clone());
+                        self.manifests.remove(&row.manifest);
+                    }
+                }
+            }
+        }
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for m in &gained {
+            for hash in blobs_of(m) {
+                let n = self.blobs.entry(hash).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    added.push(hash);
+                }
+            }
+        }
+        for m in &lost {
+            for hash in blobs_of(m) {
+                if let Some(n) = self.blobs.get_mut(&hash) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.blobs.remove(&hash);
+                        removed.push(hash);
+                    }
+                }
+            }
+        }
+        self.table = table;
+        (added, removed)
+    }
 }
 
 /// Why a pull got no snapshot.
@@ -341,7 +443,8 @@ impl Puller {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads DATA/edge/routing.json and its manifests, and serves them.
+    /// Loads DATA/edge/routing.json (with the journal's deltas) and its
+    /// manifests, and serves them.
     async fn boot_from_disk(&self) -> anyhow::Result<Option<u64>> {
         let mut served = self.served.lock().await;
         let Some((snap, manifests)) = self.disk.load()? else { return Ok(None) };
@@ -349,17 +452,20 @@ impl Puller {
             self.edge.prime(hash, manifest);
         }
         let version = snap.version;
-        self.blobs.set_active(active_blobs(manifests.values()));
+        let prepared: Prepared = manifests.into_iter().map(|(h, m)| (h, (None, m))).collect();
+        let mut fresh = Served { journaled: self.disk.journal_len(), ..Served::default() };
+        let (active, _) = fresh.advance(snap.table.clone(), &prepared);
+        self.blobs.set_active(active.into_iter().collect());
         self.edge.publish(snap.table).await.context("loading the routing snapshot kept on disk")?;
         self.state().published_at = Some(snap.published_at);
-        *served = manifests;
+        *served = fresh;
         Ok(Some(version))
     }
 
     /// Asks the control plane for a snapshot newer than `after`, waiting up
     /// to `wait` seconds for one.
-    async fn fetch(&self, after: u64, wait: u64) -> Result<Option<RoutingSnapshot>, PullError> {
-        let url = format!("{}/api/v1/nodes/routing?after={after}&wait={wait}", self.control);
+    async fn fetch(&self, after: u64, wait: u64) -> Result<Option<Update>, PullError> {
+        let url = format!("{}/api/v1/nodes/routing?after={after}&wait={wait}&delta=1", self.control);
         let resp = self
             .http
             .get(&url)
@@ -395,6 +501,7 @@ impl Puller {
                 self.control
             )));
         }
+        let delta = resp.headers().get(ROUTING_KIND_HEADER).is_some_and(|v| v.as_bytes() == b"delta");
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -409,8 +516,13 @@ impl Puller {
             body.extend_from_slice(&chunk);
         }
         self.state().last_contact = Some(Instant::now());
-        match serde_json::from_slice::<RoutingSnapshot>(&body) {
-            Ok(snap) => Ok(Some(snap)),
+        let parsed = if delta {
+            serde_json::from_slice::<RoutingDelta>(&body).map(Update::Delta)
+        } else {
+            serde_json::from_slice::<RoutingSnapshot>(&body).map(Update::Full)
+        };
+        match parsed {
+            Ok(update) => Ok(Some(update)),
             Err(e) => {
                 // Refused like any snapshot that cannot be loaded; its
                 // version, if it has one, is what the refusal names.
@@ -420,7 +532,10 @@ impl Puller {
                     .unwrap_or(0);
                 self.refuse(
                     version,
-                    format!("the routing snapshot is not valid JSON of format {SNAPSHOT_FORMAT}: {e}"),
+                    format!(
+                        "the routing {} is not valid JSON of format {SNAPSHOT_FORMAT}: {e}",
+                        if delta { "delta" } else { "snapshot" }
+                    ),
                 );
                 Ok(None)
             }
@@ -440,73 +555,113 @@ impl Puller {
         self.report.notify_one();
     }
 
-    /// Checks `snap`, makes its manifests and hot blobs available, writes it
-    /// to disk and swaps it in; or refuses it. Returns whether it was loaded.
-    async fn apply(&self, snap: RoutingSnapshot) -> bool {
+    /// Checks an update, makes the manifests and hot blobs of the sites it
+    /// changes available, writes it to disk and swaps it in; or refuses it.
+    async fn apply(&self, update: Update) -> Outcome {
         let mut served = self.served.lock().await;
-        let current = self.edge.snapshot().version;
-        if snap.version <= current {
-            return false; // Never backwards (also a snapshot the other loop loaded meanwhile).
+        let version = update.version();
+        if version <= self.edge.snapshot().version {
+            return Outcome::Stale; // Never backwards (also a version the other loop loaded meanwhile).
         }
-        match self.prepare(&snap, &served).await {
-            Ok(manifests) => {
-                for (hash, (_, manifest)) in &manifests {
-                    self.edge.prime(hash, manifest);
+        let (table, published_at) = match &update {
+            Update::Full(snap) => {
+                if let Err(e) = check_snapshot(snap) {
+                    self.refuse(version, e);
+                    return Outcome::Refused;
                 }
-                let version = snap.version;
-                let published_at = snap.published_at;
-                if let Err(e) = self.disk.store(&snap, &manifests) {
-                    // Serving goes on; only a restart would lose this version.
-                    tracing::error!(error = %format!("{e:#}"), "could not keep the routing snapshot on disk; a restart would serve an older one");
+                let mut table = snap.table.clone();
+                // Parts equal to those served stay shared: only real changes are rebuilt.
+                table.share_unchanged(&served.table);
+                (table, snap.published_at)
+            }
+            Update::Delta(delta) => {
+                if delta.base != served.table.version {
+                    tracing::debug!(
+                        base = delta.base,
+                        serving = served.table.version,
+                        "a delta from another version; pulling again"
+                    );
+                    return Outcome::Stale;
                 }
-                if let Err(e) = self.edge.publish(snap.table).await {
-                    self.refuse(version, format!("loading the snapshot: {e}"));
-                    return false;
+                match delta.apply(&served.table) {
+                    Ok(table) => (table, delta.published_at),
+                    Err(e) => {
+                        self.refuse(version, e);
+                        return Outcome::Refused;
+                    }
                 }
-                self.blobs.set_active(active_blobs(manifests.values().map(|(_, m)| m)));
-                *served = manifests.into_iter().map(|(hash, (_, m))| (hash, m)).collect();
-                let mut state = self.state();
-                state.published_at = Some(published_at);
-                state.refusal_streak = 0;
-                if state.refused.as_ref().is_some_and(|r| r.version <= version) {
-                    state.refused = None;
-                }
-                drop(state);
-                tracing::info!(version, "routing snapshot swapped in");
-                self.report.notify_one();
+            }
+        };
+        let prepared = match self.prepare(&table, &served).await {
+            Ok(p) => p,
+            Err(error) => {
+                self.refuse(version, error);
+                return Outcome::Refused;
+            }
+        };
+        for (hash, (_, manifest)) in &prepared {
+            self.edge.prime(hash, manifest);
+        }
+        let written = match &update {
+            Update::Full(_) => None,
+            Update::Delta(delta) => Some(self.disk.append(delta, &prepared)),
+        };
+        if let Err(e) = self.edge.publish(table.clone()).await {
+            self.refuse(version, format!("loading the snapshot: {e}"));
+            return Outcome::Refused;
+        }
+        let (added, removed) = served.advance(table, &prepared);
+        self.blobs.change_active(&added, &removed);
+        // The whole snapshot after a whole one arrived or the journal grew
+        // long; written after the swap, so the activation does not wait for it.
+        let rewrite = match written {
+            None => true,
+            Some(Ok(())) => {
+                served.journaled += 1;
+                served.journaled >= JOURNAL_MAX
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "could not journal the routing delta; writing the whole snapshot");
                 true
             }
-            Err(error) => {
-                self.refuse(snap.version, error);
-                false
+        };
+        if rewrite {
+            let snap = RoutingSnapshot { format: SNAPSHOT_FORMAT, version, published_at, table: served.table.clone() };
+            match self.disk.store(&snap, &prepared, &served.manifests) {
+                Ok(()) => served.journaled = 0,
+                // Serving goes on; only a restart would lose this version.
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "could not keep the routing snapshot on disk; a restart would serve an older one")
+                }
             }
         }
+        let mut state = self.state();
+        state.published_at = Some(published_at);
+        state.refusal_streak = 0;
+        if state.refused.as_ref().is_some_and(|r| r.version <= version) {
+            state.refused = None;
+        }
+        drop(state);
+        tracing::info!(version, "routing snapshot swapped in");
+        self.report.notify_one();
+        Outcome::Loaded
     }
 
-    /// Everything a snapshot needs before it may be served: its manifests
-    /// (with their bytes, to keep on disk, for those not in `served`) and its
-    /// hot blobs in the cache.
-    async fn prepare(&self, snap: &RoutingSnapshot, served: &Manifests) -> Result<Prepared, String> {
-        if snap.format != SNAPSHOT_FORMAT {
-            return Err(format!(
-                "snapshot format {} is unknown to this edge (it reads format {SNAPSHOT_FORMAT}); run the same chanto version on the edge as on the control plane",
-                snap.format
-            ));
-        }
-        if snap.version != snap.table.version {
-            return Err(format!(
-                "the snapshot says version {} but its table says {}",
-                snap.version, snap.table.version
-            ));
-        }
+    /// Everything a table needs before it may be served: the manifests of
+    /// the active branches of the sites that changed from what is served
+    /// (with their bytes, to keep on disk, for those the node did not have)
+    /// and their hot blobs in the cache.
+    async fn prepare(&self, table: &RoutingTable, served: &Served) -> Result<Prepared, String> {
         let mut manifests = HashMap::new();
         let mut hot: Vec<(ContentHash, String)> = Vec::new();
         let mut seen_blobs = HashSet::new();
-        for row in &snap.table.branches {
+        let changed = table.changed_since(&served.table);
+        for row in changed.iter().filter_map(|(_, p)| p.as_ref()).flat_map(|p| p.branches.iter()) {
             if manifests.contains_key(&row.manifest) {
                 continue;
             }
-            if let Some(m) = served.get(&row.manifest).filter(|_| self.disk.has_manifest(&row.manifest)) {
+            if let Some((m, _)) = served.manifests.get(&row.manifest).filter(|_| self.disk.has_manifest(&row.manifest))
+            {
                 manifests.insert(row.manifest, (None, m.clone()));
                 continue;
             }
@@ -557,14 +712,13 @@ impl Puller {
     async fn pull_once(&self, wait: u64) -> Duration {
         let after = self.edge.snapshot().version;
         match self.fetch(after, wait).await {
-            Ok(Some(snap)) => {
-                if self.apply(snap).await {
-                    Duration::ZERO
-                } else {
+            Ok(Some(update)) => match self.apply(update).await {
+                Outcome::Loaded | Outcome::Stale => Duration::ZERO,
+                Outcome::Refused => {
                     let streak = self.state().refusal_streak.min(5);
                     Duration::from_secs(1 << streak).min(Duration::from_secs(30))
                 }
-            }
+            },
             Ok(None) => Duration::ZERO,
             Err(PullError::Unreachable(e)) | Err(PullError::Denied(e)) => {
                 let n = self.control_errors.fetch_add(1, Ordering::Relaxed);
@@ -693,17 +847,29 @@ impl Puller {
     }
 }
 
-/// Every blob the active branches' deploys serve (files and their
-/// precompressed variants): the disk cache evicts these last.
-fn active_blobs<'a>(manifests: impl Iterator<Item = &'a Arc<Manifest>>) -> HashSet<ContentHash> {
+/// Every blob a deploy serves (files and their precompressed variants),
+/// each once: those of active branches' deploys the disk cache evicts last.
+fn blobs_of(m: &Manifest) -> HashSet<ContentHash> {
     let mut set = HashSet::new();
-    for m in manifests {
-        for entry in m.files.values() {
-            set.insert(entry.hash);
-            set.extend(entry.variants.iter().map(|v| v.hash));
-        }
+    for entry in m.files.values() {
+        set.insert(entry.hash);
+        set.extend(entry.variants.iter().map(|v| v.hash));
     }
     set
+}
+
+/// A whole snapshot's own consistency (its rows are checked as it is grouped).
+fn check_snapshot(snap: &RoutingSnapshot) -> Result<(), String> {
+    if snap.format != SNAPSHOT_FORMAT {
+        return Err(format!(
+            "snapshot format {} is unknown to this edge (it reads format {SNAPSHOT_FORMAT}); run the same chanto version on the edge as on the control plane",
+            snap.format
+        ));
+    }
+    if snap.version != snap.table.version {
+        return Err(format!("the snapshot says version {} but its table says {}", snap.version, snap.table.version));
+    }
+    Ok(())
 }
 
 /// Parsed manifests by hash.
@@ -726,9 +892,11 @@ fn describe(what: &str, e: &StoreError) -> String {
     }
 }
 
-/// The node's own disk: `DIR/routing.json` (the snapshot served) and
-/// `DIR/manifests/<hash>` (the manifests of its active branches), each
-/// written to a temporary file and renamed into place.
+/// The node's own disk: `DIR/routing.json` (a whole snapshot, written to a
+/// temporary file and renamed into place), `DIR/routing.log` (the deltas
+/// since, one JSON line each, appended and synced) and
+/// `DIR/manifests/<hash>` (the manifests of its active branches, each
+/// written atomically before the snapshot or delta that needs it).
 struct Disk {
     dir: PathBuf,
 }
@@ -741,6 +909,10 @@ impl Disk {
 
     fn routing_path(&self) -> PathBuf {
         self.dir.join("routing.json")
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join("routing.log")
     }
 
     fn manifest_path(&self, hash: &ContentHash) -> PathBuf {
@@ -757,7 +929,14 @@ impl Disk {
         (ContentHash::of(&bytes) == *hash).then(|| bytes.into())
     }
 
-    /// The snapshot on disk and its manifests; `None` when there is none.
+    /// Deltas in the journal.
+    fn journal_len(&self) -> usize {
+        std::fs::read(self.journal_path()).map_or(0, |b| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count())
+    }
+
+    /// The snapshot on disk with the journal's deltas applied, and its
+    /// manifests; `None` when there is none. A journal line that does not
+    /// parse or apply (a write cut short) ends the replay there.
     fn load(&self) -> anyhow::Result<Option<(RoutingSnapshot, Manifests)>> {
         let path = self.routing_path();
         let bytes = match std::fs::read(&path) {
@@ -765,13 +944,32 @@ impl Disk {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let snap: RoutingSnapshot =
+        let mut snap: RoutingSnapshot =
             serde_json::from_slice(&bytes).with_context(|| format!("{} is not a routing snapshot", path.display()))?;
         if snap.format != SNAPSHOT_FORMAT || snap.version != snap.table.version || snap.version == 0 {
             bail!("{} has format {} version {}: not one this edge reads", path.display(), snap.format, snap.version);
         }
+        let journal = std::fs::read(self.journal_path()).unwrap_or_default();
+        for (i, line) in journal.split(|c| *c == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let applied = serde_json::from_slice::<RoutingDelta>(line).map_err(|e| e.to_string()).and_then(|d| {
+                if d.version <= snap.version {
+                    return Ok(None); // Already in the snapshot.
+                }
+                d.apply(&snap.table).map(|t| Some((t, d.published_at)))
+            });
+            match applied {
+                Ok(None) => {}
+                Ok(Some((table, published_at))) => {
+                    snap = RoutingSnapshot { version: table.version, published_at, table, ..snap };
+                }
+                Err(e) => {
+                    tracing::warn!(line = i + 1, error = %e, journal = %self.journal_path().display(), "the routing journal ends early here; serving the version before it");
+                    break;
+                }
+            }
+        }
         let mut manifests = HashMap::new();
-        for row in &snap.table.branches {
+        for row in snap.table.branches() {
             if manifests.contains_key(&row.manifest) {
                 continue;
             }
@@ -790,23 +988,59 @@ impl Disk {
         Ok(Some((snap, manifests)))
     }
 
-    /// Keeps `snap` and its manifests; removes manifests it no longer needs.
-    fn store(&self, snap: &RoutingSnapshot, manifests: &Prepared) -> anyhow::Result<()> {
-        for (hash, (bytes, _)) in manifests {
+    /// Writes the manifests among `prepared` the node did not have.
+    fn write_manifests(&self, prepared: &Prepared) -> anyhow::Result<()> {
+        for (hash, (bytes, _)) in prepared {
             if let Some(bytes) = bytes
                 && !self.has_manifest(hash)
             {
                 write_file_atomic(&self.manifest_path(hash), bytes, 0o600)?;
             }
         }
+        Ok(())
+    }
+
+    /// Journals `delta` after the manifests it needs.
+    fn append(&self, delta: &RoutingDelta, prepared: &Prepared) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        self.write_manifests(prepared)?;
+        let mut line = serde_json::to_vec(delta)?;
+        line.push(b'\n');
+        let path = self.journal_path();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        f.write_all(&line).with_context(|| format!("writing {}", path.display()))?;
+        f.sync_data().with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Keeps `snap` whole (the journal starts again) and its manifests;
+    /// removes manifests no longer in `keep`.
+    fn store(
+        &self,
+        snap: &RoutingSnapshot,
+        prepared: &Prepared,
+        keep: &HashMap<ContentHash, (Arc<Manifest>, u32)>,
+    ) -> anyhow::Result<()> {
+        self.write_manifests(prepared)?;
         write_file_atomic(&self.routing_path(), &serde_json::to_vec(snap)?, 0o600)?;
+        match std::fs::remove_file(self.journal_path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", self.journal_path().display())),
+        }
         if let Ok(entries) = std::fs::read_dir(self.dir.join("manifests")) {
             for entry in entries.flatten() {
                 let keep = entry
                     .file_name()
                     .to_str()
                     .and_then(|n| n.parse::<ContentHash>().ok())
-                    .is_some_and(|h| manifests.contains_key(&h));
+                    .is_some_and(|h| keep.contains_key(&h));
                 if !keep {
                     let _ = std::fs::remove_file(entry.path());
                 }

@@ -423,7 +423,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         config,
         sinks.iter().map(|s| s.clone() as Arc<dyn RoutingSink>).collect(),
     );
-    control.publish_routing().await.context("loading the routing table")?;
+    control.publish_routing(chanto_store::RoutingChange::All).await.context("loading the routing table")?;
     // On PostgreSQL: deploys made through other processes reach this edge too.
     control.follow_shared_routing();
     // Deploys that went live before their variants were made, and a stop came first.

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use chanto_build::{BranchFilter, SiteBuildSettings};
 use chanto_core::{BranchName, BuildId, BuildState, ContentHash, SiteName, ValidationError};
 use chanto_store::{
-    BuildHook, BuildRecord, EnvVar, GitConnection, NewBuild, WebhookDelivery, now_millis, random_bytes,
+    BuildHook, BuildRecord, EnvVar, GitConnection, NewBuild, RoutingChange, WebhookDelivery, now_millis, random_bytes,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -598,7 +598,7 @@ impl Control {
             if branch != site_rec.production_branch {
                 self.meta.set_production_branch(site, &branch).await?;
                 site_rec.production_branch = branch;
-                self.publish_routing().await?;
+                self.publish_routing(RoutingChange::site(site)).await?;
             }
         }
         let existing = self.meta.get_git(site).await?;
@@ -920,7 +920,7 @@ impl Control {
         }
         let removed = self.meta.delete_branch(site, branch, now_millis()).await?;
         if removed {
-            self.publish_routing().await?;
+            self.publish_routing(RoutingChange::site(site)).await?;
             tracing::info!(site = %site, branch = %branch, "branch environment removed");
         }
         Ok(removed)
