@@ -945,6 +945,77 @@ impl RoutingSink for InProcessEdge {
 mod tests {
     use super::*;
 
+    fn part(site: &str, n: u8) -> chanto_store::SiteRouting {
+        chanto_store::SiteRouting {
+            branches: vec![chanto_store::RoutingRow {
+                site: site.parse().unwrap(),
+                branch: "main".parse().unwrap(),
+                label: "main".into(),
+                production: true,
+                deploy: chanto_core::DeployId::from_random([n; 8]),
+                manifest: ContentHash::of(&[n]),
+                ready_at: 1,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn delta_of(hub: &NodeHub, base: u64) -> Option<RoutingDelta> {
+        let published = hub.routing.borrow().clone().unwrap();
+        published.delta_json(base).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn deltas_name_the_sites_changed_since_the_base_the_node_asks_from() {
+        let hub = NodeHub::default();
+        let (a, b, c) = ("a".parse().unwrap(), "b".parse().unwrap(), "c".parse().unwrap());
+        let t1 = RoutingTable::default().with_site(1, &a, Some(part("a", 1))).with_site(1, &b, Some(part("b", 2)));
+        hub.publish(&t1, &RoutingTable::default());
+        assert!(delta_of(&hub, 0).is_none(), "a node with nothing gets the whole snapshot");
+        let t2 = t1.with_site(2, &a, Some(part("a", 3)));
+        hub.publish(&t2, &t1);
+        let t3 = t2.with_site(3, &b, None).with_site(3, &c, Some(part("c", 4)));
+        hub.publish(&t3, &t2);
+
+        let d = delta_of(&hub, 2).unwrap();
+        assert_eq!((d.base, d.version), (2, 3));
+        let names: Vec<_> = d.sites.iter().map(|(s, p)| (s.to_string(), p.is_some())).collect();
+        assert_eq!(names, vec![("b".into(), false), ("c".into(), true)]);
+        // From further back: every site changed since, each with its part now.
+        let d = delta_of(&hub, 1).unwrap();
+        let names: Vec<_> = d.sites.iter().map(|(s, _)| s.to_string()).collect();
+        assert_eq!(names, vec!["a", "b", "c"]);
+        assert_eq!(d.apply(&t1).unwrap(), t3, "the delta makes the table");
+        // A version this process never published, or none: no delta.
+        assert!(delta_of(&hub, 0).is_none());
+        assert!(delta_of(&hub, 7).is_none());
+
+        // A table published over a version this hub did not have starts a new history.
+        let other = RoutingTable { version: 9, ..t3.clone() };
+        let t10 = other.with_site(10, &a, Some(part("a", 5)));
+        hub.publish(&t10, &other);
+        assert!(delta_of(&hub, 3).is_none(), "3 is not in the history any more");
+        assert_eq!(delta_of(&hub, 9).unwrap().sites.len(), 1);
+    }
+
+    #[test]
+    fn a_change_to_very_many_sites_goes_whole() {
+        let hub = NodeHub::default();
+        let mut t1 = RoutingTable { version: 1, ..Default::default() };
+        for n in 0..=DELTA_MAX_SITES {
+            let site = format!("s{n}").parse().unwrap();
+            t1 = t1.with_site(1, &site, Some(part(&format!("s{n}"), 1)));
+        }
+        hub.publish(&t1, &RoutingTable::default());
+        let mut t2 = RoutingTable { version: 2, ..t1.clone() };
+        for n in 0..=DELTA_MAX_SITES {
+            let site = format!("s{n}").parse().unwrap();
+            t2 = t2.with_site(2, &site, Some(part(&format!("s{n}"), 2)));
+        }
+        hub.publish(&t2, &t1);
+        assert!(delta_of(&hub, 1).is_none());
+    }
+
     fn node(id: &str, version: u64, heard: UnixMillis) -> NodeRecord {
         NodeRecord {
             node_id: id.into(),

@@ -601,7 +601,8 @@ async fn garbage_collection_keeps_every_referenced_blob() {
     }
     // The shared page's variants are still there, and the live site is whole.
     let manifest: chanto_core::Manifest =
-        serde_json::from_slice(&h.blobs.get(&h.last_table().branches().next().unwrap().manifest).await.unwrap()).unwrap();
+        serde_json::from_slice(&h.blobs.get(&h.last_table().branches().next().unwrap().manifest).await.unwrap())
+            .unwrap();
     for v in &manifest.files["index.html"].variants {
         assert!(h.blobs.has(&v.hash).await.unwrap());
     }

@@ -177,3 +177,47 @@ impl Snapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chanto_core::SiteName;
+
+    fn part(site: &str, n: u8, manifest: ContentHash) -> SiteRouting {
+        SiteRouting {
+            branches: vec![chanto_store::RoutingRow {
+                site: site.parse().unwrap(),
+                branch: "main".parse().unwrap(),
+                label: "main".into(),
+                production: true,
+                deploy: DeployId::from_random([n; 8]),
+                manifest,
+                ready_at: 1,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_update_rebuilds_only_the_sites_that_changed() {
+        let m = ContentHash::of(b"m");
+        let manifests: HashMap<_, _> = [(m, Arc::new(Manifest::default()))].into();
+        let (a, b): (SiteName, SiteName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let t1 =
+            RoutingTable::default().with_site(1, &a, Some(part("a", 1, m))).with_site(1, &b, Some(part("b", 2, m)));
+        let s1 = Snapshot::build(&t1, &manifests);
+        // Site b changes; site a's routes are the very same (not rebuilt),
+        // and an update needs no manifest of a site that did not change.
+        let t2 = t1.with_site(2, &b, Some(part("b", 3, m)));
+        let s2 = Snapshot::update(&s1, &t2, &manifests);
+        assert!(Arc::ptr_eq(&s1.sites["a"], &s2.sites["a"]));
+        assert!(!Arc::ptr_eq(&s1.sites["b"], &s2.sites["b"]));
+        let route = |s: &Snapshot, site: &str| {
+            s.resolve(&chanto_core::HostRoute::Production { site: site.into() }).map(|t| t.deploy.to_string())
+        };
+        assert_eq!(route(&s2, "b"), Some(DeployId::from_random([3; 8]).to_string()));
+        let s3 = Snapshot::update(&s2, &t2.with_site(3, &a, None), &HashMap::new());
+        assert_eq!((route(&s3, "a"), s3.site_count(), s3.version), (None, 1, 3));
+        assert!(Arc::ptr_eq(&s2.sites["b"], &s3.sites["b"]));
+    }
+}

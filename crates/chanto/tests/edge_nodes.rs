@@ -71,9 +71,16 @@ fn an_edge_node_serves_each_deploy_when_its_activation_answers_and_boots_from_di
     assert_eq!(edge.get("docs.localhost", "/app.css").text(), "body{n:0}");
     let version = edge.metric("chanto_edge_routing_version").unwrap();
     assert!(version >= 4.0, "{version}");
+    // After the first whole snapshot the node got deltas, journaled beside it.
+    let journal = std::fs::read_to_string(node_data.join("edge/routing.log")).unwrap_or_default();
+    assert!(journal.lines().count() >= 3, "deltas journaled:\n{journal}\n{}", edge.stderr());
+    let whole: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node_data.join("edge/routing.json")).unwrap()).unwrap();
+    assert!(whole["version"].as_f64().unwrap() < version, "the whole snapshot is older: {whole}");
 
     // Control plane, its database and the object store all gone; the edge
-    // node restarts and serves every active site from its own disk.
+    // node restarts and serves every active site from its own disk (the
+    // whole snapshot with the journal's deltas replayed).
     control.kill();
     s3.stop();
     edge.kill();
@@ -324,6 +331,32 @@ fn json_answer(body: &[u8]) -> Vec<u8> {
     a
 }
 
+/// A 200 answer with `body` as a routing delta.
+fn delta_answer(body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nchanto-routing: delta\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A 200 answer marked as a delta whose body is `body` as it is.
+fn json_answer_delta_raw(body: &[u8]) -> Vec<u8> {
+    let mut a = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nchanto-routing: delta\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    a.extend_from_slice(body);
+    a
+}
+
+/// The hash of no bytes, as manifests are named.
+fn blake3_of_nothing() -> String {
+    chanto_core::ContentHash::of(b"").to_string()
+}
+
 /// A snapshot as the control plane sends it, with no site in it.
 fn empty_snapshot(format: u32, version: u64) -> Vec<u8> {
     serde_json::json!({
@@ -372,6 +405,18 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4000000000\r\n\r\n{".to_vec(),
         b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\noops".to_vec(),
         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(),
+        // Deltas: from a version the node does not serve (ignored, pulled
+        // again); of an unknown format; whose part for one site has rows of
+        // another; not JSON. All but the first are refusals.
+        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 4, "published_at": 0, "sites": []})),
+        delta_answer(&serde_json::json!({"format": 98, "version": 20, "base": 5, "published_at": 0, "sites": []})),
+        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 5, "published_at": 0,
+            "sites": [["docs", {"branches": [{"site": "blog", "branch": "main", "label": "main", "production": true,
+                "deploy": "0123456789abcdef", "manifest": blake3_of_nothing(), "ready_at": 0}],
+                "permalinks": [], "access": [], "proxy_origins": []}]]})),
+        json_answer_delta_raw(b"{\"format\": 1, \"version\": 2"),
+        // A good delta at last: version 21, no site changed.
+        delta_answer(&serde_json::json!({"format": 1, "version": 21, "base": 5, "published_at": 0, "sites": []})),
     ];
     let n = answers.len();
     let control = FakeControl::start(answers);
@@ -391,8 +436,9 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
     // wait, bounded, until the counters and the log say so, then check.
     let settled = || {
         let stderr = edge.stderr();
-        (edge.metric("chanto_edge_routing_refused_total").unwrap_or(0.0) >= 4.0
+        (edge.metric("chanto_edge_routing_refused_total").unwrap_or(0.0) >= 7.0
             && edge.metric("chanto_edge_control_errors_total").unwrap_or(0.0) >= 2.0
+            && edge.metric("chanto_edge_routing_version") == Some(21.0)
             && stderr.contains("format 99")
             && stderr.contains("larger than"))
         .then_some(())
@@ -405,12 +451,18 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
     let snapshot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(edge.data.join("edge/routing.json")).unwrap()).unwrap();
     assert_eq!(snapshot["version"], 5, "the node kept the only good snapshot");
+    let journal = std::fs::read_to_string(edge.data.join("edge/routing.log")).unwrap();
+    assert_eq!(journal.lines().count(), 1, "only the good delta is journaled: {journal}");
+    assert!(journal.contains("\"version\":21"), "{journal}");
+    assert_eq!(edge.metric("chanto_edge_routing_version"), Some(21.0), "{}", edge.stderr());
     let refused = edge.metric("chanto_edge_routing_refused_total").unwrap();
-    assert!(refused >= 4.0, "refused {refused}\n{}", edge.stderr());
+    assert!(refused >= 7.0, "refused {refused}\n{}", edge.stderr());
     let errors = edge.metric("chanto_edge_control_errors_total").unwrap();
     assert!(errors >= 2.0, "control errors {errors}\n{}", edge.stderr());
     let stderr = edge.stderr();
-    for expected in ["format 99", "larger than"] {
+    for expected in
+        ["format 99", "larger than", "a delta of format 98", "rows of another site", "routing delta is not valid JSON"]
+    {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
     }
     let r = edge.get("docs.localhost", "/");
