@@ -119,6 +119,7 @@ impl Published {
                 version: self.snapshot.version,
                 base,
                 published_at: self.snapshot.published_at,
+                epoch: self.snapshot.epoch.clone(),
                 sites: sites.into_iter().map(|s| (s.clone(), table.sites.get(s).map(|p| (**p).clone()))).collect(),
             };
             Some(Bytes::from(serde_json::to_vec(&delta).expect("a routing delta serialises")))
@@ -152,6 +153,9 @@ pub struct NodeHub {
     recent: Mutex<HashMap<String, NodeRecord>>,
     /// When this process started.
     started: UnixMillis,
+    /// This process's lineage of routing versions (random): a node's delta
+    /// base means a table of this process only if its epoch is this one.
+    epoch: String,
 }
 
 /// How long before a control process started a node must have reported to
@@ -171,6 +175,7 @@ impl Default for NodeHub {
             tokens: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             started: now_millis(),
+            epoch: hex::encode(chanto_store::random_bytes::<8>()),
         }
     }
 }
@@ -183,6 +188,7 @@ impl NodeHub {
             format: SNAPSHOT_FORMAT,
             version: table.version,
             published_at: now_millis(),
+            epoch: self.epoch.clone(),
             table: table.clone(),
         };
         let mut history = match self.routing.borrow().as_ref() {
@@ -515,9 +521,20 @@ async fn require_node_token(
     Ok(next.run(req).await)
 }
 
-/// `after`, `wait` and `delta` of a routing long-poll.
-fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration, bool), ApiError> {
-    let (mut after, mut wait, mut delta) = (0u64, DEFAULT_WAIT_SECS, false);
+/// A routing long-poll's query.
+#[derive(Debug, PartialEq, Eq)]
+struct RoutingAsk {
+    after: u64,
+    wait: Duration,
+    /// Whether a delta may answer.
+    delta: bool,
+    /// The epoch of the snapshot the node serves.
+    epoch: String,
+}
+
+/// `after`, `wait`, `delta` and `epoch` of a routing long-poll.
+fn parse_routing_query(raw: Option<&str>) -> Result<RoutingAsk, ApiError> {
+    let (mut after, mut wait, mut delta, mut epoch) = (0u64, DEFAULT_WAIT_SECS, false, String::new());
     let bad =
         |name: &'static str, msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", msg).field(name);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -536,6 +553,12 @@ fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration, bool), ApiEr
                     bad("wait", format!("wait={v:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"))
                 })?
             }
+            "epoch" => {
+                if v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(bad("epoch", format!("epoch={v:?} is not the epoch of a routing snapshot")));
+                }
+                epoch = v.to_owned();
+            }
             "delta" => {
                 delta = match v {
                     "1" | "true" => true,
@@ -546,7 +569,7 @@ fn parse_routing_query(raw: Option<&str>) -> Result<(u64, Duration, bool), ApiEr
             _ => {}
         }
     }
-    Ok((after, Duration::from_secs(wait), delta))
+    Ok(RoutingAsk { after, wait: Duration::from_secs(wait), delta, epoch })
 }
 
 /// Query of `GET /nodes/routing`.
@@ -561,6 +584,8 @@ struct RoutingQuery {
     /// knows what changed since (header `chanto-routing: delta`), else the
     /// whole snapshot (`chanto-routing: full`).
     delta: Option<u8>,
+    /// The epoch of the snapshot the node serves (deltas only within one).
+    epoch: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/routing", tag = "nodes", security(("node_token" = [])), params(RoutingQuery),
@@ -572,7 +597,7 @@ async fn routing(
     Extension(_caller): Extension<NodeCaller>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (after, wait, delta) = parse_routing_query(q.as_deref())?;
+    let RoutingAsk { after, wait, delta, epoch } = parse_routing_query(q.as_deref())?;
     let mut rx = c.nodes.routing.subscribe();
     let mut closing = c.nodes.closing.subscribe();
     let deadline = tokio::time::sleep(wait);
@@ -580,7 +605,8 @@ async fn routing(
     loop {
         let current = rx.borrow_and_update().clone();
         if let Some(p) = current.filter(|p| p.snapshot.version > after) {
-            let (body, kind) = match delta.then(|| p.delta_json(after)).flatten() {
+            let same_lineage = delta && !epoch.is_empty() && epoch == p.snapshot.epoch;
+            let (body, kind) = match same_lineage.then(|| p.delta_json(after)).flatten() {
                 Some(d) => (d, "delta"),
                 None => (p.json(), "full"),
             };
@@ -968,13 +994,14 @@ mod tests {
     #[test]
     fn deltas_name_the_sites_changed_since_the_base_the_node_asks_from() {
         let hub = NodeHub::default();
-        let (a, b, c) = ("a".parse().unwrap(), "b".parse().unwrap(), "c".parse().unwrap());
+        let (a, b, c): (chanto_core::SiteName, chanto_core::SiteName, chanto_core::SiteName) =
+            ("a".parse().unwrap(), "b".parse().unwrap(), "c".parse().unwrap());
         let t1 = RoutingTable::default().with_site(1, &a, Some(part("a", 1))).with_site(1, &b, Some(part("b", 2)));
         hub.publish(&t1, &RoutingTable::default());
         assert!(delta_of(&hub, 0).is_none(), "a node with nothing gets the whole snapshot");
         let t2 = t1.with_site(2, &a, Some(part("a", 3)));
         hub.publish(&t2, &t1);
-        let t3 = t2.with_site(3, &b, None).with_site(3, &c, Some(part("c", 4)));
+        let t3 = t2.with_sites(3, vec![(b.clone(), None), (c.clone(), Some(part("c", 4)))]);
         hub.publish(&t3, &t2);
 
         let d = delta_of(&hub, 2).unwrap();
@@ -991,7 +1018,7 @@ mod tests {
         assert!(delta_of(&hub, 7).is_none());
 
         // A table published over a version this hub did not have starts a new history.
-        let other = RoutingTable { version: 9, ..t3.clone() };
+        let other = t3.renumbered(9);
         let t10 = other.with_site(10, &a, Some(part("a", 5)));
         hub.publish(&t10, &other);
         assert!(delta_of(&hub, 3).is_none(), "3 is not in the history any more");
@@ -1001,17 +1028,11 @@ mod tests {
     #[test]
     fn a_change_to_very_many_sites_goes_whole() {
         let hub = NodeHub::default();
-        let mut t1 = RoutingTable { version: 1, ..Default::default() };
-        for n in 0..=DELTA_MAX_SITES {
-            let site = format!("s{n}").parse().unwrap();
-            t1 = t1.with_site(1, &site, Some(part(&format!("s{n}"), 1)));
-        }
+        let parts =
+            |v| (0..=DELTA_MAX_SITES).map(move |n| (format!("s{n}").parse().unwrap(), Some(part(&format!("s{n}"), v))));
+        let t1 = RoutingTable::default().with_sites(1, parts(1).collect());
         hub.publish(&t1, &RoutingTable::default());
-        let mut t2 = RoutingTable { version: 2, ..t1.clone() };
-        for n in 0..=DELTA_MAX_SITES {
-            let site = format!("s{n}").parse().unwrap();
-            t2 = t2.with_site(2, &site, Some(part(&format!("s{n}"), 2)));
-        }
+        let t2 = t1.with_sites(2, parts(2).collect());
         hub.publish(&t2, &t1);
         assert!(delta_of(&hub, 1).is_none());
     }
@@ -1118,13 +1139,14 @@ mod tests {
 
     #[test]
     fn routing_query_is_checked_by_name() {
-        assert_eq!(parse_routing_query(None).unwrap(), (0, Duration::from_secs(25), false));
-        assert_eq!(parse_routing_query(Some("after=12&wait=0")).unwrap(), (12, Duration::ZERO, false));
+        let ask = |after, wait, delta, epoch: &str| RoutingAsk { after, wait, delta, epoch: epoch.into() };
+        assert_eq!(parse_routing_query(None).unwrap(), ask(0, Duration::from_secs(25), false, ""));
+        assert_eq!(parse_routing_query(Some("after=12&wait=0")).unwrap(), ask(12, Duration::ZERO, false, ""));
         assert_eq!(
-            parse_routing_query(Some("after=1&delta=1")).unwrap(),
-            (1, Duration::from_secs(DEFAULT_WAIT_SECS), true)
+            parse_routing_query(Some("after=1&delta=1&epoch=ab12")).unwrap(),
+            ask(1, Duration::from_secs(DEFAULT_WAIT_SECS), true, "ab12")
         );
-        assert_eq!(parse_routing_query(Some("wait=60&x=1")).unwrap().1, Duration::from_secs(60));
+        assert_eq!(parse_routing_query(Some("wait=60&x=1")).unwrap().wait, Duration::from_secs(60));
         for (q, field) in [
             ("after=abc", "after"),
             ("after=-1", "after"),
@@ -1132,6 +1154,7 @@ mod tests {
             ("wait=", "wait"),
             ("wait=1.5", "wait"),
             ("delta=yes", "delta"),
+            ("epoch=../x", "epoch"),
         ] {
             let e = parse_routing_query(Some(q)).unwrap_err();
             assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{q}");

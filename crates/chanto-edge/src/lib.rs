@@ -323,10 +323,7 @@ impl RoutingSink for Edge {
         }
         // Only the sites whose part changed are loaded and built again.
         let mut manifests = HashMap::new();
-        for (site, part) in &table.sites {
-            if current.built_from(site.as_str(), part) {
-                continue;
-            }
+        for part in current.changes(&table) {
             for row in &part.branches {
                 if let std::collections::hash_map::Entry::Vacant(slot) = manifests.entry(row.manifest) {
                     slot.insert(self.manifest(&row.manifest).await?);

@@ -99,19 +99,16 @@ impl SiteRoutes {
     }
 }
 
-/// A site's routes with the part of the table they were built from.
-#[derive(Debug)]
-struct SiteEntry {
-    source: Arc<SiteRouting>,
-    routes: SiteRoutes,
-}
-
 /// An immutable picture of what every host serves.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// The routing table version it was built from.
     pub version: u64,
-    sites: HashMap<String, Arc<SiteEntry>>,
+    /// The table it was built from (a persistent map: a cheap copy).
+    table: RoutingTable,
+    /// Each site's routes, in a persistent map: a new snapshot shares the
+    /// routes of every site that did not change.
+    sites: imbl::HashMap<String, Arc<SiteRoutes>>,
     /// Answers the HTTP/1 fast path made from this snapshot ([`crate::fast`]):
     /// they go when it goes.
     pub(crate) responses: crate::fast::ResponseCache,
@@ -123,27 +120,26 @@ impl Snapshot {
         Self::update(&Self::default(), table, manifests)
     }
 
-    /// Builds the snapshot of `table` from `previous`: the routes of every
-    /// site whose part `previous` was built from (the same [`Arc`]) are
-    /// shared; only the others are built, from `manifests`.
+    /// Builds the snapshot of `table` from `previous`: only the sites whose
+    /// part changed from the table `previous` was built from are built
+    /// again (their branches' manifests from `manifests`); every other
+    /// site's routes are shared.
     pub fn update(previous: &Snapshot, table: &RoutingTable, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
-        let mut sites = HashMap::with_capacity(table.sites.len());
-        for (name, part) in &table.sites {
-            let entry = match previous.sites.get(name.as_str()) {
-                Some(e) if Arc::ptr_eq(&e.source, part) => e.clone(),
-                _ => Arc::new(SiteEntry {
-                    source: part.clone(),
-                    routes: SiteRoutes::build(name.as_str(), part, manifests),
-                }),
+        let mut sites = previous.sites.clone();
+        for (name, part) in table.changed_since(&previous.table) {
+            match part {
+                Some(part) => {
+                    sites.insert(name.to_string(), Arc::new(SiteRoutes::build(name.as_str(), part, manifests)))
+                }
+                None => sites.remove(name.as_str()),
             };
-            sites.insert(name.to_string(), entry);
         }
-        Self { version: table.version, sites, responses: Default::default() }
+        Self { version: table.version, table: table.clone(), sites, responses: Default::default() }
     }
 
-    /// Whether this snapshot's routes of `site` were built from `part`.
-    pub fn built_from(&self, site: &str, part: &Arc<SiteRouting>) -> bool {
-        self.sites.get(site).is_some_and(|e| Arc::ptr_eq(&e.source, part))
+    /// The parts of `table` that differ from the table this snapshot was built from.
+    pub fn changes<'a>(&'a self, table: &'a RoutingTable) -> Vec<&'a Arc<SiteRouting>> {
+        table.changed_since(&self.table).into_iter().filter_map(|(_, p)| p).collect()
     }
 
     /// Number of sites with anything to serve.
@@ -155,9 +151,9 @@ impl Snapshot {
     /// of this site is a permalink; otherwise it is a branch label.
     pub fn resolve(&self, route: &HostRoute) -> Option<Target> {
         match route {
-            HostRoute::Production { site } => self.sites.get(site)?.routes.production.clone(),
+            HostRoute::Production { site } => self.sites.get(site.as_str())?.production.clone(),
             HostRoute::Prefixed { prefix, site } => {
-                let routes = &self.sites.get(site)?.routes;
+                let routes = self.sites.get(site.as_str())?;
                 if DeployId::looks_like(prefix)
                     && let Some((m, at, access)) = routes.deploys.get(prefix)
                 {

@@ -6,8 +6,9 @@
 //!   [`RoutingSnapshot`] newer than `V` (200), or `304 Not Modified` once `S`
 //!   seconds (at most 60) passed without one. `after=0` answers at once with
 //!   the current table. With `delta=1`, when the control plane still knows
-//!   what changed since `V`, the answer is a [`RoutingDelta`] instead (header
-//!   [`ROUTING_KIND_HEADER`]` = delta`): only the sites that changed.
+//!   what changed since `V` and `E` (`&epoch=E`, the epoch of the snapshot the
+//!   node serves) is its own, the answer is a [`RoutingDelta`] instead
+//!   (header [`ROUTING_KIND_HEADER`]` = delta`): only the sites that changed.
 //! - `POST /api/v1/nodes/heartbeat`: a [`Heartbeat`]; the answer is a
 //!   [`HeartbeatAck`].
 //!
@@ -34,6 +35,10 @@ pub struct RoutingSnapshot {
     pub version: u64,
     /// When the control plane published it.
     pub published_at: UnixMillis,
+    /// The publishing control process's lineage of versions (random per
+    /// process; empty from older releases): deltas apply only within one.
+    #[serde(default)]
+    pub epoch: String,
     /// What every host serves.
     pub table: RoutingTable,
 }
@@ -54,6 +59,8 @@ pub struct RoutingDelta {
     pub base: u64,
     /// When the control plane published `version`.
     pub published_at: UnixMillis,
+    /// The lineage of versions it belongs to (see [`RoutingSnapshot::epoch`]).
+    pub epoch: String,
     /// Each changed site with its whole new part; `None`: it serves nothing now.
     pub sites: Vec<(chanto_core::SiteName, Option<SiteRouting>)>,
 }
@@ -71,16 +78,14 @@ impl RoutingDelta {
                 self.base, self.version, base.version
             ));
         }
-        let mut next = RoutingTable { version: self.version, sites: base.sites.clone() };
         for (site, part) in &self.sites {
             if let Some(p) = part
                 && !p.rows_name(site)
             {
                 return Err(format!("the delta's part for site {site} has rows of another site"));
             }
-            next = next.with_site(self.version, site, part.clone());
         }
-        Ok(next)
+        Ok(base.with_sites(self.version, self.sites.clone()))
     }
 }
 
@@ -220,7 +225,7 @@ mod tests {
             ],
             vec![(site.clone(), vec!["https://api.example.com".into()])],
         );
-        let snap = RoutingSnapshot { format: SNAPSHOT_FORMAT, version: 9, published_at: 1, table };
+        let snap = RoutingSnapshot { format: SNAPSHOT_FORMAT, version: 9, published_at: 1, epoch: "e1".into(), table };
         let json = serde_json::to_string(&snap).unwrap();
         assert!(json.contains("\"branch:main\""), "{json}");
         let back: RoutingSnapshot = serde_json::from_str(&json).unwrap();
@@ -238,6 +243,7 @@ mod tests {
             version: 10,
             base: 9,
             published_at: 2,
+            epoch: "e1".into(),
             sites: vec![(blog.clone(), Some(part.clone())), (site.clone(), None)],
         };
         let json = serde_json::to_string(&delta).unwrap();

@@ -2,12 +2,14 @@
 //! reads it from metadata after every activation and hands it to every
 //! [`RoutingSink`] (the edges); this is the only thing the two planes share.
 //!
-//! The table is kept per site, each site's part behind an [`Arc`]: an
-//! activation re-reads only the site it changed ([`RoutingTable::with_site`])
-//! and every other site's part is shared, not copied, with the previous
-//! table. So a sink can tell which sites changed by pointer
-//! ([`RoutingTable::changed_since`]) and rebuild only those: the cost of a
-//! change grows with the change, not with the platform.
+//! The table is kept per site, each site's part behind an [`Arc`], in a
+//! persistent map: an activation re-reads only the site it changed
+//! ([`RoutingTable::with_site`]); the new table shares every other site's
+//! part, and the map's untouched nodes, with the previous one (a copy costs
+//! O(log sites)). A table remembers which sites it changed from the one it
+//! was made from, so a sink asks [`RoutingTable::changed_since`] and rebuilds
+//! only those: the cost of a change grows with the change, not with the
+//! platform.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,13 +65,31 @@ impl SiteRouting {
 /// On the wire and on disk it keeps the flat form it always had
 /// (`branches`, `permalinks`, `access`, `proxy_origins` of every site), so
 /// edges and controls of neighbouring releases understand each other.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Two tables are equal when their versions and sites are.
+#[derive(Debug, Clone, Default)]
 pub struct RoutingTable {
     /// Increases with every table the control plane publishes.
     pub version: u64,
     /// Each site with anything to serve, and what it serves.
-    pub sites: BTreeMap<SiteName, Arc<SiteRouting>>,
+    pub sites: imbl::OrdMap<SiteName, Arc<SiteRouting>>,
+    /// The sites changed from the table of version `base` this one was made
+    /// from (`None`: not known; [`Self::changed_since`] then compares all).
+    changes: Option<Changes>,
 }
+
+#[derive(Debug, Clone)]
+struct Changes {
+    base: u64,
+    sites: imbl::Vector<SiteName>,
+}
+
+impl PartialEq for RoutingTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.sites == other.sites
+    }
+}
+
+impl Eq for RoutingTable {}
 
 /// What an activation changed in the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,18 +137,34 @@ impl RoutingTable {
             sites.entry(site).or_default().proxy_origins.extend(origins);
         }
         let sites = sites.into_iter().filter(|(_, s)| !s.is_empty()).map(|(n, s)| (n, Arc::new(s))).collect();
-        Self { version, sites }
+        Self { version, sites, changes: None }
     }
 
     /// This table as `version` with `site`'s part replaced (`None` or an
     /// empty part: the site serves nothing). Every other site's part is shared.
     pub fn with_site(&self, version: u64, site: &SiteName, part: Option<SiteRouting>) -> Self {
+        self.with_sites(version, vec![(site.clone(), part)])
+    }
+
+    /// This table as `version` with each named site's part replaced; it
+    /// records those sites as its changes from this table.
+    pub fn with_sites(&self, version: u64, parts: Vec<(SiteName, Option<SiteRouting>)>) -> Self {
         let mut sites = self.sites.clone();
-        match part.filter(|p| !p.is_empty()) {
-            Some(p) => sites.insert(site.clone(), Arc::new(p)),
-            None => sites.remove(site),
-        };
-        Self { version, sites }
+        let mut changed = imbl::Vector::new();
+        for (site, part) in parts {
+            match part.filter(|p| !p.is_empty()) {
+                Some(p) => sites.insert(site.clone(), Arc::new(p)),
+                None => sites.remove(&site),
+            };
+            changed.push_back(site);
+        }
+        Self { version, sites, changes: Some(Changes { base: self.version, sites: changed }) }
+    }
+
+    /// This table under another version number, changes unknown (for tests
+    /// and for tables that stand alone).
+    pub fn renumbered(&self, version: u64) -> Self {
+        Self { version, sites: self.sites.clone(), changes: None }
     }
 
     /// Reads `change` from metadata into a copy of this table, as `version`.
@@ -136,12 +172,11 @@ impl RoutingTable {
         match change {
             RoutingChange::All => Self::load(meta, version).await,
             RoutingChange::Sites(list) => {
-                let mut next = Self { version, sites: self.sites.clone() };
+                let mut parts = Vec::with_capacity(list.len());
                 for site in list {
-                    let part = SiteRouting::load(meta, site).await?;
-                    next = next.with_site(version, site, Some(part));
+                    parts.push((site.clone(), Some(SiteRouting::load(meta, site).await?)));
                 }
-                Ok(next)
+                Ok(self.with_sites(version, parts))
             }
         }
     }
@@ -150,19 +185,51 @@ impl RoutingTable {
     /// whole re-read, so the sites that did not change stay unchanged by
     /// pointer, as [`Self::changed_since`] sees them).
     pub fn share_unchanged(&mut self, older: &RoutingTable) {
-        for (name, part) in self.sites.iter_mut() {
-            if let Some(o) = older.sites.get(name)
-                && **o == **part
-            {
-                *part = o.clone();
+        let mut changed = imbl::Vector::new();
+        let mut sites = older.sites.clone();
+        for (name, part) in &self.sites {
+            match older.sites.get(name) {
+                Some(o) if **o == **part => {}
+                _ => {
+                    sites.insert(name.clone(), part.clone());
+                    changed.push_back(name.clone());
+                }
             }
         }
+        for name in older.sites.keys() {
+            if !self.sites.contains_key(name) {
+                sites.remove(name);
+                changed.push_back(name.clone());
+            }
+        }
+        self.sites = sites;
+        self.changes = Some(Changes { base: older.version, sites: changed });
     }
 
     /// Sites whose part differs from `older`'s (by pointer: parts shared
     /// with `older` are unchanged), with their new part (`None`: removed).
+    /// When this table was made from `older` (its version is the base of
+    /// the changes recorded) only the recorded sites are looked at.
     pub fn changed_since<'a>(&'a self, older: &'a RoutingTable) -> Vec<(&'a SiteName, Option<&'a Arc<SiteRouting>>)> {
         let mut out = Vec::new();
+        if let Some(c) = &self.changes
+            && c.base == older.version
+            && older.version != self.version
+        {
+            let mut seen = std::collections::HashSet::new();
+            for name in c.sites.iter().filter(|n| seen.insert(*n)) {
+                let new = self.sites.get(name);
+                let same = match (older.sites.get(name), new) {
+                    (Some(o), Some(n)) => Arc::ptr_eq(o, n),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    out.push((name, new));
+                }
+            }
+            return out;
+        }
         for (name, part) in &self.sites {
             if !older.sites.get(name).is_some_and(|o| Arc::ptr_eq(o, part)) {
                 out.push((name, Some(part)));

@@ -314,6 +314,8 @@ struct PullState {
     refusal_streak: u32,
     /// When the last pull got an answer from the control plane.
     last_contact: Option<Instant>,
+    /// The epoch of the snapshot served (deltas apply only within it).
+    epoch: String,
 }
 
 struct Puller {
@@ -452,6 +454,7 @@ impl Puller {
             self.edge.prime(hash, manifest);
         }
         let version = snap.version;
+        self.state().epoch = snap.epoch.clone();
         let prepared: Prepared = manifests.into_iter().map(|(h, m)| (h, (None, m))).collect();
         let mut fresh = Served { journaled: self.disk.journal_len(), ..Served::default() };
         let (active, _) = fresh.advance(snap.table.clone(), &prepared);
@@ -465,7 +468,8 @@ impl Puller {
     /// Asks the control plane for a snapshot newer than `after`, waiting up
     /// to `wait` seconds for one.
     async fn fetch(&self, after: u64, wait: u64) -> Result<Option<Update>, PullError> {
-        let url = format!("{}/api/v1/nodes/routing?after={after}&wait={wait}&delta=1", self.control);
+        let epoch = self.state().epoch.clone();
+        let url = format!("{}/api/v1/nodes/routing?after={after}&wait={wait}&delta=1&epoch={epoch}", self.control);
         let resp = self
             .http
             .get(&url)
@@ -563,7 +567,7 @@ impl Puller {
         if version <= self.edge.snapshot().version {
             return Outcome::Stale; // Never backwards (also a version the other loop loaded meanwhile).
         }
-        let (table, published_at) = match &update {
+        let (table, published_at, epoch) = match &update {
             Update::Full(snap) => {
                 if let Err(e) = check_snapshot(snap) {
                     self.refuse(version, e);
@@ -572,10 +576,10 @@ impl Puller {
                 let mut table = snap.table.clone();
                 // Parts equal to those served stay shared: only real changes are rebuilt.
                 table.share_unchanged(&served.table);
-                (table, snap.published_at)
+                (table, snap.published_at, snap.epoch.clone())
             }
             Update::Delta(delta) => {
-                if delta.base != served.table.version {
+                if delta.base != served.table.version || delta.epoch != self.state().epoch {
                     tracing::debug!(
                         base = delta.base,
                         serving = served.table.version,
@@ -584,7 +588,7 @@ impl Puller {
                     return Outcome::Stale;
                 }
                 match delta.apply(&served.table) {
-                    Ok(table) => (table, delta.published_at),
+                    Ok(table) => (table, delta.published_at, delta.epoch.clone()),
                     Err(e) => {
                         self.refuse(version, e);
                         return Outcome::Refused;
@@ -626,7 +630,13 @@ impl Puller {
             }
         };
         if rewrite {
-            let snap = RoutingSnapshot { format: SNAPSHOT_FORMAT, version, published_at, table: served.table.clone() };
+            let snap = RoutingSnapshot {
+                format: SNAPSHOT_FORMAT,
+                version,
+                published_at,
+                epoch: epoch.clone(),
+                table: served.table.clone(),
+            };
             match self.disk.store(&snap, &prepared, &served.manifests) {
                 Ok(()) => served.journaled = 0,
                 // Serving goes on; only a restart would lose this version.
@@ -637,6 +647,7 @@ impl Puller {
         }
         let mut state = self.state();
         state.published_at = Some(published_at);
+        state.epoch = epoch;
         state.refusal_streak = 0;
         if state.refused.as_ref().is_some_and(|r| r.version <= version) {
             state.refused = None;
@@ -954,6 +965,9 @@ impl Disk {
             let applied = serde_json::from_slice::<RoutingDelta>(line).map_err(|e| e.to_string()).and_then(|d| {
                 if d.version <= snap.version {
                     return Ok(None); // Already in the snapshot.
+                }
+                if d.epoch != snap.epoch {
+                    return Err(format!("a delta of epoch {:?} after a snapshot of epoch {:?}", d.epoch, snap.epoch));
                 }
                 d.apply(&snap.table).map(|t| Some((t, d.published_at)))
             });

@@ -407,16 +407,19 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(),
         // Deltas: from a version the node does not serve (ignored, pulled
         // again); of an unknown format; whose part for one site has rows of
-        // another; not JSON. All but the first are refusals.
-        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 4, "published_at": 0, "sites": []})),
-        delta_answer(&serde_json::json!({"format": 98, "version": 20, "base": 5, "published_at": 0, "sites": []})),
-        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 5, "published_at": 0,
+        // another; not JSON (these three are refusals); of another epoch
+        // (ignored).
+        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 4, "published_at": 0, "epoch": "", "sites": []})),
+        delta_answer(&serde_json::json!({"format": 98, "version": 20, "base": 5, "published_at": 0, "epoch": "", "sites": []})),
+        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 5, "published_at": 0, "epoch": "",
             "sites": [["docs", {"branches": [{"site": "blog", "branch": "main", "label": "main", "production": true,
                 "deploy": "0123456789abcdef", "manifest": blake3_of_nothing(), "ready_at": 0}],
                 "permalinks": [], "access": [], "proxy_origins": []}]]})),
         json_answer_delta_raw(b"{\"format\": 1, \"version\": 2"),
+        // From another control process's lineage of versions: ignored.
+        delta_answer(&serde_json::json!({"format": 1, "version": 20, "base": 5, "published_at": 0, "epoch": "other", "sites": []})),
         // A good delta at last: version 21, no site changed.
-        delta_answer(&serde_json::json!({"format": 1, "version": 21, "base": 5, "published_at": 0, "sites": []})),
+        delta_answer(&serde_json::json!({"format": 1, "version": 21, "base": 5, "published_at": 0, "epoch": "", "sites": []})),
     ];
     let n = answers.len();
     let control = FakeControl::start(answers);
