@@ -13,8 +13,8 @@ use chanto_core::{
     BranchName, ContentHash, DeployId, Encoding, Manifest, ManifestEntry, SiteName, Variant, normalize_manifest_path,
 };
 use chanto_store::{
-    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingChange, RoutingSink,
-    RoutingTable, SiteRecord, StoreError, VariantRecord, now_millis, random_bytes,
+    ActivationKind, BlobStore, ByteStream, DeployFile, DeployRecord, MetaStore, NewDeploy, RoutingAnnouncement,
+    RoutingChange, RoutingSink, RoutingTable, SiteRecord, StoreError, VariantRecord, now_millis, random_bytes,
 };
 use futures_util::StreamExt;
 
@@ -238,7 +238,7 @@ impl Control {
         let mut current = self.routing.lock().await;
         // From the store: on a shared one every process's versions come from
         // one counter, so another process's listener can tell a table is newer.
-        let version = self.meta.routing_version_after(current.version).await?;
+        let version = self.meta.routing_version_after(current.version, change.sites()).await?;
         // A version not right after ours: another process published in
         // between (a shared store), and its changes are not in our table.
         let change = if current.version == 0 || version != current.version + 1 { RoutingChange::All } else { change };
@@ -262,18 +262,29 @@ impl Control {
         Ok(())
     }
 
-    /// Re-reads the routing table and hands it to every edge as `version`,
-    /// if that is newer than the last table this process published (another
-    /// process on a shared store published it). Returns whether it did.
-    /// Versions handed to the edges never go backwards.
-    pub async fn publish_routing_if_newer(&self, version: u64) -> Result<bool, StoreError> {
+    /// Re-reads the routing table and hands it to every edge as the
+    /// announced version, if that is newer than the last table this process
+    /// published (another process on a shared store published it). Only the
+    /// sites the announcement names are read when it comes right after the
+    /// version this process has; otherwise everything. Returns whether it
+    /// did. Versions handed to the edges never go backwards.
+    pub async fn publish_routing_if_newer(&self, announced: &RoutingAnnouncement) -> Result<bool, StoreError> {
         let mut current = self.routing.lock().await;
+        let version = announced.version;
         if version <= current.version {
             return Ok(false);
         }
         // Read after the version: the table holds at least what it announced.
-        let mut table = RoutingTable::load(self.meta.as_ref(), version).await?;
-        table.share_unchanged(&current);
+        let table = match &announced.sites {
+            Some(sites) if current.version != 0 && version == current.version + 1 => {
+                current.reload(self.meta.as_ref(), version, &RoutingChange::Sites(sites.clone())).await?
+            }
+            _ => {
+                let mut table = RoutingTable::load(self.meta.as_ref(), version).await?;
+                table.share_unchanged(&current);
+                table
+            }
+        };
         self.install_routing(&mut current, table).await?;
         Ok(true)
     }
@@ -288,12 +299,12 @@ impl Control {
         tokio::spawn(async move {
             while versions.changed().await.is_ok() {
                 loop {
-                    let v = *versions.borrow_and_update();
+                    let a = versions.borrow_and_update().clone();
                     let Some(control) = control.upgrade() else { return };
-                    match control.publish_routing_if_newer(v).await {
+                    match control.publish_routing_if_newer(&a).await {
                         Ok(_) => break,
                         Err(e) => {
-                            tracing::warn!(version = v, error = %e, "could not load the routing table another process published; retrying");
+                            tracing::warn!(version = a.version, error = %e, "could not load the routing table another process published; retrying");
                             drop(control);
                             // Again in a second, or at once for a newer version.
                             tokio::select! {

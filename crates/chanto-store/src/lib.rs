@@ -46,7 +46,7 @@ pub use notify::{
     Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };
 pub use postgres::PostgresMeta;
-pub use routing::{RoutingChange, RoutingSink, RoutingTable, SiteRouting};
+pub use routing::{RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable, SiteRouting};
 pub use s3::{S3BlobStore, S3Location, S3Options};
 pub use sqlite::SqliteMeta;
 

@@ -337,15 +337,17 @@ pub trait MetaStore: crate::BuildStore + crate::NotifyStore + crate::NodeStore +
     /// is the last one it published. A store several processes share hands
     /// out versions from one counter every process sees (PostgreSQL: a
     /// sequence, announced with `NOTIFY`), always above `last`; a store only
-    /// this process uses counts on from `last`.
-    async fn routing_version_after(&self, last: u64) -> Result<u64, StoreError> {
+    /// this process uses counts on from `last`. `sites` are the sites the
+    /// version changes (`None`: any), for other processes' listeners.
+    async fn routing_version_after(&self, last: u64, _sites: Option<&[SiteName]>) -> Result<u64, StoreError> {
         Ok(last + 1)
     }
 
     /// For a store several processes share: the newest routing version any
-    /// of them published, kept current in the background (a hint to re-read
-    /// the routing table). `None` for a store only this process uses.
-    fn watch_routing_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    /// of them published, with the sites it changed when known, kept current
+    /// in the background (a hint to re-read the routing table). `None` for a
+    /// store only this process uses.
+    fn watch_routing_versions(&self) -> Option<tokio::sync::watch::Receiver<crate::RoutingAnnouncement>> {
         None
     }
 }

@@ -621,12 +621,14 @@ impl PostgresMeta {
 
     /// The next routing table version, from a sequence every process on this
     /// database shares, announced with `NOTIFY` on [`ROUTING_CHANNEL`] (a
-    /// hint: listeners re-read after a reconnect).
-    pub async fn next_routing_version(&self) -> Result<u64, StoreError> {
+    /// hint: listeners re-read after a reconnect), naming the `sites` it
+    /// changes when given ([`crate::RoutingAnnouncement::payload`]).
+    pub async fn next_routing_version(&self, sites: Option<&[SiteName]>) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let v: i64 = one(&tx, "SELECT nextval('routing_version')", &[]).await?.try_get(0)?;
-        exec(&tx, "SELECT pg_notify($1, $2)", &[&ROUTING_CHANNEL, &v.to_string()]).await?;
+        let payload = crate::RoutingAnnouncement::payload(v as u64, sites);
+        exec(&tx, "SELECT pg_notify($1, $2)", &[&ROUTING_CHANNEL, &payload]).await?;
         tx.commit().await?;
         Ok(v as u64)
     }
@@ -865,12 +867,12 @@ fn hexes(hashes: &[ContentHash]) -> Vec<String> {
 
 #[async_trait]
 impl MetaStore for PostgresMeta {
-    async fn routing_version_after(&self, last: u64) -> Result<u64, StoreError> {
+    async fn routing_version_after(&self, last: u64, sites: Option<&[SiteName]>) -> Result<u64, StoreError> {
         // Above `last` even if the sequence is behind (a restored database).
-        Ok(self.next_routing_version().await?.max(last + 1))
+        Ok(self.next_routing_version(sites).await?.max(last + 1))
     }
 
-    fn watch_routing_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    fn watch_routing_versions(&self) -> Option<tokio::sync::watch::Receiver<crate::RoutingAnnouncement>> {
         Some(self.watch_routing())
     }
 

@@ -11,17 +11,30 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 
+use crate::RoutingAnnouncement;
 use crate::postgres::{PostgresMeta, ROUTING_CHANNEL};
+
+/// Makes `a` the newest announcement if it is newer.
+fn announce(tx: &watch::Sender<RoutingAnnouncement>, a: RoutingAnnouncement) {
+    tx.send_if_modified(|cur| {
+        let newer = a.version > cur.version;
+        if newer {
+            *cur = a;
+        }
+        newer
+    });
+}
 
 /// The longest wait between reconnection attempts while the database is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl PostgresMeta {
-    /// The newest routing version any process on this database published,
-    /// kept current by a background task (see the module docs). The task
-    /// ends when every receiver is dropped.
-    pub fn watch_routing(&self) -> watch::Receiver<u64> {
-        let (tx, rx) = watch::channel(0u64);
+    /// The newest routing version any process on this database published
+    /// (with the sites it changed when its announcement named them), kept
+    /// current by a background task (see the module docs). The task ends
+    /// when every receiver is dropped.
+    pub fn watch_routing(&self) -> watch::Receiver<RoutingAnnouncement> {
+        let (tx, rx) = watch::channel(RoutingAnnouncement::default());
         let config = self.config.clone();
         let tls = self.tls.clone();
         let url = self.url().to_owned();
@@ -55,18 +68,18 @@ impl PostgresMeta {
 async fn listen(
     config: &tokio_postgres::Config,
     tls: &crate::postgres_tls::PgTls,
-    tx: &watch::Sender<u64>,
+    tx: &watch::Sender<RoutingAnnouncement>,
 ) -> Result<(), String> {
     // The pool's TLS settings, so the listener is as protected as the pool.
     let (client, mut connection) = config.connect(tls.clone()).await.map_err(|e| crate::postgres::error_cause(&e))?;
-    let (note_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (note_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
     // The connection object delivers notifications; it runs until the socket closes.
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
-                Ok(AsyncMessage::Notification(_)) => {
-                    let _ = note_tx.send(());
+                Ok(AsyncMessage::Notification(n)) => {
+                    let _ = note_tx.send(n.payload().to_owned());
                 }
                 Ok(_) => {}
                 Err(e) => return e.to_string(),
@@ -83,21 +96,17 @@ async fn listen(
                 .await
                 .map_err(|e| e.to_string())?;
             let v: i64 = row.get(0);
-            let v = v.max(0) as u64;
-            tx.send_if_modified(|cur| {
-                let newer = v > *cur;
-                if newer {
-                    *cur = v;
-                }
-                newer
-            });
+            announce(tx, RoutingAnnouncement { version: v.max(0) as u64, sites: None });
             tokio::select! {
                 note = notes.recv() => {
-                    if note.is_none() {
-                        return Err("the connection ended".to_owned());
+                    let Some(note) = note else { return Err("the connection ended".to_owned()) };
+                    // In the order they came; a follower re-reads everything
+                    // unless the version it gets is right after its own.
+                    for payload in std::iter::once(note).chain(std::iter::from_fn(|| notes.try_recv().ok())) {
+                        if let Some(a) = RoutingAnnouncement::parse(&payload) {
+                            announce(tx, a);
+                        }
                     }
-                    // Several notifications: one read covers them all.
-                    while notes.try_recv().is_ok() {}
                 }
                 _ = tx.closed() => return Ok(()),
             }

@@ -91,6 +91,49 @@ impl PartialEq for RoutingTable {
 
 impl Eq for RoutingTable {}
 
+/// A routing version some process on a shared store published, as its
+/// listener heard it: with the sites it changed when the announcement named
+/// them (`None`: not known, re-read everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingAnnouncement {
+    /// The version.
+    pub version: u64,
+    /// The sites it changed from the version before it, if known.
+    pub sites: Option<Vec<SiteName>>,
+}
+
+impl RoutingAnnouncement {
+    /// The `NOTIFY` payload: the version, then the sites it changed (none
+    /// named: unknown). Site names have no spaces.
+    pub fn payload(version: u64, sites: Option<&[SiteName]>) -> String {
+        let mut out = version.to_string();
+        if let Some(sites) = sites {
+            let named = sites.iter().map(|s| s.as_str().len() + 1).sum::<usize>();
+            // PostgreSQL's payload limit is 8000 bytes; beyond a few hundred sites, "unknown" is as good.
+            if named < 4000 {
+                out.push_str(" =");
+                for s in sites {
+                    out.push(' ');
+                    out.push_str(s.as_str());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a payload; `None` for one this release does not understand.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut words = payload.split(' ');
+        let version = words.next()?.parse().ok()?;
+        let sites = match words.next() {
+            None => None,
+            Some("=") => Some(words.map(|w| w.parse().ok()).collect::<Option<Vec<SiteName>>>()?),
+            Some(_) => return None,
+        };
+        Some(Self { version, sites })
+    }
+}
+
 /// What an activation changed in the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoutingChange {
@@ -104,6 +147,14 @@ impl RoutingChange {
     /// One site's part.
     pub fn site(site: &SiteName) -> Self {
         Self::Sites(vec![site.clone()])
+    }
+
+    /// The sites named (`None`: all).
+    pub fn sites(&self) -> Option<&[SiteName]> {
+        match self {
+            Self::Sites(list) => Some(list),
+            Self::All => None,
+        }
     }
 }
 
@@ -347,6 +398,25 @@ mod tests {
         assert_eq!(t3.sites.len(), 2);
         let changed: Vec<_> = t3.changed_since(&t2).into_iter().map(|(n, p)| (n.to_string(), p.is_some())).collect();
         assert_eq!(changed, vec![("b".to_string(), false)]);
+    }
+
+    #[test]
+    fn announcements_name_their_sites_or_say_nothing() {
+        let docs: SiteName = "docs".parse().unwrap();
+        let blog: SiteName = "blog".parse().unwrap();
+        let both = [docs.clone(), blog.clone()];
+        assert_eq!(RoutingAnnouncement::payload(7, Some(&both)), "7 = docs blog");
+        assert_eq!(RoutingAnnouncement::payload(7, None), "7");
+        assert_eq!(RoutingAnnouncement::payload(7, Some(&[])), "7 =");
+        let parsed = RoutingAnnouncement::parse("7 = docs blog").unwrap();
+        assert_eq!(parsed, RoutingAnnouncement { version: 7, sites: Some(both.to_vec()) });
+        assert_eq!(RoutingAnnouncement::parse("7").unwrap().sites, None);
+        assert_eq!(RoutingAnnouncement::parse("7 =").unwrap().sites, Some(vec![]));
+        for bad in ["", "x", "7 docs", "7 = ../etc", "-1", "7 = a--b"] {
+            assert!(RoutingAnnouncement::parse(bad).is_none(), "{bad:?}");
+        }
+        let many: Vec<SiteName> = (0..2000).map(|n| format!("site-{n}").parse().unwrap()).collect();
+        assert_eq!(RoutingAnnouncement::payload(9, Some(&many)), "9", "too many to name");
     }
 
     #[test]

@@ -534,11 +534,27 @@ mod postgres {
             }
         });
         listener.batch_execute(&format!("LISTEN {}", chanto_store::postgres::ROUTING_CHANNEL)).await.unwrap();
-        let v0 = b.next_routing_version().await.unwrap();
+        let v0 = b.next_routing_version(None).await.unwrap();
         assert_eq!(heard.recv().await.unwrap(), ("chanto_routing".to_owned(), v0.to_string()));
-        let v1 = a.next_routing_version().await.unwrap();
-        let v2 = b.next_routing_version().await.unwrap();
-        let v3 = a.next_routing_version().await.unwrap();
+        let mut watched = a.watch_routing();
+        let v1 = a.next_routing_version(None).await.unwrap();
+        // Listening (it read v1 after its LISTEN) before v2 is announced.
+        tokio::time::timeout(std::time::Duration::from_secs(20), watched.wait_for(|a| a.version >= v1))
+            .await
+            .expect("the listener heard v1")
+            .unwrap();
+        let docs: chanto_core::SiteName = "docs".parse().unwrap();
+        let v2 = b.next_routing_version(Some(std::slice::from_ref(&docs))).await.unwrap();
+        assert_eq!(heard.recv().await.unwrap().1, v1.to_string());
+        assert_eq!(heard.recv().await.unwrap().1, format!("{v2} = docs"));
+        // The other process's listener hears the sites a version changed.
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(20), watched.wait_for(|a| a.version >= v2))
+            .await
+            .expect("the listener heard v2")
+            .unwrap()
+            .clone();
+        assert_eq!(seen, chanto_store::RoutingAnnouncement { version: v2, sites: Some(vec![docs]) });
+        let v3 = a.next_routing_version(None).await.unwrap();
         assert!(v0 < v1 && v1 < v2 && v2 < v3, "{v0} {v1} {v2} {v3}");
     }
 }

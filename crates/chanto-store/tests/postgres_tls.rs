@@ -66,8 +66,8 @@ async fn verify_full_with_the_right_ca_encrypts_the_pool_and_the_routing_listene
     assert_eq!(meta.tls_settings().mode, chanto_store::postgres_tls::SslMode::VerifyFull);
     // The routing listener's own connection: it sees a version announced now.
     let mut versions = meta.watch_routing();
-    let v = meta.next_routing_version().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), versions.wait_for(|seen| *seen >= v))
+    let v = meta.next_routing_version(None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), versions.wait_for(|seen| seen.version >= v))
         .await
         .expect("the routing listener (over TLS) saw the new version")
         .unwrap();
