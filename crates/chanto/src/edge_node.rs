@@ -57,6 +57,9 @@ const HOT_BLOBS: usize = 4096;
 const HOT_MAX_SIZE: u64 = 256 << 10;
 /// Blob fetches in flight while a snapshot is checked.
 const FETCH_CONCURRENCY: usize = 16;
+/// The pause before pulling again after an answer that was not newer (or a
+/// delta from another version).
+const STALE_PAUSE: Duration = Duration::from_millis(50);
 /// Deltas journaled before the whole snapshot is written again.
 const JOURNAL_MAX: usize = 256;
 
@@ -724,7 +727,10 @@ impl Puller {
         let after = self.edge.snapshot().version;
         match self.fetch(after, wait).await {
             Ok(Some(update)) => match self.apply(update).await {
-                Outcome::Loaded | Outcome::Stale => Duration::ZERO,
+                Outcome::Loaded => Duration::ZERO,
+                // Soon, not at once: a control that kept answering with a
+                // delta that does not apply must not get a tight loop.
+                Outcome::Stale => STALE_PAUSE,
                 Outcome::Refused => {
                     let streak = self.state().refusal_streak.min(5);
                     Duration::from_secs(1 << streak).min(Duration::from_secs(30))
