@@ -18,8 +18,8 @@
 //! active branch of the sites that changed is loaded and hash-checked, the
 //! blobs of its hot files are fetched into the disk cache; only then is it
 //! written to disk (a delta appended to a journal, the whole snapshot
-//! rewritten every [`JOURNAL_MAX`] deltas) and swapped in. A snapshot that fails any of this is refused: the node keeps
-//! serving the one it has, reports the refusal in its heartbeat (so the
+//! rewritten every [`JOURNAL_MAX`] deltas) and swapped in. A snapshot that
+//! fails any of this is refused: the node keeps serving the one it has, reports the refusal in its heartbeat (so the
 //! activation that published it names this node) and tries again later.
 
 use std::collections::{HashMap, HashSet};
@@ -457,7 +457,7 @@ impl Puller {
             self.edge.prime(hash, manifest);
         }
         let version = snap.version;
-        self.state().epoch = snap.epoch.clone();
+        self.state().epoch = epoch_or_none(snap.epoch.clone());
         let prepared: Prepared = manifests.into_iter().map(|(h, m)| (h, (None, m))).collect();
         let mut fresh = Served { journaled: self.disk.journal_len(), ..Served::default() };
         let (active, _) = fresh.advance(snap.table.clone(), &prepared);
@@ -650,7 +650,7 @@ impl Puller {
         }
         let mut state = self.state();
         state.published_at = Some(published_at);
-        state.epoch = epoch;
+        state.epoch = epoch_or_none(epoch);
         state.refusal_streak = 0;
         if state.refused.as_ref().is_some_and(|r| r.version <= version) {
             state.refused = None;
@@ -873,6 +873,12 @@ fn blobs_of(m: &Manifest) -> HashSet<ContentHash> {
         set.extend(entry.variants.iter().map(|v| v.hash));
     }
     set
+}
+
+/// An epoch as the control plane makes them (it goes into the pull's URL),
+/// or none (the node then gets whole snapshots only).
+fn epoch_or_none(epoch: String) -> String {
+    if epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric()) { epoch } else { String::new() }
 }
 
 /// A whole snapshot's own consistency (its rows are checked as it is grouped).
