@@ -138,6 +138,65 @@ impl Shared {
     }
 }
 
+/// Deploys through both nodes at once, to four sites: each node re-reads
+/// only the sites another node's announcement names when it follows right
+/// after its own version, and everything when versions interleave; either
+/// way both edges end up serving the last deploy of every site.
+#[test]
+fn interleaved_deploys_through_two_nodes_reach_both_edges_for_every_site() {
+    let url = pg::shared().create_database("interleaved");
+    let shared = shared_stores(&url, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = shared.start(&data_a, &[]);
+    std::fs::create_dir_all(&data_b).unwrap();
+    for f in ["install-id", "secret.key", "admin.token"] {
+        std::fs::copy(data_a.join(f), data_b.join(f)).unwrap();
+    }
+    let b = shared.start(&data_b, &[]);
+    let sites = ["s0", "s1", "s2", "s3"];
+    for site in sites {
+        a.cli(&["sites", "create", site]).ok();
+    }
+    const ROUNDS: usize = 4;
+    std::thread::scope(|scope| {
+        for (node, mine) in [(&a, ["s0", "s1"]), (&b, ["s2", "s3"])] {
+            let dir = tmp.path().join(format!("site-{}", mine[0]));
+            scope.spawn(move || {
+                for round in 0..ROUNDS {
+                    for site in mine {
+                        write_tree(&dir, &[("index.html", &format!("{site} round {round}"))]);
+                        let d = node.cli(&["deploy", dir.to_str().unwrap(), "--site", site, "--json"]).ok().json();
+                        assert_eq!(d["deploy"]["state"], "active", "{d}");
+                    }
+                }
+            });
+        }
+    });
+    for (name, node) in [("A", &a), ("B", &b)] {
+        for site in sites {
+            let want = format!("{site} round {}", ROUNDS - 1);
+            util::wait_for(&format!("node {name} to serve {want:?}"), Duration::from_secs(30), || {
+                let r = util::http_get(&node.edge, &format!("{site}.localhost"), "/").ok()?;
+                (r.status == 200 && r.text() == want).then_some(())
+            });
+        }
+    }
+    // A rollback through B of a site A deployed: one site changed, A follows.
+    b.cli(&["rollback", "--site", "s0", "--json"]).ok();
+    let want = format!("s0 round {}", ROUNDS - 2);
+    util::wait_for("node A to serve the rollback", Duration::from_secs(30), || {
+        let r = util::http_get(&a.edge, "s0.localhost", "/").ok()?;
+        (r.text() == want).then_some(())
+    });
+    for site in ["s1", "s2", "s3"] {
+        assert_eq!(
+            util::http_get(&a.edge, &format!("{site}.localhost"), "/").unwrap().text(),
+            format!("{site} round {}", ROUNDS - 1)
+        );
+    }
+}
+
 /// Two nodes on one PostgreSQL. Node B starts while A runs two builds and
 /// sends a notification: B interrupts neither build and does not send the
 /// notification again. Then A dies (SIGKILL) mid-build: B notices within the
