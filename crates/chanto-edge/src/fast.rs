@@ -14,7 +14,8 @@
 //! by the same code as every other response ([`crate::serve::represent`]),
 //! and kept in the routing snapshot it was made from
 //! ([`crate::Snapshot::responses`]), keyed by those three: a new snapshot
-//! starts empty, so an answer never outlives the deploy it came from and a
+//! starts with only the answers of the sites it did not change (copied when
+//! it is built), so an answer never outlives the deploy it came from and a
 //! request is still answered from one snapshot. Its `304 Not Modified`
 //! twin answers conditional requests, which [`crate::http::evaluate`]
 //! decides as for every request.
@@ -107,6 +108,16 @@ pub(crate) struct ResponseCache(quick_cache::sync::Cache<Box<[u8]>, Arc<Ready>, 
 impl ResponseCache {
     pub(crate) fn new(bytes: u64) -> Self {
         Self(quick_cache::sync::Cache::with_weighter((bytes / 2048).max(16) as usize, bytes, ReadyWeight))
+    }
+
+    /// Copies into `into` the answers of the sites `keep` says did not
+    /// change (their answers are still exactly what they would be made).
+    pub(crate) fn carry_over(&self, into: &ResponseCache, keep: impl Fn(&str) -> bool) {
+        for (key, ready) in self.0.iter() {
+            if keep(&ready.served.site) {
+                into.0.insert(key, ready);
+            }
+        }
     }
 }
 
@@ -477,6 +488,7 @@ async fn answer(edge: &Edge, req: &PlainRequest<'_>, key: &mut Vec<u8>) -> Optio
         None => {
             let snapshot = edge.snapshot();
             let r = Arc::new(render(edge, &snapshot, req).await?);
+            edge.metrics.fast_renders.fetch_add(1, Ordering::Relaxed);
             snapshot.responses.0.insert(key.as_slice().into(), r.clone());
             r
         }

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub sendfile_responses: AtomicU64,
     /// Responses the HTTP/1.1 fast path gave from ready-made answers.
     pub fast_responses: AtomicU64,
+    /// Ready-made answers the fast path made (a miss in the snapshot's answers).
+    pub fast_renders: AtomicU64,
 }
 
 impl Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
         let _ = writeln!(out, "chanto_edge_sendfile_responses_total {}", get(&self.sendfile_responses));
         out.push_str("# HELP chanto_edge_fast_path_responses_total Responses given from ready-made answers on the HTTP/1.1 fast path.\n# TYPE chanto_edge_fast_path_responses_total counter\n");
         let _ = writeln!(out, "chanto_edge_fast_path_responses_total {}", get(&self.fast_responses));
+        out.push_str("# HELP chanto_edge_fast_path_renders_total Ready-made answers the fast path made (the rest were reused).\n# TYPE chanto_edge_fast_path_renders_total counter\n");
+        let _ = writeln!(out, "chanto_edge_fast_path_renders_total {}", get(&self.fast_renders));
         out.push_str("# HELP chanto_edge_access_log_dropped_total Access-log lines dropped under load.\n# TYPE chanto_edge_access_log_dropped_total counter\n");
         let _ = writeln!(out, "chanto_edge_access_log_dropped_total {}", get(&self.access_log_dropped));
         out.push_str("# HELP chanto_edge_routing_version Version of the routing snapshot served.\n# TYPE chanto_edge_routing_version gauge\n");

@@ -126,7 +126,8 @@ impl Snapshot {
     /// site's routes are shared.
     pub fn update(previous: &Snapshot, table: &RoutingTable, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
         let mut sites = previous.sites.clone();
-        for (name, part) in table.changed_since(&previous.table) {
+        let changed = table.changed_since(&previous.table);
+        for (name, part) in &changed {
             match part {
                 Some(part) => {
                     sites.insert(name.to_string(), Arc::new(SiteRoutes::build(name.as_str(), part, manifests)))
@@ -134,7 +135,16 @@ impl Snapshot {
                 None => sites.remove(name.as_str()),
             };
         }
-        Self { version: table.version, table: table.clone(), sites, responses: Default::default() }
+        let responses = crate::fast::ResponseCache::default();
+        // The fast path's answers of the sites that did not change stay good.
+        let changed: std::collections::HashSet<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
+        previous.responses.carry_over(&responses, |site| !changed.contains(site));
+        Self { version: table.version, table: table.clone(), sites, responses }
+    }
+
+    /// The routing table this snapshot was built from.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
     }
 
     /// The parts of `table` that differ from the table this snapshot was built from.

@@ -446,6 +446,43 @@ fn fast_count(edge: &Edge) -> u64 {
     edge.metrics.fast_responses.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+fn renders(edge: &Edge) -> u64 {
+    edge.metrics.fast_renders.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A routing change keeps the fast path's ready-made answers of the sites
+/// it did not change, and drops those of the site it changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_keeps_other_sites_ready_made_answers() {
+    let r = start(ServerLimits::default()).await;
+    let get = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}.localhost\r\n\r\n").into_bytes();
+    let answer = |raw: &[u8]| without_date(&exchange(r.addr, raw));
+    let (s_first, r_first) = (answer(&get("s")), answer(&get("r")));
+    assert!(s_first.starts_with("HTTP/1.1 200"), "{s_first}");
+    let made = renders(&r.edge);
+    assert_eq!(answer(&get("s")), s_first);
+    assert_eq!(renders(&r.edge), made, "the second answer is the first one again");
+
+    // Site r gets another deploy: s keeps its answer, r's is made again.
+    let edit = |version: u64, site: &str, deploy: u8| {
+        let t = r.edge.snapshot().table().clone();
+        let name: chanto_core::SiteName = site.parse().unwrap();
+        let mut part = (*t.sites[&name]).clone();
+        part.branches[0].deploy = DeployId::from_random([deploy; 8]);
+        t.with_site(version, &name, Some(part))
+    };
+    r.edge.publish(edit(2, "r", 200)).await.unwrap();
+    assert_eq!(answer(&get("s")), s_first);
+    assert_eq!(renders(&r.edge), made, "s's answer survived a change to r");
+    assert_eq!(answer(&get("r")), r_first);
+    assert_eq!(renders(&r.edge), made + 1, "r's answer was made again");
+
+    // Now s changes: its old answer goes.
+    r.edge.publish(edit(3, "s", 201)).await.unwrap();
+    assert_eq!(answer(&get("s")), s_first);
+    assert_eq!(renders(&r.edge), made + 2);
+}
+
 /// Plain requests are answered on the fast path with exactly the bytes
 /// hyper's path gives them: status, every header but `date`, and body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
