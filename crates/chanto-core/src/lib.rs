@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod content;
+pub mod domain;
 pub mod error;
 pub mod hash;
 pub mod host;
@@ -15,6 +16,7 @@ pub mod request_path;
 pub mod state;
 
 pub use access::{AccessPolicy, AccessScope, AccessUser};
+pub use domain::DomainName;
 pub use error::ValidationError;
 pub use hash::ContentHash;
 pub use host::{HostRoute, is_known_public_suffix, normalize_origin, parse_host, route_host};
