@@ -160,6 +160,31 @@ impl<'de> Deserialize<'de> for DomainName {
     }
 }
 
+/// When a certificate valid from `not_before` to `not_after` (Unix
+/// milliseconds) is due for renewal: with one third of its lifetime left
+/// (Let's Encrypt's advice when the CA gives no renewal window).
+pub fn renewal_due(not_before: i64, not_after: i64) -> i64 {
+    let lifetime = not_after.saturating_sub(not_before).max(0);
+    not_after - lifetime / 3
+}
+
+/// The first pause before retrying a failed certificate order.
+pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest pause between retries.
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The pause before attempt `failures + 1` after `failures` failed ones:
+/// doubling from [`RETRY_FIRST`], capped at [`RETRY_MAX`], then spread by up
+/// to a tenth either way with `jitter` (any random `u16` the caller draws),
+/// so nodes and names that failed together do not retry together.
+pub fn retry_backoff(failures: u32, jitter: u16) -> std::time::Duration {
+    let base = RETRY_FIRST.saturating_mul(1u32 << failures.saturating_sub(1).min(20)).min(RETRY_MAX);
+    // jitter maps 0..=65535 onto -10 % ..= +10 %.
+    let spread = base.as_millis() as i128 * (jitter as i128 - 32768) / (32768 * 10);
+    let ms = (base.as_millis() as i128 + spread).clamp(0, RETRY_MAX.as_millis() as i128);
+    std::time::Duration::from_millis(ms as u64)
+}
+
 fn check_label(input: &str, label: &str) -> Result<(), ValidationError> {
     if label.is_empty() {
         return Err(invalid(input, "has an empty label (two dots in a row, or a leading dot)"));
@@ -258,6 +283,24 @@ mod tests {
         assert_eq!(apex.www_twin().unwrap().www_twin().unwrap(), apex);
         assert_eq!(DomainName::parse("www.com").unwrap().www_twin(), None);
         assert_eq!(w.www_twin(), None);
+    }
+
+    #[test]
+    fn renewal_starts_with_a_third_of_the_lifetime_left_and_retries_back_off() {
+        let day = 86_400_000i64;
+        assert_eq!(renewal_due(0, 90 * day), 60 * day);
+        assert_eq!(renewal_due(10, 10), 10, "no lifetime: due at once");
+        assert_eq!(renewal_due(20, 10), 10, "a backwards validity: due at once");
+        let mid = 32768;
+        assert_eq!(retry_backoff(1, mid), RETRY_FIRST);
+        assert_eq!(retry_backoff(2, mid), RETRY_FIRST * 2);
+        assert_eq!(retry_backoff(0, mid), RETRY_FIRST);
+        assert_eq!(retry_backoff(11, mid), RETRY_FIRST * 1024);
+        assert_eq!(retry_backoff(12, mid), RETRY_MAX, "capped at a day");
+        assert_eq!(retry_backoff(u32::MAX, u16::MAX), RETRY_MAX, "never past the cap");
+        let (low, high) = (retry_backoff(3, 0), retry_backoff(3, u16::MAX));
+        assert!(low >= RETRY_FIRST * 4 * 9 / 10 && low < RETRY_FIRST * 4, "{low:?}");
+        assert!(high > RETRY_FIRST * 4 && high <= RETRY_FIRST * 4 * 11 / 10, "{high:?}");
     }
 
     #[test]
