@@ -2,6 +2,8 @@
 //! uploaded certificate's names): checked and normalised once, so the rest
 //! of chanto compares plain lowercase ASCII. A name in Unicode is taken in
 //! its IDNA (punycode) form, the form DNS, TLS and the `Host` header use.
+//! Which names are apexes, and which are public suffixes nobody owns, comes
+//! from the Public Suffix List compiled into the `psl` crate.
 
 use serde::{Deserialize, Serialize};
 
@@ -124,17 +126,38 @@ impl DomainName {
         }
     }
 
-    /// The `www` twin offered with a name: `www.NAME` for a name that has
-    /// no `www.`, `NAME` for `www.NAME` (when that is still two labels).
+    /// The registrable domain it is under, by the Public Suffix List
+    /// (`docs.example.co.uk` → `example.co.uk`); `None` for a public suffix
+    /// itself (`co.uk`, `github.io`), which nobody can own.
+    pub fn registrable(&self) -> Option<&str> {
+        let own = self.0.trim_start_matches("*.");
+        let d = psl::domain(own.as_bytes())?;
+        // psl answers with a slice of the name given: its tail.
+        Some(&own[own.len() - d.as_bytes().len()..])
+    }
+
+    /// Whether it is a public suffix (`co.uk`, `github.io`, `pages.dev`):
+    /// no one's to claim for a site.
+    pub fn is_public_suffix(&self) -> bool {
+        !self.is_wildcard() && self.registrable().is_none()
+    }
+
+    /// Whether it is an apex: a registrable domain itself (`example.com`,
+    /// `example.co.uk`), where DNS allows no CNAME.
+    pub fn is_apex(&self) -> bool {
+        !self.is_wildcard() && self.registrable() == Some(self.as_str())
+    }
+
+    /// The `www` twin offered with an apex (`example.com` → `www.example.com`)
+    /// and the apex of a `www.` name (`www.example.com` → `example.com`);
+    /// other names have none.
     pub fn www_twin(&self) -> Option<DomainName> {
-        if self.is_wildcard() {
-            return None;
+        if self.is_apex() {
+            return (self.0.len() + 4 <= MAX_DOMAIN_BYTES).then(|| Self(format!("www.{}", self.0)));
         }
-        match self.0.strip_prefix("www.") {
-            Some(rest) if rest.contains('.') => Some(Self(rest.to_owned())),
-            Some(_) => None,
-            None => (self.0.len() + 4 <= MAX_DOMAIN_BYTES).then(|| Self(format!("www.{}", self.0))),
-        }
+        let rest = self.0.strip_prefix("www.")?;
+        let apex = Self(rest.to_owned());
+        apex.is_apex().then_some(apex)
     }
 }
 
@@ -281,8 +304,33 @@ mod tests {
         let apex = DomainName::parse("example.com").unwrap();
         assert_eq!(apex.www_twin().unwrap().as_str(), "www.example.com");
         assert_eq!(apex.www_twin().unwrap().www_twin().unwrap(), apex);
-        assert_eq!(DomainName::parse("www.com").unwrap().www_twin(), None);
+        // www.com is an apex of its own (com is the public suffix).
+        assert_eq!(DomainName::parse("www.com").unwrap().www_twin().unwrap().as_str(), "www.www.com");
+        assert_eq!(DomainName::parse("docs.example.com").unwrap().www_twin(), None, "not an apex");
+        assert_eq!(DomainName::parse("www.docs.example.com").unwrap().www_twin(), None);
         assert_eq!(w.www_twin(), None);
+    }
+
+    #[test]
+    fn the_public_suffix_list_says_what_is_an_apex() {
+        for (name, registrable, apex) in [
+            ("example.com", Some("example.com"), true),
+            ("docs.example.com", Some("example.com"), false),
+            ("example.co.uk", Some("example.co.uk"), true),
+            ("www.example.co.uk", Some("example.co.uk"), false),
+            ("co.uk", None, false),
+            ("github.io", None, false),
+            ("me.github.io", Some("me.github.io"), true),
+            ("docs.me.github.io", Some("me.github.io"), false),
+            ("xn--bcher-kva.example", Some("xn--bcher-kva.example"), true),
+        ] {
+            let d = DomainName::parse(name).unwrap();
+            assert_eq!((d.registrable(), d.is_apex()), (registrable, apex), "{name}");
+            assert_eq!(d.is_public_suffix(), registrable.is_none(), "{name}");
+        }
+        let w = DomainName::parse_pattern("*.example.co.uk").unwrap();
+        assert_eq!(w.registrable(), Some("example.co.uk"));
+        assert!(!w.is_apex() && !w.is_public_suffix());
     }
 
     #[test]
