@@ -997,3 +997,143 @@ pub async fn node_store(meta: &dyn MetaStore) {
         .unwrap();
     assert_eq!((big.routing_version, big.snapshot_age_ms), (1 << 53, Some(1 << 40)));
 }
+
+/// Runs the domain-store suite against an empty repository. Panics on the first failure.
+pub async fn domain_store(meta: &dyn MetaStore) {
+    use crate::domains::*;
+    let (docs, blog): (SiteName, SiteName) = ("docs".parse().unwrap(), "blog".parse().unwrap());
+    let main: BranchName = "main".parse().unwrap();
+    meta.create_site(&docs, &main, 1).await.unwrap();
+    meta.create_site(&blog, &main, 1).await.unwrap();
+    let new = |name: &str, branch: Option<&str>, twin: Option<&str>| NewDomain {
+        name: name.into(),
+        branch: branch.map(|b| b.parse().unwrap()),
+        twin_of: twin.map(str::to_owned),
+        verify_token: format!("tok-{name}"),
+    };
+    // An apex with its www twin, and a branch's domain: the first is primary.
+    let added = meta
+        .add_domains(&docs, &[new("example.com", None, None), new("www.example.com", None, Some("example.com"))], 10)
+        .await
+        .unwrap();
+    assert_eq!(added.len(), 2);
+    assert!(added[0].primary && !added[1].primary);
+    assert_eq!(added[0].state, DomainState::PendingVerification);
+    assert_eq!((added[0].verified_at, added[0].cert_id.as_deref(), added[0].created_at), (None, None, 10));
+    assert_eq!(added[1].twin_of.as_deref(), Some("example.com"));
+    assert_eq!(added[0].verify_token, "tok-example.com");
+    meta.add_domains(&docs, &[new("staging.example.com", Some("staging"), None)], 11).await.unwrap();
+    // A name belongs to one site: the error names the site that has it, and
+    // nothing of a refused batch is kept.
+    match meta.add_domains(&blog, &[new("blog.example.org", None, None), new("example.com", None, None)], 12).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("site docs"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(meta.domain("blog.example.org").await.unwrap().is_none(), "all or none");
+    match meta.add_domains(&docs, &[new("example.com", None, None)], 12).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("already"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        meta.add_domains(&"nosite".parse().unwrap(), &[new("x.example", None, None)], 12).await,
+        Err(StoreError::NotFound(_))
+    ));
+    meta.add_domains(&blog, &[new("blog.example.org", None, None)], 13).await.unwrap();
+    let listed = meta.domains(Some(&docs)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["example.com", "staging.example.com", "www.example.com"]
+    );
+    assert_eq!(listed[1].branch.as_ref().map(|b| b.as_str()), Some("staging"));
+    let all = meta.domains(None).await.unwrap();
+    assert_eq!(all.iter().map(|d| (d.site.as_str(), d.name.as_str())).next(), Some(("blog", "blog.example.org")));
+    assert_eq!(all.len(), 4);
+    assert_eq!(meta.domain("www.example.com").await.unwrap().unwrap().site, docs);
+
+    // One primary per site.
+    meta.set_primary(&docs, "www.example.com").await.unwrap();
+    let primaries: Vec<String> =
+        meta.domains(Some(&docs)).await.unwrap().into_iter().filter(|d| d.primary).map(|d| d.name).collect();
+    assert_eq!(primaries, ["www.example.com"]);
+    assert!(matches!(meta.set_primary(&docs, "blog.example.org").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(meta.set_primary(&blog, "example.com").await, Err(StoreError::NotFound(_))));
+    assert_eq!(meta.domains(Some(&docs)).await.unwrap().iter().filter(|d| d.primary).count(), 1, "unchanged");
+
+    // States and verification.
+    meta.set_domain_state("example.com", DomainState::Failed, Some("DNS points elsewhere"), Some("add an A record"))
+        .await
+        .unwrap();
+    let failed = meta.domain("example.com").await.unwrap().unwrap();
+    assert_eq!((failed.state, failed.reason.as_deref()), (DomainState::Failed, Some("DNS points elsewhere")));
+    meta.mark_verified("example.com", "http", 20).await.unwrap();
+    meta.mark_verified("example.com", "dns", 30).await.unwrap();
+    let verified = meta.domain("example.com").await.unwrap().unwrap();
+    assert_eq!(
+        (verified.state, verified.reason, verified.verified_at, verified.verified_by.as_deref()),
+        (DomainState::Issuing, None, Some(20), Some("http"))
+    );
+    assert!(matches!(meta.mark_verified("nope.example", "http", 1).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        meta.set_domain_state("nope.example", DomainState::Active, None, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // TLS settings: defaults, set, listed only when not default.
+    assert_eq!(meta.site_tls(&docs).await.unwrap(), SiteTls::default());
+    assert!(meta.all_site_tls().await.unwrap().is_empty());
+    let strict =
+        SiteTls { https_redirect: true, hsts_max_age: 63_072_000, hsts_include_subdomains: true, hsts_preload: true };
+    meta.set_site_tls(&docs, &strict).await.unwrap();
+    meta.set_site_tls(&blog, &SiteTls::default()).await.unwrap();
+    assert_eq!(meta.site_tls(&docs).await.unwrap(), strict);
+    assert_eq!(meta.all_site_tls().await.unwrap(), vec![(docs.clone(), strict)]);
+    assert_eq!(strict.hsts_header().as_deref(), Some("max-age=63072000; includeSubDomains; preload"));
+    assert!(matches!(meta.site_tls(&"nosite".parse().unwrap()).await, Err(StoreError::NotFound(_))));
+
+    // Certificates: stored once, served by the named domains, kept sealed.
+    let cert = CertificateRecord {
+        id: "c1".into(),
+        source: CertificateSource::Upload,
+        names: vec!["example.com".into(), "www.example.com".into()],
+        chain_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        key_sealed: vec![0, 1, 2, 255],
+        not_before: 100,
+        not_after: 1 << 42,
+        issuer: "Test CA".into(),
+        created_at: 40,
+    };
+    assert!(matches!(
+        meta.store_certificate(&cert, &["example.com".into(), "missing.example".into()], "upload", 40).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(meta.certificate("c1").await.unwrap().is_none(), "nothing kept of a refused store");
+    meta.store_certificate(&cert, &["example.com".into(), "www.example.com".into()], "upload", 40).await.unwrap();
+    meta.store_certificate(&cert, &["www.example.com".into()], "upload", 41).await.unwrap();
+    assert_eq!(meta.certificate("c1").await.unwrap().unwrap(), cert);
+    let www = meta.domain("www.example.com").await.unwrap().unwrap();
+    assert_eq!((www.state, www.cert_id.as_deref()), (DomainState::Active, Some("c1")));
+    assert_eq!((www.verified_at, www.verified_by.as_deref()), (Some(40), Some("upload")));
+    assert_eq!(meta.domain("example.com").await.unwrap().unwrap().verified_by.as_deref(), Some("http"));
+    assert_eq!(meta.certificates_in_use().await.unwrap(), vec![cert.clone()]);
+    let spare = CertificateRecord { id: "c0".into(), ..cert.clone() };
+    meta.store_certificate(&spare, &[], "upload", 42).await.unwrap();
+    assert_eq!(meta.certificates_in_use().await.unwrap().len(), 1);
+    assert_eq!(meta.prune_certificates().await.unwrap(), 1);
+    assert!(meta.certificate("c0").await.unwrap().is_none());
+    assert!(meta.certificate("c1").await.unwrap().is_some(), "in use: kept");
+
+    // Removing the apex removes its twin; the primary moves on.
+    meta.set_primary(&docs, "www.example.com").await.unwrap();
+    assert_eq!(meta.remove_domain(&docs, "example.com").await.unwrap(), ["example.com", "www.example.com"]);
+    let left = meta.domains(Some(&docs)).await.unwrap();
+    assert_eq!(left.iter().map(|d| (d.name.as_str(), d.primary)).collect::<Vec<_>>(), [("staging.example.com", true)]);
+    assert!(matches!(meta.remove_domain(&docs, "example.com").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(meta.remove_domain(&blog, "staging.example.com").await, Err(StoreError::NotFound(_))));
+    // A freed name can be taken by another site.
+    meta.add_domains(&blog, &[new("example.com", None, None)], 50).await.unwrap();
+    assert_eq!(meta.prune_certificates().await.unwrap(), 1, "c1 is served by nothing now");
+    // Deleting a site drops its domains and settings.
+    meta.delete_site(&blog).await.unwrap();
+    assert!(meta.domain("example.com").await.unwrap().is_none());
+    assert_eq!(meta.domains(None).await.unwrap().len(), 1);
+}

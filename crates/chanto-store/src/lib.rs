@@ -7,6 +7,7 @@ pub mod blob;
 pub mod builds;
 pub mod cached;
 pub mod conformance;
+pub mod domains;
 pub mod dump;
 pub mod error;
 pub mod health;
@@ -16,6 +17,7 @@ pub mod nodes;
 pub mod notify;
 pub mod postgres;
 mod postgres_builds;
+mod postgres_domains;
 mod postgres_health;
 mod postgres_listen;
 mod postgres_nodes;
@@ -27,6 +29,7 @@ pub mod s3;
 pub mod snapshot;
 pub mod sqlite;
 mod sqlite_builds;
+mod sqlite_domains;
 mod sqlite_nodes;
 mod sqlite_notify;
 mod tls;
@@ -36,6 +39,7 @@ pub use builds::{
     BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, Owner, WebhookDelivery,
 };
 pub use cached::CachedBlobStore;
+pub use domains::{CertificateRecord, CertificateSource, DomainRecord, DomainState, DomainStore, NewDomain, SiteTls};
 pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
@@ -46,7 +50,7 @@ pub use notify::{
     Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };
 pub use postgres::PostgresMeta;
-pub use routing::{RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable, SiteRouting};
+pub use routing::{DomainRoute, RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable, SiteRouting};
 pub use s3::{S3BlobStore, S3Location, S3Options};
 pub use sqlite::SqliteMeta;
 

@@ -297,6 +297,44 @@ CREATE TABLE nodes (
     first_seen BIGINT NOT NULL
 );
 "#,
+    // 5: custom domains (one site per name), each site's HTTPS settings,
+    // and certificates with their keys sealed (SQLite migration 12 is the same).
+    r#"
+CREATE TABLE certificates (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    source TEXT NOT NULL,
+    names TEXT NOT NULL,
+    chain_pem TEXT NOT NULL,
+    key_sealed BYTEA NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    issuer TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE domains (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    site_id BIGINT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    branch TEXT COLLATE "C",
+    is_primary BOOLEAN NOT NULL,
+    twin_of TEXT COLLATE "C",
+    state TEXT NOT NULL,
+    reason TEXT,
+    hint TEXT,
+    verify_token TEXT NOT NULL,
+    verified_at BIGINT,
+    verified_by TEXT,
+    cert_id TEXT COLLATE "C" REFERENCES certificates(id),
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX domains_by_site ON domains (site_id, name);
+CREATE TABLE site_tls (
+    site_id BIGINT PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+    https_redirect BOOLEAN NOT NULL,
+    hsts_max_age BIGINT NOT NULL,
+    hsts_include_subdomains BOOLEAN NOT NULL,
+    hsts_preload BOOLEAN NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

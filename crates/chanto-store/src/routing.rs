@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chanto_core::{AccessPolicy, AccessScope, SiteName};
+use chanto_core::{AccessPolicy, AccessScope, BranchName, SiteName};
 use serde::{Deserialize, Serialize};
 
-use crate::{MetaStore, Permalink, RoutingRow, StoreError};
+use crate::{DomainRecord, MetaStore, Permalink, RoutingRow, SiteTls, StoreError};
 
 /// What one site serves: its branches, its permalinks, its access policies
 /// and the origins its proxy rules may reach.
@@ -32,6 +32,43 @@ pub struct SiteRouting {
     pub access: Vec<(AccessScope, AccessPolicy)>,
     /// Origins its proxy rules may reach, sorted.
     pub proxy_origins: Vec<String>,
+    /// Its custom domains, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainRoute>,
+    /// Its HTTPS settings, when they are not the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SiteTls>,
+}
+
+/// What an edge needs of one custom domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRoute {
+    /// The hostname.
+    pub name: String,
+    /// The branch it serves; `None`: production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<BranchName>,
+    /// Whether it is the site's primary domain.
+    #[serde(default)]
+    pub primary: bool,
+    /// The token the edge serves to show the name reaches this installation.
+    pub verify_token: String,
+    /// The certificate it serves over HTTPS (its id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+}
+
+impl DomainRoute {
+    /// The route of a stored domain.
+    pub fn of(d: &DomainRecord) -> Self {
+        Self {
+            name: d.name.clone(),
+            branch: d.branch.clone(),
+            primary: d.primary,
+            verify_token: d.verify_token.clone(),
+            cert: d.cert_id.clone(),
+        }
+    }
 }
 
 impl SiteRouting {
@@ -41,6 +78,8 @@ impl SiteRouting {
             && self.permalinks.is_empty()
             && self.access.is_empty()
             && self.proxy_origins.is_empty()
+            && self.domains.is_empty()
+            && self.tls.is_none()
     }
 
     /// Reads one site's part from metadata.
@@ -50,13 +89,24 @@ impl SiteRouting {
             permalinks: meta.permalinks(Some(site)).await?,
             access: meta.access(site).await?,
             proxy_origins: meta.proxy_origins(Some(site)).await?.into_iter().next().map(|(_, o)| o).unwrap_or_default(),
+            domains: meta.domains(Some(site)).await.or_else(absent)?.iter().map(DomainRoute::of).collect(),
+            tls: meta.site_tls(site).await.map(Some).or_else(absent)?.filter(|t| *t != SiteTls::default()),
         })
     }
 
     /// Whether every row names `site` (a part from elsewhere is checked
     /// before it is trusted).
     pub fn rows_name(&self, site: &SiteName) -> bool {
+        // Domains and settings carry no site name: they are the part's.
         self.branches.iter().all(|r| r.site == *site) && self.permalinks.iter().all(|p| p.site == *site)
+    }
+}
+
+/// A deleted site has no domains and no settings: the part is empty.
+fn absent<T: Default>(e: StoreError) -> Result<T, StoreError> {
+    match e {
+        StoreError::NotFound(_) => Ok(T::default()),
+        e => Err(e),
     }
 }
 
@@ -163,7 +213,31 @@ impl RoutingTable {
     pub async fn load(meta: &dyn MetaStore, version: u64) -> Result<Self, StoreError> {
         let access = meta.all_access().await?;
         let origins = meta.proxy_origins(None).await?;
-        Ok(Self::from_rows(version, meta.routing_table(None).await?, meta.permalinks(None).await?, access, origins))
+        let mut table =
+            Self::from_rows(version, meta.routing_table(None).await?, meta.permalinks(None).await?, access, origins);
+        let domains = meta.domains(None).await?.iter().map(|d| (d.site.clone(), DomainRoute::of(d))).collect();
+        table.add_site_settings(domains, meta.all_site_tls().await?);
+        Ok(table)
+    }
+
+    /// Adds custom domains and HTTPS settings (the rows of every site) to a
+    /// table made by [`Self::from_rows`].
+    fn add_site_settings(&mut self, domains: Vec<(SiteName, DomainRoute)>, tls: Vec<(SiteName, SiteTls)>) {
+        let mut parts: BTreeMap<SiteName, SiteRouting> = BTreeMap::new();
+        for (site, d) in domains {
+            parts.entry(site).or_default().domains.push(d);
+        }
+        for (site, t) in tls {
+            parts.entry(site).or_default().tls = Some(t).filter(|t| *t != SiteTls::default());
+        }
+        for (site, extra) in parts {
+            let mut part = self.sites.get(&site).map(|p| (**p).clone()).unwrap_or_default();
+            part.domains = extra.domains;
+            part.tls = extra.tls;
+            if !part.is_empty() {
+                self.sites.insert(site, Arc::new(part));
+            }
+        }
     }
 
     /// A table from flat rows of any number of sites.
@@ -313,6 +387,10 @@ struct FlatOut<'a> {
     permalinks: Vec<&'a Permalink>,
     access: Vec<(&'a SiteName, &'a AccessScope, &'a AccessPolicy)>,
     proxy_origins: Vec<(&'a SiteName, &'a [String])>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    domains: Vec<(&'a SiteName, &'a DomainRoute)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tls: Vec<(&'a SiteName, &'a SiteTls)>,
 }
 
 /// The flat form, as it is read.
@@ -323,6 +401,10 @@ struct FlatIn {
     permalinks: Vec<Permalink>,
     access: Vec<(SiteName, AccessScope, AccessPolicy)>,
     proxy_origins: Vec<(SiteName, Vec<String>)>,
+    #[serde(default)]
+    domains: Vec<(SiteName, DomainRoute)>,
+    #[serde(default)]
+    tls: Vec<(SiteName, SiteTls)>,
 }
 
 impl Serialize for RoutingTable {
@@ -338,6 +420,8 @@ impl Serialize for RoutingTable {
                 .filter(|(_, p)| !p.proxy_origins.is_empty())
                 .map(|(n, p)| (n, p.proxy_origins.as_slice()))
                 .collect(),
+            domains: self.sites.iter().flat_map(|(n, p)| p.domains.iter().map(move |d| (n, d))).collect(),
+            tls: self.sites.iter().filter_map(|(n, p)| p.tls.as_ref().map(|t| (n, t))).collect(),
         }
         .serialize(s)
     }
@@ -346,7 +430,9 @@ impl Serialize for RoutingTable {
 impl<'de> Deserialize<'de> for RoutingTable {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let f = FlatIn::deserialize(d)?;
-        Ok(Self::from_rows(f.version, f.branches, f.permalinks, f.access, f.proxy_origins))
+        let mut table = Self::from_rows(f.version, f.branches, f.permalinks, f.access, f.proxy_origins);
+        table.add_site_settings(f.domains, f.tls);
+        Ok(table)
     }
 }
 
@@ -436,5 +522,53 @@ mod tests {
         let back: RoutingTable = serde_json::from_value(json).unwrap();
         assert_eq!(back, t);
         assert_eq!(back.sites[&site].proxy_origins, vec!["https://api.example.com".to_string()]);
+        // A table without domains writes no domain keys: older edges read it as before.
+        assert!(json_keys(&t).iter().all(|k| k != "domains" && k != "tls"));
+    }
+
+    fn json_keys(t: &RoutingTable) -> Vec<String> {
+        serde_json::to_value(t).unwrap().as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn domains_and_tls_settings_travel_in_the_flat_form() {
+        let (docs, shop): (SiteName, SiteName) = ("docs".parse().unwrap(), "shop".parse().unwrap());
+        let domain = |name: &str, primary: bool| DomainRoute {
+            name: name.into(),
+            branch: None,
+            primary,
+            verify_token: format!("t-{name}"),
+            cert: primary.then(|| "c1".to_string()),
+        };
+        let strict = SiteTls { hsts_max_age: 300, ..SiteTls::default() };
+        let mut t = RoutingTable::from_rows(5, vec![row("docs", 1)], vec![], vec![], vec![]);
+        // A site with only a domain (no deploy yet) is in the table too.
+        t.add_site_settings(
+            vec![
+                (docs.clone(), domain("docs.example.com", true)),
+                (docs.clone(), domain("www.docs.example.com", false)),
+                (shop.clone(), domain("shop.example", true)),
+            ],
+            vec![(docs.clone(), strict), (shop.clone(), SiteTls::default())],
+        );
+        assert_eq!(t.sites[&docs].domains.len(), 2);
+        assert_eq!(t.sites[&docs].branches.len(), 1, "kept");
+        assert_eq!(t.sites[&docs].tls, Some(strict));
+        assert_eq!(t.sites[&shop].tls, None, "defaults are not carried");
+        let json = serde_json::to_string(&t).unwrap();
+        let back: RoutingTable = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+        // A part with only domains counts as something to serve; a change to
+        // a domain alone is a change of the site.
+        let t2 = t.with_site(
+            6,
+            &shop,
+            Some(SiteRouting { domains: vec![domain("shop.example", false)], ..Default::default() }),
+        );
+        let changed: Vec<String> = t2.changed_since(&t).into_iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(changed, ["shop"]);
+        // An older writer's JSON (no domain keys) still reads.
+        let old = r#"{"version":3,"branches":[],"permalinks":[],"access":[],"proxy_origins":[]}"#;
+        assert_eq!(serde_json::from_str::<RoutingTable>(old).unwrap().sites.len(), 0);
     }
 }

@@ -291,6 +291,42 @@ CREATE TABLE tokens (
         last_heartbeat INTEGER NOT NULL,
         first_seen INTEGER NOT NULL
     );",
+    // 12: custom domains (one site per name), each site's HTTPS settings,
+    // and certificates with their keys sealed (PostgreSQL migration 5 is the same).
+    "CREATE TABLE certificates (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        names TEXT NOT NULL,
+        chain_pem TEXT NOT NULL,
+        key_sealed BLOB NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issuer TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE domains (
+        name TEXT PRIMARY KEY,
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        branch TEXT,
+        is_primary INTEGER NOT NULL,
+        twin_of TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        hint TEXT,
+        verify_token TEXT NOT NULL,
+        verified_at INTEGER,
+        verified_by TEXT,
+        cert_id TEXT REFERENCES certificates(id),
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX domains_by_site ON domains (site_id, name);
+    CREATE TABLE site_tls (
+        site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+        https_redirect INTEGER NOT NULL,
+        hsts_max_age INTEGER NOT NULL,
+        hsts_include_subdomains INTEGER NOT NULL,
+        hsts_preload INTEGER NOT NULL
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -146,6 +146,11 @@ async fn sqlite_node_store_conforms() {
     conformance::node_store(&SqliteMeta::in_memory().unwrap()).await;
 }
 
+#[tokio::test]
+async fn sqlite_domain_store_conforms() {
+    conformance::domain_store(&SqliteMeta::in_memory().unwrap()).await;
+}
+
 // ---- PostgreSQL: the same suites on a real server (crates/chanto-testkit
 // starts one per test binary; each test has a database of its own), plus the
 // cases only a shared server has.
@@ -275,6 +280,11 @@ mod postgres {
     #[tokio::test]
     async fn postgres_node_store_conforms() {
         conformance::node_store(&fresh("nodes").await.0).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_domain_store_conforms() {
+        conformance::domain_store(&fresh("domains").await.0).await;
     }
 
     /// Two processes (two pools) on one database claim every queued build
