@@ -44,6 +44,15 @@ pub fn router(control: Arc<Control>) -> Router {
             get(crate::site_settings::get_proxy_origins).put(crate::site_settings::put_proxy_origins),
         )
         .route("/sites/{site}/retention", get(crate::gc::get_retention).put(crate::gc::put_retention))
+        .route("/sites/{site}/domains", get(crate::domains::list).post(crate::domains::add))
+        .route("/sites/{site}/domains/{name}", axum::routing::delete(crate::domains::remove))
+        .route("/sites/{site}/domains/{name}/verify", post(crate::domains::verify))
+        .route("/sites/{site}/domains/{name}/primary", put(crate::domains::primary))
+        .route(
+            "/sites/{site}/domains/{name}/certificate",
+            put(crate::domains::upload).layer(DefaultBodyLimit::max(crate::domains::MAX_CERTIFICATE_BODY)),
+        )
+        .route("/sites/{site}/tls", get(crate::domains::get_tls).put(crate::domains::put_tls))
         .route("/gc", post(crate::gc::run_gc))
         .route("/deploys/{id}", get(get_deploy))
         .route("/deploys/{id}/blobs", post(upload_blobs).layer(DefaultBodyLimit::disable()))
@@ -610,12 +619,15 @@ impl Modify for TokenAuth {
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
         n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge,
         crate::nodes::routing, crate::nodes::heartbeat, crate::nodes::list_nodes, crate::nodes::create_token,
-        crate::nodes::list_tokens, crate::nodes::revoke_token),
+        crate::nodes::list_tokens, crate::nodes::revoke_token,
+        crate::domains::list, crate::domains::add, crate::domains::remove, crate::domains::verify, crate::domains::primary,
+        crate::domains::upload, crate::domains::get_tls, crate::domains::put_tls),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
         (name = "storage", description = "Retention and garbage collection: what is deleted, and when"),
         (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"),
         (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"),
-        (name = "nodes", description = "Edge nodes: routing snapshots and heartbeats (node tokens), the node list, node tokens"))
+        (name = "nodes", description = "Edge nodes: routing snapshots and heartbeats (node tokens), the node list, node tokens"),
+        (name = "domains", description = "Custom domains, their certificates, HTTPS redirects and HSTS"))
 )]
 pub struct ApiDoc;

@@ -193,6 +193,8 @@ pub struct Control {
     pub(crate) builds: std::sync::OnceLock<Arc<crate::builds::Builds>>,
     /// Notifications, when this server sends them.
     pub(crate) notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
+    /// Certificate sealing and domain checks, when enabled.
+    pub(crate) domains: std::sync::OnceLock<Arc<crate::domains::DomainService>>,
     /// Edge nodes: the snapshot long-polls answer with, token checks, the activation wait.
     pub nodes: crate::nodes::NodeHub,
 }
@@ -222,6 +224,7 @@ impl Control {
             background_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             builds: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
+            domains: std::sync::OnceLock::new(),
             nodes: Default::default(),
             compressor: compression_threads("chanto-compress", false),
             background_compressor: compression_threads("chanto-compress-bg", true),

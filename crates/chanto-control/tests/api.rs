@@ -1133,3 +1133,6 @@ async fn finalize_refuses_rule_files_that_would_make_requests_expensive() {
     let states: Vec<&str> = deploys.as_array().unwrap().iter().map(|d| d["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["failed", "failed"], "{deploys}");
 }
+
+#[path = "api/domains.rs"]
+mod domains;

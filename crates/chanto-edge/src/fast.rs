@@ -226,6 +226,13 @@ fn key_of(out: &mut Vec<u8>, req: &PlainRequest<'_>) {
 async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>) -> Option<Ready> {
     // hyper refuses targets `Uri` does not parse; so does the fast path.
     let uri: axum::http::Uri = req.target.parse().ok()?;
+    // A custom domain that redirects, and the ACME and verification paths,
+    // are hyper's path.
+    if let Some(d) = snapshot.domain(&crate::serve::domain_key(req.host))
+        && (d.redirect(false).is_some() || uri.path().starts_with(crate::serve::ACME_CHALLENGE_PREFIX))
+    {
+        return None;
+    }
     let target = crate::serve::resolve_target(edge, snapshot, req.host)?;
     if target.access.is_some() {
         return None;

@@ -28,7 +28,7 @@ use chanto_core::{ContentHash, Manifest};
 use chanto_store::{BlobStore, RoutingSink, RoutingTable, StoreError};
 
 pub use serve::{EdgeService, admin_router, admin_router_with, router};
-pub use snapshot::{Snapshot, Target, TargetManifest};
+pub use snapshot::{DomainRedirect, DomainTarget, Snapshot, Target, TargetManifest};
 
 /// Settings of an edge.
 #[derive(Debug, Clone)]

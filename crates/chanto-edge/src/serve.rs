@@ -219,6 +219,90 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
 /// **represent** and **send** ([`deliver`]). Each phase gets what the one
 /// before resolved, never the raw request text again.
 async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std::net::SocketAddr>) -> Response {
+    // One snapshot load per request: everything below answers from it.
+    let snapshot = edge.snapshot();
+    let secure = is_secure(req);
+    // A custom domain's own answers (its verification token, its redirects
+    // to the primary domain and to HTTPS) come before anything else: a
+    // redirect to HTTPS is for every method (308 keeps a POST a POST).
+    let domain = request_host(req).and_then(|h| snapshot.domain(&domain_key(h)).cloned());
+    if let Some(d) = &domain
+        && let Some(resp) = domain_answer(d, req, secure)
+    {
+        return resp;
+    }
+    handle_routed(edge, &snapshot, req, peer, secure).await
+}
+
+/// Whether the request arrived over TLS.
+fn is_secure(_req: &axum::http::request::Parts) -> bool {
+    false
+}
+
+/// The prefix of ACME HTTP-01 challenge paths: never redirected.
+pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// The path a custom domain answers its verification token on (the control
+/// plane's `domains verify` fetches it).
+const VERIFY_PREFIX: &str = "/.well-known/acme-challenge/chanto-";
+
+/// `host` as custom domains are keyed: without port or trailing dot, lower case.
+pub(crate) fn domain_key(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = host_without_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+/// A custom domain's answer that is not the site's: the verification token,
+/// or a redirect (to the primary domain, or from HTTP to HTTPS). Never a
+/// redirect under `/.well-known/acme-challenge/`, where certificate
+/// authorities must reach the name itself over plain HTTP.
+fn domain_answer(d: &crate::DomainTarget, req: &axum::http::request::Parts, secure: bool) -> Option<Response> {
+    let path = req.uri.path();
+    if path.starts_with(ACME_CHALLENGE_PREFIX) {
+        if path.strip_prefix(VERIFY_PREFIX).is_some_and(|t| t == &*d.verify_token)
+            && (req.method == Method::GET || req.method == Method::HEAD)
+        {
+            let mut resp = (StatusCode::OK, d.verify_token.to_string()).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Some(resp);
+        }
+        return None;
+    }
+    let to = d.redirect(secure)?;
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = HeaderValue::from_str(&format!("{}://{}{}", to.scheme, to.host, target)).ok()?;
+    let status = if req.method == Method::GET || req.method == Method::HEAD {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut resp = plain(status, "");
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    // Browsers keep a 301 without a lifetime for ever; a site that changes
+    // its primary domain should not have to wait that long.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    if secure && let Some(v) = &d.hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+    }
+    Some(resp)
+}
+
+/// [`handle`] once the request is past its custom domain's own answers.
+async fn handle_routed(
+    edge: &Edge,
+    snapshot: &crate::Snapshot,
+    req: &axum::http::request::Parts,
+    peer: Option<std::net::SocketAddr>,
+    secure: bool,
+) -> Response {
     let head = req.method == Method::HEAD;
     let preflight = req.method == Method::OPTIONS;
     if req.method != Method::GET && !head && !preflight {
@@ -233,8 +317,6 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     let Some(host) = request_host(req) else {
         return plain(StatusCode::BAD_REQUEST, "<!doctype html><title>Bad request</title><h1>400 Bad request</h1>\n");
     };
-    // One snapshot load per request: everything below answers from it.
-    let snapshot = edge.snapshot();
     if snapshot.version == 0 {
         // An edge node that has not loaded its first routing snapshot knows
         // no site yet: a 404 would tell visitors (and caches) a site is gone.
@@ -243,7 +325,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return resp;
     }
-    let Some(target) = resolve_target(edge, &snapshot, host) else {
+    let Some(target) = resolve_target(edge, snapshot, host) else {
         return plain(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
     let visitor = Visitor::of(edge, peer, &req.headers, &req.uri, host);
@@ -270,9 +352,15 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     let restricted = target.access.as_ref().is_some_and(|p| !p.is_open()) || !edge.filters.is_empty();
     // Only the access log needs to know who was served.
     let served = edge.access_log.get().map(|_| Served::of(&target));
+    // Over TLS, the site's HSTS (on its custom domains and its hosts under
+    // the base domain alike).
+    let hsts = secure.then(|| snapshot.site_hsts(&target.site).cloned()).flatten();
     let mut resp = answer(edge, &visitor, &req.headers, target, head).await;
     if restricted {
         make_private(&mut resp);
+    }
+    if let Some(v) = hsts {
+        resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
@@ -338,9 +426,14 @@ fn request_host(req: &axum::http::request::Parts) -> Option<&str> {
 
 /// What `host` serves in `snapshot`.
 pub(crate) fn resolve_target(edge: &Edge, snapshot: &crate::Snapshot, host: &str) -> Option<crate::Target> {
-    let route = route_host(host, &edge.base_domain, edge.preview_domain.as_deref())
-        .or_else(|| edge.fallback_site.clone().map(|site| chanto_core::HostRoute::Production { site }))?;
-    snapshot.resolve(&route)
+    if let Some(route) = route_host(host, &edge.base_domain, edge.preview_domain.as_deref()) {
+        return snapshot.resolve(&route);
+    }
+    if let Some(d) = snapshot.domain(&domain_key(host)) {
+        return snapshot.resolve(&d.route);
+    }
+    let site = edge.fallback_site.clone()?;
+    snapshot.resolve(&chanto_core::HostRoute::Production { site })
 }
 
 /// How a deploy's paths map to files: its rules' URL style, or the default.

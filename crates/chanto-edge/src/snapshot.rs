@@ -99,6 +99,96 @@ impl SiteRoutes {
     }
 }
 
+/// What a custom domain serves and how (issue 17): the site and branch it
+/// routes to, where it redirects, and the HTTPS headers it sends.
+#[derive(Debug, Clone)]
+pub struct DomainTarget {
+    /// The name itself.
+    pub name: Arc<str>,
+    /// The route it serves: its site's production branch or one branch.
+    pub route: HostRoute,
+    /// The site.
+    pub site: Arc<str>,
+    /// The site's primary domain, when this name is not it: requests here
+    /// are redirected there.
+    pub primary: Option<Arc<str>>,
+    /// The primary domain has a certificate (its redirect goes to `https`).
+    pub primary_secure: bool,
+    /// This name has a certificate.
+    pub secure: bool,
+    /// The token answered at the verification path.
+    pub verify_token: Arc<str>,
+    /// Plain HTTP goes to HTTPS on names with a certificate.
+    pub https_redirect: bool,
+    /// The `Strict-Transport-Security` value sent over TLS, if any.
+    pub hsts: Option<axum::http::HeaderValue>,
+}
+
+/// Where a request for a custom domain must go instead of being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRedirect {
+    /// `https` or `http`.
+    pub scheme: &'static str,
+    /// The host to go to.
+    pub host: Arc<str>,
+}
+
+impl DomainTarget {
+    /// Where a request for this name, over TLS or not, is redirected: to the
+    /// primary domain (over HTTPS when the primary has a certificate and the
+    /// request came over TLS or the site redirects to HTTPS), or from plain
+    /// HTTP to HTTPS on this very name when it has a certificate and the site
+    /// redirects. `None`: serve it.
+    pub fn redirect(&self, over_tls: bool) -> Option<DomainRedirect> {
+        if let Some(primary) = &self.primary {
+            let https = self.primary_secure && (over_tls || self.https_redirect);
+            return Some(DomainRedirect { scheme: if https { "https" } else { "http" }, host: primary.clone() });
+        }
+        if !over_tls && self.secure && self.https_redirect {
+            return Some(DomainRedirect { scheme: "https", host: self.name.clone() });
+        }
+        None
+    }
+}
+
+/// The custom domains of one site's part of the table.
+fn domain_targets(site: &str, part: &SiteRouting) -> Vec<(String, Arc<DomainTarget>)> {
+    let tls = part.tls.unwrap_or_default();
+    let hsts = tls.hsts_header().and_then(|v| axum::http::HeaderValue::from_str(&v).ok());
+    let primary = part.domains.iter().find(|d| d.primary);
+    let site_name: Arc<str> = Arc::from(site);
+    part.domains
+        .iter()
+        .map(|d| {
+            let route = match &d.branch {
+                None => HostRoute::Production { site: site.to_string() },
+                Some(branch) => {
+                    // The label the branch was given when it deployed (unique
+                    // per site), else the one it will get.
+                    let label = part
+                        .branches
+                        .iter()
+                        .find(|row| row.branch == *branch)
+                        .map_or_else(|| branch.label(), |row| row.label.clone());
+                    HostRoute::Prefixed { prefix: label, site: site.to_string() }
+                }
+            };
+            let target = DomainTarget {
+                name: Arc::from(d.name.as_str()),
+                route,
+                site: site_name.clone(),
+                primary: primary.filter(|p| p.name != d.name).map(|p| Arc::from(p.name.as_str())),
+                primary_secure: primary.is_some_and(|p| p.cert.is_some()),
+                secure: d.cert.is_some(),
+                verify_token: Arc::from(d.verify_token.as_str()),
+                https_redirect: tls.https_redirect,
+                hsts: hsts.clone(),
+            };
+            (d.name.clone(), Arc::new(target))
+        })
+        .collect()
+}
+
 /// An immutable picture of what every host serves.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -109,6 +199,12 @@ pub struct Snapshot {
     /// Each site's routes, in a persistent map: a new snapshot shares the
     /// routes of every site that did not change.
     sites: imbl::HashMap<String, Arc<SiteRoutes>>,
+    /// Custom domains by name (lower case, no trailing dot), rebuilt per
+    /// changed site like `sites`.
+    domains: imbl::HashMap<String, Arc<DomainTarget>>,
+    /// Each site's `Strict-Transport-Security` value, for its hosts under
+    /// the base domain when they are reached over TLS.
+    hsts: imbl::HashMap<String, axum::http::HeaderValue>,
     /// Answers the HTTP/1 fast path made from this snapshot ([`crate::fast`]):
     /// they go when it goes.
     pub(crate) responses: crate::fast::ResponseCache,
@@ -126,8 +222,30 @@ impl Snapshot {
     /// site's routes are shared.
     pub fn update(previous: &Snapshot, table: &RoutingTable, manifests: &HashMap<ContentHash, Arc<Manifest>>) -> Self {
         let mut sites = previous.sites.clone();
+        let mut domains = previous.domains.clone();
+        let mut hsts = previous.hsts.clone();
         let changed = table.changed_since(&previous.table);
         for (name, part) in &changed {
+            // A site's names as they were go; its names as they are come.
+            if let Some(old) = previous.table.sites.get(*name) {
+                for d in &old.domains {
+                    if domains.get(d.name.as_str()).is_some_and(|t| &*t.site == name.as_str()) {
+                        domains.remove(d.name.as_str());
+                    }
+                }
+            }
+            hsts.remove(name.as_str());
+            if let Some(part) = part {
+                domains.extend(domain_targets(name.as_str(), part));
+                if let Some(v) = part
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.hsts_header())
+                    .and_then(|v| axum::http::HeaderValue::from_str(&v).ok())
+                {
+                    hsts.insert(name.to_string(), v);
+                }
+            }
             match part {
                 Some(part) => {
                     sites.insert(name.to_string(), Arc::new(SiteRoutes::build(name.as_str(), part, manifests)))
@@ -139,7 +257,7 @@ impl Snapshot {
         // The fast path's answers of the sites that did not change stay good.
         let changed: std::collections::HashSet<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
         previous.responses.carry_over(&responses, |site| !changed.contains(site));
-        Self { version: table.version, table: table.clone(), sites, responses }
+        Self { version: table.version, table: table.clone(), sites, domains, hsts, responses }
     }
 
     /// The routing table this snapshot was built from.
@@ -155,6 +273,20 @@ impl Snapshot {
     /// Number of sites with anything to serve.
     pub fn site_count(&self) -> usize {
         self.sites.len()
+    }
+
+    /// The custom domain `host` names (lower case, without port or trailing
+    /// dot), if it is one.
+    pub fn domain(&self, host: &str) -> Option<&Arc<DomainTarget>> {
+        if self.domains.is_empty() {
+            return None;
+        }
+        self.domains.get(host)
+    }
+
+    /// The `Strict-Transport-Security` value of `site`, if it sends one.
+    pub fn site_hsts(&self, site: &str) -> Option<&axum::http::HeaderValue> {
+        self.hsts.get(site)
     }
 
     /// What a parsed host serves, if anything. A prefix that is a deploy id

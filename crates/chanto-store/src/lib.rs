@@ -32,7 +32,7 @@ mod sqlite_builds;
 mod sqlite_domains;
 mod sqlite_nodes;
 mod sqlite_notify;
-mod tls;
+pub mod tls;
 
 pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{

@@ -12,7 +12,7 @@ use rustls::{CertificateError, RootCertStore};
 
 /// The roots in the PEM file `path` (`what` names the setting that gave it,
 /// e.g. `sslrootcert`), or an error naming the setting, the file and the fix.
-pub(crate) fn roots_from_file(what: &str, path: &Path) -> Result<RootCertStore, String> {
+pub fn roots_from_file(what: &str, path: &Path) -> Result<RootCertStore, String> {
     let shown = path.display();
     let fix = "give the path of a PEM file holding the CA certificate(s) that signed the server's certificate";
     let bytes = std::fs::read(path).map_err(|e| format!("{what}={shown} cannot be read: {e}; {fix}"))?;
@@ -36,7 +36,7 @@ pub(crate) fn roots_from_file(what: &str, path: &Path) -> Result<RootCertStore, 
 /// The roots this system trusts: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set,
 /// else the OS store. `why` says what needs them, for the error when there
 /// are none.
-pub(crate) fn system_roots(why: &str) -> Result<RootCertStore, String> {
+pub fn system_roots(why: &str) -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (_, ignored) = roots.add_parsable_certificates(found.certs);

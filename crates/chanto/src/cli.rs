@@ -124,6 +124,21 @@ pub enum Command {
     /// Notifications: email, Slack, Discord, signed webhooks, commit statuses and pull request comments.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Custom domains: add a name to a site (an apex brings its www twin), check it reaches this installation,
+    /// choose the primary, set HTTPS redirects and HSTS.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        chanto domains add example.com --site docs                      # and www.example.com\n  \
+        chanto domains add staging.example.com --site docs --branch staging\n  \
+        chanto domains list --site docs                                 # state, certificate, what to do next\n  \
+        chanto domains verify example.com --site docs                   # once DNS points here\n  \
+        chanto domains https --site docs --hsts-max-age 31536000")]
+    Domains(DomainsCommand),
+    /// Certificates: upload one (a wildcard, an EV certificate) for a domain.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        chanto certs upload --site docs --domain example.com --cert fullchain.pem --key privkey.pem")]
+    Certs(CertsCommand),
     /// Activate a ready deploy on its branch (also: roll back to that deploy).
     #[command(after_help = "Examples:\n  \
         chanto deploys list --site docs   # find the deploy's id\n  \
@@ -201,6 +216,15 @@ pub struct ServeArgs {
     /// Address the API listens on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub api: SocketAddr,
+    /// Extra CA certificates (a PEM file) that uploaded certificates may
+    /// chain to, beside the system's trusted roots: a private or company CA.
+    #[arg(long, value_name = "FILE")]
+    pub certificate_roots: Option<PathBuf>,
+    /// `chanto domains verify` connects here for every name instead of
+    /// resolving it: the address of the load balancer in front of the
+    /// edges when this server cannot reach them by their public names.
+    #[arg(long, value_name = "ADDR")]
+    pub domain_check_addr: Option<SocketAddr>,
     /// Address of the admin listener: /healthz, /readyz, /metrics; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8790")]
     pub admin: SocketAddr,
@@ -419,6 +443,95 @@ pub struct ServeArgs {
     /// rely on the periodic pull (--routing-poll) alone.
     #[arg(long)]
     pub no_routing_stream: bool,
+}
+
+/// `chanto domains …`.
+#[derive(Subcommand, Debug)]
+pub enum DomainsCommand {
+    /// Add a domain to a site: the edges answer it at once over HTTP. An apex (`example.com`) brings its
+    /// `www` twin; the site's first domain is its primary, which the others redirect to.
+    Add {
+        /// The domain (Unicode names become punycode).
+        name: String,
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Serve this branch instead of production.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Do not add the www twin of an apex.
+        #[arg(long)]
+        no_www: bool,
+    },
+    /// A site's domains: state, certificate, and what to do next.
+    List {
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Remove a domain (and the www twin added with it).
+    Remove {
+        /// The domain.
+        name: String,
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Check that a domain reaches this installation (fetches its verification path over HTTP).
+    Verify {
+        /// The domain.
+        name: String,
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Make a domain the site's primary: the others answer 301 to it.
+    Primary {
+        /// The domain.
+        name: String,
+        /// The site.
+        #[arg(long)]
+        site: String,
+    },
+    /// Show or change a site's HTTPS settings: the HTTP → HTTPS redirect and HSTS.
+    Https {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Redirect plain HTTP to HTTPS on names with a certificate.
+        #[arg(long, value_name = "true|false")]
+        redirect: Option<bool>,
+        /// Strict-Transport-Security max-age in seconds (0: no header).
+        #[arg(long, value_name = "SECONDS")]
+        hsts_max_age: Option<u64>,
+        /// HSTS includeSubDomains.
+        #[arg(long, value_name = "true|false")]
+        hsts_include_subdomains: Option<bool>,
+        /// HSTS preload (needs max-age ≥ 31536000 and includeSubDomains).
+        #[arg(long, value_name = "true|false")]
+        hsts_preload: Option<bool>,
+    },
+}
+
+/// `chanto certs …`.
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Upload a certificate and its key for a domain; it is checked (PEM, key match, validity, names,
+    /// chain), its key sealed, and the edges serve it by SNI at once.
+    Upload {
+        /// The domain it is for.
+        #[arg(long)]
+        domain: String,
+        /// The site that has the domain.
+        #[arg(long)]
+        site: String,
+        /// The certificate chain, leaf first (fullchain.pem).
+        #[arg(long, value_name = "FULLCHAIN.pem")]
+        cert: PathBuf,
+        /// The private key (PEM, not encrypted).
+        #[arg(long, value_name = "KEY.pem")]
+        key: PathBuf,
+    },
 }
 
 /// `chanto nodes …`.

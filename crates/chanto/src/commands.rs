@@ -124,6 +124,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(cmd) => crate::builds::env(&Client::new(&cli.conn)?, cmd, json).await,
         Command::BuildHooks(cmd) => crate::builds::hooks(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Notify(cmd) => crate::notify::notify(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Domains(cmd) => crate::domains::domains(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Certs(cmd) => crate::domains::certs(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Nodes(cmd) => crate::nodes::nodes(&Client::new(&cli.conn)?, cmd, json).await,
         Command::Deploy(args) => {
             let client = Client::new(&cli.conn)?;

@@ -10,6 +10,7 @@ mod completions;
 mod demo;
 mod deploy;
 mod dev;
+mod domains;
 mod edge_node;
 mod gc;
 mod glance;

@@ -434,19 +434,19 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         Some(u) => validate_public_url(u)?,
         None => format!("http://{api_addr}"),
     };
-    if args.build_concurrency > 0 || !args.no_notifications {
-        let sealer = load_sealer(&control, &data).await?;
-        if args.build_concurrency > 0 {
-            enable_builds(&control, args, &data, &api_url, sealer.clone()).await?;
-        }
-        if !args.no_notifications {
-            let mut config = chanto_control::notify::NotifyConfig::new(api_url.clone());
-            config.retry.max_attempts = args.notify_attempts;
-            config.retry.base_ms = args.notify_backoff.as_millis().max(1) as u64;
-            config.timeout = args.notify_timeout;
-            control.enable_notifications(chanto_control::notify::Notifier::new(config, sealer));
-        }
+    let sealer = load_sealer(&control, &data).await?;
+    if args.build_concurrency > 0 {
+        enable_builds(&control, args, &data, &api_url, sealer.clone()).await?;
     }
+    if !args.no_notifications {
+        let mut config = chanto_control::notify::NotifyConfig::new(api_url.clone());
+        config.retry.max_attempts = args.notify_attempts;
+        config.retry.base_ms = args.notify_backoff.as_millis().max(1) as u64;
+        config.timeout = args.notify_timeout;
+        control.enable_notifications(chanto_control::notify::Notifier::new(config, sealer.clone()));
+    }
+    let roots = certificate_roots(args.certificate_roots.as_deref())?;
+    control.enable_domains(chanto_control::domains::DomainService::new(sealer, roots, args.domain_check_addr));
 
     let new_token = control.ensure_admin_token().await?;
     let token_path = data.join("admin.token");
@@ -589,6 +589,23 @@ fn control_admin_router(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> 
         .with_state((meta, blobs))
 }
 
+/// The roots uploaded certificates may chain to: the system's, and the
+/// operator's `--certificate-roots` file.
+fn certificate_roots(extra: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = match chanto_store::tls::system_roots("certificate uploads") {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "uploaded certificates can chain only to --certificate-roots");
+            rustls::RootCertStore::empty()
+        }
+    };
+    if let Some(path) = extra {
+        let own = chanto_store::tls::roots_from_file("--certificate-roots", path).map_err(anyhow::Error::msg)?;
+        roots.roots.extend(own.roots);
+    }
+    Ok(roots)
+}
+
 /// Turns on git-driven builds: the key that seals secrets, the runners'
 /// directories, isolation, and recovery of builds a stop interrupted.
 async fn load_sealer(control: &Arc<Control>, data: &Path) -> anyhow::Result<chanto_control::builds::sealed::Sealer> {
@@ -597,6 +614,7 @@ async fn load_sealer(control: &Arc<Control>, data: &Path) -> anyhow::Result<chan
     for site in control.meta.list_sites().await? {
         sealed_exist |= !control.meta.list_subscriptions(&site.name).await?.is_empty();
     }
+    sealed_exist |= !control.meta.certificates_in_use().await?.is_empty();
     chanto_control::builds::sealed::Sealer::load_or_create(&key, !sealed_exist)
         .with_context(|| format!("reading the secret key {}", key.display()))
 }
