@@ -229,7 +229,8 @@ async fn render(edge: &Edge, snapshot: &crate::Snapshot, req: &PlainRequest<'_>)
     // A custom domain that redirects, and the ACME and verification paths,
     // are hyper's path.
     if let Some(d) = snapshot.domain(&crate::serve::domain_key(req.host))
-        && (d.redirect(false).is_some() || uri.path().starts_with(crate::serve::ACME_CHALLENGE_PREFIX))
+        && (d.redirect(false, |n| edge.serves_https(n)).is_some()
+            || uri.path().starts_with(crate::serve::ACME_CHALLENGE_PREFIX))
     {
         return None;
     }

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod certs;
 mod fast;
 pub mod filter;
 pub mod health;
@@ -15,6 +16,7 @@ mod serve;
 pub mod server;
 mod snapshot;
 pub mod sorry;
+pub mod tls;
 mod zerocopy;
 
 use std::collections::HashMap;
@@ -163,6 +165,9 @@ pub struct Edge {
     /// More lines for `/metrics` from whoever runs this edge (an edge node's
     /// routing puller).
     extra_metrics: std::sync::OnceLock<ExtraMetrics>,
+    /// The certificates the HTTPS listener serves, kept in step with each
+    /// published table (set by whoever runs an HTTPS listener).
+    certs: std::sync::OnceLock<Arc<certs::EdgeCerts>>,
 }
 
 /// Renders more Prometheus lines into `/metrics`.
@@ -200,6 +205,7 @@ impl Edge {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             manifests: quick_cache::sync::Cache::with_weighter(64, MANIFEST_CACHE_FILES, ManifestWeight),
             extra_metrics: std::sync::OnceLock::new(),
+            certs: std::sync::OnceLock::new(),
         })
     }
 
@@ -216,6 +222,25 @@ impl Edge {
     pub(crate) fn render_extra_metrics(&self, out: &mut String) {
         if let Some(render) = self.extra_metrics.get() {
             render(out);
+        }
+        if let Some(certs) = self.certs.get() {
+            certs.store().render_metrics(out);
+        }
+    }
+
+    /// Whether this edge serves a certificate for `name` over HTTPS now.
+    pub fn serves_https(&self, name: &str) -> bool {
+        self.certs.get().is_some_and(|c| c.store().lookup(name).is_some())
+    }
+
+    /// Serves custom domains' certificates through `certs` from now on (once;
+    /// later calls are ignored): they are loaded for the current table at
+    /// once, and for each table published after it before it is swapped in,
+    /// so a site redirects to HTTPS only once its certificate is served.
+    pub async fn set_certs(&self, certs: Arc<certs::EdgeCerts>) {
+        if self.certs.set(certs.clone()).is_ok() {
+            let snapshot = self.snapshot.load_full();
+            certs.apply(snapshot.table()).await;
         }
     }
 
@@ -329,6 +354,9 @@ impl RoutingSink for Edge {
                     slot.insert(self.manifest(&row.manifest).await?);
                 }
             }
+        }
+        if let Some(certs) = self.certs.get() {
+            certs.apply(&table).await;
         }
         let snapshot = Snapshot::update(&current, &table, &manifests);
         tracing::debug!(version = table.version, sites = snapshot.site_count(), "routing snapshot swapped");

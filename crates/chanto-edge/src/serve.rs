@@ -21,7 +21,7 @@ use crate::{Edge, TargetManifest, zerocopy};
 /// layers: the edge answers every path the same way, and the layers were a
 /// fifth of its time serving small files.
 pub fn router(edge: Arc<Edge>) -> EdgeService {
-    EdgeService { edge, peer: None, zerocopy: None }
+    EdgeService { edge, peer: None, zerocopy: None, secure: false }
 }
 
 /// See [`router`].
@@ -32,6 +32,8 @@ pub struct EdgeService {
     peer: Option<std::net::SocketAddr>,
     /// The connection's queue of file sends, if it is plain TCP.
     zerocopy: Option<crate::zerocopy::Jobs>,
+    /// Whether the connection is TLS: its requests carry [`crate::tls::Secure`].
+    secure: bool,
 }
 
 impl EdgeService {
@@ -43,7 +45,14 @@ impl EdgeService {
     /// This service for one connection, which sends file bodies itself if
     /// it has `zerocopy` (HTTP/1 requests only).
     pub(crate) fn for_connection(&self, peer: std::net::SocketAddr, zerocopy: Option<crate::zerocopy::Jobs>) -> Self {
-        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy }
+        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy, secure: false }
+    }
+
+    /// This service for one TLS connection from `peer`: no zero-copy sends
+    /// (bytes must go through TLS), and every request marked
+    /// [`crate::tls::Secure`].
+    pub(crate) fn for_tls_connection(&self, peer: std::net::SocketAddr) -> Self {
+        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy: None, secure: true }
     }
 }
 
@@ -61,7 +70,10 @@ impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         // The edge reads no request bodies: only GET, HEAD and OPTIONS are served.
-        let (parts, _body) = req.into_parts();
+        let (mut parts, _body) = req.into_parts();
+        if self.secure {
+            parts.extensions.insert(crate::tls::Secure);
+        }
         let (edge, peer) = (self.edge.clone(), self.peer);
         match &self.zerocopy {
             Some(jobs) if parts.version <= axum::http::Version::HTTP_11 => {
@@ -227,7 +239,7 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     // redirect to HTTPS is for every method (308 keeps a POST a POST).
     let domain = request_host(req).and_then(|h| snapshot.domain(&domain_key(h)).cloned());
     if let Some(d) = &domain
-        && let Some(resp) = domain_answer(d, req, secure)
+        && let Some(resp) = domain_answer(edge, d, req, secure)
     {
         return resp;
     }
@@ -235,8 +247,8 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
 }
 
 /// Whether the request arrived over TLS.
-fn is_secure(_req: &axum::http::request::Parts) -> bool {
-    false
+fn is_secure(req: &axum::http::request::Parts) -> bool {
+    req.extensions.get::<crate::tls::Secure>().is_some()
 }
 
 /// The prefix of ACME HTTP-01 challenge paths: never redirected.
@@ -261,7 +273,12 @@ pub(crate) fn domain_key(host: &str) -> std::borrow::Cow<'_, str> {
 /// or a redirect (to the primary domain, or from HTTP to HTTPS). Never a
 /// redirect under `/.well-known/acme-challenge/`, where certificate
 /// authorities must reach the name itself over plain HTTP.
-fn domain_answer(d: &crate::DomainTarget, req: &axum::http::request::Parts, secure: bool) -> Option<Response> {
+fn domain_answer(
+    edge: &Edge,
+    d: &crate::DomainTarget,
+    req: &axum::http::request::Parts,
+    secure: bool,
+) -> Option<Response> {
     let path = req.uri.path();
     if path.starts_with(ACME_CHALLENGE_PREFIX) {
         if path.strip_prefix(VERIFY_PREFIX).is_some_and(|t| t == &*d.verify_token)
@@ -275,7 +292,7 @@ fn domain_answer(d: &crate::DomainTarget, req: &axum::http::request::Parts, secu
         }
         return None;
     }
-    let to = d.redirect(secure)?;
+    let to = d.redirect(secure, |n| edge.serves_https(n))?;
     let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let location = HeaderValue::from_str(&format!("{}://{}{}", to.scheme, to.host, target)).ok()?;
     let status = if req.method == Method::GET || req.method == Method::HEAD {

@@ -4,6 +4,12 @@
 //! timeout for connections on hyper's path (HTTP/1 and h2c alike), and a
 //! graceful shutdown that lets in-flight requests finish. Plain HTTP/1.1
 //! requests for small files are answered on a fast path ([`crate::fast`]).
+//!
+//! The HTTPS listener ([`serve_tls`]) has the same bounds, and the TLS
+//! handshake must finish within the header-read timeout; then the
+//! connection is hyper's alone (HTTP/1.1, or HTTP/2 when ALPN chose `h2`):
+//! the fast path and zero-copy sends write to the TCP socket, which TLS
+//! connections cannot.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,6 +87,49 @@ pub async fn serve(
                 crate::sorry::Admission::Refuse(_slot) => {
                     crate::sorry::refuse(stream, &shared.service.edge, &shared.limits).await
                 }
+                crate::sorry::Admission::Drop => drop(stream),
+            }
+        }
+    })
+    .await;
+}
+
+/// Like [`serve`], over TLS with `config` (see [`crate::tls::server_config`]):
+/// each connection is admitted as by [`serve`], then must finish its TLS
+/// handshake within `limits.header_read_timeout`, then is served by hyper —
+/// HTTP/1.1 with keep-alive, or HTTP/2 when ALPN chose `h2` — with the same
+/// idle timeout, graceful shutdown and drain as plain connections. Requests
+/// carry [`crate::tls::Secure`]. No fast path and no zero-copy sends: both
+/// write to the TCP socket. A connection above the cap gets the sorry page
+/// over TLS, after its handshake.
+///
+/// The handshakes refused for an unknown name are counted in the
+/// [`crate::tls::CertStore`] behind `config`, which the caller owns: it adds
+/// them to `/metrics` with [`crate::tls::CertStore::render_metrics`]
+/// through [`crate::Edge::set_extra_metrics`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    service: crate::serve::EdgeService,
+    config: Arc<rustls::ServerConfig>,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = connection_builder(&limits);
+    let tls = Arc::new(TlsShared {
+        h1: builder.clone().http1_only(),
+        h2: builder.clone().http2_only(),
+        refusal: refusal_builder(&limits),
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        shared: Shared { builder, service, limits },
+    });
+    let drain_timeout = tls.shared.limits.drain_timeout;
+    accept_until(listener, shutdown, drain_timeout, move |stream, peer, stopping| {
+        let tls = tls.clone();
+        let admission = tls.shared.service.edge.overload.admit();
+        async move {
+            match admission {
+                crate::sorry::Admission::Serve(_slot) => tls_connection(stream, peer, &tls, stopping).await,
+                crate::sorry::Admission::Refuse(_slot) => refuse_tls(stream, &tls).await,
                 crate::sorry::Admission::Drop => drop(stream),
             }
         }
@@ -177,6 +226,27 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// hyper's connection builder for connections above the cap that only
+/// hyper can read (TLS): one request, no keep-alive, headers within the
+/// refusal's short time.
+fn refusal_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let wait = crate::sorry::REFUSE_READ.min(limits.header_read_timeout);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(wait)
+        .max_buf_size(8192)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1)
+        .max_header_list_size(limits.max_header_bytes as u32);
+    builder
+}
+
 /// Accepts connections until `shutdown` resolves, running `handle` for each
 /// on a task of its own with a receiver that turns `true` at shutdown; then
 /// stops accepting and waits (up to `drain_timeout`) for every connection
@@ -243,12 +313,97 @@ async fn connection(
         crate::fast::Outcome::Handoff(stream, read) => (stream, read),
     };
     let (stream, jobs) = crate::zerocopy::ZerocopyStream::new(stream, read);
+    let service = shared.service.for_connection(peer, Some(jobs));
+    hyper_connection(stream, peer, &shared.builder, service, shared.limits.idle_timeout, stopping).await;
+}
+
+/// What every connection of a TLS listener shares.
+struct TlsShared {
+    shared: Shared,
+    /// For connections whose ALPN chose `http/1.1`.
+    h1: auto::Builder<TokioExecutor>,
+    /// For connections whose ALPN chose `h2`.
+    h2: auto::Builder<TokioExecutor>,
+    refusal: auto::Builder<TokioExecutor>,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// One TLS connection: the handshake (within the header-read timeout, and
+/// abandoned at shutdown), then hyper with the protocol ALPN chose (either,
+/// told by the first bytes, when the client named none).
+async fn tls_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: &TlsShared,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    if *stopping.borrow() {
+        return;
+    }
+    let handshake = tokio::time::timeout(tls.shared.limits.header_read_timeout, tls.acceptor.accept(stream));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopping.changed() => return,
+    };
+    let builder = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => &tls.h2,
+        Some(b"http/1.1") => &tls.h1,
+        _ => &tls.shared.builder,
+    };
+    let service = tls.shared.service.for_tls_connection(peer);
+    hyper_connection(stream, peer, builder, service, tls.shared.limits.idle_timeout, stopping).await;
+}
+
+/// A TLS connection above the cap: its handshake, one request (HTTP/1.1 or
+/// HTTP/2) answered with the sorry page ([`crate::sorry::Refusal`]), then
+/// closed; all of it within twice the refusal's read time
+/// ([`crate::sorry::REFUSE_READ`], at most the header-read timeout).
+async fn refuse_tls(stream: tokio::net::TcpStream, tls: &TlsShared) {
+    let wait = crate::sorry::REFUSE_READ.min(tls.shared.limits.header_read_timeout);
+    let refuse = async {
+        let Ok(stream) = tls.acceptor.accept(stream).await else { return };
+        let refusal = crate::sorry::Refusal::new(tls.shared.service.edge.clone());
+        let conn = tls.refusal.serve_connection(TokioIo::new(stream), TowerToHyperService::new(refusal.clone()));
+        tokio::pin!(conn);
+        let _ = tokio::select! {
+            r = conn.as_mut() => r,
+            () = refusal.answered() => {
+                // HTTP/2 would take another request: `GOAWAY` after this one.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+    };
+    let _ = tokio::time::timeout(2 * wait, refuse).await;
+}
+
+/// Drives one connection through hyper, plain or TLS: until it ends, or
+/// shutdown asks it to finish its requests, or no byte moved for `idle`
+/// (then it is asked to finish, and dropped if it does not within `idle`).
+async fn hyper_connection<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    service: crate::serve::EdgeService,
+    idle: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::default();
     let stream = Tracked { inner: stream, activity: activity.clone() };
-    let service = TowerToHyperService::new(shared.service.for_connection(peer, Some(jobs)));
-    let conn = shared.builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);
-    let idle = shared.limits.idle_timeout;
     let result = if *stopping.borrow() {
         conn.as_mut().graceful_shutdown();
         conn.await

@@ -112,10 +112,6 @@ pub struct DomainTarget {
     /// The site's primary domain, when this name is not it: requests here
     /// are redirected there.
     pub primary: Option<Arc<str>>,
-    /// The primary domain has a certificate (its redirect goes to `https`).
-    pub primary_secure: bool,
-    /// This name has a certificate.
-    pub secure: bool,
     /// The token answered at the verification path.
     pub verify_token: Arc<str>,
     /// Plain HTTP goes to HTTPS on names with a certificate.
@@ -135,16 +131,21 @@ pub struct DomainRedirect {
 
 impl DomainTarget {
     /// Where a request for this name, over TLS or not, is redirected: to the
-    /// primary domain (over HTTPS when the primary has a certificate and the
-    /// request came over TLS or the site redirects to HTTPS), or from plain
-    /// HTTP to HTTPS on this very name when it has a certificate and the site
-    /// redirects. `None`: serve it.
-    pub fn redirect(&self, over_tls: bool) -> Option<DomainRedirect> {
+    /// primary domain (over HTTPS when this edge serves the primary a
+    /// certificate and the request came over TLS or the site redirects to
+    /// HTTPS), or from plain HTTP to HTTPS on this very name when this edge
+    /// serves it a certificate and the site redirects. `None`: serve it.
+    ///
+    /// `serves_https` says whether this edge has a certificate for a name
+    /// right now: what the table says is not enough (an edge without an
+    /// HTTPS listener, or one whose certificate failed to load, must not
+    /// send visitors to a handshake that fails).
+    pub fn redirect(&self, over_tls: bool, serves_https: impl Fn(&str) -> bool) -> Option<DomainRedirect> {
         if let Some(primary) = &self.primary {
-            let https = self.primary_secure && (over_tls || self.https_redirect);
+            let https = (over_tls || self.https_redirect) && serves_https(primary);
             return Some(DomainRedirect { scheme: if https { "https" } else { "http" }, host: primary.clone() });
         }
-        if !over_tls && self.secure && self.https_redirect {
+        if !over_tls && self.https_redirect && serves_https(&self.name) {
             return Some(DomainRedirect { scheme: "https", host: self.name.clone() });
         }
         None
@@ -178,8 +179,6 @@ fn domain_targets(site: &str, part: &SiteRouting) -> Vec<(String, Arc<DomainTarg
                 route,
                 site: site_name.clone(),
                 primary: primary.filter(|p| p.name != d.name).map(|p| Arc::from(p.name.as_str())),
-                primary_secure: primary.is_some_and(|p| p.cert.is_some()),
-                secure: d.cert.is_some(),
                 verify_token: Arc::from(d.verify_token.as_str()),
                 https_redirect: tls.https_redirect,
                 hsts: hsts.clone(),

@@ -14,6 +14,11 @@
 //! that budget too, a connection is closed at once without a word. So a
 //! flood of idle connections holds at most the cap plus that budget of
 //! sockets and tasks, each for at most the header-read timeout.
+//!
+//! Over TLS the refused connection first finishes its handshake (within the
+//! same short time), then hyper reads its one request — HTTP/1.1 or HTTP/2,
+//! whichever ALPN chose — and [`Refusal`] answers it; the sorry page never
+//! goes as raw bytes under the TLS layer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -237,6 +242,22 @@ pub(crate) async fn page_for(edge: &Edge, manifest: Option<&Manifest>) -> (Bytes
 /// the node's page. The caller counted the refusal.
 pub(crate) async fn response(edge: &Edge, manifest: Option<&Manifest>, head: bool) -> Response {
     let (body, content_type) = page_for(edge, manifest).await;
+    render(body, content_type, head)
+}
+
+/// The sorry page of the site `host` names, or the node's.
+async fn page_for_host(edge: &Edge, host: Option<&str>) -> (Bytes, HeaderValue) {
+    let snapshot = edge.snapshot();
+    let target = host.and_then(|h| crate::serve::resolve_target(edge, &snapshot, h));
+    let manifest = match target.as_ref().map(|t| &t.manifest) {
+        Some(crate::TargetManifest::Loaded(m)) => Some(m.clone()),
+        _ => None,
+    };
+    page_for(edge, manifest.as_deref()).await
+}
+
+/// A `503` with the sorry page's headers (and body, unless `head`).
+fn render(body: Bytes, content_type: HeaderValue, head: bool) -> Response {
     let len = body.len();
     let mut resp = Response::new(if head { Body::empty() } else { Body::from(body) });
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -248,7 +269,62 @@ pub(crate) async fn response(edge: &Edge, manifest: Option<&Manifest>, head: boo
     resp
 }
 
-/// Answers a connection above the cap: reads one request head (within
+/// A connection above the cap whose requests only hyper can read (TLS,
+/// where a request may be HTTP/2), as a service: each request gets the
+/// sorry page of the site it names, counted, and [`Refusal::answered`]
+/// resolves so the caller closes the connection. What bounds the
+/// connection's time is the caller's ([`crate::server::serve_tls`]).
+#[derive(Clone)]
+pub(crate) struct Refusal {
+    edge: Arc<Edge>,
+    answered: Arc<tokio::sync::Notify>,
+}
+
+impl Refusal {
+    pub(crate) fn new(edge: Arc<Edge>) -> Self {
+        Self { edge, answered: Arc::default() }
+    }
+
+    /// Resolves once a request has been answered (at once if one was).
+    pub(crate) async fn answered(&self) {
+        self.answered.notified().await
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Refusal {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let head = req.method() == axum::http::Method::HEAD;
+        // HTTP/2 names the host in `:authority`, HTTP/1 in `Host`.
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+        let http1 = req.version() <= axum::http::Version::HTTP_11;
+        let this = self.clone();
+        Box::pin(async move {
+            let (body, content_type) = page_for_host(&this.edge, host.as_deref()).await;
+            let sent = if head { 0 } else { body.len() as u64 };
+            let mut resp = render(body, content_type, head);
+            if http1 {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            this.edge.metrics.record(503, sent, Duration::ZERO);
+            this.answered.notify_one();
+            Ok(resp)
+        })
+    }
+}
+
+/// Answers a plain-TCP connection above the cap: reads one request head (within
 /// [`REFUSE_READ`] and the header-read timeout), sends the sorry page of
 /// the site it names with `Connection: close`, and closes.
 pub(crate) async fn refuse(mut stream: tokio::net::TcpStream, edge: &Edge, limits: &crate::server::ServerLimits) {
@@ -280,13 +356,7 @@ pub(crate) async fn refuse(mut stream: tokio::net::TcpStream, edge: &Edge, limit
             _ => break (false, None),
         }
     };
-    let snapshot = edge.snapshot();
-    let target = host.as_deref().and_then(|h| crate::serve::resolve_target(edge, &snapshot, h));
-    let manifest = match target.as_ref().map(|t| &t.manifest) {
-        Some(crate::TargetManifest::Loaded(m)) => Some(m.clone()),
-        _ => None,
-    };
-    let (body, content_type) = page_for(edge, manifest.as_deref()).await;
+    let (body, content_type) = page_for_host(edge, host.as_deref()).await;
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: ");
     out.extend_from_slice(content_type.as_bytes());

@@ -213,6 +213,12 @@ pub struct ServeArgs {
     /// Address the edge (the sites) listens on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub edge: SocketAddr,
+    /// Also serve the sites over HTTPS on this address (e.g. 0.0.0.0:443):
+    /// custom domains with a certificate (`chanto certs upload`), by SNI,
+    /// HTTP/2 and HTTP/1.1, TLS 1.2 and 1.3. Names without a certificate get
+    /// no handshake.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
     /// Address the API listens on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub api: SocketAddr,

@@ -75,6 +75,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     running.admin_addr
                 ),
             }
+            if let Some(https) = running.https_addr {
+                println!(
+                    "HTTPS on {https} for custom domains with a certificate (chanto domains add, chanto certs upload)"
+                );
+            }
             return running.run_until_signal().await;
         }
         Command::Demo(args) => {

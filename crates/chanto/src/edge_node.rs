@@ -189,6 +189,11 @@ fn refuse_control_flags(args: &ServeArgs) -> anyhow::Result<()> {
     if args.public_api_url.is_some() {
         bail!("--role edge has no API: drop --public-api-url");
     }
+    if args.https.is_some() {
+        bail!(
+            "--https is not available on --role edge yet: edge nodes do not receive certificates from the control plane. Serve HTTPS from a --role all server, or terminate TLS in a load balancer in front of the edge nodes"
+        );
+    }
     Ok(())
 }
 

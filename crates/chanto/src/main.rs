@@ -15,6 +15,7 @@ mod edge_node;
 mod gc;
 mod glance;
 mod hashcache;
+mod https;
 mod migrate;
 mod nodes;
 mod notify;

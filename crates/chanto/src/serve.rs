@@ -20,6 +20,8 @@ use crate::cli::ServeArgs;
 pub struct Running {
     /// The edge's bound address (none in `--role control`).
     pub edge_addr: Option<SocketAddr>,
+    /// The edge's HTTPS address (`--https`).
+    pub https_addr: Option<SocketAddr>,
     /// The API's bound address.
     pub api_addr: SocketAddr,
     /// The admin listener's bound address.
@@ -346,9 +348,15 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         true => Some(bind("--edge", "the edge (sites)", args.edge).await?),
         false => None,
     };
+    let https_listener = match (args.https, with_edge) {
+        (Some(addr), true) => Some(bind("--https", "the edge over HTTPS", addr).await?),
+        (Some(_), false) => bail!("--role control runs no edge: drop --https (edges take it)"),
+        (None, _) => None,
+    };
     let api_listener = bind("--api", "the API", args.api).await?;
     let admin_listener = bind("--admin", "the admin listener", args.admin).await?;
     let edge_addr = edge_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let https_addr = https_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let api_addr = api_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -447,6 +455,15 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let roots = certificate_roots(args.certificate_roots.as_deref())?;
     control.enable_domains(chanto_control::domains::DomainService::new(sealer, roots, args.domain_check_addr));
+    let tls = match (&https_listener, &edge, control.domain_keys()) {
+        (Some(_), Some(edge), Some(keys)) => {
+            let certs = crate::https::stored_certs(meta.clone(), keys);
+            let config = chanto_edge::tls::server_config(certs.store().clone());
+            edge.set_certs(certs).await;
+            Some(config)
+        }
+        _ => None,
+    };
 
     let new_token = control.ensure_admin_token().await?;
     let token_path = data.join("admin.token");
@@ -465,6 +482,15 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(chanto_edge::server::serve(
             edge_listener,
             chanto_edge::router(edge.clone()),
+            chanto_edge::server::ServerLimits::default(),
+            stopped(stop_rx.clone()),
+        )));
+    }
+    if let (Some(listener), Some(edge), Some(config)) = (https_listener, &edge, tls) {
+        tasks.push(tokio::spawn(chanto_edge::server::serve_tls(
+            listener,
+            chanto_edge::router(edge.clone()),
+            config,
             chanto_edge::server::ServerLimits::default(),
             stopped(stop_rx.clone()),
         )));
@@ -520,15 +546,17 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
 
     let addresses = serde_json::json!({
         "edge": edge_addr.map(|a| a.to_string()),
+        "https": https_addr.map(|a| a.to_string()),
         "api": api_addr.to_string(),
         "api_url": format!("http://{api_addr}"),
         "admin": admin_addr.to_string(),
         "pid": std::process::id(),
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
-    tracing::info!(role = %args.role.wire(), edge = ?edge_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
+    tracing::info!(role = %args.role.wire(), edge = ?edge_addr, https = ?https_addr, api = %api_addr, admin = %admin_addr, data = %data.display(), "chanto is serving");
     Ok(Running {
         edge_addr,
+        https_addr,
         api_addr,
         admin_addr,
         edge,

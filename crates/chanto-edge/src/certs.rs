@@ -1,0 +1,103 @@
+//! Which certificate the HTTPS listener serves for which name: the routing
+//! table says which certificate (by id) each custom domain has; a
+//! [`CertSource`] gives a certificate's chain and key; [`EdgeCerts`] keeps
+//! the [`CertStore`] in step with each published table, loading only
+//! certificates it has not loaded before.
+//!
+//! Keys are opened where they are stored (the control plane holds the key
+//! that seals them) and live here only as rustls signing keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chanto_store::RoutingTable;
+use rustls::sign::CertifiedKey;
+
+use crate::tls::{CertStore, certified_key};
+
+/// Where the edge gets a certificate's chain and key (PEM) by id.
+#[async_trait]
+pub trait CertSource: Send + Sync {
+    /// The chain (leaf first) and the private key of certificate `id`.
+    async fn certificate(&self, id: &str) -> Result<(String, String), String>;
+}
+
+/// The certificates of the names in the routing table, kept in a [`CertStore`].
+pub struct EdgeCerts {
+    store: Arc<CertStore>,
+    source: Arc<dyn CertSource>,
+    /// Certificates loaded so far, by id (dropped when no name uses them).
+    loaded: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// The name → certificate id of the last table applied.
+    applied: Mutex<Vec<(String, String)>>,
+}
+
+impl EdgeCerts {
+    /// Certificates for `store`, loaded from `source`.
+    pub fn new(store: Arc<CertStore>, source: Arc<dyn CertSource>) -> Self {
+        Self { store, source, loaded: Mutex::default(), applied: Mutex::default() }
+    }
+
+    /// The store the HTTPS listener reads.
+    pub fn store(&self) -> &Arc<CertStore> {
+        &self.store
+    }
+
+    /// Brings the store in step with `table`: every custom domain with a
+    /// certificate is served it. A certificate that cannot be loaded is
+    /// logged and its names keep what they had (or get none).
+    pub async fn apply(&self, table: &RoutingTable) {
+        let mut wanted: Vec<(String, String)> = table
+            .sites
+            .values()
+            .flat_map(|part| part.domains.iter())
+            .filter_map(|d| Some((d.name.clone(), d.cert.clone()?)))
+            .collect();
+        wanted.sort();
+        if *self.applied.lock().expect("certs lock") == wanted {
+            return;
+        }
+        let missing: Vec<String> = {
+            let loaded = self.loaded.lock().expect("certs lock");
+            let mut ids: Vec<String> =
+                wanted.iter().filter(|(_, id)| !loaded.contains_key(id)).map(|(_, id)| id.clone()).collect();
+            ids.dedup();
+            ids
+        };
+        let mut fresh = Vec::new();
+        let mut failed = false;
+        for id in missing {
+            match self.source.certificate(&id).await.and_then(|(chain, key)| certified_key(&chain, &key)) {
+                Ok(key) => fresh.push((id, key)),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(certificate = %id, error = %e, "a certificate could not be loaded; its names keep what they had, and the next routing change tries again")
+                }
+            }
+        }
+        let previous: HashMap<String, Arc<CertifiedKey>> =
+            self.store_entries_of(&self.applied.lock().expect("certs lock"));
+        let mut loaded = self.loaded.lock().expect("certs lock");
+        loaded.extend(fresh);
+        let entries: Vec<(String, Arc<CertifiedKey>)> = wanted
+            .iter()
+            .filter_map(|(name, id)| {
+                let key = loaded.get(id).cloned().or_else(|| previous.get(name).cloned())?;
+                Some((name.clone(), key))
+            })
+            .collect();
+        let in_use: std::collections::HashSet<&String> = wanted.iter().map(|(_, id)| id).collect();
+        loaded.retain(|id, _| in_use.contains(id));
+        tracing::debug!(names = entries.len(), certificates = loaded.len(), "edge certificates updated");
+        self.store.replace(entries);
+        drop(loaded);
+        if !failed {
+            *self.applied.lock().expect("certs lock") = wanted;
+        }
+    }
+
+    fn store_entries_of(&self, applied: &[(String, String)]) -> HashMap<String, Arc<CertifiedKey>> {
+        applied.iter().filter_map(|(name, _)| Some((name.clone(), self.store.lookup(name)?))).collect()
+    }
+}

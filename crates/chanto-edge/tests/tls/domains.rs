@@ -1,0 +1,335 @@
+//! Custom domains on the edge, over plain HTTP and HTTPS: a name routes to
+//! its site's production branch or to one branch; the ownership token; 301
+//! (GET, HEAD) and 308 (other methods) to the primary domain and from HTTP
+//! to HTTPS — only where this edge really serves the certificate, never
+//! under `/.well-known/acme-challenge/`; HSTS over TLS only; certificates
+//! follow the routing table (loaded once, dropped when unused, a failing
+//! one keeps what its names had).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chanto_edge::certs::{CertSource, EdgeCerts};
+use chanto_store::{DomainRoute, SiteRouting, SiteTls};
+
+use super::*;
+
+const APEX: &str = "example.com";
+const WWW: &str = "www.example.com";
+const STAGING: &str = "staging.example.com";
+
+/// Certificates by id, as the metadata store would give them; counts loads
+/// and can be told to fail.
+#[derive(Default)]
+struct Certs {
+    pem: Mutex<HashMap<String, (String, String)>>,
+    loads: Mutex<Vec<String>>,
+    failing: Mutex<bool>,
+}
+
+#[async_trait]
+impl CertSource for Certs {
+    async fn certificate(&self, id: &str) -> Result<(String, String), String> {
+        self.loads.lock().unwrap().push(id.to_owned());
+        if *self.failing.lock().unwrap() {
+            return Err("the store is down".into());
+        }
+        self.pem.lock().unwrap().get(id).cloned().ok_or_else(|| format!("no certificate {id}"))
+    }
+}
+
+struct Domains {
+    http: SocketAddr,
+    https: SocketAddr,
+    edge: Arc<Edge>,
+    certs: Arc<Certs>,
+    ca: TestCa,
+    table: Mutex<RoutingTable>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Domains {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn route(name: &str, branch: Option<&str>, primary: bool, cert: Option<&str>) -> DomainRoute {
+    DomainRoute {
+        name: name.into(),
+        branch: branch.map(|b| b.parse().unwrap()),
+        primary,
+        verify_token: format!("tok{}", name.len()),
+        cert: cert.map(Into::into),
+    }
+}
+
+impl Domains {
+    /// Publishes the next table with `docs`'s domains and TLS settings replaced.
+    async fn set(&self, domains: Vec<DomainRoute>, tls: Option<SiteTls>) {
+        let next = {
+            let table = self.table.lock().unwrap();
+            let site: chanto_core::SiteName = "docs".parse().unwrap();
+            let mut part = SiteRouting::clone(&table.sites[&site]);
+            part.domains = domains;
+            part.tls = tls;
+            table.with_site(table.version + 1, &site, Some(part))
+        };
+        self.edge.publish(next.clone()).await.unwrap();
+        *self.table.lock().unwrap() = next;
+    }
+
+    async fn plain(&self, raw: &str) -> String {
+        let mut s = TcpStream::connect(self.http).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&read_all(&mut s).await).into_owned()
+    }
+
+    async fn plain_get(&self, host: &str, path: &str) -> String {
+        self.plain(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
+    }
+
+    /// One request over TLS (SNI `host`), HTTP/2 or HTTP/1.1.
+    async fn tls(&self, host: &str, req: Request<Body>, h2: bool) -> (StatusCode, HeaderMap, Bytes) {
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let s = connect(self.https, &any_version(&self.ca, alpn), host).await.unwrap();
+        if h2 {
+            let mut c = h2_client(s).await;
+            collect(c.send_request(req).await.unwrap()).await
+        } else {
+            let mut c = h1_client(s).await;
+            collect(send1(&mut c, req).await).await
+        }
+    }
+}
+
+fn status_line(raw: &str) -> &str {
+    raw.lines().next().unwrap_or("")
+}
+
+fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    let head = raw.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn body(raw: &str) -> &str {
+    raw.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Site `docs` (production `main`, branch `staging`) and site `blog` on
+/// `*.example.test`, with no custom domain yet; an HTTPS listener whose
+/// certificates come from `certs`: `apex` (example.com + www), `staging`.
+async fn start_domains() -> Domains {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
+    let edge = Edge::new(chanto_edge::EdgeConfig::new("example.test"), blobs.clone() as Arc<dyn BlobStore>);
+    let main = [("index.html", b"<h1>docs production</h1>".to_vec()), ("a.txt", b"file a".to_vec())];
+    let mut staging = site(&blobs, "docs", &[("index.html", b"<h1>docs staging</h1>".to_vec())], 3).await;
+    staging.branch = "staging".parse().unwrap();
+    staging.label = staging.branch.label();
+    staging.production = false;
+    let rows = vec![
+        site(&blobs, "docs", &main, 1).await,
+        staging,
+        site(&blobs, "blog", &[("index.html", b"<h1>blog</h1>".to_vec())], 2).await,
+    ];
+    let table = RoutingTable::from_rows(1, rows, vec![], vec![], vec![]);
+    edge.publish(table.clone()).await.unwrap();
+
+    let ca = TestCa::new("domains");
+    let certs = Arc::new(Certs::default());
+    for (id, names) in [("apex", &[APEX, WWW][..]), ("staging", &[STAGING][..])] {
+        let leaf = ca.issue(names);
+        let pem = (std::fs::read_to_string(&leaf.cert).unwrap(), std::fs::read_to_string(&leaf.key).unwrap());
+        certs.pem.lock().unwrap().insert(id.into(), pem);
+    }
+    let edge_certs = Arc::new(EdgeCerts::new(Arc::new(CertStore::new()), certs.clone() as Arc<dyn CertSource>));
+    let config = server_config(edge_certs.store().clone());
+    edge.set_certs(edge_certs).await;
+
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let secure = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http, https) = (plain.local_addr().unwrap(), secure.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = futures_util::FutureExt::shared(async move {
+        let _ = rx.await;
+    });
+    let service = chanto_edge::router(edge.clone());
+    tokio::spawn(serve(plain, service.clone(), ServerLimits::default(), stopped.clone()));
+    tokio::spawn(serve_tls(secure, service, config, ServerLimits::default(), stopped));
+    Domains { http, https, edge, certs, ca, table: Mutex::new(table), stop: Some(stop), _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_names_route_to_their_site_or_branch_and_unknown_names_stay_404() {
+    let d = start_domains().await;
+    d.set(vec![route(APEX, None, false, None), route(STAGING, Some("staging"), false, None)], None).await;
+    let home = d.plain_get(APEX, "/").await;
+    assert!(status_line(&home).contains(" 200 "), "{home}");
+    assert_eq!(body(&home), "<h1>docs production</h1>");
+    // Case, a trailing dot and a port do not matter.
+    let home = d.plain_get("Example.COM.:8080", "/a.txt").await;
+    assert_eq!(body(&home), "file a", "{home}");
+    let staging = d.plain_get(STAGING, "/").await;
+    assert_eq!(body(&staging), "<h1>docs staging</h1>", "{staging}");
+    // The base-domain names keep working beside them.
+    assert_eq!(body(&d.plain_get("docs.example.test", "/").await), "<h1>docs production</h1>");
+    // A name nobody added, or one removed, is the plain 404 of unknown hosts.
+    let unknown = d.plain_get("other.example.com", "/").await;
+    assert!(status_line(&unknown).contains(" 404 "), "{unknown}");
+    d.set(vec![route(STAGING, Some("staging"), false, None)], None).await;
+    assert!(status_line(&d.plain_get(APEX, "/").await).contains(" 404 "));
+    // No certificate was ever asked for: none of the names has one.
+    assert!(d.certs.loads.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ownership_token_is_answered_on_its_path_only() {
+    let d = start_domains().await;
+    // Even a name that redirects to its primary answers its own token.
+    d.set(vec![route(APEX, None, true, None), route(WWW, None, false, None)], None).await;
+    let tok = format!("tok{}", WWW.len());
+    let ok = d.plain_get(WWW, &format!("/.well-known/acme-challenge/chanto-{tok}")).await;
+    assert!(status_line(&ok).contains(" 200 "), "{ok}");
+    assert_eq!(body(&ok), tok);
+    assert_eq!(header(&ok, "cache-control"), Some("no-store"));
+    // Another name's token, a wrong one, or a POST: not answered, and not
+    // redirected either (certificate authorities read that path over HTTP).
+    for path in
+        [format!("/.well-known/acme-challenge/chanto-tok{}", APEX.len()), "/.well-known/acme-challenge/chanto-x".into()]
+    {
+        let r = d.plain_get(WWW, &path).await;
+        assert!(status_line(&r).contains(" 404 "), "{path}: {r}");
+    }
+    let post = d
+        .plain(&format!(
+            "POST /.well-known/acme-challenge/chanto-{tok} HTTP/1.1\r\nHost: {WWW}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert!(!status_line(&post).contains(" 200 ") && header(&post, "location").is_none(), "{post}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_names_redirect_to_the_primary_with_301_or_308() {
+    let d = start_domains().await;
+    d.set(vec![route(APEX, None, true, None), route(WWW, None, false, None)], None).await;
+    let r = d.plain_get("WWW.example.com", "/docs/a?x=1&y=%20").await;
+    assert!(status_line(&r).contains(" 301 "), "{r}");
+    // No certificate here yet: the redirect stays on plain HTTP.
+    assert_eq!(header(&r, "location"), Some("http://example.com/docs/a?x=1&y=%20"));
+    assert_eq!(header(&r, "cache-control"), Some("public, max-age=3600"));
+    assert_eq!(header(&r, "strict-transport-security"), None);
+    let post = d
+        .plain(&format!("POST /form HTTP/1.1\r\nHost: {WWW}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"))
+        .await;
+    assert!(status_line(&post).contains(" 308 "), "{post}");
+    assert_eq!(header(&post, "location"), Some("http://example.com/form"));
+    let head = d.plain(&format!("HEAD / HTTP/1.1\r\nHost: {WWW}\r\nConnection: close\r\n\r\n")).await;
+    assert!(status_line(&head).contains(" 301 "), "{head}");
+    // The primary itself is served, and the ACME path is never redirected.
+    assert!(status_line(&d.plain_get(APEX, "/").await).contains(" 200 "));
+    let acme = d.plain_get(WWW, "/.well-known/acme-challenge/some-token").await;
+    assert!(header(&acme, "location").is_none(), "{acme}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_goes_to_https_only_once_the_certificate_is_served() {
+    let d = start_domains().await;
+    let hsts = SiteTls { hsts_max_age: 31_536_000, hsts_include_subdomains: true, ..SiteTls::default() };
+    d.set(vec![route(APEX, None, true, Some("apex")), route(WWW, None, false, Some("apex"))], Some(hsts)).await;
+    // Plain HTTP: to HTTPS on the same name (308 for a POST), never the ACME path; no HSTS over HTTP.
+    let r = d.plain_get(APEX, "/a.txt?q=1").await;
+    assert!(status_line(&r).contains(" 301 "), "{r}");
+    assert_eq!(header(&r, "location"), Some("https://example.com/a.txt?q=1"));
+    assert_eq!(header(&r, "strict-transport-security"), None);
+    let post =
+        d.plain(&format!("PUT /x HTTP/1.1\r\nHost: {APEX}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+    assert!(status_line(&post).contains(" 308 "), "{post}");
+    let acme = d.plain_get(APEX, "/.well-known/acme-challenge/abc").await;
+    assert!(header(&acme, "location").is_none(), "{acme}");
+    // www over HTTP goes straight to https://example.com.
+    let r = d.plain_get(WWW, "/").await;
+    assert_eq!(header(&r, "location"), Some("https://example.com/"), "{r}");
+
+    // Over TLS, by SNI, on HTTP/2 and HTTP/1.1: served, with HSTS.
+    for h2 in [true, false] {
+        let (status, headers, bytes) = d.tls(APEX, get("/a.txt", APEX), h2).await;
+        assert_eq!(status, StatusCode::OK, "h2={h2}");
+        assert_eq!(&bytes[..], b"file a");
+        assert_eq!(headers["strict-transport-security"], "max-age=31536000; includeSubDomains");
+        // www over TLS: to the primary, with HSTS on the redirect too.
+        let (status, headers, _) = d.tls(WWW, get("/p?q", WWW), h2).await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "h2={h2}");
+        assert_eq!(headers["location"], "https://example.com/p?q");
+        assert_eq!(headers["strict-transport-security"], "max-age=31536000; includeSubDomains");
+    }
+    // The site may keep plain HTTP: then no redirect, and still HSTS over TLS only.
+    let keep = SiteTls { https_redirect: false, hsts_max_age: 60, ..SiteTls::default() };
+    d.set(vec![route(APEX, None, true, Some("apex"))], Some(keep)).await;
+    let r = d.plain_get(APEX, "/a.txt").await;
+    assert!(status_line(&r).contains(" 200 ") && header(&r, "strict-transport-security").is_none(), "{r}");
+    let (_, headers, _) = d.tls(APEX, get("/a.txt", APEX), true).await;
+    assert_eq!(headers["strict-transport-security"], "max-age=60");
+    // One certificate served both names, and it was loaded once.
+    assert_eq!(*d.certs.loads.lock().unwrap(), vec!["apex".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_follow_the_table_and_a_failing_one_never_redirects() {
+    let d = start_domains().await;
+    // The table names a certificate the edge cannot load: the name is
+    // served over plain HTTP (not redirected into a failing handshake).
+    *d.certs.failing.lock().unwrap() = true;
+    d.set(vec![route(STAGING, Some("staging"), true, Some("staging"))], None).await;
+    let r = d.plain_get(STAGING, "/").await;
+    assert!(status_line(&r).contains(" 200 "), "{r}");
+    assert!(connect(d.https, &any_version(&d.ca, &[b"h2"]), STAGING).await.is_err());
+    assert!(!d.edge.serves_https(STAGING));
+    // The next table tries again; now it loads and the redirect starts.
+    *d.certs.failing.lock().unwrap() = false;
+    d.set(vec![route(STAGING, Some("staging"), true, Some("staging"))], None).await;
+    assert!(d.edge.serves_https(STAGING));
+    let r = d.plain_get(STAGING, "/").await;
+    assert_eq!(header(&r, "location"), Some("https://staging.example.com/"), "{r}");
+    let (status, _, bytes) = d.tls(STAGING, get("/", STAGING), true).await;
+    assert_eq!((status, &bytes[..]), (StatusCode::OK, &b"<h1>docs staging</h1>"[..]));
+    // A store failure later keeps what the names had.
+    *d.certs.failing.lock().unwrap() = true;
+    d.set(vec![route(STAGING, Some("staging"), true, Some("staging")), route(APEX, None, false, Some("apex"))], None)
+        .await;
+    assert!(d.edge.serves_https(STAGING) && !d.edge.serves_https(APEX));
+    // A name removed from the table loses its certificate at once.
+    *d.certs.failing.lock().unwrap() = false;
+    d.set(vec![route(APEX, None, true, Some("apex"))], None).await;
+    assert!(!d.edge.serves_https(STAGING) && d.edge.serves_https(APEX));
+    assert!(connect(d.https, &any_version(&d.ca, &[b"h2"]), STAGING).await.is_err());
+    // Names under the base domain and names nobody added get no certificate.
+    assert!(connect(d.https, &any_version(&d.ca, &[b"h2"]), "docs.example.test").await.is_err());
+    assert!(connect(d.https, &any_version(&d.ca, &[b"h2"]), "random.example.org").await.is_err());
+    // The admin listener's /metrics counts them.
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", admin.local_addr().unwrap());
+    tokio::spawn(chanto_edge::server::serve_router(
+        admin,
+        chanto_edge::admin_router(d.edge.clone()),
+        ServerLimits::default(),
+        std::future::pending(),
+    ));
+    let metrics = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("chanto_edge_tls_certificates"), 1);
+    assert_eq!(value("chanto_edge_tls_unknown_sni_total"), 4);
+}
