@@ -568,7 +568,7 @@ fn dns_names(cert: &X509Certificate<'_>) -> Result<Vec<String>, x509_parser::err
 
 /// Whether the certificate name `san` covers `domain`. A wildcard domain needs the same wildcard;
 /// a wildcard name covers exactly one label in its place.
-fn name_covers(san: &str, domain: &str) -> bool {
+pub(crate) fn name_covers(san: &str, domain: &str) -> bool {
     if san == domain {
         return true;
     }

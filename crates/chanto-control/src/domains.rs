@@ -444,7 +444,8 @@ impl Control {
 
     /// Stores an uploaded certificate for a site's domain after checking it
     /// (PEM, key match, validity, names, chain), seals its key, and
-    /// publishes it: the edges serve it by SNI.
+    /// publishes it: the edges serve it by SNI. The site's other domains
+    /// that it covers and that have no certificate get it too.
     pub async fn upload_certificate(
         &self,
         site: &SiteName,
@@ -473,7 +474,18 @@ impl Control {
             issuer: checked.issuer,
             created_at: now,
         };
-        self.meta.store_certificate(&record, &[name.to_string()], "upload", now).await?;
+        // The site's other names the certificate covers and that have none
+        // yet (an apex's www twin, say) get it too.
+        let mut names = vec![name.to_string()];
+        for other in self.meta.domains(Some(site)).await? {
+            if other.name != name.as_str()
+                && other.cert_id.is_none()
+                && record.names.iter().any(|san| crate::certcheck::name_covers(san, &other.name))
+            {
+                names.push(other.name);
+            }
+        }
+        self.meta.store_certificate(&record, &names, "upload", now).await?;
         self.meta.prune_certificates().await?;
         self.publish_routing(RoutingChange::site(site)).await?;
         tracing::info!(site = %site, domain = %name, certificate = %record.id, not_after = %rfc3339(record.not_after), "certificate uploaded");

@@ -523,7 +523,8 @@ pub enum DomainsCommand {
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
     /// Upload a certificate and its key for a domain; it is checked (PEM, key match, validity, names,
-    /// chain), its key sealed, and the edges serve it by SNI at once.
+    /// chain), its key sealed, and the edges serve it by SNI at once. The site's other domains it
+    /// covers that have no certificate yet (an apex's www twin) get it too.
     Upload {
         /// The domain it is for.
         #[arg(long)]
