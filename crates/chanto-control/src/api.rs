@@ -128,7 +128,7 @@ async fn require_token(State(control): State<Arc<Control>>, req: Request, next: 
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_token_kind",
-            "a node token is accepted only by /api/v1/nodes/routing and /api/v1/nodes/heartbeat; use an API token here (DATA/admin.token on the server)",
+            "a node token is accepted only by /api/v1/nodes/routing, /api/v1/nodes/heartbeat and /api/v1/nodes/certificates; use an API token here (DATA/admin.token on the server)",
         ));
     }
     if token.is_empty() || token.len() > 256 || !control.check_token(token).await? {
@@ -600,7 +600,7 @@ impl Modify for TokenAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A node token (chn_…, `chanto nodes token create`): only /nodes/routing and /nodes/heartbeat accept it"))
+                    .description(Some("A node token (chn_…, `chanto nodes token create`): only /nodes/routing, /nodes/heartbeat and /nodes/certificates accept it"))
                     .build(),
             ),
         );
@@ -618,7 +618,7 @@ impl Modify for TokenAuth {
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,
         n::subscribe, n::list, n::remove, n::test, n::deliveries, n::delivery, n::redeliver, n::schema, n::badge,
-        crate::nodes::routing, crate::nodes::heartbeat, crate::nodes::list_nodes, crate::nodes::create_token,
+        crate::nodes::routing, crate::nodes::heartbeat, crate::nodes::certificate, crate::nodes::list_nodes, crate::nodes::create_token,
         crate::nodes::list_tokens, crate::nodes::revoke_token,
         crate::domains::list, crate::domains::add, crate::domains::remove, crate::domains::verify, crate::domains::primary,
         crate::domains::upload, crate::domains::get_tls, crate::domains::put_tls),

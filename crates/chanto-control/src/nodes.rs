@@ -23,8 +23,8 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use chanto_core::ContentHash;
 use chanto_store::node_wire::{
-    EdgeRollout, Heartbeat, HeartbeatAck, NODE_TOKEN_PREFIX, NodeRef, NodeRole, ROUTING_KIND_HEADER, Refusal,
-    RoutingDelta, RoutingSnapshot, SNAPSHOT_FORMAT,
+    EdgeRollout, Heartbeat, HeartbeatAck, NODE_TOKEN_PREFIX, NodeCertificate, NodeRef, NodeRole, ROUTING_KIND_HEADER,
+    Refusal, RoutingDelta, RoutingSnapshot, SNAPSHOT_FORMAT, is_certificate_id,
 };
 use chanto_store::{MetaStore, NodeRecord, NodeToken, RoutingSink, RoutingTable, StoreError, UnixMillis, now_millis};
 use serde::{Deserialize, Serialize};
@@ -479,12 +479,14 @@ fn validate_token_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The node endpoints (`/nodes/routing`, `/nodes/heartbeat`), behind node
-/// token auth only, bodies bounded by [`MAX_NODE_BODY`].
+/// The node endpoints (`/nodes/routing`, `/nodes/heartbeat`,
+/// `/nodes/certificates/{id}`), behind node token auth only, bodies bounded
+/// by [`MAX_NODE_BODY`].
 pub(crate) fn node_router(control: Arc<Control>) -> Router<Arc<Control>> {
     Router::new()
         .route("/nodes/routing", get(routing))
         .route("/nodes/heartbeat", post(heartbeat))
+        .route("/nodes/certificates/{id}", get(certificate))
         .route_layer(middleware::from_fn_with_state(control, require_node_token))
         .layer(DefaultBodyLimit::max(MAX_NODE_BODY))
 }
@@ -625,6 +627,43 @@ async fn routing(
             _ = closing.changed() => {}
         }
     }
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/certificates/{id}", tag = "nodes", security(("node_token" = [])),
+    params(("id" = String, Path, description = "The certificate id the routing table names (64 hex digits)")),
+    responses((status = 200, body = Object, description = "A NodeCertificate: {id, chain_pem, key_pem} (chanto_store::node_wire), Cache-Control: no-store"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "not a node token"),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody, description = "this server holds no certificate keys")))]
+/// An edge node fetches a certificate the routing table names, with its key
+/// unsealed: the only way a key leaves the control plane, and only to a
+/// node token.
+async fn certificate(
+    State(c): State<Arc<Control>>,
+    Extension(caller): Extension<NodeCaller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !is_certificate_id(&id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_certificate_id",
+            "a certificate id is 64 lower-case hex digits, as the routing table names it",
+        )
+        .field("id"));
+    }
+    let keys = c.domain_keys().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "certificates_unavailable",
+            "this server does not hold the key that seals certificate keys (DATA/secret.key): ask a control plane that does",
+        )
+    })?;
+    let cert = c.meta.certificate(&id).await?.ok_or_else(|| ApiError::not_found(format!("certificate {id}")))?;
+    let key_pem = keys.open_key(&cert).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    tracing::info!(certificate = %id, node_token = %caller.token, "an edge node fetched a certificate");
+    let body = NodeCertificate { id, chain_pem: cert.chain_pem, key_pem };
+    let mut resp = Json(body).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 /// Checks a heartbeat's fields (bounded, printable); cuts a long refusal.

@@ -89,6 +89,31 @@ impl RoutingDelta {
     }
 }
 
+/// A certificate and its private key as an edge node fetches them
+/// (`GET /api/v1/nodes/certificates/{id}`): the only place a key leaves the
+/// control plane unsealed, to a node token only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCertificate {
+    /// Hex BLAKE3 over the chain's DER certificates, leaf first: what the
+    /// routing table names it by, and what the node checks it against.
+    pub id: String,
+    /// The chain, leaf first, PEM.
+    pub chain_pem: String,
+    /// The private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for NodeCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCertificate").field("id", &self.id).field("key_pem", &"***").finish_non_exhaustive()
+    }
+}
+
+/// Whether `id` is a certificate id (64 lower-case hex digits).
+pub fn is_certificate_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

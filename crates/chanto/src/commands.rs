@@ -57,6 +57,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     node.edge_addr.port(),
                     node.admin_addr
                 );
+                if let Some(https) = node.https_addr {
+                    println!(
+                        "HTTPS on {https} for custom domains with a certificate (fetched from the control plane, kept on disk)"
+                    );
+                }
                 return node.run_until_signal().await;
             }
             let running = crate::serve::start(args).await?;

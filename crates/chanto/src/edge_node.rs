@@ -67,6 +67,8 @@ const JOURNAL_MAX: usize = 256;
 pub struct EdgeNode {
     /// The edge's bound address.
     pub edge_addr: SocketAddr,
+    /// The edge's HTTPS address (`--https`).
+    pub https_addr: Option<SocketAddr>,
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
     edge: Arc<Edge>,
@@ -107,14 +109,17 @@ fn control_url(args: &ServeArgs) -> anyhow::Result<String> {
             "--control {url:?}: give only scheme, host, port and path (no user, query or fragment); the node token goes in --node-token"
         );
     }
-    if parsed.scheme() == "http" {
-        let host = parsed.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            tracing::warn!(control = %url, "--control is plain http to another host: the node token and the routing table cross the network unencrypted; use https (or a private network you trust)");
-        }
+    if parsed.scheme() == "http" && !is_loopback_url(url) {
+        tracing::warn!(control = %url, "--control is plain http to another host: the node token and the routing table cross the network unencrypted; use https (or a private network you trust)");
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Whether `url`'s host is this machine (`localhost` or a loopback address).
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    let host = parsed.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads the node token from `--node-token FILE` (its first line).
@@ -189,11 +194,6 @@ fn refuse_control_flags(args: &ServeArgs) -> anyhow::Result<()> {
     if args.public_api_url.is_some() {
         bail!("--role edge has no API: drop --public-api-url");
     }
-    if args.https.is_some() {
-        bail!(
-            "--https is not available on --role edge yet: edge nodes do not receive certificates from the control plane. Serve HTTPS from a --role all server, or terminate TLS in a load balancer in front of the edge nodes"
-        );
-    }
     Ok(())
 }
 
@@ -202,6 +202,11 @@ fn refuse_control_flags(args: &ServeArgs) -> anyhow::Result<()> {
 pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
     refuse_control_flags(args)?;
     let control = control_url(args)?;
+    if args.https.is_some() && control.starts_with("http://") && !is_loopback_url(&control) {
+        bail!(
+            "--https on an edge node fetches certificate keys from --control {control}: give an https:// control URL (keys never cross the network in the clear), or terminate TLS in front of the node"
+        );
+    }
     let token = node_token(args)?;
     let (base_domain, preview_domain) = check_edge_args(args)?;
     let data = args.data.clone();
@@ -226,8 +231,33 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
         .context("building the HTTP client")?;
 
     let edge_listener = bind("--edge", "the edge (sites)", args.edge).await?;
+    let https_listener = match args.https {
+        Some(addr) => Some(bind("--https", "the edge over HTTPS", addr).await?),
+        None => None,
+    };
     let admin_listener = bind("--admin", "the admin listener", args.admin).await?;
     let edge_addr = edge_listener.local_addr()?;
+    let https_addr = https_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    // Certificates come from the control plane (and are kept on disk), set
+    // before the snapshot on disk is loaded so it serves HTTPS at once.
+    let tls = match &https_listener {
+        Some(_) => {
+            let source = crate::https::NodeCerts {
+                http: http.clone(),
+                control: control.clone(),
+                token: token.clone(),
+                dir: data.join("edge").join("certs"),
+            };
+            let certs = Arc::new(chanto_edge::certs::EdgeCerts::new(
+                Arc::new(chanto_edge::tls::CertStore::new()),
+                Arc::new(source),
+            ));
+            let config = chanto_edge::tls::server_config(certs.store().clone());
+            edge.set_certs(certs).await;
+            Some(config)
+        }
+        None => None,
+    };
     let admin_addr = admin_listener.local_addr()?;
 
     let puller = Arc::new(Puller {
@@ -274,6 +304,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
         chanto_edge::server::ServerLimits::default(),
         stopped(stop_rx.clone()),
     ))];
+    if let (Some(listener), Some(config)) = (https_listener, tls) {
+        tasks.push(tokio::spawn(chanto_edge::server::serve_tls(
+            listener,
+            chanto_edge::router(edge.clone()),
+            config,
+            chanto_edge::server::ServerLimits::default(),
+            stopped(stop_rx.clone()),
+        )));
+    }
     // The admin listener stays up until the process exits, so /readyz can say
     // "draining" while the edge finishes its requests.
     tokio::spawn(chanto_edge::server::serve_router(
@@ -293,13 +332,25 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
     let addresses = serde_json::json!({
         "role": "edge",
         "edge": edge_addr.to_string(),
+        "https": https_addr.map(|a| a.to_string()),
         "api": null,
         "admin": admin_addr.to_string(),
         "pid": std::process::id(),
     });
     write_file_atomic(&data.join("addresses.json"), serde_json::to_string_pretty(&addresses)?.as_bytes(), 0o644)?;
     tracing::info!(edge = %edge_addr, admin = %admin_addr, control = %puller.control, zone = %args.zone, data = %data.display(), "chanto edge node is serving");
-    Ok(EdgeNode { edge_addr, admin_addr, edge, puller, drain_grace: args.drain_grace, data, stop, tasks, _lock: lock })
+    Ok(EdgeNode {
+        edge_addr,
+        https_addr,
+        admin_addr,
+        edge,
+        puller,
+        drain_grace: args.drain_grace,
+        data,
+        stop,
+        tasks,
+        _lock: lock,
+    })
 }
 
 /// Who this node is, as its heartbeat says.

@@ -209,6 +209,10 @@ fn edge_role_flags_are_checked_with_the_fix_named() {
         ),
         (&["--control", "http://127.0.0.1:1", "--node-token", t], "--blobs s3://"),
         (
+            &["--control", "http://10.1.2.3:8787", "--node-token", t, "--blobs", "s3://b/p", "--https", "127.0.0.1:0"],
+            "give an https:// control URL",
+        ),
+        (
             &[
                 "--control",
                 "http://127.0.0.1:1",
@@ -470,4 +474,120 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
     }
     let r = edge.get("docs.localhost", "/");
     assert_eq!(r.status, 404, "a known snapshot with no such site: {}", r.text());
+}
+
+/// GET `https://{name}{path}` at `addr`, trusting only `ca`: the status and
+/// body, or why the request failed (no handshake, say).
+fn https_get(ca: &chanto_testkit::tls::TestCa, addr: &str, name: &str, path: &str) -> Result<(u16, String), String> {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(ca.cert()).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .resolve(name, addr.parse().unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let r = client.get(format!("https://{name}{path}")).send().await.map_err(|e| format!("{e:?}"))?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.map_err(|e| e.to_string())?))
+    })
+}
+
+/// The node's HTTPS address from its addresses.json.
+fn https_addr(data: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("addresses.json")).unwrap()).unwrap();
+    v["https"].as_str().expect("the node serves HTTPS").to_owned()
+}
+
+#[test]
+fn an_edge_node_serves_uploaded_certificates_over_https_and_keeps_them_through_a_restart_alone() {
+    let mut s3 = S3Server::start();
+    let bucket = s3.create_bucket();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = chanto_testkit::tls::TestCa::in_dir(tmp.path(), "edge-node-https");
+    let roots = ca.cert();
+    let control = control(tmp.path(), &s3, &bucket, &["--certificate-roots", roots.to_str().unwrap()]);
+    let url = format!("s3://{bucket}/prod");
+    let node_data = tmp.path().join("edge-a");
+    let token = tmp.path().join("node.token");
+    let https = ["--https", "127.0.0.1:0"];
+    let edge = EdgeProc::start(&node_data, "a", &control.api_url, &token, &url, &s3.endpoint(), &https);
+    wait_for("the edge node ready", Duration::from_secs(20), || (edge.ready_status() == 200).then_some(()));
+    let addr = https_addr(&node_data);
+
+    control.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>over tls</h1>")]);
+    deploy(&control, "docs", &site);
+    control.cli(&["domains", "add", "shop.example.org", "--site", "docs"]).ok();
+    edge.wait_serving("shop.example.org", "/", "over tls", Duration::from_secs(10));
+    assert!(https_get(&ca, &addr, "shop.example.org", "/").is_err(), "no certificate yet, no handshake");
+    let leaf = ca.issue(&["shop.example.org"]);
+    let up = control
+        .cli(&[
+            "certs",
+            "upload",
+            "--domain",
+            "shop.example.org",
+            "--site",
+            "docs",
+            "--cert",
+            leaf.cert.to_str().unwrap(),
+            "--key",
+            leaf.key.to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    let id =
+        up["domain"]["certificate"]["id"].as_str().unwrap_or_else(|| panic!("certificate id in {up:#}")).to_owned();
+    let (status, body) = wait_for("HTTPS on the edge node", Duration::from_secs(20), || {
+        https_get(&ca, &addr, "shop.example.org", "/").ok()
+    });
+    assert_eq!((status, body.as_str()), (200, "<h1>over tls</h1>"), "{}", edge.stderr());
+    // Plain HTTP now goes to HTTPS on the node too.
+    let r = edge.get("shop.example.org", "/x");
+    assert_eq!((r.status, r.header("location")), (301, Some("https://shop.example.org/x")));
+    // The certificate is kept on the node's disk, readable by its owner only.
+    let kept = node_data.join("edge/certs").join(format!("{id}.json"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kept).unwrap_or_else(|e| panic!("{}: {e}", kept.display())).permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", kept.display());
+
+    // The endpoint takes node tokens only, and checks the id.
+    let node_token = std::fs::read_to_string(&token).unwrap().trim().to_owned();
+    let ask = |auth: &str, id: &str| {
+        let headers = [("Authorization", format!("Bearer {auth}"))];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let addr = control.api_url.trim_start_matches("http://");
+        util::http_request(addr, "GET", "api", &format!("/api/v1/nodes/certificates/{id}"), &headers, b"").unwrap()
+    };
+    assert_eq!(ask(&control.token, &id).status, 403, "the admin token is not a node token");
+    assert_eq!(ask("", &id).status, 401);
+    assert_eq!(ask(&node_token, "../../etc/passwd").status, 404);
+    assert_eq!(ask(&node_token, &"Z".repeat(64)).status, 400);
+    assert_eq!(ask(&node_token, &"0".repeat(64)).status, 404);
+    let got = ask(&node_token, &id);
+    assert_eq!((got.status, got.header("cache-control")), (200, Some("no-store")));
+
+    // Control plane and object store gone; the node restarts alone and
+    // serves HTTPS from what it kept.
+    control.kill();
+    s3.stop();
+    edge.kill();
+    let edge = EdgeProc::start(&node_data, "a", "http://127.0.0.1:9", &token, &url, "http://127.0.0.1:9", &https);
+    let addr = https_addr(&node_data);
+    let (status, body) =
+        https_get(&ca, &addr, "shop.example.org", "/").unwrap_or_else(|e| panic!("{e}\n{}", edge.stderr()));
+    assert_eq!((status, body.as_str()), (200, "<h1>over tls</h1>"));
+    // A damaged kept file is not served (and the control plane is away to give it again).
+    edge.kill();
+    std::fs::write(&kept, b"{\"id\":\"x\"}").unwrap();
+    let edge = EdgeProc::start(&node_data, "a", "http://127.0.0.1:9", &token, &url, "http://127.0.0.1:9", &https);
+    let addr = https_addr(&node_data);
+    assert!(https_get(&ca, &addr, "shop.example.org", "/").is_err(), "{}", edge.stderr());
+    assert_eq!(edge.get("shop.example.org", "/").status, 200, "still served over plain HTTP, not redirected");
 }
