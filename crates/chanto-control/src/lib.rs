@@ -5,6 +5,7 @@
 //! metadata; it tells edges what to serve through [`chanto_store::RoutingSink`].
 
 pub mod access;
+pub mod acme;
 pub mod api;
 pub mod batch;
 pub mod builds;
