@@ -280,11 +280,15 @@ fn domain_answer(
     secure: bool,
 ) -> Option<Response> {
     let path = req.uri.path();
-    if path.starts_with(ACME_CHALLENGE_PREFIX) {
-        if path.strip_prefix(VERIFY_PREFIX).is_some_and(|t| t == &*d.verify_token)
-            && (req.method == Method::GET || req.method == Method::HEAD)
-        {
-            let mut resp = (StatusCode::OK, d.verify_token.to_string()).into_response();
+    if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX) {
+        let get = req.method == Method::GET || req.method == Method::HEAD;
+        let answer = if path.strip_prefix(VERIFY_PREFIX).is_some_and(|t| t == &*d.verify_token) {
+            Some(d.verify_token.to_string())
+        } else {
+            d.challenge.as_ref().filter(|(t, _)| **t == *token).map(|(_, body)| body.to_string())
+        };
+        if get && let Some(answer) = answer {
+            let mut resp = (StatusCode::OK, answer).into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

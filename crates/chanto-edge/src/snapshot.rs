@@ -114,6 +114,9 @@ pub struct DomainTarget {
     pub primary: Option<Arc<str>>,
     /// The token answered at the verification path.
     pub verify_token: Arc<str>,
+    /// The ACME HTTP-01 challenge answered while an order is under way:
+    /// token and key authorization.
+    pub challenge: Option<(Arc<str>, Arc<str>)>,
     /// Plain HTTP goes to HTTPS on names with a certificate.
     pub https_redirect: bool,
     /// The `Strict-Transport-Security` value sent over TLS, if any.
@@ -180,6 +183,10 @@ fn domain_targets(site: &str, part: &SiteRouting) -> Vec<(String, Arc<DomainTarg
                 site: site_name.clone(),
                 primary: primary.filter(|p| p.name != d.name).map(|p| Arc::from(p.name.as_str())),
                 verify_token: Arc::from(d.verify_token.as_str()),
+                challenge: d
+                    .challenge
+                    .as_ref()
+                    .map(|c| (Arc::from(c.token.as_str()), Arc::from(c.key_authorization.as_str()))),
                 https_redirect: tls.https_redirect,
                 hsts: hsts.clone(),
             };

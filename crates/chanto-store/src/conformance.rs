@@ -1090,6 +1090,34 @@ pub async fn domain_store(meta: &dyn MetaStore) {
     assert_eq!(strict.hsts_header().as_deref(), Some("max-age=63072000; includeSubDomains; preload"));
     assert!(matches!(meta.site_tls(&"nosite".parse().unwrap()).await, Err(StoreError::NotFound(_))));
 
+    // ACME: a challenge and the backoff ride on the domain until a
+    // certificate is stored, which clears them.
+    let ch = AcmeChallenge { token: "tok_A-b".into(), key_authorization: "tok_A-b.thumb".into() };
+    meta.set_challenge("www.example.com", Some(&ch)).await.unwrap();
+    meta.record_order_failure("www.example.com", 3, Some(9_000)).await.unwrap();
+    let www = meta.domain("www.example.com").await.unwrap().unwrap();
+    assert_eq!((www.challenge.as_ref(), www.attempts, www.next_attempt_at), (Some(&ch), 3, Some(9_000)));
+    assert!(matches!(meta.set_challenge("missing.example", Some(&ch)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(meta.record_order_failure("missing.example", 1, None).await, Err(StoreError::NotFound(_))));
+    // Accounts: the first stored for a directory stays.
+    let dir = "https://acme.example/dir";
+    assert_eq!(meta.acme_account(dir).await.unwrap(), None);
+    assert_eq!(meta.put_acme_account(dir, &[1, 2, 3], 10).await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(meta.put_acme_account(dir, &[9, 9], 11).await.unwrap(), vec![1, 2, 3], "the first account stays");
+    assert_eq!(meta.acme_account(dir).await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(meta.acme_account("https://other.example/dir").await.unwrap(), None);
+    // Leases: one holder at a time; the holder extends; a lapsed one moves.
+    assert!(meta.take_lease("acme:example.com", "node-a", 1_000, 500).await.unwrap());
+    assert!(!meta.take_lease("acme:example.com", "node-b", 1_200, 500).await.unwrap(), "held by node-a");
+    assert!(meta.take_lease("acme:example.com", "node-a", 1_400, 500).await.unwrap(), "the holder extends");
+    assert!(!meta.take_lease("acme:example.com", "node-b", 1_800, 500).await.unwrap(), "extended to 1900");
+    assert!(meta.take_lease("acme:example.com", "node-b", 1_901, 500).await.unwrap(), "lapsed: node-b takes it");
+    meta.release_lease("acme:example.com", "node-a").await.unwrap();
+    assert!(!meta.take_lease("acme:example.com", "node-a", 1_950, 500).await.unwrap(), "not node-a's to release");
+    meta.release_lease("acme:example.com", "node-b").await.unwrap();
+    assert!(meta.take_lease("acme:example.com", "node-a", 1_960, 500).await.unwrap(), "released: free");
+    assert!(meta.take_lease("acme:other.example", "node-b", 1_960, 500).await.unwrap(), "names are separate");
+
     // Certificates: stored once, served by the named domains, kept sealed.
     let cert = CertificateRecord {
         id: "c1".into(),
@@ -1113,6 +1141,7 @@ pub async fn domain_store(meta: &dyn MetaStore) {
     let www = meta.domain("www.example.com").await.unwrap().unwrap();
     assert_eq!((www.state, www.cert_id.as_deref()), (DomainState::Active, Some("c1")));
     assert_eq!((www.verified_at, www.verified_by.as_deref()), (Some(40), Some("upload")));
+    assert_eq!((www.challenge, www.attempts, www.next_attempt_at), (None, 0, None), "a stored certificate clears them");
     assert_eq!(meta.domain("example.com").await.unwrap().unwrap().verified_by.as_deref(), Some("http"));
     assert_eq!(meta.certificates_in_use().await.unwrap(), vec![cert.clone()]);
     let spare = CertificateRecord { id: "c0".into(), ..cert.clone() };

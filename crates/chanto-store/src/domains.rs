@@ -83,6 +83,24 @@ pub struct DomainRecord {
     pub cert_id: Option<String>,
     /// When it was added.
     pub created_at: UnixMillis,
+    /// The ACME HTTP-01 challenge the edges answer for it while an order is
+    /// under way.
+    pub challenge: Option<AcmeChallenge>,
+    /// Failed certificate orders in a row (reset when one is stored).
+    pub attempts: u32,
+    /// No order before this time (backoff after a failure).
+    pub next_attempt_at: Option<UnixMillis>,
+}
+
+/// An HTTP-01 challenge: the CA fetches
+/// `http://NAME/.well-known/acme-challenge/TOKEN` and expects the key
+/// authorization. Not secret (the CA publishes both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallenge {
+    /// The token (base64url, the last path segment).
+    pub token: String,
+    /// The body to answer.
+    pub key_authorization: String,
 }
 
 /// A domain to add.
@@ -245,4 +263,27 @@ pub trait DomainStore: Send + Sync + 'static {
     async fn certificates_in_use(&self) -> Result<Vec<CertificateRecord>, StoreError>;
     /// Deletes certificates no domain serves. Returns how many.
     async fn prune_certificates(&self) -> Result<u64, StoreError>;
+    /// Sets (or with `None` clears) the HTTP-01 challenge a domain answers.
+    /// `NotFound` when there is no such domain.
+    async fn set_challenge(&self, name: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError>;
+    /// Records a failed order: the count in a row and when to try again.
+    /// Storing a certificate resets both.
+    async fn record_order_failure(
+        &self,
+        name: &str,
+        attempts: u32,
+        next_attempt_at: Option<UnixMillis>,
+    ) -> Result<(), StoreError>;
+    /// The sealed credentials of the ACME account at `directory`, if any.
+    async fn acme_account(&self, directory: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the account for `directory` unless one is there already, and
+    /// returns the one stored (so two nodes creating one at once end up
+    /// using the same).
+    async fn put_acme_account(&self, directory: &str, sealed: &[u8], now: UnixMillis) -> Result<Vec<u8>, StoreError>;
+    /// Takes (or, for its holder, extends) the lease `name` until
+    /// `now + ttl_ms`: `true` when `owner` holds it now. A lease whose time
+    /// has passed goes to whoever asks.
+    async fn take_lease(&self, name: &str, owner: &str, now: UnixMillis, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Gives up the lease `name` if `owner` holds it.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 }

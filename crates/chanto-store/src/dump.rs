@@ -446,6 +446,10 @@ pub const TABLES: &[Table] = &[
             c("verified_by", Text),
             c("cert_id", Text),
             c("created_at", Int),
+            c("challenge_token", Text),
+            c("challenge_body", Text),
+            c("attempts", Int),
+            c("next_attempt_at", Int),
         ],
         identity: None,
         pg_seq: false,
@@ -465,6 +469,22 @@ pub const TABLES: &[Table] = &[
         pg_seq: false,
         sqlite_order: "site_id",
         pg_order: "site_id",
+    },
+    Table {
+        name: "acme_accounts",
+        columns: &[c("directory", Text), c("credentials_sealed", Bytes), c("created_at", Int)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "directory",
+        pg_order: "directory",
+    },
+    Table {
+        name: "leases",
+        columns: &[c("name", Text), c("owner", Text), c("until_at", Int)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "name",
+        pg_order: "name",
     },
 ];
 

@@ -39,7 +39,9 @@ pub use builds::{
     BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, Owner, WebhookDelivery,
 };
 pub use cached::CachedBlobStore;
-pub use domains::{CertificateRecord, CertificateSource, DomainRecord, DomainState, DomainStore, NewDomain, SiteTls};
+pub use domains::{
+    AcmeChallenge, CertificateRecord, CertificateSource, DomainRecord, DomainState, DomainStore, NewDomain, SiteTls,
+};
 pub use error::StoreError;
 pub use meta::{
     ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,

@@ -335,6 +335,25 @@ CREATE TABLE site_tls (
     hsts_preload BOOLEAN NOT NULL
 );
 "#,
+    // 6: ACME (issue 17): the HTTP-01 challenge and the order backoff of
+    // each domain, accounts by directory (credentials sealed), and leases so
+    // one node orders a name at a time (SQLite migration 13 is the same).
+    r#"
+ALTER TABLE domains ADD COLUMN challenge_token TEXT;
+ALTER TABLE domains ADD COLUMN challenge_body TEXT;
+ALTER TABLE domains ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE domains ADD COLUMN next_attempt_at BIGINT;
+CREATE TABLE acme_accounts (
+    directory TEXT COLLATE "C" PRIMARY KEY,
+    credentials_sealed BYTEA NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE leases (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

@@ -9,7 +9,8 @@ use crate::postgres::{PostgresMeta, Tx, exec, one, opt, rows, site_id};
 use crate::{StoreError, UnixMillis};
 
 const DOMAIN_SELECT: &str = "SELECT d.name, s.name, d.branch, d.is_primary, d.twin_of, d.state, d.reason, d.hint,
-       d.verify_token, d.verified_at, d.verified_by, d.cert_id, d.created_at
+       d.verify_token, d.verified_at, d.verified_by, d.cert_id, d.created_at,
+       d.challenge_token, d.challenge_body, d.attempts, d.next_attempt_at
        FROM domains d JOIN sites s ON s.id = d.site_id";
 
 fn stored<T: std::str::FromStr>(what: &str, s: String) -> Result<T, StoreError>
@@ -35,6 +36,12 @@ fn domain_row(r: &Row) -> Result<DomainRecord, StoreError> {
         verified_by: r.try_get(10)?,
         cert_id: r.try_get(11)?,
         created_at: r.try_get(12)?,
+        challenge: match (r.try_get::<_, Option<String>>(13)?, r.try_get::<_, Option<String>>(14)?) {
+            (Some(token), Some(key_authorization)) => Some(AcmeChallenge { token, key_authorization }),
+            _ => None,
+        },
+        attempts: r.try_get::<_, i64>(15)?.clamp(0, u32::MAX as i64) as u32,
+        next_attempt_at: r.try_get(16)?,
     })
 }
 
@@ -309,7 +316,8 @@ impl DomainStore for PostgresMeta {
             let n = exec(
                 &tx,
                 "UPDATE domains SET cert_id = $2, state = 'active', reason = NULL, hint = NULL,
-                    verified_at = coalesce(verified_at, $3), verified_by = coalesce(verified_by, $4)
+                    verified_at = coalesce(verified_at, $3), verified_by = coalesce(verified_by, $4),
+                    challenge_token = NULL, challenge_body = NULL, attempts = 0, next_attempt_at = NULL
                  WHERE name = $1",
                 &[d, &cert.id, &now, &verified_by],
             )
@@ -353,5 +361,94 @@ impl DomainStore for PostgresMeta {
         .await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn set_challenge(&self, name: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
+        let (token, body) = challenge.map(|ch| (ch.token.as_str(), ch.key_authorization.as_str())).unzip();
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "UPDATE domains SET challenge_token = $2, challenge_body = $3 WHERE name = $1",
+            &[&name, &token, &body],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_order_failure(
+        &self,
+        name: &str,
+        attempts: u32,
+        next_attempt_at: Option<UnixMillis>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "UPDATE domains SET attempts = $2, next_attempt_at = $3 WHERE name = $1",
+            &[&name, &(attempts as i64), &next_attempt_at],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn acme_account(&self, directory: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        opt(&tx, "SELECT credentials_sealed FROM acme_accounts WHERE directory = $1", &[&directory])
+            .await?
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn put_acme_account(&self, directory: &str, sealed: &[u8], now: UnixMillis) -> Result<Vec<u8>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(
+            &tx,
+            "INSERT INTO acme_accounts (directory, credentials_sealed, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (directory) DO NOTHING",
+            &[&directory, &sealed, &now],
+        )
+        .await?;
+        let stored: Vec<u8> =
+            one(&tx, "SELECT credentials_sealed FROM acme_accounts WHERE directory = $1", &[&directory])
+                .await?
+                .try_get(0)?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn take_lease(&self, name: &str, owner: &str, now: UnixMillis, ttl_ms: i64) -> Result<bool, StoreError> {
+        let until = now.saturating_add(ttl_ms);
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "INSERT INTO leases (name, owner, until_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET owner = $2, until_at = $3
+             WHERE leases.owner = $2 OR leases.until_at < $4",
+            &[&name, &owner, &until, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(&tx, "DELETE FROM leases WHERE name = $1 AND owner = $2", &[&name, &owner]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -56,6 +56,9 @@ pub struct DomainRoute {
     /// The certificate it serves over HTTPS (its id), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<String>,
+    /// The ACME HTTP-01 challenge it answers while an order is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::domains::AcmeChallenge>,
 }
 
 impl DomainRoute {
@@ -67,6 +70,7 @@ impl DomainRoute {
             primary: d.primary,
             verify_token: d.verify_token.clone(),
             cert: d.cert_id.clone(),
+            challenge: d.challenge.clone(),
         }
     }
 }
@@ -539,6 +543,8 @@ mod tests {
             primary,
             verify_token: format!("t-{name}"),
             cert: primary.then(|| "c1".to_string()),
+            challenge: (!primary)
+                .then(|| crate::domains::AcmeChallenge { token: "tk".into(), key_authorization: "tk.print".into() }),
         };
         let strict = SiteTls { hsts_max_age: 300, ..SiteTls::default() };
         let mut t = RoutingTable::from_rows(5, vec![row("docs", 1)], vec![], vec![], vec![]);

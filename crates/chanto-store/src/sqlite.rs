@@ -327,6 +327,23 @@ CREATE TABLE tokens (
         hsts_include_subdomains INTEGER NOT NULL,
         hsts_preload INTEGER NOT NULL
     );",
+    // 13: ACME (issue 17): the HTTP-01 challenge and the order backoff of
+    // each domain, accounts by directory (credentials sealed), and leases so
+    // one node orders a name at a time (PostgreSQL migration 6 is the same).
+    "ALTER TABLE domains ADD COLUMN challenge_token TEXT;
+    ALTER TABLE domains ADD COLUMN challenge_body TEXT;
+    ALTER TABLE domains ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE domains ADD COLUMN next_attempt_at INTEGER;
+    CREATE TABLE acme_accounts (
+        directory TEXT PRIMARY KEY,
+        credentials_sealed BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until_at INTEGER NOT NULL
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -9,7 +9,8 @@ use crate::sqlite::{SqliteMeta, parse, site_id};
 use crate::{StoreError, UnixMillis};
 
 const DOMAIN_SELECT: &str = "SELECT d.name, s.name, d.branch, d.is_primary, d.twin_of, d.state, d.reason, d.hint,
-       d.verify_token, d.verified_at, d.verified_by, d.cert_id, d.created_at
+       d.verify_token, d.verified_at, d.verified_by, d.cert_id, d.created_at,
+       d.challenge_token, d.challenge_body, d.attempts, d.next_attempt_at
        FROM domains d JOIN sites s ON s.id = d.site_id";
 
 fn conversion(idx: usize, e: String) -> rusqlite::Error {
@@ -32,6 +33,12 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
         verified_by: r.get(10)?,
         cert_id: r.get(11)?,
         created_at: r.get(12)?,
+        challenge: match (r.get::<_, Option<String>>(13)?, r.get::<_, Option<String>>(14)?) {
+            (Some(token), Some(key_authorization)) => Some(AcmeChallenge { token, key_authorization }),
+            _ => None,
+        },
+        attempts: r.get::<_, i64>(15)?.clamp(0, u32::MAX as i64) as u32,
+        next_attempt_at: r.get(16)?,
     })
 }
 
@@ -310,7 +317,8 @@ impl DomainStore for SqliteMeta {
             for d in &domains {
                 let n = tx.execute(
                     "UPDATE domains SET cert_id = ?2, state = 'active', reason = NULL, hint = NULL,
-                        verified_at = coalesce(verified_at, ?3), verified_by = coalesce(verified_by, ?4)
+                        verified_at = coalesce(verified_at, ?3), verified_by = coalesce(verified_by, ?4),
+                        challenge_token = NULL, challenge_body = NULL, attempts = 0, next_attempt_at = NULL
                      WHERE name = ?1",
                     params![d, cert.id, now, by],
                 )?;
@@ -345,6 +353,95 @@ impl DomainStore for SqliteMeta {
                 "DELETE FROM certificates WHERE id NOT IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL)",
                 [],
             )? as u64)
+        })
+        .await
+    }
+
+    async fn set_challenge(&self, name: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
+        let (name, challenge) = (name.to_owned(), challenge.cloned());
+        self.call(move |c| {
+            let (token, body) = challenge.map(|ch| (ch.token, ch.key_authorization)).unzip();
+            let n = c.execute(
+                "UPDATE domains SET challenge_token = ?2, challenge_body = ?3 WHERE name = ?1",
+                params![name, token, body],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_order_failure(
+        &self,
+        name: &str,
+        attempts: u32,
+        next_attempt_at: Option<UnixMillis>,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE domains SET attempts = ?2, next_attempt_at = ?3 WHERE name = ?1",
+                params![name, attempts as i64, next_attempt_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn acme_account(&self, directory: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let directory = directory.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row("SELECT credentials_sealed FROM acme_accounts WHERE directory = ?1", [directory], |r| {
+                r.get(0)
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn put_acme_account(&self, directory: &str, sealed: &[u8], now: UnixMillis) -> Result<Vec<u8>, StoreError> {
+        let (directory, sealed) = (directory.to_owned(), sealed.to_vec());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO acme_accounts (directory, credentials_sealed, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (directory) DO NOTHING",
+                params![directory, sealed, now],
+            )?;
+            let stored =
+                tx.query_row("SELECT credentials_sealed FROM acme_accounts WHERE directory = ?1", [&directory], |r| {
+                    r.get(0)
+                })?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn take_lease(&self, name: &str, owner: &str, now: UnixMillis, ttl_ms: i64) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT INTO leases (name, owner, until_at) VALUES (?1, ?2, ?3 + ?4)
+                 ON CONFLICT (name) DO UPDATE SET owner = ?2, until_at = ?3 + ?4
+                 WHERE leases.owner = ?2 OR leases.until_at < ?3",
+                params![name, owner, now, ttl_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.call(move |c| {
+            c.execute("DELETE FROM leases WHERE name = ?1 AND owner = ?2", params![name, owner])?;
+            Ok(())
         })
         .await
     }

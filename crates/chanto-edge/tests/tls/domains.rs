@@ -65,6 +65,7 @@ fn route(name: &str, branch: Option<&str>, primary: bool, cert: Option<&str>) ->
         primary,
         verify_token: format!("tok{}", name.len()),
         cert: cert.map(Into::into),
+        challenge: None,
     }
 }
 
@@ -214,6 +215,21 @@ async fn the_ownership_token_is_answered_on_its_path_only() {
         ))
         .await;
     assert!(!status_line(&post).contains(" 200 ") && header(&post, "location").is_none(), "{post}");
+
+    // While an ACME order is under way, the name answers its HTTP-01
+    // challenge (the key authorization), even where it would redirect.
+    let mut www = route(WWW, None, false, Some("apex"));
+    www.challenge =
+        Some(chanto_store::AcmeChallenge { token: "Tk_1-x".into(), key_authorization: "Tk_1-x.thumb".into() });
+    d.set(vec![route(APEX, None, true, Some("apex")), www], None).await;
+    let ch = d.plain_get(WWW, "/.well-known/acme-challenge/Tk_1-x").await;
+    assert!(status_line(&ch).contains(" 200 "), "{ch}");
+    assert_eq!(body(&ch), "Tk_1-x.thumb");
+    // Another token, or the challenge asked of another name: not answered.
+    for (host, path) in [(WWW, "/.well-known/acme-challenge/Tk_1-y"), (APEX, "/.well-known/acme-challenge/Tk_1-x")] {
+        let r = d.plain_get(host, path).await;
+        assert!(status_line(&r).contains(" 404 ") && header(&r, "location").is_none(), "{host}{path}: {r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
