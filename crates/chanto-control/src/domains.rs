@@ -61,6 +61,21 @@ impl DomainService {
         Self { sealer, trust: Arc::new(trust), check_addr, check_timeout: Duration::from_secs(5) }
     }
 
+    /// The roots certificates (uploaded or issued) must lead to.
+    pub(crate) fn trust(&self) -> &rustls::RootCertStore {
+        &self.trust
+    }
+
+    /// Seals a secret (a key, ACME account credentials) for the store.
+    pub(crate) fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        self.sealer.seal(plain)
+    }
+
+    /// Opens a sealed secret that was text.
+    pub(crate) fn open(&self, sealed: &[u8]) -> Result<String, String> {
+        self.sealer.open_string(sealed).map_err(|e| format!("a sealed secret does not open with DATA/secret.key: {e}"))
+    }
+
     /// Opens a stored certificate's key (PEM).
     pub fn open_key(&self, cert: &CertificateRecord) -> Result<String, String> {
         self.sealer
@@ -408,16 +423,18 @@ impl Control {
             Ok(()) => {
                 self.meta.mark_verified(name.as_str(), "http", chanto_store::now_millis()).await?;
                 if d.cert_id.is_none() {
-                    self.meta
-                        .set_domain_state(
-                            name.as_str(),
-                            DomainState::Issuing,
-                            None,
-                            Some(&format!(
-                                "{name} reaches this installation. This server does not order certificates yet: upload one with `chanto certs upload --domain {name} --cert FULLCHAIN.pem --key KEY.pem`; until then it is served over plain HTTP"
-                            )),
+                    let hint = if self.acme_enabled() {
+                        // Verifying again is the way to retry at once.
+                        self.meta.record_order_failure(name.as_str(), d.attempts, None).await?;
+                        format!(
+                            "{name} reaches this installation: a certificate is being ordered; `chanto domains list` shows when it is active"
                         )
-                        .await?;
+                    } else {
+                        format!(
+                            "{name} reaches this installation. This server orders no certificates (start it with --https, or --acme-directory URL): upload one with `chanto certs upload --domain {name} --cert FULLCHAIN.pem --key KEY.pem`; until then it is served over plain HTTP"
+                        )
+                    };
+                    self.meta.set_domain_state(name.as_str(), DomainState::Issuing, None, Some(&hint)).await?;
                 }
                 tracing::info!(site = %site, domain = %name, "domain verified");
             }
@@ -439,6 +456,7 @@ impl Control {
             }
         }
         self.publish_routing(RoutingChange::site(site)).await?;
+        self.wake_acme();
         self.one_domain(site, name.as_str()).await
     }
 

@@ -195,6 +195,8 @@ pub struct Control {
     pub(crate) notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
     /// Certificate sealing and domain checks, when enabled.
     pub(crate) domains: std::sync::OnceLock<Arc<crate::domains::DomainService>>,
+    /// Automatic certificates, when an ACME CA is configured.
+    pub(crate) acme: std::sync::OnceLock<Arc<crate::acme_orders::AcmeOrders>>,
     /// Edge nodes: the snapshot long-polls answer with, token checks, the activation wait.
     pub nodes: crate::nodes::NodeHub,
 }
@@ -225,6 +227,7 @@ impl Control {
             builds: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
             domains: std::sync::OnceLock::new(),
+            acme: std::sync::OnceLock::new(),
             nodes: Default::default(),
             compressor: compression_threads("chanto-compress", false),
             background_compressor: compression_threads("chanto-compress-bg", true),

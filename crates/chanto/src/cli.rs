@@ -231,6 +231,20 @@ pub struct ServeArgs {
     /// edges when this server cannot reach them by their public names.
     #[arg(long, value_name = "ADDR")]
     pub domain_check_addr: Option<SocketAddr>,
+    /// Order certificates for verified custom domains from this ACME CA
+    /// (on by default with --https, from Let's Encrypt).
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// The contact address of the ACME account (expiry notices from the CA).
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the ACME CA's own HTTPS
+    /// endpoint: a private CA such as step-ca.
+    #[arg(long, value_name = "FILE")]
+    pub acme_root: Option<PathBuf>,
+    /// Order no certificates (only uploaded ones are served).
+    #[arg(long, conflicts_with_all = ["acme_directory", "acme_email", "acme_root"])]
+    pub no_acme: bool,
     /// Address of the admin listener: /healthz, /readyz, /metrics; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8790")]
     pub admin: SocketAddr,

@@ -393,6 +393,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     config.node_timeout = args.node_timeout;
     let node_id = node_name(&data)?;
     config.owner = chanto_store::Owner::new_run(node_id.clone());
+    let owner = config.owner.clone();
     tracing::info!(node = %config.owner.node, host = %host_name(), run = %config.owner.run, "this server's name in build claims and notification leases (DATA/node-id)");
     config.max_file_size = args.max_file_size;
     config.brotli_quality = args.brotli_quality;
@@ -455,6 +456,10 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let roots = certificate_roots(args.certificate_roots.as_deref())?;
     control.enable_domains(chanto_control::domains::DomainService::new(sealer, roots, args.domain_check_addr));
+    if let Some(acme) = acme_config(args)? {
+        tracing::info!(directory = %acme.directory_url, "ordering certificates for verified custom domains");
+        control.enable_acme(chanto_control::acme_orders::AcmeOrders::new(acme, &owner));
+    }
     let tls = match (&https_listener, &edge, control.domain_keys()) {
         (Some(_), Some(edge), Some(keys)) => {
             let certs = crate::https::stored_certs(meta.clone(), keys);
@@ -530,6 +535,9 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     ));
     if !args.no_notifications {
         tasks.push(tokio::spawn(chanto_control::notify::run(control.clone(), stop_rx.clone())));
+    }
+    if control.acme_enabled() {
+        tasks.push(tokio::spawn(control.clone().run_acme(stop_rx.clone())));
     }
     if args.build_concurrency > 0 {
         tasks.push(tokio::spawn(control.clone().run_builders(stop_rx.clone())));
@@ -615,6 +623,47 @@ fn control_admin_router(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> 
             }),
         )
         .with_state((meta, blobs))
+}
+
+/// Let's Encrypt's production directory: the CA `--https` orders from by default.
+const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The ACME CA to order from, if any: `--acme-directory`, or Let's Encrypt
+/// when the edge serves HTTPS; none with `--no-acme`.
+fn acme_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::acme::AcmeConfig>> {
+    if args.no_acme {
+        return Ok(None);
+    }
+    let directory = match (&args.acme_directory, args.https) {
+        (Some(url), _) => url.clone(),
+        (None, Some(_)) => LETS_ENCRYPT.to_owned(),
+        (None, None) => return Ok(None),
+    };
+    match reqwest::Url::parse(&directory) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+        _ => {
+            bail!("--acme-directory {directory:?} is not an https:// URL; give the CA's directory, e.g. {LETS_ENCRYPT}")
+        }
+    }
+    if let Some(email) = &args.acme_email
+        && (email.len() > 254 || !email.contains('@') || email.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        bail!("--acme-email {email:?} is not an email address; give e.g. ops@example.com");
+    }
+    let extra_roots_pem = match &args.acme_root {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("--acme-root {}", path.display()))?;
+            chanto_store::tls::roots_from_file("--acme-root", path).map_err(anyhow::Error::msg)?;
+            Some(pem)
+        }
+        None => None,
+    };
+    Ok(Some(chanto_control::acme::AcmeConfig {
+        directory_url: directory,
+        contact_email: args.acme_email.clone(),
+        eab: None,
+        extra_roots_pem,
+    }))
 }
 
 /// The roots uploaded certificates may chain to: the system's, and the

@@ -63,6 +63,8 @@ fn start() -> Setup {
             &edge,
             "--certificate-roots",
             roots.to_str().unwrap(),
+            // Uploaded certificates only: no ACME CA here (tests/acme.rs has one).
+            "--no-acme",
         ],
     );
     let addresses: serde_json::Value =

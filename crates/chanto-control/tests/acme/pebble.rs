@@ -34,6 +34,9 @@ pub struct Options {
     pub eab_keys: Vec<(String, String)>,
     /// The percentage of good nonces Pebble rejects as bad (`PEBBLE_WFE_NONCEREJECT`); 0 by default.
     pub nonce_reject_percent: u8,
+    /// Validate HTTP-01 challenges on this port (a real chanto edge)
+    /// instead of the test's own responder.
+    pub http_port: Option<u16>,
 }
 
 /// One running Pebble and its DNS server, and the responders it validates against.
@@ -203,7 +206,7 @@ impl Pebble {
                 "managementListenAddress": management.to_string(),
                 "certificate": dir.path().join("cert.pem"),
                 "privateKey": dir.path().join("key.pem"),
-                "httpPort": http_port,
+                "httpPort": options.http_port.unwrap_or(http_port),
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": !options.eab_keys.is_empty(),

@@ -1,0 +1,346 @@
+//! Automatic certificates (issue 17): the loop that orders a certificate
+//! from the ACME CA for every verified custom domain that has none, renews
+//! the ones it ordered when a third of their lifetime is left, and backs off
+//! after failures.
+//!
+//! Who may start an order: nobody directly. Only domains a user added *and*
+//! that were seen reaching this installation (`verified_at`) are ever
+//! ordered, so names in SNI or `Host` that nobody added create nothing. One
+//! node orders a name at a time (a lease in the metadata store, re-checked
+//! before the certificate is stored). The HTTP-01 challenge goes into the
+//! store and out to every edge through the routing table, and the CA is told
+//! to check only once the edges have it (or `edge_wait` has passed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chanto_core::SiteName;
+use chanto_store::{
+    AcmeChallenge, CertificateRecord, CertificateSource, DomainRecord, DomainState, RoutingChange, StoreError,
+    now_millis,
+};
+
+use crate::Control;
+use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, ChallengeKind, Challenges};
+
+/// How long a node holds a name's order lease before another may take it
+/// (it is renewed before each step that matters).
+const LEASE_MS: i64 = 10 * 60 * 1000;
+/// Orders started in one pass, at most.
+const ORDERS_PER_PASS: usize = 4;
+/// How often the loop looks for work when nothing wakes it.
+const PASS_EVERY: Duration = Duration::from_secs(60);
+
+/// The ACME settings of this control plane, and what it keeps between orders.
+pub struct AcmeOrders {
+    config: AcmeConfig,
+    /// Who holds leases: this node and run.
+    owner: String,
+    /// How long one order may take, end to end.
+    deadline: Duration,
+    wake: tokio::sync::Notify,
+    account: tokio::sync::Mutex<Option<AcmeAccount>>,
+}
+
+impl std::fmt::Debug for AcmeOrders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeOrders").field("directory", &self.config.directory_url).finish_non_exhaustive()
+    }
+}
+
+impl AcmeOrders {
+    /// Orders from the CA `config` names, as `owner` (node and run).
+    pub fn new(config: AcmeConfig, owner: &chanto_store::Owner) -> Self {
+        Self {
+            config,
+            owner: format!("{}/{}", owner.node, owner.run),
+            deadline: Duration::from_secs(180),
+            wake: tokio::sync::Notify::new(),
+            account: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The CA's directory URL.
+    pub fn directory(&self) -> &str {
+        &self.config.directory_url
+    }
+}
+
+/// What an order pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Names that got a certificate.
+    pub issued: Vec<String>,
+    /// Names whose order failed, with why.
+    pub failed: Vec<(String, String)>,
+    /// Names another node holds the lease of.
+    pub skipped: Vec<String>,
+}
+
+/// Publishes HTTP-01 challenges through the store and the routing table.
+struct RoutedChallenges<'a> {
+    control: &'a Control,
+    site: SiteName,
+}
+
+impl RoutedChallenges<'_> {
+    async fn publish(&self) -> Result<(), String> {
+        let version = self
+            .control
+            .publish_routing(RoutingChange::site(&self.site))
+            .await
+            .map_err(|e| format!("publishing the challenge: {e}"))?;
+        // The CA may check from anywhere: wait until the edges have it.
+        let rollout = self.control.edge_rollout(version).await;
+        tracing::debug!(version, ?rollout, "ACME challenge published");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Challenges for RoutedChallenges<'_> {
+    async fn put_http01(&self, name: &str, token: &str, key_authorization: &str) -> Result<(), String> {
+        let challenge = AcmeChallenge { token: token.to_owned(), key_authorization: key_authorization.to_owned() };
+        self.control
+            .meta
+            .set_challenge(name, Some(&challenge))
+            .await
+            .map_err(|e| format!("storing the challenge: {e}"))?;
+        self.publish().await
+    }
+
+    async fn put_tls_alpn01(&self, name: &str, _cert: AlpnCert) -> Result<(), String> {
+        Err(format!("{name}: the edges answer HTTP-01 challenges only"))
+    }
+
+    async fn remove(&self, name: &str, _token: &str) {
+        if let Err(e) = self.control.meta.set_challenge(name, None).await {
+            tracing::warn!(domain = %name, error = %e, "could not remove an ACME challenge; it goes with the next order or certificate");
+            return;
+        }
+        if let Err(e) = self.publish().await {
+            tracing::warn!(domain = %name, error = %e, "could not publish the removal of an ACME challenge");
+        }
+    }
+}
+
+/// Whether `d` needs an order now: verified, not waiting out a backoff, and
+/// without a certificate, or with one this loop ordered that is due for
+/// renewal (uploaded certificates are the user's to renew).
+fn wants_order(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>, now: i64) -> bool {
+    if d.verified_at.is_none() || d.name.starts_with("*.") || d.next_attempt_at.is_some_and(|t| t > now) {
+        return false;
+    }
+    match &d.cert_id {
+        None => true,
+        Some(id) => certs.get(id).is_some_and(|c| {
+            c.source == CertificateSource::Acme && now >= chanto_core::domain::renewal_due(c.not_before, c.not_after)
+        }),
+    }
+}
+
+impl Control {
+    /// Turns on automatic certificates from the CA in `orders` (once).
+    pub fn enable_acme(&self, orders: AcmeOrders) {
+        let _ = self.acme.set(Arc::new(orders));
+    }
+
+    /// Whether this control plane orders certificates.
+    pub fn acme_enabled(&self) -> bool {
+        self.acme.get().is_some()
+    }
+
+    /// Makes the order loop look for work now (a domain was verified).
+    pub fn wake_acme(&self) {
+        if let Some(a) = self.acme.get() {
+            a.wake.notify_one();
+        }
+    }
+
+    /// Orders until stopped: a pass at start, when woken and every minute.
+    pub async fn run_acme(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(orders) = self.acme.get().cloned() else { return };
+        loop {
+            match self.acme_pass().await {
+                Ok(report) if report != PassReport::default() => tracing::info!(?report, "ACME pass"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "ACME pass failed; trying again in a minute"),
+            }
+            tokio::select! {
+                _ = orders.wake.notified() => {}
+                _ = tokio::time::sleep(PASS_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One pass: orders a certificate for each domain that wants one (at
+    /// most a few), each under its lease.
+    pub async fn acme_pass(&self) -> Result<PassReport, StoreError> {
+        let mut report = PassReport::default();
+        let Some(orders) = self.acme.get().cloned() else { return Ok(report) };
+        let now = now_millis();
+        let certs: HashMap<String, CertificateRecord> =
+            self.meta.certificates_in_use().await?.into_iter().map(|c| (c.id.clone(), c)).collect();
+        let due: Vec<DomainRecord> = self
+            .meta
+            .domains(None)
+            .await?
+            .into_iter()
+            .filter(|d| wants_order(d, &certs, now))
+            .take(ORDERS_PER_PASS)
+            .collect();
+        for d in due {
+            let lease = format!("acme:{}", d.name);
+            if !self.meta.take_lease(&lease, &orders.owner, now_millis(), LEASE_MS).await? {
+                report.skipped.push(d.name);
+                continue;
+            }
+            let outcome = self.order_one(&orders, &lease, &d).await;
+            if let Err(e) = self.meta.release_lease(&lease, &orders.owner).await {
+                tracing::warn!(domain = %d.name, error = %e, "could not release an ACME lease; it lapses on its own");
+            }
+            match outcome {
+                Ok(true) => report.issued.push(d.name),
+                Ok(false) => report.skipped.push(d.name),
+                Err(why) => report.failed.push((d.name, why)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Orders one name under its lease. `Ok(false)`: nothing to do after all
+    /// (another node finished it meanwhile).
+    async fn order_one(&self, orders: &AcmeOrders, lease: &str, d: &DomainRecord) -> Result<bool, String> {
+        // Re-read under the lease: another node may have finished it.
+        let now = now_millis();
+        let certs: HashMap<String, CertificateRecord> = match &d.cert_id {
+            Some(id) => self.meta.certificate(id).await.ok().flatten().map(|c| (c.id.clone(), c)).into_iter().collect(),
+            None => HashMap::new(),
+        };
+        let fresh = match self.meta.domain(&d.name).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
+        if !wants_order(&fresh, &certs, now) || fresh.cert_id != d.cert_id {
+            return Ok(false);
+        }
+        let renewal = fresh.cert_id.is_some();
+        if !renewal {
+            let _ = self.meta.set_domain_state(&fresh.name, DomainState::Issuing, None, None).await;
+        }
+        tracing::info!(domain = %fresh.name, renewal, directory = %orders.directory(), "ordering a certificate");
+        match self.issue_for(orders, lease, &fresh).await {
+            Ok(id) => {
+                tracing::info!(domain = %fresh.name, certificate = %id, "certificate issued and served");
+                Ok(true)
+            }
+            Err(e) => {
+                let attempts = fresh.attempts.saturating_add(1);
+                let jitter = u16::from_le_bytes(chanto_store::random_bytes::<2>());
+                let wait = chanto_core::domain::retry_backoff(attempts, jitter);
+                let next = now_millis().saturating_add(wait.as_millis() as i64);
+                let _ = self.meta.record_order_failure(&fresh.name, attempts, Some(next)).await;
+                let again = humantime::format_duration(Duration::from_secs(wait.as_secs()));
+                tracing::warn!(domain = %fresh.name, attempts, retry_in = %again, error = %e, "certificate order failed");
+                // A certificate uploaded meanwhile stays what the name shows.
+                let uploaded = matches!(self.meta.domain(&fresh.name).await, Ok(Some(now)) if now.cert_id.is_some());
+                if !renewal && !uploaded {
+                    let hint = format!(
+                        "chanto tries again in {again} (attempt {attempts}); check that {} points at this installation's edges on port 80, then `chanto domains verify {} --site {}` to try at once",
+                        fresh.name, fresh.name, fresh.site
+                    );
+                    let _ = self.meta.set_domain_state(&fresh.name, DomainState::Failed, Some(&e), Some(&hint)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The order itself; the certificate's id once it is stored and published.
+    async fn issue_for(&self, orders: &AcmeOrders, lease: &str, d: &DomainRecord) -> Result<String, String> {
+        let service = self.domain_keys().ok_or("certificate keys cannot be sealed on this server")?;
+        let account = self.acme_account(orders, &service).await?;
+        let challenges = RoutedChallenges { control: self, site: d.site.clone() };
+        let issued = crate::acme::issue(
+            &account,
+            std::slice::from_ref(&d.name),
+            ChallengeKind::Http01,
+            &challenges,
+            orders.deadline,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let now = now_millis();
+        let checked = crate::certcheck::check_upload(
+            issued.chain_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            &d.name,
+            service.trust(),
+            now,
+        )
+        .map_err(|p| format!("the CA's certificate does not check out: {}", p.message))?;
+        let record = CertificateRecord {
+            id: checked.id.clone(),
+            source: CertificateSource::Acme,
+            names: checked.names,
+            chain_pem: checked.chain_pem,
+            key_sealed: service.seal(checked.key_pem.as_bytes()),
+            not_before: checked.not_before,
+            not_after: checked.not_after,
+            issuer: checked.issuer,
+            created_at: now,
+        };
+        // Only the lease holder stores: a node that lost it (paused past
+        // the lease) leaves the name to the one that has it now.
+        if !self.meta.take_lease(lease, &orders.owner, now, LEASE_MS).await.map_err(|e| e.to_string())? {
+            return Err("another node took over this order (the lease lapsed); its certificate wins".into());
+        }
+        self.meta
+            .store_certificate(&record, std::slice::from_ref(&d.name), "http", now)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.meta.prune_certificates().await {
+            tracing::warn!(error = %e, "could not prune unused certificates");
+        }
+        self.publish_routing(RoutingChange::site(&d.site)).await.map_err(|e| e.to_string())?;
+        Ok(record.id)
+    }
+
+    /// The ACME account: made once per directory and kept in the store
+    /// (sealed); two nodes making one at once end up using the first stored.
+    async fn acme_account(
+        &self,
+        orders: &AcmeOrders,
+        service: &crate::domains::DomainService,
+    ) -> Result<AcmeAccount, String> {
+        let mut cached = orders.account.lock().await;
+        if let Some(a) = cached.as_ref() {
+            return Ok(a.clone());
+        }
+        let dir = orders.directory();
+        let stored = match self.meta.acme_account(dir).await.map_err(|e| e.to_string())? {
+            Some(sealed) => Some(service.open(&sealed)?),
+            None => None,
+        };
+        let (account, credentials) =
+            crate::acme::account(&orders.config, stored.as_deref()).await.map_err(|e| e.to_string())?;
+        let account = if stored.as_deref() == Some(credentials.as_str()) {
+            account
+        } else {
+            let sealed = service.seal(credentials.as_bytes());
+            let kept = self.meta.put_acme_account(dir, &sealed, now_millis()).await.map_err(|e| e.to_string())?;
+            if kept == sealed {
+                account
+            } else {
+                let other = service.open(&kept)?;
+                crate::acme::account(&orders.config, Some(&other)).await.map_err(|e| e.to_string())?.0
+            }
+        };
+        *cached = Some(account.clone());
+        Ok(account)
+    }
+}

@@ -1,0 +1,122 @@
+//! Automatic certificates through the binary, against a real ACME CA
+//! (Debian's pebble, with pebble-challtestsrv answering 127.0.0.1 for every
+//! name): `chanto serve --https --acme-directory` orders a certificate for a
+//! custom domain once it is verified, the CA validates HTTP-01 on the real
+//! edge, and the edge serves the certificate by SNI. A name nobody added, or
+//! one never verified, creates no order however often it is asked for.
+
+mod util;
+
+#[allow(dead_code)]
+#[path = "../../chanto-control/tests/acme/pebble.rs"]
+mod pebble;
+
+use std::time::Duration;
+
+use util::{Server, http_get, write_tree};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET `https://{name}/` at `https`, trusting only `root` (PEM).
+async fn https_get(root: &str, https: std::net::SocketAddr, name: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(name, https)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = client.get(format!("https://{name}/")).send().await.map_err(|e| format!("{e:?}"))?;
+    r.text().await.map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names_get_none() {
+    let edge_port = free_port();
+    let ca = pebble::Pebble::start_with(pebble::Options { http_port: Some(edge_port), ..Default::default() }).await;
+    let (issuing_root, _) = ca.ca_certificates().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let acme_root = tmp.path().join("pebble-https-root.pem");
+    std::fs::write(&acme_root, &ca.https_root_pem).unwrap();
+    let issued_roots = tmp.path().join("pebble-issuing-root.pem");
+    std::fs::write(&issued_roots, &issuing_root).unwrap();
+    let edge = format!("127.0.0.1:{edge_port}");
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &[
+            "--edge",
+            &edge,
+            "--https",
+            "127.0.0.1:0",
+            "--domain-check-addr",
+            &edge,
+            "--acme-directory",
+            &ca.directory_url,
+            "--acme-root",
+            acme_root.to_str().unwrap(),
+            "--acme-email",
+            "ops@example.test",
+            // Issued chains must lead to a trusted root, as uploads do.
+            "--certificate-roots",
+            issued_roots.to_str().unwrap(),
+        ],
+    );
+    let addresses: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.data.join("addresses.json")).unwrap()).unwrap();
+    let https: std::net::SocketAddr = addresses["https"].as_str().unwrap().parse().unwrap();
+    server.cli(&["sites", "create", "shop"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>shop</h1>")]);
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "shop"]).ok();
+
+    // Added but not verified: served over HTTP, never ordered.
+    server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
+    server.cli(&["domains", "add", "later.example.test", "--site", "shop", "--no-www"]).ok();
+    assert_eq!(http_get(&edge, "shop.example.test", "/").unwrap().status, 200);
+    // Names nobody added, asked for by SNI and Host, many times.
+    for i in 0..20 {
+        let name = format!("random{i}.example.test");
+        assert!(https_get(&issuing_root, https, &name).await.is_err());
+        assert_eq!(http_get(&edge, &name, "/").unwrap().status, 404);
+    }
+
+    // Verify: the order starts, the CA checks HTTP-01 on the edge, and the
+    // edge serves the certificate by SNI.
+    server.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        match https_get(&issuing_root, https, "shop.example.test").await {
+            Ok(body) => break body,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no certificate within 60 s: {e}\n{}\nchanto:\n{}\n{}",
+                    server.cli(&["domains", "list", "--site", "shop"]).run().stdout(),
+                    server.stderr(),
+                    ca.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(body, "<h1>shop</h1>");
+    let list = server.cli(&["domains", "list", "--site", "shop", "--json"]).ok().json();
+    let shop = list.as_array().unwrap().iter().find(|d| d["name"] == "shop.example.test").unwrap();
+    assert_eq!(shop["state"], "active", "{shop:#}");
+    assert_eq!(shop["certificate"]["source"], "acme", "{shop:#}");
+    let later = list.as_array().unwrap().iter().find(|d| d["name"] == "later.example.test").unwrap();
+    assert_eq!(later["state"], "pending_verification", "never verified, never ordered: {later:#}");
+    // Plain HTTP now goes to HTTPS; the ACME path never does.
+    let r = http_get(&edge, "shop.example.test", "/x").unwrap();
+    assert_eq!((r.status, r.header("location")), (301, Some("https://shop.example.test/x")));
+    assert_eq!(http_get(&edge, "shop.example.test", "/.well-known/acme-challenge/t").unwrap().header("location"), None);
+
+    // Exactly one order reached the CA: the verified name's.
+    let log = ca.logs();
+    let orders = log.lines().filter(|l| l.contains("POST /order-plz")).count();
+    assert_eq!(orders, 1, "orders at the CA:\n{log}");
+    assert!(!log.contains("random0.example.test") && !log.contains("later.example.test"), "{log}");
+}
