@@ -30,8 +30,10 @@ use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, ChallengeKind, Challenges};
 const LEASE_MS: i64 = 10 * 60 * 1000;
 /// Orders started in one pass, at most.
 const ORDERS_PER_PASS: usize = 4;
-/// How often the loop looks for work when nothing wakes it.
+/// The longest the loop sleeps when nothing wakes it.
 const PASS_EVERY: Duration = Duration::from_secs(60);
+/// The shortest pause between passes.
+const PASS_MIN: Duration = Duration::from_secs(1);
 
 /// The ACME settings of this control plane, and what it keeps between orders.
 pub struct AcmeOrders {
@@ -77,6 +79,9 @@ pub struct PassReport {
     pub failed: Vec<(String, String)>,
     /// Names another node holds the lease of.
     pub skipped: Vec<String>,
+    /// When the next name falls due (a renewal, the end of a backoff), if
+    /// before the next regular pass.
+    pub next_due: Option<i64>,
 }
 
 /// Publishes HTTP-01 challenges through the store and the routing table.
@@ -126,19 +131,27 @@ impl Challenges for RoutedChallenges<'_> {
     }
 }
 
-/// Whether `d` needs an order now: verified, not waiting out a backoff, and
-/// without a certificate, or with one this loop ordered that is due for
-/// renewal (uploaded certificates are the user's to renew).
+/// When `d` needs an order: verified, after any backoff, and at once
+/// without a certificate, or when a certificate this loop ordered is due
+/// for renewal (uploaded certificates are the user's to renew). `None`:
+/// never (as things stand).
+fn due_at(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>) -> Option<i64> {
+    if d.verified_at.is_none() || d.name.starts_with("*.") {
+        return None;
+    }
+    let wanted = match &d.cert_id {
+        None => i64::MIN,
+        Some(id) => {
+            let c = certs.get(id).filter(|c| c.source == CertificateSource::Acme)?;
+            chanto_core::domain::renewal_due(c.not_before, c.not_after)
+        }
+    };
+    Some(wanted.max(d.next_attempt_at.unwrap_or(i64::MIN)))
+}
+
+/// Whether `d` needs an order now (see [`due_at`]).
 fn wants_order(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>, now: i64) -> bool {
-    if d.verified_at.is_none() || d.name.starts_with("*.") || d.next_attempt_at.is_some_and(|t| t > now) {
-        return false;
-    }
-    match &d.cert_id {
-        None => true,
-        Some(id) => certs.get(id).is_some_and(|c| {
-            c.source == CertificateSource::Acme && now >= chanto_core::domain::renewal_due(c.not_before, c.not_after)
-        }),
-    }
+    due_at(d, certs).is_some_and(|t| t <= now)
 }
 
 impl Control {
@@ -163,14 +176,30 @@ impl Control {
     pub async fn run_acme(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let Some(orders) = self.acme.get().cloned() else { return };
         loop {
-            match self.acme_pass().await {
-                Ok(report) if report != PassReport::default() => tracing::info!(?report, "ACME pass"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "ACME pass failed; trying again in a minute"),
-            }
+            let pause = match self.acme_pass().await {
+                Ok(report) => {
+                    if !(report.issued.is_empty() && report.failed.is_empty() && report.skipped.is_empty()) {
+                        tracing::info!(issued = ?report.issued, failed = ?report.failed, skipped = ?report.skipped, "ACME pass");
+                    }
+                    // Sleep until the next name falls due, within bounds;
+                    // after an order, look again at once (its certificate,
+                    // or its backoff, sets the next time).
+                    let worked = !(report.issued.is_empty() && report.failed.is_empty());
+                    report
+                        .next_due
+                        .filter(|_| !worked)
+                        .map(|t| Duration::from_millis(t.saturating_sub(now_millis()).max(0) as u64))
+                        .unwrap_or(if worked { PASS_MIN } else { PASS_EVERY })
+                        .clamp(PASS_MIN, PASS_EVERY)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ACME pass failed; trying again in a minute");
+                    PASS_EVERY
+                }
+            };
             tokio::select! {
                 _ = orders.wake.notified() => {}
-                _ = tokio::time::sleep(PASS_EVERY) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -184,14 +213,10 @@ impl Control {
         let now = now_millis();
         let certs: HashMap<String, CertificateRecord> =
             self.meta.certificates_in_use().await?.into_iter().map(|c| (c.id.clone(), c)).collect();
-        let due: Vec<DomainRecord> = self
-            .meta
-            .domains(None)
-            .await?
-            .into_iter()
-            .filter(|d| wants_order(d, &certs, now))
-            .take(ORDERS_PER_PASS)
-            .collect();
+        let domains = self.meta.domains(None).await?;
+        report.next_due = domains.iter().filter_map(|d| due_at(d, &certs)).filter(|t| *t > now).min();
+        let due: Vec<DomainRecord> =
+            domains.into_iter().filter(|d| wants_order(d, &certs, now)).take(ORDERS_PER_PASS).collect();
         for d in due {
             let lease = format!("acme:{}", d.name);
             if !self.meta.take_lease(&lease, &orders.owner, now_millis(), LEASE_MS).await? {
@@ -247,13 +272,18 @@ impl Control {
                 let again = humantime::format_duration(Duration::from_secs(wait.as_secs()));
                 tracing::warn!(domain = %fresh.name, attempts, retry_in = %again, error = %e, "certificate order failed");
                 // A certificate uploaded meanwhile stays what the name shows.
-                let uploaded = matches!(self.meta.domain(&fresh.name).await, Ok(Some(now)) if now.cert_id.is_some());
-                if !renewal && !uploaded {
+                let uploaded =
+                    matches!(self.meta.domain(&fresh.name).await, Ok(Some(now)) if now.cert_id != fresh.cert_id);
+                if !uploaded {
                     let hint = format!(
                         "chanto tries again in {again} (attempt {attempts}); check that {} points at this installation's edges on port 80, then `chanto domains verify {} --site {}` to try at once",
                         fresh.name, fresh.name, fresh.site
                     );
-                    let _ = self.meta.set_domain_state(&fresh.name, DomainState::Failed, Some(&e), Some(&hint)).await;
+                    // A failed renewal keeps the certificate it has (and
+                    // the name active) and says why it is not renewed.
+                    let state = if renewal { DomainState::Active } else { DomainState::Failed };
+                    let why = if renewal { format!("renewal failed: {e}") } else { e.clone() };
+                    let _ = self.meta.set_domain_state(&fresh.name, state, Some(&why), Some(&hint)).await;
                 }
                 Err(e)
             }

@@ -194,6 +194,11 @@ fn refuse_control_flags(args: &ServeArgs) -> anyhow::Result<()> {
     if args.public_api_url.is_some() {
         bail!("--role edge has no API: drop --public-api-url");
     }
+    if args.acme_directory.is_some() || args.acme_email.is_some() || args.acme_root.is_some() {
+        bail!(
+            "--role edge orders no certificates (the control plane does, and the node fetches them): drop --acme-directory, --acme-email and --acme-root"
+        );
+    }
     Ok(())
 }
 

@@ -33,10 +33,19 @@ async fn https_get(root: &str, https: std::net::SocketAddr, name: &str) -> Resul
     r.text().await.map_err(|e| e.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names_get_none() {
+/// Pebble, and `chanto serve` ordering from it with site `shop` deployed.
+struct Setup {
+    ca: pebble::Pebble,
+    server: Server,
+    edge: String,
+    https: std::net::SocketAddr,
+    issuing_root: String,
+    _tmp: tempfile::TempDir,
+}
+
+async fn start(options: pebble::Options) -> Setup {
     let edge_port = free_port();
-    let ca = pebble::Pebble::start_with(pebble::Options { http_port: Some(edge_port), ..Default::default() }).await;
+    let ca = pebble::Pebble::start_with(pebble::Options { http_port: Some(edge_port), ..options }).await;
     let (issuing_root, _) = ca.ca_certificates().await;
     let tmp = tempfile::tempdir().unwrap();
     let acme_root = tmp.path().join("pebble-https-root.pem");
@@ -71,7 +80,43 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names
     let site = tmp.path().join("site");
     write_tree(&site, &[("index.html", "<h1>shop</h1>")]);
     server.cli(&["deploy", site.to_str().unwrap(), "--site", "shop"]).ok();
+    Setup { ca, server, edge, https, issuing_root, _tmp: tmp }
+}
 
+impl Setup {
+    /// The domain as `chanto domains list --json` shows it.
+    fn domain(&self, name: &str) -> serde_json::Value {
+        let list = self.server.cli(&["domains", "list", "--site", "shop", "--json"]).ok().json();
+        list.as_array().unwrap().iter().find(|d| d["name"] == name).cloned().unwrap()
+    }
+
+    /// Waits (up to `limit`) until `check` holds of the domain `name`.
+    async fn wait_domain(
+        &self,
+        name: &str,
+        limit: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let d = self.domain(name);
+            if check(&d) {
+                return d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} after {limit:?}: {d:#}\nchanto:\n{}\n{}",
+                self.server.stderr(),
+                self.ca.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names_get_none() {
+    let Setup { ca, server, edge, https, issuing_root, _tmp } = start(pebble::Options::default()).await;
     // Added but not verified: served over HTTP, never ordered.
     server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
     server.cli(&["domains", "add", "later.example.test", "--site", "shop", "--no-www"]).ok();
@@ -119,4 +164,35 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names
     let orders = log.lines().filter(|l| l.contains("POST /order-plz")).count();
     assert_eq!(orders, 1, "orders at the CA:\n{log}");
     assert!(!log.contains("random0.example.test") && !log.contains("later.example.test"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_old_one() {
+    // 30 s certificates: renewal falls due 20 s after each is issued.
+    let mut s = start(pebble::Options { validity_secs: Some(30), ..Default::default() }).await;
+    s.server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
+    s.server.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).ok();
+    let first = s.wait_domain("shop.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
+    let first_id = first["certificate"]["id"].as_str().unwrap().to_owned();
+    // Renewed: a new certificate replaces it, the name stays active throughout.
+    let second = s
+        .wait_domain("shop.example.test", Duration::from_secs(60), |d| {
+            assert_eq!(d["state"], "active", "{d:#}");
+            d["certificate"]["id"].as_str().is_some_and(|id| id != first_id)
+        })
+        .await;
+    assert_eq!(second["certificate"]["source"], "acme");
+    assert_eq!(https_get(&s.issuing_root, s.https, "shop.example.test").await.unwrap(), "<h1>shop</h1>");
+    // The CA goes away: the next renewal fails, the old certificate is
+    // still served, and the domain says why it is not renewed.
+    s.ca.stop_ca();
+    let failing = s
+        .wait_domain("shop.example.test", Duration::from_secs(60), |d| {
+            d["reason"].as_str().is_some_and(|r| r.contains("renewal failed"))
+        })
+        .await;
+    assert_eq!(failing["state"], "active", "{failing:#}");
+    assert_eq!(failing["certificate"]["id"], second["certificate"]["id"]);
+    assert!(failing["hint"].as_str().unwrap().contains("tries again in"), "{failing:#}");
+    assert_eq!(https_get(&s.issuing_root, s.https, "shop.example.test").await.unwrap(), "<h1>shop</h1>");
 }

@@ -213,6 +213,10 @@ fn edge_role_flags_are_checked_with_the_fix_named() {
             "give an https:// control URL",
         ),
         (
+            &["--control", "http://127.0.0.1:1", "--node-token", t, "--blobs", "s3://b/p", "--acme-email", "a@b.c"],
+            "orders no certificates",
+        ),
+        (
             &[
                 "--control",
                 "http://127.0.0.1:1",

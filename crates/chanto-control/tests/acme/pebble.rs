@@ -37,6 +37,9 @@ pub struct Options {
     /// Validate HTTP-01 challenges on this port (a real chanto edge)
     /// instead of the test's own responder.
     pub http_port: Option<u16>,
+    /// The lifetime of the certificates Pebble issues, in seconds
+    /// (`certificateValidityPeriod`; Pebble's default otherwise).
+    pub validity_secs: Option<u64>,
 }
 
 /// One running Pebble and its DNS server, and the responders it validates against.
@@ -212,6 +215,9 @@ impl Pebble {
                 "externalAccountBindingRequired": !options.eab_keys.is_empty(),
             }
         });
+        if let Some(secs) = options.validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = secs.into();
+        }
         if !options.eab_keys.is_empty() {
             let keys: serde_json::Map<String, serde_json::Value> =
                 options.eab_keys.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
