@@ -31,12 +31,20 @@ pub struct EdgeCerts {
     loaded: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// The name → certificate id of the last table applied.
     applied: Mutex<Vec<(String, String)>>,
+    /// Each name served and when its certificate ends (unix seconds), for `/metrics`.
+    expiry: Mutex<Vec<(String, i64)>>,
+}
+
+/// When the leaf of `key` ends (unix seconds), if it parses.
+fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(key.end_entity_cert().ok()?.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 impl EdgeCerts {
     /// Certificates for `store`, loaded from `source`.
     pub fn new(store: Arc<CertStore>, source: Arc<dyn CertSource>) -> Self {
-        Self { store, source, loaded: Mutex::default(), applied: Mutex::default() }
+        Self { store, source, loaded: Mutex::default(), applied: Mutex::default(), expiry: Mutex::default() }
     }
 
     /// The store the HTTPS listener reads.
@@ -90,10 +98,26 @@ impl EdgeCerts {
         let in_use: std::collections::HashSet<&String> = wanted.iter().map(|(_, id)| id).collect();
         loaded.retain(|id, _| in_use.contains(id));
         tracing::debug!(names = entries.len(), certificates = loaded.len(), "edge certificates updated");
+        *self.expiry.lock().expect("certs lock") =
+            entries.iter().filter_map(|(name, key)| Some((name.clone(), not_after(key)?))).collect();
         self.store.replace(entries);
         drop(loaded);
         if !failed {
             *self.applied.lock().expect("certs lock") = wanted;
+        }
+    }
+
+    /// Prometheus lines: the store's counters, and the seconds left on the
+    /// certificate of each name served (negative once it has expired).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.store.render_metrics(out);
+        out.push_str("# HELP chanto_edge_certificate_expiry_seconds Seconds until the certificate this edge serves for a name expires (negative: expired).\n# TYPE chanto_edge_certificate_expiry_seconds gauge\n");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        for (name, end) in self.expiry.lock().expect("certs lock").iter() {
+            // Names are LDH hostnames; escape anyway, as the format asks.
+            let label = name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = writeln!(out, "chanto_edge_certificate_expiry_seconds{{name=\"{label}\"}} {}", end - now);
         }
     }
 

@@ -224,7 +224,7 @@ impl Edge {
             render(out);
         }
         if let Some(certs) = self.certs.get() {
-            certs.store().render_metrics(out);
+            certs.render_metrics(out);
         }
     }
 

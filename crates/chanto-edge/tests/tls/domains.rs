@@ -348,4 +348,8 @@ async fn certificates_follow_the_table_and_a_failing_one_never_redirects() {
     };
     assert_eq!(value("chanto_edge_tls_certificates"), 1);
     assert_eq!(value("chanto_edge_tls_unknown_sni_total"), 4);
+    // Seconds left on each name's certificate (only the names served).
+    let left: i64 = value("chanto_edge_certificate_expiry_seconds{name=\"example.com\"}") as i64;
+    assert!(left > 3600, "{metrics}");
+    assert!(!metrics.contains("name=\"staging.example.com\""), "{metrics}");
 }
