@@ -196,3 +196,85 @@ async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_
     assert!(failing["hint"].as_str().unwrap().contains("tries again in"), "{failing:#}");
     assert_eq!(https_get(&s.issuing_root, s.https, "shop.example.test").await.unwrap(), "<h1>shop</h1>");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_store_order_each_name_once_and_both_serve_it() {
+    use chanto_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let url = chanto_testkit::pg::shared().create_database("acme_two");
+    let s3 = S3Server::start();
+    let bucket = s3.create_bucket();
+    let blobs = format!("s3://{bucket}/prod");
+    let endpoint = s3.endpoint();
+    let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY), ("AWS_REGION", "us-east-1")];
+    let edge_port = free_port();
+    let ca = pebble::Pebble::start_with(pebble::Options { http_port: Some(edge_port), ..Default::default() }).await;
+    let (issuing_root, _) = ca.ca_certificates().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let acme_root = tmp.path().join("acme-root.pem");
+    std::fs::write(&acme_root, &ca.https_root_pem).unwrap();
+    let issued_roots = tmp.path().join("issuing-root.pem");
+    std::fs::write(&issued_roots, &issuing_root).unwrap();
+    let edge_a = format!("127.0.0.1:{edge_port}");
+    let common = [
+        "--meta",
+        &url,
+        "--blobs",
+        &blobs,
+        "--s3-endpoint",
+        &endpoint,
+        "--https",
+        "127.0.0.1:0",
+        "--domain-check-addr",
+        &edge_a,
+        "--acme-directory",
+        &ca.directory_url,
+        "--acme-root",
+        acme_root.to_str().unwrap(),
+        "--certificate-roots",
+        issued_roots.to_str().unwrap(),
+    ];
+    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = Server::start_cmd_env("serve", &data_a, &[&common[..], &["--edge", &edge_a]].concat(), &env);
+    // The same install: its id, its sealing key and its admin token.
+    std::fs::create_dir_all(&data_b).unwrap();
+    for f in ["install-id", "secret.key", "admin.token"] {
+        std::fs::copy(data_a.join(f), data_b.join(f)).unwrap();
+    }
+    let b = Server::start_cmd_env("serve", &data_b, &common, &env);
+    let https_of = |s: &Server| -> std::net::SocketAddr {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.data.join("addresses.json")).unwrap()).unwrap();
+        v["https"].as_str().unwrap().parse().unwrap()
+    };
+    a.cli(&["sites", "create", "shop"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>shop</h1>")]);
+    a.cli(&["deploy", site.to_str().unwrap(), "--site", "shop"]).ok();
+    a.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
+    // Both nodes are woken for the name at about the same time.
+    let (va, vb) = std::thread::scope(|sc| {
+        let va = sc.spawn(|| a.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).run());
+        let vb = sc.spawn(|| b.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).run());
+        (va.join().unwrap(), vb.join().unwrap())
+    });
+    assert!(va.out.status.success() && vb.out.status.success(), "{}\n{}", va.report(), vb.report());
+    // Both edges serve it by SNI.
+    for (node, server) in [("A", &a), ("B", &b)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while https_get(&issuing_root, https_of(server), "shop.example.test").await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {node} serves no certificate\nA:\n{}\nB:\n{}\n{}",
+                a.stderr(),
+                b.stderr(),
+                ca.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // One order, one certificate: the other node found the lease taken or the name done.
+    let log = ca.logs();
+    assert_eq!(log.lines().filter(|l| l.contains("POST /order-plz")).count(), 1, "{log}");
+    let accounts = log.lines().filter(|l| l.contains("POST /sign-me-up")).count();
+    assert!(accounts <= 2, "{log}");
+}
