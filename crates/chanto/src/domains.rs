@@ -164,7 +164,20 @@ pub async fn certs(client: &Client, cmd: CertsCommand, json: bool) -> anyhow::Re
         CertsCommand::Upload { domain, site, cert, key } => {
             let body = UploadCertificate { chain_pem: read_pem("--cert", &cert)?, key_pem: read_pem("--key", &key)? };
             let r: UploadedCertificate =
-                client.put(&format!("{}/certificate", domain_path(&site, &domain)?), &body).await?;
+                client.put(&format!("{}/certificate", domain_path(&site, &domain)?), &body).await.map_err(|e| {
+                    // Name the file the server found wrong.
+                    let file = match e.code.as_deref() {
+                        Some("key_pem_invalid" | "key_unsupported") => Some(("--key", &key)),
+                        Some(c) if c.starts_with("cert_") || c.starts_with("chain_") || c == "names_do_not_cover" => {
+                            Some(("--cert", &cert))
+                        }
+                        _ => None,
+                    };
+                    match file {
+                        Some((flag, path)) => anyhow::anyhow!("{flag} {}: {e}", path.display()),
+                        None => anyhow::Error::new(e),
+                    }
+                })?;
             if json {
                 return print_json(&r);
             }

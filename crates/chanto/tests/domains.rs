@@ -233,7 +233,9 @@ fn hostile_domain_and_certificate_input_gets_a_clear_error_and_changes_nothing()
     let e = upload(&huge, &good.key);
     assert!(e.contains("too big"), "{e}");
     let e = upload(&garbage, &good.key);
-    assert!(e.contains("certificate 1 of 1") && e.contains("base64"), "{e}");
+    assert!(e.contains("--cert") && e.contains("garbage.pem") && e.contains("base64"), "{e}");
+    let e = upload(&good.cert, &garbage);
+    assert!(e.contains("--key") && e.contains("garbage.pem"), "{e}");
     let e = upload(&good.cert, &other.key);
     assert!(e.contains("key"), "{e}");
     let e = upload(&wrong_name.cert, &wrong_name.key);
