@@ -60,6 +60,8 @@ pub struct AcmeConfig {
     /// CA's own HTTPS endpoint: a private CA (step-ca, Pebble) signs it with a
     /// root no public trust store has.
     pub extra_roots_pem: Option<String>,
+    /// How the order loop proves the names (the edges answer both).
+    pub challenge: ChallengeKind,
 }
 
 /// An External Account Binding key, as the CA shows it in its account page.
@@ -152,7 +154,15 @@ pub trait Challenges: Send + Sync {
 
     /// Present `cert` to TLS connections for SNI `name` that offer only ALPN
     /// [`ACME_TLS_ALPN_PROTOCOL`]. `Err` carries a reason; issuing stops there.
-    async fn put_tls_alpn01(&self, name: &str, cert: AlpnCert) -> Result<(), String>;
+    /// `token` and `key_authorization` are the challenge's, for the record
+    /// (the certificate already carries the digest of the key authorization).
+    async fn put_tls_alpn01(
+        &self,
+        name: &str,
+        token: &str,
+        key_authorization: &str,
+        cert: AlpnCert,
+    ) -> Result<(), String>;
 
     /// Stop answering the challenge published for `name` (`token` is the
     /// HTTP-01 token; for TLS-ALPN-01 it is the challenge's token too, but the
@@ -553,7 +563,7 @@ async fn issue_inner(
             ChallengeKind::Http01 => challenges.put_http01(&name, &token, key_authorization.as_str()).await,
             ChallengeKind::TlsAlpn01 => {
                 let cert = tls_alpn01_certificate(&name, key_authorization.as_str())?;
-                challenges.put_tls_alpn01(&name, cert).await
+                challenges.put_tls_alpn01(&name, &token, key_authorization.as_str(), cert).await
             }
         };
         put.map_err(|e| {

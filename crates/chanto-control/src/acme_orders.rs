@@ -23,7 +23,7 @@ use chanto_store::{
 };
 
 use crate::Control;
-use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, ChallengeKind, Challenges};
+use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, Challenges};
 
 /// How long a node holds a name's order lease before another may take it
 /// (it is renewed before each step that matters).
@@ -91,6 +91,16 @@ struct RoutedChallenges<'a> {
 }
 
 impl RoutedChallenges<'_> {
+    /// Stores the challenge on the domain and sends it to every edge.
+    async fn put(&self, name: &str, challenge: &AcmeChallenge) -> Result<(), String> {
+        self.control
+            .meta
+            .set_challenge(name, Some(challenge))
+            .await
+            .map_err(|e| format!("storing the challenge: {e}"))?;
+        self.publish().await
+    }
+
     async fn publish(&self) -> Result<(), String> {
         let version = self
             .control
@@ -107,17 +117,24 @@ impl RoutedChallenges<'_> {
 #[async_trait]
 impl Challenges for RoutedChallenges<'_> {
     async fn put_http01(&self, name: &str, token: &str, key_authorization: &str) -> Result<(), String> {
-        let challenge = AcmeChallenge { token: token.to_owned(), key_authorization: key_authorization.to_owned() };
-        self.control
-            .meta
-            .set_challenge(name, Some(&challenge))
-            .await
-            .map_err(|e| format!("storing the challenge: {e}"))?;
-        self.publish().await
+        let challenge =
+            AcmeChallenge { token: token.to_owned(), key_authorization: key_authorization.to_owned(), alpn_pem: None };
+        self.put(name, &challenge).await
     }
 
-    async fn put_tls_alpn01(&self, name: &str, _cert: AlpnCert) -> Result<(), String> {
-        Err(format!("{name}: the edges answer HTTP-01 challenges only"))
+    async fn put_tls_alpn01(
+        &self,
+        name: &str,
+        token: &str,
+        key_authorization: &str,
+        cert: AlpnCert,
+    ) -> Result<(), String> {
+        let challenge = AcmeChallenge {
+            token: token.to_owned(),
+            key_authorization: key_authorization.to_owned(),
+            alpn_pem: Some(format!("{}{}", cert.cert_pem, cert.key_pem)),
+        };
+        self.put(name, &challenge).await
     }
 
     async fn remove(&self, name: &str, _token: &str) {
@@ -298,7 +315,7 @@ impl Control {
         let issued = crate::acme::issue(
             &account,
             std::slice::from_ref(&d.name),
-            ChallengeKind::Http01,
+            orders.config.challenge,
             &challenges,
             orders.deadline,
         )

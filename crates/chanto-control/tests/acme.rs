@@ -21,6 +21,7 @@ fn config(pebble: &Pebble) -> AcmeConfig {
         contact_email: Some("certs@example.test".to_owned()),
         eab: None,
         extra_roots_pem: Some(pebble.https_root_pem.clone()),
+        challenge: ChallengeKind::Http01,
     }
 }
 
@@ -208,6 +209,7 @@ async fn an_unreachable_ca_is_retryable() {
         contact_email: None,
         eab: None,
         extra_roots_pem: None,
+        challenge: ChallengeKind::Http01,
     };
     let err = acme::account(&config, None).await.unwrap_err();
     assert!(err.retryable, "{err}");

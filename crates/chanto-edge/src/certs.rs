@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chanto_store::RoutingTable;
 use rustls::sign::CertifiedKey;
 
-use crate::tls::{CertStore, certified_key};
+use crate::tls::{CertStore, certified_key, challenge_key};
 
 /// Where the edge gets a certificate's chain and key (PEM) by id.
 #[async_trait]
@@ -33,6 +33,8 @@ pub struct EdgeCerts {
     applied: Mutex<Vec<(String, String)>>,
     /// Each name served and when its certificate ends (unix seconds), for `/metrics`.
     expiry: Mutex<Vec<(String, i64)>>,
+    /// The TLS-ALPN-01 challenges of the last table applied (name, PEM).
+    challenges: Mutex<Vec<(String, String)>>,
 }
 
 /// When the leaf of `key` ends (unix seconds), if it parses.
@@ -44,7 +46,14 @@ fn not_after(key: &CertifiedKey) -> Option<i64> {
 impl EdgeCerts {
     /// Certificates for `store`, loaded from `source`.
     pub fn new(store: Arc<CertStore>, source: Arc<dyn CertSource>) -> Self {
-        Self { store, source, loaded: Mutex::default(), applied: Mutex::default(), expiry: Mutex::default() }
+        Self {
+            store,
+            source,
+            loaded: Mutex::default(),
+            applied: Mutex::default(),
+            expiry: Mutex::default(),
+            challenges: Mutex::default(),
+        }
     }
 
     /// The store the HTTPS listener reads.
@@ -56,6 +65,7 @@ impl EdgeCerts {
     /// certificate is served it. A certificate that cannot be loaded is
     /// logged and its names keep what they had (or get none).
     pub async fn apply(&self, table: &RoutingTable) {
+        self.apply_challenges(table);
         let mut wanted: Vec<(String, String)> = table
             .sites
             .values()
@@ -105,6 +115,33 @@ impl EdgeCerts {
         if !failed {
             *self.applied.lock().expect("certs lock") = wanted;
         }
+    }
+
+    /// Brings the TLS-ALPN-01 challenge certificates in step with `table`
+    /// (few, and only while orders are under way: parsed again whenever
+    /// they change).
+    fn apply_challenges(&self, table: &RoutingTable) {
+        let mut wanted: Vec<(String, String)> = table
+            .sites
+            .values()
+            .flat_map(|part| part.domains.iter())
+            .filter_map(|d| Some((d.name.clone(), d.challenge.as_ref()?.alpn_pem.clone()?)))
+            .collect();
+        wanted.sort();
+        let mut applied = self.challenges.lock().expect("certs lock");
+        if *applied == wanted {
+            return;
+        }
+        let keys = wanted.iter().filter_map(|(name, pem)| match challenge_key(pem) {
+            Ok(key) => Some((name.clone(), key)),
+            Err(e) => {
+                tracing::warn!(domain = %name, error = %e, "a TLS-ALPN-01 challenge certificate could not be loaded; the CA's check of this name fails");
+                None
+            }
+        });
+        self.store.replace_challenges(keys);
+        tracing::debug!(challenges = wanted.len(), "TLS-ALPN-01 challenges updated");
+        *applied = wanted;
     }
 
     /// Prometheus lines: the store's counters, and the seconds left on the

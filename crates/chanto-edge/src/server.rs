@@ -341,7 +341,7 @@ async fn tls_connection(
         return;
     }
     let handshake = tokio::time::timeout(tls.shared.limits.header_read_timeout, tls.acceptor.accept(stream));
-    let stream = tokio::select! {
+    let mut stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -355,6 +355,12 @@ async fn tls_connection(
         },
         _ = stopping.changed() => return,
     };
+    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        // The CA's TLS-ALPN-01 check: the handshake was the whole answer
+        // (RFC 8737 §3: no data follows).
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+        return;
+    }
     let builder = match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => &tls.h2,
         Some(b"http/1.1") => &tls.h1,

@@ -183,9 +183,12 @@ fn domain_targets(site: &str, part: &SiteRouting) -> Vec<(String, Arc<DomainTarg
                 site: site_name.clone(),
                 primary: primary.filter(|p| p.name != d.name).map(|p| Arc::from(p.name.as_str())),
                 verify_token: Arc::from(d.verify_token.as_str()),
+                // A TLS-ALPN-01 challenge is answered by the TLS listener
+                // (`EdgeCerts`), not on the HTTP path.
                 challenge: d
                     .challenge
                     .as_ref()
+                    .filter(|c| c.alpn_pem.is_none())
                     .map(|c| (Arc::from(c.token.as_str()), Arc::from(c.key_authorization.as_str()))),
                 https_redirect: tls.https_redirect,
                 hsts: hsts.clone(),

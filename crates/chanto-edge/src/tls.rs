@@ -17,6 +17,13 @@
 //! Protocols: TLS 1.2 and 1.3 only (ring provider), ALPN `h2` then
 //! `http/1.1`, session resumption by session id (a bounded in-memory cache)
 //! and by stateless tickets (rustls's ring ticketer, whose keys rotate).
+//!
+//! ACME TLS-ALPN-01 (RFC 8737): a client that offers ALPN `acme-tls/1` and
+//! nothing else is the CA checking a name; it gets the challenge certificate
+//! of that name while an order is under way ([`CertStore::replace_challenges`])
+//! and nothing otherwise — never a site's certificate, and a normal client
+//! never gets a challenge certificate. The connection closes after the
+//! handshake ([`crate::server::serve_tls`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +39,9 @@ use rustls::sign::CertifiedKey;
 /// that arrived over TLS.
 #[derive(Clone, Copy, Debug)]
 pub struct Secure;
+
+/// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Sessions remembered for resumption by session id (TLS 1.2 clients
 /// without ticket support); about 200 bytes each.
@@ -76,18 +86,47 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>
     Ok(Arc::new(certified))
 }
 
+/// Parses a TLS-ALPN-01 challenge certificate and its key (PEM, one after
+/// the other). Not [`certified_key`]: its key-match check runs webpki over
+/// the leaf, which refuses the critical `acmeIdentifier` extension every
+/// challenge certificate carries.
+pub fn challenge_key(pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the challenge certificate is not valid PEM: {e}"))?;
+    if chain.len() != 1 {
+        return Err(format!("a challenge has one self-signed certificate, not {}", chain.len()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| format!("the challenge certificate's key is not valid PEM: {e}"))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the challenge certificate's key is not usable: {e}"))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
 /// The certificates the edge serves, by name: swapped whole (`arc-swap`)
 /// when the set changes, read lock-free by each handshake.
 pub struct CertStore {
     names: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// TLS-ALPN-01 challenge certificates by exact name.
+    challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     unknown_sni: AtomicU64,
+    /// TLS-ALPN-01 handshakes given a challenge certificate.
+    acme_answered: AtomicU64,
 }
 
 impl CertStore {
     /// A store with no certificate: every handshake fails until
     /// [`CertStore::replace`] gives it some.
     pub fn new() -> Self {
-        Self { names: ArcSwap::from_pointee(HashMap::new()), unknown_sni: AtomicU64::new(0) }
+        Self {
+            names: ArcSwap::from_pointee(HashMap::new()),
+            challenges: ArcSwap::from_pointee(HashMap::new()),
+            unknown_sni: AtomicU64::new(0),
+            acme_answered: AtomicU64::new(0),
+        }
     }
 
     /// Replaces the whole set; the next handshake sees the new one. Keys
@@ -118,6 +157,17 @@ impl CertStore {
         names.get(&format!("*.{parent}")).cloned()
     }
 
+    /// Replaces the TLS-ALPN-01 challenge certificates (by exact name).
+    pub fn replace_challenges(&self, entries: impl IntoIterator<Item = (String, Arc<CertifiedKey>)>) {
+        let names = entries.into_iter().map(|(name, key)| (normalize(&name), key)).collect();
+        self.challenges.store(Arc::new(names));
+    }
+
+    /// The TLS-ALPN-01 challenge certificate for `sni`, while one is set.
+    pub fn lookup_challenge(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        self.challenges.load().get(&normalize(sni)).cloned()
+    }
+
     /// How many names (and patterns) have a certificate.
     pub fn len(&self) -> usize {
         self.names.load().len()
@@ -142,6 +192,8 @@ impl CertStore {
         let _ = writeln!(out, "chanto_edge_tls_unknown_sni_total {}", self.unknown_sni_total());
         out.push_str("# HELP chanto_edge_tls_certificates Names and wildcard patterns the edge has a certificate for.\n# TYPE chanto_edge_tls_certificates gauge\n");
         let _ = writeln!(out, "chanto_edge_tls_certificates {}", self.len());
+        out.push_str("# HELP chanto_edge_tls_acme_challenges_total TLS-ALPN-01 handshakes answered with a challenge certificate (the ACME CA checking a name).\n# TYPE chanto_edge_tls_acme_challenges_total counter\n");
+        let _ = writeln!(out, "chanto_edge_tls_acme_challenges_total {}", self.acme_answered.load(Ordering::Relaxed));
     }
 }
 
@@ -171,7 +223,20 @@ struct Resolver(Arc<CertStore>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let found = hello.server_name().and_then(|name| self.0.lookup(name));
+        // The CA's TLS-ALPN-01 check offers `acme-tls/1` alone (RFC 8737 §3);
+        // a client offering it with anything else is no CA and is served as
+        // any other (rustls then picks one of the others).
+        let mut alpn = hello.alpn().into_iter().flatten();
+        let acme = alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none();
+        let found = if acme {
+            let found = hello.server_name().and_then(|name| self.0.lookup_challenge(name));
+            if found.is_some() {
+                self.0.acme_answered.fetch_add(1, Ordering::Relaxed);
+            }
+            found
+        } else {
+            hello.server_name().and_then(|name| self.0.lookup(name))
+        };
         if found.is_none() {
             self.0.unknown_sni.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(sni = ?hello.server_name(), "TLS handshake refused: no certificate for this name");
@@ -181,7 +246,8 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// The `--https` listener's rustls configuration: ring, TLS 1.2 and 1.3,
-/// ALPN `h2` and `http/1.1`, the certificate chosen from `store` by SNI
+/// ALPN `h2` and `http/1.1` (and `acme-tls/1` for the CA's TLS-ALPN-01
+/// check), the certificate chosen from `store` by SNI
 /// (an unknown or absent name fails the handshake, counted), and session
 /// resumption (a bounded session cache and stateless tickets).
 pub fn server_config(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
@@ -191,7 +257,9 @@ pub fn server_config(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(store)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // rustls picks the first of these the client offers: `acme-tls/1` only
+    // when the client offers nothing else.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     match rustls::crypto::ring::Ticketer::new() {
         Ok(ticketer) => config.ticketer = ticketer,

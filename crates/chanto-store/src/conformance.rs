@@ -1092,7 +1092,16 @@ pub async fn domain_store(meta: &dyn MetaStore) {
 
     // ACME: a challenge and the backoff ride on the domain until a
     // certificate is stored, which clears them.
-    let ch = AcmeChallenge { token: "tok_A-b".into(), key_authorization: "tok_A-b.thumb".into() };
+    // A TLS-ALPN-01 challenge keeps its certificate; an HTTP-01 one put
+    // after it has none.
+    let alpn = AcmeChallenge {
+        token: "tok_A-b".into(),
+        key_authorization: "tok_A-b.thumb".into(),
+        alpn_pem: Some("-----BEGIN CERTIFICATE-----\n...".into()),
+    };
+    meta.set_challenge("www.example.com", Some(&alpn)).await.unwrap();
+    assert_eq!(meta.domain("www.example.com").await.unwrap().unwrap().challenge, Some(alpn));
+    let ch = AcmeChallenge { token: "tok_A-b".into(), key_authorization: "tok_A-b.thumb".into(), alpn_pem: None };
     meta.set_challenge("www.example.com", Some(&ch)).await.unwrap();
     meta.record_order_failure("www.example.com", 3, Some(9_000)).await.unwrap();
     let www = meta.domain("www.example.com").await.unwrap().unwrap();

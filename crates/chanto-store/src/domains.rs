@@ -92,15 +92,27 @@ pub struct DomainRecord {
     pub next_attempt_at: Option<UnixMillis>,
 }
 
-/// An HTTP-01 challenge: the CA fetches
+/// An ACME challenge a domain answers while an order is under way.
+///
+/// HTTP-01 (no `alpn_pem`): the CA fetches
 /// `http://NAME/.well-known/acme-challenge/TOKEN` and expects the key
 /// authorization. Not secret (the CA publishes both).
+///
+/// TLS-ALPN-01 (`alpn_pem`): the CA opens TLS to NAME on port 443 offering
+/// only ALPN `acme-tls/1`, and expects the self-signed certificate that
+/// carries the key authorization's digest (RFC 8737). The key beside it is
+/// made for this one challenge and proves nothing else; the HTTP path
+/// answers nothing then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcmeChallenge {
     /// The token (base64url, the last path segment).
     pub token: String,
     /// The body to answer.
     pub key_authorization: String,
+    /// For TLS-ALPN-01: the challenge certificate, then its private key
+    /// (PEM, one after the other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_pem: Option<String>,
 }
 
 /// A domain to add.

@@ -450,6 +450,7 @@ pub const TABLES: &[Table] = &[
             c("challenge_body", Text),
             c("attempts", Int),
             c("next_attempt_at", Int),
+            c("challenge_alpn", Text),
         ],
         identity: None,
         pg_seq: false,

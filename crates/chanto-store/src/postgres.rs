@@ -354,6 +354,10 @@ CREATE TABLE leases (
     until_at BIGINT NOT NULL
 );
 "#,
+    // 7: TLS-ALPN-01 (issue 17): the challenge certificate and its
+    // throwaway key (PEM) a domain answers `acme-tls/1` handshakes with while
+    // an order is under way (SQLite migration 14 is the same).
+    "ALTER TABLE domains ADD COLUMN challenge_alpn TEXT;",
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

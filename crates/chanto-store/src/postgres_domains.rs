@@ -10,7 +10,7 @@ use crate::{StoreError, UnixMillis};
 
 const DOMAIN_SELECT: &str = "SELECT d.name, s.name, d.branch, d.is_primary, d.twin_of, d.state, d.reason, d.hint,
        d.verify_token, d.verified_at, d.verified_by, d.cert_id, d.created_at,
-       d.challenge_token, d.challenge_body, d.attempts, d.next_attempt_at
+       d.challenge_token, d.challenge_body, d.attempts, d.next_attempt_at, d.challenge_alpn
        FROM domains d JOIN sites s ON s.id = d.site_id";
 
 fn stored<T: std::str::FromStr>(what: &str, s: String) -> Result<T, StoreError>
@@ -37,7 +37,9 @@ fn domain_row(r: &Row) -> Result<DomainRecord, StoreError> {
         cert_id: r.try_get(11)?,
         created_at: r.try_get(12)?,
         challenge: match (r.try_get::<_, Option<String>>(13)?, r.try_get::<_, Option<String>>(14)?) {
-            (Some(token), Some(key_authorization)) => Some(AcmeChallenge { token, key_authorization }),
+            (Some(token), Some(key_authorization)) => {
+                Some(AcmeChallenge { token, key_authorization, alpn_pem: r.try_get(17)? })
+            }
             _ => None,
         },
         attempts: r.try_get::<_, i64>(15)?.clamp(0, u32::MAX as i64) as u32,
@@ -317,7 +319,7 @@ impl DomainStore for PostgresMeta {
                 &tx,
                 "UPDATE domains SET cert_id = $2, state = 'active', reason = NULL, hint = NULL,
                     verified_at = coalesce(verified_at, $3), verified_by = coalesce(verified_by, $4),
-                    challenge_token = NULL, challenge_body = NULL, attempts = 0, next_attempt_at = NULL
+                    challenge_token = NULL, challenge_body = NULL, challenge_alpn = NULL, attempts = 0, next_attempt_at = NULL
                  WHERE name = $1",
                 &[d, &cert.id, &now, &verified_by],
             )
@@ -364,13 +366,15 @@ impl DomainStore for PostgresMeta {
     }
 
     async fn set_challenge(&self, name: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
-        let (token, body) = challenge.map(|ch| (ch.token.as_str(), ch.key_authorization.as_str())).unzip();
+        let token = challenge.map(|ch| ch.token.as_str());
+        let body = challenge.map(|ch| ch.key_authorization.as_str());
+        let alpn = challenge.and_then(|ch| ch.alpn_pem.as_deref());
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let n = exec(
             &tx,
-            "UPDATE domains SET challenge_token = $2, challenge_body = $3 WHERE name = $1",
-            &[&name, &token, &body],
+            "UPDATE domains SET challenge_token = $2, challenge_body = $3, challenge_alpn = $4 WHERE name = $1",
+            &[&name, &token, &body, &alpn],
         )
         .await?;
         if n == 0 {

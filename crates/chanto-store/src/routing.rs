@@ -543,8 +543,11 @@ mod tests {
             primary,
             verify_token: format!("t-{name}"),
             cert: primary.then(|| "c1".to_string()),
-            challenge: (!primary)
-                .then(|| crate::domains::AcmeChallenge { token: "tk".into(), key_authorization: "tk.print".into() }),
+            challenge: (!primary).then(|| crate::domains::AcmeChallenge {
+                token: "tk".into(),
+                key_authorization: "tk.print".into(),
+                alpn_pem: None,
+            }),
         };
         let strict = SiteTls { hsts_max_age: 300, ..SiteTls::default() };
         let mut t = RoutingTable::from_rows(5, vec![row("docs", 1)], vec![], vec![], vec![]);

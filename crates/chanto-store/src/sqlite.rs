@@ -344,6 +344,10 @@ CREATE TABLE tokens (
         owner TEXT NOT NULL,
         until_at INTEGER NOT NULL
     );",
+    // 14: TLS-ALPN-01 (issue 17): the challenge certificate and its
+    // throwaway key (PEM) a domain answers `acme-tls/1` handshakes with while
+    // an order is under way (PostgreSQL migration 7 is the same).
+    "ALTER TABLE domains ADD COLUMN challenge_alpn TEXT;",
 ];
 
 /// How many migrations this build knows: the newest schema version.

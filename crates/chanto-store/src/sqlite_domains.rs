@@ -10,7 +10,7 @@ use crate::{StoreError, UnixMillis};
 
 const DOMAIN_SELECT: &str = "SELECT d.name, s.name, d.branch, d.is_primary, d.twin_of, d.state, d.reason, d.hint,
        d.verify_token, d.verified_at, d.verified_by, d.cert_id, d.created_at,
-       d.challenge_token, d.challenge_body, d.attempts, d.next_attempt_at
+       d.challenge_token, d.challenge_body, d.attempts, d.next_attempt_at, d.challenge_alpn
        FROM domains d JOIN sites s ON s.id = d.site_id";
 
 fn conversion(idx: usize, e: String) -> rusqlite::Error {
@@ -34,7 +34,9 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
         cert_id: r.get(11)?,
         created_at: r.get(12)?,
         challenge: match (r.get::<_, Option<String>>(13)?, r.get::<_, Option<String>>(14)?) {
-            (Some(token), Some(key_authorization)) => Some(AcmeChallenge { token, key_authorization }),
+            (Some(token), Some(key_authorization)) => {
+                Some(AcmeChallenge { token, key_authorization, alpn_pem: r.get(17)? })
+            }
             _ => None,
         },
         attempts: r.get::<_, i64>(15)?.clamp(0, u32::MAX as i64) as u32,
@@ -318,7 +320,7 @@ impl DomainStore for SqliteMeta {
                 let n = tx.execute(
                     "UPDATE domains SET cert_id = ?2, state = 'active', reason = NULL, hint = NULL,
                         verified_at = coalesce(verified_at, ?3), verified_by = coalesce(verified_by, ?4),
-                        challenge_token = NULL, challenge_body = NULL, attempts = 0, next_attempt_at = NULL
+                        challenge_token = NULL, challenge_body = NULL, challenge_alpn = NULL, attempts = 0, next_attempt_at = NULL
                      WHERE name = ?1",
                     params![d, cert.id, now, by],
                 )?;
@@ -360,10 +362,13 @@ impl DomainStore for SqliteMeta {
     async fn set_challenge(&self, name: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
         let (name, challenge) = (name.to_owned(), challenge.cloned());
         self.call(move |c| {
-            let (token, body) = challenge.map(|ch| (ch.token, ch.key_authorization)).unzip();
+            let (token, body, alpn) = match challenge {
+                Some(ch) => (Some(ch.token), Some(ch.key_authorization), ch.alpn_pem),
+                None => (None, None, None),
+            };
             let n = c.execute(
-                "UPDATE domains SET challenge_token = ?2, challenge_body = ?3 WHERE name = ?1",
-                params![name, token, body],
+                "UPDATE domains SET challenge_token = ?2, challenge_body = ?3, challenge_alpn = ?4 WHERE name = ?1",
+                params![name, token, body, alpn],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("domain {name}")));

@@ -242,8 +242,20 @@ pub struct ServeArgs {
     /// endpoint: a private CA such as step-ca.
     #[arg(long, value_name = "FILE")]
     pub acme_root: Option<PathBuf>,
+    /// How the ACME CA checks a name: `http-01` (plain HTTP on port 80) or
+    /// `tls-alpn-01` (TLS on port 443; the edges need --https there).
+    #[arg(long, value_name = "KIND", value_enum, default_value_t = AcmeChallenge::Http01)]
+    pub acme_challenge: AcmeChallenge,
+    /// External Account Binding key id, for CAs that require one (ZeroSSL,
+    /// most commercial and in-house CAs); with --acme-eab-key-file.
+    #[arg(long, value_name = "KID", requires = "acme_eab_key_file")]
+    pub acme_eab_kid: Option<String>,
+    /// A file holding the External Account Binding HMAC key, base64url, as
+    /// the CA shows it (a file, so the key is in no process list).
+    #[arg(long, value_name = "FILE", requires = "acme_eab_kid")]
+    pub acme_eab_key_file: Option<PathBuf>,
     /// Order no certificates (only uploaded ones are served).
-    #[arg(long, conflicts_with_all = ["acme_directory", "acme_email", "acme_root"])]
+    #[arg(long, conflicts_with_all = ["acme_directory", "acme_email", "acme_root", "acme_eab_kid"])]
     pub no_acme: bool,
     /// Address of the admin listener: /healthz, /readyz, /metrics; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8790")]
@@ -584,6 +596,17 @@ pub enum NodeTokenCommand {
         /// The token's id (`nt_…`, see `chanto nodes token list`).
         id: String,
     },
+}
+
+/// How the ACME CA checks that a name reaches this installation.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// HTTP-01: `http://NAME/.well-known/acme-challenge/TOKEN` on port 80.
+    #[value(name = "http-01")]
+    Http01,
+    /// TLS-ALPN-01: a TLS handshake with NAME on port 443 (ALPN `acme-tls/1`).
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// What a filter's error does (see chanto_edge::filter).

@@ -194,9 +194,14 @@ fn refuse_control_flags(args: &ServeArgs) -> anyhow::Result<()> {
     if args.public_api_url.is_some() {
         bail!("--role edge has no API: drop --public-api-url");
     }
-    if args.acme_directory.is_some() || args.acme_email.is_some() || args.acme_root.is_some() {
+    if args.acme_directory.is_some()
+        || args.acme_email.is_some()
+        || args.acme_root.is_some()
+        || args.acme_eab_kid.is_some()
+        || args.acme_challenge != crate::cli::AcmeChallenge::Http01
+    {
         bail!(
-            "--role edge orders no certificates (the control plane does, and the node fetches them): drop --acme-directory, --acme-email and --acme-root"
+            "--role edge orders no certificates (the control plane does, and the node fetches them and answers its challenges): drop --acme-directory, --acme-email, --acme-root, --acme-eab-* and --acme-challenge"
         );
     }
     Ok(())

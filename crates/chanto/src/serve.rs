@@ -658,11 +658,46 @@ fn acme_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::acme::
         }
         None => None,
     };
+    let eab = match (&args.acme_eab_kid, &args.acme_eab_key_file) {
+        (Some(kid), Some(path)) => {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("--acme-eab-key-file {}: cannot read it", path.display()))?;
+            let key = key.trim();
+            let valid = !key.is_empty()
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=');
+            if !valid {
+                bail!(
+                    "--acme-eab-key-file {}: not a base64url HMAC key; put the key exactly as the CA shows it (letters, digits, - and _) alone in the file",
+                    path.display()
+                );
+            }
+            if kid.trim().is_empty() || kid.chars().any(char::is_control) {
+                bail!("--acme-eab-kid {kid:?} is not a key id; give the one the CA shows beside the HMAC key");
+            }
+            Some(chanto_control::acme::ExternalAccountKey {
+                kid: kid.trim().to_owned(),
+                hmac_key_b64url: key.to_owned(),
+            })
+        }
+        _ => None,
+    };
+    let challenge = match args.acme_challenge {
+        crate::cli::AcmeChallenge::Http01 => chanto_control::acme::ChallengeKind::Http01,
+        crate::cli::AcmeChallenge::TlsAlpn01 => {
+            if args.role == crate::cli::Role::All && args.https.is_none() {
+                bail!(
+                    "--acme-challenge tls-alpn-01 needs --https: the CA checks the name with a TLS handshake on port 443; add --https 0.0.0.0:443, or use --acme-challenge http-01"
+                );
+            }
+            chanto_control::acme::ChallengeKind::TlsAlpn01
+        }
+    };
     Ok(Some(chanto_control::acme::AcmeConfig {
         directory_url: directory,
         contact_email: args.acme_email.clone(),
-        eab: None,
+        eab,
         extra_roots_pem,
+        challenge,
     }))
 }
 

@@ -13,7 +13,7 @@ mod pebble;
 
 use std::time::Duration;
 
-use util::{Server, http_get, write_tree};
+use util::{Cli, Server, http_get, write_tree};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -43,9 +43,15 @@ struct Setup {
     _tmp: tempfile::TempDir,
 }
 
-async fn start(options: pebble::Options) -> Setup {
-    let edge_port = free_port();
-    let ca = pebble::Pebble::start_with(pebble::Options { http_port: Some(edge_port), ..options }).await;
+/// `extra`: more `chanto serve` flags.
+async fn start(options: pebble::Options, extra: &[&str]) -> Setup {
+    let (edge_port, https_port) = (free_port(), free_port());
+    let ca = pebble::Pebble::start_with(pebble::Options {
+        http_port: Some(edge_port),
+        tls_port: Some(https_port),
+        ..options
+    })
+    .await;
     let (issuing_root, _) = ca.ca_certificates().await;
     let tmp = tempfile::tempdir().unwrap();
     let acme_root = tmp.path().join("pebble-https-root.pem");
@@ -53,26 +59,26 @@ async fn start(options: pebble::Options) -> Setup {
     let issued_roots = tmp.path().join("pebble-issuing-root.pem");
     std::fs::write(&issued_roots, &issuing_root).unwrap();
     let edge = format!("127.0.0.1:{edge_port}");
-    let server = Server::start(
-        &tmp.path().join("data"),
-        &[
-            "--edge",
-            &edge,
-            "--https",
-            "127.0.0.1:0",
-            "--domain-check-addr",
-            &edge,
-            "--acme-directory",
-            &ca.directory_url,
-            "--acme-root",
-            acme_root.to_str().unwrap(),
-            "--acme-email",
-            "ops@example.test",
-            // Issued chains must lead to a trusted root, as uploads do.
-            "--certificate-roots",
-            issued_roots.to_str().unwrap(),
-        ],
-    );
+    let https = format!("127.0.0.1:{https_port}");
+    let mut args = vec![
+        "--edge",
+        &edge,
+        "--https",
+        &https,
+        "--domain-check-addr",
+        &edge,
+        "--acme-directory",
+        &ca.directory_url,
+        "--acme-root",
+        acme_root.to_str().unwrap(),
+        "--acme-email",
+        "ops@example.test",
+        // Issued chains must lead to a trusted root, as uploads do.
+        "--certificate-roots",
+        issued_roots.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&tmp.path().join("data"), &args);
     let addresses: serde_json::Value =
         serde_json::from_slice(&std::fs::read(server.data.join("addresses.json")).unwrap()).unwrap();
     let https: std::net::SocketAddr = addresses["https"].as_str().unwrap().parse().unwrap();
@@ -116,7 +122,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names_get_none() {
-    let Setup { ca, server, edge, https, issuing_root, _tmp } = start(pebble::Options::default()).await;
+    let Setup { ca, server, edge, https, issuing_root, _tmp } = start(pebble::Options::default(), &[]).await;
     // Added but not verified: served over HTTP, never ordered.
     server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
     server.cli(&["domains", "add", "later.example.test", "--site", "shop", "--no-www"]).ok();
@@ -167,9 +173,27 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_is_answered_by_the_edges_https_listener() {
+    let s = start(pebble::Options::default(), &["--acme-challenge", "tls-alpn-01"]).await;
+    s.server.cli(&["domains", "add", "alpn.example.test", "--site", "shop", "--no-www"]).ok();
+    s.server.cli(&["domains", "verify", "alpn.example.test", "--site", "shop"]).ok();
+    let d = s.wait_domain("alpn.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
+    assert_eq!(d["certificate"]["source"], "acme", "{d:#}");
+    assert_eq!(https_get(&s.issuing_root, s.https, "alpn.example.test").await.unwrap(), "<h1>shop</h1>");
+    // The CA checked over TLS on the HTTPS listener (Pebble makes three
+    // validation requests per challenge).
+    let metrics = http_get(&s.server.admin, "admin", "/metrics").unwrap().text();
+    let answered = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chanto_edge_tls_acme_challenges_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(answered.is_some_and(|n| n >= 1), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_old_one() {
     // 30 s certificates: renewal falls due 20 s after each is issued.
-    let mut s = start(pebble::Options { validity_secs: Some(30), ..Default::default() }).await;
+    let mut s = start(pebble::Options { validity_secs: Some(30), ..Default::default() }, &[]).await;
     s.server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
     s.server.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).ok();
     let first = s.wait_domain("shop.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
@@ -277,4 +301,41 @@ async fn two_nodes_on_one_store_order_each_name_once_and_both_serve_it() {
     assert_eq!(log.lines().filter(|l| l.contains("POST /order-plz")).count(), 1, "{log}");
     let accounts = log.lines().filter(|l| l.contains("POST /sign-me-up")).count();
     assert!(accounts <= 2, "{log}");
+}
+
+#[test]
+fn serve_refuses_acme_flags_it_cannot_use_and_says_what_to_give() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let d = d.to_str().unwrap();
+    let key = tmp.path().join("eab.key");
+    let (empty, spaced) = (tmp.path().join("empty.key"), tmp.path().join("spaced.key"));
+    std::fs::write(&key, "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\n").unwrap();
+    std::fs::write(&empty, "\n").unwrap();
+    std::fs::write(&spaced, "not a key at all").unwrap();
+    let (key, empty, spaced) = (key.to_str().unwrap(), empty.to_str().unwrap(), spaced.to_str().unwrap());
+    let dir = ["--acme-directory", "https://acme.example.test/dir"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--acme-directory", "http://acme.example.test/dir"], "is not an https:// URL"),
+        (vec!["--acme-directory", "not a url"], "is not an https:// URL"),
+        ([&dir[..], &["--acme-email", "nobody"]].concat(), "is not an email address"),
+        ([&dir[..], &["--acme-challenge", "tls-alpn-01"]].concat(), "needs --https"),
+        ([&dir[..], &["--acme-challenge", "dns-99"]].concat(), "invalid value 'dns-99'"),
+        ([&dir[..], &["--acme-eab-kid", "kid-1"]].concat(), "--acme-eab-key-file"),
+        (
+            [&dir[..], &["--acme-eab-kid", "kid-1", "--acme-eab-key-file", "/nonexistent/eab"]].concat(),
+            "cannot read it",
+        ),
+        ([&dir[..], &["--acme-eab-kid", "kid-1", "--acme-eab-key-file", empty]].concat(), "not a base64url HMAC key"),
+        ([&dir[..], &["--acme-eab-kid", "kid-1", "--acme-eab-key-file", spaced]].concat(), "not a base64url HMAC key"),
+        ([&dir[..], &["--acme-eab-kid", " ", "--acme-eab-key-file", key]].concat(), "is not a key id"),
+        (vec!["--no-acme", "--acme-eab-kid", "k", "--acme-eab-key-file", key], "cannot be used with"),
+    ];
+    for (args, expected) in cases {
+        let mut all =
+            vec!["serve", "--data", d, "--edge", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+        all.extend_from_slice(&args);
+        let run = Cli::new(&all).env_remove("CHANTO_META").fails();
+        assert!(run.stderr().contains(expected), "{args:?}: expected {expected:?} in\n{}", run.stderr());
+    }
 }

@@ -37,6 +37,9 @@ pub struct Options {
     /// Validate HTTP-01 challenges on this port (a real chanto edge)
     /// instead of the test's own responder.
     pub http_port: Option<u16>,
+    /// Validate TLS-ALPN-01 challenges on this port (a real chanto edge's
+    /// HTTPS listener) instead of the test's own responder.
+    pub tls_port: Option<u16>,
     /// The lifetime of the certificates Pebble issues, in seconds
     /// (`certificateValidityPeriod`; Pebble's default otherwise).
     pub validity_secs: Option<u64>,
@@ -100,7 +103,7 @@ impl Challenges for Publisher {
         Ok(())
     }
 
-    async fn put_tls_alpn01(&self, name: &str, cert: AlpnCert) -> Result<(), String> {
+    async fn put_tls_alpn01(&self, name: &str, _token: &str, _ka: &str, cert: AlpnCert) -> Result<(), String> {
         // Not `certified_key`: webpki (behind `keys_match`) refuses the critical acmeIdentifier extension.
         let key = load_key(&cert.cert_pem, &cert.key_pem).map_err(|e| format!("loading the certificate: {e}"))?;
         if self.answer {
@@ -210,7 +213,7 @@ impl Pebble {
                 "certificate": dir.path().join("cert.pem"),
                 "privateKey": dir.path().join("key.pem"),
                 "httpPort": options.http_port.unwrap_or(http_port),
-                "tlsPort": tls_port,
+                "tlsPort": options.tls_port.unwrap_or(tls_port),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": !options.eab_keys.is_empty(),
             }

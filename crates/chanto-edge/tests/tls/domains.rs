@@ -219,8 +219,11 @@ async fn the_ownership_token_is_answered_on_its_path_only() {
     // While an ACME order is under way, the name answers its HTTP-01
     // challenge (the key authorization), even where it would redirect.
     let mut www = route(WWW, None, false, Some("apex"));
-    www.challenge =
-        Some(chanto_store::AcmeChallenge { token: "Tk_1-x".into(), key_authorization: "Tk_1-x.thumb".into() });
+    www.challenge = Some(chanto_store::AcmeChallenge {
+        token: "Tk_1-x".into(),
+        key_authorization: "Tk_1-x.thumb".into(),
+        alpn_pem: None,
+    });
     d.set(vec![route(APEX, None, true, Some("apex")), www], None).await;
     let ch = d.plain_get(WWW, "/.well-known/acme-challenge/Tk_1-x").await;
     assert!(status_line(&ch).contains(" 200 "), "{ch}");
@@ -352,4 +355,117 @@ async fn certificates_follow_the_table_and_a_failing_one_never_redirects() {
     let left: i64 = value("chanto_edge_certificate_expiry_seconds{name=\"example.com\"}") as i64;
     assert!(left > 3600, "{metrics}");
     assert!(!metrics.contains("name=\"staging.example.com\""), "{metrics}");
+}
+
+/// A client as an ACME CA's validator is for TLS-ALPN-01: it takes any
+/// certificate (the test checks what it got), offering `alpn`.
+fn validator(alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("this validator speaks TLS 1.3 only".into()))
+        }
+        // The signature is checked with the certificate's public key alone:
+        // webpki refuses to parse a certificate with the critical
+        // acmeIdentifier extension (as it should for anything but this).
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let (_, cert) = x509_parser::parse_x509_certificate(c.as_ref())
+                .map_err(|e| rustls::Error::General(format!("certificate: {e}")))?;
+            let spki = rustls::pki_types::SubjectPublicKeyInfoDer::from(cert.tbs_certificate.subject_pki.raw);
+            rustls::crypto::verify_tls13_signature_with_raw_key(m, &spki, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A TLS-ALPN-01 challenge certificate for `name` (RFC 8737): self-signed,
+/// with the critical acmeIdentifier extension; the certificate's DER and
+/// both as the store keeps them (PEM, certificate then key).
+fn alpn_challenge(name: &str) -> (Vec<u8>, String) {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.custom_extensions.push(rcgen::CustomExtension::new_acme_identifier(&[7u8; 32]));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.der().to_vec(), format!("{}{}", cert.pem(), key.serialize_pem()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_challenges_answer_only_the_cas_handshake() {
+    let d = start_domains().await;
+    let (der, pem) = alpn_challenge(WWW);
+    let mut www = route(WWW, None, false, None);
+    www.challenge = Some(chanto_store::AcmeChallenge {
+        token: "Alpn_tok".into(),
+        key_authorization: "Alpn_tok.thumb".into(),
+        alpn_pem: Some(pem),
+    });
+    d.set(vec![route(APEX, None, true, Some("apex")), www.clone()], None).await;
+    let acme = validator(&[b"acme-tls/1"]);
+
+    // The CA's handshake gets the challenge certificate, then the close.
+    let mut s = connect(d.https, &acme, WWW).await.expect("the challenge handshake");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+    assert_eq!(s.get_ref().1.peer_certificates().unwrap()[0].as_ref(), &der[..]);
+    assert!(read_all(&mut s).await.is_empty(), "no data after the challenge handshake");
+
+    // Any other client asking for the name gets no certificate (it has none
+    // yet): never the challenge's.
+    for alpn in [&[&b"h2"[..]][..], &[b"http/1.1"], &[]] {
+        assert!(connect(d.https, &validator(alpn), WWW).await.is_err(), "{alpn:?}");
+    }
+    // The challenge is not asked of a name without one, even one with a
+    // certificate; a client offering acme-tls/1 among others is no CA and
+    // gets the site as usual.
+    assert!(connect(d.https, &acme, APEX).await.is_err());
+    let s = connect(d.https, &validator(&[b"acme-tls/1", b"h2"]), APEX).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(presented_names(&s), [APEX, WWW]);
+    // Nothing answers it over plain HTTP.
+    let r = d.plain_get(WWW, "/.well-known/acme-challenge/Alpn_tok").await;
+    assert!(status_line(&r).contains(" 404 "), "{r}");
+
+    // A damaged challenge certificate loads nothing (and breaks nothing else).
+    let mut broken = www.clone();
+    broken.challenge.as_mut().unwrap().alpn_pem = Some("-----BEGIN CERTIFICATE-----\nAAAA\n".into());
+    d.set(vec![route(APEX, None, true, Some("apex")), broken], None).await;
+    assert!(connect(d.https, &acme, WWW).await.is_err());
+    assert!(connect(d.https, &any_version(&d.ca, &[b"h2"]), APEX).await.is_ok());
+
+    // Once the order is done the challenge goes.
+    d.set(vec![route(APEX, None, true, Some("apex")), route(WWW, None, false, Some("apex"))], None).await;
+    assert!(connect(d.https, &acme, WWW).await.is_err());
+    let s = connect(d.https, &any_version(&d.ca, &[b"h2"]), WWW).await.unwrap();
+    assert_eq!(presented_names(&s), [APEX, WWW]);
 }
