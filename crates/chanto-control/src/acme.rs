@@ -60,8 +60,11 @@ pub struct AcmeConfig {
     /// CA's own HTTPS endpoint: a private CA (step-ca, Pebble) signs it with a
     /// root no public trust store has.
     pub extra_roots_pem: Option<String>,
-    /// How the order loop proves the names (the edges answer both).
+    /// How the order loop proves the names (the edges answer HTTP-01 and
+    /// TLS-ALPN-01; DNS-01 needs `dns_hook`).
     pub challenge: ChallengeKind,
+    /// The program that publishes DNS-01 TXT records ([`crate::acme_dns`]).
+    pub dns_hook: Option<std::path::PathBuf>,
 }
 
 /// An External Account Binding key, as the CA shows it in its account page.
@@ -106,6 +109,9 @@ pub enum ChallengeKind {
     /// TLS-ALPN-01: the CA connects to `NAME:443` with ALPN `acme-tls/1` and
     /// checks the self-signed certificate it is given.
     TlsAlpn01,
+    /// DNS-01: the CA looks up the TXT record `_acme-challenge.NAME`, which
+    /// the operator's DNS hook publishes.
+    Dns01,
 }
 
 impl ChallengeKind {
@@ -113,6 +119,7 @@ impl ChallengeKind {
         match self {
             Self::Http01 => ChallengeType::Http01,
             Self::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Self::Dns01 => ChallengeType::Dns01,
         }
     }
 }
@@ -122,6 +129,7 @@ impl fmt::Display for ChallengeKind {
         f.write_str(match self {
             Self::Http01 => "HTTP-01",
             Self::TlsAlpn01 => "TLS-ALPN-01",
+            Self::Dns01 => "DNS-01",
         })
     }
 }
@@ -163,6 +171,14 @@ pub trait Challenges: Send + Sync {
         key_authorization: &str,
         cert: AlpnCert,
     ) -> Result<(), String>;
+
+    /// Publish the TXT record `txt_name` (`_acme-challenge.NAME.`, with the
+    /// trailing dot) with `value`, and return once the CA can see it.
+    /// `Err` carries a reason; issuing stops there.
+    async fn put_dns01(&self, name: &str, txt_name: &str, value: &str) -> Result<(), String> {
+        let _ = (txt_name, value);
+        Err(format!("{name}: this installation publishes no DNS records (give a DNS hook)"))
+    }
 
     /// Stop answering the challenge published for `name` (`token` is the
     /// HTTP-01 token; for TLS-ALPN-01 it is the challenge's token too, but the
@@ -561,6 +577,10 @@ async fn issue_inner(
         published.push((name.clone(), token.clone()));
         let put = match kind {
             ChallengeKind::Http01 => challenges.put_http01(&name, &token, key_authorization.as_str()).await,
+            ChallengeKind::Dns01 => {
+                let txt_name = format!("_acme-challenge.{}.", name.trim_start_matches("*."));
+                challenges.put_dns01(&name, &txt_name, &key_authorization.dns_value()).await
+            }
             ChallengeKind::TlsAlpn01 => {
                 let cert = tls_alpn01_certificate(&name, key_authorization.as_str())?;
                 challenges.put_tls_alpn01(&name, &token, key_authorization.as_str(), cert).await
@@ -653,6 +673,11 @@ async fn challenge_failure(order: &mut instant_acme::Order, kind: ChallengeKind)
                 "the CA could not validate {name} over TLS-ALPN-01 ({name}:443, ALPN acme-tls/1): {detail}: check \
                  that {name}'s DNS points at this installation and that port 443 reaches it with no other TLS \
                  terminator in front"
+            ),
+            ChallengeKind::Dns01 => format!(
+                "the CA could not validate {name} over DNS-01 (TXT _acme-challenge.{}): {detail}: check that the \
+                 DNS hook publishes the record in the zone the name's nameservers serve",
+                name.trim_start_matches("*.")
             ),
         };
         let problem_type = problem.as_ref().and_then(|p| p.r#type.clone());

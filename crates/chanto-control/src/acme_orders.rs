@@ -23,7 +23,7 @@ use chanto_store::{
 };
 
 use crate::Control;
-use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, Challenges};
+use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, ChallengeKind, Challenges};
 
 /// How long a node holds a name's order lease before another may take it
 /// (it is renewed before each step that matters).
@@ -84,10 +84,14 @@ pub struct PassReport {
     pub next_due: Option<i64>,
 }
 
-/// Publishes HTTP-01 challenges through the store and the routing table.
+/// Publishes HTTP-01 and TLS-ALPN-01 challenges through the store and the
+/// routing table, DNS-01 ones through the operator's hook.
 struct RoutedChallenges<'a> {
     control: &'a Control,
     site: SiteName,
+    dns_hook: Option<&'a std::path::Path>,
+    /// The TXT records the hook published, by name (to clean them up).
+    txt: std::sync::Mutex<HashMap<String, (String, String)>>,
 }
 
 impl RoutedChallenges<'_> {
@@ -137,7 +141,30 @@ impl Challenges for RoutedChallenges<'_> {
         self.put(name, &challenge).await
     }
 
+    async fn put_dns01(&self, name: &str, txt_name: &str, value: &str) -> Result<(), String> {
+        let hook = self.dns_hook.ok_or("DNS-01 needs --acme-dns-hook: the program that publishes TXT records")?;
+        // Remembered first: a hook cut short may have published it.
+        self.txt.lock().expect("txt lock").insert(name.to_owned(), (txt_name.to_owned(), value.to_owned()));
+        crate::acme_dns::run_hook(
+            hook,
+            crate::acme_dns::HookAction::Present,
+            name,
+            txt_name,
+            value,
+            crate::acme_dns::HOOK_TIMEOUT,
+        )
+        .await
+    }
+
     async fn remove(&self, name: &str, _token: &str) {
+        let published = self.txt.lock().expect("txt lock").remove(name);
+        if let (Some(hook), Some((txt_name, value))) = (self.dns_hook, published) {
+            use crate::acme_dns::{HOOK_TIMEOUT, HookAction, run_hook};
+            if let Err(e) = run_hook(hook, HookAction::Cleanup, name, &txt_name, &value, HOOK_TIMEOUT).await {
+                tracing::warn!(domain = %name, error = %e, "could not remove a DNS-01 TXT record; remove it by hand");
+            }
+            return;
+        }
         if let Err(e) = self.control.meta.set_challenge(name, None).await {
             tracing::warn!(domain = %name, error = %e, "could not remove an ACME challenge; it goes with the next order or certificate");
             return;
@@ -292,9 +319,20 @@ impl Control {
                 let uploaded =
                     matches!(self.meta.domain(&fresh.name).await, Ok(Some(now)) if now.cert_id != fresh.cert_id);
                 if !uploaded {
+                    let check = match orders.config.challenge {
+                        ChallengeKind::Http01 => {
+                            format!("that {} points at this installation's edges on port 80", fresh.name)
+                        }
+                        ChallengeKind::TlsAlpn01 => {
+                            format!("that {} points at this installation's edges on port 443", fresh.name)
+                        }
+                        ChallengeKind::Dns01 => {
+                            format!("that the DNS hook publishes TXT _acme-challenge.{}", fresh.name)
+                        }
+                    };
                     let hint = format!(
-                        "chanto tries again in {again} (attempt {attempts}); check that {} points at this installation's edges on port 80, then `chanto domains verify {} --site {}` to try at once",
-                        fresh.name, fresh.name, fresh.site
+                        "chanto tries again in {again} (attempt {attempts}); check {check}, then `chanto domains verify {} --site {}` to try at once",
+                        fresh.name, fresh.site
                     );
                     // A failed renewal keeps the certificate it has (and
                     // the name active) and says why it is not renewed.
@@ -311,7 +349,12 @@ impl Control {
     async fn issue_for(&self, orders: &AcmeOrders, lease: &str, d: &DomainRecord) -> Result<String, String> {
         let service = self.domain_keys().ok_or("certificate keys cannot be sealed on this server")?;
         let account = self.acme_account(orders, &service).await?;
-        let challenges = RoutedChallenges { control: self, site: d.site.clone() };
+        let challenges = RoutedChallenges {
+            control: self,
+            site: d.site.clone(),
+            dns_hook: orders.config.dns_hook.as_deref(),
+            txt: Default::default(),
+        };
         let issued = crate::acme::issue(
             &account,
             std::slice::from_ref(&d.name),

@@ -22,6 +22,7 @@ fn config(pebble: &Pebble) -> AcmeConfig {
         eab: None,
         extra_roots_pem: Some(pebble.https_root_pem.clone()),
         challenge: ChallengeKind::Http01,
+        dns_hook: None,
     }
 }
 
@@ -120,6 +121,69 @@ async fn issues_by_tls_alpn01() {
     assert_eq!(pebble.published.len(), 0, "nothing is still published");
 }
 
+/// DNS-01 as an operator's hook does it: TXT records at the DNS Pebble asks
+/// (pebble-challtestsrv's management API).
+struct TxtPublisher {
+    management: std::net::SocketAddr,
+    client: reqwest::Client,
+    published: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl acme::Challenges for TxtPublisher {
+    async fn put_http01(&self, _: &str, _: &str, _: &str) -> Result<(), String> {
+        Err("DNS-01 only".into())
+    }
+
+    async fn put_tls_alpn01(&self, _: &str, _: &str, _: &str, _: acme::AlpnCert) -> Result<(), String> {
+        Err("DNS-01 only".into())
+    }
+
+    async fn put_dns01(&self, _name: &str, txt_name: &str, value: &str) -> Result<(), String> {
+        let url = format!("http://{}/set-txt", self.management);
+        let body = serde_json::json!({ "host": txt_name, "value": value });
+        self.client.post(url).json(&body).send().await.map_err(|e| e.to_string())?;
+        self.published.lock().unwrap().push((txt_name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    async fn remove(&self, name: &str, _token: &str) {
+        let txt_name = format!("_acme-challenge.{}.", name.trim_start_matches("*."));
+        let url = format!("http://{}/clear-txt", self.management);
+        let _ = self.client.post(url).json(&serde_json::json!({ "host": txt_name })).send().await;
+        self.published.lock().unwrap().retain(|(n, _)| *n != txt_name);
+    }
+}
+
+#[tokio::test]
+async fn issues_a_wildcard_by_dns01() {
+    let pebble = Pebble::start().await;
+    let (account, _) = acme::account(&config(&pebble), None).await.unwrap();
+    let publisher = TxtPublisher {
+        management: pebble.dns_management,
+        client: reqwest::Client::new(),
+        published: Default::default(),
+    };
+    // A wildcard and its apex: two authorizations, one TXT name (both values).
+    let wanted = names(&["*.wild.example.test", "wild.example.test"]);
+    let issued = acme::issue(&account, &wanted, ChallengeKind::Dns01, &publisher, DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("issuing: {e} ({e:?})\n{}", pebble.logs()));
+    assert_issued(&pebble, &issued, &wanted).await;
+    assert!(publisher.published.lock().unwrap().is_empty(), "every record removed");
+    // Without a DNS publisher (the default), DNS-01 fails before the CA is asked to look.
+    let err = acme::issue(
+        &account,
+        &names(&["x.example.test"]),
+        ChallengeKind::Dns01,
+        &Publisher::new(&pebble.published),
+        DEADLINE,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("publishes no DNS records"), "{err}");
+}
+
 #[tokio::test]
 async fn stored_credentials_load_the_same_account() {
     let pebble = Pebble::start().await;
@@ -210,6 +274,7 @@ async fn an_unreachable_ca_is_retryable() {
         eab: None,
         extra_roots_pem: None,
         challenge: ChallengeKind::Http01,
+        dns_hook: None,
     };
     let err = acme::account(&config, None).await.unwrap_err();
     assert!(err.retryable, "{err}");

@@ -242,10 +242,16 @@ pub struct ServeArgs {
     /// endpoint: a private CA such as step-ca.
     #[arg(long, value_name = "FILE")]
     pub acme_root: Option<PathBuf>,
-    /// How the ACME CA checks a name: `http-01` (plain HTTP on port 80) or
-    /// `tls-alpn-01` (TLS on port 443; the edges need --https there).
+    /// How the ACME CA checks a name: `http-01` (plain HTTP on port 80),
+    /// `tls-alpn-01` (TLS on port 443; the edges need --https there) or
+    /// `dns-01` (a TXT record your --acme-dns-hook publishes).
     #[arg(long, value_name = "KIND", value_enum, default_value_t = AcmeChallenge::Http01)]
     pub acme_challenge: AcmeChallenge,
+    /// The program that publishes DNS-01 TXT records at your DNS provider:
+    /// run as `HOOK present|cleanup _acme-challenge.NAME. VALUE` (lego's
+    /// `exec` interface; see README). `present` exits 0 once the record is live.
+    #[arg(long, value_name = "PATH")]
+    pub acme_dns_hook: Option<PathBuf>,
     /// External Account Binding key id, for CAs that require one (ZeroSSL,
     /// most commercial and in-house CAs); with --acme-eab-key-file.
     #[arg(long, value_name = "KID", requires = "acme_eab_key_file")]
@@ -255,7 +261,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "acme_eab_kid")]
     pub acme_eab_key_file: Option<PathBuf>,
     /// Order no certificates (only uploaded ones are served).
-    #[arg(long, conflicts_with_all = ["acme_directory", "acme_email", "acme_root", "acme_eab_kid"])]
+    #[arg(long, conflicts_with_all = ["acme_directory", "acme_email", "acme_root", "acme_eab_kid", "acme_dns_hook"])]
     pub no_acme: bool,
     /// Address of the admin listener: /healthz, /readyz, /metrics; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8790")]
@@ -607,6 +613,9 @@ pub enum AcmeChallenge {
     /// TLS-ALPN-01: a TLS handshake with NAME on port 443 (ALPN `acme-tls/1`).
     #[value(name = "tls-alpn-01")]
     TlsAlpn01,
+    /// DNS-01: the TXT record `_acme-challenge.NAME`, published by --acme-dns-hook.
+    #[value(name = "dns-01")]
+    Dns01,
 }
 
 /// What a filter's error does (see chanto_edge::filter).

@@ -198,6 +198,7 @@ fn refuse_control_flags(args: &ServeArgs) -> anyhow::Result<()> {
         || args.acme_email.is_some()
         || args.acme_root.is_some()
         || args.acme_eab_kid.is_some()
+        || args.acme_dns_hook.is_some()
         || args.acme_challenge != crate::cli::AcmeChallenge::Http01
     {
         bail!(

@@ -691,6 +691,21 @@ fn acme_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::acme::
             }
             chanto_control::acme::ChallengeKind::TlsAlpn01
         }
+        crate::cli::AcmeChallenge::Dns01 => {
+            if args.acme_dns_hook.is_none() {
+                bail!(
+                    "--acme-challenge dns-01 needs --acme-dns-hook PATH: the program that publishes the TXT record at your DNS provider (see README, \"DNS-01\")"
+                );
+            }
+            chanto_control::acme::ChallengeKind::Dns01
+        }
+    };
+    let dns_hook = match &args.acme_dns_hook {
+        Some(hook) if challenge == chanto_control::acme::ChallengeKind::Dns01 => {
+            Some(chanto_control::acme_dns::check_hook(hook).map_err(anyhow::Error::msg)?)
+        }
+        Some(_) => bail!("--acme-dns-hook is used with --acme-challenge dns-01 only: add it, or drop the hook"),
+        None => None,
     };
     Ok(Some(chanto_control::acme::AcmeConfig {
         directory_url: directory,
@@ -698,6 +713,7 @@ fn acme_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::acme::
         eab,
         extra_roots_pem,
         challenge,
+        dns_hook,
     }))
 }
 

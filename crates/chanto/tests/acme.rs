@@ -191,6 +191,69 @@ async fn tls_alpn_01_is_answered_by_the_edges_https_listener() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_01_goes_through_the_operators_hook_and_cleans_up() {
+    use std::os::unix::fs::PermissionsExt;
+    // The hook publishes at pebble-challtestsrv (the DNS Pebble asks) as it
+    // would at a provider's API, and logs each call. It learns where that
+    // DNS is from a file written once Pebble runs.
+    let hooks = tempfile::tempdir().unwrap();
+    let (hook, log, target) =
+        (hooks.path().join("dns-hook"), hooks.path().join("calls.log"), hooks.path().join("dns-management"));
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import json, sys, urllib.request
+action, name, value = sys.argv[1:4]
+mgmt = open({target:?}).read().strip()
+body = {{"host": name, "value": value}} if action == "present" else {{"host": name}}
+path = "set-txt" if action == "present" else "clear-txt"
+urllib.request.urlopen(urllib.request.Request("http://" + mgmt + "/" + path, data=json.dumps(body).encode(), method="POST"))
+open({log:?}, "a").write(action + " " + name + " " + value + "\n")
+"#
+    );
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s =
+        start(pebble::Options::default(), &["--acme-challenge", "dns-01", "--acme-dns-hook", hook.to_str().unwrap()])
+            .await;
+    std::fs::write(&target, s.ca.dns_management.to_string()).unwrap();
+
+    s.server.cli(&["domains", "add", "dns.example.test", "--site", "shop", "--no-www"]).ok();
+    s.server.cli(&["domains", "verify", "dns.example.test", "--site", "shop"]).ok();
+    let d = s.wait_domain("dns.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
+    assert_eq!(d["certificate"]["source"], "acme", "{d:#}");
+    assert_eq!(https_get(&s.issuing_root, s.https, "dns.example.test").await.unwrap(), "<h1>shop</h1>");
+    // present, then cleanup of the same record.
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<Vec<&str>> = calls.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!((calls[0][0], calls[0][1]), ("present", "_acme-challenge.dns.example.test."));
+    assert_eq!(calls[1][..2], ["cleanup", "_acme-challenge.dns.example.test."]);
+    assert_eq!(calls[0][2], calls[1][2]);
+    assert_eq!(calls[0][2].len(), 43, "a base64url SHA-256: {calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dns_hook_fails_the_order_with_what_it_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("dns-hook");
+    std::fs::write(&hook, "#!/bin/sh\necho \"provider said: zone $2 not found\" >&2\nexit 7\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s =
+        start(pebble::Options::default(), &["--acme-challenge", "dns-01", "--acme-dns-hook", hook.to_str().unwrap()])
+            .await;
+    s.server.cli(&["domains", "add", "nodns.example.test", "--site", "shop", "--no-www"]).ok();
+    s.server.cli(&["domains", "verify", "nodns.example.test", "--site", "shop"]).ok();
+    let d = s.wait_domain("nodns.example.test", Duration::from_secs(60), |d| d["state"] == "failed").await;
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exit status: 7") && reason.contains("zone _acme-challenge.nodns.example.test. not found"),
+        "{d:#}"
+    );
+    assert!(d["hint"].as_str().unwrap().contains("DNS hook"), "{d:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_old_one() {
     // 30 s certificates: renewal falls due 20 s after each is issued.
     let mut s = start(pebble::Options { validity_secs: Some(30), ..Default::default() }, &[]).await;
@@ -321,6 +384,13 @@ fn serve_refuses_acme_flags_it_cannot_use_and_says_what_to_give() {
         ([&dir[..], &["--acme-email", "nobody"]].concat(), "is not an email address"),
         ([&dir[..], &["--acme-challenge", "tls-alpn-01"]].concat(), "needs --https"),
         ([&dir[..], &["--acme-challenge", "dns-99"]].concat(), "invalid value 'dns-99'"),
+        ([&dir[..], &["--acme-challenge", "dns-01"]].concat(), "needs --acme-dns-hook PATH"),
+        (
+            [&dir[..], &["--acme-challenge", "dns-01", "--acme-dns-hook", "/nonexistent/hook"]].concat(),
+            "executable script",
+        ),
+        ([&dir[..], &["--acme-challenge", "dns-01", "--acme-dns-hook", key]].concat(), "chmod +x"),
+        ([&dir[..], &["--acme-dns-hook", key]].concat(), "with --acme-challenge dns-01 only"),
         ([&dir[..], &["--acme-eab-kid", "kid-1"]].concat(), "--acme-eab-key-file"),
         (
             [&dir[..], &["--acme-eab-kid", "kid-1", "--acme-eab-key-file", "/nonexistent/eab"]].concat(),

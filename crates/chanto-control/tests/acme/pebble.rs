@@ -53,6 +53,9 @@ pub struct Pebble {
     pub https_root_pem: String,
     /// The challenges the responders serve; what [`Publisher`] fills.
     pub published: Arc<Published>,
+    /// `pebble-challtestsrv`'s management API (`POST /set-txt`,
+    /// `/clear-txt`): the DNS a DNS-01 hook publishes to.
+    pub dns_management: SocketAddr,
     management: SocketAddr,
     pebble: Option<Child>,
     challtestsrv: Option<Child>,
@@ -230,6 +233,7 @@ impl Pebble {
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 
         let dns = format!("127.0.0.1:{}", free_udp_port());
+        let dns_management = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let challtestsrv = spawn(
             &challtestsrv_bin,
             &[
@@ -242,7 +246,7 @@ impl Pebble {
                 "-tlsalpn01",
                 "",
                 "-management",
-                &format!("127.0.0.1:{}", free_tcp_port()),
+                &dns_management.to_string(),
                 "-defaultIPv4",
                 "127.0.0.1",
                 "-defaultIPv6",
@@ -265,6 +269,7 @@ impl Pebble {
             directory_url: format!("https://{listen}/dir"),
             https_root_pem: root_pem,
             published,
+            dns_management,
             management,
             pebble: Some(pebble),
             challtestsrv: Some(challtestsrv),
