@@ -53,6 +53,13 @@ pub fn router(control: Arc<Control>) -> Router {
             put(crate::domains::upload).layer(DefaultBodyLimit::max(crate::domains::MAX_CERTIFICATE_BODY)),
         )
         .route("/sites/{site}/tls", get(crate::domains::get_tls).put(crate::domains::put_tls))
+        .route(
+            "/certificates/base",
+            get(crate::base_certs::list)
+                .put(crate::base_certs::upload)
+                .layer(DefaultBodyLimit::max(crate::domains::MAX_CERTIFICATE_BODY)),
+        )
+        .route("/certificates/base/{pattern}", axum::routing::delete(crate::base_certs::remove))
         .route("/gc", post(crate::gc::run_gc))
         .route("/deploys/{id}", get(get_deploy))
         .route("/deploys/{id}/blobs", post(upload_blobs).layer(DefaultBodyLimit::disable()))
@@ -621,7 +628,8 @@ impl Modify for TokenAuth {
         crate::nodes::routing, crate::nodes::heartbeat, crate::nodes::certificate, crate::nodes::list_nodes, crate::nodes::create_token,
         crate::nodes::list_tokens, crate::nodes::revoke_token,
         crate::domains::list, crate::domains::add, crate::domains::remove, crate::domains::verify, crate::domains::primary,
-        crate::domains::upload, crate::domains::get_tls, crate::domains::put_tls),
+        crate::domains::upload, crate::domains::get_tls, crate::domains::put_tls,
+        crate::base_certs::list, crate::base_certs::upload, crate::base_certs::remove),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
         (name = "storage", description = "Retention and garbage collection: what is deleted, and when"),

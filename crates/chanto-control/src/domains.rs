@@ -129,7 +129,7 @@ pub struct CertificateView {
 }
 
 impl CertificateView {
-    fn of(c: &CertificateRecord, now: i64) -> Self {
+    pub(crate) fn of(c: &CertificateRecord, now: i64) -> Self {
         Self {
             id: c.id.clone(),
             source: c.source.as_str().into(),
@@ -232,7 +232,7 @@ impl TlsSettings {
 /// Longest HSTS max-age accepted: two years, what browsers' preload lists ask for.
 pub const MAX_HSTS_MAX_AGE: u64 = 2 * 365 * 86_400;
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
@@ -241,7 +241,7 @@ fn conflict(message: String) -> ApiError {
 }
 
 impl Control {
-    fn domain_service(&self) -> Result<&Arc<DomainService>, ApiError> {
+    pub(crate) fn domain_service(&self) -> Result<&Arc<DomainService>, ApiError> {
         self.domains.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

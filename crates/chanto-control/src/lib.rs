@@ -9,6 +9,7 @@ pub mod acme;
 pub mod acme_dns;
 pub mod acme_orders;
 pub mod api;
+pub mod base_certs;
 pub mod batch;
 pub mod builds;
 pub mod certcheck;

@@ -121,6 +121,7 @@ impl Published {
                 published_at: self.snapshot.published_at,
                 epoch: self.snapshot.epoch.clone(),
                 sites: sites.into_iter().map(|s| (s.clone(), table.sites.get(s).map(|p| (**p).clone()))).collect(),
+                base_certs: Some(table.base_certs.to_vec()),
             };
             Some(Bytes::from(serde_json::to_vec(&delta).expect("a routing delta serialises")))
         };

@@ -62,7 +62,7 @@ impl EdgeCerts {
     }
 
     /// Brings the store in step with `table`: every custom domain with a
-    /// certificate is served it. A certificate that cannot be loaded is
+    /// certificate is served it, and the base domain's wildcards theirs. A certificate that cannot be loaded is
     /// logged and its names keep what they had (or get none).
     pub async fn apply(&self, table: &RoutingTable) {
         self.apply_challenges(table);
@@ -71,6 +71,9 @@ impl EdgeCerts {
             .values()
             .flat_map(|part| part.domains.iter())
             .filter_map(|d| Some((d.name.clone(), d.cert.clone()?)))
+            // The base domain's wildcards serve every `<site>` and
+            // `<branch>--<site>` host (a custom domain's exact name wins).
+            .chain(table.base_certs.iter().map(|b| (b.pattern.clone(), b.cert.clone())))
             .collect();
         wanted.sort();
         if *self.applied.lock().expect("certs lock") == wanted {

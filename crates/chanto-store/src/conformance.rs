@@ -1158,6 +1158,32 @@ pub async fn domain_store(meta: &dyn MetaStore) {
     assert_eq!(meta.certificates_in_use().await.unwrap().len(), 1);
     assert_eq!(meta.prune_certificates().await.unwrap(), 1);
     assert!(meta.certificate("c0").await.unwrap().is_none());
+
+    // The base domain's certificates: a failure before any certificate, a
+    // certificate (clearing the backoff), a failure after it (keeping it);
+    // one in use is never pruned; removing lets it go.
+    assert_eq!(meta.base_certificates().await.unwrap(), vec![]);
+    meta.record_base_failure("*.base.test", 1, Some(5_000), "hook failed", 50).await.unwrap();
+    let failed = &meta.base_certificates().await.unwrap()[0];
+    assert_eq!((failed.cert_id.as_deref(), failed.attempts, failed.reason.as_deref()), (None, 1, Some("hook failed")));
+    let wild = CertificateRecord { id: "cb".into(), names: vec!["*.base.test".into()], ..cert.clone() };
+    meta.store_base_certificate("*.base.test", &wild, 51).await.unwrap();
+    meta.record_base_failure("*.base.test", 2, Some(6_000), "renewal failed", 52).await.unwrap();
+    let base = meta.base_certificates().await.unwrap();
+    assert_eq!(base.len(), 1);
+    assert_eq!(
+        (base[0].cert_id.as_deref(), base[0].attempts, base[0].next_attempt_at, base[0].updated_at),
+        (Some("cb"), 2, Some(6_000), 52)
+    );
+    meta.store_base_certificate("*.base.test", &wild, 53).await.unwrap();
+    let base = &meta.base_certificates().await.unwrap()[0];
+    assert_eq!((base.attempts, base.next_attempt_at, base.reason.as_deref()), (0, None, None));
+    assert_eq!(meta.prune_certificates().await.unwrap(), 0);
+    assert!(meta.certificates_in_use().await.unwrap().iter().any(|c| c.id == "cb"));
+    assert!(meta.remove_base_certificate("*.base.test").await.unwrap());
+    assert!(!meta.remove_base_certificate("*.base.test").await.unwrap());
+    assert_eq!(meta.prune_certificates().await.unwrap(), 1);
+    assert!(meta.certificate("cb").await.unwrap().is_none());
     assert!(meta.certificate("c1").await.unwrap().is_some(), "in use: kept");
 
     // Removing the apex removes its twin; the primary moves on.

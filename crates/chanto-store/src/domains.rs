@@ -194,6 +194,24 @@ impl CertificateSource {
     }
 }
 
+/// A certificate of the base domain (`*.BASE`, `*.PREVIEW`): what it
+/// serves, and how its order is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseCertificate {
+    /// The wildcard pattern, e.g. `*.example.org`.
+    pub pattern: String,
+    /// The certificate served for it, if any.
+    pub cert_id: Option<String>,
+    /// Failed orders in a row.
+    pub attempts: u32,
+    /// No order before this time (backoff after a failure).
+    pub next_attempt_at: Option<UnixMillis>,
+    /// Why the last order failed.
+    pub reason: Option<String>,
+    /// When the row last changed.
+    pub updated_at: UnixMillis,
+}
+
 /// A certificate as stored: its chain in clear, its key sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRecord {
@@ -298,4 +316,27 @@ pub trait DomainStore: Send + Sync + 'static {
     async fn take_lease(&self, name: &str, owner: &str, now: UnixMillis, ttl_ms: i64) -> Result<bool, StoreError>;
     /// Gives up the lease `name` if `owner` holds it.
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+    /// The base domain's certificates and orders, by pattern.
+    async fn base_certificates(&self) -> Result<Vec<BaseCertificate>, StoreError>;
+    /// Stores a certificate (once) and makes `pattern` serve it, clearing
+    /// any order backoff.
+    async fn store_base_certificate(
+        &self,
+        pattern: &str,
+        cert: &CertificateRecord,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Records a failed order of `pattern`'s certificate (keeping the one it
+    /// serves, if any).
+    async fn record_base_failure(
+        &self,
+        pattern: &str,
+        attempts: u32,
+        next_attempt_at: Option<UnixMillis>,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Forgets `pattern` (its certificate goes with the next prune):
+    /// whether it was there.
+    async fn remove_base_certificate(&self, pattern: &str) -> Result<bool, StoreError>;
 }

@@ -458,6 +458,21 @@ pub const TABLES: &[Table] = &[
         pg_order: "name",
     },
     Table {
+        name: "base_certificates",
+        columns: &[
+            c("pattern", Text),
+            c("cert_id", Text),
+            c("attempts", Int),
+            c("next_attempt_at", Int),
+            c("reason", Text),
+            c("updated_at", Int),
+        ],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "pattern",
+        pg_order: "pattern",
+    },
+    Table {
         name: "site_tls",
         columns: &[
             c("site_id", Int),

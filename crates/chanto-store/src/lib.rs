@@ -40,7 +40,8 @@ pub use builds::{
 };
 pub use cached::CachedBlobStore;
 pub use domains::{
-    AcmeChallenge, CertificateRecord, CertificateSource, DomainRecord, DomainState, DomainStore, NewDomain, SiteTls,
+    AcmeChallenge, BaseCertificate, CertificateRecord, CertificateSource, DomainRecord, DomainState, DomainStore,
+    NewDomain, SiteTls,
 };
 pub use error::StoreError;
 pub use meta::{
@@ -52,7 +53,9 @@ pub use notify::{
     Delivery, DeliveryAttempt, DeliveryNext, EVENT_KINDS, NewDelivery, NotifyStore, OutboxEvent, Subscription,
 };
 pub use postgres::PostgresMeta;
-pub use routing::{DomainRoute, RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable, SiteRouting};
+pub use routing::{
+    BaseCertRoute, DomainRoute, RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable, SiteRouting,
+};
 pub use s3::{S3BlobStore, S3Location, S3Options};
 pub use sqlite::SqliteMeta;
 

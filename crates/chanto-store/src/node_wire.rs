@@ -63,6 +63,10 @@ pub struct RoutingDelta {
     pub epoch: String,
     /// Each changed site with its whole new part; `None`: it serves nothing now.
     pub sites: Vec<(chanto_core::SiteName, Option<SiteRouting>)>,
+    /// The base domain's certificates as of `version`, whole (`None`, from
+    /// a control plane that predates them: unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_certs: Option<Vec<crate::routing::BaseCertRoute>>,
 }
 
 impl RoutingDelta {
@@ -85,7 +89,11 @@ impl RoutingDelta {
                 return Err(format!("the delta's part for site {site} has rows of another site"));
             }
         }
-        Ok(base.with_sites(self.version, self.sites.clone()))
+        let mut next = base.with_sites(self.version, self.sites.clone());
+        if let Some(certs) = &self.base_certs {
+            next.base_certs = std::sync::Arc::new(certs.clone());
+        }
+        Ok(next)
     }
 }
 
@@ -270,12 +278,17 @@ mod tests {
             published_at: 2,
             epoch: "e1".into(),
             sites: vec![(blog.clone(), Some(part.clone())), (site.clone(), None)],
+            base_certs: Some(vec![crate::routing::BaseCertRoute { pattern: "*.base.test".into(), cert: "c9".into() }]),
         };
         let json = serde_json::to_string(&delta).unwrap();
         let delta: RoutingDelta = serde_json::from_str(&json).unwrap();
         let next = delta.apply(&snap.table).unwrap();
         assert_eq!(next.version, 10);
         assert_eq!(next.sites.keys().map(|s| s.as_str()).collect::<Vec<_>>(), vec!["blog"]);
+        assert_eq!(next.base_certs.len(), 1, "the base certificates come whole");
+        // A delta without them (an older control plane) keeps the base's.
+        let older = RoutingDelta { base_certs: None, version: 11, base: 10, sites: vec![], ..delta.clone() };
+        assert_eq!(older.apply(&next).unwrap().base_certs, next.base_certs);
         let err = delta.apply(&next).unwrap_err();
         assert!(err.contains("does not apply to version 10"), "{err}");
         let lying = RoutingDelta { sites: vec![(site.clone(), Some(part))], ..delta };

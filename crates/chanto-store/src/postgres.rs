@@ -358,6 +358,20 @@ CREATE TABLE leases (
     // throwaway key (PEM) a domain answers `acme-tls/1` handshakes with while
     // an order is under way (SQLite migration 14 is the same).
     "ALTER TABLE domains ADD COLUMN challenge_alpn TEXT;",
+    // 8: the base domain's own certificates (issue 17): `*.BASE` (and
+    // `*.PREVIEW`) serve every `<site>` and `<branch>--<site>` host over
+    // HTTPS; uploaded, or ordered by DNS-01 with the order's backoff
+    // (SQLite migration 15 is the same).
+    r#"
+CREATE TABLE base_certificates (
+    pattern TEXT COLLATE "C" PRIMARY KEY,
+    cert_id TEXT REFERENCES certificates(id),
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    reason TEXT,
+    updated_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

@@ -343,7 +343,7 @@ impl DomainStore for PostgresMeta {
         let tx = c.transaction().await?;
         rows(
             &tx,
-            &format!("{CERT_SELECT} WHERE id IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL) ORDER BY id"),
+            &format!("{CERT_SELECT} WHERE id IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL UNION SELECT cert_id FROM base_certificates WHERE cert_id IS NOT NULL) ORDER BY id"),
             &[],
         )
         .await?
@@ -357,7 +357,7 @@ impl DomainStore for PostgresMeta {
         let tx = c.transaction().await?;
         let n = exec(
             &tx,
-            "DELETE FROM certificates WHERE id NOT IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL)",
+            "DELETE FROM certificates WHERE id NOT IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL UNION SELECT cert_id FROM base_certificates WHERE cert_id IS NOT NULL)",
             &[],
         )
         .await?;
@@ -454,5 +454,98 @@ impl DomainStore for PostgresMeta {
         exec(&tx, "DELETE FROM leases WHERE name = $1 AND owner = $2", &[&name, &owner]).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn base_certificates(&self) -> Result<Vec<BaseCertificate>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        rows(
+            &tx,
+            "SELECT pattern, cert_id, attempts, next_attempt_at, reason, updated_at FROM base_certificates ORDER BY pattern",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(BaseCertificate {
+                pattern: r.try_get(0)?,
+                cert_id: r.try_get(1)?,
+                attempts: r.try_get::<_, i64>(2)?.clamp(0, u32::MAX as i64) as u32,
+                next_attempt_at: r.try_get(3)?,
+                reason: r.try_get(4)?,
+                updated_at: r.try_get(5)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn store_base_certificate(
+        &self,
+        pattern: &str,
+        cert: &CertificateRecord,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(
+            &tx,
+            "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            &[
+                &cert.id,
+                &cert.source.as_str(),
+                &names,
+                &cert.chain_pem,
+                &cert.key_sealed,
+                &cert.not_before,
+                &cert.not_after,
+                &cert.issuer,
+                &cert.created_at,
+            ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
+             VALUES ($1, $2, 0, NULL, NULL, $3)
+             ON CONFLICT (pattern) DO UPDATE SET cert_id = excluded.cert_id, attempts = 0,
+                next_attempt_at = NULL, reason = NULL, updated_at = excluded.updated_at",
+            &[&pattern, &cert.id, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_base_failure(
+        &self,
+        pattern: &str,
+        attempts: u32,
+        next_attempt_at: Option<UnixMillis>,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(
+            &tx,
+            "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
+             VALUES ($1, NULL, $2, $3, $4, $5)
+             ON CONFLICT (pattern) DO UPDATE SET attempts = excluded.attempts,
+                next_attempt_at = excluded.next_attempt_at, reason = excluded.reason, updated_at = excluded.updated_at",
+            &[&pattern, &(attempts as i64), &next_attempt_at, &reason, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_base_certificate(&self, pattern: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(&tx, "DELETE FROM base_certificates WHERE pattern = $1", &[&pattern]).await?;
+        tx.commit().await?;
+        Ok(n > 0)
     }
 }

@@ -106,12 +106,27 @@ impl SiteRouting {
     }
 }
 
+/// The base certificates that serve something.
+fn base_routes(rows: Vec<crate::domains::BaseCertificate>) -> Vec<BaseCertRoute> {
+    rows.into_iter().filter_map(|b| Some(BaseCertRoute { pattern: b.pattern, cert: b.cert_id? })).collect()
+}
+
 /// A deleted site has no domains and no settings: the part is empty.
 fn absent<T: Default>(e: StoreError) -> Result<T, StoreError> {
     match e {
         StoreError::NotFound(_) => Ok(T::default()),
         e => Err(e),
     }
+}
+
+/// A certificate of the base domain: the wildcard pattern it serves
+/// (`*.BASE`, `*.PREVIEW`) and the certificate's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseCertRoute {
+    /// The pattern, e.g. `*.example.org`.
+    pub pattern: String,
+    /// The certificate (its id).
+    pub cert: String,
 }
 
 /// A versioned, complete picture of what every host serves.
@@ -126,6 +141,9 @@ pub struct RoutingTable {
     pub version: u64,
     /// Each site with anything to serve, and what it serves.
     pub sites: imbl::OrdMap<SiteName, Arc<SiteRouting>>,
+    /// The base domain's certificates (few; every delta carries them whole,
+    /// and a change to them re-reads the whole table: [`RoutingChange::All`]).
+    pub base_certs: Arc<Vec<BaseCertRoute>>,
     /// The sites changed from the table of version `base` this one was made
     /// from (`None`: not known; [`Self::changed_since`] then compares all).
     changes: Option<Changes>,
@@ -139,7 +157,7 @@ struct Changes {
 
 impl PartialEq for RoutingTable {
     fn eq(&self, other: &Self) -> bool {
-        self.version == other.version && self.sites == other.sites
+        self.version == other.version && self.sites == other.sites && self.base_certs == other.base_certs
     }
 }
 
@@ -221,6 +239,7 @@ impl RoutingTable {
             Self::from_rows(version, meta.routing_table(None).await?, meta.permalinks(None).await?, access, origins);
         let domains = meta.domains(None).await?.iter().map(|d| (d.site.clone(), DomainRoute::of(d))).collect();
         table.add_site_settings(domains, meta.all_site_tls().await?);
+        table.base_certs = Arc::new(base_routes(meta.base_certificates().await.or_else(absent)?));
         Ok(table)
     }
 
@@ -266,7 +285,7 @@ impl RoutingTable {
             sites.entry(site).or_default().proxy_origins.extend(origins);
         }
         let sites = sites.into_iter().filter(|(_, s)| !s.is_empty()).map(|(n, s)| (n, Arc::new(s))).collect();
-        Self { version, sites, changes: None }
+        Self { version, sites, base_certs: Arc::default(), changes: None }
     }
 
     /// This table as `version` with `site`'s part replaced (`None` or an
@@ -287,13 +306,18 @@ impl RoutingTable {
             };
             changed.push_back(site);
         }
-        Self { version, sites, changes: Some(Changes { base: self.version, sites: changed }) }
+        Self {
+            version,
+            sites,
+            base_certs: self.base_certs.clone(),
+            changes: Some(Changes { base: self.version, sites: changed }),
+        }
     }
 
     /// This table under another version number, changes unknown (for tests
     /// and for tables that stand alone).
     pub fn renumbered(&self, version: u64) -> Self {
-        Self { version, sites: self.sites.clone(), changes: None }
+        Self { version, sites: self.sites.clone(), base_certs: self.base_certs.clone(), changes: None }
     }
 
     /// Reads `change` from metadata into a copy of this table, as `version`.
@@ -395,6 +419,8 @@ struct FlatOut<'a> {
     domains: Vec<(&'a SiteName, &'a DomainRoute)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tls: Vec<(&'a SiteName, &'a SiteTls)>,
+    #[serde(skip_serializing_if = "<[BaseCertRoute]>::is_empty")]
+    base_certs: &'a [BaseCertRoute],
 }
 
 /// The flat form, as it is read.
@@ -409,6 +435,8 @@ struct FlatIn {
     domains: Vec<(SiteName, DomainRoute)>,
     #[serde(default)]
     tls: Vec<(SiteName, SiteTls)>,
+    #[serde(default)]
+    base_certs: Vec<BaseCertRoute>,
 }
 
 impl Serialize for RoutingTable {
@@ -426,6 +454,7 @@ impl Serialize for RoutingTable {
                 .collect(),
             domains: self.sites.iter().flat_map(|(n, p)| p.domains.iter().map(move |d| (n, d))).collect(),
             tls: self.sites.iter().filter_map(|(n, p)| p.tls.as_ref().map(|t| (n, t))).collect(),
+            base_certs: &self.base_certs,
         }
         .serialize(s)
     }
@@ -436,6 +465,7 @@ impl<'de> Deserialize<'de> for RoutingTable {
         let f = FlatIn::deserialize(d)?;
         let mut table = Self::from_rows(f.version, f.branches, f.permalinks, f.access, f.proxy_origins);
         table.add_site_settings(f.domains, f.tls);
+        table.base_certs = Arc::new(f.base_certs);
         Ok(table)
     }
 }

@@ -348,6 +348,18 @@ CREATE TABLE tokens (
     // throwaway key (PEM) a domain answers `acme-tls/1` handshakes with while
     // an order is under way (PostgreSQL migration 7 is the same).
     "ALTER TABLE domains ADD COLUMN challenge_alpn TEXT;",
+    // 15: the base domain's own certificates (issue 17): `*.BASE` (and
+    // `*.PREVIEW`) serve every `<site>` and `<branch>--<site>` host over
+    // HTTPS; uploaded, or ordered by DNS-01 with the order's backoff
+    // (PostgreSQL migration 8 is the same).
+    "CREATE TABLE base_certificates (
+        pattern TEXT PRIMARY KEY,
+        cert_id TEXT REFERENCES certificates(id),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        reason TEXT,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -342,7 +342,7 @@ impl DomainStore for SqliteMeta {
     async fn certificates_in_use(&self) -> Result<Vec<CertificateRecord>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(&format!(
-                "{CERT_SELECT} WHERE id IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL) ORDER BY id"
+                "{CERT_SELECT} WHERE id IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL UNION SELECT cert_id FROM base_certificates WHERE cert_id IS NOT NULL) ORDER BY id"
             ))?;
             Ok(st.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?)
         })
@@ -352,7 +352,7 @@ impl DomainStore for SqliteMeta {
     async fn prune_certificates(&self) -> Result<u64, StoreError> {
         self.call(|c| {
             Ok(c.execute(
-                "DELETE FROM certificates WHERE id NOT IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL)",
+                "DELETE FROM certificates WHERE id NOT IN (SELECT cert_id FROM domains WHERE cert_id IS NOT NULL UNION SELECT cert_id FROM base_certificates WHERE cert_id IS NOT NULL)",
                 [],
             )? as u64)
         })
@@ -449,5 +449,91 @@ impl DomainStore for SqliteMeta {
             Ok(())
         })
         .await
+    }
+
+    async fn base_certificates(&self) -> Result<Vec<BaseCertificate>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT pattern, cert_id, attempts, next_attempt_at, reason, updated_at
+                 FROM base_certificates ORDER BY pattern",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(BaseCertificate {
+                    pattern: r.get(0)?,
+                    cert_id: r.get(1)?,
+                    attempts: r.get::<_, i64>(2)?.clamp(0, u32::MAX as i64) as u32,
+                    next_attempt_at: r.get(3)?,
+                    reason: r.get(4)?,
+                    updated_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn store_base_certificate(
+        &self,
+        pattern: &str,
+        cert: &CertificateRecord,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let (pattern, cert) = (pattern.to_owned(), cert.clone());
+        let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+                params![
+                    cert.id,
+                    cert.source.as_str(),
+                    names,
+                    cert.chain_pem,
+                    cert.key_sealed,
+                    cert.not_before,
+                    cert.not_after,
+                    cert.issuer,
+                    cert.created_at
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
+                 VALUES (?1, ?2, 0, NULL, NULL, ?3)
+                 ON CONFLICT (pattern) DO UPDATE SET cert_id = excluded.cert_id, attempts = 0,
+                    next_attempt_at = NULL, reason = NULL, updated_at = excluded.updated_at",
+                params![pattern, cert.id, now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_base_failure(
+        &self,
+        pattern: &str,
+        attempts: u32,
+        next_attempt_at: Option<UnixMillis>,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let (pattern, reason) = (pattern.to_owned(), reason.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
+                 VALUES (?1, NULL, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (pattern) DO UPDATE SET attempts = excluded.attempts,
+                    next_attempt_at = excluded.next_attempt_at, reason = excluded.reason, updated_at = excluded.updated_at",
+                params![pattern, attempts as i64, next_attempt_at, reason, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_base_certificate(&self, pattern: &str) -> Result<bool, StoreError> {
+        let pattern = pattern.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM base_certificates WHERE pattern = ?1", [pattern])? > 0)).await
     }
 }

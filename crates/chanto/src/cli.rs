@@ -134,10 +134,12 @@ pub enum Command {
         chanto domains verify example.com --site docs                   # once DNS points here\n  \
         chanto domains https --site docs --hsts-max-age 31536000")]
     Domains(DomainsCommand),
-    /// Certificates: upload one (a wildcard, an EV certificate) for a domain.
+    /// Certificates: upload one (a wildcard, an EV certificate) for a domain, or the base domain's wildcard.
     #[command(subcommand)]
     #[command(after_help = "Examples:\n  \
-        chanto certs upload --site docs --domain example.com --cert fullchain.pem --key privkey.pem")]
+        chanto certs upload --site docs --domain example.com --cert fullchain.pem --key privkey.pem\n  \
+        chanto certs upload --base --cert wildcard.pem --key wildcard.key   # *.BASE: every <site> and preview host\n  \
+        chanto certs base                                                 # the base domain's certificates")]
     Certs(CertsCommand),
     /// Activate a ready deploy on its branch (also: roll back to that deploy).
     #[command(after_help = "Examples:\n  \
@@ -559,17 +561,28 @@ pub enum CertsCommand {
     /// covers that have no certificate yet (an apex's www twin) get it too.
     Upload {
         /// The domain it is for.
-        #[arg(long)]
-        domain: String,
+        #[arg(long, required_unless_present = "base", requires = "site")]
+        domain: Option<String>,
         /// The site that has the domain.
-        #[arg(long)]
-        site: String,
+        #[arg(long, requires = "domain")]
+        site: Option<String>,
+        /// For this server's own base domain instead: a wildcard (`*.BASE`,
+        /// or `*.PREVIEW`) that serves every `<site>` and `<branch>--<site>` host.
+        #[arg(long, conflicts_with_all = ["domain", "site"])]
+        base: bool,
         /// The certificate chain, leaf first (fullchain.pem).
         #[arg(long, value_name = "FULLCHAIN.pem")]
         cert: PathBuf,
         /// The private key (PEM, not encrypted).
         #[arg(long, value_name = "KEY.pem")]
         key: PathBuf,
+    },
+    /// The base domain's wildcard certificates: each pattern, what it serves, until when.
+    Base,
+    /// Stop serving a base domain's certificate (`*.BASE` or `*.PREVIEW`).
+    RemoveBase {
+        /// The pattern, as `chanto certs base` shows it.
+        pattern: String,
     },
 }
 

@@ -2,6 +2,7 @@
 //! (issue 17).
 
 use anyhow::{Context, bail};
+use chanto_control::base_certs::{BaseCertificateView, UploadedBaseCertificate};
 use chanto_control::domains::{
     AddDomain, DomainView, RemovedDomains, TlsSettings, UploadCertificate, UploadedCertificate,
 };
@@ -161,23 +162,35 @@ fn read_pem(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
 /// Runs a `chanto certs` subcommand.
 pub async fn certs(client: &Client, cmd: CertsCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        CertsCommand::Upload { domain, site, cert, key } => {
+        CertsCommand::Upload { domain, site, base, cert, key } => {
             let body = UploadCertificate { chain_pem: read_pem("--cert", &cert)?, key_pem: read_pem("--key", &key)? };
-            let r: UploadedCertificate =
-                client.put(&format!("{}/certificate", domain_path(&site, &domain)?), &body).await.map_err(|e| {
-                    // Name the file the server found wrong.
-                    let file = match e.code.as_deref() {
-                        Some("key_pem_invalid" | "key_unsupported") => Some(("--key", &key)),
-                        Some(c) if c.starts_with("cert_") || c.starts_with("chain_") || c == "names_do_not_cover" => {
-                            Some(("--cert", &cert))
-                        }
-                        _ => None,
-                    };
-                    match file {
-                        Some((flag, path)) => anyhow::anyhow!("{flag} {}: {e}", path.display()),
-                        None => anyhow::Error::new(e),
+            // Name the file the server found wrong.
+            let named = |e: crate::client::CallError| {
+                let file = match e.code.as_deref() {
+                    Some("key_pem_invalid" | "key_unsupported") => Some(("--key", &key)),
+                    Some(c) if c.starts_with("cert_") || c.starts_with("chain_") || c == "names_do_not_cover" => {
+                        Some(("--cert", &cert))
                     }
-                })?;
+                    _ => None,
+                };
+                match file {
+                    Some((flag, path)) => anyhow::anyhow!("{flag} {}: {e}", path.display()),
+                    None => anyhow::Error::new(e),
+                }
+            };
+            let (Some(domain), Some(site), false) = (domain, site, base) else {
+                let r: UploadedBaseCertificate = client.put("/certificates/base", &body).await.map_err(named)?;
+                if json {
+                    return print_json(&r);
+                }
+                r.base.iter().for_each(print_base);
+                for w in &r.warnings {
+                    println!("warning: {w}");
+                }
+                return Ok(());
+            };
+            let r: UploadedCertificate =
+                client.put(&format!("{}/certificate", domain_path(&site, &domain)?), &body).await.map_err(named)?;
             if json {
                 return print_json(&r);
             }
@@ -186,6 +199,38 @@ pub async fn certs(client: &Client, cmd: CertsCommand, json: bool) -> anyhow::Re
                 println!("warning: {w}");
             }
         }
+        CertsCommand::Base => {
+            let base: Vec<BaseCertificateView> = client.get("/certificates/base").await?;
+            if json {
+                return print_json(&base);
+            }
+            base.iter().for_each(print_base);
+        }
+        CertsCommand::RemoveBase { pattern } => {
+            let base: Vec<BaseCertificateView> =
+                client.delete_json(&format!("/certificates/base/{}", seg(&pattern))).await?;
+            if json {
+                return print_json(&base);
+            }
+            base.iter().for_each(print_base);
+        }
     }
     Ok(())
+}
+
+fn print_base(b: &BaseCertificateView) {
+    match &b.certificate {
+        Some(c) => println!(
+            "{}: {} from {}, until {} ({} days) — every <site> and <branch>--<site> host over HTTPS",
+            b.pattern, c.source, c.issuer, c.not_after, c.days_left
+        ),
+        None => println!(
+            "{}: no certificate — upload one with `chanto certs upload --base`, or order one by DNS-01 (--acme-challenge dns-01)",
+            b.pattern
+        ),
+    }
+    if let Some(reason) = &b.reason {
+        let when = b.next_attempt.as_deref().map(|t| format!(" (tries again at {t})")).unwrap_or_default();
+        println!("  why:  {reason}{when}");
+    }
 }

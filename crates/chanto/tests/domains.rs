@@ -47,6 +47,11 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with(&[])
+}
+
+/// `start` with more `chanto serve` flags.
+fn start_with(extra: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let ca = TestCa::in_dir(tmp.path(), "domains-e2e");
     let port = free_port();
@@ -65,7 +70,11 @@ fn start() -> Setup {
             roots.to_str().unwrap(),
             // Uploaded certificates only: no ACME CA here (tests/acme.rs has one).
             "--no-acme",
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     let addresses: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(server.data.join("addresses.json")).unwrap()).unwrap();
@@ -169,6 +178,74 @@ async fn a_domain_is_added_verified_given_a_certificate_and_served_over_https() 
     while fresh().get("https://example.com/").send().await.is_ok() {
         assert!(std::time::Instant::now() < deadline, "the removed domain's certificate is still served");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_wildcard_serves_every_site_host_over_https() {
+    // (A wildcard needs two labels under it: `*.localhost`, the default, is
+    // refused by TLS clients, so this server has a base domain of its own.)
+    let Setup { server, ca, https, _tmp } = start_with(&["--base-domain", "sites.test"]);
+    let hosts = ["docs.sites.test", "blog.sites.test"];
+    let client = tls_client(&ca, https, &hosts, false);
+    // Before: site hosts get no handshake, and nothing is listed.
+    assert!(client.get("https://docs.sites.test/").send().await.is_err());
+    let base = server.cli(&["certs", "base", "--json"]).ok().json();
+    assert_eq!(
+        (base[0]["pattern"].as_str(), &base[0]["certificate"]),
+        (Some("*.sites.test"), &serde_json::Value::Null)
+    );
+    assert!(server.cli(&["certs", "base"]).ok().stdout().contains("no certificate"));
+
+    // A certificate for other names is refused, naming the pattern wanted
+    // and the file.
+    let other = ca.issue(&["*.example.test"]);
+    let refused = server
+        .cli(&[
+            "certs",
+            "upload",
+            "--base",
+            "--cert",
+            other.cert.to_str().unwrap(),
+            "--key",
+            other.key.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        refused.stderr().contains("--cert") && refused.stderr().contains("a wildcard for *.sites.test"),
+        "{}",
+        refused.stderr()
+    );
+    let refused = server.cli(&["certs", "upload", "--base", "--site", "docs", "--cert", "x", "--key", "y"]).fails();
+    assert!(refused.stderr().contains("cannot be used with"), "{}", refused.stderr());
+
+    // The wildcard: every site's host is served over HTTP/2 and HTTP/1.1.
+    let leaf = ca.issue(&["*.sites.test"]);
+    let up = server
+        .cli(&["certs", "upload", "--base", "--cert", leaf.cert.to_str().unwrap(), "--key", leaf.key.to_str().unwrap()])
+        .ok()
+        .stdout();
+    assert!(up.contains("*.sites.test: upload from"), "{up}");
+    for (host, http1) in [("docs.sites.test", false), ("blog.sites.test", true)] {
+        let client = tls_client(&ca, https, &hosts, http1);
+        let r = client.get(format!("https://{host}/")).send().await.unwrap();
+        let version = r.version();
+        assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (200, "<h1>docs</h1>"), "{host}");
+        assert_eq!(version, if http1 { reqwest::Version::HTTP_11 } else { reqwest::Version::HTTP_2 });
+    }
+    // Plain HTTP to site hosts is as it was (no redirect).
+    assert_eq!(http_get(&server.edge, "docs.sites.test", "/").unwrap().status, 200);
+    let base = server.cli(&["certs", "base", "--json"]).ok().json();
+    assert_eq!(base[0]["certificate"]["source"], "upload", "{base}");
+
+    // Removed: the hosts get no handshake again; an unknown pattern is a 404.
+    let gone = server.cli(&["certs", "remove-base", "*.example.test"]).fails();
+    assert!(gone.stderr().contains("*.sites.test"), "{}", gone.stderr());
+    server.cli(&["certs", "remove-base", "*.sites.test"]).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tls_client(&ca, https, &hosts, false).get("https://docs.sites.test/").send().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still served after removal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
