@@ -340,6 +340,7 @@ impl Control {
                     let why = if renewal { format!("renewal failed: {e}") } else { e.clone() };
                     let _ = self.meta.set_domain_state(&fresh.name, state, Some(&why), Some(&hint)).await;
                 }
+                self.certificate_failed(&fresh, &e, renewal).await;
                 Err(e)
             }
         }

@@ -12,6 +12,7 @@ pub mod api;
 pub mod base_certs;
 pub mod batch;
 pub mod builds;
+pub mod cert_events;
 pub mod certcheck;
 pub mod config;
 pub mod domains;

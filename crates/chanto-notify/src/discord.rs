@@ -36,6 +36,12 @@ pub fn discord_body(e: &Event) -> Value {
     let short = |s: &str| truncate(&discord_escape(s), SHORT_FIELD_MAX);
     fields.push(("Site", short(&e.site), true));
     fields.push(("Branch", short(&e.branch), true));
+    if let Some(domain) = &e.domain {
+        fields.push(("Domain", short(domain), true));
+    }
+    if let Some(expiry) = e.expiry_text() {
+        fields.push(("Expires", expiry, true));
+    }
     if let Some(pr) = e.pull_request {
         fields.push(("Pull request", format!("#{pr}"), true));
     }
@@ -60,7 +66,11 @@ pub fn discord_body(e: &Event) -> Value {
     if let Some(error) = e.error.as_deref().filter(|s| !s.trim().is_empty()) {
         // Markdown is not rendered inside a code block; only a fence could end it early.
         let error = truncate(&error.replace("```", "'''"), DISCORD_FIELD_VALUE_MAX - 8);
-        fields.push(("Error", format!("```\n{error}\n```"), false));
+        let name = if e.domain.is_some() { "Reason" } else { "Error" };
+        fields.push((name, format!("```\n{error}\n```"), false));
+    }
+    if let Some(hint) = e.hint.as_deref().filter(|s| !s.trim().is_empty()) {
+        fields.push(("What to do", truncate(&discord_escape(hint), DISCORD_FIELD_VALUE_MAX), false));
     }
     // Discord refuses empty field values.
     fields.retain(|(_, value, _)| !value.trim().is_empty());
@@ -94,7 +104,7 @@ pub fn discord_body(e: &Event) -> Value {
 mod tests {
     use super::*;
     use crate::EventKind;
-    use crate::fixtures::{event, hostile_failure};
+    use crate::fixtures::{certificate, event, hostile_certificate, hostile_failure};
 
     fn field<'a>(embed: &'a Value, name: &str) -> Option<&'a str> {
         embed["fields"].as_array().unwrap().iter().find(|f| f["name"] == name).and_then(|f| f["value"].as_str())
@@ -170,6 +180,47 @@ Longer body."
             assert!(!value.is_empty() && units(value) <= DISCORD_FIELD_VALUE_MAX, "{}", f["name"]);
         }
         assert!(field(embed, "Error").unwrap().contains('…'));
+        assert!(total(embed) <= DISCORD_EMBED_TOTAL_MAX, "{}", total(embed));
+    }
+
+    #[test]
+    fn certificate_events_name_the_domain_reason_and_what_to_do() {
+        let embed = &discord_body(&certificate(EventKind::CertificateFailed))["embeds"][0];
+        assert_eq!(embed["title"], "Certificate failed: blog / example.com");
+        assert_eq!(embed["color"], 0xe05d44);
+        assert!(embed.get("url").is_none() && embed.get("description").is_none(), "{embed}");
+        assert_eq!(field(embed, "Domain"), Some("example.com"));
+        assert_eq!(field(embed, "Reason"), Some("```\ncould not reach the ACME CA: connection refused\n```"));
+        assert_eq!(field(embed, "Error"), None);
+        assert!(field(embed, "What to do").unwrap().starts_with(r"chanto tries again in 1m \(attempt 1\)"));
+        assert_eq!(field(embed, "Expires"), None);
+        assert_eq!(embed["footer"]["text"], "chanto · certificate.failed");
+
+        let embed = &discord_body(&certificate(EventKind::CertificateExpiring))["embeds"][0];
+        assert_eq!(embed["color"], 0xdfb317);
+        assert_eq!(field(embed, "Expires"), Some("2024-03-10 07:08 UTC (in 5 days)"));
+    }
+
+    #[test]
+    fn certificate_reason_and_hint_are_escaped_and_within_limits() {
+        let embed = &discord_body(&hostile_certificate())["embeds"][0];
+        assert_eq!(
+            field(embed, "Reason"),
+            Some("```\n<b>boom</b> & <!channel> @everyone\n'''\n[click](https://evil.example) # heading\n```")
+        );
+        assert_eq!(
+            field(embed, "What to do"),
+            Some("\\<script\\>x\\</script\\> \\@here \\*bold\\*\r\nBcc\\: victim\\@example.org")
+        );
+
+        let mut e = hostile_certificate();
+        e.error = Some("<".repeat(10_000));
+        e.hint = Some("@".repeat(10_000));
+        e.domain = Some("d".repeat(2000));
+        let embed = &discord_body(&e)["embeds"][0];
+        for f in embed["fields"].as_array().unwrap() {
+            assert!(units(f["value"].as_str().unwrap()) <= DISCORD_FIELD_VALUE_MAX, "{}", f["name"]);
+        }
         assert!(total(embed) <= DISCORD_EMBED_TOTAL_MAX, "{}", total(embed));
     }
 

@@ -29,6 +29,12 @@ pub fn email(e: &Event) -> Email {
     let subject = truncate(&one_line(&subject), 200);
 
     let mut rows: Vec<(&str, String)> = vec![("Site", e.site.clone()), ("Branch", e.branch.clone())];
+    if let Some(domain) = &e.domain {
+        rows.push(("Domain", domain.clone()));
+    }
+    if let Some(expiry) = e.expiry_text() {
+        rows.push(("Expires", expiry));
+    }
     if let Some(pr) = e.pull_request {
         rows.push(("Pull request", format!("#{pr}")));
     }
@@ -48,13 +54,16 @@ pub fn email(e: &Event) -> Email {
             .collect();
     let message = e.message.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(|m| truncate(m, LONG_TEXT_MAX));
     let error = e.error.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(|m| truncate(m, LONG_TEXT_MAX));
+    let hint = e.hint.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(|m| truncate(m, LONG_TEXT_MAX));
+    let error_label = if e.domain.is_some() { "Reason" } else { "Error" };
+    let sections = [("Message", &message), (error_label, &error), ("What to do", &hint)];
     let headline = e.headline();
 
     let mut text = format!("{headline}\n\n");
     for (name, value) in &rows {
         let _ = writeln!(text, "{:<14}{}", format!("{name}:"), one_line(value));
     }
-    for (label, body) in [("Message", &message), ("Error", &error)] {
+    for (label, body) in sections {
         if let Some(body) = body {
             let _ = writeln!(text, "\n{label}:");
             for line in body.lines() {
@@ -87,7 +96,7 @@ pub fn email(e: &Event) -> Email {
         let _ = writeln!(html, "<tr><th align=\"left\">{name}</th><td>{}</td></tr>", html_escape(value));
     }
     html.push_str("</table>\n");
-    for (label, body) in [("Message", &message), ("Error", &error)] {
+    for (label, body) in sections {
         if let Some(body) = body {
             let _ = writeln!(
                 html,
@@ -115,7 +124,7 @@ pub fn email(e: &Event) -> Email {
 mod tests {
     use super::*;
     use crate::EventKind;
-    use crate::fixtures::{event, hostile_failure};
+    use crate::fixtures::{certificate, event, hostile_certificate, hostile_failure};
 
     #[test]
     fn succeeded_build() {
@@ -148,6 +157,41 @@ mod tests {
         // The plain-text body keeps text as written, but never lets a header line through.
         assert!(m.text.contains("<script>alert(1)</script>"));
         assert!(m.text.contains("Site:         blog  Bcc: victim@example.org\n"), "{}", m.text);
+    }
+
+    #[test]
+    fn certificate_events_name_the_domain_reason_and_what_to_do() {
+        let m = email(&certificate(EventKind::CertificateExpiring));
+        assert_eq!(m.subject, "[chanto] Certificate expiring: blog / example.com");
+        assert!(
+            m.text.starts_with(
+                "Certificate expiring: blog / example.com\n\nSite:         blog\nBranch:       main\n\
+                 Domain:       example.com\nExpires:      2024-03-10 07:08 UTC (in 5 days)\n"
+            ),
+            "{}",
+            m.text
+        );
+        assert!(m.text.contains("\nReason:\n    could not reach the ACME CA: connection refused\n"), "{}", m.text);
+        assert!(m.text.contains("\nWhat to do:\n    chanto tries again in 1m (attempt 1)"), "{}", m.text);
+        assert!(m.html.contains("<h3>What to do</h3>"), "{}", m.html);
+        assert!(m.html.contains("<tr><th align=\"left\">Domain</th><td>example.com</td></tr>"), "{}", m.html);
+        assert!(m.html.contains("border-left:6px solid #dfb317"));
+    }
+
+    #[test]
+    fn certificate_reason_and_hint_are_escaped() {
+        let mut e = hostile_certificate();
+        e.domain = Some("x\r\nBcc: victim@example.org".into());
+        let m = email(&e);
+        assert!(!m.subject.contains(['\r', '\n']), "{}", m.subject);
+        for bad in ["<script", "<b>", "<!channel"] {
+            assert!(!m.html.contains(bad), "{bad} in html");
+        }
+        assert!(m.html.contains("&lt;b&gt;boom&lt;/b&gt; &amp; &lt;!channel&gt;"), "{}", m.html);
+        assert!(m.html.contains("&lt;script&gt;x&lt;/script&gt; @here"), "{}", m.html);
+        // No header line sneaks into the plain-text rows; multi-line reasons stay indented under their label.
+        assert!(m.text.contains("Domain:       x  Bcc: victim@example.org\n"), "{}", m.text);
+        assert!(m.text.contains("\nWhat to do:\n    <script>x</script> @here *bold*\n    Bcc: victim@example.org\n"));
     }
 
     #[test]

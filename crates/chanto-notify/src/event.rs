@@ -40,6 +40,13 @@ pub enum EventKind {
     /// A pull-request preview was removed (the pull request closed).
     #[serde(rename = "preview.removed")]
     PreviewRemoved,
+    /// An ACME order or renewal of a custom domain's certificate failed; `error` says why, `hint` what to do.
+    #[serde(rename = "certificate.failed")]
+    CertificateFailed,
+    /// A certificate a custom domain serves expires within 30 (or 7) days and chanto is not renewing it (an uploaded
+    /// certificate, or an automatic one whose renewal keeps failing); `expires_at_ms` says when.
+    #[serde(rename = "certificate.expiring")]
+    CertificateExpiring,
 }
 
 /// How an event reads at a glance; decides colours and badge statuses.
@@ -79,11 +86,12 @@ impl Outcome {
 
 /// Every event name, for error messages.
 pub(crate) const EVENT_NAMES: &str = "build.queued, build.started, build.succeeded, build.failed, build.cancelled, \
-    deploy.ready, deploy.activated, deploy.rolled_back, preview.ready, preview.removed";
+    deploy.ready, deploy.activated, deploy.rolled_back, preview.ready, preview.removed, certificate.failed, \
+    certificate.expiring";
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::BuildQueued,
         EventKind::BuildStarted,
         EventKind::BuildSucceeded,
@@ -94,6 +102,8 @@ impl EventKind {
         EventKind::DeployRolledBack,
         EventKind::PreviewReady,
         EventKind::PreviewRemoved,
+        EventKind::CertificateFailed,
+        EventKind::CertificateExpiring,
     ];
 
     /// The stable dotted name, e.g. `build.succeeded`: used in webhook bodies, filters and the API.
@@ -109,6 +119,8 @@ impl EventKind {
             EventKind::DeployRolledBack => "deploy.rolled_back",
             EventKind::PreviewReady => "preview.ready",
             EventKind::PreviewRemoved => "preview.removed",
+            EventKind::CertificateFailed => "certificate.failed",
+            EventKind::CertificateExpiring => "certificate.expiring",
         }
     }
 
@@ -125,6 +137,8 @@ impl EventKind {
             EventKind::DeployRolledBack => "Deploy rolled back",
             EventKind::PreviewReady => "Preview ready",
             EventKind::PreviewRemoved => "Preview removed",
+            EventKind::CertificateFailed => "Certificate failed",
+            EventKind::CertificateExpiring => "Certificate expiring",
         }
     }
 
@@ -136,7 +150,9 @@ impl EventKind {
             | EventKind::DeployReady
             | EventKind::DeployActivated
             | EventKind::PreviewReady => Outcome::Success,
-            EventKind::BuildFailed => Outcome::Failure,
+            EventKind::BuildFailed | EventKind::CertificateFailed => Outcome::Failure,
+            // Still served, but someone has to act before the date: a warning (yellow).
+            EventKind::CertificateExpiring => Outcome::Pending,
             EventKind::BuildCancelled | EventKind::DeployRolledBack | EventKind::PreviewRemoved => Outcome::Neutral,
         }
     }
@@ -212,22 +228,51 @@ pub struct Event {
     /// The commit message, as written (untrusted: channels escape it).
     #[serde(default)]
     pub message: Option<String>,
-    /// Why a build failed (the last lines of its log or the runner's error).
+    /// Why a build failed (the last lines of its log or the runner's error), or why a certificate order failed.
     #[serde(default)]
     pub error: Option<String>,
     /// The build ran code from a fork's pull request (or one whose origin could not be told): it ran in the
     /// sandbox without the site's secret variables.
     #[serde(default)]
     pub from_fork: bool,
+    /// The custom domain a certificate event is about (e.g. `example.com`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// When the domain's certificate stops being valid, in milliseconds since the Unix epoch, for
+    /// `certificate.expiring`.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+    /// What to do about it, in words (certificate events).
+    #[serde(default)]
+    pub hint: Option<String>,
 }
 
 impl Event {
-    /// A one-line summary such as `Build failed: blog / main` (or `… / PR #12` for previews).
+    /// A one-line summary such as `Build failed: blog / main` (or `… / PR #12` for previews, `… / example.com`
+    /// for a custom domain's certificate).
     pub fn headline(&self) -> String {
-        match self.pull_request {
-            Some(pr) => format!("{}: {} / PR #{pr} ({})", self.kind.title(), self.site, self.branch),
-            None => format!("{}: {} / {}", self.kind.title(), self.site, self.branch),
+        match (&self.domain, self.pull_request) {
+            (Some(domain), _) => format!("{}: {} / {domain}", self.kind.title(), self.site),
+            (None, Some(pr)) => format!("{}: {} / PR #{pr} ({})", self.kind.title(), self.site, self.branch),
+            (None, None) => format!("{}: {} / {}", self.kind.title(), self.site, self.branch),
         }
+    }
+
+    /// When the certificate expires, in words relative to the event (`2024-03-10 07:08 UTC (in 5 days)`), for
+    /// certificate events that carry the date.
+    pub fn expiry_text(&self) -> Option<String> {
+        let at = self.expires_at_ms?;
+        let date = crate::time::iso8601_ms(at);
+        let when = format!("{} {} UTC", &date[..10], &date[11..16]);
+        let left_ms = at.saturating_sub(self.at_ms);
+        let days = left_ms / 86_400_000;
+        let relative = match left_ms {
+            ..=0 => "already expired".to_owned(),
+            1..86_400_000 => format!("in {} h", (left_ms / 3_600_000).max(1)),
+            _ if days == 1 => "in 1 day".to_owned(),
+            _ => format!("in {days} days"),
+        };
+        Some(format!("{when} ({relative})"))
     }
 
     /// The link a notification's title points at: the log for failures and work in progress, else the
@@ -271,7 +316,10 @@ mod tests {
             (EventKind::DeployRolledBack, Outcome::Neutral),
             (EventKind::PreviewReady, Outcome::Success),
             (EventKind::PreviewRemoved, Outcome::Neutral),
+            (EventKind::CertificateFailed, Outcome::Failure),
+            (EventKind::CertificateExpiring, Outcome::Pending),
         ];
+        assert_eq!(cases.len(), EventKind::ALL.len());
         for (kind, outcome) in cases {
             assert_eq!(kind.outcome(), outcome, "{kind}");
         }
@@ -287,6 +335,26 @@ mod tests {
         assert_eq!(e.primary_url(), e.urls.branch.as_deref());
         e.urls = EventUrls::default();
         assert_eq!(e.primary_url(), None);
+    }
+
+    #[test]
+    fn certificate_headline_names_the_domain_and_expiry_reads_relative_to_the_event() {
+        let mut e = crate::fixtures::certificate(EventKind::CertificateFailed);
+        assert_eq!(e.headline(), "Certificate failed: blog / example.com");
+        assert_eq!(e.expiry_text(), None);
+        e.kind = EventKind::CertificateExpiring;
+        let day = 86_400_000;
+        let cases: &[(i64, &str)] = &[
+            (5 * day + 3_600_000, "2024-03-10 08:08 UTC (in 5 days)"),
+            (day + 1, "2024-03-06 07:08 UTC (in 1 day)"),
+            (2 * 3_600_000 + 5, "2024-03-05 09:08 UTC (in 2 h)"),
+            (1, "2024-03-05 07:08 UTC (in 1 h)"),
+            (-day, "2024-03-04 07:08 UTC (already expired)"),
+        ];
+        for (left, want) in cases {
+            e.expires_at_ms = Some(e.at_ms + left);
+            assert_eq!(e.expiry_text().as_deref(), Some(*want), "{left}");
+        }
     }
 
     #[test]

@@ -170,6 +170,21 @@ mod tests {
     }
 
     #[test]
+    fn certificate_events_reach_every_event_subscriptions_and_explicit_lists_only() {
+        let e = crate::fixtures::certificate(EventKind::CertificateFailed);
+        assert!(Filter::all().matches(&e), "a subscription to every event hears of certificates");
+        let builds = Filter::new(vec![EventKind::BuildFailed, EventKind::DeployActivated], vec![]).unwrap();
+        assert!(!builds.matches(&e), "an explicit list gets only what it lists");
+        let certs: Filter = serde_json::from_str(r#"{"events": ["certificate.failed"]}"#).unwrap();
+        assert!(certs.matches(&e));
+        assert!(!certs.matches(&crate::fixtures::certificate(EventKind::CertificateExpiring)));
+        // The branch is the one the domain serves: branch filters apply as to any event.
+        let main_only = Filter::new(vec![], vec!["main".into()]).unwrap();
+        assert!(main_only.matches(&e));
+        assert!(!main_only.matches(&Event { branch: "staging".into(), ..e }));
+    }
+
+    #[test]
     fn deserialises_with_validation() {
         let f: Filter = serde_json::from_str(r#"{"events": ["build.failed"], "branches": ["main"]}"#).unwrap();
         assert_eq!(f.events(), &[EventKind::BuildFailed]);

@@ -33,7 +33,8 @@ const LIST_MAX: usize = 50;
 /// The JSON body of a commit status for `e`, to `POST` to `forge`'s statuses endpoint; `context` names the status
 /// (GitHub's and Gitea's `context`, GitLab's `name`), e.g. `chanto/blog`.
 ///
-/// `None` when the event does not change a commit status: only build events do. States: `build.queued` and
+/// `None` when the event does not change a commit status: only build events do (deploy, preview and certificate
+/// events never do). States: `build.queued` and
 /// `build.started` are pending (GitLab: `pending` / `running`), `build.succeeded` success, `build.failed` failure
 /// (GitLab: `failed`), `build.cancelled` error (GitLab: `canceled`).
 ///
@@ -50,7 +51,12 @@ pub fn status_body(forge: ForgeKind, e: &Event, context: &str) -> Option<Value> 
         (_, BuildSucceeded) => "success",
         (_, BuildFailed) => "failure",
         (_, BuildCancelled) => "error",
-        (_, DeployReady | DeployActivated | DeployRolledBack | PreviewReady | PreviewRemoved) => return None,
+        // Certificates are a custom domain's, not a commit's: forges never hear of them.
+        (
+            _,
+            DeployReady | DeployActivated | DeployRolledBack | PreviewReady | PreviewRemoved | CertificateFailed
+            | CertificateExpiring,
+        ) => return None,
     };
     let description = match e.kind {
         BuildQueued => "Queued…".to_owned(),
@@ -214,6 +220,8 @@ fn comment_heading(kind: EventKind) -> &'static str {
         EventKind::BuildCancelled => "Build cancelled",
         EventKind::DeployRolledBack => "Deploy rolled back",
         EventKind::PreviewRemoved => "Preview removed",
+        // Never commented (the dispatcher comments on build events only); named for completeness.
+        EventKind::CertificateFailed | EventKind::CertificateExpiring => kind.title(),
     }
 }
 
@@ -465,6 +473,8 @@ mod tests {
             (DeployRolledBack, [None, None, None]),
             (PreviewReady, [None, None, None]),
             (PreviewRemoved, [None, None, None]),
+            (CertificateFailed, [None, None, None]),
+            (CertificateExpiring, [None, None, None]),
         ];
         assert_eq!(cases.len(), EventKind::ALL.len());
         for (kind, states) in cases {

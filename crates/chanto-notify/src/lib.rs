@@ -5,7 +5,8 @@
 //! `at_ms`) and the jitter in, and send the bodies this crate renders. So every function is a pure table-testable
 //! mapping, and the IO layer (HTTP, SMTP, the database) stays thin.
 //!
-//! - [`Event`] / [`EventKind`]: what happened; [`Filter`]: who wants to hear about it.
+//! - [`Event`] / [`EventKind`]: what happened (builds, deploys, previews, custom domains' certificates); [`Filter`]:
+//!   who wants to hear about it.
 //! - [`webhook_body`], [`webhook_schema`], [`sign`], [`verify`]: generic webhooks.
 //! - [`slack_body`], [`discord_body`], [`email`]: chat and mail, with all user text escaped per target.
 //! - [`RetryPolicy::decide`], [`parse_retry_after`]: delivery retries.
@@ -65,6 +66,40 @@ mod fixtures {
             message: Some("Fix typo in about page\n\nLonger body.".into()),
             error: None,
             from_fork: false,
+            domain: None,
+            expires_at_ms: None,
+            hint: None,
+        }
+    }
+
+    /// A certificate event of `kind` for `example.com` of `blog`, as the control plane makes them: no build, commit
+    /// or links.
+    pub(crate) fn certificate(kind: EventKind) -> Event {
+        Event {
+            id: "evt_cert_01".into(),
+            commit: None,
+            build_id: None,
+            deploy_id: None,
+            urls: EventUrls::default(),
+            duration_ms: None,
+            author: None,
+            message: None,
+            error: Some("could not reach the ACME CA: connection refused".into()),
+            domain: Some("example.com".into()),
+            expires_at_ms: (kind == EventKind::CertificateExpiring).then_some(1_709_622_489_123 + 5 * 86_400_000),
+            hint: Some(
+                "chanto tries again in 1m (attempt 1); check that example.com points at this installation".into(),
+            ),
+            ..event(kind)
+        }
+    }
+
+    /// A certificate failure whose reason and hint are hostile (a CA's error text is untrusted).
+    pub(crate) fn hostile_certificate() -> Event {
+        Event {
+            error: Some("<b>boom</b> & <!channel> @everyone\n```\n[click](https://evil.example) # heading".into()),
+            hint: Some("<script>x</script> @here *bold*\r\nBcc: victim@example.org".into()),
+            ..certificate(EventKind::CertificateFailed)
         }
     }
 

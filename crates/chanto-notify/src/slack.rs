@@ -26,7 +26,10 @@ pub fn slack_body(e: &Event) -> Value {
         Some(url) => slack_link(url, title),
         None => title.to_owned(),
     };
-    let mut main = format!("*{heading}* · {site} / {branch}");
+    let mut main = match &e.domain {
+        Some(domain) => format!("*{heading}* · {site} / {}", slack_escape(&truncate(domain, 260))),
+        None => format!("*{heading}* · {site} / {branch}"),
+    };
     if let Some(pr) = e.pull_request {
         main.push_str(&format!(" · PR #{pr}"));
     }
@@ -44,12 +47,20 @@ pub fn slack_body(e: &Event) -> Value {
         main.push('\n');
         main.push_str(&commit_line.join(" "));
     }
+    if let Some(expiry) = e.expiry_text() {
+        main.push_str(&format!("\nExpires {expiry}"));
+    }
 
     let mut blocks = vec![json!({ "type": "section", "text": { "type": "mrkdwn", "text": main } })];
     if let Some(error) = e.error.as_deref().filter(|s| !s.trim().is_empty()) {
         // Fences inside the text would end the code block early.
         let error = slack_escape(&truncate(error, 500)).replace("```", "'''");
         blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("```{error}```") } }));
+    }
+    if let Some(hint) = e.hint.as_deref().filter(|s| !s.trim().is_empty()) {
+        let hint = slack_escape(&truncate(hint, 500));
+        blocks
+            .push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*What to do:* {hint}") } }));
     }
     let mut context = Vec::new();
     if let Some(ms) = e.duration_ms {
@@ -75,7 +86,7 @@ pub fn slack_body(e: &Event) -> Value {
 mod tests {
     use super::*;
     use crate::EventKind;
-    use crate::fixtures::{event, hostile_failure};
+    use crate::fixtures::{certificate, event, hostile_certificate, hostile_failure};
 
     fn all_text(body: &Value) -> String {
         let blocks = body["attachments"][0]["blocks"].as_array().unwrap();
@@ -133,11 +144,51 @@ mod tests {
     }
 
     #[test]
+    fn certificate_events_name_the_domain_reason_and_what_to_do() {
+        let body = slack_body(&certificate(EventKind::CertificateFailed));
+        assert_eq!(body["text"], "Certificate failed: blog / example.com");
+        let attachment = &body["attachments"][0];
+        assert_eq!(attachment["color"], "danger");
+        assert_eq!(attachment["blocks"][0]["text"]["text"], "*Certificate failed* · blog / example.com");
+        assert_eq!(attachment["blocks"][1]["text"]["text"], "```could not reach the ACME CA: connection refused```");
+        let hint = attachment["blocks"][2]["text"]["text"].as_str().unwrap();
+        assert!(hint.starts_with("*What to do:* chanto tries again in 1m (attempt 1)"), "{hint}");
+        assert_eq!(attachment["blocks"].as_array().unwrap().len(), 3, "no links, no context");
+
+        let body = slack_body(&certificate(EventKind::CertificateExpiring));
+        assert_eq!(body["attachments"][0]["color"], "#dfb317");
+        assert_eq!(
+            body["attachments"][0]["blocks"][0]["text"]["text"],
+            "*Certificate expiring* · blog / example.com\nExpires 2024-03-10 07:08 UTC (in 5 days)"
+        );
+    }
+
+    #[test]
+    fn certificate_reason_and_hint_are_escaped() {
+        let body = slack_body(&hostile_certificate());
+        let text = all_text(&body);
+        for bad in ["<b>", "<!channel", "<script"] {
+            assert!(!text.contains(bad), "{bad} in {text}");
+        }
+        let blocks = body["attachments"][0]["blocks"].as_array().unwrap();
+        assert_eq!(
+            blocks[1]["text"]["text"],
+            "```&lt;b&gt;boom&lt;/b&gt; &amp; &lt;!channel&gt; @everyone\n'''\n[click](https://evil.example) # heading```"
+        );
+        assert_eq!(
+            blocks[2]["text"]["text"],
+            "*What to do:* &lt;script&gt;x&lt;/script&gt; @here *bold*\r\nBcc: victim@example.org"
+        );
+    }
+
+    #[test]
     fn long_text_stays_within_block_limit() {
         let mut e = hostile_failure();
         e.message = Some("&".repeat(10_000));
         e.error = Some("<".repeat(10_000));
         e.branch = ">".repeat(250);
+        e.domain = Some("<".repeat(300));
+        e.hint = Some("&".repeat(10_000));
         for block in slack_body(&e)["attachments"][0]["blocks"].as_array().unwrap() {
             if let Some(text) = block["text"]["text"].as_str() {
                 assert!(text.chars().count() <= 3000, "{}", text.len());

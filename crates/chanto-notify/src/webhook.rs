@@ -58,7 +58,7 @@ pub fn webhook_schema() -> Value {
         "description": "One thing that happened to a site.",
         "required": [
             "id", "kind", "at_ms", "site", "branch", "commit", "build_id", "deploy_id", "pull_request", "urls",
-            "duration_ms", "author", "message", "error", "from_fork"
+            "duration_ms", "author", "message", "error", "from_fork", "domain", "expires_at_ms", "hint"
         ],
         "properties": {
             "id": { "type": "string", "minLength": 1,
@@ -77,9 +77,15 @@ pub fn webhook_schema() -> Value {
                              "description": "How long the build took, in milliseconds, for finished builds." },
             "author": nullable("string", "Author of the commit."),
             "message": nullable("string", "The commit message as written: untrusted, escape it before display."),
-            "error": nullable("string", "Why a build failed: the last lines of its log or the runner's error."),
+            "error": nullable("string", "Why a build failed (the last lines of its log or the runner's error), or why a \
+                                         certificate order failed: untrusted, escape it before display."),
             "from_fork": { "type": "boolean",
                            "description": "The build ran a fork's pull request: sandboxed, without secret variables." },
+            "domain": nullable("string", "The custom domain a certificate.* event is about, e.g. example.com."),
+            "expires_at_ms": { "type": ["integer", "null"],
+                               "description": "certificate.expiring: when the domain's certificate stops being valid, \
+                                               in milliseconds since the Unix epoch (UTC)." },
+            "hint": nullable("string", "certificate.*: what to do about it, in words."),
         },
     });
     json!({
@@ -306,6 +312,36 @@ mod tests {
         assert_eq!(back, event(EventKind::BuildSucceeded));
     }
 
+    #[test]
+    fn certificate_bodies_carry_domain_expiry_and_hint_and_validate() {
+        for e in [
+            crate::fixtures::certificate(EventKind::CertificateFailed),
+            crate::fixtures::certificate(EventKind::CertificateExpiring),
+            crate::fixtures::hostile_certificate(),
+        ] {
+            assert_eq!(validate(&webhook_body(&e)), Ok(()), "{}", e.kind);
+        }
+        let body: Value =
+            serde_json::from_slice(&webhook_body(&crate::fixtures::certificate(EventKind::CertificateExpiring)))
+                .unwrap();
+        assert_eq!(body["event"]["kind"], "certificate.expiring");
+        assert_eq!(body["event"]["domain"], "example.com");
+        assert_eq!(body["event"]["expires_at_ms"], 1_709_622_489_123i64 + 5 * 86_400_000);
+        assert!(body["event"]["hint"].as_str().unwrap().contains("attempt 1"));
+        // Build events carry the new fields as null (every field is always present).
+        let body: Value = serde_json::from_slice(&webhook_body(&event(EventKind::BuildFailed))).unwrap();
+        for key in ["domain", "expires_at_ms", "hint"] {
+            assert_eq!(body["event"][key], Value::Null, "{key}");
+            assert!(body["event"].as_object().unwrap().contains_key(key), "{key}");
+        }
+        // A payload stored before these fields existed still reads.
+        let mut old = body["event"].clone();
+        for key in ["domain", "expires_at_ms", "hint"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        assert_eq!(serde_json::from_value::<Event>(old).unwrap(), event(EventKind::BuildFailed));
+    }
+
     fn lookup(headers: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
         move |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
     }
@@ -405,7 +441,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_event_body_validates(
-            id in "\\PC{1,20}", kind in 0usize..10, at_ms in any::<i64>(), site in "\\PC{0,20}",
+            id in "\\PC{1,20}", kind in 0usize..EventKind::ALL.len(), at_ms in any::<i64>(), site in "\\PC{0,20}",
             branch in "\\PC{0,30}", message in proptest::option::of("\\PC{0,200}"),
             pr in proptest::option::of(1u64..u64::MAX), duration in proptest::option::of(any::<u64>()),
         ) {

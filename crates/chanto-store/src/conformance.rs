@@ -729,6 +729,12 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     meta.enqueue_build(new_build(9, &site, "main", 1), true).await.unwrap();
     meta.cancel_queued(&chanto_core::BuildId::from_random([9; 8]), "x", 1).await.unwrap();
     assert!(meta.pending_events(10).await.unwrap().is_empty());
+    assert!(!meta.record_site_event(&site, "certificate.failed", "main", "{}", 1).await.unwrap());
+    assert!(meta.record_site_event(&site, "certificate.renamed", "main", "{}", 1).await.is_err());
+    assert!(matches!(
+        meta.record_site_event(&"nosite".parse().unwrap(), "certificate.failed", "main", "{}", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     // Subscriptions.
     let sub = |id: &str| Subscription {
@@ -909,6 +915,15 @@ pub async fn notify_store(meta: &dyn MetaStore) {
     assert!(meta.delete_subscription(&site, "sub_b").await.unwrap());
     assert!(!meta.delete_subscription(&site, "sub_b").await.unwrap());
     assert!(meta.list_notify_deliveries(&site, None, 10).await.unwrap().is_empty());
+    // An event the control plane decides (certificates) goes through the
+    // same outbox, its body in `detail`.
+    assert!(meta.record_site_event(&site, "certificate.expiring", "main", "{\"x\":1}", 2000).await.unwrap());
+    let last = meta.pending_events(100).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.branch.as_str(), last.detail.as_deref()),
+        ("certificate.expiring", "main", Some("{\"x\":1}"))
+    );
+    assert_eq!((last.build, last.deploy), (None, None));
     // Deleting the site takes everything with it.
     meta.delete_site(&site).await.unwrap();
     assert!(meta.pending_events(100).await.unwrap().is_empty());

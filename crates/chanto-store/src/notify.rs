@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{StoreError, UnixMillis};
 
 /// The events the store records, by name.
-pub const EVENT_KINDS: [&str; 10] = [
+pub const EVENT_KINDS: [&str; 12] = [
     "build.queued",
     "build.started",
     "build.succeeded",
@@ -23,6 +23,8 @@ pub const EVENT_KINDS: [&str; 10] = [
     "deploy.rolled_back",
     "preview.ready",
     "preview.removed",
+    "certificate.failed",
+    "certificate.expiring",
 ];
 
 /// A notification subscription of a site.
@@ -163,6 +165,19 @@ pub trait NotifyStore: Send + Sync + 'static {
     async fn get_subscription(&self, site: &SiteName, id: &str) -> Result<Option<Subscription>, StoreError>;
     /// Removes a subscription with its deliveries; false if there was none.
     async fn delete_subscription(&self, site: &SiteName, id: &str) -> Result<bool, StoreError>;
+
+    /// Records an event that no metadata change of the store's own makes
+    /// (`certificate.*`: the control plane's loops decide them), with
+    /// `detail` as its body, when the site has a subscription. Returns
+    /// whether it was recorded.
+    async fn record_site_event(
+        &self,
+        site: &SiteName,
+        kind: &str,
+        branch: &str,
+        detail: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError>;
 
     /// Events not fanned out yet, oldest first.
     async fn pending_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;

@@ -141,6 +141,32 @@ impl NotifyStore for PostgresMeta {
         Ok(n > 0)
     }
 
+    async fn record_site_event(
+        &self,
+        site: &SiteName,
+        kind: &str,
+        branch: &str,
+        detail: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        if !EVENT_KINDS.contains(&kind) {
+            return Err(StoreError::Db(format!("{kind} is not an event the outbox records")));
+        }
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let id = site_id(&tx, site).await?;
+        let n = exec(
+            &tx,
+            "INSERT INTO notify_outbox (site_id, kind, branch, detail, at)
+             SELECT $1::bigint, $2::text, $3::text, $4::text, $5::bigint
+             WHERE EXISTS (SELECT 1 FROM notify_subscriptions WHERE site_id = $1::bigint)",
+            &[&id, &kind, &branch, &detail, &at],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     async fn pending_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;

@@ -147,6 +147,32 @@ impl NotifyStore for SqliteMeta {
         .await
     }
 
+    async fn record_site_event(
+        &self,
+        site: &SiteName,
+        kind: &str,
+        branch: &str,
+        detail: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        if !EVENT_KINDS.contains(&kind) {
+            return Err(StoreError::Db(format!("{kind} is not an event the outbox records")));
+        }
+        let (site, kind, branch, detail) = (site.clone(), kind.to_owned(), branch.to_owned(), detail.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site_id(&tx, &site)?;
+            let n = tx.execute(
+                "INSERT INTO notify_outbox (site_id, kind, branch, detail, at)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM notify_subscriptions WHERE site_id = ?1)",
+                params![id, kind, branch, detail, at],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn pending_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(

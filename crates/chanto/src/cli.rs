@@ -1231,7 +1231,8 @@ pub struct NotifyAddArgs {
     #[arg(long)]
     pub site: String,
     /// Events to send, comma-separated (default: all): build.queued, build.started, build.succeeded, build.failed,
-    /// build.cancelled, deploy.ready, deploy.activated, deploy.rolled_back, preview.ready, preview.removed.
+    /// build.cancelled, deploy.ready, deploy.activated, deploy.rolled_back, preview.ready, preview.removed,
+    /// certificate.failed, certificate.expiring.
     #[arg(long, value_delimiter = ',')]
     pub events: Vec<String>,
     /// Only these branches (globs; repeatable; default: all).

@@ -535,6 +535,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
     ));
     if !args.no_notifications {
         tasks.push(tokio::spawn(chanto_control::notify::run(control.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(control.clone().run_certificate_warnings(stop_rx.clone())));
     }
     if control.acme_enabled() {
         tasks.push(tokio::spawn(control.clone().run_acme(stop_rx.clone())));

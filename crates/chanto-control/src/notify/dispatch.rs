@@ -125,6 +125,13 @@ async fn deliveries_for(
 
 /// The event as subscribers see it: the outbox row, with what the build and deploy records add.
 async fn event_for(control: &Control, notifier: &Notifier, o: &OutboxEvent, kind: EventKind) -> Event {
+    // Certificate events carry the whole event, made by the control plane.
+    if matches!(kind, EventKind::CertificateFailed | EventKind::CertificateExpiring)
+        && let Some(event) = o.detail.as_deref().and_then(|d| serde_json::from_str::<Event>(d).ok())
+        && event.kind == kind
+    {
+        return event;
+    }
     let meta = &control.meta;
     let mut build: Option<BuildRecord> = match &o.build {
         Some(id) => meta.get_build(id).await.ok().flatten(),
@@ -179,6 +186,9 @@ async fn event_for(control: &Control, notifier: &Notifier, o: &OutboxEvent, kind
             .or_else(|| deploy.and_then(|d| d.message)),
         error,
         from_fork: build.as_ref().is_some_and(|b| b.untrusted),
+        domain: None,
+        expires_at_ms: None,
+        hint: None,
     }
 }
 

@@ -7,8 +7,10 @@
 //! the comment with the deploy plan) and records one delivery per matching subscription, marking the event done in
 //! the same transaction. Delivery workers ([`send`]) make due deliveries, one at a time per subscription so a pull
 //! request comment never goes back in time, and record every attempt; the retry policy is `chanto_notify`'s.
-//! Nothing here is on a build's or a deploy's path: they only write a row.
+//! Nothing here is on a build's or a deploy's path: they only write a row. Certificate events, which no metadata
+//! transaction writes, are sent without the outbox (`direct.rs`).
 
+mod direct;
 mod dispatch;
 mod send;
 
@@ -27,6 +29,7 @@ use utoipa::ToSchema;
 use crate::builds::sealed::Sealer;
 use crate::{ApiError, Control};
 
+pub(crate) use direct::{send_now, send_to, targets};
 pub use send::TestResult;
 
 /// Settings of the notification service.
@@ -186,7 +189,7 @@ pub struct SubscribeRequest {
     pub channel: Option<Channel>,
     /// Events to send (default: all): `build.queued`, `build.started`, `build.succeeded`, `build.failed`,
     /// `build.cancelled`, `deploy.ready`, `deploy.activated`, `deploy.rolled_back`, `preview.ready`,
-    /// `preview.removed`.
+    /// `preview.removed`, `certificate.failed`, `certificate.expiring` (forge channels never get certificate events).
     #[serde(default)]
     pub events: Vec<String>,
     /// Branch globs (default: every branch); `*` within a path segment, `**` across.

@@ -34,12 +34,12 @@ pub struct TestResult {
 }
 
 /// One attempt's result.
-struct Sent {
-    result: DeliveryResult,
-    status: Option<u16>,
-    response: String,
+pub(super) struct Sent {
+    pub(super) result: DeliveryResult,
+    pub(super) status: Option<u16>,
+    pub(super) response: String,
     /// Retrying cannot help (the stored settings or the event cannot make this delivery).
-    permanent: bool,
+    pub(super) permanent: bool,
 }
 
 impl Sent {
@@ -53,7 +53,7 @@ impl Sent {
     }
 }
 
-fn jitter() -> f64 {
+pub(super) fn jitter() -> f64 {
     (u64::from_le_bytes(chanto_store::random_bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -153,7 +153,7 @@ where
     }
 }
 
-fn describe(s: &Sent) -> String {
+pub(super) fn describe(s: &Sent) -> String {
     match &s.result {
         DeliveryResult::Status { code, .. } => format!("HTTP {code}"),
         DeliveryResult::Timeout => "timed out".into(),
@@ -218,6 +218,9 @@ async fn sample_event(control: &Control, notifier: &Notifier, sub: &Subscription
         message: Some("A test notification from `chanto notify test`".into()),
         error: None,
         from_fork: false,
+        domain: None,
+        expires_at_ms: None,
+        hint: None,
     }
 }
 
@@ -231,22 +234,13 @@ async fn send(
 ) -> Sent {
     let e = &p.event;
     match (config, action) {
-        (ChannelConfig::Webhook { url, secret }, "send") => {
-            let body = chanto_notify::webhook_body(e);
-            let mut req = notifier.http.post(url).header("content-type", "application/json");
-            for (name, value) in chanto_notify::sign(secret.as_bytes(), chanto_store::now_millis() / 1000, &body) {
-                req = req.header(name, value);
-            }
-            let req = req.header("X-Chanto-Event", e.kind.as_str()).header("X-Chanto-Delivery", &e.id).body(body);
-            http(req, RESPONSE_KEPT).await.0
-        }
-        (ChannelConfig::Slack { url }, "send") => {
-            http(notifier.http.post(url).json(&chanto_notify::slack_body(e)), RESPONSE_KEPT).await.0
-        }
-        (ChannelConfig::Discord { url }, "send") => {
-            http(notifier.http.post(url).json(&chanto_notify::discord_body(e)), RESPONSE_KEPT).await.0
-        }
-        (ChannelConfig::Email { smtp, from, to }, "send") => email(notifier, smtp, from, to, e).await,
+        (
+            ChannelConfig::Webhook { .. }
+            | ChannelConfig::Slack { .. }
+            | ChannelConfig::Discord { .. }
+            | ChannelConfig::Email { .. },
+            "send",
+        ) => message(notifier, config, e).await,
         (ChannelConfig::Forge { forge, api_url, repository, token, context, .. }, "status") => {
             let Some(commit) = &e.commit else { return Sent::failed("the event has no commit") };
             let kind = forge_kind(*forge);
@@ -281,6 +275,29 @@ async fn send(
             upsert_comment(control, notifier, sub, &forge, pr, body).await
         }
         _ => Sent::failed(format!("a {} subscription cannot make a {action:?} delivery", sub.channel)),
+    }
+}
+
+/// Sends `e` as a message (webhook, Slack, Discord, email); forge settings make no message.
+pub(super) async fn message(notifier: &Notifier, config: &ChannelConfig, e: &chanto_notify::Event) -> Sent {
+    match config {
+        ChannelConfig::Webhook { url, secret } => {
+            let body = chanto_notify::webhook_body(e);
+            let mut req = notifier.http.post(url).header("content-type", "application/json");
+            for (name, value) in chanto_notify::sign(secret.as_bytes(), chanto_store::now_millis() / 1000, &body) {
+                req = req.header(name, value);
+            }
+            let req = req.header("X-Chanto-Event", e.kind.as_str()).header("X-Chanto-Delivery", &e.id).body(body);
+            http(req, RESPONSE_KEPT).await.0
+        }
+        ChannelConfig::Slack { url } => {
+            http(notifier.http.post(url).json(&chanto_notify::slack_body(e)), RESPONSE_KEPT).await.0
+        }
+        ChannelConfig::Discord { url } => {
+            http(notifier.http.post(url).json(&chanto_notify::discord_body(e)), RESPONSE_KEPT).await.0
+        }
+        ChannelConfig::Email { smtp, from, to } => email(notifier, smtp, from, to, e).await,
+        ChannelConfig::Forge { .. } => Sent::failed("a forge subscription sends no messages"),
     }
 }
 
