@@ -27,7 +27,7 @@ use crate::acme::{AcmeAccount, AcmeConfig, AlpnCert, ChallengeKind, Challenges};
 
 /// How long a node holds a name's order lease before another may take it
 /// (it is renewed before each step that matters).
-const LEASE_MS: i64 = 10 * 60 * 1000;
+pub(crate) const LEASE_MS: i64 = 10 * 60 * 1000;
 /// Orders started in one pass, at most.
 const ORDERS_PER_PASS: usize = 4;
 /// The longest the loop sleeps when nothing wakes it.
@@ -37,11 +37,11 @@ const PASS_MIN: Duration = Duration::from_secs(1);
 
 /// The ACME settings of this control plane, and what it keeps between orders.
 pub struct AcmeOrders {
-    config: AcmeConfig,
+    pub(crate) config: AcmeConfig,
     /// Who holds leases: this node and run.
-    owner: String,
+    pub(crate) owner: String,
     /// How long one order may take, end to end.
-    deadline: Duration,
+    pub(crate) deadline: Duration,
     wake: tokio::sync::Notify,
     account: tokio::sync::Mutex<Option<AcmeAccount>>,
 }
@@ -86,17 +86,22 @@ pub struct PassReport {
 
 /// Publishes HTTP-01 and TLS-ALPN-01 challenges through the store and the
 /// routing table, DNS-01 ones through the operator's hook.
-struct RoutedChallenges<'a> {
-    control: &'a Control,
-    site: SiteName,
-    dns_hook: Option<&'a std::path::Path>,
+pub(crate) struct RoutedChallenges<'a> {
+    pub(crate) control: &'a Control,
+    /// The site whose routing carries HTTP-01 and TLS-ALPN-01 challenges
+    /// (`None`: the base domain, proven by DNS-01 only).
+    pub(crate) site: Option<SiteName>,
+    pub(crate) dns_hook: Option<&'a std::path::Path>,
     /// The TXT records the hook published, by name (to clean them up).
-    txt: std::sync::Mutex<HashMap<String, (String, String)>>,
+    pub(crate) txt: std::sync::Mutex<HashMap<String, (String, String)>>,
 }
 
 impl RoutedChallenges<'_> {
     /// Stores the challenge on the domain and sends it to every edge.
     async fn put(&self, name: &str, challenge: &AcmeChallenge) -> Result<(), String> {
+        if self.site.is_none() {
+            return Err(format!("{name}: the base domain is proven by DNS-01 only"));
+        }
         self.control
             .meta
             .set_challenge(name, Some(challenge))
@@ -106,9 +111,10 @@ impl RoutedChallenges<'_> {
     }
 
     async fn publish(&self) -> Result<(), String> {
+        let Some(site) = &self.site else { return Ok(()) };
         let version = self
             .control
-            .publish_routing(RoutingChange::site(&self.site))
+            .publish_routing(RoutingChange::site(site))
             .await
             .map_err(|e| format!("publishing the challenge: {e}"))?;
         // The CA may check from anywhere: wait until the edges have it.
@@ -277,6 +283,7 @@ impl Control {
                 Err(why) => report.failed.push((d.name, why)),
             }
         }
+        self.base_pass(&orders, &certs, &mut report).await?;
         Ok(report)
     }
 
@@ -352,7 +359,7 @@ impl Control {
         let account = self.acme_account(orders, &service).await?;
         let challenges = RoutedChallenges {
             control: self,
-            site: d.site.clone(),
+            site: Some(d.site.clone()),
             dns_hook: orders.config.dns_hook.as_deref(),
             txt: Default::default(),
         };
@@ -403,7 +410,7 @@ impl Control {
 
     /// The ACME account: made once per directory and kept in the store
     /// (sealed); two nodes making one at once end up using the first stored.
-    async fn acme_account(
+    pub(crate) async fn acme_account(
         &self,
         orders: &AcmeOrders,
         service: &crate::domains::DomainService,

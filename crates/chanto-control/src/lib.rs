@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod acme;
+mod acme_base;
 pub mod acme_dns;
 pub mod acme_orders;
 pub mod api;

@@ -190,19 +190,21 @@ async fn tls_alpn_01_is_answered_by_the_edges_https_listener() {
     assert!(answered.is_some_and(|n| n >= 1), "{metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dns_01_goes_through_the_operators_hook_and_cleans_up() {
+/// A DNS-01 hook that publishes at pebble-challtestsrv (the DNS Pebble asks)
+/// as it would at a provider's API, and logs each call; it learns where
+/// that DNS is from the file `target` (waiting for it), written once Pebble
+/// runs. Returns (hook, log, target).
+fn dns_hook(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    // The hook publishes at pebble-challtestsrv (the DNS Pebble asks) as it
-    // would at a provider's API, and logs each call. It learns where that
-    // DNS is from a file written once Pebble runs.
-    let hooks = tempfile::tempdir().unwrap();
-    let (hook, log, target) =
-        (hooks.path().join("dns-hook"), hooks.path().join("calls.log"), hooks.path().join("dns-management"));
+    let (hook, log, target) = (dir.join("dns-hook"), dir.join("calls.log"), dir.join("dns-management"));
     let script = format!(
         r#"#!/usr/bin/env python3
-import json, sys, urllib.request
+import json, os, sys, time, urllib.request
 action, name, value = sys.argv[1:4]
+for _ in range(100):
+    if os.path.exists({target:?}):
+        break
+    time.sleep(0.1)
 mgmt = open({target:?}).read().strip()
 body = {{"host": name, "value": value}} if action == "present" else {{"host": name}}
 path = "set-txt" if action == "present" else "clear-txt"
@@ -212,6 +214,41 @@ open({log:?}, "a").write(action + " " + name + " " + value + "\n")
     );
     std::fs::write(&hook, script).unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (hook, log, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_base_domains_wildcard_is_ordered_by_dns_01_and_serves_every_site() {
+    let hooks = tempfile::tempdir().unwrap();
+    let (hook, log, target) = dns_hook(hooks.path());
+    let s = start(
+        pebble::Options::default(),
+        &["--base-domain", "sites.test", "--acme-challenge", "dns-01", "--acme-dns-hook", hook.to_str().unwrap()],
+    )
+    .await;
+    std::fs::write(&target, s.ca.dns_management.to_string()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let base = loop {
+        let base = s.server.cli(&["certs", "base", "--json"]).ok().json();
+        if base[0]["certificate"]["source"] == "acme" {
+            break base;
+        }
+        assert!(std::time::Instant::now() < deadline, "{base:#}\n{}\n{}", s.server.stderr(), s.ca.logs());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(base[0]["pattern"], "*.sites.test", "{base:#}");
+    assert_eq!(base[0]["certificate"]["names"], serde_json::json!(["*.sites.test"]), "{base:#}");
+    // Every site host is served by it, with no domain added.
+    assert_eq!(https_get(&s.issuing_root, s.https, "shop.sites.test").await.unwrap(), "<h1>shop</h1>");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.lines().any(|l| l.starts_with("present _acme-challenge.sites.test. ")), "{calls}");
+    assert!(calls.lines().any(|l| l.starts_with("cleanup _acme-challenge.sites.test. ")), "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_01_goes_through_the_operators_hook_and_cleans_up() {
+    let hooks = tempfile::tempdir().unwrap();
+    let (hook, log, target) = dns_hook(hooks.path());
     let s =
         start(pebble::Options::default(), &["--acme-challenge", "dns-01", "--acme-dns-hook", hook.to_str().unwrap()])
             .await;
