@@ -526,11 +526,13 @@ fn an_edge_node_serves_uploaded_certificates_over_https_and_keeps_them_through_a
     let tmp = tempfile::tempdir().unwrap();
     let ca = chanto_testkit::tls::TestCa::in_dir(tmp.path(), "edge-node-https");
     let roots = ca.cert();
-    let control = control(tmp.path(), &s3, &bucket, &["--certificate-roots", roots.to_str().unwrap()]);
+    let base = ["--base-domain", "sites.test"];
+    let control =
+        control(tmp.path(), &s3, &bucket, &[&base[..], &["--certificate-roots", roots.to_str().unwrap()]].concat());
     let url = format!("s3://{bucket}/prod");
     let node_data = tmp.path().join("edge-a");
     let token = tmp.path().join("node.token");
-    let https = ["--https", "127.0.0.1:0"];
+    let https = ["--https", "127.0.0.1:0", "--base-domain", "sites.test"];
     let edge = EdgeProc::start(&node_data, "a", &control.api_url, &token, &url, &s3.endpoint(), &https);
     wait_for("the edge node ready", Duration::from_secs(20), || (edge.ready_status() == 200).then_some(()));
     let addr = https_addr(&node_data);
@@ -590,6 +592,18 @@ fn an_edge_node_serves_uploaded_certificates_over_https_and_keeps_them_through_a
     let got = ask(&node_token, &id);
     assert_eq!((got.status, got.header("cache-control")), (200, Some("no-store")));
 
+    // The base domain's wildcard reaches the node in the routing delta, and
+    // serves the site's own host.
+    assert!(https_get(&ca, &addr, "docs.sites.test", "/").is_err(), "no wildcard yet");
+    let wild = ca.issue(&["*.sites.test"]);
+    control
+        .cli(&["certs", "upload", "--base", "--cert", wild.cert.to_str().unwrap(), "--key", wild.key.to_str().unwrap()])
+        .ok();
+    let (status, body) = wait_for("the base wildcard on the edge node", Duration::from_secs(20), || {
+        https_get(&ca, &addr, "docs.sites.test", "/").ok()
+    });
+    assert_eq!((status, body.as_str()), (200, "<h1>over tls</h1>"), "{}", edge.stderr());
+
     // Control plane and object store gone; the node restarts alone and
     // serves HTTPS from what it kept.
     control.kill();
@@ -600,6 +614,9 @@ fn an_edge_node_serves_uploaded_certificates_over_https_and_keeps_them_through_a
     let (status, body) =
         https_get(&ca, &addr, "shop.example.org", "/").unwrap_or_else(|e| panic!("{e}\n{}", edge.stderr()));
     assert_eq!((status, body.as_str()), (200, "<h1>over tls</h1>"));
+    let (status, _) =
+        https_get(&ca, &addr, "docs.sites.test", "/").unwrap_or_else(|e| panic!("{e}\n{}", edge.stderr()));
+    assert_eq!(status, 200, "the wildcard kept too");
     // A damaged kept file is not served (and the control plane is away to give it again).
     edge.kill();
     std::fs::write(&kept, b"{\"id\":\"x\"}").unwrap();
