@@ -342,9 +342,22 @@ impl Control {
                         fresh.name, fresh.site
                     );
                     // A failed renewal keeps the certificate it has (and
-                    // the name active) and says why it is not renewed.
-                    let state = if renewal { DomainState::Active } else { DomainState::Failed };
-                    let why = if renewal { format!("renewal failed: {e}") } else { e.clone() };
+                    // the name active) and says why it is not renewed;
+                    // once that certificate has expired the name has
+                    // failed (browsers refuse it).
+                    let expired = fresh
+                        .cert_id
+                        .as_ref()
+                        .and_then(|id| certs.get(id))
+                        .filter(|c| c.not_after <= now_millis())
+                        .map(|c| crate::domains::rfc3339(c.not_after));
+                    let (state, why) = match (renewal, expired) {
+                        (true, Some(at)) => {
+                            (DomainState::Failed, format!("the certificate expired at {at} and renewal failed: {e}"))
+                        }
+                        (true, None) => (DomainState::Active, format!("renewal failed: {e}")),
+                        (false, _) => (DomainState::Failed, e.clone()),
+                    };
                     let _ = self.meta.set_domain_state(&fresh.name, state, Some(&why), Some(&hint)).await;
                 }
                 self.certificate_failed(&fresh, &e, renewal).await;

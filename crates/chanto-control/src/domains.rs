@@ -422,6 +422,10 @@ impl Control {
         match check_http(&service, name.as_str(), &d.verify_token).await {
             Ok(()) => {
                 self.meta.mark_verified(name.as_str(), "http", chanto_store::now_millis()).await?;
+                if d.cert_id.is_some() && d.attempts > 0 && self.acme_enabled() {
+                    // A renewal that keeps failing: verifying again retries at once.
+                    self.meta.record_order_failure(name.as_str(), d.attempts, None).await?;
+                }
                 if d.cert_id.is_none() {
                     let hint = if self.acme_enabled() {
                         // Verifying again is the way to retry at once.

@@ -319,6 +319,22 @@ async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_
     assert_eq!(failing["certificate"]["id"], second["certificate"]["id"]);
     assert!(failing["hint"].as_str().unwrap().contains("tries again in"), "{failing:#}");
     assert_eq!(https_get(&s.issuing_root, s.https, "shop.example.test").await.unwrap(), "<h1>shop</h1>");
+    // Once the old certificate has expired, a failed renewal fails the name
+    // (`domains verify` tries at once instead of after the backoff).
+    let left = failing["certificate"]["days_left"].as_i64().unwrap();
+    assert_eq!(left, 0, "{failing:#}");
+    let until = parse_time(failing["certificate"]["not_after"].as_str().unwrap());
+    while std::time::SystemTime::now() < until + Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s.server.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).ok();
+    let failed = s.wait_domain("shop.example.test", Duration::from_secs(30), |d| d["state"] == "failed").await;
+    assert!(failed["reason"].as_str().unwrap().contains("expired"), "{failed:#}");
+}
+
+/// An RFC 3339 UTC time as the API prints it (`2026-12-06T23:40:01Z`).
+fn parse_time(t: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{t}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
