@@ -469,3 +469,158 @@ async fn tls_alpn_01_challenges_answer_only_the_cas_handshake() {
     let s = connect(d.https, &any_version(&d.ca, &[b"h2"]), WWW).await.unwrap();
     assert_eq!(presented_names(&s), [APEX, WWW]);
 }
+
+/// REDbot-style checks of one response's headers (RFC 9110/9111/9113 rules a
+/// linter applies), over TLS: what it got wrong, if anything.
+fn header_problems(what: &str, status: StatusCode, h: &HeaderMap, body: &[u8], h2: bool, head: bool) -> Vec<String> {
+    let mut p = Vec::new();
+    let one = |name: &str| h.get_all(name).iter().count();
+    match h.get("date").and_then(|v| v.to_str().ok()) {
+        Some(d) if httpdate::parse_http_date(d).is_ok() => {}
+        other => p.push(format!("{what}: Date missing or not an HTTP-date: {other:?}")),
+    }
+    // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+    if h2 {
+        for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+            if h.contains_key(name) {
+                p.push(format!("{what}: {name} over HTTP/2"));
+            }
+        }
+    }
+    for name in [
+        "content-type",
+        "content-length",
+        "etag",
+        "last-modified",
+        "cache-control",
+        "date",
+        "strict-transport-security",
+    ] {
+        if one(name) > 1 {
+            p.push(format!("{what}: {name} appears {} times", one(name)));
+        }
+    }
+    if let Some(etag) = h.get("etag").and_then(|v| v.to_str().ok()) {
+        let opaque = etag.strip_prefix("W/").unwrap_or(etag);
+        if !(opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && !opaque[1..opaque.len() - 1].contains('"'))
+        {
+            p.push(format!("{what}: ETag is not a quoted entity-tag: {etag}"));
+        }
+    }
+    if let Some(lm) = h.get("last-modified").and_then(|v| v.to_str().ok())
+        && httpdate::parse_http_date(lm).is_err()
+    {
+        p.push(format!("{what}: Last-Modified is not an HTTP-date: {lm}"));
+    }
+    if status == StatusCode::OK {
+        match h.get("content-type").and_then(|v| v.to_str().ok()) {
+            Some(ct) if ct.starts_with("text/") && !ct.contains("charset=") => {
+                p.push(format!("{what}: a text type without charset: {ct}"))
+            }
+            Some(_) => {}
+            None => p.push(format!("{what}: 200 without Content-Type")),
+        }
+        if !h.contains_key("cache-control") {
+            p.push(format!("{what}: 200 without Cache-Control"));
+        }
+        if !h.contains_key("etag") && !h.contains_key("last-modified") {
+            p.push(format!("{what}: 200 with no validator (ETag or Last-Modified)"));
+        }
+        let length = h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if !head && length.is_some_and(|n| n != body.len()) {
+            p.push(format!("{what}: Content-Length {length:?} but {} bytes", body.len()));
+        }
+    }
+    if (status == StatusCode::NOT_MODIFIED || head) && !body.is_empty() {
+        p.push(format!("{what}: a {status} with a body of {} bytes", body.len()));
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        let range = h.get("content-range").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let ok = range
+            .strip_prefix("bytes ")
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(span, _)| span.split_once('-'))
+            .and_then(|(a, b)| Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?))
+            == Some(body.len());
+        if !ok {
+            p.push(format!("{what}: Content-Range {range:?} does not match {} bytes", body.len()));
+        }
+    }
+    // HSTS over TLS: well-formed (RFC 6797 §6.1), max-age present.
+    match h.get("strict-transport-security").and_then(|v| v.to_str().ok()) {
+        Some(v) => {
+            let directives: Vec<&str> = v.split(';').map(str::trim).collect();
+            if !directives.iter().any(|d| d.strip_prefix("max-age=").is_some_and(|n| n.parse::<u64>().is_ok())) {
+                p.push(format!("{what}: HSTS without a valid max-age: {v}"));
+            }
+        }
+        None => p.push(format!("{what}: no Strict-Transport-Security over TLS on a site that sets it")),
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_tls_pass_redbot_style_checks_on_h2_and_http11() {
+    let d = start_domains().await;
+    let hsts = SiteTls { hsts_max_age: 31_536_000, hsts_include_subdomains: true, ..SiteTls::default() };
+    d.set(vec![route(APEX, None, true, Some("apex")), route(WWW, None, false, Some("apex"))], Some(hsts)).await;
+    let mut problems = Vec::new();
+    for h2 in [true, false] {
+        let proto = if h2 { "h2" } else { "http/1.1" };
+        for path in ["/", "/a.txt", "/missing"] {
+            let (status, h, body) = d.tls(APEX, get(path, APEX), h2).await;
+            problems.extend(header_problems(&format!("{proto} GET {path}"), status, &h, &body, h2, false));
+            if path == "/a.txt" {
+                // HEAD: the same headers, no body.
+                let mut req = get(path, APEX);
+                *req.method_mut() = axum::http::Method::HEAD;
+                let (hs, hh, hb) = d.tls(APEX, req, h2).await;
+                assert_eq!(hh.get("content-length"), h.get("content-length"), "{proto} HEAD");
+                problems.extend(header_problems(&format!("{proto} HEAD {path}"), hs, &hh, &hb, h2, true));
+                // Conditional: 304 with the validator, no body.
+                let etag = h.get("etag").expect("an ETag").clone();
+                let mut req = get(path, APEX);
+                req.headers_mut().insert("if-none-match", etag.clone());
+                let (cs, ch, cb) = d.tls(APEX, req, h2).await;
+                assert_eq!(cs, StatusCode::NOT_MODIFIED, "{proto}");
+                assert_eq!(ch.get("etag"), Some(&etag), "{proto}: 304 keeps the ETag");
+                problems.extend(header_problems(&format!("{proto} 304 {path}"), cs, &ch, &cb, h2, false));
+                // A range: 206 with a matching Content-Range.
+                let mut req = get(path, APEX);
+                req.headers_mut().insert("range", "bytes=1-3".parse().unwrap());
+                let (rs, rh, rb) = d.tls(APEX, req, h2).await;
+                assert_eq!((rs, &rb[..]), (StatusCode::PARTIAL_CONTENT, &b"ile"[..]), "{proto}");
+                problems.extend(header_problems(&format!("{proto} 206 {path}"), rs, &rh, &rb, h2, false));
+            }
+        }
+        // The redirect to the primary carries HSTS too.
+        let (status, h, body) = d.tls(WWW, get("/a.txt", WWW), h2).await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "{proto}");
+        problems.extend(header_problems(&format!("{proto} 301"), status, &h, &body, h2, false));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // The checker finds what it looks for.
+    let mut bad = HeaderMap::new();
+    bad.insert("date", "yesterday".parse().unwrap());
+    bad.insert("connection", "close".parse().unwrap());
+    bad.insert("etag", "abc".parse().unwrap());
+    bad.insert("content-type", "text/html".parse().unwrap());
+    bad.insert("content-length", "9".parse().unwrap());
+    bad.insert("strict-transport-security", "includeSubDomains".parse().unwrap());
+    let found = header_problems("bad", StatusCode::OK, &bad, b"abc", true, false).join("\n");
+    for expected in [
+        "Date missing",
+        "connection over HTTP/2",
+        "not a quoted entity-tag",
+        "without charset",
+        "Cache-Control",
+        "Content-Length",
+        "HSTS without",
+    ] {
+        assert!(found.contains(expected), "{expected:?} not in\n{found}");
+    }
+}
