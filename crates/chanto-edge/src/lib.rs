@@ -233,6 +233,16 @@ impl Edge {
         self.certs.get().is_some_and(|c| c.store().lookup(name).is_some())
     }
 
+    /// Whether names `a` and `b` are served the same certificate here now
+    /// (both have one, and it is one).
+    pub fn same_certificate(&self, a: &str, b: &str) -> bool {
+        let Some(certs) = self.certs.get() else { return false };
+        match (certs.store().lookup(a), certs.store().lookup(b)) {
+            (Some(x), Some(y)) => Arc::ptr_eq(&x, &y),
+            _ => false,
+        }
+    }
+
     /// Serves custom domains' certificates through `certs` from now on (once;
     /// later calls are ignored): they are loaded for the current table at
     /// once, and for each table published after it before it is swapped in,

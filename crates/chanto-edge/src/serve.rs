@@ -21,7 +21,7 @@ use crate::{Edge, TargetManifest, zerocopy};
 /// layers: the edge answers every path the same way, and the layers were a
 /// fifth of its time serving small files.
 pub fn router(edge: Arc<Edge>) -> EdgeService {
-    EdgeService { edge, peer: None, zerocopy: None, secure: false }
+    EdgeService { edge, peer: None, zerocopy: None, secure: false, sni: None }
 }
 
 /// See [`router`].
@@ -34,6 +34,8 @@ pub struct EdgeService {
     zerocopy: Option<crate::zerocopy::Jobs>,
     /// Whether the connection is TLS: its requests carry [`crate::tls::Secure`].
     secure: bool,
+    /// The name the TLS client asked for (SNI), for [`crate::tls::TlsName`].
+    sni: Option<Arc<str>>,
 }
 
 impl EdgeService {
@@ -45,14 +47,14 @@ impl EdgeService {
     /// This service for one connection, which sends file bodies itself if
     /// it has `zerocopy` (HTTP/1 requests only).
     pub(crate) fn for_connection(&self, peer: std::net::SocketAddr, zerocopy: Option<crate::zerocopy::Jobs>) -> Self {
-        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy, secure: false }
+        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy, secure: false, sni: None }
     }
 
-    /// This service for one TLS connection from `peer`: no zero-copy sends
-    /// (bytes must go through TLS), and every request marked
-    /// [`crate::tls::Secure`].
-    pub(crate) fn for_tls_connection(&self, peer: std::net::SocketAddr) -> Self {
-        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy: None, secure: true }
+    /// This service for one TLS connection from `peer` for the name `sni`:
+    /// no zero-copy sends (bytes must go through TLS), and every request
+    /// marked [`crate::tls::Secure`] and [`crate::tls::TlsName`].
+    pub(crate) fn for_tls_connection(&self, peer: std::net::SocketAddr, sni: Option<Arc<str>>) -> Self {
+        Self { edge: self.edge.clone(), peer: Some(peer), zerocopy: None, secure: true, sni }
     }
 }
 
@@ -73,6 +75,9 @@ impl<B> tower::Service<axum::http::Request<B>> for EdgeService {
         let (mut parts, _body) = req.into_parts();
         if self.secure {
             parts.extensions.insert(crate::tls::Secure);
+            if let Some(sni) = &self.sni {
+                parts.extensions.insert(crate::tls::TlsName(sni.clone()));
+            }
         }
         let (edge, peer) = (self.edge.clone(), self.peer);
         match &self.zerocopy {
@@ -234,6 +239,9 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     // One snapshot load per request: everything below answers from it.
     let snapshot = edge.snapshot();
     let secure = is_secure(req);
+    if secure && let Some(resp) = misdirected(edge, req) {
+        return resp;
+    }
     // A custom domain's own answers (its verification token, its redirects
     // to the primary domain and to HTTPS) come before anything else: a
     // redirect to HTTPS is for every method (308 keeps a POST a POST).
@@ -244,6 +252,32 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
         return resp;
     }
     handle_routed(edge, &snapshot, req, peer, secure).await
+}
+
+/// `421 Misdirected Request` (RFC 9110 §15.5.20) for a request over TLS
+/// whose host the connection's certificate is not the one for: a client
+/// reusing an HTTP/2 connection for another name (coalescing) gets it only
+/// where the same certificate covers both, and a client asking one name in
+/// SNI and another in `Host` is told to connect for that name. `None`: it is
+/// this connection's to answer.
+fn misdirected(edge: &Edge, req: &axum::http::request::Parts) -> Option<Response> {
+    let sni = req.extensions.get::<crate::tls::TlsName>()?;
+    let host = domain_key(request_host(req)?);
+    if host.is_empty() || host.eq_ignore_ascii_case(&sni.0) {
+        return None;
+    }
+    if edge.same_certificate(&sni.0, &host) {
+        return None;
+    }
+    let mut resp = (
+        StatusCode::MISDIRECTED_REQUEST,
+        "421 Misdirected Request: this connection is not for this host; connect again for it\n",
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(resp)
 }
 
 /// Whether the request arrived over TLS.

@@ -366,7 +366,8 @@ async fn tls_connection(
         Some(b"http/1.1") => &tls.h1,
         _ => &tls.shared.builder,
     };
-    let service = tls.shared.service.for_tls_connection(peer);
+    let sni = stream.get_ref().1.server_name().map(Arc::from);
+    let service = tls.shared.service.for_tls_connection(peer, sni);
     hyper_connection(stream, peer, builder, service, tls.shared.limits.idle_timeout, stopping).await;
 }
 

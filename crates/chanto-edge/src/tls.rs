@@ -40,6 +40,11 @@ use rustls::sign::CertifiedKey;
 #[derive(Clone, Copy, Debug)]
 pub struct Secure;
 
+/// The name a TLS connection's client asked for (SNI), in the extensions of
+/// each of its requests.
+#[derive(Clone, Debug)]
+pub struct TlsName(pub Arc<str>);
+
 /// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 

@@ -624,3 +624,48 @@ async fn headers_over_tls_pass_redbot_style_checks_on_h2_and_http11() {
         assert!(found.contains(expected), "{expected:?} not in\n{found}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_the_connections_certificate_is_not_for_gets_421() {
+    let d = start_domains().await;
+    d.set(
+        vec![
+            route(APEX, None, true, Some("apex")),
+            route(WWW, None, false, Some("apex")),
+            route(STAGING, Some("staging"), false, Some("staging")),
+        ],
+        None,
+    )
+    .await;
+    for h2 in [true, false] {
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let s = connect(d.https, &any_version(&d.ca, alpn), APEX).await.unwrap();
+        let mut answers = Vec::new();
+        if h2 {
+            let mut c = h2_client(s).await;
+            for host in [APEX, "EXAMPLE.com:443", WWW, STAGING, "blog.example.test", "nosuch.test"] {
+                answers.push((host, collect(c.send_request(get("/a.txt", host)).await.unwrap()).await));
+            }
+        } else {
+            let mut c = h1_client(s).await;
+            for host in [APEX, "EXAMPLE.com:443", WWW, STAGING, "blog.example.test", "nosuch.test"] {
+                answers.push((host, collect(send1(&mut c, get("/a.txt", host)).await).await));
+            }
+        }
+        let proto = if h2 { "h2" } else { "http/1.1" };
+        for (host, (status, h, body)) in answers {
+            let want = match host {
+                // The connection's own name, any case or port.
+                APEX | "EXAMPLE.com:443" => StatusCode::OK,
+                // Covered by the same certificate: served (here, redirected to the primary).
+                WWW => StatusCode::MOVED_PERMANENTLY,
+                // Another certificate's name, or one with none: not this connection's.
+                _ => StatusCode::MISDIRECTED_REQUEST,
+            };
+            assert_eq!(status, want, "{proto} Host {host}: {}", String::from_utf8_lossy(&body));
+            if want == StatusCode::MISDIRECTED_REQUEST {
+                assert_eq!(h.get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
+            }
+        }
+    }
+}
