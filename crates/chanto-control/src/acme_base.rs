@@ -5,13 +5,26 @@
 //! backoff and checks as a custom domain's. A pattern served by an uploaded
 //! certificate is the operator's to renew and is never ordered.
 //!
+//! Without a wildcard (HTTP-01 or TLS-ALPN-01), each base host actually asked
+//! for over HTTPS gets a certificate of its own, on demand: the edges note
+//! the SNI names they had no certificate for ([`chanto_edge::tls::CertStore::take_wanted`];
+//! nodes send them in their heartbeat), and [`Control::want_base_certificate`]
+//! keeps only a host that routes to a site's production branch or one of its
+//! branches in the published table — the same rule as custom domains: a name
+//! nobody registered creates nothing, however often it is asked for.
+//! Permalink hosts (deploy ids) never get one: a certificate per deploy would
+//! run into the CA's rate limits; they stay on plain HTTP (or a wildcard).
+//!
 //! Who may start it: nobody directly; the patterns come from the server's own
-//! `--base-domain` and `--preview-domain`, never from a request.
+//! `--base-domain` and `--preview-domain`, and hosts from what routes.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chanto_store::{BaseCertificate, CertificateRecord, CertificateSource, RoutingChange, StoreError, now_millis};
+use chanto_core::HostRoute;
+use chanto_store::{
+    BaseCertificate, CertificateRecord, CertificateSource, RoutingChange, RoutingTable, StoreError, now_millis,
+};
 
 use crate::Control;
 use crate::acme::ChallengeKind;
@@ -29,21 +42,90 @@ fn base_due_at(row: Option<&BaseCertificate>, certs: &HashMap<String, Certificat
     Some(wanted.max(row.and_then(|r| r.next_attempt_at).unwrap_or(i64::MIN)))
 }
 
+/// Whether `host` is a base host that `table` routes to a site's production
+/// branch or a branch (not a permalink).
+fn base_host_routes(table: &RoutingTable, host: &str, base: &str, preview: Option<&str>) -> bool {
+    let part = |site: &str| site.parse::<chanto_core::SiteName>().ok().and_then(|s| table.sites.get(&s).cloned());
+    match chanto_core::route_host(host, base, preview) {
+        Some(HostRoute::Production { site }) => part(&site).is_some_and(|p| p.branches.iter().any(|r| r.production)),
+        Some(HostRoute::Prefixed { prefix, site }) => {
+            part(&site).is_some_and(|p| p.branches.iter().any(|r| r.label == prefix))
+        }
+        None => false,
+    }
+}
+
 impl Control {
-    /// Orders the base patterns that are due (DNS-01 only), adding to `report`.
+    /// Whether base hosts get certificates on demand here: ACME on, by
+    /// HTTP-01 or TLS-ALPN-01 (with DNS-01 the wildcard is ordered instead),
+    /// and a base domain a CA can issue for (two labels or more).
+    fn on_demand(&self) -> bool {
+        self.acme.get().is_some_and(|a| a.config.challenge != ChallengeKind::Dns01)
+            && self.config.base_domain.contains('.')
+    }
+
+    /// A base host an edge had no certificate for: remembered for an order
+    /// when it routes to a site (see the module doc), and the order loop
+    /// woken. Returns whether it was taken.
+    pub async fn want_base_certificate(&self, host: &str) -> bool {
+        if !self.on_demand() {
+            return false;
+        }
+        let Ok(host) = host.parse::<chanto_core::DomainName>() else { return false };
+        let Some(snapshot) = self.nodes.snapshot() else { return false };
+        let (base, preview) = (&self.config.base_domain, self.config.preview_domain.as_deref());
+        if !base_host_routes(&snapshot.table, host.as_str(), base, preview) {
+            tracing::debug!(host = %host, "a base host without a site asked for over HTTPS; no certificate ordered");
+            return false;
+        }
+        match self.meta.want_base_certificate(host.as_str(), now_millis()).await {
+            Ok(added) => {
+                if added {
+                    tracing::info!(host = %host, "a certificate for this base host will be ordered (asked for over HTTPS)");
+                    self.wake_acme();
+                }
+                added
+            }
+            Err(e) => {
+                tracing::warn!(host = %host, error = %e, "could not note a base host for a certificate");
+                false
+            }
+        }
+    }
+
+    /// Orders the base certificates that are due, adding to `report`: the
+    /// wildcards by DNS-01, base hosts asked for on demand otherwise.
     pub(crate) async fn base_pass(
         &self,
         orders: &AcmeOrders,
         certs: &HashMap<String, CertificateRecord>,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
-        if orders.config.challenge != ChallengeKind::Dns01 || orders.config.dns_hook.is_none() {
-            return Ok(());
-        }
         let rows = self.meta.base_certificates().await?;
         let now = now_millis();
-        // A wildcard needs two labels under it (`*.localhost` is valid for no client).
-        for pattern in self.base_patterns().into_iter().filter(|p| p[2..].contains('.')) {
+        let dns = orders.config.challenge == ChallengeKind::Dns01 && orders.config.dns_hook.is_some();
+        let wanted: Vec<String> = if dns {
+            // A wildcard needs two labels under it (`*.localhost` is valid for no client).
+            self.base_patterns().into_iter().filter(|p| p[2..].contains('.')).collect()
+        } else if self.on_demand() {
+            let table = self.nodes.snapshot().map(|s| s.table.clone());
+            let (base, preview) = (&self.config.base_domain, self.config.preview_domain.as_deref());
+            let mut hosts = Vec::new();
+            for r in rows.iter().filter(|r| !r.pattern.starts_with("*.")) {
+                // A host whose site or branch went away is forgotten (its
+                // certificate goes with the next prune).
+                if table.as_ref().is_some_and(|t| !base_host_routes(t, &r.pattern, base, preview)) {
+                    tracing::info!(host = %r.pattern, "base host no longer routes: its certificate is dropped");
+                    self.meta.remove_base_certificate(&r.pattern).await?;
+                    continue;
+                }
+                hosts.push(r.pattern.clone());
+            }
+            hosts
+        } else {
+            Vec::new()
+        };
+        for pattern in wanted {
             let row = rows.iter().find(|r| r.pattern == pattern);
             let Some(due) = base_due_at(row, certs) else { continue };
             if due > now {
@@ -77,7 +159,7 @@ impl Control {
         tracing::info!(
             pattern,
             renewal = row.is_some_and(|r| r.cert_id.is_some()),
-            "ordering the base domain's wildcard by DNS-01"
+            "ordering a base domain certificate"
         );
         match self.issue_base(orders, lease, pattern).await {
             Ok(id) => {
@@ -109,7 +191,9 @@ impl Control {
             txt: Default::default(),
         };
         let names = [pattern.to_owned()];
-        let issued = crate::acme::issue(&account, &names, ChallengeKind::Dns01, &challenges, orders.deadline)
+        // Wildcards by DNS-01; a single host by whatever this server uses.
+        let kind = if pattern.starts_with("*.") { ChallengeKind::Dns01 } else { orders.config.challenge };
+        let issued = crate::acme::issue(&account, &names, kind, &challenges, orders.deadline)
             .await
             .map_err(|e| e.to_string())?;
         let now = now_millis();
@@ -178,6 +262,7 @@ mod tests {
             next_attempt_at: next,
             reason: None,
             updated_at: 0,
+            challenge: None,
         }
     }
 

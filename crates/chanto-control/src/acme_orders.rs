@@ -89,7 +89,8 @@ pub struct PassReport {
 pub(crate) struct RoutedChallenges<'a> {
     pub(crate) control: &'a Control,
     /// The site whose routing carries HTTP-01 and TLS-ALPN-01 challenges
-    /// (`None`: the base domain, proven by DNS-01 only).
+    /// (`None`: the base domain's own names, whose challenges ride in the
+    /// table's `base_challenges`).
     pub(crate) site: Option<SiteName>,
     pub(crate) dns_hook: Option<&'a std::path::Path>,
     /// The TXT records the hook published, by name (to clean them up).
@@ -99,24 +100,26 @@ pub(crate) struct RoutedChallenges<'a> {
 impl RoutedChallenges<'_> {
     /// Stores the challenge on the domain and sends it to every edge.
     async fn put(&self, name: &str, challenge: &AcmeChallenge) -> Result<(), String> {
-        if self.site.is_none() {
-            return Err(format!("{name}: the base domain is proven by DNS-01 only"));
-        }
-        self.control
-            .meta
-            .set_challenge(name, Some(challenge))
-            .await
-            .map_err(|e| format!("storing the challenge: {e}"))?;
+        self.set(name, Some(challenge)).await.map_err(|e| format!("storing the challenge: {e}"))?;
         self.publish().await
     }
 
+    /// Stores (or clears) `name`'s challenge: a custom domain's row, or a
+    /// base host's.
+    async fn set(&self, name: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
+        match self.site {
+            Some(_) => self.control.meta.set_challenge(name, challenge).await,
+            None => self.control.meta.set_base_challenge(name, challenge).await,
+        }
+    }
+
     async fn publish(&self) -> Result<(), String> {
-        let Some(site) = &self.site else { return Ok(()) };
-        let version = self
-            .control
-            .publish_routing(RoutingChange::site(site))
-            .await
-            .map_err(|e| format!("publishing the challenge: {e}"))?;
+        let change = match &self.site {
+            Some(site) => RoutingChange::site(site),
+            None => RoutingChange::All,
+        };
+        let version =
+            self.control.publish_routing(change).await.map_err(|e| format!("publishing the challenge: {e}"))?;
         // The CA may check from anywhere: wait until the edges have it.
         let rollout = self.control.edge_rollout(version).await;
         tracing::debug!(version, ?rollout, "ACME challenge published");
@@ -171,7 +174,7 @@ impl Challenges for RoutedChallenges<'_> {
             }
             return;
         }
-        if let Err(e) = self.control.meta.set_challenge(name, None).await {
+        if let Err(e) = self.set(name, None).await {
             tracing::warn!(domain = %name, error = %e, "could not remove an ACME challenge; it goes with the next order or certificate");
             return;
         }

@@ -23,7 +23,7 @@ use crate::api::ApiJson;
 use crate::domains::{CertificateView, UploadCertificate, rfc3339};
 use crate::{ApiError, Control};
 
-/// A base-domain pattern and what it serves.
+/// A base-domain pattern (or a base host with a certificate of its own) and what it serves.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BaseCertificateView {
     /// The wildcard, e.g. `*.example.org`.
@@ -58,12 +58,15 @@ impl Control {
         out
     }
 
-    /// Every base pattern with its certificate and order state.
+    /// Every base pattern with its certificate and order state, then each
+    /// base host that got one on demand.
     pub async fn base_certificates(&self) -> Result<Vec<BaseCertificateView>, ApiError> {
         let now = chanto_store::now_millis();
         let rows = self.meta.base_certificates().await?;
         let mut out = Vec::new();
-        for pattern in self.base_patterns() {
+        let mut names = self.base_patterns();
+        names.extend(rows.iter().filter(|r| !r.pattern.starts_with("*.")).map(|r| r.pattern.clone()));
+        for pattern in names {
             let row = rows.iter().find(|r| r.pattern == pattern);
             let certificate = match row.and_then(|r| r.cert_id.as_deref()) {
                 Some(id) => self.meta.certificate(id).await?.map(|c| CertificateView::of(&c, now)),

@@ -122,6 +122,7 @@ impl Published {
                 epoch: self.snapshot.epoch.clone(),
                 sites: sites.into_iter().map(|s| (s.clone(), table.sites.get(s).map(|p| (**p).clone()))).collect(),
                 base_certs: Some(table.base_certs.to_vec()),
+                base_challenges: Some(table.base_challenges.to_vec()),
             };
             Some(Bytes::from(serde_json::to_vec(&delta).expect("a routing delta serialises")))
         };
@@ -694,6 +695,9 @@ fn validate_heartbeat(hb: &mut Heartbeat) -> Result<(), ApiError> {
     if hb.routing_version > i64::MAX as u64 {
         return Err(bad("routing_version", "too large"));
     }
+    if hb.wanted_certs.len() > 256 || hb.wanted_certs.iter().any(|n| n.len() > 253) {
+        return Err(bad("wanted_certs", "at most 256 host names of at most 253 characters"));
+    }
     if let Some(r) = &mut hb.refused {
         if r.version > i64::MAX as u64 {
             return Err(bad("refused.version", "too large"));
@@ -728,6 +732,9 @@ async fn heartbeat(
     de.end().map_err(|e| invalid(e.to_string()))?;
     validate_heartbeat(&mut hb)?;
     c.record_heartbeat(&hb).await?;
+    for host in &hb.wanted_certs {
+        c.want_base_certificate(host).await;
+    }
     tracing::debug!(node = %hb.node_id, zone = %hb.zone, version = hb.routing_version, token = %caller.token, "heartbeat");
     Ok(Json(HeartbeatAck { routing_version: c.nodes.version() }))
 }
@@ -962,6 +969,7 @@ impl InProcessEdge {
             refused: None,
             software: env!("CARGO_PKG_VERSION").into(),
             edge_addr: self.node.edge_addr.clone(),
+            wanted_certs: Vec::new(),
         };
         use std::sync::atomic::Ordering;
         match self.meta.record_heartbeat(&hb, now).await {

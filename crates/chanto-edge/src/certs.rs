@@ -129,6 +129,7 @@ impl EdgeCerts {
             .values()
             .flat_map(|part| part.domains.iter())
             .filter_map(|d| Some((d.name.clone(), d.challenge.as_ref()?.alpn_pem.clone()?)))
+            .chain(table.base_challenges.iter().filter_map(|c| Some((c.host.clone(), c.challenge.alpn_pem.clone()?))))
             .collect();
         wanted.sort();
         let mut applied = self.challenges.lock().expect("certs lock");

@@ -233,6 +233,22 @@ impl Edge {
         self.certs.get().is_some_and(|c| c.store().lookup(name).is_some())
     }
 
+    /// Base hosts asked for over HTTPS that had no certificate, since the
+    /// last call (at most a few hundred; whoever orders certificates checks
+    /// they belong to a site).
+    pub fn take_wanted_certs(&self) -> Vec<String> {
+        self.certs.get().map(|c| c.store().take_wanted()).unwrap_or_default()
+    }
+
+    /// Resolves when [`Edge::take_wanted_certs`] has something (never
+    /// without an HTTPS listener).
+    pub async fn wanted_certs_changed(&self) {
+        match self.certs.get() {
+            Some(c) => c.store().wanted_changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Whether names `a` and `b` are served the same certificate here now
     /// (both have one, and it is one).
     pub fn same_certificate(&self, a: &str, b: &str) -> bool {
@@ -249,6 +265,10 @@ impl Edge {
     /// so a site redirects to HTTPS only once its certificate is served.
     pub async fn set_certs(&self, certs: Arc<certs::EdgeCerts>) {
         if self.certs.set(certs.clone()).is_ok() {
+            // Base hosts asked for without a certificate may get one on demand.
+            let own: Vec<String> =
+                std::iter::once(self.base_domain.clone()).chain(self.preview_domain.clone()).collect();
+            certs.store().want_on_miss(&own);
             let snapshot = self.snapshot.load_full();
             certs.apply(snapshot.table()).await;
         }

@@ -251,6 +251,11 @@ async fn handle(edge: &Edge, req: &axum::http::request::Parts, peer: Option<std:
     {
         return resp;
     }
+    if domain.is_none()
+        && let Some(resp) = base_challenge_answer(&snapshot, req)
+    {
+        return resp;
+    }
     handle_routed(edge, &snapshot, req, peer, secure).await
 }
 
@@ -274,6 +279,24 @@ fn misdirected(edge: &Edge, req: &axum::http::request::Parts) -> Option<Response
         "421 Misdirected Request: this connection is not for this host; connect again for it\n",
     )
         .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(resp)
+}
+
+/// A base host's ACME HTTP-01 challenge, while its certificate is ordered on
+/// demand: the key authorization for its own token only (GET and HEAD).
+fn base_challenge_answer(snapshot: &crate::Snapshot, req: &axum::http::request::Parts) -> Option<Response> {
+    let token = req.uri.path().strip_prefix(ACME_CHALLENGE_PREFIX)?;
+    let challenges = &snapshot.table().base_challenges;
+    if challenges.is_empty() || !(req.method == Method::GET || req.method == Method::HEAD) {
+        return None;
+    }
+    let host = domain_key(request_host(req)?);
+    let c =
+        challenges.iter().find(|c| c.host == *host && c.challenge.alpn_pem.is_none() && c.challenge.token == token)?;
+    let mut resp = (StatusCode::OK, c.challenge.key_authorization.clone()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -120,6 +120,41 @@ pub struct CertStore {
     unknown_sni: AtomicU64,
     /// TLS-ALPN-01 handshakes given a challenge certificate.
     acme_answered: AtomicU64,
+    /// Names asked for in SNI that had no certificate and may get one on
+    /// demand (see [`CertStore::want_on_miss`]).
+    wanted: OnDemand,
+}
+
+/// The names a [`CertStore`] was asked for and could not serve, that the
+/// owner may order certificates for: only names under `suffixes` (the base
+/// and preview domains, one label deep), at most [`OnDemand::CAP`] waiting
+/// (more are dropped until the owner takes them), deduplicated.
+#[derive(Default)]
+struct OnDemand {
+    suffixes: std::sync::OnceLock<Vec<String>>,
+    names: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl OnDemand {
+    const CAP: usize = 256;
+
+    fn note(&self, sni: &str) {
+        let Some(suffixes) = self.suffixes.get() else { return };
+        let name = normalize(sni);
+        let one_label = suffixes.iter().any(|s| {
+            name.strip_suffix(s.as_str())
+                .and_then(|l| l.strip_suffix('.'))
+                .is_some_and(|l| !l.is_empty() && !l.contains('.'))
+        });
+        if !one_label {
+            return;
+        }
+        let mut names = self.names.lock().expect("on-demand lock");
+        if names.len() < Self::CAP && names.insert(name) {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl CertStore {
@@ -131,6 +166,7 @@ impl CertStore {
             challenges: ArcSwap::from_pointee(HashMap::new()),
             unknown_sni: AtomicU64::new(0),
             acme_answered: AtomicU64::new(0),
+            wanted: OnDemand::default(),
         }
     }
 
@@ -171,6 +207,25 @@ impl CertStore {
     /// The TLS-ALPN-01 challenge certificate for `sni`, while one is set.
     pub fn lookup_challenge(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
         self.challenges.load().get(&normalize(sni)).cloned()
+    }
+
+    /// From now on, remembers names one label under any of `domains` (the
+    /// base and preview domains) that a handshake asked for and no
+    /// certificate served, for [`CertStore::take_wanted`]. Whether such a
+    /// name belongs to a site is the taker's to check.
+    pub fn want_on_miss(&self, domains: &[String]) {
+        let _ = self.wanted.suffixes.set(domains.iter().map(|d| normalize(d)).collect());
+    }
+
+    /// Takes the names remembered since the last call (see
+    /// [`CertStore::want_on_miss`]).
+    pub fn take_wanted(&self) -> Vec<String> {
+        std::mem::take(&mut *self.wanted.names.lock().expect("on-demand lock")).into_iter().collect()
+    }
+
+    /// Resolves when a name was remembered (see [`CertStore::want_on_miss`]).
+    pub async fn wanted_changed(&self) {
+        self.wanted.wake.notified().await
     }
 
     /// How many names (and patterns) have a certificate.
@@ -243,6 +298,9 @@ impl ResolvesServerCert for Resolver {
             hello.server_name().and_then(|name| self.0.lookup(name))
         };
         if found.is_none() {
+            if !acme && let Some(name) = hello.server_name() {
+                self.0.wanted.note(name);
+            }
             self.0.unknown_sni.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(sni = ?hello.server_name(), "TLS handshake refused: no certificate for this name");
         }

@@ -976,6 +976,7 @@ pub async fn node_store(meta: &dyn MetaStore) {
         refused: None,
         software: "0.1.0".into(),
         edge_addr: Some("10.0.0.1:8080".into()),
+        wanted_certs: vec![],
     };
     let first = meta.record_heartbeat(&hb("n1", "b", 3), 100).await.unwrap();
     assert_eq!((first.first_seen, first.last_heartbeat, first.routing_version), (100, 100, 3));
@@ -986,6 +987,7 @@ pub async fn node_store(meta: &dyn MetaStore) {
         ready: false,
         snapshot_age_ms: None,
         edge_addr: None,
+        wanted_certs: vec![],
         role: NodeRole::All,
         ..hb("n1", "c", 4)
     };
@@ -1195,6 +1197,25 @@ pub async fn domain_store(meta: &dyn MetaStore) {
     assert_eq!((base.attempts, base.next_attempt_at, base.reason.as_deref()), (0, None, None));
     assert_eq!(meta.prune_certificates().await.unwrap(), 0);
     assert!(meta.certificates_in_use().await.unwrap().iter().any(|c| c.id == "cb"));
+    // A base host asked for on demand: a row without a certificate, once;
+    // its challenge until the certificate is stored.
+    assert!(meta.want_base_certificate("docs.base.test", 60).await.unwrap());
+    assert!(!meta.want_base_certificate("docs.base.test", 61).await.unwrap());
+    let ch = AcmeChallenge { token: "t1".into(), key_authorization: "t1.k".into(), alpn_pem: None };
+    meta.set_base_challenge("docs.base.test", Some(&ch)).await.unwrap();
+    assert!(matches!(meta.set_base_challenge("nope.base.test", Some(&ch)).await, Err(StoreError::NotFound(_))));
+    let rows = meta.base_certificates().await.unwrap();
+    let host = rows.iter().find(|r| r.pattern == "docs.base.test").unwrap();
+    assert_eq!((host.cert_id.as_deref(), host.challenge.as_ref(), host.updated_at), (None, Some(&ch), 60));
+    meta.store_base_certificate("docs.base.test", &wild, 62).await.unwrap();
+    let rows = meta.base_certificates().await.unwrap();
+    let host = rows.iter().find(|r| r.pattern == "docs.base.test").unwrap();
+    assert_eq!(
+        (host.cert_id.as_deref(), host.challenge.as_ref()),
+        (Some("cb"), None),
+        "a stored certificate clears it"
+    );
+    assert!(meta.remove_base_certificate("docs.base.test").await.unwrap());
     assert!(meta.remove_base_certificate("*.base.test").await.unwrap());
     assert!(!meta.remove_base_certificate("*.base.test").await.unwrap());
     assert_eq!(meta.prune_certificates().await.unwrap(), 1);

@@ -210,6 +210,9 @@ pub struct BaseCertificate {
     pub reason: Option<String>,
     /// When the row last changed.
     pub updated_at: UnixMillis,
+    /// The ACME challenge the edges answer for it while an order is under
+    /// way (exact hosts only: wildcards are proven by DNS-01).
+    pub challenge: Option<AcmeChallenge>,
 }
 
 /// A certificate as stored: its chain in clear, its key sealed.
@@ -339,4 +342,10 @@ pub trait DomainStore: Send + Sync + 'static {
     /// Forgets `pattern` (its certificate goes with the next prune):
     /// whether it was there.
     async fn remove_base_certificate(&self, pattern: &str) -> Result<bool, StoreError>;
+    /// Adds a row for `pattern` (a base host asked for over HTTPS) with no
+    /// certificate yet, unless there is one: whether it was added.
+    async fn want_base_certificate(&self, pattern: &str, now: UnixMillis) -> Result<bool, StoreError>;
+    /// Sets (or with `None` clears) the ACME challenge a base host answers.
+    /// `NotFound` when there is no such row.
+    async fn set_base_challenge(&self, pattern: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError>;
 }

@@ -54,7 +54,8 @@ pub use notify::{
 };
 pub use postgres::PostgresMeta;
 pub use routing::{
-    BaseCertRoute, DomainRoute, RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable, SiteRouting,
+    BaseCertRoute, BaseChallengeRoute, DomainRoute, RoutingAnnouncement, RoutingChange, RoutingSink, RoutingTable,
+    SiteRouting,
 };
 pub use s3::{S3BlobStore, S3Location, S3Options};
 pub use sqlite::SqliteMeta;

@@ -67,6 +67,9 @@ pub struct RoutingDelta {
     /// a control plane that predates them: unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_certs: Option<Vec<crate::routing::BaseCertRoute>>,
+    /// The base hosts' ACME challenges as of `version`, whole (`None`: unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_challenges: Option<Vec<crate::routing::BaseChallengeRoute>>,
 }
 
 impl RoutingDelta {
@@ -92,6 +95,9 @@ impl RoutingDelta {
         let mut next = base.with_sites(self.version, self.sites.clone());
         if let Some(certs) = &self.base_certs {
             next.base_certs = std::sync::Arc::new(certs.clone());
+        }
+        if let Some(challenges) = &self.base_challenges {
+            next.base_challenges = std::sync::Arc::new(challenges.clone());
         }
         Ok(next)
     }
@@ -178,6 +184,11 @@ pub struct Heartbeat {
     pub software: String,
     /// Where its edge listens, as it sees it (for operators).
     pub edge_addr: Option<String>,
+    /// Base hosts asked for over HTTPS since the last heartbeat that it had
+    /// no certificate for (the control plane orders one for each that
+    /// routes to a site).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wanted_certs: Vec<String>,
 }
 
 /// The control plane's answer to a heartbeat.
@@ -279,6 +290,7 @@ mod tests {
             epoch: "e1".into(),
             sites: vec![(blog.clone(), Some(part.clone())), (site.clone(), None)],
             base_certs: Some(vec![crate::routing::BaseCertRoute { pattern: "*.base.test".into(), cert: "c9".into() }]),
+            base_challenges: None,
         };
         let json = serde_json::to_string(&delta).unwrap();
         let delta: RoutingDelta = serde_json::from_str(&json).unwrap();

@@ -372,6 +372,12 @@ CREATE TABLE base_certificates (
     updated_at BIGINT NOT NULL
 );
 "#,
+    // 9: certificates on demand for base hosts (issue 17): a row per exact
+    // host asked for, with the ACME challenge it answers while ordered
+    // (SQLite migration 16 is the same).
+    "ALTER TABLE base_certificates ADD COLUMN challenge_token TEXT;
+ALTER TABLE base_certificates ADD COLUMN challenge_body TEXT;
+ALTER TABLE base_certificates ADD COLUMN challenge_alpn TEXT;",
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

@@ -461,7 +461,9 @@ impl DomainStore for PostgresMeta {
         let tx = c.transaction().await?;
         rows(
             &tx,
-            "SELECT pattern, cert_id, attempts, next_attempt_at, reason, updated_at FROM base_certificates ORDER BY pattern",
+            "SELECT pattern, cert_id, attempts, next_attempt_at, reason, updated_at,
+                    challenge_token, challenge_body, challenge_alpn
+             FROM base_certificates ORDER BY pattern",
             &[],
         )
         .await?
@@ -474,6 +476,12 @@ impl DomainStore for PostgresMeta {
                 next_attempt_at: r.try_get(3)?,
                 reason: r.try_get(4)?,
                 updated_at: r.try_get(5)?,
+                challenge: match (r.try_get::<_, Option<String>>(6)?, r.try_get::<_, Option<String>>(7)?) {
+                    (Some(token), Some(key_authorization)) => {
+                        Some(AcmeChallenge { token, key_authorization, alpn_pem: r.try_get(8)? })
+                    }
+                    _ => None,
+                },
             })
         })
         .collect()
@@ -510,7 +518,8 @@ impl DomainStore for PostgresMeta {
             "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
              VALUES ($1, $2, 0, NULL, NULL, $3)
              ON CONFLICT (pattern) DO UPDATE SET cert_id = excluded.cert_id, attempts = 0,
-                next_attempt_at = NULL, reason = NULL, updated_at = excluded.updated_at",
+                next_attempt_at = NULL, reason = NULL, updated_at = excluded.updated_at,
+                challenge_token = NULL, challenge_body = NULL, challenge_alpn = NULL",
             &[&pattern, &cert.id, &now],
         )
         .await?;
@@ -547,5 +556,39 @@ impl DomainStore for PostgresMeta {
         let n = exec(&tx, "DELETE FROM base_certificates WHERE pattern = $1", &[&pattern]).await?;
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn want_base_certificate(&self, pattern: &str, now: UnixMillis) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "INSERT INTO base_certificates (pattern, cert_id, attempts, updated_at) VALUES ($1, NULL, 0, $2)
+             ON CONFLICT (pattern) DO NOTHING",
+            &[&pattern, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn set_base_challenge(&self, pattern: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
+        let token = challenge.map(|ch| ch.token.as_str());
+        let body = challenge.map(|ch| ch.key_authorization.as_str());
+        let alpn = challenge.and_then(|ch| ch.alpn_pem.as_deref());
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "UPDATE base_certificates SET challenge_token = $2, challenge_body = $3, challenge_alpn = $4
+             WHERE pattern = $1",
+            &[&pattern, &token, &body, &alpn],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("base certificate {pattern}")));
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

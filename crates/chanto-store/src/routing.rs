@@ -129,6 +129,16 @@ pub struct BaseCertRoute {
     pub cert: String,
 }
 
+/// An ACME challenge a base host answers while its certificate is ordered
+/// on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseChallengeRoute {
+    /// The host, e.g. `docs.example.org`.
+    pub host: String,
+    /// The challenge.
+    pub challenge: crate::domains::AcmeChallenge,
+}
+
 /// A versioned, complete picture of what every host serves.
 ///
 /// On the wire and on disk it keeps the flat form it always had
@@ -144,6 +154,9 @@ pub struct RoutingTable {
     /// The base domain's certificates (few; every delta carries them whole,
     /// and a change to them re-reads the whole table: [`RoutingChange::All`]).
     pub base_certs: Arc<Vec<BaseCertRoute>>,
+    /// The ACME challenges base hosts answer (few, while ordered; carried
+    /// and re-read like `base_certs`).
+    pub base_challenges: Arc<Vec<BaseChallengeRoute>>,
     /// The sites changed from the table of version `base` this one was made
     /// from (`None`: not known; [`Self::changed_since`] then compares all).
     changes: Option<Changes>,
@@ -157,7 +170,10 @@ struct Changes {
 
 impl PartialEq for RoutingTable {
     fn eq(&self, other: &Self) -> bool {
-        self.version == other.version && self.sites == other.sites && self.base_certs == other.base_certs
+        self.version == other.version
+            && self.sites == other.sites
+            && self.base_certs == other.base_certs
+            && self.base_challenges == other.base_challenges
     }
 }
 
@@ -239,7 +255,13 @@ impl RoutingTable {
             Self::from_rows(version, meta.routing_table(None).await?, meta.permalinks(None).await?, access, origins);
         let domains = meta.domains(None).await?.iter().map(|d| (d.site.clone(), DomainRoute::of(d))).collect();
         table.add_site_settings(domains, meta.all_site_tls().await?);
-        table.base_certs = Arc::new(base_routes(meta.base_certificates().await.or_else(absent)?));
+        let base = meta.base_certificates().await.or_else(absent)?;
+        table.base_challenges = Arc::new(
+            base.iter()
+                .filter_map(|b| Some(BaseChallengeRoute { host: b.pattern.clone(), challenge: b.challenge.clone()? }))
+                .collect(),
+        );
+        table.base_certs = Arc::new(base_routes(base));
         Ok(table)
     }
 
@@ -285,7 +307,7 @@ impl RoutingTable {
             sites.entry(site).or_default().proxy_origins.extend(origins);
         }
         let sites = sites.into_iter().filter(|(_, s)| !s.is_empty()).map(|(n, s)| (n, Arc::new(s))).collect();
-        Self { version, sites, base_certs: Arc::default(), changes: None }
+        Self { version, sites, base_certs: Arc::default(), base_challenges: Arc::default(), changes: None }
     }
 
     /// This table as `version` with `site`'s part replaced (`None` or an
@@ -310,6 +332,7 @@ impl RoutingTable {
             version,
             sites,
             base_certs: self.base_certs.clone(),
+            base_challenges: self.base_challenges.clone(),
             changes: Some(Changes { base: self.version, sites: changed }),
         }
     }
@@ -317,7 +340,13 @@ impl RoutingTable {
     /// This table under another version number, changes unknown (for tests
     /// and for tables that stand alone).
     pub fn renumbered(&self, version: u64) -> Self {
-        Self { version, sites: self.sites.clone(), base_certs: self.base_certs.clone(), changes: None }
+        Self {
+            version,
+            sites: self.sites.clone(),
+            base_certs: self.base_certs.clone(),
+            base_challenges: self.base_challenges.clone(),
+            changes: None,
+        }
     }
 
     /// Reads `change` from metadata into a copy of this table, as `version`.
@@ -421,6 +450,8 @@ struct FlatOut<'a> {
     tls: Vec<(&'a SiteName, &'a SiteTls)>,
     #[serde(skip_serializing_if = "<[BaseCertRoute]>::is_empty")]
     base_certs: &'a [BaseCertRoute],
+    #[serde(skip_serializing_if = "<[BaseChallengeRoute]>::is_empty")]
+    base_challenges: &'a [BaseChallengeRoute],
 }
 
 /// The flat form, as it is read.
@@ -437,6 +468,8 @@ struct FlatIn {
     tls: Vec<(SiteName, SiteTls)>,
     #[serde(default)]
     base_certs: Vec<BaseCertRoute>,
+    #[serde(default)]
+    base_challenges: Vec<BaseChallengeRoute>,
 }
 
 impl Serialize for RoutingTable {
@@ -455,6 +488,7 @@ impl Serialize for RoutingTable {
             domains: self.sites.iter().flat_map(|(n, p)| p.domains.iter().map(move |d| (n, d))).collect(),
             tls: self.sites.iter().filter_map(|(n, p)| p.tls.as_ref().map(|t| (n, t))).collect(),
             base_certs: &self.base_certs,
+            base_challenges: &self.base_challenges,
         }
         .serialize(s)
     }
@@ -466,6 +500,7 @@ impl<'de> Deserialize<'de> for RoutingTable {
         let mut table = Self::from_rows(f.version, f.branches, f.permalinks, f.access, f.proxy_origins);
         table.add_site_settings(f.domains, f.tls);
         table.base_certs = Arc::new(f.base_certs);
+        table.base_challenges = Arc::new(f.base_challenges);
         Ok(table)
     }
 }

@@ -360,6 +360,12 @@ CREATE TABLE tokens (
         reason TEXT,
         updated_at INTEGER NOT NULL
     );",
+    // 16: certificates on demand for base hosts (issue 17): a row per exact
+    // host asked for, with the ACME challenge it answers while ordered
+    // (PostgreSQL migration 9 is the same).
+    "ALTER TABLE base_certificates ADD COLUMN challenge_token TEXT;
+    ALTER TABLE base_certificates ADD COLUMN challenge_body TEXT;
+    ALTER TABLE base_certificates ADD COLUMN challenge_alpn TEXT;",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -454,7 +454,8 @@ impl DomainStore for SqliteMeta {
     async fn base_certificates(&self) -> Result<Vec<BaseCertificate>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(
-                "SELECT pattern, cert_id, attempts, next_attempt_at, reason, updated_at
+                "SELECT pattern, cert_id, attempts, next_attempt_at, reason, updated_at,
+                        challenge_token, challenge_body, challenge_alpn
                  FROM base_certificates ORDER BY pattern",
             )?;
             let rows = st.query_map([], |r| {
@@ -465,6 +466,12 @@ impl DomainStore for SqliteMeta {
                     next_attempt_at: r.get(3)?,
                     reason: r.get(4)?,
                     updated_at: r.get(5)?,
+                    challenge: match (r.get::<_, Option<String>>(6)?, r.get::<_, Option<String>>(7)?) {
+                        (Some(token), Some(key_authorization)) => {
+                            Some(AcmeChallenge { token, key_authorization, alpn_pem: r.get(8)? })
+                        }
+                        _ => None,
+                    },
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -501,7 +508,8 @@ impl DomainStore for SqliteMeta {
                 "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
                  VALUES (?1, ?2, 0, NULL, NULL, ?3)
                  ON CONFLICT (pattern) DO UPDATE SET cert_id = excluded.cert_id, attempts = 0,
-                    next_attempt_at = NULL, reason = NULL, updated_at = excluded.updated_at",
+                    next_attempt_at = NULL, reason = NULL, updated_at = excluded.updated_at,
+                    challenge_token = NULL, challenge_body = NULL, challenge_alpn = NULL",
                 params![pattern, cert.id, now],
             )?;
             tx.commit()?;
@@ -535,5 +543,37 @@ impl DomainStore for SqliteMeta {
     async fn remove_base_certificate(&self, pattern: &str) -> Result<bool, StoreError> {
         let pattern = pattern.to_owned();
         self.call(move |c| Ok(c.execute("DELETE FROM base_certificates WHERE pattern = ?1", [pattern])? > 0)).await
+    }
+
+    async fn want_base_certificate(&self, pattern: &str, now: UnixMillis) -> Result<bool, StoreError> {
+        let pattern = pattern.to_owned();
+        self.call(move |c| {
+            Ok(c.execute(
+                "INSERT INTO base_certificates (pattern, cert_id, attempts, updated_at) VALUES (?1, NULL, 0, ?2)
+                 ON CONFLICT (pattern) DO NOTHING",
+                params![pattern, now],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn set_base_challenge(&self, pattern: &str, challenge: Option<&AcmeChallenge>) -> Result<(), StoreError> {
+        let (pattern, challenge) = (pattern.to_owned(), challenge.cloned());
+        self.call(move |c| {
+            let (token, body, alpn) = match challenge {
+                Some(ch) => (Some(ch.token), Some(ch.key_authorization), ch.alpn_pem),
+                None => (None, None, None),
+            };
+            let n = c.execute(
+                "UPDATE base_certificates SET challenge_token = ?2, challenge_body = ?3, challenge_alpn = ?4
+                 WHERE pattern = ?1",
+                params![pattern, token, body, alpn],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("base certificate {pattern}")));
+            }
+            Ok(())
+        })
+        .await
     }
 }

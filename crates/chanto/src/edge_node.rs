@@ -862,6 +862,7 @@ impl Puller {
             refused: state.refused.clone().filter(|r| r.version > snapshot.version),
             software: env!("CARGO_PKG_VERSION").to_owned(),
             edge_addr: Some(self.node.edge_addr.clone()),
+            wanted_certs: self.edge.take_wanted_certs(),
         }
     }
 

@@ -465,6 +465,19 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
             let certs = crate::https::stored_certs(meta.clone(), keys);
             let config = chanto_edge::tls::server_config(certs.store().clone());
             edge.set_certs(certs).await;
+            if control.acme_enabled() {
+                // Base hosts asked for over HTTPS without a certificate:
+                // the control plane orders one for each that routes.
+                let (edge, control) = (edge.clone(), control.clone());
+                tokio::spawn(async move {
+                    loop {
+                        edge.wanted_certs_changed().await;
+                        for host in edge.take_wanted_certs() {
+                            control.want_base_certificate(&host).await;
+                        }
+                    }
+                });
+            }
             Some(config)
         }
         _ => None,

@@ -291,6 +291,48 @@ async fn a_failing_dns_hook_fails_the_order_with_what_it_printed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_hosts_asked_for_over_https_get_a_certificate_on_demand_and_unknown_ones_never() {
+    let s = start(pebble::Options::default(), &["--base-domain", "sites.test"]).await;
+    // Hosts that route to no site (or no branch of it), asked for by SNI
+    // many times: no order, ever.
+    for i in 0..10 {
+        for host in [format!("nosuch{i}.sites.test"), format!("x{i}--shop.sites.test"), format!("a.b{i}.sites.test")] {
+            assert!(https_get(&s.issuing_root, s.https, &host).await.is_err(), "{host}");
+        }
+    }
+    // The site's own host: the first handshake fails (no certificate yet)
+    // and asks for one; the CA checks HTTP-01 on the edge; then it serves.
+    assert!(https_get(&s.issuing_root, s.https, "shop.sites.test").await.is_err());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        match https_get(&s.issuing_root, s.https, "shop.sites.test").await {
+            Ok(body) => break body,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no certificate within 60 s: {e}\n{}\n{}",
+                    s.server.stderr(),
+                    s.ca.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    assert_eq!(body, "<h1>shop</h1>");
+    let base = s.server.cli(&["certs", "base", "--json"]).ok().json();
+    let shop = base.as_array().unwrap().iter().find(|b| b["pattern"] == "shop.sites.test").cloned();
+    let shop = shop.unwrap_or_else(|| panic!("{base:#}"));
+    assert_eq!(shop["certificate"]["source"], "acme", "{base:#}");
+    assert_eq!(shop["certificate"]["names"], serde_json::json!(["shop.sites.test"]), "{base:#}");
+    // Plain HTTP to it is as before (no redirect).
+    assert_eq!(http_get(&s.edge, "shop.sites.test", "/").unwrap().status, 200);
+    // Exactly one order reached the CA: the site's host.
+    let log = s.ca.logs();
+    assert_eq!(log.lines().filter(|l| l.contains("POST /order-plz")).count(), 1, "{log}");
+    assert!(!log.contains("nosuch") && !log.contains("x0--shop"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_old_one() {
     // 30 s certificates: renewal falls due 20 s after each is issued.
     let mut s = start(pebble::Options { validity_secs: Some(30), ..Default::default() }, &[]).await;

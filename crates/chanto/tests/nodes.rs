@@ -185,6 +185,31 @@ fn a_control_node_runs_no_edge_and_feeds_remote_ones() {
     assert_eq!(nodes["nodes"][0]["healthy"], true, "{nodes}");
     assert_eq!(routing(&server, &token, &format!("after={version}&wait=0")).status, 304);
     assert_eq!(routing(&server, &token, "wait=999").status, 400);
+    // The base hosts a node asks certificates for are bounded in number and
+    // length; names that are no host are dropped, not an error.
+    let wanted = |names: Vec<String>| {
+        let body = serde_json::json!({
+            "node_id": "edge-1", "name": "edge-1", "zone": "zone-c", "role": "edge", "routing_version": version,
+            "snapshot_age_ms": 5, "ready": true, "draining": false, "refused": null,
+            "software": "test", "edge_addr": null, "wanted_certs": names,
+        });
+        let auth = format!("Bearer {token}");
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+        http_request(
+            &server.api_url_addr(),
+            "POST",
+            "127.0.0.1",
+            "/api/v1/nodes/heartbeat",
+            &headers,
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    let many = wanted((0..257).map(|i| format!("h{i}.localhost")).collect());
+    assert_eq!(many.status, 400);
+    assert!(String::from_utf8_lossy(&many.body).contains("wanted_certs"));
+    assert_eq!(wanted(vec!["x".repeat(254)]).status, 400);
+    assert_eq!(wanted(vec!["not a host".into(), "..".into(), "docs.localhost".into()]).status, 200);
 
     // Stopping ends a waiting long-poll at once and exits cleanly.
     let (api, auth) = (server.api_url_addr(), format!("Bearer {token}"));

@@ -669,3 +669,22 @@ async fn a_host_the_connections_certificate_is_not_for_gets_421() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_hosts_without_a_certificate_are_noted_for_an_order_bounded() {
+    let d = start_domains().await;
+    let client = any_version(&d.ca, &[b"h2"]);
+    for sni in ["blog.example.test", "BLOG.example.test.", "a.b.example.test", "other.test", "example.test"] {
+        assert!(connect(d.https, &client, sni).await.is_err(), "{sni}");
+    }
+    // The CA's own handshake for a base host notes nothing either.
+    assert!(connect(d.https, &validator(&[b"acme-tls/1"]), "docs.example.test").await.is_err());
+    assert_eq!(d.edge.take_wanted_certs(), ["blog.example.test"], "one label under the base, once");
+    assert!(d.edge.take_wanted_certs().is_empty(), "taken");
+    // A flood of names holds a bounded set until taken.
+    for i in 0..300 {
+        let _ = connect(d.https, &client, &format!("h{i}.example.test")).await;
+    }
+    let taken = d.edge.take_wanted_certs();
+    assert_eq!(taken.len(), 256, "{}", taken.len());
+}
