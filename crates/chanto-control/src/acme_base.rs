@@ -110,8 +110,17 @@ impl Control {
         } else if self.on_demand() {
             let table = self.nodes.snapshot().map(|s| s.table.clone());
             let (base, preview) = (&self.config.base_domain, self.config.preview_domain.as_deref());
+            let covered = |host: &str| {
+                host.split_once('.').is_some_and(|(_, parent)| {
+                    rows.iter().any(|w| w.cert_id.is_some() && w.pattern.strip_prefix("*.") == Some(parent))
+                })
+            };
             let mut hosts = Vec::new();
             for r in rows.iter().filter(|r| !r.pattern.starts_with("*.")) {
+                // A wildcard serves it now (uploaded since): nothing to order.
+                if covered(&r.pattern) {
+                    continue;
+                }
                 // A host whose site or branch went away is forgotten (its
                 // certificate goes with the next prune).
                 if table.as_ref().is_some_and(|t| !base_host_routes(t, &r.pattern, base, preview)) {

@@ -106,9 +106,21 @@ impl SiteRouting {
     }
 }
 
-/// The base certificates that serve something.
+/// The base certificates that serve something. A host's own certificate
+/// (ordered on demand) gives way to a wildcard that covers it: the wildcard
+/// is the one kept renewed.
 fn base_routes(rows: Vec<crate::domains::BaseCertificate>) -> Vec<BaseCertRoute> {
-    rows.into_iter().filter_map(|b| Some(BaseCertRoute { pattern: b.pattern, cert: b.cert_id? })).collect()
+    let wildcards: std::collections::HashSet<String> = rows
+        .iter()
+        .filter(|b| b.cert_id.is_some())
+        .filter_map(|b| b.pattern.strip_prefix("*.").map(str::to_owned))
+        .collect();
+    let shadowed =
+        |p: &str| !p.starts_with("*.") && p.split_once('.').is_some_and(|(_, parent)| wildcards.contains(parent));
+    rows.into_iter()
+        .filter(|b| !shadowed(&b.pattern))
+        .filter_map(|b| Some(BaseCertRoute { pattern: b.pattern, cert: b.cert_id? }))
+        .collect()
 }
 
 /// A deleted site has no domains and no settings: the part is empty.
@@ -535,6 +547,27 @@ mod tests {
             manifest: ContentHash::of(&[n]),
             ready_at: n as i64,
         }
+    }
+
+    #[test]
+    fn a_hosts_own_base_certificate_gives_way_to_a_wildcard_that_covers_it() {
+        let row = |pattern: &str, cert: Option<&str>| crate::domains::BaseCertificate {
+            pattern: pattern.into(),
+            cert_id: cert.map(Into::into),
+            attempts: 0,
+            next_attempt_at: None,
+            reason: None,
+            updated_at: 0,
+            challenge: None,
+        };
+        let names = |rows| base_routes(rows).into_iter().map(|r| r.pattern).collect::<Vec<_>>();
+        // No wildcard served: the host's own certificate is served.
+        assert_eq!(names(vec![row("*.b.test", None), row("docs.b.test", Some("h"))]), ["docs.b.test"]);
+        // A wildcard for its parent: only the wildcard; other parents untouched.
+        assert_eq!(
+            names(vec![row("*.b.test", Some("w")), row("docs.b.test", Some("h")), row("docs.p.test", Some("p"))]),
+            ["*.b.test", "docs.p.test"]
+        );
     }
 
     #[test]
