@@ -304,6 +304,43 @@ async fn https_serves_the_same_bytes_as_plain_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_http2_streams_all_complete_with_whole_bodies() {
+    // HTTP/2 over TLS gathers the writes of each pass of the connection
+    // (`Coalesced`): nothing may be left waiting in it, small or large.
+    let r = start(ServerLimits::default(), 100).await;
+    let s = connect(r.https, &any_version(&r.ca, &[b"h2"]), DOCS).await.unwrap();
+    let c = h2_client(s).await;
+    let mut small = Vec::new();
+    for _ in 0..100 {
+        let mut c = c.clone();
+        small.push(tokio::spawn(async move { collect(c.send_request(get("/", DOCS)).await.unwrap()).await }));
+    }
+    let mut big = Vec::new();
+    for _ in 0..4 {
+        let mut c = c.clone();
+        big.push(tokio::spawn(async move { collect(c.send_request(get("/big.bin", DOCS)).await.unwrap()).await }));
+    }
+    let all = async {
+        for t in small {
+            let (status, _, body) = t.await.unwrap();
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"<h1>docs home</h1>"[..]));
+        }
+        for t in big {
+            let (status, _, body) = t.await.unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert!(body[..] == random(BIG)[..], "a big body over h2 differs");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), all).await.expect("every stream finished");
+    // And one more request on the quiet connection is answered at once.
+    let mut c = c.clone();
+    let one = tokio::time::timeout(Duration::from_secs(5), async {
+        collect(c.send_request(get("/", DOCS)).await.unwrap()).await
+    });
+    assert_eq!(one.await.expect("answered on a quiet connection").0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_chooses_http2_or_http11() {
     let r = start(ServerLimits::default(), 100).await;
     // h2 when the client offers it first.
