@@ -28,7 +28,7 @@ use chanto_store::{
 
 use crate::Control;
 use crate::acme::ChallengeKind;
-use crate::acme_orders::{AcmeOrders, LEASE_MS, PassReport, RoutedChallenges};
+use crate::acme_orders::{AcmeOrders, LEASE_MS, PassReport, RoutedChallenges, acme_record};
 
 /// When `pattern` needs an order (see `due_at` for domains): `None` never.
 fn base_due_at(row: Option<&BaseCertificate>, certs: &HashMap<String, CertificateRecord>) -> Option<i64> {
@@ -206,25 +206,7 @@ impl Control {
             .await
             .map_err(|e| e.to_string())?;
         let now = now_millis();
-        let checked = crate::certcheck::check_upload(
-            issued.chain_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            pattern,
-            service.trust(),
-            now,
-        )
-        .map_err(|p| format!("the CA's certificate does not check out: {}", p.message))?;
-        let record = CertificateRecord {
-            id: checked.id.clone(),
-            source: CertificateSource::Acme,
-            names: checked.names,
-            chain_pem: checked.chain_pem,
-            key_sealed: service.seal(checked.key_pem.as_bytes()),
-            not_before: checked.not_before,
-            not_after: checked.not_after,
-            issuer: checked.issuer,
-            created_at: now,
-        };
+        let record = acme_record(&service, &issued, pattern, now)?;
         if !self.meta.take_lease(lease, &orders.owner, now, LEASE_MS).await.map_err(|e| e.to_string())? {
             return Err("another node took over this order (the lease lapsed); its certificate wins".into());
         }

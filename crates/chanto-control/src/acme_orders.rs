@@ -184,6 +184,35 @@ impl Challenges for RoutedChallenges<'_> {
     }
 }
 
+/// A certificate the CA issued for `name`, checked as an upload would be
+/// (chain, key, names, validity), its key sealed, ready to store.
+pub(crate) fn acme_record(
+    service: &crate::domains::DomainService,
+    issued: &crate::acme::Issued,
+    name: &str,
+    now: i64,
+) -> Result<CertificateRecord, String> {
+    let checked = crate::certcheck::check_upload(
+        issued.chain_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        name,
+        service.trust(),
+        now,
+    )
+    .map_err(|p| format!("the CA's certificate does not check out: {}", p.message))?;
+    Ok(CertificateRecord {
+        id: checked.id,
+        source: CertificateSource::Acme,
+        names: checked.names,
+        chain_pem: checked.chain_pem,
+        key_sealed: service.seal(checked.key_pem.as_bytes()),
+        not_before: checked.not_before,
+        not_after: checked.not_after,
+        issuer: checked.issuer,
+        created_at: now,
+    })
+}
+
 /// When `d` needs an order: verified, after any backoff, and at once
 /// without a certificate, or when a certificate this loop ordered is due
 /// for renewal (uploaded certificates are the user's to renew). `None`:
@@ -389,25 +418,7 @@ impl Control {
         .await
         .map_err(|e| e.to_string())?;
         let now = now_millis();
-        let checked = crate::certcheck::check_upload(
-            issued.chain_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            &d.name,
-            service.trust(),
-            now,
-        )
-        .map_err(|p| format!("the CA's certificate does not check out: {}", p.message))?;
-        let record = CertificateRecord {
-            id: checked.id.clone(),
-            source: CertificateSource::Acme,
-            names: checked.names,
-            chain_pem: checked.chain_pem,
-            key_sealed: service.seal(checked.key_pem.as_bytes()),
-            not_before: checked.not_before,
-            not_after: checked.not_after,
-            issuer: checked.issuer,
-            created_at: now,
-        };
+        let record = acme_record(&service, &issued, &d.name, now)?;
         // Only the lease holder stores: a node that lost it (paused past
         // the lease) leaves the name to the one that has it now.
         if !self.meta.take_lease(lease, &orders.owner, now, LEASE_MS).await.map_err(|e| e.to_string())? {

@@ -47,6 +47,29 @@ fn domain_row(r: &Row) -> Result<DomainRecord, StoreError> {
     })
 }
 
+/// Stores a certificate once (storing the same id again is harmless).
+async fn insert_certificate(tx: &Tx<'_>, cert: &CertificateRecord) -> Result<(), StoreError> {
+    let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
+    exec(
+        tx,
+        "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        &[
+            &cert.id,
+            &cert.source.as_str(),
+            &names,
+            &cert.chain_pem,
+            &cert.key_sealed,
+            &cert.not_before,
+            &cert.not_after,
+            &cert.issuer,
+            &cert.created_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 const CERT_SELECT: &str =
     "SELECT id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at FROM certificates";
 
@@ -294,26 +317,9 @@ impl DomainStore for PostgresMeta {
         verified_by: &str,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        exec(
-            &tx,
-            "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-            &[
-                &cert.id,
-                &cert.source.as_str(),
-                &names,
-                &cert.chain_pem,
-                &cert.key_sealed,
-                &cert.not_before,
-                &cert.not_after,
-                &cert.issuer,
-                &cert.created_at,
-            ],
-        )
-        .await?;
+        insert_certificate(&tx, cert).await?;
         for d in domains {
             let n = exec(
                 &tx,
@@ -493,26 +499,9 @@ impl DomainStore for PostgresMeta {
         cert: &CertificateRecord,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        exec(
-            &tx,
-            "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-            &[
-                &cert.id,
-                &cert.source.as_str(),
-                &names,
-                &cert.chain_pem,
-                &cert.key_sealed,
-                &cert.not_before,
-                &cert.not_after,
-                &cert.issuer,
-                &cert.created_at,
-            ],
-        )
-        .await?;
+        insert_certificate(&tx, cert).await?;
         exec(
             &tx,
             "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)

@@ -44,6 +44,27 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
     })
 }
 
+/// Stores a certificate once (storing the same id again is harmless).
+fn insert_certificate(tx: &Connection, cert: &CertificateRecord) -> Result<(), StoreError> {
+    let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+        params![
+            cert.id,
+            cert.source.as_str(),
+            names,
+            cert.chain_pem,
+            cert.key_sealed,
+            cert.not_before,
+            cert.not_after,
+            cert.issuer,
+            cert.created_at
+        ],
+    )?;
+    Ok(())
+}
+
 const CERT_SELECT: &str =
     "SELECT id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at FROM certificates";
 
@@ -298,24 +319,9 @@ impl DomainStore for SqliteMeta {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         let (cert, domains, by) = (cert.clone(), domains.to_vec(), verified_by.to_owned());
-        let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
-                params![
-                    cert.id,
-                    cert.source.as_str(),
-                    names,
-                    cert.chain_pem,
-                    cert.key_sealed,
-                    cert.not_before,
-                    cert.not_after,
-                    cert.issuer,
-                    cert.created_at
-                ],
-            )?;
+            insert_certificate(&tx, &cert)?;
             for d in &domains {
                 let n = tx.execute(
                     "UPDATE domains SET cert_id = ?2, state = 'active', reason = NULL, hint = NULL,
@@ -486,24 +492,9 @@ impl DomainStore for SqliteMeta {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         let (pattern, cert) = (pattern.to_owned(), cert.clone());
-        let names = serde_json::to_string(&cert.names).map_err(|e| StoreError::Db(e.to_string()))?;
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO certificates (id, source, names, chain_pem, key_sealed, not_before, not_after, issuer, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
-                params![
-                    cert.id,
-                    cert.source.as_str(),
-                    names,
-                    cert.chain_pem,
-                    cert.key_sealed,
-                    cert.not_before,
-                    cert.not_after,
-                    cert.issuer,
-                    cert.created_at
-                ],
-            )?;
+            insert_certificate(&tx, &cert)?;
             tx.execute(
                 "INSERT INTO base_certificates (pattern, cert_id, attempts, next_attempt_at, reason, updated_at)
                  VALUES (?1, ?2, 0, NULL, NULL, ?3)
