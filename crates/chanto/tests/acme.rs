@@ -45,10 +45,14 @@ struct Setup {
 
 /// `extra`: more `chanto serve` flags.
 async fn start(options: pebble::Options, extra: &[&str]) -> Setup {
-    let (edge_port, https_port) = (free_port(), free_port());
+    // The HTTPS port must be known before the server starts only when the CA
+    // validates on it (TLS-ALPN-01); otherwise port 0, so no other test can
+    // take it in between.
+    let alpn = extra.contains(&"tls-alpn-01");
+    let (edge_port, https_port) = (free_port(), if alpn { free_port() } else { 0 });
     let ca = pebble::Pebble::start_with(pebble::Options {
         http_port: Some(edge_port),
-        tls_port: Some(https_port),
+        tls_port: alpn.then_some(https_port),
         ..options
     })
     .await;
