@@ -479,6 +479,52 @@ fn stored_directory(stored: &str) -> Option<String> {
     serde_json::from_str::<Directory>(stored).ok()?.directory
 }
 
+/// The CA's suggested renewal window for one certificate (ACME Renewal
+/// Information, RFC 9773), in Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this…
+    pub start: i64,
+    /// …and no later than this.
+    pub end: i64,
+    /// When the CA asks to be asked again (its `Retry-After`).
+    pub ask_again: Duration,
+    /// The CA's page on why the window is what it is (a revocation, say).
+    pub explanation: Option<String>,
+}
+
+/// Asks the CA when the first certificate of `chain_pem` should be renewed.
+/// `Ok(None)`: the CA offers no renewal information (its directory has no
+/// `renewalInfo`), so the caller keeps its own schedule.
+pub async fn renewal_window(account: &AcmeAccount, chain_pem: &str) -> Result<Option<RenewalWindow>, AcmeError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| AcmeError::new("asking for renewal information: the stored chain has no certificate", false))?;
+    let id = instant_acme::CertificateIdentifier::try_from(&leaf).map_err(|e| {
+        AcmeError::new(format!("asking for renewal information: the certificate cannot be identified ({e})"), false)
+    })?;
+    match account.inner.renewal_info(&id).await {
+        Ok((info, ask_again)) => {
+            let window = &info.suggested_window;
+            let start = (window.start.unix_timestamp_nanos() / 1_000_000) as i64;
+            let end = (window.end.unix_timestamp_nanos() / 1_000_000) as i64;
+            if end < start {
+                return Err(AcmeError::new(
+                    format!("asking for renewal information on {id}: the CA's window ends before it starts"),
+                    true,
+                ));
+            }
+            Ok(Some(RenewalWindow { start, end, ask_again, explanation: info.explanation_url }))
+        }
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        // Whatever went wrong, the certificate keeps its own schedule and the
+        // question is asked again later.
+        Err(e) => Err(AcmeError::new(format!("asking for renewal information on {id}: {e}"), true)),
+    }
+}
+
 /// The self-signed certificate a TLS-ALPN-01 responder presents for `name`:
 /// a fresh P-256 key, `name` as its only SAN, and the critical acmeIdentifier
 /// extension holding SHA-256 of `key_authorization` (RFC 8737 section 3).

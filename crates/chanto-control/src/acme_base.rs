@@ -28,16 +28,17 @@ use chanto_store::{
 
 use crate::Control;
 use crate::acme::ChallengeKind;
-use crate::acme_orders::{AcmeOrders, LEASE_MS, PassReport, RoutedChallenges, acme_record};
+use crate::acme_orders::{AcmeOrders, AriTimes, LEASE_MS, PassReport, RoutedChallenges, acme_record, renewal_at};
 
 /// When `pattern` needs an order (see `due_at` for domains): `None` never.
-fn base_due_at(row: Option<&BaseCertificate>, certs: &HashMap<String, CertificateRecord>) -> Option<i64> {
+fn base_due_at(
+    row: Option<&BaseCertificate>,
+    certs: &HashMap<String, CertificateRecord>,
+    ari: &AriTimes,
+) -> Option<i64> {
     let wanted = match row.and_then(|r| r.cert_id.as_ref()) {
         None => i64::MIN,
-        Some(id) => {
-            let c = certs.get(id).filter(|c| c.source == CertificateSource::Acme)?;
-            chanto_core::domain::renewal_due(c.not_before, c.not_after)
-        }
+        Some(id) => renewal_at(id, certs, ari)?,
     };
     Some(wanted.max(row.and_then(|r| r.next_attempt_at).unwrap_or(i64::MIN)))
 }
@@ -99,6 +100,7 @@ impl Control {
         &self,
         orders: &AcmeOrders,
         certs: &HashMap<String, CertificateRecord>,
+        ari: &AriTimes,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
         let rows = self.meta.base_certificates().await?;
@@ -136,7 +138,7 @@ impl Control {
         };
         for pattern in wanted {
             let row = rows.iter().find(|r| r.pattern == pattern);
-            let Some(due) = base_due_at(row, certs) else { continue };
+            let Some(due) = base_due_at(row, certs, ari) else { continue };
             if due > now {
                 report.next_due = Some(report.next_due.map_or(due, |t| t.min(due)));
                 continue;
@@ -264,10 +266,17 @@ mod tests {
             ("upload".to_owned(), cert("upload", CertificateSource::Upload)),
         ]
         .into();
-        assert_eq!(base_due_at(None, &certs), Some(i64::MIN), "never ordered: at once");
-        assert_eq!(base_due_at(Some(&row(None, Some(5))), &certs), Some(5), "after the backoff");
-        assert_eq!(base_due_at(Some(&row(Some("acme"), None)), &certs), Some(60 * 86_400_000), "a third left");
-        assert_eq!(base_due_at(Some(&row(Some("upload"), None)), &certs), None, "the operator's");
-        assert_eq!(base_due_at(Some(&row(Some("gone"), None)), &certs), None, "unknown: left alone");
+        let none = AriTimes::new();
+        assert_eq!(base_due_at(None, &certs, &none), Some(i64::MIN), "never ordered: at once");
+        assert_eq!(base_due_at(Some(&row(None, Some(5))), &certs, &none), Some(5), "after the backoff");
+        assert_eq!(base_due_at(Some(&row(Some("acme"), None)), &certs, &none), Some(60 * 86_400_000), "a third left");
+        assert_eq!(base_due_at(Some(&row(Some("upload"), None)), &certs, &none), None, "the operator's");
+        assert_eq!(base_due_at(Some(&row(Some("gone"), None)), &certs, &none), None, "unknown: left alone");
+        // The CA's renewal window (ARI) wins over a third of the lifetime,
+        // earlier or later, and never makes an uploaded certificate ours.
+        let ari: AriTimes = [("acme".to_owned(), 7), ("upload".to_owned(), 7)].into();
+        assert_eq!(base_due_at(Some(&row(Some("acme"), None)), &certs, &ari), Some(7), "the CA's time");
+        assert_eq!(base_due_at(Some(&row(Some("acme"), Some(9))), &certs, &ari), Some(9), "backoff still holds");
+        assert_eq!(base_due_at(Some(&row(Some("upload"), None)), &certs, &ari), None, "still the operator's");
     }
 }

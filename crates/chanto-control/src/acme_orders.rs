@@ -1,7 +1,8 @@
 //! Automatic certificates (issue 17): the loop that orders a certificate
 //! from the ACME CA for every verified custom domain that has none, renews
-//! the ones it ordered when a third of their lifetime is left, and backs off
-//! after failures.
+//! the ones it ordered inside the CA's suggested window when the CA offers
+//! renewal information (ARI, RFC 9773) and otherwise when a third of their
+//! lifetime is left, and backs off after failures.
 //!
 //! Who may start an order: nobody directly. Only domains a user added *and*
 //! that were seen reaching this installation (`verified_at`) are ever
@@ -34,6 +35,28 @@ const ORDERS_PER_PASS: usize = 4;
 const PASS_EVERY: Duration = Duration::from_secs(60);
 /// The shortest pause between passes.
 const PASS_MIN: Duration = Duration::from_secs(1);
+/// Certificates whose renewal window is asked for in one pass, at most.
+const ARI_PER_PASS: usize = 16;
+/// Bounds on how long a renewal window is trusted before it is asked for
+/// again (the CA's `Retry-After`, clamped: RFC 9773 suggests hours).
+const ARI_ASK_MIN: Duration = Duration::from_secs(3600);
+const ARI_ASK_MAX: Duration = Duration::from_secs(24 * 3600);
+/// After a failed question, ask again after this.
+const ARI_ASK_AFTER_FAILURE: Duration = Duration::from_secs(3600);
+
+/// What the CA said about one certificate's renewal (kept in memory: each
+/// node asks for itself, at the pace the CA sets).
+#[derive(Debug, Clone, Copy)]
+struct AriAnswer {
+    /// When to renew (inside the CA's window); `None`: the CA has not said.
+    renew_at: Option<i64>,
+    /// When to ask again.
+    ask_at: i64,
+}
+
+/// When certificates are due for renewal by the CA's say (ARI), by
+/// certificate id: what [`due_at`] uses instead of one third of the lifetime.
+pub(crate) type AriTimes = HashMap<String, i64>;
 
 /// The ACME settings of this control plane, and what it keeps between orders.
 pub struct AcmeOrders {
@@ -44,6 +67,10 @@ pub struct AcmeOrders {
     pub(crate) deadline: Duration,
     wake: tokio::sync::Notify,
     account: tokio::sync::Mutex<Option<AcmeAccount>>,
+    /// Renewal windows asked for, by certificate id.
+    ari: std::sync::Mutex<HashMap<String, AriAnswer>>,
+    /// Set once the CA's directory shows it offers no renewal information.
+    ari_unsupported: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AcmeOrders {
@@ -61,12 +88,21 @@ impl AcmeOrders {
             deadline: Duration::from_secs(180),
             wake: tokio::sync::Notify::new(),
             account: tokio::sync::Mutex::new(None),
+            ari: Default::default(),
+            ari_unsupported: Default::default(),
         }
     }
 
     /// The CA's directory URL.
     pub fn directory(&self) -> &str {
         &self.config.directory_url
+    }
+
+    /// The renewal times the CA gave for the certificates it still has a
+    /// say on.
+    pub(crate) fn ari_times(&self) -> AriTimes {
+        let ari = self.ari.lock().expect("ari lock");
+        ari.iter().filter_map(|(id, a)| Some((id.clone(), a.renew_at?))).collect()
     }
 }
 
@@ -213,27 +249,31 @@ pub(crate) fn acme_record(
     })
 }
 
+/// When the certificate `id` (one of `certs`) is due for renewal: at the
+/// time the CA gave (`ari`), else with a third of its lifetime left. `None`:
+/// not a certificate this loop renews (uploaded ones are the user's).
+pub(crate) fn renewal_at(id: &str, certs: &HashMap<String, CertificateRecord>, ari: &AriTimes) -> Option<i64> {
+    let c = certs.get(id).filter(|c| c.source == CertificateSource::Acme)?;
+    Some(ari.get(id).copied().unwrap_or_else(|| chanto_core::domain::renewal_due(c.not_before, c.not_after)))
+}
+
 /// When `d` needs an order: verified, after any backoff, and at once
 /// without a certificate, or when a certificate this loop ordered is due
-/// for renewal (uploaded certificates are the user's to renew). `None`:
-/// never (as things stand).
-fn due_at(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>) -> Option<i64> {
+/// for renewal ([`renewal_at`]). `None`: never (as things stand).
+fn due_at(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>, ari: &AriTimes) -> Option<i64> {
     if d.verified_at.is_none() || d.name.starts_with("*.") {
         return None;
     }
     let wanted = match &d.cert_id {
         None => i64::MIN,
-        Some(id) => {
-            let c = certs.get(id).filter(|c| c.source == CertificateSource::Acme)?;
-            chanto_core::domain::renewal_due(c.not_before, c.not_after)
-        }
+        Some(id) => renewal_at(id, certs, ari)?,
     };
     Some(wanted.max(d.next_attempt_at.unwrap_or(i64::MIN)))
 }
 
 /// Whether `d` needs an order now (see [`due_at`]).
-fn wants_order(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>, now: i64) -> bool {
-    due_at(d, certs).is_some_and(|t| t <= now)
+fn wants_order(d: &DomainRecord, certs: &HashMap<String, CertificateRecord>, ari: &AriTimes, now: i64) -> bool {
+    due_at(d, certs, ari).is_some_and(|t| t <= now)
 }
 
 impl Control {
@@ -295,10 +335,12 @@ impl Control {
         let now = now_millis();
         let certs: HashMap<String, CertificateRecord> =
             self.meta.certificates_in_use().await?.into_iter().map(|c| (c.id.clone(), c)).collect();
+        self.ask_renewal_windows(&orders, &certs, now).await;
+        let ari = orders.ari_times();
         let domains = self.meta.domains(None).await?;
-        report.next_due = domains.iter().filter_map(|d| due_at(d, &certs)).filter(|t| *t > now).min();
+        report.next_due = domains.iter().filter_map(|d| due_at(d, &certs, &ari)).filter(|t| *t > now).min();
         let due: Vec<DomainRecord> =
-            domains.into_iter().filter(|d| wants_order(d, &certs, now)).take(ORDERS_PER_PASS).collect();
+            domains.into_iter().filter(|d| wants_order(d, &certs, &ari, now)).take(ORDERS_PER_PASS).collect();
         for d in due {
             let lease = format!("acme:{}", d.name);
             if !self.meta.take_lease(&lease, &orders.owner, now_millis(), LEASE_MS).await? {
@@ -315,8 +357,67 @@ impl Control {
                 Err(why) => report.failed.push((d.name, why)),
             }
         }
-        self.base_pass(&orders, &certs, &mut report).await?;
+        self.base_pass(&orders, &certs, &ari, &mut report).await?;
         Ok(report)
+    }
+
+    /// Asks the CA for the renewal window (ARI) of each certificate it
+    /// issued whose last answer has run out (a few per pass), and forgets
+    /// certificates no longer in use. Nothing here fails the pass: without
+    /// an answer a certificate renews with a third of its lifetime left.
+    async fn ask_renewal_windows(&self, orders: &AcmeOrders, certs: &HashMap<String, CertificateRecord>, now: i64) {
+        let asking: Vec<&CertificateRecord> = {
+            let mut ari = orders.ari.lock().expect("ari lock");
+            ari.retain(|id, _| certs.contains_key(id));
+            if orders.ari_unsupported.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            certs
+                .values()
+                .filter(|c| c.source == CertificateSource::Acme && c.not_after > now)
+                .filter(|c| ari.get(&c.id).is_none_or(|a| a.ask_at <= now))
+                .take(ARI_PER_PASS)
+                .collect()
+        };
+        if asking.is_empty() {
+            return;
+        }
+        let Some(service) = self.domain_keys() else { return };
+        let account = match self.acme_account(orders, &service).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "no ACME account to ask for renewal windows with; asking later");
+                return;
+            }
+        };
+        for c in asking {
+            let answer = match crate::acme::renewal_window(&account, &c.chain_pem).await {
+                Ok(None) => {
+                    tracing::debug!(directory = %orders.directory(), "the CA offers no renewal information (ARI)");
+                    orders.ari_unsupported.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                Ok(Some(w)) => {
+                    let seed = u64::from_le_bytes(blake3::hash(c.id.as_bytes()).as_bytes()[..8].try_into().unwrap());
+                    let renew_at = chanto_core::domain::ari_renewal_at(w.start, w.end, seed, now);
+                    let wait = w.ask_again.clamp(ARI_ASK_MIN, ARI_ASK_MAX);
+                    tracing::info!(
+                        certificate = %c.id, names = ?c.names,
+                        renew_at = %crate::domains::rfc3339(renew_at),
+                        explanation = w.explanation.as_deref().unwrap_or(""),
+                        "the CA's renewal window (ARI)"
+                    );
+                    AriAnswer { renew_at: Some(renew_at), ask_at: now.saturating_add(wait.as_millis() as i64) }
+                }
+                Err(e) => {
+                    tracing::warn!(certificate = %c.id, error = %e, "could not ask the CA for a renewal window; asking again in an hour");
+                    let previous = orders.ari.lock().expect("ari lock").get(&c.id).and_then(|a| a.renew_at);
+                    let wait = ARI_ASK_AFTER_FAILURE.as_millis() as i64;
+                    AriAnswer { renew_at: previous, ask_at: now.saturating_add(wait) }
+                }
+            };
+            orders.ari.lock().expect("ari lock").insert(c.id.clone(), answer);
+        }
     }
 
     /// Orders one name under its lease. `Ok(false)`: nothing to do after all
@@ -333,7 +434,7 @@ impl Control {
             Ok(None) => return Ok(false),
             Err(e) => return Err(e.to_string()),
         };
-        if !wants_order(&fresh, &certs, now) || fresh.cert_id != d.cert_id {
+        if !wants_order(&fresh, &certs, &orders.ari_times(), now) || fresh.cert_id != d.cert_id {
             return Ok(false);
         }
         let renewal = fresh.cert_id.is_some();

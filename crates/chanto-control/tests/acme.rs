@@ -342,3 +342,49 @@ async fn a_ca_that_keeps_rejecting_nonces_is_retryable() {
     assert!(err.retryable, "{err}");
     assert_eq!(err.problem_kind(), Some("badNonce"), "{err:?}");
 }
+
+#[tokio::test]
+async fn renewal_windows_come_from_the_ca_when_it_offers_them() {
+    use base64::Engine as _;
+    let pebble = Pebble::start().await;
+    let (account, _) = acme::account(&config(&pebble), None).await.unwrap();
+    let publisher = Publisher::new(&pebble.published);
+    let issued = acme::issue(&account, &names(&["ari.example.test"]), ChallengeKind::Http01, &publisher, DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("issuing: {e}\n{}", pebble.logs()));
+    // Debian's Pebble offers no renewal information: no window, no error
+    // (the caller keeps to a third of the lifetime).
+    assert_eq!(acme::renewal_window(&account, &issued.chain_pem).await.unwrap(), None);
+
+    // A CA that offers it: the window, asked about by the certificate's
+    // RFC 9773 id (base64url of the authority key id, '.', of the serial).
+    let front = pebble.ari_front().await;
+    front.windows.lock().unwrap().push(("2030-01-02T04:00:00Z".into(), "2030-01-03T04:00:00Z".into()));
+    let ari_config = AcmeConfig { directory_url: front.directory_url.clone(), ..config(&pebble) };
+    let (ari_account, _) = acme::account(&ari_config, None).await.unwrap();
+    let window = acme::renewal_window(&ari_account, &issued.chain_pem).await.unwrap().unwrap();
+    assert_eq!((window.start, window.end), (1_893_556_800_000, 1_893_556_800_000 + 86_400_000));
+    let ask_again = window.ask_again.as_secs_f64();
+    assert!((21590.0..=21600.0).contains(&ask_again), "the CA's Retry-After (6 h): {ask_again}");
+    let leaf = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes()).next().unwrap().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.clone(),
+            _ => None,
+        })
+        .unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let expected = format!("{}.{}", b64.encode(aki.0), b64.encode(cert.tbs_certificate.raw_serial()));
+    assert_eq!(front.asked.lock().unwrap().as_slice(), [expected]);
+
+    // The CA knows nothing of the certificate (404): a retryable error.
+    front.windows.lock().unwrap().clear();
+    let err = acme::renewal_window(&ari_account, &issued.chain_pem).await.unwrap_err();
+    assert!(err.retryable && err.message.contains("renewal information"), "{err}");
+    // A chain with no certificate in it: an error naming that.
+    let err = acme::renewal_window(&ari_account, "not a certificate").await.unwrap_err();
+    assert!(!err.retryable && err.message.contains("no certificate"), "{err}");
+}

@@ -191,6 +191,20 @@ pub fn renewal_due(not_before: i64, not_after: i64) -> i64 {
     not_after - lifetime / 3
 }
 
+/// When to renew inside the CA's suggested window `start..=end` (ARI, RFC
+/// 9773; Unix milliseconds): a point spread across the window by `seed` (any
+/// number fixed per certificate, so every node picks the same point and
+/// certificates issued together do not all renew at once). A window that
+/// has already ended means at once, whatever the seed.
+pub fn ari_renewal_at(start: i64, end: i64, seed: u64, now: i64) -> i64 {
+    if end <= now {
+        return now;
+    }
+    let span = end.saturating_sub(start).max(0) as u64;
+    let offset = if span == 0 { 0 } else { seed % span };
+    start.saturating_add(offset as i64)
+}
+
 /// The first pause before retrying a failed certificate order.
 pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(60);
 /// The longest pause between retries.
@@ -331,6 +345,24 @@ mod tests {
         let w = DomainName::parse_pattern("*.example.co.uk").unwrap();
         assert_eq!(w.registrable(), Some("example.co.uk"));
         assert!(!w.is_apex() && !w.is_public_suffix());
+    }
+
+    #[test]
+    fn ari_renewal_falls_inside_the_window_or_now_when_it_has_passed() {
+        let (start, end, now) = (10_000, 20_000, 5_000);
+        for seed in [0, 1, 9_999, 10_000, 123_456_789, u64::MAX] {
+            let at = ari_renewal_at(start, end, seed, now);
+            assert!((start..end).contains(&at), "seed {seed}: {at}");
+        }
+        // Spread: different seeds land on different points.
+        assert_ne!(ari_renewal_at(start, end, 1, now), ari_renewal_at(start, end, 7_777, now));
+        // A window in the past: now (the CA wants it renewed, e.g. revoked).
+        assert_eq!(ari_renewal_at(start, end, 42, 25_000), 25_000);
+        // An empty or inverted window: its start.
+        assert_eq!(ari_renewal_at(start, start, 42, now), start);
+        assert_eq!(ari_renewal_at(start, start - 1, 42, now), start);
+        // Inside the window already: a point in it (possibly before now: due).
+        assert!((start..end).contains(&ari_renewal_at(start, end, 3, 15_000)));
     }
 
     #[test]

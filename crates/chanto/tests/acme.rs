@@ -40,11 +40,19 @@ struct Setup {
     edge: String,
     https: std::net::SocketAddr,
     issuing_root: String,
+    /// Renewal information in front of the CA, when the test asked for it.
+    ari: Option<pebble::AriFront>,
     _tmp: tempfile::TempDir,
 }
 
 /// `extra`: more `chanto serve` flags.
 async fn start(options: pebble::Options, extra: &[&str]) -> Setup {
+    start_with(options, extra, None).await
+}
+
+/// [`start`], with chanto ordering through an ARI front serving `windows`
+/// when given.
+async fn start_with(options: pebble::Options, extra: &[&str], windows: Option<&[(&str, &str)]>) -> Setup {
     // The HTTPS port must be known before the server starts only when the CA
     // validates on it (TLS-ALPN-01); otherwise port 0, so no other test can
     // take it in between.
@@ -57,6 +65,15 @@ async fn start(options: pebble::Options, extra: &[&str]) -> Setup {
     })
     .await;
     let (issuing_root, _) = ca.ca_certificates().await;
+    let ari = match windows {
+        Some(windows) => {
+            let front = ca.ari_front().await;
+            front.windows.lock().unwrap().extend(windows.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())));
+            Some(front)
+        }
+        None => None,
+    };
+    let directory = ari.as_ref().map_or(ca.directory_url.clone(), |f| f.directory_url.clone());
     let tmp = tempfile::tempdir().unwrap();
     let acme_root = tmp.path().join("pebble-https-root.pem");
     std::fs::write(&acme_root, &ca.https_root_pem).unwrap();
@@ -72,7 +89,7 @@ async fn start(options: pebble::Options, extra: &[&str]) -> Setup {
         "--domain-check-addr",
         &edge,
         "--acme-directory",
-        &ca.directory_url,
+        &directory,
         "--acme-root",
         acme_root.to_str().unwrap(),
         "--acme-email",
@@ -90,7 +107,7 @@ async fn start(options: pebble::Options, extra: &[&str]) -> Setup {
     let site = tmp.path().join("site");
     write_tree(&site, &[("index.html", "<h1>shop</h1>")]);
     server.cli(&["deploy", site.to_str().unwrap(), "--site", "shop"]).ok();
-    Setup { ca, server, edge, https, issuing_root, _tmp: tmp }
+    Setup { ca, server, edge, https, issuing_root, ari, _tmp: tmp }
 }
 
 impl Setup {
@@ -126,7 +143,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_domain_gets_a_certificate_from_the_acme_ca_and_unknown_names_get_none() {
-    let Setup { ca, server, edge, https, issuing_root, _tmp } = start(pebble::Options::default(), &[]).await;
+    let Setup { ca, server, edge, https, issuing_root, _tmp, .. } = start(pebble::Options::default(), &[]).await;
     // Added but not verified: served over HTTP, never ordered.
     server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
     server.cli(&["domains", "add", "later.example.test", "--site", "shop", "--no-www"]).ok();
@@ -376,6 +393,42 @@ async fn certificates_renew_at_a_third_of_their_life_and_a_failing_ca_keeps_the_
     s.server.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).ok();
     let failed = s.wait_domain("shop.example.test", Duration::from_secs(30), |d| d["state"] == "failed").await;
     assert!(failed["reason"].as_str().unwrap().contains("expired"), "{failed:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_renewal_window_renews_early_and_later_windows_are_kept_to() {
+    // Pebble's certificates here live about five years, so a third of the
+    // lifetime is years away: a renewal within the test is the window's
+    // doing. The first certificate's window has passed (as for one the CA
+    // is about to revoke); the next one's is far off.
+    let windows = [("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z"), ("2099-01-01T00:00:00Z", "2099-01-02T00:00:00Z")];
+    let s = start_with(pebble::Options::default(), &[], Some(&windows)).await;
+    s.server.cli(&["domains", "add", "shop.example.test", "--site", "shop", "--no-www"]).ok();
+    s.server.cli(&["domains", "verify", "shop.example.test", "--site", "shop"]).ok();
+    let first = s.wait_domain("shop.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
+    let first_id = first["certificate"]["id"].as_str().unwrap().to_owned();
+    let second = s
+        .wait_domain("shop.example.test", Duration::from_secs(30), |d| {
+            assert_eq!(d["state"], "active", "{d:#}");
+            d["certificate"]["id"].as_str().is_some_and(|id| id != first_id)
+        })
+        .await;
+    assert_eq!(https_get(&s.issuing_root, s.https, "shop.example.test").await.unwrap(), "<h1>shop</h1>");
+    // The new certificate's window is in 2099: it is asked about once and
+    // kept (no renewal loop), over several passes.
+    let ari = s.ari.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ari.asked.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the new certificate was never asked about");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.domain("shop.example.test")["certificate"]["id"], second["certificate"]["id"]);
+    let asked = ari.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "each certificate asked about once (the CA said: again in 6 hours): {asked:?}");
+    assert_ne!(asked[0], asked[1]);
+    let log = s.server.stderr();
+    assert!(log.contains("renewal window (ARI)") && log.contains("2099-01-01"), "{log}");
 }
 
 /// An RFC 3339 UTC time as the API prints it (`2026-12-06T23:40:01Z`).

@@ -418,3 +418,105 @@ async fn tls_alpn01_responder(published: Arc<Published>) -> (u16, JoinHandle<()>
     });
     (port, task)
 }
+
+/// Renewal information (ARI, RFC 9773) in front of a Pebble whose build has
+/// none (Debian's 2.4): its directory is Pebble's, fetched live, plus a
+/// `renewalInfo` URL it answers itself with the window the test sets. Every
+/// other ACME request goes to Pebble itself (the directory's other URLs), so
+/// accounts, orders and certificates are Pebble's.
+pub struct AriFront {
+    pub directory_url: String,
+    /// The windows served (RFC 3339 start, end): the n-th certificate asked
+    /// about gets the n-th (the last when there are fewer); none: 404.
+    pub windows: Arc<Mutex<Vec<(String, String)>>>,
+    /// The certificate ids asked about, in order (repeats included).
+    pub asked: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for AriFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Pebble {
+    /// Starts an [`AriFront`] for this Pebble (HTTPS with Pebble's own
+    /// certificate, so the same root trusts both).
+    pub async fn ari_front(&self) -> AriFront {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(read("cert.pem").as_bytes()).collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(read("key.pem").as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let windows: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (pebble_dir, client) = (self.directory_url.clone(), self.client());
+        let (w, a) = (windows.clone(), asked.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, client, pebble_dir, w, a) =
+                    (acceptor.clone(), client.clone(), pebble_dir.clone(), w.clone(), a.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|x| x == b"\r\n\r\n") && head.len() < 65536 {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let (status, body) = if path == "/dir" {
+                        let mut dir: serde_json::Value =
+                            client.get(&pebble_dir).send().await.unwrap().json().await.unwrap();
+                        dir["renewalInfo"] = format!("https://{addr}/ari").into();
+                        ("200 OK", dir.to_string())
+                    } else if let Some(id) = path.strip_prefix("/ari/") {
+                        let nth = {
+                            let mut asked = a.lock().unwrap();
+                            asked.push(id.to_owned());
+                            let mut distinct: Vec<&String> = Vec::new();
+                            for x in asked.iter() {
+                                if !distinct.contains(&x) {
+                                    distinct.push(x);
+                                }
+                            }
+                            distinct.len() - 1
+                        };
+                        let windows = w.lock().unwrap();
+                        match windows.get(nth).or(windows.last()).cloned() {
+                            Some((start, end)) => (
+                                "200 OK",
+                                serde_json::json!({"suggestedWindow": {"start": start, "end": end}}).to_string(),
+                            ),
+                            None => ("404 Not Found", "{}".to_owned()),
+                        }
+                    } else {
+                        ("404 Not Found", "{}".to_owned())
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 21600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        AriFront { directory_url: format!("https://{addr}/dir"), windows, asked, task }
+    }
+}
