@@ -90,7 +90,16 @@ pub fn router(control: Arc<Control>) -> Router {
                 .layer(DefaultBodyLimit::max(crate::nodes::MAX_NODE_BODY)),
         )
         .route("/nodes/tokens/{id}", axum::routing::delete(crate::nodes::revoke_token))
-        .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
+        .route("/users", get(crate::accounts::list_users).post(crate::accounts::create_user))
+        .route(
+            "/users/{name}",
+            get(crate::accounts::get_user).patch(crate::accounts::update_user).delete(crate::accounts::delete_user),
+        )
+        .route("/tokens", get(crate::accounts::list_tokens).post(crate::accounts::create_token))
+        .route("/tokens/{id}", axum::routing::delete(crate::accounts::revoke_token))
+        .route("/me", get(crate::accounts::me))
+        .route("/audit", get(crate::accounts::audit))
+        .route_layer(middleware::from_fn_with_state(control.clone(), crate::auth::require_token));
     let hooks = Router::new()
         .route("/webhooks/{forge}/{site}", post(b::webhook))
         .route("/build_hooks/{secret}", post(b::trigger_hook))
@@ -98,6 +107,7 @@ pub fn router(control: Arc<Control>) -> Router {
     let api = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/notifications/schema.json", get(n::schema))
+        .route("/auth/token", post(crate::accounts::login).layer(DefaultBodyLimit::max(16 * 1024)))
         .merge(authed)
         .merge(crate::nodes::node_router(control.clone()))
         .merge(hooks)
@@ -123,25 +133,6 @@ async fn server_timing(req: Request, next: Next) -> Response {
         resp.headers_mut().insert("server-timing", v);
     }
     resp
-}
-
-async fn require_token(State(control): State<Arc<Control>>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let Some(token) = crate::nodes::bearer(&req) else {
-        return Err(ApiError::unauthorized(
-            "missing API token: send `Authorization: Bearer <token>` (the CLI takes --token, CHANTO_TOKEN or `chanto login`)",
-        ));
-    };
-    if token.starts_with(chanto_store::node_wire::NODE_TOKEN_PREFIX) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong_token_kind",
-            "a node token is accepted only by /api/v1/nodes/routing, /api/v1/nodes/heartbeat and /api/v1/nodes/certificates; use an API token here (DATA/admin.token on the server)",
-        ));
-    }
-    if token.is_empty() || token.len() > 256 || !control.check_token(token).await? {
-        return Err(ApiError::unauthorized("unknown API token; the admin token is in DATA/admin.token on the server"));
-    }
-    Ok(next.run(req).await)
 }
 
 /// A JSON body, with errors in chanto's format: syntax errors are 400 and name
@@ -617,7 +608,7 @@ impl Modify for TokenAuth {
 /// The OpenAPI document of the API, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`."),
+    info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`: a personal token (`chp_…`; `POST /api/v1/auth/token` or `chanto login --user NAME`) or the instance's admin token. Reads need the `read` scope, deploys, publish, rollback and builds `deploy`, other changes `write`; users, other people's tokens, nodes, the audit log and instance settings `admin`."),
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, upload_blobs, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         crate::site_settings::get_proxy_origins, crate::site_settings::put_proxy_origins,
@@ -629,13 +620,17 @@ impl Modify for TokenAuth {
         crate::nodes::list_tokens, crate::nodes::revoke_token,
         crate::domains::list, crate::domains::add, crate::domains::remove, crate::domains::verify, crate::domains::primary,
         crate::domains::upload, crate::domains::get_tls, crate::domains::put_tls,
-        crate::base_certs::list, crate::base_certs::upload, crate::base_certs::remove),
+        crate::base_certs::list, crate::base_certs::upload, crate::base_certs::remove,
+        crate::accounts::list_users, crate::accounts::create_user, crate::accounts::get_user, crate::accounts::update_user,
+        crate::accounts::delete_user, crate::accounts::list_tokens, crate::accounts::create_token, crate::accounts::revoke_token,
+        crate::accounts::me, crate::accounts::audit, crate::accounts::login),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
         (name = "storage", description = "Retention and garbage collection: what is deleted, and when"),
         (name = "builds", description = "Git-driven builds: repository connection, variables, hooks, builds and logs"),
         (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"),
         (name = "nodes", description = "Edge nodes: routing snapshots and heartbeats (node tokens), the node list, node tokens"),
-        (name = "domains", description = "Custom domains, their certificates, HTTPS redirects and HSTS"))
+        (name = "domains", description = "Custom domains, their certificates, HTTPS redirects and HSTS"),
+        (name = "users", description = "Users and roles, personal API tokens, password sign-in, the audit log"))
 )]
 pub struct ApiDoc;

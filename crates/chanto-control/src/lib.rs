@@ -5,11 +5,13 @@
 //! metadata; it tells edges what to serve through [`chanto_store::RoutingSink`].
 
 pub mod access;
+pub mod accounts;
 pub mod acme;
 mod acme_base;
 pub mod acme_dns;
 pub mod acme_orders;
 pub mod api;
+pub mod auth;
 pub mod base_certs;
 pub mod batch;
 pub mod builds;

@@ -162,6 +162,12 @@ pub struct Control {
     routing: tokio::sync::Mutex<RoutingTable>,
     sessions: Mutex<HashMap<DeployId, Arc<UploadSession>>>,
     known_tokens: Mutex<HashSet<ContentHash>>,
+    /// When personal tokens' use was last written.
+    pub(crate) token_touches: crate::auth::TouchCache,
+    /// Failed password sign-ins lately.
+    pub(crate) login_throttle: crate::accounts::LoginThrottle,
+    /// The API's operations by method and route (for the audit log).
+    operations: std::sync::OnceLock<crate::auth::Operations>,
     /// Deploy operations hold it shared; garbage collection holds it alone, so
     /// a blob a new deploy was just told it need not upload is never deleted
     /// between that answer and the deploy's file list being recorded.
@@ -217,6 +223,9 @@ impl Control {
             routing: tokio::sync::Mutex::new(RoutingTable::default()),
             sessions: Mutex::new(HashMap::new()),
             known_tokens: Mutex::new(HashSet::new()),
+            token_touches: Default::default(),
+            login_throttle: Default::default(),
+            operations: std::sync::OnceLock::new(),
             gc_lock: tokio::sync::RwLock::new(()),
             gc_state: Default::default(),
             inflight: Mutex::new(HashMap::new()),
@@ -335,8 +344,17 @@ impl Control {
         Ok(Some(token))
     }
 
-    /// Whether `token` is a valid API token. Tokens are 256-bit random, so a
-    /// fast hash is enough to store them safely; verified hashes are cached.
+    /// The API's operations by method and route (computed once).
+    pub fn operations(&self) -> &crate::auth::Operations {
+        self.operations.get_or_init(|| {
+            use utoipa::OpenApi as _;
+            crate::auth::operations(&crate::api::ApiDoc::openapi())
+        })
+    }
+
+    /// Whether `token` is the instance's admin token. Tokens are 256-bit
+    /// random, so a fast hash is enough to store them safely; verified
+    /// hashes are cached.
     pub async fn check_token(&self, token: &str) -> Result<bool, StoreError> {
         let hash = token_hash(token);
         if self.known_tokens.lock().expect("token cache").contains(&hash) {

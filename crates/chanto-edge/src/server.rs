@@ -149,7 +149,15 @@ pub async fn serve_router(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_per_peer(listener, move |_| router.clone(), limits, shutdown).await
+    // Handlers see the peer as `ConnectInfo<SocketAddr>` (the API's audit
+    // log records it).
+    let make = move |peer: std::net::SocketAddr| {
+        tower::ServiceExt::map_request(router.clone(), move |mut req: axum::extract::Request| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        })
+    };
+    serve_per_peer(listener, make, limits, shutdown).await
 }
 
 /// Serves a service made for each connection from the peer's address (so

@@ -1237,3 +1237,100 @@ pub async fn domain_store(meta: &dyn MetaStore) {
     assert!(meta.domain("example.com").await.unwrap().is_none());
     assert_eq!(meta.domains(None).await.unwrap().len(), 1);
 }
+
+/// Runs the account suite (users, personal tokens, the audit log) against
+/// an empty repository.
+pub async fn account_store(meta: &dyn MetaStore) {
+    use crate::accounts::{ApiToken, AuditEntry, AuditQuery, Role, Scope, UserRecord};
+    let user = |id: &str, name: &str, role: Role| UserRecord {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        role,
+        password_hash: Some(format!("$argon2id$hash-of-{name}")),
+        created_at: 10,
+        last_login_at: None,
+    };
+    // Users: unique names, listed by name, found by name and id.
+    meta.create_user(&user("u_2", "bob", Role::Viewer)).await.unwrap();
+    meta.create_user(&user("u_1", "alice", Role::Admin)).await.unwrap();
+    assert!(matches!(meta.create_user(&user("u_3", "alice", Role::Viewer)).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(meta.create_user(&user("u_1", "carol", Role::Viewer)).await, Err(StoreError::Conflict(_))));
+    let names: Vec<String> = meta.users().await.unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(meta.user_by_name("bob").await.unwrap().unwrap(), user("u_2", "bob", Role::Viewer));
+    assert_eq!(meta.user_by_id("u_1").await.unwrap().unwrap().name, "alice");
+    assert!(meta.user_by_name("nobody").await.unwrap().is_none());
+    // Role and password changes; sign-ins noted.
+    assert_eq!(meta.set_user_role("bob", Role::Developer).await.unwrap().unwrap().role, Role::Developer);
+    assert!(meta.set_user_role("nobody", Role::Admin).await.unwrap().is_none());
+    assert!(meta.set_user_password("bob", None).await.unwrap());
+    assert!(!meta.set_user_password("nobody", Some("x")).await.unwrap());
+    assert_eq!(meta.user_by_name("bob").await.unwrap().unwrap().password_hash, None);
+    meta.touch_user_login("u_2", 99).await.unwrap();
+    assert_eq!(meta.user_by_name("bob").await.unwrap().unwrap().last_login_at, Some(99));
+
+    // Personal tokens: by hash with their owner, never an admin or node token.
+    let token = |id: &str, user_id: &str, scope: Scope| ApiToken {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        name: format!("{id} laptop"),
+        scope,
+        created_at: 20,
+        expires_at: Some(1000),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let (h1, h2, h3) = (ContentHash::of(b"chp_1"), ContentHash::of(b"chp_2"), ContentHash::of(b"chp_3"));
+    meta.add_api_token(&token("pt_1", "u_1", Scope::Admin), &h1).await.unwrap();
+    meta.add_api_token(&token("pt_2", "u_2", Scope::Deploy), &h2).await.unwrap();
+    assert!(matches!(meta.add_api_token(&token("pt_1", "u_2", Scope::Read), &h3).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(meta.add_api_token(&token("pt_3", "u_2", Scope::Read), &h1).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(meta.add_api_token(&token("pt_3", "u_9", Scope::Read), &h3).await, Err(StoreError::NotFound(_))));
+    let (t, owner) = meta.api_token_by_hash(&h2).await.unwrap().unwrap();
+    assert_eq!((t, owner.name.as_str()), (token("pt_2", "u_2", Scope::Deploy), "bob"));
+    assert!(meta.api_token_by_hash(&h3).await.unwrap().is_none());
+    assert!(!meta.token_exists(&h1).await.unwrap(), "a personal token is no admin token");
+    assert!(meta.node_token_by_hash(&h1).await.unwrap().is_none(), "nor a node token");
+    let ids = |list: Vec<ApiToken>| list.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(meta.api_tokens(None).await.unwrap()), ["pt_1", "pt_2"]);
+    assert_eq!(ids(meta.api_tokens(Some("u_2")).await.unwrap()), ["pt_2"]);
+    // Use never goes back in time; revocation keeps the first time.
+    meta.touch_api_token("pt_2", 50).await.unwrap();
+    meta.touch_api_token("pt_2", 40).await.unwrap();
+    assert_eq!(meta.api_token_by_hash(&h2).await.unwrap().unwrap().0.last_used_at, Some(50));
+    assert_eq!(meta.revoke_api_token("pt_2", 60).await.unwrap().unwrap().revoked_at, Some(60));
+    assert_eq!(meta.revoke_api_token("pt_2", 70).await.unwrap().unwrap().revoked_at, Some(60));
+    assert!(meta.revoke_api_token("pt_9", 70).await.unwrap().is_none());
+    // Deleting a user takes their tokens.
+    assert!(meta.delete_user("bob").await.unwrap());
+    assert!(!meta.delete_user("bob").await.unwrap());
+    assert!(meta.api_token_by_hash(&h2).await.unwrap().is_none());
+    assert_eq!(ids(meta.api_tokens(None).await.unwrap()), ["pt_1"]);
+
+    // The audit log: increasing ids, newest first, paged, by actor.
+    let entry = |at: i64, actor: &str, action: &str| AuditEntry {
+        id: 0,
+        at,
+        actor: actor.to_owned(),
+        via: "pt_1".to_owned(),
+        source: "127.0.0.1".to_owned(),
+        action: action.to_owned(),
+        target: "/api/v1/sites/docs/env/API_KEY".to_owned(),
+        status: 200,
+    };
+    let mut ids = Vec::new();
+    for (i, actor) in ["alice", "bob", "alice", "alice"].iter().enumerate() {
+        ids.push(meta.append_audit(&entry(100 + i as i64, actor, "set_env")).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let all = meta.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.at).collect::<Vec<_>>(), [103, 102, 101, 100]);
+    assert_eq!(all[0], AuditEntry { id: ids[3], ..entry(103, "alice", "set_env") });
+    let page = meta.audit(&AuditQuery { limit: 2, before: Some(ids[2]), actor: None }).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+    let alice = meta.audit(&AuditQuery { limit: 10, actor: Some("alice".into()), before: None }).await.unwrap();
+    assert_eq!(alice.len(), 3);
+    // A zero limit still answers (one entry), a huge one is capped.
+    assert_eq!(meta.audit(&AuditQuery { limit: 0, ..Default::default() }).await.unwrap().len(), 1);
+    assert_eq!(meta.audit(&AuditQuery { limit: u32::MAX, ..Default::default() }).await.unwrap().len(), 4);
+}

@@ -3,6 +3,7 @@
 //! PostgreSQL) and passes one
 //! conformance suite ([`conformance`]), so callers never know which engine runs.
 
+pub mod accounts;
 pub mod blob;
 pub mod builds;
 pub mod cached;
@@ -16,6 +17,7 @@ pub mod node_wire;
 pub mod nodes;
 pub mod notify;
 pub mod postgres;
+mod postgres_accounts;
 mod postgres_builds;
 mod postgres_domains;
 mod postgres_health;
@@ -28,12 +30,14 @@ pub mod routing;
 pub mod s3;
 pub mod snapshot;
 pub mod sqlite;
+mod sqlite_accounts;
 mod sqlite_builds;
 mod sqlite_domains;
 mod sqlite_nodes;
 mod sqlite_notify;
 pub mod tls;
 
+pub use accounts::{AccountStore, ApiToken, AuditEntry, AuditQuery, Role, Scope, UserRecord};
 pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{
     BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, Owner, WebhookDelivery,

@@ -166,7 +166,14 @@ impl ActivationKind {
 /// The metadata repository. Every backend passes [`crate::conformance::meta_store`].
 #[async_trait]
 pub trait MetaStore:
-    crate::BuildStore + crate::NotifyStore + crate::NodeStore + crate::DomainStore + Send + Sync + 'static
+    crate::BuildStore
+    + crate::NotifyStore
+    + crate::NodeStore
+    + crate::DomainStore
+    + crate::AccountStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Creates a site; `Conflict` if the name is taken.
     async fn create_site(

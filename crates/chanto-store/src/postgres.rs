@@ -378,6 +378,41 @@ CREATE TABLE base_certificates (
     "ALTER TABLE base_certificates ADD COLUMN challenge_token TEXT;
 ALTER TABLE base_certificates ADD COLUMN challenge_body TEXT;
 ALTER TABLE base_certificates ADD COLUMN challenge_alpn TEXT;",
+    // 10: users, their personal API tokens and the audit log (issue 18;
+    // SQLite migration 17 is the same).
+    r#"
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    password_hash TEXT,
+    created_at BIGINT NOT NULL,
+    last_login_at BIGINT
+);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    last_used_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE INDEX api_tokens_user ON api_tokens(user_id);
+CREATE TABLE audit_log (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    via TEXT NOT NULL,
+    source TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status INTEGER NOT NULL
+);
+CREATE INDEX audit_log_actor ON audit_log(actor, id);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

@@ -366,6 +366,39 @@ CREATE TABLE tokens (
     "ALTER TABLE base_certificates ADD COLUMN challenge_token TEXT;
     ALTER TABLE base_certificates ADD COLUMN challenge_body TEXT;
     ALTER TABLE base_certificates ADD COLUMN challenge_alpn TEXT;",
+    // 17: users, their personal API tokens and the audit log (issue 18;
+    // PostgreSQL migration 10 is the same).
+    "CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        password_hash TEXT,
+        created_at INTEGER NOT NULL,
+        last_login_at INTEGER
+    );
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE INDEX api_tokens_user ON api_tokens(user_id);
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        via TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        status INTEGER NOT NULL
+    );
+    CREATE INDEX audit_log_actor ON audit_log(actor, id);",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -147,6 +147,11 @@ async fn sqlite_node_store_conforms() {
 }
 
 #[tokio::test]
+async fn sqlite_account_store_conforms() {
+    conformance::account_store(&SqliteMeta::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn sqlite_domain_store_conforms() {
     conformance::domain_store(&SqliteMeta::in_memory().unwrap()).await;
 }
@@ -280,6 +285,11 @@ mod postgres {
     #[tokio::test]
     async fn postgres_node_store_conforms() {
         conformance::node_store(&fresh("nodes").await.0).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_account_store_conforms() {
+        conformance::account_store(&fresh("accounts").await.0).await;
     }
 
     #[tokio::test]

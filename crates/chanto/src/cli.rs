@@ -182,6 +182,29 @@ pub enum Command {
         chanto nodes token create edge-zone-a --output edge.token # then: chanto serve --role edge --node-token edge.token\n  \
         chanto nodes token revoke nt_0123456789abcdef")]
     Nodes(NodesCommand),
+    /// Users and their roles (viewer, developer, admin): create, list, change, remove.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        chanto users create alice --role admin --password-stdin < alice.pw   # the first admin, with the admin token\n  \
+        chanto users create bob --role developer --password-stdin\n  \
+        chanto users set-role bob viewer\n  \
+        chanto users list")]
+    Users(UsersCommand),
+    /// Personal API tokens: scoped (read, deploy, write, admin), optionally expiring, shown once.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        chanto tokens create \"CI deploys\" --scope deploy --expires-in-days 90   # prints the token once\n  \
+        chanto tokens list\n  \
+        chanto tokens revoke pt_0123456789abcdef")]
+    Tokens(TokensCommand),
+    /// The audit log: every change made through the API or the CLI, newest first.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        chanto audit list\n  \
+        chanto audit list --actor alice --limit 20")]
+    Audit(AuditCommand),
+    /// Who the saved token says you are, and what it may do.
+    Whoami,
     /// Which server, whether it is healthy, and whether the token works.
     Status,
     /// Print a site's URL (or a branch's), and open it in a browser when run in a terminal.
@@ -714,8 +737,101 @@ pub enum LogFormat {
 #[derive(Args, Debug)]
 pub struct LoginArgs {
     /// Read the token from standard input instead of --token.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "user")]
     pub token_stdin: bool,
+    /// Sign in as this user with their password instead (asked for, or
+    /// --password-stdin); a personal token is made and saved.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the password from standard input (with --user).
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
+    /// The saved token's scope (with --user; default: the widest your role allows).
+    #[arg(long, requires = "user", value_parser = ["read", "deploy", "write", "admin"])]
+    pub scope: Option<String>,
+    /// Days until the saved token expires (with --user).
+    #[arg(long, requires = "user", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub expires_in_days: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Every user: role, whether they have a password, last sign-in.
+    List,
+    /// Create a user (admin scope).
+    Create {
+        /// Their name: 1 to 64 of a-z 0-9 . _ @ - (an email address fits).
+        name: String,
+        /// viewer (reads), developer (sites, deploys, builds, settings) or admin (users and tokens too).
+        #[arg(long, value_parser = ["viewer", "developer", "admin"])]
+        role: String,
+        /// Read their password (at least 10 characters) from standard input; without it they have none yet.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's role (their tokens narrow to it at once).
+    SetRole {
+        /// The user.
+        name: String,
+        /// viewer, developer or admin.
+        #[arg(value_parser = ["viewer", "developer", "admin"])]
+        role: String,
+    },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        /// The user.
+        name: String,
+    },
+    /// Remove a user and their tokens.
+    Remove {
+        /// The user.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    /// Your tokens (--all: everyone's, admin scope). Never the tokens themselves.
+    List {
+        /// Every user's tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make a token; it is printed once and never shown again.
+    Create {
+        /// What it is for ("CI deploys").
+        name: String,
+        /// read, deploy, write or admin (default: the widest you may give).
+        #[arg(long, value_parser = ["read", "deploy", "write", "admin"])]
+        scope: Option<String>,
+        /// Days until it expires (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: Option<u32>,
+        /// Make it for another user (admin scope; the admin token must name one).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token (yours, or anyone's with the admin scope).
+    Revoke {
+        /// The token's id (pt_…, from `chanto tokens list`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Changes, newest first: when, who, with what, from where, what, on what, status.
+    List {
+        /// Only this actor's (a user, or admin-token).
+        #[arg(long)]
+        actor: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only entries older than this id (the next page).
+        #[arg(long)]
+        before: Option<i64>,
+    },
 }
 
 /// Which policy: one branch's, every preview's, or (neither) the whole site's.

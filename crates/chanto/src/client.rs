@@ -221,6 +221,11 @@ impl Client {
         self.send(self.request(reqwest::Method::PUT, path).json(body)).await
     }
 
+    /// PATCH with a JSON body.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
+        self.send(self.request(reqwest::Method::PATCH, path).json(body)).await
+    }
+
     /// DELETE a resource.
     pub async fn delete(&self, path: &str) -> Result<(), CallError> {
         self.send::<serde_json::Value>(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())

@@ -123,7 +123,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Backup(cmd) => crate::backup::run(cmd, json).await,
-        Command::Login(args) => login(&cli.conn, args.token_stdin).await,
+        Command::Login(args) => match &args.user {
+            Some(_) => crate::accounts::login_with_password(&cli.conn, &args).await,
+            None => login(&cli.conn, args.token_stdin).await,
+        },
+        Command::Users(cmd) => crate::accounts::users(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Tokens(cmd) => crate::accounts::tokens(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Audit(cmd) => crate::accounts::audit(&Client::new(&cli.conn)?, cmd, json).await,
+        Command::Whoami => crate::accounts::whoami(&Client::new(&cli.conn)?, json).await,
         Command::Status => crate::glance::status(&Client::new(&cli.conn)?, json).await,
         Command::Open { site, branch } => crate::glance::open(&Client::new(&cli.conn)?, site, branch).await,
         Command::Sites(cmd) => sites(&Client::new(&cli.conn)?, cmd, json).await,
@@ -264,12 +271,19 @@ async fn login(conn: &crate::cli::Connection, token_stdin: bool) -> anyhow::Resu
     }
     let client = Client::with(server.clone(), Some(token.clone()))?;
     let sites: Vec<SiteView> = client.get("/sites").await?;
+    let path = save_login(&server, &token)?;
+    println!("Logged in to {server} ({} sites); saved to {}", sites.len(), path.display());
+    Ok(())
+}
+
+/// Saves the server and token for later commands (mode 0600); returns where.
+pub(crate) fn save_login(server: &str, token: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = client::config_path()
         .ok_or_else(|| anyhow!("cannot tell where to save the login: set HOME or CHANTO_CONFIG"))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let text = toml::to_string(&client::UserConfig { server: Some(server.clone()), token: Some(token) })?;
+    let text = toml::to_string(&client::UserConfig { server: Some(server.to_owned()), token: Some(token.to_owned()) })?;
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -281,8 +295,7 @@ async fn login(conn: &crate::cli::Connection, token_stdin: bool) -> anyhow::Resu
             .with_context(|| format!("writing {}", path.display()))?;
         f.write_all(text.as_bytes())?;
     }
-    println!("Logged in to {server} ({} sites); saved to {}", sites.len(), path.display());
-    Ok(())
+    Ok(path)
 }
 
 async fn access(client: &Client, cmd: AccessCommand, json: bool) -> anyhow::Result<()> {

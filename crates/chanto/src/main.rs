@@ -1,6 +1,7 @@
 //! The `chanto` binary: the server (`serve`, `demo`) and the CLI that talks to
 //! its API. Glue only: parsing, printing and wiring the library crates.
 
+mod accounts;
 mod backup;
 mod builds;
 mod cli;

@@ -1,0 +1,269 @@
+//! Users, roles, personal tokens and the audit log through the binary
+//! (issue 18): the first admin made with the instance's admin token, people
+//! signing in with `chanto login --user`, every role and scope refused what
+//! it may not do (with a message that says why), tokens narrowed at once
+//! when their owner is demoted, revoked tokens refused, password guessing
+//! throttled, hostile bodies refused, and every change in the audit log
+//! with who, how and from where — never a secret value.
+
+mod util;
+
+use util::{Cli, Server};
+
+/// A CLI command as whoever `token` belongs to.
+fn as_token(server: &Server, token: &str, args: &[&str]) -> Cli {
+    Cli::new(args).env("CHANTO_SERVER", &server.api_url).env("CHANTO_TOKEN", token)
+}
+
+/// Makes a token for `user` with the admin token; returns it.
+fn token_for(server: &Server, user: &str, scope: &str) -> String {
+    let out = server.cli(&["tokens", "create", "test", "--user", user, "--scope", scope]).ok();
+    let token = out.stdout().trim().to_owned();
+    assert!(token.starts_with("chp_"), "{}", out.report());
+    token
+}
+
+fn api(server: &Server) -> String {
+    format!("{}/api/v1", server.api_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_scopes_decide_and_every_change_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    // The first admin, with the break-glass admin token.
+    server
+        .cli(&["users", "create", "alice", "--role", "admin", "--password-stdin"])
+        .stdin("alice's long password\n")
+        .ok();
+    server.cli(&["users", "create", "bob", "--role", "viewer", "--password-stdin"]).stdin("bob's long password\n").ok();
+    server.cli(&["users", "create", "carol", "--role", "developer"]).ok();
+    let users = server.cli(&["users", "list", "--json"]).ok().json();
+    let roles: Vec<(String, String, bool)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap().into(), u["role"].as_str().unwrap().into(), u["has_password"] == true))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("alice".into(), "admin".into(), true),
+            ("bob".into(), "viewer".into(), true),
+            ("carol".into(), "developer".into(), false)
+        ]
+    );
+    assert!(!users.to_string().contains("argon2"), "no hashes in the API: {users}");
+
+    // alice signs in with her password: a personal token is saved.
+    let config = tmp.path().join("alice.toml");
+    Cli::new(&["login", "--server", &server.api_url, "--user", "alice", "--password-stdin"])
+        .env("CHANTO_CONFIG", config.to_str().unwrap())
+        .stdin("alice's long password\n")
+        .ok();
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("chp_"), "{saved}");
+    let me = Cli::new(&["whoami", "--json"]).env("CHANTO_CONFIG", config.to_str().unwrap()).ok().json();
+    assert_eq!(
+        (me["actor"].as_str(), me["role"].as_str(), me["scope"].as_str()),
+        (Some("alice"), Some("admin"), Some("admin"))
+    );
+    let alice = saved.lines().find_map(|l| l.strip_prefix("token = \"")).unwrap().trim_end_matches('"').to_owned();
+    as_token(&server, &alice, &["sites", "create", "docs"]).ok();
+
+    // bob (viewer) reads, and is refused changes with the reason.
+    let bob = token_for(&server, "bob", "read");
+    as_token(&server, &bob, &["sites", "list"]).ok();
+    let refused = as_token(&server, &bob, &["sites", "create", "bobs"]).fails();
+    assert!(refused.stderr().contains("needs the write scope"), "{}", refused.report());
+    let refused = as_token(&server, &bob, &["users", "list"]).fails();
+    assert!(refused.stderr().contains("admin scope"), "{}", refused.report());
+    // A viewer cannot make a token wider than their role.
+    let refused = as_token(&server, &bob, &["tokens", "create", "wide", "--scope", "write"]).fails();
+    assert!(refused.stderr().contains("wider than read"), "{}", refused.report());
+    // Nor can the admin token give one to them.
+    let refused = server.cli(&["tokens", "create", "wide", "--user", "bob", "--scope", "admin"]).fails();
+    assert!(refused.stderr().contains("role viewer"), "{}", refused.report());
+
+    // carol (developer) with a deploy token: deploys, but changes nothing else.
+    let carol = token_for(&server, "carol", "deploy");
+    let site = tmp.path().join("site");
+    util::write_tree(&site, &[("index.html", "<h1>docs</h1>")]);
+    as_token(&server, &carol, &["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    let refused = as_token(&server, &carol, &["env", "set", "--site", "docs", "API_KEY", "s3cr3t-value"]).fails();
+    assert!(refused.stderr().contains("needs the write scope"), "{}", refused.report());
+    // Demoted to viewer: the same token can no longer deploy, at once.
+    server.cli(&["users", "set-role", "carol", "viewer"]).ok();
+    let refused = as_token(&server, &carol, &["deploy", site.to_str().unwrap(), "--site", "docs"]).fails();
+    assert!(refused.stderr().contains("role viewer"), "{}", refused.report());
+
+    // Revoked: refused, saying so.
+    let listed = as_token(&server, &carol, &["tokens", "list", "--json"]).ok().json();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert!(listed.to_string().find("chp_").is_none(), "tokens are never listed: {listed}");
+    as_token(&server, &carol, &["tokens", "revoke", &id]).ok();
+    let refused = as_token(&server, &carol, &["sites", "list"]).fails();
+    assert!(refused.stderr().contains("was revoked"), "{}", refused.report());
+    // Someone else's token: only an admin may revoke it.
+    let bobs_id =
+        as_token(&server, &bob, &["tokens", "list", "--json"]).ok().json()[0]["id"].as_str().unwrap().to_owned();
+    let second_bob = token_for(&server, "bob", "read");
+    let refused = as_token(&server, &second_bob, &["tokens", "revoke", "pt_nosuch"]).fails();
+    assert!(refused.stderr().contains("not found") || refused.stderr().contains("no such"), "{}", refused.report());
+    as_token(&server, &alice, &["tokens", "revoke", &bobs_id]).ok();
+
+    // The last admin stays one.
+    let refused = server.cli(&["users", "set-role", "alice", "developer"]).fails();
+    assert!(refused.stderr().contains("only admin"), "{}", refused.report());
+    let refused = server.cli(&["users", "remove", "alice"]).fails();
+    assert!(refused.stderr().contains("only admin"), "{}", refused.report());
+
+    // Removing a user takes their tokens with them.
+    server.cli(&["users", "remove", "bob"]).ok();
+    let refused = as_token(&server, &second_bob, &["sites", "list"]).fails();
+    assert!(refused.stderr().contains("unknown API token"), "{}", refused.report());
+
+    // The audit log: who, with what, from where, which operation, on what,
+    // how it ended — refusals too — and never a secret value.
+    as_token(&server, &alice, &["env", "set", "--site", "docs", "--secret", "API_KEY", "s3cr3t-value"]).ok();
+    let log = as_token(&server, &alice, &["audit", "list", "--limit", "1000", "--json"]).ok().json();
+    let entries = log.as_array().unwrap();
+    let find = |actor: &str, action: &str, status: u64| {
+        entries.iter().find(|e| e["actor"] == actor && e["action"] == action && e["status"] == status).cloned()
+    };
+    let created = find("alice", "create_site", 201).unwrap_or_else(|| panic!("{log:#}"));
+    assert_eq!(created["source"], "127.0.0.1");
+    assert!(created["via"].as_str().unwrap().starts_with("pt_"), "{created}");
+    assert_eq!(created["target"], "/api/v1/sites");
+    assert!(find("bob", "create_site", 403).is_some(), "refusals are audited: {log:#}");
+    assert!(find("admin-token", "create_user", 201).is_some(), "{log:#}");
+    assert!(find("admin-token", "update_user", 200).is_some(), "{log:#}");
+    assert!(find("carol", "create_deploy", 201).is_some(), "{log:#}");
+    assert!(find("alice", "login", 201).is_some(), "{log:#}");
+    let env = find("alice", "set_env", 200).unwrap_or_else(|| panic!("{log:#}"));
+    assert_eq!(env["target"], "/api/v1/sites/docs/env/API_KEY", "the variable's name, not its value");
+    assert!(!log.to_string().contains("s3cr3t"), "no secret in the audit log: {log:#}");
+    assert!(!log.to_string().contains("long password"), "{log:#}");
+    assert!(!entries.iter().any(|e| e["action"] == "upload_blob"), "blob uploads are not audited one by one");
+    // Newest first, filtered by actor, paged.
+    let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    let carols = server.cli(&["audit", "list", "--actor", "carol", "--json"]).ok().json();
+    assert!(carols.as_array().unwrap().iter().all(|e| e["actor"] == "carol") && !carols.as_array().unwrap().is_empty());
+    let page = server.cli(&["audit", "list", "--limit", "2", "--before", &ids[0].to_string(), "--json"]).ok().json();
+    assert_eq!(page.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids[1..3]);
+    // The audit log is for admins.
+    let refused = as_token(&server, &token_for(&server, "carol", "read"), &["audit", "list"]).fails();
+    assert!(refused.stderr().contains("admin scope"), "{}", refused.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_is_throttled_and_hostile_input_is_refused_with_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server
+        .cli(&["users", "create", "dave", "--role", "developer", "--password-stdin"])
+        .stdin("dave's long password")
+        .ok();
+    let http = reqwest::Client::new();
+    let login = |body: serde_json::Value| http.post(format!("{}/auth/token", api(&server))).json(&body).send();
+
+    // An unknown user and a wrong password get the same answer.
+    let unknown = login(serde_json::json!({"user": "nobody", "password": "whatever it is"})).await.unwrap();
+    assert_eq!(unknown.status(), 401);
+    let unknown = unknown.text().await.unwrap();
+    let wrong = login(serde_json::json!({"user": "dave", "password": "not his password"})).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.text().await.unwrap(), unknown);
+    // The right one works and says what it made.
+    let ok =
+        login(serde_json::json!({"user": "dave", "password": "dave's long password", "scope": "read"})).await.unwrap();
+    assert_eq!(ok.status(), 201);
+    let made: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!((made["user"].as_str(), made["scope"].as_str()), (Some("dave"), Some("read")));
+    assert!(made["expires_at"].is_string(), "sign-in tokens expire (90 days by default): {made}");
+    // Wider than the role: refused.
+    let wide =
+        login(serde_json::json!({"user": "dave", "password": "dave's long password", "scope": "admin"})).await.unwrap();
+    assert_eq!(wide.status(), 403);
+
+    // Guessing: after five failures even the right password waits.
+    for _ in 0..5 {
+        let r = login(serde_json::json!({"user": "dave", "password": "guess guess guess"})).await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let held = login(serde_json::json!({"user": "dave", "password": "dave's long password"})).await.unwrap();
+    assert_eq!(held.status(), 429);
+    assert!(held.text().await.unwrap().contains("try again in"));
+    let cli = Cli::new(&["login", "--server", &server.api_url, "--user", "dave", "--password-stdin"])
+        .env("CHANTO_CONFIG", tmp.path().join("dave.toml").to_str().unwrap())
+        .stdin("dave's long password\n")
+        .fails();
+    assert!(cli.stderr().contains("too many failed sign-ins"), "{}", cli.report());
+
+    // Hostile bodies: malformed, unknown fields, oversized, wrong types.
+    let raw = |body: Vec<u8>| {
+        http.post(format!("{}/auth/token", api(&server))).header("content-type", "application/json").body(body).send()
+    };
+    let r = raw(b"{\"user\": \"dave\", \"password\": ".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = raw(serde_json::to_vec(&serde_json::json!({"user": "x", "password": "y", "admin": true})).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("admin"), "names the unknown field");
+    // (On a client of its own: the server closes a connection whose body
+    // it refused, and a pooled connection must not be reused after that.)
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/token", api(&server)))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let huge = "p".repeat(10_000);
+    let r = login(serde_json::json!({"user": "dave2", "password": huge})).await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Users: names and passwords checked, with what to do.
+    let admin = &server.token;
+    let create =
+        |body: serde_json::Value| http.post(format!("{}/users", api(&server))).bearer_auth(admin).json(&body).send();
+    for (body, why) in [
+        (serde_json::json!({"name": "Bad Name", "role": "viewer"}), "lowercase"),
+        (serde_json::json!({"name": "ok", "role": "superuser"}), "roles are viewer, developer and admin"),
+        (serde_json::json!({"name": "ok", "role": "viewer", "password": "short"}), "at least 10"),
+        (serde_json::json!({"name": "admin-token", "role": "viewer"}), "admin token"),
+        (serde_json::json!({"name": "e\u{0}vil", "role": "viewer"}), "lowercase"),
+    ] {
+        let r = create(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(why), "{body}: {text}");
+    }
+    let r = create(serde_json::json!({"name": "dave", "role": "viewer"})).await.unwrap();
+    assert_eq!(r.status(), 409);
+    // Tokens: a node token or garbage is no API token; expiry bounds hold.
+    for bad in ["chn_0000", "chp_", "chp_nonsense", &"x".repeat(300)] {
+        let r = http.get(format!("{}/sites", api(&server))).bearer_auth(bad).send().await.unwrap();
+        assert!(matches!(r.status().as_u16(), 401 | 403), "{bad}: {}", r.status());
+    }
+    let r = http
+        .post(format!("{}/tokens", api(&server)))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": "t", "user": "dave", "expires_in_days": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = http
+        .post(format!("{}/tokens", api(&server)))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "the admin token must name the user");
+    assert!(r.text().await.unwrap().contains("--user"));
+}
