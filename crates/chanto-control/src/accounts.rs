@@ -492,11 +492,12 @@ impl Control {
         Ok(TokenView::of(revoked, &owner, None))
     }
 
-    /// Password sign-in: a new personal token for the user, or 401 (the
-    /// same for an unknown user and a wrong password), 429 when throttled.
-    pub async fn login(&self, source: &str, req: LoginRequest) -> Result<TokenView, ApiError> {
+    /// Checks a password sign-in: the user, or 401 (the same for an unknown
+    /// user and a wrong password, in the same time), 429 when throttled.
+    /// Notes the sign-in on success.
+    pub async fn check_sign_in(&self, source: &str, user: &str, password: String) -> Result<UserRecord, ApiError> {
         let now = now_millis();
-        let (user_key, addr_key) = (format!("user:{}", req.user), format!("addr:{source}"));
+        let (user_key, addr_key) = (format!("user:{user}"), format!("addr:{source}"));
         let throttle = &self.login_throttle;
         if let Some(wait) =
             throttle.wait(&user_key, MAX_FAILURES, now).or(throttle.wait(&addr_key, MAX_FAILURES_PER_ADDRESS, now))
@@ -508,23 +509,29 @@ impl Control {
                 format!("too many failed sign-ins; try again in {secs} s"),
             ));
         }
-        if req.user.len() > MAX_USER_NAME || req.password.len() > chanto_core::access::MAX_PASSWORD_BYTES {
+        if user.len() > MAX_USER_NAME || password.len() > chanto_core::access::MAX_PASSWORD_BYTES {
             return Err(ApiError::unauthorized("wrong user name or password"));
         }
-        let user = self.meta.user_by_name(&req.user).await?;
-        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = verify_password(hash.clone().unwrap_or_else(|| DUMMY_HASH.to_owned()), req.password).await;
-        let Some(user) = user.filter(|_| ok && hash.is_some()) else {
+        let found = self.meta.user_by_name(user).await?;
+        let hash = found.as_ref().and_then(|u| u.password_hash.clone());
+        let ok = verify_password(hash.clone().unwrap_or_else(|| DUMMY_HASH.to_owned()), password).await;
+        let Some(found) = found.filter(|_| ok && hash.is_some()) else {
             throttle.fail(&user_key, now);
             throttle.fail(&addr_key, now);
-            tracing::warn!(user = %req.user.escape_debug(), %source, "failed sign-in");
+            tracing::warn!(user = %user.escape_debug(), %source, "failed sign-in");
             return Err(ApiError::unauthorized("wrong user name or password"));
         };
         throttle.clear(&user_key);
+        self.meta.touch_user_login(&found.id, now).await?;
+        Ok(found)
+    }
+
+    /// Password sign-in for the CLI: a new personal token for the user.
+    pub async fn login(&self, source: &str, req: LoginRequest) -> Result<TokenView, ApiError> {
+        let user = self.check_sign_in(source, &req.user, req.password).await?;
         let scope = req.scope.as_deref().map(parse_scope).transpose()?;
         let name = req.token_name.unwrap_or_else(|| "chanto login".to_owned());
         let view = self.make_token(&user, &name, scope, Scope::Admin, Some(req.expires_in_days.unwrap_or(90))).await?;
-        self.meta.touch_user_login(&user.id, now).await?;
         let principal =
             Principal { actor: user.name.clone(), via: view.id.clone(), user: Some(user), scope: Scope::Read };
         self.audit(&principal, source, "login", "/api/v1/auth/token", 201).await;

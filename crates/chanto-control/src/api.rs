@@ -118,6 +118,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/badge/{site}/{*branch}", get(n::badge))
+        .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn(server_timing))
         .with_state(control)
@@ -194,7 +195,7 @@ pub struct SiteView {
 }
 
 impl SiteView {
-    fn new(control: &Control, s: SiteRecord) -> Self {
+    pub(crate) fn new(control: &Control, s: SiteRecord) -> Self {
         Self {
             url: control.config.url_for(s.name.as_str()),
             name: s.name,
@@ -263,7 +264,7 @@ pub struct DeployView {
 }
 
 impl DeployView {
-    fn new(control: &Control, d: DeployRecord) -> Self {
+    pub(crate) fn new(control: &Control, d: DeployRecord) -> Self {
         let c = &control.config;
         Self {
             urls: DeployUrls {

@@ -18,6 +18,7 @@ pub mod builds;
 pub mod cert_events;
 pub mod certcheck;
 pub mod config;
+pub mod console;
 pub mod domains;
 pub mod error;
 pub mod gc;

@@ -173,6 +173,21 @@ pub struct AuditEntry {
     pub status: u16,
 }
 
+/// A console session as stored: the id itself never is (only its keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The user signed in.
+    pub user_id: String,
+    /// The token every form of this session carries (cross-site request
+    /// forgery defence beside `SameSite=Lax`).
+    pub csrf: String,
+    /// When it was made (the absolute timeout counts from here).
+    pub created_at: UnixMillis,
+    /// When it was last used (the idle timeout counts from here; written
+    /// at most about once a minute).
+    pub last_seen_at: UnixMillis,
+}
+
 /// Which audit entries to list, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -201,7 +216,7 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool, StoreError>;
     /// Notes a password sign-in at `now`.
     async fn touch_user_login(&self, id: &str, now: UnixMillis) -> Result<(), StoreError>;
-    /// Deletes a user and their tokens; `false` when there is no such user.
+    /// Deletes a user, their tokens and sessions; `false` when there is no such user.
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Stores a new personal token's hash (never the token); `Conflict` if
@@ -216,6 +231,21 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn revoke_api_token(&self, id: &str, now: UnixMillis) -> Result<Option<ApiToken>, StoreError>;
     /// Notes that the token was used at `now`.
     async fn touch_api_token(&self, id: &str, now: UnixMillis) -> Result<(), StoreError>;
+
+    /// Stores a new session under the hash of its id; `Conflict` if taken.
+    async fn create_session(&self, id_hash: &ContentHash, session: &SessionRecord) -> Result<(), StoreError>;
+    /// The session with this id hash and its user (`None`: unknown, or its
+    /// user was deleted).
+    async fn session(&self, id_hash: &ContentHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError>;
+    /// Notes that the session was used at `now`.
+    async fn touch_session(&self, id_hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError>;
+    /// Ends one session; `false` when there was none.
+    async fn delete_session(&self, id_hash: &ContentHash) -> Result<bool, StoreError>;
+    /// Ends every session of a user ("sign out everywhere"); how many.
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError>;
+    /// Forgets sessions idle since before `idle_before` or made before
+    /// `created_before`; how many.
+    async fn prune_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> Result<u64, StoreError>;
 
     /// Appends an entry (its `id` is ignored); returns the id it got.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError>;

@@ -1301,8 +1301,41 @@ pub async fn account_store(meta: &dyn MetaStore) {
     assert_eq!(meta.revoke_api_token("pt_2", 60).await.unwrap().unwrap().revoked_at, Some(60));
     assert_eq!(meta.revoke_api_token("pt_2", 70).await.unwrap().unwrap().revoked_at, Some(60));
     assert!(meta.revoke_api_token("pt_9", 70).await.unwrap().is_none());
-    // Deleting a user takes their tokens.
+    // Sessions: by id hash with their user; used, ended one by one or all
+    // of a user's at once, pruned when idle or too old.
+    use crate::accounts::SessionRecord;
+    let session = |user_id: &str, at: i64| SessionRecord {
+        user_id: user_id.to_owned(),
+        csrf: format!("csrf-{at}"),
+        created_at: at,
+        last_seen_at: at,
+    };
+    let (s1, s2, s3) = (ContentHash::of(b"s1"), ContentHash::of(b"s2"), ContentHash::of(b"s3"));
+    meta.create_session(&s1, &session("u_2", 100)).await.unwrap();
+    meta.create_session(&s2, &session("u_2", 200)).await.unwrap();
+    meta.create_session(&s3, &session("u_1", 300)).await.unwrap();
+    assert!(matches!(meta.create_session(&s1, &session("u_1", 1)).await, Err(StoreError::Conflict(_))));
+    let (got, who) = meta.session(&s1).await.unwrap().unwrap();
+    assert_eq!((got, who.name.as_str()), (session("u_2", 100), "bob"));
+    assert!(meta.session(&ContentHash::of(b"nope")).await.unwrap().is_none());
+    meta.touch_session(&s1, 150).await.unwrap();
+    meta.touch_session(&s1, 120).await.unwrap();
+    assert_eq!(meta.session(&s1).await.unwrap().unwrap().0.last_seen_at, 150);
+    assert!(meta.delete_session(&s1).await.unwrap());
+    assert!(!meta.delete_session(&s1).await.unwrap());
+    meta.create_session(&s1, &session("u_2", 400)).await.unwrap();
+    assert_eq!(meta.delete_user_sessions("u_2").await.unwrap(), 2);
+    assert!(meta.session(&s2).await.unwrap().is_none());
+    // Pruning: idle since before 250, or made before 0.
+    meta.create_session(&s2, &session("u_2", 240)).await.unwrap();
+    assert_eq!(meta.prune_sessions(250, 0).await.unwrap(), 1);
+    assert!(meta.session(&s3).await.unwrap().is_some());
+    assert_eq!(meta.prune_sessions(0, 301).await.unwrap(), 1, "too old, however fresh");
+    meta.create_session(&s2, &session("u_2", 500)).await.unwrap();
+
+    // Deleting a user takes their tokens and sessions.
     assert!(meta.delete_user("bob").await.unwrap());
+    assert!(meta.session(&s2).await.unwrap().is_none());
     assert!(!meta.delete_user("bob").await.unwrap());
     assert!(meta.api_token_by_hash(&h2).await.unwrap().is_none());
     assert_eq!(ids(meta.api_tokens(None).await.unwrap()), ["pt_1"]);

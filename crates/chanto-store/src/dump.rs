@@ -408,6 +408,20 @@ pub const TABLES: &[Table] = &[
         pg_order: "id",
     },
     Table {
+        name: "sessions",
+        columns: &[
+            c("id_hash", Text),
+            c("user_id", Text),
+            c("csrf", Text),
+            c("created_at", Int),
+            c("last_seen_at", Int),
+        ],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "id_hash",
+        pg_order: "id_hash",
+    },
+    Table {
         name: "audit_log",
         columns: &[
             c("id", Int),

@@ -37,7 +37,7 @@ mod sqlite_nodes;
 mod sqlite_notify;
 pub mod tls;
 
-pub use accounts::{AccountStore, ApiToken, AuditEntry, AuditQuery, Role, Scope, UserRecord};
+pub use accounts::{AccountStore, ApiToken, AuditEntry, AuditQuery, Role, Scope, SessionRecord, UserRecord};
 pub use blob::{BlobInfo, BlobStore, ByteStream, LocalBlobStore, OpenBlob};
 pub use builds::{
     BuildHook, BuildOutcome, BuildRecord, BuildStore, EnvVar, GitConnection, NewBuild, Owner, WebhookDelivery,

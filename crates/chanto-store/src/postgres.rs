@@ -378,7 +378,7 @@ CREATE TABLE base_certificates (
     "ALTER TABLE base_certificates ADD COLUMN challenge_token TEXT;
 ALTER TABLE base_certificates ADD COLUMN challenge_body TEXT;
 ALTER TABLE base_certificates ADD COLUMN challenge_alpn TEXT;",
-    // 10: users, their personal API tokens and the audit log (issue 18;
+    // 10: users, their personal API tokens, console sessions and the audit log (issue 18;
     // SQLite migration 17 is the same).
     r#"
 CREATE TABLE users (
@@ -412,6 +412,14 @@ CREATE TABLE audit_log (
     status INTEGER NOT NULL
 );
 CREATE INDEX audit_log_actor ON audit_log(actor, id);
+CREATE TABLE sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
 "#,
 ];
 

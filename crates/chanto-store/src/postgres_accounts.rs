@@ -122,6 +122,7 @@ impl AccountStore for PostgresMeta {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         exec(&tx, "DELETE FROM api_tokens WHERE user_id IN (SELECT id FROM users WHERE name = $1)", &[&name]).await?;
+        exec(&tx, "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE name = $1)", &[&name]).await?;
         let n = exec(&tx, "DELETE FROM users WHERE name = $1", &[&name]).await?;
         tx.commit().await?;
         Ok(n > 0)
@@ -206,6 +207,88 @@ impl AccountStore for PostgresMeta {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_session(&self, id_hash: &ContentHash, s: &SessionRecord) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[&id_hash.to_hex(), &s.user_id, &s.csrf, &s.created_at, &s.last_seen_at],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict("session exists".into()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &ContentHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let Some(row) = opt(
+            &tx,
+            "SELECT user_id, csrf, created_at, last_seen_at FROM sessions WHERE id_hash = $1",
+            &[&id_hash.to_hex()],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let s = SessionRecord {
+            user_id: row.try_get(0)?,
+            csrf: row.try_get(1)?,
+            created_at: row.try_get(2)?,
+            last_seen_at: row.try_get(3)?,
+        };
+        let user = opt(&tx, &format!("{USER_SELECT} WHERE id = $1"), &[&s.user_id]).await?;
+        tx.commit().await?;
+        Ok(user.as_ref().map(user_row).transpose()?.map(|u| (s, u)))
+    }
+
+    async fn touch_session(&self, id_hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(
+            &tx,
+            "UPDATE sessions SET last_seen_at = greatest(last_seen_at, $2) WHERE id_hash = $1",
+            &[&id_hash.to_hex(), &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: &ContentHash) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(&tx, "DELETE FROM sessions WHERE id_hash = $1", &[&id_hash.to_hex()]).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(&tx, "DELETE FROM sessions WHERE user_id = $1", &[&user_id]).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn prune_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2",
+            &[&idle_before, &created_before],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {

@@ -366,7 +366,7 @@ CREATE TABLE tokens (
     "ALTER TABLE base_certificates ADD COLUMN challenge_token TEXT;
     ALTER TABLE base_certificates ADD COLUMN challenge_body TEXT;
     ALTER TABLE base_certificates ADD COLUMN challenge_alpn TEXT;",
-    // 17: users, their personal API tokens and the audit log (issue 18;
+    // 17: users, their personal API tokens, console sessions and the audit log (issue 18;
     // PostgreSQL migration 10 is the same).
     "CREATE TABLE users (
         id TEXT PRIMARY KEY,
@@ -398,7 +398,15 @@ CREATE TABLE tokens (
         target TEXT NOT NULL,
         status INTEGER NOT NULL
     );
-    CREATE INDEX audit_log_actor ON audit_log(actor, id);",
+    CREATE INDEX audit_log_actor ON audit_log(actor, id);
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);",
 ];
 
 /// How many migrations this build knows: the newest schema version.

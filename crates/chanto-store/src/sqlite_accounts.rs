@@ -123,6 +123,7 @@ impl AccountStore for SqliteMeta {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM api_tokens WHERE user_id IN (SELECT id FROM users WHERE name = ?1)", [&name])?;
+            tx.execute("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE name = ?1)", [&name])?;
             let n = tx.execute("DELETE FROM users WHERE name = ?1", [&name])?;
             tx.commit()?;
             Ok(n > 0)
@@ -209,6 +210,82 @@ impl AccountStore for SqliteMeta {
                 params![id, now],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_session(&self, id_hash: &ContentHash, s: &SessionRecord) -> Result<(), StoreError> {
+        let (hash, s) = (id_hash.to_hex(), s.clone());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![hash, s.user_id, s.csrf, s.created_at, s.last_seen_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict("session exists".into()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &ContentHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
+        let hash = id_hash.to_hex();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let Some(s) = tx
+                .query_row(
+                    "SELECT user_id, csrf, created_at, last_seen_at FROM sessions WHERE id_hash = ?1",
+                    [hash],
+                    |r| {
+                        Ok(SessionRecord {
+                            user_id: r.get(0)?,
+                            csrf: r.get(1)?,
+                            created_at: r.get(2)?,
+                            last_seen_at: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let user = tx.query_row(&format!("{USER_SELECT} WHERE id = ?1"), [&s.user_id], user_row).optional()?;
+            tx.commit()?;
+            Ok(user.map(|u| (s, u)))
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id_hash: &ContentHash, now: UnixMillis) -> Result<(), StoreError> {
+        let hash = id_hash.to_hex();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id_hash = ?1",
+                params![hash, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: &ContentHash) -> Result<bool, StoreError> {
+        let hash = id_hash.to_hex();
+        self.call(move |c| Ok(c.execute("DELETE FROM sessions WHERE id_hash = ?1", [hash])? > 0)).await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
+        let id = user_id.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM sessions WHERE user_id = ?1", [id])? as u64)).await
+    }
+
+    async fn prune_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> Result<u64, StoreError> {
+        self.call(move |c| {
+            Ok(c.execute(
+                "DELETE FROM sessions WHERE last_seen_at < ?1 OR created_at < ?2",
+                params![idle_before, created_before],
+            )? as u64)
         })
         .await
     }

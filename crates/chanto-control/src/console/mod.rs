@@ -1,0 +1,716 @@
+//! The web console (issue 18): server-rendered HTML on the API listener,
+//! templates checked at compile time (askama), no third-party hosts, a
+//! Content-Security-Policy without inline script, pages that work with
+//! JavaScript off (forms are plain POSTs).
+//!
+//! Who may reach it: anyone may see `/login`; every other page needs a
+//! session ([`session`]), and each action the scope the API would ask for
+//! (publish and rollback: `deploy`; the audit log: `admin`). Every POST
+//! carries the session's CSRF token and, when the browser sends `Origin`,
+//! must come from this console's origin. Every change is audited as the
+//! API's are.
+
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chanto_core::{BranchName, DeployId, DeployState, SiteName};
+use chanto_store::{AuditQuery, DeployRecord, Scope};
+use serde::Deserialize;
+
+use crate::api::{DeployView, SiteView};
+use crate::{ApiError, Control};
+use session::Session;
+
+/// The largest form the console accepts.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Deploys shown on a site's page, at most.
+const DEPLOYS_SHOWN: usize = 100;
+
+/// The console's routes (merged into the API router, which adds the state).
+pub fn router() -> Router<Arc<Control>> {
+    Router::new()
+        .route("/", get(sites_page))
+        .route("/login", get(login_page).post(login_submit))
+        .route("/logout", post(logout))
+        .route("/sites/{site}", get(site_page))
+        .route("/sites/{site}/deploys/{id}/activate", get(confirm_activate).post(activate))
+        .route("/audit", get(audit_page))
+        .route("/assets/console.css", get(stylesheet))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// What every console answer carries: a strict CSP (no inline script, no
+/// other hosts, no framing), no sniffing, no referrer to other origins, and
+/// pages never cached (they show live state and CSRF tokens).
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
+        include_str!("../../assets/console.css"),
+    )
+}
+
+/// The navigation bar's facts.
+struct Nav {
+    section: &'static str,
+    user: String,
+    role: String,
+    admin: bool,
+    csrf: String,
+}
+
+impl Nav {
+    fn of(s: &Session, section: &'static str) -> Option<Nav> {
+        Some(Nav {
+            section,
+            user: s.user.name.clone(),
+            role: s.user.role.to_string(),
+            admin: s.may(Scope::Admin),
+            csrf: s.csrf.clone(),
+        })
+    }
+}
+
+fn html(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "console template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/message.html")]
+struct MessagePage {
+    nav: Option<Nav>,
+    title: String,
+    message: String,
+    back: String,
+}
+
+/// An error as a page: the API's message, the status it carries.
+fn error_page(session: Option<&Session>, e: ApiError, back: &str) -> Response {
+    let title = match e.status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not possible now",
+        s if s.is_client_error() => "That did not work",
+        _ => "Something went wrong",
+    };
+    let page = MessagePage {
+        nav: session.and_then(|s| Nav::of(s, "")),
+        title: title.to_owned(),
+        message: e.message.clone(),
+        back: back.to_owned(),
+    };
+    html(e.status, &page)
+}
+
+/// A local path to go back to after signing in (never another origin).
+fn safe_next(next: &str) -> String {
+    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && next.len() < 2048;
+    if ok { next.to_owned() } else { "/".to_owned() }
+}
+
+/// The signed-in session, or a redirect to the sign-in page (coming back here after).
+async fn signed_in(c: &Control, headers: &HeaderMap, here: &str) -> Result<Session, Response> {
+    match c.session_of(headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => {
+            let next: String = url_escape(here);
+            Err(Redirect::to(&format!("/login?next={next}")).into_response())
+        }
+        Err(e) => Err(error_page(None, e.into(), "/")),
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Refuses a POST without this session's CSRF token, or from another
+/// origin (when the browser says where it comes from).
+fn check_post(s: &Session, headers: &HeaderMap, csrf: &str) -> Result<(), ApiError> {
+    use subtle_eq::eq;
+    let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why.to_owned());
+    if !eq(csrf.as_bytes(), s.csrf.as_bytes()) {
+        return Err(forbidden("the form was stale or not this console's; reload the page and try again"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let same = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
+        if !same {
+            return Err(forbidden("the request came from another site"));
+        }
+    }
+    Ok(())
+}
+
+/// Constant-time comparison (no early exit on the first differing byte).
+mod subtle_eq {
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+fn source(peer: Option<&ConnectInfo<SocketAddr>>) -> String {
+    peer.map_or("unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+// ---- sign in and out ----
+
+#[derive(Template)]
+#[template(path = "console/login.html")]
+struct LoginPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    next: String,
+    user: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+    let next = safe_next(q.next.as_deref().unwrap_or("/"));
+    if let Ok(Some(_)) = c.session_of(&headers).await {
+        return Redirect::to(&next).into_response();
+    }
+    html(StatusCode::OK, &LoginPage { nav: None, error: None, next, user: String::new() })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_submit(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let next = safe_next(&f.next);
+    // A sign-in form posted from another site is refused (login CSRF).
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) != Some(host) {
+            return error_page(
+                None,
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the sign-in came from another site"),
+                "/login",
+            );
+        }
+    }
+    let user = match c.check_sign_in(&source, &f.user, f.password).await {
+        Ok(u) => u,
+        Err(e) => {
+            let page = LoginPage { nav: None, error: Some(e.message.clone()), next, user: f.user };
+            return html(e.status, &page);
+        }
+    };
+    let id = match c.start_session(&user).await {
+        Ok(id) => id,
+        Err(e) => return error_page(None, e.into(), "/login"),
+    };
+    let principal = crate::auth::Principal {
+        actor: user.name.clone(),
+        via: "console".to_owned(),
+        scope: user.role.max_scope(),
+        user: Some(user),
+    };
+    c.audit(&principal, &source, "console_login", "/login", 303).await;
+    let https = session::is_https(&headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
+    let mut resp = Redirect::to(&next).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, session::set_cookie(Some(&id), https));
+    resp
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(c): State<Arc<Control>>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let mut resp = Redirect::to("/login").into_response();
+    if let Ok(Some(s)) = c.session_of(&headers).await {
+        if let Err(e) = check_post(&s, &headers, &f.csrf) {
+            return error_page(Some(&s), e, "/");
+        }
+        if let Err(e) = c.end_session(&s).await {
+            return error_page(Some(&s), e.into(), "/");
+        }
+    }
+    // Cleared under both names (plain HTTP and HTTPS).
+    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, false));
+    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, true));
+    resp
+}
+
+// ---- sites ----
+
+struct Badge {
+    state: String,
+    when: String,
+}
+
+struct SiteRow {
+    name: String,
+    url: String,
+    last_deploy: Option<Badge>,
+    last_build: Option<Badge>,
+}
+
+#[derive(Template)]
+#[template(path = "console/sites.html")]
+struct SitesPage {
+    nav: Option<Nav>,
+    sites: Vec<SiteRow>,
+}
+
+/// A time as the console shows it: `2026-12-07 02:30 UTC`.
+fn when(ms: i64) -> String {
+    let t = crate::domains::rfc3339(ms);
+    format!("{} {} UTC", &t[..10], &t[11..16])
+}
+
+async fn sites_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    let s = match signed_in(&c, &headers, "/").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result: Result<Vec<SiteRow>, ApiError> = async {
+        let mut rows = Vec::new();
+        for site in c.meta.list_sites().await? {
+            let view = SiteView::new(&c, site.clone());
+            let last_deploy = c.meta.list_deploys(&site.name, None).await?.into_iter().max_by_key(|d| d.created_at);
+            let last_build = c.meta.list_builds(&site.name, None, 1).await?.into_iter().next();
+            rows.push(SiteRow {
+                name: site.name.to_string(),
+                url: view.url,
+                last_deploy: last_deploy.map(|d| Badge { state: d.state.to_string(), when: when(d.created_at) }),
+                last_build: last_build.map(|b| Badge { state: b.state.to_string(), when: when(b.created_at) }),
+            });
+        }
+        Ok(rows)
+    }
+    .await;
+    match result {
+        Ok(sites) => html(StatusCode::OK, &SitesPage { nav: Nav::of(&s, "sites"), sites }),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
+}
+
+struct BranchRow {
+    branch: String,
+    deploy: String,
+    url: String,
+}
+
+struct DeployRow {
+    id: String,
+    branch: String,
+    state: String,
+    state_label: String,
+    created: String,
+    message: String,
+    files: String,
+    permalink: String,
+    action: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/site.html")]
+struct SitePage {
+    nav: Option<Nav>,
+    site: String,
+    url: String,
+    production_branch: String,
+    notice: Option<String>,
+    branches: Vec<BranchRow>,
+    branch_names: Vec<String>,
+    states: Vec<&'static str>,
+    filter_branch: String,
+    filter_state: &'static str,
+    deploys: Vec<DeployRow>,
+}
+
+#[derive(Deserialize, Default)]
+struct SiteQuery {
+    branch: Option<String>,
+    state: Option<String>,
+    done: Option<String>,
+}
+
+/// What activating `d` would be: a rollback when an older deploy than the
+/// branch's live one, a publish otherwise; `None` when it cannot be made
+/// live (live already, failed, expired, still uploading).
+fn activation(d: &DeployRecord, live: Option<&DeployRecord>) -> Option<&'static str> {
+    match d.state {
+        DeployState::Ready | DeployState::Superseded => {
+            Some(if live.is_some_and(|l| d.created_at < l.created_at) { "Roll back" } else { "Publish" })
+        }
+        _ => None,
+    }
+}
+
+const STATES: [DeployState; 6] = [
+    DeployState::Active,
+    DeployState::Ready,
+    DeployState::Superseded,
+    DeployState::Uploading,
+    DeployState::Failed,
+    DeployState::Expired,
+];
+
+async fn site_page(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<SiteQuery>,
+) -> Response {
+    let here = format!("/sites/{}", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result: Result<SitePage, ApiError> = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let record = c.site(&name).await?;
+        let view = SiteView::new(&c, record.clone());
+        let mut all = c.meta.list_deploys(&name, None).await?;
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.as_str().cmp(a.id.as_str())));
+        let rolled_back = c.meta.rolled_back(&name, None).await?;
+        let live: Vec<&DeployRecord> = all.iter().filter(|d| d.state == DeployState::Active).collect();
+        let mut branch_names: Vec<String> = all.iter().map(|d| d.branch.to_string()).collect();
+        branch_names.sort();
+        branch_names.dedup();
+        let filter_branch = q.branch.clone().filter(|b| !b.is_empty()).unwrap_or_default();
+        let filter_state = STATES.iter().map(|s| s.as_str()).find(|s| q.state.as_deref() == Some(*s)).unwrap_or("");
+        let deploys = all
+            .iter()
+            .filter(|d| filter_branch.is_empty() || d.branch.as_str() == filter_branch)
+            .filter(|d| filter_state.is_empty() || d.state.as_str() == filter_state)
+            .take(DEPLOYS_SHOWN)
+            .map(|d| {
+                let v = DeployView::new(&c, d.clone());
+                let live_here = live.iter().copied().find(|l| l.branch == d.branch);
+                let state_label =
+                    if rolled_back.contains(&d.id) { "rolled back".to_owned() } else { d.state.to_string() };
+                DeployRow {
+                    id: d.id.to_string(),
+                    branch: d.branch.to_string(),
+                    state: d.state.to_string(),
+                    state_label,
+                    created: when(d.created_at),
+                    message: d.message.clone().unwrap_or_default(),
+                    files: format!("{} ({})", d.file_count, human_bytes(d.total_size)),
+                    permalink: v.urls.permalink,
+                    action: if s.may(Scope::Deploy) { activation(d, live_here) } else { None },
+                }
+            })
+            .collect();
+        let branches = live
+            .iter()
+            .map(|d| BranchRow {
+                branch: d.branch.to_string(),
+                deploy: d.id.to_string(),
+                url: DeployView::new(&c, (*d).clone()).urls.branch,
+            })
+            .collect();
+        let notice = match q.done.as_deref() {
+            Some("publish") => Some("Published: the deploy is live.".to_owned()),
+            Some("rollback") => Some("Rolled back: the deploy is live again.".to_owned()),
+            _ => None,
+        };
+        Ok(SitePage {
+            nav: Nav::of(&s, "sites"),
+            site: name.to_string(),
+            url: view.url,
+            production_branch: record.production_branch.to_string(),
+            notice,
+            branches,
+            branch_names,
+            states: STATES.iter().map(|s| s.as_str()).collect(),
+            filter_branch,
+            filter_state,
+            deploys,
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+#[derive(Template)]
+#[template(path = "console/confirm.html")]
+struct ConfirmPage {
+    nav: Option<Nav>,
+    verb: &'static str,
+    question: String,
+    site: String,
+    deploy: String,
+    message: String,
+    created: String,
+    branch: String,
+    url: String,
+    current: Option<String>,
+    csrf: String,
+}
+
+/// The deploy `id` of `site`, the branch's live deploy, and what making it
+/// live would be.
+async fn activation_plan(
+    c: &Control,
+    site: &str,
+    id: &str,
+) -> Result<(SiteName, DeployRecord, Option<DeployRecord>, &'static str), ApiError> {
+    let name: SiteName = crate::api::parse_path(site)?;
+    let id: DeployId = crate::api::parse_path(id)?;
+    let d = c.deploy(&id).await?;
+    if d.site != name {
+        return Err(ApiError::not_found(format!("deploy {id} of site {name}")));
+    }
+    let branch: &BranchName = &d.branch;
+    let live = c.meta.list_deploys(&name, Some(branch)).await?.into_iter().find(|l| l.state == DeployState::Active);
+    let Some(verb) = activation(&d, live.as_ref()) else {
+        let why = match d.state {
+            DeployState::Active => "it is live already".to_owned(),
+            s => format!("it is {s}: only a complete deploy can go live"),
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_activatable",
+            format!("Deploy {id} cannot be made live: {why}."),
+        ));
+    };
+    Ok((name, d, live, verb))
+}
+
+async fn confirm_activate(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/sites/{}/deploys/{}/activate", url_escape(&site), url_escape(&id));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let back = format!("/sites/{}", url_escape(&site));
+    if let Err(e) = s.principal.require(Scope::Deploy) {
+        return error_page(Some(&s), e, &back);
+    }
+    match activation_plan(&c, &site, &id).await {
+        Ok((name, d, live, verb)) => {
+            let v = DeployView::new(&c, d.clone());
+            let url = v.urls.production.clone().unwrap_or(v.urls.branch.clone());
+            let question = match verb {
+                "Roll back" => format!(
+                    "Roll branch {} of {name} back to this earlier deploy? It replaces the live deploy at once.",
+                    d.branch
+                ),
+                _ => format!(
+                    "Publish this deploy on branch {} of {name}? It replaces the live deploy at once.",
+                    d.branch
+                ),
+            };
+            let page = ConfirmPage {
+                nav: Nav::of(&s, "sites"),
+                verb,
+                question,
+                site: name.to_string(),
+                deploy: d.id.to_string(),
+                message: d.message.clone().unwrap_or_default(),
+                created: when(d.created_at),
+                branch: d.branch.to_string(),
+                url,
+                current: live.map(|l| l.id.to_string()),
+                csrf: s.csrf.clone(),
+            };
+            html(StatusCode::OK, &page)
+        }
+        Err(e) => error_page(Some(&s), e, &back),
+    }
+}
+
+async fn activate(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let here = format!("/sites/{}/deploys/{}/activate", url_escape(&site), url_escape(&id));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let back = format!("/sites/{}", url_escape(&site));
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, &headers, &f.csrf) {
+        return error_page(Some(&s), e, &back);
+    }
+    if let Err(e) = s.principal.require(Scope::Deploy) {
+        c.audit(&s.principal, &source, "console_activate", &here, 403).await;
+        return error_page(Some(&s), e, &back);
+    }
+    let result = async {
+        let (name, d, _, verb) = activation_plan(&c, &site, &id).await?;
+        if verb == "Roll back" {
+            c.rollback(&name, Some(d.branch.clone()), Some(d.id.clone())).await?;
+            Ok::<_, ApiError>("rollback")
+        } else {
+            c.publish(&d.id).await?;
+            Ok("publish")
+        }
+    }
+    .await;
+    match result {
+        Ok(action) => {
+            c.audit(&s.principal, &source, action, &here, 303).await;
+            Redirect::to(&format!("{back}?done={action}")).into_response()
+        }
+        Err(e) => {
+            c.audit(&s.principal, &source, "console_activate", &here, e.status.as_u16()).await;
+            error_page(Some(&s), e, &back)
+        }
+    }
+}
+
+// ---- audit ----
+
+struct AuditRow {
+    at: String,
+    actor: String,
+    via: String,
+    source: String,
+    action: String,
+    target: String,
+    status: u16,
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditPage {
+    nav: Option<Nav>,
+    entries: Vec<AuditRow>,
+    older: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuditPageQuery {
+    before: Option<i64>,
+}
+
+async fn audit_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q): Query<AuditPageQuery>) -> Response {
+    let s = match signed_in(&c, &headers, "/audit").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(e) = s.principal.require(Scope::Admin) {
+        return error_page(Some(&s), e, "/");
+    }
+    const PAGE: u32 = 100;
+    match c.meta.audit(&AuditQuery { before: q.before, actor: None, limit: PAGE }).await {
+        Ok(list) => {
+            let older = (list.len() as u32 == PAGE).then(|| list.last().map(|e| e.id)).flatten();
+            let entries = list
+                .into_iter()
+                .map(|e| AuditRow {
+                    at: when(e.at),
+                    actor: e.actor,
+                    via: e.via,
+                    source: e.source,
+                    action: e.action,
+                    target: e.target,
+                    status: e.status,
+                })
+                .collect();
+            html(StatusCode::OK, &AuditPage { nav: Nav::of(&s, "audit"), entries, older })
+        }
+        Err(e) => error_page(Some(&s), e.into(), "/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_always_a_local_path() {
+        assert_eq!(safe_next("/sites/docs"), "/sites/docs");
+        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "javascript:alert(1)", ""] {
+            assert_eq!(safe_next(bad), "/", "{bad}");
+        }
+    }
+
+    #[test]
+    fn constant_time_comparison_compares() {
+        assert!(subtle_eq::eq(b"abc", b"abc"));
+        assert!(!subtle_eq::eq(b"abc", b"abd"));
+        assert!(!subtle_eq::eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 KB");
+        assert_eq!(human_bytes(2_000_000), "2.0 MB");
+    }
+}

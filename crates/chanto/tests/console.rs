@@ -1,0 +1,259 @@
+//! The web console over HTTP (issue 18): sign-in and sessions, the pages a
+//! developer uses to see and roll back a site, what a viewer cannot do,
+//! CSRF and cross-origin refusals, the security headers every page carries,
+//! and hostile input. (The same pages in a real browser, with axe-core:
+//! tests/console_browser.rs.)
+
+mod util;
+
+use std::time::Duration;
+
+use util::{Server, write_tree};
+
+struct Console {
+    server: Server,
+    http: reqwest::Client,
+    _tmp: tempfile::TempDir,
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A server with site `docs` deployed twice (v1, then v2 live), and users
+/// dev (developer) and val (viewer).
+fn setup() -> Console {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>v1</h1>")]);
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "first version"]).ok();
+    write_tree(&site, &[("index.html", "<h1>v2</h1>")]);
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "second version"]).ok();
+    server.cli(&["users", "create", "dev", "--role", "developer", "--password-stdin"]).stdin("dev password 123").ok();
+    server.cli(&["users", "create", "val", "--role", "viewer", "--password-stdin"]).stdin("val password 123").ok();
+    Console { server, http: no_redirects(), _tmp: tmp }
+}
+
+impl Console {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.api_url)
+    }
+
+    /// Signs in; returns the session cookie (`name=value`).
+    async fn sign_in(&self, user: &str, password: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/login"))
+            .form(&[("user", user), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{:?}", r.text().await);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+            "{cookie}"
+        );
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> (u16, String) {
+        let r = self.http.get(self.url(path)).header("cookie", cookie).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(self.url(path)).header("cookie", cookie).form(form).send().await.unwrap()
+    }
+
+    fn edge_text(&self) -> String {
+        self.server.get("docs.localhost", "/").text()
+    }
+}
+
+/// The value of a hidden input named `name` in `page`.
+fn hidden(page: &str, name: &str) -> String {
+    let at = page.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// The href of the first link whose text starts with `text`.
+fn link(page: &str, text: &str) -> Option<String> {
+    let at = page.find(&format!(">{text}"))?;
+    let start = page[..at].rfind("href=\"")? + 6;
+    Some(page[start..start + page[start..].find('"')?].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_signs_in_sees_the_site_and_rolls_back_in_one_confirmed_click() {
+    let c = setup();
+    // Not signed in: every page sends to the sign-in page, and back after.
+    let r = c.http.get(c.url("/sites/docs")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=/sites/docs");
+    let login = c.http.get(c.url("/login")).send().await.unwrap();
+    let csp = login.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(login.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(login.headers()["cache-control"], "no-store");
+
+    // A wrong password: the form again, saying so, with 401.
+    let r = c.http.post(c.url("/login")).form(&[("user", "dev"), ("password", "nope nope nope")]).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("wrong user name or password") && page.contains("value=\"dev\""), "{page}");
+
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (status, sites) = c.get("/", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(sites.contains("href=\"/sites/docs\"") && sites.contains("http://docs.localhost:"), "{sites}");
+    assert!(!sites.contains("Audit log"), "a developer has no audit link");
+
+    // The site: both deploys, the older one offered as a rollback.
+    let (_, page) = c.get("/sites/docs", &cookie).await;
+    assert!(page.contains("first version") && page.contains("second version"), "{page}");
+    let confirm = link(&page, "Roll back").unwrap_or_else(|| panic!("no rollback link: {page}"));
+    assert_eq!(link(&page, "Publish"), None, "the live deploy is not offered again");
+    // The confirmation names what will happen, and changes nothing yet.
+    let (status, ask) = c.get(&confirm, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(ask.contains("Roll back docs?") && ask.contains("first version") && ask.contains("No rebuild"), "{ask}");
+    assert_eq!(c.edge_text(), "<h1>v2</h1>");
+    let csrf = hidden(&ask, "csrf");
+
+    // Without the form's token, or from another site: refused, nothing changes.
+    let r = c.post(&confirm, &cookie, &[("csrf", "wrong")]).await;
+    assert_eq!(r.status(), 403);
+    let r = c
+        .http
+        .post(c.url(&confirm))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(c.edge_text(), "<h1>v2</h1>");
+
+    // The click: live at once, and the page says so.
+    let r = c.post(&confirm, &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/sites/docs?done=rollback");
+    assert_eq!(c.edge_text(), "<h1>v1</h1>");
+    let (_, page) = c.get("/sites/docs?done=rollback", &cookie).await;
+    assert!(page.contains("Rolled back") && page.contains("rolled back"), "{page}");
+    // The newer deploy is offered again, as a publish.
+    assert!(link(&page, "Publish").is_some(), "{page}");
+    // Filters: by branch and state.
+    let (_, filtered) = c.get("/sites/docs?state=active", &cookie).await;
+    assert!(filtered.contains("first version") && !filtered.contains("second version"), "{filtered}");
+    let (_, none) = c.get("/sites/docs?branch=nosuch", &cookie).await;
+    assert!(none.contains("No deploys match"), "{none}");
+
+    // The audit log has it, by dev through the console.
+    let log = c.server.cli(&["audit", "list", "--json"]).ok().json();
+    let entry = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollback")
+        .cloned()
+        .unwrap_or_else(|| panic!("{log:#}"));
+    assert_eq!(entry["actor"], "dev");
+    assert!(entry["via"].as_str().unwrap().starts_with("session:"), "{entry}");
+    assert_eq!(entry["source"], "127.0.0.1");
+
+    // Sign out: the cookie no longer opens anything.
+    let (_, page) = c.get("/", &cookie).await;
+    let r = c.post("/logout", &cookie, &[("csrf", &hidden(&page, "csrf"))]).await;
+    assert_eq!(r.status(), 303);
+    let r = c.http.get(c.url("/")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 303, "signed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_but_cannot_roll_back_and_hostile_input_is_refused() {
+    let c = setup();
+    let cookie = c.sign_in("val", "val password 123").await;
+    let (_, page) = c.get("/sites/docs", &cookie).await;
+    assert!(page.contains("first version"));
+    assert_eq!(link(&page, "Roll back"), None, "no action offered to a viewer");
+    // Going there anyway: refused, with the reason, and nothing changes.
+    let admin_cookie = c.sign_in("dev", "dev password 123").await;
+    let (_, dev_page) = c.get("/sites/docs", &admin_cookie).await;
+    let confirm = link(&dev_page, "Roll back").unwrap();
+    let (status, refused) = c.get(&confirm, &cookie).await;
+    assert_eq!(status, 403);
+    assert!(refused.contains("needs the deploy scope") && refused.contains("role viewer"), "{refused}");
+    let csrf = hidden(&page, "csrf");
+    let r = c.post(&confirm, &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(c.edge_text(), "<h1>v2</h1>");
+    let (status, _) = c.get("/audit", &cookie).await;
+    assert_eq!(status, 403, "the audit log is for admins");
+
+    // Hostile input.
+    let (status, _) = c.get("/sites/NOT..valid", &cookie).await;
+    assert_eq!(status, 400);
+    let (status, page) = c.get("/sites/nosuch", &cookie).await;
+    assert_eq!(status, 404);
+    assert!(page.contains("nosuch"));
+    let (status, page) = c.get("/sites/docs/deploys/zzzz/activate", &admin_cookie).await;
+    assert!(status == 400 || status == 404, "{status}: {page}");
+    // A page that escapes what it shows: a query value never becomes markup.
+    let (_, page) = c.get("/sites/docs?branch=%3Cscript%3Ealert(1)%3C/script%3E", &cookie).await;
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    // next= never leaves the console.
+    let r = c
+        .http
+        .post(c.url("/login"))
+        .form(&[("user", "val"), ("password", "val password 123"), ("next", "//evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/");
+    // A sign-in posted from another site is refused (login CSRF).
+    let r = c
+        .http
+        .post(c.url("/login"))
+        .header("origin", "http://evil.example")
+        .form(&[("user", "val"), ("password", "val password 123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Oversized and malformed forms.
+    let big = "x".repeat(64 * 1024);
+    let r =
+        no_redirects().post(c.url("/login")).form(&[("user", big.as_str()), ("password", "p")]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = c
+        .http
+        .post(c.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("user=%ZZ&&&")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // Forged and malformed cookies are nobody.
+    for forged in [
+        "chanto_session=0000000000000000000000000000000000000000000000000000000000000000",
+        "chanto_session=../../etc",
+        "chanto_session=",
+    ] {
+        let r = c.http.get(c.url("/")).header("cookie", forged).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{forged}");
+    }
+}
