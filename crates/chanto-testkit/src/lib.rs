@@ -3,6 +3,7 @@
 //! TLS with a throwaway certificate authority ([`tls`]). Dev-only;
 //! never a dependency of a shipped crate.
 
+pub mod browser;
 pub mod pg;
 pub mod s3;
 pub mod tls;

@@ -1,0 +1,105 @@
+//! The console in a real browser (issue 18): headless Chromium through
+//! chromedriver (chanto_testkit::browser) walks sign-in, the sites list, a
+//! site, the rollback confirmation and the audit log by keyboard, and
+//! axe-core finds no WCAG 2 A/AA violation on any page. Skipped with a
+//! message where Chromium is missing, unless CHANTO_TEST_REQUIRE_BROWSER is
+//! set (scripts/test sets it and installs everything).
+
+mod util;
+
+use chanto_testkit::browser::{
+    self, assert_accessible, fantoccini::Locator, fantoccini::key::Key, focused, press, tab,
+};
+use util::{Server, write_tree};
+
+/// Presses Tab until `target` (as `browser::focused` names it) has focus.
+async fn tab_to(client: &browser::fantoccini::Client, target: &str) {
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        tab(client).await;
+        let now = focused(client).await;
+        if now == target {
+            return;
+        }
+        seen.push(now);
+    }
+    panic!("Tab never reached {target}; focus went through {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
+    let Some(session) = browser::session("every_page_works_by_keyboard_and_has_no_accessibility_violations").await
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>v1</h1>")]);
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "first version"]).ok();
+    write_tree(&site, &[("index.html", "<h1>v2</h1>")]);
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "second version"]).ok();
+    server.cli(&["users", "create", "ada", "--role", "admin", "--password-stdin"]).stdin("ada's password 1").ok();
+    let client = session.client();
+    let url = |path: &str| format!("{}{path}", server.api_url);
+
+    // Sign in: the page, by keyboard (type, Enter).
+    client.goto(&url("/")).await.unwrap();
+    assert!(client.current_url().await.unwrap().as_str().contains("/login?next=/"));
+    assert_accessible(client, "sign-in").await;
+    // A wrong password first: the error is announced, and accessible too.
+    tab_to(client, "input#user").await;
+    client.find(Locator::Css("#user")).await.unwrap().send_keys("ada").await.unwrap();
+    tab_to(client, "input#password").await;
+    client.find(Locator::Css("#password")).await.unwrap().send_keys("wrong password!").await.unwrap();
+    press(client, Key::Enter).await;
+    browser::wait_for(client, "p.error[role=alert]").await;
+    assert_accessible(client, "sign-in with an error").await;
+    assert_eq!(focused(client).await, "input#password", "the password field has focus again");
+    client.find(Locator::Css("#password")).await.unwrap().send_keys("ada's password 1").await.unwrap();
+    press(client, Key::Enter).await;
+
+    // The sites list.
+    browser::wait_until(client, "document.title.startsWith('Sites')", "the sites page").await;
+    assert_accessible(client, "sites").await;
+    tab_to(client, "a").await; // the skip link first
+    assert_eq!(client.execute("return document.activeElement.textContent", vec![]).await.unwrap(), "Skip to content");
+    client.find(Locator::LinkText("docs")).await.unwrap().click().await.unwrap();
+
+    // The site: deploys, and the rollback offered on the older one.
+    browser::wait_until(client, "document.title.startsWith('docs')", "the site page").await;
+    assert_accessible(client, "site").await;
+    let rollback = client.find(Locator::XPath("//a[starts-with(normalize-space(.), 'Roll back')]")).await.unwrap();
+    let href = rollback.attr("href").await.unwrap().unwrap();
+    client.goto(&url(&href)).await.unwrap();
+
+    // The confirmation, then the click — by keyboard.
+    browser::wait_for(client, "button#confirm").await;
+    assert_accessible(client, "rollback confirmation").await;
+    assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v2</h1>");
+    tab_to(client, "button#confirm").await;
+    press(client, Key::Enter).await;
+    browser::wait_for(client, "p.notice[role=status]").await;
+    assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v1</h1>", "live at once");
+    assert_accessible(client, "site after a rollback").await;
+
+    // The audit log (an admin's) shows the rollback, by ada.
+    client.goto(&url("/audit")).await.unwrap();
+    let text = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("rollback") && text.contains("ada"), "{text}");
+    assert_accessible(client, "audit log").await;
+
+    // An error page.
+    client.goto(&url("/sites/nosuch")).await.unwrap();
+    browser::wait_until(client, "document.title.startsWith('Not found')", "the not-found page").await;
+    assert_accessible(client, "not found").await;
+
+    // Sign out by keyboard: back to the sign-in page, and the site is closed again.
+    tab_to(client, "button").await;
+    press(client, Key::Enter).await;
+    browser::wait_until(client, "location.pathname === '/login'", "the sign-in page after signing out").await;
+    client.goto(&url("/sites/docs")).await.unwrap();
+    assert!(client.current_url().await.unwrap().as_str().contains("/login?next=/sites/docs"));
+    session.close().await;
+}
