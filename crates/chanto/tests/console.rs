@@ -257,3 +257,67 @@ async fn a_viewer_reads_but_cannot_roll_back_and_hostile_input_is_refused() {
         assert_eq!(r.status(), 303, "{forged}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_logs_resume_after_a_reconnect_and_download_whole() {
+    use util::git::{Repo, reachable_tempdir};
+    let tmp = reachable_tempdir();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "app"]).ok();
+    let repo = Repo::new(&tmp.path().join("repo"));
+    server.cli(&["git", "connect", &repo.url(), "--site", "app"]).ok();
+    let toml = "[build]\ncommand = \"for i in $(seq 1 10000); do echo line $i of a long build output; done; mkdir -p out; echo ok > out/index.html\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml)], "a long log");
+    server.cli(&["users", "create", "dev", "--role", "developer", "--password-stdin"]).stdin("dev password 123").ok();
+    let c = Console { server, http: no_redirects(), _tmp: tempfile::tempdir().unwrap() };
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (_, page) = c.get("/sites/app", &cookie).await;
+    let r = c.post("/sites/app/builds", &cookie, &[("csrf", &hidden(&page, "csrf"))]).await;
+    assert_eq!(r.status(), 303);
+    let build = r.headers()["location"].to_str().unwrap().to_owned();
+    let id = build.trim_start_matches("/builds/").to_owned();
+    util::wait_for("the build to end", Duration::from_secs(60), || {
+        let b = c.server.cli(&["builds", "show", &id, "--json"]).ok().json();
+        (b["state"] == "succeeded").then_some(())
+    });
+    // The page shows only the tail of a long log, numbered, and says where the rest is.
+    let (status, page) = c.get(&build, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("earlier lines are in the") && page.contains(&format!("/builds/{id}/log.txt")), "{page}");
+    assert!(page.contains(">line 10000 of a long build output<"), "the end is shown");
+    assert!(!page.contains(">line 1 of a long build output<"), "only the tail");
+    assert!(page.len() < 200_000, "the page is not the whole log: {} bytes", page.len());
+    // The raw log is whole.
+    let (status, raw) = c.get(&format!("/builds/{id}/log.txt"), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(raw.contains("line 1 of a long build output\n") && raw.contains("line 10000 of a long build output\n"));
+    // The live view from the start, then resumed where the browser was
+    // (Last-Event-ID): the next event starts at the next line.
+    let events = |last: Option<&str>| {
+        let mut rb = c.http.get(c.url(&format!("/builds/{id}/events"))).header("cookie", &cookie);
+        if let Some(l) = last {
+            rb = rb.header("last-event-id", l);
+        }
+        rb.send()
+    };
+    let first = events(None).await.unwrap();
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let text = first.text().await.unwrap();
+    let ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert!(ids.len() >= 2, "a long log comes in several events: {}", &text[..500.min(text.len())]);
+    assert!(text.contains("event: end") && text.contains("\"state\":\"succeeded\""));
+    let resumed = events(Some(ids[0])).await.unwrap().text().await.unwrap();
+    let next_line: u64 = ids[0].split('.').nth(1).unwrap().parse().unwrap();
+    let data = resumed.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["lines"][0][0], next_line, "resumed at the next line");
+    assert!(!resumed.contains("[1,\""), "nothing sent twice");
+    // Hostile: a nonsense Last-Event-ID starts from the beginning; another site's build id is a 404 page.
+    let again = events(Some("not-a-position")).await.unwrap().text().await.unwrap();
+    assert!(again.contains("[1,\""));
+    let (status, _) = c.get("/builds/zzzz", &cookie).await;
+    assert!(status == 400 || status == 404);
+    // Not signed in: no log.
+    let r = c.http.get(c.url(&format!("/builds/{id}/events"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -103,3 +103,67 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert!(client.current_url().await.unwrap().as_str().contains("/login?next=/sites/docs"));
     session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_started_in_the_console_shows_its_log_live_and_its_first_error() {
+    use util::git::{Repo, reachable_tempdir};
+    let Some(session) = browser::session("a_build_started_in_the_console_shows_its_log_live_and_its_first_error").await
+    else {
+        return;
+    };
+    let tmp = reachable_tempdir();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "app"]).ok();
+    let repo = Repo::new(&tmp.path().join("repo"));
+    server.cli(&["git", "connect", &repo.url(), "--site", "app"]).ok();
+    let toml = "[build]\ncommand = \"for i in 1 2 3 4 5 6 7 8 9 10; do echo step $i; sleep 0.3; done; echo 'error: the build broke here'; echo after; exit 2\"\npublish = \"out\"\n";
+    repo.commit("main", &[("chanto.toml", toml)], "a failing build");
+    server.cli(&["users", "create", "dev", "--role", "developer", "--password-stdin"]).stdin("dev password 123").ok();
+    let client = session.client();
+    let url = |path: &str| format!("{}{path}", server.api_url);
+    client.goto(&url("/login?next=/sites/app")).await.unwrap();
+    client.find(Locator::Css("#user")).await.unwrap().send_keys("dev").await.unwrap();
+    client.find(Locator::Css("#password")).await.unwrap().send_keys("dev password 123").await.unwrap();
+    press(client, Key::Enter).await;
+    browser::wait_until(client, "document.title.startsWith('app')", "the site page").await;
+
+    // Start a build even though nothing pushed (auto-build or not): by keyboard.
+    tab_to(client, "button").await; // Sign out comes first…
+    tab_to(client, "button").await; // …then "Build main now".
+    assert_eq!(client.execute("return document.activeElement.textContent", vec![]).await.unwrap(), "Build main now");
+    press(client, Key::Enter).await;
+    browser::wait_until(client, "location.pathname.startsWith('/builds/')", "the build page").await;
+    assert_accessible(client, "a running build").await;
+    // The log grows on screen while the build runs: step 10 is printed ~3 s
+    // after step 1, and the page was loaded before it.
+    browser::wait_for(client, "li#L3").await;
+    let before = client.execute("return document.querySelectorAll('#log li').length", vec![]).await.unwrap();
+    browser::wait_for(client, "#log li.error").await;
+    let after = client.execute("return document.querySelectorAll('#log li').length", vec![]).await.unwrap();
+    assert!(after.as_u64() > before.as_u64(), "lines arrived live: {before} then {after}");
+    // The end: the state badge follows, the first error is marked and linked.
+    browser::wait_until(client, "document.getElementById('build-state').textContent === 'failed'", "the failed state")
+        .await;
+    let error = client.find(Locator::Css("#log li.error code")).await.unwrap().text().await.unwrap();
+    assert_eq!(error, "error: the build broke here");
+    let link = client.find(Locator::Css("#first-error")).await.unwrap();
+    let target = link.attr("href").await.unwrap().unwrap();
+    let id = client.find(Locator::Css("#log li.error")).await.unwrap().attr("id").await.unwrap().unwrap();
+    assert_eq!(target, format!("#{id}"));
+    assert_accessible(client, "a failed build").await;
+    // Reloaded after the end: the same, from the page alone (no live view).
+    client.refresh().await.unwrap();
+    let error = client.find(Locator::Css("#log li.error code")).await.unwrap().text().await.unwrap();
+    assert_eq!(error, "error: the build broke here");
+    assert!(client.find(Locator::Css("#log[data-events]")).await.is_err(), "a finished build does not stream");
+    let lines: Vec<String> = serde_json::from_value(
+        client
+            .execute("return Array.from(document.querySelectorAll('#log li code'), c => c.textContent)", vec![])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let steps: Vec<&String> = lines.iter().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(steps.len(), 10, "every line once, none twice: {lines:?}");
+    session.close().await;
+}

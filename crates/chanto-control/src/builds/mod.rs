@@ -820,6 +820,11 @@ impl Control {
         self.add_build(site, req, Some("the commit message asks not to build it ([skip ci])".into())).await
     }
 
+    /// Where build `id`'s log is written on this server (builds enabled).
+    pub(crate) fn build_log_path(&self, id: &BuildId) -> Result<std::path::PathBuf, ApiError> {
+        Ok(runner::log_path(self.builds()?, id))
+    }
+
     /// One build.
     pub async fn build(&self, id: &BuildId) -> Result<BuildRecord, ApiError> {
         self.meta.get_build(id).await?.ok_or_else(|| ApiError::not_found(format!("build {id}")))

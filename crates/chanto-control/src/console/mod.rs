@@ -10,6 +10,7 @@
 //! must come from this console's origin. Every change is audited as the
 //! API's are.
 
+pub mod log;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -43,8 +44,14 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/logout", post(logout))
         .route("/sites/{site}", get(site_page))
         .route("/sites/{site}/deploys/{id}/activate", get(confirm_activate).post(activate))
+        .route("/sites/{site}/builds", post(start_build))
+        .route("/builds/{id}", get(build_page))
+        .route("/builds/{id}/events", get(build_events))
+        .route("/builds/{id}/log.txt", get(raw_log))
+        .route("/builds/{id}/cancel", post(cancel_build))
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
+        .route("/assets/console.js", get(script))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
@@ -75,6 +82,13 @@ async fn stylesheet() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
         include_str!("../../assets/console.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
+        include_str!("../../assets/console.js"),
     )
 }
 
@@ -375,6 +389,18 @@ struct SitePage {
     filter_branch: String,
     filter_state: &'static str,
     deploys: Vec<DeployRow>,
+    builds: Vec<BuildRow>,
+    can_build: bool,
+    csrf: String,
+}
+
+struct BuildRow {
+    id: String,
+    branch: String,
+    state: String,
+    trigger: String,
+    commit: Option<String>,
+    when: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -460,6 +486,20 @@ async fn site_page(
                 url: DeployView::new(&c, (*d).clone()).urls.branch,
             })
             .collect();
+        let builds = c
+            .meta
+            .list_builds(&name, None, 20)
+            .await?
+            .into_iter()
+            .map(|b| BuildRow {
+                id: b.id.to_string(),
+                branch: b.branch.to_string(),
+                state: b.state.to_string(),
+                trigger: b.trigger,
+                commit: b.commit.map(|c| c.chars().take(12).collect()),
+                when: when(b.created_at),
+            })
+            .collect();
         let notice = match q.done.as_deref() {
             Some("publish") => Some("Published: the deploy is live.".to_owned()),
             Some("rollback") => Some("Rolled back: the deploy is live again.".to_owned()),
@@ -477,6 +517,9 @@ async fn site_page(
             filter_branch,
             filter_state,
             deploys,
+            builds,
+            can_build: s.may(Scope::Deploy) && c.builds().is_ok(),
+            csrf: s.csrf.clone(),
         })
     }
     .await;
@@ -630,6 +673,267 @@ async fn activate(
             c.audit(&s.principal, &source, "console_activate", &here, e.status.as_u16()).await;
             error_page(Some(&s), e, &back)
         }
+    }
+}
+
+// ---- builds ----
+
+#[derive(Template)]
+#[template(path = "console/build.html")]
+struct BuildPage {
+    nav: Option<Nav>,
+    id: String,
+    site: String,
+    state: String,
+    error: Option<String>,
+    branch: String,
+    pull_request: Option<u64>,
+    commit: Option<String>,
+    author: Option<String>,
+    message: Option<String>,
+    trigger: String,
+    created: String,
+    deploy: Option<String>,
+    url: String,
+    can_cancel: bool,
+    csrf: String,
+    phases: Vec<(String, String, String)>,
+    lines: Vec<(u64, String)>,
+    hidden: u64,
+    first_shown: u64,
+    /// The first error's line and where the link goes (its line here, or
+    /// the raw log when it is before the tail).
+    first_error: Option<(u64, String)>,
+    /// That line's number (0: none).
+    error_line: u64,
+    live: bool,
+    end: String,
+}
+
+/// The build `id` (parsed), or an error page's error.
+async fn build_of(c: &Control, id: &str) -> Result<chanto_store::BuildRecord, ApiError> {
+    let id: chanto_core::BuildId = crate::api::parse_path(id)?;
+    c.build(&id).await
+}
+
+async fn build_page(State(c): State<Arc<Control>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let here = format!("/builds/{}", url_escape(&id));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result: Result<BuildPage, ApiError> = async {
+        let b = build_of(&c, &id).await?;
+        let view = crate::builds::BuildView::new(&c, b.clone());
+        let path = c.build_log_path(&b.id)?;
+        let tail = tokio::task::spawn_blocking(move || log::tail(&path))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("reading the log: {e}"))
+            })?;
+        let phases = view
+            .phases
+            .iter()
+            .map(|p| {
+                let took = humantime::format_duration(std::time::Duration::from_secs(p.duration_ms.div_ceil(1000)));
+                (p.name.clone(), p.status.clone(), took.to_string())
+            })
+            .collect();
+        let first_shown = tail.lines.first().map_or(tail.end.line, |l| l.0);
+        Ok(BuildPage {
+            nav: Nav::of(&s, "sites"),
+            id: b.id.to_string(),
+            site: b.site.to_string(),
+            state: b.state.to_string(),
+            error: b.error.clone(),
+            branch: b.branch.to_string(),
+            pull_request: b.pull_request,
+            commit: b.commit.clone(),
+            author: b.author.clone(),
+            message: b.message.clone(),
+            trigger: b.trigger.clone(),
+            created: when(b.created_at),
+            deploy: b.deploy.as_ref().map(|d| d.to_string()),
+            url: view.url,
+            can_cancel: !b.state.is_final() && s.may(Scope::Deploy),
+            csrf: s.csrf.clone(),
+            phases,
+            lines: tail.lines,
+            hidden: tail.hidden,
+            first_shown,
+            first_error: tail.first_error.map(|n| {
+                let href = if n >= first_shown { format!("#L{n}") } else { format!("/builds/{}/log.txt", b.id) };
+                (n, href)
+            }),
+            error_line: tail.first_error.unwrap_or(0),
+            live: !b.state.is_final(),
+            end: tail.end.to_string(),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct EventsQuery {
+    from: Option<String>,
+}
+
+/// The log as it grows, as Server-Sent Events: `lines` events (id:
+/// `OFFSET.LINE`, so a reconnecting browser resumes where it was with
+/// `Last-Event-ID`), then one `end` event with the build's final state.
+async fn build_events(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let s = match c.session_of(&headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
+        Err(e) => return error_page(None, e.into(), "/"),
+    };
+    let (b, path) = match async {
+        let b = build_of(&c, &id).await?;
+        let path = c.build_log_path(&b.id)?;
+        Ok::<_, ApiError>((b, path))
+    }
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return error_page(Some(&s), e, "/"),
+    };
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(log::Position::parse);
+    let from = resume.or_else(|| q.from.as_deref().and_then(log::Position::parse)).unwrap_or(log::Position::START);
+    let build_id = b.id.clone();
+    let stream = futures_util::stream::unfold((c, build_id, path, from, false), |(c, id, path, at, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            // The state first: a build that ended has written its last line.
+            let state = c.build(&id).await.map(|b| b.state).ok();
+            let ended = state.is_none_or(|s| s.is_final());
+            let p = path.clone();
+            let read = tokio::task::spawn_blocking(move || log::read_after(&p, at, ended)).await;
+            let (lines, next) = match read {
+                Ok(Ok(x)) => x,
+                _ => (Vec::new(), at),
+            };
+            if !lines.is_empty() {
+                let data = serde_json::json!({ "lines": lines }).to_string();
+                let event = Event::default().event("lines").id(next.to_string()).data(data);
+                return Some((Ok::<_, std::convert::Infallible>(event), (c, id, path, next, false)));
+            }
+            if ended {
+                let state = state.map_or("unknown".to_owned(), |s| s.to_string());
+                let event = Event::default().event("end").data(serde_json::json!({ "state": state }).to_string());
+                return Some((Ok(event), (c, id, path, next, true)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let mut resp = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The whole log, as the runner wrote it (streamed from the file).
+async fn raw_log(State(c): State<Arc<Control>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let here = format!("/builds/{}/log.txt", url_escape(&id));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let b = build_of(&c, &id).await?;
+        let path = c.build_log_path(&b.id)?;
+        let body = match tokio::fs::File::open(&path).await {
+            Ok(f) => axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => axum::body::Body::empty(),
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("reading the log: {e}"),
+                ));
+            }
+        };
+        Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| error_page(Some(&s), e, "/"))
+}
+
+async fn start_build(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let back = format!("/sites/{}", url_escape(&site));
+    let s = match signed_in(&c, &headers, &back).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("{back}/builds");
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Deploy)) {
+        c.audit(&s.principal, &source, "start_build", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, &back);
+    }
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let record = c.site(&name).await?;
+        c.queue_build(&name, crate::builds::BuildRequest::branch_head(record.production_branch, "console")).await
+    }
+    .await;
+    match result {
+        Ok(b) => {
+            c.audit(&s.principal, &source, "start_build", &target, 303).await;
+            Redirect::to(&format!("/builds/{}", b.id)).into_response()
+        }
+        Err(e) => {
+            c.audit(&s.principal, &source, "start_build", &target, e.status.as_u16()).await;
+            error_page(Some(&s), e, &back)
+        }
+    }
+}
+
+async fn cancel_build(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let here = format!("/builds/{}", url_escape(&id));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("{here}/cancel");
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Deploy)) {
+        c.audit(&s.principal, &source, "cancel_build", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, &here);
+    }
+    let result = async {
+        let b = build_of(&c, &id).await?;
+        c.cancel_build(&b.id).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 303);
+    c.audit(&s.principal, &source, "cancel_build", &target, status).await;
+    match result {
+        Ok(_) => Redirect::to(&here).into_response(),
+        Err(e) => error_page(Some(&s), e, &here),
     }
 }
 
