@@ -321,3 +321,62 @@ async fn build_logs_resume_after_a_reconnect_and_download_whole() {
     let r = c.http.get(c.url(&format!("/builds/{id}/events"))).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_are_pasted_as_a_dotenv_file_and_never_shown_again() {
+    let c = setup();
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (status, page) = c.get("/sites/docs/env", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("No variables yet"));
+    let csrf = hidden(&page, "csrf");
+    // A paste with bad lines: nothing saved, every bad line named, the text kept.
+    let bad = "API_URL=https://api.example.com\nnot a line\n9LIVES=x\n";
+    let r = c.post("/sites/docs/env", &cookie, &[("csrf", &csrf), ("dotenv", bad)]).await;
+    assert_eq!(r.status(), 422);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("line 2: no") && page.contains("line 3:") && page.contains("Nothing was saved"), "{page}");
+    assert!(page.contains("not a line"), "the paste is kept to fix");
+    assert!(c.server.cli(&["env", "list", "--site", "docs", "--json"]).ok().json().as_array().unwrap().is_empty());
+    // A good paste: saved, listed by name only.
+    let good = "# from .env.production\nAPI_URL=https://api.example.com\nexport TOKEN=\"tok-3141592653\"\n";
+    let r = c.post("/sites/docs/env", &cookie, &[("csrf", &csrf), ("dotenv", good), ("secret", "on")]).await;
+    assert_eq!(r.status(), 303);
+    let (_, page) = c.get("/sites/docs/env?saved=2", &cookie).await;
+    assert!(page.contains("Saved 2 variable(s)") && page.contains(">API_URL<") && page.contains(">TOKEN<"), "{page}");
+    assert!(!page.contains("tok-3141592653") && !page.contains("api.example.com"), "values are write-only: {page}");
+    let listed = c.server.cli(&["env", "list", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(listed.as_array().unwrap().iter().all(|v| v["secret"] == true && v["value"] == "***"), "{listed}");
+    // One branch only; then a removal.
+    let r = c.post("/sites/docs/env", &cookie, &[("csrf", &csrf), ("dotenv", "STAGE=1"), ("branch", "staging")]).await;
+    assert_eq!(r.status(), 303);
+    let r =
+        c.post("/sites/docs/env/remove", &cookie, &[("csrf", &csrf), ("name", "STAGE"), ("branch", "staging")]).await;
+    assert_eq!(r.status(), 303);
+    let names: Vec<String> = c
+        .server
+        .cli(&["env", "list", "--site", "docs", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // The audit log has each name, never a value.
+    let log = c.server.cli(&["audit", "list", "--actor", "dev", "--json"]).ok().json().to_string();
+    assert!(log.contains("/api/v1/sites/docs/env/TOKEN") && log.contains("unset_env"), "{log}");
+    assert!(!log.contains("tok-3141592653"), "{log}");
+    // A viewer sees names, no forms, and cannot post.
+    let viewer = c.sign_in("val", "val password 123").await;
+    let (_, page) = c.get("/sites/docs/env", &viewer).await;
+    assert!(page.contains(">TOKEN<") && !page.contains("Save variables") && !page.contains(">Remove<"));
+    let r = c.post("/sites/docs/env", &viewer, &[("csrf", &hidden(&page, "csrf")), ("dotenv", "X=1")]).await;
+    assert_eq!(r.status(), 403);
+    // Oversized pastes are refused whole.
+    let huge = "A=1\n".repeat(40_000);
+    let r = c.post("/sites/docs/env", &cookie, &[("csrf", &csrf), ("dotenv", &huge)]).await;
+    assert_eq!(r.status(), 413);
+}

@@ -84,6 +84,14 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v1</h1>", "live at once");
     assert_accessible(client, "site after a rollback").await;
 
+    // Build variables: a paste with a bad line shows the errors, accessibly.
+    client.goto(&url("/sites/docs/env")).await.unwrap();
+    assert_accessible(client, "build variables").await;
+    client.find(Locator::Css("#dotenv")).await.unwrap().send_keys("GOOD=1\nbad line").await.unwrap();
+    client.find(Locator::Css("form.stack button[type=submit]")).await.unwrap().click().await.unwrap();
+    browser::wait_for(client, "div.error[role=alert]").await;
+    assert_accessible(client, "build variables with errors").await;
+
     // The audit log (an admin's) shows the rollback, by ada.
     client.goto(&url("/audit")).await.unwrap();
     let text = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();

@@ -10,6 +10,7 @@
 //! must come from this console's origin. Every change is audited as the
 //! API's are.
 
+pub mod dotenv;
 pub mod log;
 pub mod session;
 
@@ -33,6 +34,8 @@ use session::Session;
 
 /// The largest form the console accepts.
 const MAX_FORM_BYTES: usize = 16 * 1024;
+/// The largest `.env` paste.
+const MAX_ENV_BYTES: usize = 128 * 1024;
 /// Deploys shown on a site's page, at most.
 const DEPLOYS_SHOWN: usize = 100;
 
@@ -45,6 +48,8 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/sites/{site}", get(site_page))
         .route("/sites/{site}/deploys/{id}/activate", get(confirm_activate).post(activate))
         .route("/sites/{site}/builds", post(start_build))
+        .route("/sites/{site}/env", get(env_page).post(env_save).layer(DefaultBodyLimit::max(MAX_ENV_BYTES)))
+        .route("/sites/{site}/env/remove", post(env_remove))
         .route("/builds/{id}", get(build_page))
         .route("/builds/{id}/events", get(build_events))
         .route("/builds/{id}/log.txt", get(raw_log))
@@ -933,6 +938,200 @@ async fn cancel_build(
     c.audit(&s.principal, &source, "cancel_build", &target, status).await;
     match result {
         Ok(_) => Redirect::to(&here).into_response(),
+        Err(e) => error_page(Some(&s), e, &here),
+    }
+}
+
+// ---- build variables ----
+
+#[derive(Template)]
+#[template(path = "console/env.html")]
+struct EnvPage {
+    nav: Option<Nav>,
+    site: String,
+    notice: Option<String>,
+    errors: Vec<String>,
+    vars: Vec<crate::builds::EnvView>,
+    can_write: bool,
+    csrf: String,
+    pasted: String,
+    branch: String,
+    secret: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct EnvQuery {
+    saved: Option<usize>,
+    removed: Option<String>,
+}
+
+/// The variables page, with what a failed paste left to fix.
+async fn env_view(
+    c: &Control,
+    s: &Session,
+    site: &str,
+    notice: Option<String>,
+    errors: Vec<String>,
+    form: Option<EnvForm>,
+) -> Result<EnvPage, ApiError> {
+    let name: SiteName = crate::api::parse_path(site)?;
+    let vars = c.list_env(&name).await?;
+    let form = form.unwrap_or_default();
+    Ok(EnvPage {
+        nav: Nav::of(s, "sites"),
+        site: name.to_string(),
+        notice,
+        errors,
+        vars,
+        can_write: s.may(Scope::Write),
+        csrf: s.csrf.clone(),
+        pasted: form.dotenv,
+        branch: form.branch,
+        secret: form.secret.is_some(),
+    })
+}
+
+async fn env_page(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Response {
+    let here = format!("/sites/{}/env", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let notice = match (q.saved, q.removed) {
+        (Some(n), _) => Some(format!("Saved {n} variable(s).")),
+        (None, Some(name)) => Some(format!("Removed {name}.")),
+        _ => None,
+    };
+    match env_view(&c, &s, &site, notice, Vec::new(), None).await {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct EnvForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    dotenv: String,
+    #[serde(default)]
+    branch: String,
+    secret: Option<String>,
+}
+
+async fn env_save(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<EnvForm>,
+) -> Response {
+    let here = format!("/sites/{}/env", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
+        c.audit(&s.principal, &source, "set_env", &here, e.status.as_u16()).await;
+        return error_page(Some(&s), e, &here);
+    }
+    // Everything checked before anything is saved: a paste is all or nothing.
+    let checked = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        c.site(&name).await?;
+        let branch: Option<BranchName> = match f.branch.trim() {
+            "" => None,
+            b => Some(b.parse().map_err(|e: chanto_core::ValidationError| ApiError::from(e))?),
+        };
+        Ok::<_, ApiError>((name, branch))
+    }
+    .await;
+    let (name, branch) = match checked {
+        Ok(x) => x,
+        Err(e) => return error_page(Some(&s), e, &here),
+    };
+    let entries = match dotenv::parse(&f.dotenv) {
+        Ok(e) if e.is_empty() => Err(vec!["no NAME=value lines".to_owned()]),
+        other => other,
+    };
+    let entries = match entries {
+        Ok(e) => e,
+        Err(errors) => {
+            return match env_view(&c, &s, &site, None, errors, Some(f)).await {
+                Ok(page) => html(StatusCode::UNPROCESSABLE_ENTITY, &page),
+                Err(e) => error_page(Some(&s), e, &here),
+            };
+        }
+    };
+    let secret = f.secret.is_some();
+    let mut saved = 0;
+    for e in entries {
+        // Each variable is audited by name (never its value), as the API's are.
+        let target = format!("/api/v1/sites/{name}/env/{}", e.name);
+        match c.set_env(&name, branch.clone(), e.name.clone(), e.value, secret).await {
+            Ok(_) => {
+                saved += 1;
+                c.audit(&s.principal, &source, "set_env", &target, 200).await;
+            }
+            Err(err) => {
+                c.audit(&s.principal, &source, "set_env", &target, err.status.as_u16()).await;
+                let msg = format!("line {} ({}): {} — the lines before it were saved", e.line, e.name, err.message);
+                return match env_view(&c, &s, &site, None, vec![msg], None).await {
+                    Ok(page) => html(err.status, &page),
+                    Err(e) => error_page(Some(&s), e, &here),
+                };
+            }
+        }
+    }
+    Redirect::to(&format!("{here}?saved={saved}")).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct EnvRemoveForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    branch: String,
+}
+
+async fn env_remove(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<EnvRemoveForm>,
+) -> Response {
+    let here = format!("/sites/{}/env", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("/api/v1/sites/{}/env/{}", url_escape(&site), url_escape(&f.name));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
+        c.audit(&s.principal, &source, "unset_env", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, &here);
+    }
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let branch: Option<BranchName> = match f.branch.trim() {
+            "" => None,
+            b => Some(b.parse().map_err(|e: chanto_core::ValidationError| ApiError::from(e))?),
+        };
+        c.unset_env(&name, branch, &f.name).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 204);
+    c.audit(&s.principal, &source, "unset_env", &target, status).await;
+    match result {
+        Ok(()) => Redirect::to(&format!("{here}?removed={}", url_escape(&f.name))).into_response(),
         Err(e) => error_page(Some(&s), e, &here),
     }
 }
