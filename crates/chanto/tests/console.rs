@@ -380,3 +380,85 @@ async fn variables_are_pasted_as_a_dotenv_file_and_never_shown_again() {
     let r = c.post("/sites/docs/env", &cookie, &[("csrf", &csrf), ("dotenv", &huge)]).await;
     assert_eq!(r.status(), 413);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_sessions_and_users_are_managed_in_the_console() {
+    let c = setup();
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let other_browser = c.sign_in("dev", "dev password 123").await;
+    assert_ne!(cookie, other_browser, "a new session id at every sign-in");
+    let (_, page) = c.get("/account", &cookie).await;
+    let csrf = hidden(&page, "csrf");
+    assert!(
+        page.contains("<option value=\"write\">") && !page.contains("<option value=\"admin\">"),
+        "a developer offers up to write"
+    );
+    // A token, shown once, that works, then revoked.
+    let r = c
+        .post(
+            "/account/tokens",
+            &cookie,
+            &[("csrf", &csrf), ("name", "laptop"), ("scope", "deploy"), ("expires_in_days", "30")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let at = page.find("<code id=\"new-token\">").unwrap() + 21;
+    let token = page[at..at + page[at..].find('<').unwrap()].to_owned();
+    assert!(token.starts_with("chp_"), "{token}");
+    let me = util::Cli::new(&["whoami", "--json"])
+        .env("CHANTO_SERVER", &c.server.api_url)
+        .env("CHANTO_TOKEN", &token)
+        .ok()
+        .json();
+    assert_eq!((me["actor"].as_str(), me["scope"].as_str()), (Some("dev"), Some("deploy")));
+    let (_, page) = c.get("/account", &cookie).await;
+    assert!(!page.contains(&token), "never shown again");
+    let id = page[page.find("<code>pt_").unwrap() + 6..].split('<').next().unwrap().to_owned();
+    let r = c.post(&format!("/account/tokens/{id}/revoke"), &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 200);
+    util::Cli::new(&["whoami"]).env("CHANTO_SERVER", &c.server.api_url).env("CHANTO_TOKEN", &token).fails();
+    // A wider token than the role: refused.
+    let r = c.post("/account/tokens", &cookie, &[("csrf", &csrf), ("name", "x"), ("scope", "admin")]).await;
+    assert_eq!(r.status(), 403);
+    // Sign out everywhere: the other browser's session ends too.
+    let r = c.post("/account/sign-out-everywhere", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    for s in [&cookie, &other_browser] {
+        let r = c.http.get(c.url("/")).header("cookie", s.as_str()).send().await.unwrap();
+        assert_eq!(r.status(), 303, "signed out everywhere");
+    }
+    // Users: admins only.
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (status, _) = c.get("/users", &cookie).await;
+    assert_eq!(status, 403);
+    c.server.cli(&["users", "create", "root", "--role", "admin", "--password-stdin"]).stdin("root password 1").ok();
+    let admin = c.sign_in("root", "root password 1").await;
+    let (status, page) = c.get("/users", &admin).await;
+    assert_eq!(status, 200);
+    let csrf = hidden(&page, "csrf");
+    let r = c
+        .post(
+            "/users",
+            &admin,
+            &[("csrf", &csrf), ("name", "newbie"), ("role", "viewer"), ("password", "newbie password")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let r = c
+        .post(
+            "/users",
+            &admin,
+            &[("csrf", &csrf), ("name", "Bad Name"), ("role", "viewer"), ("password", "newbie password")],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = c.post("/users/newbie/role", &admin, &[("csrf", &csrf), ("role", "developer")]).await;
+    assert_eq!(r.status(), 303);
+    let users = c.server.cli(&["users", "list", "--json"]).ok().json();
+    assert!(users.as_array().unwrap().iter().any(|u| u["name"] == "newbie" && u["role"] == "developer"), "{users}");
+    // The only admin stays one, with the reason on the page.
+    let r = c.post("/users/root/role", &admin, &[("csrf", &csrf), ("role", "viewer")]).await;
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("only admin"));
+}

@@ -98,6 +98,16 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert!(text.contains("rollback") && text.contains("ada"), "{text}");
     assert_accessible(client, "audit log").await;
 
+    // Users and the account page (tokens), accessible too.
+    client.goto(&url("/users")).await.unwrap();
+    assert_accessible(client, "users").await;
+    client.goto(&url("/account")).await.unwrap();
+    assert_accessible(client, "account").await;
+    client.find(Locator::Css("#token-name")).await.unwrap().send_keys("ci").await.unwrap();
+    press(client, Key::Enter).await;
+    browser::wait_for(client, "code#new-token").await;
+    assert_accessible(client, "account with a new token").await;
+
     // An error page.
     client.goto(&url("/sites/nosuch")).await.unwrap();
     browser::wait_until(client, "document.title.startsWith('Not found')", "the not-found page").await;

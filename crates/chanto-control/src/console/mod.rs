@@ -54,6 +54,12 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/builds/{id}/events", get(build_events))
         .route("/builds/{id}/log.txt", get(raw_log))
         .route("/builds/{id}/cancel", post(cancel_build))
+        .route("/account", get(account_page))
+        .route("/account/tokens", post(account_make_token))
+        .route("/account/tokens/{id}/revoke", post(account_revoke_token))
+        .route("/account/sign-out-everywhere", post(sign_out_everywhere))
+        .route("/users", get(users_page).post(users_create))
+        .route("/users/{name}/role", post(users_set_role))
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/console.js", get(script))
@@ -1133,6 +1139,284 @@ async fn env_remove(
     match result {
         Ok(()) => Redirect::to(&format!("{here}?removed={}", url_escape(&f.name))).into_response(),
         Err(e) => error_page(Some(&s), e, &here),
+    }
+}
+
+// ---- account and users ----
+
+struct TokenRow {
+    id: String,
+    name: String,
+    scope: String,
+    state: String,
+    last_used: String,
+    active: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/account.html")]
+struct AccountPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    new_token: Option<String>,
+    user: String,
+    role: String,
+    tokens: Vec<TokenRow>,
+    scopes: Vec<&'static str>,
+    csrf: String,
+}
+
+async fn account_view(c: &Control, s: &Session, notice: Option<String>, new_token: Option<String>) -> Response {
+    let tokens = match c.list_tokens(&s.principal, false).await {
+        Ok(t) => t,
+        Err(e) => return error_page(Some(s), e, "/"),
+    };
+    let rows = tokens
+        .into_iter()
+        .map(|t| TokenRow {
+            active: t.revoked_at.is_none(),
+            state: match (&t.revoked_at, &t.expires_at) {
+                (Some(at), _) => format!("revoked {}", &at[..10]),
+                (None, Some(at)) => format!("expires {}", &at[..10]),
+                (None, None) => "never expires".to_owned(),
+            },
+            last_used: t.last_used_at.map_or("never".to_owned(), |at| at[..10].to_owned()),
+            id: t.id,
+            name: t.name,
+            scope: t.scope,
+        })
+        .collect();
+    let scopes = Scope::ALL.iter().filter(|x| **x <= s.principal.scope).map(|x| x.as_str()).rev().collect();
+    let page = AccountPage {
+        nav: Nav::of(s, "account"),
+        notice,
+        new_token,
+        user: s.user.name.clone(),
+        role: s.user.role.to_string(),
+        tokens: rows,
+        scopes,
+        csrf: s.csrf.clone(),
+    };
+    html(StatusCode::OK, &page)
+}
+
+async fn account_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    match signed_in(&c, &headers, "/account").await {
+        Ok(s) => account_view(&c, &s, None, None).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    scope: Option<String>,
+    #[serde(default)]
+    expires_in_days: String,
+}
+
+async fn account_make_token(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> Response {
+    let s = match signed_in(&c, &headers, "/account").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, &headers, &f.csrf) {
+        return error_page(Some(&s), e, "/account");
+    }
+    let days = match f.expires_in_days.trim() {
+        "" => Ok(None),
+        d => d.parse::<u32>().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "expires after: a whole number of days, or empty",
+            )
+        }),
+    };
+    let result = match days {
+        Ok(days) => {
+            let req =
+                crate::accounts::CreateTokenRequest { name: f.name, scope: f.scope, expires_in_days: days, user: None };
+            c.create_token(&s.principal, req).await
+        }
+        Err(e) => Err(e),
+    };
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
+    c.audit(&s.principal, &source, "create_token", "/account/tokens", status).await;
+    match result {
+        // Shown in this answer only (never in a URL, never again).
+        Ok(t) => account_view(&c, &s, Some(format!("Made {} ({}).", t.id, t.name)), t.token).await,
+        Err(e) => error_page(Some(&s), e, "/account"),
+    }
+}
+
+async fn account_revoke_token(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let s = match signed_in(&c, &headers, "/account").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, &headers, &f.csrf) {
+        return error_page(Some(&s), e, "/account");
+    }
+    let result = c.revoke_token(&s.principal, &id).await;
+    let target = format!("/account/tokens/{}/revoke", url_escape(&id));
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    c.audit(&s.principal, &source, "revoke_token", &target, status).await;
+    match result {
+        Ok(t) => account_view(&c, &s, Some(format!("Revoked {} ({}).", t.id, t.name)), None).await,
+        Err(e) => error_page(Some(&s), e, "/account"),
+    }
+}
+
+async fn sign_out_everywhere(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let s = match signed_in(&c, &headers, "/account").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(e) = check_post(&s, &headers, &f.csrf) {
+        return error_page(Some(&s), e, "/account");
+    }
+    if let Err(e) = c.meta.delete_user_sessions(&s.user.id).await {
+        return error_page(Some(&s), e.into(), "/account");
+    }
+    let source = source(peer.as_ref().map(|e| &e.0));
+    c.audit(&s.principal, &source, "sign_out_everywhere", "/account/sign-out-everywhere", 303).await;
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, false));
+    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, true));
+    resp
+}
+
+#[derive(Template)]
+#[template(path = "console/users.html")]
+struct UsersPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    users: Vec<crate::accounts::UserView>,
+    roles: Vec<&'static str>,
+    csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+struct UsersQuery {
+    done: Option<String>,
+}
+
+async fn users_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q): Query<UsersQuery>) -> Response {
+    let s = match signed_in(&c, &headers, "/users").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(e) = s.principal.require(Scope::Admin) {
+        return error_page(Some(&s), e, "/");
+    }
+    match c.meta.users().await {
+        Ok(users) => {
+            let page = UsersPage {
+                nav: Nav::of(&s, "users"),
+                notice: q.done.map(|d| format!("Done: {d}.")),
+                users: users.into_iter().map(Into::into).collect(),
+                roles: chanto_store::Role::ALL.iter().map(|r| r.as_str()).collect(),
+                csrf: s.csrf.clone(),
+            };
+            html(StatusCode::OK, &page)
+        }
+        Err(e) => error_page(Some(&s), e.into(), "/"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct NewUserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn users_create(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<NewUserForm>,
+) -> Response {
+    let s = match signed_in(&c, &headers, "/users").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Admin)) {
+        c.audit(&s.principal, &source, "create_user", "/users", e.status.as_u16()).await;
+        return error_page(Some(&s), e, "/users");
+    }
+    let req = crate::accounts::CreateUserRequest { name: f.name, role: f.role, password: Some(f.password) };
+    let result = c.create_user(req).await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
+    c.audit(&s.principal, &source, "create_user", "/users", status).await;
+    match result {
+        Ok(u) => Redirect::to(&format!("/users?done={}", url_escape(&format!("added {}", u.name)))).into_response(),
+        Err(e) => error_page(Some(&s), e, "/users"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RoleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    role: String,
+}
+
+async fn users_set_role(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<RoleForm>,
+) -> Response {
+    let s = match signed_in(&c, &headers, "/users").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("/users/{}/role", url_escape(&name));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Admin)) {
+        c.audit(&s.principal, &source, "update_user", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, "/users");
+    }
+    let req = crate::accounts::UpdateUserRequest { role: Some(f.role), password: None };
+    let result = c.update_user(&name, req).await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    c.audit(&s.principal, &source, "update_user", &target, status).await;
+    match result {
+        Ok(u) => {
+            Redirect::to(&format!("/users?done={}", url_escape(&format!("{} is {}", u.name, u.role)))).into_response()
+        }
+        Err(e) => error_page(Some(&s), e, "/users"),
     }
 }
 
