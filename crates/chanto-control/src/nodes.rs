@@ -796,38 +796,46 @@ pub struct NodesView {
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", security(("token" = [])),
     responses((status = 200, body = NodesView), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_nodes(State(c): State<Arc<Control>>) -> Result<Json<NodesView>, ApiError> {
-    let now = now_millis();
-    let forget = now - NODE_FORGET_AFTER.as_millis() as i64;
-    if let Err(e) = c.meta.prune_nodes(forget).await {
-        tracing::debug!(error = %e, "could not prune silent nodes");
+    Ok(Json(c.nodes_view().await?))
+}
+
+impl Control {
+    /// Every node heard from lately, judged healthy or not, and the newest routing version.
+    pub async fn nodes_view(&self) -> Result<NodesView, ApiError> {
+        let c = self;
+        let now = now_millis();
+        let forget = now - NODE_FORGET_AFTER.as_millis() as i64;
+        if let Err(e) = c.meta.prune_nodes(forget).await {
+            tracing::debug!(error = %e, "could not prune silent nodes");
+        }
+        let current = c.nodes.version();
+        let nodes = c.nodes.merge(c.meta.list_nodes(forget).await?, forget);
+        // Health as activations judge it; the times shown are the real ones.
+        let judged = c.nodes.judge(nodes.clone(), now, c.config.node_timeout);
+        let nodes = nodes
+            .into_iter()
+            .zip(judged)
+            .map(|(n, judged)| NodeView {
+                healthy: is_healthy(&judged, now, c.config.node_timeout),
+                lag: current.saturating_sub(n.routing_version),
+                last_heartbeat_age_ms: (now - n.last_heartbeat).max(0) as u64,
+                role: n.role.to_string(),
+                node_id: n.node_id,
+                name: n.name,
+                zone: n.zone,
+                routing_version: n.routing_version,
+                snapshot_age_ms: n.snapshot_age_ms,
+                last_heartbeat: n.last_heartbeat,
+                ready: n.ready,
+                draining: n.draining,
+                refused: n.refused,
+                software: n.software,
+                edge_addr: n.edge_addr,
+                first_seen: rfc3339(n.first_seen),
+            })
+            .collect();
+        Ok(NodesView { routing_version: current, node_timeout_ms: c.config.node_timeout.as_millis() as u64, nodes })
     }
-    let current = c.nodes.version();
-    let nodes = c.nodes.merge(c.meta.list_nodes(forget).await?, forget);
-    // Health as activations judge it; the times shown are the real ones.
-    let judged = c.nodes.judge(nodes.clone(), now, c.config.node_timeout);
-    let nodes = nodes
-        .into_iter()
-        .zip(judged)
-        .map(|(n, judged)| NodeView {
-            healthy: is_healthy(&judged, now, c.config.node_timeout),
-            lag: current.saturating_sub(n.routing_version),
-            last_heartbeat_age_ms: (now - n.last_heartbeat).max(0) as u64,
-            role: n.role.to_string(),
-            node_id: n.node_id,
-            name: n.name,
-            zone: n.zone,
-            routing_version: n.routing_version,
-            snapshot_age_ms: n.snapshot_age_ms,
-            last_heartbeat: n.last_heartbeat,
-            ready: n.ready,
-            draining: n.draining,
-            refused: n.refused,
-            software: n.software,
-            edge_addr: n.edge_addr,
-            first_seen: rfc3339(n.first_seen),
-        })
-        .collect();
-    Ok(Json(NodesView { routing_version: current, node_timeout_ms: c.config.node_timeout.as_millis() as u64, nodes }))
 }
 
 /// Body of `POST /nodes/tokens`.

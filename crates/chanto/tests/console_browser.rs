@@ -98,6 +98,12 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert!(text.contains("rollback") && text.contains("ada"), "{text}");
     assert_accessible(client, "audit log").await;
 
+    // Health: this server's own edge, ready, at the newest routing version.
+    client.goto(&url("/health")).await.unwrap();
+    let text = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("1 of 1 node(s) healthy") && text.contains("healthy"), "{text}");
+    assert_accessible(client, "health").await;
+
     // Users and the account page (tokens), accessible too.
     client.goto(&url("/users")).await.unwrap();
     assert_accessible(client, "users").await;

@@ -60,6 +60,7 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/account/sign-out-everywhere", post(sign_out_everywhere))
         .route("/users", get(users_page).post(users_create))
         .route("/users/{name}/role", post(users_set_role))
+        .route("/health", get(health_page))
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/console.js", get(script))
@@ -1418,6 +1419,71 @@ async fn users_set_role(
         }
         Err(e) => error_page(Some(&s), e, "/users"),
     }
+}
+
+// ---- health ----
+
+struct NodeRow {
+    name: String,
+    zone: String,
+    role: String,
+    healthy: bool,
+    health: String,
+    version: u64,
+    lag: u64,
+    heard: String,
+    software: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/health.html")]
+struct HealthPage {
+    nav: Option<Nav>,
+    version: u64,
+    healthy: usize,
+    total: usize,
+    timeout: String,
+    nodes: Vec<NodeRow>,
+}
+
+async fn health_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    let s = match signed_in(&c, &headers, "/health").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let view = match c.nodes_view().await {
+        Ok(v) => v,
+        Err(e) => return error_page(Some(&s), e, "/"),
+    };
+    let nodes: Vec<NodeRow> = view
+        .nodes
+        .into_iter()
+        .map(|n| NodeRow {
+            health: match (n.healthy, n.ready, n.draining) {
+                (true, _, _) => "healthy".to_owned(),
+                (false, _, true) => "draining".to_owned(),
+                (false, false, _) => "not ready".to_owned(),
+                (false, true, _) => "silent".to_owned(),
+            },
+            healthy: n.healthy,
+            heard: format!("{} s ago", n.last_heartbeat_age_ms / 1000),
+            name: n.name,
+            zone: n.zone,
+            role: n.role,
+            version: n.routing_version,
+            lag: n.lag,
+            software: n.software,
+        })
+        .collect();
+    let page = HealthPage {
+        nav: Nav::of(&s, "health"),
+        version: view.routing_version,
+        healthy: nodes.iter().filter(|n| n.healthy).count(),
+        total: nodes.len(),
+        timeout: humantime::format_duration(std::time::Duration::from_millis(view.node_timeout_ms)).to_string(),
+        nodes,
+    };
+    html(StatusCode::OK, &page)
 }
 
 // ---- audit ----
