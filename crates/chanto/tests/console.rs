@@ -462,3 +462,36 @@ async fn tokens_sessions_and_users_are_managed_in_the_console() {
     assert_eq!(r.status(), 409);
     assert!(r.text().await.unwrap().contains("only admin"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_are_created_and_deleted_only_with_the_name_typed() {
+    let c = setup();
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (_, page) = c.get("/", &cookie).await;
+    let csrf = hidden(&page, "csrf");
+    let r = c.post("/sites", &cookie, &[("csrf", &csrf), ("name", "blog"), ("production_branch", "main")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/sites/blog");
+    let r = c.post("/sites", &cookie, &[("csrf", &csrf), ("name", "Not A Name"), ("production_branch", "main")]).await;
+    assert!(r.status().is_client_error());
+    assert!(r.text().await.unwrap().contains("lowercase"), "the reason is shown");
+    let r = c.post("/sites", &cookie, &[("csrf", &csrf), ("name", "blog")]).await;
+    assert_eq!(r.status(), 409, "taken");
+    // Deleting: the page asks for the name; anything else deletes nothing.
+    let (status, ask) = c.get("/sites/docs/delete", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(ask.contains("Type <strong>docs</strong> to confirm"), "{ask}");
+    let r = c.post("/sites/docs/delete", &cookie, &[("csrf", &csrf), ("confirm", "doc")]).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("nothing was deleted"));
+    assert_eq!(c.edge_text(), "<h1>v2</h1>");
+    let r = c.post("/sites/docs/delete", &cookie, &[("csrf", &csrf), ("confirm", "docs")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(c.server.get("docs.localhost", "/").status, 404, "gone at once");
+    // A viewer gets neither form.
+    let viewer = c.sign_in("val", "val password 123").await;
+    let (_, page) = c.get("/", &viewer).await;
+    assert!(!page.contains("Create site"));
+    let (status, _) = c.get("/sites/blog/delete", &viewer).await;
+    assert_eq!(status, 403);
+}

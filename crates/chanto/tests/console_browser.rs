@@ -98,6 +98,10 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert!(text.contains("rollback") && text.contains("ada"), "{text}");
     assert_accessible(client, "audit log").await;
 
+    // The typed confirmation before deleting a site.
+    client.goto(&url("/sites/docs/delete")).await.unwrap();
+    assert_accessible(client, "delete a site").await;
+
     // Health: this server's own edge, ready, at the newest routing version.
     client.goto(&url("/health")).await.unwrap();
     let text = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();

@@ -43,6 +43,8 @@ const DEPLOYS_SHOWN: usize = 100;
 pub fn router() -> Router<Arc<Control>> {
     Router::new()
         .route("/", get(sites_page))
+        .route("/sites", post(site_create))
+        .route("/sites/{site}/delete", get(site_delete_page).post(site_delete))
         .route("/login", get(login_page).post(login_submit))
         .route("/logout", post(logout))
         .route("/sites/{site}", get(site_page))
@@ -334,6 +336,8 @@ struct SiteRow {
 struct SitesPage {
     nav: Option<Nav>,
     sites: Vec<SiteRow>,
+    can_write: bool,
+    csrf: String,
 }
 
 /// A time as the console shows it: `2026-12-07 02:30 UTC`.
@@ -364,7 +368,10 @@ async fn sites_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Respon
     }
     .await;
     match result {
-        Ok(sites) => html(StatusCode::OK, &SitesPage { nav: Nav::of(&s, "sites"), sites }),
+        Ok(sites) => html(
+            StatusCode::OK,
+            &SitesPage { nav: Nav::of(&s, "sites"), sites, can_write: s.may(Scope::Write), csrf: s.csrf.clone() },
+        ),
         Err(e) => error_page(Some(&s), e, "/"),
     }
 }
@@ -403,7 +410,134 @@ struct SitePage {
     deploys: Vec<DeployRow>,
     builds: Vec<BuildRow>,
     can_build: bool,
+    can_write: bool,
     csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NewSiteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    production_branch: String,
+}
+
+async fn site_create(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<NewSiteForm>,
+) -> Response {
+    let s = match signed_in(&c, &headers, "/").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
+        c.audit(&s.principal, &source, "create_site", "/sites", e.status.as_u16()).await;
+        return error_page(Some(&s), e, "/");
+    }
+    let result = async {
+        let name: SiteName = f.name.trim().parse()?;
+        let branch: BranchName = match f.production_branch.trim() {
+            "" => "main".parse()?,
+            b => b.parse()?,
+        };
+        c.create_site(&name, &branch).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
+    c.audit(&s.principal, &source, "create_site", "/sites", status).await;
+    match result {
+        Ok(site) => Redirect::to(&format!("/sites/{}", site.name)).into_response(),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/delete_site.html")]
+struct DeleteSitePage {
+    nav: Option<Nav>,
+    site: String,
+    error: Option<String>,
+    csrf: String,
+}
+
+async fn site_delete_page(State(c): State<Arc<Control>>, headers: HeaderMap, Path(site): Path<String>) -> Response {
+    let here = format!("/sites/{}/delete", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        s.principal.require(Scope::Write)?;
+        let name: SiteName = crate::api::parse_path(&site)?;
+        c.site(&name).await
+    }
+    .await;
+    match result {
+        Ok(record) => html(
+            StatusCode::OK,
+            &DeleteSitePage {
+                nav: Nav::of(&s, "sites"),
+                site: record.name.to_string(),
+                error: None,
+                csrf: s.csrf.clone(),
+            },
+        ),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct DeleteSiteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn site_delete(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<DeleteSiteForm>,
+) -> Response {
+    let here = format!("/sites/{}/delete", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("/api/v1/sites/{}", url_escape(&site));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
+        c.audit(&s.principal, &source, "delete_site", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, "/");
+    }
+    // Typed confirmation: the exact name, or nothing happens.
+    if f.confirm.trim() != site {
+        let page = DeleteSitePage {
+            nav: Nav::of(&s, "sites"),
+            site: site.clone(),
+            error: Some(format!("You typed {:?}, not {site:?}: nothing was deleted.", f.confirm.trim())),
+            csrf: s.csrf.clone(),
+        };
+        return html(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        c.delete_site(&name).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 204);
+    c.audit(&s.principal, &source, "delete_site", &target, status).await;
+    match result {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => error_page(Some(&s), e, "/"),
+    }
 }
 
 struct BuildRow {
@@ -531,6 +665,7 @@ async fn site_page(
             deploys,
             builds,
             can_build: s.may(Scope::Deploy) && c.builds().is_ok(),
+            can_write: s.may(Scope::Write),
             csrf: s.csrf.clone(),
         })
     }
