@@ -495,3 +495,63 @@ async fn sites_are_created_and_deleted_only_with_the_name_typed() {
     let (status, _) = c.get("/sites/blog/delete", &viewer).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_domains_pages_show_state_and_act() {
+    let c = setup();
+    // A webhook nobody answers: deliveries fail and can be sent again.
+    c.server
+        .cli(&["notify", "add", "webhook", "--site", "docs", "--url", "http://127.0.0.1:9/hook?token=s3cr3t-q"])
+        .ok();
+    c.server.cli(&["domains", "add", "shop.example.com", "--site", "docs", "--no-www"]).ok();
+    let site = c._tmp.path().join("site");
+    c.server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "third"]).ok();
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let delivery = util::wait_for("a delivery", Duration::from_secs(30), || {
+        let list = c.server.cli(&["notify", "deliveries", "--site", "docs", "--json"]).ok().json();
+        list.as_array().unwrap().first().map(|d| d["id"].as_i64().unwrap())
+    });
+    let (status, page) = c.get("/sites/docs/notifications", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("webhook") && !page.contains("s3cr3t-q"), "secrets stay masked: {page}");
+    let csrf = hidden(&page, "csrf");
+    let r = c
+        .post(&format!("/sites/docs/notifications/deliveries/{delivery}/redeliver"), &cookie, &[("csrf", &csrf)])
+        .await;
+    // Redelivering one still pending is refused with a reason; an ended one is queued again.
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    assert!(status == 303 || (status == 409 && text.contains("pending")), "{status}: {text}");
+    let r = c.post("/sites/docs/notifications/deliveries/999999/redeliver", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 404);
+    let r = c.post("/sites/docs/notifications/deliveries/notanumber/redeliver", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 400);
+    // Domains: the state, and the DNS record to make.
+    let (status, page) = c.get("/sites/docs/domains", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("shop.example.com") && page.contains("pending_verification") && page.contains("Create DNS"),
+        "{page}"
+    );
+    // Checking it: the name does not resolve here, so it stays pending and
+    // the page says why.
+    let r = c.post("/sites/docs/domains/shop.example.com/verify", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let (_, page) = c.get(&location, &cookie).await;
+    assert!(page.contains("Checked shop.example.com: it does not reach this installation yet"), "{page}");
+    let domains = c.server.cli(&["domains", "list", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(domains[0]["state"], "pending_verification", "{domains}");
+    // A name the site does not have: a 404 page, nothing changes.
+    let r = c.post("/sites/docs/domains/other.example.com/verify", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 404);
+    // A notice never echoes text from the URL.
+    let (_, page) = c.get("/sites/docs/domains?done=%3Cb%3Ephish%3C/b%3E", &cookie).await;
+    assert!(!page.contains("phish"), "{page}");
+    // A viewer sees both pages without their buttons.
+    let viewer = c.sign_in("val", "val password 123").await;
+    let (_, page) = c.get("/sites/docs/notifications", &viewer).await;
+    assert!(!page.contains(">Redeliver<"));
+    let (_, page) = c.get("/sites/docs/domains", &viewer).await;
+    assert!(!page.contains(">Check now<"));
+}

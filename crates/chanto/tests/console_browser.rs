@@ -98,6 +98,13 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert!(text.contains("rollback") && text.contains("ada"), "{text}");
     assert_accessible(client, "audit log").await;
 
+    // Domains and notifications of a site.
+    server.cli(&["domains", "add", "shop.example.com", "--site", "docs", "--no-www"]).ok();
+    client.goto(&url("/sites/docs/domains")).await.unwrap();
+    assert_accessible(client, "domains").await;
+    client.goto(&url("/sites/docs/notifications")).await.unwrap();
+    assert_accessible(client, "notifications").await;
+
     // The typed confirmation before deleting a site.
     client.goto(&url("/sites/docs/delete")).await.unwrap();
     assert_accessible(client, "delete a site").await;

@@ -52,6 +52,10 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/sites/{site}/builds", post(start_build))
         .route("/sites/{site}/env", get(env_page).post(env_save).layer(DefaultBodyLimit::max(MAX_ENV_BYTES)))
         .route("/sites/{site}/env/remove", post(env_remove))
+        .route("/sites/{site}/notifications", get(notifications_page))
+        .route("/sites/{site}/notifications/deliveries/{id}/redeliver", post(redeliver))
+        .route("/sites/{site}/domains", get(domains_page))
+        .route("/sites/{site}/domains/{name}/verify", post(verify_domain))
         .route("/builds/{id}", get(build_page))
         .route("/builds/{id}/events", get(build_events))
         .route("/builds/{id}/log.txt", get(raw_log))
@@ -1146,7 +1150,12 @@ async fn env_page(
     };
     let notice = match (q.saved, q.removed) {
         (Some(n), _) => Some(format!("Saved {n} variable(s).")),
-        (None, Some(name)) => Some(format!("Removed {name}.")),
+        // Echoed only when it is a variable name (no other text from the URL).
+        (None, Some(name))
+            if !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Some(format!("Removed {name}."))
+        }
         _ => None,
     };
     match env_view(&c, &s, &site, notice, Vec::new(), None).await {
@@ -1275,6 +1284,228 @@ async fn env_remove(
     match result {
         Ok(()) => Redirect::to(&format!("{here}?removed={}", url_escape(&f.name))).into_response(),
         Err(e) => error_page(Some(&s), e, &here),
+    }
+}
+
+// ---- notifications and domains ----
+
+struct DeliveryRow {
+    id: i64,
+    subscription: String,
+    action: String,
+    event: String,
+    state: String,
+    attempts: u32,
+    last_error: Option<String>,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/notifications.html")]
+struct NotificationsPage {
+    nav: Option<Nav>,
+    site: String,
+    notice: Option<String>,
+    subscriptions: Vec<crate::notify::SubscriptionView>,
+    deliveries: Vec<DeliveryRow>,
+    can_write: bool,
+    csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+async fn notifications_page(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let here = format!("/sites/{}/notifications", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let subscriptions = c.subscriptions(&name).await?;
+        let deliveries = c
+            .notify_deliveries(&name, None, 100)
+            .await?
+            .into_iter()
+            .map(|d| DeliveryRow {
+                id: d.id,
+                subscription: d.subscription,
+                action: d.action,
+                event: d.event,
+                state: d.state,
+                attempts: d.attempts,
+                last_error: d.last_error,
+                created: when(d.created_at),
+            })
+            .collect();
+        Ok::<_, ApiError>(NotificationsPage {
+            nav: Nav::of(&s, "sites"),
+            site: name.to_string(),
+            notice: q.done.and_then(|d| d.parse::<i64>().ok()).map(|d| format!("Queued again as delivery {d}.")),
+            subscriptions,
+            deliveries,
+            can_write: s.may(Scope::Write),
+            csrf: s.csrf.clone(),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, &format!("/sites/{}", url_escape(&site))),
+    }
+}
+
+async fn redeliver(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let back = format!("/sites/{}/notifications", url_escape(&site));
+    let s = match signed_in(&c, &headers, &back).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("/api/v1/sites/{}/notifications/deliveries/{}/redeliver", url_escape(&site), url_escape(&id));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
+        c.audit(&s.principal, &source, "redeliver", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, &back);
+    }
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let id: i64 = id.parse().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("delivery id {id:?} is not a number"))
+        })?;
+        c.redeliver(&name, id).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
+    c.audit(&s.principal, &source, "redeliver", &target, status).await;
+    match result {
+        Ok(d) => Redirect::to(&format!("{back}?done={}", d.id)).into_response(),
+        Err(e) => error_page(Some(&s), e, &back),
+    }
+}
+
+struct DomainRow {
+    name: String,
+    url: String,
+    primary: bool,
+    branch: Option<String>,
+    state: String,
+    reason: Option<String>,
+    certificate: String,
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/domains.html")]
+struct DomainsPage {
+    nav: Option<Nav>,
+    site: String,
+    notice: Option<String>,
+    domains: Vec<DomainRow>,
+    can_write: bool,
+    csrf: String,
+}
+
+async fn domains_page(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let here = format!("/sites/{}/domains", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let listed = c.list_domains(&name).await?;
+        // Only a name of this site is echoed back (no text from the URL).
+        let notice = q.done.as_deref().and_then(|done| listed.iter().find(|d| d.name == done)).map(|d| {
+            if d.state == "pending_verification" {
+                let why = d.reason.as_deref().unwrap_or("no answer");
+                format!("Checked {}: it does not reach this installation yet ({why}).", d.name)
+            } else {
+                format!("{} reaches this installation ({}).", d.name, d.state.replace('_', " "))
+            }
+        });
+        let domains = listed
+            .into_iter()
+            .map(|d| DomainRow {
+                next: match d.state.as_str() {
+                    "pending_verification" => {
+                        format!("Create DNS {} {} → {}, then check.", d.dns.kind, d.dns.name, d.dns.value)
+                    }
+                    _ => d.hint.clone().unwrap_or_default(),
+                },
+                certificate: d.certificate.as_ref().map_or("none yet".to_owned(), |c| {
+                    format!("{} from {}, {} days left", c.source, c.issuer, c.days_left)
+                }),
+                name: d.name,
+                url: d.url,
+                primary: d.primary,
+                branch: d.branch,
+                state: d.state,
+                reason: d.reason,
+            })
+            .collect();
+        Ok::<_, ApiError>(DomainsPage {
+            nav: Nav::of(&s, "sites"),
+            site: name.to_string(),
+            notice,
+            domains,
+            can_write: s.may(Scope::Write),
+            csrf: s.csrf.clone(),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, &format!("/sites/{}", url_escape(&site))),
+    }
+}
+
+async fn verify_domain(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path((site, domain)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let back = format!("/sites/{}/domains", url_escape(&site));
+    let s = match signed_in(&c, &headers, &back).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let target = format!("/api/v1/sites/{}/domains/{}/verify", url_escape(&site), url_escape(&domain));
+    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
+        c.audit(&s.principal, &source, "verify", &target, e.status.as_u16()).await;
+        return error_page(Some(&s), e, &back);
+    }
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        c.verify_domain(&name, &domain).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    c.audit(&s.principal, &source, "verify", &target, status).await;
+    match result {
+        Ok(d) => Redirect::to(&format!("{back}?done={}", url_escape(&d.name))).into_response(),
+        Err(e) => error_page(Some(&s), e, &back),
     }
 }
 
@@ -1456,7 +1687,8 @@ struct UsersPage {
 
 #[derive(Deserialize, Default)]
 struct UsersQuery {
-    done: Option<String>,
+    added: Option<String>,
+    changed: Option<String>,
 }
 
 async fn users_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q): Query<UsersQuery>) -> Response {
@@ -1469,9 +1701,16 @@ async fn users_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q):
     }
     match c.meta.users().await {
         Ok(users) => {
+            // Only a listed user's name is echoed back (no text from the URL).
+            let find = |n: &Option<String>| users.iter().find(|u| Some(&u.name) == n.as_ref()).cloned();
+            let notice = match (find(&q.added), find(&q.changed)) {
+                (Some(u), _) => Some(format!("Added {} ({}).", u.name, u.role)),
+                (None, Some(u)) => Some(format!("{} is now {}.", u.name, u.role)),
+                _ => None,
+            };
             let page = UsersPage {
                 nav: Nav::of(&s, "users"),
-                notice: q.done.map(|d| format!("Done: {d}.")),
+                notice,
                 users: users.into_iter().map(Into::into).collect(),
                 roles: chanto_store::Role::ALL.iter().map(|r| r.as_str()).collect(),
                 csrf: s.csrf.clone(),
@@ -1514,7 +1753,7 @@ async fn users_create(
     let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
     c.audit(&s.principal, &source, "create_user", "/users", status).await;
     match result {
-        Ok(u) => Redirect::to(&format!("/users?done={}", url_escape(&format!("added {}", u.name)))).into_response(),
+        Ok(u) => Redirect::to(&format!("/users?added={}", url_escape(&u.name))).into_response(),
         Err(e) => error_page(Some(&s), e, "/users"),
     }
 }
