@@ -220,6 +220,55 @@ mod subtle_eq {
     }
 }
 
+/// A console POST that passed its checks: who, from where, and what it does.
+struct Checked {
+    s: Session,
+    source: String,
+    action: &'static str,
+    target: String,
+    back: String,
+}
+
+/// The checks every console POST makes before it changes anything: a live
+/// session (else the sign-in page, coming back to `back`), the session's
+/// CSRF token and this console's origin, and `scope`. A refusal is audited
+/// as `action` on `target` and answered with an error page leading to `back`.
+async fn checked_post(
+    c: &Control,
+    headers: &HeaderMap,
+    peer: &Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    csrf: &str,
+    scope: Scope,
+    (action, target, back): (&'static str, String, String),
+) -> Result<Checked, Response> {
+    let s = signed_in(c, headers, &back).await?;
+    let source = source(peer.as_ref().map(|e| &e.0));
+    if let Err(e) = check_post(&s, headers, csrf).and_then(|()| s.principal.require(scope)) {
+        c.audit(&s.principal, &source, action, &target, e.status.as_u16()).await;
+        return Err(error_page(Some(&s), e, &back));
+    }
+    Ok(Checked { s, source, action, target, back })
+}
+
+impl Checked {
+    /// Audits how the change ended (`ok` is the status of a success) and
+    /// answers with `done` of its value, or an error page.
+    async fn finish<T>(
+        &self,
+        c: &Control,
+        ok: u16,
+        result: Result<T, ApiError>,
+        done: impl FnOnce(T) -> Response,
+    ) -> Response {
+        let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| ok);
+        c.audit(&self.s.principal, &self.source, self.action, &self.target, status).await;
+        match result {
+            Ok(v) => done(v),
+            Err(e) => error_page(Some(&self.s), e, &self.back),
+        }
+    }
+}
+
 fn source(peer: Option<&ConnectInfo<SocketAddr>>) -> String {
     peer.map_or("unknown".to_owned(), |c| c.0.ip().to_string())
 }
@@ -434,15 +483,11 @@ async fn site_create(
     headers: HeaderMap,
     Form(f): Form<NewSiteForm>,
 ) -> Response {
-    let s = match signed_in(&c, &headers, "/").await {
-        Ok(s) => s,
+    let what = ("create_site", "/sites".to_owned(), "/".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
-        c.audit(&s.principal, &source, "create_site", "/sites", e.status.as_u16()).await;
-        return error_page(Some(&s), e, "/");
-    }
     let result = async {
         let name: SiteName = f.name.trim().parse()?;
         let branch: BranchName = match f.production_branch.trim() {
@@ -452,12 +497,7 @@ async fn site_create(
         c.create_site(&name, &branch).await
     }
     .await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
-    c.audit(&s.principal, &source, "create_site", "/sites", status).await;
-    match result {
-        Ok(site) => Redirect::to(&format!("/sites/{}", site.name)).into_response(),
-        Err(e) => error_page(Some(&s), e, "/"),
-    }
+    p.finish(&c, 201, result, |site| Redirect::to(&format!("/sites/{}", site.name)).into_response()).await
 }
 
 #[derive(Template)]
@@ -510,24 +550,19 @@ async fn site_delete(
     Path(site): Path<String>,
     Form(f): Form<DeleteSiteForm>,
 ) -> Response {
-    let here = format!("/sites/{}/delete", url_escape(&site));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
+    let what =
+        ("delete_site", format!("/api/v1/sites/{}", url_escape(&site)), format!("/sites/{}/delete", url_escape(&site)));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("/api/v1/sites/{}", url_escape(&site));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
-        c.audit(&s.principal, &source, "delete_site", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, "/");
-    }
     // Typed confirmation: the exact name, or nothing happens.
     if f.confirm.trim() != site {
         let page = DeleteSitePage {
-            nav: Nav::of(&s, "sites"),
+            nav: Nav::of(&p.s, "sites"),
             site: site.clone(),
             error: Some(format!("You typed {:?}, not {site:?}: nothing was deleted.", f.confirm.trim())),
-            csrf: s.csrf.clone(),
+            csrf: p.s.csrf.clone(),
         };
         return html(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
@@ -536,12 +571,7 @@ async fn site_delete(
         c.delete_site(&name).await
     }
     .await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 204);
-    c.audit(&s.principal, &source, "delete_site", &target, status).await;
-    match result {
-        Ok(()) => Redirect::to("/").into_response(),
-        Err(e) => error_page(Some(&s), e, "/"),
-    }
+    p.finish(&c, 204, result, |()| Redirect::to("/").into_response()).await
 }
 
 struct BuildRow {
@@ -791,19 +821,11 @@ async fn activate(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let here = format!("/sites/{}/deploys/{}/activate", url_escape(&site), url_escape(&id));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
+    let back = format!("/sites/{}", url_escape(&site));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Deploy, ("console_activate", here, back)).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let back = format!("/sites/{}", url_escape(&site));
-    let source = source(peer.as_ref().map(|e| &e.0));
-    if let Err(e) = check_post(&s, &headers, &f.csrf) {
-        return error_page(Some(&s), e, &back);
-    }
-    if let Err(e) = s.principal.require(Scope::Deploy) {
-        c.audit(&s.principal, &source, "console_activate", &here, 403).await;
-        return error_page(Some(&s), e, &back);
-    }
     let result = async {
         let (name, d, _, verb) = activation_plan(&c, &site, &id).await?;
         if verb == "Roll back" {
@@ -815,16 +837,9 @@ async fn activate(
         }
     }
     .await;
-    match result {
-        Ok(action) => {
-            c.audit(&s.principal, &source, action, &here, 303).await;
-            Redirect::to(&format!("{back}?done={action}")).into_response()
-        }
-        Err(e) => {
-            c.audit(&s.principal, &source, "console_activate", &here, e.status.as_u16()).await;
-            error_page(Some(&s), e, &back)
-        }
-    }
+    // Audited under what it turned out to be: `publish` or `rollback`.
+    let p = Checked { action: result.as_ref().map_or("console_activate", |a| a), ..p };
+    p.finish(&c, 303, result, |action| Redirect::to(&format!("{}?done={action}", p.back)).into_response()).await
 }
 
 // ---- builds ----
@@ -1029,32 +1044,18 @@ async fn start_build(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let back = format!("/sites/{}", url_escape(&site));
-    let s = match signed_in(&c, &headers, &back).await {
-        Ok(s) => s,
+    let what = ("start_build", format!("{back}/builds"), back);
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Deploy, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("{back}/builds");
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Deploy)) {
-        c.audit(&s.principal, &source, "start_build", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, &back);
-    }
     let result = async {
         let name: SiteName = crate::api::parse_path(&site)?;
         let record = c.site(&name).await?;
         c.queue_build(&name, crate::builds::BuildRequest::branch_head(record.production_branch, "console")).await
     }
     .await;
-    match result {
-        Ok(b) => {
-            c.audit(&s.principal, &source, "start_build", &target, 303).await;
-            Redirect::to(&format!("/builds/{}", b.id)).into_response()
-        }
-        Err(e) => {
-            c.audit(&s.principal, &source, "start_build", &target, e.status.as_u16()).await;
-            error_page(Some(&s), e, &back)
-        }
-    }
+    p.finish(&c, 303, result, |b| Redirect::to(&format!("/builds/{}", b.id)).into_response()).await
 }
 
 async fn cancel_build(
@@ -1065,27 +1066,17 @@ async fn cancel_build(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let here = format!("/builds/{}", url_escape(&id));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
+    let what = ("cancel_build", format!("{here}/cancel"), here.clone());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Deploy, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("{here}/cancel");
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Deploy)) {
-        c.audit(&s.principal, &source, "cancel_build", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, &here);
-    }
     let result = async {
         let b = build_of(&c, &id).await?;
         c.cancel_build(&b.id).await
     }
     .await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 303);
-    c.audit(&s.principal, &source, "cancel_build", &target, status).await;
-    match result {
-        Ok(_) => Redirect::to(&here).into_response(),
-        Err(e) => error_page(Some(&s), e, &here),
-    }
+    p.finish(&c, 303, result, |_| Redirect::to(&here).into_response()).await
 }
 
 // ---- build variables ----
@@ -1183,15 +1174,11 @@ async fn env_save(
     Form(f): Form<EnvForm>,
 ) -> Response {
     let here = format!("/sites/{}/env", url_escape(&site));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
-        c.audit(&s.principal, &source, "set_env", &here, e.status.as_u16()).await;
-        return error_page(Some(&s), e, &here);
-    }
+    let Checked { s, source, .. } =
+        match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("set_env", here.clone(), here.clone())).await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
     // Everything checked before anything is saved: a paste is all or nothing.
     let checked = async {
         let name: SiteName = crate::api::parse_path(&site)?;
@@ -1260,16 +1247,11 @@ async fn env_remove(
     Form(f): Form<EnvRemoveForm>,
 ) -> Response {
     let here = format!("/sites/{}/env", url_escape(&site));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
+    let target = format!("/api/v1/sites/{}/env/{}", url_escape(&site), url_escape(&f.name));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("unset_env", target, here.clone())).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("/api/v1/sites/{}/env/{}", url_escape(&site), url_escape(&f.name));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
-        c.audit(&s.principal, &source, "unset_env", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, &here);
-    }
     let result = async {
         let name: SiteName = crate::api::parse_path(&site)?;
         let branch: Option<BranchName> = match f.branch.trim() {
@@ -1279,12 +1261,8 @@ async fn env_remove(
         c.unset_env(&name, branch, &f.name).await
     }
     .await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 204);
-    c.audit(&s.principal, &source, "unset_env", &target, status).await;
-    match result {
-        Ok(()) => Redirect::to(&format!("{here}?removed={}", url_escape(&f.name))).into_response(),
-        Err(e) => error_page(Some(&s), e, &here),
-    }
+    p.finish(&c, 204, result, |()| Redirect::to(&format!("{here}?removed={}", url_escape(&f.name))).into_response())
+        .await
 }
 
 // ---- notifications and domains ----
@@ -1371,16 +1349,11 @@ async fn redeliver(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let back = format!("/sites/{}/notifications", url_escape(&site));
-    let s = match signed_in(&c, &headers, &back).await {
-        Ok(s) => s,
+    let target = format!("/api/v1/sites/{}/notifications/deliveries/{}/redeliver", url_escape(&site), url_escape(&id));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("redeliver", target, back.clone())).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("/api/v1/sites/{}/notifications/deliveries/{}/redeliver", url_escape(&site), url_escape(&id));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
-        c.audit(&s.principal, &source, "redeliver", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, &back);
-    }
     let result = async {
         let name: SiteName = crate::api::parse_path(&site)?;
         let id: i64 = id.parse().map_err(|_| {
@@ -1389,12 +1362,7 @@ async fn redeliver(
         c.redeliver(&name, id).await
     }
     .await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
-    c.audit(&s.principal, &source, "redeliver", &target, status).await;
-    match result {
-        Ok(d) => Redirect::to(&format!("{back}?done={}", d.id)).into_response(),
-        Err(e) => error_page(Some(&s), e, &back),
-    }
+    p.finish(&c, 201, result, |d| Redirect::to(&format!("{back}?done={}", d.id)).into_response()).await
 }
 
 struct DomainRow {
@@ -1486,27 +1454,17 @@ async fn verify_domain(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let back = format!("/sites/{}/domains", url_escape(&site));
-    let s = match signed_in(&c, &headers, &back).await {
-        Ok(s) => s,
+    let target = format!("/api/v1/sites/{}/domains/{}/verify", url_escape(&site), url_escape(&domain));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("verify", target, back.clone())).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("/api/v1/sites/{}/domains/{}/verify", url_escape(&site), url_escape(&domain));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Write)) {
-        c.audit(&s.principal, &source, "verify", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, &back);
-    }
     let result = async {
         let name: SiteName = crate::api::parse_path(&site)?;
         c.verify_domain(&name, &domain).await
     }
     .await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-    c.audit(&s.principal, &source, "verify", &target, status).await;
-    match result {
-        Ok(d) => Redirect::to(&format!("{back}?done={}", url_escape(&d.name))).into_response(),
-        Err(e) => error_page(Some(&s), e, &back),
-    }
+    p.finish(&c, 200, result, |d| Redirect::to(&format!("{back}?done={}", url_escape(&d.name))).into_response()).await
 }
 
 // ---- account and users ----
@@ -1591,14 +1549,11 @@ async fn account_make_token(
     headers: HeaderMap,
     Form(f): Form<TokenForm>,
 ) -> Response {
-    let s = match signed_in(&c, &headers, "/account").await {
-        Ok(s) => s,
+    let what = ("create_token", "/account/tokens".to_owned(), "/account".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Read, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    if let Err(e) = check_post(&s, &headers, &f.csrf) {
-        return error_page(Some(&s), e, "/account");
-    }
     let days = match f.expires_in_days.trim() {
         "" => Ok(None),
         d => d.parse::<u32>().map(Some).map_err(|_| {
@@ -1613,16 +1568,16 @@ async fn account_make_token(
         Ok(days) => {
             let req =
                 crate::accounts::CreateTokenRequest { name: f.name, scope: f.scope, expires_in_days: days, user: None };
-            c.create_token(&s.principal, req).await
+            c.create_token(&p.s.principal, req).await
         }
         Err(e) => Err(e),
     };
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
-    c.audit(&s.principal, &source, "create_token", "/account/tokens", status).await;
-    match result {
+    let made = result.as_ref().ok().map(|t| (format!("Made {} ({}).", t.id, t.name), t.token.clone()));
+    let page = p.finish(&c, 201, result, |_| Response::default()).await;
+    match made {
         // Shown in this answer only (never in a URL, never again).
-        Ok(t) => account_view(&c, &s, Some(format!("Made {} ({}).", t.id, t.name)), t.token).await,
-        Err(e) => error_page(Some(&s), e, "/account"),
+        Some((notice, token)) => account_view(&c, &p.s, Some(notice), token).await,
+        None => page,
     }
 }
 
@@ -1633,21 +1588,17 @@ async fn account_revoke_token(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match signed_in(&c, &headers, "/account").await {
-        Ok(s) => s,
+    let what = ("revoke_token", format!("/account/tokens/{}/revoke", url_escape(&id)), "/account".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Read, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    if let Err(e) = check_post(&s, &headers, &f.csrf) {
-        return error_page(Some(&s), e, "/account");
-    }
-    let result = c.revoke_token(&s.principal, &id).await;
-    let target = format!("/account/tokens/{}/revoke", url_escape(&id));
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-    c.audit(&s.principal, &source, "revoke_token", &target, status).await;
-    match result {
-        Ok(t) => account_view(&c, &s, Some(format!("Revoked {} ({}).", t.id, t.name)), None).await,
-        Err(e) => error_page(Some(&s), e, "/account"),
+    let result = c.revoke_token(&p.s.principal, &id).await;
+    let revoked = result.as_ref().ok().map(|t| format!("Revoked {} ({}).", t.id, t.name));
+    let page = p.finish(&c, 200, result, |_| Response::default()).await;
+    match revoked {
+        Some(notice) => account_view(&c, &p.s, Some(notice), None).await,
+        None => page,
     }
 }
 
@@ -1657,22 +1608,19 @@ async fn sign_out_everywhere(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match signed_in(&c, &headers, "/account").await {
-        Ok(s) => s,
+    let what = ("sign_out_everywhere", "/account/sign-out-everywhere".to_owned(), "/account".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Read, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(e) = check_post(&s, &headers, &f.csrf) {
-        return error_page(Some(&s), e, "/account");
-    }
-    if let Err(e) = c.meta.delete_user_sessions(&s.user.id).await {
-        return error_page(Some(&s), e.into(), "/account");
-    }
-    let source = source(peer.as_ref().map(|e| &e.0));
-    c.audit(&s.principal, &source, "sign_out_everywhere", "/account/sign-out-everywhere", 303).await;
-    let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, false));
-    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, true));
-    resp
+    let result = c.meta.delete_user_sessions(&p.s.user.id).await.map_err(ApiError::from);
+    p.finish(&c, 303, result, |_| {
+        let mut resp = Redirect::to("/login").into_response();
+        resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, false));
+        resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, true));
+        resp
+    })
+    .await
 }
 
 #[derive(Template)]
@@ -1739,23 +1687,14 @@ async fn users_create(
     headers: HeaderMap,
     Form(f): Form<NewUserForm>,
 ) -> Response {
-    let s = match signed_in(&c, &headers, "/users").await {
-        Ok(s) => s,
+    let what = ("create_user", "/users".to_owned(), "/users".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Admin, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Admin)) {
-        c.audit(&s.principal, &source, "create_user", "/users", e.status.as_u16()).await;
-        return error_page(Some(&s), e, "/users");
-    }
     let req = crate::accounts::CreateUserRequest { name: f.name, role: f.role, password: Some(f.password) };
     let result = c.create_user(req).await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 201);
-    c.audit(&s.principal, &source, "create_user", "/users", status).await;
-    match result {
-        Ok(u) => Redirect::to(&format!("/users?added={}", url_escape(&u.name))).into_response(),
-        Err(e) => error_page(Some(&s), e, "/users"),
-    }
+    p.finish(&c, 201, result, |u| Redirect::to(&format!("/users?added={}", url_escape(&u.name))).into_response()).await
 }
 
 #[derive(Deserialize, Default)]
@@ -1773,26 +1712,15 @@ async fn users_set_role(
     Path(name): Path<String>,
     Form(f): Form<RoleForm>,
 ) -> Response {
-    let s = match signed_in(&c, &headers, "/users").await {
-        Ok(s) => s,
+    let what = ("update_user", format!("/users/{}/role", url_escape(&name)), "/users".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Admin, what).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let source = source(peer.as_ref().map(|e| &e.0));
-    let target = format!("/users/{}/role", url_escape(&name));
-    if let Err(e) = check_post(&s, &headers, &f.csrf).and_then(|()| s.principal.require(Scope::Admin)) {
-        c.audit(&s.principal, &source, "update_user", &target, e.status.as_u16()).await;
-        return error_page(Some(&s), e, "/users");
-    }
     let req = crate::accounts::UpdateUserRequest { role: Some(f.role), password: None };
     let result = c.update_user(&name, req).await;
-    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-    c.audit(&s.principal, &source, "update_user", &target, status).await;
-    match result {
-        Ok(u) => {
-            Redirect::to(&format!("/users?done={}", url_escape(&format!("{} is {}", u.name, u.role)))).into_response()
-        }
-        Err(e) => error_page(Some(&s), e, "/users"),
-    }
+    p.finish(&c, 200, result, |u| Redirect::to(&format!("/users?changed={}", url_escape(&u.name))).into_response())
+        .await
 }
 
 // ---- health ----
