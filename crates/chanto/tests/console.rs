@@ -555,3 +555,160 @@ async fn notifications_and_domains_pages_show_state_and_act() {
     let (_, page) = c.get("/sites/docs/domains", &viewer).await;
     assert!(!page.contains(">Check now<"));
 }
+
+/// API operations the console answers, as (`METHOD /api/v1/…`, console method, console path to probe).
+const IN_CONSOLE: &[(&str, &str, &str)] = &[
+    ("GET /api/v1/sites", "GET", "/"),
+    ("POST /api/v1/sites", "POST", "/sites"),
+    ("GET /api/v1/sites/{site}", "GET", "/sites/docs"),
+    ("DELETE /api/v1/sites/{site}", "POST", "/sites/docs/delete"),
+    ("GET /api/v1/sites/{site}/deploys", "GET", "/sites/docs"),
+    ("GET /api/v1/deploys/{id}", "GET", "/sites/docs"),
+    ("POST /api/v1/deploys/{id}/publish", "POST", "/sites/docs/deploys/0000000000000000/activate"),
+    ("POST /api/v1/sites/{site}/rollback", "POST", "/sites/docs/deploys/0000000000000000/activate"),
+    ("GET /api/v1/sites/{site}/builds", "GET", "/sites/docs"),
+    ("POST /api/v1/sites/{site}/builds", "POST", "/sites/docs/builds"),
+    ("GET /api/v1/builds/{id}", "GET", "/builds/0000000000000000"),
+    ("POST /api/v1/builds/{id}/cancel", "POST", "/builds/0000000000000000/cancel"),
+    ("GET /api/v1/builds/{id}/log", "GET", "/builds/0000000000000000/log.txt"),
+    ("GET /api/v1/sites/{site}/env", "GET", "/sites/docs/env"),
+    ("PUT /api/v1/sites/{site}/env/{name}", "POST", "/sites/docs/env"),
+    ("DELETE /api/v1/sites/{site}/env/{name}", "POST", "/sites/docs/env/remove"),
+    ("GET /api/v1/sites/{site}/domains", "GET", "/sites/docs/domains"),
+    ("POST /api/v1/sites/{site}/domains/{name}/verify", "POST", "/sites/docs/domains/x.example.com/verify"),
+    ("GET /api/v1/sites/{site}/notifications", "GET", "/sites/docs/notifications"),
+    ("GET /api/v1/sites/{site}/notifications/deliveries", "GET", "/sites/docs/notifications"),
+    (
+        "POST /api/v1/sites/{site}/notifications/deliveries/{id}/redeliver",
+        "POST",
+        "/sites/docs/notifications/deliveries/1/redeliver",
+    ),
+    ("GET /api/v1/nodes", "GET", "/health"),
+    ("GET /api/v1/users", "GET", "/users"),
+    ("POST /api/v1/users", "POST", "/users"),
+    ("PATCH /api/v1/users/{name}", "POST", "/users/dev/role"),
+    ("GET /api/v1/tokens", "GET", "/account"),
+    ("POST /api/v1/tokens", "POST", "/account/tokens"),
+    ("DELETE /api/v1/tokens/{id}", "POST", "/account/tokens/pt_0/revoke"),
+    ("GET /api/v1/me", "GET", "/account"),
+    ("GET /api/v1/audit", "GET", "/audit"),
+];
+
+/// Operations that make no sense in a browser, and why.
+const NOT_IN_A_BROWSER: &[(&str, &str)] = &[
+    ("POST /api/v1/sites/{site}/deploys", "a deploy uploads a directory: `chanto deploy` or a build does it"),
+    ("PUT /api/v1/deploys/{id}/blobs/{hash}", "part of a deploy upload"),
+    ("POST /api/v1/deploys/{id}/blobs", "part of a deploy upload"),
+    ("POST /api/v1/deploys/{id}/finalize", "part of a deploy upload"),
+    ("GET /api/v1/nodes/routing", "edge nodes' long poll (node tokens)"),
+    ("POST /api/v1/nodes/heartbeat", "edge nodes' heartbeat (node tokens)"),
+    ("GET /api/v1/nodes/certificates/{id}", "edge nodes fetch certificate keys (node tokens)"),
+    ("POST /api/v1/webhooks/{forge}/{site}", "called by GitHub, GitLab or Gitea"),
+    ("POST /api/v1/build_hooks/{secret}", "called by a CMS or a cron job"),
+    ("GET /api/v1/notifications/schema.json", "a JSON Schema for tools"),
+    ("GET /badge/{site}/{branch}.svg", "an image for READMEs"),
+    ("POST /api/v1/auth/token", "the CLI's password sign-in; the console signs in at /login"),
+];
+
+/// Operations the console does not have yet (the CLI does): this list only shrinks.
+const NOT_YET: &[&str] = &[
+    "GET /api/v1/sites/{site}/access",
+    "PUT /api/v1/sites/{site}/access",
+    "DELETE /api/v1/sites/{site}/access",
+    "GET /api/v1/sites/{site}/proxy_origins",
+    "PUT /api/v1/sites/{site}/proxy_origins",
+    "GET /api/v1/sites/{site}/retention",
+    "PUT /api/v1/sites/{site}/retention",
+    "POST /api/v1/gc",
+    "GET /api/v1/sites/{site}/git",
+    "PUT /api/v1/sites/{site}/git",
+    "DELETE /api/v1/sites/{site}/git",
+    "GET /api/v1/sites/{site}/build_hooks",
+    "POST /api/v1/sites/{site}/build_hooks",
+    "DELETE /api/v1/sites/{site}/build_hooks/{id}",
+    "GET /api/v1/sites/{site}/webhook_deliveries",
+    "POST /api/v1/sites/{site}/notifications",
+    "DELETE /api/v1/sites/{site}/notifications/{id}",
+    "POST /api/v1/sites/{site}/notifications/{id}/test",
+    "GET /api/v1/sites/{site}/notifications/deliveries/{id}",
+    "POST /api/v1/sites/{site}/domains",
+    "DELETE /api/v1/sites/{site}/domains/{name}",
+    "PUT /api/v1/sites/{site}/domains/{name}/primary",
+    "PUT /api/v1/sites/{site}/domains/{name}/certificate",
+    "GET /api/v1/sites/{site}/tls",
+    "PUT /api/v1/sites/{site}/tls",
+    "GET /api/v1/certificates/base",
+    "PUT /api/v1/certificates/base",
+    "DELETE /api/v1/certificates/base/{pattern}",
+    "GET /api/v1/nodes/tokens",
+    "POST /api/v1/nodes/tokens",
+    "DELETE /api/v1/nodes/tokens/{id}",
+    "GET /api/v1/users/{name}",
+    "DELETE /api/v1/users/{name}",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_operation_has_a_console_action_or_a_named_reason() {
+    let c = setup();
+    let doc: serde_json::Value = c.http.get(c.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_some() {
+                operations.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    assert!(operations.len() > 60, "{operations:?}");
+    let covered: Vec<&str> = IN_CONSOLE.iter().map(|(op, _, _)| *op).collect();
+    let excused: Vec<&str> = NOT_IN_A_BROWSER.iter().map(|(op, _)| *op).collect();
+    let unaccounted: Vec<&String> = operations
+        .iter()
+        .filter(|op| {
+            !covered.contains(&op.as_str()) && !excused.contains(&op.as_str()) && !NOT_YET.contains(&op.as_str())
+        })
+        .collect();
+    assert!(
+        unaccounted.is_empty(),
+        "API operations with no console action, no reason and not listed as pending: {unaccounted:?}"
+    );
+    // The lists name only operations that exist, each once.
+    for op in covered.iter().chain(&excused).chain(NOT_YET) {
+        assert!(operations.iter().any(|o| o == op), "{op} is not an API operation (any more)");
+    }
+    let mut all: Vec<&str> = covered.iter().chain(&excused).chain(NOT_YET).copied().collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "an operation is listed twice: {all:?}");
+    // Every console action named is there: a page answers with a page, a
+    // form refuses a POST without the session's token (not 404 or 405).
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let admin_cookie = {
+        c.server.cli(&["users", "create", "root", "--role", "admin", "--password-stdin"]).stdin("root password 1").ok();
+        c.sign_in("root", "root password 1").await
+    };
+    for (op, method, path) in IN_CONSOLE {
+        let r = match *method {
+            "GET" => c.http.get(c.url(path)).header("cookie", &admin_cookie).send().await.unwrap(),
+            _ => c
+                .http
+                .post(c.url(path))
+                .header("cookie", &cookie)
+                .form(&[("csrf", "not-the-token")])
+                .send()
+                .await
+                .unwrap(),
+        };
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(
+            body.starts_with("<!doctype html>"),
+            "{op} → {method} {path}: {status} is not a console page: {body:.200}"
+        );
+        assert!(status != 405, "{op} → {method} {path}: 405");
+        if *method == "POST" {
+            assert_eq!(status, 403, "{op} → POST {path} without the form's token: {body:.300}");
+        }
+    }
+}

@@ -79,6 +79,19 @@ pub fn router() -> Router<Arc<Control>> {
 /// pages never cached (they show live state and CSRF tokens).
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    // A request axum's extractors refused (a malformed form or query, a
+    // body too large) answers in plain text: give it the console's page.
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if resp.status().is_client_error() && plain {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(std::mem::take(resp.body_mut()), 4096).await.unwrap_or_default();
+        let message = format!("The request was not one this page takes: {}", String::from_utf8_lossy(&bytes).trim());
+        resp = error_page(None, ApiError::new(status, "invalid_request", message), "/");
+    }
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -1234,6 +1247,7 @@ async fn env_save(
 struct EnvRemoveForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
     name: String,
     #[serde(default)]
     branch: String,
