@@ -563,7 +563,7 @@ const IN_CONSOLE: &[(&str, &str, &str)] = &[
     ("GET /api/v1/sites/{site}", "GET", "/sites/docs"),
     ("DELETE /api/v1/sites/{site}", "POST", "/sites/docs/delete"),
     ("GET /api/v1/sites/{site}/deploys", "GET", "/sites/docs"),
-    ("GET /api/v1/deploys/{id}", "GET", "/sites/docs"),
+    ("GET /api/v1/deploys/{id}", "GET", "/sites/docs/deploys/0000000000000000"),
     ("POST /api/v1/deploys/{id}/publish", "POST", "/sites/docs/deploys/0000000000000000/activate"),
     ("POST /api/v1/sites/{site}/rollback", "POST", "/sites/docs/deploys/0000000000000000/activate"),
     ("GET /api/v1/sites/{site}/builds", "GET", "/sites/docs"),
@@ -711,4 +711,30 @@ async fn every_api_operation_has_a_console_action_or_a_named_reason() {
             assert_eq!(status, 403, "{op} → POST {path} without the form's token: {body:.300}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_page_shows_its_files_rules_and_plan_against_production() {
+    let c = setup();
+    // A third deploy on a branch, with a rule and one more file.
+    let site = c._tmp.path().join("site");
+    write_tree(&site, &[("index.html", "<h1>v3</h1>"), ("about.html", "about"), ("_redirects", "/old /about 301")]);
+    let out = c
+        .server
+        .cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--branch", "next", "-m", "with rules", "--json"])
+        .ok()
+        .json();
+    let id = out["id"].as_str().or(out["deploy"]["id"].as_str()).unwrap_or_else(|| panic!("{out}")).to_owned();
+    let cookie = c.sign_in("val", "val password 123").await;
+    let (status, page) = c.get(&format!("/sites/docs/deploys/{id}"), &cookie).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("with rules") && page.contains("<code>about.html</code>"), "{page}");
+    assert!(page.contains("redirect /old /about 301"), "the rules: {page}");
+    assert!(page.contains("1 added, 1 changed, 0 removed"), "against production (v2): {page}");
+    assert!(page.contains("Added files") && page.contains("Rules added"), "{page}");
+    assert!(!page.contains("Publish…"), "a viewer is offered no action");
+    // Another site's deploy id under this site: 404.
+    c.server.cli(&["sites", "create", "other"]).ok();
+    let (status, _) = c.get(&format!("/sites/other/deploys/{id}"), &cookie).await;
+    assert_eq!(status, 404);
 }

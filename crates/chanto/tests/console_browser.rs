@@ -70,6 +70,12 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     // The site: deploys, and the rollback offered on the older one.
     browser::wait_until(client, "document.title.startsWith('docs')", "the site page").await;
     assert_accessible(client, "site").await;
+    // A deploy's own page: facts, plan against production, rules, files.
+    let first = client.find(Locator::XPath("//tr[td[contains(., 'first version')]]//th/a")).await.unwrap();
+    let deploy_href = first.attr("href").await.unwrap().unwrap();
+    client.goto(&url(&deploy_href)).await.unwrap();
+    assert_accessible(client, "deploy").await;
+    client.back().await.unwrap();
     let rollback = client.find(Locator::XPath("//a[starts-with(normalize-space(.), 'Roll back')]")).await.unwrap();
     let href = rollback.attr("href").await.unwrap().unwrap();
     client.goto(&url(&href)).await.unwrap();

@@ -48,6 +48,7 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/login", get(login_page).post(login_submit))
         .route("/logout", post(logout))
         .route("/sites/{site}", get(site_page))
+        .route("/sites/{site}/deploys/{id}", get(deploy_page))
         .route("/sites/{site}/deploys/{id}/activate", get(confirm_activate).post(activate))
         .route("/sites/{site}/builds", post(start_build))
         .route("/sites/{site}/env", get(env_page).post(env_save).layer(DefaultBodyLimit::max(MAX_ENV_BYTES)))
@@ -456,7 +457,6 @@ struct DeployRow {
     created: String,
     message: String,
     files: String,
-    permalink: String,
     action: Option<&'static str>,
 }
 
@@ -654,7 +654,6 @@ async fn site_page(
             .filter(|d| filter_state.is_empty() || d.state.as_str() == filter_state)
             .take(DEPLOYS_SHOWN)
             .map(|d| {
-                let v = DeployView::new(&c, d.clone());
                 let live_here = live.iter().copied().find(|l| l.branch == d.branch);
                 let state_label =
                     if rolled_back.contains(&d.id) { "rolled back".to_owned() } else { d.state.to_string() };
@@ -666,7 +665,6 @@ async fn site_page(
                     created: when(d.created_at),
                     message: d.message.clone().unwrap_or_default(),
                     files: format!("{} ({})", d.file_count, human_bytes(d.total_size)),
-                    permalink: v.urls.permalink,
                     action: if s.may(Scope::Deploy) { activation(d, live_here) } else { None },
                 }
             })
@@ -853,6 +851,145 @@ async fn activate(
     // Audited under what it turned out to be: `publish` or `rollback`.
     let p = Checked { action: result.as_ref().map_or("console_activate", |a| a), ..p };
     p.finish(&c, 303, result, |action| Redirect::to(&format!("{}?done={action}", p.back)).into_response()).await
+}
+
+// ---- a deploy ----
+
+/// Paths listed per group of the plan, and files listed, at most.
+const PATHS_SHOWN: usize = 200;
+
+#[derive(Template)]
+#[template(path = "console/deploy.html")]
+struct DeployPage {
+    nav: Option<Nav>,
+    site: String,
+    id: String,
+    state: String,
+    state_label: String,
+    error: Option<String>,
+    action: Option<&'static str>,
+    branch: String,
+    permalink: String,
+    source: String,
+    /// The build that made it: id, commit, author.
+    build: Option<(String, Option<String>, Option<String>)>,
+    message: String,
+    created: String,
+    files_summary: String,
+    plan: Option<chanto_notify::DeployPlan>,
+    plan_summary: String,
+    plan_groups: Vec<(String, Vec<String>)>,
+    rules: Vec<String>,
+    files: Vec<(String, String)>,
+    files_hidden: usize,
+}
+
+async fn deploy_page(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/sites/{}/deploys/{}", url_escape(&site), url_escape(&id));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let deploy_id: DeployId = crate::api::parse_path(&id)?;
+        let d = c.deploy(&deploy_id).await?;
+        if d.site != name {
+            return Err(ApiError::not_found(format!("deploy {deploy_id} of site {name}")));
+        }
+        let record = c.site(&name).await?;
+        let view = DeployView::new(&c, d.clone());
+        let live = c.meta.list_deploys(&name, Some(&d.branch)).await?.into_iter().find(|l| l.state == DeployState::Active);
+        let rolled_back = c.meta.rolled_back(&name, Some(&d.branch)).await?.contains(&d.id);
+        let build = c
+            .meta
+            .list_builds(&name, Some(&d.branch), 200)
+            .await?
+            .into_iter()
+            .find(|b| b.deploy.as_ref() == Some(&d.id))
+            .map(|b| (b.id.to_string(), b.commit.map(|c| c.chars().take(12).collect()), b.author));
+        let head = crate::notify::dispatch::side(&c, &d.id).await;
+        let production = c.meta.branch(&name, &record.production_branch).await?.and_then(|b| b.active_deploy);
+        let base = match &production {
+            Some(p) if *p != d.id => crate::notify::dispatch::side(&c, p).await,
+            Some(_) => head.clone(),
+            None => None,
+        };
+        let plan = head.as_ref().map(|h| chanto_notify::deploy_plan(base.as_ref(), h));
+        let (plan_summary, plan_groups) = match &plan {
+            Some(p) => {
+                let list = |changes: &[chanto_notify::PlanChange]| -> Vec<String> {
+                    changes.iter().take(PATHS_SHOWN).map(|x| x.path.clone()).collect()
+                };
+                let summary = format!(
+                    "{} added, {} changed, {} removed, {} unchanged; {} added, {} removed; {} rule(s) added, {} removed.",
+                    p.added.len(),
+                    p.changed.len(),
+                    p.removed.len(),
+                    p.unchanged,
+                    human_bytes(p.bytes_added),
+                    human_bytes(p.bytes_removed),
+                    p.rules_added.len(),
+                    p.rules_removed.len()
+                );
+                let groups = [
+                    ("Added files", list(&p.added)),
+                    ("Changed files", list(&p.changed)),
+                    ("Removed files", list(&p.removed)),
+                    ("Rules added", p.rules_added.iter().take(PATHS_SHOWN).cloned().collect()),
+                    ("Rules removed", p.rules_removed.iter().take(PATHS_SHOWN).cloned().collect()),
+                ]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(t, v)| (t.to_owned(), v))
+                .collect();
+                (summary, groups)
+            }
+            None => (String::new(), Vec::new()),
+        };
+        let (rules, mut files) = match &head {
+            Some(h) => {
+                let mut files: Vec<(String, String)> =
+                    h.files.iter().map(|f| (f.path.clone(), human_bytes(f.size))).collect();
+                files.sort();
+                (h.rules.clone(), files)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let files_hidden = files.len().saturating_sub(PATHS_SHOWN);
+        files.truncate(PATHS_SHOWN);
+        Ok(DeployPage {
+            nav: Nav::of(&s, "sites"),
+            site: name.to_string(),
+            id: d.id.to_string(),
+            state: d.state.to_string(),
+            state_label: if rolled_back { "rolled back".to_owned() } else { d.state.to_string() },
+            error: d.error.clone(),
+            action: if s.may(Scope::Deploy) { activation(&d, live.as_ref()) } else { None },
+            branch: d.branch.to_string(),
+            permalink: view.urls.permalink,
+            source: d.source.clone(),
+            build,
+            message: d.message.clone().unwrap_or_default(),
+            created: when(d.created_at),
+            files_summary: format!("{} ({})", d.file_count, human_bytes(d.total_size)),
+            plan,
+            plan_summary,
+            plan_groups,
+            rules,
+            files,
+            files_hidden,
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, &format!("/sites/{}", url_escape(&site))),
+    }
 }
 
 // ---- builds ----

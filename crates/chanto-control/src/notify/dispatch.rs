@@ -218,7 +218,7 @@ async fn plan_for(control: &Control, o: &OutboxEvent) -> Option<DeployPlan> {
     Some(chanto_notify::deploy_plan(base.as_ref(), &head))
 }
 
-async fn side(control: &Control, deploy: &DeployId) -> Option<PlanSide> {
+pub(crate) async fn side(control: &Control, deploy: &DeployId) -> Option<PlanSide> {
     let d = control.meta.get_deploy(deploy).await.ok()??;
     let bytes = control.blobs.get(&d.manifest?).await.ok()?;
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;

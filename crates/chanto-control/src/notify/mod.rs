@@ -11,7 +11,7 @@
 //! transaction writes, are sent without the outbox (`direct.rs`).
 
 mod direct;
-mod dispatch;
+pub(crate) mod dispatch;
 mod send;
 
 pub mod api;
