@@ -198,6 +198,37 @@ pub struct LoginRequest {
     pub expires_in_days: Option<u32>,
 }
 
+/// Body of `POST /users/{name}/invite`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// The role of a user who does not exist yet (they are created without
+    /// a password); ignored for an existing user, whose link sets a new
+    /// password.
+    pub role: Option<String>,
+}
+
+/// Answer to `POST /users/{name}/invite`: the one-time link.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct InviteView {
+    /// Who it is for.
+    pub user: String,
+    /// Open it to set a password and sign in; it works once, for 7 days.
+    pub url: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// How long an invitation link works.
+pub const INVITE_DAYS: i64 = 7;
+
+/// The hash invitation tokens are stored under.
+pub fn invite_hash(token: &str) -> chanto_core::ContentHash {
+    chanto_core::ContentHash::from_blake3(
+        blake3::Hasher::new_derive_key("chanto invitation v1").update(token.as_bytes()).finalize(),
+    )
+}
+
 /// Answer to `GET /me`: who the token says the caller is.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct WhoAmI {
@@ -360,6 +391,32 @@ impl Control {
             self.meta.set_user_password(name, Some(&hash)).await?;
         }
         Ok(self.user_named(name).await?.into())
+    }
+
+    /// A one-time link for `name` to set a password and sign in: a new user
+    /// (with `role`) or an existing one (a password reset). An earlier link
+    /// of theirs stops working.
+    pub async fn invite_user(&self, name: &str, role: Option<&str>) -> Result<InviteView, ApiError> {
+        let user = match self.meta.user_by_name(name).await? {
+            Some(u) => u,
+            None => {
+                let role = role.ok_or_else(|| {
+                    invalid(
+                        "role",
+                        format!("{name} is a new user: give the role they get (viewer, developer or admin)"),
+                    )
+                })?;
+                let req = CreateUserRequest { name: name.to_owned(), role: role.to_owned(), password: None };
+                self.create_user(req).await?;
+                self.user_named(name).await?
+            }
+        };
+        let token = format!("chi_{}", hex::encode(chanto_store::random_bytes::<32>()));
+        let now = now_millis();
+        let expires = now + INVITE_DAYS * 86_400_000;
+        self.meta.create_invite(&invite_hash(&token), &user.id, now, expires).await?;
+        let base = self.public_url.get().map(String::as_str).unwrap_or("");
+        Ok(InviteView { user: user.name, url: format!("{base}/invite/{token}"), expires_at: rfc3339(expires) })
     }
 
     /// Refuses when `leaving` is the only admin user.
@@ -552,6 +609,17 @@ pub(crate) async fn create_user(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok((StatusCode::CREATED, Json(c.create_user(req).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{name}/invite", tag = "users", security(("token" = [])), request_body = InviteRequest,
+    params(("name" = String, Path, description = "User name (a new one is created without a password)")),
+    responses((status = 201, body = InviteView, description = "The one-time link"), (status = 422, body = ErrorBody)))]
+pub(crate) async fn invite_user(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InviteRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(c.invite_user(&name, req.role.as_deref()).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{name}", tag = "users", security(("token" = [])),

@@ -95,6 +95,7 @@ pub fn router(control: Arc<Control>) -> Router {
             "/users/{name}",
             get(crate::accounts::get_user).patch(crate::accounts::update_user).delete(crate::accounts::delete_user),
         )
+        .route("/users/{name}/invite", post(crate::accounts::invite_user))
         .route("/tokens", get(crate::accounts::list_tokens).post(crate::accounts::create_token))
         .route("/tokens/{id}", axum::routing::delete(crate::accounts::revoke_token))
         .route("/me", get(crate::accounts::me))
@@ -623,7 +624,7 @@ impl Modify for TokenAuth {
         crate::domains::upload, crate::domains::get_tls, crate::domains::put_tls,
         crate::base_certs::list, crate::base_certs::upload, crate::base_certs::remove,
         crate::accounts::list_users, crate::accounts::create_user, crate::accounts::get_user, crate::accounts::update_user,
-        crate::accounts::delete_user, crate::accounts::list_tokens, crate::accounts::create_token, crate::accounts::revoke_token,
+        crate::accounts::delete_user, crate::accounts::invite_user, crate::accounts::list_tokens, crate::accounts::create_token, crate::accounts::revoke_token,
         crate::accounts::me, crate::accounts::audit, crate::accounts::login),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),

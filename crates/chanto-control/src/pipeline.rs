@@ -166,6 +166,8 @@ pub struct Control {
     pub(crate) token_touches: crate::auth::TouchCache,
     /// Failed password sign-ins lately.
     pub(crate) login_throttle: crate::accounts::LoginThrottle,
+    /// The API's (and console's) public base URL, for links it hands out.
+    pub(crate) public_url: std::sync::OnceLock<String>,
     /// The API's operations by method and route (for the audit log).
     operations: std::sync::OnceLock<crate::auth::Operations>,
     /// Deploy operations hold it shared; garbage collection holds it alone, so
@@ -225,6 +227,7 @@ impl Control {
             known_tokens: Mutex::new(HashSet::new()),
             token_touches: Default::default(),
             login_throttle: Default::default(),
+            public_url: std::sync::OnceLock::new(),
             operations: std::sync::OnceLock::new(),
             gc_lock: tokio::sync::RwLock::new(()),
             gc_state: Default::default(),
@@ -342,6 +345,12 @@ impl Control {
         let token = format!("chanto_{}", hex::encode(random_bytes::<32>()));
         self.meta.add_token("admin", &token_hash(&token), now_millis()).await?;
         Ok(Some(token))
+    }
+
+    /// Sets the public base URL of the API and console (`--public-api-url`,
+    /// or the API listener's address), for the links handed out (once).
+    pub fn set_public_url(&self, url: String) {
+        let _ = self.public_url.set(url.trim_end_matches('/').to_owned());
     }
 
     /// The API's operations by method and route (computed once).

@@ -247,6 +247,22 @@ pub trait AccountStore: Send + Sync + 'static {
     /// `created_before`; how many.
     async fn prune_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> Result<u64, StoreError>;
 
+    /// Stores a one-time invitation for a user (replacing any earlier one of
+    /// theirs) under the hash of its token.
+    async fn create_invite(
+        &self,
+        token_hash: &ContentHash,
+        user_id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Uses an invitation: deletes it and returns its user when it exists
+    /// and has not expired at `now` (`None` otherwise; an expired one is
+    /// deleted too). A token works once, whoever asks first.
+    async fn take_invite(&self, token_hash: &ContentHash, now: UnixMillis) -> Result<Option<UserRecord>, StoreError>;
+    /// The user an unexpired invitation is for, without using it.
+    async fn invite(&self, token_hash: &ContentHash, now: UnixMillis) -> Result<Option<UserRecord>, StoreError>;
+
     /// Appends an entry (its `id` is ignored); returns the id it got.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError>;
     /// Entries matching `query`, newest first.

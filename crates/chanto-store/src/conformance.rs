@@ -1333,9 +1333,25 @@ pub async fn account_store(meta: &dyn MetaStore) {
     assert_eq!(meta.prune_sessions(0, 301).await.unwrap(), 1, "too old, however fresh");
     meta.create_session(&s2, &session("u_2", 500)).await.unwrap();
 
-    // Deleting a user takes their tokens and sessions.
+    // Invitations: one per user (a new one replaces the old), used once,
+    // never after they expire.
+    let (i1, i2, i3) = (ContentHash::of(b"i1"), ContentHash::of(b"i2"), ContentHash::of(b"i3"));
+    meta.create_invite(&i1, "u_2", 100, 1000).await.unwrap();
+    assert_eq!(meta.invite(&i1, 500).await.unwrap().unwrap().name, "bob");
+    meta.create_invite(&i2, "u_2", 200, 1000).await.unwrap();
+    assert!(meta.invite(&i1, 500).await.unwrap().is_none(), "replaced");
+    assert!(meta.invite(&i2, 1000).await.unwrap().is_none(), "expired at its time");
+    assert_eq!(meta.take_invite(&i2, 500).await.unwrap().unwrap().name, "bob");
+    assert!(meta.take_invite(&i2, 500).await.unwrap().is_none(), "used once");
+    meta.create_invite(&i3, "u_2", 200, 300).await.unwrap();
+    assert!(meta.take_invite(&i3, 400).await.unwrap().is_none(), "expired");
+    assert!(meta.invite(&i3, 0).await.unwrap().is_none(), "an expired one is gone once tried");
+    meta.create_invite(&i1, "u_2", 600, 9000).await.unwrap();
+
+    // Deleting a user takes their tokens, sessions and invitations.
     assert!(meta.delete_user("bob").await.unwrap());
     assert!(meta.session(&s2).await.unwrap().is_none());
+    assert!(meta.invite(&i1, 700).await.unwrap().is_none());
     assert!(!meta.delete_user("bob").await.unwrap());
     assert!(meta.api_token_by_hash(&h2).await.unwrap().is_none());
     assert_eq!(ids(meta.api_tokens(None).await.unwrap()), ["pt_1"]);

@@ -422,6 +422,14 @@ pub const TABLES: &[Table] = &[
         pg_order: "id_hash",
     },
     Table {
+        name: "invites",
+        columns: &[c("token_hash", Text), c("user_id", Text), c("created_at", Int), c("expires_at", Int)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "token_hash",
+        pg_order: "token_hash",
+    },
+    Table {
         name: "audit_log",
         columns: &[
             c("id", Int),

@@ -420,6 +420,12 @@ CREATE TABLE sessions (
     last_seen_at BIGINT NOT NULL
 );
 CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE invites (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
 "#,
 ];
 

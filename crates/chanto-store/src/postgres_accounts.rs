@@ -123,6 +123,7 @@ impl AccountStore for PostgresMeta {
         let tx = c.transaction().await?;
         exec(&tx, "DELETE FROM api_tokens WHERE user_id IN (SELECT id FROM users WHERE name = $1)", &[&name]).await?;
         exec(&tx, "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE name = $1)", &[&name]).await?;
+        exec(&tx, "DELETE FROM invites WHERE user_id IN (SELECT id FROM users WHERE name = $1)", &[&name]).await?;
         let n = exec(&tx, "DELETE FROM users WHERE name = $1", &[&name]).await?;
         tx.commit().await?;
         Ok(n > 0)
@@ -289,6 +290,61 @@ impl AccountStore for PostgresMeta {
         .await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn create_invite(
+        &self,
+        token_hash: &ContentHash,
+        user_id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        exec(&tx, "DELETE FROM invites WHERE user_id = $1", &[&user_id]).await?;
+        exec(
+            &tx,
+            "INSERT INTO invites (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&token_hash.to_hex(), &user_id, &now, &expires_at],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_invite(&self, token_hash: &ContentHash, now: UnixMillis) -> Result<Option<UserRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let row = opt(
+            &tx,
+            "DELETE FROM invites WHERE token_hash = $1 RETURNING user_id, expires_at",
+            &[&token_hash.to_hex()],
+        )
+        .await?;
+        let user = match row {
+            Some(r) if r.try_get::<_, i64>(1)? > now => {
+                let user_id: String = r.try_get(0)?;
+                opt(&tx, &format!("{USER_SELECT} WHERE id = $1"), &[&user_id]).await?
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        user.as_ref().map(user_row).transpose()
+    }
+
+    async fn invite(&self, token_hash: &ContentHash, now: UnixMillis) -> Result<Option<UserRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let out = opt(
+            &tx,
+            &format!(
+                "{USER_SELECT} WHERE id = (SELECT user_id FROM invites WHERE token_hash = $1 AND expires_at > $2)"
+            ),
+            &[&token_hash.to_hex(), &now],
+        )
+        .await?;
+        tx.commit().await?;
+        out.as_ref().map(user_row).transpose()
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {

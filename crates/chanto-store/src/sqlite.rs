@@ -406,7 +406,13 @@ CREATE TABLE tokens (
         created_at INTEGER NOT NULL,
         last_seen_at INTEGER NOT NULL
     );
-    CREATE INDEX sessions_user ON sessions(user_id);",
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE TABLE invites (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -124,6 +124,7 @@ impl AccountStore for SqliteMeta {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM api_tokens WHERE user_id IN (SELECT id FROM users WHERE name = ?1)", [&name])?;
             tx.execute("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE name = ?1)", [&name])?;
+            tx.execute("DELETE FROM invites WHERE user_id IN (SELECT id FROM users WHERE name = ?1)", [&name])?;
             let n = tx.execute("DELETE FROM users WHERE name = ?1", [&name])?;
             tx.commit()?;
             Ok(n > 0)
@@ -286,6 +287,63 @@ impl AccountStore for SqliteMeta {
                 "DELETE FROM sessions WHERE last_seen_at < ?1 OR created_at < ?2",
                 params![idle_before, created_before],
             )? as u64)
+        })
+        .await
+    }
+
+    async fn create_invite(
+        &self,
+        token_hash: &ContentHash,
+        user_id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let (hash, user_id) = (token_hash.to_hex(), user_id.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM invites WHERE user_id = ?1", [&user_id])?;
+            tx.execute(
+                "INSERT INTO invites (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, user_id, now, expires_at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_invite(&self, token_hash: &ContentHash, now: UnixMillis) -> Result<Option<UserRecord>, StoreError> {
+        let hash = token_hash.to_hex();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let row: Option<(String, i64)> = tx
+                .query_row("DELETE FROM invites WHERE token_hash = ?1 RETURNING user_id, expires_at", [&hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let user = match row {
+                Some((user_id, expires)) if expires > now => {
+                    tx.query_row(&format!("{USER_SELECT} WHERE id = ?1"), [user_id], user_row).optional()?
+                }
+                _ => None,
+            };
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn invite(&self, token_hash: &ContentHash, now: UnixMillis) -> Result<Option<UserRecord>, StoreError> {
+        let hash = token_hash.to_hex();
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "{USER_SELECT} WHERE id = (SELECT user_id FROM invites WHERE token_hash = ?1 AND expires_at > ?2)"
+                ),
+                params![hash, now],
+                user_row,
+            )
+            .optional()?)
         })
         .await
     }

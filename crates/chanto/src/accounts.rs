@@ -5,7 +5,8 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use anyhow::{Context, bail};
 use chanto_control::accounts::{
-    AuditView, CreateTokenRequest, CreateUserRequest, LoginRequest, TokenView, UpdateUserRequest, UserView, WhoAmI,
+    AuditView, CreateTokenRequest, CreateUserRequest, InviteRequest, InviteView, LoginRequest, TokenView,
+    UpdateUserRequest, UserView, WhoAmI,
 };
 
 use crate::cli::{AuditCommand, Connection, LoginArgs, TokensCommand, UsersCommand};
@@ -103,6 +104,14 @@ pub async fn users(client: &Client, cmd: UsersCommand, json: bool) -> anyhow::Re
                 return print_json(&u);
             }
             print_user(&u);
+        }
+        UsersCommand::Invite { name, role } => {
+            let v: InviteView = client.post(&format!("{}/invite", user_path(&name)), &InviteRequest { role }).await?;
+            if json {
+                return print_json(&v);
+            }
+            eprintln!("Send {} this link; it works once, until {}:", v.user, v.expires_at);
+            println!("{}", v.url);
         }
         UsersCommand::SetPassword { name } => {
             let password = read_password(&format!("New password for {name}: "), false)?;

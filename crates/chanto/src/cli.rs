@@ -187,6 +187,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         chanto users create alice --role admin --password-stdin < alice.pw   # the first admin, with the admin token\n  \
         chanto users create bob --role developer --password-stdin\n  \
+        chanto users invite carol --role viewer                             # prints a one-time link\n  \
         chanto users set-role bob viewer\n  \
         chanto users list")]
     Users(UsersCommand),
@@ -776,6 +777,15 @@ pub enum UsersCommand {
         /// viewer, developer or admin.
         #[arg(value_parser = ["viewer", "developer", "admin"])]
         role: String,
+    },
+    /// A one-time link (7 days) with which a new user sets their password in the console (or an
+    /// existing user a new one).
+    Invite {
+        /// The user (created without a password when new).
+        name: String,
+        /// The role of a new user.
+        #[arg(long, value_parser = ["viewer", "developer", "admin"])]
+        role: Option<String>,
     },
     /// Set a user's password, read from standard input.
     SetPassword {

@@ -443,6 +443,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         Some(u) => validate_public_url(u)?,
         None => format!("http://{api_addr}"),
     };
+    control.set_public_url(api_url.clone());
     let sealer = load_sealer(&control, &data).await?;
     if args.build_concurrency > 0 {
         enable_builds(&control, args, &data, &api_url, sealer.clone()).await?;

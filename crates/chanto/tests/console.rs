@@ -645,6 +645,7 @@ const NOT_YET: &[&str] = &[
     "DELETE /api/v1/nodes/tokens/{id}",
     "GET /api/v1/users/{name}",
     "DELETE /api/v1/users/{name}",
+    "POST /api/v1/users/{name}/invite",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,4 +738,64 @@ async fn a_deploy_page_shows_its_files_rules_and_plan_against_production() {
     c.server.cli(&["sites", "create", "other"]).ok();
     let (status, _) = c.get(&format!("/sites/other/deploys/{id}"), &cookie).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_link_sets_a_password_once_and_signs_in() {
+    let c = setup();
+    let link = c.server.cli(&["users", "invite", "nia", "--role", "developer"]).ok().stdout().trim().to_owned();
+    assert!(link.starts_with(&format!("{}/invite/chi_", c.server.api_url)), "{link}");
+    let path = link.trim_start_matches(&c.server.api_url).to_owned();
+    let users = c.server.cli(&["users", "list", "--json"]).ok().json();
+    assert!(users.as_array().unwrap().iter().any(|u| u["name"] == "nia" && u["has_password"] == false), "{users}");
+    // The page names the user; a weak or mistyped password is refused and keeps the link.
+    let (status, page) = c.get(&path, "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Welcome, nia"), "{page}");
+    let r = c.http.post(c.url(&path)).form(&[("password", "short"), ("again", "short")]).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("at least 10"));
+    let r = c
+        .http
+        .post(c.url(&path))
+        .form(&[("password", "nia password 1"), ("again", "nia password 2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // The right one: signed in at once.
+    let r = c
+        .http
+        .post(c.url(&path))
+        .form(&[("password", "nia password 1"), ("again", "nia password 1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let (status, page) = c.get("/", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("nia (developer)"), "{page}");
+    // Used once: the link is gone, the password works for sign-in.
+    let (status, page) = c.get(&path, "").await;
+    assert_eq!(status, 404);
+    assert!(page.contains("used already"), "{page}");
+    c.sign_in("nia", "nia password 1").await;
+    // A new link for an existing user replaces the old one (a password reset); a bad token is a 404 page.
+    let first = c.server.cli(&["users", "invite", "nia"]).ok().stdout().trim().to_owned();
+    let second = c.server.cli(&["users", "invite", "nia"]).ok().stdout().trim().to_owned();
+    assert_eq!(c.get(first.trim_start_matches(&c.server.api_url), "").await.0, 404);
+    assert_eq!(c.get(second.trim_start_matches(&c.server.api_url), "").await.0, 200);
+    assert_eq!(c.get("/invite/chi_nonsense", "").await.0, 404);
+    // A new user needs a role.
+    let refused = c.server.cli(&["users", "invite", "zed"]).fails();
+    assert!(refused.stderr().contains("give the role"), "{}", refused.report());
+    // Only admins invite.
+    let dev =
+        c.server.cli(&["tokens", "create", "t", "--user", "dev", "--scope", "write"]).ok().stdout().trim().to_owned();
+    let refused = util::Cli::new(&["users", "invite", "zed", "--role", "viewer"])
+        .env("CHANTO_SERVER", &c.server.api_url)
+        .env("CHANTO_TOKEN", &dev)
+        .fails();
+    assert!(refused.stderr().contains("admin scope"), "{}", refused.report());
 }

@@ -121,6 +121,12 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert!(text.contains("1 of 1 node(s) healthy") && text.contains("healthy"), "{text}");
     assert_accessible(client, "health").await;
 
+    // An invitation's page.
+    let link = server.cli(&["users", "invite", "newbie", "--role", "viewer"]).ok().stdout().trim().to_owned();
+    client.goto(&link).await.unwrap();
+    assert_accessible(client, "invitation").await;
+    client.goto(&url("/")).await.unwrap();
+
     // Users and the account page (tokens), accessible too.
     client.goto(&url("/users")).await.unwrap();
     assert_accessible(client, "users").await;

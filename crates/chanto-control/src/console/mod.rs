@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/sites/{site}/delete", get(site_delete_page).post(site_delete))
         .route("/login", get(login_page).post(login_submit))
         .route("/logout", post(logout))
+        .route("/invite/{token}", get(invite_page).post(invite_accept))
         .route("/sites/{site}", get(site_page))
         .route("/sites/{site}/deploys/{id}", get(deploy_page))
         .route("/sites/{site}/deploys/{id}/activate", get(confirm_activate).post(activate))
@@ -381,6 +382,101 @@ async fn logout(State(c): State<Arc<Control>>, headers: HeaderMap, Form(f): Form
     // Cleared under both names (plain HTTP and HTTPS).
     resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, false));
     resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(None, true));
+    resp
+}
+
+// ---- invitations ----
+
+#[derive(Template)]
+#[template(path = "console/invite.html")]
+struct InvitePage {
+    nav: Option<Nav>,
+    user: String,
+    token: String,
+    error: Option<String>,
+}
+
+/// A link that is not (or no longer) an invitation.
+fn invite_gone() -> Response {
+    let e = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "This invitation link was used already, has expired, or was replaced by a newer one; ask an admin for a new one \
+         (`chanto users invite NAME`).",
+    );
+    error_page(None, e, "/login")
+}
+
+async fn invite_page(State(c): State<Arc<Control>>, Path(token): Path<String>) -> Response {
+    match c.meta.invite(&crate::accounts::invite_hash(&token), chanto_store::now_millis()).await {
+        Ok(Some(user)) => html(StatusCode::OK, &InvitePage { nav: None, user: user.name, token, error: None }),
+        Ok(None) => invite_gone(),
+        Err(e) => error_page(None, e.into(), "/login"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct InviteForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    again: String,
+}
+
+async fn invite_accept(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(f): Form<InviteForm>,
+) -> Response {
+    let hash = crate::accounts::invite_hash(&token);
+    let now = chanto_store::now_millis();
+    let user = match c.meta.invite(&hash, now).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return invite_gone(),
+        Err(e) => return error_page(None, e.into(), "/login"),
+    };
+    let again = |why: String| {
+        html(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &InvitePage { nav: None, user: user.name.clone(), token: token.clone(), error: Some(why) },
+        )
+    };
+    if f.password != f.again {
+        return again("The two passwords differ; type the same one twice.".to_owned());
+    }
+    if let Err(e) = crate::accounts::check_new_password(&f.password) {
+        return again(e.message);
+    }
+    let hash_pw = match crate::access::hash_password(f.password).await {
+        Ok(h) => h,
+        Err(e) => return error_page(None, e, "/login"),
+    };
+    // The link is used up here: a second submission, even a concurrent one, finds nothing.
+    let user = match c.meta.take_invite(&hash, now).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return invite_gone(),
+        Err(e) => return error_page(None, e.into(), "/login"),
+    };
+    if let Err(e) = c.meta.set_user_password(&user.name, Some(&hash_pw)).await {
+        return error_page(None, e.into(), "/login");
+    }
+    let source = source(peer.as_ref().map(|e| &e.0));
+    let principal = crate::auth::Principal {
+        actor: user.name.clone(),
+        via: "invitation".to_owned(),
+        scope: user.role.max_scope(),
+        user: Some(user.clone()),
+    };
+    c.audit(&principal, &source, "accept_invite", "/invite", 303).await;
+    let id = match c.start_session(&user).await {
+        Ok(id) => id,
+        Err(e) => return error_page(None, e.into(), "/login"),
+    };
+    let https = session::is_https(&headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
+    let mut resp = Redirect::to("/").into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, session::set_cookie(Some(&id), https));
     resp
 }
 
