@@ -80,6 +80,11 @@ pub struct AccessView {
 }
 
 impl AccessView {
+    /// The view of one scope's policy.
+    pub fn from_policy(scope: &AccessScope, p: &AccessPolicy) -> Self {
+        Self::new(scope, p)
+    }
+
     fn new(scope: &AccessScope, p: &AccessPolicy) -> Self {
         Self {
             scope: scope.to_string(),

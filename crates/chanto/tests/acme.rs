@@ -33,6 +33,20 @@ async fn https_get(root: &str, https: std::net::SocketAddr, name: &str) -> Resul
     r.text().await.map_err(|e| e.to_string())
 }
 
+/// [`https_get`] of a name whose certificate was just stored: the domain
+/// reads `active` a moment before the routing that carries the certificate
+/// reaches the edge, so this retries for up to 10 s.
+async fn https_served(root: &str, https: std::net::SocketAddr, name: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match https_get(root, https, name).await {
+            Ok(body) => return body,
+            Err(e) if std::time::Instant::now() >= deadline => panic!("{name} not served over HTTPS within 10 s: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Pebble, and `chanto serve` ordering from it with site `shop` deployed.
 struct Setup {
     ca: pebble::Pebble,
@@ -200,7 +214,7 @@ async fn tls_alpn_01_is_answered_by_the_edges_https_listener() {
     s.server.cli(&["domains", "verify", "alpn.example.test", "--site", "shop"]).ok();
     let d = s.wait_domain("alpn.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
     assert_eq!(d["certificate"]["source"], "acme", "{d:#}");
-    assert_eq!(https_get(&s.issuing_root, s.https, "alpn.example.test").await.unwrap(), "<h1>shop</h1>");
+    assert_eq!(https_served(&s.issuing_root, s.https, "alpn.example.test").await, "<h1>shop</h1>");
     // The CA checked over TLS on the HTTPS listener (Pebble makes three
     // validation requests per challenge).
     let metrics = http_get(&s.server.admin, "admin", "/metrics").unwrap().text();
@@ -260,7 +274,7 @@ async fn the_base_domains_wildcard_is_ordered_by_dns_01_and_serves_every_site() 
     assert_eq!(base[0]["pattern"], "*.sites.test", "{base:#}");
     assert_eq!(base[0]["certificate"]["names"], serde_json::json!(["*.sites.test"]), "{base:#}");
     // Every site host is served by it, with no domain added.
-    assert_eq!(https_get(&s.issuing_root, s.https, "shop.sites.test").await.unwrap(), "<h1>shop</h1>");
+    assert_eq!(https_served(&s.issuing_root, s.https, "shop.sites.test").await, "<h1>shop</h1>");
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(calls.lines().any(|l| l.starts_with("present _acme-challenge.sites.test. ")), "{calls}");
     assert!(calls.lines().any(|l| l.starts_with("cleanup _acme-challenge.sites.test. ")), "{calls}");
@@ -279,7 +293,7 @@ async fn dns_01_goes_through_the_operators_hook_and_cleans_up() {
     s.server.cli(&["domains", "verify", "dns.example.test", "--site", "shop"]).ok();
     let d = s.wait_domain("dns.example.test", Duration::from_secs(60), |d| d["state"] == "active").await;
     assert_eq!(d["certificate"]["source"], "acme", "{d:#}");
-    assert_eq!(https_get(&s.issuing_root, s.https, "dns.example.test").await.unwrap(), "<h1>shop</h1>");
+    assert_eq!(https_served(&s.issuing_root, s.https, "dns.example.test").await, "<h1>shop</h1>");
     // present, then cleanup of the same record.
     let calls = std::fs::read_to_string(&log).unwrap();
     let calls: Vec<Vec<&str>> = calls.lines().map(|l| l.split(' ').collect()).collect();

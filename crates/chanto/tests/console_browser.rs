@@ -90,6 +90,10 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert_eq!(server.get("docs.localhost", "/").text(), "<h1>v1</h1>", "live at once");
     assert_accessible(client, "site after a rollback").await;
 
+    // Passwords and networks.
+    client.goto(&url("/sites/docs/access")).await.unwrap();
+    assert_accessible(client, "passwords and networks").await;
+
     // Build variables: a paste with a bad line shows the errors, accessibly.
     client.goto(&url("/sites/docs/env")).await.unwrap();
     assert_accessible(client, "build variables").await;

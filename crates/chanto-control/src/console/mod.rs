@@ -54,6 +54,8 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/sites/{site}/builds", post(start_build))
         .route("/sites/{site}/env", get(env_page).post(env_save).layer(DefaultBodyLimit::max(MAX_ENV_BYTES)))
         .route("/sites/{site}/env/remove", post(env_remove))
+        .route("/sites/{site}/access", get(access_page).post(access_change))
+        .route("/sites/{site}/access/clear", post(access_clear))
         .route("/sites/{site}/notifications", get(notifications_page))
         .route("/sites/{site}/notifications/deliveries/{id}/redeliver", post(redeliver))
         .route("/sites/{site}/domains", get(domains_page))
@@ -1510,6 +1512,197 @@ async fn env_remove(
     .await;
     p.finish(&c, 204, result, |()| Redirect::to(&format!("{here}?removed={}", url_escape(&f.name))).into_response())
         .await
+}
+
+// ---- passwords and networks ----
+
+struct PolicyRow {
+    scope: String,
+    label: String,
+    users: Vec<String>,
+    allow: String,
+    deny: String,
+    allow_preflight: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/access.html")]
+struct AccessPage {
+    nav: Option<Nav>,
+    site: String,
+    notice: Option<String>,
+    policies: Vec<PolicyRow>,
+    can_write: bool,
+    csrf: String,
+}
+
+/// A policy's scope as forms carry it (`site`, `previews`, `branch:NAME`,
+/// or `branch` with the branch in its own field): (branch, previews).
+fn access_scope(scope: &str, branch: &str) -> Result<(Option<String>, bool), ApiError> {
+    match scope {
+        "site" => Ok((None, false)),
+        "previews" => Ok((None, true)),
+        "branch" if !branch.trim().is_empty() => Ok((Some(branch.trim().to_owned()), false)),
+        "branch" => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "branch: name the branch")),
+        s => match s.strip_prefix("branch:") {
+            Some(b) => Ok((Some(b.to_owned()), false)),
+            None => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("scope {s:?} is not one"))),
+        },
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AccessQuery {
+    saved: Option<String>,
+}
+
+async fn access_page(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<AccessQuery>,
+) -> Response {
+    let here = format!("/sites/{}/access", url_escape(&site));
+    let s = match signed_in(&c, &headers, &here).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        c.site(&name).await?;
+        let policies = c
+            .meta
+            .access(&name)
+            .await?
+            .iter()
+            .map(|(scope, p)| {
+                let view = crate::access::AccessView::from_policy(scope, p);
+                let label = match view.scope.as_str() {
+                    "site" => "The whole site".to_owned(),
+                    "previews" => "Every preview".to_owned(),
+                    other => format!("Branch {}", other.trim_start_matches("branch:")),
+                };
+                PolicyRow {
+                    label,
+                    users: view.users,
+                    allow: view.allow.join("\n"),
+                    deny: view.deny.join("\n"),
+                    allow_preflight: view.allow_preflight,
+                    scope: view.scope,
+                }
+            })
+            .collect();
+        Ok::<_, ApiError>(AccessPage {
+            nav: Nav::of(&s, "sites"),
+            site: name.to_string(),
+            // Only a fixed word is echoed back.
+            notice: q.saved.filter(|v| v == "1").map(|_| "Saved; the edges apply it at once.".to_owned()),
+            policies,
+            can_write: s.may(Scope::Write),
+            csrf: s.csrf.clone(),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(Some(&s), e, &format!("/sites/{}", url_escape(&site))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AccessForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    branch: String,
+    user: Option<String>,
+    password: Option<String>,
+    remove_user: Option<String>,
+    networks: Option<String>,
+    #[serde(default)]
+    allow: String,
+    #[serde(default)]
+    deny: String,
+    allow_preflight: Option<String>,
+}
+
+/// Networks as typed, one per line (or separated by commas or spaces).
+fn networks(text: &str, field: &str) -> Result<Vec<ipnet::IpNet>, ApiError> {
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>().or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("{field}: {t:?} is not a network; write e.g. 10.0.0.0/8 or 2001:db8::/32"),
+                )
+            })
+        })
+        .collect()
+}
+
+async fn access_change(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<AccessForm>,
+) -> Response {
+    let here = format!("/sites/{}/access", url_escape(&site));
+    let target = format!("/api/v1/sites/{}/access", url_escape(&site));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("set_access", target, here.clone())).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let (branch, previews) = access_scope(&f.scope, &f.branch)?;
+        let set_networks = f.networks.is_some();
+        let req = crate::access::AccessRequest {
+            branch,
+            previews,
+            user: f.user.filter(|u| !u.is_empty()),
+            password: f.password.filter(|p| !p.is_empty()),
+            remove_user: f.remove_user.filter(|u| !u.is_empty()),
+            allow: if set_networks { Some(networks(&f.allow, "allowed networks")?) } else { None },
+            deny: if set_networks { Some(networks(&f.deny, "denied networks")?) } else { None },
+            allow_preflight: set_networks.then_some(f.allow_preflight.is_some()),
+        };
+        c.change_access(&name, req).await
+    }
+    .await;
+    p.finish(&c, 200, result, |_| Redirect::to(&format!("{here}?saved=1")).into_response()).await
+}
+
+async fn access_clear(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<AccessForm>,
+) -> Response {
+    let here = format!("/sites/{}/access", url_escape(&site));
+    let target = format!("/api/v1/sites/{}/access", url_escape(&site));
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("clear_access", target, here.clone())).await
+    {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = async {
+        let name: SiteName = crate::api::parse_path(&site)?;
+        let (branch, previews) = access_scope(&f.scope, &f.branch)?;
+        let scope = match (branch, previews) {
+            (Some(b), _) => chanto_core::access::AccessScope::Branch(b.parse()?),
+            (None, true) => chanto_core::access::AccessScope::Previews,
+            (None, false) => chanto_core::access::AccessScope::Site,
+        };
+        c.clear_access(&name, &scope).await
+    }
+    .await;
+    p.finish(&c, 204, result, |()| Redirect::to(&format!("{here}?saved=1")).into_response()).await
 }
 
 // ---- notifications and domains ----
