@@ -461,6 +461,19 @@ async fn tokens_sessions_and_users_are_managed_in_the_console() {
     let r = c.post("/users/root/role", &admin, &[("csrf", &csrf), ("role", "viewer")]).await;
     assert_eq!(r.status(), 409);
     assert!(r.text().await.unwrap().contains("only admin"));
+    let r = c.post("/users/root/remove", &admin, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 409);
+    // Removing a user: a page says what follows; then their sessions end.
+    let newbie = c.sign_in("newbie", "newbie password").await;
+    let (status, ask) = c.get("/users/newbie/remove", &admin).await;
+    assert_eq!(status, 200);
+    assert!(ask.contains("Remove newbie?") && ask.contains("sessions stop working"), "{ask}");
+    let r = c.post("/users/newbie/remove", &admin, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let r = c.http.get(c.url("/")).header("cookie", &newbie).send().await.unwrap();
+    assert_eq!(r.status(), 303, "a removed user's session is gone");
+    let (status, _) = c.get("/users/newbie/remove", &admin).await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,6 +603,8 @@ const IN_CONSOLE: &[(&str, &str, &str)] = &[
     ("GET /api/v1/users", "GET", "/users"),
     ("POST /api/v1/users", "POST", "/users"),
     ("PATCH /api/v1/users/{name}", "POST", "/users/dev/role"),
+    ("GET /api/v1/users/{name}", "GET", "/users"),
+    ("DELETE /api/v1/users/{name}", "POST", "/users/dev/remove"),
     ("GET /api/v1/tokens", "GET", "/account"),
     ("POST /api/v1/tokens", "POST", "/account/tokens"),
     ("DELETE /api/v1/tokens/{id}", "POST", "/account/tokens/pt_0/revoke"),
@@ -643,8 +658,6 @@ const NOT_YET: &[&str] = &[
     "GET /api/v1/nodes/tokens",
     "POST /api/v1/nodes/tokens",
     "DELETE /api/v1/nodes/tokens/{id}",
-    "GET /api/v1/users/{name}",
-    "DELETE /api/v1/users/{name}",
     "POST /api/v1/users/{name}/invite",
 ];
 

@@ -134,6 +134,8 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     // Users and the account page (tokens), accessible too.
     client.goto(&url("/users")).await.unwrap();
     assert_accessible(client, "users").await;
+    client.goto(&url("/users/newbie/remove")).await.unwrap();
+    assert_accessible(client, "remove a user").await;
     client.goto(&url("/account")).await.unwrap();
     assert_accessible(client, "account").await;
     client.find(Locator::Css("#token-name")).await.unwrap().send_keys("ci").await.unwrap();

@@ -70,6 +70,7 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/account/sign-out-everywhere", post(sign_out_everywhere))
         .route("/users", get(users_page).post(users_create))
         .route("/users/{name}/role", post(users_set_role))
+        .route("/users/{name}/remove", get(users_remove_page).post(users_remove))
         .route("/health", get(health_page))
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
@@ -2161,6 +2162,50 @@ async fn users_set_role(
     let result = c.update_user(&name, req).await;
     p.finish(&c, 200, result, |u| Redirect::to(&format!("/users?changed={}", url_escape(&u.name))).into_response())
         .await
+}
+
+#[derive(Template)]
+#[template(path = "console/remove_user.html")]
+struct RemoveUserPage {
+    nav: Option<Nav>,
+    user: String,
+    role: String,
+    csrf: String,
+}
+
+async fn users_remove_page(State(c): State<Arc<Control>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let s = match signed_in(&c, &headers, "/users").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        s.principal.require(Scope::Admin)?;
+        c.meta.user_by_name(&name).await?.ok_or_else(|| ApiError::not_found(format!("user {name:?}")))
+    }
+    .await;
+    match result {
+        Ok(u) => html(
+            StatusCode::OK,
+            &RemoveUserPage { nav: Nav::of(&s, "users"), user: u.name, role: u.role.to_string(), csrf: s.csrf.clone() },
+        ),
+        Err(e) => error_page(Some(&s), e, "/users"),
+    }
+}
+
+async fn users_remove(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let what = ("delete_user", format!("/api/v1/users/{}", url_escape(&name)), "/users".to_owned());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Admin, what).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = c.delete_user(&name).await;
+    p.finish(&c, 204, result, |()| Redirect::to("/users").into_response()).await
 }
 
 // ---- health ----
