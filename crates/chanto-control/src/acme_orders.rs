@@ -236,17 +236,7 @@ pub(crate) fn acme_record(
         now,
     )
     .map_err(|p| format!("the CA's certificate does not check out: {}", p.message))?;
-    Ok(CertificateRecord {
-        id: checked.id,
-        source: CertificateSource::Acme,
-        names: checked.names,
-        chain_pem: checked.chain_pem,
-        key_sealed: service.seal(checked.key_pem.as_bytes()),
-        not_before: checked.not_before,
-        not_after: checked.not_after,
-        issuer: checked.issuer,
-        created_at: now,
-    })
+    Ok(service.certificate_record(&checked, CertificateSource::Acme, now))
 }
 
 /// When the certificate `id` (one of `certs`) is due for renewal: at the

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chanto_store::{CertificateRecord, CertificateSource, RoutingChange};
+use chanto_store::{CertificateSource, RoutingChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -119,17 +119,7 @@ impl Control {
                 ),
             ));
         };
-        let record = CertificateRecord {
-            id: checked.id,
-            source: CertificateSource::Upload,
-            names: checked.names,
-            chain_pem: checked.chain_pem,
-            key_sealed: service.seal(checked.key_pem.as_bytes()),
-            not_before: checked.not_before,
-            not_after: checked.not_after,
-            issuer: checked.issuer,
-            created_at: now,
-        };
+        let record = service.certificate_record(&checked, CertificateSource::Upload, now);
         for pattern in &patterns {
             if record.names.iter().any(|san| crate::certcheck::name_covers(san, pattern)) {
                 self.meta.store_base_certificate(pattern, &record, now).await?;

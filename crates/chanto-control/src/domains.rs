@@ -66,6 +66,26 @@ impl DomainService {
         &self.trust
     }
 
+    /// A checked certificate as the store keeps it: its key sealed.
+    pub(crate) fn certificate_record(
+        &self,
+        checked: &crate::certcheck::CheckedCertificate,
+        source: CertificateSource,
+        now: i64,
+    ) -> CertificateRecord {
+        CertificateRecord {
+            id: checked.id.clone(),
+            source,
+            names: checked.names.clone(),
+            chain_pem: checked.chain_pem.clone(),
+            key_sealed: self.seal(checked.key_pem.as_bytes()),
+            not_before: checked.not_before,
+            not_after: checked.not_after,
+            issuer: checked.issuer.clone(),
+            created_at: now,
+        }
+    }
+
     /// Seals a secret (a key, ACME account credentials) for the store.
     pub(crate) fn seal(&self, plain: &[u8]) -> Vec<u8> {
         self.sealer.seal(plain)
@@ -485,17 +505,7 @@ impl Control {
             now,
         )
         .map_err(|p| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, p.code, p.message))?;
-        let record = CertificateRecord {
-            id: checked.id,
-            source: CertificateSource::Upload,
-            names: checked.names,
-            chain_pem: checked.chain_pem,
-            key_sealed: service.sealer.seal(checked.key_pem.as_bytes()),
-            not_before: checked.not_before,
-            not_after: checked.not_after,
-            issuer: checked.issuer,
-            created_at: now,
-        };
+        let record = service.certificate_record(&checked, CertificateSource::Upload, now);
         // The site's other names the certificate covers and that have none
         // yet (an apex's www twin, say) get it too.
         let mut names = vec![name.to_string()];

@@ -221,14 +221,18 @@ fn check_post(s: &Session, headers: &HeaderMap, csrf: &str) -> Result<(), ApiErr
     if !eq(csrf.as_bytes(), s.csrf.as_bytes()) {
         return Err(forbidden("the form was stale or not this console's; reload the page and try again"));
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let same = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
-        if !same {
-            return Err(forbidden("the request came from another site"));
-        }
+    if !same_origin(headers) {
+        return Err(forbidden("the request came from another site"));
     }
     Ok(())
+}
+
+/// Whether a request comes from this console's own origin (or its browser
+/// does not say where it comes from).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
 }
 
 /// Constant-time comparison (no early exit on the first differing byte).
@@ -332,15 +336,9 @@ async fn login_submit(
     let source = source(peer.as_ref().map(|e| &e.0));
     let next = safe_next(&f.next);
     // A sign-in form posted from another site is refused (login CSRF).
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) != Some(host) {
-            return error_page(
-                None,
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the sign-in came from another site"),
-                "/login",
-            );
-        }
+    if !same_origin(&headers) {
+        let e = ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the sign-in came from another site");
+        return error_page(None, e, "/login");
     }
     let user = match c.check_sign_in(&source, &f.user, f.password).await {
         Ok(u) => u,
