@@ -88,8 +88,11 @@ pub struct UserView {
     pub has_password: bool,
     /// When the user was created (RFC 3339).
     pub created_at: String,
-    /// When they last signed in with their password (RFC 3339).
+    /// When they last signed in (RFC 3339).
     pub last_login_at: Option<String>,
+    /// The single sign-on subject (the provider's `sub` claim) that signs
+    /// them in, if linked.
+    pub sso_subject: Option<String>,
 }
 
 impl From<UserRecord> for UserView {
@@ -100,6 +103,7 @@ impl From<UserRecord> for UserView {
             has_password: u.password_hash.is_some(),
             created_at: rfc3339(u.created_at),
             last_login_at: u.last_login_at.map(rfc3339),
+            sso_subject: u.sso_subject.as_deref().map(|s| s.split_once(' ').map_or(s, |(_, sub)| sub).to_owned()),
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct UpdateUserRequest {
     pub role: Option<String>,
     /// A new password.
     pub password: Option<String>,
+    /// Link them to this single sign-on subject (the provider's `sub`
+    /// claim, which a refused sign-in shows); `""` unlinks them.
+    pub sso_subject: Option<String>,
 }
 
 /// A personal token as listed (the token itself only when just made).
@@ -349,6 +356,7 @@ impl Control {
             password_hash,
             created_at: now_millis(),
             last_login_at: None,
+            sso_subject: None,
         };
         self.meta.create_user(&user).await.map_err(|e| match e {
             chanto_store::StoreError::Conflict(_) => ApiError::new(
@@ -370,9 +378,10 @@ impl Control {
     /// aside).
     pub async fn update_user(&self, name: &str, req: UpdateUserRequest) -> Result<UserView, ApiError> {
         let user = self.user_named(name).await?;
-        if req.role.is_none() && req.password.is_none() {
-            return Err(invalid("body", "nothing to change: give role and/or password"));
+        if req.role.is_none() && req.password.is_none() && req.sso_subject.is_none() {
+            return Err(invalid("body", "nothing to change: give role, password and/or sso_subject"));
         }
+        let sso = req.sso_subject.as_deref().map(|sub| self.sso_subject_of(sub)).transpose()?;
         let role = req.role.as_deref().map(parse_role).transpose()?;
         let hash = match req.password {
             Some(p) => {
@@ -389,6 +398,14 @@ impl Control {
         }
         if let Some(hash) = hash {
             self.meta.set_user_password(name, Some(&hash)).await?;
+        }
+        if let Some(sso) = sso {
+            self.meta.set_user_sso(name, sso.as_deref()).await.map_err(|e| match e {
+                chanto_store::StoreError::Conflict(m) => {
+                    ApiError::new(StatusCode::CONFLICT, "conflict", format!("{m}; unlink it there first"))
+                }
+                e => e.into(),
+            })?;
         }
         Ok(self.user_named(name).await?.into())
     }
@@ -547,6 +564,69 @@ impl Control {
         let revoked = self.meta.revoke_api_token(id, now_millis()).await?.ok_or_else(|| ApiError::not_found(id))?;
         let owner = self.meta.user_by_id(&revoked.user_id).await?.map(|u| u.name).unwrap_or_default();
         Ok(TokenView::of(revoked, &owner, None))
+    }
+
+    /// The stored single sign-on identity for a `sub` claim (`""`: none), or
+    /// why it cannot be linked.
+    fn sso_subject_of(&self, sub: &str) -> Result<Option<String>, ApiError> {
+        if sub.is_empty() {
+            return Ok(None);
+        }
+        let Some(oidc) = self.oidc.get() else {
+            return Err(invalid(
+                "sso_subject",
+                "single sign-on is not configured: start `chanto serve` with --oidc-issuer and --oidc-client-id first",
+            ));
+        };
+        if sub.len() > 255 || sub.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(invalid(
+                "sso_subject",
+                "a subject is 1 to 255 characters without spaces or control characters",
+            ));
+        }
+        Ok(Some(format!("{} {sub}", oidc.config().issuer.trim_end_matches('/'))))
+    }
+
+    /// Signs in whom the provider vouched for (see [`crate::oidc::decide`]):
+    /// the linked user (role set from their groups when a mapping is
+    /// configured), or a new linked user.
+    pub async fn oidc_user(&self, id: &crate::oidc::Identity) -> Result<UserRecord, ApiError> {
+        let Some(oidc) = self.oidc.get() else { return Err(ApiError::not_found("single sign-on (not configured)")) };
+        let linked = self.meta.user_by_sso(&id.subject).await?;
+        let named = match (&linked, &id.username) {
+            (None, Some(name)) => self.meta.user_by_name(&name.to_lowercase()).await?,
+            _ => None,
+        };
+        let user = match crate::oidc::decide(oidc.config(), id, linked, named)? {
+            crate::oidc::Decision::SignIn(user, None) => user,
+            crate::oidc::Decision::SignIn(user, Some(role)) => {
+                tracing::info!(user = %user.name, from = %user.role, to = %role, "role set by the sign-in provider's groups");
+                self.meta.set_user_role(&user.name, role).await?.unwrap_or(user)
+            }
+            crate::oidc::Decision::Create(name, role) => {
+                let user = UserRecord {
+                    id: format!("u_{}", hex::encode(chanto_store::random_bytes::<12>())),
+                    name,
+                    role,
+                    password_hash: None,
+                    created_at: now_millis(),
+                    last_login_at: None,
+                    sso_subject: Some(id.subject.clone()),
+                };
+                self.meta.create_user(&user).await.map_err(|e| match e {
+                    chanto_store::StoreError::Conflict(_) => ApiError::new(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        format!("a user named {} was just made by another sign-in; try again", user.name),
+                    ),
+                    e => e.into(),
+                })?;
+                tracing::info!(user = %user.name, role = %user.role, "user created at their first single sign-on");
+                user
+            }
+        };
+        self.meta.touch_user_login(&user.id, now_millis()).await?;
+        Ok(user)
     }
 
     /// Checks a password sign-in: the user, or 401 (the same for an unknown

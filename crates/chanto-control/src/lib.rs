@@ -24,6 +24,7 @@ pub mod error;
 pub mod gc;
 pub mod nodes;
 pub mod notify;
+pub mod oidc;
 pub mod pipeline;
 pub mod precompress;
 pub mod site_settings;

@@ -205,6 +205,8 @@ pub struct Control {
     pub(crate) domains: std::sync::OnceLock<Arc<crate::domains::DomainService>>,
     /// Automatic certificates, when an ACME CA is configured.
     pub(crate) acme: std::sync::OnceLock<Arc<crate::acme_orders::AcmeOrders>>,
+    /// Single sign-on to the console, when a provider is configured.
+    pub(crate) oidc: std::sync::OnceLock<Arc<crate::oidc::Oidc>>,
     /// Edge nodes: the snapshot long-polls answer with, token checks, the activation wait.
     pub nodes: crate::nodes::NodeHub,
 }
@@ -240,6 +242,7 @@ impl Control {
             notifier: std::sync::OnceLock::new(),
             domains: std::sync::OnceLock::new(),
             acme: std::sync::OnceLock::new(),
+            oidc: std::sync::OnceLock::new(),
             nodes: Default::default(),
             compressor: compression_threads("chanto-compress", false),
             background_compressor: compression_threads("chanto-compress-bg", true),
@@ -351,6 +354,11 @@ impl Control {
     /// or the API listener's address), for the links handed out (once).
     pub fn set_public_url(&self, url: String) {
         let _ = self.public_url.set(url.trim_end_matches('/').to_owned());
+    }
+
+    /// Turns on single sign-on to the console with this provider (once).
+    pub fn enable_oidc(&self, oidc: crate::oidc::Oidc) {
+        let _ = self.oidc.set(Arc::new(oidc));
     }
 
     /// The API's operations by method and route (computed once).

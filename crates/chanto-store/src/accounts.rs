@@ -127,8 +127,11 @@ pub struct UserRecord {
     pub password_hash: Option<String>,
     /// When the user was created.
     pub created_at: UnixMillis,
-    /// When they last signed in with their password.
+    /// When they last signed in (password, invitation or single sign-on).
     pub last_login_at: Option<UnixMillis>,
+    /// The single sign-on identity that signs them in (the provider's
+    /// issuer, a space, its `sub` claim), if linked.
+    pub sso_subject: Option<String>,
 }
 
 /// A personal API token as stored (without its hash).
@@ -216,6 +219,12 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool, StoreError>;
     /// Notes a password sign-in at `now`.
     async fn touch_user_login(&self, id: &str, now: UnixMillis) -> Result<(), StoreError>;
+    /// The user signed in by this single sign-on identity.
+    async fn user_by_sso(&self, sso_subject: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Links a user to a single sign-on identity (or unlinks them with
+    /// `None`); `None` when there is no such user, `Conflict` when another
+    /// user has that identity.
+    async fn set_user_sso(&self, name: &str, sso_subject: Option<&str>) -> Result<Option<UserRecord>, StoreError>;
     /// Deletes a user, their tokens and sessions; `false` when there is no such user.
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
 

@@ -1249,6 +1249,7 @@ pub async fn account_store(meta: &dyn MetaStore) {
         password_hash: Some(format!("$argon2id$hash-of-{name}")),
         created_at: 10,
         last_login_at: None,
+        sso_subject: None,
     };
     // Users: unique names, listed by name, found by name and id.
     meta.create_user(&user("u_2", "bob", Role::Viewer)).await.unwrap();
@@ -1268,6 +1269,19 @@ pub async fn account_store(meta: &dyn MetaStore) {
     assert_eq!(meta.user_by_name("bob").await.unwrap().unwrap().password_hash, None);
     meta.touch_user_login("u_2", 99).await.unwrap();
     assert_eq!(meta.user_by_name("bob").await.unwrap().unwrap().last_login_at, Some(99));
+    // Single sign-on identities: one user each, found by it, unlinked with None.
+    let sub = "https://id.example.com u-123";
+    assert!(meta.user_by_sso(sub).await.unwrap().is_none());
+    assert_eq!(meta.set_user_sso("bob", Some(sub)).await.unwrap().unwrap().sso_subject.as_deref(), Some(sub));
+    assert_eq!(meta.user_by_sso(sub).await.unwrap().unwrap().name, "bob");
+    assert!(meta.set_user_sso("bob", Some(sub)).await.unwrap().is_some(), "linking again is no conflict");
+    assert!(matches!(meta.set_user_sso("alice", Some(sub)).await, Err(StoreError::Conflict(_))));
+    assert!(meta.set_user_sso("nobody", Some("other")).await.unwrap().is_none());
+    let mut linked = user("u_3", "carol", Role::Viewer);
+    linked.sso_subject = Some(sub.to_owned());
+    assert!(matches!(meta.create_user(&linked).await, Err(StoreError::Conflict(_))), "a second user with it");
+    assert_eq!(meta.set_user_sso("bob", None).await.unwrap().unwrap().sso_subject, None);
+    assert!(meta.user_by_sso(sub).await.unwrap().is_none());
 
     // Personal tokens: by hash with their owner, never an admin or node token.
     let token = |id: &str, user_id: &str, scope: Scope| ApiToken {

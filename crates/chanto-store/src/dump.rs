@@ -383,6 +383,7 @@ pub const TABLES: &[Table] = &[
             c("password_hash", Text),
             c("created_at", Int),
             c("last_login_at", Int),
+            c("sso_subject", Text),
         ],
         identity: None,
         pg_seq: false,

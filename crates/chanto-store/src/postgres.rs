@@ -427,6 +427,10 @@ CREATE TABLE invites (
     expires_at BIGINT NOT NULL
 );
 "#,
+    // 11: a user's single sign-on identity (issue 18, OIDC): the provider's
+    // issuer and subject, one user each (SQLite migration 18 is the same).
+    "ALTER TABLE users ADD COLUMN sso_subject TEXT;
+CREATE UNIQUE INDEX users_sso_subject ON users(sso_subject);",
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

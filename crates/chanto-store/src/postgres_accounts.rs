@@ -8,7 +8,7 @@ use crate::accounts::*;
 use crate::postgres::{PostgresMeta, exec, one, opt, rows};
 use crate::{StoreError, UnixMillis};
 
-const USER_SELECT: &str = "SELECT id, name, role, password_hash, created_at, last_login_at FROM users";
+const USER_SELECT: &str = "SELECT id, name, role, password_hash, created_at, last_login_at, sso_subject FROM users";
 const TOKEN_SELECT: &str =
     "SELECT id, user_id, name, scope, created_at, expires_at, last_used_at, revoked_at FROM api_tokens";
 const AUDIT_SELECT: &str = "SELECT id, at, actor, via, source, action, target, status FROM audit_log";
@@ -21,6 +21,7 @@ fn user_row(r: &Row) -> Result<UserRecord, StoreError> {
         password_hash: r.try_get(3)?,
         created_at: r.try_get(4)?,
         last_login_at: r.try_get(5)?,
+        sso_subject: r.try_get(6)?,
     })
 }
 
@@ -57,13 +58,13 @@ impl AccountStore for PostgresMeta {
         let tx = c.transaction().await?;
         let n = exec(
             &tx,
-            "INSERT INTO users (id, name, role, password_hash, created_at, last_login_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            &[&u.id, &u.name, &u.role.as_str(), &u.password_hash, &u.created_at, &u.last_login_at],
+            "INSERT INTO users (id, name, role, password_hash, created_at, last_login_at, sso_subject)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[&u.id, &u.name, &u.role.as_str(), &u.password_hash, &u.created_at, &u.last_login_at, &u.sso_subject],
         )
         .await?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!("user {} exists", u.name)));
+            return Err(StoreError::Conflict(format!("user {} (or its single sign-on identity) exists", u.name)));
         }
         tx.commit().await?;
         Ok(())
@@ -108,6 +109,30 @@ impl AccountStore for PostgresMeta {
         let n = exec(&tx, "UPDATE users SET password_hash = $2 WHERE name = $1", &[&name, &password_hash]).await?;
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn user_by_sso(&self, sso_subject: &str) -> Result<Option<UserRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let out = opt(&tx, &format!("{USER_SELECT} WHERE sso_subject = $1"), &[&sso_subject]).await?;
+        tx.commit().await?;
+        out.as_ref().map(user_row).transpose()
+    }
+
+    async fn set_user_sso(&self, name: &str, sso_subject: Option<&str>) -> Result<Option<UserRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        if let Some(sub) = sso_subject
+            && let Some(other) =
+                opt(&tx, "SELECT name FROM users WHERE sso_subject = $1 AND name <> $2", &[&sub, &name]).await?
+        {
+            let other: String = other.try_get(0)?;
+            return Err(StoreError::Conflict(format!("user {other} has that single sign-on identity")));
+        }
+        exec(&tx, "UPDATE users SET sso_subject = $2 WHERE name = $1", &[&name, &sso_subject]).await?;
+        let out = opt(&tx, &format!("{USER_SELECT} WHERE name = $1"), &[&name]).await?;
+        tx.commit().await?;
+        out.as_ref().map(user_row).transpose()
     }
 
     async fn touch_user_login(&self, id: &str, now: UnixMillis) -> Result<(), StoreError> {

@@ -413,6 +413,10 @@ CREATE TABLE tokens (
         created_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 18: a user's single sign-on identity (issue 18, OIDC): the provider's
+    // issuer and subject, one user each (PostgreSQL migration 11 is the same).
+    "ALTER TABLE users ADD COLUMN sso_subject TEXT;
+    CREATE UNIQUE INDEX users_sso_subject ON users(sso_subject);",
 ];
 
 /// How many migrations this build knows: the newest schema version.

@@ -8,7 +8,7 @@ use crate::accounts::*;
 use crate::sqlite::SqliteMeta;
 use crate::{StoreError, UnixMillis};
 
-const USER_SELECT: &str = "SELECT id, name, role, password_hash, created_at, last_login_at FROM users";
+const USER_SELECT: &str = "SELECT id, name, role, password_hash, created_at, last_login_at, sso_subject FROM users";
 const TOKEN_SELECT: &str =
     "SELECT id, user_id, name, scope, created_at, expires_at, last_used_at, revoked_at FROM api_tokens";
 const AUDIT_SELECT: &str = "SELECT id, at, actor, via, source, action, target, status FROM audit_log";
@@ -25,6 +25,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: r.get(3)?,
         created_at: r.get(4)?,
         last_login_at: r.get(5)?,
+        sso_subject: r.get(6)?,
     })
 }
 
@@ -60,12 +61,12 @@ impl AccountStore for SqliteMeta {
         let u = user.clone();
         self.call(move |c| {
             let n = c.execute(
-                "INSERT INTO users (id, name, role, password_hash, created_at, last_login_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                params![u.id, u.name, u.role.as_str(), u.password_hash, u.created_at, u.last_login_at],
+                "INSERT INTO users (id, name, role, password_hash, created_at, last_login_at, sso_subject)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![u.id, u.name, u.role.as_str(), u.password_hash, u.created_at, u.last_login_at, u.sso_subject],
             )?;
             if n == 0 {
-                return Err(StoreError::Conflict(format!("user {} exists", u.name)));
+                return Err(StoreError::Conflict(format!("user {} (or its single sign-on identity) exists", u.name)));
             }
             Ok(())
         })
@@ -114,6 +115,38 @@ impl AccountStore for SqliteMeta {
         self.call(move |c| {
             c.execute("UPDATE users SET last_login_at = ?2 WHERE id = ?1", params![id, now])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn user_by_sso(&self, sso_subject: &str) -> Result<Option<UserRecord>, StoreError> {
+        let sub = sso_subject.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row(&format!("{USER_SELECT} WHERE sso_subject = ?1"), [sub], user_row).optional()?)
+        })
+        .await
+    }
+
+    async fn set_user_sso(&self, name: &str, sso_subject: Option<&str>) -> Result<Option<UserRecord>, StoreError> {
+        let (name, sub) = (name.to_owned(), sso_subject.map(str::to_owned));
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            if let Some(sub) = &sub {
+                let other: Option<String> = tx
+                    .query_row(
+                        "SELECT name FROM users WHERE sso_subject = ?1 AND name <> ?2",
+                        params![sub, name],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(other) = other {
+                    return Err(StoreError::Conflict(format!("user {other} has that single sign-on identity")));
+                }
+            }
+            tx.execute("UPDATE users SET sso_subject = ?2 WHERE name = ?1", params![name, sub])?;
+            let out = tx.query_row(&format!("{USER_SELECT} WHERE name = ?1"), [&name], user_row).optional()?;
+            tx.commit()?;
+            Ok(out)
         })
         .await
     }

@@ -76,12 +76,13 @@ pub async fn users(client: &Client, cmd: UsersCommand, json: bool) -> anyhow::Re
                         u.name.clone(),
                         u.role.clone(),
                         if u.has_password { "yes".into() } else { "no".into() },
+                        u.sso_subject.clone().unwrap_or_else(|| "-".into()),
                         u.last_login_at.clone().unwrap_or_else(|| "never".into()),
                         u.created_at.clone(),
                     ]
                 })
                 .collect();
-            crate::table::print(&["USER", "ROLE", "PASSWORD", "LAST SIGN-IN", "CREATED"], &rows);
+            crate::table::print(&["USER", "ROLE", "PASSWORD", "SSO SUBJECT", "LAST SIGN-IN", "CREATED"], &rows);
         }
         UsersCommand::Create { name, role, password_stdin } => {
             let password =
@@ -99,7 +100,7 @@ pub async fn users(client: &Client, cmd: UsersCommand, json: bool) -> anyhow::Re
         }
         UsersCommand::SetRole { name, role } => {
             let u: UserView =
-                client.patch(&user_path(&name), &UpdateUserRequest { role: Some(role), password: None }).await?;
+                client.patch(&user_path(&name), &UpdateUserRequest { role: Some(role), ..Default::default() }).await?;
             if json {
                 return print_json(&u);
             }
@@ -115,12 +116,25 @@ pub async fn users(client: &Client, cmd: UsersCommand, json: bool) -> anyhow::Re
         }
         UsersCommand::SetPassword { name } => {
             let password = read_password(&format!("New password for {name}: "), false)?;
-            let u: UserView =
-                client.patch(&user_path(&name), &UpdateUserRequest { role: None, password: Some(password) }).await?;
+            let u: UserView = client
+                .patch(&user_path(&name), &UpdateUserRequest { password: Some(password), ..Default::default() })
+                .await?;
             if json {
                 return print_json(&u);
             }
             println!("Password set for {}", u.name);
+        }
+        UsersCommand::SetSso { name, subject, none } => {
+            let sso_subject = if none { String::new() } else { subject.unwrap_or_default() };
+            let req = UpdateUserRequest { sso_subject: Some(sso_subject), ..Default::default() };
+            let u: UserView = client.patch(&user_path(&name), &req).await?;
+            if json {
+                return print_json(&u);
+            }
+            match &u.sso_subject {
+                Some(sub) => println!("{} signs in by single sign-on as subject {sub}", u.name),
+                None => println!("{} is not linked to single sign-on", u.name),
+            }
         }
         UsersCommand::Remove { name } => {
             client.delete(&user_path(&name)).await?;

@@ -189,6 +189,7 @@ pub enum Command {
         chanto users create bob --role developer --password-stdin\n  \
         chanto users invite carol --role viewer                             # prints a one-time link\n  \
         chanto users set-role bob viewer\n  \
+        chanto users set-sso bob 248289761001                               # link bob to his single sign-on subject\n  \
         chanto users list")]
     Users(UsersCommand),
     /// Personal API tokens: scoped (read, deploy, write, admin), optionally expiring, shown once.
@@ -424,6 +425,38 @@ pub struct ServeArgs {
     /// host name fronts the API.
     #[arg(long, value_name = "URL")]
     pub public_api_url: Option<String>,
+    /// Single sign-on to the console with this OpenID Connect provider (its
+    /// issuer URL; discovery at /.well-known/openid-configuration). Register
+    /// <public API URL>/login/oidc/callback as the redirect URI there.
+    #[arg(long, value_name = "URL", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// This installation's client id at the provider.
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+    /// A file holding the client secret (none: a public client, PKCE alone).
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The provider's name on the sign-in button ("Sign in with NAME").
+    #[arg(long, value_name = "NAME", default_value = "single sign-on")]
+    pub oidc_name: String,
+    /// Make a user (with this role) at a first single sign-on; without it,
+    /// only users an admin linked (`chanto users set-sso`) sign in.
+    #[arg(long, value_name = "ROLE", requires = "oidc_issuer", value_parser = parse_role)]
+    pub oidc_default_role: Option<chanto_store::Role>,
+    /// A provider group and the role it gives (repeat it; the highest of a
+    /// user's groups wins, set at every sign-in), e.g. platform-team=admin.
+    #[arg(long, value_name = "GROUP=ROLE", requires = "oidc_issuer", value_parser = chanto_control::oidc::parse_group_role)]
+    pub oidc_group_role: Vec<(String, chanto_store::Role)>,
+    /// The ID token claim that names a new user.
+    #[arg(long, value_name = "CLAIM", default_value = "preferred_username")]
+    pub oidc_username_claim: String,
+    /// The ID token claim that lists the user's groups.
+    #[arg(long, value_name = "CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// A scope to ask for beside `openid profile email` (repeat it), e.g.
+    /// `groups` for providers that send groups only when asked.
+    #[arg(long, value_name = "SCOPE", requires = "oidc_issuer")]
+    pub oidc_scope: Vec<String>,
     /// Send no notifications (subscriptions then answer 503; events still queue and go out on the next start).
     #[arg(long)]
     pub no_notifications: bool,
@@ -724,6 +757,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size; give bytes or a number with K, M or G (e.g. 512M)"))
 }
 
+fn parse_role(s: &str) -> Result<chanto_store::Role, String> {
+    s.parse()
+}
+
 fn parse_header_name(s: &str) -> Result<axum::http::HeaderName, String> {
     axum::http::HeaderName::from_bytes(s.as_bytes())
         .map_err(|_| format!("{s:?} is not a header name (letters, digits and '-', like X-Country)"))
@@ -786,6 +823,19 @@ pub enum UsersCommand {
         /// The role of a new user.
         #[arg(long, value_parser = ["viewer", "developer", "admin"])]
         role: Option<String>,
+    },
+    /// Link a user to their single sign-on account: the subject (`sub`) a
+    /// refused console sign-in shows them (or --none to unlink).
+    #[command(name = "set-sso")]
+    SetSso {
+        /// The user.
+        name: String,
+        /// The provider's subject for them.
+        #[arg(required_unless_present = "none")]
+        subject: Option<String>,
+        /// Unlink them.
+        #[arg(long, conflicts_with = "subject")]
+        none: bool,
     },
     /// Set a user's password, read from standard input.
     SetPassword {

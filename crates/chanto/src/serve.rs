@@ -444,6 +444,10 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         None => format!("http://{api_addr}"),
     };
     control.set_public_url(api_url.clone());
+    if let Some(oidc) = oidc_config(args)? {
+        tracing::info!(issuer = %oidc.issuer, redirect = %format!("{api_url}/login/oidc/callback"), "console single sign-on");
+        control.enable_oidc(chanto_control::oidc::Oidc::new(oidc).map_err(anyhow::Error::msg)?);
+    }
     let sealer = load_sealer(&control, &data).await?;
     if args.build_concurrency > 0 {
         enable_builds(&control, args, &data, &api_url, sealer.clone()).await?;
@@ -641,6 +645,39 @@ fn control_admin_router(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> 
 }
 
 /// Let's Encrypt's production directory: the CA `--https` orders from by default.
+/// The single sign-on provider, if `--oidc-issuer` names one.
+fn oidc_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::oidc::OidcConfig>> {
+    let (Some(issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) else { return Ok(None) };
+    let client_secret = match &args.oidc_client_secret_file {
+        Some(path) => {
+            let s = std::fs::read_to_string(path)
+                .with_context(|| format!("--oidc-client-secret-file {}: cannot read it", path.display()))?;
+            let s = s.trim().to_owned();
+            if s.is_empty() || s.chars().any(char::is_control) {
+                bail!(
+                    "--oidc-client-secret-file {}: put the client secret exactly as the provider shows it, alone in the file",
+                    path.display()
+                );
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let config = chanto_control::oidc::OidcConfig {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret,
+        label: args.oidc_name.clone(),
+        username_claim: args.oidc_username_claim.clone(),
+        groups_claim: args.oidc_groups_claim.clone(),
+        group_roles: args.oidc_group_role.clone(),
+        default_role: args.oidc_default_role,
+        extra_scopes: args.oidc_scope.clone(),
+    };
+    config.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(config))
+}
+
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// The ACME CA to order from, if any: `--acme-directory`, or Let's Encrypt

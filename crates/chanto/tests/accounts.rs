@@ -267,3 +267,215 @@ async fn sign_in_is_throttled_and_hostile_input_is_refused_with_reasons() {
     assert_eq!(r.status(), 422, "the admin token must name the user");
     assert!(r.text().await.unwrap().contains("--user"));
 }
+
+#[path = "util/oidc.rs"]
+mod oidc;
+
+/// One single sign-on through the console, by HTTP as a browser does it:
+/// `/login/oidc` → the provider → the callback. `Ok(session cookie)`, or
+/// the status and page of the refusal.
+async fn sso(http: &reqwest::Client, server: &Server, next: &str) -> Result<String, (u16, String)> {
+    let r = http.get(format!("{}/login/oidc?next={next}", server.api_url)).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let pending = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(pending.starts_with("chanto_oidc=") && pending.contains("HttpOnly") && pending.contains("Max-Age=600"));
+    let pending = pending.split(';').next().unwrap().to_owned();
+    let to_provider = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = http.get(&to_provider).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(back.starts_with(&format!("{}/login/oidc/callback?", server.api_url)), "{back}");
+    let r = http.get(&back).header("cookie", &pending).send().await.unwrap();
+    let status = r.status().as_u16();
+    let cookies: Vec<String> =
+        r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert!(cookies.iter().any(|c| c.starts_with("chanto_oidc=;") && c.contains("Max-Age=0")), "used up: {cookies:?}");
+    if status == 303 {
+        let session = cookies.iter().find(|c| c.starts_with("chanto_session=")).expect("a session cookie");
+        assert_eq!(r.headers()["location"], next.replace("%2F", "/").as_str());
+        return Ok(session.split(';').next().unwrap().to_owned());
+    }
+    Err((status, r.text().await.unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_links_by_subject_maps_groups_and_refuses_every_spoiled_answer() {
+    use oidc::{Issuer, Spoil};
+    let issuer = Issuer::start("chanto-console", "s3cret-of-the-client").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("client-secret");
+    std::fs::write(&secret, "s3cret-of-the-client\n").unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &[
+            "--oidc-issuer",
+            &issuer.url,
+            "--oidc-client-id",
+            "chanto-console",
+            "--oidc-client-secret-file",
+            secret.to_str().unwrap(),
+            "--oidc-name",
+            "Example ID",
+            "--oidc-group-role",
+            "ops=admin",
+            "--oidc-group-role",
+            "devs=developer",
+            "--oidc-scope",
+            "groups",
+        ],
+    );
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // The sign-in page offers it.
+    let login = http.get(format!("{}/login?next=/audit", server.api_url)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        login.contains(r#"href="/login/oidc?next=/audit""#) && login.contains("Sign in with Example ID"),
+        "{login}"
+    );
+
+    // A member of ops signs in for the first time: a new admin, linked.
+    issuer.sign_in_as("sub-ann", "Ann", &["ops", "other"]);
+    let cookie = sso(&http, &server, "/audit").await.unwrap();
+    let q = issuer.authorize_requests().pop().unwrap();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["redirect_uri"], format!("{}/login/oidc/callback", server.api_url));
+    assert!(q["scope"].split(' ').any(|s| s == "openid") && q["scope"].contains("groups"), "{q:?}");
+    assert!(q["nonce"].len() >= 16 && q["state"].len() >= 16 && q["code_challenge"].len() >= 43, "{q:?}");
+    let page = http.get(format!("{}/audit", server.api_url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200, "an admin reads the audit log");
+    assert!(page.text().await.unwrap().contains("/login/oidc"), "the sign-in is in the audit log");
+    let users = server.cli(&["users", "list", "--json"]).ok().json();
+    let ann = users.as_array().unwrap().iter().find(|u| u["name"] == "ann").expect("ann created, lowercased");
+    assert_eq!(
+        (ann["role"].as_str(), ann["sso_subject"].as_str(), ann["has_password"].as_bool()),
+        (Some("admin"), Some("sub-ann"), Some(false))
+    );
+    // Demoted at the provider: demoted here at the next sign-in.
+    issuer.sign_in_as("sub-ann", "ann", &["devs"]);
+    sso(&http, &server, "/").await.unwrap();
+    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json()[0]["role"], "developer");
+    // In no mapped group, and no default role: refused, linked or not.
+    issuer.sign_in_as("sub-ann", "ann", &[]);
+    let (status, page) = sso(&http, &server, "/").await.unwrap_err();
+    assert_eq!(status, 403);
+    assert!(page.contains("give no role here"), "{page}");
+    // A renamed account at the provider is still ann: linked by subject, never by name.
+    issuer.sign_in_as("sub-ann", "someone-else", &["devs"]);
+    sso(&http, &server, "/").await.unwrap();
+    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json().as_array().unwrap().len(), 1);
+
+    // An existing password user is never taken over by a name claim...
+    server.cli(&["users", "create", "bob", "--role", "viewer", "--password-stdin"]).stdin("bob's long password").ok();
+    issuer.sign_in_as("sub-bob", "bob", &["ops"]);
+    let (status, page) = sso(&http, &server, "/").await.unwrap_err();
+    assert_eq!(status, 409);
+    assert!(page.contains("chanto users set-sso bob sub-bob"), "{page}");
+    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json()[1]["role"], "viewer");
+    // ...until an admin links him; then his groups decide.
+    let out = server.cli(&["users", "set-sso", "bob", "sub-bob"]).ok();
+    assert!(out.stdout().contains("bob signs in by single sign-on as subject sub-bob"), "{}", out.report());
+    let fails = server.cli(&["users", "set-sso", "ann", "sub-bob"]).fails();
+    assert!(fails.stderr().contains("user bob has that single sign-on identity"), "{}", fails.report());
+    sso(&http, &server, "/").await.unwrap();
+    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json()[1]["role"], "admin");
+    server.cli(&["users", "set-sso", "bob", "--none"]).ok();
+    assert_eq!(sso(&http, &server, "/").await.unwrap_err().0, 409, "unlinked again");
+
+    // Every spoiled ID token is refused, and no session starts.
+    issuer.sign_in_as("sub-ann", "ann", &["devs"]);
+    for (spoil, why) in [
+        (Spoil::WrongNonce, "nonce"),
+        (Spoil::BadSignature, "signature"),
+        (Spoil::WrongAudience, "audience"),
+        (Spoil::Expired, "expired"),
+        (Spoil::WrongIssuer, "issuer"),
+    ] {
+        issuer.spoil(spoil);
+        let (status, page) = sso(&http, &server, "/").await.unwrap_err();
+        assert_eq!(status, 403, "{spoil:?}: {page}");
+        assert!(page.to_lowercase().contains(why), "{spoil:?}: {page}");
+    }
+    // The provider's refusal, hostile text rendered inert.
+    issuer.refuse("access_denied", "<script>alert(1)</script> not allowed");
+    let (status, page) = sso(&http, &server, "/").await.unwrap_err();
+    assert_eq!(status, 403);
+    assert!(
+        page.contains("Example ID did not sign you in: access_denied") && page.contains("&#60;script&#62;alert(1)"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+    // A name claim that is no user name, with markup.
+    issuer.sign_in_as("sub-eve", "<img src=x onerror=alert(1)>", &["ops"]);
+    let (status, page) = sso(&http, &server, "/").await.unwrap_err();
+    assert_eq!(status, 403);
+    assert!(page.contains("cannot name a user here") && !page.contains("<img src=x"), "{page}");
+
+    // The callback without this browser's cookie, with another sign-in's
+    // state, or replayed: refused.
+    issuer.sign_in_as("sub-ann", "ann", &["devs"]);
+    let start = |next: &'static str| {
+        let http = http.clone();
+        let api = server.api_url.clone();
+        async move {
+            let r = http.get(format!("{api}/login/oidc?next={next}")).send().await.unwrap();
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            let r = http.get(r.headers()["location"].to_str().unwrap()).send().await.unwrap();
+            (cookie, r.headers()["location"].to_str().unwrap().to_owned())
+        }
+    };
+    let (cookie_a, back_a) = start("/").await;
+    let (_cookie_b, back_b) = start("/").await;
+    let r = http.get(&back_a).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("started in another browser"));
+    let r = http.get(&back_b).header("cookie", &cookie_a).send().await.unwrap();
+    assert_eq!(r.status(), 403, "another sign-in's state");
+    assert!(r.text().await.unwrap().contains("not for the sign-in this browser started"));
+    let r = http.get(&back_a).header("cookie", &cookie_a).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the right pair works once");
+    let r = http.get(&back_a).header("cookie", &cookie_a).send().await.unwrap();
+    assert_eq!(r.status(), 502, "a code works once at the provider");
+    assert!(r.text().await.unwrap().contains("refused the code"));
+    // A forged cookie, an oversized query, a foreign `next`.
+    let r = http.get(&back_a).header("cookie", "chanto_oidc=eyJub3QiOiJ1cyJ9").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(format!("{}/login/oidc/callback?code={}&state=x", server.api_url, "c".repeat(10_000)))
+        .header("cookie", &cookie_a)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = http.get(format!("{}/login/oidc?next=//evil.example/", server.api_url)).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let r = http.get(r.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    let r = http.get(r.headers()["location"].to_str().unwrap()).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/", "never another origin");
+
+    // An API token cannot link anyone when single sign-on is off, and serve
+    // refuses a plain-HTTP provider off loopback.
+    let plain = tempfile::tempdir().unwrap();
+    let other = Server::start(&plain.path().join("data"), &[]);
+    other.cli(&["users", "create", "carol", "--role", "viewer"]).ok();
+    let fails = other.cli(&["users", "set-sso", "carol", "sub-carol"]).fails();
+    assert!(fails.stderr().contains("single sign-on is not configured"), "{}", fails.report());
+    let r = http.get(format!("{}/login/oidc", other.api_url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let fails = Cli::new(&[
+        "serve",
+        "--data",
+        plain.path().join("d2").to_str().unwrap(),
+        "--oidc-issuer",
+        "http://id.example.com",
+        "--oidc-client-id",
+        "x",
+        "--api",
+        "127.0.0.1:0",
+        "--edge",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .fails();
+    assert!(fails.stderr().contains("plain http is allowed on loopback only"), "{}", fails.report());
+}

@@ -12,6 +12,7 @@
 
 pub mod dotenv;
 pub mod log;
+mod oidc;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chanto_core::{BranchName, DeployId, DeployState, SiteName};
-use chanto_store::{AuditQuery, DeployRecord, Scope};
+use chanto_store::{AuditQuery, DeployRecord, Scope, UserRecord};
 use serde::Deserialize;
 
 use crate::api::{DeployView, SiteView};
@@ -75,6 +76,7 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/console.js", get(script))
+        .merge(oidc::routes())
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
@@ -304,6 +306,17 @@ struct LoginPage {
     error: Option<String>,
     next: String,
     user: String,
+    /// The single sign-on button's provider name, when configured.
+    sso: Option<String>,
+    sso_href: String,
+}
+
+impl LoginPage {
+    fn new(c: &Control, error: Option<String>, next: String, user: String) -> LoginPage {
+        let sso = c.oidc.get().map(|o| o.config().label.clone());
+        let sso_href = format!("/login/oidc?next={}", url_escape(&next));
+        LoginPage { nav: None, error, next, user, sso, sso_href }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -316,7 +329,7 @@ async fn login_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q):
     if let Ok(Some(_)) = c.session_of(&headers).await {
         return Redirect::to(&next).into_response();
     }
-    html(StatusCode::OK, &LoginPage { nav: None, error: None, next, user: String::new() })
+    html(StatusCode::OK, &LoginPage::new(&c, None, next, String::new()))
 }
 
 #[derive(Deserialize)]
@@ -343,10 +356,23 @@ async fn login_submit(
     let user = match c.check_sign_in(&source, &f.user, f.password).await {
         Ok(u) => u,
         Err(e) => {
-            let page = LoginPage { nav: None, error: Some(e.message.clone()), next, user: f.user };
+            let page = LoginPage::new(&c, Some(e.message.clone()), next, f.user);
             return html(e.status, &page);
         }
     };
+    let https = session::is_https(&headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
+    start_signed_in(&c, user, (&source, "/login"), https, &next).await
+}
+
+/// Starts a session for a user who just signed in (audited as a console
+/// sign-in at `path`) and goes on to `next` with its cookie.
+async fn start_signed_in(
+    c: &Control,
+    user: UserRecord,
+    (source, path): (&str, &str),
+    https: bool,
+    next: &str,
+) -> Response {
     let id = match c.start_session(&user).await {
         Ok(id) => id,
         Err(e) => return error_page(None, e.into(), "/login"),
@@ -357,10 +383,9 @@ async fn login_submit(
         scope: user.role.max_scope(),
         user: Some(user),
     };
-    c.audit(&principal, &source, "console_login", "/login", 303).await;
-    let https = session::is_https(&headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
-    let mut resp = Redirect::to(&next).into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, session::set_cookie(Some(&id), https));
+    c.audit(&principal, source, "console_login", path, 303).await;
+    let mut resp = Redirect::to(next).into_response();
+    resp.headers_mut().append(header::SET_COOKIE, session::set_cookie(Some(&id), https));
     resp
 }
 
@@ -2156,7 +2181,7 @@ async fn users_set_role(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let req = crate::accounts::UpdateUserRequest { role: Some(f.role), password: None };
+    let req = crate::accounts::UpdateUserRequest { role: Some(f.role), ..Default::default() };
     let result = c.update_user(&name, req).await;
     p.finish(&c, 200, result, |u| Redirect::to(&format!("/users?changed={}", url_escape(&u.name))).into_response())
         .await

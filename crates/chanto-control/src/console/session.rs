@@ -53,29 +53,47 @@ fn id_hash(id: &str) -> ContentHash {
     )
 }
 
-/// The session id the request's cookie carries, if any.
-fn cookie_id(headers: &HeaderMap) -> Option<String> {
+/// The value of the first cookie named `plain` or `secure`.
+pub(super) fn cookie_value(headers: &HeaderMap, plain: &str, secure: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE || *name == SECURE_COOKIE)
+        .find(|(name, _)| *name == plain || *name == secure)
         .map(|(_, value)| value.to_owned())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The session id the request's cookie carries, if any.
+fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, COOKIE, SECURE_COOKIE).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A `Set-Cookie` value: named `secure` (a `__Host-` name) and `Secure` over
+/// HTTPS, `plain` otherwise; always `Path=/; HttpOnly; SameSite=Lax`; for
+/// `max_age` seconds (none: the browser session), or cleared with `None`.
+/// `value` is cookie-safe ASCII (hex or base64url).
+pub(super) fn cookie_header(
+    (plain, secure): (&str, &str),
+    value: Option<&str>,
+    https: bool,
+    max_age: Option<u32>,
+) -> HeaderValue {
+    let name = if https { secure } else { plain };
+    let flags = if https { "; Secure" } else { "" };
+    let value = match (value, max_age) {
+        (Some(v), Some(age)) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Lax; Max-Age={age}{flags}"),
+        (Some(v), None) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Lax{flags}"),
+        (None, _) => format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{flags}"),
+    };
+    HeaderValue::from_str(&value).expect("cookie is ASCII")
 }
 
 /// The `Set-Cookie` value for a new session id (or, with `None`, one that
 /// clears it).
 pub fn set_cookie(id: Option<&str>, https: bool) -> HeaderValue {
-    let name = if https { SECURE_COOKIE } else { COOKIE };
-    let secure = if https { "; Secure" } else { "" };
-    let value = match id {
-        Some(id) => format!("{name}={id}; Path=/; HttpOnly; SameSite=Lax{secure}"),
-        None => format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
-    };
-    HeaderValue::from_str(&value).expect("cookie is ASCII")
+    cookie_header((COOKIE, SECURE_COOKIE), id, https, None)
 }
 
 impl Control {
