@@ -8,6 +8,7 @@ mod util;
 
 use std::time::Duration;
 
+use chanto_testkit::tls::TestCa;
 use util::{Server, write_tree};
 
 struct Console {
@@ -27,8 +28,13 @@ fn no_redirects() -> reqwest::Client {
 /// A server with site `docs` deployed twice (v1, then v2 live), and users
 /// dev (developer) and val (viewer).
 fn setup() -> Console {
+    setup_with(&[])
+}
+
+/// [`setup`] with more `chanto serve` flags.
+fn setup_with(extra: &[&str]) -> Console {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"), &[]);
+    let server = Server::start(&tmp.path().join("data"), extra);
     server.cli(&["sites", "create", "docs"]).ok();
     let site = tmp.path().join("site");
     write_tree(&site, &[("index.html", "<h1>v1</h1>")]);
@@ -569,6 +575,218 @@ async fn notifications_and_domains_pages_show_state_and_act() {
     assert!(!page.contains(">Check now<"));
 }
 
+/// The text of `<code id="{id}">…</code>` in `page`, if there.
+fn code_by_id(page: &str, id: &str) -> Option<String> {
+    let open = format!("<code id=\"{id}\">");
+    let at = page.find(&open)? + open.len();
+    Some(page[at..at + page[at..].find("</code>")?].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_is_connected_and_build_hooks_are_made_and_deleted_in_the_console() {
+    let c = setup();
+    let repo = util::git::Repo::new(&c._tmp.path().join("repo"));
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (status, page) = c.get("/sites/docs/git", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Not connected") && page.contains(">Connect<"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    // Hostile input: refused with the field named, the form kept as typed (but its secrets), nothing saved.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("repository", "not a repository <script>alert(1)</script>"),
+        ("command", "npm run build"),
+        ("token", "tok-31415926535"),
+    ];
+    let r = c.post("/sites/docs/git", &cookie, &bad).await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Nothing was saved") && page.contains("repository"), "{page}");
+    assert!(page.contains("value=\"npm run build\"") && !page.contains("tok-31415926535"), "{page}");
+    assert!(!page.contains("<script>alert(1)") && page.contains("&#60;script&#62;"), "{page}");
+    let url = repo.url();
+    let r =
+        c.post("/sites/docs/git", &cookie, &[("csrf", &csrf), ("repository", &url), ("timeout_secs", "soon")]).await;
+    assert_eq!(r.status(), 422);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("time limit (seconds): &#34;soon&#34; is not a whole number"), "{page}");
+    c.server.cli(&["git", "show", "--site", "docs"]).fails();
+    let huge = "x".repeat(20_000);
+    let r = c.post("/sites/docs/git", &cookie, &[("csrf", &csrf), ("repository", &huge)]).await;
+    assert_eq!(r.status(), 413);
+    // Connected: the webhook secret is shown this once.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("repository", url.as_str()),
+        ("command", "make site"),
+        ("publish", "out"),
+        ("pull_request_previews", "on"),
+        ("delete_branches", "on"),
+        ("poll_interval_secs", "60"),
+    ];
+    let r = c.post("/sites/docs/git", &cookie, &form).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let secret = code_by_id(&page, "webhook-secret").expect("the webhook secret, once");
+    assert!(secret.len() >= 32, "{secret}");
+    let shown = c.server.cli(&["git", "show", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(shown["repository"], url.as_str());
+    assert_eq!(shown["settings"]["build"]["command"], "make site");
+    assert_eq!(shown["settings"]["fork_pull_requests"], false, "an unticked box is off");
+    assert_eq!(shown["settings"]["poll_interval_secs"], 60);
+    let (_, page) = c.get("/sites/docs/git", &cookie).await;
+    assert!(page.contains(&url) && page.contains("make site") && page.contains("/api/v1/webhooks/github/docs"));
+    assert!(!page.contains(&secret), "the secret is never shown again");
+    assert!(page.contains("value=\"60\""), "the form holds the current settings");
+    // A build hook: its URL once; a name is text, never markup.
+    let r = c.post("/sites/docs/git/hooks", &cookie, &[("csrf", &csrf), ("name", "<script>alert(2)</script>")]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let hook_url = code_by_id(&page, "hook-url").expect("the hook URL, once");
+    assert!(hook_url.contains("/api/v1/build_hooks/"), "{hook_url}");
+    assert!(!page.contains("<script>alert(2)") && page.contains("&#60;script&#62;alert(2)"), "{page}");
+    let r = c.http.post(&hook_url).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let (_, page) = c.get("/sites/docs/git", &cookie).await;
+    assert!(!page.contains(&hook_url), "the hook URL is never shown again");
+    assert!(page.contains(">build_hook<") && page.contains(">accepted<"), "the call is in the table: {page}");
+    let hooks = c.server.cli(&["build-hooks", "list", "--site", "docs", "--json"]).ok().json();
+    let id = hooks[0]["id"].as_str().unwrap().to_owned();
+    let r = c.post("/sites/docs/git/hooks", &cookie, &[("csrf", &csrf), ("name", "")]).await;
+    assert_eq!(r.status(), 400, "a hook needs a name");
+    let r = c.post(&format!("/sites/docs/git/hooks/{id}/delete"), &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        c.server.cli(&["build-hooks", "list", "--site", "docs", "--json"]).ok().json().as_array().unwrap().is_empty()
+    );
+    let r = c.post(&format!("/sites/docs/git/hooks/{id}/delete"), &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 404);
+    // A viewer reads the page, gets no forms, and cannot post.
+    let viewer = c.sign_in("val", "val password 123").await;
+    let (status, page) = c.get("/sites/docs/git", &viewer).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&url) && !page.contains("Save the connection") && !page.contains("Make build hook"));
+    let r = c.post("/sites/docs/git/disconnect", &viewer, &[("csrf", &hidden(&page, "csrf"))]).await;
+    assert_eq!(r.status(), 403);
+    let (status, _) = c.get("/sites/docs/git/disconnect", &viewer).await;
+    assert_eq!(status, 403);
+    // Disconnected after a confirmation naming the repository.
+    let (status, page) = c.get("/sites/docs/git/disconnect", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&url) && page.contains(">Disconnect docs<"), "{page}");
+    let r = c.post("/sites/docs/git/disconnect", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    c.server.cli(&["git", "show", "--site", "docs"]).fails();
+    // Audited as the API's operations, never with a secret.
+    let log = c.server.cli(&["audit", "list", "--actor", "dev", "--json"]).ok().json().to_string();
+    for action in ["\"connect\"", "\"create_hook\"", "\"delete_hook\"", "\"disconnect\""] {
+        assert!(log.contains(action), "{action} in {log}");
+    }
+    assert!(!log.contains(&secret) && !log.contains(&hook_url) && !log.contains("tok-31415926535"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_subscribed_tested_inspected_and_removed_in_the_console() {
+    let c = setup();
+    let hook = util::receiver::Receiver::start(|_| (200, vec![], "thanks".to_owned()));
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (_, page) = c.get("/sites/docs/notifications", &cookie).await;
+    let csrf = hidden(&page, "csrf");
+    // Hostile input: refused with the field named, the form kept as typed (but its secrets), nothing added.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("channel", "webhook"),
+        ("url", "javascript:alert(1)"),
+        ("branches", "<script>alert(3)</script>"),
+        ("secret", "short-secret-xyz-0"),
+    ];
+    let r = c.post("/sites/docs/notifications", &cookie, &bad).await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Nothing was added") && page.contains("url must be an http"), "{page}");
+    assert!(!page.contains("<script>alert(3)") && page.contains("&#60;script&#62;alert(3)"), "{page}");
+    assert!(!page.contains("short-secret-xyz-0"), "secrets are not filled back in");
+    let r = c
+        .post(
+            "/sites/docs/notifications",
+            &cookie,
+            &[("csrf", &csrf), ("channel", "email"), ("url", "http://x.example/")],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("url does not apply to email"));
+    let r = c.post("/sites/docs/notifications", &cookie, &[("csrf", &csrf), ("channel", "pigeon")]).await;
+    assert_eq!(r.status(), 422);
+    assert!(c.server.cli(&["notify", "list", "--site", "docs", "--json"]).ok().json().as_array().unwrap().is_empty());
+    // Subscribed: the signing secret chanto made is shown once; the URL's path never.
+    let target = hook.url("/in?key=p4th-s3cret");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("channel", "webhook"),
+        ("url", &target),
+        ("events", "deploy.ready, deploy.activated"),
+    ];
+    let r = c.post("/sites/docs/notifications", &cookie, &form).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let secret = code_by_id(&page, "signing-secret").expect("the signing secret, once");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let subs = c.server.cli(&["notify", "list", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(subs[0]["events"].as_array().unwrap().len(), 2, "{subs}");
+    let id = subs[0]["id"].as_str().unwrap().to_owned();
+    let (_, page) = c.get("/sites/docs/notifications", &cookie).await;
+    assert!(!page.contains(&secret) && !page.contains("p4th-s3cret"), "{page}");
+    // A test send, and what the receiver answered.
+    let r = c.post(&format!("/sites/docs/notifications/{id}/test"), &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains(&format!("Test of {id}: delivered")) && page.contains("thanks"), "{page}");
+    assert!(!hook.requests().is_empty());
+    // A real delivery, and its attempts.
+    let site = c._tmp.path().join("site");
+    c.server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "third"]).ok();
+    let delivery = util::wait_for("a delivered delivery", Duration::from_secs(30), || {
+        let list = c.server.cli(&["notify", "deliveries", "--site", "docs", "--json"]).ok().json();
+        list.as_array().unwrap().iter().find(|d| d["state"] == "delivered").map(|d| d["id"].as_i64().unwrap())
+    });
+    let (_, page) = c.get("/sites/docs/notifications", &cookie).await;
+    assert!(page.contains(&format!("href=\"/sites/docs/notifications/deliveries/{delivery}\"")), "{page}");
+    let (status, page) = c.get(&format!("/sites/docs/notifications/deliveries/{delivery}"), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("delivered") && page.contains("deploy.") && page.contains(&id) && page.contains(">200<"),
+        "{page}"
+    );
+    assert!(!page.contains(&secret) && !page.contains("p4th-s3cret"), "{page}");
+    let (status, _) = c.get("/sites/docs/notifications/deliveries/999999", &cookie).await;
+    assert_eq!(status, 404);
+    let (status, _) = c.get("/sites/docs/notifications/deliveries/%3Cb%3E", &cookie).await;
+    assert_eq!(status, 400);
+    // A viewer reads, without forms, and cannot act.
+    let viewer = c.sign_in("val", "val password 123").await;
+    let (_, page) = c.get("/sites/docs/notifications", &viewer).await;
+    assert!(page.contains(&id) && !page.contains(">Subscribe<") && !page.contains(">Send test<"), "{page}");
+    let viewer_csrf = hidden(&page, "csrf");
+    let r = c.post(&format!("/sites/docs/notifications/{id}/remove"), &viewer, &[("csrf", &viewer_csrf)]).await;
+    assert_eq!(r.status(), 403);
+    let r = c.post("/sites/docs/notifications", &viewer, &[("csrf", &viewer_csrf), ("channel", "webhook")]).await;
+    assert_eq!(r.status(), 403);
+    let (status, _) = c.get(&format!("/sites/docs/notifications/{id}/remove"), &viewer).await;
+    assert_eq!(status, 403);
+    // Removed after a confirmation naming it.
+    let (status, page) = c.get(&format!("/sites/docs/notifications/{id}/remove"), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!(">Remove {id}<")) && page.contains("webhook"), "{page}");
+    let r = c.post(&format!("/sites/docs/notifications/{id}/remove"), &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert!(c.server.cli(&["notify", "list", "--site", "docs", "--json"]).ok().json().as_array().unwrap().is_empty());
+    let log = c.server.cli(&["audit", "list", "--actor", "dev", "--json"]).ok().json().to_string();
+    for action in ["\"subscribe\"", "\"test\"", "\"remove\""] {
+        assert!(log.contains(action), "{action} in {log}");
+    }
+    assert!(!log.contains(&secret) && !log.contains("p4th-s3cret"), "{log}");
+}
+
 /// API operations the console answers, as (`METHOD /api/v1/…`, console method, console path to probe).
 const IN_CONSOLE: &[(&str, &str, &str)] = &[
     ("GET /api/v1/sites", "GET", "/"),
@@ -592,6 +810,18 @@ const IN_CONSOLE: &[(&str, &str, &str)] = &[
     ("DELETE /api/v1/sites/{site}/env/{name}", "POST", "/sites/docs/env/remove"),
     ("GET /api/v1/sites/{site}/domains", "GET", "/sites/docs/domains"),
     ("POST /api/v1/sites/{site}/domains/{name}/verify", "POST", "/sites/docs/domains/x.example.com/verify"),
+    ("POST /api/v1/sites/{site}/domains", "POST", "/sites/docs/domains"),
+    ("DELETE /api/v1/sites/{site}/domains/{name}", "POST", "/sites/docs/domains/x.example.com/remove"),
+    ("PUT /api/v1/sites/{site}/domains/{name}/primary", "POST", "/sites/docs/domains/x.example.com/primary"),
+    ("PUT /api/v1/sites/{site}/domains/{name}/certificate", "POST", "/sites/docs/domains/x.example.com/certificate"),
+    ("GET /api/v1/sites/{site}/tls", "GET", "/sites/docs/domains"),
+    ("PUT /api/v1/sites/{site}/tls", "POST", "/sites/docs/tls"),
+    ("GET /api/v1/certificates/base", "GET", "/instance"),
+    ("PUT /api/v1/certificates/base", "POST", "/instance/base-certificates"),
+    ("DELETE /api/v1/certificates/base/{pattern}", "POST", "/instance/base-certificates/*.localhost/remove"),
+    ("GET /api/v1/nodes/tokens", "GET", "/instance"),
+    ("POST /api/v1/nodes/tokens", "POST", "/instance/node-tokens"),
+    ("DELETE /api/v1/nodes/tokens/{id}", "POST", "/instance/node-tokens/nt_0/revoke"),
     ("GET /api/v1/sites/{site}/notifications", "GET", "/sites/docs/notifications"),
     ("GET /api/v1/sites/{site}/notifications/deliveries", "GET", "/sites/docs/notifications"),
     (
@@ -599,6 +829,17 @@ const IN_CONSOLE: &[(&str, &str, &str)] = &[
         "POST",
         "/sites/docs/notifications/deliveries/1/redeliver",
     ),
+    ("GET /api/v1/sites/{site}/git", "GET", "/sites/docs/git"),
+    ("PUT /api/v1/sites/{site}/git", "POST", "/sites/docs/git"),
+    ("DELETE /api/v1/sites/{site}/git", "POST", "/sites/docs/git/disconnect"),
+    ("GET /api/v1/sites/{site}/build_hooks", "GET", "/sites/docs/git"),
+    ("POST /api/v1/sites/{site}/build_hooks", "POST", "/sites/docs/git/hooks"),
+    ("DELETE /api/v1/sites/{site}/build_hooks/{id}", "POST", "/sites/docs/git/hooks/0/delete"),
+    ("GET /api/v1/sites/{site}/webhook_deliveries", "GET", "/sites/docs/git"),
+    ("POST /api/v1/sites/{site}/notifications", "POST", "/sites/docs/notifications"),
+    ("DELETE /api/v1/sites/{site}/notifications/{id}", "POST", "/sites/docs/notifications/sub_0/remove"),
+    ("POST /api/v1/sites/{site}/notifications/{id}/test", "POST", "/sites/docs/notifications/sub_0/test"),
+    ("GET /api/v1/sites/{site}/notifications/deliveries/{id}", "GET", "/sites/docs/notifications/deliveries/1"),
     ("GET /api/v1/nodes", "GET", "/health"),
     ("GET /api/v1/users", "GET", "/users"),
     ("POST /api/v1/users", "POST", "/users"),
@@ -635,29 +876,6 @@ const NOT_YET: &[&str] = &[
     "GET /api/v1/sites/{site}/retention",
     "PUT /api/v1/sites/{site}/retention",
     "POST /api/v1/gc",
-    "GET /api/v1/sites/{site}/git",
-    "PUT /api/v1/sites/{site}/git",
-    "DELETE /api/v1/sites/{site}/git",
-    "GET /api/v1/sites/{site}/build_hooks",
-    "POST /api/v1/sites/{site}/build_hooks",
-    "DELETE /api/v1/sites/{site}/build_hooks/{id}",
-    "GET /api/v1/sites/{site}/webhook_deliveries",
-    "POST /api/v1/sites/{site}/notifications",
-    "DELETE /api/v1/sites/{site}/notifications/{id}",
-    "POST /api/v1/sites/{site}/notifications/{id}/test",
-    "GET /api/v1/sites/{site}/notifications/deliveries/{id}",
-    "POST /api/v1/sites/{site}/domains",
-    "DELETE /api/v1/sites/{site}/domains/{name}",
-    "PUT /api/v1/sites/{site}/domains/{name}/primary",
-    "PUT /api/v1/sites/{site}/domains/{name}/certificate",
-    "GET /api/v1/sites/{site}/tls",
-    "PUT /api/v1/sites/{site}/tls",
-    "GET /api/v1/certificates/base",
-    "PUT /api/v1/certificates/base",
-    "DELETE /api/v1/certificates/base/{pattern}",
-    "GET /api/v1/nodes/tokens",
-    "POST /api/v1/nodes/tokens",
-    "DELETE /api/v1/nodes/tokens/{id}",
     "POST /api/v1/users/{name}/invite",
 ];
 
@@ -888,4 +1106,270 @@ async fn passwords_and_networks_are_set_in_the_console_and_the_edge_applies_them
         )
         .await;
     assert_eq!(r.status(), 403);
+}
+
+/// A server whose uploads are checked against a test CA, with base domain
+/// `sites.test` (a wildcard for `*.localhost` is refused by TLS clients).
+fn setup_with_ca() -> (Console, TestCa) {
+    let ca = TestCa::new("console");
+    let roots = ca.cert();
+    let c = setup_with(&["--certificate-roots", roots.to_str().unwrap(), "--no-acme", "--base-domain", "sites.test"]);
+    (c, ca)
+}
+
+/// A GET of the API as the admin token.
+async fn api(c: &Console, path: &str) -> serde_json::Value {
+    let r = c.http.get(c.url(path)).bearer_auth(&c.server.token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// The audit log's actions by `actor`.
+fn audited(c: &Console, actor: &str) -> Vec<String> {
+    let log = c.server.cli(&["audit", "list", "--actor", actor, "--json"]).ok().json();
+    log.as_array().unwrap().iter().map(|e| format!("{} {} {}", e["action"], e["target"], e["status"])).collect()
+}
+
+/// A certificate form's fields: the chain and key files of `leaf`.
+fn pem_pair(leaf: &chanto_testkit::tls::Leaf) -> (String, String) {
+    (std::fs::read_to_string(&leaf.cert).unwrap(), std::fs::read_to_string(&leaf.key).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_are_added_made_primary_given_certificates_and_removed_in_the_console() {
+    let (c, ca) = setup_with_ca();
+    let cookie = c.sign_in("dev", "dev password 123").await;
+    let (_, page) = c.get("/sites/docs/domains", &cookie).await;
+    let csrf = hidden(&page, "csrf");
+    // Add two: each shows the DNS record to make.
+    for name in ["Shop.Example.com", "blog.example.com"] {
+        let r = c.post("/sites/docs/domains", &cookie, &[("csrf", &csrf), ("name", name), ("branch", "")]).await;
+        assert_eq!(r.status(), 303, "{:?}", r.text().await);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let (_, page) = c.get(&location, &cookie).await;
+        let lower = name.to_lowercase();
+        assert!(page.contains(&format!("Added {lower}")) && page.contains("Create DNS CNAME"), "{page}");
+    }
+    let domains = c.server.cli(&["domains", "list", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(domains.as_array().unwrap().len(), 2, "no www twin without the box ticked: {domains}");
+    // Hostile names are refused, naming the problem; nothing is echoed raw.
+    let r = c.post("/sites/docs/domains", &cookie, &[("csrf", &csrf), ("name", "<script>x</script>")]).await;
+    assert_eq!(r.status(), 400);
+    assert!(!r.text().await.unwrap().contains("<script>"));
+    // Make the second primary.
+    let r = c.post("/sites/docs/domains/blog.example.com/primary", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let domains = c.server.cli(&["domains", "list", "--site", "docs", "--json"]).ok().json();
+    let primary: Vec<&str> = domains
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["primary"] == true)
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(primary, ["blog.example.com"], "{domains}");
+
+    // Certificates: refusals name the field at fault and keep the chain pasted.
+    let at = "/sites/docs/domains/shop.example.com/certificate";
+    let (status, page) = c.get(at, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Served now: none"), "{page}");
+    let bad = "<script>alert(1)</script> not a PEM";
+    let r = c.post(at, &cookie, &[("csrf", &csrf), ("chain_pem", bad), ("key_pem", "secret key text")]).await;
+    assert_eq!(r.status(), 422);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Nothing was stored. Certificate chain:"), "{page}");
+    assert!(page.contains("&#60;script&#62;alert(1)") && !page.contains("<script>alert"), "kept, escaped: {page}");
+    assert!(!page.contains("secret key text"), "the key is never shown");
+    let own = rcgen::generate_simple_self_signed(vec!["shop.example.com".to_owned()]).unwrap();
+    let (chain, key) = (own.cert.pem(), own.signing_key.serialize_pem());
+    let r = c.post(at, &cookie, &[("csrf", &csrf), ("chain_pem", &chain), ("key_pem", &key)]).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("self-signed"));
+    let (good_chain, _) = pem_pair(&ca.issue(&["shop.example.com"]));
+    let r = c.post(at, &cookie, &[("csrf", &csrf), ("chain_pem", &good_chain), ("key_pem", &key)]).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("Nothing was stored. Private key:"));
+    let huge = "A".repeat(70 * 1024);
+    let r = c.post(at, &cookie, &[("csrf", &csrf), ("chain_pem", &huge), ("key_pem", &key)]).await;
+    assert_eq!(r.status(), 413);
+    let page = r.text().await.unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains("more than 64 KiB"), "{page}");
+    // A good one: the page says whose and until when; the API serves it.
+    let (chain, key) = pem_pair(&ca.issue(&["shop.example.com"]));
+    let r = c.post(at, &cookie, &[("csrf", &csrf), ("chain_pem", &chain), ("key_pem", &key)]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("shop.example.com serves the uploaded certificate now: upload from"), "{page}");
+    assert!(page.contains("valid until") && page.contains("days left"), "{page}");
+    let domains = api(&c, "/api/v1/sites/docs/domains").await;
+    let shop = domains.as_array().unwrap().iter().find(|d| d["name"] == "shop.example.com").unwrap().clone();
+    assert_eq!(shop["certificate"]["source"], "upload", "{shop}");
+
+    // HTTPS settings: shown, changed, refusals name the field.
+    let (_, page) = c.get("/sites/docs/domains", &cookie).await;
+    assert!(page.contains("HSTS: <strong>off"), "{page}");
+    let form = |age: &'static str, preload: bool| {
+        let mut f =
+            vec![("csrf", csrf.clone()), ("hsts_max_age", age.to_owned()), ("hsts_include_subdomains", "on".into())];
+        if preload {
+            f.push(("hsts_preload", "on".into()));
+        }
+        f
+    };
+    for (age, preload, why) in [("lots", false, "HSTS max-age: a whole number"), ("86400", true, "preload needs")] {
+        let r = c
+            .http
+            .post(c.url("/sites/docs/tls"))
+            .header("cookie", &cookie)
+            .form(&form(age, preload))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains(why), "{why}");
+    }
+    let r = c
+        .http
+        .post(c.url("/sites/docs/tls"))
+        .header("cookie", &cookie)
+        .form(&form("31536000", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let tls = api(&c, "/api/v1/sites/docs/tls").await;
+    assert_eq!(
+        tls,
+        serde_json::json!({"https_redirect": false, "hsts_max_age": 31536000, "hsts_include_subdomains": true, "hsts_preload": true})
+    );
+    let (_, page) = c.get("/sites/docs/domains?did=tls", &cookie).await;
+    assert!(
+        page.contains("HTTPS settings saved") && page.contains("max-age=31536000; includeSubDomains; preload"),
+        "{page}"
+    );
+
+    // A viewer sees the page without forms and is refused the actions.
+    let viewer = c.sign_in("val", "val password 123").await;
+    let (_, page) = c.get("/sites/docs/domains", &viewer).await;
+    assert!(
+        page.contains("shop.example.com") && !page.contains("Add domain") && !page.contains("Save HTTPS"),
+        "{page}"
+    );
+    let viewer_csrf = hidden(&page, "csrf");
+    assert_eq!(c.get("/sites/docs/domains/shop.example.com/remove", &viewer).await.0, 403);
+    assert_eq!(c.get(at, &viewer).await.0, 403);
+    let r = c.post("/sites/docs/domains/shop.example.com/remove", &viewer, &[("csrf", &viewer_csrf)]).await;
+    assert_eq!(r.status(), 403);
+
+    // Removal: a page saying what stops, then gone.
+    let (status, page) = c.get("/sites/docs/domains/shop.example.com/remove", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Remove shop.example.com from docs?") && page.contains("Its certificate (upload from"),
+        "{page}"
+    );
+    assert_eq!(c.get("/sites/docs/domains/nosuch.example.com/remove", &cookie).await.0, 404);
+    let r = c.post("/sites/docs/domains/shop.example.com/remove", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let domains = c.server.cli(&["domains", "list", "--site", "docs", "--json"]).ok().json();
+    assert_eq!(domains.as_array().unwrap().len(), 1, "{domains}");
+    let log = audited(&c, "dev").join("\n");
+    for line in [
+        "\"add\" \"/api/v1/sites/docs/domains\" 201",
+        "\"primary\" \"/api/v1/sites/docs/domains/blog.example.com/primary\" 200",
+        "\"upload\" \"/api/v1/sites/docs/domains/shop.example.com/certificate\" 422",
+        "\"upload\" \"/api/v1/sites/docs/domains/shop.example.com/certificate\" 200",
+        "\"put_tls\" \"/api/v1/sites/docs/tls\" 200",
+        "\"remove\" \"/api/v1/sites/docs/domains/shop.example.com\" 200",
+    ] {
+        assert!(log.contains(line), "{line} in {log}");
+    }
+    assert!(audited(&c, "val").join("\n").contains("\"remove\" \"/api/v1/sites/docs/domains/shop.example.com\" 403"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_base_certificates_and_node_tokens_on_the_instance_page() {
+    let (c, ca) = setup_with_ca();
+    c.server.cli(&["users", "create", "root", "--role", "admin", "--password-stdin"]).stdin("root password 1").ok();
+    let root = c.sign_in("root", "root password 1").await;
+    let (status, page) = c.get("/instance", &root).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("href=\"/instance\" aria-current=\"page\"") && page.contains("*.sites.test"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    // Developers and viewers: no link, no page, no action.
+    for (user, password) in [("dev", "dev password 123"), ("val", "val password 123")] {
+        let cookie = c.sign_in(user, password).await;
+        let (_, home) = c.get("/", &cookie).await;
+        assert!(!home.contains("href=\"/instance\""), "{user}");
+        assert_eq!(c.get("/instance", &cookie).await.0, 403, "{user}");
+        assert_eq!(c.get("/instance/node-tokens/nt_0/revoke", &cookie).await.0, 403, "{user}");
+        let own_csrf = hidden(&home, "csrf");
+        let r = c.post("/instance/node-tokens", &cookie, &[("csrf", &own_csrf), ("name", "sneaky")]).await;
+        assert_eq!(r.status(), 403, "{user}");
+    }
+    assert_eq!(api(&c, "/api/v1/nodes/tokens").await, serde_json::json!([]));
+
+    // A node token: shown once, then only its id and name.
+    let r = c.post("/instance/node-tokens", &root, &[("csrf", &csrf), ("name", "edge-a")]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let at = page.find("<code id=\"new-token\">").unwrap() + 21;
+    let token = page[at..at + page[at..].find('<').unwrap()].to_owned();
+    assert!(token.starts_with("chn_"), "{token}");
+    let (_, page) = c.get("/instance", &root).await;
+    assert!(!page.contains(&token) && page.contains("edge-a"), "never shown again: {page}");
+    let listed = api(&c, "/api/v1/nodes/tokens").await;
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert!(page.contains(&format!("<code>{id}</code>")), "{page}");
+    // A bad name is refused, named; nothing echoed raw.
+    let r = c.post("/instance/node-tokens", &root, &[("csrf", &csrf), ("name", "<b>no spaces</b>")]).await;
+    assert_eq!(r.status(), 422);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("is not a node token name") && !text.contains("<b>no"), "{text}");
+    // Revoked after a confirmation naming it.
+    let (status, page) = c.get(&format!("/instance/node-tokens/{id}/revoke"), &root).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("Revoke node token {id} (edge-a)?")), "{page}");
+    let r = c.post(&format!("/instance/node-tokens/{id}/revoke"), &root, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let (_, page) = c.get(&location, &root).await;
+    assert!(page.contains(&format!("Revoked {id} (edge-a)")), "{page}");
+    assert!(api(&c, "/api/v1/nodes/tokens").await[0]["revoked_at"].is_string());
+
+    // The base certificate: a wrong one refused naming the pattern, a good one served, then removed.
+    let (chain, key) = pem_pair(&ca.issue(&["*.example.test"]));
+    let r = c
+        .post("/instance/base-certificates", &root, &[("csrf", &csrf), ("chain_pem", &chain), ("key_pem", &key)])
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("a wildcard for *.sites.test"));
+    let (chain, key) = pem_pair(&ca.issue(&["*.sites.test"]));
+    let r = c
+        .post("/instance/base-certificates", &root, &[("csrf", &csrf), ("chain_pem", &chain), ("key_pem", &key)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Uploaded") && page.contains("upload from") && page.contains("valid until"), "{page}");
+    assert_eq!(api(&c, "/api/v1/certificates/base").await[0]["certificate"]["source"], "upload");
+    let confirm = "/instance/base-certificates/%2A.sites.test/remove";
+    let (status, page) = c.get(confirm, &root).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Remove the certificate of *.sites.test?"), "{page}");
+    let r = c.post(confirm, &root, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert!(api(&c, "/api/v1/certificates/base").await[0]["certificate"].is_null());
+    assert_eq!(c.get("/instance/base-certificates/nosuch/remove", &root).await.0, 404);
+    let log = audited(&c, "root").join("\n");
+    for line in [
+        "\"create_token\" \"/api/v1/nodes/tokens\" 201",
+        "\"create_token\" \"/api/v1/nodes/tokens\" 422",
+        &format!("\"revoke_token\" \"/api/v1/nodes/tokens/{id}\" 200"),
+        "\"upload\" \"/api/v1/certificates/base\" 422",
+        "\"upload\" \"/api/v1/certificates/base\" 200",
+        "\"remove\" \"/api/v1/certificates/base/%2A.sites.test\" 200",
+    ] {
+        assert!(log.contains(line), "{line} in {log}");
+    }
 }

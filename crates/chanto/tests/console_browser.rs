@@ -112,8 +112,48 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     server.cli(&["domains", "add", "shop.example.com", "--site", "docs", "--no-www"]).ok();
     client.goto(&url("/sites/docs/domains")).await.unwrap();
     assert_accessible(client, "domains").await;
+    client.goto(&url("/sites/docs/domains/shop.example.com/certificate")).await.unwrap();
+    assert_accessible(client, "upload a certificate").await;
+    client.find(Locator::Css("#chain-pem")).await.unwrap().send_keys("not a certificate").await.unwrap();
+    client.find(Locator::Css("#key-pem")).await.unwrap().send_keys("not a key").await.unwrap();
+    client.find(Locator::Css("form.stack button[type=submit]")).await.unwrap().click().await.unwrap();
+    browser::wait_for(client, "p.error[role=alert]").await;
+    assert_accessible(client, "a refused certificate").await;
+    client.goto(&url("/sites/docs/domains/shop.example.com/remove")).await.unwrap();
+    assert_accessible(client, "remove a domain").await;
+    client.goto(&url("/instance")).await.unwrap();
+    assert_accessible(client, "instance").await;
+    client.find(Locator::Css("#node-token-name")).await.unwrap().send_keys("edge-a").await.unwrap();
+    press(client, Key::Enter).await;
+    browser::wait_for(client, "code#new-token").await;
+    assert_accessible(client, "instance with a new node token").await;
+    let revoke = client.find(Locator::XPath("//a[starts-with(normalize-space(.), 'Revoke')]")).await.unwrap();
+    let href = revoke.attr("href").await.unwrap().unwrap();
+    client.goto(&url(&href)).await.unwrap();
+    assert_accessible(client, "revoke a node token").await;
     client.goto(&url("/sites/docs/notifications")).await.unwrap();
     assert_accessible(client, "notifications").await;
+    // Git and builds; a subscription, a delivery and the confirmations.
+    let repo = util::git::Repo::new(&tmp.path().join("repo"));
+    server.cli(&["git", "connect", &repo.url(), "--site", "docs"]).ok();
+    server.cli(&["build-hooks", "create", "--site", "docs", "cms"]).ok();
+    client.goto(&url("/sites/docs/git")).await.unwrap();
+    assert_accessible(client, "git and builds").await;
+    client.goto(&url("/sites/docs/git/disconnect")).await.unwrap();
+    assert_accessible(client, "disconnect a repository").await;
+    let add = ["notify", "add", "webhook", "--site", "docs", "--url", "http://127.0.0.1:9/hook", "--json"];
+    let sub = server.cli(&add).ok().json()["id"].as_str().unwrap().to_owned();
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "-m", "third version"]).ok();
+    let delivery = util::wait_for("a delivery", std::time::Duration::from_secs(30), || {
+        let list = server.cli(&["notify", "deliveries", "--site", "docs", "--json"]).ok().json();
+        list.as_array().unwrap().first().map(|d| d["id"].as_i64().unwrap())
+    });
+    client.goto(&url("/sites/docs/notifications")).await.unwrap();
+    assert_accessible(client, "notifications with a subscription").await;
+    client.goto(&url(&format!("/sites/docs/notifications/deliveries/{delivery}"))).await.unwrap();
+    assert_accessible(client, "a notification delivery").await;
+    client.goto(&url(&format!("/sites/docs/notifications/{sub}/remove"))).await.unwrap();
+    assert_accessible(client, "remove a subscription").await;
 
     // The typed confirmation before deleting a site.
     client.goto(&url("/sites/docs/delete")).await.unwrap();

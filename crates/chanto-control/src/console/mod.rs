@@ -10,8 +10,12 @@
 //! must come from this console's origin. Every change is audited as the
 //! API's are.
 
+mod domains;
 pub mod dotenv;
+mod git;
+mod instance;
 pub mod log;
+mod notifications;
 mod oidc;
 pub mod session;
 
@@ -57,10 +61,6 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/sites/{site}/env/remove", post(env_remove))
         .route("/sites/{site}/access", get(access_page).post(access_change))
         .route("/sites/{site}/access/clear", post(access_clear))
-        .route("/sites/{site}/notifications", get(notifications_page))
-        .route("/sites/{site}/notifications/deliveries/{id}/redeliver", post(redeliver))
-        .route("/sites/{site}/domains", get(domains_page))
-        .route("/sites/{site}/domains/{name}/verify", post(verify_domain))
         .route("/builds/{id}", get(build_page))
         .route("/builds/{id}/events", get(build_events))
         .route("/builds/{id}/log.txt", get(raw_log))
@@ -74,9 +74,13 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/users/{name}/remove", get(users_remove_page).post(users_remove))
         .route("/health", get(health_page))
         .route("/audit", get(audit_page))
+        .merge(domains::routes())
+        .merge(instance::routes())
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/console.js", get(script))
         .merge(oidc::routes())
+        .merge(git::routes())
+        .merge(notifications::routes())
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
@@ -182,10 +186,35 @@ fn error_page(session: Option<&Session>, e: ApiError, back: &str) -> Response {
     let page = MessagePage {
         nav: session.and_then(|s| Nav::of(s, "")),
         title: title.to_owned(),
-        message: e.message.clone(),
+        message: with_field(&e),
         back: back.to_owned(),
     };
     html(e.status, &page)
+}
+
+/// A page of `site` as read, changed by `edit`, or the error that kept it from being read.
+fn render_edited<P: Template>(
+    s: &Session,
+    site: &str,
+    status: StatusCode,
+    page: Result<P, ApiError>,
+    edit: impl FnOnce(&mut P),
+) -> Response {
+    match page {
+        Ok(mut page) => {
+            edit(&mut page);
+            html(status, &page)
+        }
+        Err(e) => error_page(Some(s), e, &format!("/sites/{}", url_escape(site))),
+    }
+}
+
+/// An error's message, naming the field to fix when the message does not.
+fn with_field(e: &ApiError) -> String {
+    match &e.field {
+        Some(f) if !e.message.contains(f.as_str()) => format!("{} (field: {f})", e.message),
+        _ => e.message.clone(),
+    }
 }
 
 /// A local path to go back to after signing in (never another origin).
@@ -1729,206 +1758,25 @@ async fn access_clear(
     p.finish(&c, 204, result, |()| Redirect::to(&format!("{here}?saved=1")).into_response()).await
 }
 
-// ---- notifications and domains ----
+// ---- shared by the settings pages ----
 
-struct DeliveryRow {
-    id: i64,
-    subscription: String,
-    action: String,
-    event: String,
-    state: String,
-    attempts: u32,
-    last_error: Option<String>,
-    created: String,
-}
-
+/// A page asking to confirm a removal: what it removes and what stops, and
+/// one button naming it.
 #[derive(Template)]
-#[template(path = "console/notifications.html")]
-struct NotificationsPage {
+#[template(path = "console/confirm_remove.html")]
+struct ConfirmRemove {
     nav: Option<Nav>,
-    site: String,
-    notice: Option<String>,
-    subscriptions: Vec<crate::notify::SubscriptionView>,
-    deliveries: Vec<DeliveryRow>,
-    can_write: bool,
+    title: String,
+    what: Vec<String>,
+    action: String,
+    button: String,
+    back: String,
     csrf: String,
 }
 
 #[derive(Deserialize, Default)]
 struct DoneQuery {
     done: Option<String>,
-}
-
-async fn notifications_page(
-    State(c): State<Arc<Control>>,
-    headers: HeaderMap,
-    Path(site): Path<String>,
-    Query(q): Query<DoneQuery>,
-) -> Response {
-    let here = format!("/sites/{}/notifications", url_escape(&site));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = async {
-        let name: SiteName = crate::api::parse_path(&site)?;
-        let subscriptions = c.subscriptions(&name).await?;
-        let deliveries = c
-            .notify_deliveries(&name, None, 100)
-            .await?
-            .into_iter()
-            .map(|d| DeliveryRow {
-                id: d.id,
-                subscription: d.subscription,
-                action: d.action,
-                event: d.event,
-                state: d.state,
-                attempts: d.attempts,
-                last_error: d.last_error,
-                created: when(d.created_at),
-            })
-            .collect();
-        Ok::<_, ApiError>(NotificationsPage {
-            nav: Nav::of(&s, "sites"),
-            site: name.to_string(),
-            notice: q.done.and_then(|d| d.parse::<i64>().ok()).map(|d| format!("Queued again as delivery {d}.")),
-            subscriptions,
-            deliveries,
-            can_write: s.may(Scope::Write),
-            csrf: s.csrf.clone(),
-        })
-    }
-    .await;
-    match result {
-        Ok(page) => html(StatusCode::OK, &page),
-        Err(e) => error_page(Some(&s), e, &format!("/sites/{}", url_escape(&site))),
-    }
-}
-
-async fn redeliver(
-    State(c): State<Arc<Control>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    Path((site, id)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let back = format!("/sites/{}/notifications", url_escape(&site));
-    let target = format!("/api/v1/sites/{}/notifications/deliveries/{}/redeliver", url_escape(&site), url_escape(&id));
-    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("redeliver", target, back.clone())).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let result = async {
-        let name: SiteName = crate::api::parse_path(&site)?;
-        let id: i64 = id.parse().map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("delivery id {id:?} is not a number"))
-        })?;
-        c.redeliver(&name, id).await
-    }
-    .await;
-    p.finish(&c, 201, result, |d| Redirect::to(&format!("{back}?done={}", d.id)).into_response()).await
-}
-
-struct DomainRow {
-    name: String,
-    url: String,
-    primary: bool,
-    branch: Option<String>,
-    state: String,
-    reason: Option<String>,
-    certificate: String,
-    next: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/domains.html")]
-struct DomainsPage {
-    nav: Option<Nav>,
-    site: String,
-    notice: Option<String>,
-    domains: Vec<DomainRow>,
-    can_write: bool,
-    csrf: String,
-}
-
-async fn domains_page(
-    State(c): State<Arc<Control>>,
-    headers: HeaderMap,
-    Path(site): Path<String>,
-    Query(q): Query<DoneQuery>,
-) -> Response {
-    let here = format!("/sites/{}/domains", url_escape(&site));
-    let s = match signed_in(&c, &headers, &here).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = async {
-        let name: SiteName = crate::api::parse_path(&site)?;
-        let listed = c.list_domains(&name).await?;
-        // Only a name of this site is echoed back (no text from the URL).
-        let notice = q.done.as_deref().and_then(|done| listed.iter().find(|d| d.name == done)).map(|d| {
-            if d.state == "pending_verification" {
-                let why = d.reason.as_deref().unwrap_or("no answer");
-                format!("Checked {}: it does not reach this installation yet ({why}).", d.name)
-            } else {
-                format!("{} reaches this installation ({}).", d.name, d.state.replace('_', " "))
-            }
-        });
-        let domains = listed
-            .into_iter()
-            .map(|d| DomainRow {
-                next: match d.state.as_str() {
-                    "pending_verification" => {
-                        format!("Create DNS {} {} → {}, then check.", d.dns.kind, d.dns.name, d.dns.value)
-                    }
-                    _ => d.hint.clone().unwrap_or_default(),
-                },
-                certificate: d.certificate.as_ref().map_or("none yet".to_owned(), |c| {
-                    format!("{} from {}, {} days left", c.source, c.issuer, c.days_left)
-                }),
-                name: d.name,
-                url: d.url,
-                primary: d.primary,
-                branch: d.branch,
-                state: d.state,
-                reason: d.reason,
-            })
-            .collect();
-        Ok::<_, ApiError>(DomainsPage {
-            nav: Nav::of(&s, "sites"),
-            site: name.to_string(),
-            notice,
-            domains,
-            can_write: s.may(Scope::Write),
-            csrf: s.csrf.clone(),
-        })
-    }
-    .await;
-    match result {
-        Ok(page) => html(StatusCode::OK, &page),
-        Err(e) => error_page(Some(&s), e, &format!("/sites/{}", url_escape(&site))),
-    }
-}
-
-async fn verify_domain(
-    State(c): State<Arc<Control>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    Path((site, domain)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let back = format!("/sites/{}/domains", url_escape(&site));
-    let target = format!("/api/v1/sites/{}/domains/{}/verify", url_escape(&site), url_escape(&domain));
-    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, ("verify", target, back.clone())).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let result = async {
-        let name: SiteName = crate::api::parse_path(&site)?;
-        c.verify_domain(&name, &domain).await
-    }
-    .await;
-    p.finish(&c, 200, result, |d| Redirect::to(&format!("{back}?done={}", url_escape(&d.name))).into_response()).await
 }
 
 // ---- account and users ----

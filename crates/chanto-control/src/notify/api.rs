@@ -98,7 +98,7 @@ pub async fn redeliver(
     Ok((StatusCode::CREATED, Json(c.redeliver(&parse_path(&site)?, delivery_id(&id)?).await?)))
 }
 
-fn delivery_id(id: &str) -> Result<i64, ApiError> {
+pub(crate) fn delivery_id(id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("delivery id {id:?} is not a number"))
     })
