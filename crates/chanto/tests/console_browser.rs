@@ -154,6 +154,8 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     assert_accessible(client, "a notification delivery").await;
     client.goto(&url(&format!("/sites/docs/notifications/{sub}/remove"))).await.unwrap();
     assert_accessible(client, "remove a subscription").await;
+    client.goto(&url("/sites/docs/settings")).await.unwrap();
+    assert_accessible(client, "retention and proxy origins").await;
 
     // The typed confirmation before deleting a site.
     client.goto(&url("/sites/docs/delete")).await.unwrap();
@@ -164,6 +166,10 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     let text = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
     assert!(text.contains("1 of 1 node(s) healthy") && text.contains("healthy"), "{text}");
     assert_accessible(client, "health").await;
+    client.find(Locator::Css("button[name=dry_run][value=true]")).await.unwrap().click().await.unwrap();
+    browser::wait_until(client, "document.title.startsWith('Garbage collection')", "the garbage collection report")
+        .await;
+    assert_accessible(client, "garbage collection").await;
 
     // An invitation's page.
     let link = server.cli(&["users", "invite", "newbie", "--role", "viewer"]).ok().stdout().trim().to_owned();
@@ -174,6 +180,9 @@ async fn every_page_works_by_keyboard_and_has_no_accessibility_violations() {
     // Users and the account page (tokens), accessible too.
     client.goto(&url("/users")).await.unwrap();
     assert_accessible(client, "users").await;
+    client.find(Locator::Css("form[action='/users/newbie/invite'] button")).await.unwrap().click().await.unwrap();
+    browser::wait_for(client, "code#invite-link").await;
+    assert_accessible(client, "a new sign-in link").await;
     client.goto(&url("/users/newbie/remove")).await.unwrap();
     assert_accessible(client, "remove a user").await;
     client.goto(&url("/account")).await.unwrap();

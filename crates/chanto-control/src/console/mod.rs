@@ -18,6 +18,8 @@ pub mod log;
 mod notifications;
 mod oidc;
 pub mod session;
+mod settings;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,9 +71,6 @@ pub fn router() -> Router<Arc<Control>> {
         .route("/account/tokens", post(account_make_token))
         .route("/account/tokens/{id}/revoke", post(account_revoke_token))
         .route("/account/sign-out-everywhere", post(sign_out_everywhere))
-        .route("/users", get(users_page).post(users_create))
-        .route("/users/{name}/role", post(users_set_role))
-        .route("/users/{name}/remove", get(users_remove_page).post(users_remove))
         .route("/health", get(health_page))
         .route("/audit", get(audit_page))
         .merge(domains::routes())
@@ -81,6 +80,8 @@ pub fn router() -> Router<Arc<Control>> {
         .merge(oidc::routes())
         .merge(git::routes())
         .merge(notifications::routes())
+        .merge(settings::routes())
+        .merge(users::routes())
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
@@ -1779,7 +1780,7 @@ struct DoneQuery {
     done: Option<String>,
 }
 
-// ---- account and users ----
+// ---- account ----
 
 struct TokenRow {
     id: String,
@@ -1933,150 +1934,6 @@ async fn sign_out_everywhere(
         resp
     })
     .await
-}
-
-#[derive(Template)]
-#[template(path = "console/users.html")]
-struct UsersPage {
-    nav: Option<Nav>,
-    notice: Option<String>,
-    users: Vec<crate::accounts::UserView>,
-    roles: Vec<&'static str>,
-    csrf: String,
-}
-
-#[derive(Deserialize, Default)]
-struct UsersQuery {
-    added: Option<String>,
-    changed: Option<String>,
-}
-
-async fn users_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q): Query<UsersQuery>) -> Response {
-    let s = match signed_in(&c, &headers, "/users").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(e) = s.principal.require(Scope::Admin) {
-        return error_page(Some(&s), e, "/");
-    }
-    match c.meta.users().await {
-        Ok(users) => {
-            // Only a listed user's name is echoed back (no text from the URL).
-            let find = |n: &Option<String>| users.iter().find(|u| Some(&u.name) == n.as_ref()).cloned();
-            let notice = match (find(&q.added), find(&q.changed)) {
-                (Some(u), _) => Some(format!("Added {} ({}).", u.name, u.role)),
-                (None, Some(u)) => Some(format!("{} is now {}.", u.name, u.role)),
-                _ => None,
-            };
-            let page = UsersPage {
-                nav: Nav::of(&s, "users"),
-                notice,
-                users: users.into_iter().map(Into::into).collect(),
-                roles: chanto_store::Role::ALL.iter().map(|r| r.as_str()).collect(),
-                csrf: s.csrf.clone(),
-            };
-            html(StatusCode::OK, &page)
-        }
-        Err(e) => error_page(Some(&s), e.into(), "/"),
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct NewUserForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    password: String,
-}
-
-async fn users_create(
-    State(c): State<Arc<Control>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    Form(f): Form<NewUserForm>,
-) -> Response {
-    let what = ("create_user", "/users".to_owned(), "/users".to_owned());
-    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Admin, what).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let req = crate::accounts::CreateUserRequest { name: f.name, role: f.role, password: Some(f.password) };
-    let result = c.create_user(req).await;
-    p.finish(&c, 201, result, |u| Redirect::to(&format!("/users?added={}", url_escape(&u.name))).into_response()).await
-}
-
-#[derive(Deserialize, Default)]
-struct RoleForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    role: String,
-}
-
-async fn users_set_role(
-    State(c): State<Arc<Control>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(f): Form<RoleForm>,
-) -> Response {
-    let what = ("update_user", format!("/users/{}/role", url_escape(&name)), "/users".to_owned());
-    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Admin, what).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let req = crate::accounts::UpdateUserRequest { role: Some(f.role), ..Default::default() };
-    let result = c.update_user(&name, req).await;
-    p.finish(&c, 200, result, |u| Redirect::to(&format!("/users?changed={}", url_escape(&u.name))).into_response())
-        .await
-}
-
-#[derive(Template)]
-#[template(path = "console/remove_user.html")]
-struct RemoveUserPage {
-    nav: Option<Nav>,
-    user: String,
-    role: String,
-    csrf: String,
-}
-
-async fn users_remove_page(State(c): State<Arc<Control>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    let s = match signed_in(&c, &headers, "/users").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = async {
-        s.principal.require(Scope::Admin)?;
-        c.meta.user_by_name(&name).await?.ok_or_else(|| ApiError::not_found(format!("user {name:?}")))
-    }
-    .await;
-    match result {
-        Ok(u) => html(
-            StatusCode::OK,
-            &RemoveUserPage { nav: Nav::of(&s, "users"), user: u.name, role: u.role.to_string(), csrf: s.csrf.clone() },
-        ),
-        Err(e) => error_page(Some(&s), e, "/users"),
-    }
-}
-
-async fn users_remove(
-    State(c): State<Arc<Control>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let what = ("delete_user", format!("/api/v1/users/{}", url_escape(&name)), "/users".to_owned());
-    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Admin, what).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let result = c.delete_user(&name).await;
-    p.finish(&c, 204, result, |()| Redirect::to("/users").into_response()).await
 }
 
 // ---- health ----
