@@ -24,7 +24,7 @@ use bytes::Bytes;
 use chanto_core::ContentHash;
 use chanto_store::node_wire::{
     EdgeRollout, Heartbeat, HeartbeatAck, NODE_TOKEN_PREFIX, NodeCertificate, NodeRef, NodeRole, ROUTING_KIND_HEADER,
-    Refusal, RoutingDelta, RoutingSnapshot, SNAPSHOT_FORMAT, is_certificate_id,
+    Refusal, RoutingDelta, RoutingSnapshot, SNAPSHOT_FORMAT, TrafficCounts, TrafficWindow, is_certificate_id,
 };
 use chanto_store::{MetaStore, NodeRecord, NodeToken, RoutingSink, RoutingTable, StoreError, UnixMillis, now_millis};
 use serde::{Deserialize, Serialize};
@@ -698,6 +698,9 @@ fn validate_heartbeat(hb: &mut Heartbeat) -> Result<(), ApiError> {
     if hb.wanted_certs.len() > 256 || hb.wanted_certs.iter().any(|n| n.len() > 253) {
         return Err(bad("wanted_certs", "at most 256 host names of at most 253 characters"));
     }
+    if hb.traffic.is_some_and(|t| !t.is_plausible()) {
+        return Err(bad("traffic", "a window of 1 ms to a day, and no more errors than responses"));
+    }
     if let Some(r) = &mut hb.refused {
         if r.version > i64::MAX as u64 {
             return Err(bad("refused.version", "too large"));
@@ -776,6 +779,10 @@ pub struct NodeView {
     pub refused: Option<Refusal>,
     /// The chanto version it runs.
     pub software: String,
+    /// Its responses over the minute before its last heartbeat (requests,
+    /// 4xx, 5xx); absent until it has reported twice.
+    #[schema(value_type = Option<Object>)]
+    pub traffic: Option<chanto_store::node_wire::Traffic>,
     /// Where its edge listens.
     pub edge_addr: Option<String>,
     /// When the control plane first heard of it (RFC 3339).
@@ -832,6 +839,7 @@ impl Control {
                 software: n.software,
                 edge_addr: n.edge_addr,
                 first_seen: rfc3339(n.first_seen),
+                traffic: n.traffic,
             })
             .collect();
         Ok(NodesView { routing_version: current, node_timeout_ms: c.config.node_timeout.as_millis() as u64, nodes })
@@ -937,6 +945,9 @@ pub struct InProcessEdge {
     /// The version it serves and when it got it.
     serving: Mutex<(u64, UnixMillis)>,
     failing: std::sync::atomic::AtomicBool,
+    /// The edge's response counters, and the last minute of them.
+    counts: std::sync::OnceLock<Box<dyn Fn() -> TrafficCounts + Send + Sync>>,
+    traffic: Mutex<TrafficWindow>,
 }
 
 /// How often an in-process edge records a heartbeat.
@@ -957,7 +968,14 @@ impl InProcessEdge {
             status: Box::new(status),
             serving: Mutex::new((0, 0)),
             failing: Default::default(),
+            counts: std::sync::OnceLock::new(),
+            traffic: Mutex::new(TrafficWindow::default()),
         })
+    }
+
+    /// Reports the edge's traffic with each heartbeat, read from `counts`.
+    pub fn count_with(&self, counts: impl Fn() -> TrafficCounts + Send + Sync + 'static) {
+        let _ = self.counts.set(Box::new(counts));
     }
 
     /// Records this edge's heartbeat now.
@@ -978,6 +996,7 @@ impl InProcessEdge {
             software: env!("CARGO_PKG_VERSION").into(),
             edge_addr: self.node.edge_addr.clone(),
             wanted_certs: Vec::new(),
+            traffic: self.counts.get().and_then(|counts| self.traffic.lock().expect("traffic").sample(now, counts())),
         };
         use std::sync::atomic::Ordering;
         match self.meta.record_heartbeat(&hb, now).await {
@@ -1108,6 +1127,7 @@ mod tests {
             edge_addr: None,
             last_heartbeat: heard,
             first_seen: 0,
+            traffic: None,
         }
     }
 

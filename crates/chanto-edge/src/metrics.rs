@@ -44,6 +44,16 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Responses sent so far: all, 4xx, 5xx.
+    pub fn counts(&self) -> chanto_store::node_wire::TrafficCounts {
+        let get = |i: usize| self.by_class[i].load(Ordering::Relaxed);
+        chanto_store::node_wire::TrafficCounts {
+            requests: (0..5).map(get).sum(),
+            client_errors: get(3),
+            server_errors: get(4),
+        }
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self, snapshot_version: u64) -> String {
         let mut out = String::new();

@@ -977,8 +977,15 @@ pub async fn node_store(meta: &dyn MetaStore) {
         software: "0.1.0".into(),
         edge_addr: Some("10.0.0.1:8080".into()),
         wanted_certs: vec![],
+        traffic: Some(crate::node_wire::Traffic {
+            window_ms: 60_000,
+            requests: 900,
+            client_errors: 12,
+            server_errors: 3,
+        }),
     };
     let first = meta.record_heartbeat(&hb("n1", "b", 3), 100).await.unwrap();
+    assert_eq!(first.traffic, hb("n1", "b", 3).traffic, "traffic is kept");
     assert_eq!((first.first_seen, first.last_heartbeat, first.routing_version), (100, 100, 3));
     meta.record_heartbeat(&hb("n2", "a", 2), 110).await.unwrap();
     let refusing = Heartbeat {
@@ -989,13 +996,14 @@ pub async fn node_store(meta: &dyn MetaStore) {
         edge_addr: None,
         wanted_certs: vec![],
         role: NodeRole::All,
+        traffic: None,
         ..hb("n1", "c", 4)
     };
     let again = meta.record_heartbeat(&refusing, 200).await.unwrap();
     assert_eq!((again.first_seen, again.last_heartbeat, again.routing_version), (100, 200, 4));
     assert_eq!(again.refused, refusing.refused);
     assert_eq!((again.role, again.ready, again.draining, again.zone.as_str()), (NodeRole::All, false, true, "c"));
-    assert_eq!((again.snapshot_age_ms, again.edge_addr.as_deref()), (None, None));
+    assert_eq!((again.snapshot_age_ms, again.edge_addr.as_deref(), again.traffic), (None, None, None));
     let nodes = meta.list_nodes(0).await.unwrap();
     assert_eq!(nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), ["n2", "n1"], "by zone");
     assert_eq!(nodes[1], again);

@@ -479,6 +479,7 @@ pub const TABLES: &[Table] = &[
             c("edge_addr", Text),
             c("last_heartbeat", Int),
             c("first_seen", Int),
+            c("traffic", Text),
         ],
         identity: None,
         pg_seq: false,

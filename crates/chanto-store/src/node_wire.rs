@@ -159,6 +159,70 @@ pub struct Refusal {
     pub error: String,
 }
 
+/// Responses an edge has sent since it started, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficCounts {
+    /// Every response.
+    pub requests: u64,
+    /// 4xx responses.
+    pub client_errors: u64,
+    /// 5xx responses.
+    pub server_errors: u64,
+}
+
+/// An edge's responses over a recent window, as its heartbeat reports them
+/// (the health page's request and error rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// How long the window is, in ms (about a minute once the edge has run that long).
+    pub window_ms: u64,
+    /// Responses in it.
+    pub requests: u64,
+    /// 4xx responses in it.
+    pub client_errors: u64,
+    /// 5xx responses in it.
+    pub server_errors: u64,
+}
+
+impl Traffic {
+    /// Whether it is possible at all (a node's report is not trusted blindly).
+    pub fn is_plausible(&self) -> bool {
+        (1..=86_400_000).contains(&self.window_ms)
+            && self.client_errors.saturating_add(self.server_errors) <= self.requests
+    }
+}
+
+/// The last minute of an edge's counters, sampled at each heartbeat; each
+/// sample answers the traffic since the oldest one kept.
+#[derive(Debug, Default)]
+pub struct TrafficWindow {
+    samples: std::collections::VecDeque<(UnixMillis, TrafficCounts)>,
+}
+
+impl TrafficWindow {
+    /// How far back the window reaches.
+    pub const SPAN_MS: UnixMillis = 60_000;
+
+    /// Notes the counters at `now`; the traffic since the window's start
+    /// (`None` for the first sample).
+    pub fn sample(&mut self, now: UnixMillis, counts: TrafficCounts) -> Option<Traffic> {
+        while self.samples.len() > 1 && now - self.samples[1].0 >= Self::SPAN_MS {
+            self.samples.pop_front();
+        }
+        let traffic = self.samples.front().filter(|(at, _)| now > *at).map(|(at, base)| Traffic {
+            window_ms: (now - at) as u64,
+            requests: counts.requests.saturating_sub(base.requests),
+            client_errors: counts.client_errors.saturating_sub(base.client_errors),
+            server_errors: counts.server_errors.saturating_sub(base.server_errors),
+        });
+        self.samples.push_back((now, counts));
+        if self.samples.len() > 256 {
+            self.samples.pop_front();
+        }
+        traffic
+    }
+}
+
 /// What an edge node reports every few seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -189,6 +253,9 @@ pub struct Heartbeat {
     /// routes to a site).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wanted_certs: Vec<String>,
+    /// Its responses over the last minute or so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
 }
 
 /// The control plane's answer to a heartbeat.
@@ -233,6 +300,27 @@ pub struct EdgeRollout {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_traffic_window_answers_the_last_minute() {
+        let c = |requests, client_errors, server_errors| TrafficCounts { requests, client_errors, server_errors };
+        let mut w = TrafficWindow::default();
+        assert_eq!(w.sample(0, c(10, 1, 0)), None);
+        let t = w.sample(5_000, c(30, 4, 1)).unwrap();
+        assert_eq!(t, Traffic { window_ms: 5_000, requests: 20, client_errors: 3, server_errors: 1 });
+        for s in 2..=20 {
+            w.sample(s * 5_000, c(30 + 10 * s as u64, 4, 1));
+        }
+        // At 100 s the window starts a minute or so back, not at 0.
+        let t = w.sample(105_000, c(300, 4, 2)).unwrap();
+        assert!((60_000..65_000).contains(&t.window_ms), "{t:?}");
+        assert_eq!(t.server_errors, 1);
+        // A restarted edge (counters back to 0) reports no negative traffic.
+        assert_eq!(w.sample(110_000, c(0, 0, 0)).unwrap().requests, 0);
+        assert!(t.is_plausible());
+        assert!(!Traffic { window_ms: 0, ..t }.is_plausible());
+        assert!(!Traffic { requests: 1, client_errors: 1, server_errors: 1, window_ms: 5 }.is_plausible());
+    }
     use super::*;
     use crate::{Permalink, RoutingRow};
     use chanto_core::{AccessPolicy, AccessScope};

@@ -57,6 +57,8 @@ pub struct NodeRecord {
     pub last_heartbeat: UnixMillis,
     /// When the control plane first heard of it.
     pub first_seen: UnixMillis,
+    /// Its responses over the minute before its last heartbeat.
+    pub traffic: Option<crate::node_wire::Traffic>,
 }
 
 impl NodeRecord {
@@ -76,6 +78,7 @@ impl NodeRecord {
             edge_addr: hb.edge_addr.clone(),
             last_heartbeat: now,
             first_seen: now,
+            traffic: hb.traffic.filter(|t| t.is_plausible()),
         }
     }
 }

@@ -431,6 +431,9 @@ CREATE TABLE invites (
     // issuer and subject, one user each (SQLite migration 18 is the same).
     "ALTER TABLE users ADD COLUMN sso_subject TEXT;
 CREATE UNIQUE INDEX users_sso_subject ON users(sso_subject);",
+    // 12: each node's responses over the last minute, from its heartbeat
+    // (JSON; the health page's request and error rates; SQLite 19).
+    "ALTER TABLE nodes ADD COLUMN traffic TEXT;",
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").

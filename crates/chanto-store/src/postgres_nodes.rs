@@ -22,7 +22,7 @@ fn token_row(r: &Row) -> Result<NodeToken, StoreError> {
 }
 
 const NODE_SELECT: &str = "SELECT node_id, name, zone, role, routing_version, snapshot_age_ms, ready, draining,
-       refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen FROM nodes";
+       refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen, traffic FROM nodes";
 
 fn node_row(r: &Row) -> Result<NodeRecord, StoreError> {
     let role: String = r.try_get(3)?;
@@ -42,6 +42,7 @@ fn node_row(r: &Row) -> Result<NodeRecord, StoreError> {
         edge_addr: r.try_get(11)?,
         last_heartbeat: r.try_get(12)?,
         first_seen: r.try_get(13)?,
+        traffic: r.try_get::<_, Option<String>>(14)?.and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -125,13 +126,13 @@ impl NodeStore for PostgresMeta {
             &tx,
             &format!(
                 "INSERT INTO nodes (node_id, name, zone, role, routing_version, snapshot_age_ms, ready, draining,
-                    refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+                    refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen, traffic)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)
                  ON CONFLICT (node_id) DO UPDATE SET name = excluded.name, zone = excluded.zone, role = excluded.role,
                     routing_version = excluded.routing_version, snapshot_age_ms = excluded.snapshot_age_ms,
                     ready = excluded.ready, draining = excluded.draining, refused_version = excluded.refused_version,
                     refused_error = excluded.refused_error, software = excluded.software, edge_addr = excluded.edge_addr,
-                    last_heartbeat = excluded.last_heartbeat
+                    last_heartbeat = excluded.last_heartbeat, traffic = excluded.traffic
                  RETURNING {}",
                 NODE_SELECT.trim_start_matches("SELECT ").trim_end_matches(" FROM nodes")
             ),
@@ -149,6 +150,7 @@ impl NodeStore for PostgresMeta {
                 &rec.software,
                 &rec.edge_addr,
                 &now,
+                &rec.traffic.map(|t| serde_json::to_string(&t).unwrap_or_default()),
             ],
         )
         .await?;

@@ -417,6 +417,9 @@ CREATE TABLE tokens (
     // issuer and subject, one user each (PostgreSQL migration 11 is the same).
     "ALTER TABLE users ADD COLUMN sso_subject TEXT;
     CREATE UNIQUE INDEX users_sso_subject ON users(sso_subject);",
+    // 19: each node's responses over the last minute, from its heartbeat
+    // (JSON; the health page's request and error rates; PostgreSQL 12).
+    "ALTER TABLE nodes ADD COLUMN traffic TEXT;",
 ];
 
 /// How many migrations this build knows: the newest schema version.

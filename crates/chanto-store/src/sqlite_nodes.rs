@@ -22,7 +22,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeToken> {
 }
 
 const NODE_SELECT: &str = "SELECT node_id, name, zone, role, routing_version, snapshot_age_ms, ready, draining,
-       refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen FROM nodes";
+       refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen, traffic FROM nodes";
 
 fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
     let role: String = r.get(3)?;
@@ -44,6 +44,7 @@ fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
         edge_addr: r.get(11)?,
         last_heartbeat: r.get(12)?,
         first_seen: r.get(13)?,
+        traffic: r.get::<_, Option<String>>(14)?.and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -118,13 +119,13 @@ impl NodeStore for SqliteMeta {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO nodes (node_id, name, zone, role, routing_version, snapshot_age_ms, ready, draining,
-                    refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+                    refused_version, refused_error, software, edge_addr, last_heartbeat, first_seen, traffic)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)
                  ON CONFLICT (node_id) DO UPDATE SET name = excluded.name, zone = excluded.zone, role = excluded.role,
                     routing_version = excluded.routing_version, snapshot_age_ms = excluded.snapshot_age_ms,
                     ready = excluded.ready, draining = excluded.draining, refused_version = excluded.refused_version,
                     refused_error = excluded.refused_error, software = excluded.software, edge_addr = excluded.edge_addr,
-                    last_heartbeat = excluded.last_heartbeat",
+                    last_heartbeat = excluded.last_heartbeat, traffic = excluded.traffic",
                 params![
                     rec.node_id,
                     rec.name,
@@ -139,6 +140,7 @@ impl NodeStore for SqliteMeta {
                     rec.software,
                     rec.edge_addr,
                     now,
+                    rec.traffic.map(|t| serde_json::to_string(&t).unwrap_or_default()),
                 ],
             )?;
             let stored = tx.query_row(&format!("{NODE_SELECT} WHERE node_id = ?1"), [&rec.node_id], node_row)?;

@@ -290,6 +290,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
         report: tokio::sync::Notify::new(),
         refused_total: AtomicU64::new(0),
         control_errors: AtomicU64::new(0),
+        traffic: Default::default(),
     });
     match puller.boot_from_disk().await {
         Ok(Some(version)) => tracing::info!(version, "serving the routing snapshot kept on disk"),
@@ -405,6 +406,8 @@ struct Puller {
     report: tokio::sync::Notify,
     refused_total: AtomicU64,
     control_errors: AtomicU64,
+    /// The last minute of the edge's response counters (for heartbeats).
+    traffic: std::sync::Mutex<chanto_store::node_wire::TrafficWindow>,
 }
 
 /// What a pull brought.
@@ -863,6 +866,7 @@ impl Puller {
             software: env!("CARGO_PKG_VERSION").to_owned(),
             edge_addr: Some(self.node.edge_addr.clone()),
             wanted_certs: self.edge.take_wanted_certs(),
+            traffic: self.traffic.lock().expect("traffic").sample(now, self.edge.metrics.counts()),
         }
     }
 

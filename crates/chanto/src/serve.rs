@@ -422,6 +422,10 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
             }
         };
         let local = chanto_control::nodes::InProcessEdge::new(edge.clone(), meta.clone(), node, status);
+        local.count_with({
+            let edge = edge.clone();
+            move || edge.metrics.counts()
+        });
         (Some(edge), vec![local])
     } else {
         (None, Vec::new())

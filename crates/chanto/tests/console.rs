@@ -1496,3 +1496,38 @@ async fn admins_invite_from_the_users_page_and_the_link_is_shown_once() {
         assert_eq!(r.status(), 403, "{user}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_page_shows_each_nodes_requests_and_errors() {
+    let c = setup();
+    let cookie = c.sign_in("val", "val password 123").await;
+    for path in ["/", "/", "/", "/missing", "/missing"] {
+        c.server.get("docs.localhost", path);
+    }
+    // The in-process edge reports its last minute with each heartbeat (every 5 s).
+    let traffic = util::wait_for("traffic in a heartbeat", Duration::from_secs(30), || {
+        let nodes = c.server.cli(&["nodes", "list", "--json"]).ok().json();
+        let t = nodes["nodes"][0]["traffic"].clone();
+        (t["requests"].as_u64().unwrap_or(0) >= 5 && t["client_errors"].as_u64().unwrap_or(0) >= 2).then_some(t)
+    });
+    assert_eq!(traffic["server_errors"], 0, "{traffic}");
+    let (status, page) = c.get("/health", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Requests and errors (last minute)") && page.contains("/min; 5xx 0.0 %, 4xx "), "{page}");
+    // A node cannot report more errors than responses.
+    let mut hb = serde_json::json!({
+        "node_id": "n1", "name": "n1", "zone": "a", "role": "edge", "routing_version": 0, "snapshot_age_ms": null,
+        "ready": true, "draining": false, "refused": null, "software": "x", "edge_addr": null,
+        "traffic": {"window_ms": 1000, "requests": 1, "client_errors": 5, "server_errors": 0}
+    });
+    let file = c._tmp.path().join("node.token");
+    c.server.cli(&["nodes", "token", "create", "n1", "--output", file.to_str().unwrap()]).ok();
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    let post =
+        |hb: serde_json::Value| c.http.post(c.url("/api/v1/nodes/heartbeat")).bearer_auth(&token).json(&hb).send();
+    let r = post(hb.clone()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("traffic"));
+    hb["traffic"]["client_errors"] = 0.into();
+    assert_eq!(post(hb).await.unwrap().status(), 200);
+}

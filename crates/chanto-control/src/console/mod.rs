@@ -1948,6 +1948,24 @@ struct NodeRow {
     lag: u64,
     heard: String,
     software: String,
+    /// Requests per minute and error shares, or why not known.
+    traffic: String,
+    /// Whether 5xx responses are 1 % or more of the traffic.
+    erroring: bool,
+}
+
+/// A node's recent traffic in words: requests a minute and the share of
+/// 5xx and 4xx answers.
+fn traffic_words(t: Option<chanto_store::node_wire::Traffic>) -> (String, bool) {
+    let Some(t) = t.filter(|t| t.window_ms > 0) else { return ("not reported yet".to_owned(), false) };
+    let per_minute = t.requests as f64 * 60_000.0 / t.window_ms as f64;
+    if t.requests == 0 {
+        return (format!("no requests in the last {} s", t.window_ms / 1000), false);
+    }
+    let share = |n: u64| n as f64 * 100.0 / t.requests as f64;
+    let server = share(t.server_errors);
+    let words = format!("{per_minute:.0}/min; 5xx {server:.1} %, 4xx {:.1} %", share(t.client_errors));
+    (words, server >= 1.0)
 }
 
 #[derive(Template)]
@@ -1988,6 +2006,8 @@ async fn health_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Respo
             version: n.routing_version,
             lag: n.lag,
             software: n.software,
+            traffic: traffic_words(n.traffic).0,
+            erroring: traffic_words(n.traffic).1,
         })
         .collect();
     let page = HealthPage {
@@ -2059,6 +2079,16 @@ async fn audit_page(State(c): State<Arc<Control>>, headers: HeaderMap, Query(q):
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traffic_reads_as_rates_and_shares() {
+        use chanto_store::node_wire::Traffic;
+        assert_eq!(traffic_words(None), ("not reported yet".to_owned(), false));
+        let t = Traffic { window_ms: 30_000, requests: 500, client_errors: 50, server_errors: 5 };
+        assert_eq!(traffic_words(Some(t)), ("1000/min; 5xx 1.0 %, 4xx 10.0 %".to_owned(), true));
+        let quiet = Traffic { window_ms: 60_000, requests: 0, client_errors: 0, server_errors: 0 };
+        assert_eq!(traffic_words(Some(quiet)).0, "no requests in the last 60 s");
+    }
 
     #[test]
     fn next_is_always_a_local_path() {
