@@ -939,7 +939,14 @@ async fn a_deploy_page_shows_its_files_rules_and_plan_against_production() {
     let c = setup();
     // A third deploy on a branch, with a rule and one more file.
     let site = c._tmp.path().join("site");
-    write_tree(&site, &[("index.html", "<h1>v3</h1>"), ("about.html", "about"), ("_redirects", "/old /about 301")]);
+    write_tree(
+        &site,
+        &[
+            ("index.html", "<h1>v3</h1>"),
+            ("about.html", "about"),
+            ("_redirects", "/old /about 301\n/admin/* /admin/:splat 200 Role=admin"),
+        ],
+    );
     let out = c
         .server
         .cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--branch", "next", "-m", "with rules", "--json"])
@@ -951,6 +958,11 @@ async fn a_deploy_page_shows_its_files_rules_and_plan_against_production() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("with rules") && page.contains("<code>about.html</code>"), "{page}");
     assert!(page.contains("redirect /old /about 301"), "the rules: {page}");
+    assert!(
+        page.contains("<h3>Warnings</h3>")
+            && page.contains("_redirects:2: warning: Role= conditions are not supported by chanto"),
+        "the finalize warnings, kept: {page}"
+    );
     assert!(page.contains("1 added, 1 changed, 0 removed"), "against production (v2): {page}");
     assert!(page.contains("Added files") && page.contains("Rules added"), "{page}");
     assert!(!page.contains("Publish…"), "a viewer is offered no action");

@@ -1032,6 +1032,8 @@ struct DeployPage {
     plan_summary: String,
     plan_groups: Vec<(String, Vec<String>)>,
     rules: Vec<String>,
+    /// What its rule files drew at finalize (lines that were ignored, and why).
+    warnings: Vec<String>,
     files: Vec<(String, String)>,
     files_hidden: usize,
 }
@@ -1064,7 +1066,10 @@ async fn deploy_page(
             .into_iter()
             .find(|b| b.deploy.as_ref() == Some(&d.id))
             .map(|b| (b.id.to_string(), b.commit.map(|c| c.chars().take(12).collect()), b.author));
-        let head = crate::notify::dispatch::side(&c, &d.id).await;
+        let (head, warnings) = match crate::notify::dispatch::side_and_warnings(&c, &d.id).await {
+            Some((side, warnings)) => (Some(side), warnings),
+            None => (None, Vec::new()),
+        };
         let production = c.meta.branch(&name, &record.production_branch).await?.and_then(|b| b.active_deploy);
         let base = match &production {
             Some(p) if *p != d.id => crate::notify::dispatch::side(&c, p).await,
@@ -1133,6 +1138,7 @@ async fn deploy_page(
             plan_summary,
             plan_groups,
             rules,
+            warnings,
             files,
             files_hidden,
         })

@@ -219,6 +219,12 @@ async fn plan_for(control: &Control, o: &OutboxEvent) -> Option<DeployPlan> {
 }
 
 pub(crate) async fn side(control: &Control, deploy: &DeployId) -> Option<PlanSide> {
+    side_and_warnings(control, deploy).await.map(|(side, _)| side)
+}
+
+/// A deploy's side of a plan and the warnings its rule files drew at
+/// finalize (kept in its manifest), one line each.
+pub(crate) async fn side_and_warnings(control: &Control, deploy: &DeployId) -> Option<(PlanSide, Vec<String>)> {
     let d = control.meta.get_deploy(deploy).await.ok()??;
     let bytes = control.blobs.get(&d.manifest?).await.ok()?;
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
@@ -227,7 +233,9 @@ pub(crate) async fn side(control: &Control, deploy: &DeployId) -> Option<PlanSid
         .iter()
         .map(|(path, e)| PlanFile { path: path.clone(), hash: e.hash.to_hex(), size: e.size })
         .collect();
-    Some(PlanSide { files, rules: rule_lines(manifest.rules.as_ref()) })
+    let warnings =
+        manifest.rules.as_ref().map_or_else(Vec::new, |r| r.warnings.iter().map(|w| w.to_string()).collect());
+    Some((PlanSide { files, rules: rule_lines(manifest.rules.as_ref()) }, warnings))
 }
 
 /// Each rule as one line, for the plan's rule diff. Passwords and their hashes never appear.
