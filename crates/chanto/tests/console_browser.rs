@@ -269,3 +269,45 @@ async fn a_build_started_in_the_console_shows_its_log_live_and_its_first_error()
     assert_eq!(steps.len(), 10, "every line once, none twice: {lines:?}");
     session.close().await;
 }
+
+#[path = "util/oidc.rs"]
+mod oidc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_works_in_a_browser_by_keyboard() {
+    let Some(session) = browser::session("single_sign_on_works_in_a_browser_by_keyboard").await else {
+        return;
+    };
+    let issuer = oidc::Issuer::start("chanto", "client secret 1").await;
+    issuer.sign_in_as("sub-ada", "ada", &["ops"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "client secret 1").unwrap();
+    let args = ["--oidc-issuer", &issuer.url, "--oidc-client-id", "chanto", "--oidc-client-secret-file"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend([secret.to_str().unwrap(), "--oidc-name", "Example ID", "--oidc-group-role", "ops=admin"]);
+    let server = Server::start(&tmp.path().join("data"), &args);
+    let client = session.client();
+    client.goto(&format!("{}/audit", server.api_url)).await.unwrap();
+    browser::wait_until(client, "location.pathname === '/login'", "the sign-in page").await;
+    assert_accessible(client, "sign-in with single sign-on").await;
+    // Tab to the provider's button and press Enter: to the provider, back
+    // signed in (the browser carries the sign-in's cookie across), on the
+    // page asked for.
+    let mut reached = false;
+    for _ in 0..10 {
+        tab(client).await;
+        let text = client.execute("return document.activeElement.textContent", vec![]).await.unwrap();
+        if text == "Sign in with Example ID" {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches the single sign-on button");
+    press(client, Key::Enter).await;
+    browser::wait_until(client, "location.pathname === '/audit'", "the audit log, signed in").await;
+    let user = client.execute("return document.querySelector('header').textContent", vec![]).await.unwrap();
+    assert!(user.as_str().unwrap().contains("ada"), "{user}");
+    assert_accessible(client, "signed in by single sign-on").await;
+    session.close().await;
+}

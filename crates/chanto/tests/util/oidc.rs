@@ -182,9 +182,16 @@ fn grant_error(why: &str) -> Response {
 
 async fn token(State(s): St, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
     let mut s = s.lock().unwrap();
-    let basic =
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.client_id, s.secret)));
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
+    // RFC 6749 2.3.1: the id and secret are form-urlencoded, then Basic.
+    let decode = |v: &str| url::form_urlencoded::parse(format!("x={v}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let client = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|pair| pair.split_once(':').and_then(|(id, secret)| Some((decode(id)?, decode(secret)?))));
+    if client != Some((s.client_id.clone(), s.secret.clone())) {
         return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "invalid_client"}))).into_response();
     }
     let Some(p) = f.get("code").and_then(|c| s.codes.remove(c)) else { return grant_error("unknown or used code") };
