@@ -344,6 +344,8 @@ async fn single_sign_on_links_by_subject_maps_groups_and_refuses_every_spoiled_a
     let page = http.get(format!("{}/audit", server.api_url)).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(page.status(), 200, "an admin reads the audit log");
     assert!(page.text().await.unwrap().contains("/login/oidc"), "the sign-in is in the audit log");
+    let page = http.get(format!("{}/users", server.api_url)).header("cookie", &cookie).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("single sign-on (sub-ann)"), "the users page shows the link");
     let users = server.cli(&["users", "list", "--json"]).ok().json();
     let ann = users.as_array().unwrap().iter().find(|u| u["name"] == "ann").expect("ann created, lowercased");
     assert_eq!(
