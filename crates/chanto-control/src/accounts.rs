@@ -59,6 +59,16 @@ pub fn check_user_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The provider, as the audit log names the changes a single sign-on makes
+/// (to `user`'s record).
+fn sso_actor(user: &UserRecord) -> crate::auth::Principal {
+    crate::auth::Principal { actor: user.name.clone(), via: "sso".to_owned(), scope: Scope::Read, user: None }
+}
+
+fn user_target(name: &str) -> String {
+    format!("/api/v1/users/{name}")
+}
+
 /// Checks a new password: at least [`MIN_PASSWORD_CHARS`] characters, and
 /// what every chanto password is (bounded, no control characters).
 pub fn check_new_password(password: &str) -> Result<(), ApiError> {
@@ -390,15 +400,11 @@ impl Control {
             }
             None => None,
         };
-        if let Some(role) = role {
-            if user.role == Role::Admin && role != Role::Admin {
-                self.keep_an_admin(&user.name).await?;
-            }
-            self.meta.set_user_role(name, role).await?;
+        if role.is_some_and(|r| user.role == Role::Admin && r != Role::Admin) {
+            self.keep_an_admin(&user.name).await?;
         }
-        if let Some(hash) = hash {
-            self.meta.set_user_password(name, Some(&hash)).await?;
-        }
+        // The link first: it is the change that can conflict, and then
+        // nothing has changed.
         if let Some(sso) = sso {
             self.meta.set_user_sso(name, sso.as_deref()).await.map_err(|e| match e {
                 chanto_store::StoreError::Conflict(m) => {
@@ -406,6 +412,12 @@ impl Control {
                 }
                 e => e.into(),
             })?;
+        }
+        if let Some(role) = role {
+            self.meta.set_user_role(name, role).await?;
+        }
+        if let Some(hash) = hash {
+            self.meta.set_user_password(name, Some(&hash)).await?;
         }
         Ok(self.user_named(name).await?.into())
     }
@@ -589,8 +601,10 @@ impl Control {
 
     /// Signs in whom the provider vouched for (see [`crate::oidc::decide`]):
     /// the linked user (role set from their groups when a mapping is
-    /// configured), or a new linked user.
-    pub async fn oidc_user(&self, id: &crate::oidc::Identity) -> Result<UserRecord, ApiError> {
+    /// configured; the last admin stays one), or a new linked user. What
+    /// it changes is audited as done by the provider (`via sso`) from
+    /// `source`.
+    pub async fn oidc_user(&self, id: &crate::oidc::Identity, source: &str) -> Result<UserRecord, ApiError> {
         let Some(oidc) = self.oidc.get() else { return Err(ApiError::not_found("single sign-on (not configured)")) };
         let linked = self.meta.user_by_sso(&id.subject).await?;
         let named = match (&linked, &id.username) {
@@ -600,8 +614,15 @@ impl Control {
         let user = match crate::oidc::decide(oidc.config(), id, linked, named)? {
             crate::oidc::Decision::SignIn(user, None) => user,
             crate::oidc::Decision::SignIn(user, Some(role)) => {
-                tracing::info!(user = %user.name, from = %user.role, to = %role, "role set by the sign-in provider's groups");
-                self.meta.set_user_role(&user.name, role).await?.unwrap_or(user)
+                if user.role == Role::Admin && self.keep_an_admin(&user.name).await.is_err() {
+                    tracing::warn!(user = %user.name, to = %role, "the sign-in provider's groups would demote the last admin; kept admin");
+                    user
+                } else {
+                    tracing::info!(user = %user.name, from = %user.role, to = %role, "role set by the sign-in provider's groups");
+                    let changed = self.meta.set_user_role(&user.name, role).await?.unwrap_or(user);
+                    self.audit(&sso_actor(&changed), source, "update_user", &user_target(&changed.name), 200).await;
+                    changed
+                }
             }
             crate::oidc::Decision::Create(name, role) => {
                 let user = UserRecord {
@@ -622,6 +643,7 @@ impl Control {
                     e => e.into(),
                 })?;
                 tracing::info!(user = %user.name, role = %user.role, "user created at their first single sign-on");
+                self.audit(&sso_actor(&user), source, "create_user", "/api/v1/users", 201).await;
                 user
             }
         };

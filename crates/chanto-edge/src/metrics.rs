@@ -46,11 +46,12 @@ impl Metrics {
 
     /// Responses sent so far: all, 4xx, 5xx.
     pub fn counts(&self) -> chanto_store::node_wire::TrafficCounts {
-        let get = |i: usize| self.by_class[i].load(Ordering::Relaxed);
+        // Each class read once, so the errors never exceed the sum.
+        let by_class: [u64; 5] = std::array::from_fn(|i| self.by_class[i].load(Ordering::Relaxed));
         chanto_store::node_wire::TrafficCounts {
-            requests: (0..5).map(get).sum(),
-            client_errors: get(3),
-            server_errors: get(4),
+            requests: by_class.iter().sum(),
+            client_errors: by_class[3],
+            server_errors: by_class[4],
         }
     }
 

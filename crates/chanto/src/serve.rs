@@ -448,7 +448,7 @@ async fn start_in(args: &ServeArgs) -> anyhow::Result<Running> {
         None => format!("http://{api_addr}"),
     };
     control.set_public_url(api_url.clone());
-    if let Some(oidc) = oidc_config(args)? {
+    if let Some(oidc) = oidc_config(args, &api_url)? {
         tracing::info!(issuer = %oidc.issuer, redirect = %format!("{api_url}/login/oidc/callback"), "console single sign-on");
         control.enable_oidc(chanto_control::oidc::Oidc::new(oidc).map_err(anyhow::Error::msg)?);
     }
@@ -648,10 +648,15 @@ fn control_admin_router(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> 
         .with_state((meta, blobs))
 }
 
-/// Let's Encrypt's production directory: the CA `--https` orders from by default.
-/// The single sign-on provider, if `--oidc-issuer` names one.
-fn oidc_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::oidc::OidcConfig>> {
+/// The single sign-on provider, if `--oidc-issuer` names one; the provider
+/// sends browsers back to `api_url`, so it must be one they can reach.
+fn oidc_config(args: &ServeArgs, api_url: &str) -> anyhow::Result<Option<chanto_control::oidc::OidcConfig>> {
     let (Some(issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) else { return Ok(None) };
+    if api_url.contains("://0.0.0.0") || api_url.contains("://[::]") {
+        bail!(
+            "--oidc-issuer needs --public-api-url when the API listens on every address ({api_url}): the provider sends browsers back to <public URL>/login/oidc/callback"
+        );
+    }
     let client_secret = match &args.oidc_client_secret_file {
         Some(path) => {
             let s = std::fs::read_to_string(path)
@@ -682,6 +687,7 @@ fn oidc_config(args: &ServeArgs) -> anyhow::Result<Option<chanto_control::oidc::
     Ok(Some(config))
 }
 
+/// Let's Encrypt's production directory: the CA `--https` orders from by default.
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// The ACME CA to order from, if any: `--acme-directory`, or Let's Encrypt

@@ -352,10 +352,24 @@ async fn single_sign_on_links_by_subject_maps_groups_and_refuses_every_spoiled_a
         (ann["role"].as_str(), ann["sso_subject"].as_str(), ann["has_password"].as_bool()),
         (Some("admin"), Some("sub-ann"), Some(false))
     );
-    // Demoted at the provider: demoted here at the next sign-in.
+    // Demoted at the provider: demoted here at the next sign-in — unless
+    // she is the last admin.
     issuer.sign_in_as("sub-ann", "ann", &["devs"]);
     sso(&http, &server, "/").await.unwrap();
+    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json()[0]["role"], "admin", "the last admin stays one");
+    server.cli(&["users", "create", "root", "--role", "admin"]).ok();
+    sso(&http, &server, "/").await.unwrap();
     assert_eq!(server.cli(&["users", "list", "--json"]).ok().json()[0]["role"], "developer");
+    let log = server.cli(&["audit", "list", "--actor", "ann", "--json"]).ok().json();
+    let by_sso: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["via"] == "sso")
+        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["target"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(by_sso.contains(&("create_user".into(), "/api/v1/users".into())), "{log}");
+    assert!(by_sso.contains(&("update_user".into(), "/api/v1/users/ann".into())), "{log}");
     // In no mapped group, and no default role: refused, linked or not.
     issuer.sign_in_as("sub-ann", "ann", &[]);
     let (status, page) = sso(&http, &server, "/").await.unwrap_err();
@@ -364,7 +378,7 @@ async fn single_sign_on_links_by_subject_maps_groups_and_refuses_every_spoiled_a
     // A renamed account at the provider is still ann: linked by subject, never by name.
     issuer.sign_in_as("sub-ann", "someone-else", &["devs"]);
     sso(&http, &server, "/").await.unwrap();
-    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json().as_array().unwrap().len(), 1);
+    assert_eq!(server.cli(&["users", "list", "--json"]).ok().json().as_array().unwrap().len(), 2);
 
     // An existing password user is never taken over by a name claim...
     server.cli(&["users", "create", "bob", "--role", "viewer", "--password-stdin"]).stdin("bob's long password").ok();

@@ -390,7 +390,7 @@ async fn login_submit(
             return html(e.status, &page);
         }
     };
-    let https = session::is_https(&headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
+    let https = session::request_is_https(&headers, &peer);
     start_signed_in(&c, user, (&source, "/login"), https, &next).await
 }
 
@@ -530,7 +530,7 @@ async fn invite_accept(
         Ok(id) => id,
         Err(e) => return error_page(None, e.into(), "/login"),
     };
-    let https = session::is_https(&headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
+    let https = session::request_is_https(&headers, &peer);
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().insert(header::SET_COOKIE, session::set_cookie(Some(&id), https));
     resp
@@ -1997,7 +1997,8 @@ async fn health_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Respo
     let nodes: Vec<NodeRow> = view
         .nodes
         .into_iter()
-        .map(|n| NodeRow {
+        .map(|n| (traffic_words(n.traffic), n))
+        .map(|(traffic, n)| NodeRow {
             health: match (n.healthy, n.ready, n.draining) {
                 (true, _, _) => "healthy".to_owned(),
                 (false, _, true) => "draining".to_owned(),
@@ -2012,8 +2013,8 @@ async fn health_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Respo
             version: n.routing_version,
             lag: n.lag,
             software: n.software,
-            traffic: traffic_words(n.traffic).0,
-            erroring: traffic_words(n.traffic).1,
+            traffic: traffic.0,
+            erroring: traffic.1,
         })
         .collect();
     let page = HealthPage {

@@ -22,6 +22,8 @@ use crate::{ApiError, Control};
 
 /// The cookie that carries a sign-in in progress.
 const PENDING_COOKIE: (&str, &str) = ("chanto_oidc", "__Host-chanto_oidc");
+/// The longest `next` path a sign-in carries.
+const MAX_NEXT: usize = 1024;
 /// The longest provider error text shown.
 const MAX_PROVIDER_TEXT: usize = 200;
 
@@ -38,10 +40,6 @@ fn not_configured() -> ApiError {
     ApiError::not_found("single sign-on: it is not configured (`chanto serve --oidc-issuer … --oidc-client-id …`)")
 }
 
-fn https_of(headers: &HeaderMap, peer: &Option<axum::Extension<ConnectInfo<SocketAddr>>>) -> bool {
-    session::is_https(headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()))
-}
-
 async fn start(
     State(c): State<Arc<Control>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -49,13 +47,19 @@ async fn start(
     Query(q): Query<NextQuery>,
 ) -> Response {
     let Some(oidc) = c.oidc.get() else { return error_page(None, not_configured(), "/login") };
-    let next = safe_next(q.next.as_deref().unwrap_or("/"));
+    // The sign-in in progress rides in a cookie: a long `next` is dropped
+    // rather than making it too large to come back.
+    let next = Some(safe_next(q.next.as_deref().unwrap_or("/"))).filter(|n| n.len() <= MAX_NEXT).unwrap_or("/".into());
     match oidc.begin(&redirect_uri(&c), next, chanto_store::now_millis()).await {
         Ok((url, pending)) => {
             let mut resp = Redirect::to(&url).into_response();
             let age = (PENDING_TTL_MS / 1000) as u32;
-            let cookie =
-                session::cookie_header(PENDING_COOKIE, Some(&pending.encode()), https_of(&headers, &peer), Some(age));
+            let cookie = session::cookie_header(
+                PENDING_COOKIE,
+                Some(&pending.encode()),
+                session::request_is_https(&headers, &peer),
+                Some(age),
+            );
             resp.headers_mut().append(header::SET_COOKIE, cookie);
             resp
         }
@@ -86,7 +90,7 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let source = source(peer.as_ref().map(|e| &e.0));
-    let https = https_of(&headers, &peer);
+    let https = session::request_is_https(&headers, &peer);
     let result = async {
         let oidc = c.oidc.get().ok_or_else(not_configured)?;
         let label = &oidc.config().label;
@@ -99,14 +103,7 @@ async fn callback(
                     "this sign-in took longer than 10 minutes or was started in another browser; sign in again",
                 )
             })?;
-        if let Some(error) = &q.error {
-            let detail = q.error_description.as_deref().map(|d| format!(" ({})", shorten(d))).unwrap_or_default();
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("{label} did not sign you in: {}{detail}", shorten(error)),
-            ));
-        }
+        // Only an answer to this browser's own sign-in is read at all.
         let state = q.state.as_deref().unwrap_or("");
         if !subtle_eq::eq(state.as_bytes(), pending.state.as_bytes()) {
             return Err(ApiError::new(
@@ -115,12 +112,20 @@ async fn callback(
                 "this answer from the sign-in provider is not for the sign-in this browser started; sign in again",
             ));
         }
+        if let Some(error) = &q.error {
+            let detail = q.error_description.as_deref().map(|d| format!(" ({})", shorten(d))).unwrap_or_default();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{label} did not sign you in: {}{detail}", shorten(error)),
+            ));
+        }
         let code = q.code.clone().filter(|c| !c.is_empty() && c.len() <= 4096).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("{label} sent no authorization code"))
         })?;
-        let next = pending.next.clone();
+        let next = safe_next(&pending.next);
         let identity = oidc.finish(&redirect_uri(&c), pending, code).await?;
-        let user = c.oidc_user(&identity).await.inspect_err(|e| {
+        let user = c.oidc_user(&identity, &source).await.inspect_err(|e| {
             tracing::warn!(subject = %identity.subject, error = %e.message, %source, "single sign-on refused");
         })?;
         Ok((user, next))

@@ -53,15 +53,30 @@ fn id_hash(id: &str) -> ContentHash {
     )
 }
 
-/// The value of the first cookie named `plain` or `secure`.
+/// Whether a request reached the console over HTTPS, as
+/// [`is_https`] judges it from the request's peer.
+pub(super) fn request_is_https(
+    headers: &HeaderMap,
+    peer: &Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> bool {
+    is_https(headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()))
+}
+
+/// The value of the first cookie named `secure` (a `__Host-` name) or,
+/// unless the request came through the HTTPS proxy, `plain`. Over HTTPS
+/// only the `__Host-` name counts: another host under the same parent
+/// domain (a hosted site) can set a plain-named cookie for this host, never
+/// a `__Host-` one.
 pub(super) fn cookie_value(headers: &HeaderMap, plain: &str, secure: &str) -> Option<String> {
+    let via_https =
+        headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"));
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == plain || *name == secure)
+        .find(|(name, _)| *name == secure || (*name == plain && !via_https))
         .map(|(_, value)| value.to_owned())
 }
 
@@ -163,12 +178,20 @@ mod tests {
         assert_eq!(cookie_id(&h), Some(id.clone()));
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, format!("{SECURE_COOKIE}={id}").parse().unwrap());
-        assert_eq!(cookie_id(&h), Some(id));
+        assert_eq!(cookie_id(&h), Some(id.clone()));
         for bad in ["chanto_session=short", "chanto_session=", "session=aaaa", "chanto_session=<script>"] {
             let mut h = HeaderMap::new();
             h.insert(header::COOKIE, bad.parse().unwrap());
             assert_eq!(cookie_id(&h), None, "{bad}");
         }
+        // Through the HTTPS proxy only the __Host- name counts: a sibling
+        // host may plant a plain-named cookie (session fixation).
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
+        assert_eq!(cookie_id(&h), None);
+        h.insert(header::COOKIE, format!("{COOKIE}={}; {SECURE_COOKIE}={id}", "b".repeat(64)).parse().unwrap());
+        assert_eq!(cookie_id(&h), Some(id));
     }
 
     #[test]

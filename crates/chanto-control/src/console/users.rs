@@ -163,7 +163,7 @@ fn invited(
 ) -> Response {
     let url = match headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) if i.url.starts_with('/') => {
-            let https = session::is_https(headers, peer.as_ref().is_some_and(|p| p.0.0.ip().is_loopback()));
+            let https = session::request_is_https(headers, peer);
             format!("{}://{host}{}", if https { "https" } else { "http" }, i.url)
         }
         _ => i.url,

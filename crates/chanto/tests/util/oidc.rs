@@ -5,6 +5,8 @@
 //! of a one-time code, and answers with an ES256-signed ID token — or one
 //! spoiled the way the test asks, to see chanto refuse it.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
