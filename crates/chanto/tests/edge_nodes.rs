@@ -473,8 +473,7 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
         (edge.metric("chanto_edge_routing_refused_total").unwrap_or(0.0) >= 7.0
             && edge.metric("chanto_edge_control_errors_total").unwrap_or(0.0) >= 2.0
             && edge.metric("chanto_edge_routing_version") == Some(21.0)
-            && stderr.contains("format 99")
-            && stderr.contains("larger than"))
+            && stderr.contains("format 99"))
         .then_some(())
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -494,9 +493,11 @@ fn hostile_control_answers_are_refused_and_the_node_keeps_its_snapshot() {
     let errors = edge.metric("chanto_edge_control_errors_total").unwrap();
     assert!(errors >= 2.0, "control errors {errors}\n{}", edge.stderr());
     let stderr = edge.stderr();
-    for expected in
-        ["format 99", "larger than", "a delta of format 98", "rows of another site", "routing delta is not valid JSON"]
-    {
+    // Refusals are each logged; control errors (the oversized answer, the
+    // 500) are counted above and logged only first and then one in 20, so
+    // their lines are not expected here (a run where another control error
+    // came first logged no "larger than").
+    for expected in ["format 99", "a delta of format 98", "rows of another site", "routing delta is not valid JSON"] {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
     }
     let r = edge.get("docs.localhost", "/");
