@@ -46,6 +46,26 @@ pub struct LocalFile {
     pub ino: (u64, u64),
 }
 
+impl LocalFile {
+    /// One file outside the walked tree, deployed at `path` (a project's
+    /// root config file).
+    pub fn of(path: &str, abs: &Path) -> std::io::Result<LocalFile> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(abs)?;
+        if !m.is_file() {
+            return Err(std::io::Error::other(format!("{} is not a file", abs.display())));
+        }
+        Ok(LocalFile {
+            path: path.to_owned(),
+            abs: abs.to_owned(),
+            size: m.len(),
+            mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
+            ctime_ns: nanos(m.ctime(), m.ctime_nsec()),
+            ino: (m.ino(), m.dev()),
+        })
+    }
+}
+
 /// Names skipped wherever they appear: version-control internals never belong on a site.
 const SKIPPED: &[&str] = &[".git", ".hg", ".svn"];
 

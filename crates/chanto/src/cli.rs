@@ -96,12 +96,13 @@ pub enum Command {
     /// Manage sites.
     #[command(subcommand)]
     Sites(SitesCommand),
-    /// Deploy a directory to a site.
-    #[command(override_usage = "chanto deploy [OPTIONS] --site <SITE> <DIR>")]
+    /// Deploy a directory to a site (or what a project's firebase.json, netlify.toml or amplify.yml names).
+    #[command(override_usage = "chanto deploy [OPTIONS] --site <SITE> [DIR]")]
     #[command(after_help = "Examples:\n  \
         chanto deploy ./public --site docs -m \"new pricing page\"   # live on production\n  \
         chanto deploy ./public --site docs --branch feature/login   # http://feature-login--docs.localhost:8080/\n  \
-        chanto deploy ./public --site docs --draft                  # only at its permalink; `chanto publish ID` later")]
+        chanto deploy ./public --site docs --draft                  # only at its permalink; `chanto publish ID` later\n  \
+        chanto deploy --site docs                                   # in a Firebase, Netlify or Amplify project: its publish directory")]
     Deploy(DeployArgs),
     /// Inspect deploys.
     #[command(subcommand)]
@@ -1061,8 +1062,11 @@ pub struct DevArgs {
 
 #[derive(Args, Debug)]
 pub struct DeployArgs {
-    /// The directory to deploy (the site's root).
-    #[arg(value_name = "DIR", required_unless_present = "dir_flag")]
+    /// The directory to deploy (the site's root), or a project root whose
+    /// firebase.json (hosting.public), netlify.toml ([build] publish) or
+    /// amplify.yml (artifacts.baseDirectory) names it; default: the current
+    /// directory, when it is such a project.
+    #[arg(value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// The directory, as Netlify's `--dir` (hidden: DIR is the way shown).
     #[arg(long = "dir", id = "dir_flag", value_name = "DIR", conflicts_with = "dir", hide = true)]

@@ -162,7 +162,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
                 Ok(_) => {}
             }
-            let dir = args.dir.clone().or_else(|| args.dir_flag.clone()).unwrap_or_default();
+            // A project root deploys what its config names (firebase.json's
+            // hosting.public, netlify.toml's publish, amplify.yml's
+            // baseDirectory), with the root's rule files; without DIR, the
+            // current directory must be such a project.
+            let given = args.dir.clone().or_else(|| args.dir_flag.clone());
+            let root = given.clone().unwrap_or_else(|| std::path::PathBuf::from("."));
+            let layout = deploy::project_layout(&root)?;
+            let dir = match &layout {
+                Some(l) => {
+                    if !json {
+                        eprintln!("Deploying {} ({})", root.join(&l.publish).display(), l.chosen_by);
+                    }
+                    root.join(&l.publish)
+                }
+                None if given.is_none() => bail!(
+                    "no directory given, and this directory has no firebase.json, netlify.toml, amplify.yml or chanto.toml naming what to publish; give it: chanto deploy DIR --site {}",
+                    args.site
+                ),
+                None => root.clone(),
+            };
             let outcome = deploy::run(
                 &client,
                 DeployPlan {
@@ -174,6 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     parallel: args.parallel as usize,
                     progress: !json,
                     hash_cache: !args.rehash,
+                    project: layout.as_ref().map(|l| (root.as_path(), l)),
                 },
             )
             .await?;

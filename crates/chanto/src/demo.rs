@@ -62,6 +62,7 @@ pub async fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
             parallel: 8,
             progress: false,
             hash_cache: false,
+            project: None,
         },
     )
     .await?;

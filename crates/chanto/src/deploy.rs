@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use chanto_control::api::{CreateDeployRequest, CreateDeployResponse, DeployView, FileEntry, UploadResponse};
 use chanto_core::ContentHash;
 use futures_util::StreamExt;
@@ -39,6 +39,51 @@ pub struct DeployPlan<'a> {
     pub progress: bool,
     /// Reuse hashes of files unchanged since the last deploy of this directory.
     pub hash_cache: bool,
+    /// The project `dir` is the published directory of, and what its config
+    /// says (files left out; root config files that carry rules).
+    pub project: Option<(&'a std::path::Path, &'a chanto_build::ProjectLayout)>,
+}
+
+/// Largest root config file read to find a project's layout.
+const MAX_PROJECT_FILE: u64 = 1 << 20;
+
+/// What the project at `root` says to deploy: the published directory and
+/// its layout, or `None` when no firebase.json, netlify.toml, amplify.yml
+/// or chanto.toml there names one.
+pub fn project_layout(root: &std::path::Path) -> anyhow::Result<Option<chanto_build::ProjectLayout>> {
+    let read = |name: &str| -> Option<String> {
+        let path = root.join(name);
+        let m = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+        if m.len() > MAX_PROJECT_FILE {
+            return Some(" ".repeat(MAX_PROJECT_FILE as usize + 1));
+        }
+        std::fs::read_to_string(&path).ok()
+    };
+    let layout = chanto_build::project_layout(&read).map_err(|e| anyhow!("{}: {e}", root.display()))?;
+    let Some(l) = layout else { return Ok(None) };
+    let canon_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+    let publish = root.join(&l.publish);
+    let Ok(canon) = publish.canonicalize() else {
+        // A config copied into the published directory itself (how rule
+        // files were always read): that directory is the site, as before.
+        eprintln!(
+            "note: {} names {} ({}), which is not there; deploying {} itself",
+            root.display(),
+            publish.display(),
+            l.chosen_by,
+            root.display()
+        );
+        return Ok(None);
+    };
+    if !canon.starts_with(&canon_root) || !canon.is_dir() {
+        bail!(
+            "{} names {:?} to deploy ({}), which is not a directory inside the project; name one inside it",
+            root.display(),
+            l.publish,
+            l.chosen_by
+        );
+    }
+    Ok(Some(l))
 }
 
 /// The outcome, as `--json` prints it.
@@ -92,11 +137,25 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
     };
 
     let use_cache = plan.hash_cache;
+    let project = plan.project.map(|(root, layout)| (root.to_owned(), layout.clone()));
     let (files, rehashed, cache) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Hashed>, usize, HashCache)> {
             // The cache (a few MB of JSON for a large site) is read while the tree is walked.
             let (files, mut cache) = rayon::join(|| walk(&dir), || HashCache::load(&dir, use_cache));
-            let files = files?;
+            let mut files = files?;
+            if let Some((root, layout)) = &project {
+                // Rule files at the top configure the deploy; they are never "ignored".
+                files.retain(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(layout, &f.path));
+                // The platform reads these from the project root, not from
+                // the published directory: the root's copy is the one.
+                for name in &layout.rule_files {
+                    files.retain(|f| f.path != *name);
+                    files.push(LocalFile::of(name, &root.join(name)).with_context(|| format!("reading {name}"))?);
+                }
+                if files.is_empty() {
+                    bail!("{} leaves no files to deploy in {} (its ignore list)", layout.chosen_by, dir.display());
+                }
+            }
             let hashed: Vec<(Hashed, bool)> = files
                 .into_par_iter()
                 .map(|file| {

@@ -831,3 +831,101 @@ fn first_hour_messages_say_what_is_wrong_and_what_to_do() {
     );
     assert!(!fresh.exists(), "a failed first start left {}", fresh.display());
 }
+
+/// Issue 19, project layouts: a project root deploys what its own config
+/// names (Firebase's hosting.public with its ignore list, Netlify's
+/// publish, Amplify's baseDirectory), with the root's rule files, and says
+/// which setting chose the directory.
+#[test]
+fn a_project_root_deploys_what_its_platform_config_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    for site in ["fb", "nl", "am", "plain"] {
+        server.cli(&["sites", "create", site]).ok();
+    }
+    // Firebase: public/, its default ignores, redirects from the root's firebase.json.
+    let fb = tmp.path().join("fb");
+    write_tree(
+        &fb,
+        &[
+            (
+                "firebase.json",
+                r#"{"hosting": {"public": "public", "redirects": [{"source": "/old", "destination": "/new.html", "type": 301}]}}"#,
+            ),
+            ("public/index.html", "firebase home"),
+            ("public/new.html", "new"),
+            ("public/.env", "SECRET=1"),
+            ("public/node_modules/x.js", "x"),
+            ("src/app.js", "source"),
+        ],
+    );
+    let run = server.cli(&["deploy", fb.to_str().unwrap(), "--site", "fb"]).ok();
+    assert!(run.stderr().contains("public (hosting.public in firebase.json)"), "{}", run.report());
+    assert_eq!(server.get("fb.localhost", "/").text(), "firebase home");
+    let r = server.get("fb.localhost", "/old");
+    assert_eq!((r.status, r.header("location")), (301, Some("/new.html")), "the root's rules apply");
+    for hidden in ["/.env", "/node_modules/x.js", "/src/app.js", "/public/index.html", "/firebase.json"] {
+        assert_eq!(server.get("fb.localhost", hidden).status, 404, "{hidden}");
+    }
+    // Netlify, with no DIR: the current directory's netlify.toml names dist/.
+    let nl = tmp.path().join("nl");
+    write_tree(
+        &nl,
+        &[
+            (
+                "netlify.toml",
+                "[build]\npublish = \"dist\"\n\n[[redirects]]\nfrom = \"/a\"\nto = \"/b.html\"\nstatus = 302\n",
+            ),
+            ("dist/index.html", "netlify home"),
+            ("dist/b.html", "b"),
+            ("README.md", "not the site"),
+        ],
+    );
+    let mut cli = server.cli(&["deploy", "--site", "nl"]);
+    cli.cmd.current_dir(&nl);
+    let run = cli.ok();
+    assert!(run.stderr().contains("([build] publish in netlify.toml)"), "{}", run.report());
+    assert_eq!(server.get("nl.localhost", "/").text(), "netlify home");
+    assert_eq!(server.get("nl.localhost", "/a").status, 302);
+    assert_eq!(server.get("nl.localhost", "/README.md").status, 404);
+    // Amplify: baseDirectory, and customHttp.yml from the root.
+    let am = tmp.path().join("am");
+    write_tree(
+        &am,
+        &[
+            (
+                "amplify.yml",
+                "version: 1\nfrontend:\n  phases:\n    build:\n      commands: []\n  artifacts:\n    baseDirectory: build\n    files:\n      - '**/*'\n",
+            ),
+            (
+                "customHttp.yml",
+                "customHeaders:\n  - pattern: '**/*'\n    headers:\n      - key: X-From-Root\n        value: amplify\n",
+            ),
+            ("build/index.html", "amplify home"),
+        ],
+    );
+    let run = server.cli(&["deploy", am.to_str().unwrap(), "--site", "am"]).ok();
+    assert!(run.stderr().contains("(artifacts.baseDirectory in amplify.yml)"), "{}", run.report());
+    let r = server.get("am.localhost", "/");
+    assert_eq!((r.text().as_str(), r.header("x-from-root")), ("amplify home", Some("amplify")));
+    // No DIR where there is no project: refused, with what to do.
+    let plain = tmp.path().join("plain");
+    write_tree(&plain, &[("index.html", "plain")]);
+    let mut cli = server.cli(&["deploy", "--site", "plain"]);
+    cli.cmd.current_dir(&plain);
+    let run = cli.fails();
+    assert!(run.stderr().contains("give it: chanto deploy DIR --site plain"), "{}", run.report());
+    // A config inside the published directory itself (how rule files were
+    // always read): that directory is deployed, as before.
+    write_tree(&plain, &[("firebase.json", r#"{"hosting": {"public": "public", "redirects": []}}"#)]);
+    let run = server.cli(&["deploy", plain.to_str().unwrap(), "--site", "plain"]).ok();
+    assert!(run.stderr().contains("which is not there; deploying"), "{}", run.report());
+    assert_eq!(server.get("plain.localhost", "/").text(), "plain");
+    // Hostile: a publish directory outside the project, a broken config.
+    write_tree(&plain, &[("firebase.json", r#"{"hosting": {"public": ".."}}"#)]);
+    let run = server.cli(&["deploy", plain.to_str().unwrap(), "--site", "plain"]).fails();
+    assert!(run.stderr().contains("not a directory inside the project"), "{}", run.report());
+    write_tree(&plain, &[("firebase.json", "{\"hosting\": {\"public\": 7}}")]);
+    let run = server.cli(&["deploy", plain.to_str().unwrap(), "--site", "plain"]).fails();
+    assert!(run.stderr().contains("firebase.json:1:1: hosting.public must be a directory name"), "{}", run.report());
+}

@@ -164,10 +164,13 @@ fn deploy_takes_the_flags_other_clis_taught() {
     assert_eq!(server.get("docs.localhost", "/").text(), "netlify habits");
     let r = server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs", "--prod", "--draft"]).fails();
     assert!(r.stderr().contains("cannot be used with"), "{}", r.report());
-    let r = server.cli(&["deploy", "--site", "docs"]).fails();
-    assert!(r.stderr().contains("<DIR>"), "{}", r.report());
+    // No DIR, and the current directory is no project: what to type.
+    let mut cli = server.cli(&["deploy", "--site", "docs"]);
+    cli.cmd.current_dir(tmp.path());
+    let r = cli.fails();
+    assert!(r.stderr().contains("give it: chanto deploy DIR --site docs"), "{}", r.report());
     let h = help(&["deploy"]);
-    assert!(h.contains("Usage: chanto deploy [OPTIONS] --site <SITE> <DIR>") && !h.contains("--prod"), "{h}");
+    assert!(h.contains("Usage: chanto deploy [OPTIONS] --site <SITE> [DIR]") && !h.contains("--prod"), "{h}");
 }
 
 #[test]

@@ -1,0 +1,188 @@
+//! Where a project's site is, as each platform reads its own project
+//! (issue 19: move in unchanged). `chanto deploy DIR` with DIR a project
+//! root deploys the directory the project's config names, and carries the
+//! root config files that hold rules into the deploy, as the platform
+//! reads them from there.
+
+use crate::Error;
+use crate::spec::{Context, SiteBuildSettings, SpecInput, resolve_spec};
+
+/// Firebase's ignore list when `hosting.ignore` is absent (what `firebase
+/// init` writes, and what the Firebase docs show).
+pub const FIREBASE_DEFAULT_IGNORE: [&str; 3] = ["firebase.json", "**/.*", "**/node_modules/**"];
+
+/// Root files that hold rules and that the platforms read from the project
+/// root (not from the published directory).
+const ROOT_RULE_FILES: [&str; 4] = ["firebase.json", "netlify.toml", "chanto.toml", "customHttp.yml"];
+
+/// What a project root says about its deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectLayout {
+    /// The directory to deploy, relative to the project root (`""`: the root).
+    pub publish: String,
+    /// Which setting chose it, for the deploy to say (`hosting.public in firebase.json`).
+    pub chosen_by: String,
+    /// Root files holding rules, deployed at the top of the deploy (only
+    /// when `publish` is not the root, where they are anyway).
+    pub rule_files: Vec<&'static str>,
+    /// Globs (relative to `publish`) of files not to deploy.
+    pub ignore: Vec<String>,
+    /// Globs (relative to `publish`) of the files to deploy.
+    pub include: Vec<String>,
+}
+
+fn config_error(file: &'static str, message: String) -> Error {
+    Error::Config { file, line: 1, column: 1, message }
+}
+
+/// Reads the project at a root (`read` returns a root file's text): the
+/// layout its config names, `None` when it has no such config.
+pub fn project_layout(read: &dyn Fn(&str) -> Option<String>) -> Result<Option<ProjectLayout>, Error> {
+    let present = || ROOT_RULE_FILES.iter().copied().filter(|f| read(f).is_some()).collect::<Vec<&'static str>>();
+    if let Some(text) = read("firebase.json") {
+        return firebase(&text).map(|l| {
+            l.map(|mut l| {
+                if !l.publish.is_empty() {
+                    l.rule_files = present();
+                }
+                l
+            })
+        });
+    }
+    let settings = SiteBuildSettings::default();
+    let input = SpecInput { read, context: Context::Production, branch: "", settings: &settings };
+    let spec = match resolve_spec(&input) {
+        Ok((spec, _)) => spec,
+        Err(Error::NoBuildSpec) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let chosen_by = match spec.source.as_str() {
+        "amplify.yml" | "amplify.yaml" => format!("artifacts.baseDirectory in {}", spec.source),
+        source => format!("[build] publish in {source}"),
+    };
+    let publish = normalize(&spec.publish);
+    let rule_files = if publish.is_empty() { Vec::new() } else { present() };
+    Ok(Some(ProjectLayout { publish, chosen_by, rule_files, ignore: Vec::new(), include: spec.files }))
+}
+
+fn normalize(dir: &str) -> String {
+    let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    parts.join("/")
+}
+
+/// `firebase.json`'s `hosting` (the first site when it lists several).
+fn firebase(text: &str) -> Result<Option<ProjectLayout>, Error> {
+    let file = "firebase.json";
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Config {
+        file,
+        line: e.line(),
+        column: e.column(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let hosting = match doc.get("hosting") {
+        None => return Ok(None),
+        Some(serde_json::Value::Array(sites)) => match sites.first() {
+            Some(first) => first,
+            None => return Ok(None),
+        },
+        Some(h) => h,
+    };
+    let public = match hosting.get("public") {
+        Some(serde_json::Value::String(p)) => p.clone(),
+        Some(_) => return Err(config_error(file, "hosting.public must be a directory name, e.g. \"public\"".into())),
+        // Rules only (a firebase.json in the published directory itself).
+        None => return Ok(None),
+    };
+    let ignore = match hosting.get("ignore") {
+        None => FIREBASE_DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect(),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| config_error(file, "hosting.ignore must be a list of glob strings".into()))?,
+        Some(_) => return Err(config_error(file, "hosting.ignore must be a list of glob strings".into())),
+    };
+    Ok(Some(ProjectLayout {
+        publish: normalize(&public),
+        chosen_by: format!("hosting.public in {file}"),
+        rule_files: Vec::new(),
+        ignore,
+        include: vec!["**/*".to_owned()],
+    }))
+}
+
+/// Whether a deploy path is left out by the layout (its ignore globs, or
+/// no include glob matching it). Firebase's globs match a path or any of its
+/// parent directories (`node_modules/**` leaves out the whole directory).
+pub fn excluded(layout: &ProjectLayout, path: &str) -> bool {
+    let matches = |glob: &str| {
+        let glob = glob.trim_start_matches("./").trim_start_matches('/');
+        crate::glob_matches(glob, path)
+            || path.match_indices('/').any(|(i, _)| crate::glob_matches(glob, &path[..i]))
+            || path.rsplit('/').next().is_some_and(|name| !glob.contains('/') && crate::glob_matches(glob, name))
+    };
+    layout.ignore.iter().any(|g| matches(g)) || !layout.include.iter().any(|g| crate::glob_matches(g, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(files: &[(&str, &str)]) -> Result<Option<ProjectLayout>, Error> {
+        let files: Vec<(String, String)> = files.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        project_layout(&move |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()))
+    }
+
+    #[test]
+    fn firebase_public_and_its_default_ignores() {
+        let l =
+            layout(&[("firebase.json", r#"{"hosting": {"public": "./public/", "rewrites": []}}"#)]).unwrap().unwrap();
+        assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("public", "hosting.public in firebase.json"));
+        assert_eq!(l.rule_files, ["firebase.json"]);
+        assert!(excluded(&l, ".env") && excluded(&l, "a/.secret") && excluded(&l, "node_modules/x/y.js"));
+        assert!(excluded(&l, "firebase.json"));
+        assert!(!excluded(&l, "index.html") && !excluded(&l, "css/site.css"));
+        // Its own list replaces the defaults; several sites: the first.
+        let l = layout(&[(
+            "firebase.json",
+            r#"{"hosting": [{"public": "dist", "ignore": ["**/*.map"]}, {"public": "x"}]}"#,
+        )])
+        .unwrap()
+        .unwrap();
+        assert_eq!(l.publish, "dist");
+        assert!(excluded(&l, "js/app.js.map") && !excluded(&l, ".well-known/x"));
+        // No hosting, or hosting without public (rules only): no layout.
+        assert_eq!(layout(&[("firebase.json", r#"{"functions": {}}"#)]).unwrap(), None);
+        assert_eq!(layout(&[("firebase.json", r#"{"hosting": {"redirects": []}}"#)]).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_firebase_projects_are_named() {
+        for (text, why) in [
+            (r#"{"hosting": {"public": 3}}"#, "must be a directory"),
+            (r#"{"hosting": {"public": "p", "ignore": "x"}}"#, "list of glob strings"),
+            ("{not json", "not valid JSON"),
+        ] {
+            let e = layout(&[("firebase.json", text)]).unwrap_err().to_string();
+            assert!(e.contains("firebase.json") && e.contains(why), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn netlify_and_amplify_publish_directories() {
+        let l = layout(&[("netlify.toml", "[build]\npublish = \"dist\"\n[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\n")])
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("dist", "[build] publish in netlify.toml"));
+        assert_eq!(l.rule_files, ["netlify.toml"]);
+        let l = layout(&[("netlify.toml", "[build]\nbase = \"site\"\npublish = \"out\"\n")]).unwrap().unwrap();
+        assert_eq!(l.publish, "site/out");
+        let amplify = "version: 1\nfrontend:\n  phases:\n    build:\n      commands: []\n  artifacts:\n    baseDirectory: build\n    files:\n      - '**/*'\n";
+        let l = layout(&[("amplify.yml", amplify), ("customHttp.yml", "customHeaders: []\n")]).unwrap().unwrap();
+        assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("build", "artifacts.baseDirectory in amplify.yml"));
+        assert_eq!(l.rule_files, ["customHttp.yml"]);
+        // Rules only, no build table: not a layout.
+        assert_eq!(layout(&[("netlify.toml", "[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\n")]).unwrap(), None);
+        assert_eq!(layout(&[]).unwrap(), None);
+    }
+}
