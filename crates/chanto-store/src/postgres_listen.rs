@@ -89,14 +89,19 @@ async fn listen(
     });
     let result = async {
         client.batch_execute(&format!("LISTEN {ROUTING_CHANNEL}")).await.map_err(|e| e.to_string())?;
+        // After LISTEN, so no version announced meanwhile is missed; once per
+        // connection only. The sequence runs ahead of commits (nextval is not
+        // transactional): read after every notification, it announced a
+        // version whose change was not committed yet, as "everything
+        // changed" — a follower then re-read the old table, and ignored the
+        // real announcement that came at the commit (same version).
+        let row = client
+            .query_one("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM routing_version", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: i64 = row.get(0);
+        announce(tx, RoutingAnnouncement { version: v.max(0) as u64, sites: None });
         loop {
-            // After LISTEN, so no version announced meanwhile is missed.
-            let row = client
-                .query_one("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM routing_version", &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: i64 = row.get(0);
-            announce(tx, RoutingAnnouncement { version: v.max(0) as u64, sites: None });
             tokio::select! {
                 note = notes.recv() => {
                     let Some(note) = note else { return Err("the connection ended".to_owned()) };
