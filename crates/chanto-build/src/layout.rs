@@ -38,17 +38,6 @@ fn config_error(file: &'static str, message: String) -> Error {
 /// Reads the project at a root (`read` returns a root file's text): the
 /// layout its config names, `None` when it has no such config.
 pub fn project_layout(read: &dyn Fn(&str) -> Option<String>) -> Result<Option<ProjectLayout>, Error> {
-    let present = || ROOT_RULE_FILES.iter().copied().filter(|f| read(f).is_some()).collect::<Vec<&'static str>>();
-    if let Some(text) = read("firebase.json") {
-        return firebase(&text).map(|l| {
-            l.map(|mut l| {
-                if !l.publish.is_empty() {
-                    l.rule_files = present();
-                }
-                l
-            })
-        });
-    }
     let settings = SiteBuildSettings::default();
     let input = SpecInput { read, context: Context::Production, branch: "", settings: &settings };
     let spec = match resolve_spec(&input) {
@@ -56,13 +45,37 @@ pub fn project_layout(read: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pr
         Err(Error::NoBuildSpec) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let chosen_by = match spec.source.as_str() {
+    let mut layout = build_layout(&spec, read)?;
+    layout.chosen_by = match spec.source.as_str() {
         "amplify.yml" | "amplify.yaml" => format!("artifacts.baseDirectory in {}", spec.source),
+        "firebase.json" => "hosting.public in firebase.json".to_owned(),
         source => format!("[build] publish in {source}"),
     };
+    Ok(Some(layout))
+}
+
+/// What a Git build deploys of its checkout besides the publish directory,
+/// and what it leaves out: the root's rule files (when the spec publishes a
+/// subdirectory: the platforms read them from the root), and Firebase's
+/// ignore list when `firebase.json` publishes that same directory.
+/// `read` returns a root file's text.
+pub fn build_layout(spec: &crate::BuildSpec, read: &dyn Fn(&str) -> Option<String>) -> Result<ProjectLayout, Error> {
     let publish = normalize(&spec.publish);
-    let rule_files = if publish.is_empty() { Vec::new() } else { present() };
-    Ok(Some(ProjectLayout { publish, chosen_by, rule_files, ignore: Vec::new(), include: spec.files }))
+    let rule_files = if publish.is_empty() {
+        Vec::new()
+    } else {
+        ROOT_RULE_FILES.iter().copied().filter(|f| read(f).is_some()).collect()
+    };
+    let ignore = match read("firebase.json").map(|text| firebase(&text)).transpose()?.flatten() {
+        Some(fb) if fb.publish == publish => fb.ignore,
+        _ => Vec::new(),
+    };
+    Ok(ProjectLayout { publish, chosen_by: spec.source.clone(), rule_files, ignore, include: spec.files.clone() })
+}
+
+/// `hosting.public` of a `firebase.json` (its first site), if it names one.
+pub(crate) fn firebase_public(text: &str) -> Result<Option<String>, Error> {
+    Ok(firebase(text)?.map(|l| l.publish))
 }
 
 fn normalize(dir: &str) -> String {

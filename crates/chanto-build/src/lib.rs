@@ -33,7 +33,7 @@ mod trigger;
 
 pub use env::{BuildVars, builtin_env, merge_env, validate_var_name, validate_var_value};
 pub use error::{Error, PatternError, SpecError};
-pub use layout::{FIREBASE_DEFAULT_IGNORE, ProjectLayout, excluded, project_layout};
+pub use layout::{FIREBASE_DEFAULT_IGNORE, ProjectLayout, build_layout, excluded, project_layout};
 pub use mask::Masker;
 pub use spec::{BuildSpec, Context, Phase, SiteBuildSettings, SpecInput, resolve_spec};
 pub use trigger::{BranchFilter, glob_matches, preview_branch, skip_requested};

@@ -44,6 +44,7 @@ pub fn router(control: Arc<Control>) -> Router {
             get(crate::site_settings::get_proxy_origins).put(crate::site_settings::put_proxy_origins),
         )
         .route("/sites/{site}/retention", get(crate::gc::get_retention).put(crate::gc::put_retention))
+        .route("/sites/{site}/profile", get(crate::site_settings::get_profile).put(crate::site_settings::put_profile))
         .route("/sites/{site}/domains", get(crate::domains::list).post(crate::domains::add))
         .route("/sites/{site}/domains/{name}", axum::routing::delete(crate::domains::remove))
         .route("/sites/{site}/domains/{name}/verify", post(crate::domains::verify))
@@ -614,6 +615,7 @@ impl Modify for TokenAuth {
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, upload_blobs, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         crate::site_settings::get_proxy_origins, crate::site_settings::put_proxy_origins,
+        crate::site_settings::get_profile, crate::site_settings::put_profile,
         crate::gc::run_gc, crate::gc::get_retention, crate::gc::put_retention,
         b::connect, b::show, b::disconnect, b::list_env, b::set_env, b::unset_env, b::list_hooks, b::create_hook, b::delete_hook,
         b::list_builds, b::start_build, b::get_build, b::cancel_build, b::build_log, b::deliveries, b::webhook, b::trigger_hook,

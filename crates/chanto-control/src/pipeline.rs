@@ -601,7 +601,7 @@ impl Control {
             )
             .details(serde_json::json!({ "missing": shown, "count": missing.len() })));
         }
-        let rules = self.compile_rules(id, &session.files).await?;
+        let rules = self.compile_rules(id, &deploy.site, &session.files).await?;
         let warnings: Vec<String> = rules.iter().flat_map(|r| r.warnings.iter().map(|w| w.to_string())).collect();
         phases.done("rules");
         // A file the branch's live deploy has with the same bytes keeps the
@@ -794,17 +794,21 @@ impl Control {
     async fn compile_rules(
         &self,
         id: &DeployId,
+        site: &SiteName,
         files: &[DeployFile],
     ) -> Result<Option<chanto_rules::RuleSet>, ApiError> {
         let mut sources = Vec::new();
         for f in files.iter().filter(|f| chanto_rules::is_rule_file(&f.path)) {
             sources.push((f.path.as_str(), self.blobs.get(&f.hash).await?));
         }
-        if sources.is_empty() {
+        // The site's profile setting (checked when it was set; a name this
+        // release does not know counts as none).
+        let profile = self.meta.site_profile(site).await?.and_then(|p| p.parse::<chanto_rules::Profile>().ok());
+        if sources.is_empty() && profile.is_none() {
             return Ok(None);
         }
         let refs: Vec<(&str, &[u8])> = sources.iter().map(|(p, b)| (*p, &b[..])).collect();
-        match chanto_rules::compile(&refs) {
+        match chanto_rules::compile_for(&refs, profile) {
             Ok(set) if set.is_empty() && set.warnings.is_empty() => Ok(None),
             Ok(mut set) => {
                 crate::access::seal_auth(&mut set).await?;

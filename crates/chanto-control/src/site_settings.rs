@@ -59,6 +59,59 @@ impl Control {
     }
 }
 
+/// Whose defaults a site's deploys follow where the platforms differ
+/// (pretty URLs, …): a deploy's `profile` in chanto.toml wins over it, and
+/// it wins over the platform the deploy's rule files come from.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteProfile {
+    /// `chanto`, `netlify`, `amplify` or `firebase`; `null`: each deploy's
+    /// rule files decide. Applies to deploys finalized after it is set.
+    #[schema(value_type = Option<String>, example = "netlify")]
+    pub profile: Option<String>,
+}
+
+impl Control {
+    /// Sets (or with `None` clears) the site's profile for its next deploys.
+    pub async fn set_site_profile(&self, site: &SiteName, profile: Option<&str>) -> Result<SiteProfile, ApiError> {
+        self.site(site).await?;
+        let profile = match profile.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(p) => Some(p.parse::<chanto_rules::Profile>().map_err(|e| ValidationError::new("profile", e))?),
+            None => None,
+        };
+        self.meta.set_site_profile(site, profile.map(|p| p.as_str())).await?;
+        tracing::info!(site = %site, profile = ?profile.map(|p| p.as_str()), "site profile set");
+        Ok(SiteProfile { profile: profile.map(|p| p.to_string()) })
+    }
+
+    /// The site's profile setting.
+    pub async fn site_profile(&self, site: &SiteName) -> Result<SiteProfile, ApiError> {
+        self.site(site).await?;
+        Ok(SiteProfile { profile: self.meta.site_profile(site).await? })
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/sites/{site}/profile", tag = "sites", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name")),
+    responses((status = 200, body = SiteProfile), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn get_profile(
+    State(c): State<Arc<Control>>,
+    Path(site): Path<String>,
+) -> Result<Json<SiteProfile>, ApiError> {
+    Ok(Json(c.site_profile(&site.parse()?).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/sites/{site}/profile", tag = "sites", security(("token" = [])),
+    params(("site" = String, Path, description = "Site name")), request_body = SiteProfile,
+    responses((status = 200, body = SiteProfile), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn put_profile(
+    State(c): State<Arc<Control>>,
+    Path(site): Path<String>,
+    ApiJson(req): ApiJson<SiteProfile>,
+) -> Result<Json<SiteProfile>, ApiError> {
+    Ok(Json(c.set_site_profile(&site.parse()?, req.profile.as_deref()).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/sites/{site}/proxy_origins", tag = "sites", security(("token" = [])),
     params(("site" = String, Path, description = "Site name")),
     responses((status = 200, body = ProxyOrigins), (status = 404, body = crate::error::ErrorBody)))]

@@ -90,6 +90,10 @@ pub struct UrlStyle {
     /// `Some(false)`: `/dir/` redirects to `/dir`, which serves
     /// `dir/index.html`. `Some(true)` and `None`: `/dir` redirects to `/dir/`.
     pub trailing_slash: Option<bool>,
+    /// Pretty URLs: `/about` serves `about.html` when nothing else answers
+    /// it, and `/about.html` is served as it is (Netlify's and chanto's
+    /// default; `clean_urls` also redirects `/about.html`).
+    pub pretty_urls: bool,
 }
 
 impl Manifest {
@@ -148,7 +152,7 @@ impl Manifest {
         }
         match self.lookup(request_path) {
             Lookup::AddSlash if no_slash => found(&format!("{rel}/index.html")).unwrap_or(Lookup::NotFound),
-            Lookup::NotFound if style.clean_urls && !rel.is_empty() && !rel.ends_with('/') => {
+            Lookup::NotFound if (style.clean_urls || style.pretty_urls) && !rel.is_empty() && !rel.ends_with('/') => {
                 found(&format!("{rel}.html")).unwrap_or(Lookup::NotFound)
             }
             other => other,
@@ -204,7 +208,7 @@ mod tests {
             Lookup::File(k, _) => k.to_owned(),
             other => format!("{other:?}"),
         };
-        let clean = UrlStyle { clean_urls: true, trailing_slash: None };
+        let clean = UrlStyle { clean_urls: true, ..UrlStyle::default() };
         assert_eq!(file(clean, "/about"), "about.html");
         assert_eq!(file(clean, "/docs/page"), "docs/page.html");
         assert_eq!(m.resolve("/about.html", clean), go("/about"));
@@ -213,7 +217,7 @@ mod tests {
         assert_eq!(m.resolve("/docs", clean), Lookup::AddSlash);
         assert_eq!(m.resolve("/missing.html", clean), Lookup::NotFound);
 
-        let bare = UrlStyle { clean_urls: true, trailing_slash: Some(false) };
+        let bare = UrlStyle { clean_urls: true, trailing_slash: Some(false), pretty_urls: false };
         assert_eq!(m.resolve("/docs/", bare), go("/docs"));
         assert_eq!(file(bare, "/docs"), "docs/index.html");
         assert_eq!(m.resolve("/docs/index.html", bare), go("/docs"));
@@ -224,5 +228,14 @@ mod tests {
         // No style: exactly `lookup`.
         assert_eq!(m.resolve("/docs", UrlStyle::default()), Lookup::AddSlash);
         assert_eq!(m.resolve("/about", UrlStyle::default()), Lookup::NotFound);
+
+        // Pretty URLs: `/about` serves about.html; nothing is redirected.
+        let pretty = UrlStyle { pretty_urls: true, ..UrlStyle::default() };
+        assert_eq!(file(pretty, "/about"), "about.html");
+        assert_eq!(file(pretty, "/about.html"), "about.html");
+        assert_eq!(file(pretty, "/docs/page"), "docs/page.html");
+        assert_eq!(m.resolve("/docs", pretty), Lookup::AddSlash, "a directory still gets its slash");
+        assert_eq!(m.resolve("/about/", pretty), Lookup::NotFound);
+        assert_eq!(m.resolve("/missing", pretty), Lookup::NotFound);
     }
 }

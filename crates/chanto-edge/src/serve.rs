@@ -514,12 +514,14 @@ pub(crate) fn resolve_target(edge: &Edge, snapshot: &crate::Snapshot, host: &str
     snapshot.resolve(&chanto_core::HostRoute::Production { site })
 }
 
-/// How a deploy's paths map to files: its rules' URL style, or the default.
+/// How a deploy's paths map to files: its rules' URL style, or chanto's
+/// default (pretty URLs).
 pub(crate) fn url_style(manifest: &Manifest) -> UrlStyle {
-    manifest
-        .rules
-        .as_ref()
-        .map_or(UrlStyle::default(), |r| UrlStyle { clean_urls: r.clean_urls, trailing_slash: r.trailing_slash })
+    manifest.rules.as_ref().map_or(UrlStyle { pretty_urls: true, ..UrlStyle::default() }, |r| UrlStyle {
+        clean_urls: r.clean_urls,
+        trailing_slash: r.trailing_slash,
+        pretty_urls: r.pretty_urls(),
+    })
 }
 
 /// Every `X-Forwarded-For` field line, in the order they arrived.
@@ -642,9 +644,18 @@ async fn answer_with(
         None => false,
     };
     // Represent and send.
+    let not_found = matches!(resource, Resource::NotFound);
     let mut resp = deliver(edge, headers, visitor, &manifest, resource, &target, head).await;
     if let Some(matcher) = matcher {
         apply_header_rules(&mut resp, matcher, &path, &mut budget);
+        // Firebase matches header rules against the page it serves: a rule
+        // whose source is `404.html` applies to the 404 answer.
+        if not_found
+            && manifest.rules.as_ref().is_some_and(|r| r.profile == Some(chanto_rules::Profile::Firebase))
+            && manifest.files.contains_key("404.html")
+        {
+            apply_header_rules(&mut resp, matcher, "/404.html", &mut budget);
+        }
     }
     if protected {
         make_private(&mut resp);
@@ -699,7 +710,13 @@ fn resolve_resource<'m>(
             // path the rule meant, dot segments resolved after substitution.
             let file = to.split(['?', '#']).next().unwrap_or_default();
             let Ok(file) = normalize_request_path(file) else { return Resource::NotFound };
-            match manifest.lookup(&file) {
+            let found = match manifest.lookup(&file) {
+                Lookup::NotFound if url_style(manifest).pretty_urls && !file.ends_with('/') => {
+                    manifest.lookup(&format!("{file}.html"))
+                }
+                found => found,
+            };
+            match found {
                 Lookup::File(key, entry) => {
                     let status = (status != 200).then(|| StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND));
                     Resource::File { key, entry, status }
@@ -858,7 +875,10 @@ pub(crate) fn rule_action(
     manifest: &Manifest,
     budget: &mut RegexBudget,
 ) -> Option<Action> {
-    matcher.evaluate_within(request, |p| manifest.lookup(p) != Lookup::NotFound, budget).map(|(action, _)| action)
+    let style = url_style(manifest);
+    matcher
+        .evaluate_within(request, |p| manifest.resolve(p, style) != Lookup::NotFound, budget)
+        .map(|(action, _)| action)
 }
 
 /// Adds the headers rules give `path` (the path the visitor asked for, as

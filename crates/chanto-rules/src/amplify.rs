@@ -76,9 +76,21 @@ pub(crate) fn parse_rules(file: &str, text: &str, out: &mut Parsed) {
             .filter(|c| !c.is_empty())
             .collect();
         let to = placeholders_to_colons(&rule.target);
-        let (from, regex) = match rule.source.strip_prefix("</").and_then(|r| r.strip_suffix("/>")) {
+        // A query in the source must be there: `<name>` binds its value, any
+        // other value must be exactly that.
+        let (source, query, values) = match rule.source.split_once('?') {
+            Some((path, q)) if !rule.source.starts_with("</") => match source_query(q) {
+                Ok((query, values)) => (path, query, values),
+                Err(e) => {
+                    out.error(file, line, col, format!("source {:?}: {e}", rule.source));
+                    continue;
+                }
+            },
+            _ => (rule.source.as_str(), Vec::new(), Vec::new()),
+        };
+        let (from, regex) = match source.strip_prefix("</").and_then(|r| r.strip_suffix("/>")) {
             Some(re) => ("/".to_owned(), Some(re.to_owned())),
-            None => match source_pattern(&rule.source) {
+            None => match source_pattern(source) {
                 Ok(s) => s,
                 Err(e) => {
                     out.error(file, line, col, e);
@@ -92,12 +104,38 @@ pub(crate) fn parse_rules(file: &str, text: &str, out: &mut Parsed) {
             to: &to,
             status: Some(status),
             force,
-            query: Vec::new(),
+            query,
             country,
             language: Vec::new(),
         };
+        let before = out.redirects.len();
         out.redirect(file, line, col, raw);
+        if out.redirects.len() > before
+            && let Some(pushed) = out.redirects.last_mut()
+        {
+            pushed.query_values = values;
+        }
     }
+}
+
+/// A source's query (`id=<id>&lang=en`): the parameters bound to
+/// placeholders, and those that must have a fixed value.
+#[allow(clippy::type_complexity)]
+fn source_query(q: &str) -> Result<(Vec<(String, String)>, Vec<(String, String)>), String> {
+    let (mut bound, mut fixed) = (Vec::new(), Vec::new());
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k.is_empty() {
+            return Err(format!("{pair:?} names no query parameter"));
+        }
+        match v.strip_prefix('<').and_then(|v| v.strip_suffix('>')) {
+            Some(name) if is_placeholder(name) => bound.push((k.to_owned(), format!(":{}", placeholder_name(name)))),
+            Some(_) => return Err(format!("{pair:?}: <…> must name a placeholder, like <id>")),
+            None if v.is_empty() => bound.push((k.to_owned(), String::new())),
+            None => fixed.push((k.to_owned(), v.to_owned())),
+        }
+    }
+    Ok((bound, fixed))
 }
 
 /// `<name>` → `:name`, `<*>` → `:splat`.
@@ -109,12 +147,9 @@ fn placeholders_to_colons(s: &str) -> String {
         let after = &rest[open + 1..];
         match after.find('>') {
             Some(close) if after[..close] == *"*" => out.push_str(":splat"),
-            Some(close)
-                if !after[..close].is_empty()
-                    && after[..close].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-            {
+            Some(close) if is_placeholder(&after[..close]) => {
                 out.push(':');
-                out.push_str(&after[..close]);
+                out.push_str(&placeholder_name(&after[..close]));
             }
             _ => {
                 out.push('<');
@@ -126,6 +161,16 @@ fn placeholders_to_colons(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Amplify's placeholder names may have hyphens (`<my-blog-id-value>`).
+fn is_placeholder(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The name as chanto's placeholders spell it (`-` → `_`).
+fn placeholder_name(name: &str) -> String {
+    name.replace('-', "_")
 }
 
 /// An Amplify source as a path pattern (whole-segment placeholders, `<*>`
@@ -158,9 +203,7 @@ fn source_pattern(source: &str) -> Result<(String, Option<String>), String> {
         let close = after.find('>').ok_or_else(|| format!("source {source:?}: '<' is never closed"))?;
         match &after[..close] {
             "*" => re.push_str("(?P<splat>.*)"),
-            name if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.is_empty() => {
-                re.push_str(&format!("(?P<{name}>[^/]+)"))
-            }
+            name if is_placeholder(name) => re.push_str(&format!("(?P<{}>[^/]+)", placeholder_name(name))),
             other => return Err(format!("source {source:?}: <{other}> is not a placeholder (<name> or <*>)")),
         }
         rest = &after[close + 1..];
@@ -342,6 +385,35 @@ mod tests {
         // 404-200 only where no file exists.
         assert_eq!(eval(rules, "/app/route", false), Some(Action::Rewrite { path: "/index.html".into(), status: 200 }));
         assert_eq!(eval(rules, "/app/route", true), None);
+    }
+
+    /// Amplify's "Query parameters" documentation: the query goes along on
+    /// 301 and 302 redirects, except when the source matches a query value
+    /// or the target has a query of its own.
+    #[test]
+    fn query_parameters() {
+        let rules = r#"[
+  {"source": "/docs?id=<my-blog-id-value>", "target": "/documents/<my-blog-id-value>", "status": "301"},
+  {"source": "/search?lang=en&q=<q>", "target": "/en/search/<q>", "status": "302"},
+  {"source": "/old", "target": "/new", "status": "301"},
+  {"source": "/tagged", "target": "/new?tag=a", "status": "301"}
+]"#;
+        let set = compile(&[("amplify-rules.json", rules.as_bytes())]).unwrap();
+        let eval = |path: &str, query: &str| {
+            set.matcher()
+                .evaluate(&RuleRequest { path, query: Some(query), ..Default::default() }, |_| false)
+                .map(|(a, _)| a)
+        };
+        let go = |status, to: &str| Some(Action::Redirect { status, location: to.into() });
+        assert_eq!(eval("/docs", "id=42&utm=x"), go(301, "/documents/42"), "a matched query is not forwarded");
+        assert_eq!(eval("/docs", "other=1"), None, "the parameter must be there");
+        assert_eq!(eval("/search", "q=rust&lang=en"), go(302, "/en/search/rust"));
+        assert_eq!(eval("/search", "q=rust&lang=fr"), None, "a fixed value must be exactly that");
+        assert_eq!(eval("/old", "a=1&b=2"), go(301, "/new?a=1&b=2"), "otherwise the query goes along");
+        assert_eq!(eval("/tagged", "a=1"), go(301, "/new?tag=a"), "unless the target has its own");
+        let errs = compile(&[("amplify-rules.json", br#"[{"source": "/a?=x", "target": "/b", "status": "301"}]"#)])
+            .unwrap_err();
+        assert_eq!(errs[0].to_string(), "amplify-rules.json:1:2: source \"/a?=x\": \"=x\" names no query parameter");
     }
 
     #[test]

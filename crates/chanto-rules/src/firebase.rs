@@ -136,10 +136,13 @@ fn push(out: &mut Parsed, file: &str, line: u32, source: Source, to: &str, statu
         Source::Path(p) => (p.to_string(), None),
         Source::Regex(r) => ("/".to_owned(), Some(r)),
     };
+    // A segment capture written `:rest*` in the source is `:rest*` in the
+    // destination too: the same placeholder.
+    let to = strip_capture_stars(to);
     let raw = RawRedirect {
         from: &from,
         regex,
-        to,
+        to: &to,
         status,
         force,
         query: Vec::new(),
@@ -147,6 +150,21 @@ fn push(out: &mut Parsed, file: &str, line: u32, source: Source, to: &str, statu
         language: Vec::new(),
     };
     out.redirect(file, line, 1, raw);
+}
+
+/// `:name*` → `:name`.
+fn strip_capture_stars(to: &str) -> String {
+    let mut out = String::with_capacity(to.len());
+    let mut in_name = false;
+    for c in to.chars() {
+        if c == '*' && in_name {
+            in_name = false;
+            continue;
+        }
+        in_name = (c == ':') || (in_name && (c.is_ascii_alphanumeric() || c == '_'));
+        out.push(c);
+    }
+    out
 }
 
 fn find_line(text: &str, needle: &str) -> Option<u32> {
@@ -218,6 +236,23 @@ mod tests {
     }
 
     #[test]
+    fn documented_segment_and_capture_redirects() {
+        let text = r#"{"hosting": {"redirects": [
+          {"source": "/foo/:rest*", "destination": "/bar/:rest*", "type": 301},
+          {"source": "/users/:id/profile", "destination": "/users/:id/newProfile", "type": 301},
+          {"regex": "^/posts/(\\d{4})/(\\d{2})/(.+)$", "destination": "/archive/:1-:2/:3", "type": 301}
+        ]}}"#;
+        let set = compile(&[("firebase.json", text.as_bytes())]).unwrap();
+        let m = set.matcher();
+        let eval = |path: &str| m.evaluate(&RuleRequest { path, ..Default::default() }, |_| false).map(|(a, _)| a);
+        let go = |to: &str| Some(Action::Redirect { status: 301, location: to.into() });
+        assert_eq!(eval("/foo/a/b"), go("/bar/a/b"));
+        assert_eq!(eval("/users/7/profile"), go("/users/7/newProfile"));
+        assert_eq!(eval("/posts/2024/05/hello"), go("/archive/2024-05/hello"));
+        assert_eq!(eval("/posts/24/05/hello"), None);
+    }
+
+    #[test]
     fn errors() {
         for (text, want) in [
             (
@@ -241,7 +276,8 @@ mod tests {
             let errs = compile(&[("firebase.json", text.as_bytes())]).unwrap_err();
             assert!(errs[0].to_string().starts_with(want), "{text}: {}", errs[0]);
         }
-        // No hosting block: no rules.
-        assert!(compile(&[("firebase.json", b"{\"functions\": {}}")]).unwrap().is_empty());
+        // No hosting block: no rules, Firebase's defaults (paths name files exactly).
+        let set = compile(&[("firebase.json", b"{\"functions\": {}}")]).unwrap();
+        assert!(set.redirects.is_empty() && set.headers.is_empty() && !set.pretty_urls());
     }
 }

@@ -24,7 +24,8 @@ pub use matcher::{Action, LOOKUP_BUDGET, Matcher, RegexBudget, RuleRequest, comp
 pub use password::{CHANTO_ARGON2, PasswordHashParams, check_hash as check_password_hash};
 pub use pattern::{PathPattern, Segment};
 pub use sources::{
-    MAX_LOOKAROUND_RULES, MAX_PASSWORD_USERS, MAX_RULES, MAX_USERS_PER_RULE, RULE_FILES, compile, is_rule_file,
+    MAX_LOOKAROUND_RULES, MAX_PASSWORD_USERS, MAX_RULES, MAX_USERS_PER_RULE, RULE_FILES, compile, compile_for,
+    is_rule_file,
 };
 
 use serde::{Deserialize, Serialize};
@@ -136,6 +137,10 @@ pub struct Redirect {
     /// (`None`: present, value not used).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<(String, Option<String>)>,
+    /// Query parameters that must have exactly this value (Amplify's
+    /// `/docs?id=7`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_values: Vec<(String, String)>,
     /// Where to: a path or an absolute URL, with `:name` and `:splat`.
     pub to: String,
     /// 301, 302, 303, 307, 308 (redirect), 200 (rewrite), 404 or 410.
@@ -207,6 +212,57 @@ impl ServeSettings {
     }
 }
 
+/// Whose documented defaults a deploy follows where the platforms differ
+/// (the README's table): chosen by `profile` in `chanto.toml`, else the
+/// site's setting, else the platform whose rule files the deploy has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// chanto's own: pretty URLs, files before unforced rules.
+    Chanto,
+    /// Netlify: pretty URLs (`/about` serves `about.html`).
+    Netlify,
+    /// AWS Amplify Hosting: paths name files exactly.
+    Amplify,
+    /// Firebase Hosting: paths name files exactly unless `cleanUrls`.
+    Firebase,
+}
+
+impl Profile {
+    /// Every profile, as written in `chanto.toml`.
+    pub const ALL: [Profile; 4] = [Profile::Chanto, Profile::Netlify, Profile::Amplify, Profile::Firebase];
+
+    /// Its name, as written in `chanto.toml` and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Chanto => "chanto",
+            Profile::Netlify => "netlify",
+            Profile::Amplify => "amplify",
+            Profile::Firebase => "firebase",
+        }
+    }
+
+    /// Whether `/about` serves `about.html` when nothing else answers it.
+    pub fn pretty_urls(self) -> bool {
+        matches!(self, Profile::Chanto | Profile::Netlify)
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            format!("unknown profile {s:?}; use one of: {}", Profile::ALL.map(Profile::as_str).join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Every rule of a deploy, in evaluation order (first matching redirect wins).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleSet {
@@ -226,6 +282,13 @@ pub struct RuleSet {
     /// or absent: with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trailing_slash: Option<bool>,
+    /// Whose defaults the deploy follows (absent: chanto's, from before profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// `/about` does not serve `about.html` (Amplify's and Firebase's
+    /// default; see [`RuleSet::pretty_urls`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_pretty_urls: bool,
     /// What the deploy was told about its rules that it should know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
@@ -249,6 +312,8 @@ impl PartialEq for RuleSet {
             && self.auth == other.auth
             && self.clean_urls == other.clean_urls
             && self.trailing_slash == other.trailing_slash
+            && self.profile == other.profile
+            && self.no_pretty_urls == other.no_pretty_urls
             && self.warnings == other.warnings
             && self.serve == other.serve
     }
@@ -264,7 +329,15 @@ impl RuleSet {
             && self.auth.is_empty()
             && !self.clean_urls
             && self.trailing_slash.is_none()
+            && !self.no_pretty_urls
+            && matches!(self.profile, None | Some(Profile::Chanto))
             && self.serve.is_default()
+    }
+
+    /// Pretty URLs: `/about` serves `about.html` when no file, directory or
+    /// rule answers it (chanto's and Netlify's default).
+    pub fn pretty_urls(&self) -> bool {
+        !self.no_pretty_urls
     }
 
     /// The compiled matcher, built on first use.

@@ -187,24 +187,37 @@ impl Regexes {
         match &self.all[*self.by_rule.get(&rule)?].1 {
             Compiled::Plain(re) => {
                 let caps = re.captures(path)?;
-                Some(
-                    re.capture_names()
-                        .flatten()
-                        .filter_map(|name| caps.name(name).map(|m| (name, m.as_str().to_owned())))
-                        .collect(),
-                )
+                Some(bindings(re.capture_names(), |i| caps.get(i).map(|m| m.as_str())))
             }
             Compiled::Backtracking(tiers) => {
                 let (re, caps) = tiered(tiers, budget, |re| re.captures(path).ok().map(|c| c.map(|c| (re, c))))??;
-                Some(
-                    re.capture_names()
-                        .flatten()
-                        .filter_map(|name| caps.name(name).map(|m| (name, m.as_str().to_owned())))
-                        .collect(),
-                )
+                Some(bindings(re.capture_names(), |i| caps.get(i).map(|m| m.as_str())))
             }
         }
     }
+}
+
+/// Groups by number: Firebase's `regex` destinations refer to them as `:1`
+/// … `:9`.
+const GROUP_NUMBERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// A match's placeholders: every group by its number (the first nine), and
+/// named groups by name too.
+fn bindings<'r, 'p>(
+    names: impl Iterator<Item = Option<&'r str>>,
+    group: impl Fn(usize) -> Option<&'p str>,
+) -> Vec<(&'r str, String)> {
+    let mut out = Vec::new();
+    for (i, name) in names.enumerate().skip(1) {
+        let Some(value) = group(i) else { continue };
+        if let Some(number) = GROUP_NUMBERS.get(i) {
+            out.push((*number, value.to_owned()));
+        }
+        if let Some(name) = name {
+            out.push((name, value.to_owned()));
+        }
+    }
+    out
 }
 
 /// Runs `f` with each limit of [`TIERS`] in turn, charging `budget` the
@@ -467,6 +480,7 @@ impl Matcher {
                     None => query_ok = false,
                 }
             }
+            query_ok &= rule.query_values.iter().all(|(name, want)| params.iter().any(|(k, v)| k == name && v == want));
             if !query_ok {
                 continue;
             }
@@ -475,8 +489,10 @@ impl Matcher {
             let action = match rule.status {
                 301 | 302 | 303 | 307 | 308 => {
                     let mut location = target;
-                    // As on Netlify: the query goes along unless the rule matched on it.
+                    // As on Netlify and Amplify: the query goes along unless
+                    // the rule matched on it or the target has its own.
                     if rule.query.is_empty()
+                        && rule.query_values.is_empty()
                         && !location.contains('?')
                         && let Some(q) = req.query.filter(|q| !q.is_empty())
                     {
@@ -599,6 +615,7 @@ mod tests {
             host: None,
             from: Source::Path(PathPattern::parse(from).unwrap()),
             query: vec![],
+            query_values: vec![],
             to: to.into(),
             status,
             force: false,

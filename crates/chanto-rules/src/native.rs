@@ -1,6 +1,7 @@
 //! `chanto.toml`: chanto's own rule file.
 //!
 //! ```toml
+//! profile = "netlify"          # whose defaults to follow: chanto, netlify, amplify, firebase
 //! clean_urls = true            # /about serves about.html; /about.html redirects to /about
 //! trailing_slash = false       # /docs/ redirects to /docs, which serves docs/index.html
 //!
@@ -36,6 +37,11 @@ use crate::sources::{Parsed, RawRedirect, line_col};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChantoToml {
+    /// The build's settings (read by chanto-build): a project's one
+    /// chanto.toml holds both, and the deploy carries it from the root.
+    #[serde(default, rename = "build")]
+    _build: Option<toml::Value>,
+    profile: Option<toml::Spanned<String>>,
     clean_urls: Option<toml::Spanned<bool>>,
     trailing_slash: Option<toml::Spanned<bool>>,
     #[serde(default)]
@@ -104,6 +110,13 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         Err(e) => return crate::netlify::toml_error(file, text, &e, out),
     };
     let origin = |at: usize| crate::Origin { file: file.to_owned(), line: line_col(text, at).0 };
+    if let Some(p) = doc.profile {
+        let (line, col) = line_col(text, p.span().start);
+        match p.get_ref().parse::<crate::Profile>() {
+            Ok(profile) => out.profile = Some((profile, origin(p.span().start))),
+            Err(e) => out.error(file, line, col, format!("profile: {e}")),
+        }
+    }
     out.clean_urls = doc.clean_urls.map(|v| (*v.get_ref(), origin(v.span().start)));
     out.trailing_slash = doc.trailing_slash.map(|v| (*v.get_ref(), origin(v.span().start)));
     for r in doc.redirects {
@@ -278,6 +291,43 @@ values = { Cache-Control = "public, max-age=31536000, immutable" }
         );
         let set = compile(&[("firebase.json", b"{\"hosting\": {\"cleanUrls\": true}}")]).unwrap();
         assert!(set.clean_urls && set.trailing_slash.is_none());
+    }
+
+    #[test]
+    fn profiles_come_from_chanto_toml_then_the_site_then_the_files() {
+        use crate::{Profile, compile_for};
+        let netlify = ("_redirects", &b"/a /b 301\n"[..]);
+        let amplify = ("customHttp.yml", &b"customHeaders: []\n"[..]);
+        let firebase = ("firebase.json", &b"{\"hosting\": {}}"[..]);
+        // Inferred from the platform's files.
+        let set = compile(&[netlify]).unwrap();
+        assert_eq!((set.profile, set.pretty_urls()), (Some(Profile::Netlify), true));
+        let set = compile(&[amplify]).unwrap();
+        assert_eq!((set.profile, set.pretty_urls()), (Some(Profile::Amplify), false));
+        assert!(!set.is_empty(), "exact paths must reach the edge");
+        let set = compile(&[firebase]).unwrap();
+        assert_eq!((set.profile, set.pretty_urls()), (Some(Profile::Firebase), false));
+        let set = compile(&[("chanto.toml", b"clean_urls = false\n")]).unwrap();
+        assert_eq!((set.profile, set.pretty_urls()), (Some(Profile::Chanto), true));
+        // Two platforms: the first file's, with a warning saying how to choose.
+        let set = compile(&[netlify, firebase]).unwrap();
+        assert_eq!(set.profile, Some(Profile::Netlify));
+        assert_eq!(
+            set.warnings[0].to_string(),
+            "firebase.json:1: warning: the deploy has netlify's _redirects and firebase's firebase.json; it follows \
+             netlify's defaults (set profile = \"firebase\" in chanto.toml to choose)"
+        );
+        // The site's setting beats the files; chanto.toml beats the site.
+        assert_eq!(compile_for(&[netlify], Some(Profile::Amplify)).unwrap().profile, Some(Profile::Amplify));
+        let declared = ("chanto.toml", &b"profile = \"firebase\"\n[build]\npublish = \"out\"\n"[..]);
+        let set = compile_for(&[declared, netlify], Some(Profile::Amplify)).unwrap();
+        assert_eq!((set.profile, set.pretty_urls()), (Some(Profile::Firebase), false));
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        let errs = compile(&[("chanto.toml", b"\nprofile = \"vercel\"\n")]).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "chanto.toml:2:11: profile: unknown profile \"vercel\"; use one of: chanto, netlify, amplify, firebase"
+        );
     }
 
     #[test]

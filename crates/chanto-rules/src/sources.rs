@@ -2,7 +2,7 @@
 //! the checks every source shares.
 
 use crate::pattern::PathPattern;
-use crate::{Conditions, HeaderRule, Origin, Redirect, RuleError, RuleSet, STATUSES, Source, Warning};
+use crate::{Conditions, HeaderRule, Origin, Profile, Redirect, RuleError, RuleSet, STATUSES, Source, Warning};
 
 /// The rule files chanto reads at the root of a deploy, in precedence order:
 /// for redirects the first matching rule wins, so `chanto.toml` rules come
@@ -35,7 +35,25 @@ pub const MAX_USERS_PER_RULE: usize = 100;
 /// Parses every rule file present (`(path, contents)`; files not in
 /// [`RULE_FILES`] are ignored) into one rule set, or every error found.
 pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
+    compile_for(files, None)
+}
+
+/// Which platform's files a rule file is (`None`: chanto's own).
+fn platform_of(file: &str) -> Option<Profile> {
+    match file {
+        "_redirects" | "_headers" | "netlify.toml" => Some(Profile::Netlify),
+        "amplify-rules.json" | "customHttp.yml" => Some(Profile::Amplify),
+        "firebase.json" => Some(Profile::Firebase),
+        _ => None,
+    }
+}
+
+/// [`compile`], for a site whose setting names a profile: `profile` in
+/// `chanto.toml` wins over it, and it wins over the platform the deploy's
+/// rule files come from.
+pub fn compile_for(files: &[(&str, &[u8])], site_profile: Option<Profile>) -> Result<RuleSet, Vec<RuleError>> {
     let mut set = RuleSet::default();
+    let mut declared: Option<(Profile, Origin)> = None;
     let mut errors = Vec::new();
     for name in RULE_FILES {
         let Some((_, bytes)) = files.iter().find(|(n, _)| *n == name) else { continue };
@@ -82,6 +100,9 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
         if let Some(serve) = out.serve {
             set.serve = serve;
         }
+        if out.profile.is_some() {
+            declared = out.profile;
+        }
     }
     let count = set.redirects.len() + set.headers.len() + set.auth.len();
     if count > MAX_RULES {
@@ -101,7 +122,35 @@ pub fn compile(files: &[(&str, &[u8])]) -> Result<RuleSet, Vec<RuleError>> {
     report_conflicts(&mut set);
     set.clean_urls = set.clean_urls_from.as_ref().is_some_and(|(v, _)| *v);
     set.trailing_slash = set.trailing_slash_from.as_ref().map(|(v, _)| *v);
+    let profile = match (declared, site_profile) {
+        (Some((p, _)), _) => p,
+        (None, Some(p)) => p,
+        (None, None) => inferred_profile(files, &mut set.warnings),
+    };
+    set.profile = Some(profile);
+    set.no_pretty_urls = !profile.pretty_urls();
     Ok(set)
+}
+
+/// The platform whose rule files the deploy has; with files of several, the
+/// first in [`RULE_FILES`] order, and a warning saying how to choose.
+fn inferred_profile(files: &[(&str, &[u8])], warnings: &mut Vec<Warning>) -> Profile {
+    let present: Vec<(&str, Profile)> = RULE_FILES
+        .iter()
+        .filter(|f| files.iter().any(|(n, _)| n == *f))
+        .filter_map(|f| Some((*f, platform_of(f)?)))
+        .collect();
+    let Some(&(first_file, first)) = present.first() else { return Profile::Chanto };
+    if let Some(&(other_file, other)) = present.iter().find(|(_, p)| *p != first) {
+        warnings.push(Warning {
+            origin: Origin { file: other_file.to_owned(), line: 1 },
+            message: format!(
+                "the deploy has {first}'s {first_file} and {other}'s {other_file}; it follows {first}'s defaults \
+                 (set profile = \"{other}\" in chanto.toml to choose)"
+            ),
+        });
+    }
+    first
 }
 
 /// The per-deploy caps on what costs work on every request (look-around
@@ -168,7 +217,7 @@ fn report_conflicts(set: &mut RuleSet) {
     let mut seen: std::collections::HashMap<String, &Origin> = std::collections::HashMap::new();
     let mut warnings = Vec::new();
     for r in &set.redirects {
-        let key = format!("{:?}|{}|{:?}|{:?}", r.host, r.from, r.query, r.conditions);
+        let key = format!("{:?}|{}|{:?}|{:?}|{:?}", r.host, r.from, r.query, r.query_values, r.conditions);
         match seen.get(&key) {
             Some(first) if first.file != r.origin.file => warnings.push(Warning {
                 origin: r.origin.clone(),
@@ -189,6 +238,7 @@ fn report_conflicts(set: &mut RuleSet) {
 /// What one file yielded.
 #[derive(Default)]
 pub(crate) struct Parsed {
+    pub profile: Option<(Profile, Origin)>,
     pub clean_urls: Option<(bool, Origin)>,
     pub trailing_slash: Option<(bool, Origin)>,
     pub redirects: Vec<Redirect>,
@@ -346,6 +396,7 @@ impl Parsed {
             host,
             from,
             query,
+            query_values: Vec::new(),
             to: raw.to.to_owned(),
             status,
             force: raw.force,

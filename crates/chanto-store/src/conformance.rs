@@ -417,6 +417,14 @@ pub async fn meta_store(meta: &dyn MetaStore) {
     assert_eq!(meta.all_keep_deploys().await.unwrap(), vec![(site.clone(), 2)]);
     meta.set_keep_deploys(&site, 0).await.unwrap();
     assert!(meta.all_keep_deploys().await.unwrap().is_empty());
+    // The site's profile setting.
+    assert_eq!(meta.site_profile(&site).await.unwrap(), None);
+    meta.set_site_profile(&site, Some("netlify")).await.unwrap();
+    meta.set_site_profile(&site, Some("amplify")).await.unwrap();
+    assert_eq!(meta.site_profile(&site).await.unwrap().as_deref(), Some("amplify"));
+    meta.set_site_profile(&site, None).await.unwrap();
+    assert_eq!(meta.site_profile(&site).await.unwrap(), None);
+    meta.set_site_profile(&site, Some("firebase")).await.unwrap();
     meta.set_keep_deploys(&site, 5).await.unwrap();
     assert!(matches!(meta.set_keep_deploys(&nowhere, 1).await, Err(StoreError::NotFound(_))));
 

@@ -173,6 +173,14 @@ pub const TABLES: &[Table] = &[
         pg_order: "site_id",
     },
     Table {
+        name: "site_profile",
+        columns: &[c("site_id", Int), c("profile", Text)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "site_id",
+        pg_order: "site_id",
+    },
+    Table {
         name: "blob_deletions",
         columns: &[c("hash", Text), c("at", Int)],
         identity: None,

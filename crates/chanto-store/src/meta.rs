@@ -298,6 +298,11 @@ pub trait MetaStore:
     async fn set_keep_deploys(&self, site: &SiteName, keep: u32) -> Result<(), StoreError>;
     /// Every site that keeps a limited number of deploys per branch, by name.
     async fn all_keep_deploys(&self) -> Result<Vec<(SiteName, u32)>, StoreError>;
+    /// Sets whose defaults a site's next deploys follow (`netlify`, …; the
+    /// control plane checks the name); `None`: the deploy's own files decide.
+    async fn set_site_profile(&self, site: &SiteName, profile: Option<&str>) -> Result<(), StoreError>;
+    /// The site's profile setting, if it has one.
+    async fn site_profile(&self, site: &SiteName) -> Result<Option<String>, StoreError>;
     /// Deletes deploys (retention), with their file lists and activation
     /// history; a deploy that is active or uploading by then is left alone.
     /// Returns the ids deleted.

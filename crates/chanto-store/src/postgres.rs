@@ -434,6 +434,12 @@ CREATE UNIQUE INDEX users_sso_subject ON users(sso_subject);",
     // 12: each node's responses over the last minute, from its heartbeat
     // (JSON; the health page's request and error rates; SQLite 19).
     "ALTER TABLE nodes ADD COLUMN traffic TEXT;",
+    // 13: whose defaults a site's deploys follow, when the site says
+    // (issue 19; SQLite 20).
+    "CREATE TABLE site_profile (
+    site_id BIGINT PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+    profile TEXT NOT NULL
+);",
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").
@@ -1667,6 +1673,35 @@ impl MetaStore for PostgresMeta {
         .await?;
         tx.commit().await?;
         found.iter().map(|r| Ok((col(r, 0)?, r.try_get::<_, i32>(1)?.max(0) as u32))).collect()
+    }
+
+    async fn set_site_profile(&self, site: &SiteName, profile: Option<&str>) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let id = site_id(&tx, site).await?;
+        match profile {
+            None => exec(&tx, "DELETE FROM site_profile WHERE site_id = $1", &[&id]).await?,
+            Some(p) => {
+                exec(
+                    &tx,
+                    "INSERT INTO site_profile (site_id, profile) VALUES ($1, $2)
+                     ON CONFLICT (site_id) DO UPDATE SET profile = excluded.profile",
+                    &[&id, &p],
+                )
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn site_profile(&self, site: &SiteName) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let id = site_id(&tx, site).await?;
+        let found = rows(&tx, "SELECT profile FROM site_profile WHERE site_id = $1", &[&id]).await?;
+        tx.commit().await?;
+        found.first().map(|r| col(r, 0)).transpose()
     }
 
     async fn prune_deploys(&self, ids: &[DeployId]) -> Result<Vec<DeployId>, StoreError> {

@@ -420,6 +420,12 @@ CREATE TABLE tokens (
     // 19: each node's responses over the last minute, from its heartbeat
     // (JSON; the health page's request and error rates; PostgreSQL 12).
     "ALTER TABLE nodes ADD COLUMN traffic TEXT;",
+    // 20: whose defaults a site's deploys follow, when the site says
+    // (issue 19; PostgreSQL 13).
+    "CREATE TABLE site_profile (
+        site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+        profile TEXT NOT NULL
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.
@@ -1264,6 +1270,34 @@ impl MetaStore for SqliteMeta {
             )?;
             let out = st.query_map([], |r| Ok((parse(0, r.get(0)?)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn set_site_profile(&self, site: &SiteName, profile: Option<&str>) -> Result<(), StoreError> {
+        let (site, profile) = (site.clone(), profile.map(str::to_owned));
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site_id(&tx, &site)?;
+            match profile {
+                None => tx.execute("DELETE FROM site_profile WHERE site_id = ?1", [id])?,
+                Some(p) => tx.execute(
+                    "INSERT INTO site_profile (site_id, profile) VALUES (?1, ?2)
+                     ON CONFLICT (site_id) DO UPDATE SET profile = excluded.profile",
+                    params![id, p],
+                )?,
+            };
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn site_profile(&self, site: &SiteName) -> Result<Option<String>, StoreError> {
+        let site = site.clone();
+        self.call(move |c| {
+            let id = site_id(c, &site)?;
+            Ok(c.query_row("SELECT profile FROM site_profile WHERE site_id = ?1", [id], |r| r.get(0)).optional()?)
         })
         .await
     }

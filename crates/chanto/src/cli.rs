@@ -1015,6 +1015,22 @@ pub enum SitesCommand {
         #[arg(long)]
         clear: bool,
     },
+    /// Show, or change with --set / --clear, whose defaults the site's next
+    /// deploys follow where the platforms differ (does `/about` serve
+    /// `about.html`?): chanto, netlify, amplify or firebase. A deploy's own
+    /// `profile` in chanto.toml wins; with none set anywhere, the platform
+    /// whose rule files the deploy has decides.
+    #[command(override_usage = "chanto sites profile [OPTIONS] <NAME>")]
+    Profile {
+        #[command(flatten)]
+        name: SiteArg,
+        /// The profile: chanto, netlify, amplify or firebase.
+        #[arg(long, value_name = "PROFILE", conflicts_with = "clear", value_parser = clap::builder::PossibleValuesParser::new(["chanto", "netlify", "amplify", "firebase"]))]
+        set: Option<String>,
+        /// Let each deploy's rule files decide.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// The site a `sites` subcommand acts on: `NAME`, or `--site NAME` as every

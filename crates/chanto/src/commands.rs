@@ -493,6 +493,27 @@ async fn sites(client: &Client, cmd: SitesCommand, json: bool) -> anyhow::Result
                 println!("{o}");
             }
         }
+        SitesCommand::Profile { name, set, clear } => {
+            let name = name.get();
+            parse::<chanto_core::SiteName>("site name", &name)?;
+            let path = format!("/sites/{}/profile", seg(&name));
+            let view: chanto_control::site_settings::SiteProfile = if clear || set.is_some() {
+                client.put(&path, &chanto_control::site_settings::SiteProfile { profile: set }).await?
+            } else {
+                client.get(&path).await?
+            };
+            if json {
+                return print_json(&view);
+            }
+            match view.profile {
+                Some(p) => println!(
+                    "The next deploys of {name} follow {p}'s defaults (unless their chanto.toml names a profile)."
+                ),
+                None => println!(
+                    "Each deploy of {name} follows the platform its rule files come from; choose one with `chanto sites profile {name} --set netlify`."
+                ),
+            }
+        }
     }
     Ok(())
 }

@@ -50,6 +50,9 @@ type Seen = HashMap<String, ((u64, i128, (u64, u64)), ContentHash)>;
 
 struct Dev {
     dir: PathBuf,
+    /// The project root `dir` is the published directory of, and its layout
+    /// (root rule files, ignored files), when DIR was a project root.
+    project: Option<(PathBuf, chanto_build::ProjectLayout)>,
     edge: Arc<Edge>,
     blobs: Arc<LocalBlobStore>,
     seen: Seen,
@@ -74,8 +77,14 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}; pass --listen with a free address", opts.listen))?;
     let addr = listener.local_addr()?;
+    // A project root serves what its config publishes, as `chanto deploy` deploys it.
+    let project = crate::deploy::project_layout(&opts.dir)?.map(|l| (opts.dir.clone(), l));
+    let (dir, chosen_by) = match &project {
+        Some((root, layout)) => (root.join(&layout.publish), format!(" ({})", layout.chosen_by)),
+        None => (opts.dir.clone(), String::new()),
+    };
     let mut dev =
-        Dev { dir: opts.dir.clone(), edge: edge.clone(), blobs, seen: HashMap::new(), signature: None, version: 0 };
+        Dev { dir: dir.clone(), project, edge: edge.clone(), blobs, seen: HashMap::new(), signature: None, version: 0 };
     let first = dev.scan().await?;
     dev.rebuild(&first).await?;
     let reload = opts.reload.then(|| crate::reload::Reload::new(opts.reload_clients, opts.reload_keepalive));
@@ -95,8 +104,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     ));
     let reloading = if reload.is_some() { "; pages reload when files change" } else { "" };
     say(format_args!(
-        "Serving {} at http://{addr}/ (rules and headers as deployed{reloading}; Ctrl-C stops)",
-        opts.dir.display()
+        "Serving {}{chosen_by} at http://{addr}/ (rules and headers as deployed{reloading}; Ctrl-C stops)",
+        dir.display()
     ));
     loop {
         tokio::select! {
@@ -134,7 +143,21 @@ impl Dev {
     /// Lists the folder.
     async fn scan(&self) -> anyhow::Result<Scan> {
         let dir = self.dir.clone();
-        let files = tokio::task::spawn_blocking(move || walk(&dir)).await??;
+        let project = self.project.clone();
+        let files = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<LocalFile>> {
+            let mut files = walk(&dir)?;
+            if let Some((root, layout)) = &project {
+                // As `chanto deploy` sends them: the ignored files left out,
+                // the root's rule files in place of any in the directory.
+                files.retain(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(layout, &f.path));
+                for name in &layout.rule_files {
+                    files.retain(|f| f.path != *name);
+                    files.push(LocalFile::of(name, &root.join(name)).with_context(|| format!("reading {name}"))?);
+                }
+            }
+            Ok(files)
+        })
+        .await??;
         let mut sig = blake3::Hasher::new();
         for f in &files {
             sig.update(f.path.as_bytes()).update(&f.size.to_le_bytes()).update(&f.mtime_ns.to_le_bytes());

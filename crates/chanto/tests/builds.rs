@@ -896,3 +896,70 @@ open("out/index.html", "w").write("ok")
     assert!(log.lines().any(|l| l == "FILE: refused (File too large)"), "--build-disk 64M: {log}");
     assert!(log.lines().any(|l| l == "TMP: refused (No space left on device)"), "--build-tmp 16M: {log}");
 }
+
+/// A build publishes a subdirectory: the platform reads its rule files from
+/// the repository root (Netlify's `netlify.toml`, Firebase's `firebase.json`),
+/// so they go into the deploy with it; Firebase's ignore list leaves files
+/// out; a rule file the build swapped for a symlink is not followed.
+#[test]
+fn a_build_carries_the_root_rule_files_of_its_platform() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    server.cli(&["sites", "create", "moved"]).ok();
+    server.cli(&["git", "connect", &repo.url(), "--site", "moved"]).ok();
+    let build = |server: &Server| {
+        let id = server.cli(&["builds", "start", "--site", "moved", "--json"]).ok().json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let b = wait_build(server, &id);
+        (b, log_of(server, &id))
+    };
+
+    // Netlify: netlify.toml at the root, publish = "dist"; its redirects and headers count.
+    let netlify = "[build]\ncommand = \"mkdir -p dist && echo netlify > dist/index.html\"\npublish = \"dist\"\n\n\
+                   [[redirects]]\nfrom = \"/old\"\nto = \"/\"\nstatus = 301\n\n\
+                   [[headers]]\nfor = \"/*\"\n[headers.values]\nX-From-Root = \"netlify.toml\"\n";
+    repo.commit("main", &[("netlify.toml", netlify)], "netlify project");
+    let (b, log) = build(&server);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    assert_eq!(server.get("moved.localhost", "/").text(), "netlify\n");
+    let r = server.get("moved.localhost", "/old");
+    assert_eq!((r.status, r.header("location")), (301, Some("/")), "the root netlify.toml's redirect");
+    assert_eq!(server.get("moved.localhost", "/").header("x-from-root"), Some("netlify.toml"));
+    assert_eq!(server.get("moved.localhost", "/netlify.toml").status, 404, "rule files are not served");
+
+    // Firebase: no build, hosting.public checked in; its default ignores leave dotfiles out.
+    let firebase =
+        r#"{"hosting": {"public": "public", "redirects": [{"source": "/legacy", "destination": "/", "type": 302}]}}"#;
+    std::fs::remove_file(repo.work.join("netlify.toml")).unwrap();
+    let c = repo.commit(
+        "main",
+        &[
+            ("firebase.json", firebase),
+            ("public/index.html", "firebase"),
+            ("public/.env", "SECRET=1"),
+            ("public/node_modules/x.js", "x"),
+        ],
+        "firebase project",
+    );
+    let (b, log) = build(&server);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    assert!(log.contains("build spec from firebase.json"), "{c}: {log}");
+    assert_eq!(server.get("moved.localhost", "/").text(), "firebase");
+    let r = server.get("moved.localhost", "/legacy");
+    assert_eq!((r.status, r.header("location")), (302, Some("/")), "the root firebase.json's redirect");
+    assert_eq!(server.get("moved.localhost", "/.env").status, 404, "hosting.ignore's defaults");
+    assert_eq!(server.get("moved.localhost", "/node_modules/x.js").status, 404);
+
+    // Hostile: the build swaps the root rule file for a symlink to a host file.
+    let swap = "[build]\ncommand = \"mkdir -p dist && echo swapped > dist/index.html && rm netlify.toml && ln -s /etc/passwd netlify.toml\"\npublish = \"dist\"\n";
+    std::fs::remove_file(repo.work.join("firebase.json")).unwrap();
+    repo.commit("main", &[("netlify.toml", swap)], "swap");
+    let (b, log) = build(&server);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    assert_eq!(server.get("moved.localhost", "/").text(), "swapped\n");
+    // Had the symlink been followed, /etc/passwd would have failed the deploy as a netlify.toml.
+    assert_eq!(server.get("moved.localhost", "/old").status, 404, "no rule file came with this deploy");
+}

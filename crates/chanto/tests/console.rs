@@ -855,6 +855,8 @@ const IN_CONSOLE: &[(&str, &str, &str)] = &[
     ("PUT /api/v1/sites/{site}/retention", "POST", "/sites/docs/settings/retention"),
     ("GET /api/v1/sites/{site}/proxy_origins", "GET", "/sites/docs/settings"),
     ("PUT /api/v1/sites/{site}/proxy_origins", "POST", "/sites/docs/settings/proxy_origins"),
+    ("GET /api/v1/sites/{site}/profile", "GET", "/sites/docs/settings"),
+    ("PUT /api/v1/sites/{site}/profile", "POST", "/sites/docs/settings/profile"),
     ("POST /api/v1/gc", "POST", "/health/gc"),
     ("POST /api/v1/users/{name}/invite", "POST", "/users/dev/invite"),
 ];
@@ -1380,7 +1382,7 @@ async fn retention_and_proxy_origins_are_set_and_garbage_collected_in_the_consol
     let c = setup();
     let cookie = c.sign_in("dev", "dev password 123").await;
     let (_, site) = c.get("/sites/docs", &cookie).await;
-    assert_eq!(link(&site, "Retention and proxy origins").as_deref(), Some("/sites/docs/settings"));
+    assert_eq!(link(&site, "Retention, proxy origins and platform defaults").as_deref(), Some("/sites/docs/settings"));
     let (status, page) = c.get("/sites/docs/settings", &cookie).await;
     assert_eq!(status, 200);
     assert!(page.contains("Every deploy is kept") && page.contains("proxy rules reach no other host"), "{page}");
@@ -1418,8 +1420,25 @@ async fn retention_and_proxy_origins_are_set_and_garbage_collected_in_the_consol
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().starts_with("<!doctype html>"));
     assert_eq!(c.server.cli(&["sites", "proxy-origins", "docs", "--json"]).ok().json(), shown, "unchanged");
+    // Platform defaults: a choice of the four, or none; anything else is named.
+    let r = c.post("/sites/docs/settings/profile", &cookie, &[("csrf", &csrf), ("profile", "amplify")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/sites/docs/settings?done=profile");
+    let shown_profile = c.server.cli(&["sites", "profile", "docs", "--json"]).ok().json();
+    assert_eq!(shown_profile["profile"], "amplify");
+    let (_, page) = c.get("/sites/docs/settings?done=profile", &cookie).await;
+    assert!(
+        page.contains("Saved: the next deploys follow amplify") && page.contains("<option value=\"amplify\" selected>")
+    );
+    let r = c.post("/sites/docs/settings/profile", &cookie, &[("csrf", &csrf), ("profile", "<b>vercel</b>")]).await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("unknown profile") && !page.contains("<b>vercel"), "named and escaped: {page}");
+    let r = c.post("/sites/docs/settings/profile", &cookie, &[("csrf", &csrf), ("profile", "")]).await;
+    assert_eq!(r.status(), 303);
+    assert!(c.server.cli(&["sites", "profile", "docs", "--json"]).ok().json()["profile"].is_null());
     let log = c.server.cli(&["audit", "list", "--actor", "dev", "--json"]).ok().json().to_string();
-    assert!(log.contains("put_retention") && log.contains("put_proxy_origins"), "{log}");
+    assert!(log.contains("put_retention") && log.contains("put_proxy_origins") && log.contains("put_profile"), "{log}");
     // A viewer sees the settings without forms and cannot change them.
     let viewer = c.sign_in("val", "val password 123").await;
     let (status, page) = c.get("/sites/docs/settings", &viewer).await;
@@ -1429,6 +1448,8 @@ async fn retention_and_proxy_origins_are_set_and_garbage_collected_in_the_consol
     let r = c.post("/sites/docs/settings/retention", &viewer, &[("csrf", &v_csrf), ("keep_deploys", "1")]).await;
     assert_eq!(r.status(), 403);
     let r = c.post("/sites/docs/settings/proxy_origins", &viewer, &[("csrf", &v_csrf), ("origins", "")]).await;
+    assert_eq!(r.status(), 403);
+    let r = c.post("/sites/docs/settings/profile", &viewer, &[("csrf", &v_csrf), ("profile", "netlify")]).await;
     assert_eq!(r.status(), 403);
     // Garbage collection: admins only, from the health page; a dry run, then for real.
     let (_, health) = c.get("/health", &cookie).await;

@@ -924,8 +924,138 @@ fn a_project_root_deploys_what_its_platform_config_names() {
     // Hostile: a publish directory outside the project, a broken config.
     write_tree(&plain, &[("firebase.json", r#"{"hosting": {"public": ".."}}"#)]);
     let run = server.cli(&["deploy", plain.to_str().unwrap(), "--site", "plain"]).fails();
-    assert!(run.stderr().contains("not a directory inside the project"), "{}", run.report());
+    assert!(
+        run.stderr().contains("hosting.public: path \"..\" contains \"..\"; paths must stay inside"),
+        "{}",
+        run.report()
+    );
     write_tree(&plain, &[("firebase.json", "{\"hosting\": {\"public\": 7}}")]);
     let run = server.cli(&["deploy", plain.to_str().unwrap(), "--site", "plain"]).fails();
     assert!(run.stderr().contains("firebase.json:1:1: hosting.public must be a directory name"), "{}", run.report());
+}
+
+/// Each platform's defaults, from its files or from `profile` in
+/// chanto.toml: pretty URLs (`/about` serves about.html) for chanto and
+/// Netlify, exact paths for Amplify and Firebase; Firebase's header rule
+/// for `404.html` applies to the 404 answer.
+#[test]
+fn each_platforms_defaults_follow_its_files_or_the_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let deploy = |site: &str, rules: &[(&str, &str)]| {
+        server.cli(&["sites", "create", site]).ok();
+        let dir = tmp.path().join(site);
+        write_tree(&dir, &[("index.html", "home"), ("about.html", "about"), ("404.html", "not here")]);
+        write_tree(&dir, rules);
+        server.cli(&["deploy", dir.to_str().unwrap(), "--site", site]).ok();
+    };
+    deploy("plain", &[]);
+    deploy("nl", &[("_redirects", "/old /about 301\n")]);
+    deploy("am", &[("customHttp.yml", "customHeaders: []\n")]);
+    let firebase = r#"{"hosting": {"headers": [{"source": "404.html", "headers": [{"key": "Cache-Control", "value": "max-age=300"}]}]}}"#;
+    deploy("fb", &[("firebase.json", firebase)]);
+    deploy("chosen", &[("customHttp.yml", "customHeaders: []\n"), ("chanto.toml", "profile = \"netlify\"\n")]);
+
+    let get = |site: &str, path: &str| server.get(&format!("{site}.localhost"), path);
+    for site in ["plain", "nl", "chosen"] {
+        let r = get(site, "/about");
+        assert_eq!((r.status, r.text().as_str()), (200, "about"), "{site}: pretty URLs");
+        assert_eq!(get(site, "/about.html").status, 200, "{site}: the file's own path still answers");
+    }
+    for site in ["am", "fb"] {
+        let r = get(site, "/about");
+        assert_eq!((r.status, r.text().as_str()), (404, "not here"), "{site}: paths name files exactly");
+        assert_eq!(get(site, "/about.html").text(), "about");
+    }
+    let r = get("nl", "/old");
+    assert_eq!((r.status, r.header("location")), (301, Some("/about")));
+    assert_eq!(get("fb", "/missing").header("cache-control"), Some("max-age=300"), "Firebase's 404.html header rule");
+    assert_eq!(get("am", "/missing").header("cache-control"), Some("no-store"), "elsewhere the 404 is not cached");
+
+    // The site's setting: for its next deploys, below chanto.toml's own.
+    let r = server.cli(&["sites", "profile", "nl", "--set", "amplify"]).ok();
+    assert!(r.stdout().contains("follow amplify's defaults"), "{}", r.report());
+    assert_eq!(get("nl", "/about").status, 200, "a deploy keeps the defaults it was made with");
+    server.cli(&["deploy", tmp.path().join("nl").to_str().unwrap(), "--site", "nl"]).ok();
+    assert_eq!(get("nl", "/about").status, 404, "the next deploy follows the site's setting");
+    server.cli(&["sites", "profile", "chosen", "--set", "firebase"]).ok();
+    server.cli(&["deploy", tmp.path().join("chosen").to_str().unwrap(), "--site", "chosen"]).ok();
+    assert_eq!(get("chosen", "/about").status, 200, "chanto.toml's profile wins over the site's");
+    let r = server.cli(&["sites", "profile", "nl", "--set", "vercel"]).fails();
+    assert!(r.stderr().contains("vercel") && r.stderr().contains("netlify"), "{}", r.report());
+    for body in [r#"{"profile": "vercel"}"#, r#"{"profile": 3}"#, r#"{"profile": "netlify", "extra": 1}"#, "{"] {
+        let auth = format!("Bearer {}", server.token);
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+        let r = util::http_request(
+            &server.api_url_addr(),
+            "PUT",
+            "api",
+            "/api/v1/sites/nl/profile",
+            &headers,
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(r.status, 400 | 422), "{body}: {} {}", r.status, r.text());
+    }
+    assert_eq!(server.cli(&["sites", "profile", "nl", "--json"]).ok().json()["profile"], "amplify", "unchanged");
+    server.cli(&["sites", "profile", "nl", "--clear"]).ok();
+    assert!(server.cli(&["sites", "profile", "nl", "--json"]).ok().json()["profile"].is_null());
+
+    // A profile that is not one is refused, with the line named.
+    let bad = tmp.path().join("bad");
+    write_tree(&bad, &[("index.html", "x"), ("chanto.toml", "profile = \"vercel\"\n")]);
+    let r = server.cli(&["deploy", bad.to_str().unwrap(), "--site", "plain"]).fails();
+    assert!(r.stderr().contains("chanto.toml:1:11: profile: unknown profile \"vercel\""), "{}", r.report());
+    assert_eq!(get("plain", "/").text(), "home", "the refused deploy changed nothing");
+}
+
+/// `chanto dev` on a project root serves what its config publishes, with
+/// the root's rule files, and follows changes to them.
+#[test]
+fn dev_serves_a_project_as_its_platform_lays_it_out() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("project");
+    let firebase = |to: &str| {
+        format!(r#"{{"hosting": {{"public": "public", "redirects": [{{"source": "/old", "destination": "{to}"}}]}}}}"#)
+    };
+    write_tree(
+        &root,
+        &[
+            ("firebase.json", &firebase("/new")),
+            ("public/index.html", "home"),
+            ("public/.env", "SECRET=1"),
+            ("src/x.js", "x"),
+        ],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chanto"))
+        .args(["dev", root.to_str().unwrap(), "--listen", "127.0.0.1:0", "--no-reload"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let _guard = Kill(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("public (hosting.public in firebase.json) at http://"), "{line}");
+    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap().to_owned();
+    let get = |path: &str| http_get(&addr, "localhost", path).unwrap();
+    assert_eq!(get("/").text(), "home");
+    assert_eq!(get("/old").header("location"), Some("/new"), "the root's firebase.json");
+    assert_eq!(get("/.env").status, 404, "Firebase's default ignores");
+    assert_eq!(get("/src/x.js").status, 404, "only the published directory");
+    std::fs::write(root.join("firebase.json"), firebase("/newer")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while get("/old").header("location") != Some("/newer") {
+        assert!(std::time::Instant::now() < deadline, "a change to the root's rules was never served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

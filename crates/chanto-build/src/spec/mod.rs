@@ -116,6 +116,26 @@ pub fn resolve_spec(input: &SpecInput<'_>) -> Result<(BuildSpec, Vec<String>), E
     {
         return Ok((spec, warnings));
     }
+    // Firebase's firebase.json names no build, only the directory it
+    // publishes: the site's build command (if any) runs, and the site's
+    // publish setting, when set, still wins.
+    if input.settings.publish.is_none()
+        && let Some(text) = read(input, "firebase.json")?
+        && let Some(public) = crate::layout::firebase_public(&text)?
+    {
+        let settings = input.settings;
+        let base = settings_path("base", settings.base.as_deref())?;
+        let publish = normalize_path(&public, true).map_err(|message| Error::Config {
+            file: "firebase.json",
+            line: 1,
+            column: 1,
+            message: format!("hosting.public: {message}"),
+        })?;
+        let mut spec =
+            finish("firebase.json", base, non_blank(settings.command.as_deref()), "", Vec::new(), Vec::new());
+        spec.publish = publish;
+        return Ok((spec, warnings));
+    }
     Ok((from_settings(input.settings)?, warnings))
 }
 

@@ -1254,17 +1254,29 @@ async fn deploy_output(
     if !canon.starts_with(&canon_work) {
         return Err(format!("the publish directory {:?} points outside the repository", spec.publish));
     }
-    let filter =
-        chanto_build::BranchFilter::new(spec.files.clone(), Vec::new()).map_err(|e| format!("artifacts.files: {e}"))?;
+    // What the platform reads from the checkout's root (its rule files) and
+    // leaves out (Firebase's ignore list): the same layout `chanto deploy` uses.
+    let layout = chanto_build::build_layout(spec, &|name| read_spec_file(work, name)).map_err(|e| e.to_string())?;
+    let root = work.to_owned();
     let (files, links) = tokio::task::spawn_blocking(move || -> Result<(Vec<OutputFile>, Vec<String>), String> {
         use rayon::prelude::*;
         let (listed, links) = crate::walk::walk_no_follow(&canon).map_err(|e| e.to_string())?;
         let budget = std::sync::atomic::AtomicU64::new(MEMORY_BUDGET);
-        let files = listed
+        let mut files = listed
             .into_par_iter()
-            .filter(|f| filter.matches(&f.path))
+            // Rule files at the top configure the deploy; they are never "ignored".
+            .filter(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(&layout, &f.path))
+            .filter(|f| !layout.rule_files.contains(&f.path.as_str()))
             .map(|f| OutputFile::read(f, &budget))
             .collect::<Result<Vec<_>, String>>()?;
+        // The root's copy is the one the platform reads. A file directly in
+        // the checkout, opened without following a symlink the build may
+        // have left there.
+        for name in &layout.rule_files {
+            let listed = crate::walk::LocalFile::of(name, &root.join(name))
+                .map_err(|e| format!("reading {name} at the repository root: {e}"))?;
+            files.push(OutputFile::read(listed, &budget)?);
+        }
         Ok((files, links))
     })
     .await

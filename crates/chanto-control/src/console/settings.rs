@@ -1,6 +1,6 @@
-//! A site's retention and proxy origins (`/sites/{site}/settings`), and
+//! A site's retention, proxy origins and profile (`/sites/{site}/settings`), and
 //! garbage collection now (admins, from `/health`). The same `Control`
-//! methods as `/api/v1/sites/{site}/retention`, `…/proxy_origins` and
+//! methods as `/api/v1/sites/{site}/retention`, `…/proxy_origins`, `…/profile` and
 //! `/api/v1/gc`, audited under the same operation ids.
 
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<Arc<Control>> {
         .route("/sites/{site}/settings", get(settings_page))
         .route("/sites/{site}/settings/retention", post(retention_save))
         .route("/sites/{site}/settings/proxy_origins", post(origins_save))
+        .route("/sites/{site}/settings/profile", post(profile_save))
         .route("/health/gc", post(collect_garbage))
 }
 
@@ -40,6 +41,9 @@ struct SettingsPage {
     rollback_depth: u32,
     origins: Vec<String>,
     max_origins: usize,
+    profile: String,
+    /// Each profile, and whether it is the one set.
+    profiles: Vec<(&'static str, bool)>,
     can_write: bool,
     csrf: String,
 }
@@ -58,11 +62,16 @@ async fn settings_page(
         let name: SiteName = crate::api::parse_path(&site)?;
         let keep_deploys = c.retention(&name).await?.keep_deploys;
         let origins = c.proxy_origins(&name).await?.origins;
+        let profile = c.site_profile(&name).await?.profile.unwrap_or_default();
         // Fixed words only (no text from the URL).
         let notice = match q.done.as_deref() {
             Some("retention") if keep_deploys == 0 => Some("Saved: every deploy is kept.".to_owned()),
             Some("retention") => Some(format!("Saved: {keep_deploys} deploys per branch are kept.")),
             Some("origins") => Some(format!("Saved: {} proxy origin(s).", origins.len())),
+            Some("profile") if profile.is_empty() => {
+                Some("Saved: each deploy follows the platform its rule files come from.".to_owned())
+            }
+            Some("profile") => Some(format!("Saved: the next deploys follow {profile}'s defaults.")),
             _ => None,
         };
         Ok::<_, ApiError>(SettingsPage {
@@ -74,6 +83,8 @@ async fn settings_page(
             rollback_depth: c.config.rollback_depth,
             origins,
             max_origins: MAX_PROXY_ORIGINS,
+            profiles: chanto_rules::Profile::ALL.iter().map(|p| (p.as_str(), p.as_str() == profile)).collect(),
+            profile,
             can_write: s.may(Scope::Write),
             csrf: s.csrf.clone(),
         })
@@ -185,6 +196,33 @@ async fn origins_save(
     };
     let result = async { c.set_proxy_origins(&crate::api::parse_path(&site)?, &origin_lines(&f.origins)?).await }.await;
     p.finish(&c, 200, result, |_| Redirect::to(&format!("{back}?done=origins")).into_response()).await
+}
+
+#[derive(Deserialize, Default)]
+struct ProfileForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    profile: String,
+}
+
+async fn profile_save(
+    State(c): State<Arc<Control>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Form(f): Form<ProfileForm>,
+) -> Response {
+    let back = format!("/sites/{}/settings", url_escape(&site));
+    let target = format!("/api/v1/sites/{}/profile", url_escape(&site));
+    let what = ("put_profile", target, back.clone());
+    let p = match checked_post(&c, &headers, &peer, &f.csrf, Scope::Write, what).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let profile = Some(f.profile.as_str()).filter(|p| !p.is_empty());
+    let result = async { c.set_site_profile(&crate::api::parse_path(&site)?, profile).await }.await;
+    p.finish(&c, 200, result, |_| Redirect::to(&format!("{back}?done=profile")).into_response()).await
 }
 
 #[derive(Template)]
