@@ -27,6 +27,8 @@ struct Hosting {
     headers: Vec<serde_json::Value>,
     clean_urls: Option<bool>,
     trailing_slash: Option<bool>,
+    i18n: Option<serde_json::Value>,
+    app_association: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,18 @@ pub(crate) fn parse(file: &str, text: &str, out: &mut Parsed) {
         Err(e) => return out.error(file, 1, 1, format!("hosting: {e}")),
     };
     let origin = |key: &str| crate::Origin { file: file.to_owned(), line: find_line(text, key).unwrap_or(1) };
+    if hosting.i18n.is_some() {
+        let line = find_line(text, "\"i18n\"").unwrap_or(1);
+        out.warn(file, line, "i18n rewrites (country- and language-specific content) are not supported by chanto; every visitor gets the default content");
+    }
+    if hosting.app_association.is_some() {
+        let line = find_line(text, "\"appAssociation\"").unwrap_or(1);
+        out.warn(
+            file,
+            line,
+            "appAssociation (the app association files Firebase generates) is not supported; chanto serves the deploy's own /.well-known files",
+        );
+    }
     out.clean_urls = hosting.clean_urls.map(|v| (v, origin("\"cleanUrls\"")));
     out.trailing_slash = hosting.trailing_slash.map(|v| (v, origin("\"trailingSlash\"")));
     for (v, line) in hosting.redirects.into_iter().zip(rule_lines(text, "\"redirects\"")) {
@@ -233,6 +247,18 @@ mod tests {
         );
         assert_eq!(m.headers_for("/img/a.png"), vec![("Cache-Control", "max-age=7200")]);
         assert_eq!(set.redirects[1].origin.line, 7);
+    }
+
+    #[test]
+    fn settings_chanto_does_not_follow_are_warnings() {
+        let text = "{\"hosting\": {\"public\": \"p\",\n  \"i18n\": {\"root\": \"/localized\"}}}";
+        let set = compile(&[("firebase.json", text.as_bytes())]).unwrap();
+        assert_eq!(set.warnings.len(), 1);
+        assert!(
+            set.warnings[0].to_string().starts_with("firebase.json:2: warning: i18n rewrites"),
+            "{}",
+            set.warnings[0]
+        );
     }
 
     #[test]
