@@ -22,6 +22,7 @@ pub mod console;
 pub mod domains;
 pub mod error;
 pub mod gc;
+pub mod import;
 pub mod nodes;
 pub mod notify;
 pub mod oidc;
