@@ -706,6 +706,24 @@ mod tests {
         assert_eq!(m.headers_for("/"), vec![("X-A", "1")]);
     }
 
+    /// Header rules from path patterns (the trie) and from expressions (the
+    /// regex set, for Netlify paths with an inner `*`) apply in rule order,
+    /// whichever index found them, so a later rule's header is the one the
+    /// edge keeps.
+    #[test]
+    fn pattern_and_expression_header_rules_keep_rule_order() {
+        let text = "/*\n  X-A: any\n/*/images/*\n  X-A: images\n/img/*\n  X-A: img\n/*.png\n  X-A: png\n";
+        let set = crate::compile(&[("_headers", text.as_bytes())]).unwrap();
+        assert!(matches!(set.headers[1].path, Source::Regex(_)) && matches!(set.headers[2].path, Source::Path(_)));
+        let m = set.matcher();
+        let values = |path: &str| m.headers_for(path).into_iter().map(|(_, v)| v).collect::<Vec<_>>();
+        assert_eq!(values("/img/images/a.png"), ["any", "images", "img", "png"]);
+        assert_eq!(values("/images/a.gif"), ["any", "images"]);
+        assert_eq!(values("/img/a.gif"), ["any", "img"]);
+        assert_eq!(values("/a.png"), ["any", "png"]);
+        assert_eq!(values("/imagesx/a.gif"), ["any"]);
+    }
+
     use proptest::prelude::*;
 
     proptest::proptest! {

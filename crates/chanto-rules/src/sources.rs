@@ -8,7 +8,9 @@ use crate::{Conditions, HeaderRule, Origin, Profile, Redirect, RuleError, RuleSe
 /// for redirects the first matching rule wins, so `chanto.toml` rules come
 /// first, then `_redirects`, then `netlify.toml` (Netlify's own order for its
 /// two files), then Amplify's and Firebase's. Header rules from all of them
-/// apply together, later ones overriding a header an earlier one set.
+/// apply together, later ones overriding a header an earlier one set, except
+/// that `netlify.toml`'s come after `_headers`' (on Netlify the configuration
+/// file wins; its password rules, first match wins, come before them too).
 pub const RULE_FILES: [&str; 7] =
     ["chanto.toml", "_redirects", "netlify.toml", "amplify-rules.json", "firebase.json", "_headers", "customHttp.yml"];
 
@@ -55,6 +57,7 @@ pub fn compile_for(files: &[(&str, &[u8])], site_profile: Option<Profile>) -> Re
     let mut set = RuleSet::default();
     let mut declared: Option<(Profile, Origin)> = None;
     let mut errors = Vec::new();
+    let mut headers: Vec<(&str, Vec<HeaderRule>)> = Vec::new();
     for name in RULE_FILES {
         let Some((_, bytes)) = files.iter().find(|(n, _)| *n == name) else { continue };
         if bytes.len() > MAX_RULE_FILE_BYTES {
@@ -95,7 +98,7 @@ pub fn compile_for(files: &[(&str, &[u8])], site_profile: Option<Profile>) -> Re
             setting(&mut set.trailing_slash_from, &mut set.warnings, "trailing_slash", value, origin);
         }
         set.redirects.extend(out.redirects);
-        set.headers.extend(out.headers);
+        headers.push((name, out.headers));
         set.auth.extend(out.auth);
         if let Some(serve) = out.serve {
             set.serve = serve;
@@ -104,6 +107,16 @@ pub fn compile_for(files: &[(&str, &[u8])], site_profile: Option<Profile>) -> Re
             declared = out.profile;
         }
     }
+    // Header rules apply in file order, a later one overriding a header an
+    // earlier one set, except that `netlify.toml` overrides `_headers`, as
+    // on Netlify (its headers parser puts the configuration file's last).
+    if let Some(toml) = headers.iter().position(|(name, _)| *name == "netlify.toml")
+        && let Some(file) = headers.iter().position(|(name, _)| *name == "_headers")
+    {
+        let rules = headers.remove(toml);
+        headers.insert(file, rules);
+    }
+    set.headers.extend(headers.into_iter().flat_map(|(_, rules)| rules));
     let count = set.redirects.len() + set.headers.len() + set.auth.len();
     if count > MAX_RULES {
         errors.push(RuleError::new(
