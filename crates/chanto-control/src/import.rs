@@ -52,8 +52,9 @@ pub struct ImportedSite {
     pub password: Option<(String, String)>,
     /// Passwords of single branches: branch → (user, password reference).
     pub branch_passwords: BTreeMap<String, (String, String)>,
-    /// Custom domain names; the first is the primary.
-    pub domains: Vec<String>,
+    /// Custom domain names, and the branch each serves when not
+    /// production; the first is the primary.
+    pub domains: Vec<(String, Option<String>)>,
     /// Files to put at the root of the deploy (or the repository): rule
     /// files and build specs, in the platform's own format, which chanto
     /// reads as they are.
@@ -300,13 +301,13 @@ pub fn amplify(files: &[(&str, &str)]) -> Result<Imported, ImportError> {
             if app.is_some() {
                 return Err(ImportError::whole(file, "a second app; import one app at a time"));
             }
-            app = Some((file.to_string(), a));
+            app = Some(a);
         }
         branches.extend(parsed.branches.unwrap_or_default());
         domains.extend(parsed.domain_associations.unwrap_or_default());
         domains.extend(parsed.domain_association);
     }
-    let Some((app_file, app)) = app else {
+    let Some(app) = app else {
         let first = files.first().map_or("(no file)", |(f, _)| f);
         return Err(ImportError::whole(first, "no app: give the JSON `aws amplify get-app --app-id ID` prints"));
     };
@@ -413,25 +414,17 @@ pub fn amplify(files: &[(&str, &str)]) -> Result<Imported, ImportError> {
     if let Some(headers) = app.custom_headers.filter(|s| !s.trim().is_empty()) {
         site.files.push(("customHttp.yml".to_owned(), headers));
     }
-    // Domains: the apex, and each sub-domain's name; the branch each serves
-    // is reported when it is not production.
+    // Domains: the apex, and each sub-domain's name, with the branch it
+    // serves when that is not production.
     for d in &domains {
         for sub in &d.sub_domains {
             let s = &sub.sub_domain_setting;
             let name =
                 if s.prefix.is_empty() { d.domain_name.clone() } else { format!("{}.{}", s.prefix, d.domain_name) };
-            if site.production_branch.as_deref().is_some_and(|p| p != s.branch_name) {
-                note(
-                    &format!("domainAssociations[{}].subDomains[{}]", d.domain_name, s.prefix),
-                    format!(
-                        "{name} served the branch {}; chanto's custom domains serve production (the branch has its own URL)",
-                        s.branch_name
-                    ),
-                );
-                continue;
-            }
-            if !site.domains.contains(&name) {
-                site.domains.push(name);
+            let branch =
+                (site.production_branch.as_deref() != Some(s.branch_name.as_str())).then(|| s.branch_name.clone());
+            if !site.domains.iter().any(|(n, _)| *n == name) {
+                site.domains.push((name, branch));
             }
         }
         if d.enable_auto_sub_domain == Some(true) {
@@ -441,8 +434,80 @@ pub fn amplify(files: &[(&str, &str)]) -> Result<Imported, ImportError> {
             );
         }
     }
-    let _ = app_file;
     Ok(Imported { site, report })
+}
+
+// ------------------------------------------------- chanto.platform.toml
+
+/// The site as a `chanto.platform.toml` (what `chanto plan` reads), and
+/// what of it the file cannot say.
+pub fn to_platform_toml(site: &ImportedSite) -> (String, Vec<Note>) {
+    use crate::platform::{
+        AccessConfig, DomainConfig, EnvValue, GitConfig, Password, PlatformConfig, SecretRef, SiteConfig,
+    };
+    let mut notes = Vec::new();
+    let mut skip = |field: String, message: String| notes.push(Note { field, message });
+    let production =
+        site.production_branch.as_deref().and_then(|b| b.parse().ok()).unwrap_or_else(|| "main".parse().expect("main"));
+    let mut s = SiteConfig::new(production);
+    if let Some(repo) = &site.repository {
+        let mut g = GitConfig::new(repo.clone());
+        g.include = site.build_branches.clone();
+        g.pull_request_previews = site.pull_request_previews;
+        s.git = Some(g);
+        s.build.command = site.command.clone();
+        s.build.publish = site.publish.clone();
+        s.build.base = site.base.clone();
+    } else if site.command.is_some() || site.publish.is_some() {
+        skip("build".into(), "build settings need a repository to build from; connect one (chanto git connect)".into());
+    }
+    let secret = |reference: &str| SecretRef::parse(reference).ok();
+    for (name, reference) in &site.env {
+        if let Some(r) = secret(reference) {
+            s.env.insert(name.clone(), EnvValue::Secret(r));
+        }
+    }
+    let policy = |(user, reference): &(String, String)| {
+        secret(reference).map(|r| AccessConfig {
+            users: [(user.clone(), Password::Secret(r))].into_iter().collect(),
+            ..AccessConfig::default()
+        })
+    };
+    s.access.site = site.password.as_ref().and_then(policy);
+    for (branch, vars) in &site.branch_env {
+        let Ok(b) = branch.parse() else {
+            skip(format!("branches[{branch}]"), "not a branch name chanto accepts; its variables are left out".into());
+            continue;
+        };
+        let entry = s.branches.entry(b).or_default();
+        for (name, reference) in vars {
+            if let Some(r) = secret(reference) {
+                entry.env.insert(name.clone(), EnvValue::Secret(r));
+            }
+        }
+    }
+    for (branch, pair) in &site.branch_passwords {
+        let Ok(b) = branch.parse() else {
+            skip(format!("branches[{branch}]"), "not a branch name chanto accepts; its password is left out".into());
+            continue;
+        };
+        s.branches.entry(b).or_default().access = policy(pair);
+    }
+    for (i, (name, branch)) in site.domains.iter().enumerate() {
+        let Ok(d) = name.parse() else {
+            skip(format!("domains[{name}]"), "not a domain name chanto accepts; left out".into());
+            continue;
+        };
+        let branch = branch.as_deref().and_then(|b| b.parse().ok());
+        s.domains.insert(d, DomainConfig { primary: i == 0, branch });
+    }
+    let mut config = PlatformConfig::default();
+    match site.name.parse() {
+        Ok(name) => drop(config.sites.insert(name, s)),
+        Err(_) => skip("name".into(), format!("{:?} is not a site name; the file declares no site", site.name)),
+    }
+    config.normalize();
+    (crate::platform::render(&config), notes)
 }
 
 // ---------------------------------------------------------------- Netlify
@@ -532,11 +597,11 @@ pub fn netlify(file: &str, text: &str) -> Result<Imported, ImportError> {
         }
     }
     if let Some(primary) = s.custom_domain.filter(|d| !d.is_empty()) {
-        site.domains.push(primary);
+        site.domains.push((primary, None));
     }
     for alias in s.domain_aliases {
-        if !site.domains.contains(&alias) {
-            site.domains.push(alias);
+        if !site.domains.iter().any(|(n, _)| *n == alias) {
+            site.domains.push((alias, None));
         }
     }
     if s.has_password == Some(true) || s.password.as_deref().is_some_and(|p| !p.is_empty()) {
@@ -601,7 +666,15 @@ mod tests {
         assert_eq!(s.branch_env["staging"]["API_URL"], "env:API_URL");
         assert_eq!(s.password, Some(("ann".to_owned(), "env:SITE_PASSWORD".to_owned())));
         assert_eq!(s.branch_passwords["staging"], ("bob".to_owned(), "env:STAGING_PASSWORD".to_owned()));
-        assert_eq!(s.domains, ["example.com", "www.example.com"]);
+        let domain = |n: &str, b: Option<&str>| (n.to_owned(), b.map(str::to_owned));
+        assert_eq!(
+            s.domains,
+            [
+                domain("example.com", None),
+                domain("www.example.com", None),
+                domain("staging.example.com", Some("staging"))
+            ]
+        );
         let names: Vec<&str> = s.files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["amplify.yml", "amplify-rules.json", "customHttp.yml"]);
         // The rules it writes are rules chanto reads.
@@ -614,12 +687,18 @@ mod tests {
             has("app.name") && has("app.basicAuthCredentials") && has("app.environmentVariables.bad-name"),
             "{report:#?}"
         );
-        assert!(
-            has("branches[old].enableAutoBuild") && has("domainAssociations[example.com].subDomains[staging]"),
-            "{report:#?}"
-        );
+        assert!(has("branches[old].enableAutoBuild"), "{report:#?}");
+        // The configuration it makes is one `chanto plan` reads, with the
+        // branch's domain and the passwords by reference.
+        let (toml, notes) = to_platform_toml(s);
+        assert!(notes.is_empty(), "{notes:?}");
+        let config = crate::platform::parse("chanto.platform.toml", &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let site = &config.sites[&"my-docs".parse().unwrap()];
+        assert_eq!(site.production_branch.as_str(), "main");
+        assert_eq!(site.domains.len(), 3, "{toml}");
+        assert!(toml.contains("env:SITE_PASSWORD") && toml.contains("env:STAGING_PASSWORD"), "{toml}");
         // No secret is in anything it returns.
-        let all = format!("{i:?}");
+        let all = format!("{i:?}{toml}");
         assert!(
             !all.contains("s3cr3t") && !all.contains("YW5uOnMzY3IzdA") && !all.contains("https://staging"),
             "{all}"
@@ -642,7 +721,7 @@ mod tests {
             (s.command.as_deref(), s.publish.as_deref(), s.base.as_deref()),
             (Some("hugo"), Some("public"), None)
         );
-        assert_eq!(s.domains, ["blog.example.com", "www.blog.example.com"]);
+        assert_eq!(s.domains, [("blog.example.com".to_owned(), None), ("www.blog.example.com".to_owned(), None)]);
         assert_eq!(s.build_branches, ["main", "next"]);
         assert_eq!(s.env["HUGO_VERSION"], "env:HUGO_VERSION");
         assert!(s.password.is_some());

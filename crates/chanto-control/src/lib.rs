@@ -27,6 +27,7 @@ pub mod nodes;
 pub mod notify;
 pub mod oidc;
 pub mod pipeline;
+pub mod platform;
 pub mod precompress;
 pub mod site_settings;
 pub mod walk;

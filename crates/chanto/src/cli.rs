@@ -227,6 +227,11 @@ pub enum Command {
     /// table's row count; resumable. Then run `chanto serve --data DATA --meta
     /// URL --blobs s3://…` on the same data directory (it keeps secret.key).
     Migrate(crate::migrate::MigrateArgs),
+    /// Move a site in from AWS Amplify or Netlify: the JSON their tools print
+    /// becomes a chanto.platform.toml and the site's rule files, with a report
+    /// of what does not carry over. No network needed.
+    #[command(subcommand)]
+    Import(crate::import::ImportCommand),
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),
     /// Print the man page, or write one page per command with --out DIR.

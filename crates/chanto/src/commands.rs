@@ -122,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Migrate(_) => {
             unreachable!("handled above")
         }
+        Command::Import(cmd) => crate::import::run(cmd, json),
         Command::Backup(cmd) => crate::backup::run(cmd, json).await,
         Command::Login(args) => match &args.user {
             Some(_) => crate::accounts::login_with_password(&cli.conn, &args).await,

@@ -17,6 +17,7 @@ mod gc;
 mod glance;
 mod hashcache;
 mod https;
+mod import;
 mod migrate;
 mod nodes;
 mod notify;

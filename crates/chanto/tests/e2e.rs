@@ -1059,3 +1059,65 @@ fn dev_serves_a_project_as_its_platform_lays_it_out() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `chanto import amplify` turns what `aws amplify` prints into chanto's
+/// files, says what did not carry over, keeps no secret, refuses to
+/// overwrite and names bad input; the rule files it writes deploy as they
+/// behaved on Amplify.
+#[test]
+fn import_amplify_writes_chantos_files_and_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = r#"{"app": {"appId": "d2abc", "name": "Docs", "repository": "https://github.com/ada/docs", "platform": "WEB",
+      "environmentVariables": {"API_URL": "https://api.example.com"}, "enableBasicAuth": true,
+      "basicAuthCredentials": "YW5uOnMzY3IzdA==", "productionBranch": {"branchName": "main"},
+      "customRules": [{"source": "/old", "target": "/", "status": "301"},
+                      {"source": "/<*>", "target": "/index.html", "status": "404-200"}],
+      "customHeaders": "customHeaders:\n  - pattern: '**'\n    headers:\n      - key: X-Moved\n        value: from-amplify\n"}}"#;
+    let branches = r#"{"branches": [{"branchName": "main", "stage": "PRODUCTION", "enableAutoBuild": true},
+      {"branchName": "dev", "enableAutoBuild": true, "enableBasicAuth": true, "basicAuthCredentials": "Ym9iOnB3"}]}"#;
+    write_tree(tmp.path(), &[("app.json", app), ("branches.json", branches), ("bad.json", "{\"app\": {\"name\": [}}")]);
+    let out = tmp.path().join("migrated");
+    let run = |args: &[&str]| {
+        let mut c = Cli::new(args);
+        c.cmd.current_dir(tmp.path());
+        c
+    };
+    let r = run(&["import", "amplify", "app.json", "branches.json", "--out", out.to_str().unwrap()]).ok();
+    let said = r.stdout();
+    assert!(said.contains("Imported the amplify site as docs"), "{}", r.report());
+    assert!(said.contains("app.basicAuthCredentials: the password is not carried over"), "{said}");
+    assert!(said.contains("branches[dev].basicAuthCredentials"), "{said}");
+    for f in ["chanto.platform.toml", "amplify-rules.json", "customHttp.yml"] {
+        assert!(out.join(f).is_file(), "{f}: {said}");
+    }
+    let all: String = ["chanto.platform.toml", "amplify-rules.json", "customHttp.yml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(out.join(f)).unwrap())
+        .collect();
+    assert!(!all.contains("s3cr3t") && !all.contains("api.example.com"), "no secret or value is written: {all}");
+    // Again: refused, nothing replaced; --force replaces.
+    let r = run(&["import", "amplify", "app.json", "--out", out.to_str().unwrap()]).fails();
+    assert!(r.stderr().contains("already there; nothing written"), "{}", r.report());
+    run(&["import", "amplify", "app.json", "--out", out.to_str().unwrap(), "--force", "--json"]).ok();
+    // Bad input names the file, line and column.
+    let r = run(&["import", "amplify", "bad.json", "--out", "x"]).fails();
+    assert!(r.stderr().contains("bad.json:1:17: invalid type: sequence, expected a string"), "{}", r.report());
+    let r = run(&["import", "netlify", "app.json", "branches.json"]).fails();
+    assert!(r.stderr().contains("give one file"), "{}", r.report());
+    let r = run(&["import", "amplify", "missing.json"]).fails();
+    assert!(r.stderr().contains("missing.json"), "{}", r.report());
+
+    // The rule files behave on chanto as on Amplify.
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.cli(&["sites", "create", "docs"]).ok();
+    let site = tmp.path().join("site");
+    write_tree(&site, &[("index.html", "home")]);
+    for f in ["amplify-rules.json", "customHttp.yml"] {
+        std::fs::copy(out.join(f), site.join(f)).unwrap();
+    }
+    server.cli(&["deploy", site.to_str().unwrap(), "--site", "docs"]).ok();
+    let r = server.get("docs.localhost", "/old");
+    assert_eq!((r.status, r.header("location")), (301, Some("/")));
+    let r = server.get("docs.localhost", "/some/app/route");
+    assert_eq!((r.status, r.text().as_str(), r.header("x-moved")), (200, "home", Some("from-amplify")));
+}
