@@ -34,6 +34,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         message: Some(next()),
         error: Some(next()),
         from_fork: true,
+        domain: Some(next()),
+        expires_at_ms: Some(i64::MIN),
+        hint: Some(next()),
     };
     let _ = chanto_notify::slack_body(&e);
     let _ = chanto_notify::discord_body(&e);

@@ -129,8 +129,9 @@ pub fn run(cmd: ImportCommand, json: bool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "Next: put the rule files at the root of what you deploy (amplify.yml at the repository's root), \
-         then `chanto plan -f {}`.",
+        "Next: put the rule files at the root of what you deploy (amplify.yml at the repository's root). {} \
+         declares the site's settings; until this release can apply it, set them with `chanto sites create`, \
+         `chanto git connect`, `chanto env set`, `chanto access` and `chanto domains add`.",
         args.out.join("chanto.platform.toml").display()
     );
     Ok(())
