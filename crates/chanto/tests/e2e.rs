@@ -623,33 +623,48 @@ fn passwords_and_networks_protect_previews_branches_and_sites() {
 
 /// `chanto dev` serves a folder through the edge, reloads on change, and
 /// keeps the last good version while a rule file has errors.
+/// `chanto dev DIR --no-reload` on a free port (byte for byte what a
+/// deploy sends; live reload: tests/dev_reload.rs), stopped when dropped.
+struct Dev {
+    child: std::process::Child,
+    /// The address its first line names.
+    addr: String,
+    first_line: String,
+}
+
+impl Dev {
+    fn start(dir: &std::path::Path) -> Dev {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chanto"))
+            .args(["dev", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--no-reload"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first_line).unwrap();
+        let addr = first_line.split("http://").nth(1).and_then(|r| r.split('/').next()).map(str::to_owned);
+        let addr = addr.unwrap_or_else(|| panic!("no address in {first_line:?}"));
+        Dev { child, addr, first_line }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn dev_serves_a_folder_with_its_rules_and_reloads() {
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     write_tree(&site, &[("index.html", "home"), ("404.html", "lost"), ("_redirects", "/old /new 301\n")]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chanto"))
-        // Byte for byte what a deploy sends (live reload: tests/dev_reload.rs).
-        .args(["dev", site.to_str().unwrap(), "--listen", "127.0.0.1:0", "--no-reload"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let stderr = child.stderr.take().unwrap();
-    let _guard = Kill(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr =
-        line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("{line}")).to_owned();
+    let mut dev = Dev::start(&site);
+    let stderr = dev.child.stderr.take().unwrap();
+    let addr = dev.addr.clone();
     let get = |path: &str| http_get(&addr, "localhost", path).unwrap();
     assert_eq!(get("/").text(), "home");
     assert_eq!((get("/nope").status, get("/nope").text().as_str()), (404, "lost"));
@@ -1013,7 +1028,6 @@ fn each_platforms_defaults_follow_its_files_or_the_profile() {
 /// the root's rule files, and follows changes to them.
 #[test]
 fn dev_serves_a_project_as_its_platform_lays_it_out() {
-    use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("project");
     let firebase = |to: &str| {
@@ -1028,25 +1042,9 @@ fn dev_serves_a_project_as_its_platform_lays_it_out() {
             ("src/x.js", "x"),
         ],
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chanto"))
-        .args(["dev", root.to_str().unwrap(), "--listen", "127.0.0.1:0", "--no-reload"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let _guard = Kill(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("public (hosting.public in firebase.json) at http://"), "{line}");
-    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap().to_owned();
+    let dev = Dev::start(&root);
+    assert!(dev.first_line.contains("public (hosting.public in firebase.json) at http://"), "{}", dev.first_line);
+    let addr = dev.addr.clone();
     let get = |path: &str| http_get(&addr, "localhost", path).unwrap();
     assert_eq!(get("/").text(), "home");
     assert_eq!(get("/old").header("location"), Some("/new"), "the root's firebase.json");
