@@ -960,6 +960,7 @@ async fn a_deploy_page_shows_its_files_rules_and_plan_against_production() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("with rules") && page.contains("<code>about.html</code>"), "{page}");
     assert!(page.contains("redirect /old /about 301"), "the rules: {page}");
+    assert!(page.contains("defaults of netlify (pretty URLs)"), "whose defaults it follows: {page}");
     assert!(
         page.contains("<h3>Warnings</h3>")
             && page.contains("_redirects:2: warning: Role= conditions are not supported by chanto"),

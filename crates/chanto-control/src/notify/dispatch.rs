@@ -242,6 +242,11 @@ pub(crate) async fn side_and_warnings(control: &Control, deploy: &DeployId) -> O
 fn rule_lines(rules: Option<&chanto_rules::RuleSet>) -> Vec<String> {
     let Some(r) = rules else { return Vec::new() };
     let mut out = Vec::new();
+    // Whose defaults it follows: a change of profile changes what paths mean.
+    if let Some(p) = r.profile {
+        let urls = if r.pretty_urls() { "pretty URLs" } else { "exact paths" };
+        out.push(format!("defaults of {p} ({urls})"));
+    }
     for x in &r.redirects {
         let host = x.host.as_deref().map(|h| format!("{h} ")).unwrap_or_default();
         let force = if x.force { "!" } else { "" };
