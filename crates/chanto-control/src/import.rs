@@ -450,6 +450,7 @@ pub fn to_platform_toml(site: &ImportedSite) -> (String, Vec<Note>) {
     let production =
         site.production_branch.as_deref().and_then(|b| b.parse().ok()).unwrap_or_else(|| "main".parse().expect("main"));
     let mut s = SiteConfig::new(production);
+    s.profile = site.profile.parse().ok();
     if let Some(repo) = &site.repository {
         let mut g = GitConfig::new(repo.clone());
         g.include = site.build_branches.clone();
@@ -695,6 +696,7 @@ mod tests {
         let config = crate::platform::parse("chanto.platform.toml", &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         let site = &config.sites[&"my-docs".parse().unwrap()];
         assert_eq!(site.production_branch.as_str(), "main");
+        assert_eq!(site.profile, Some(chanto_rules::Profile::Amplify));
         assert_eq!(site.domains.len(), 3, "{toml}");
         assert!(toml.contains("env:SITE_PASSWORD") && toml.contains("env:STAGING_PASSWORD"), "{toml}");
         // No secret is in anything it returns.

@@ -24,6 +24,7 @@
 //! [site.docs]
 //! production_branch = "main"        # default "main"
 //! keep_deploys = 20                 # deploys kept per branch; 0 (default) keeps all
+//! profile = "netlify"               # whose defaults deploys follow; default: their rule files decide
 //! proxy_origins = ["https://api.example.com"]
 //!
 //! [site.docs.https]                 # every key optional; these are the defaults but hsts

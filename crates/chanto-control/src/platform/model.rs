@@ -35,6 +35,9 @@ pub struct SiteConfig {
     pub production_branch: BranchName,
     /// Deploys kept per branch (0: all; the default).
     pub keep_deploys: u32,
+    /// Whose defaults its next deploys follow (`chanto sites profile`);
+    /// `None`: each deploy's rule files decide.
+    pub profile: Option<chanto_rules::Profile>,
     /// Origins its proxy rules may reach, normalised (`https://api.example.com:443`), sorted.
     pub proxy_origins: Vec<String>,
     /// HTTPS redirect and HSTS.
@@ -63,6 +66,7 @@ impl SiteConfig {
         Self {
             production_branch,
             keep_deploys: 0,
+            profile: None,
             proxy_origins: Vec::new(),
             https: HttpsConfig::default(),
             git: None,

@@ -314,6 +314,7 @@ impl Cx<'_> {
         const KEYS: &[&str] = &[
             "production_branch",
             "keep_deploys",
+            "profile",
             "proxy_origins",
             "https",
             "git",
@@ -334,6 +335,14 @@ impl Cx<'_> {
                 "keep_deploys" => self
                     .int(&path, value, 0, u64::from(crate::gc::MAX_KEEP_DEPLOYS))
                     .map(|n| site.keep_deploys = n as u32),
+                "profile" => self
+                    .string(&path, value)
+                    .and_then(|s| {
+                        s.parse::<chanto_rules::Profile>()
+                            .map_err(|e| self.error(value.span().start, format!("{path}: {e}")))
+                            .ok()
+                    })
+                    .map(|p| site.profile = Some(p)),
                 "proxy_origins" => self.proxy_origins(&path, value).map(|o| site.proxy_origins = o),
                 "https" => self.https(&path, value).map(|h| site.https = h),
                 "git" => self.git(&path, value).map(|g| site.git = Some(g)),

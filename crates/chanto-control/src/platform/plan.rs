@@ -433,6 +433,9 @@ fn resources(config: &PlatformConfig, fingerprints: &BTreeMap<String, String>) -
         let mut f = Fields::new();
         f.insert("production_branch".into(), plain(site.production_branch.as_str()));
         f.insert("keep_deploys".into(), Value::Plain(site.keep_deploys.to_string()));
+        if let Some(p) = site.profile {
+            f.insert("profile".into(), plain(p.as_str()));
+        }
         f.insert("proxy_origins".into(), list(&site.proxy_origins));
         f.insert("https.redirect".into(), Value::Plain(site.https.redirect.to_string()));
         f.insert("https.hsts_max_age".into(), Value::Plain(site.https.hsts_max_age.to_string()));

@@ -67,6 +67,9 @@ fn render_site(out: &mut String, name: &str, site: &SiteConfig) {
     section(out, &here);
     line(out, "production_branch", string(site.production_branch.as_str()));
     line(out, "keep_deploys", site.keep_deploys);
+    if let Some(p) = site.profile {
+        line(out, "profile", string(p.as_str()));
+    }
     if !site.proxy_origins.is_empty() {
         line(out, "proxy_origins", list(&site.proxy_origins));
     }

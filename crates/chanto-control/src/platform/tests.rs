@@ -140,6 +140,23 @@ fn one_changed_field_is_exactly_one_change() {
 }
 
 #[test]
+fn a_profile_set_changed_and_cleared_is_one_field_each() {
+    let live = ok(&example());
+    let changed = ok(&example().replace("profile = \"netlify\"", "profile = \"amplify\""));
+    let cleared =
+        ok(&example().lines().filter(|l| !l.starts_with("profile =")).map(|l| format!("{l}\n")).collect::<String>());
+    let fields = |a: &PlatformConfig, b: &PlatformConfig| {
+        let p = plan(a, b, &PlanInputs::default());
+        assert_eq!(p.changes.len(), 1, "{}", p.render_text());
+        p.changes[0].fields.iter().map(|f| (f.field.clone(), f.before.clone(), f.after.clone())).collect::<Vec<_>>()
+    };
+    let q = |s: &str| Some(format!("\"{s}\""));
+    assert_eq!(fields(&live, &changed), [("profile".to_owned(), q("netlify"), q("amplify"))]);
+    assert_eq!(fields(&live, &cleared), [("profile".to_owned(), q("netlify"), None)]);
+    assert_eq!(fields(&cleared, &live), [("profile".to_owned(), None, q("netlify"))]);
+}
+
+#[test]
 fn apply_then_export_gives_the_edited_file() {
     let exported = render(&ok(&example()));
     let edited = exported.replace("preview_retention_days = 7", "preview_retention_days = 3");
@@ -369,6 +386,10 @@ fn bad_input_is_named_by_file_line_and_column() {
         (
             "[site.docs.https]\nredirect = 1\n",
             "p.toml:2:12: site.docs.https.redirect must be true or false, not an integer",
+        ),
+        (
+            "[site.docs]\nprofile = \"vercel\"\n",
+            "p.toml:2:11: site.docs.profile: unknown profile \"vercel\"; use one of: chanto, netlify, amplify, firebase",
         ),
         (
             "[site.docs]\nkeep_deploys = 10001\n",
@@ -673,6 +694,8 @@ fn site_config() -> impl Strategy<Value = SiteConfig> {
                 SiteConfig {
                     production_branch,
                     keep_deploys,
+                    // Varied by the retention, so no new strategy tuple is needed.
+                    profile: chanto_rules::Profile::ALL.get(keep_deploys as usize % 5).copied(),
                     proxy_origins: origins.iter().map(|o| chanto_core::normalize_origin(o).unwrap()).collect(),
                     https: HttpsConfig {
                         redirect,
