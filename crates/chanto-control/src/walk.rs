@@ -66,6 +66,24 @@ impl LocalFile {
     }
 }
 
+/// A project's published directory as its platform deploys it: `files`
+/// (listed from that directory) without what the layout leaves out (rule
+/// files at the top configure the deploy and are never "ignored"), and with
+/// the root's rule files in place of any copy in the directory, since the
+/// platform reads those from the project root.
+pub fn apply_layout(
+    files: &mut Vec<LocalFile>,
+    root: &Path,
+    layout: &chanto_build::ProjectLayout,
+) -> std::io::Result<()> {
+    files.retain(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(layout, &f.path));
+    for name in &layout.rule_files {
+        files.retain(|f| f.path != *name);
+        files.push(LocalFile::of(name, &root.join(name))?);
+    }
+    Ok(())
+}
+
 /// Names skipped wherever they appear: version-control internals never belong on a site.
 const SKIPPED: &[&str] = &[".git", ".hg", ".svn"];
 

@@ -144,14 +144,8 @@ pub async fn run(client: &Client, plan: DeployPlan<'_>) -> anyhow::Result<Deploy
             let (files, mut cache) = rayon::join(|| walk(&dir), || HashCache::load(&dir, use_cache));
             let mut files = files?;
             if let Some((root, layout)) = &project {
-                // Rule files at the top configure the deploy; they are never "ignored".
-                files.retain(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(layout, &f.path));
-                // The platform reads these from the project root, not from
-                // the published directory: the root's copy is the one.
-                for name in &layout.rule_files {
-                    files.retain(|f| f.path != *name);
-                    files.push(LocalFile::of(name, &root.join(name)).with_context(|| format!("reading {name}"))?);
-                }
+                chanto_control::walk::apply_layout(&mut files, root, layout)
+                    .with_context(|| format!("reading the rule files at {}", root.display()))?;
                 if files.is_empty() {
                     bail!("{} leaves no files to deploy in {} (its ignore list)", layout.chosen_by, dir.display());
                 }

@@ -147,13 +147,9 @@ impl Dev {
         let files = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<LocalFile>> {
             let mut files = walk(&dir)?;
             if let Some((root, layout)) = &project {
-                // As `chanto deploy` sends them: the ignored files left out,
-                // the root's rule files in place of any in the directory.
-                files.retain(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(layout, &f.path));
-                for name in &layout.rule_files {
-                    files.retain(|f| f.path != *name);
-                    files.push(LocalFile::of(name, &root.join(name)).with_context(|| format!("reading {name}"))?);
-                }
+                // As `chanto deploy` sends them.
+                chanto_control::walk::apply_layout(&mut files, root, layout)
+                    .with_context(|| format!("reading the rule files at {}", root.display()))?;
             }
             Ok(files)
         })

@@ -193,9 +193,9 @@ impl GitSettings {
 /// Refused webhooks recorded per site and minute.
 const REFUSED_RECORDED_PER_MINUTE: u32 = 20;
 /// Longest time limit a site may set: a day.
-const MAX_TIMEOUT_SECS: u64 = 86_400;
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Shortest polling interval.
-const MIN_POLL_SECS: u64 = 10;
+pub(crate) const MIN_POLL_SECS: u64 = 10;
 /// Largest credential (an SSH key is a few KiB).
 const MAX_CREDENTIAL_BYTES: usize = 64 << 10;
 
@@ -430,25 +430,44 @@ fn builds_disabled() -> ApiError {
 }
 
 fn validate_repository(url: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| Err(ApiError::from(ValidationError::new("repository", why.to_string())));
+    let why = match repository_problem(url) {
+        Ok(()) => return Ok(()),
+        Err(RepositoryProblem::Credential) => {
+            "put the token in `token`, not in the URL (URLs are shown back; tokens are not)"
+        }
+        Err(RepositoryProblem::Other(why)) => why,
+    };
+    Err(ApiError::from(ValidationError::new("repository", why.to_string())))
+}
+
+/// What is wrong with a repository string, before any lookup on the server.
+pub(crate) enum RepositoryProblem {
+    /// A credential in an http(s) URL: each caller says where it goes instead.
+    Credential,
+    /// Anything else, in words.
+    Other(&'static str),
+}
+
+/// The checks every repository string passes (the API's and
+/// `chanto.platform.toml`'s), without the server-side check that a local
+/// path is a repository.
+pub(crate) fn repository_problem(url: &str) -> Result<(), RepositoryProblem> {
+    use RepositoryProblem::Other;
     if url.is_empty() || url.len() > 2048 {
-        return bad("give the repository's clone URL (at most 2048 bytes)");
+        return Err(Other("give the repository's clone URL (at most 2048 bytes)"));
     }
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return bad("the repository URL contains spaces or control characters");
+        return Err(Other("the repository URL contains spaces or control characters"));
     }
     if url.starts_with('-') {
-        return bad("a repository URL cannot start with '-'");
+        return Err(Other("a repository URL cannot start with '-'"));
     }
-    if url.contains("://") {
-        let scheme = url.split("://").next().unwrap_or_default();
+    if let Some((scheme, rest)) = url.split_once("://") {
         if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
-            return bad("use an https://, ssh://, git://, file:// URL, user@host:path or a local path");
+            return Err(Other("use an https://, ssh://, git://, file:// URL, user@host:path or a local path"));
         }
-        if scheme.starts_with("http")
-            && url.split("://").nth(1).is_some_and(|rest| rest.split('/').next().unwrap_or("").contains('@'))
-        {
-            return bad("put the token in `token`, not in the URL (URLs are shown back; tokens are not)");
+        if scheme.starts_with("http") && rest.split('/').next().unwrap_or("").contains('@') {
+            return Err(RepositoryProblem::Credential);
         }
     }
     Ok(())

@@ -501,10 +501,12 @@ impl Cx<'_> {
                 "preview_retention_days" => {
                     self.int(&p, value, 0, u64::from(u32::MAX)).map(|n| g.preview_retention_days = n as u32)
                 }
-                "poll_interval_secs" => {
-                    self.int(&p, value, 10, i64::MAX as u64).map(|n| g.poll_interval_secs = Some(n))
+                "poll_interval_secs" => self
+                    .int(&p, value, crate::builds::MIN_POLL_SECS, i64::MAX as u64)
+                    .map(|n| g.poll_interval_secs = Some(n)),
+                "timeout_secs" => {
+                    self.int(&p, value, 1, crate::builds::MAX_TIMEOUT_SECS).map(|n| g.timeout_secs = Some(n))
                 }
-                "timeout_secs" => self.int(&p, value, 1, 86_400).map(|n| g.timeout_secs = Some(n)),
                 other => {
                     self.unknown(key, other, &format!("[{path}]"), KEYS);
                     None
@@ -1177,25 +1179,12 @@ fn key_text(k: &str) -> String {
     super::render::key(k)
 }
 
-/// The repository checks of `builds::validate_repository` (private there),
-/// without the server-side check that a local path is a repository.
+/// The API's repository checks (`builds::repository_problem`), naming this
+/// file's key for a credential.
 fn check_repository(url: &str) -> Result<(), String> {
-    if url.is_empty() || url.len() > 2048 {
-        return Err("give the repository's clone URL (at most 2048 bytes)".into());
-    }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("the repository URL contains spaces or control characters".into());
-    }
-    if url.starts_with('-') {
-        return Err("a repository URL cannot start with '-'".into());
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
-            return Err("use an https://, ssh://, git://, file:// URL, user@host:path or a local path".into());
-        }
-        if scheme.starts_with("http") && rest.split('/').next().unwrap_or("").contains('@') {
-            return Err("put the credential in token = \"env:VAR\", not in the URL".into());
-        }
-    }
-    Ok(())
+    use crate::builds::RepositoryProblem;
+    crate::builds::repository_problem(url).map_err(|p| match p {
+        RepositoryProblem::Credential => "put the credential in token = \"env:VAR\", not in the URL".to_owned(),
+        RepositoryProblem::Other(why) => why.to_owned(),
+    })
 }
