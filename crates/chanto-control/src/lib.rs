@@ -28,6 +28,7 @@ pub mod notify;
 pub mod oidc;
 pub mod pipeline;
 pub mod platform;
+pub mod platform_ops;
 pub mod precompress;
 pub mod site_settings;
 pub mod walk;

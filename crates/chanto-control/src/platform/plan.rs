@@ -331,6 +331,10 @@ pub struct SavedPlan {
     pub config: String,
     /// The desired secrets' fingerprints, by [`SecretUse::key`].
     pub fingerprints: BTreeMap<String, String>,
+    /// Where `file:` references relative to the configuration resolve (the
+    /// CLI records the configuration's directory when it saves the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
 }
 
 impl SavedPlan {
@@ -341,6 +345,7 @@ impl SavedPlan {
             plan,
             config: super::render(desired),
             fingerprints: inputs.desired_fingerprints.clone(),
+            directory: None,
         }
     }
 
