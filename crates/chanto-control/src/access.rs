@@ -201,6 +201,17 @@ impl Control {
         if let Some(p) = req.allow_preflight {
             policy.allow_preflight = p;
         }
+        self.put_access_policy(site, &scope, policy).await
+    }
+
+    /// Replaces one scope's whole policy (passwords already hashed) and
+    /// publishes it to the edges.
+    pub(crate) async fn put_access_policy(
+        &self,
+        site: &SiteName,
+        scope: &AccessScope,
+        policy: AccessPolicy,
+    ) -> Result<AccessView, ApiError> {
         for (field, n) in [("users", policy.users.len()), ("allow", policy.allow.len()), ("deny", policy.deny.len())] {
             if n > MAX_ENTRIES {
                 return Err(
@@ -208,10 +219,10 @@ impl Control {
                 );
             }
         }
-        self.meta.set_access(site, &scope, &policy).await?;
+        self.meta.set_access(site, scope, &policy).await?;
         self.publish_routing(RoutingChange::site(site)).await?;
         tracing::info!(site = %site, scope = %scope, users = policy.users.len(), allow = policy.allow.len(), deny = policy.deny.len(), "access policy set");
-        Ok(AccessView::new(&scope, &policy))
+        Ok(AccessView::new(scope, &policy))
     }
 
     /// Removes one scope's policy; 404 when it had none.

@@ -328,7 +328,7 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$3Xq1Cz3jN5rj6bmE8L8nQv0sE4nH0f4f1Ck3xQ7H9nI";
 
 /// Checks `password` against a PHC hash (off the async threads).
-async fn verify_password(hash: String, password: String) -> bool {
+pub(crate) async fn verify_password(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
         use argon2::PasswordVerifier as _;
         argon2::password_hash::PasswordHash::new(&hash)

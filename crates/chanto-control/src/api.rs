@@ -101,6 +101,15 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/tokens/{id}", axum::routing::delete(crate::accounts::revoke_token))
         .route("/me", get(crate::accounts::me))
         .route("/audit", get(crate::accounts::audit))
+        .route("/platform", get(crate::platform_ops::export))
+        .route(
+            "/platform/plan",
+            post(crate::platform_ops::plan).layer(DefaultBodyLimit::max(crate::platform_ops::MAX_REQUEST_BYTES)),
+        )
+        .route(
+            "/platform/apply",
+            post(crate::platform_ops::apply).layer(DefaultBodyLimit::max(crate::platform_ops::MAX_REQUEST_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(control.clone(), crate::auth::require_token));
     let hooks = Router::new()
         .route("/webhooks/{forge}/{site}", post(b::webhook))
@@ -611,7 +620,7 @@ impl Modify for TokenAuth {
 /// The OpenAPI document of the API, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`: a personal token (`chp_…`; `POST /api/v1/auth/token` or `chanto login --user NAME`) or the instance's admin token. Reads need the `read` scope, deploys, publish, rollback and builds `deploy`, other changes `write`; users, other people's tokens, nodes, the audit log and instance settings `admin`."),
+    info(title = "chanto API", description = "Sites, deploys, activation and rollback. Authenticate with `Authorization: Bearer <token>`: a personal token (`chp_…`; `POST /api/v1/auth/token` or `chanto login --user NAME`) or the instance's admin token. Reads need the `read` scope, deploys, publish, rollback and builds `deploy`, other changes `write`; users, other people's tokens, nodes, the audit log, instance settings and configuration as code (`/platform`) `admin`."),
     paths(list_sites, create_site, get_site, delete_site, list_deploys, create_deploy, get_deploy, upload_blob, upload_blobs, finalize, publish, rollback,
         crate::access::list_access, crate::access::set_access, crate::access::clear_access,
         crate::site_settings::get_proxy_origins, crate::site_settings::put_proxy_origins,
@@ -627,7 +636,8 @@ impl Modify for TokenAuth {
         crate::base_certs::list, crate::base_certs::upload, crate::base_certs::remove,
         crate::accounts::list_users, crate::accounts::create_user, crate::accounts::get_user, crate::accounts::update_user,
         crate::accounts::delete_user, crate::accounts::invite_user, crate::accounts::list_tokens, crate::accounts::create_token, crate::accounts::revoke_token,
-        crate::accounts::me, crate::accounts::audit, crate::accounts::login),
+        crate::accounts::me, crate::accounts::audit, crate::accounts::login,
+        crate::platform_ops::export, crate::platform_ops::plan, crate::platform_ops::apply),
     modifiers(&TokenAuth),
     tags((name = "sites", description = "Sites and their production branch"), (name = "deploys", description = "Deploy, activate, roll back"), (name = "access", description = "Passwords and network lists"),
         (name = "storage", description = "Retention and garbage collection: what is deleted, and when"),
@@ -635,6 +645,7 @@ impl Modify for TokenAuth {
         (name = "notifications", description = "Email, Slack, Discord, signed webhooks, forge statuses and pull request comments; badges"),
         (name = "nodes", description = "Edge nodes: routing snapshots and heartbeats (node tokens), the node list, node tokens"),
         (name = "domains", description = "Custom domains, their certificates, HTTPS redirects and HSTS"),
-        (name = "users", description = "Users and roles, personal API tokens, password sign-in, the audit log"))
+        (name = "users", description = "Users and roles, personal API tokens, password sign-in, the audit log"),
+        (name = "platform", description = "Configuration as code: export every site's settings as chanto.platform.toml, plan a file against what is live, apply a saved plan (admin)"))
 )]
 pub struct ApiDoc;

@@ -78,7 +78,7 @@ impl Principal {
 /// The scope a request needs, from its method and its route (the template
 /// axum matched, without `/api/v1`).
 pub fn required_scope(method: &Method, route: &str) -> Scope {
-    const ADMIN_PREFIXES: [&str; 5] = ["/users", "/audit", "/nodes", "/certificates/base", "/gc"];
+    const ADMIN_PREFIXES: [&str; 6] = ["/users", "/audit", "/nodes", "/certificates/base", "/gc", "/platform"];
     if ADMIN_PREFIXES.iter().any(|p| route == *p || route.starts_with(&format!("{p}/"))) {
         return Scope::Admin;
     }
@@ -305,6 +305,8 @@ mod tests {
         // Admin: even reading.
         assert_eq!(s(Method::GET, "/users"), Scope::Admin);
         assert_eq!(s(Method::GET, "/audit"), Scope::Admin);
+        assert_eq!(s(Method::GET, "/platform"), Scope::Admin);
+        assert_eq!(s(Method::POST, "/platform/plan"), Scope::Admin);
         assert_eq!(s(Method::GET, "/nodes"), Scope::Admin);
         assert_eq!(s(Method::POST, "/nodes/tokens"), Scope::Admin);
         assert_eq!(s(Method::PUT, "/certificates/base"), Scope::Admin);

@@ -276,6 +276,17 @@ impl Control {
         let _ = self.domains.set(Arc::new(service));
     }
 
+    /// The sealer of stored secrets (the domain service always has it), or 503.
+    pub(crate) fn sealer(&self) -> Result<Sealer, ApiError> {
+        self.domain_keys().map(|d| d.sealer.clone()).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this server holds no sealing key, so it cannot read or write secrets",
+            )
+        })
+    }
+
     /// The service that opens certificate keys, when enabled.
     pub fn domain_keys(&self) -> Option<Arc<DomainService>> {
         self.domains.get().cloned()
@@ -388,7 +399,7 @@ impl Control {
     }
 
     /// Refuses names this installation serves by itself, and names nobody can own.
-    fn check_claimable(&self, name: &DomainName) -> Result<(), ApiError> {
+    pub(crate) fn check_claimable(&self, name: &DomainName) -> Result<(), ApiError> {
         let refuse = |msg: String| Err(ValidationError::new("name", msg).into());
         if name.is_wildcard() {
             return refuse(format!(

@@ -504,6 +504,80 @@ fn new_build(n: u8, site: &SiteName, branch: &str, at: crate::UnixMillis) -> cra
     }
 }
 
+/// Runs the suite of what `chanto apply` remembers per site
+/// ([`MetaStore::platform_state`]) against an empty repository. Panics on the
+/// first failure.
+pub async fn platform_state(meta: &dyn MetaStore) {
+    use crate::PlatformState;
+    let main: BranchName = "main".parse().unwrap();
+    let (docs, blog): (SiteName, SiteName) = ("docs".parse().unwrap(), "blog".parse().unwrap());
+    let nowhere: SiteName = "nowhere".parse().unwrap();
+    // Created out of name order: reads sort by site name, not by creation.
+    meta.create_site(&docs, &main, 1).await.unwrap();
+    meta.create_site(&blog, &main, 2).await.unwrap();
+    let row = |site: &SiteName, key: &str, value: &str| PlatformState {
+        site: site.clone(),
+        key: key.to_owned(),
+        value: value.to_owned(),
+    };
+    assert!(meta.platform_state(None).await.unwrap().is_empty());
+    assert!(meta.platform_state(Some(&docs)).await.unwrap().is_empty());
+
+    // Two keys on one site, one on the other; keys sort bytewise ("B" before "a").
+    meta.set_platform_state(&docs, "ref:api_key", Some("env:DOCS_API_KEY")).await.unwrap();
+    meta.set_platform_state(&docs, "notify:deploys", Some("sub_0123")).await.unwrap();
+    meta.set_platform_state(&blog, "ref:TOKEN", Some("env:BLOG_TOKEN")).await.unwrap();
+    meta.set_platform_state(&blog, "ref:a", Some("env:A")).await.unwrap();
+    assert_eq!(
+        meta.platform_state(None).await.unwrap(),
+        vec![
+            row(&blog, "ref:TOKEN", "env:BLOG_TOKEN"),
+            row(&blog, "ref:a", "env:A"),
+            row(&docs, "notify:deploys", "sub_0123"),
+            row(&docs, "ref:api_key", "env:DOCS_API_KEY"),
+        ]
+    );
+    assert_eq!(
+        meta.platform_state(Some(&docs)).await.unwrap(),
+        vec![row(&docs, "notify:deploys", "sub_0123"), row(&docs, "ref:api_key", "env:DOCS_API_KEY")]
+    );
+    // Overwrite one, remove one; removing an absent key is fine.
+    meta.set_platform_state(&docs, "notify:deploys", Some("sub_4567")).await.unwrap();
+    meta.set_platform_state(&blog, "ref:a", None).await.unwrap();
+    meta.set_platform_state(&blog, "ref:a", None).await.unwrap();
+    meta.set_platform_state(&docs, "never:set", None).await.unwrap();
+    assert_eq!(
+        meta.platform_state(None).await.unwrap(),
+        vec![
+            row(&blog, "ref:TOKEN", "env:BLOG_TOKEN"),
+            row(&docs, "notify:deploys", "sub_4567"),
+            row(&docs, "ref:api_key", "env:DOCS_API_KEY"),
+        ]
+    );
+    // Long keys and values (a secret key of hundreds of bytes, a long
+    // reference), and text that is not ASCII, are kept as given.
+    let (long_key, long_value) = (format!("ref:{}", "k".repeat(600)), format!("env:{}é", "V".repeat(4200)));
+    meta.set_platform_state(&blog, &long_key, Some(&long_value)).await.unwrap();
+    assert_eq!(
+        meta.platform_state(Some(&blog)).await.unwrap(),
+        vec![row(&blog, "ref:TOKEN", "env:BLOG_TOKEN"), row(&blog, &long_key, &long_value)]
+    );
+    meta.set_platform_state(&blog, &long_key, None).await.unwrap();
+
+    // An unknown site: NotFound, to set, remove or read.
+    assert!(matches!(meta.set_platform_state(&nowhere, "k", Some("v")).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(meta.set_platform_state(&nowhere, "k", None).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(meta.platform_state(Some(&nowhere)).await, Err(StoreError::NotFound(_))));
+
+    // Deleting a site takes its keys with it; the other site's stay.
+    meta.delete_site(&docs).await.unwrap();
+    assert_eq!(meta.platform_state(None).await.unwrap(), vec![row(&blog, "ref:TOKEN", "env:BLOG_TOKEN")]);
+    // A site created again under the name starts with nothing remembered.
+    meta.create_site(&docs, &main, 3).await.unwrap();
+    assert!(meta.platform_state(Some(&docs)).await.unwrap().is_empty());
+    assert_eq!(meta.platform_state(None).await.unwrap().len(), 1);
+}
+
 /// The suite every [`crate::BuildStore`] backend must pass (on an empty store).
 pub async fn build_store(meta: &dyn MetaStore) {
     use crate::{BuildOutcome, EnvVar, GitConnection, WebhookDelivery};

@@ -181,6 +181,14 @@ pub const TABLES: &[Table] = &[
         pg_order: "site_id",
     },
     Table {
+        name: "platform_state",
+        columns: &[c("site_id", Int), c("key", Text), c("value", Text)],
+        identity: None,
+        pg_seq: false,
+        sqlite_order: "site_id, key",
+        pg_order: "site_id, key",
+    },
+    Table {
         name: "blob_deletions",
         columns: &[c("hash", Text), c("at", Int)],
         identity: None,

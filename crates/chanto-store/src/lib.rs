@@ -49,8 +49,8 @@ pub use domains::{
 };
 pub use error::StoreError;
 pub use meta::{
-    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, RoutingRow, SiteRecord,
-    VariantRecord,
+    ActivationKind, BranchRecord, DeployFile, DeployRecord, MetaStore, NewDeploy, Permalink, PlatformState, RoutingRow,
+    SiteRecord, VariantRecord,
 };
 pub use nodes::{NodeRecord, NodeStore, NodeToken};
 pub use notify::{

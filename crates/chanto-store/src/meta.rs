@@ -163,6 +163,17 @@ impl ActivationKind {
     }
 }
 
+/// One remembered key of a site (`MetaStore::platform_state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformState {
+    /// The site it belongs to.
+    pub site: SiteName,
+    /// The key (`ref:<secret key>`, `notify:<name>`).
+    pub key: String,
+    /// What is remembered under it (`env:VAR`, a subscription id).
+    pub value: String,
+}
+
 /// The metadata repository. Every backend passes [`crate::conformance::meta_store`].
 #[async_trait]
 pub trait MetaStore:
@@ -303,6 +314,13 @@ pub trait MetaStore:
     async fn set_site_profile(&self, site: &SiteName, profile: Option<&str>) -> Result<(), StoreError>;
     /// The site's profile setting, if it has one.
     async fn site_profile(&self, site: &SiteName) -> Result<Option<String>, StoreError>;
+    /// What `chanto apply` remembers beside a site's settings: the reference each
+    /// secret was applied from (`ref:<secret key>` → `env:VAR`) and each
+    /// subscription's name (`notify:<name>` → its id). Every site's, or one site's,
+    /// sorted by site then key. Goes away with its site.
+    async fn platform_state(&self, site: Option<&SiteName>) -> Result<Vec<PlatformState>, StoreError>;
+    /// Sets (`Some`) or removes (`None`) one key of a site; `NotFound` if the site does not exist.
+    async fn set_platform_state(&self, site: &SiteName, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Deletes deploys (retention), with their file lists and activation
     /// history; a deploy that is active or uploading by then is left alone.
     /// Returns the ids deleted.

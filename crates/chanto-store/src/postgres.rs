@@ -440,6 +440,14 @@ CREATE UNIQUE INDEX users_sso_subject ON users(sso_subject);",
     site_id BIGINT PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
     profile TEXT NOT NULL
 );",
+    // 14: what `chanto apply` remembers beside a site's settings: the
+    // reference each secret came from, each subscription's name (SQLite 21).
+    r#"CREATE TABLE platform_state (
+    site_id BIGINT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    key TEXT COLLATE "C" NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (site_id, key)
+);"#,
 ];
 
 /// The advisory lock key that serialises migrations of one database ("chanto").
@@ -1702,6 +1710,44 @@ impl MetaStore for PostgresMeta {
         let found = rows(&tx, "SELECT profile FROM site_profile WHERE site_id = $1", &[&id]).await?;
         tx.commit().await?;
         found.first().map(|r| col(r, 0)).transpose()
+    }
+
+    async fn platform_state(&self, site: Option<&SiteName>) -> Result<Vec<PlatformState>, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let id = match site {
+            Some(s) => Some(site_id(&tx, s).await?),
+            None => None,
+        };
+        let found = rows(
+            &tx,
+            "SELECT s.name, p.key, p.value FROM platform_state p JOIN sites s ON s.id = p.site_id
+             WHERE $1::BIGINT IS NULL OR p.site_id = $1 ORDER BY s.name, p.key",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        found.iter().map(|r| Ok(PlatformState { site: col(r, 0)?, key: col(r, 1)?, value: col(r, 2)? })).collect()
+    }
+
+    async fn set_platform_state(&self, site: &SiteName, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let id = site_id(&tx, site).await?;
+        match value {
+            None => exec(&tx, "DELETE FROM platform_state WHERE site_id = $1 AND key = $2", &[&id, &key]).await?,
+            Some(v) => {
+                exec(
+                    &tx,
+                    "INSERT INTO platform_state (site_id, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (site_id, key) DO UPDATE SET value = excluded.value",
+                    &[&id, &key, &v],
+                )
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn prune_deploys(&self, ids: &[DeployId]) -> Result<Vec<DeployId>, StoreError> {

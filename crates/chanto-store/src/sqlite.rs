@@ -426,6 +426,14 @@ CREATE TABLE tokens (
         site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
         profile TEXT NOT NULL
     );",
+    // 21: what `chanto apply` remembers beside a site's settings: the
+    // reference each secret came from, each subscription's name (PostgreSQL 14).
+    "CREATE TABLE platform_state (
+        site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (site_id, key)
+    );",
 ];
 
 /// How many migrations this build knows: the newest schema version.
@@ -1298,6 +1306,44 @@ impl MetaStore for SqliteMeta {
         self.call(move |c| {
             let id = site_id(c, &site)?;
             Ok(c.query_row("SELECT profile FROM site_profile WHERE site_id = ?1", [id], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn platform_state(&self, site: Option<&SiteName>) -> Result<Vec<PlatformState>, StoreError> {
+        let site = site.cloned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site.as_ref().map(|s| site_id(&tx, s)).transpose()?;
+            let mut st = tx.prepare(
+                "SELECT s.name, p.key, p.value FROM platform_state p JOIN sites s ON s.id = p.site_id
+                 WHERE ?1 IS NULL OR p.site_id = ?1 ORDER BY s.name, p.key",
+            )?;
+            let out = st
+                .query_map([id], |r| {
+                    Ok(PlatformState { site: parse(0, r.get(0)?)?, key: r.get(1)?, value: r.get(2)? })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_platform_state(&self, site: &SiteName, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (site, key, value) = (site.clone(), key.to_owned(), value.map(str::to_owned));
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = site_id(&tx, &site)?;
+            match value {
+                None => tx.execute("DELETE FROM platform_state WHERE site_id = ?1 AND key = ?2", params![id, key])?,
+                Some(v) => tx.execute(
+                    "INSERT INTO platform_state (site_id, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (site_id, key) DO UPDATE SET value = excluded.value",
+                    params![id, key, v],
+                )?,
+            };
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

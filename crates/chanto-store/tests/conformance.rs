@@ -137,6 +137,11 @@ async fn local_blob_store_on_a_full_disk() {
 }
 
 #[tokio::test]
+async fn sqlite_platform_state_conforms() {
+    conformance::platform_state(&SqliteMeta::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn sqlite_notify_store_conforms() {
     conformance::notify_store(&SqliteMeta::in_memory().unwrap()).await;
 }
@@ -270,6 +275,11 @@ mod postgres {
         // Connecting again to a migrated database changes nothing.
         let again = PostgresMeta::connect(&url, None).await.unwrap();
         assert_eq!(again.list_sites().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn postgres_platform_state_conforms() {
+        conformance::platform_state(&fresh("platform_state").await.0).await;
     }
 
     #[tokio::test]

@@ -13,6 +13,9 @@ use chanto_store::random_bytes;
 #[derive(Clone)]
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// Keys [`Sealer::fingerprint`]: derived from the sealing key, so only
+    /// this installation can make or compare fingerprints.
+    fingerprint_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -31,7 +34,22 @@ pub struct OpenError;
 impl Sealer {
     /// A sealer over a 32-byte key.
     pub fn new(key: [u8; 32]) -> Self {
-        Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) }
+        Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            fingerprint_key: blake3::derive_key("chanto platform secret fingerprint v1", &key),
+        }
+    }
+
+    /// A fingerprint of a secret's value where it is used (`purpose`: the
+    /// secret's address in `chanto.platform.toml`): equal values at the same
+    /// place give equal fingerprints, and nothing about the value can be
+    /// learned from one without the sealing key. Plans compare and keep them.
+    pub fn fingerprint(&self, purpose: &str, value: &[u8]) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.fingerprint_key);
+        h.update(&(purpose.len() as u64).to_le_bytes());
+        h.update(purpose.as_bytes());
+        h.update(value);
+        h.finalize().to_hex()[..32].to_owned()
     }
 
     /// Reads the key at `path`, creating it (random, mode 0600) if absent

@@ -130,5 +130,8 @@ pub use model::{
     SiteConfig, Smtp, SmtpSecurity, Subscription, access_policies, address,
 };
 pub use parse::{Diagnostic, MAX_ERRORS, ParseErrors, parse, parse_files};
-pub use plan::{Action, Change, FORMAT_VERSION, FieldChange, Plan, PlanInputs, SENSITIVE, SavedPlan, Summary, plan};
+pub use plan::{
+    Action, Change, FORMAT_VERSION, FieldChange, Plan, PlanInputs, SENSITIVE, SavedPlan, Summary, content_versions,
+    plan,
+};
 pub use render::render;

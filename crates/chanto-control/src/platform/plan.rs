@@ -241,6 +241,23 @@ pub fn plan(live: &PlatformConfig, desired: &PlatformConfig, inputs: &PlanInputs
     Plan { format_version: FORMAT_VERSION, changes, summary }
 }
 
+/// A version of every resource of `live`, by address: a hash of its
+/// fields as a plan compares them (secrets by their fingerprints), so any
+/// change to a resource between a plan and its apply changes its version.
+/// For stores that keep no version of their own per resource.
+pub fn content_versions(live: &PlatformConfig, fingerprints: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    resources(live, fingerprints)
+        .into_iter()
+        .map(|(slot, fields)| {
+            let mut h = blake3::Hasher::new();
+            for (name, value) in &fields.0 {
+                h.update(format!("{name:?}={value:?};").as_bytes());
+            }
+            (slot.address, h.finalize().to_hex()[..16].to_owned())
+        })
+        .collect()
+}
+
 fn field_change(name: &str, b: Option<&Value>, a: Option<&Value>) -> Option<FieldChange> {
     if let (Some(b), Some(a)) = (b, a)
         && b.same(a)

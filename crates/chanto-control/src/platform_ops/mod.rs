@@ -87,6 +87,9 @@ pub struct Applied {
     /// What was done.
     #[schema(value_type = String)]
     pub action: Action,
+    /// Something to keep from it (a new repository connection's webhook secret, shown once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The change that stopped an apply.
@@ -134,4 +137,197 @@ pub struct ExportResponse {
     pub config: String,
     /// The secret references it uses.
     pub secrets: Vec<ExportedSecret>,
+}
+
+mod apply;
+mod live;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+
+use crate::api::ApiJson;
+use crate::auth::Principal;
+use crate::error::ErrorBody;
+use crate::platform::ParseErrors;
+use crate::{ApiError, Control};
+
+/// What an export starts with.
+const EXPORT_HEADER: &str = "\
+# Every site of this chanto and its settings, as `chanto export` wrote them.
+# Edit, then `chanto plan -f FILE` shows what would change. Secrets are
+# references (env:VAR, file:PATH), resolved where chanto plan runs.
+
+";
+
+/// One apply at a time in this process: two interleaved would each check
+/// versions the other is changing.
+static APPLYING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn parse_failed(e: ParseErrors) -> ApiError {
+    let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", lines.join("\n"))
+        .details(serde_json::json!(lines))
+}
+
+impl Control {
+    /// `chanto export`: the live configuration as a file.
+    pub async fn export_platform(&self) -> Result<ExportResponse, ApiError> {
+        let live = self.live_platform().await?;
+        Ok(ExportResponse {
+            config: format!("{EXPORT_HEADER}{}", crate::platform::render(&live.config)),
+            secrets: live::exported_secrets(&live),
+        })
+    }
+
+    /// `chanto plan`: what applying the files would change.
+    pub async fn plan_files(&self, req: &PlanRequest) -> Result<PlanResponse, ApiError> {
+        let files: Vec<(&str, &str)> = req.files.iter().map(|f| (f.name.as_str(), f.text.as_str())).collect();
+        if files.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                "no files were sent: send the configuration's files (chanto plan -f chanto.platform.toml)",
+            ));
+        }
+        let desired = crate::platform::parse_files(&files).map_err(parse_failed)?;
+        let planned = self.plan_platform(desired, &req.secrets).await?;
+        let saved = SavedPlan::new(planned.plan.clone(), &planned.desired, &planned.inputs);
+        Ok(PlanResponse { text: planned.plan.render_text(), plan: planned.plan, saved })
+    }
+
+    /// `chanto apply`: carries out a saved plan if nothing it touches
+    /// changed since, one change after the other, each written to the
+    /// audit log. A change that fails stops the apply; what was applied
+    /// stays applied, and the same plan can be applied again.
+    pub async fn apply_plan(
+        &self,
+        principal: &Principal,
+        source: &str,
+        req: &ApplyRequest,
+    ) -> Result<ApplyResponse, ApiError> {
+        let _one_at_a_time = APPLYING.lock().await;
+        let desired = req.plan.desired().map_err(parse_failed)?;
+        let planned = self.plan_platform(desired, &req.secrets).await?;
+        let left = req.plan.remaining(&planned.plan, &planned.inputs).map_err(|conflicts| {
+            ApiError::new(StatusCode::CONFLICT, "plan_stale", conflicts.join("\n"))
+                .details(serde_json::json!(conflicts))
+        })?;
+        let destroys: Vec<&str> =
+            left.iter().filter(|c| c.action == Action::Destroy).map(|c| c.address.as_str()).collect();
+        if !req.allow_destroy && !destroys.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "destroy_not_allowed",
+                format!(
+                    "the plan destroys {}; apply it with --allow-destroy (allow_destroy: true) if that is meant",
+                    destroys.join(", ")
+                ),
+            ));
+        }
+        let already: Vec<String> = req
+            .plan
+            .plan
+            .changes
+            .iter()
+            .filter(|c| !left.iter().any(|l| l.address == c.address))
+            .map(|c| c.address.clone())
+            .collect();
+        let mut out =
+            ApplyResponse { applied: Vec::new(), already, failed: None, not_applied: Vec::new(), text: String::new() };
+        for (i, change) in left.iter().enumerate() {
+            let action = format!(
+                "platform_apply_{}",
+                serde_json::to_value(change.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            );
+            match self.apply_change(change, &planned).await {
+                Ok(note) => {
+                    self.audit(principal, source, &action, &change.address, 200).await;
+                    out.applied.push(Applied { address: change.address.clone(), action: change.action, note });
+                }
+                Err(e) => {
+                    self.audit(principal, source, &action, &change.address, e.status.as_u16()).await;
+                    out.failed = Some(Failed { address: change.address.clone(), error: e.message });
+                    out.not_applied = left[i + 1..].iter().map(|c| c.address.clone()).collect();
+                    break;
+                }
+            }
+        }
+        out.text = apply_text(&out);
+        Ok(out)
+    }
+}
+
+fn apply_text(r: &ApplyResponse) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for a in &r.applied {
+        let sym = match a.action {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Destroy => '-',
+        };
+        let _ = writeln!(s, "  {sym} {}", a.address);
+        if let Some(n) = &a.note {
+            let _ = writeln!(s, "      {n}");
+        }
+    }
+    for a in &r.already {
+        let _ = writeln!(s, "  = {} (already in place)", a);
+    }
+    match &r.failed {
+        None => {
+            let _ = writeln!(s, "\nApply complete: {} changed.", r.applied.len());
+        }
+        Some(f) => {
+            let _ = writeln!(s, "\n  ! {} failed: {}", f.address, f.error);
+            for n in &r.not_applied {
+                let _ = writeln!(s, "  . {n} (not applied)");
+            }
+            let _ = writeln!(
+                s,
+                "\nApply stopped: {} changed, 1 failed, {} not applied. Fix the cause and run the same apply again: what was applied is skipped.",
+                r.applied.len(),
+                r.not_applied.len()
+            );
+        }
+    }
+    s
+}
+
+#[utoipa::path(get, path = "/api/v1/platform", tag = "platform", security(("token" = [])),
+    responses((status = 200, body = ExportResponse, description = "Every site's settings as chanto.platform.toml"),
+        (status = 403, body = ErrorBody, description = "Needs the admin scope")))]
+pub(crate) async fn export(State(c): State<Arc<Control>>) -> Result<Json<ExportResponse>, ApiError> {
+    Ok(Json(c.export_platform().await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/platform/plan", tag = "platform", security(("token" = [])), request_body = PlanRequest,
+    responses((status = 200, body = PlanResponse), (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "The files do not parse (each line file:line:column), a secret's value is missing or invalid, or a change cannot be made")))]
+pub(crate) async fn plan(
+    State(c): State<Arc<Control>>,
+    ApiJson(req): ApiJson<PlanRequest>,
+) -> Result<Json<PlanResponse>, ApiError> {
+    Ok(Json(c.plan_files(&req).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/platform/apply", tag = "platform", security(("token" = [])), request_body = ApplyRequest,
+    responses((status = 200, body = ApplyResponse, description = "Applied, or stopped at the change in `failed`"),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Something the plan touches changed since it was made, or it destroys without allow_destroy"),
+        (status = 422, body = ErrorBody)))]
+pub(crate) async fn apply(
+    State(c): State<Arc<Control>>,
+    Extension(principal): Extension<Principal>,
+    req: Request,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    let source = crate::auth::source_of(&req);
+    let ApiJson(body) = <ApiJson<ApplyRequest> as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
+    Ok(Json(c.apply_plan(&principal, &source, &body).await?))
 }

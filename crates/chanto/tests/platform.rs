@@ -1,0 +1,330 @@
+//! Configuration as code against a real server (issue 19): `chanto export`
+//! writes what is live, `chanto plan` compares a file with it, `chanto
+//! apply` carries a saved plan out — round trips, concurrent changes,
+//! destroys, a failure half way and its re-run, secrets that never leave
+//! their references, and who may.
+
+mod util;
+
+use std::path::Path;
+
+use util::{Cli, Run, Server};
+
+const API_KEY: &str = "ak-4f9c2e7d1b-secret-value";
+const HOOK_URL: &str = "http://127.0.0.1:9/hooks/s3cr3t-path";
+const HOOK_SECRET: &str = "whsec_0123456789abcdef";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// `chanto ARGS` against `server` with the secrets' variables set as the
+/// made-up names of an export of site `docs` ask for.
+fn with_secrets(server: &Server, args: &[&str]) -> Cli {
+    server
+        .cli(args)
+        .env("DOCS_API_KEY", API_KEY)
+        .env("DOCS_HOOKS_URL", HOOK_URL)
+        .env("DOCS_HOOKS_SECRET", HOOK_SECRET)
+        .env("DOCS_REVIEWER_PASSWORD", PASSWORD)
+}
+
+fn code(r: &Run) -> i32 {
+    r.out.status.code().unwrap_or(-1)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+/// A site set up by hand, the way a team has it before config as code.
+fn imperative_setup(server: &Server) {
+    server.cli(&["sites", "create", "docs"]).ok();
+    server.cli(&["sites", "create", "blog", "--production-branch", "trunk"]).ok();
+    server.cli(&["env", "set", "--site", "docs", "NODE_VERSION", "20"]).ok();
+    server.cli(&["env", "set", "--site", "docs", "--secret", "API_KEY", API_KEY]).ok();
+    server
+        .cli(&["access", "set", "--site", "docs", "--previews", "--user", "reviewer", "--password-stdin"])
+        .stdin(&format!("{PASSWORD}\n"))
+        .ok();
+    server.cli(&["domains", "add", "docs.example.test", "--site", "docs", "--no-www"]).ok();
+    let sub = server
+        .cli(&["notify", "add", "webhook", "--site", "docs", "--url", HOOK_URL, "--secret", HOOK_SECRET, "--json"])
+        .ok()
+        .json();
+    assert!(sub["id"].as_str().unwrap().starts_with("sub_"));
+}
+
+#[test]
+fn export_plan_apply_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    imperative_setup(&server);
+    let file = tmp.path().join("chanto.platform.toml");
+
+    // Export: every site, secrets as references whose names it made up.
+    let r = server.cli(&["export", "--out", file.to_str().unwrap()]).ok();
+    let exported = read(&file);
+    for want in [
+        "[site.docs]",
+        "[site.blog]",
+        "production_branch = \"trunk\"",
+        "NODE_VERSION = \"20\"",
+        "API_KEY = { secret = \"env:DOCS_API_KEY\" }",
+        "[site.docs.domains.\"docs.example.test\"]",
+        "channel = \"webhook\"",
+    ] {
+        assert!(exported.contains(want), "{want} in\n{exported}");
+    }
+    for secret in [API_KEY, HOOK_URL, HOOK_SECRET, PASSWORD] {
+        assert!(!exported.contains(secret), "the export holds no secret value\n{exported}");
+    }
+    assert!(exported.contains("$argon2id$"), "a password stays a hash:\n{exported}");
+    assert!(r.stderr().contains("env:DOCS_API_KEY"), "it lists the references to set:\n{}", r.report());
+    server.cli(&["export", "--out", file.to_str().unwrap()]).fails();
+
+    // Export → plan: nothing to change (exit 0), once the references resolve.
+    let subscription = exported.split("[site.docs.notify.").nth(1).unwrap().split(']').next().unwrap().to_owned();
+    let hooks = |c: Cli| {
+        let up = subscription.to_uppercase().replace('-', "_");
+        c.env(&format!("DOCS_{up}_URL"), HOOK_URL).env(&format!("DOCS_{up}_SECRET"), HOOK_SECRET)
+    };
+    let r = hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap()])).run();
+    assert_eq!(code(&r), 0, "{}", r.report());
+    assert!(r.stdout().contains("No changes"), "{}", r.report());
+
+    // A reference that does not resolve: file:line:column, exit 1.
+    let r = server.cli(&["plan", "-f", file.to_str().unwrap()]).run();
+    assert_eq!(code(&r), 1, "{}", r.report());
+    let line = exported.lines().position(|l| l.contains("env:DOCS_API_KEY")).unwrap() + 1;
+    assert!(r.stderr().contains(&format!("chanto.platform.toml:{line}:")), "{}", r.report());
+
+    // One field changed: exactly that change (exit 2).
+    let edited = exported.replacen("[site.docs]\n", "[site.docs]\nkeep_deploys = 5\n", 1);
+    let edited = if edited.contains("keep_deploys = 0\n") {
+        exported.replacen("keep_deploys = 0", "keep_deploys = 5", 1)
+    } else {
+        edited
+    };
+    std::fs::write(&file, &edited).unwrap();
+    let plan = tmp.path().join("plan.json");
+    let r =
+        hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap(), "--out", plan.to_str().unwrap()])).run();
+    assert_eq!(code(&r), 2, "{}", r.report());
+    assert!(r.stdout().contains("~ site.docs"), "{}", r.report());
+    assert!(r.stdout().contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", r.report());
+    let json = hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap(), "--json"])).run();
+    let json: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
+    assert_eq!(json["changes"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["changes"][0]["fields"][0]["field"], "keep_deploys");
+    assert_eq!(json["changes"][0]["fields"][0]["after"], "5");
+    let saved = read(&plan);
+    for secret in [API_KEY, HOOK_URL, HOOK_SECRET, PASSWORD] {
+        assert!(!saved.contains(secret), "the saved plan holds no secret value");
+    }
+
+    // Apply → export equals the edited file.
+    let r = hooks(with_secrets(&server, &["apply", plan.to_str().unwrap()])).ok();
+    assert!(r.stdout().contains("~ site.docs"), "{}", r.report());
+    let again = tmp.path().join("again.toml");
+    server.cli(&["export", "--out", again.to_str().unwrap()]).ok();
+    assert_eq!(read(&again), edited);
+    // Applying the same plan again changes nothing: all of it is in place.
+    let r = hooks(with_secrets(&server, &["apply", plan.to_str().unwrap()])).ok();
+    assert!(r.stdout().contains("already in place"), "{}", r.report());
+
+    // A concurrent change between plan and apply: apply refuses.
+    std::fs::write(&file, edited.replacen("keep_deploys = 5", "keep_deploys = 7", 1)).unwrap();
+    hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap(), "--out", plan.to_str().unwrap()])).run();
+    server.cli(&["sites", "update", "docs", "--keep-deploys", "9"]).ok();
+    let r = hooks(with_secrets(&server, &["apply", plan.to_str().unwrap()])).fails();
+    assert!(r.stderr().contains("site.docs"), "{}", r.report());
+    assert!(r.stderr().contains("make the plan again"), "{}", r.report());
+
+    // A secret's value changed behind the same reference: a sensitive change.
+    let r =
+        hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap()]).env("DOCS_API_KEY", "another-value-1"))
+            .run();
+    assert_eq!(code(&r), 2, "{}", r.report());
+    assert!(r.stdout().contains("value behind env:DOCS_API_KEY changed"), "{}", r.report());
+    assert!(!r.stdout().contains("another-value-1"));
+
+    // Destroys need --allow-destroy.
+    let without_blog: String = {
+        let mut out = String::new();
+        let mut skip = false;
+        for l in read(&file).lines() {
+            if l.starts_with('[') {
+                skip = l.starts_with("[site.blog");
+            }
+            if !skip {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    };
+    std::fs::write(&file, &without_blog).unwrap();
+    let r =
+        hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap(), "--out", plan.to_str().unwrap()])).run();
+    assert!(r.stdout().contains("- site.blog"), "{}", r.report());
+    let r = hooks(with_secrets(&server, &["apply", plan.to_str().unwrap()])).fails();
+    assert!(r.stderr().contains("--allow-destroy"), "{}", r.report());
+    server.cli(&["sites", "show", "blog"]).ok();
+    hooks(with_secrets(&server, &["apply", plan.to_str().unwrap(), "--allow-destroy"])).ok();
+    server.cli(&["sites", "show", "blog"]).fails();
+
+    // The audit log has one entry per change.
+    let audit = server.cli(&["audit", "list", "--json", "--limit", "500"]).ok().json();
+    let entries: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("platform_apply"))
+        .collect();
+    assert!(entries.iter().any(|e| e["target"] == "site.blog" && e["action"] == "platform_apply_destroy"), "{audit}");
+    assert!(entries.iter().any(|e| e["target"] == "site.docs" && e["action"] == "platform_apply_update"), "{audit}");
+}
+
+#[test]
+fn a_file_creates_sites_and_an_apply_that_stops_half_way_runs_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let dir = tmp.path().join("platform");
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/hook-key"), format!("{HOOK_SECRET}\n")).unwrap();
+    let shop = r#"[site.shop]
+production_branch = "live"
+keep_deploys = 10
+profile = "netlify"
+
+[site.shop.env]
+API_KEY = { secret = "env:SHOP_KEY" }
+MODE = "production"
+
+[site.shop.access.previews]
+users = { ann = "env:SHOP_ANN" }
+
+[site.shop.domains."shop.example.test"]
+primary = true
+
+[site.shop.notify.hooks]
+channel = "webhook"
+url = "env:SHOP_HOOK"
+secret = "file:secrets/hook-key"
+"#;
+    std::fs::write(dir.join("shop.toml"), shop).unwrap();
+    std::fs::write(dir.join("other.toml"), "[site.other]\n").unwrap();
+    let cli =
+        |args: &[&str]| server.cli(args).env("SHOP_KEY", API_KEY).env("SHOP_ANN", PASSWORD).env("SHOP_HOOK", HOOK_URL);
+    let plan = tmp.path().join("plan.json");
+    let r = cli(&["plan", "-f", dir.to_str().unwrap(), "--out", plan.to_str().unwrap()]).run();
+    assert_eq!(code(&r), 2, "{}", r.report());
+    assert!(r.stdout().contains("+ site.shop.domain[\"shop.example.test\"]"), "{}", r.report());
+
+    // Someone else takes the domain between plan and apply: the apply
+    // stops there, keeping what it made before it.
+    server.cli(&["sites", "create", "squatter"]).ok();
+    server.cli(&["domains", "add", "shop.example.test", "--site", "squatter", "--no-www"]).ok();
+    let r = cli(&["apply", plan.to_str().unwrap()]).run();
+    assert_eq!(code(&r), 1, "{}", r.report());
+    assert!(r.stdout().contains("+ site.shop") || r.stderr().contains("+ site.shop"), "{}", r.report());
+    let all = format!("{}{}", r.stdout(), r.stderr());
+    assert!(all.contains("site.shop.domain[\"shop.example.test\"]"), "{all}");
+    assert!(all.contains("not applied"), "{all}");
+    server.cli(&["sites", "show", "shop"]).ok();
+
+    // Fixed: the same plan applies the rest.
+    server.cli(&["domains", "remove", "shop.example.test", "--site", "squatter"]).ok();
+    let r = cli(&["apply", plan.to_str().unwrap()]).ok();
+    assert!(r.stdout().contains("already in place"), "{}", r.report());
+
+    // What is live is what the files say: a plan of them changes nothing,
+    // and the secrets took their values.
+    let r = cli(&["plan", "-f", dir.to_str().unwrap()]).run();
+    assert_eq!(code(&r), 0, "{}", r.report());
+    let env = server.cli(&["env", "list", "--site", "shop", "--json"]).ok().json();
+    assert!(env.to_string().contains("MODE"), "{env}");
+    server.cli(&["deploy", write_site(tmp.path()).to_str().unwrap(), "--site", "shop", "--branch", "preview-1"]).ok();
+    let host = "preview-1--shop.localhost";
+    assert_eq!(server.get(host, "/").status, 401, "the previews' password applies");
+    let auth = format!("Basic {}", base64_encode(&format!("ann:{PASSWORD}")));
+    assert_eq!(server.get_with(host, "/", &[("authorization", &auth)]).status, 200);
+
+    // The export writes the files' references back, not made-up names.
+    let out = tmp.path().join("export.toml");
+    server.cli(&["export", "--out", out.to_str().unwrap()]).ok();
+    let exported = read(&out);
+    for want in ["env:SHOP_KEY", "env:SHOP_ANN", "env:SHOP_HOOK", "file:secrets/hook-key", "[site.shop.notify.hooks]"] {
+        assert!(exported.contains(want), "{want} in\n{exported}");
+    }
+}
+
+#[test]
+fn bad_files_plans_and_callers_are_refused_with_the_place_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let file = tmp.path().join("chanto.platform.toml");
+    for (text, want) in [
+        ("[site.docs]\nkeep_deploys = \"many\"\n", "chanto.platform.toml:2:"),
+        ("[site.docs]\nunknown_key = 1\n", "chanto.platform.toml:2:"),
+        ("[site.docs.env]\nKEY = { secret = \"plain-value\" }\n", "chanto.platform.toml:2:"),
+        ("[site.docs\n", "chanto.platform.toml:1:"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let r = server.cli(&["plan", "-f", file.to_str().unwrap()]).run();
+        assert_eq!(code(&r), 1, "{text}\n{}", r.report());
+        assert!(r.stderr().contains(want), "{text}: {want}\n{}", r.report());
+    }
+    std::fs::write(&file, "#".repeat(2 << 20)).unwrap();
+    let r = server.cli(&["plan", "-f", file.to_str().unwrap()]).run();
+    assert_eq!(code(&r), 1, "{}", r.report());
+
+    // A saved plan that is not one.
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, "{\"format_version\": 99}").unwrap();
+    let r = server.cli(&["apply", plan.to_str().unwrap()]).fails();
+    assert!(r.stderr().contains("plan.json"), "{}", r.report());
+
+    // Only an admin may: a developer's token is refused, and so is no token.
+    server.cli(&["users", "create", "dev", "--role", "developer"]).ok();
+    let token =
+        server.cli(&["tokens", "create", "t", "--user", "dev", "--scope", "write"]).ok().stdout().trim().to_owned();
+    std::fs::write(&file, "[site.docs]\n").unwrap();
+    let r = Cli::new(&["plan", "-f", file.to_str().unwrap()])
+        .env("CHANTO_SERVER", &server.api_url)
+        .env("CHANTO_TOKEN", &token)
+        .run();
+    assert_eq!(code(&r), 1, "{}", r.report());
+    assert!(r.stderr().contains("admin"), "{}", r.report());
+    let r = Cli::new(&["export"]).env("CHANTO_SERVER", &server.api_url).env("CHANTO_TOKEN", &token).run();
+    assert!(r.stderr().contains("admin"), "{}", r.report());
+
+    // Hostile requests straight to the API: unknown fields, wrong types, no files.
+    let api = server.api_url.trim_start_matches("http://").to_owned();
+    for body in [
+        r#"{"files": [], "secrets": {}}"#.to_owned(),
+        r#"{"files": [{"name": "a", "text": 5}]}"#.to_owned(),
+        r#"{"files": [{"name": "a", "text": ""}], "extra": 1}"#.to_owned(),
+        "{\"files\": [".to_owned(),
+    ] {
+        let r = util::http_request(
+            &api,
+            "POST",
+            "127.0.0.1",
+            "/api/v1/platform/plan",
+            &[("authorization", &format!("Bearer {}", server.token)), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert!((400..500).contains(&r.status), "{body}: {}", r.status);
+    }
+}
+
+fn write_site(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("site");
+    util::write_tree(&dir, &[("index.html", "hello")]);
+    dir
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
