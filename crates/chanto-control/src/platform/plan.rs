@@ -31,8 +31,8 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Default)]
 pub struct PlanInputs {
     /// The live version of each resource (`updated_at`, a row version…),
-    /// by address; a resource without its own falls back to its site's
-    /// (`site.NAME`). Recorded in the plan so apply can refuse when
+    /// by address; a live resource without its own falls back to its
+    /// site's (`site.NAME`), one to create has none. Recorded in the plan so apply can refuse when
     /// something it touches changed since.
     pub versions: BTreeMap<String, String>,
     /// Fingerprints of the live secrets' values, by [`SecretUse::key`].
@@ -225,7 +225,12 @@ pub fn plan(live: &PlatformConfig, desired: &PlatformConfig, inputs: &PlanInputs
             continue;
         }
         let site_address = model::address::site(&slot.site);
-        let version = inputs.versions.get(&slot.address).or_else(|| inputs.versions.get(&site_address)).cloned();
+        // A resource to create has no version: one made meanwhile turns the
+        // create into an update, which apply refuses as a change.
+        let version = match action {
+            Action::Create => None,
+            _ => inputs.versions.get(&slot.address).or_else(|| inputs.versions.get(&site_address)).cloned(),
+        };
         changes.push(Change {
             address: slot.address.clone(),
             site: slot.site.to_string(),

@@ -30,6 +30,8 @@ pub(crate) struct Planned {
     pub values: BTreeMap<String, String>,
     /// The plan.
     pub plan: Plan,
+    /// Every resource of both sides, by address.
+    resources: BTreeMap<String, (SiteName, Resource)>,
 }
 
 /// One resource a plan addresses.
@@ -133,19 +135,19 @@ impl Control {
             desired_fingerprints: desired_fps,
         };
         let plan = platform::plan(&live.config, &desired, &inputs);
-        let planned = Planned { desired, live, inputs, values, plan };
+        let mut map = BTreeMap::new();
+        resources(&live.config, &mut map);
+        resources(&desired, &mut map);
+        let planned = Planned { desired, live, inputs, values, plan, resources: map };
         self.check_applicable(&planned).await?;
         Ok(planned)
     }
 
     /// Refuses a plan with changes this server cannot make, naming each.
     async fn check_applicable(&self, p: &Planned) -> Result<(), ApiError> {
-        let mut map = BTreeMap::new();
-        resources(&p.live.config, &mut map);
-        resources(&p.desired, &mut map);
         let mut problems = Vec::new();
         for c in &p.plan.changes {
-            let Some((site, resource)) = map.get(&c.address) else { continue };
+            let Some((site, resource)) = p.resources.get(&c.address) else { continue };
             let making = c.action != Action::Destroy;
             match resource {
                 Resource::Git | Resource::Env(..) if making && self.builds().is_err() => problems.push(format!(
@@ -190,10 +192,7 @@ impl Control {
 
     /// Makes one change of a plan.
     pub(crate) async fn apply_change(&self, change: &Change, p: &Planned) -> Result<Option<String>, ApiError> {
-        let mut map = BTreeMap::new();
-        resources(&p.live.config, &mut map);
-        resources(&p.desired, &mut map);
-        let (name, resource) = map.get(&change.address).cloned().ok_or_else(|| {
+        let (name, resource) = p.resources.get(&change.address).cloned().ok_or_else(|| {
             ApiError::new(StatusCode::CONFLICT, "plan_stale", format!("{} is in no configuration", change.address))
         })?;
         let desired = p.desired.sites.get(&name);
