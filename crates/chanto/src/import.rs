@@ -129,10 +129,10 @@ pub fn run(cmd: ImportCommand, json: bool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "Next: put the rule files at the root of what you deploy (amplify.yml at the repository's root). {} \
-         declares the site's settings; until this release can apply it, set them with `chanto sites create`, \
-         `chanto git connect`, `chanto env set`, `chanto access` and `chanto domains add`.",
-        args.out.join("chanto.platform.toml").display()
+        "Next: put the rule files at the root of what you deploy (amplify.yml at the repository's root). {file} \
+         declares the site's settings: set the variables its env: references name, then \
+         `chanto plan -f {file} --out plan.json` shows what it would change and `chanto apply plan.json` makes it so.",
+        file = args.out.join("chanto.platform.toml").display()
     );
     Ok(())
 }

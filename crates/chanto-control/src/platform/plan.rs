@@ -357,6 +357,10 @@ pub struct SavedPlan {
     /// CLI records the configuration's directory when it saves the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,
+    /// The only sites the plan covers (`chanto plan --site`); empty: every
+    /// site, so a live site the configuration does not declare is destroyed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 impl SavedPlan {
@@ -368,6 +372,7 @@ impl SavedPlan {
             config: super::render(desired),
             fingerprints: inputs.desired_fingerprints.clone(),
             directory: None,
+            sites: Vec::new(),
         }
     }
 

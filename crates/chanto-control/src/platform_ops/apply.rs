@@ -97,7 +97,15 @@ impl Control {
         &self,
         mut desired: PlatformConfig,
         secrets: &BTreeMap<String, String>,
+        only: &[String],
     ) -> Result<Planned, ApiError> {
+        let only: Vec<SiteName> = only
+            .iter()
+            .map(|s| s.parse::<SiteName>().map_err(|e| ApiError::from(e).field("sites")))
+            .collect::<Result<_, _>>()?;
+        if !only.is_empty() {
+            desired.sites.retain(|n, _| only.contains(n));
+        }
         fill_defaults(&mut desired);
         let sealer = self.sealer()?;
         let mut values = BTreeMap::new();
@@ -116,7 +124,10 @@ impl Control {
         check_values(&desired, &values)?;
         let desired_fps: BTreeMap<String, String> =
             values.iter().map(|(k, v)| (k.clone(), sealer.fingerprint(k, v.as_bytes()))).collect();
-        let live = self.live_platform().await?;
+        let mut live = self.live_platform().await?;
+        if !only.is_empty() {
+            live.config.sites.retain(|n, _| only.contains(n));
+        }
         let mut live_fps = live.fingerprints.clone();
         for (key, hash) in &live.password_hashes {
             let same = match values.get(key) {

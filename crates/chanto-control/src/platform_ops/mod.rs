@@ -49,6 +49,11 @@ pub struct PlanRequest {
     /// as written (`env:DOCS_API_KEY`, `file:secrets/hook-key`).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Plan only these sites (`chanto plan --site`): the others are neither
+    /// compared nor changed. Empty: every site, and a live site the files do
+    /// not declare is destroyed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 /// The answer to a plan.
@@ -193,8 +198,9 @@ impl Control {
             ));
         }
         let desired = crate::platform::parse_files(&files).map_err(parse_failed)?;
-        let planned = self.plan_platform(desired, &req.secrets).await?;
-        let saved = SavedPlan::new(planned.plan.clone(), &planned.desired, &planned.inputs);
+        let planned = self.plan_platform(desired, &req.secrets, &req.sites).await?;
+        let mut saved = SavedPlan::new(planned.plan.clone(), &planned.desired, &planned.inputs);
+        saved.sites = req.sites.clone();
         Ok(PlanResponse { text: planned.plan.render_text(), plan: planned.plan, saved })
     }
 
@@ -210,7 +216,7 @@ impl Control {
     ) -> Result<ApplyResponse, ApiError> {
         let _one_at_a_time = APPLYING.lock().await;
         let desired = req.plan.desired().map_err(parse_failed)?;
-        let planned = self.plan_platform(desired, &req.secrets).await?;
+        let planned = self.plan_platform(desired, &req.secrets, &req.plan.sites).await?;
         let left = req.plan.remaining(&planned.plan, &planned.inputs).map_err(|conflicts| {
             ApiError::new(StatusCode::CONFLICT, "plan_stale", conflicts.join("\n"))
                 .details(serde_json::json!(conflicts))
