@@ -232,6 +232,67 @@ pub enum Command {
     /// of what does not carry over. No network needed.
     #[command(subcommand)]
     Import(crate::import::ImportCommand),
+    /// Write every site's settings, as they are live, as chanto.platform.toml.
+    ///
+    /// The file `chanto plan` reads: each site's production branch, git
+    /// connection, build settings, variables, access policies, domains,
+    /// notifications and retention. No secret's value is written: each
+    /// secret is a reference (`env:VAR`, `file:PATH`), and standard error
+    /// lists them with the settings they stand for. A reference no apply has
+    /// set yet gets a name the export made up: set the value under it
+    /// before `chanto plan`, which would otherwise show the value changing.
+    /// Needs an admin token (the file carries password hashes).
+    #[command(after_help = "Examples:\n  \
+        chanto export --out chanto.platform.toml    # then commit it\n  \
+        chanto export > chanto.platform.toml        # the same; the secret references go to standard error\n  \
+        chanto export --json                        # the file and its secret references as JSON")]
+    Export(crate::platform::ExportArgs),
+    /// Show what applying a configuration would change, Terraform-style.
+    ///
+    /// Reads chanto.platform.toml (or -f FILE, or -f DIR: every *.toml file
+    /// in DIR, in name order, subdirectories not read), checks it here (every
+    /// problem named with file:line:column) and compares it with what is
+    /// live: `+` create, `~` update with each field's before -> after
+    /// (secrets shown as (sensitive)), `-` destroy. The file is the whole
+    /// truth: a live site it does not declare is destroyed by `chanto
+    /// apply`, which only does that with --allow-destroy.
+    ///
+    /// Secrets are references, read on this machine: `env:VAR` from this
+    /// command's environment, `file:PATH` from a file (absolute, or relative
+    /// to the configuration's directory; one trailing newline dropped; at
+    /// most 64 KiB). Their values travel to the server over the API, as
+    /// `chanto env set --secret` sends one; a saved plan keeps only
+    /// fingerprints of them. Every reference that cannot be read is named
+    /// with the file:line:column where it is written, and nothing is sent.
+    ///
+    /// Exit codes, as `terraform plan -detailed-exitcode`: 0 no changes, 2
+    /// changes, 1 an error. Needs an admin token.
+    #[command(after_help = "Examples:\n  \
+        chanto plan                                 # ./chanto.platform.toml\n  \
+        chanto plan -f platform/ --out plan.json    # every platform/*.toml; save the plan for `chanto apply plan.json`\n  \
+        chanto plan --json                          # the plan for machines\n  \
+        chanto plan; [ $? -eq 2 ] && echo \"changes to apply\"")]
+    Plan(crate::platform::PlanArgs),
+    /// Carry out a plan saved by `chanto plan --out PLAN`.
+    ///
+    /// The server applies it only if nothing it touches changed since the
+    /// plan was made (else it names each conflict: make the plan again), in
+    /// the plan's order. If a change fails, what was applied stays applied:
+    /// fix the cause and run the same `chanto apply PLAN` again, which skips
+    /// what is already in place. A plan that destroys anything is refused
+    /// here, before anything is sent, unless --allow-destroy is given.
+    ///
+    /// Secrets are read again on this machine as `chanto plan` read them
+    /// (`file:` references relative to the directory the plan was made in)
+    /// and travel to the server over the API; a value that changed since the
+    /// plan was made refuses the plan.
+    ///
+    /// Exit codes: 0 every change applied or already in place, 1 otherwise.
+    /// Needs an admin token.
+    #[command(after_help = "Examples:\n  \
+        chanto plan --out plan.json && chanto apply plan.json   # plan exits 2 when there are changes: check it first\n  \
+        chanto apply plan.json --allow-destroy                  # the plan deletes a site: let it")]
+    Apply(crate::platform::ApplyArgs),
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),
     /// Print the man page, or write one page per command with --out DIR.

@@ -25,6 +25,34 @@ fn init_logging(default: &str, format: LogFormat) {
     };
 }
 
+/// Ends a command with this exit code and nothing more printed: what it
+/// had to say is said. For results that are not failures but need a code of
+/// their own (`chanto plan` exits 2 when there are changes, as `terraform
+/// plan -detailed-exitcode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A command's exit code, and the error to print: 0 for success, an
+/// [`Exit`]'s own code (nothing printed), 1 with the message for any other
+/// error.
+pub fn outcome(result: anyhow::Result<()>) -> (u8, Option<String>) {
+    match result {
+        Ok(()) => (0, None),
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(Exit(code)) => (*code, None),
+            None => (1, Some(format!("{e:#}"))),
+        },
+    }
+}
+
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -123,6 +151,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Import(cmd) => crate::import::run(cmd, json),
+        Command::Export(args) => crate::platform::export(&Client::new(&cli.conn)?, args, json).await,
+        Command::Plan(args) => crate::platform::plan(&Client::new(&cli.conn)?, args, json).await,
+        Command::Apply(args) => crate::platform::apply(&Client::new(&cli.conn)?, args, json).await,
         Command::Backup(cmd) => crate::backup::run(cmd, json).await,
         Command::Login(args) => match &args.user {
             Some(_) => crate::accounts::login_with_password(&cli.conn, &args).await,

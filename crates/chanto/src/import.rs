@@ -131,8 +131,10 @@ pub fn run(cmd: ImportCommand, json: bool) -> anyhow::Result<()> {
     println!(
         "Next: put the rule files at the root of what you deploy (amplify.yml at the repository's root). {file} \
          declares the site's settings: set the variables its env: references name, then \
-         `chanto plan -f {file} --out plan.json` shows what it would change and `chanto apply plan.json` makes it so.",
-        file = args.out.join("chanto.platform.toml").display()
+         `chanto plan -f {file} --site {site} --out plan.json` shows what it would change (--site leaves your \
+         other sites alone) and `chanto apply plan.json` makes it so.",
+        file = args.out.join("chanto.platform.toml").display(),
+        site = imported.site.name
     );
     Ok(())
 }

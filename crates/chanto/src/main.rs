@@ -21,6 +21,7 @@ mod import;
 mod migrate;
 mod nodes;
 mod notify;
+mod platform;
 mod reload;
 mod serve;
 mod table;
@@ -71,11 +72,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    let (code, error) = commands::outcome(runtime.block_on(commands::run(args)));
+    if let Some(e) = error {
+        eprintln!("error: {e}");
     }
+    std::process::ExitCode::from(code)
 }

@@ -269,41 +269,49 @@ impl Control {
     }
 }
 
-fn apply_text(r: &ApplyResponse) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    for a in &r.applied {
-        let sym = match a.action {
-            Action::Create => '+',
-            Action::Update => '~',
-            Action::Destroy => '-',
-        };
-        let _ = writeln!(s, "  {sym} {}", a.address);
-        if let Some(n) = &a.note {
-            let _ = writeln!(s, "      {n}");
-        }
-    }
-    for a in &r.already {
-        let _ = writeln!(s, "  = {} (already in place)", a);
-    }
-    match &r.failed {
-        None => {
-            let _ = writeln!(s, "\nApply complete: {} changed.", r.applied.len());
-        }
-        Some(f) => {
-            let _ = writeln!(s, "\n  ! {} failed: {}", f.address, f.error);
-            for n in &r.not_applied {
-                let _ = writeln!(s, "  . {n} (not applied)");
+/// What `chanto apply` prints of an answer (the failure's own error goes
+/// to standard error as the command's error).
+fn apply_text(resp: &ApplyResponse) -> String {
+    use std::fmt::Write as _;
+    let symbol = |a: Action| match a {
+        Action::Create => '+',
+        Action::Update => '~',
+        Action::Destroy => '-',
+    };
+    let mut out = String::new();
+    if !resp.applied.is_empty() {
+        let n = resp.applied.len();
+        let _ = writeln!(out, "Applied {n} change{}:", if n == 1 { "" } else { "s" });
+        for a in &resp.applied {
+            let _ = writeln!(out, "  {} {}", symbol(a.action), a.address);
+            if let Some(note) = &a.note {
+                let _ = writeln!(out, "      {note}");
             }
-            let _ = writeln!(
-                s,
-                "\nApply stopped: {} changed, 1 failed, {} not applied. Fix the cause and run the same apply again: what was applied is skipped.",
-                r.applied.len(),
-                r.not_applied.len()
-            );
         }
     }
-    s
+    if !resp.already.is_empty() {
+        let _ = writeln!(out, "Already in place ({}):", resp.already.len());
+        for a in &resp.already {
+            let _ = writeln!(out, "  {a}");
+        }
+    }
+    if let Some(f) = &resp.failed {
+        let _ = writeln!(out, "Failed: {}", f.address);
+        if !resp.not_applied.is_empty() {
+            let _ = writeln!(out, "Not applied ({}):", resp.not_applied.len());
+            for a in &resp.not_applied {
+                let _ = writeln!(out, "  {a}");
+            }
+        }
+    } else if resp.applied.is_empty() && resp.already.is_empty() {
+        out.push_str("Nothing to apply: the plan has no changes.\n");
+    } else if resp.applied.is_empty() {
+        out.push_str("Nothing left to apply: every change of the plan is in place.\n");
+    } else {
+        let _ =
+            writeln!(out, "Apply complete: {} applied, {} already in place.", resp.applied.len(), resp.already.len());
+    }
+    out
 }
 
 #[utoipa::path(get, path = "/api/v1/platform", tag = "platform", security(("token" = [])),
@@ -336,4 +344,33 @@ pub(crate) async fn apply(
     let source = crate::auth::source_of(&req);
     let ApiJson(body) = <ApiJson<ApplyRequest> as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
     Ok(Json(c.apply_plan(&principal, &source, &body).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apply_says_what_was_done_and_what_was_not() {
+        let resp = ApplyResponse {
+            applied: vec![
+                Applied { address: "site.docs".into(), action: Action::Create, note: None },
+                Applied { address: "site.docs.env[\"X\"]".into(), action: Action::Update, note: None },
+                Applied { address: "site.old".into(), action: Action::Destroy, note: None },
+            ],
+            already: vec!["site.docs.git".into()],
+            failed: Some(Failed { address: "site.docs.domain[\"a.example\"]".into(), error: "taken".into() }),
+            not_applied: vec!["site.docs.notify[\"n\"]".into()],
+            text: String::new(),
+        };
+        assert_eq!(
+            apply_text(&resp),
+            "Applied 3 changes:\n  + site.docs\n  ~ site.docs.env[\"X\"]\n  - site.old\nAlready in place (1):\n  site.docs.git\n\
+             Failed: site.docs.domain[\"a.example\"]\nNot applied (1):\n  site.docs.notify[\"n\"]\n"
+        );
+        let done = ApplyResponse { failed: None, not_applied: vec![], ..resp };
+        assert!(apply_text(&done).ends_with("Apply complete: 3 applied, 1 already in place.\n"));
+        let nothing = ApplyResponse { applied: vec![], already: vec![], ..done };
+        assert_eq!(apply_text(&nothing), "Nothing to apply: the plan has no changes.\n");
+    }
 }
