@@ -46,7 +46,19 @@ fn imperative_setup(server: &Server) {
         .ok();
     server.cli(&["domains", "add", "docs.example.test", "--site", "docs", "--no-www"]).ok();
     let sub = server
-        .cli(&["notify", "add", "webhook", "--site", "docs", "--url", HOOK_URL, "--secret", HOOK_SECRET, "--json"])
+        .cli(&[
+            "notify",
+            "add",
+            "webhook",
+            "--site",
+            "docs",
+            "--url",
+            HOOK_URL,
+            "--secret-env",
+            "HOOK_SECRET_VAR",
+            "--json",
+        ])
+        .env("HOOK_SECRET_VAR", HOOK_SECRET)
         .ok()
         .json();
     assert!(sub["id"].as_str().unwrap().starts_with("sub_"));
@@ -97,12 +109,10 @@ fn export_plan_apply_round_trips() {
     assert!(r.stderr().contains(&format!("chanto.platform.toml:{line}:")), "{}", r.report());
 
     // One field changed: exactly that change (exit 2).
-    let edited = exported.replacen("[site.docs]\n", "[site.docs]\nkeep_deploys = 5\n", 1);
-    let edited = if edited.contains("keep_deploys = 0\n") {
-        exported.replacen("keep_deploys = 0", "keep_deploys = 5", 1)
-    } else {
-        edited
-    };
+    let docs_at = exported.find("[site.docs]\n").unwrap();
+    let (head, tail) = exported.split_at(docs_at);
+    let edited = format!("{head}{}", tail.replacen("keep_deploys = 0", "keep_deploys = 5", 1));
+    assert_ne!(edited, exported, "{exported}");
     std::fs::write(&file, &edited).unwrap();
     let plan = tmp.path().join("plan.json");
     let r =
@@ -128,7 +138,7 @@ fn export_plan_apply_round_trips() {
     assert_eq!(read(&again), edited);
     // Applying the same plan again changes nothing: all of it is in place.
     let r = hooks(with_secrets(&server, &["apply", plan.to_str().unwrap()])).ok();
-    assert!(r.stdout().contains("already in place"), "{}", r.report());
+    assert!(r.stdout().contains("Already in place"), "{}", r.report());
 
     // A concurrent change between plan and apply: apply refuses.
     std::fs::write(&file, edited.replacen("keep_deploys = 5", "keep_deploys = 7", 1)).unwrap();
@@ -215,7 +225,9 @@ secret = "file:secrets/hook-key"
     let cli =
         |args: &[&str]| server.cli(args).env("SHOP_KEY", API_KEY).env("SHOP_ANN", PASSWORD).env("SHOP_HOOK", HOOK_URL);
     let plan = tmp.path().join("plan.json");
-    let r = cli(&["plan", "-f", dir.to_str().unwrap(), "--out", plan.to_str().unwrap()]).run();
+    // Only the sites the files declare: others (the squatter below) are left alone.
+    let only = ["--site", "shop", "--site", "other"];
+    let r = cli(&[&["plan", "-f", dir.to_str().unwrap(), "--out", plan.to_str().unwrap()][..], &only].concat()).run();
     assert_eq!(code(&r), 2, "{}", r.report());
     assert!(r.stdout().contains("+ site.shop.domain[\"shop.example.test\"]"), "{}", r.report());
 
@@ -228,18 +240,20 @@ secret = "file:secrets/hook-key"
     assert!(r.stdout().contains("+ site.shop") || r.stderr().contains("+ site.shop"), "{}", r.report());
     let all = format!("{}{}", r.stdout(), r.stderr());
     assert!(all.contains("site.shop.domain[\"shop.example.test\"]"), "{all}");
-    assert!(all.contains("not applied"), "{all}");
+    assert!(all.contains("Not applied"), "{all}");
     server.cli(&["sites", "show", "shop"]).ok();
 
     // Fixed: the same plan applies the rest.
     server.cli(&["domains", "remove", "shop.example.test", "--site", "squatter"]).ok();
     let r = cli(&["apply", plan.to_str().unwrap()]).ok();
-    assert!(r.stdout().contains("already in place"), "{}", r.report());
+    assert!(r.stdout().contains("Already in place"), "{}", r.report());
 
     // What is live is what the files say: a plan of them changes nothing,
     // and the secrets took their values.
-    let r = cli(&["plan", "-f", dir.to_str().unwrap()]).run();
+    let r = cli(&[&["plan", "-f", dir.to_str().unwrap()][..], &only].concat()).run();
     assert_eq!(code(&r), 0, "{}", r.report());
+    let r = cli(&["plan", "-f", dir.to_str().unwrap()]).run();
+    assert!(r.stdout().contains("- site.squatter"), "without --site the files are the whole truth\n{}", r.report());
     let env = server.cli(&["env", "list", "--site", "shop", "--json"]).ok().json();
     assert!(env.to_string().contains("MODE"), "{env}");
     server.cli(&["deploy", write_site(tmp.path()).to_str().unwrap(), "--site", "shop", "--branch", "preview-1"]).ok();
