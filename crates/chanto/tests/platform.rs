@@ -14,6 +14,8 @@ const API_KEY: &str = "ak-4f9c2e7d1b-secret-value";
 const HOOK_URL: &str = "http://127.0.0.1:9/hooks/s3cr3t-path";
 const HOOK_SECRET: &str = "whsec_0123456789abcdef";
 const PASSWORD: &str = "correct horse battery staple";
+const GIT_TOKEN: &str = "ghp_gittoken0123456789";
+const GH_TOKEN: &str = "ghp_statustoken987654321";
 
 /// `chanto ARGS` against `server` with the secrets' variables set as the
 /// made-up names of an export of site `docs` ask for.
@@ -62,6 +64,36 @@ fn imperative_setup(server: &Server) {
         .ok()
         .json();
     assert!(sub["id"].as_str().unwrap().starts_with("sub_"));
+    server
+        .cli(&["git", "connect", "https://git.example.test/acme/docs.git", "--site", "docs", "--token-env", "GIT_T"])
+        .env("GIT_T", GIT_TOKEN)
+        .ok();
+    server.cli(&["notify", "add", "github", "--site", "docs", "--token-env", "GH_T"]).env("GH_T", GH_TOKEN).ok();
+}
+
+/// The value behind each reference an export made up, by what it stands for.
+fn export_values(server: &Server) -> Vec<(String, String)> {
+    let export = server.cli(&["export", "--json"]).ok().json();
+    let mut out = Vec::new();
+    for s in export["secrets"].as_array().unwrap() {
+        let var = s["reference"].as_str().unwrap().strip_prefix("env:").unwrap().to_owned();
+        let used = s["used_by"][0].as_str().unwrap();
+        let value = if used.ends_with(".url") {
+            HOOK_URL
+        } else if used.ends_with(".secret") {
+            HOOK_SECRET
+        } else if used.ends_with("git.credential") {
+            GIT_TOKEN
+        } else if used.ends_with(".token") {
+            GH_TOKEN
+        } else if used.contains("API_KEY") {
+            API_KEY
+        } else {
+            panic!("unexpected secret {s}")
+        };
+        out.push((var, value.to_owned()));
+    }
+    out
 }
 
 #[test]
@@ -82,10 +114,14 @@ fn export_plan_apply_round_trips() {
         "API_KEY = { secret = \"env:DOCS_API_KEY\" }",
         "[site.docs.domains.\"docs.example.test\"]",
         "channel = \"webhook\"",
+        "channel = \"github\"",
+        "repository = \"acme/docs\"",
+        "repository = \"https://git.example.test/acme/docs.git\"",
+        "token = \"env:DOCS_GIT_TOKEN\"",
     ] {
         assert!(exported.contains(want), "{want} in\n{exported}");
     }
-    for secret in [API_KEY, HOOK_URL, HOOK_SECRET, PASSWORD] {
+    for secret in [API_KEY, HOOK_URL, HOOK_SECRET, PASSWORD, GIT_TOKEN, GH_TOKEN] {
         assert!(!exported.contains(secret), "the export holds no secret value\n{exported}");
     }
     assert!(exported.contains("$argon2id$"), "a password stays a hash:\n{exported}");
@@ -93,10 +129,13 @@ fn export_plan_apply_round_trips() {
     server.cli(&["export", "--out", file.to_str().unwrap()]).fails();
 
     // Export → plan: nothing to change (exit 0), once the references resolve.
-    let subscription = exported.split("[site.docs.notify.").nth(1).unwrap().split(']').next().unwrap().to_owned();
-    let hooks = |c: Cli| {
-        let up = subscription.to_uppercase().replace('-', "_");
-        c.env(&format!("DOCS_{up}_URL"), HOOK_URL).env(&format!("DOCS_{up}_SECRET"), HOOK_SECRET)
+    let values = export_values(&server);
+    assert_eq!(values.len(), 5, "API key, webhook URL and secret, git token, status token: {values:?}");
+    let hooks = |mut c: Cli| {
+        for (k, v) in &values {
+            c = c.env(k, v);
+        }
+        c
     };
     let r = hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap()])).run();
     assert_eq!(code(&r), 0, "{}", r.report());
@@ -126,7 +165,7 @@ fn export_plan_apply_round_trips() {
     assert_eq!(json["changes"][0]["fields"][0]["field"], "keep_deploys");
     assert_eq!(json["changes"][0]["fields"][0]["after"], "5");
     let saved = read(&plan);
-    for secret in [API_KEY, HOOK_URL, HOOK_SECRET, PASSWORD] {
+    for secret in [API_KEY, HOOK_URL, HOOK_SECRET, PASSWORD, GIT_TOKEN, GH_TOKEN] {
         assert!(!saved.contains(secret), "the saved plan holds no secret value");
     }
 
@@ -149,9 +188,9 @@ fn export_plan_apply_round_trips() {
     assert!(r.stderr().contains("make the plan again"), "{}", r.report());
 
     // A secret's value changed behind the same reference: a sensitive change.
-    let r =
-        hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap()]).env("DOCS_API_KEY", "another-value-1"))
-            .run();
+    let r = hooks(with_secrets(&server, &["plan", "-f", file.to_str().unwrap()]))
+        .env("DOCS_API_KEY", "another-value-1")
+        .run();
     assert_eq!(code(&r), 2, "{}", r.report());
     assert!(r.stdout().contains("value behind env:DOCS_API_KEY changed"), "{}", r.report());
     assert!(!r.stdout().contains("another-value-1"));
