@@ -308,6 +308,55 @@ secret = "file:secrets/hook-key"
     for want in ["env:SHOP_KEY", "env:SHOP_ANN", "env:SHOP_HOOK", "file:secrets/hook-key", "[site.shop.notify.hooks]"] {
         assert!(exported.contains(want), "{want} in\n{exported}");
     }
+
+    // A new password behind the same reference: the live hash no longer
+    // verifies it, so the plan shows it (masked) and the apply re-hashes.
+    let new_password = "a different passphrase entirely";
+    let cli2 = |args: &[&str]| cli(args).env("SHOP_ANN", new_password);
+    let r = cli2(&[&["plan", "-f", dir.to_str().unwrap(), "--out", plan.to_str().unwrap()][..], &only].concat()).run();
+    assert_eq!(code(&r), 2, "{}", r.report());
+    assert!(
+        r.stdout().contains("users[\"ann\"]") && r.stdout().contains("value behind env:SHOP_ANN changed"),
+        "{}",
+        r.report()
+    );
+    assert!(!r.stdout().contains(new_password) && !read(&plan).contains(new_password));
+    cli2(&["apply", plan.to_str().unwrap()]).ok();
+    assert_eq!(server.get_with(host, "/", &[("authorization", &auth)]).status, 401, "the old password is refused");
+    let auth = format!("Basic {}", base64_encode(&format!("ann:{new_password}")));
+    assert_eq!(server.get_with(host, "/", &[("authorization", &auth)]).status, 200);
+    let r = cli2(&[&["plan", "-f", dir.to_str().unwrap()][..], &only].concat()).run();
+    assert_eq!(code(&r), 0, "the new hash verifies the new password: {}", r.report());
+
+    // A saved plan whose configuration was edited after planning: the
+    // server plans that configuration again, finds a change the plan did
+    // not show, and refuses.
+    cli2(&[&["plan", "-f", dir.to_str().unwrap(), "--out", plan.to_str().unwrap()][..], &only].concat()).run();
+    let mut saved: serde_json::Value = serde_json::from_str(&read(&plan)).unwrap();
+    let config = saved["config"].as_str().unwrap().replace("keep_deploys = 10", "keep_deploys = 11");
+    saved["config"] = config.into();
+    std::fs::write(&plan, saved.to_string()).unwrap();
+    let r = cli2(&["apply", plan.to_str().unwrap()]).fails();
+    assert!(r.stderr().contains("site.shop changed since the plan was made"), "{}", r.report());
+    let r = server.cli(&["sites", "update", "shop"]).ok();
+    assert!(r.stdout().contains("10"), "nothing applied: {}", r.report());
+
+    // Changes chanto has no operation for are refused at plan time, named.
+    for (edit, want) in [
+        ("primary = true\n", "primary = true\nbranch = \"staging\"\n", "cannot change in place"),
+        ("primary = true\n", "primary = false\n", "keeps a primary domain"),
+    ]
+    .map(|(from, to, want)| (shop.replace(from, to), want))
+    {
+        std::fs::write(dir.join("shop.toml"), &edit).unwrap();
+        let r = cli2(&[&["plan", "-f", dir.to_str().unwrap()][..], &only].concat()).run();
+        assert_eq!(code(&r), 1, "{}", r.report());
+        assert!(
+            r.stderr().contains("site.shop.domain[\"shop.example.test\"]") && r.stderr().contains(want),
+            "{}",
+            r.report()
+        );
+    }
 }
 
 #[test]
