@@ -239,10 +239,14 @@ fn a_file_creates_sites_and_an_apply_that_stops_half_way_runs_again() {
     let dir = tmp.path().join("platform");
     std::fs::create_dir_all(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/hook-key"), format!("{HOOK_SECRET}\n")).unwrap();
+    let repo = tmp.path().join("repos/shop.git");
     let shop = r#"[site.shop]
 production_branch = "live"
 keep_deploys = 10
 profile = "netlify"
+
+[site.shop.git]
+repository = "REPO"
 
 [site.shop.env]
 API_KEY = { secret = "env:SHOP_KEY" }
@@ -259,7 +263,8 @@ channel = "webhook"
 url = "env:SHOP_HOOK"
 secret = "file:secrets/hook-key"
 "#;
-    std::fs::write(dir.join("shop.toml"), shop).unwrap();
+    let shop = shop.replace("REPO", repo.to_str().unwrap());
+    std::fs::write(dir.join("shop.toml"), &shop).unwrap();
     std::fs::write(dir.join("other.toml"), "[site.other]\n").unwrap();
     let cli =
         |args: &[&str]| server.cli(args).env("SHOP_KEY", API_KEY).env("SHOP_ANN", PASSWORD).env("SHOP_HOOK", HOOK_URL);
@@ -270,22 +275,37 @@ secret = "file:secrets/hook-key"
     assert_eq!(code(&r), 2, "{}", r.report());
     assert!(r.stdout().contains("+ site.shop.domain[\"shop.example.test\"]"), "{}", r.report());
 
-    // Someone else takes the domain between plan and apply: the apply
-    // stops there, keeping what it made before it.
+    // Someone else takes the domain between plan and apply: a plan made
+    // now says so, and the apply refuses before changing anything.
     server.cli(&["sites", "create", "squatter"]).ok();
     server.cli(&["domains", "add", "shop.example.test", "--site", "squatter", "--no-www"]).ok();
+    let r = cli(&[&["plan", "-f", dir.to_str().unwrap()][..], &only].concat()).run();
+    assert_eq!(code(&r), 1, "a plan made now sees the claim: {}", r.report());
+    assert!(r.stderr().contains("shop.example.test belongs to site squatter"), "{}", r.report());
+    let r = cli(&["apply", plan.to_str().unwrap()]).fails();
+    assert!(r.stderr().contains("belongs to site squatter"), "{}", r.report());
+    server.cli(&["sites", "show", "shop"]).fails();
+    server.cli(&["domains", "remove", "shop.example.test", "--site", "squatter"]).ok();
+
+    // The repository is not on the server yet: the apply stops at the git
+    // connection, keeping what it made before it.
     let r = cli(&["apply", plan.to_str().unwrap()]).run();
     assert_eq!(code(&r), 1, "{}", r.report());
-    assert!(r.stdout().contains("+ site.shop") || r.stderr().contains("+ site.shop"), "{}", r.report());
-    let all = format!("{}{}", r.stdout(), r.stderr());
-    assert!(all.contains("site.shop.domain[\"shop.example.test\"]"), "{all}");
-    assert!(all.contains("Not applied"), "{all}");
+    assert!(r.stdout().contains("+ site.shop\n"), "{}", r.report());
+    assert!(r.stdout().contains("Failed: site.shop.git"), "{}", r.report());
+    assert!(
+        r.stdout().contains("Not applied") && r.stdout().contains("site.shop.domain[\"shop.example.test\"]"),
+        "{}",
+        r.report()
+    );
+    assert!(r.stderr().contains("does not exist on the server"), "{}", r.report());
     server.cli(&["sites", "show", "shop"]).ok();
 
     // Fixed: the same plan applies the rest.
-    server.cli(&["domains", "remove", "shop.example.test", "--site", "squatter"]).ok();
+    util::git::git(tmp.path(), &["init", "-q", "--bare", repo.to_str().unwrap()]);
     let r = cli(&["apply", plan.to_str().unwrap()]).ok();
-    assert!(r.stdout().contains("Already in place"), "{}", r.report());
+    assert!(r.stdout().contains("Already in place") && r.stdout().contains("  site.shop\n"), "{}", r.report());
+    assert!(r.stdout().contains("+ site.shop.git"), "{}", r.report());
 
     // What is live is what the files say: a plan of them changes nothing,
     // and the secrets took their values.

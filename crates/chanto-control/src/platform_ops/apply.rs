@@ -157,7 +157,7 @@ impl Control {
     /// Refuses a plan with changes this server cannot make, naming each.
     async fn check_applicable(&self, p: &Planned) -> Result<(), ApiError> {
         let mut problems = Vec::new();
-        for c in &p.plan.changes {
+        for (i, c) in p.plan.changes.iter().enumerate() {
             let Some((site, resource)) = p.resources.get(&c.address) else { continue };
             let making = c.action != Action::Destroy;
             match resource {
@@ -174,12 +174,19 @@ impl Control {
                         problems.push(format!("{}: {}", c.address, e.message));
                     } else if let Some(other) = self.meta.domain(d.as_str()).await?
                         && other.site != *site
-                        && p.desired.sites.get(&other.site).is_some_and(|s| s.domains.contains_key(d))
                     {
-                        problems.push(format!(
-                            "{}: {d} belongs to site {}; remove it there first (one domain, one site)",
-                            c.address, other.site
-                        ));
+                        // Fine only if this plan frees it first: it removes
+                        // the domain (or its site) earlier in its order.
+                        let frees = [address::domain(&other.site, d), address::site(&other.site)];
+                        let freed_before = p.plan.changes[..i]
+                            .iter()
+                            .any(|e| e.action == Action::Destroy && frees.contains(&e.address));
+                        if !freed_before {
+                            problems.push(format!(
+                                "{}: {d} belongs to site {}; remove it there first (one domain, one site)",
+                                c.address, other.site
+                            ));
+                        }
                     }
                 }
                 Resource::Domain(_) if c.fields.iter().any(|f| f.field == "branch") => problems.push(format!(
