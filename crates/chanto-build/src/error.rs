@@ -6,8 +6,8 @@ pub enum Error {
     /// A build spec file is malformed. `line` and `column` are 1-based; the column counts characters.
     #[error("{file}:{line}:{column}: {message}")]
     Config {
-        /// The file, relative to the repository root, e.g. `amplify.yml`.
-        file: &'static str,
+        /// The file, relative to the repository root, e.g. `amplify.yml` or `site/netlify.toml`.
+        file: String,
         /// 1-based line.
         line: usize,
         /// 1-based column, in characters.

@@ -12,8 +12,21 @@ use crate::spec::{Context, SiteBuildSettings, SpecInput, resolve_spec};
 pub const FIREBASE_DEFAULT_IGNORE: [&str; 3] = ["firebase.json", "**/.*", "**/node_modules/**"];
 
 /// Root files that hold rules and that the platforms read from the project
-/// root (not from the published directory).
+/// root (not from the published directory). `netlify.toml` may instead come
+/// from the base directory the site's settings name (see [`RuleFile`]).
 const ROOT_RULE_FILES: [&str; 4] = ["firebase.json", "netlify.toml", "chanto.toml", "customHttp.yml"];
+
+/// A config file holding rules that goes into a deploy at its top, under
+/// `name`, read from `path` in the project (the root's `netlify.toml`, or
+/// `site/netlify.toml` when the site's base directory is `site` and has
+/// one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleFile {
+    /// Its name at the top of the deploy, where chanto reads rules from.
+    pub name: &'static str,
+    /// Where it is, relative to the project root.
+    pub path: String,
+}
 
 /// What a project root says about its deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +35,9 @@ pub struct ProjectLayout {
     pub publish: String,
     /// Which setting chose it, for the deploy to say (`hosting.public in firebase.json`).
     pub chosen_by: String,
-    /// Root files holding rules, deployed at the top of the deploy (only
-    /// when `publish` is not the root, where they are anyway).
-    pub rule_files: Vec<&'static str>,
+    /// Config files holding rules, deployed at the top of the deploy (only
+    /// when `publish` is not the directory they are in, where they are anyway).
+    pub rule_files: Vec<RuleFile>,
     /// Globs (relative to `publish`) of files not to deploy.
     pub ignore: Vec<String>,
     /// Globs (relative to `publish`) of the files to deploy.
@@ -32,7 +45,7 @@ pub struct ProjectLayout {
 }
 
 fn config_error(file: &'static str, message: String) -> Error {
-    Error::Config { file, line: 1, column: 1, message }
+    Error::Config { file: file.to_owned(), line: 1, column: 1, message }
 }
 
 /// Reads the project at a root (`read` returns a root file's text): the
@@ -45,7 +58,7 @@ pub fn project_layout(read: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pr
         Err(Error::NoBuildSpec) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut layout = build_layout(&spec, read)?;
+    let mut layout = build_layout(&spec, &settings, read)?;
     layout.chosen_by = match spec.source.as_str() {
         "amplify.yml" | "amplify.yaml" => format!("artifacts.baseDirectory in {}", spec.source),
         "firebase.json" => "hosting.public in firebase.json".to_owned(),
@@ -56,16 +69,27 @@ pub fn project_layout(read: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pr
 
 /// What a Git build deploys of its checkout besides the publish directory,
 /// and what it leaves out: the root's rule files (when the spec publishes a
-/// subdirectory: the platforms read them from the root), and Firebase's
-/// ignore list when `firebase.json` publishes that same directory.
-/// `read` returns a root file's text.
-pub fn build_layout(spec: &crate::BuildSpec, read: &dyn Fn(&str) -> Option<String>) -> Result<ProjectLayout, Error> {
+/// subdirectory: the platforms read them from the root), `netlify.toml` from
+/// the base directory the site's `settings` name when it has one (as
+/// Netlify reads it there, before the root's), and Firebase's ignore list when `firebase.json`
+/// publishes that same directory. `read` returns a file's text given its path
+/// from the root (see [`SpecInput::read`]).
+pub fn build_layout(
+    spec: &crate::BuildSpec,
+    settings: &SiteBuildSettings,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProjectLayout, Error> {
     let publish = normalize(&spec.publish);
-    let rule_files = if publish.is_empty() {
-        Vec::new()
-    } else {
-        ROOT_RULE_FILES.iter().copied().filter(|f| read(f).is_some()).collect()
-    };
+    let netlify = crate::spec::netlify_toml(read, settings)?.map(|(path, _)| path);
+    let rule_files = ROOT_RULE_FILES
+        .iter()
+        .filter_map(|&name| match name {
+            "netlify.toml" => netlify.clone().map(|path| RuleFile { name, path }),
+            _ => read(name).is_some().then(|| RuleFile { name, path: name.to_owned() }),
+        })
+        // In the published directory itself, it is at the top of the deploy anyway.
+        .filter(|f| f.path.rsplit_once('/').map_or("", |(dir, _)| dir) != publish)
+        .collect();
     let ignore = match read("firebase.json").map(|text| firebase(&text)).transpose()?.flatten() {
         Some(fb) if fb.publish == publish => fb.ignore,
         _ => Vec::new(),
@@ -87,7 +111,7 @@ fn normalize(dir: &str) -> String {
 fn firebase(text: &str) -> Result<Option<ProjectLayout>, Error> {
     let file = "firebase.json";
     let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Config {
-        file,
+        file: file.to_owned(),
         line: e.line(),
         column: e.column(),
         message: format!("not valid JSON: {e}"),
@@ -146,12 +170,57 @@ mod tests {
         project_layout(&move |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()))
     }
 
+    /// A layout's rule files: (name in the deploy, path in the project).
+    fn rules(l: &ProjectLayout) -> Vec<(&str, &str)> {
+        l.rule_files.iter().map(|f| (f.name, f.path.as_str())).collect()
+    }
+
+    /// A Git build's layout: the spec resolved with the site's settings, then its layout.
+    fn built(files: &[(&str, &str)], settings: &SiteBuildSettings) -> ProjectLayout {
+        let files: Vec<(String, String)> = files.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let read = move |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
+        let input = SpecInput { read: &read, context: Context::Production, branch: "main", settings };
+        let (spec, _) = resolve_spec(&input).unwrap();
+        build_layout(&spec, settings, &read).unwrap()
+    }
+
+    #[test]
+    fn a_base_directory_netlify_toml_brings_its_rules() {
+        let site = SiteBuildSettings { base: Some("site".into()), ..Default::default() };
+        let toml = "[build]\ncommand = \"make\"\npublish = \"out\"\n[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\n";
+        // The base's netlify.toml goes to the top of the deploy, read from the base.
+        let l = built(&[("site/netlify.toml", toml)], &site);
+        assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("site/out", "site/netlify.toml"));
+        assert_eq!(rules(&l), [("netlify.toml", "site/netlify.toml")]);
+        // Rules only (the build from the settings): it still carries its rules.
+        let settings = SiteBuildSettings { publish: Some("dist".into()), ..site.clone() };
+        let l = built(&[("site/netlify.toml", "[[headers]]\nfor = \"/*\"\n")], &settings);
+        assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("site/dist", "site settings"));
+        assert_eq!(rules(&l), [("netlify.toml", "site/netlify.toml")]);
+        // Published as is (publish is the base): it is at the top of the deploy already.
+        let l = built(&[("site/netlify.toml", "[build]\npublish = \"/\"\n")], &site);
+        assert_eq!(l.publish, "site");
+        assert!(l.rule_files.is_empty(), "{l:?}");
+        // The base directory's netlify.toml wins over the root's (Netlify's
+        // lookup order); other root rule files still come from the root.
+        let l = built(
+            &[("netlify.toml", "[build]\npublish = \"pub\"\n"), ("site/netlify.toml", toml), ("chanto.toml", "")],
+            &site,
+        );
+        assert_eq!(l.publish, "site/out");
+        assert_eq!(rules(&l), [("netlify.toml", "site/netlify.toml"), ("chanto.toml", "chanto.toml")]);
+        // No base in the settings: the file in a subdirectory is nobody's config.
+        let settings = SiteBuildSettings { publish: Some("site/out".into()), ..Default::default() };
+        let l = built(&[("site/netlify.toml", toml)], &settings);
+        assert!(l.rule_files.is_empty(), "{l:?}");
+    }
+
     #[test]
     fn firebase_public_and_its_default_ignores() {
         let l =
             layout(&[("firebase.json", r#"{"hosting": {"public": "./public/", "rewrites": []}}"#)]).unwrap().unwrap();
         assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("public", "hosting.public in firebase.json"));
-        assert_eq!(l.rule_files, ["firebase.json"]);
+        assert_eq!(rules(&l), [("firebase.json", "firebase.json")]);
         assert!(excluded(&l, ".env") && excluded(&l, "a/.secret") && excluded(&l, "node_modules/x/y.js"));
         assert!(excluded(&l, "firebase.json"));
         assert!(!excluded(&l, "index.html") && !excluded(&l, "css/site.css"));
@@ -187,13 +256,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("dist", "[build] publish in netlify.toml"));
-        assert_eq!(l.rule_files, ["netlify.toml"]);
+        assert_eq!(rules(&l), [("netlify.toml", "netlify.toml")]);
         let l = layout(&[("netlify.toml", "[build]\nbase = \"site\"\npublish = \"out\"\n")]).unwrap().unwrap();
         assert_eq!(l.publish, "site/out");
         let amplify = "version: 1\nfrontend:\n  phases:\n    build:\n      commands: []\n  artifacts:\n    baseDirectory: build\n    files:\n      - '**/*'\n";
         let l = layout(&[("amplify.yml", amplify), ("customHttp.yml", "customHeaders: []\n")]).unwrap().unwrap();
         assert_eq!((l.publish.as_str(), l.chosen_by.as_str()), ("build", "artifacts.baseDirectory in amplify.yml"));
-        assert_eq!(l.rule_files, ["customHttp.yml"]);
+        assert_eq!(rules(&l), [("customHttp.yml", "customHttp.yml")]);
         // Rules only, no build table: not a layout.
         assert_eq!(layout(&[("netlify.toml", "[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\n")]).unwrap(), None);
         assert_eq!(layout(&[]).unwrap(), None);

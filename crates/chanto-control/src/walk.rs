@@ -77,9 +77,9 @@ pub fn apply_layout(
     layout: &chanto_build::ProjectLayout,
 ) -> std::io::Result<()> {
     files.retain(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(layout, &f.path));
-    for name in &layout.rule_files {
-        files.retain(|f| f.path != *name);
-        files.push(LocalFile::of(name, &root.join(name))?);
+    for rule in &layout.rule_files {
+        files.retain(|f| f.path != rule.name);
+        files.push(LocalFile::of(rule.name, &root.join(&rule.path))?);
     }
     Ok(())
 }

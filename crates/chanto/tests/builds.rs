@@ -963,3 +963,69 @@ fn a_build_carries_the_root_rule_files_of_its_platform() {
     // Had the symlink been followed, /etc/passwd would have failed the deploy as a netlify.toml.
     assert_eq!(server.get("moved.localhost", "/old").status, 404, "no rule file came with this deploy");
 }
+
+/// The site's settings name a base directory (Netlify's base directory set
+/// in its UI) holding a netlify.toml: the build reads
+/// `<base>/netlify.toml`, runs its command in the base, publishes its
+/// `publish` relative to the base, and its redirects and headers count. The
+/// repository is untrusted: a base directory or netlify.toml that is a
+/// symlink out of the checkout is never followed, and the build says so.
+#[test]
+fn a_build_reads_netlify_toml_from_the_base_directory_of_its_settings() {
+    let tmp = reachable_tempdir();
+    let server = start(tmp.path());
+    let repo = Repo::new(&tmp.path().join("repo"));
+    connect(&server, "mono", &repo, &["--base", "site"]);
+    let build = |server: &Server| {
+        let id =
+            server.cli(&["builds", "start", "--site", "mono", "--json"]).ok().json()["id"].as_str().unwrap().to_owned();
+        let b = wait_build(server, &id);
+        (b, log_of(server, &id))
+    };
+
+    let netlify = "[build]\ncommand = \"mkdir -p out && echo \\\"from $(basename \\\"$PWD\\\")\\\" > out/index.html\"\n\
+                   publish = \"out\"\n\n\
+                   [[redirects]]\nfrom = \"/old\"\nto = \"/\"\nstatus = 301\n\n\
+                   [[headers]]\nfor = \"/*\"\n[headers.values]\nX-From = \"site/netlify.toml\"\n";
+    repo.commit("main", &[("site/netlify.toml", netlify), ("index.html", "the repository root")], "monorepo");
+    let (b, log) = build(&server);
+    assert_eq!(b["state"], "succeeded", "{b}\n{log}");
+    assert!(log.contains("build spec from site/netlify.toml: 1 phase(s), publish \"site/out\""), "{log}");
+    assert_eq!(
+        server.get("mono.localhost", "/").text(),
+        "from site\n",
+        "the command ran in the base, site/out deployed"
+    );
+    let r = server.get("mono.localhost", "/old");
+    assert_eq!((r.status, r.header("location")), (301, Some("/")), "the base's netlify.toml's redirect");
+    assert_eq!(server.get("mono.localhost", "/").header("x-from"), Some("site/netlify.toml"));
+    assert_eq!(server.get("mono.localhost", "/netlify.toml").status, 404, "rule files are not served");
+
+    // Hostile: the base directory is a symlink to a directory of the host
+    // holding a netlify.toml that would build and publish the host's files.
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let host_toml = "[build]\ncommand = \"echo HOST-CONFIG-READ\"\npublish = \"/\"\n";
+    std::fs::write(host.join("netlify.toml"), host_toml).unwrap();
+    std::fs::remove_dir_all(repo.work.join("site")).unwrap();
+    std::os::unix::fs::symlink(&host, repo.work.join("site")).unwrap();
+    repo.commit("main", &[], "base directory is a symlink");
+    let (b, log) = build(&server);
+    assert_eq!(b["state"], "failed", "{b}\n{log}");
+    let error = b["error"].as_str().unwrap();
+    assert!(error.contains("site/netlify.toml is not read: site is not a directory of the repository"), "{b}");
+    assert!(!log.contains("HOST-CONFIG-READ") && !error.contains("HOST-CONFIG-READ"), "{log}");
+
+    // Hostile: the base directory is real, its netlify.toml a symlink to a host file.
+    std::fs::remove_file(repo.work.join("site")).unwrap();
+    std::fs::create_dir_all(repo.work.join("site")).unwrap();
+    std::os::unix::fs::symlink(host.join("netlify.toml"), repo.work.join("site/netlify.toml")).unwrap();
+    repo.commit("main", &[("site/index.html", "site")], "netlify.toml is a symlink");
+    let (b, log) = build(&server);
+    assert_eq!(b["state"], "failed", "{b}\n{log}");
+    let error = b["error"].as_str().unwrap();
+    assert!(error.contains("site/netlify.toml is not read: it is a symlink"), "{b}");
+    assert!(!log.contains("HOST-CONFIG-READ"), "{log}");
+    // The last good deploy stays live.
+    assert_eq!(server.get("mono.localhost", "/").text(), "from site\n");
+}

@@ -211,7 +211,7 @@ impl Doc<'_> {
 
     fn error(&self, path: &Path<'_>, message: impl Into<String>) -> Error {
         let (line, column) = self.locate(path);
-        Error::Config { file: self.file, line, column, message: message.into() }
+        Error::Config { file: self.file.to_owned(), line, column, message: message.into() }
     }
 
     fn warning(&self, path: &Path<'_>, message: &str) -> String {
@@ -378,7 +378,7 @@ pub(super) fn resolve(
     let root: Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         let message = without_positions(&e.to_string());
-        Error::Config { file, line, column, message: format!("{message}; fix the YAML here") }
+        Error::Config { file: file.to_owned(), line, column, message: format!("{message}; fix the YAML here") }
     })?;
     let top = Path::default();
     let Value::Mapping(root_map) = &root else {

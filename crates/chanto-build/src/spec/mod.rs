@@ -84,7 +84,9 @@ pub struct BuildSpec {
 /// What [`resolve_spec`] needs to know about a build.
 #[derive(Clone, Copy)]
 pub struct SpecInput<'a> {
-    /// Returns the text of a file at the repository root, or `None` if there is no such file.
+    /// Returns the text of a file, given its path from the repository root (a root file's name, or
+    /// `<base>/netlify.toml` for the base directory the settings name), or `None` if there is no such
+    /// file. The repository is untrusted: a caller reading a checkout must not follow symlinks on the way.
     pub read: &'a dyn Fn(&str) -> Option<String>,
     /// The kind of deploy this build makes; selects context overrides.
     pub context: Context,
@@ -111,8 +113,8 @@ pub fn resolve_spec(input: &SpecInput<'_>) -> Result<(BuildSpec, Vec<String>), E
         let spec = amplify::resolve(file, &text, input, &mut warnings)?;
         return Ok((spec, warnings));
     }
-    if let Some(text) = read(input, "netlify.toml")?
-        && let Some(spec) = toml_spec::netlify(&text, input, &mut warnings)?
+    if let Some((file, text)) = netlify_toml(input.read, input.settings)?
+        && let Some(spec) = toml_spec::netlify(&file, &text, input, &mut warnings)?
     {
         return Ok((spec, warnings));
     }
@@ -126,7 +128,7 @@ pub fn resolve_spec(input: &SpecInput<'_>) -> Result<(BuildSpec, Vec<String>), E
         let settings = input.settings;
         let base = settings_path("base", settings.base.as_deref())?;
         let publish = normalize_path(&public, true).map_err(|message| Error::Config {
-            file: "firebase.json",
+            file: "firebase.json".to_owned(),
             line: 1,
             column: 1,
             message: format!("hosting.public: {message}"),
@@ -140,10 +142,15 @@ pub fn resolve_spec(input: &SpecInput<'_>) -> Result<(BuildSpec, Vec<String>), E
 }
 
 /// Reads a spec file, refusing ones too large to be a real spec.
-fn read(input: &SpecInput<'_>, file: &'static str) -> Result<Option<String>, Error> {
-    match (input.read)(file) {
+fn read(input: &SpecInput<'_>, file: &str) -> Result<Option<String>, Error> {
+    read_capped(input.read, file)
+}
+
+/// Reads a file with `read`, refusing one too large to be a real spec.
+fn read_capped(read: &dyn Fn(&str) -> Option<String>, file: &str) -> Result<Option<String>, Error> {
+    match read(file) {
         Some(text) if text.len() > MAX_SPEC_BYTES => Err(Error::Config {
-            file,
+            file: file.to_owned(),
             line: 1,
             column: 1,
             message: format!(
@@ -153,6 +160,26 @@ fn read(input: &SpecInput<'_>, file: &'static str) -> Result<Option<String>, Err
         }),
         text => Ok(text),
     }
+}
+
+/// The `netlify.toml` a build reads, as Netlify finds it: when the site's settings name a base directory
+/// (Netlify's base directory set in its UI), `<base>/netlify.toml` if there is one; else the repository
+/// root's. Returns the file's path from the root and its text, or `None` when there is neither.
+///
+/// The base directory's file wins over the root's, as in Netlify's own lookup (`getConfigPath` in
+/// `@netlify/config`: the `--config` flag, then the base directory's file, then the root's).
+pub(crate) fn netlify_toml(
+    read: &dyn Fn(&str) -> Option<String>,
+    settings: &SiteBuildSettings,
+) -> Result<Option<(String, String)>, Error> {
+    let base = settings_path("base", settings.base.as_deref())?;
+    if !base.is_empty() {
+        let file = format!("{base}/netlify.toml");
+        if let Some(text) = read_capped(read, &file)? {
+            return Ok(Some((file, text)));
+        }
+    }
+    Ok(read_capped(read, "netlify.toml")?.map(|text| ("netlify.toml".to_owned(), text)))
 }
 
 /// The build spec made from the site's settings alone.

@@ -444,6 +444,84 @@ fn netlify_without_build_falls_back_to_settings() {
     assert!(warnings.is_empty());
 }
 
+/// A site whose settings name `site` as its base directory (Netlify's base directory set in its UI).
+fn based() -> SiteBuildSettings {
+    SiteBuildSettings { base: Some("site".into()), ..Default::default() }
+}
+
+#[test]
+fn netlify_toml_in_the_base_directory_of_the_settings() {
+    let toml = "[build]\ncommand = \"npm run build\"\npublish = \"out/\"\n[build.environment]\nA = \"1\"\n";
+    let (spec, warnings) = resolve_in(&[("site/netlify.toml", toml)], Context::Production, "main", &based()).unwrap();
+    assert_eq!(spec.source, "site/netlify.toml");
+    assert_eq!((spec.base.as_str(), spec.publish.as_str()), ("site", "site/out"), "publish is relative to the base");
+    assert_eq!(spec.phases, [phase("build", &["npm run build"])]);
+    assert_eq!(spec.env, env(&[("A", "1")]));
+    assert!(warnings.is_empty());
+    // Its contexts apply, and its warnings name it.
+    let toml = "[build]\npublish = \"/\"\nplugins = 1\n[context.deploy-preview]\ncommand = \"preview\"\n";
+    let (spec, warnings) = resolve_in(&[("site/netlify.toml", toml)], Context::DeployPreview, "pr", &based()).unwrap();
+    assert_eq!((spec.base.as_str(), spec.publish.as_str()), ("site", "site"));
+    assert_eq!(spec.phases, [phase("build", &["preview"])]);
+    assert_eq!(warnings, ["site/netlify.toml:3: `build.plugins` is not supported by chanto and is ignored"]);
+    // The settings fill in what it leaves out.
+    let settings = SiteBuildSettings { command: Some("make".into()), ..based() };
+    let (spec, _) =
+        resolve_in(&[("site/netlify.toml", "[build]\npublish = \"public\"\n")], Context::Production, "", &settings)
+            .unwrap();
+    assert_eq!((spec.publish.as_str(), spec.phases.clone()), ("site/public", vec![phase("build", &["make"])]));
+}
+
+#[test]
+fn the_base_directory_netlify_toml_wins_over_the_root_one() {
+    // As Netlify's own lookup: a base directory set in the site's settings
+    // (its UI) is searched first; the root's file is the fallback.
+    let files = [
+        ("netlify.toml", "[build]\ncommand = \"root\"\npublish = \"dist\"\n"),
+        ("site/netlify.toml", "[build]\ncommand = \"base\"\npublish = \"out\"\n"),
+    ];
+    let (spec, _) = resolve_in(&files, Context::Production, "main", &based()).unwrap();
+    assert_eq!(spec.source, "site/netlify.toml");
+    assert_eq!(spec.phases, [phase("build", &["base"])]);
+    assert_eq!(spec.publish, "site/out");
+    // No file in the base directory: the root's is read.
+    let (spec, _) = resolve_in(&files[..1], Context::Production, "main", &based()).unwrap();
+    assert_eq!(spec.source, "netlify.toml");
+    assert_eq!(spec.publish, "site/dist");
+}
+
+#[test]
+fn without_a_base_the_base_directory_netlify_toml_is_ignored() {
+    let files = [("site/netlify.toml", "[build]\ncommand = \"base\"\npublish = \"out\"\n")];
+    let e = resolve_in(&files, Context::Production, "main", &SiteBuildSettings::default()).unwrap_err();
+    assert_eq!(e, Error::NoBuildSpec);
+    // A base of "." or "/" is the root: there is no other netlify.toml to read.
+    let dot = SiteBuildSettings { base: Some("./".into()), ..Default::default() };
+    assert_eq!(resolve_in(&files, Context::Production, "main", &dot).unwrap_err(), Error::NoBuildSpec);
+}
+
+#[test]
+fn base_directory_netlify_toml_errors_name_it() {
+    let e = resolve_in(&[("site/netlify.toml", "[build]\npublish = 5\n")], Context::Production, "main", &based())
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "site/netlify.toml:2:11: build.publish must be a string, not an integer; put the value in quotes"
+    );
+    assert!(matches!(&e, Error::Config { file, line: 2, column: 11, .. } if file == "site/netlify.toml"));
+    let huge = format!("# {}\n[build]\npublish = \"x\"\n", "x".repeat(1024 * 1024));
+    let e = resolve_in(&[("site/netlify.toml", &huge)], Context::Production, "main", &based()).unwrap_err();
+    assert!(e.to_string().starts_with(&format!("site/netlify.toml:1:1: the file is {} bytes;", huge.len())), "{e}");
+    // A base the settings name badly is the settings' error; nothing is read outside the repository.
+    let bad = SiteBuildSettings { base: Some("../x".into()), ..Default::default() };
+    let read = |name: &str| -> Option<String> {
+        assert!(!name.contains('/'), "read {name}");
+        None
+    };
+    let e = resolve_spec(&SpecInput { read: &read, context: Context::Production, branch: "", settings: &bad });
+    assert!(matches!(e, Err(Error::Settings { field: "base", .. })), "{e:?}");
+}
+
 #[test]
 fn toml_keys_left_out_come_from_settings() {
     let settings = SiteBuildSettings {

@@ -51,7 +51,8 @@ impl Layer {
 
 /// One TOML file being read, for locating errors and warnings.
 struct Doc<'a> {
-    file: &'static str,
+    /// The file's path from the repository root (`netlify.toml`, `site/netlify.toml`).
+    file: &'a str,
     text: &'a str,
     /// Whether a leading `/` in a path means the root (netlify.toml) or is an error (chanto.toml).
     leading_slash_is_root: bool,
@@ -60,7 +61,7 @@ struct Doc<'a> {
 impl<'a> Doc<'a> {
     fn error(&self, offset: usize, message: impl Into<String>) -> Error {
         let (line, column) = line_col(self.text, offset);
-        Error::Config { file: self.file, line, column, message: message.into() }
+        Error::Config { file: self.file.to_owned(), line, column, message: message.into() }
     }
 
     fn warning(&self, offset: usize, message: &str) -> String {
@@ -260,12 +261,16 @@ pub(super) fn chanto(text: &str, input: &SpecInput<'_>) -> Result<Option<BuildSp
 }
 
 /// The spec from netlify.toml's `[build]` and `[context.*]` tables, or `None` when it has neither.
+/// `file` is where the file is, from the repository root: `netlify.toml`, or `<base>/netlify.toml` when
+/// the site's settings name the base directory (its `publish` and `command` are then relative to that
+/// base, as a root file's are to its `base`).
 pub(super) fn netlify(
+    file: &str,
     text: &str,
     input: &SpecInput<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<BuildSpec>, Error> {
-    let doc = Doc { file: "netlify.toml", text, leading_slash_is_root: true };
+    let doc = Doc { file, text, leading_slash_is_root: true };
     let root = doc.parse()?;
     let root = root.get_ref();
     if root.get("build").is_none() && root.get("context").is_none() {
@@ -295,7 +300,7 @@ pub(super) fn netlify(
         layer.apply(kind);
         layer.apply(branch);
     }
-    layer.finish("netlify.toml", input, Vec::new()).map(Some)
+    layer.finish(file, input, Vec::new()).map(Some)
 }
 
 /// The warning for a netlify.toml setting chanto does not implement.

@@ -928,8 +928,18 @@ async fn steps(
     } else {
         Context::BranchDeploy
     };
+    // Files the spec could not be read from (a symlink, too large): said, never followed.
+    let refused = std::cell::RefCell::new(Vec::<String>::new());
     let resolved = {
-        let read = |name: &str| read_spec_file(work, name);
+        let read = |name: &str| {
+            checkout_file(work, name).unwrap_or_else(|why| {
+                let mut refused = refused.borrow_mut();
+                if !refused.contains(&why) {
+                    refused.push(why);
+                }
+                None
+            })
+        };
         chanto_build::resolve_spec(&SpecInput {
             read: &read,
             context,
@@ -937,13 +947,18 @@ async fn steps(
             settings: &settings.build,
         })
     };
+    let refused = refused.into_inner();
     let (spec, warnings) = match resolved {
         Ok(s) => s,
         Err(e) => {
             run.phase("spec", started, "failed", None).await;
-            return Err(failed(e.to_string()));
+            let why = if refused.is_empty() { String::new() } else { format!(" ({})", refused.join("; ")) };
+            return Err(failed(format!("{e}{why}")));
         }
     };
+    for why in &refused {
+        run.log.line(&format!("warning: {why}")).await;
+    }
     run.log
         .line(&format!(
             "build spec from {}: {} phase(s), publish {:?}",
@@ -1079,7 +1094,7 @@ async fn steps(
 
     // Deploy the output through the same pipeline as `chanto deploy`.
     let started = Instant::now();
-    let deployed = deploy_output(control, b, &commit, message.as_deref(), work, &spec).await;
+    let deployed = deploy_output(control, b, &commit, message.as_deref(), work, &spec, &settings.build).await;
     match deployed {
         Ok((deploy, files, uploaded, warnings)) => {
             for w in warnings {
@@ -1158,14 +1173,45 @@ fn display_dir(d: &str) -> &str {
 }
 
 /// Reads a build spec file from the checkout: only a regular file (never a
-/// symlink, which could point anywhere on the server), at most 1 MiB.
+/// symlink, which could point anywhere on the server), at most 1 MiB, `None`
+/// otherwise.
 fn read_spec_file(work: &Path, name: &str) -> Option<String> {
-    let path = work.join(name);
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_SPEC_BYTES {
-        return None;
+    checkout_file(work, name).ok().flatten()
+}
+
+/// Reads a config file from the checkout, `name` its path from the root (a
+/// root file, or `<base>/netlify.toml`): `Ok(None)` when it is not there, an
+/// error saying why when it is there but not read: it is a symlink or is
+/// reached through one (which could point anywhere on the server: the
+/// repository is untrusted), is not a regular file, or is over 1 MiB.
+fn checkout_file(work: &Path, name: &str) -> Result<Option<String>, String> {
+    if let Some((dir, _)) = name.rsplit_once('/')
+        && !within_without_symlinks(work, dir, true)
+    {
+        // Not there yet, reached through real directories: no such file.
+        if within_without_symlinks(work, dir, false) {
+            return Ok(None);
+        }
+        return Err(format!(
+            "{name} is not read: {dir} is not a directory of the repository (a symlink, or reached through one); \
+             config files are read only through real directories"
+        ));
     }
-    std::fs::read_to_string(path).ok()
+    let path = work.join(name);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else { return Ok(None) };
+    if meta.file_type().is_symlink() {
+        return Err(format!("{name} is not read: it is a symlink, which is never followed; commit the file itself"));
+    }
+    if !meta.is_file() {
+        return Err(format!("{name} is not read: it is not a regular file"));
+    }
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(format!(
+            "{name} is not read: it is {} bytes; build spec files may be at most 1 MiB, so move data out of it",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map(Some).map_err(|e| format!("{name} is not read: {e}"))
 }
 
 async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
@@ -1236,6 +1282,7 @@ async fn deploy_output(
     message: Option<&str>,
     work: &Path,
     spec: &chanto_build::BuildSpec,
+    settings: &chanto_build::SiteBuildSettings,
 ) -> Result<(chanto_core::DeployId, usize, usize, Vec<String>), String> {
     // The build just wrote its output (and git its checkout) to the disk
     // the blob store is on; the sync at finalize waits for all of it, so
@@ -1254,9 +1301,11 @@ async fn deploy_output(
     if !canon.starts_with(&canon_work) {
         return Err(format!("the publish directory {:?} points outside the repository", spec.publish));
     }
-    // What the platform reads from the checkout's root (its rule files) and
+    // What the platform reads from the checkout's root (its rule files, and
+    // netlify.toml from the site's base directory when it has one) and
     // leaves out (Firebase's ignore list): the same layout `chanto deploy` uses.
-    let layout = chanto_build::build_layout(spec, &|name| read_spec_file(work, name)).map_err(|e| e.to_string())?;
+    let layout =
+        chanto_build::build_layout(spec, settings, &|name| read_spec_file(work, name)).map_err(|e| e.to_string())?;
     let root = work.to_owned();
     let (files, links) = tokio::task::spawn_blocking(move || -> Result<(Vec<OutputFile>, Vec<String>), String> {
         use rayon::prelude::*;
@@ -1266,15 +1315,22 @@ async fn deploy_output(
             .into_par_iter()
             // Rule files at the top configure the deploy; they are never "ignored".
             .filter(|f| chanto_rules::is_rule_file(&f.path) || !chanto_build::excluded(&layout, &f.path))
-            .filter(|f| !layout.rule_files.contains(&f.path.as_str()))
+            .filter(|f| !layout.rule_files.iter().any(|r| r.name == f.path))
             .map(|f| OutputFile::read(f, &budget))
             .collect::<Result<Vec<_>, String>>()?;
-        // The root's copy is the one the platform reads. A file directly in
-        // the checkout, opened without following a symlink the build may
-        // have left there.
-        for name in &layout.rule_files {
-            let listed = crate::walk::LocalFile::of(name, &root.join(name))
-                .map_err(|e| format!("reading {name} at the repository root: {e}"))?;
+        // The root's (or base directory's) copy is the one the platform
+        // reads. A file in the checkout, reached through real directories
+        // only and opened without following a symlink the build may have
+        // left there.
+        for rule in &layout.rule_files {
+            let path = &rule.path;
+            if let Some((dir, _)) = path.rsplit_once('/')
+                && !within_without_symlinks(&root, dir, true)
+            {
+                return Err(format!("{path} is not read: {dir} is no longer a directory of the repository"));
+            }
+            let listed = crate::walk::LocalFile::of(rule.name, &root.join(path))
+                .map_err(|e| format!("reading {path} in the repository: {e}"))?;
             files.push(OutputFile::read(listed, &budget)?);
         }
         Ok((files, links))
@@ -1346,6 +1402,35 @@ async fn deploy_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files_are_read_through_real_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, host) = (dir.path().join("work"), dir.path().join("host"));
+        std::fs::create_dir_all(root.join("site")).unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("netlify.toml"), "host secret").unwrap();
+        std::fs::write(root.join("site/netlify.toml"), "[build]").unwrap();
+        std::os::unix::fs::symlink(&host, root.join("linked")).unwrap();
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(host.join("netlify.toml"), root.join("real/netlify.toml")).unwrap();
+        std::fs::write(root.join("big"), "").unwrap();
+        assert_eq!(checkout_file(&root, "site/netlify.toml"), Ok(Some("[build]".into())));
+        assert_eq!(checkout_file(&root, "missing/netlify.toml"), Ok(None));
+        assert_eq!(checkout_file(&root, "site/deeper/netlify.toml"), Ok(None));
+        let e = checkout_file(&root, "linked/netlify.toml").unwrap_err();
+        assert!(e.starts_with("linked/netlify.toml is not read: linked is not a directory"), "{e}");
+        let e = checkout_file(&root, "real/netlify.toml").unwrap_err();
+        assert!(e.contains("it is a symlink"), "{e}");
+        // A file where the base directory should be.
+        let e = checkout_file(&root, "big/netlify.toml").unwrap_err();
+        assert!(e.contains("big is not a directory"), "{e}");
+        std::fs::create_dir_all(root.join("huge")).unwrap();
+        std::fs::write(root.join("huge/netlify.toml"), vec![b'#'; MAX_SPEC_BYTES as usize + 1]).unwrap();
+        let e = checkout_file(&root, "huge/netlify.toml").unwrap_err();
+        assert!(e.contains("at most 1 MiB"), "{e}");
+        assert_eq!(read_spec_file(&root, "huge/netlify.toml"), None);
+    }
 
     #[test]
     fn cache_paths_never_go_through_symlinks() {
