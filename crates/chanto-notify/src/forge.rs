@@ -61,10 +61,14 @@ pub fn status_body(forge: ForgeKind, e: &Event, context: &str) -> Option<Value> 
     let description = match e.kind {
         BuildQueued => "Queued…".to_owned(),
         BuildStarted => "Building…".to_owned(),
-        BuildSucceeded => match e.duration_ms {
-            Some(ms) => format!("Deployed in {}", duration(ms)),
-            None => "Deployed".to_owned(),
-        },
+        // A build that deployed nothing (a platform config site's, which plans and applies) says so.
+        BuildSucceeded => {
+            let done = if e.deploy_id.is_some() { "Deployed" } else { "Succeeded" };
+            match e.duration_ms {
+                Some(ms) => format!("{done} in {}", duration(ms)),
+                None => done.to_owned(),
+            }
+        }
         BuildFailed => match e.error.as_deref().and_then(error_line) {
             Some(line) => format!("Build failed: {line}"),
             None => "Build failed".to_owned(),
@@ -163,6 +167,24 @@ fn render_comment(e: &Event, plan: Option<&DeployPlan>, limit: usize) -> String 
             rows.push((label, link));
         }
     }
+    commit_rows(e, &mut rows);
+    push_rows(&mut out, &rows);
+
+    if e.from_fork {
+        out.push_str(FORK_NOTE);
+    }
+    if let Some(line) = e.error.as_deref().and_then(error_line) {
+        out.push_str(&format!("\n**Error:** {}\n", code_span(&truncate(&line, 500))));
+    }
+
+    if let Some(plan) = plan {
+        render_plan(&mut out, plan, limit);
+    }
+    out
+}
+
+/// The commit (short id and subject), build time and log rows of a comment's table.
+fn commit_rows(e: &Event, rows: &mut Vec<(&'static str, String)>) {
     let subject = e.message.as_deref().map(|m| truncate(first_line(m), 200)).filter(|s| !s.trim().is_empty());
     let commit = e.commit.as_deref().map(|c| {
         let short = short_commit(c);
@@ -181,27 +203,79 @@ fn render_comment(e: &Event, plan: Option<&DeployPlan>, limit: usize) -> String 
     if let Some(ms) = e.duration_ms {
         rows.push(("Build time", duration(ms)));
     }
-    if let Some(link) = u.log.as_deref().and_then(|url| md_link(url, "Build log")) {
+    if let Some(link) = e.urls.log.as_deref().and_then(|url| md_link(url, "Build log")) {
         rows.push(("Log", link));
     }
+}
+
+/// The table of a comment's rows.
+fn push_rows(out: &mut String, rows: &[(&str, String)]) {
     if !rows.is_empty() {
         out.push_str("\n| | |\n|:--|:--|\n");
         for (label, value) in rows {
             out.push_str(&format!("| {label} | {value} |\n"));
         }
     }
+}
 
+/// The Markdown body of chanto's one comment on a pull request of a *platform config* site (one whose builds plan
+/// `chanto.platform.toml` instead of deploying), replaced on every push: [`comment_marker`], the state, the commit,
+/// build time and log; on failure every line of the error (for a configuration that does not parse, one
+/// `file:line:column: message` per problem); and `plan`, the configuration's plan as `chanto plan` prints it, under
+/// "Configuration plan" in a fenced block.
+///
+/// Escaped like [`pr_comment`]; the plan is cut (with a note) so the whole stays within [`COMMENT_MAX`] UTF-16 units.
+pub fn platform_comment(e: &Event, plan: Option<&str>) -> String {
+    let heading = match e.kind {
+        EventKind::BuildQueued => "Queued…",
+        EventKind::BuildStarted => "Planning…",
+        EventKind::BuildSucceeded => "Configuration planned",
+        EventKind::BuildFailed => "Configuration plan failed",
+        EventKind::BuildCancelled => "Build cancelled",
+        other => comment_heading(other),
+    };
+    let mut out = comment_marker(&e.site);
+    out.push('\n');
+    out.push_str(&format!(
+        "**{heading}** for {} / {}\n",
+        md_text(&truncate(&e.site, 100)),
+        md_text(&truncate(&e.branch, 100))
+    ));
+    let mut rows = Vec::new();
+    commit_rows(e, &mut rows);
+    push_rows(&mut out, &rows);
     if e.from_fork {
-        out.push_str(FORK_NOTE);
+        out.push_str("\n**From a fork:** planned only; a fork's pull request never applies.\n");
     }
-    if let Some(line) = e.error.as_deref().and_then(error_line) {
-        out.push_str(&format!("\n**Error:** {}\n", code_span(&truncate(&line, 500))));
+    if let Some(error) = e.error.as_deref().filter(|s| !s.trim().is_empty()) {
+        let lines: Vec<String> = error.lines().take(50).map(|l| truncate(&one_line(l), 500)).collect();
+        let more = error.lines().count().saturating_sub(lines.len());
+        out.push_str("\n**Error:**\n\n");
+        out.push_str(&fenced(&lines.join("\n"), ""));
+        if more > 0 {
+            out.push_str(&format!("… and {more} more lines in the build log\n"));
+        }
     }
-
     if let Some(plan) = plan {
-        render_plan(&mut out, plan, limit);
+        out.push_str("\n### Configuration plan\n\n");
+        // What the plan may take: the limit, less the rest, the fences and the note.
+        let note = "\n… (cut; the build log has the whole plan)";
+        let fence_len = 3.max(longest_backtick_run(plan) + 1);
+        let room = COMMENT_MAX.saturating_sub(units(&out) + 2 * fence_len + 4 + units(note));
+        let text = plan.trim_end();
+        let text = if units(text) > room { format!("{}{note}", truncate(text, room)) } else { text.to_owned() };
+        out.push_str(&fenced(&text, ""));
     }
-    out
+    truncate(&out, COMMENT_MAX)
+}
+
+/// `text` verbatim in a fenced code block (control characters but line breaks made spaces, `<!--` broken up), the
+/// fence longer than any backtick run inside.
+fn fenced(text: &str, info: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() && c != '\n' { ' ' } else { c }).collect();
+    let clean = defuse(&clean);
+    let fence = "`".repeat(3.max(longest_backtick_run(&clean) + 1));
+    format!("{fence}{info}\n{clean}\n{fence}\n")
 }
 
 /// What a pull request from a fork gets, said in its comment (README, "Git-driven builds").
@@ -937,5 +1011,52 @@ mod tests {
             prop_assert!(c.starts_with(&comment_marker(&e.site)));
             prop_assert_eq!(marker_count(&c), 1);
         }
+    }
+
+    #[test]
+    fn a_platform_comment_shows_the_configuration_plan_fenced() {
+        let plan = "chanto will make these changes:\n\n  + site.docs\n      keep_deploys = 3\n\nPlan: 1 to add, 0 to change, 0 to destroy.\n";
+        let e = Event { pull_request: Some(7), branch: "pr-7".into(), ..event(EventKind::BuildSucceeded) };
+        let body = platform_comment(&e, Some(plan));
+        assert!(body.starts_with(&comment_marker("blog")), "{body}");
+        assert_eq!(marker_count(&body), 1);
+        assert!(body.contains("**Configuration planned** for blog / pr\\-7"), "{body}");
+        assert!(body.contains("### Configuration plan\n\n```\nchanto will make these changes:"), "{body}");
+        assert!(body.contains("  + site.docs\n      keep_deploys = 3\n"), "{body}");
+        assert!(body.contains("`0123456`") && body.contains("Build log"), "{body}");
+        assert!(!body.contains("Deploy plan") && !body.contains("Preview"), "{body}");
+
+        // A failure shows every file:line:column line.
+        let failed = Event {
+            error: Some("chanto.platform.toml:3:16: site.docs.keep_deploys: expected an integer\nchanto.platform.toml:9:1: unknown key".into()),
+            ..Event { kind: EventKind::BuildFailed, ..e.clone() }
+        };
+        let body = platform_comment(&failed, None);
+        assert!(body.contains("**Configuration plan failed**"), "{body}");
+        assert!(
+            body.contains("chanto.platform.toml:3:16: site.docs.keep_deploys")
+                && body.contains("chanto.platform.toml:9:1:"),
+            "{body}"
+        );
+        assert!(!body.contains("### Configuration plan\n"), "{body}");
+        assert!(
+            platform_comment(&Event { kind: EventKind::BuildStarted, ..e.clone() }, None).contains("**Planning…**")
+        );
+        // Its commit status says it succeeded, not that it deployed.
+        let status = status_body(ForgeKind::GitHub, &Event { deploy_id: None, ..e.clone() }, "chanto/blog").unwrap();
+        assert_eq!(status["description"], "Succeeded in 1 min 02 s");
+    }
+
+    #[test]
+    fn a_platform_comment_cannot_be_broken_out_of_and_stays_within_the_limit() {
+        let e = Event { pull_request: Some(7), ..hostile_failure() };
+        let hostile = "```\n<!-- chanto:preview site=other -->\n````` @everyone <script>";
+        let body = platform_comment(&e, Some(hostile));
+        assert_eq!(marker_count(&body), 1, "{body}");
+        assert!(body.contains("``````\n```\n<!\u{200B}-- chanto:preview"), "a fence longer than any run: {body}");
+        let huge = "  + site.x\n".repeat(20_000);
+        let body = platform_comment(&Event { error: None, ..e }, Some(&huge));
+        assert!(units(&body) <= COMMENT_MAX, "{}", units(&body));
+        assert!(body.trim_end().ends_with("whole plan)\n```"), "closed after the note: {}", &body[body.len() - 200..]);
     }
 }

@@ -34,7 +34,7 @@ pub use email::{Email, email};
 pub use error::Error;
 pub use event::{Event, EventKind, EventUrls, Outcome};
 pub use filter::{Filter, MAX_PATTERN_LEN};
-pub use forge::{COMMENT_MAX, ForgeKind, comment_marker, parse_repo_path, pr_comment, status_body};
+pub use forge::{COMMENT_MAX, ForgeKind, comment_marker, parse_repo_path, platform_comment, pr_comment, status_body};
 pub use plan::{DeployPlan, PlanChange, PlanFile, PlanSide, deploy_plan};
 pub use retry::{Attempt, DeliveryResult, RetryPolicy, parse_retry_after};
 pub use slack::slack_body;

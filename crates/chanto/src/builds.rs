@@ -60,6 +60,7 @@ fn connect_request(a: ConnectArgs) -> anyhow::Result<ConnectRequest> {
             },
             credential_kind: None,
             username: a.username,
+            platform_config: a.platform_config,
         },
     })
 }
@@ -75,7 +76,14 @@ fn show_git(v: &GitView) {
     } else {
         println!("  build branches:    {include} (except {})", list(&s.exclude));
     }
-    if s.pull_request_previews {
+    if let Some(p) = &s.platform_config {
+        println!(
+            "  platform config:   {p} (planned on every pull request and branch, applied from the production branch)"
+        );
+    }
+    if s.platform_config.is_some() && s.pull_request_previews {
+        println!("  pull requests:     the configuration's plan, as a comment");
+    } else if s.pull_request_previews {
         println!("  pull requests:     previews at {}", v.preview_url);
     } else {
         println!("  pull requests:     not built");

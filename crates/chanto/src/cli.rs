@@ -1260,6 +1260,15 @@ pub struct ConnectArgs {
     /// Make a new webhook secret (the old one stops working).
     #[arg(long)]
     pub rotate_webhook_secret: bool,
+    /// Make this a platform config site: the path in the repository of
+    /// chanto.platform.toml (a file, or a directory of .toml files). Its
+    /// builds run no command and deploy nothing: every pull request and
+    /// branch gets the configuration's plan (in the build log and the pull
+    /// request's comment), and the production branch applies it. Secret
+    /// references resolve from the server's environment, env:CHANTO_PLATFORM_*
+    /// only.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["command", "publish", "base", "app_root"])]
+    pub platform_config: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

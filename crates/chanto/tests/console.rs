@@ -875,6 +875,12 @@ const NOT_IN_A_BROWSER: &[(&str, &str)] = &[
     ("GET /api/v1/notifications/schema.json", "a JSON Schema for tools"),
     ("GET /badge/{site}/{branch}.svg", "an image for READMEs"),
     ("POST /api/v1/auth/token", "the CLI's password sign-in; the console signs in at /login"),
+    ("GET /api/v1/platform", "the configuration is a file for a repository: `chanto export` writes it"),
+    (
+        "POST /api/v1/platform/plan",
+        "secrets resolve where the file is (`chanto plan`), or in a platform config site's builds",
+    ),
+    ("POST /api/v1/platform/apply", "applies a plan file `chanto plan --out` saved, with its secrets: `chanto apply`"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

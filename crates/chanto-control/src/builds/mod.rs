@@ -8,6 +8,7 @@
 pub mod api;
 pub mod egress;
 pub mod init;
+pub mod platform_build;
 mod runner;
 pub mod sealed;
 
@@ -159,6 +160,27 @@ pub struct GitSettings {
     /// GitLab wants `oauth2`).
     #[serde(default)]
     pub username: Option<String>,
+    /// The site is a *platform config* site: the path in the repository of
+    /// `chanto.platform.toml` (a file, or a directory of `.toml` files). Its
+    /// builds run no command and deploy nothing: they plan the configuration
+    /// (shown in the log and the pull request's comment) and, on the
+    /// production branch, apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_config: Option<String>,
+}
+
+/// Why `path` cannot name a configuration in a repository: relative, no
+/// `..`, no leading `/`, no control characters, at most 1,024 bytes.
+pub(crate) fn platform_config_problem(path: &str) -> Option<&'static str> {
+    let bad = path.trim().is_empty()
+        || path.len() > 1024
+        || path.starts_with('/')
+        || path.starts_with('\\')
+        || path.chars().any(char::is_control)
+        || path.split(['/', '\\']).any(|part| part == "..");
+    bad.then_some(
+        "the configuration's path in the repository: relative, without .. (chanto.platform.toml, or a directory such as platform)",
+    )
 }
 
 fn yes() -> bool {
@@ -179,6 +201,7 @@ impl Default for GitSettings {
             build: SiteBuildSettings::default(),
             credential_kind: None,
             username: None,
+            platform_config: None,
         }
     }
 }
@@ -589,6 +612,9 @@ impl Control {
             && (u.is_empty() || u.len() > 128 || u.contains([':', '@']) || u.chars().any(char::is_control))
         {
             return Err(ValidationError::new("username", "a user name of 1-128 characters without ':' or '@'").into());
+        }
+        if let Some(why) = settings.platform_config.as_deref().and_then(platform_config_problem) {
+            return Err(ValidationError::new("platform_config", why).into());
         }
         let credential = match (req.token, req.ssh_key) {
             (Some(_), Some(_)) => {

@@ -420,6 +420,8 @@ struct Run {
     timeout: Duration,
     /// Secret values (and each line of a multi-line one), for cutting long lines.
     secrets: Arc<Vec<Vec<u8>>>,
+    /// The secret values the log masks.
+    secret_values: Vec<String>,
     /// While a sandboxed command runs: the directories whose size is
     /// bounded, and the bound.
     disk: Option<(Vec<PathBuf>, u64)>,
@@ -762,7 +764,8 @@ async fn execute(
     let mut run = Run {
         id: b.id.clone(),
         meta: control.meta.clone(),
-        log: Log { file, masker: Masker::new(secrets), written: 0 },
+        log: Log { file, masker: Masker::new(secrets.clone()), written: 0 },
+        secret_values: secrets,
         phases: Vec::new(),
         cancel,
         deadline: tokio::time::Instant::now() + timeout,
@@ -770,25 +773,31 @@ async fn execute(
         secrets: Arc::new(patterns),
         disk: None,
     };
-    let result = match &builds.config.isolation {
-        Isolation::Unavailable(why) => {
+    let result = match (&settings.platform_config, &builds.config.isolation) {
+        // Nothing of the repository runs: no sandbox needed.
+        (Some(path), _) => {
+            platform_steps(control, builds, b, &site.production_branch, &conn, &settings, path, work, &mut run)
+                .await
+                .map(|()| None)
+        }
+        (None, Isolation::Unavailable(why)) => {
             tracing::error!(build = %b.id, site = %b.site, reason = %why, "a build was refused: no build sandbox");
             Err(Stop::Failed(format!(
                 "chanto runs builds only inside its sandbox, which this server does not have: {why}"
             )))
         }
-        Isolation::Sandbox(sandbox) => {
+        (None, Isolation::Sandbox(sandbox)) => {
             let user = sandbox.per_build_users.then(|| {
                 let id = BUILD_UID_BASE + slot as u32;
                 (id, id)
             });
             let ctx =
                 StepContext { production: &site.production_branch, conn: &conn, settings: &settings, sandbox, user };
-            steps(control, builds, b, &ctx, user_vars, withheld, work, &mut run).await
+            steps(control, builds, b, &ctx, user_vars, withheld, work, &mut run).await.map(Some)
         }
     };
     let (state, error, deploy) = match result {
-        Ok(deploy) => (BuildState::Succeeded, None, Some(deploy)),
+        Ok(deploy) => (BuildState::Succeeded, None, deploy),
         Err(Stop::Failed(why)) => (BuildState::Failed, Some(run.log.masker.mask(&why).into_owned()), None),
         Err(Stop::Cancelled) => (BuildState::Cancelled, Some("cancelled".into()), None),
         Err(Stop::TimedOut) => (
@@ -839,85 +848,7 @@ async fn steps(
 ) -> Result<chanto_core::DeployId, Stop> {
     let (production, conn, settings) = (ctx.production, ctx.conn, ctx.settings);
     let failed = |m: String| Stop::Failed(m);
-    // Fetch exactly the commit, shallow.
-    let started = Instant::now();
-    let _ = tokio::fs::remove_dir_all(work).await;
-    tokio::fs::create_dir_all(work).await.map_err(|e| failed(format!("creating the work directory: {e}")))?;
-    let key = work.with_extension("key");
-    let env = credential_env(builds, conn, settings, &key).map_err(failed)?;
-    run.log.line(&format!("fetching {} from {}", b.commit.as_deref().unwrap_or(&b.git_ref), conn.repository)).await;
-    let fetched = async {
-        run.git(work, &env, &["init", "-q"]).await?;
-        run.git(work, &env, &["remote", "add", "origin", "--", &conn.repository]).await?;
-        let by_ref =
-            if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
-        let wanted = b.commit.clone().unwrap_or_else(|| by_ref.clone());
-        if run.git(work, &env, &["fetch", "-q", "--depth", "1", "--no-tags", "origin", &wanted]).await.is_err() {
-            if b.commit.is_none() {
-                return Err(Stop::Failed(format!("fetching {by_ref} from {} failed; see the log", conn.repository)));
-            }
-            run.log.line("the remote does not serve commits by id; fetching the ref instead").await;
-            run.git(work, &env, &["fetch", "-q", "--depth", "50", "--no-tags", "origin", &by_ref]).await?;
-        }
-        let target = b.commit.clone().unwrap_or_else(|| "FETCH_HEAD".into());
-        run.git(work, &env, &["checkout", "-q", "--detach", &target]).await
-    }
-    .await;
-    let _ = std::fs::remove_file(&key);
-    if let Err(stop) = fetched {
-        run.phase("fetch", started, status_of(&stop), None).await;
-        return Err(stop);
-    }
-    let head = git_output(work, &["log", "-1", "--format=%H%x00%an%x00%B"]).await.map_err(failed)?;
-    let mut parts = head.splitn(3, '\0');
-    let commit = parts.next().unwrap_or_default().trim().to_owned();
-    let author = parts.next().map(str::to_owned);
-    let message = parts.next().map(|m| m.trim().to_owned());
-    run.log.line(&format!("checked out {commit}")).await;
-    run.phase("fetch", started, "succeeded", None).await;
-    if let Err(e) = control.meta.set_build_commit(&b.id, &commit, message.clone(), author, now_millis()).await {
-        tracing::warn!(build = %b.id, error = %e, "recording the build's commit failed");
-    }
-    if b.trigger == "poll" && message.as_deref().is_some_and(chanto_build::skip_requested) {
-        return Err(Stop::Skipped);
-    }
-    // A webhook names a commit, but forges do not sign when they sent it: a
-    // replayed or late delivery of an old push must not deploy an old commit.
-    // Build it only while it is still the head of its ref.
-    if b.trigger.ends_with(" push") || b.trigger.ends_with(" pull request") {
-        let wanted =
-            if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
-        let key = work.with_extension("key");
-        let env = credential_env(builds, conn, settings, &key).map_err(failed)?;
-        let out =
-            git_command(work, &env).args(["ls-remote", "--", &conn.repository, &wanted]).kill_on_drop(true).output();
-        let out = tokio::time::timeout(Duration::from_secs(60), out).await;
-        let _ = std::fs::remove_file(&key);
-        match out {
-            Ok(Ok(o)) if o.status.success() => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                let head = text
-                    .lines()
-                    .find_map(|l| l.split_once('\t').filter(|(_, r)| *r == wanted).map(|(h, _)| h.to_owned()));
-                match head {
-                    Some(h) if h != commit => {
-                        return Err(Stop::Superseded(format!(
-                            "{wanted} has moved on to {h}; the push of that commit builds instead"
-                        )));
-                    }
-                    None => return Err(Stop::Superseded(format!("{wanted} no longer exists on the remote"))),
-                    Some(_) => {}
-                }
-            }
-            _ => {
-                run.log
-                    .line("warning: could not check that the commit is still the head of its ref; building it anyway")
-                    .await
-            }
-        }
-    }
-    // Remove git's own files before anything else runs: the build sees a plain tree.
-    let _ = tokio::fs::remove_dir_all(work.join(".git")).await;
+    let (commit, message) = checkout(control, builds, b, conn, settings, work, run).await?;
 
     // The build spec.
     let started = Instant::now();
@@ -1124,6 +1055,247 @@ async fn steps(
             Err(failed(why))
         }
     }
+}
+
+/// A platform config site's build: checks out the commit, reads the
+/// configuration (never through a symlink), resolves its secret references
+/// from the server's environment (`env:CHANTO_PLATFORM_*` only) and plans
+/// it against what is live; the plan goes to the log and is kept for the
+/// pull request's comment. On the production branch (not a pull request,
+/// not from a fork) it then applies the plan, one change after the other,
+/// each audited as this build's; destroys are left to the CLI. Nothing of
+/// the repository runs.
+#[allow(clippy::too_many_arguments)]
+async fn platform_steps(
+    control: &Arc<Control>,
+    builds: &Builds,
+    b: &BuildRecord,
+    production: &BranchName,
+    conn: &GitConnection,
+    settings: &GitSettings,
+    path: &str,
+    work: &Path,
+    run: &mut Run,
+) -> Result<(), Stop> {
+    use super::platform_build::{StoredPlan, plan_key, read_files, resolve_secrets};
+    checkout(control, builds, b, conn, settings, work, run).await?;
+    let applies = b.branch == *production && b.pull_request.is_none() && !b.untrusted;
+
+    let started = Instant::now();
+    run.log.line(&format!("--- plan: {path} ---")).await;
+    let files = match read_files(work, path) {
+        Ok(f) => f,
+        Err(e) => {
+            run.phase("plan", started, "failed", None).await;
+            return Err(Stop::Failed(e));
+        }
+    };
+    let named: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let config = match crate::platform::parse_files(&named) {
+        Ok(c) => c,
+        Err(e) => {
+            let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+            for l in &lines {
+                run.log.line(l).await;
+            }
+            run.phase("plan", started, "failed", None).await;
+            return Err(Stop::Failed(lines.join("\n")));
+        }
+    };
+    let secrets = match resolve_secrets(&config, |name| std::env::var(name).ok()) {
+        Ok(s) => s,
+        Err(problems) => {
+            for l in &problems {
+                run.log.line(l).await;
+            }
+            run.phase("plan", started, "failed", None).await;
+            return Err(Stop::Failed(problems.join("\n")));
+        }
+    };
+    // The values resolved are masked in the log like the site's own secrets.
+    let mut masked = run.secret_values.clone();
+    masked.extend(secrets.values().cloned());
+    run.log.masker = Masker::new(masked);
+    // One apply at a time, held from the plan to the end of the apply, so
+    // no other apply changes what this one planned against.
+    let _one_at_a_time = if applies { Some(crate::platform_ops::applying().await) } else { None };
+    let planned = match control.plan_platform(config, &secrets, &[]).await {
+        Ok(p) => p,
+        Err(e) => {
+            for l in e.message.lines() {
+                run.log.line(l).await;
+            }
+            run.phase("plan", started, "failed", None).await;
+            return Err(Stop::Failed(e.message));
+        }
+    };
+    let mut text = planned.plan.render_text();
+    let destroys: Vec<&str> = planned
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action == crate::platform::Action::Destroy)
+        .map(|c| c.address.as_str())
+        .collect();
+    let destroy_refusal = (!destroys.is_empty()).then(|| {
+        format!(
+            "the plan destroys {}; destroys are applied only from the CLI: chanto apply --allow-destroy",
+            destroys.join(", ")
+        )
+    });
+    if let Some(r) = &destroy_refusal {
+        text.push_str(&format!("\nNote: {r}. A build of the production branch does not apply this plan.\n"));
+    }
+    for l in text.lines() {
+        run.log.line(l).await;
+    }
+    let stored = serde_json::to_string(&StoredPlan::new(b.id.as_str(), &text)).expect("a plan serializes");
+    if let Err(e) = control.meta.set_platform_state(&b.site, &plan_key(b.branch.as_str()), Some(&stored)).await {
+        tracing::warn!(build = %b.id, error = %e, "keeping the plan for the pull request's comment failed");
+    }
+    run.phase("plan", started, "succeeded", None).await;
+    if !applies {
+        if b.branch == *production && b.untrusted {
+            run.log.line("not applied: the build is of a fork's pull request").await;
+        } else {
+            run.log.line(&format!("not applied: only builds of the production branch ({production}) apply")).await;
+        }
+        return Ok(());
+    }
+    if let Some(stop) = run.stopped() {
+        return Err(stop);
+    }
+
+    let started = Instant::now();
+    run.log.line("--- apply ---").await;
+    if let Some(r) = destroy_refusal {
+        run.phase("apply", started, "failed", None).await;
+        return Err(Stop::Failed(r));
+    }
+    let principal = crate::auth::Principal {
+        actor: format!("build {}", b.id),
+        user: None,
+        via: format!("git {}", b.trigger),
+        scope: chanto_store::Scope::Admin,
+    };
+    let source = format!("build {} of {} at {}", b.id, b.site, b.commit.as_deref().unwrap_or(&b.git_ref));
+    let changes = planned.plan.changes.clone();
+    let applied = control.apply_changes(&planned, &changes, Vec::new(), false, &principal, &source).await;
+    match applied {
+        Ok(resp) => {
+            for l in resp.text.lines() {
+                run.log.line(l).await;
+            }
+            if let Some(f) = resp.failed {
+                run.phase("apply", started, "failed", None).await;
+                return Err(Stop::Failed(format!(
+                    "applying {} failed: {} (what was applied stays; the next push to {production} applies the rest)",
+                    f.address, f.error
+                )));
+            }
+            run.phase("apply", started, "succeeded", None).await;
+            Ok(())
+        }
+        Err(e) => {
+            run.phase("apply", started, "failed", None).await;
+            Err(Stop::Failed(e.message))
+        }
+    }
+}
+
+/// Fetches exactly the build's commit into `work` (shallow), checks that a
+/// webhook's commit is still the head of its ref, and removes git's own
+/// files: the commit and its message.
+async fn checkout(
+    control: &Arc<Control>,
+    builds: &Builds,
+    b: &BuildRecord,
+    conn: &GitConnection,
+    settings: &GitSettings,
+    work: &Path,
+    run: &mut Run,
+) -> Result<(String, Option<String>), Stop> {
+    let failed = |m: String| Stop::Failed(m);
+    // Fetch exactly the commit, shallow.
+    let started = Instant::now();
+    let _ = tokio::fs::remove_dir_all(work).await;
+    tokio::fs::create_dir_all(work).await.map_err(|e| failed(format!("creating the work directory: {e}")))?;
+    let key = work.with_extension("key");
+    let env = credential_env(builds, conn, settings, &key).map_err(failed)?;
+    run.log.line(&format!("fetching {} from {}", b.commit.as_deref().unwrap_or(&b.git_ref), conn.repository)).await;
+    let fetched = async {
+        run.git(work, &env, &["init", "-q"]).await?;
+        run.git(work, &env, &["remote", "add", "origin", "--", &conn.repository]).await?;
+        let by_ref =
+            if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
+        let wanted = b.commit.clone().unwrap_or_else(|| by_ref.clone());
+        if run.git(work, &env, &["fetch", "-q", "--depth", "1", "--no-tags", "origin", &wanted]).await.is_err() {
+            if b.commit.is_none() {
+                return Err(Stop::Failed(format!("fetching {by_ref} from {} failed; see the log", conn.repository)));
+            }
+            run.log.line("the remote does not serve commits by id; fetching the ref instead").await;
+            run.git(work, &env, &["fetch", "-q", "--depth", "50", "--no-tags", "origin", &by_ref]).await?;
+        }
+        let target = b.commit.clone().unwrap_or_else(|| "FETCH_HEAD".into());
+        run.git(work, &env, &["checkout", "-q", "--detach", &target]).await
+    }
+    .await;
+    let _ = std::fs::remove_file(&key);
+    if let Err(stop) = fetched {
+        run.phase("fetch", started, status_of(&stop), None).await;
+        return Err(stop);
+    }
+    let head = git_output(work, &["log", "-1", "--format=%H%x00%an%x00%B"]).await.map_err(failed)?;
+    let mut parts = head.splitn(3, '\0');
+    let commit = parts.next().unwrap_or_default().trim().to_owned();
+    let author = parts.next().map(str::to_owned);
+    let message = parts.next().map(|m| m.trim().to_owned());
+    run.log.line(&format!("checked out {commit}")).await;
+    run.phase("fetch", started, "succeeded", None).await;
+    if let Err(e) = control.meta.set_build_commit(&b.id, &commit, message.clone(), author, now_millis()).await {
+        tracing::warn!(build = %b.id, error = %e, "recording the build's commit failed");
+    }
+    if b.trigger == "poll" && message.as_deref().is_some_and(chanto_build::skip_requested) {
+        return Err(Stop::Skipped);
+    }
+    // A webhook names a commit, but forges do not sign when they sent it: a
+    // replayed or late delivery of an old push must not deploy an old commit.
+    // Build it only while it is still the head of its ref.
+    if b.trigger.ends_with(" push") || b.trigger.ends_with(" pull request") {
+        let wanted =
+            if b.git_ref.starts_with("refs/") { b.git_ref.clone() } else { format!("refs/heads/{}", b.git_ref) };
+        let key = work.with_extension("key");
+        let env = credential_env(builds, conn, settings, &key).map_err(failed)?;
+        let out =
+            git_command(work, &env).args(["ls-remote", "--", &conn.repository, &wanted]).kill_on_drop(true).output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out).await;
+        let _ = std::fs::remove_file(&key);
+        match out {
+            Ok(Ok(o)) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let head = text
+                    .lines()
+                    .find_map(|l| l.split_once('\t').filter(|(_, r)| *r == wanted).map(|(h, _)| h.to_owned()));
+                match head {
+                    Some(h) if h != commit => {
+                        return Err(Stop::Superseded(format!(
+                            "{wanted} has moved on to {h}; the push of that commit builds instead"
+                        )));
+                    }
+                    None => return Err(Stop::Superseded(format!("{wanted} no longer exists on the remote"))),
+                    Some(_) => {}
+                }
+            }
+            _ => {
+                run.log
+                    .line("warning: could not check that the commit is still the head of its ref; building it anyway")
+                    .await
+            }
+        }
+    }
+    // Remove git's own files before anything else runs: the build sees a plain tree.
+    let _ = tokio::fs::remove_dir_all(work.join(".git")).await;
+    Ok((commit, message))
 }
 
 /// Whether `rel` under `root` is reached through real directories only (no

@@ -165,6 +165,8 @@ impl ConnectForm {
                 },
                 credential_kind: None,
                 username: text(&self.username),
+                // Kept from the connection by the handler: only `chanto git connect --platform-config` sets it.
+                platform_config: None,
             },
         })
     }
@@ -295,7 +297,16 @@ async fn connect(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let result = async { c.connect_git(&crate::api::parse_path(&site)?, f.request()?).await }.await;
+    let result = async {
+        let name = crate::api::parse_path(&site)?;
+        let mut req = f.request()?;
+        // The form has no field for it: a platform config site stays one.
+        if let Ok(existing) = c.git(&name).await {
+            req.settings.platform_config = existing.settings.platform_config;
+        }
+        c.connect_git(&name, req).await
+    }
+    .await;
     let failed = result.as_ref().err().cloned();
     let secret = result.as_ref().ok().and_then(|g| g.webhook_secret.clone());
     let done =

@@ -114,8 +114,15 @@ async fn deliveries_for(
             )
         {
             if comment.is_none() {
-                let plan = if event.kind == EventKind::BuildSucceeded { plan_for(control, o).await } else { None };
-                comment = Some(Some(chanto_notify::pr_comment(&event, plan.as_ref())));
+                let body = match platform_plan_for(control, o, &event).await {
+                    Some(plan) => chanto_notify::platform_comment(&event, plan.as_deref()),
+                    None => {
+                        let plan =
+                            if event.kind == EventKind::BuildSucceeded { plan_for(control, o).await } else { None };
+                        chanto_notify::pr_comment(&event, plan.as_ref())
+                    }
+                };
+                comment = Some(Some(body));
             }
             out.push(new("comment", Some(format!("pr:{pr}")), comment.clone().flatten()));
         }
@@ -203,6 +210,26 @@ async fn branch_url(control: &Control, site: &SiteName, branch: &str) -> String 
         _ => name.label(),
     };
     control.config.url_for(&format!("{label}--{site}"))
+}
+
+/// For a platform config site (its builds plan `chanto.platform.toml`), the
+/// configuration plan its build of this event made, if it made one: `None`
+/// for any other site.
+async fn platform_plan_for(control: &Control, o: &OutboxEvent, event: &Event) -> Option<Option<String>> {
+    let conn = control.meta.get_git(&o.site).await.ok()??;
+    let settings: crate::builds::GitSettings = serde_json::from_str(&conn.settings).ok()?;
+    settings.platform_config.as_ref()?;
+    if event.kind != EventKind::BuildSucceeded {
+        return Some(None);
+    }
+    let key = crate::builds::platform_build::plan_key(&o.branch);
+    let rows = control.meta.platform_state(Some(&o.site)).await.unwrap_or_default();
+    let stored = rows
+        .into_iter()
+        .find(|r| r.key == key)
+        .and_then(|r| serde_json::from_str::<crate::builds::platform_build::StoredPlan>(&r.value).ok());
+    // Only the plan of this event's build: an older or newer build's is not this comment's.
+    Some(stored.filter(|p| event.build_id.as_deref() == Some(p.build.as_str())).map(|p| p.text))
 }
 
 /// The plan of a pull request's deploy against the production branch's live deploy.

@@ -45,6 +45,9 @@
 //! preview_retention_days = 7        # default 0
 //! poll_interval_secs = 300          # optional, at least 10
 //! timeout_secs = 1800               # optional, 1 to 86400
+//! # platform_config = "chanto.platform.toml"  # a platform config site: its builds plan this
+//! #                                 # file (or directory) of the repository on every pull request and
+//! #                                 # branch, and apply it from the production branch; no build, no deploy
 //!
 //! [site.docs.build]                 # used when the repository has no build spec; needs [git]
 //! command = "npm run build"

@@ -124,6 +124,9 @@ pub struct GitConfig {
     pub poll_interval_secs: Option<u64>,
     /// A build's time limit in seconds.
     pub timeout_secs: Option<u64>,
+    /// A platform config site: the path in the repository of the
+    /// configuration its builds plan and, on the production branch, apply.
+    pub platform_config: Option<String>,
 }
 
 impl GitConfig {
@@ -141,6 +144,7 @@ impl GitConfig {
             preview_retention_days: 0,
             poll_interval_secs: None,
             timeout_secs: None,
+            platform_config: None,
         }
     }
 }

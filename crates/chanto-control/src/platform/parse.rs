@@ -447,6 +447,7 @@ impl Cx<'_> {
             "preview_retention_days",
             "poll_interval_secs",
             "timeout_secs",
+            "platform_config",
         ];
         let t = self.table(path, v)?;
         let mut g = GitConfig::new("");
@@ -507,6 +508,14 @@ impl Cx<'_> {
                 "timeout_secs" => {
                     self.int(&p, value, 1, crate::builds::MAX_TIMEOUT_SECS).map(|n| g.timeout_secs = Some(n))
                 }
+                "platform_config" => self.text(&p, value).and_then(|s| {
+                    if let Some(why) = crate::builds::platform_config_problem(&s) {
+                        self.error(value.span().start, format!("{p} must be {why}"));
+                        return None;
+                    }
+                    g.platform_config = Some(s);
+                    Some(())
+                }),
                 other => {
                     self.unknown(key, other, &format!("[{path}]"), KEYS);
                     None

@@ -505,6 +505,9 @@ fn resources(config: &PlatformConfig, fingerprints: &BTreeMap<String, String>) -
             if let Some(n) = g.timeout_secs {
                 f.insert("timeout_secs".into(), Value::Plain(n.to_string()));
             }
+            if let Some(p) = &g.platform_config {
+                f.insert("platform_config".into(), plain(p));
+            }
             let b = &site.build;
             for (k, v) in
                 [("command", &b.command), ("base", &b.base), ("publish", &b.publish), ("app_root", &b.app_root)]

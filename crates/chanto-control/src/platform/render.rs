@@ -105,6 +105,9 @@ fn render_site(out: &mut String, name: &str, site: &SiteConfig) {
         if let Some(n) = g.timeout_secs {
             line(out, "timeout_secs", n);
         }
+        if let Some(p) = &g.platform_config {
+            line(out, "platform_config", string(p));
+        }
     }
     let b = &site.build;
     if [&b.command, &b.base, &b.publish, &b.app_root].iter().any(|v| v.is_some()) {

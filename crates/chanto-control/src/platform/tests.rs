@@ -583,19 +583,23 @@ fn git() -> impl Strategy<Value = GitConfig> {
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<u32>()),
         prop::option::of(10u64..=i64::MAX as u64),
         prop::option::of(1u64..=86_400),
+        prop::option::of("[a-z]{1,8}(/[a-z._-]{1,8})?(\\.toml)?"),
     )
-        .prop_map(|(repository, credential, username, globs, (d, p, f, days), poll, timeout)| GitConfig {
-            repository,
-            credential,
-            username,
-            include: globs.clone(),
-            exclude: globs.into_iter().rev().take(1).collect(),
-            delete_branches: d,
-            pull_request_previews: p,
-            fork_pull_requests: f,
-            preview_retention_days: days,
-            poll_interval_secs: poll,
-            timeout_secs: timeout,
+        .prop_map(|(repository, credential, username, globs, (d, p, f, days), poll, timeout, platform_config)| {
+            GitConfig {
+                repository,
+                credential,
+                username,
+                include: globs.clone(),
+                exclude: globs.into_iter().rev().take(1).collect(),
+                delete_branches: d,
+                pull_request_previews: p,
+                fork_pull_requests: f,
+                preview_retention_days: days,
+                poll_interval_secs: poll,
+                timeout_secs: timeout,
+                platform_config,
+            }
         })
 }
 
@@ -788,4 +792,34 @@ fn the_plan_text_reads_like_terraform() {
 Plan: 2 to add, 2 to change, 1 to destroy.
 "#
     );
+}
+
+#[test]
+fn a_platform_config_site_is_declared_read_back_and_planned() {
+    let text = "[site.infra]\n\n[site.infra.git]\nrepository = \"https://x.example/infra.git\"\nplatform_config = \"platform/chanto.platform.toml\"\n";
+    let c = ok(text);
+    let git = site(&c, "infra").git.unwrap();
+    assert_eq!(git.platform_config.as_deref(), Some("platform/chanto.platform.toml"));
+    let rendered = render(&c);
+    assert!(rendered.contains("platform_config = \"platform/chanto.platform.toml\"\n"), "{rendered}");
+    assert_eq!(ok(&rendered), c, "reads back the same");
+    // Off by default, and not written then.
+    let plain = ok("[site.infra.git]\nrepository = \"https://x.example/infra.git\"\n");
+    assert_eq!(site(&plain, "infra").git.unwrap().platform_config, None);
+    assert!(!render(&plain).contains("platform_config"));
+    // A change of it is one field of the git connection.
+    let p = plan(&plain, &c, &PlanInputs::default());
+    assert_eq!(p.changes.len(), 1, "{p:#?}");
+    assert_eq!(p.changes[0].address, "site.infra.git");
+    let f: Vec<&str> = p.changes[0].fields.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(f, ["platform_config"]);
+    // A path out of the repository, or not a string, is named by line and column.
+    for (value, col) in
+        [("\"/etc/chanto.toml\"", 19), ("\"../x.toml\"", 19), ("\"a/../../x\"", 19), ("\"\"", 19), ("3", 19)]
+    {
+        let e = one_error(&format!(
+            "[site.infra.git]\nrepository = \"https://x.example/i.git\"\nplatform_config = {value}\n"
+        ));
+        assert!(e.starts_with(&format!("p.toml:3:{col}: site.infra.git.platform_config")), "{value}: {e}");
+    }
 }

@@ -254,6 +254,7 @@ impl Control {
                     build: d.build.clone(),
                     credential_kind: None,
                     username: g.username.clone(),
+                    platform_config: g.platform_config.clone(),
                 };
                 let view = self
                     .connect_git(

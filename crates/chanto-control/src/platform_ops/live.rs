@@ -160,6 +160,7 @@ impl Control {
                 config.preview_retention_days = settings.preview_retention_days;
                 config.poll_interval_secs = settings.poll_interval_secs;
                 config.timeout_secs = settings.timeout_secs;
+                config.platform_config = settings.platform_config.clone();
                 site.build = settings.build.clone();
                 site.git = Some(config);
             }

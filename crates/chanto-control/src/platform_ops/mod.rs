@@ -171,6 +171,13 @@ const EXPORT_HEADER: &str = "\
 /// versions the other is changing.
 static APPLYING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Waits for the one apply at a time (`chanto apply`, a platform config
+/// site's build on its production branch); hold it from the plan to the end
+/// of the apply.
+pub(crate) async fn applying() -> tokio::sync::MutexGuard<'static, ()> {
+    APPLYING.lock().await
+}
+
 fn parse_failed(e: ParseErrors) -> ApiError {
     let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", lines.join("\n"))
@@ -214,16 +221,40 @@ impl Control {
         source: &str,
         req: &ApplyRequest,
     ) -> Result<ApplyResponse, ApiError> {
-        let _one_at_a_time = APPLYING.lock().await;
+        let _one_at_a_time = applying().await;
         let desired = req.plan.desired().map_err(parse_failed)?;
         let planned = self.plan_platform(desired, &req.secrets, &req.plan.sites).await?;
         let left = req.plan.remaining(&planned.plan, &planned.inputs).map_err(|conflicts| {
             ApiError::new(StatusCode::CONFLICT, "plan_stale", conflicts.join("\n"))
                 .details(serde_json::json!(conflicts))
         })?;
+        let allow_destroy = req.allow_destroy;
+        let already: Vec<String> = req
+            .plan
+            .plan
+            .changes
+            .iter()
+            .filter(|c| !left.iter().any(|l| l.address == c.address))
+            .map(|c| c.address.clone())
+            .collect();
+        self.apply_changes(&planned, &left, already, allow_destroy, principal, source).await
+    }
+
+    /// Makes `left` (changes of `planned`), in order, each written to the
+    /// audit log as `principal`'s; stops at the first that fails. The
+    /// caller holds [`applying`] since before it planned.
+    pub(crate) async fn apply_changes(
+        &self,
+        planned: &apply::Planned,
+        left: &[crate::platform::Change],
+        already: Vec<String>,
+        allow_destroy: bool,
+        principal: &Principal,
+        source: &str,
+    ) -> Result<ApplyResponse, ApiError> {
         let destroys: Vec<&str> =
             left.iter().filter(|c| c.action == Action::Destroy).map(|c| c.address.as_str()).collect();
-        if !req.allow_destroy && !destroys.is_empty() {
+        if !allow_destroy && !destroys.is_empty() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "destroy_not_allowed",
@@ -233,14 +264,6 @@ impl Control {
                 ),
             ));
         }
-        let already: Vec<String> = req
-            .plan
-            .plan
-            .changes
-            .iter()
-            .filter(|c| !left.iter().any(|l| l.address == c.address))
-            .map(|c| c.address.clone())
-            .collect();
         let mut out =
             ApplyResponse { applied: Vec::new(), already, failed: None, not_applied: Vec::new(), text: String::new() };
         for (i, change) in left.iter().enumerate() {
@@ -251,7 +274,7 @@ impl Control {
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default()
             );
-            match self.apply_change(change, &planned).await {
+            match self.apply_change(change, planned).await {
                 Ok(note) => {
                     self.audit(principal, source, &action, &change.address, 200).await;
                     out.applied.push(Applied { address: change.address.clone(), action: change.action, note });
