@@ -217,6 +217,25 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     // A path out of the repository is refused.
     let e = server.cli(&["git", "connect", &url, "--site", "infra", "--platform-config", "../x.toml"]).fails().stderr();
     assert!(e.contains("platform_config"), "{e}");
+    // Only an admin may make a platform config site or change its
+    // connection (its builds change every site): a developer may not point
+    // it at a repository of theirs, nor mark another site.
+    server.cli(&["users", "create", "dev", "--role", "developer"]).ok();
+    let dev =
+        server.cli(&["tokens", "create", "t", "--user", "dev", "--scope", "write"]).ok().stdout().trim().to_owned();
+    let as_dev =
+        |args: &[&str]| util::Cli::new(args).env("CHANTO_SERVER", &server.api_url).env("CHANTO_TOKEN", &dev).run();
+    let mine = Repo::new(&tmp.path().join("mine"));
+    let r = as_dev(&["git", "connect", &mine.url(), "--site", "infra"]);
+    assert!(!r.out.status.success() && r.stderr().contains("admin"), "{}", r.report());
+    server.cli(&["sites", "create", "other"]).ok();
+    let r = as_dev(&["git", "connect", &mine.url(), "--site", "other", "--platform-config", "x.toml"]);
+    assert!(!r.out.status.success() && r.stderr().contains("admin"), "{}", r.report());
+    let r = as_dev(&["git", "connect", &mine.url(), "--site", "other"]);
+    assert!(r.out.status.success(), "an ordinary connection is a developer's to make: {}", r.report());
+    server.cli(&["sites", "delete", "other", "--yes"]).ok();
+    let shown = server.cli(&["git", "show", "--site", "infra"]).ok().stdout();
+    assert!(shown.contains(&url), "unchanged: {shown}");
     repo.commit("main", &[("chanto.platform.toml", &base)], "init");
 
     // (a) A pull request adding site docs: planned, commented, not applied.

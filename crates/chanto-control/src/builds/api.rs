@@ -48,10 +48,13 @@ async fn read_bounded(headers: &HeaderMap, body: Body, max: usize) -> Result<Byt
     responses((status = 200, body = GitView)), security(("token" = [])))]
 pub async fn connect(
     State(c): State<Arc<Control>>,
+    axum::Extension(caller): axum::Extension<crate::auth::Principal>,
     Path(site): Path<String>,
     ApiJson(req): ApiJson<ConnectRequest>,
 ) -> Result<Json<GitView>, ApiError> {
-    Ok(Json(c.connect_git(&parse_path(&site)?, req).await?))
+    let site = parse_path(&site)?;
+    c.require_platform_admin(&caller, &site, &req).await?;
+    Ok(Json(c.connect_git(&site, req).await?))
 }
 
 /// A site's repository connection.

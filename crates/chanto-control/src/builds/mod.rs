@@ -679,6 +679,34 @@ impl Control {
         self.git_view(site, &site_rec.production_branch, &conn, shown)
     }
 
+    /// Refuses a caller below the admin scope who would make a site a
+    /// platform config site, or change one's connection: its builds apply
+    /// configuration to every site, which only an admin may (as `chanto
+    /// apply`), so pointing one at another repository would be a way round.
+    pub(crate) async fn require_platform_admin(
+        &self,
+        caller: &crate::auth::Principal,
+        site: &SiteName,
+        req: &ConnectRequest,
+    ) -> Result<(), ApiError> {
+        let existing = self
+            .meta
+            .get_git(site)
+            .await?
+            .and_then(|g| serde_json::from_str::<GitSettings>(&g.settings).ok())
+            .and_then(|s| s.platform_config);
+        if req.settings.platform_config.is_none() && existing.is_none() {
+            return Ok(());
+        }
+        caller.require(chanto_store::Scope::Admin).map_err(|mut e| {
+            e.message = format!(
+                "{site} is (or would become) a platform config site, whose builds change every site's settings: {}",
+                e.message
+            );
+            e
+        })
+    }
+
     /// A site's connection.
     pub async fn git(&self, site: &SiteName) -> Result<GitView, ApiError> {
         let site_rec = self.site(site).await?;

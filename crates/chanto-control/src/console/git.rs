@@ -304,6 +304,7 @@ async fn connect(
         if let Ok(existing) = c.git(&name).await {
             req.settings.platform_config = existing.settings.platform_config;
         }
+        c.require_platform_admin(&p.s.principal, &name, &req).await?;
         c.connect_git(&name, req).await
     }
     .await;
