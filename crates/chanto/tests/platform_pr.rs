@@ -327,7 +327,9 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     assert!(!sites.contains("docs"), "{sites}");
 
     // (d) The merge: a push to the production branch applies the plan.
-    let merged = format!("{base}{}", docs("4", ""));
+    // It also connects docs to a repository: the new connection's webhook
+    // secret, shown once, must not reach the build log (every reader's).
+    let merged = format!("{base}{}", docs("4", &format!("\n[site.docs.git]\nrepository = \"{url}\"\n")));
     let c6 = repo.commit("main", &[("chanto.platform.toml", &merged)], "Merge pull request #7 from ada/docs");
     let r = signed_github(&server, &secret, "push", &push("main", &c6));
     let id6 = r["build"].as_str().unwrap().to_owned();
@@ -337,7 +339,8 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     assert_eq!(status["context"], "chanto/infra");
     assert!(status["description"].as_str().unwrap().starts_with("Succeeded in "), "nothing was deployed: {status}");
     let log = server.cli(&["builds", "logs", &id6]).ok().stdout();
-    assert!(log.contains("Apply complete: 2 applied") && log.contains("+ site.docs"), "{log}");
+    assert!(log.contains("Apply complete: 3 applied") && log.contains("+ site.docs.git"), "{log}");
+    assert!(log.contains("not written to build logs") && !log.contains("shown once"), "{log}");
     assert!(!log.contains(DOCS_KEY), "{log}");
     let export = server.cli(&["export", "--json"]).ok().json();
     let config = export["config"].as_str().unwrap();
@@ -360,7 +363,7 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     let audit = server.cli(&["audit", "list", "--limit", "1000", "--json"]).ok().json();
     let by_build: Vec<&serde_json::Value> =
         audit.as_array().unwrap().iter().filter(|e| e["actor"] == format!("build {id6}")).collect();
-    assert_eq!(by_build.len(), 2, "{audit:#}");
+    assert_eq!(by_build.len(), 3, "{audit:#}");
     // A push that changes nothing applies nothing, and succeeds.
     let c7 = repo.commit("main", &[("README.md", "infra")], "Docs");
     let r = signed_github(&server, &secret, "push", &push("main", &c7));

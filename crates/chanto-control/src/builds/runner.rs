@@ -1182,7 +1182,18 @@ async fn platform_steps(
     let changes = planned.plan.changes.clone();
     let applied = control.apply_changes(&planned, &changes, Vec::new(), false, &principal, &source).await;
     match applied {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            // A note can hold what is shown once (a new connection's webhook
+            // secret): build logs are for every reader, so it stays out.
+            for a in &mut resp.applied {
+                if a.note.is_some() {
+                    a.note = Some(
+                        "made a webhook secret, not written to build logs: see it with `chanto git connect --rotate-webhook-secret`"
+                            .into(),
+                    );
+                }
+            }
+            resp.text = crate::platform_ops::apply_text(&resp);
             for l in resp.text.lines() {
                 run.log.line(l).await;
             }

@@ -294,7 +294,7 @@ impl Control {
 
 /// What `chanto apply` prints of an answer (the failure's own error goes
 /// to standard error as the command's error).
-fn apply_text(resp: &ApplyResponse) -> String {
+pub(crate) fn apply_text(resp: &ApplyResponse) -> String {
     use std::fmt::Write as _;
     let symbol = |a: Action| match a {
         Action::Create => '+',
