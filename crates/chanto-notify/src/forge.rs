@@ -226,9 +226,14 @@ fn push_rows(out: &mut String, rows: &[(&str, String)]) {
 ///
 /// Escaped like [`pr_comment`]; the plan is cut (with a note) so the whole stays within [`COMMENT_MAX`] UTF-16 units.
 pub fn platform_comment(e: &Event, plan: Option<&str>) -> String {
+    // A build of the branch the pull request merged into (not its `pr-<n>`
+    // preview branch) is the merge's: it applied.
+    let merge = !e.branch.starts_with("pr-");
     let heading = match e.kind {
         EventKind::BuildQueued => "Queued…",
         EventKind::BuildStarted => "Planning…",
+        EventKind::BuildSucceeded if merge => "Configuration applied",
+        EventKind::BuildFailed if merge => "Configuration apply failed",
         EventKind::BuildSucceeded => "Configuration planned",
         EventKind::BuildFailed => "Configuration plan failed",
         EventKind::BuildCancelled => "Build cancelled",
@@ -257,7 +262,7 @@ pub fn platform_comment(e: &Event, plan: Option<&str>) -> String {
         }
     }
     if let Some(plan) = plan {
-        out.push_str("\n### Configuration plan\n\n");
+        out.push_str(if merge { "\n### Configuration plan, applied\n\n" } else { "\n### Configuration plan\n\n" });
         // What the plan may take: the limit, less the rest, the fences and the note.
         let note = "\n… (cut; the build log has the whole plan)";
         let fence_len = 3.max(longest_backtick_run(plan) + 1);

@@ -261,7 +261,11 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     assert!(!log.contains(DOCS_KEY), "{log}");
 
     // (b) A second push to the pull request edits the same comment.
-    let c2 = repo.commit("docs", &[("chanto.platform.toml", &format!("{base}{}", docs("4", "")))], "Keep 4");
+    // It also connects docs to a repository: at the merge, the new
+    // connection's webhook secret (shown once) must not reach the log.
+    let docs_git = format!("\n[site.docs.git]\nrepository = \"{url}\"\n");
+    let pr_head = format!("{base}{}", docs("4", &docs_git));
+    let c2 = repo.commit("docs", &[("chanto.platform.toml", &pr_head)], "Keep 4");
     git(&repo.bare, &["update-ref", "refs/pull/7/head", &c2]);
     let r = signed_github(&server, &secret, "pull_request", &pull_request("synchronize", 7, "docs", &c2));
     assert_eq!(wait_build(&server, r["build"].as_str().unwrap())["state"], "succeeded");
@@ -327,9 +331,10 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     assert!(!sites.contains("docs"), "{sites}");
 
     // (d) The merge: a push to the production branch applies the plan.
-    // It also connects docs to a repository: the new connection's webhook
-    // secret, shown once, must not reach the build log (every reader's).
-    let merged = format!("{base}{}", docs("4", &format!("\n[site.docs.git]\nrepository = \"{url}\"\n")));
+    // The merge's files are the pull request's head's: its comment gets
+    // the result.
+    let merged = pr_head.clone();
+    let comments_before = state.lock().unwrap().creates;
     let c6 = repo.commit("main", &[("chanto.platform.toml", &merged)], "Merge pull request #7 from ada/docs");
     let r = signed_github(&server, &secret, "push", &push("main", &c6));
     let id6 = r["build"].as_str().unwrap().to_owned();
@@ -342,6 +347,13 @@ fn a_platform_config_site_plans_pull_requests_in_one_living_comment_and_applies_
     assert!(log.contains("Apply complete: 3 applied") && log.contains("+ site.docs.git"), "{log}");
     assert!(log.contains("not written to build logs") && !log.contains("shown once"), "{log}");
     assert!(!log.contains(DOCS_KEY), "{log}");
+    assert!(log.contains("this applies pull request #7"), "{log}");
+    let body = wait_for("the result on the merged pull request", LIMIT, || {
+        comment_on(&state, 7).filter(|b| b.contains("Configuration applied"))
+    });
+    assert!(body.contains("Apply complete: 3 applied") && body.contains(&c6[..7]), "{body}");
+    assert!(!body.contains(DOCS_KEY) && !body.contains("shown once"), "{body}");
+    assert_eq!(state.lock().unwrap().creates, comments_before, "pull request 7's one comment, edited in place");
     let export = server.cli(&["export", "--json"]).ok().json();
     let config = export["config"].as_str().unwrap();
     assert!(config.contains("[site.docs]") && shows(config, "keep_deploys", "4"), "{config}");

@@ -24,13 +24,35 @@ pub(crate) fn plan_key(branch: &str) -> String {
     format!("plan:{branch}")
 }
 
+/// The `platform_state` key that names the pull request a merge build
+/// applied (its result goes to that pull request's comment).
+pub(crate) fn merged_key(build: &str) -> String {
+    format!("merged:{build}")
+}
+
+/// A fingerprint of a configuration's files (names and texts), to know the
+/// pull request whose plan a merge applies: its last plan was of the same files.
+pub(crate) fn files_hash(files: &[(String, String)]) -> String {
+    let mut h = blake3::Hasher::new();
+    for (name, text) in files {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    h.finalize().to_hex()[..32].to_owned()
+}
+
 /// The plan a build of a platform config site made, as kept for the comment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredPlan {
     /// The build that made it (a comment shows it only for that build's events).
     pub build: String,
-    /// The plan for people, as `chanto plan` prints it.
+    /// The plan for people, as `chanto plan` prints it (and, for a merge, what was applied).
     pub text: String,
+    /// [`files_hash`] of the configuration it planned.
+    #[serde(default)]
+    pub files: String,
 }
 
 /// The longest plan text kept for a comment (the log has all of it; the
@@ -38,7 +60,7 @@ pub(crate) struct StoredPlan {
 const MAX_STORED_PLAN: usize = 256 << 10;
 
 impl StoredPlan {
-    pub(crate) fn new(build: &str, text: &str) -> Self {
+    pub(crate) fn new(build: &str, text: &str, files: &str) -> Self {
         let mut text = text.to_owned();
         if text.len() > MAX_STORED_PLAN {
             let mut cut = MAX_STORED_PLAN;
@@ -48,7 +70,7 @@ impl StoredPlan {
             text.truncate(cut);
             text.push_str("\n… (cut; the build log has the whole plan)\n");
         }
-        Self { build: build.to_owned(), text }
+        Self { build: build.to_owned(), text, files: files.to_owned() }
     }
 }
 
@@ -254,7 +276,7 @@ mod tests {
     #[test]
     fn a_stored_plan_is_bounded() {
         let long = "é".repeat(MAX_STORED_PLAN);
-        let p = StoredPlan::new("b1", &long);
+        let p = StoredPlan::new("b1", &long, "");
         assert!(p.text.len() < MAX_STORED_PLAN + 100 && p.text.ends_with("whole plan)\n"));
     }
 }

@@ -1077,7 +1077,7 @@ async fn platform_steps(
     work: &Path,
     run: &mut Run,
 ) -> Result<(), Stop> {
-    use super::platform_build::{StoredPlan, plan_key, read_files, resolve_secrets};
+    use super::platform_build::{StoredPlan, files_hash, merged_key, plan_key, read_files, resolve_secrets};
     checkout(control, builds, b, conn, settings, work, run).await?;
     let applies = b.branch == *production && b.pull_request.is_none() && !b.untrusted;
 
@@ -1090,6 +1090,7 @@ async fn platform_steps(
             return Err(Stop::Failed(e));
         }
     };
+    let hash = files_hash(&files);
     let named: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let config = match crate::platform::parse_files(&named) {
         Ok(c) => c,
@@ -1149,9 +1150,28 @@ async fn platform_steps(
     for l in text.lines() {
         run.log.line(l).await;
     }
-    let stored = serde_json::to_string(&StoredPlan::new(b.id.as_str(), &text)).expect("a plan serializes");
-    if let Err(e) = control.meta.set_platform_state(&b.site, &plan_key(b.branch.as_str()), Some(&stored)).await {
-        tracing::warn!(build = %b.id, error = %e, "keeping the plan for the pull request's comment failed");
+    let keep = |text: &str| {
+        let stored = serde_json::to_string(&StoredPlan::new(b.id.as_str(), text, &hash)).expect("a plan serializes");
+        let key = plan_key(b.branch.as_str());
+        async move {
+            if let Err(e) = control.meta.set_platform_state(&b.site, &key, Some(&stored)).await {
+                tracing::warn!(build = %b.id, error = %e, "keeping the plan for the pull request's comment failed");
+            }
+        }
+    };
+    keep(&text).await;
+    if applies {
+        // The pull request this merge applies: the one whose last plan was
+        // of these same files. Its comment gets the result.
+        let merged = control.meta.platform_state(Some(&b.site)).await.unwrap_or_default().into_iter().filter_map(|r| {
+            let n: u64 = r.key.strip_prefix("plan:pr-")?.parse().ok()?;
+            let p: StoredPlan = serde_json::from_str(&r.value).ok()?;
+            (p.files == hash).then_some(n)
+        });
+        if let Some(n) = merged.max() {
+            let _ = control.meta.set_platform_state(&b.site, &merged_key(b.id.as_str()), Some(&n.to_string())).await;
+            run.log.line(&format!("this applies pull request #{n} (its last plan was of these files)")).await;
+        }
     }
     run.phase("plan", started, "succeeded", None).await;
     if !applies {
@@ -1197,6 +1217,7 @@ async fn platform_steps(
             for l in resp.text.lines() {
                 run.log.line(l).await;
             }
+            keep(&format!("{text}\n{}", resp.text)).await;
             if let Some(f) = resp.failed {
                 run.phase("apply", started, "failed", None).await;
                 return Err(Stop::Failed(format!(

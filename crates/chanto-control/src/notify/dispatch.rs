@@ -59,6 +59,16 @@ async fn deliveries_for(
         return Vec::new();
     };
     let event = event_for(control, notifier, o, kind).await;
+    // The pull request whose comment the event updates: its own, or for a
+    // platform config site's merge build, the pull request it applied (the
+    // build named it). Its status stays the branch's.
+    let comment_pr = match event.pull_request {
+        Some(n) => Some(n),
+        None if matches!(kind, EventKind::BuildSucceeded | EventKind::BuildFailed) => {
+            merged_pull_request(control, o).await
+        }
+        None => None,
+    };
     let mut out = Vec::new();
     let mut comment: Option<Option<String>> = None;
     for sub in subs {
@@ -104,7 +114,7 @@ async fn deliveries_for(
             out.push(new("status", Some(format!("status:{commit}")), None));
         }
         if comments
-            && let Some(pr) = event.pull_request
+            && let Some(pr) = comment_pr
             && matches!(
                 event.kind,
                 EventKind::BuildStarted
@@ -124,7 +134,15 @@ async fn deliveries_for(
                 };
                 comment = Some(Some(body));
             }
-            out.push(new("comment", Some(format!("pr:{pr}")), comment.clone().flatten()));
+            let mut d = new("comment", Some(format!("pr:{pr}")), comment.clone().flatten());
+            if event.pull_request.is_none() {
+                // A merge build's comment goes to the pull request it applied.
+                let mut on_pr = event.clone();
+                on_pr.pull_request = Some(pr);
+                d.payload = serde_json::to_string(&Payload { event: on_pr, comment: comment.clone().flatten() })
+                    .expect("a payload serialises");
+            }
+            out.push(d);
         }
     }
     out
@@ -210,6 +228,13 @@ async fn branch_url(control: &Control, site: &SiteName, branch: &str) -> String 
         _ => name.label(),
     };
     control.config.url_for(&format!("{label}--{site}"))
+}
+
+/// The pull request a platform config site's merge build applied, if it named one.
+async fn merged_pull_request(control: &Control, o: &OutboxEvent) -> Option<u64> {
+    let key = crate::builds::platform_build::merged_key(o.build.as_ref()?.as_str());
+    let rows = control.meta.platform_state(Some(&o.site)).await.ok()?;
+    rows.into_iter().find(|r| r.key == key).and_then(|r| r.value.parse().ok())
 }
 
 /// For a platform config site (its builds plan `chanto.platform.toml`), the
