@@ -1266,7 +1266,8 @@ pub struct ConnectArgs {
     /// branch gets the configuration's plan (in the build log and the pull
     /// request's comment), and the production branch applies it. Secret
     /// references resolve from the server's environment, env:CHANTO_PLATFORM_*
-    /// only.
+    /// only. Needs an admin token (as does any change to such a site's
+    /// connection): its builds change every site.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["command", "publish", "base", "app_root"])]
     pub platform_config: Option<String>,
 }
