@@ -273,9 +273,14 @@ pub enum Command {
         chanto plan --json                          # the plan for machines\n  \
         chanto plan; [ $? -eq 2 ] && echo \"changes to apply\"")]
     Plan(crate::platform::PlanArgs),
-    /// Carry out a plan saved by `chanto plan --out PLAN`.
+    /// Carry out a plan saved by `chanto plan --out PLAN`, or plan -f FILE now and apply it once you say yes.
     ///
-    /// The server applies it only if nothing it touches changed since the
+    /// With -f (as `terraform apply` without a plan file) it plans the
+    /// configuration, prints the plan and asks; only `yes` applies
+    /// (--auto-approve applies without asking, and is needed when standard
+    /// input is not a terminal).
+    ///
+    /// A saved plan is applied only if nothing it touches changed since the
     /// plan was made (else it names each conflict: make the plan again), in
     /// the plan's order. If a change fails, what was applied stays applied:
     /// fix the cause and run the same `chanto apply PLAN` again, which skips
@@ -291,7 +296,8 @@ pub enum Command {
     /// Needs an admin token.
     #[command(after_help = "Examples:\n  \
         chanto plan --out plan.json && chanto apply plan.json   # plan exits 2 when there are changes: check it first\n  \
-        chanto apply plan.json --allow-destroy                  # the plan deletes a site: let it")]
+        chanto apply plan.json --allow-destroy                  # the plan deletes a site: let it\n  \
+        chanto apply -f chanto.platform.toml                    # plan now, show it, apply on 'yes'")]
     Apply(crate::platform::ApplyArgs),
     /// Print a shell completion script: `chanto completions bash > ~/.local/share/bash-completion/completions/chanto`.
     Completions(crate::completions::CompletionsArgs),

@@ -68,8 +68,19 @@ pub struct PlanArgs {
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     /// The plan `chanto plan --out PLAN` saved.
-    #[arg(value_name = "PLAN")]
-    pub plan: PathBuf,
+    #[arg(value_name = "PLAN", required_unless_present = "file", conflicts_with = "file")]
+    pub plan: Option<PathBuf>,
+    /// Instead of a saved plan: plan this configuration now (a file, or a
+    /// directory of *.toml files), show the plan, and apply it once you type
+    /// `yes` (as `terraform apply` without a plan file).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// With -f: plan and apply only this site (repeat for more).
+    #[arg(long = "site", value_name = "NAME", requires = "file")]
+    pub sites: Vec<String>,
+    /// With -f: apply without asking (needed when standard input is not a terminal).
+    #[arg(long, requires = "file")]
+    pub auto_approve: bool,
     /// Let the plan destroy what it destroys (a site the configuration no
     /// longer declares goes with all its deploys).
     #[arg(long)]
@@ -135,19 +146,33 @@ fn secrets_note(resp: &ExportResponse) -> String {
     out
 }
 
-/// `chanto plan`.
-pub async fn plan(client: &Client, args: PlanArgs, json: bool) -> anyhow::Result<()> {
-    let source = read_config(&args.file)?;
+/// Reads, checks and resolves a configuration here (only `sites`, if any named).
+fn prepare(file: &Path, sites: &[String], command: &str) -> anyhow::Result<(Source, BTreeMap<String, String>)> {
+    let source = read_config(file)?;
     let mut config = parse_source(&source)?;
-    if !args.sites.is_empty() {
+    if !sites.is_empty() {
         let mut only = Vec::new();
-        for s in &args.sites {
+        for s in sites {
             only.push(s.parse::<chanto_core::SiteName>().map_err(|e| anyhow!("--site {s}: {e}"))?);
         }
         config.sites.retain(|name, _| only.contains(name));
     }
     let secrets =
-        resolve_secrets(&config, &source.files, &source.dir, "chanto plan", "", &env_var).map_err(unresolved_error)?;
+        resolve_secrets(&config, &source.files, &source.dir, command, "", &env_var).map_err(unresolved_error)?;
+    Ok((source, secrets))
+}
+
+fn plan_request(source: &Source, secrets: BTreeMap<String, String>, sites: &[String]) -> PlanRequest {
+    PlanRequest {
+        files: source.files.iter().map(|(name, text)| ConfigFile { name: name.clone(), text: text.clone() }).collect(),
+        secrets,
+        sites: sites.to_vec(),
+    }
+}
+
+/// `chanto plan`.
+pub async fn plan(client: &Client, args: PlanArgs, json: bool) -> anyhow::Result<()> {
+    let (source, secrets) = prepare(&args.file, &args.sites, "chanto plan")?;
     // Checked before anything is sent: the plan file must be writable where
     // it says, and must not replace the configuration.
     let directory = match &args.out {
@@ -158,11 +183,7 @@ pub async fn plan(client: &Client, args: PlanArgs, json: bool) -> anyhow::Result
         }
         None => None,
     };
-    let request = PlanRequest {
-        files: source.files.iter().map(|(name, text)| ConfigFile { name: name.clone(), text: text.clone() }).collect(),
-        secrets,
-        sites: args.sites.clone(),
-    };
+    let request = plan_request(&source, secrets, &args.sites);
     let resp: PlanResponse = client.post("/platform/plan", &request).await.map_err(|e| api_error(e, "chanto plan"))?;
     if json {
         println!("{}", resp.plan.to_json());
@@ -192,18 +213,41 @@ fn plan_outcome(plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
-/// `chanto apply PLAN`.
+/// `chanto apply PLAN`, or `chanto apply -f FILE` (plan, show, ask, apply).
 pub async fn apply(client: &Client, args: ApplyArgs, json: bool) -> anyhow::Result<()> {
-    let (saved, config) = read_plan(&args.plan)?;
-    refuse_destroys(&saved.plan, args.allow_destroy, &args.plan)?;
-    let dir = match &saved.directory {
-        Some(d) => PathBuf::from(d),
-        None => parent_dir(&args.plan),
+    let (request, command) = match (&args.plan, &args.file) {
+        (Some(path), _) => {
+            let (saved, config) = read_plan(path)?;
+            refuse_destroys(&saved.plan, args.allow_destroy, &format!("chanto apply {}", shell_word(path)))?;
+            let dir = match &saved.directory {
+                Some(d) => PathBuf::from(d),
+                None => parent_dir(path),
+            };
+            let command = format!("chanto apply {}", shell_word(path));
+            let place = path.display().to_string();
+            let secrets = resolve_secrets(&config, &[], &dir, &command, &place, &env_var).map_err(unresolved_error)?;
+            (ApplyRequest { plan: saved, secrets, allow_destroy: args.allow_destroy }, command)
+        }
+        (None, Some(file)) => {
+            let command = format!("chanto apply -f {}", shell_word(file));
+            let (source, secrets) = prepare(file, &args.sites, &command)?;
+            let request = plan_request(&source, secrets.clone(), &args.sites);
+            let resp: PlanResponse =
+                client.post("/platform/plan", &request).await.map_err(|e| api_error(e, "chanto apply"))?;
+            print!("{}", resp.text);
+            if resp.plan.is_empty() {
+                return Ok(());
+            }
+            refuse_destroys(&resp.plan, args.allow_destroy, &command)?;
+            if !args.auto_approve {
+                confirm()?;
+            }
+            let mut saved = resp.saved;
+            saved.directory = Some(record_directory(&source.dir)?);
+            (ApplyRequest { plan: saved, secrets, allow_destroy: args.allow_destroy }, command)
+        }
+        (None, None) => bail!("give the plan to apply (`chanto plan --out PLAN`), or -f FILE to plan and apply now"),
     };
-    let command = format!("chanto apply {}", shell_word(&args.plan));
-    let place = args.plan.display().to_string();
-    let secrets = resolve_secrets(&config, &[], &dir, &command, &place, &env_var).map_err(unresolved_error)?;
-    let request = ApplyRequest { plan: saved, secrets, allow_destroy: args.allow_destroy };
     let resp: ApplyResponse =
         client.post("/platform/apply", &request).await.map_err(|e| api_error(e, "chanto apply"))?;
     if json {
@@ -409,7 +453,25 @@ fn read_plan(path: &Path) -> anyhow::Result<(SavedPlan, PlatformConfig)> {
 }
 
 /// Refuses, before anything is sent, a plan that destroys without `--allow-destroy`.
-fn refuse_destroys(plan: &Plan, allow_destroy: bool, path: &Path) -> anyhow::Result<()> {
+/// Asks before `chanto apply -f` applies: only `yes` does, as Terraform asks.
+fn confirm() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "nothing was applied: standard input is not a terminal to ask on; pass --auto-approve to apply without asking"
+        );
+    }
+    print!("\nApply these changes? Only 'yes' applies: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("nothing was applied (the answer was not 'yes')");
+    }
+    Ok(())
+}
+
+fn refuse_destroys(plan: &Plan, allow_destroy: bool, command: &str) -> anyhow::Result<()> {
     let destroyed: Vec<&str> = plan
         .changes
         .iter()
@@ -421,10 +483,9 @@ fn refuse_destroys(plan: &Plan, allow_destroy: bool, path: &Path) -> anyhow::Res
     }
     bail!(
         "the plan destroys {}: {}; nothing was applied. A site the configuration no longer declares goes with all its deploys. \
-         If that is what you want, run `chanto apply {} --allow-destroy`",
+         If that is what you want, run `{command} --allow-destroy`",
         count(destroyed.len() as u64, "resource"),
         destroyed.join(", "),
-        shell_word(path)
     )
 }
 
@@ -872,11 +933,11 @@ ONE = { secret = "file:secrets/one" }
     #[test]
     fn destroys_are_refused_here_without_allow_destroy() {
         let plan = plan_of("[site.old]\n[site.keep]\n", "[site.keep]\n[site.new]\n");
-        let e = err(refuse_destroys(&plan, false, Path::new("my plan.json")));
+        let e = err(refuse_destroys(&plan, false, &format!("chanto apply {}", shell_word(Path::new("my plan.json")))));
         assert!(e.starts_with("the plan destroys 1 resource: site.old; nothing was applied."), "{e}");
         assert!(e.contains("run `chanto apply 'my plan.json' --allow-destroy`"), "{e}");
-        refuse_destroys(&plan, true, Path::new("plan.json")).unwrap();
-        refuse_destroys(&plan_of("", "[site.new]\n"), false, Path::new("plan.json")).unwrap();
+        refuse_destroys(&plan, true, "chanto apply plan.json").unwrap();
+        refuse_destroys(&plan_of("", "[site.new]\n"), false, "chanto apply plan.json").unwrap();
     }
 
     #[test]

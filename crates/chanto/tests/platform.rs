@@ -419,6 +419,20 @@ fn bad_files_plans_and_callers_are_refused_with_the_place_named() {
     let r = Cli::new(&["export"]).env("CHANTO_SERVER", &server.api_url).env("CHANTO_TOKEN", &token).run();
     assert!(r.stderr().contains("admin"), "{}", r.report());
 
+    // `chanto apply -f`: plans now, shows it, and asks; with no terminal to
+    // ask on, only --auto-approve applies.
+    std::fs::write(&file, "[site.quick]\nkeep_deploys = 2\n").unwrap();
+    let r = server.cli(&["apply", "-f", file.to_str().unwrap(), "--site", "quick"]).fails();
+    assert!(r.stdout().contains("+ site.quick") && r.stderr().contains("--auto-approve"), "{}", r.report());
+    server.cli(&["sites", "show", "quick"]).fails();
+    let r = server.cli(&["apply", "-f", file.to_str().unwrap(), "--site", "quick", "--auto-approve"]).ok();
+    assert!(r.stdout().contains("+ site.quick") && r.stdout().contains("Apply complete"), "{}", r.report());
+    server.cli(&["sites", "show", "quick"]).ok();
+    let r = server.cli(&["apply", "-f", file.to_str().unwrap(), "--site", "quick"]).ok();
+    assert!(r.stdout().contains("No changes"), "{}", r.report());
+    let r = server.cli(&["apply", "plan.json", "-f", file.to_str().unwrap()]).fails();
+    assert!(r.stderr().contains("cannot be used with"), "{}", r.report());
+
     // Hostile requests straight to the API: unknown fields, wrong types, no files.
     let api = server.api_url.trim_start_matches("http://").to_owned();
     for body in [
