@@ -77,6 +77,11 @@ pub struct EdgeNode {
     data: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops following the control plane (routing stream, poll, heartbeat):
+    /// only once the listeners have closed, so a draining edge never answers
+    /// from a routing table it no longer updates.
+    following: tokio::sync::watch::Sender<bool>,
+    followers: Vec<tokio::task::JoinHandle<()>>,
     _lock: std::fs::File,
 }
 
@@ -86,7 +91,16 @@ impl EdgeNode {
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         crate::serve::drain(&self.edge, self.drain_grace).await;
         self.puller.report.notify_one();
+        // The listeners first (they may still answer requests on kept-alive
+        // connections after the grace): routing keeps following until they
+        // are closed, since the control plane no longer counts a draining
+        // edge when it says a deploy is live everywhere.
         crate::serve::finish(self.stop, self.tasks, &self.data).await;
+        let _ = self.following.send(true);
+        let followers = futures_util::future::join_all(self.followers);
+        if tokio::time::timeout(Duration::from_secs(5), followers).await.is_err() {
+            tracing::warn!("the routing and heartbeat tasks did not stop within 5 s; stopping anyway");
+        }
         Ok(())
     }
 }
@@ -333,13 +347,16 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
         chanto_edge::server::ServerLimits::default(),
         std::future::pending(),
     ));
+    let (following, following_rx) = tokio::sync::watch::channel(false);
+    let mut followers = Vec::new();
     if !args.no_routing_stream {
-        tasks.push(tokio::spawn(puller.clone().stream_loop(stop_rx.clone())));
+        followers.push(tokio::spawn(puller.clone().stream_loop(following_rx.clone())));
     }
-    tasks.push(tokio::spawn(
-        puller.clone().poll_loop(args.routing_poll.max(Duration::from_millis(100)), stop_rx.clone()),
+    followers.push(tokio::spawn(
+        puller.clone().poll_loop(args.routing_poll.max(Duration::from_millis(100)), following_rx.clone()),
     ));
-    tasks.push(tokio::spawn(puller.clone().heartbeat_loop(stop_rx)));
+    followers.push(tokio::spawn(puller.clone().heartbeat_loop(following_rx)));
+    drop(stop_rx);
 
     let addresses = serde_json::json!({
         "role": "edge",
@@ -361,6 +378,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<EdgeNode> {
         data,
         stop,
         tasks,
+        following,
+        followers,
         _lock: lock,
     })
 }
