@@ -363,8 +363,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<Source> {
     for entry in entries {
         let entry = entry.map_err(|e| anyhow!("reading the directory {}: {e}", path.display()))?;
         let name = entry.file_name();
-        let is_toml = Path::new(&name).extension().is_some_and(|x| x == "toml");
-        if is_toml && !name.as_encoded_bytes().starts_with(b".") {
+        if name.to_str().is_some_and(platform::is_config_file_name) {
             names.push(name);
         }
     }

@@ -115,7 +115,7 @@ pub fn read_files(root: &Path, rel: &str) -> Result<Vec<(String, String)>, Strin
         let entry = entry.map_err(|e| format!("reading the directory {rel}: {e}"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".toml") && !name.starts_with('.') {
+        if crate::platform::is_config_file_name(name) {
             names.push(name.to_owned());
         }
     }

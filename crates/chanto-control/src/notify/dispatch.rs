@@ -61,14 +61,9 @@ async fn deliveries_for(
     let event = event_for(control, notifier, o, kind).await;
     // The pull request whose comment the event updates: its own, or for a
     // platform config site's merge build, the pull request it applied (the
-    // build named it). Its status stays the branch's.
-    let comment_pr = match event.pull_request {
-        Some(n) => Some(n),
-        None if matches!(kind, EventKind::BuildSucceeded | EventKind::BuildFailed) => {
-            merged_pull_request(control, o).await
-        }
-        None => None,
-    };
+    // build named it; looked up only for a subscription that comments). Its
+    // status stays the branch's.
+    let mut comment_pr: Option<Option<u64>> = event.pull_request.map(Some);
     let mut out = Vec::new();
     let mut comment: Option<Option<String>> = None;
     for sub in subs {
@@ -113,8 +108,12 @@ async fn deliveries_for(
         {
             out.push(new("status", Some(format!("status:{commit}")), None));
         }
+        if comments && comment_pr.is_none() {
+            let merge = matches!(kind, EventKind::BuildSucceeded | EventKind::BuildFailed);
+            comment_pr = Some(if merge { merged_pull_request(control, o).await } else { None });
+        }
         if comments
-            && let Some(pr) = comment_pr
+            && let Some(Some(pr)) = comment_pr
             && matches!(
                 event.kind,
                 EventKind::BuildStarted

@@ -129,8 +129,8 @@ mod tests;
 
 pub use model::{
     AccessConfig, BranchConfig, Channel, DomainConfig, EnvValue, Forge, GitConfig, GitCredential, HttpsConfig,
-    MAX_ENTRIES, MAX_FILE_BYTES, MAX_FILES, MAX_SITES, Password, PlatformConfig, SecretRef, SecretUse, SiteAccess,
-    SiteConfig, Smtp, SmtpSecurity, Subscription, access_policies, address,
+    MAX_ENTRIES, MAX_FILE_BYTES, MAX_FILES, MAX_SITES, Password, PlatformConfig, SecretKind, SecretRef, SecretUse,
+    SiteAccess, SiteConfig, Smtp, SmtpSecurity, Subscription, access_policies, address,
 };
 pub use parse::{Diagnostic, MAX_ERRORS, ParseErrors, parse, parse_files};
 pub use plan::{
@@ -138,3 +138,9 @@ pub use plan::{
     plan,
 };
 pub use render::render;
+
+/// Whether a directory entry is one of a configuration directory's files:
+/// `*.toml`, not hidden (as the shell's `*.toml`). Subdirectories are not read.
+pub fn is_config_file_name(name: &str) -> bool {
+    name.ends_with(".toml") && !name.starts_with('.')
+}

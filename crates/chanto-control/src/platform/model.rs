@@ -427,6 +427,21 @@ pub struct SecretUse {
     pub key: String,
     /// Where its value is.
     pub reference: SecretRef,
+    /// What the value is, for the checks it must pass once resolved.
+    pub kind: SecretKind,
+}
+
+/// What a secret is (its value's checks depend on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretKind {
+    /// A build variable of this name.
+    Variable(String),
+    /// A basic-auth user's password.
+    Password,
+    /// A webhook's signing secret.
+    SigningSecret,
+    /// Anything else: a repository credential, a URL with its token, an SMTP password, a forge token.
+    Other,
 }
 
 /// Resource addresses, one function each so plans, fingerprints and the
@@ -504,25 +519,28 @@ impl PlatformConfig {
     /// (once per distinct reference) and fingerprints the value.
     pub fn secrets(&self) -> Vec<SecretUse> {
         let mut out = Vec::new();
-        let mut push = |key: String, r: &SecretRef| out.push(SecretUse { key, reference: r.clone() });
+        let mut push_kind =
+            |key: String, r: &SecretRef, kind: SecretKind| out.push(SecretUse { key, reference: r.clone(), kind });
         for (name, site) in &self.sites {
             if let Some(GitCredential::Token(r) | GitCredential::SshKey(r)) =
                 site.git.as_ref().and_then(|g| g.credential.as_ref())
             {
-                push(format!("{}.credential", address::git(name)), r);
+                push_kind(format!("{}.credential", address::git(name)), r, SecretKind::Other);
             }
             let envs = std::iter::once((None, &site.env)).chain(site.branches.iter().map(|(b, c)| (Some(b), &c.env)));
             for (branch, env) in envs {
                 for (var, v) in env {
                     if let EnvValue::Secret(r) = v {
-                        push(format!("{}.value", address::env(name, branch, var)), r);
+                        let key = format!("{}.value", address::env(name, branch, var));
+                        push_kind(key, r, SecretKind::Variable(var.clone()));
                     }
                 }
             }
             for (scope, policy) in access_policies(site) {
                 for (user, pw) in &policy.users {
                     if let Password::Secret(r) = pw {
-                        push(format!("{}.users{}", address::access(name, &scope), address::key(user)), r);
+                        let key = format!("{}.users{}", address::access(name, &scope), address::key(user));
+                        push_kind(key, r, SecretKind::Password);
                     }
                 }
             }
@@ -530,16 +548,18 @@ impl PlatformConfig {
                 let at = address::notify(name, sub_name);
                 match &sub.channel {
                     Channel::Webhook { url, secret } => {
-                        push(format!("{at}.url"), url);
-                        push(format!("{at}.secret"), secret);
+                        push_kind(format!("{at}.url"), url, SecretKind::Other);
+                        push_kind(format!("{at}.secret"), secret, SecretKind::SigningSecret);
                     }
-                    Channel::Slack { url } | Channel::Discord { url } => push(format!("{at}.url"), url),
+                    Channel::Slack { url } | Channel::Discord { url } => {
+                        push_kind(format!("{at}.url"), url, SecretKind::Other)
+                    }
                     Channel::Email { smtp, .. } => {
                         if let Some(r) = &smtp.password {
-                            push(format!("{at}.smtp.password"), r);
+                            push_kind(format!("{at}.smtp.password"), r, SecretKind::Other);
                         }
                     }
-                    Channel::Forge { token, .. } => push(format!("{at}.token"), token),
+                    Channel::Forge { token, .. } => push_kind(format!("{at}.token"), token, SecretKind::Other),
                 }
             }
         }

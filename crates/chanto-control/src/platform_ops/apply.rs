@@ -14,7 +14,7 @@ use crate::domains::{AddDomain, TlsSettings};
 use crate::notify::{SmtpSettings, SubscribeRequest};
 use crate::platform::{
     self, Action, Change, Channel, EnvValue, Forge, GitCredential, Password, Plan, PlanInputs, PlatformConfig,
-    SiteConfig, SmtpSecurity, address,
+    SecretKind, SiteConfig, SmtpSecurity, address,
 };
 use crate::{ApiError, Control};
 
@@ -531,19 +531,14 @@ fn check_values(desired: &PlatformConfig, values: &BTreeMap<String, String>) -> 
     let mut problems = Vec::new();
     for u in desired.secrets() {
         let Some(v) = values.get(&u.key) else { continue };
-        let bad = if u.key.contains(".users[") {
-            chanto_core::access::check_password(v).err().map(|e| e.to_string())
-        } else if u.key.ends_with(".value") {
-            let var = u.key.rsplit_once(".env[").map(|(_, rest)| rest).unwrap_or_default();
-            let var: String =
-                serde_json::from_str(var.trim_end_matches(".value").trim_end_matches(']')).unwrap_or_default();
-            chanto_build::validate_var_value(&var, v).err().map(|e| e.to_string())
-        } else if u.key.ends_with(".secret") && v.len() < 16 {
-            Some("a webhook signing secret is at least 16 characters".into())
-        } else if v.is_empty() {
-            Some("the value is empty".into())
-        } else {
-            None
+        let bad = match &u.kind {
+            SecretKind::Password => chanto_core::access::check_password(v).err().map(|e| e.to_string()),
+            SecretKind::Variable(var) => chanto_build::validate_var_value(var, v).err().map(|e| e.to_string()),
+            SecretKind::SigningSecret if v.len() < 16 => {
+                Some("a webhook signing secret is at least 16 characters".into())
+            }
+            _ if v.is_empty() => Some("the value is empty".into()),
+            _ => None,
         };
         if let Some(why) = bad {
             problems.push(format!("{} ({}): {why}", u.key, u.reference));
